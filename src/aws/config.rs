@@ -1,0 +1,322 @@
+//! The one loader every command uses: credentials, region and endpoint become an [`AwsContext`]
+//! with ready SDK clients, and [`AwsContext::verify_identity`] is the preflight that fails fast,
+//! before any side effect, naming the credential source and region it tried.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+
+use crate::error::{aws, Error, Result};
+
+/// What the user told us about where and as whom to talk to AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// A loaded configuration: the SDK config plus what we need to explain failures.
+#[derive(Debug, Clone)]
+pub struct AwsContext {
+    pub sdk: SdkConfig,
+    pub region: String,
+    /// Where the region came from (`--region`, `$AWS_REGION`, a profile), for messages.
+    pub region_source: String,
+    /// Where the credentials come from, for messages. Never contains a secret.
+    pub credentials_source: String,
+    path_style_s3: bool,
+}
+
+/// Who the credentials belong to, from STS GetCallerIdentity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+    /// `aws`, `aws-cn`, `aws-us-gov`, … taken from the caller's ARN.
+    pub partition: String,
+}
+
+/// Each attempt may take this long before the SDK retries it; S3 data calls set their own.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The single retry layer: the SDK's standard mode (backoff with jitter, throttling and
+/// transient errors only, so AccessDenied is never retried).
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Checks the shape of a region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`, …). New
+/// regions appear every year, so the name is not checked against a list.
+pub fn validate_region(region: &str) -> Result<()> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && !parts[parts.len() - 1].is_empty()
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "region {region:?} is not a region name; use one like us-east-1 or eu-west-1 (`imgpub aws list-regions` lists them)"
+        )))
+    }
+}
+
+/// The partition a region belongs to, for when no caller ARN is at hand.
+pub fn partition_for_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else {
+        "aws"
+    }
+}
+
+/// Builds the SDK config from the settings. Reads files and the environment but sends nothing.
+pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
+    if let Some(region) = &settings.region {
+        validate_region(region)?;
+    }
+    if let Some(url) = &settings.endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Invalid(format!(
+                "endpoint URL {url:?} must start with http:// or https://"
+            )));
+        }
+    }
+
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+
+    let profile_name = settings
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+    let mut credentials_source = if let Some(file) = &settings.credentials_file {
+        // Like ore: an explicit credentials file is the credential source, not one link of
+        // the default chain that environment variables would override.
+        if !file.is_file() {
+            return Err(Error::Invalid(format!(
+                "credentials file {} does not exist; pass the path of a shared-credentials file",
+                file.display()
+            )));
+        }
+        let profile = profile_name.clone().unwrap_or_else(|| "default".into());
+        let files = EnvConfigFiles::builder()
+            .include_default_config_file(true)
+            .with_file(EnvConfigFileKind::Credentials, file)
+            .build();
+        let provider = ProfileFileCredentialsProvider::builder()
+            .profile_files(files.clone())
+            .profile_name(&profile)
+            .build();
+        loader = loader
+            .profile_files(files)
+            .profile_name(&profile)
+            .credentials_provider(provider);
+        format!("profile {profile:?} in {}", file.display())
+    } else if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile).credentials_provider(
+            ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build(),
+        );
+        format!("profile {profile:?}")
+    } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        "environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_string()
+    } else if let Some(profile) = &profile_name {
+        format!("profile {profile:?} (from $AWS_PROFILE)")
+    } else {
+        "the default credential chain (environment, ~/.aws, SSO, web identity, instance role)"
+            .to_string()
+    };
+
+    let region_source = if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+        "--region".to_string()
+    } else if std::env::var("AWS_REGION").is_ok_and(|r| !r.is_empty()) {
+        "$AWS_REGION".to_string()
+    } else {
+        format!(
+            "profile {:?}",
+            profile_name.clone().unwrap_or_else(|| "default".into())
+        )
+    };
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+
+    let mut sdk = loader.load().await;
+    let region = match sdk.region() {
+        Some(r) => r.as_ref().to_string(),
+        None => {
+            return Err(Error::Setup(
+                "no AWS region: pass --region, set $AWS_REGION, or set `region` in the profile"
+                    .into(),
+            ))
+        }
+    };
+    if settings.region.is_none() {
+        validate_region(&region)?;
+    }
+
+    if let Some(role_arn) = &settings.role_arn {
+        if !role_arn.starts_with("arn:") || !role_arn.contains(":role/") {
+            return Err(Error::Invalid(format!(
+                "--role-arn {role_arn:?} is not a role ARN; use arn:aws:iam::ACCOUNT:role/NAME"
+            )));
+        }
+        let mut builder = AssumeRoleProvider::builder(role_arn.clone()).session_name("imgpub");
+        if let Some(id) = &settings.external_id {
+            builder = builder.external_id(id.clone());
+        }
+        let provider = builder.configure(&sdk).build().await;
+        sdk = sdk
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
+        credentials_source = format!(
+            "role {role_arn}{} assumed with {credentials_source}",
+            if settings.external_id.is_some() {
+                " (with external id)"
+            } else {
+                ""
+            }
+        );
+    }
+
+    // The SDK reads $AWS_ENDPOINT_URL itself; either way a custom endpoint cannot do
+    // virtual-hosted bucket names.
+    let path_style_s3 = settings.endpoint_url.is_some() || sdk.endpoint_url().is_some();
+    Ok(AwsContext {
+        sdk,
+        region,
+        region_source,
+        credentials_source,
+        path_style_s3,
+    })
+}
+
+impl AwsContext {
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.path_style_s3)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk)
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk)
+    }
+
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.sdk)
+    }
+
+    /// The same credentials and endpoint in another region.
+    pub fn in_region(&self, region: &str) -> AwsContext {
+        let mut other = self.clone();
+        other.sdk = self
+            .sdk
+            .clone()
+            .into_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        other.region = region.to_string();
+        other
+    }
+
+    /// The preflight every AWS command starts with: STS GetCallerIdentity. A failure here
+    /// becomes one line naming the credential source and region.
+    pub async fn verify_identity(&self) -> Result<Identity> {
+        let out = self.sts().get_caller_identity().send().await.map_err(|e| {
+            let err = aws("", e);
+            let detail = match &err {
+                Error::Aws { detail, .. } => detail.clone(),
+                other => other.to_string(),
+            };
+            Error::Setup(format!(
+                "could not verify AWS credentials from {} in region {} ({}): {detail}",
+                self.credentials_source, self.region, self.region_source
+            ))
+        })?;
+        let arn = out.arn().unwrap_or_default().to_string();
+        let partition = arn
+            .split(':')
+            .nth(1)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| partition_for_region(&self.region))
+            .to_string();
+        Ok(Identity {
+            account: out.account().unwrap_or_default().to_string(),
+            arn,
+            partition,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_shapes() {
+        for ok in [
+            "us-east-1",
+            "eu-west-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-5",
+        ] {
+            validate_region(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "useast1",
+            "us-east",
+            "US-EAST-1",
+            "us-east-1a",
+            "us_east_1",
+        ] {
+            let err = validate_region(bad).unwrap_err().to_string();
+            assert!(err.contains("not a region name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(partition_for_region("us-east-1"), "aws");
+        assert_eq!(partition_for_region("cn-northwest-1"), "aws-cn");
+        assert_eq!(partition_for_region("us-gov-east-1"), "aws-us-gov");
+    }
+}

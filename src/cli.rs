@@ -1,0 +1,352 @@
+//! The command line: ore-compatible names and meanings (`ore aws upload …` users switch by
+//! renaming the binary). Global and AWS flags are `global = true` so, as with cobra's
+//! persistent flags, they are accepted anywhere after their command word.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgpub",
+    version,
+    about = "Publish disk images as AWS AMIs",
+    long_about = "Publish disk images as AWS AMIs.\n\nResults (JSON) go to stdout, logs to stderr."
+)]
+pub struct Cli {
+    /// Log level: CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG or TRACE (any case).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<LogLevel>,
+
+    /// Verbose logging (same as --log-level INFO).
+    #[arg(short = 'v', long = "verbose", global = true)]
+    pub verbose: bool,
+
+    /// Debug logging (same as --log-level DEBUG).
+    #[arg(short = 'd', long = "debug", global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+impl Cli {
+    /// The effective level: an explicit `--log-level` wins over `-d`, which wins over `-v`.
+    pub fn effective_log_level(&self) -> LogLevel {
+        match (self.log_level, self.debug, self.verbose) {
+            (Some(level), _, _) => level,
+            (None, true, _) => LogLevel::Debug,
+            (None, false, true) => LogLevel::Info,
+            (None, false, false) => LogLevel::Notice,
+        }
+    }
+}
+
+/// ore's (capnslog's) levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+    Trace,
+}
+
+fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+    Ok(match s.to_ascii_uppercase().as_str() {
+        "CRITICAL" => LogLevel::Critical,
+        "ERROR" => LogLevel::Error,
+        "WARNING" | "WARN" => LogLevel::Warning,
+        "NOTICE" => LogLevel::Notice,
+        "INFO" => LogLevel::Info,
+        "DEBUG" => LogLevel::Debug,
+        "TRACE" => LogLevel::Trace,
+        _ => {
+            return Err(format!(
+                "unknown log level {s:?}; use one of CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG, TRACE"
+            ))
+        }
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Amazon Web Services commands.
+    Aws(AwsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AwsCommand {
+    #[command(flatten)]
+    pub aws: AwsFlags,
+
+    #[command(subcommand)]
+    pub command: AwsSubcommand,
+}
+
+/// Flags every AWS command takes; one loader turns them into an SDK config.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AwsFlags {
+    /// AWS region (default: $AWS_REGION, then the profile's region).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Profile to use from the AWS config and credentials files.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// A shared-credentials file to read instead of ~/.aws/credentials.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub credentials_file: Option<PathBuf>,
+
+    /// Send every AWS request to this endpoint (a local stand-in, a VPC endpoint, …).
+    #[arg(long, global = true, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Assume this IAM role on top of the loaded credentials.
+    #[arg(long, global = true, value_name = "ARN")]
+    pub role_arn: Option<String>,
+
+    /// External ID to pass when assuming --role-arn.
+    #[arg(long, global = true, value_name = "ID", requires = "role_arn")]
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AwsSubcommand {
+    /// Prepare an account: the image bucket and the `vmimport` service role.
+    Initialize(InitializeArgs),
+    /// Publish a disk image as an AMI: upload, import snapshot, register, share.
+    Upload(Box<UploadArgs>),
+    /// Import a snapshot from a local file or an existing S3 object; prints the snapshot id.
+    ImportSnapshot(Box<UploadArgs>),
+    /// Register an AMI from an existing snapshot; tags and permissions.
+    RegisterAmi(Box<UploadArgs>),
+    /// Copy an AMI to other regions, with its tags and launch permissions.
+    #[command(visible_alias = "copy-image")]
+    CopyRegions(CopyRegionsArgs),
+    /// List the regions enabled for the account.
+    ListRegions(ListRegionsArgs),
+    /// Deregister an AMI and delete its snapshot.
+    DeleteImage(DeleteImageArgs),
+    /// Make AMIs tagged for production public again where they went private.
+    EnsurePublic(PassThroughArgs),
+    /// Print the IAM policy a user of imgpub needs.
+    Policy(PassThroughArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitializeArgs {
+    /// Bucket for image uploads (NAME or s3://NAME). Default: imgpub-<account>-<region>.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+
+    /// Name of the VM Import/Export service role.
+    #[arg(long, default_value = "vmimport", value_name = "NAME")]
+    pub role_name: String,
+
+    /// Also grant the role write access to this bucket, for image exports.
+    #[arg(long, value_name = "NAME")]
+    pub export_bucket: Option<String>,
+
+    /// Let the role use this KMS key (encrypted snapshots).
+    #[arg(long, value_name = "ARN")]
+    pub kms_key: Option<String>,
+
+    /// Let the role call License Manager (for imports that carry licenses).
+    #[arg(long)]
+    pub license_manager: bool,
+
+    /// The service principal VM Import/Export uses.
+    #[arg(long, default_value = "vmie.amazonaws.com", value_name = "PRINCIPAL")]
+    pub service_principal: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectFormat {
+    #[value(name = "VMDK", alias = "vmdk")]
+    Vmdk,
+    #[value(name = "RAW", alias = "raw")]
+    Raw,
+    #[value(name = "VHD", alias = "vhd")]
+    Vhd,
+}
+
+/// The flags of `ore aws upload`, shared by the stage commands.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Disk image to upload (image.vmdk, image.raw).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// s3://bucket/prefix to upload to.
+    #[arg(long, value_name = "S3_URL")]
+    pub bucket: Option<String>,
+    /// Name for the object, snapshot and AMI (default: the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// AMI name (default: --name).
+    #[arg(long)]
+    pub ami_name: Option<String>,
+    /// AMI description.
+    #[arg(long)]
+    pub ami_description: Option<String>,
+    /// Architecture: amd64/x86_64 or arm64/aarch64.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Root volume size in GiB.
+    #[arg(long)]
+    pub disk_size_gib: Option<u32>,
+    /// Take the root volume size from the image's virtual size.
+    #[arg(long)]
+    pub disk_size_inspect: bool,
+    /// Delete the S3 object once the snapshot exists.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub delete_object: bool,
+    /// Replace an existing AMI, snapshot and object of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// Use this existing s3:// object instead of uploading.
+    #[arg(long, value_name = "S3_URL")]
+    pub source_object: Option<String>,
+    /// Use this existing snapshot instead of importing.
+    #[arg(long, alias = "snapshot", value_name = "SNAPSHOT_ID")]
+    pub source_snapshot: Option<String>,
+    /// Image format (default: detected from the file).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub object_format: Option<ObjectFormat>,
+    /// Make the AMI and its snapshot public.
+    #[arg(long)]
+    pub public: bool,
+    /// Grant launch permission to these account ids.
+    #[arg(long, value_delimiter = ',')]
+    pub grant_user: Vec<String>,
+    /// Grant createVolumePermission on the snapshot to these account ids.
+    #[arg(long, value_delimiter = ',')]
+    pub grant_user_snapshot: Vec<String>,
+    /// Tags for the AMI and snapshot, key=value.
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Require IMDSv2 on instances launched from the AMI.
+    #[arg(long)]
+    pub imdsv2_only: bool,
+    /// Root volume type.
+    #[arg(long, default_value = "gp3")]
+    pub volume_type: String,
+    /// x86_64 boot mode: legacy-bios, uefi or uefi-preferred.
+    #[arg(long, default_value = "uefi-preferred")]
+    pub x86_boot_mode: String,
+    /// TPM support (v2.0); needs UEFI.
+    #[arg(long)]
+    pub tpm_support: Option<String>,
+    /// Billing product codes for the AMI.
+    #[arg(long, value_delimiter = ',')]
+    pub billing_product_code: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyRegionsArgs {
+    /// The AMI to copy.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Copy to every enabled region.
+    #[arg(long)]
+    pub all_regions: bool,
+    /// Copies in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Destination regions.
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListRegionsArgs {
+    /// List regions not enabled for the account instead.
+    #[arg(long)]
+    pub disabled: bool,
+    /// List all regions.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteImageArgs {
+    /// The AMI to deregister.
+    #[arg(long)]
+    pub ami: Option<String>,
+    /// The snapshot to delete, or detectFromAMI.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// A missing AMI or snapshot is not an error.
+    #[arg(long)]
+    pub allow_missing: bool,
+}
+
+/// Commands whose flags are not settled yet take anything, and say they are not built.
+#[derive(Debug, Args)]
+pub struct PassThroughArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_anywhere() {
+        let a = Cli::try_parse_from([
+            "imgpub",
+            "aws",
+            "initialize",
+            "--region",
+            "eu-west-1",
+            "--log-level",
+            "info",
+        ])
+        .unwrap();
+        let b = Cli::try_parse_from([
+            "imgpub",
+            "--log-level",
+            "INFO",
+            "aws",
+            "--region",
+            "eu-west-1",
+            "initialize",
+        ])
+        .unwrap();
+        for cli in [a, b] {
+            assert_eq!(cli.effective_log_level(), LogLevel::Info);
+            let TopCommand::Aws(aws) = cli.command;
+            assert_eq!(aws.aws.region.as_deref(), Some("eu-west-1"));
+        }
+    }
+
+    #[test]
+    fn delete_object_takes_ore_value_syntax() {
+        for (args, want) in [
+            (vec![], true),
+            (vec!["--delete-object"], true),
+            (vec!["--delete-object=false"], false),
+            (vec!["--delete-object", "false"], false),
+        ] {
+            let mut argv = vec!["imgpub", "aws", "upload"];
+            argv.extend(args);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let TopCommand::Aws(aws) = cli.command;
+            let AwsSubcommand::Upload(up) = aws.command else {
+                panic!("not upload")
+            };
+            assert_eq!(up.delete_object, want);
+        }
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let err = Cli::try_parse_from(["imgpub", "--log-level", "LOUD", "aws", "initialize"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown log level"), "{err}");
+    }
+}

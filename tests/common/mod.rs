@@ -1,0 +1,325 @@
+//! The test harness: a local AWS stand-in (moto + tests/standin/imgpub_standin.py) on a free
+//! loopback port per test, the real `imgpub` binary run against it, and SDK clients to read
+//! the results back.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use serde_json::Value;
+
+/// The credentials every test uses. The secret is checked to never appear in any output.
+pub const ACCESS_KEY: &str = "AKIAIMGPUBTEST000001";
+pub const SECRET_KEY: &str = "imgpubTestSecret/NeverPrintMe+0000000000";
+/// moto's default account.
+pub const ACCOUNT: &str = "123456789012";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The Python that runs the stand-in: a virtualenv under the target dir with the pinned
+/// requirements, made on first use by tests/standin/ensure-venv (which the demo script
+/// shares) and remade when the requirements change.
+pub fn standin_python() -> PathBuf {
+    let mut guard = VENV.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("standin-venv");
+    let out = Command::new("bash")
+        .arg(repo().join("tests/standin/ensure-venv"))
+        .arg(&venv)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/standin/ensure-venv");
+    assert!(out.status.success(), "could not make the stand-in's virtualenv in {}", venv.display());
+    let python = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    *guard = Some(python.clone());
+    python
+}
+
+/// One running stand-in; stopped when dropped.
+pub struct Standin {
+    child: Child,
+    pub endpoint: String,
+    port: u16,
+    pub log: PathBuf,
+    /// A HOME with no ~/.aws, so the developer's own AWS files never leak into a test.
+    pub home: tempdir::TempDir,
+}
+
+impl Standin {
+    pub fn start() -> Standin {
+        Self::start_with_import_seconds(1.0)
+    }
+
+    pub fn start_with_import_seconds(seconds: f64) -> Standin {
+        let python = standin_python();
+        let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("standin-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("{}-{}.log", std::process::id(), unique()));
+        let mut child = Command::new(python)
+            .arg(repo().join("tests/standin/imgpub_standin.py"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .env("STANDIN_IMPORT_SECONDS", seconds.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the stand-in");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let port: u16 = match line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+        {
+            Some(p) => p,
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "the stand-in did not start (said {line:?}); its log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Standin {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            log,
+            home: tempdir::TempDir::new(),
+        }
+    }
+
+    /// A plain HTTP/1.0 call to a control endpoint (/_standin/…, /moto-api/…).
+    pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        assert!(head.contains(" 200 "), "{method} {path}: {head}");
+        body.to_string()
+    }
+
+    /// Requests seen per "service.Action" since start or the last reset.
+    pub fn counts(&self) -> Value {
+        serde_json::from_str(&self.control("GET", "/_standin/requests", None)).unwrap()
+    }
+
+    /// From now on every request needs credentials IAM knows (moto's auth enforcement).
+    pub fn enforce_auth(&self) {
+        self.control("POST", "/moto-api/reset-auth", Some("0"));
+    }
+
+    /// SDK config for reading results back, as the test's own admin.
+    pub fn sdk(&self, region: &str) -> SdkConfig {
+        self.sdk_with(region, ACCESS_KEY, SECRET_KEY)
+    }
+
+    pub fn sdk_with(&self, region: &str, key: &str, secret: &str) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    key, secret, None, None, "test",
+                )),
+            )
+            .build()
+    }
+
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk(region))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk("us-east-1"))
+    }
+
+    /// The `imgpub` binary set up to talk to this stand-in with the test credentials.
+    pub fn imgpub(&self) -> Imgpub {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpub"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .stdin(Stdio::null());
+        Imgpub {
+            cmd,
+            secrets: vec![SECRET_KEY.to_string()],
+        }
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A command line for the binary; `run` checks that no secret shows in its output.
+pub struct Imgpub {
+    pub cmd: Command,
+    secrets: Vec<String>,
+}
+
+impl Imgpub {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn arg_path(mut self, flag: &str, path: &Path) -> Self {
+        self.cmd.arg(flag).arg(path);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// Another secret that must never be printed (e.g. one from a credentials file).
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secrets.push(secret.to_string());
+        self
+    }
+
+    pub fn run(mut self) -> Run {
+        let out = self.cmd.output().expect("run imgpub");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for secret in &self.secrets {
+            assert!(
+                !run.stdout.contains(secret.as_str()) && !run.stderr.contains(secret.as_str()),
+                "a secret key appeared in the output of {:?}",
+                self.cmd
+            );
+        }
+        run
+    }
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and parses the single JSON line on stdout.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "imgpub failed: {}", self.stderr);
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one JSON line, got {:?}",
+            self.stdout
+        );
+        serde_json::from_str(lines[0]).expect("stdout is JSON")
+    }
+
+    /// The `error: …` line on stderr of a failed run.
+    pub fn error_line(&self) -> String {
+        assert_ne!(self.code, 0, "expected failure, stdout: {}", self.stdout);
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected one error line in {:?}",
+            self.stderr
+        );
+        errors[0].to_string()
+    }
+}
+
+/// A temporary directory removed on drop (no extra crate for this).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "t-{}-{}",
+                std::process::id(),
+                super::unique()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}

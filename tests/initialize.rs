@@ -1,0 +1,538 @@
+//! `imgpub aws initialize` and the shared credential loader, end to end: the real binary
+//! against the local stand-in, results read back through S3 and IAM.
+
+mod common;
+
+use common::{write_file, Standin, ACCOUNT};
+use serde_json::{json, Value};
+
+/// IAM hands policy documents back URL-encoded (moto does not); accept both.
+fn policy_json(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| {
+        serde_json::from_str(&urlencoding::decode(raw).unwrap()).expect("policy is JSON")
+    })
+}
+
+fn expected_trust(partition: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "vmie.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"sts:Externalid": "vmimport", "aws:SourceAccount": ACCOUNT},
+                "ArnLike": {"aws:SourceArn": format!("arn:{partition}:vmie:*:{ACCOUNT}:*")}
+            }
+        }]
+    })
+}
+
+fn import_statement(bucket: &str) -> Value {
+    json!({
+        "Effect": "Allow",
+        "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")]
+    })
+}
+
+fn ec2_statement() -> Value {
+    json!({
+        "Effect": "Allow",
+        "Action": ["ec2:ModifySnapshotAttribute", "ec2:CopySnapshot", "ec2:RegisterImage", "ec2:Describe*"],
+        "Resource": "*"
+    })
+}
+
+async fn bucket_location(standin: &Standin, bucket: &str) -> String {
+    let out = standin
+        .s3("us-east-1")
+        .get_bucket_location()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("bucket exists");
+    out.location_constraint()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default()
+}
+
+async fn role_documents(standin: &Standin, role: &str) -> (Value, Value) {
+    let iam = standin.iam();
+    let got = iam
+        .get_role()
+        .role_name(role)
+        .send()
+        .await
+        .expect("role exists");
+    let trust = policy_json(got.role().unwrap().assume_role_policy_document().unwrap());
+    let inline = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(role)
+        .send()
+        .await
+        .expect("inline policy exists");
+    (trust, policy_json(inline.policy_document()))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn us_east_1_creates_bucket_and_role_with_exact_policies() {
+    let standin = Standin::start();
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-use1",
+        ])
+        .run();
+    let out = run.json();
+    assert_eq!(out["bucket"], "images-use1");
+    assert_eq!(out["region"], "us-east-1");
+    assert_eq!(
+        out["role_arn"],
+        format!("arn:aws:iam::{ACCOUNT}:role/vmimport")
+    );
+    assert_eq!(
+        strings(&out["created"]),
+        ["bucket", "role", "trust-policy", "role-policy"]
+    );
+    assert_eq!(out["changed"], true);
+
+    // us-east-1 buckets have no LocationConstraint.
+    assert_eq!(bucket_location(&standin, "images-use1").await, "");
+    let (trust, inline) = role_documents(&standin, "vmimport").await;
+    assert_eq!(trust, expected_trust("aws"));
+    assert_eq!(
+        inline,
+        json!({"Version": "2012-10-17", "Statement": [import_statement("images-use1"), ec2_statement()]})
+    );
+}
+
+#[tokio::test]
+async fn eu_west_1_with_export_bucket_kms_and_license_manager() {
+    let standin = Standin::start();
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "--region",
+            "eu-west-1",
+            "initialize",
+            "--bucket",
+            "s3://images-euw1",
+        ])
+        .args([
+            "--export-bucket",
+            "exports-euw1",
+            "--kms-key",
+            key,
+            "--license-manager",
+        ])
+        .run();
+    let out = run.json();
+    assert_eq!(out["region"], "eu-west-1");
+    assert_eq!(bucket_location(&standin, "images-euw1").await, "eu-west-1");
+
+    let (trust, inline) = role_documents(&standin, "vmimport").await;
+    assert_eq!(trust, expected_trust("aws"));
+    let expected = json!({"Version": "2012-10-17", "Statement": [
+        import_statement("images-euw1"),
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:GetBucketAcl"],
+            "Resource": ["arn:aws:s3:::exports-euw1", "arn:aws:s3:::exports-euw1/*"]
+        },
+        ec2_statement(),
+        {
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"],
+            "Resource": key
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["license-manager:GetLicenseConfiguration", "license-manager:UpdateLicenseSpecificationsForResource", "license-manager:ListLicenseSpecificationsForResource"],
+            "Resource": "*"
+        }
+    ]});
+    assert_eq!(inline, expected);
+}
+
+#[tokio::test]
+async fn rerun_changes_nothing_and_drift_is_repaired() {
+    let standin = Standin::start();
+    let init = || {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                "eu-west-1",
+                "--bucket",
+                "images-drift",
+            ])
+            .run()
+    };
+    init().json();
+
+    let second = init();
+    let out = second.json();
+    assert_eq!(out["changed"], false);
+    assert_eq!(out["created"], json!([]));
+    assert_eq!(out["repaired"], json!([]));
+    assert_eq!(
+        strings(&out["already_fine"]),
+        ["bucket", "role", "trust-policy", "role-policy"]
+    );
+    assert!(
+        second.stderr.contains("nothing to change"),
+        "{}",
+        second.stderr
+    );
+
+    // An admin narrows the policy and loosens the trust policy by hand.
+    let iam = standin.iam();
+    let narrowed =
+        json!({"Version": "2012-10-17", "Statement": [import_statement("images-drift")]});
+    iam.put_role_policy()
+        .role_name("vmimport")
+        .policy_name("vmimport")
+        .policy_document(narrowed.to_string())
+        .send()
+        .await
+        .unwrap();
+    let loose = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "vmie.amazonaws.com"}, "Action": "sts:AssumeRole"
+    }]});
+    iam.update_assume_role_policy()
+        .role_name("vmimport")
+        .policy_document(loose.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let third = init();
+    let out = third.json();
+    assert_eq!(out["changed"], true);
+    assert_eq!(strings(&out["repaired"]), ["trust-policy", "role-policy"]);
+    assert_eq!(strings(&out["already_fine"]), ["bucket", "role"]);
+    let (trust, inline) = role_documents(&standin, "vmimport").await;
+    assert_eq!(trust, expected_trust("aws"));
+    assert_eq!(
+        inline,
+        json!({"Version": "2012-10-17", "Statement": [import_statement("images-drift"), ec2_statement()]})
+    );
+}
+
+#[tokio::test]
+async fn bucket_in_another_region_is_a_clear_error() {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "eu-west-1",
+            "--bucket",
+            "images-moved",
+        ])
+        .run()
+        .json();
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-west-2",
+            "--bucket",
+            "images-moved",
+        ])
+        .run();
+    let err = run.error_line();
+    assert!(
+        err.contains("bucket images-moved already exists in region eu-west-1")
+            && err.contains("--region eu-west-1"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_fails_before_any_side_effect() {
+    let standin = Standin::start();
+    for (args, want) in [
+        (
+            vec!["--bucket", "Bad_Bucket"],
+            "bucket name \"Bad_Bucket\" is not valid",
+        ),
+        (
+            vec!["--bucket", "s3://images/prefix"],
+            "it has a key prefix",
+        ),
+        (
+            vec!["--bucket", "ok-bucket", "--role-name", "bad role"],
+            "role name \"bad role\" is not valid",
+        ),
+        (
+            vec!["--bucket", "ok-bucket", "--kms-key", "my-key"],
+            "is not a KMS key ARN",
+        ),
+    ] {
+        let run = standin
+            .imgpub()
+            .args(["aws", "initialize", "--region", "us-east-1"])
+            .args(&args)
+            .run();
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let err = run.error_line();
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "moon-base",
+            "--bucket",
+            "ok-bucket",
+        ])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(run
+        .error_line()
+        .contains("\"moon-base\" is not a region name"));
+
+    // Nothing was created by any of those.
+    let roles = standin.iam().list_roles().send().await.unwrap();
+    assert!(roles.roles().is_empty(), "{:?}", roles.roles());
+    let buckets = standin.s3("us-east-1").list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().is_empty());
+}
+
+#[tokio::test]
+async fn commands_not_built_yet_say_so() {
+    let standin = Standin::start();
+    let run = standin.imgpub().args(["aws", "ensure-public"]).run();
+    assert_eq!(run.code, 2);
+    assert_eq!(
+        run.error_line(),
+        "error: `imgpub aws ensure-public` is not implemented yet"
+    );
+    // No AWS call was made for it.
+    assert_eq!(standin.counts(), json!({}));
+}
+
+/// Creates an IAM user with an admin inline policy and returns its access key pair.
+async fn admin_user(standin: &Standin, name: &str) -> (String, String) {
+    let iam = standin.iam();
+    iam.create_user().user_name(name).send().await.unwrap();
+    let admin = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name("admin")
+        .policy_document(admin.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap();
+    let key = key.access_key().unwrap();
+    (
+        key.access_key_id().to_string(),
+        key.secret_access_key().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn credentials_file_with_profile() {
+    let standin = Standin::start();
+    let (key, secret) = admin_user(&standin, "ci-user").await;
+    let dir = common::tempdir::TempDir::new();
+    let file = write_file(
+        dir.path(),
+        "credentials",
+        &format!(
+            "[default]\naws_access_key_id = AKIAWRONGDEFAULT0000\naws_secret_access_key = wrong\n\n[ci]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        ),
+    );
+    standin.enforce_auth();
+    // The file wins over the environment's (now invalid) keys, and -d shows who we are.
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-cf",
+        ])
+        .arg_path("--credentials-file", &file)
+        .args(["--profile", "ci", "-d"])
+        .secret(&secret)
+        .run();
+    run.json();
+    assert!(
+        run.stderr
+            .contains(&format!("arn:aws:iam::{ACCOUNT}:user/ci-user")),
+        "{}",
+        run.stderr
+    );
+
+    // The same file's default profile has bad keys: one line naming the source.
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-cf",
+        ])
+        .arg_path("--credentials-file", &file)
+        .secret(&secret)
+        .run();
+    assert_eq!(run.code, 1);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("profile \"default\" in {}", file.display()))
+            && err.contains("InvalidClientTokenId")
+            && err.contains("us-east-1"),
+        "{err}"
+    );
+
+    // A missing file is named before anything is sent.
+    let run = standin
+        .imgpub()
+        .args(["aws", "initialize", "--region", "us-east-1"])
+        .args(["--credentials-file", "/nonexistent/credentials"])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(run
+        .error_line()
+        .contains("credentials file /nonexistent/credentials does not exist"));
+}
+
+#[tokio::test]
+async fn bad_environment_credentials_give_one_line_and_no_secret() {
+    let standin = Standin::start();
+    admin_user(&standin, "someone").await;
+    standin.enforce_auth();
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "eu-west-1",
+            "--bucket",
+            "images-bad",
+            "--log-level",
+            "TRACE",
+        ])
+        .run();
+    assert_eq!(run.code, 1);
+    let err = run.error_line();
+    assert!(
+        err.contains("could not verify AWS credentials from environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in region eu-west-1")
+            && err.contains("InvalidClientTokenId"),
+        "{err}"
+    );
+    // The preflight stopped it: nothing was created.
+    assert!(!standin
+        .counts()
+        .as_object()
+        .unwrap()
+        .contains_key("s3.CreateBucket"));
+}
+
+#[tokio::test]
+async fn assume_role_with_external_id() {
+    let standin = Standin::start();
+    let iam = standin.iam();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "release-pipeline-7"}}
+    }]});
+    let role = iam
+        .create_role()
+        .role_name("publisher")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = role.role().unwrap().arn().to_string();
+
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-ar",
+            "-v",
+        ])
+        .args(["--role-arn", &arn, "--external-id", "release-pipeline-7"])
+        .run();
+    run.json();
+    assert!(
+        run.stderr.contains(&format!(
+            "arn:aws:sts::{ACCOUNT}:assumed-role/publisher/imgpub"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    // A wrong external id is refused by STS, and the error names the role.
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-ar",
+        ])
+        .args(["--role-arn", &arn, "--external-id", "wrong"])
+        .run();
+    assert_eq!(run.code, 1);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("role {arn}")) && err.contains("AccessDenied"),
+        "{err}"
+    );
+
+    // --external-id without --role-arn is a usage error.
+    let run = standin
+        .imgpub()
+        .args(["aws", "initialize", "--external-id", "x"])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--role-arn"), "{}", run.stderr);
+}

@@ -1,0 +1,796 @@
+"""imgpub's local AWS stand-in: moto server plus what moto lacks or gets wrong.
+
+Run: python imgpub_standin.py [--host 127.0.0.1] [--port 0]
+Prints "PORT <n>" on stdout once it listens (port 0 picks a free one), then serves until
+killed. Everything moto serves works as usual; on top of it:
+
+* EC2 ImportSnapshot / DescribeImportSnapshotTasks: a task that goes active (pending,
+  then validating/converting with Progress) to completed over IMPORT_SECONDS; it reads
+  the object from moto's S3, checks the format as AWS does, and ends `deleted` with an
+  AWS-style "ClientError: ..." StatusMessage for a missing object or a bad image. An
+  unknown role is refused at once. ClientToken makes the call idempotent.
+* EC2 RegisterImage that keeps what AWS keeps (architecture, boot mode, ENA, SR-IOV,
+  IMDS, TPM, block devices, billing products, tags) and refuses what AWS refuses
+  (duplicate names, unknown snapshots, malformed names, volumes smaller than the
+  snapshot, TPM without UEFI, arm64 without UEFI).
+* STS AssumeRole enforces an `sts:ExternalId` condition in the role's trust policy.
+* Control endpoints under /_standin/ (JSON):
+    GET  /_standin/requests          counts of requests per "service.Action"
+    POST /_standin/requests/reset    zero the counts
+    GET  /_standin/config            current settings
+    POST /_standin/config            {"import_seconds": 2.0}
+    POST /_standin/faults            {"action": "UploadPart", "status": 503,
+                                      "code": "SlowDown", "count": 2,
+                                      "delay": 0, "drop": false}
+                                     the next `count` matching requests fail that way
+                                     (or are delayed by `delay` s, or have their
+                                     connection dropped); "action" "*" matches all
+    DELETE /_standin/faults          clear all faults
+    GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
+                                     including billing products (which DescribeImages,
+                                     like AWS, does not show)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import sys
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+# moto's bundled AMIs make every new EC2 backend slow to create and clutter listings.
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+from moto.ec2.models.amis import Ami  # noqa: E402
+from moto.ec2.responses import EC2Response  # noqa: E402
+from moto.iam.access_control import IAMRequestBase  # noqa: E402
+from moto.iam.models import iam_backends  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.s3.models import s3_backends  # noqa: E402
+from moto.sts.exceptions import STSClientError  # noqa: E402
+from moto.sts.models import STSBackend  # noqa: E402
+from moto.utilities.utils import get_partition  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+GIB = 1 << 30
+
+SETTINGS: dict[str, Any] = {
+    "import_seconds": float(os.environ.get("STANDIN_IMPORT_SECONDS", "2")),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Image checks: what VM Import/Export accepts.
+
+
+def _read_range(key: Any, offset: int, length: int) -> bytes:
+    buf = key._value_buffer
+    with key.lock:
+        buf.seek(offset)
+        return buf.read(length)
+
+
+GD_AT_END = 0xFFFFFFFFFFFFFFFF
+
+
+def vmdk_grains_present(key: Any, head: bytes) -> bool:
+    """Whether every grain the grain tables point at lies inside the file."""
+    size = key.size
+    if size < 512:
+        return False
+    grain_sectors = struct.unpack_from("<Q", head, 20)[0]
+    gtes_per_gt = struct.unpack_from("<I", head, 44)[0]
+    gd_offset = struct.unpack_from("<Q", head, 56)[0]
+    if gd_offset == GD_AT_END:
+        # The footer (a header copy, one sector before the end-of-stream marker) has it.
+        footer = _read_range(key, size - 1024, 512)
+        if footer[:4] != b"KDMV":
+            return False
+        gd_offset = struct.unpack_from("<Q", footer, 56)[0]
+    capacity = struct.unpack_from("<Q", head, 12)[0]
+    if not grain_sectors or not gtes_per_gt:
+        return False
+    gdes = -(-capacity // (grain_sectors * gtes_per_gt))
+    gd = _read_range(key, gd_offset * 512, gdes * 4)
+    if len(gd) < gdes * 4:
+        return False
+    for gt_sector in struct.unpack(f"<{gdes}I", gd):
+        if gt_sector == 0:
+            continue
+        gt = _read_range(key, gt_sector * 512, gtes_per_gt * 4)
+        if len(gt) < gtes_per_gt * 4:
+            return False
+        for grain in struct.unpack(f"<{gtes_per_gt}I", gt):
+            if grain <= 1:  # unallocated or zero grain
+                continue
+            marker = _read_range(key, grain * 512, 12)
+            if len(marker) < 12:
+                return False
+            data_size = struct.unpack_from("<I", marker, 8)[0]
+            if grain * 512 + 12 + data_size > size:
+                return False
+    return True
+
+
+def check_image(fmt: str, key: Any) -> tuple[int, str | None]:
+    """Returns (virtual size in bytes, None) or (0, "ClientError: ...")."""
+    size = key.size
+    head = _read_range(key, 0, 4096)
+    if size == 0:
+        return 0, "ClientError: Disk validation failed [The file is empty]"
+    if fmt == "VMDK":
+        if head[:4] != b"KDMV":
+            return 0, "ClientError: Disk validation failed [Unsupported VMDK File Format]"
+        capacity = struct.unpack_from("<Q", head, 12)[0] * 512
+        desc_off, desc_len = struct.unpack_from("<QQ", head, 28)
+        desc = _read_range(key, desc_off * 512, min(desc_len * 512, 65536))
+        if b'createType="streamOptimized"' not in desc:
+            return 0, (
+                "ClientError: Disk validation failed [Unsupported VMDK File Format: "
+                "only streamOptimized VMDK images can be imported]"
+            )
+        if not vmdk_grains_present(key, head):
+            return 0, "ClientError: Disk validation failed [Invalid VMDK: the file is truncated]"
+        return capacity, None
+    if fmt == "RAW":
+        for magic, name in [
+            (b"QFI\xfb", "qcow2"),
+            (b"KDMV", "VMDK"),
+            (b"conectix", "VHD"),
+            (b"vhdxfile", "VHDX"),
+        ]:
+            if head.startswith(magic):
+                return 0, (
+                    "ClientError: Disk validation failed [Unsupported specified file "
+                    f"format: the image is {name}, not RAW]"
+                )
+        return size, None
+    if fmt in ("VHD", "VHDX"):
+        tail = _read_range(key, max(size - 512, 0), 512)
+        if fmt == "VHD" and tail[:8] == b"conectix":
+            return struct.unpack_from(">Q", tail, 48)[0], None
+        if fmt == "VHDX" and head[:8] == b"vhdxfile":
+            return size, None
+        return 0, f"ClientError: Disk validation failed [Unsupported {fmt} File Format]"
+    return 0, f"ClientError: Unsupported image format {fmt}"
+
+
+# --------------------------------------------------------------------------------------
+# ImportSnapshot
+
+
+class ImportTask:
+    def __init__(self, backend: Any, task_id: str, params: dict[str, Any]):
+        self.backend = backend
+        self.id = task_id
+        self.started = time.monotonic()
+        self.duration = SETTINGS["import_seconds"]
+        container = params.get("DiskContainer") or {}
+        self.format = (container.get("Format") or "").upper()
+        bucket = container.get("UserBucket") or {}
+        self.bucket = bucket.get("S3Bucket", "")
+        self.key = bucket.get("S3Key", "")
+        self.url = container.get("Url")
+        self.description = params.get("Description", "")
+        self.client_token = params.get("ClientToken")
+        self.tags = []
+        for spec in params.get("TagSpecifications") or []:
+            if spec.get("ResourceType") == "import-snapshot-task":
+                self.tags += spec.get("Tags") or []
+        self.checked = False
+        self.error: str | None = None
+        self.virtual_size = 0
+        self.object_size = 0
+        self.snapshot_id: str | None = None
+        self.lock = threading.Lock()
+
+    def _check(self) -> None:
+        account = self.backend.account_id
+        s3 = s3_backends[account][get_partition(self.backend.region_name)]
+        try:
+            key = s3.get_object(self.bucket, self.key)
+        except Exception:  # noqa: BLE001 - any S3 failure is a bad source location
+            key = None
+        if key is None:
+            self.error = (
+                "ClientError: Disk validation failed [Unable to read the S3 object "
+                f"s3://{self.bucket}/{self.key}: it does not exist or the role cannot read it]"
+            )
+            return
+        self.object_size = key.size
+        self.virtual_size, self.error = check_image(self.format, key)
+
+    def _finish(self) -> None:
+        size_gib = max(1, -(-self.virtual_size // GIB))
+        zone = self.backend.region_name + "a"
+        volume = self.backend.create_volume(size=size_gib, zone_name=zone)
+        snap = self.backend.create_snapshot(
+            volume.id, f"Created by AWS-VMImport service for {self.id}"
+        )
+        self.backend.delete_volume(volume.id)
+        self.snapshot_id = snap.id
+
+    def state(self) -> dict[str, Any]:
+        """Advances the task to where the clock says it is and describes it."""
+        with self.lock:
+            frac = (time.monotonic() - self.started) / max(self.duration, 1e-6)
+            detail: dict[str, Any] = {
+                "Description": self.description,
+                "Format": self.format,
+                "UserBucket": {"S3Bucket": self.bucket, "S3Key": self.key},
+            }
+            if frac >= 0.3 and not self.checked:
+                self.checked = True
+                self._check()
+            if self.checked and self.error:
+                detail.update(Status="deleted", StatusMessage=self.error)
+            elif frac < 0.3:
+                detail.update(Status="active", StatusMessage="pending")
+            elif frac < 1.0:
+                detail.update(
+                    Status="active",
+                    StatusMessage="downloading/converting",
+                    Progress=str(int(10 + 80 * (frac - 0.3) / 0.7)),
+                )
+            else:
+                if self.snapshot_id is None:
+                    self._finish()
+                detail.update(
+                    Status="completed",
+                    SnapshotId=self.snapshot_id,
+                    DiskImageSize=float(self.object_size),
+                )
+            return {
+                "Description": self.description,
+                "ImportTaskId": self.id,
+                "SnapshotTaskDetail": detail,
+                "Tags": self.tags,
+            }
+
+
+def _tasks(backend: Any) -> dict[str, ImportTask]:
+    if not hasattr(backend, "_standin_import_tasks"):
+        backend._standin_import_tasks = {}
+    return backend._standin_import_tasks
+
+
+def import_snapshot(self: EC2Response) -> ActionResult:
+    params = self._get_params()
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    tasks = _tasks(backend)
+    token = params.get("ClientToken")
+    if token:
+        for task in tasks.values():
+            if task.client_token == token:
+                return ActionResult(task.state())
+    role = params.get("RoleName") or "vmimport"
+    iam = iam_backends[backend.account_id][get_partition(backend.region_name)]
+    if not any(r.name == role for r in iam.get_roles()):
+        raise EC2ClientError(
+            "InvalidParameter",
+            f"The service role {role} provided does not exist or does not have sufficient permissions",
+        )
+    container = params.get("DiskContainer") or {}
+    fmt = (container.get("Format") or "").upper()
+    if fmt not in ("VMDK", "RAW", "VHD", "VHDX"):
+        raise EC2ClientError(
+            "InvalidParameter", f"Unsupported disk format {container.get('Format')!r}"
+        )
+    if not (container.get("UserBucket") or {}).get("S3Bucket") and not container.get("Url"):
+        raise EC2ClientError("InvalidParameter", "DiskContainer needs UserBucket or Url")
+    seed = f"{time.time_ns()}{len(tasks)}".encode()
+    task_id = "import-snap-" + hashlib.sha256(seed).hexdigest()[:17]
+    task = ImportTask(backend, task_id, params)
+    tasks[task_id] = task
+    return ActionResult(task.state())
+
+
+def describe_import_snapshot_tasks(self: EC2Response) -> ActionResult:
+    params = self._get_params()
+    tasks = _tasks(self.ec2_backend)
+    ids = params.get("ImportTaskIds") or []
+    for task_id in ids:
+        if task_id not in tasks:
+            raise EC2ClientError(
+                "InvalidConversionTaskId.Malformed",
+                f"The import task '{task_id}' does not exist",
+            )
+    chosen = [tasks[i] for i in ids] if ids else list(tasks.values())
+    states = [t.state() for t in chosen]
+    for flt in params.get("Filters") or []:
+        if flt.get("Name") == "task-state":
+            wanted = set(flt.get("Values") or [])
+            states = [s for s in states if s["SnapshotTaskDetail"]["Status"] in wanted]
+    return ActionResult({"ImportSnapshotTasks": states})
+
+
+# --------------------------------------------------------------------------------------
+# RegisterImage
+
+
+AMI_NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+ARCHES = {"i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac"}
+BOOT_MODES = {"legacy-bios", "uefi", "uefi-preferred"}
+
+
+class RegisteredAmi(Ami):
+    """An AMI that remembers what RegisterImage was given."""
+
+    # moto files model classes by the second part of their module name.
+    __module__ = "moto.ec2.standin"
+
+    def __init__(self, backend: Any, ami_id: str, params: dict[str, Any], bdm: list[dict]):
+        super().__init__(
+            backend,
+            ami_id,
+            name=params.get("Name"),
+            description=params.get("Description") or "",
+            virtualization_type=params.get("VirtualizationType") or "paravirtual",
+            architecture=params.get("Architecture") or "x86_64",
+            root_device_name=params.get("RootDeviceName") or "/dev/sda1",
+            root_device_type="ebs",
+            sriov=params.get("SriovNetSupport"),
+            boot_mode=params.get("BootMode"),
+            hypervisor="xen",
+        )
+        # Ami() always makes a snapshot of its own; an AMI registered from our snapshot
+        # points at that one instead.
+        backend.snapshots.pop(self.ebs_snapshot.id, None)
+        self.ebs_snapshot = None
+        self._bdm = bdm
+        self.ena_support = bool(params.get("EnaSupport"))
+        self.sriov_net_support = params.get("SriovNetSupport")
+        self.imds_support = params.get("ImdsSupport")
+        self.imds = self.imds_support
+        self.tpm_support = params.get("TpmSupport")
+        self.tmp = self.tpm_support  # moto's DescribeImageAttribute reads this name
+        self.billing_products = list(params.get("BillingProducts") or [])
+        self.register_params = params
+
+    @property
+    def block_device_mappings(self) -> list[dict[str, Any]]:
+        return self._bdm
+
+    @property
+    def bdm(self) -> list[dict[str, Any]]:
+        return self._bdm
+
+
+def _invalid(code: str, message: str) -> EC2ClientError:
+    return EC2ClientError(code, message)
+
+
+def register_image(self: EC2Response) -> ActionResult:
+    params = self._get_params()
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    name = params.get("Name") or ""
+    if not AMI_NAME.match(name):
+        raise _invalid(
+            "InvalidAMIName.Malformed",
+            "AMI names must be between 3 and 128 characters long, and may contain letters, "
+            "numbers, '(', ')', '.', '-', '/', '_', ' ', '[', ']', '@' and '''",
+        )
+    for ami in backend.amis.values():
+        if ami.name == name and ami.owner_id == backend.account_id:
+            raise _invalid(
+                "InvalidAMIName.Duplicate",
+                f"AMI name {name} is already in use by AMI {ami.id}",
+            )
+    arch = params.get("Architecture") or "x86_64"
+    if arch not in ARCHES:
+        raise _invalid("InvalidParameterValue", f"Invalid value '{arch}' for architecture")
+    boot = params.get("BootMode")
+    if boot is not None and boot not in BOOT_MODES:
+        raise _invalid("InvalidParameterValue", f"Invalid value '{boot}' for bootMode")
+    if arch.startswith("arm64") and boot not in (None, "uefi"):
+        raise _invalid(
+            "InvalidParameterCombination", "arm64 AMIs support only the uefi boot mode"
+        )
+    tpm = params.get("TpmSupport")
+    if tpm is not None:
+        if tpm != "v2.0":
+            raise _invalid("InvalidParameterValue", f"Invalid value '{tpm}' for tpmSupport")
+        if boot not in ("uefi", "uefi-preferred"):
+            raise _invalid(
+                "InvalidParameterCombination", "NitroTPM (tpmSupport) requires a UEFI boot mode"
+            )
+    imds = params.get("ImdsSupport")
+    if imds is not None and imds != "v2.0":
+        raise _invalid("InvalidParameterValue", f"Invalid value '{imds}' for imdsSupport")
+    for spec in params.get("TagSpecifications") or []:
+        if spec.get("ResourceType") != "image":
+            raise _invalid(
+                "InvalidParameterValue",
+                f"'{spec.get('ResourceType')}' is not a valid taggable resource type for this operation.",
+            )
+
+    root = params.get("RootDeviceName")
+    bdm: list[dict[str, Any]] = []
+    root_snapshot = None
+    for mapping in params.get("BlockDeviceMappings") or []:
+        ebs = mapping.get("Ebs")
+        out: dict[str, Any] = {"DeviceName": mapping.get("DeviceName")}
+        if ebs:
+            snap_id = ebs.get("SnapshotId")
+            snap = backend.snapshots.get(snap_id) if snap_id else None
+            if snap_id and snap is None:
+                raise _invalid(
+                    "InvalidSnapshot.NotFound", f"The snapshot '{snap_id}' does not exist."
+                )
+            size = ebs.get("VolumeSize")
+            if size is None and snap is not None:
+                size = snap.volume.size
+            if snap is not None and size < snap.volume.size:
+                raise _invalid(
+                    "InvalidBlockDeviceMapping",
+                    f"Volume of size {size}GB is smaller than snapshot '{snap_id}', "
+                    f"expect size >= {snap.volume.size}GB",
+                )
+            out["Ebs"] = {
+                "DeleteOnTermination": ebs.get("DeleteOnTermination", True),
+                "SnapshotId": snap_id,
+                "VolumeSize": size,
+                "VolumeType": ebs.get("VolumeType") or "gp2",
+                "Encrypted": bool(snap.encrypted) if snap else False,
+            }
+            for extra in ("Iops", "Throughput"):
+                if ebs.get(extra) is not None:
+                    out["Ebs"][extra] = ebs[extra]
+            if mapping.get("DeviceName") == root:
+                root_snapshot = snap
+        elif mapping.get("VirtualName"):
+            out["VirtualName"] = mapping["VirtualName"]
+        bdm.append(out)
+    if root is None or root_snapshot is None:
+        raise _invalid(
+            "InvalidBlockDeviceMapping",
+            "The root device name must be given and map to an EBS snapshot",
+        )
+
+    from moto.ec2.utils import random_ami_id
+
+    ami_id = random_ami_id()
+    ami = RegisteredAmi(backend, ami_id, params, bdm)
+    for spec in params.get("TagSpecifications") or []:
+        for tag in spec.get("Tags") or []:
+            ami.add_tag(tag["Key"], tag["Value"])
+    backend.amis[ami_id] = ami
+    return ActionResult({"ImageId": ami_id})
+
+
+# --------------------------------------------------------------------------------------
+# STS AssumeRole: honour the trust policy's external-id condition.
+
+_original_assume_role = STSBackend.assume_role
+
+
+def _required_external_ids(policy_doc: str) -> set[str] | None:
+    try:
+        doc = json.loads(policy_doc)
+    except (TypeError, ValueError):
+        return None
+    statements = doc.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    wanted: set[str] = set()
+    for st in statements:
+        for op, conds in (st.get("Condition") or {}).items():
+            if not op.startswith("StringEquals"):
+                continue
+            for key, value in conds.items():
+                if key.lower() == "sts:externalid":
+                    wanted |= set(value if isinstance(value, list) else [value])
+    return wanted or None
+
+
+def assume_role(self: STSBackend, **kwargs: Any) -> Any:
+    role_arn = kwargs.get("role_arn", "")
+    match = re.match(r"arn:[^:]+:iam::(\d+):role/", role_arn)
+    if match:
+        iam = iam_backends[match.group(1)][self.partition]
+        role = next((r for r in iam.get_roles() if r.arn == role_arn), None)
+        if role is not None:
+            wanted = _required_external_ids(role.assume_role_policy_document)
+            if wanted and kwargs.get("external_id") not in wanted:
+                raise STSClientError(
+                    "AccessDenied",
+                    f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                )
+    return _original_assume_role(self, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Signature checks (when auth is enforced) over the bytes the client sent.
+#
+# For form-encoded requests (IAM, STS, EC2) moto re-encodes the parsed form with
+# botocore's quoting before it checks the SigV4 signature; a client that escapes a
+# character differently (the Rust SDK leaves "*" as is) then fails with
+# SignatureDoesNotMatch although AWS would accept it. The WSGI layer keeps the raw body
+# of the request this thread is serving, and the check uses it.
+
+_request_local = threading.local()
+_original_create_aws_request = IAMRequestBase._create_aws_request
+
+
+def _create_aws_request(self: IAMRequestBase) -> Any:
+    request = _original_create_aws_request(self)
+    raw = getattr(_request_local, "form_body", None)
+    if raw is not None:
+        request.data = raw
+    return request
+
+
+def install_patches() -> None:
+    IAMRequestBase._create_aws_request = _create_aws_request
+    EC2Response.import_snapshot = import_snapshot
+    EC2Response.describe_import_snapshot_tasks = describe_import_snapshot_tasks
+    EC2Response.register_image = register_image
+    STSBackend.assume_role = assume_role
+
+
+# --------------------------------------------------------------------------------------
+# The WSGI layer: request counts, faults, control endpoints.
+
+S3_SUBRESOURCES = [
+    ("POST", "uploads", "CreateMultipartUpload"),
+    ("GET", "uploads", "ListMultipartUploads"),
+    ("GET", "location", "GetBucketLocation"),
+]
+
+
+def s3_action(method: str, path: str, query: dict[str, list[str]]) -> str:
+    parts = [p for p in path.split("/") if p]
+    if "uploadId" in query:
+        return {
+            "PUT": "UploadPart",
+            "POST": "CompleteMultipartUpload",
+            "DELETE": "AbortMultipartUpload",
+            "GET": "ListParts",
+        }.get(method, method)
+    for m, sub, name in S3_SUBRESOURCES:
+        if method == m and sub in query:
+            return name
+    if len(parts) <= 1:
+        return {
+            "PUT": "CreateBucket",
+            "GET": "ListObjects" if parts else "ListBuckets",
+            "HEAD": "HeadBucket",
+            "DELETE": "DeleteBucket",
+        }.get(method, method)
+    return {
+        "PUT": "PutObject",
+        "GET": "GetObject",
+        "HEAD": "HeadObject",
+        "DELETE": "DeleteObject",
+    }.get(method, method)
+
+
+class Fault:
+    def __init__(self, spec: dict[str, Any]):
+        self.action = spec.get("action", "*")
+        self.service = spec.get("service")
+        self.status = int(spec.get("status", 500))
+        self.code = spec.get("code", "InternalError")
+        self.message = spec.get("message", "We encountered an internal error. Please try again.")
+        self.count = int(spec.get("count", 1))
+        self.delay = float(spec.get("delay", 0))
+        self.drop = bool(spec.get("drop", False))
+
+    def matches(self, service: str, action: str) -> bool:
+        return (self.action in ("*", action)) and (self.service in (None, service))
+
+
+class StandinApp:
+    def __init__(self, app: Any):
+        self.app = app
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.faults: list[Fault] = []
+
+    @staticmethod
+    def _json(start_response: Any, status: str, body: Any) -> list[bytes]:
+        data = json.dumps(body).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    def _control(self, environ: dict, start_response: Any) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+        with self.lock:
+            if path == "/_standin/requests" and method == "GET":
+                return self._json(start_response, "200 OK", self.counts)
+            if path == "/_standin/requests/reset" and method == "POST":
+                self.counts.clear()
+                return self._json(start_response, "200 OK", {})
+            if path == "/_standin/config":
+                if method == "POST":
+                    SETTINGS.update(body)
+                return self._json(start_response, "200 OK", SETTINGS)
+            if path == "/_standin/faults":
+                if method == "POST":
+                    self.faults.append(Fault(body))
+                elif method == "DELETE":
+                    self.faults.clear()
+                return self._json(
+                    start_response, "200 OK", [f.__dict__ for f in self.faults]
+                )
+        if path.startswith("/_standin/images/"):
+            ami_id = path.rsplit("/", 1)[1]
+            from moto.ec2.models import ec2_backends
+
+            for account in list(ec2_backends.keys()):
+                for region, backend in ec2_backends[account].items():
+                    ami = backend.amis.get(ami_id)
+                    if isinstance(ami, RegisteredAmi):
+                        return self._json(
+                            start_response,
+                            "200 OK",
+                            {
+                                "region": region,
+                                "params": ami.register_params,
+                                "billing_products": ami.billing_products,
+                            },
+                        )
+            return self._json(start_response, "404 Not Found", {"error": "no such image"})
+        return self._json(start_response, "404 Not Found", {"error": "unknown control path"})
+
+    @staticmethod
+    def _identify(environ: dict) -> tuple[str, str, bytes | None]:
+        """Returns (service, action, body bytes if we had to read them)."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", auth)
+        service = m.group(1) if m else "unknown"
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if service == "s3":
+            return service, s3_action(environ["REQUEST_METHOD"], environ["PATH_INFO"], query), None
+        if "Action" in query:
+            return service, query["Action"][0], None
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            return service, target.rsplit(".", 1)[-1], None
+        body = None
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            form = parse_qs(body.decode("utf-8", "replace"))
+            if "Action" in form:
+                return service, form["Action"][0], body
+        return service, environ["REQUEST_METHOD"] + " " + environ["PATH_INFO"], body
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ["PATH_INFO"].startswith("/_standin/"):
+            return self._control(environ, start_response)
+        if environ["PATH_INFO"].startswith("/moto-api/"):
+            return self.app(environ, start_response)
+        service, action, body = self._identify(environ)
+        _request_local.form_body = body
+        if body is not None:
+            environ["wsgi.input"] = io.BytesIO(body)
+        fault = None
+        with self.lock:
+            key = f"{service}.{action}"
+            self.counts[key] = self.counts.get(key, 0) + 1
+            for f in self.faults:
+                if f.count > 0 and f.matches(service, action):
+                    f.count -= 1
+                    fault = f
+                    break
+            self.faults = [f for f in self.faults if f.count > 0]
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop:
+                # Closing the socket without an answer: the client sees a reset.
+                sock = environ.get("werkzeug.socket")
+                if sock is not None:
+                    import socket as socket_mod
+
+                    try:
+                        sock.shutdown(socket_mod.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
+                raise ConnectionAbortedError("standin: dropped by fault injection")
+            if not fault.delay:
+                return self._error(environ, start_response, service, fault)
+        if service in ("sts", "iam"):
+            return self._query_error_shape(environ, start_response)
+        return self.app(environ, start_response)
+
+    def _query_error_shape(self, environ: dict, start_response: Any) -> list[bytes]:
+        """moto renders its auth errors (InvalidClientTokenId, AccessDenied) for STS and
+        IAM in EC2's <Errors><Error> shape, which those services' clients cannot parse;
+        AWS sends <ErrorResponse><Error>."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        status, headers = captured["status"], captured["headers"]
+        if status[:1] in ("4", "5") and b"<Errors>" in body:
+            body = re.sub(rb"<Errors>\s*(<Error>.*?</Error>)\s*</Errors>", rb"\1", body,
+                          flags=re.S)
+            headers = [(k, v) for k, v in headers
+                       if k.lower() not in ("content-length", "content-type")]
+            headers += [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))]
+        start_response(status, headers)
+        return [body]
+
+    @staticmethod
+    def _error(environ: dict, start_response: Any, service: str, fault: Fault) -> list[bytes]:
+        reason = {500: "Internal Server Error", 503: "Service Unavailable", 400: "Bad Request",
+                  403: "Forbidden", 429: "Too Many Requests"}.get(fault.status, "Error")
+        if service == "ec2":
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'
+                f"<Code>{fault.code}</Code><Message>{fault.message}</Message></Error></Errors>"
+                f"<RequestID>standin-fault</RequestID></Response>"
+            )
+        elif service == "s3":
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
+                f"<Message>{fault.message}</Message><RequestId>standin-fault</RequestId></Error>"
+            )
+        else:
+            body = (
+                f'<ErrorResponse><Error><Type>Sender</Type><Code>{fault.code}</Code>'
+                f"<Message>{fault.message}</Message></Error>"
+                f"<RequestId>standin-fault</RequestId></ErrorResponse>"
+            )
+        # The request body must be consumed or the connection cannot be reused.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
+        data = body.encode()
+        start_response(
+            f"{fault.status} {reason}",
+            [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+
+def make_app() -> StandinApp:
+    install_patches()
+    return StandinApp(DomainDispatcherApplication(create_backend_app))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = make_server(
+        args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler
+    )
+    os.environ["MOTO_PORT"] = str(server.port)
+    print(f"PORT {server.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

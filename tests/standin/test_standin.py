@@ -1,0 +1,325 @@
+"""The stand-in's own tests: what it adds to moto, shown through boto3 over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+HERE = Path(__file__).resolve().parent
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "imgpub_standin.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STANDIN_IMPORT_SECONDS": "1"},
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("PORT "), line
+    url = f"http://127.0.0.1:{int(line.split()[1])}"
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def client(endpoint: str, service: str, region: str = "us-east-1"):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def control(endpoint: str, path: str, body=None, method=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(endpoint + path, data=data, method=method)
+    with urllib.request.urlopen(req) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Images made by qemu-img, a VMDK producer we did not write."""
+    d = tmp_path_factory.mktemp("images")
+    raw = d / "disk.raw"
+    with open(raw, "wb") as f:
+        f.truncate(3 * MIB)
+        f.seek(MIB)
+        f.write(os.urandom(MIB))
+    stream = d / "stream.vmdk"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+         str(raw), str(stream)],
+        check=True,
+    )
+    sparse = d / "sparse.vmdk"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(sparse)], check=True
+    )
+    qcow2 = d / "disk.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+                   check=True)
+    data = stream.read_bytes()
+    truncated = d / "truncated.vmdk"
+    truncated.write_bytes(data[: len(data) // 2 // 512 * 512])
+    return {"raw": raw, "stream": stream, "sparse": sparse, "qcow2": qcow2,
+            "truncated": truncated}
+
+
+@pytest.fixture(scope="module")
+def account(endpoint):
+    iam = client(endpoint, "iam")
+    iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument="{}")
+    s3 = client(endpoint, "s3")
+    s3.create_bucket(Bucket="images")
+    return endpoint
+
+
+def wait_task(ec2, task_id: str, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        task = ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])[
+            "ImportSnapshotTasks"][0]
+        detail = task["SnapshotTaskDetail"]
+        seen.append((detail["Status"], detail.get("StatusMessage")))
+        if detail["Status"] in ("completed", "deleted"):
+            return detail, seen
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish: {seen[-3:]}")
+
+
+def start_import(ec2, key: str, fmt: str, token: str | None = None, role: str | None = None):
+    kwargs = dict(
+        Description=key,
+        DiskContainer={"Format": fmt, "UserBucket": {"S3Bucket": "images", "S3Key": key}},
+    )
+    if token:
+        kwargs["ClientToken"] = token
+    if role:
+        kwargs["RoleName"] = role
+    return ec2.import_snapshot(**kwargs)
+
+
+def test_stream_optimized_vmdk_imports_with_the_virtual_size(account, images):
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    s3.upload_file(str(images["stream"]), "images", "stream.vmdk")
+    out = start_import(ec2, "stream.vmdk", "VMDK")
+    assert out["SnapshotTaskDetail"]["Status"] == "active"
+    assert out["SnapshotTaskDetail"]["StatusMessage"] == "pending"
+    detail, seen = wait_task(ec2, out["ImportTaskId"])
+    assert detail["Status"] == "completed", seen
+    assert ("active", "downloading/converting") in seen
+    snap = ec2.describe_snapshots(SnapshotIds=[detail["SnapshotId"]])["Snapshots"][0]
+    assert snap["VolumeSize"] == 1  # 3 MiB rounds up to 1 GiB
+    assert out["ImportTaskId"] in snap["Description"]
+
+
+def test_client_token_makes_import_idempotent(account, images):
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    s3.upload_file(str(images["raw"]), "images", "token.raw")
+    a = start_import(ec2, "token.raw", "RAW", token="tok-1")
+    b = start_import(ec2, "token.raw", "RAW", token="tok-1")
+    c = start_import(ec2, "token.raw", "RAW", token="tok-2")
+    assert a["ImportTaskId"] == b["ImportTaskId"] != c["ImportTaskId"]
+
+
+@pytest.mark.parametrize(
+    "image,key,fmt,message",
+    [
+        ("sparse", "sparse.vmdk", "VMDK", "only streamOptimized"),
+        ("truncated", "truncated.vmdk", "VMDK", "truncated"),
+        ("qcow2", "disk.qcow2", "RAW", "the image is qcow2, not RAW"),
+        ("stream", "as-raw.vmdk", "RAW", "the image is VMDK, not RAW"),
+        ("raw", "raw-as-vmdk.raw", "VMDK", "Unsupported VMDK File Format"),
+        (None, "missing.raw", "RAW", "Unable to read the S3 object s3://images/missing.raw"),
+    ],
+)
+def test_bad_images_end_deleted_with_a_client_error(account, images, image, key, fmt, message):
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    if image:
+        s3.upload_file(str(images[image]), "images", key)
+    out = start_import(ec2, key, fmt)
+    detail, _ = wait_task(ec2, out["ImportTaskId"])
+    assert detail["Status"] == "deleted"
+    assert detail["StatusMessage"].startswith("ClientError: ")
+    assert message in detail["StatusMessage"]
+    assert "SnapshotId" not in detail
+
+
+def test_unknown_role_is_refused_at_once(account):
+    ec2 = client(account, "ec2")
+    with pytest.raises(ClientError) as err:
+        start_import(ec2, "x.raw", "RAW", role="no-such-role")
+    assert err.value.response["Error"]["Code"] == "InvalidParameter"
+    assert "no-such-role" in err.value.response["Error"]["Message"]
+
+
+def imported_snapshot(account, images) -> str:
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    s3.upload_file(str(images["raw"]), "images", "for-ami.raw")
+    detail, _ = wait_task(ec2, start_import(ec2, "for-ami.raw", "RAW")["ImportTaskId"])
+    return detail["SnapshotId"]
+
+
+def register(ec2, snap: str, name: str, **extra):
+    args = dict(
+        Name=name,
+        Architecture="arm64",
+        BootMode="uefi",
+        EnaSupport=True,
+        SriovNetSupport="simple",
+        ImdsSupport="v2.0",
+        TpmSupport="v2.0",
+        VirtualizationType="hvm",
+        RootDeviceName="/dev/xvda",
+        BlockDeviceMappings=[{
+            "DeviceName": "/dev/xvda",
+            "Ebs": {"SnapshotId": snap, "VolumeSize": 8, "VolumeType": "gp3",
+                    "DeleteOnTermination": True},
+        }],
+        BillingProducts=["bp-6fa54006"],
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "os", "Value": "x"}]}],
+    )
+    args.update(extra)
+    return ec2.register_image(**args)["ImageId"]
+
+
+def test_register_image_keeps_what_it_was_given(account, images):
+    ec2 = client(account, "ec2")
+    snap = imported_snapshot(account, images)
+    ami = register(ec2, snap, "faithful-1")
+    img = ec2.describe_images(ImageIds=[ami])["Images"][0]
+    assert img["Architecture"] == "arm64"
+    assert img["BootMode"] == "uefi"
+    assert img["EnaSupport"] is True
+    assert img["SriovNetSupport"] == "simple"
+    assert img["ImdsSupport"] == "v2.0"
+    assert img["TpmSupport"] == "v2.0"
+    assert img["VirtualizationType"] == "hvm"
+    assert img["RootDeviceName"] == "/dev/xvda"
+    assert img["RootDeviceType"] == "ebs"
+    assert img["BlockDeviceMappings"] == [{
+        "DeviceName": "/dev/xvda",
+        "Ebs": {"DeleteOnTermination": True, "SnapshotId": snap, "VolumeSize": 8,
+                "VolumeType": "gp3", "Encrypted": False},
+    }]
+    assert img["Tags"] == [{"Key": "os", "Value": "x"}]
+    attr = ec2.describe_image_attribute(ImageId=ami, Attribute="tpmSupport")
+    assert attr["TpmSupport"]["Value"] == "v2.0"
+    recorded = control(account, f"/_standin/images/{ami}")
+    assert recorded["billing_products"] == ["bp-6fa54006"]
+    # The snapshot is the imported one, not a made-up one.
+    assert len(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"]) == 1
+
+
+@pytest.fixture(scope="module")
+def taken_name(account, images):
+    ec2 = client(account, "ec2")
+    register(ec2, imported_snapshot(account, images), "taken-name")
+    return "taken-name"
+
+
+@pytest.mark.parametrize(
+    "extra,code",
+    [
+        ({"Name": "taken-name"}, "InvalidAMIName.Duplicate"),
+        ({"Name": "bad*name"}, "InvalidAMIName.Malformed"),
+        ({"BootMode": "legacy-bios"}, "InvalidParameterCombination"),
+        ({"Architecture": "x86_64", "BootMode": "legacy-bios"}, "InvalidParameterCombination"),
+        ({"Architecture": "sparc"}, "InvalidParameterValue"),
+        ({"BlockDeviceMappings": [{"DeviceName": "/dev/xvda",
+                                   "Ebs": {"SnapshotId": "snap-0123456789abcdef0"}}]},
+         "InvalidSnapshot.NotFound"),
+        ({"RootDeviceName": "/dev/sda1"}, "InvalidBlockDeviceMapping"),
+        ({"TagSpecifications": [{"ResourceType": "snapshot",
+                                 "Tags": [{"Key": "a", "Value": "b"}]}]},
+         "InvalidParameterValue"),
+    ],
+)
+def test_register_image_refuses_what_aws_refuses(account, images, taken_name, extra, code):
+    ec2 = client(account, "ec2")
+    snap = imported_snapshot(account, images)
+    name = extra.pop("Name", "refused-image")
+    with pytest.raises(ClientError) as err:
+        register(ec2, snap, name, **extra)
+    assert err.value.response["Error"]["Code"] == code
+    names = [i["Name"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    assert "refused-image" not in names
+
+
+def test_volume_smaller_than_snapshot_is_refused(account, images):
+    ec2 = client(account, "ec2")
+    snap = imported_snapshot(account, images)
+    vol = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["VolumeSize"]
+    assert vol == 1
+    with pytest.raises(ClientError) as err:
+        register(ec2, snap, "too-small", BlockDeviceMappings=[{
+            "DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap, "VolumeSize": 0}}])
+    assert err.value.response["Error"]["Code"] == "InvalidBlockDeviceMapping"
+
+
+def test_assume_role_enforces_external_id(account):
+    iam, sts = client(account, "iam"), client(account, "sts")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": "s3cret-id"}},
+        }],
+    }
+    arn = iam.create_role(RoleName="ci-publisher",
+                          AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    with pytest.raises(ClientError) as err:
+        sts.assume_role(RoleArn=arn, RoleSessionName="test")
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError):
+        sts.assume_role(RoleArn=arn, RoleSessionName="test", ExternalId="wrong")
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="test", ExternalId="s3cret-id")
+    assert creds["Credentials"]["AccessKeyId"]
+
+
+def test_request_counts_and_faults(account):
+    s3 = client(account, "s3")
+    control(account, "/_standin/requests/reset", {}, method="POST")
+    s3.put_object(Bucket="images", Key="counted", Body=b"x")
+    s3.put_object(Bucket="images", Key="counted", Body=b"y")
+    s3.head_object(Bucket="images", Key="counted")
+    counts = control(account, "/_standin/requests")
+    assert counts["s3.PutObject"] == 2
+    assert counts["s3.HeadObject"] == 1
+
+    control(account, "/_standin/faults",
+            {"action": "PutObject", "status": 503, "code": "SlowDown", "count": 1},
+            method="POST")
+    with pytest.raises(ClientError) as err:
+        s3.put_object(Bucket="images", Key="faulty", Body=b"x")
+    assert err.value.response["Error"]["Code"] == "SlowDown"
+    # The fault was used up: the next call goes through.
+    s3.put_object(Bucket="images", Key="faulty", Body=b"x")
+
+    ec2 = client(account, "ec2")
+    control(account, "/_standin/faults",
+            {"action": "DescribeRegions", "status": 400, "code": "RequestLimitExceeded",
+             "count": 1}, method="POST")
+    with pytest.raises(ClientError) as err:
+        ec2.describe_regions()
+    assert err.value.response["Error"]["Code"] == "RequestLimitExceeded"
+    assert ec2.describe_regions()["Regions"]
