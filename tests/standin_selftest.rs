@@ -10,7 +10,14 @@ fn standin_plugin_tests_pass() {
     let python = common::standin_python();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/standin");
     let out = Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_standin.py"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_standin.py",
+        ])
         .current_dir(&dir)
         .output()
         .expect("run pytest");

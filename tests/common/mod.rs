@@ -41,7 +41,11 @@ pub fn standin_python() -> PathBuf {
         .stderr(Stdio::inherit())
         .output()
         .expect("run tests/standin/ensure-venv");
-    assert!(out.status.success(), "could not make the stand-in's virtualenv in {}", venv.display());
+    assert!(
+        out.status.success(),
+        "could not make the stand-in's virtualenv in {}",
+        venv.display()
+    );
     let python = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     *guard = Some(python.clone());
     python
