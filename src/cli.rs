@@ -172,6 +172,19 @@ pub enum ObjectFormat {
     Raw,
     #[value(name = "VHD", alias = "vhd")]
     Vhd,
+    #[value(name = "VHDX", alias = "vhdx")]
+    Vhdx,
+}
+
+impl ObjectFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectFormat::Vmdk => "VMDK",
+            ObjectFormat::Raw => "RAW",
+            ObjectFormat::Vhd => "VHD",
+            ObjectFormat::Vhdx => "VHDX",
+        }
+    }
 }
 
 /// The flags of `ore aws upload`, shared by the stage commands.
@@ -243,6 +256,51 @@ pub struct UploadArgs {
     /// Billing product codes for the AMI.
     #[arg(long, value_delimiter = ',')]
     pub billing_product_code: Vec<String>,
+    /// The IAM role VM Import/Export assumes.
+    #[arg(long, default_value = "vmimport", value_name = "NAME")]
+    pub role_name: String,
+    /// Multipart part size (e.g. 16MiB; a bare number is MiB). Grown as needed to fit 10,000 parts.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once (memory is about this × part size).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub upload_concurrency: usize,
+    /// Give up waiting for the import after this long (e.g. 2h, 90m, 600s); the task keeps
+    /// running in AWS and a rerun picks it up.
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub import_timeout: std::time::Duration,
+}
+
+/// `16MiB`, `16M`, `1GiB`, `512KiB`, or a bare number of MiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 1 << 20,
+        "k" | "kb" | "kib" => 1 << 10,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit; use KiB, MiB or GiB")),
+    };
+    Ok(n * mult)
+}
+
+/// `2h`, `90m`, `600s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('h') => (&t[..t.len() - 1], 3600),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('s') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 2h, 90m or 600s"))?;
+    Ok(std::time::Duration::from_secs(n * mult))
 }
 
 #[derive(Debug, Args)]

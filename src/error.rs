@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Ctrl-C: what was done is kept for a rerun to resume.
+    #[error("interrupted; what was already uploaded or started is kept: rerun the same command to resume")]
+    Interrupted,
     /// A command that is declared but not built yet.
     #[error("{0} is not implemented yet")]
     NotImplemented(String),

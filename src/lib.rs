@@ -5,5 +5,7 @@
 
 pub mod aws;
 pub mod error;
+pub mod image;
+pub mod progress;
 
 pub use error::{Error, Result};

@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use imgpub::aws::config::{self, AwsSettings};
 use imgpub::aws::initialize::{initialize, InitializeOptions};
+use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
 use imgpub::Error;
 
-use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand};
+use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand, UploadArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
 fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<Error>() {
         Some(Error::Invalid(_) | Error::NotImplemented(_)) => 2,
+        Some(Error::Interrupted) => 130,
         _ => 1,
     }
 }
@@ -116,13 +118,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             print_json(&report)
         }
-        AwsSubcommand::Upload(_) => not_yet("upload"),
-        AwsSubcommand::ImportSnapshot(_) => not_yet("import-snapshot"),
-        AwsSubcommand::RegisterAmi(_) => not_yet("register-ami"),
+        AwsSubcommand::Upload(args) => publish_command(Stage::Upload, &aws.aws, *args).await,
+        AwsSubcommand::ImportSnapshot(args) => {
+            publish_command(Stage::Import, &aws.aws, *args).await
+        }
+        AwsSubcommand::RegisterAmi(args) => publish_command(Stage::Register, &aws.aws, *args).await,
         AwsSubcommand::CopyRegions(_) => not_yet("copy-regions"),
         AwsSubcommand::ListRegions(_) => not_yet("list-regions"),
         AwsSubcommand::DeleteImage(_) => not_yet("delete-image"),
         AwsSubcommand::EnsurePublic(_) => not_yet("ensure-public"),
         AwsSubcommand::Policy(_) => not_yet("policy"),
+    }
+}
+
+fn publish_options(args: UploadArgs) -> PublishOptions {
+    PublishOptions {
+        file: args.file,
+        bucket: args.bucket,
+        name: args.name,
+        ami_name: args.ami_name,
+        ami_description: args.ami_description,
+        arch: args.arch,
+        x86_boot_mode: args.x86_boot_mode,
+        tpm_support: args.tpm_support,
+        imdsv2_only: args.imdsv2_only,
+        volume_type: args.volume_type,
+        disk_size_gib: args.disk_size_gib,
+        disk_size_inspect: args.disk_size_inspect,
+        delete_object: args.delete_object,
+        force: args.force,
+        source_object: args.source_object,
+        source_snapshot: args.source_snapshot,
+        object_format: args.object_format.map(|f| f.as_str().to_string()),
+        public: args.public,
+        grant_user: args.grant_user,
+        grant_user_snapshot: args.grant_user_snapshot,
+        tags: args.tags,
+        billing_product_codes: args.billing_product_code,
+        role_name: args.role_name,
+        part_size: args.part_size,
+        upload_concurrency: args.upload_concurrency,
+        import_timeout: args.import_timeout,
+    }
+}
+
+/// `upload`, `import-snapshot` and `register-ami`: check the input locally (reading the
+/// image off the runtime), then the credentials, then run the stages. Ctrl-C stops at once;
+/// everything done so far stays for a rerun.
+async fn publish_command(stage: Stage, flags: &AwsFlags, args: UploadArgs) -> anyhow::Result<()> {
+    let opts = publish_options(args);
+    let plan = tokio::task::spawn_blocking(move || publish::plan(stage, opts)).await??;
+    let ctx = config::load(&settings(flags)).await?;
+    let identity = ctx.verify_identity().await?;
+    tracing::info!(
+        "using account {} as {} in {}",
+        identity.account,
+        identity.arn,
+        ctx.region
+    );
+    let (s3, ec2, iam) = (ctx.s3(), ctx.ec2(), ctx.iam());
+    let clients = Clients {
+        s3: &s3,
+        ec2: &ec2,
+        iam: &iam,
+        region: &ctx.region,
+    };
+    let result = tokio::select! {
+        result = publish::publish(&clients, &plan) => result?,
+        _ = tokio::signal::ctrl_c() => return Err(Error::Interrupted.into()),
+    };
+    match stage {
+        Stage::Upload => print_json(&result),
+        Stage::Import => print_json(&serde_json::json!({"SnapshotID": result.snapshot_id})),
+        Stage::Register => print_json(&serde_json::json!({"HVM": result.ami_id})),
     }
 }

@@ -1,6 +1,10 @@
 //! AWS stages, one module each; every function takes ready SDK clients.
 
+pub mod ami;
 pub mod config;
 pub mod iam;
+pub mod import;
 pub mod initialize;
+pub mod multipart;
+pub mod publish;
 pub mod s3;

@@ -1,0 +1,346 @@
+//! RegisterImage, finding an AMI by name, and launch/volume permissions.
+
+use aws_sdk_ec2::types::{
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, Filter,
+    ImdsSupportValues, LaunchPermission, LaunchPermissionModifications, OperationType,
+    ResourceType, SnapshotAttributeName, Tag, TagSpecification, TpmSupportValues, VolumeType,
+};
+use aws_sdk_ec2::Client;
+
+use crate::error::{aws, Error, Result};
+
+pub const ROOT_DEVICE: &str = "/dev/xvda";
+
+/// AMI names AWS accepts: 3–128 of letters, digits and `()[] ./-'@_`.
+pub fn validate_ami_name(name: &str) -> Result<()> {
+    let bad: Vec<char> = name
+        .chars()
+        .filter(|c| !(c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(*c)))
+        .collect();
+    if !bad.is_empty() {
+        return Err(Error::Invalid(format!(
+            "AMI name {name:?} has characters AWS does not allow ({}); use letters, digits and ()[] ./-'@_",
+            bad.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if !(3..=128).contains(&name.len()) {
+        return Err(Error::Invalid(format!(
+            "AMI name {name:?} is {} characters long; AWS allows 3 to 128",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `--arch` as ore takes it (Go and kernel spellings) to the EC2 value.
+pub fn parse_arch(arch: &str) -> Result<ArchitectureValues> {
+    match arch {
+        "amd64" | "x86_64" => Ok(ArchitectureValues::X8664),
+        "arm64" | "aarch64" => Ok(ArchitectureValues::Arm64),
+        _ => Err(Error::Invalid(format!(
+            "unknown --arch {arch:?}; use x86_64 (or amd64) or arm64 (or aarch64)"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub description: Option<String>,
+    pub arch: ArchitectureValues,
+    pub boot_mode: BootModeValues,
+    pub imdsv2_only: bool,
+    pub tpm_v2: bool,
+    pub volume_type: VolumeType,
+    /// Root volume size; `None` takes the snapshot's.
+    pub volume_size_gib: Option<i32>,
+    pub billing_products: Vec<String>,
+    pub tags: Vec<(String, String)>,
+    pub snapshot_id: String,
+}
+
+/// Checks and turns the user's boot mode, TPM and volume type flags into EC2 values.
+pub fn register_settings(
+    arch: &ArchitectureValues,
+    x86_boot_mode: &str,
+    tpm: Option<&str>,
+    volume_type: &str,
+) -> Result<(BootModeValues, bool, VolumeType)> {
+    let boot = if *arch == ArchitectureValues::Arm64 {
+        // Graviton boots only UEFI; ore ignores --x86-boot-mode there too.
+        BootModeValues::Uefi
+    } else {
+        match x86_boot_mode {
+            "legacy-bios" => BootModeValues::LegacyBios,
+            "uefi" => BootModeValues::Uefi,
+            "uefi-preferred" => BootModeValues::UefiPreferred,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown --x86-boot-mode {other:?}; use legacy-bios, uefi or uefi-preferred"
+                )))
+            }
+        }
+    };
+    let tpm_v2 = match tpm {
+        None => false,
+        Some("v2.0") if boot != BootModeValues::LegacyBios => true,
+        Some("v2.0") => {
+            return Err(Error::Invalid(
+                "--tpm-support v2.0 needs UEFI; use --x86-boot-mode uefi or uefi-preferred".into(),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "unknown --tpm-support {other:?}; the only value is v2.0"
+            )))
+        }
+    };
+    let volume = match volume_type {
+        "gp2" | "gp3" | "io1" | "io2" | "st1" | "sc1" | "standard" => VolumeType::from(volume_type),
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown --volume-type {other:?}; use gp3, gp2, io1, io2, st1, sc1 or standard"
+            )))
+        }
+    };
+    Ok((boot, tpm_v2, volume))
+}
+
+/// An AMI of ours with this name, and the snapshot behind its root device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundImage {
+    pub image_id: String,
+    pub root_snapshot: Option<String>,
+}
+
+pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| aws(format!("looking for an AMI named {name}"), e))?;
+    Ok(out
+        .images()
+        .iter()
+        .find(|i| i.name() == Some(name))
+        .map(|image| {
+            let root = image.root_device_name();
+            let root_snapshot = image
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == root)
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.snapshot_id())
+                .map(str::to_owned);
+            FoundImage {
+                image_id: image.image_id().unwrap_or_default().to_string(),
+                root_snapshot,
+            }
+        }))
+}
+
+fn tag_list(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Registers the AMI. Returns its id.
+pub async fn register_image(ec2: &Client, req: &RegisterRequest) -> Result<String> {
+    let mut call = ec2
+        .register_image()
+        .name(&req.name)
+        .architecture(req.arch.clone())
+        .virtualization_type("hvm")
+        .root_device_name(ROOT_DEVICE)
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(ROOT_DEVICE)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .snapshot_id(&req.snapshot_id)
+                        .volume_type(req.volume_type.clone())
+                        .set_volume_size(req.volume_size_gib)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .ena_support(true)
+        .sriov_net_support("simple")
+        .boot_mode(req.boot_mode.clone())
+        .set_description(req.description.clone())
+        .set_billing_products(
+            (!req.billing_products.is_empty()).then(|| req.billing_products.clone()),
+        );
+    if req.imdsv2_only {
+        call = call.imds_support(ImdsSupportValues::V20);
+    }
+    if req.tpm_v2 {
+        call = call.tpm_support(TpmSupportValues::V20);
+    }
+    if !req.tags.is_empty() {
+        call = call.tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Image)
+                .set_tags(Some(tag_list(&req.tags)))
+                .build(),
+        );
+    }
+    let out = call.send().await.map_err(|e| {
+        aws(
+            format!("registering AMI {} from {}", req.name, req.snapshot_id),
+            e,
+        )
+    })?;
+    let id = out.image_id().unwrap_or_default().to_string();
+    tracing::info!(
+        "registered AMI {id} ({}) from {}",
+        req.name,
+        req.snapshot_id
+    );
+    Ok(id)
+}
+
+/// Deregisters an AMI and deletes the given snapshots (for `--force`).
+pub async fn remove_image(ec2: &Client, image_id: &str, snapshots: &[String]) -> Result<()> {
+    ec2.deregister_image()
+        .image_id(image_id)
+        .send()
+        .await
+        .map_err(|e| aws(format!("deregistering AMI {image_id}"), e))?;
+    tracing::info!("deregistered AMI {image_id}");
+    for snap in snapshots {
+        delete_snapshot(ec2, snap).await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_snapshot(ec2: &Client, snapshot_id: &str) -> Result<()> {
+    match ec2.delete_snapshot().snapshot_id(snapshot_id).send().await {
+        Ok(_) => {
+            tracing::info!("deleted snapshot {snapshot_id}");
+            Ok(())
+        }
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code())
+                == Some("InvalidSnapshot.NotFound") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(aws(format!("deleting snapshot {snapshot_id}"), e)),
+    }
+}
+
+/// Who may launch the AMI and create volumes from its snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Sharing {
+    pub public: bool,
+    pub launch_users: Vec<String>,
+    pub snapshot_users: Vec<String>,
+}
+
+/// 12-digit AWS account ids for `--grant-user` and `--grant-user-snapshot`.
+pub fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
+    match ids
+        .iter()
+        .find(|id| id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Some(bad) => Err(Error::Invalid(format!(
+            "{flag} {bad:?} is not an AWS account id (12 digits)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Adds the launch and create-volume permissions `sharing` asks for. Adding what is already
+/// there is a no-op in EC2, so reruns are safe.
+pub async fn share(
+    ec2: &Client,
+    image_id: &str,
+    snapshot_id: &str,
+    sharing: &Sharing,
+) -> Result<()> {
+    let mut launch: Vec<LaunchPermission> = sharing
+        .launch_users
+        .iter()
+        .map(|u| LaunchPermission::builder().user_id(u).build())
+        .collect();
+    if sharing.public {
+        launch.push(LaunchPermission::builder().group("all".into()).build());
+    }
+    if !launch.is_empty() {
+        ec2.modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .set_add(Some(launch))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws(format!("granting launch permissions on {image_id}"), e))?;
+    }
+    share_snapshot(ec2, snapshot_id, sharing).await
+}
+
+/// Adds the snapshot's create-volume permissions: `snapshot_users`, and `all` when public.
+pub async fn share_snapshot(ec2: &Client, snapshot_id: &str, sharing: &Sharing) -> Result<()> {
+    if sharing.snapshot_users.is_empty() && !sharing.public {
+        return Ok(());
+    }
+    // The flat form (OperationType + UserIds/GroupNames) is what every EC2 endpoint honours.
+    let mut call = ec2
+        .modify_snapshot_attribute()
+        .snapshot_id(snapshot_id)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Add)
+        .set_user_ids((!sharing.snapshot_users.is_empty()).then(|| sharing.snapshot_users.clone()));
+    if sharing.public {
+        call = call.group_names("all");
+    }
+    call.send().await.map_err(|e| {
+        aws(
+            format!("granting create-volume permissions on {snapshot_id}"),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ami_names() {
+        validate_ami_name("fedora-coreos-40.2024 (x86_64) [test]/@'_").unwrap();
+        let err = validate_ami_name("bad*name").unwrap_err().to_string();
+        assert!(err.contains("'*'"), "{err}");
+        assert!(validate_ami_name("ab").is_err());
+        assert!(validate_ami_name(&"a".repeat(129))
+            .unwrap_err()
+            .to_string()
+            .contains("129"));
+    }
+
+    #[test]
+    fn arches_and_boot_modes() {
+        assert_eq!(parse_arch("amd64").unwrap(), ArchitectureValues::X8664);
+        assert_eq!(parse_arch("aarch64").unwrap(), ArchitectureValues::Arm64);
+        assert!(parse_arch("riscv64").is_err());
+        let (boot, _, _) =
+            register_settings(&ArchitectureValues::Arm64, "legacy-bios", None, "gp3").unwrap();
+        assert_eq!(boot, BootModeValues::Uefi);
+        assert!(register_settings(
+            &ArchitectureValues::X8664,
+            "legacy-bios",
+            Some("v2.0"),
+            "gp3"
+        )
+        .is_err());
+        assert!(register_settings(&ArchitectureValues::X8664, "uefi", None, "gp9").is_err());
+    }
+}

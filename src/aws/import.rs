@@ -1,0 +1,328 @@
+//! ImportSnapshot and its polling. A rerun reuses a finished snapshot tagged with the name, or
+//! a task with the name as description that is still running or finished, instead of
+//! importing again; a stable ClientToken makes the call itself idempotent.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, SnapshotDiskContainer, Tag, UserBucket};
+use aws_sdk_ec2::Client;
+use sha2::{Digest, Sha256};
+
+use crate::error::{aws, Error, Result};
+
+/// Polling starts at this interval and backs off to the cap, so a finished import is
+/// noticed within the cap.
+const FIRST_POLL: Duration = Duration::from_secs(2);
+const POLL_CAP: Duration = Duration::from_secs(5);
+/// How long to wait between tries while the region is at its concurrent-import limit.
+const LIMIT_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// Becomes the task description and the snapshot's `Name` tag.
+    pub name: String,
+    pub bucket: String,
+    pub key: String,
+    /// `VMDK`, `RAW`, `VHD` or `VHDX`.
+    pub format: String,
+    pub role_name: String,
+    /// Identifies the object's content (its ETag), so a changed image gets a new import.
+    pub object_etag: String,
+    pub timeout: Duration,
+}
+
+impl ImportRequest {
+    /// The same inputs give the same token, so a repeated call returns the same task.
+    pub fn client_token(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            &self.name,
+            &self.bucket,
+            &self.key,
+            &self.format,
+            &self.object_etag,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("imgpub-{}", &hex::encode(h.finalize())[..48])
+    }
+}
+
+/// A completed snapshot of ours tagged `Name=<name>`.
+pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<String>> {
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(Filter::builder().name("tag:Name").values(name).build())
+        .filters(Filter::builder().name("status").values("completed").build())
+        .send()
+        .await
+        .map_err(|e| aws(format!("looking for a snapshot named {name}"), e))?;
+    let mut found: Vec<_> = out
+        .snapshots()
+        .iter()
+        .filter_map(|s| Some((s.start_time().copied(), s.snapshot_id()?.to_string())))
+        .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(s.0));
+    if found.len() > 1 {
+        tracing::warn!(
+            "{} snapshots are named {name}; using the newest, {}",
+            found.len(),
+            found[0].1
+        );
+    }
+    Ok(found.into_iter().next().map(|(_, id)| id))
+}
+
+/// What an import task looks like to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running {
+        progress: Option<String>,
+        message: Option<String>,
+    },
+    Completed {
+        snapshot_id: String,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+fn task_state(task: &aws_sdk_ec2::types::ImportSnapshotTask) -> TaskState {
+    let detail = task.snapshot_task_detail();
+    let status = detail.and_then(|d| d.status()).unwrap_or_default();
+    let message = detail.and_then(|d| d.status_message()).map(str::to_owned);
+    match status {
+        "completed" => match detail.and_then(|d| d.snapshot_id()) {
+            Some(id) => TaskState::Completed {
+                snapshot_id: id.to_string(),
+            },
+            None => TaskState::Failed {
+                message: "the task completed without a snapshot id".into(),
+            },
+        },
+        "deleting" | "deleted" | "cancelling" | "cancelled" => TaskState::Failed {
+            message: message.unwrap_or_else(|| format!("the task was {status}")),
+        },
+        _ => TaskState::Running {
+            progress: detail.and_then(|d| d.progress()).map(str::to_owned),
+            message,
+        },
+    }
+}
+
+/// A task of ours with `name` as its description that is running or has finished well.
+pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(String, TaskState)>> {
+    let mut pages = ec2.describe_import_snapshot_tasks().into_paginator().send();
+    let mut best = None;
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws("listing import snapshot tasks", e))?;
+        for task in page.import_snapshot_tasks() {
+            if task.description() != Some(name) {
+                continue;
+            }
+            let state = task_state(task);
+            let id = task.import_task_id().unwrap_or_default().to_string();
+            match state {
+                TaskState::Failed { .. } => {}
+                TaskState::Completed { .. } => best = Some((id, state)),
+                TaskState::Running { .. } if best.is_none() => best = Some((id, state)),
+                TaskState::Running { .. } => {}
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Starts the import; while the region is at its concurrent-import limit, waits and tries
+/// again until the timeout.
+pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
+    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let deadline = Instant::now() + req.timeout;
+    loop {
+        let result = ec2
+            .import_snapshot()
+            .description(&req.name)
+            .role_name(&req.role_name)
+            .client_token(req.client_token())
+            .disk_container(
+                SnapshotDiskContainer::builder()
+                    .format(&req.format)
+                    .user_bucket(
+                        UserBucket::builder()
+                            .s3_bucket(&req.bucket)
+                            .s3_key(&req.key)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let id = out.import_task_id().unwrap_or_default().to_string();
+                tracing::info!("importing {url} as a snapshot: task {id}");
+                return Ok(id);
+            }
+            Err(e)
+                if e.as_service_error().and_then(|s| s.meta().code())
+                    == Some("ResourceLimitExceeded")
+                    && Instant::now() + LIMIT_WAIT < deadline =>
+            {
+                tracing::warn!(
+                    "the region is at its limit of concurrent imports; trying again in {}s",
+                    LIMIT_WAIT.as_secs()
+                );
+                tokio::time::sleep(LIMIT_WAIT).await;
+            }
+            Err(e) => {
+                let mut err = aws(format!("starting the import of {url}"), e);
+                if let Error::Aws { detail, code, .. } = &mut err {
+                    if code.as_deref() == Some("InvalidParameter")
+                        && detail.contains("service role")
+                    {
+                        detail.push_str(&format!(
+                            " (create the role with `imgpub aws initialize --bucket {}`)",
+                            req.bucket
+                        ));
+                    }
+                }
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// Polls the task until it finishes; returns the snapshot id, or AWS's reason for ending it.
+pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> Result<String> {
+    let started = Instant::now();
+    let mut interval = FIRST_POLL;
+    let mut last_said = None;
+    loop {
+        let out = ec2
+            .describe_import_snapshot_tasks()
+            .import_task_ids(task_id)
+            .send()
+            .await
+            .map_err(|e| aws(format!("checking import task {task_id}"), e))?;
+        let task = out
+            .import_snapshot_tasks()
+            .first()
+            .ok_or_else(|| Error::Aws {
+                context: format!("checking import task {task_id}"),
+                code: None,
+                detail: "AWS no longer lists the task".into(),
+            })?;
+        match task_state(task) {
+            TaskState::Completed { snapshot_id } => {
+                tracing::info!("import task {task_id} finished: snapshot {snapshot_id}");
+                return Ok(snapshot_id);
+            }
+            TaskState::Failed { message } => {
+                return Err(Error::Aws {
+                    context: format!("import task {task_id}"),
+                    code: Some("ImportFailed".into()),
+                    detail: format!("AWS ended the import: {message}"),
+                })
+            }
+            TaskState::Running { progress, message } => {
+                let said = (progress.clone(), message.clone());
+                if last_said.as_ref() != Some(&said) {
+                    tracing::info!(
+                        "import task {task_id}: {}{}",
+                        message.as_deref().unwrap_or("running"),
+                        progress.map(|p| format!(" ({p}%)")).unwrap_or_default()
+                    );
+                    last_said = Some(said);
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Aws {
+                context: format!("import task {task_id}"),
+                code: Some("ImportTimeout".into()),
+                detail: format!(
+                    "not finished after {}s; it keeps running in AWS, and a rerun of the same command picks it up",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 3 / 2).min(POLL_CAP);
+    }
+}
+
+/// Tags a resource (snapshot or image) with `tags`.
+pub async fn tag(ec2: &Client, id: &str, tags: &[(String, String)]) -> Result<()> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    ec2.create_tags()
+        .resources(id)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .send()
+        .await
+        .map_err(|e| aws(format!("tagging {id}"), e))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub snapshot_id: String,
+    /// The task this run started or waited for; `None` when a finished snapshot was reused.
+    pub task_id: Option<String>,
+    /// Whether this run started the import.
+    pub started: bool,
+}
+
+/// The snapshot for `req.name`: a running or finished task's, or a new import (always a new
+/// one when `fresh`). The snapshot is tagged `Name=<name>` plus `tags`.
+pub async fn import_snapshot(
+    ec2: &Client,
+    req: &ImportRequest,
+    tags: &[(String, String)],
+    fresh: bool,
+) -> Result<ImportOutcome> {
+    let mut all_tags = vec![("Name".to_string(), req.name.clone())];
+    all_tags.extend(tags.iter().cloned());
+    let earlier = if fresh {
+        None
+    } else {
+        find_task_by_name(ec2, &req.name).await?
+    };
+    let (task_id, started) = match earlier {
+        Some((id, TaskState::Completed { snapshot_id })) => {
+            tracing::info!(
+                "import task {id} for {} already finished: snapshot {snapshot_id}",
+                req.name
+            );
+            tag(ec2, &snapshot_id, &all_tags).await?;
+            return Ok(ImportOutcome {
+                snapshot_id,
+                task_id: Some(id),
+                started: false,
+            });
+        }
+        Some((id, _)) => {
+            tracing::info!(
+                "import task {id} for {} is already running; waiting for it",
+                req.name
+            );
+            (id, false)
+        }
+        None => (start_import(ec2, req).await?, true),
+    };
+    let snapshot_id = wait_for_import(ec2, &task_id, req.timeout).await?;
+    tag(ec2, &snapshot_id, &all_tags).await?;
+    Ok(ImportOutcome {
+        snapshot_id,
+        task_id: Some(task_id),
+        started,
+    })
+}

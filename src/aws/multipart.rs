@@ -1,0 +1,457 @@
+//! S3 multipart upload of a local file: a bounded number of parts in flight (memory is parts
+//! in flight × part size), a CRC32C per part that S3 verifies, and resumption: a rerun
+//! finds the unfinished upload for the key, checks the parts already there against the file,
+//! and sends only what is missing or different. An object that is already complete and
+//! matches the file is not sent again.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use crate::error::{aws, Error, Result};
+use crate::progress::Progress;
+
+const MIB: u64 = 1 << 20;
+/// S3's limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
+const MIN_PART_SIZE: u64 = 5 * MIB;
+const MAX_PART_SIZE: u64 = 5 << 30;
+const MAX_PARTS: u64 = 10_000;
+pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// The part size for a file: the requested (or default) size, grown in whole MiB until the
+/// file fits in 10,000 parts.
+pub fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
+    let wanted = requested.unwrap_or(DEFAULT_PART_SIZE);
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&wanted) {
+        return Err(Error::Invalid(format!(
+            "part size {} MiB is outside S3's limits of 5 MiB to 5 GiB",
+            wanted / MIB
+        )));
+    }
+    let needed = file_size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    Ok(wanted.max(needed))
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    pub path: PathBuf,
+    pub bucket: String,
+    pub key: String,
+    pub part_size: Option<u64>,
+    pub concurrency: usize,
+    /// Send the file even when a matching object is already there.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadReport {
+    pub size: u64,
+    pub parts: usize,
+    /// Parts sent by this run.
+    pub parts_sent: usize,
+    /// Parts of an earlier, interrupted run that matched the file and were kept.
+    pub parts_reused: usize,
+    /// The whole object was already there and matched: nothing was sent.
+    pub already_there: bool,
+    pub etag: String,
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+fn b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// A part left by an earlier run, as ListParts describes it.
+#[derive(Debug, Clone)]
+struct ExistingPart {
+    size: u64,
+    etag: String,
+    crc32c: Option<String>,
+}
+
+impl ExistingPart {
+    /// Whether this part holds `data`: by CRC32C when S3 reports one, else by the ETag (the
+    /// MD5 of the part for unencrypted and SSE-S3 objects).
+    fn holds(&self, data: &[u8], crc: u32) -> bool {
+        if self.size != data.len() as u64 {
+            return false;
+        }
+        match &self.crc32c {
+            Some(c) => *c == b64(crc),
+            None => hex::encode(Md5::digest(data)) == unquote(&self.etag),
+        }
+    }
+}
+
+/// Errors a rerun cannot get past (wrong permissions, missing bucket or upload): the upload
+/// is aborted. Anything else (timeouts, 5xx, throttling after the SDK's retries) leaves it
+/// for a rerun to resume.
+fn is_fatal<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            (400..500).contains(&status) && status != 408 && status != 429
+        }
+        _ => false,
+    }
+}
+
+/// Uploads `req.path` to `s3://bucket/key`; see the module docs for what a rerun does.
+pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadReport> {
+    let shown = req.path.display().to_string();
+    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let size = tokio::fs::metadata(&req.path)
+        .await
+        .map_err(|e| Error::io(format!("reading {shown}"), e))?
+        .len();
+    if size == 0 {
+        return Err(Error::Invalid(format!(
+            "{shown} is empty; nothing to upload"
+        )));
+    }
+    let part_size = part_size_for(size, req.part_size)?;
+    let count = size.div_ceil(part_size);
+    let file = Arc::new(
+        std::fs::File::open(&req.path).map_err(|e| Error::io(format!("opening {shown}"), e))?,
+    );
+
+    if !req.force {
+        if let Some(etag) = matching_object(s3, req, &file, size, part_size).await? {
+            tracing::info!("{url} is already uploaded and matches {shown}; not sending it again");
+            return Ok(UploadReport {
+                size,
+                parts: count as usize,
+                parts_sent: 0,
+                parts_reused: 0,
+                already_there: true,
+                etag,
+            });
+        }
+    }
+
+    let (upload_id, existing) = match resumable_upload(s3, req, size, part_size, count).await? {
+        Some(found) => found,
+        None => {
+            let out = s3
+                .create_multipart_upload()
+                .bucket(&req.bucket)
+                .key(&req.key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .content_type("application/octet-stream")
+                .send()
+                .await
+                .map_err(|e| aws(format!("starting the upload of {shown} to {url}"), e))?;
+            let id = out.upload_id().unwrap_or_default().to_string();
+            tracing::info!(
+                "uploading {shown} to {url}: {} MiB in {count} parts of {} MiB",
+                size / MIB,
+                part_size / MIB
+            );
+            (id, HashMap::new())
+        }
+    };
+
+    let progress = Progress::bytes(format!("uploading {url}"), size);
+    let existing = Arc::new(existing);
+    let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
+        .map(|number| {
+            let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
+            let (progress, shown, url) = (&progress, &shown, &url);
+            async move {
+                let offset = (number - 1) * part_size;
+                let len = part_size.min(size - offset);
+                let (data, crc) = read_part(file, offset, len, &req.path)
+                    .await
+                    .map_err(|err| PartFailure { fatal: true, err })?;
+                let number = number as i32;
+                if let Some(part) = existing.get(&number) {
+                    if part.holds(&data, crc) {
+                        progress.inc(len);
+                        let done = CompletedPart::builder()
+                            .part_number(number)
+                            .e_tag(&part.etag)
+                            .checksum_crc32_c(b64(crc))
+                            .build();
+                        return Ok((done, false));
+                    }
+                    tracing::warn!(
+                        "part {number} of {url} differs from the file; sending it again"
+                    );
+                }
+                let out = s3
+                    .upload_part()
+                    .bucket(&req.bucket)
+                    .key(&req.key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(len as i64)
+                    .checksum_crc32_c(b64(crc))
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await
+                    .map_err(|e| PartFailure {
+                        fatal: is_fatal(&e),
+                        err: aws(
+                            format!("uploading part {number} of {count} of {shown} to {url}"),
+                            e,
+                        ),
+                    })?;
+                progress.inc(len);
+                let done = CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(out.e_tag().unwrap_or_default())
+                    .checksum_crc32_c(b64(crc))
+                    .build();
+                Ok((done, true))
+            }
+        })
+        .buffer_unordered(req.concurrency.max(1))
+        .try_collect()
+        .await;
+
+    let mut parts = match results {
+        Ok(parts) => parts,
+        Err(PartFailure { fatal: true, err }) => {
+            abort(s3, req, &upload_id).await;
+            return Err(err);
+        }
+        Err(PartFailure { fatal: false, err }) => {
+            return Err(Error::Aws {
+                context: format!("uploading {shown} to {url}"),
+                code: err.code().map(str::to_owned),
+                detail: format!(
+                    "{err}; the parts sent so far are kept: rerun the same command to resume"
+                ),
+            })
+        }
+    };
+    progress.finish();
+    parts.sort_by_key(|(p, _)| p.part_number());
+    let parts_sent = parts.iter().filter(|(_, sent)| *sent).count();
+    let out = s3
+        .complete_multipart_upload()
+        .bucket(&req.bucket)
+        .key(&req.key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts.into_iter().map(|(p, _)| p).collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws(format!("completing the upload of {shown} to {url}"), e))?;
+    Ok(UploadReport {
+        size,
+        parts: count as usize,
+        parts_sent,
+        parts_reused: count as usize - parts_sent,
+        already_there: false,
+        etag: unquote(out.e_tag().unwrap_or_default()).to_string(),
+    })
+}
+
+/// Why a part failed, and whether a rerun could get past it.
+struct PartFailure {
+    fatal: bool,
+    err: Error,
+}
+
+/// Reads one part off the async runtime and computes its CRC32C there too.
+async fn read_part(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    path: &Path,
+) -> Result<(Bytes, u32)> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(format!("reading {shown} at byte {offset}"), e))?;
+        let crc = crc32c(&buf);
+        Ok((Bytes::from(buf), crc))
+    })
+    .await
+    .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
+}
+
+/// Aborts an upload that cannot be resumed, so no orphaned parts are left (and billed).
+async fn abort(s3: &Client, req: &UploadRequest, upload_id: &str) {
+    match s3
+        .abort_multipart_upload()
+        .bucket(&req.bucket)
+        .key(&req.key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => tracing::info!("aborted the upload to s3://{}/{}", req.bucket, req.key),
+        Err(e) => tracing::warn!(
+            "could not abort the upload to s3://{}/{} ({}); its parts stay until a lifecycle rule or a rerun removes them",
+            req.bucket,
+            req.key,
+            aws("", e)
+        ),
+    }
+}
+
+/// The ETag S3 gives a multipart object: MD5 of the parts' MD5s, then `-N`.
+fn multipart_etag(file: &std::fs::File, size: u64, part_size: u64) -> std::io::Result<String> {
+    let mut all = Md5::new();
+    let mut buf = vec![0u8; part_size as usize];
+    let mut offset = 0;
+    let mut count = 0;
+    while offset < size {
+        let len = part_size.min(size - offset) as usize;
+        file.read_exact_at(&mut buf[..len], offset)?;
+        all.update(Md5::digest(&buf[..len]));
+        offset += len as u64;
+        count += 1;
+    }
+    Ok(format!("{}-{count}", hex::encode(all.finalize())))
+}
+
+/// The object already at the key, when it is this file: same size, and an ETag equal to the
+/// one the file would get with our part size. Returns its ETag.
+async fn matching_object(
+    s3: &Client,
+    req: &UploadRequest,
+    file: &Arc<std::fs::File>,
+    size: u64,
+    part_size: u64,
+) -> Result<Option<String>> {
+    let head = match s3
+        .head_object()
+        .bucket(&req.bucket)
+        .key(&req.key)
+        .send()
+        .await
+    {
+        Ok(head) => head,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
+        Err(e) => {
+            return Err(aws(
+                format!("checking for s3://{}/{}", req.bucket, req.key),
+                e,
+            ))
+        }
+    };
+    let etag = unquote(head.e_tag().unwrap_or_default()).to_string();
+    if head.content_length() != Some(size as i64) || !etag.contains('-') {
+        return Ok(None);
+    }
+    let file = file.clone();
+    let ours = tokio::task::spawn_blocking(move || multipart_etag(&file, size, part_size))
+        .await
+        .map_err(|e| Error::io("hashing the image", std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("reading {}", req.path.display()), e))?;
+    Ok((ours == etag).then_some(etag))
+}
+
+/// The newest unfinished upload for the key and the parts it has, when its part layout is
+/// the one this run would use; an upload with another layout is aborted.
+async fn resumable_upload(
+    s3: &Client,
+    req: &UploadRequest,
+    size: u64,
+    part_size: u64,
+    count: u64,
+) -> Result<Option<(String, HashMap<i32, ExistingPart>)>> {
+    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&req.bucket)
+        .prefix(&req.key)
+        .send()
+        .await
+        .map_err(|e| aws(format!("listing unfinished uploads to {url}"), e))?;
+    let mut candidates: Vec<_> = uploads
+        .uploads()
+        .iter()
+        .filter(|u| u.key() == Some(req.key.as_str()))
+        .filter_map(|u| Some((u.initiated().copied(), u.upload_id()?.to_string())))
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    let Some((_, upload_id)) = candidates.into_iter().next() else {
+        return Ok(None);
+    };
+
+    let mut parts = HashMap::new();
+    let mut pages = s3
+        .list_parts()
+        .bucket(&req.bucket)
+        .key(&req.key)
+        .upload_id(&upload_id)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws(format!("listing the parts uploaded to {url}"), e))?;
+        for p in page.parts() {
+            let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) else {
+                continue;
+            };
+            parts.insert(
+                number,
+                ExistingPart {
+                    size: p.size().unwrap_or_default() as u64,
+                    etag: etag.to_string(),
+                    crc32c: p.checksum_crc32_c().map(str::to_owned),
+                },
+            );
+        }
+    }
+    let fits = parts.iter().all(|(&n, p)| {
+        let n = n as u64;
+        n >= 1 && n <= count && p.size == part_size.min(size - (n - 1) * part_size)
+    });
+    if !fits {
+        tracing::warn!("an unfinished upload to {url} has another part layout; starting over");
+        abort(s3, req, &upload_id).await;
+        return Ok(None);
+    }
+    tracing::info!(
+        "resuming the unfinished upload to {url}: {} of {count} parts are there",
+        parts.len()
+    );
+    Ok(Some((upload_id, parts)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_fit_ten_thousand_parts() {
+        assert_eq!(part_size_for(1 << 30, None).unwrap(), DEFAULT_PART_SIZE);
+        let big = 200u64 << 30;
+        let part = part_size_for(big, None).unwrap();
+        assert!(big.div_ceil(part) <= MAX_PARTS && part % MIB == 0, "{part}");
+        assert!(part_size_for(1 << 30, Some(MIB)).is_err());
+    }
+
+    #[test]
+    fn crc32c_matches_the_known_vector() {
+        // RFC 3720 test vector: 32 bytes of zeros.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+    }
+}

@@ -1,0 +1,181 @@
+//! Local image inspection: the format by its magic, the virtual size, and enough of the
+//! structure to tell a truncated file, so that a bad image fails here and not twenty
+//! minutes later inside AWS. No qemu-img at run time.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+mod vmdk;
+
+pub const GIB: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    /// VMDK sparse extent; `stream_optimized` is the only kind AWS imports.
+    Vmdk {
+        stream_optimized: bool,
+    },
+    Qcow2,
+    Vhd,
+    Vhdx,
+}
+
+impl Format {
+    /// The `DiskContainer.Format` ImportSnapshot takes, when AWS can import it.
+    pub fn import_format(self) -> Option<&'static str> {
+        match self {
+            Format::Raw => Some("RAW"),
+            Format::Vmdk {
+                stream_optimized: true,
+            } => Some("VMDK"),
+            Format::Vhd => Some("VHD"),
+            Format::Vhdx => Some("VHDX"),
+            Format::Vmdk {
+                stream_optimized: false,
+            }
+            | Format::Qcow2 => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Vmdk {
+                stream_optimized: true,
+            } => "VMDK (streamOptimized)",
+            Format::Vmdk {
+                stream_optimized: false,
+            } => "VMDK (monolithicSparse)",
+            Format::Qcow2 => "qcow2",
+            Format::Vhd => "VHD",
+            Format::Vhdx => "VHDX",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: Format,
+    /// Size of the disk the image describes, when the format tells it.
+    pub virtual_size: Option<u64>,
+    pub file_size: u64,
+}
+
+impl ImageInfo {
+    /// The virtual size rounded up to whole GiB, as `--disk-size-inspect` uses it (ore does
+    /// the same).
+    pub fn virtual_size_gib(&self) -> Option<u64> {
+        self.virtual_size.map(|s| s.div_ceil(GIB).max(1))
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, or fewer at the end of the file.
+fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+/// Inspects the image at `path`. Blocking file I/O: call it from `spawn_blocking`.
+pub fn inspect(path: &Path) -> Result<ImageInfo> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Invalid(format!(
+                "image file {shown} does not exist; pass the path of image.vmdk or image.raw with --file"
+            ))
+        } else {
+            Error::io(format!("reading image file {shown}"), e)
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(Error::Invalid(format!(
+            "{shown} is not a regular file; pass a disk image"
+        )));
+    }
+    let file_size = meta.len();
+    if file_size == 0 {
+        return Err(Error::Invalid(format!("image file {shown} is empty")));
+    }
+    let mut file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
+    let mut head = [0u8; 512];
+    let n =
+        read_at(&mut file, 0, &mut head).map_err(|e| Error::io(format!("reading {shown}"), e))?;
+    let head = &head[..n];
+
+    if head.starts_with(b"QFI\xfb") && head.len() >= 32 {
+        let size = u64::from_be_bytes(head[24..32].try_into().unwrap());
+        return Ok(ImageInfo {
+            format: Format::Qcow2,
+            virtual_size: Some(size),
+            file_size,
+        });
+    }
+    if head.starts_with(b"KDMV") {
+        return vmdk::inspect(&mut file, path, head, file_size);
+    }
+    if head.starts_with(b"# Disk DescriptorFile") {
+        return Err(Error::Invalid(format!(
+            "{shown} is only a VMDK descriptor, the data is in other files; make one image with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} image.vmdk`"
+        )));
+    }
+    if head.starts_with(b"vhdxfile") {
+        return Ok(ImageInfo {
+            format: Format::Vhdx,
+            virtual_size: None,
+            file_size,
+        });
+    }
+    if file_size >= 512 {
+        let mut footer = [0u8; 512];
+        read_at(&mut file, file_size - 512, &mut footer)
+            .map_err(|e| Error::io(format!("reading {shown}"), e))?;
+        if footer.starts_with(b"conectix") {
+            let size = u64::from_be_bytes(footer[48..56].try_into().unwrap());
+            return Ok(ImageInfo {
+                format: Format::Vhd,
+                virtual_size: Some(size),
+                file_size,
+            });
+        }
+    }
+    Ok(ImageInfo {
+        format: Format::Raw,
+        virtual_size: Some(file_size),
+        file_size,
+    })
+}
+
+/// Refuses what AWS cannot import, or a format that disagrees with `--object-format`; the
+/// message names the fix. Returns the ImportSnapshot format to use.
+pub fn import_format(
+    path: &Path,
+    info: &ImageInfo,
+    requested: Option<&str>,
+) -> Result<&'static str> {
+    let shown = path.display();
+    let Some(detected) = info.format.import_format() else {
+        return Err(Error::Invalid(format!(
+            "{shown} is a {} image, which AWS cannot import; convert it with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} {}.vmdk`",
+            info.format.name(),
+            path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default()
+        )));
+    };
+    match requested {
+        Some(req) if !req.eq_ignore_ascii_case(detected) => Err(Error::Invalid(format!(
+            "{shown} is a {} image but --object-format {req} was given; pass --object-format {detected} or leave it out",
+            info.format.name()
+        ))),
+        _ => Ok(detected),
+    }
+}
