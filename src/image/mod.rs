@@ -179,3 +179,21 @@ pub fn import_format(
         _ => Ok(detected),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_size_rounds_up_to_whole_gib() {
+        let info = |size| ImageInfo {
+            format: Format::Raw,
+            virtual_size: Some(size),
+            file_size: size,
+        };
+        assert_eq!(info(1).virtual_size_gib(), Some(1));
+        assert_eq!(info(GIB).virtual_size_gib(), Some(1));
+        assert_eq!(info(GIB + 1).virtual_size_gib(), Some(2));
+        assert_eq!(info(3 * GIB / 2).virtual_size_gib(), Some(2));
+    }
+}

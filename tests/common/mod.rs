@@ -327,3 +327,57 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).unwrap();
     path
 }
+
+/// A raw disk image of `size_mib` MiB whose first `data_mib` MiB after 1 MiB are
+/// pseudo-random (incompressible), the rest zeros.
+pub fn make_raw(dir: &Path, name: &str, size_mib: u64, data_mib: u64, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.set_len(size_mib << 20).unwrap();
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(1 << 20)).unwrap();
+    let mut x = seed | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..data_mib {
+        for b in chunk.chunks_exact_mut(8) {
+            // xorshift64: cheap, deterministic, incompressible enough.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        file.write_all(&chunk).unwrap();
+    }
+    path
+}
+
+/// `qemu-img convert -f raw -O <fmt> [opts] src dst`: images made by a producer we did not write.
+pub fn qemu_convert(src: &Path, dst: &Path, format: &str, options: &[&str]) {
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", format])
+        .args(options)
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("run qemu-img (apt-get install qemu-utils)")
+        .success();
+    assert!(ok, "qemu-img convert to {format} failed");
+}
+
+/// qemu-img's idea of the virtual size of an image in `format` (qemu-img's name for it;
+/// given because qemu-img probes a fixed VHD, whose only marker is at the end, as raw).
+pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", format])
+        .arg(path)
+        .output()
+        .expect("run qemu-img info");
+    let info: Value = serde_json::from_slice(&out.stdout).expect("qemu-img info JSON");
+    info["virtual-size"].as_u64().unwrap()
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let data = std::fs::read(path).unwrap();
+    hex::encode(sha2::Sha256::digest(&data))
+}

@@ -1,0 +1,113 @@
+//! Image inspection against images qemu-img made: the virtual size must be qemu-img's, and
+//! the formats AWS cannot import must be named with the fix.
+
+mod common;
+
+use std::path::Path;
+
+use common::{make_raw, qemu_convert, qemu_virtual_size, tempdir::TempDir};
+use imgpub::image::{import_format, inspect, Format};
+
+#[test]
+fn virtual_sizes_match_qemu_img() {
+    let dir = TempDir::new();
+    // Odd sizes too, so rounding mistakes show.
+    for (size_mib, data_mib) in [(64, 20), (100, 3), (1, 0)] {
+        let raw = make_raw(
+            dir.path(),
+            &format!("d{size_mib}.raw"),
+            size_mib,
+            data_mib,
+            7,
+        );
+        let cases: Vec<(&str, &[&str], Format)> = vec![
+            (
+                "vmdk",
+                &["-o", "subformat=streamOptimized"],
+                Format::Vmdk {
+                    stream_optimized: true,
+                },
+            ),
+            (
+                "vmdk",
+                &["-o", "subformat=monolithicSparse"],
+                Format::Vmdk {
+                    stream_optimized: false,
+                },
+            ),
+            ("qcow2", &[], Format::Qcow2),
+            ("vpc", &["-o", "subformat=fixed"], Format::Vhd),
+            ("vpc", &["-o", "subformat=dynamic"], Format::Vhd),
+        ];
+        for (i, (fmt, opts, want)) in cases.into_iter().enumerate() {
+            let out = dir.path().join(format!("d{size_mib}-{i}.{fmt}"));
+            qemu_convert(&raw, &out, fmt, opts);
+            let info = inspect(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+            assert_eq!(info.format, want, "{}", out.display());
+            assert_eq!(
+                info.virtual_size,
+                Some(qemu_virtual_size(&out, fmt)),
+                "{}",
+                out.display()
+            );
+        }
+        let info = inspect(&raw).unwrap();
+        assert_eq!(info.format, Format::Raw);
+        assert_eq!(info.virtual_size, Some(qemu_virtual_size(&raw, "raw")));
+    }
+}
+
+#[test]
+fn truncated_vmdk_is_refused() {
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "t.raw", 32, 16, 9);
+    let vmdk = dir.path().join("t.vmdk");
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    let data = std::fs::read(&vmdk).unwrap();
+    let cut = dir.path().join("cut.vmdk");
+    std::fs::write(&cut, &data[..data.len() / 2]).unwrap();
+    let err = inspect(&cut).unwrap_err().to_string();
+    assert!(
+        err.contains("is not a valid VMDK image") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unimportable_formats_name_the_fix() {
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "u.raw", 8, 1, 3);
+    let qcow2 = dir.path().join("u.qcow2");
+    qemu_convert(&raw, &qcow2, "qcow2", &[]);
+    let err = import_format(&qcow2, &inspect(&qcow2).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is a qcow2 image, which AWS cannot import")
+            && err.contains("qemu-img convert -O vmdk -o subformat=streamOptimized"),
+        "{err}"
+    );
+    let vmdk = dir.path().join("u.vmdk");
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    let info = inspect(&vmdk).unwrap();
+    assert_eq!(import_format(&vmdk, &info, None).unwrap(), "VMDK");
+    let err = import_format(&vmdk, &info, Some("RAW"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--object-format RAW was given") && err.contains("--object-format VMDK"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_and_empty_files() {
+    let dir = TempDir::new();
+    let err = inspect(Path::new("/nonexistent/image.raw"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let empty = common::write_file(dir.path(), "empty.raw", "");
+    let err = inspect(&empty).unwrap_err().to_string();
+    assert!(err.contains("is empty"), "{err}");
+}

@@ -1,0 +1,578 @@
+//! `imgpub aws upload` end to end: the real binary against the stand-in, results read back
+//! through the EC2 and S3 APIs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{make_raw, qemu_convert, sha256_file, tempdir::TempDir, Run, Standin, SECRET_KEY};
+use serde_json::{json, Value};
+
+const REGION: &str = "us-east-1";
+const BUCKET: &str = "images";
+
+fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
+}
+
+/// An account made ready by `imgpub aws initialize`.
+fn ready(standin: &Standin) {
+    standin
+        .imgpub()
+        .args(["aws", "initialize", "--region", REGION, "--bucket", BUCKET])
+        .run()
+        .json();
+}
+
+fn upload(standin: &Standin, file: &Path, extra: &[&str]) -> Run {
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", file)
+        .args(extra)
+        .run()
+}
+
+fn count(counts: &Value, key: &str) -> u64 {
+    counts[key].as_u64().unwrap_or(0)
+}
+
+async fn object_exists(standin: &Standin, key: &str) -> bool {
+    standin
+        .s3(REGION)
+        .head_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
+fn tags(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    let mut t: Vec<_> = list
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    t.sort();
+    t
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    // 96 MiB disk, 70 MiB of incompressible data: the VMDK itself is over 64 MiB.
+    let raw = make_raw(dir.path(), "disk.raw", 96, 70, 11);
+    let vmdk = dir.path().join("fcos.vmdk");
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    assert!(std::fs::metadata(&vmdk).unwrap().len() >= 64 << 20);
+
+    let flags = [
+        "--name",
+        "fcos-41.1-aarch64",
+        "--arch",
+        "aarch64",
+        "--tpm-support",
+        "v2.0",
+        "--imdsv2-only",
+        "--volume-type",
+        "gp3",
+        "--disk-size-gib",
+        "10",
+        "--billing-product-code",
+        "bp-6fa54006",
+        "--tags",
+        "os=fcos,stream=stable",
+        "--public",
+        "--grant-user",
+        "111122223333",
+        "--grant-user-snapshot",
+        "444455556666",
+        "--ami-description",
+        "Fedora CoreOS 41.1",
+    ];
+    let first = upload(&standin, &vmdk, &flags);
+    let out = first.json();
+    let ami = out["HVM"].as_str().unwrap().to_string();
+    let snap = out["SnapshotID"].as_str().unwrap().to_string();
+    assert!(
+        ami.starts_with("ami-") && snap.starts_with("snap-"),
+        "{out}"
+    );
+    assert_eq!(out["S3Object"], "s3://images/ci/fcos-41.1-aarch64");
+    assert_eq!(out.as_object().unwrap().len(), 3, "{out}");
+
+    let ec2 = ec2(&standin);
+    let images = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+    let image = &images.images()[0];
+    assert_eq!(image.name(), Some("fcos-41.1-aarch64"));
+    assert_eq!(image.description(), Some("Fedora CoreOS 41.1"));
+    assert_eq!(image.architecture().unwrap().as_str(), "arm64");
+    assert_eq!(image.boot_mode().unwrap().as_str(), "uefi");
+    assert_eq!(image.ena_support(), Some(true));
+    assert_eq!(image.sriov_net_support(), Some("simple"));
+    assert_eq!(image.imds_support().unwrap().as_str(), "v2.0");
+    assert_eq!(image.tpm_support().unwrap().as_str(), "v2.0");
+    assert_eq!(image.virtualization_type().unwrap().as_str(), "hvm");
+    assert_eq!(image.root_device_name(), Some("/dev/xvda"));
+    let bdm = &image.block_device_mappings()[0];
+    assert_eq!(bdm.device_name(), Some("/dev/xvda"));
+    let ebs = bdm.ebs().unwrap();
+    assert_eq!(ebs.snapshot_id(), Some(snap.as_str()));
+    assert_eq!(ebs.volume_type().unwrap().as_str(), "gp3");
+    assert_eq!(ebs.volume_size(), Some(10));
+    assert_eq!(ebs.delete_on_termination(), Some(true));
+    assert_eq!(
+        tags(image.tags()),
+        pairs(&[("os", "fcos"), ("stream", "stable")])
+    );
+
+    let snaps = ec2
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags(snaps.snapshots()[0].tags()),
+        pairs(&[
+            ("Name", "fcos-41.1-aarch64"),
+            ("os", "fcos"),
+            ("stream", "stable")
+        ])
+    );
+
+    let launch = ec2
+        .describe_image_attribute()
+        .image_id(&ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let mut who: Vec<String> = launch
+        .launch_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(str::to_owned)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                .unwrap()
+        })
+        .collect();
+    who.sort();
+    assert_eq!(who, ["111122223333", "all"]);
+    let volume = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(&snap)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    let mut who: Vec<String> = volume
+        .create_volume_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(str::to_owned)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                .unwrap()
+        })
+        .collect();
+    who.sort();
+    assert_eq!(who, ["444455556666", "all"]);
+
+    // Billing codes are not in DescribeImages (nor in AWS's); the stand-in recorded them.
+    let recorded: Value =
+        serde_json::from_str(&standin.control("GET", &format!("/_standin/images/{ami}"), None))
+            .unwrap();
+    assert_eq!(recorded["billing_products"], json!(["bp-6fa54006"]));
+
+    // The object served its purpose and is gone (--delete-object defaults to true).
+    assert!(!object_exists(&standin, "ci/fcos-41.1-aarch64").await);
+
+    // The identical command again: same ids, no new import, nothing uploaded.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let again = upload(&standin, &vmdk, &flags).json();
+    assert_eq!(again, out);
+    let counts = standin.counts();
+    for call in [
+        "ec2.ImportSnapshot",
+        "ec2.RegisterImage",
+        "s3.UploadPart",
+        "s3.CreateMultipartUpload",
+        "s3.PutObject",
+    ] {
+        assert_eq!(count(&counts, call), 0, "{call} in {counts}");
+    }
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    assert_eq!(images.images().len(), 1);
+}
+
+#[tokio::test]
+async fn raw_image_with_defaults_and_inspected_size() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    // 40 MiB: --disk-size-inspect rounds it up to 1 GiB (the rounding itself is unit-tested).
+    let raw = make_raw(dir.path(), "plain.raw", 40, 12, 5);
+    let out = upload(
+        &standin,
+        &raw,
+        &[
+            "--name",
+            "plain-raw",
+            "--disk-size-inspect",
+            "--delete-object=false",
+            "--part-size",
+            "64MiB",
+        ],
+    )
+    .json();
+    let ami = out["HVM"].as_str().unwrap();
+    let image = ec2(&standin)
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .unwrap();
+    let image = &image.images()[0];
+    assert_eq!(image.architecture().unwrap().as_str(), "x86_64");
+    assert_eq!(image.boot_mode().unwrap().as_str(), "uefi-preferred");
+    assert_eq!(image.imds_support(), None);
+    assert_eq!(image.tpm_support(), None);
+    let ebs = image.block_device_mappings()[0].ebs().unwrap();
+    assert_eq!(ebs.volume_size(), Some(1));
+    assert_eq!(ebs.volume_type().unwrap().as_str(), "gp3");
+    assert!(image.tags().is_empty());
+
+    // --delete-object=false keeps the object, and it is the file, byte for byte.
+    let got = standin
+        .s3(REGION)
+        .get_object()
+        .bucket(BUCKET)
+        .key("ci/plain-raw")
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&raw));
+}
+
+/// Starts an upload that is slowed down, waits until some parts are in, and kills it with
+/// `signal`; then reruns and checks that only the missing parts are sent.
+async fn interrupted_upload_resumes(signal: &str) {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "resume.raw", 80, 79, 23);
+    // Every part takes a second, so the upload is still running when we stop it.
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "UploadPart", "delay": 1.0, "count": 1000}"#),
+    );
+    let args = [
+        "--name",
+        "resume-raw",
+        "--delete-object=false",
+        "--upload-concurrency",
+        "2",
+        "--part-size",
+        "8MiB",
+    ];
+    let mut child = standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &raw)
+        .args(args)
+        .cmd;
+    let child = child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while count(&standin.counts(), "s3.UploadPart") < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(SECRET_KEY));
+    if signal == "-INT" {
+        assert_eq!(output.status.code(), Some(130), "{stderr}");
+        assert!(
+            stderr.contains("rerun the same command to resume"),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(output.status.code(), None, "killed by a signal");
+    }
+    assert!(output.stdout.is_empty());
+
+    // Let requests the server was still sleeping on land, then see what is there.
+    standin.control("DELETE", "/_standin/faults", None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s3 = standin.s3(REGION);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        uploads.uploads().len(),
+        1,
+        "the unfinished upload is kept for the rerun"
+    );
+    let upload_id = uploads.uploads()[0].upload_id().unwrap().to_string();
+    let parts = s3
+        .list_parts()
+        .bucket(BUCKET)
+        .key("ci/resume-raw")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap();
+    let already = parts.parts().len() as u64;
+    assert!(
+        (2..10).contains(&already),
+        "{already} parts were in before the rerun"
+    );
+
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = upload(&standin, &raw, &args);
+    let out = run.json();
+    assert!(
+        run.stderr.contains("resuming the unfinished upload"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.UploadPart"), 10 - already, "{counts}");
+    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
+    assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
+
+    let got = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("ci/resume-raw")
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&raw));
+}
+
+#[tokio::test]
+async fn sigint_during_upload_then_rerun_sends_only_missing_parts() {
+    interrupted_upload_resumes("-INT").await;
+}
+
+#[tokio::test]
+async fn sigkill_during_upload_then_rerun_sends_only_missing_parts() {
+    interrupted_upload_resumes("-KILL").await;
+}
+
+#[tokio::test]
+async fn bad_inputs_fail_first_and_create_nothing() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "ok.raw", 8, 2, 1);
+    let empty = common::write_file(dir.path(), "empty.raw", "");
+    let vmdk = dir.path().join("ok.vmdk");
+    qemu_convert(
+        &make_raw(dir.path(), "big.raw", 32, 20, 2),
+        &vmdk,
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    );
+    let data = std::fs::read(&vmdk).unwrap();
+    let truncated = dir.path().join("cut.vmdk");
+    std::fs::write(&truncated, &data[..data.len() * 2 / 3]).unwrap();
+    let qcow2 = dir.path().join("disk.qcow2");
+    qemu_convert(&raw, &qcow2, "qcow2", &[]);
+    let long_name = "n".repeat(129);
+    let missing = PathBuf::from("/nonexistent/image.raw");
+
+    let cases: Vec<(&Path, Vec<&str>, &str)> = vec![
+        (
+            &missing,
+            vec![],
+            "image file /nonexistent/image.raw does not exist",
+        ),
+        (&empty, vec![], "is empty"),
+        (&truncated, vec![], "is not a valid VMDK image"),
+        (&qcow2, vec![], "is a qcow2 image, which AWS cannot import"),
+        (
+            &vmdk,
+            vec!["--object-format", "RAW"],
+            "--object-format RAW was given",
+        ),
+        (
+            &raw,
+            vec!["--name", "bad*name"],
+            "has characters AWS does not allow ('*')",
+        ),
+        (&raw, vec!["--name", &long_name], "is 129 characters long"),
+        (&raw, vec!["--arch", "sparc"], "unknown --arch \"sparc\""),
+        (
+            &raw,
+            vec!["--tags", "novalue"],
+            "--tags \"novalue\" is not key=value",
+        ),
+    ];
+    for (file, extra, want) in cases {
+        let run = upload(&standin, file, &extra);
+        assert_eq!(run.code, 2, "{extra:?}: {}", run.stderr);
+        let err = run.error_line();
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+
+    // AWS-side problems found by read-only checks before anything is written.
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://no-such-bucket/x",
+        ])
+        .arg_path("--file", &raw)
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(
+        err.contains("bucket no-such-bucket does not exist")
+            && err.contains("imgpub aws initialize"),
+        "{err}"
+    );
+
+    let iam = standin.iam();
+    iam.delete_role_policy()
+        .role_name("vmimport")
+        .policy_name("vmimport")
+        .send()
+        .await
+        .unwrap();
+    iam.delete_role()
+        .role_name("vmimport")
+        .send()
+        .await
+        .unwrap();
+    let run = upload(&standin, &raw, &["--name", "no-role"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(
+        err.contains("the IAM role vmimport that VM Import/Export needs does not exist"),
+        "{err}"
+    );
+
+    let counts = standin.counts();
+    for call in [
+        "s3.CreateMultipartUpload",
+        "s3.UploadPart",
+        "s3.PutObject",
+        "ec2.ImportSnapshot",
+        "ec2.RegisterImage",
+        "ec2.CreateTags",
+    ] {
+        assert_eq!(count(&counts, call), 0, "{call} in {counts}");
+    }
+    let ec2 = ec2(&standin);
+    assert!(ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .is_empty());
+    assert!(ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn import_that_aws_rejects_fails_with_its_status_message() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    // Raw to us (no trailing VHD footer), but it starts like a VHD: VM Import rejects it.
+    let raw = make_raw(dir.path(), "odd.raw", 8, 1, 4);
+    let mut data = std::fs::read(&raw).unwrap();
+    data[..8].copy_from_slice(b"conectix");
+    std::fs::write(&raw, &data).unwrap();
+
+    let run = upload(&standin, &raw, &["--name", "rejected"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(
+        err.contains("import task import-snap-")
+            && err.contains("AWS ended the import: ClientError: Disk validation failed"),
+        "{err}"
+    );
+    // Documented cleanup: the object AWS refused is deleted; no snapshot, no AMI.
+    assert!(!object_exists(&standin, "ci/rejected").await);
+    let ec2 = ec2(&standin);
+    assert!(ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .is_empty());
+    assert!(ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .is_empty());
+}
