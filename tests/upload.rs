@@ -576,3 +576,114 @@ async fn import_that_aws_rejects_fails_with_its_status_message() {
         .snapshots()
         .is_empty());
 }
+
+#[tokio::test]
+async fn import_snapshot_and_register_ami_run_the_stages_alone() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "stage.raw", 16, 4, 31);
+
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "import-snapshot",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &raw)
+        .args(["--name", "stage-snap"])
+        .run();
+    let out = run.json();
+    assert_eq!(out.as_object().unwrap().len(), 1, "{out}");
+    let snap = out["SnapshotID"].as_str().unwrap().to_string();
+    let ec2 = ec2(&standin);
+    let found = ec2
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags(found.snapshots()[0].tags()),
+        pairs(&[("Name", "stage-snap")])
+    );
+    assert!(!object_exists(&standin, "ci/stage-snap").await);
+
+    let register = |name: &str, snapshot: &str| {
+        standin
+            .imgpub()
+            .args(["aws", "register-ami", "--region", REGION, "--name", name])
+            .args([
+                "--source-snapshot",
+                snapshot,
+                "--x86-boot-mode",
+                "legacy-bios",
+            ])
+            .run()
+    };
+    let out = register("stage-ami", &snap).json();
+    assert_eq!(out.as_object().unwrap().len(), 1, "{out}");
+    let ami = out["HVM"].as_str().unwrap().to_string();
+    let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+    let image = &image.images()[0];
+    assert_eq!(image.boot_mode().unwrap().as_str(), "legacy-bios");
+    assert_eq!(
+        image.block_device_mappings()[0]
+            .ebs()
+            .unwrap()
+            .snapshot_id(),
+        Some(snap.as_str())
+    );
+    // Again: the same AMI. The name on another snapshot: refused before anything changes.
+    assert_eq!(register("stage-ami", &snap).json()["HVM"], ami);
+    let other = standin
+        .imgpub()
+        .args([
+            "aws",
+            "import-snapshot",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &raw)
+        .args(["--name", "stage-other"])
+        .run()
+        .json();
+    let run = register("stage-ami", other["SnapshotID"].as_str().unwrap());
+    assert_eq!(run.code, 2);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("AMI name stage-ami is already used by {ami}"))
+            && err.contains("--force"),
+        "{err}"
+    );
+
+    // From an object already in S3: imported, and left in place (it is not ours).
+    standin
+        .s3(REGION)
+        .put_object()
+        .bucket(BUCKET)
+        .key("ci/given.raw")
+        .body(std::fs::read(&raw).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let out = standin
+        .imgpub()
+        .args(["aws", "import-snapshot", "--region", REGION])
+        .args([
+            "--source-object",
+            "s3://images/ci/given.raw",
+            "--object-format",
+            "RAW",
+        ])
+        .run()
+        .json();
+    assert!(out["SnapshotID"].as_str().unwrap().starts_with("snap-"));
+    assert!(object_exists(&standin, "ci/given.raw").await);
+}

@@ -162,8 +162,8 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                 .map_err(|e| aws(format!("starting the upload of {shown} to {url}"), e))?;
             let id = out.upload_id().unwrap_or_default().to_string();
             tracing::info!(
-                "uploading {shown} to {url}: {} MiB in {count} parts of {} MiB",
-                size / MIB,
+                "uploading {shown} to {url}: {:.1} MiB in {count} parts of {} MiB",
+                size as f64 / MIB as f64,
                 part_size / MIB
             );
             (id, HashMap::new())

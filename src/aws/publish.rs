@@ -336,7 +336,8 @@ pub async fn publish(c: &Clients<'_>, plan: &Plan) -> Result<PublishResult> {
         check_existing_image(c, found, &reg.name, snapshot.as_deref(), force).await?;
     }
 
-    if snapshot.is_none() {
+    let imported_now = snapshot.is_none();
+    if imported_now {
         preflight_import(c, plan).await?;
         snapshot = Some(import_stage(c, plan).await?);
     }
@@ -346,8 +347,9 @@ pub async fn publish(c: &Clients<'_>, plan: &Plan) -> Result<PublishResult> {
     }
 
     // The image is in a snapshot now: the object has served its purpose.
+    // (A rerun also makes sure of it: an earlier run may have stopped before deleting.)
     if plan.opts.delete_object && matches!(plan.source, Source::File { .. }) {
-        delete_object(c, plan).await?;
+        delete_object(c, plan, imported_now).await?;
     }
 
     let ami_id = match &plan.register {
@@ -469,14 +471,15 @@ async fn import_stage(c: &Clients<'_>, plan: &Plan) -> Result<String> {
                 err.code() == Some("ImportFailed") && err.to_string().contains("ClientError");
             if client_error && plan.opts.delete_object && matches!(plan.source, Source::File { .. })
             {
-                delete_object(c, plan).await?;
+                delete_object(c, plan, true).await?;
             }
             Err(err)
         }
     }
 }
 
-async fn delete_object(c: &Clients<'_>, plan: &Plan) -> Result<()> {
+/// Deletes the uploaded object (deleting a missing one is not an error in S3).
+async fn delete_object(c: &Clients<'_>, plan: &Plan, say_so: bool) -> Result<()> {
     let (Some(bucket), Some(key)) = (&plan.bucket, &plan.key) else {
         return Ok(());
     };
@@ -486,7 +489,9 @@ async fn delete_object(c: &Clients<'_>, plan: &Plan) -> Result<()> {
         .send()
         .await
         .map_err(|e| aws(format!("deleting s3://{bucket}/{key}"), e))?;
-    tracing::info!("deleted s3://{bucket}/{key}");
+    if say_so {
+        tracing::info!("deleted s3://{bucket}/{key}");
+    }
     Ok(())
 }
 
