@@ -687,3 +687,53 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
     assert!(out["SnapshotID"].as_str().unwrap().starts_with("snap-"));
     assert!(object_exists(&standin, "ci/given.raw").await);
 }
+
+#[tokio::test]
+async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "flaky.raw", 24, 20, 41);
+    let one_at_a_time = ["--upload-concurrency", "1", "--delete-object=false"];
+
+    // Two SlowDown answers: the SDK's retry layer absorbs them.
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "UploadPart", "status": 503, "code": "SlowDown", "count": 2}"#),
+    );
+    let mut args = vec!["--name", "flaky"];
+    args.extend(one_at_a_time);
+    let out = upload(&standin, &raw, &args).json();
+    assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
+    // 3 parts of 8 MiB, plus the 2 refused attempts.
+    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 5);
+
+    // AccessDenied is final: not retried, and the upload is aborted (no orphaned parts).
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "UploadPart", "status": 403, "code": "AccessDenied", "message": "Access Denied", "count": 1}"#),
+    );
+    let mut args = vec!["--name", "denied"];
+    args.extend(one_at_a_time);
+    let run = upload(&standin, &raw, &args);
+    assert_eq!(run.code, 1);
+    let err = run.error_line();
+    assert!(
+        err.contains("uploading part 1 of 3") && err.contains("AccessDenied"),
+        "{err}"
+    );
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.UploadPart"), 1, "{counts}");
+    assert_eq!(count(&counts, "s3.AbortMultipartUpload"), 1, "{counts}");
+    let uploads = standin
+        .s3(REGION)
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+}
