@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use imgpub::aws::config::{self, AwsSettings};
+use imgpub::aws::config::{self, AwsContext, AwsSettings, Identity};
 use imgpub::aws::initialize::{initialize, InitializeOptions};
 use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
 use imgpub::Error;
@@ -76,6 +76,19 @@ fn settings(flags: &AwsFlags) -> AwsSettings {
     }
 }
 
+/// Loads the configuration and runs the identity preflight every AWS command starts with.
+async fn connect(flags: &AwsFlags) -> anyhow::Result<(AwsContext, Identity)> {
+    let ctx = config::load(&settings(flags)).await?;
+    let identity = ctx.verify_identity().await?;
+    tracing::info!(
+        "using account {} as {} in {}",
+        identity.account,
+        identity.arn,
+        ctx.region
+    );
+    Ok((ctx, identity))
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
@@ -86,14 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let not_yet = |name: &str| Err(Error::NotImplemented(format!("`imgpub aws {name}`")).into());
     match aws.command {
         AwsSubcommand::Initialize(args) => {
-            let ctx = config::load(&settings(&aws.aws)).await?;
-            let identity = ctx.verify_identity().await?;
-            tracing::info!(
-                "using account {} as {} in {}",
-                identity.account,
-                identity.arn,
-                ctx.region
-            );
+            let (ctx, identity) = connect(&aws.aws).await?;
             let opts = InitializeOptions {
                 bucket: args.bucket,
                 role_name: args.role_name,
@@ -168,14 +174,7 @@ fn publish_options(args: UploadArgs) -> PublishOptions {
 async fn publish_command(stage: Stage, flags: &AwsFlags, args: UploadArgs) -> anyhow::Result<()> {
     let opts = publish_options(args);
     let plan = tokio::task::spawn_blocking(move || publish::plan(stage, opts)).await??;
-    let ctx = config::load(&settings(flags)).await?;
-    let identity = ctx.verify_identity().await?;
-    tracing::info!(
-        "using account {} as {} in {}",
-        identity.account,
-        identity.arn,
-        ctx.region
-    );
+    let (ctx, _identity) = connect(flags).await?;
     let (s3, ec2, iam) = (ctx.s3(), ctx.ec2(), ctx.iam());
     let clients = Clients {
         s3: &s3,

@@ -737,10 +737,11 @@ class StandinApp:
         start_response(captured["status"], headers)
         return [body]
 
-    def _query_error_shape(self, environ: dict, start_response: Any) -> list[bytes]:
-        """moto renders its auth errors (InvalidClientTokenId, AccessDenied) for STS and
-        IAM in EC2's <Errors><Error> shape, which those services' clients cannot parse;
-        AWS sends <ErrorResponse><Error>."""
+    def _rewritten(
+        self, environ: dict, start_response: Any, rewrite: Any, content_type: str | None = None
+    ) -> list[bytes]:
+        """Runs moto and passes its answer through rewrite(status, body) -> body; a changed
+        body gets its new length (and content_type, when given)."""
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list, exc_info: Any = None) -> Any:
@@ -748,15 +749,40 @@ class StandinApp:
             return lambda data: None
 
         body = b"".join(self.app(environ, capture))
-        status, headers = captured["status"], captured["headers"]
-        if status[:1] in ("4", "5") and b"<Errors>" in body:
-            body = re.sub(rb"<Errors>\s*(<Error>.*?</Error>)\s*</Errors>", rb"\1", body,
-                          flags=re.S)
-            headers = [(k, v) for k, v in headers
-                       if k.lower() not in ("content-length", "content-type")]
-            headers += [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))]
-        start_response(status, headers)
-        return [body]
+        new_body = rewrite(captured["status"], body)
+        headers = captured["headers"]
+        if new_body != body:
+            replaced = {"content-length"} | ({"content-type"} if content_type else set())
+            headers = [(k, v) for k, v in headers if k.lower() not in replaced]
+            headers.append(("Content-Length", str(len(new_body))))
+            if content_type:
+                headers.append(("Content-Type", content_type))
+        start_response(captured["status"], headers)
+        return [new_body]
+
+    def _query_error_shape(self, environ: dict, start_response: Any) -> list[bytes]:
+        """moto renders its auth errors (InvalidClientTokenId, AccessDenied) for STS and
+        IAM in EC2's <Errors><Error> shape, which those services' clients cannot parse;
+        AWS sends <ErrorResponse><Error>."""
+
+        def rewrite(status: str, body: bytes) -> bytes:
+            if status[:1] in ("4", "5") and b"<Errors>" in body:
+                return re.sub(rb"<Errors>\s*(<Error>.*?</Error>)\s*</Errors>", rb"\1", body,
+                              flags=re.S)
+            return body
+
+        return self._rewritten(environ, start_response, rewrite, content_type="text/xml")
+
+    def _list_parts_root(self, environ: dict, start_response: Any) -> list[bytes]:
+        """moto names the ListParts root element ListPartsResponse; S3 (and so every
+        strict client) uses ListPartsResult."""
+
+        def rewrite(status: str, body: bytes) -> bytes:
+            return body.replace(b"<ListPartsResponse", b"<ListPartsResult").replace(
+                b"</ListPartsResponse>", b"</ListPartsResult>"
+            )
+
+        return self._rewritten(environ, start_response, rewrite)
 
     @staticmethod
     def _error(environ: dict, start_response: Any, service: str, fault: Fault) -> list[bytes]:
