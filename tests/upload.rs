@@ -737,3 +737,129 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
         .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
 }
+
+#[tokio::test]
+async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "again.raw", 24, 20, 43);
+    // The upload lands, then EC2 refuses the import call once.
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "ImportSnapshot", "status": 400, "code": "InvalidParameter", "message": "try later", "count": 1}"#),
+    );
+    let run = upload(&standin, &raw, &["--name", "again"]);
+    assert_eq!(run.code, 1);
+    assert!(run
+        .error_line()
+        .contains("starting the import of s3://images/ci/again"));
+    assert!(object_exists(&standin, "ci/again").await);
+
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = upload(&standin, &raw, &["--name", "again"]);
+    run.json();
+    assert!(
+        run.stderr.contains("already uploaded and matches"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.UploadPart"), 0, "{counts}");
+    assert_eq!(count(&counts, "ec2.ImportSnapshot"), 1, "{counts}");
+}
+
+#[tokio::test]
+async fn rerun_while_the_import_runs_waits_for_the_same_task() {
+    // Imports take 6 s here, so the first run is still polling when it is stopped.
+    let standin = Standin::start_with_import_seconds(6.0);
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "slow.raw", 16, 8, 47);
+    let child = standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &raw)
+        .args(["--name", "slow"])
+        .cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while count(&standin.counts(), "ec2.DescribeImportSnapshotTasks") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the import never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(130));
+
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = upload(&standin, &raw, &["--name", "slow"]);
+    let out = run.json();
+    assert!(
+        run.stderr.contains("is already running; waiting for it"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
+    assert_eq!(count(&counts, "s3.UploadPart"), 0, "{counts}");
+    assert!(out["SnapshotID"].as_str().unwrap().starts_with("snap-"));
+}
+
+#[tokio::test]
+async fn force_replaces_an_ami_of_the_same_name() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let first = make_raw(dir.path(), "v1.raw", 16, 4, 51);
+    let second = make_raw(dir.path(), "v2.raw", 16, 4, 52);
+    let old = upload(&standin, &first, &["--name", "nightly"]).json();
+
+    // Like ore, the name identifies the image: without --force a rerun under the same name
+    // returns what is there, even for another file, and sends nothing.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    assert_eq!(
+        upload(&standin, &second, &["--name", "nightly"]).json(),
+        old
+    );
+    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+
+    let new = upload(&standin, &second, &["--name", "nightly", "--force"]).json();
+    assert_ne!(new["HVM"], old["HVM"]);
+    assert_ne!(new["SnapshotID"], old["SnapshotID"]);
+    let ec2 = ec2(&standin);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    let ids: Vec<&str> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
+    assert_eq!(ids, [new["HVM"].as_str().unwrap()]);
+    // The old snapshot went with the old AMI.
+    let gone = ec2
+        .describe_snapshots()
+        .snapshot_ids(old["SnapshotID"].as_str().unwrap())
+        .send()
+        .await;
+    assert!(gone.is_err(), "{gone:?}");
+}
