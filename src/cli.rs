@@ -124,6 +124,9 @@ pub enum AwsSubcommand {
     ImportSnapshot(Box<UploadArgs>),
     /// Register an AMI from an existing snapshot; tags and permissions.
     RegisterAmi(Box<UploadArgs>),
+    /// Upload a file to S3 with the upload engine alone (any S3-compatible server; no STS,
+    /// EC2 or IAM needed); prints {"S3Object":…}.
+    UploadObject(UploadObjectArgs),
     /// Copy an AMI to other regions, with its tags and launch permissions.
     #[command(visible_alias = "copy-image")]
     CopyRegions(CopyRegionsArgs),
@@ -259,16 +262,41 @@ pub struct UploadArgs {
     /// The IAM role VM Import/Export assumes.
     #[arg(long, default_value = "vmimport", value_name = "NAME")]
     pub role_name: String,
-    /// Multipart part size (e.g. 16MiB; a bare number is MiB). Grown as needed to fit 10,000 parts.
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub part_size: Option<u64>,
-    /// Parts uploaded at once (memory is about this × part size).
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub upload_concurrency: usize,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
     /// Give up waiting for the import after this long (e.g. 2h, 90m, 600s); the task keeps
     /// running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
     pub import_timeout: std::time::Duration,
+}
+
+/// How the multipart upload engine sends a file.
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// Multipart part size (e.g. 16MiB; a bare number is MiB). Grown as needed to fit 10,000 parts.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once (memory is about this × part size).
+    #[arg(long, default_value_t = imgpub::aws::multipart::DEFAULT_CONCURRENCY, value_name = "N")]
+    pub upload_concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadObjectArgs {
+    /// The file to upload.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// s3://BUCKET/PREFIX to upload to.
+    #[arg(long, value_name = "S3_URL")]
+    pub bucket: String,
+    /// Object key (default: PREFIX/FILE-NAME).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Send the file even if a matching object is already there.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 }
 
 /// `16MiB`, `16M`, `1GiB`, `512KiB`, or a bare number of MiB.

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use imgpub::aws::config::{self, AwsContext, AwsSettings, Identity};
 use imgpub::aws::initialize::{initialize, InitializeOptions};
+use imgpub::aws::multipart::{self, UploadRequest};
 use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
 use imgpub::Error;
 
-use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand, UploadArgs};
+use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand, UploadArgs, UploadObjectArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -129,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             publish_command(Stage::Import, &aws.aws, *args).await
         }
         AwsSubcommand::RegisterAmi(args) => publish_command(Stage::Register, &aws.aws, *args).await,
+        AwsSubcommand::UploadObject(args) => upload_object_command(&aws.aws, args).await,
         AwsSubcommand::CopyRegions(_) => not_yet("copy-regions"),
         AwsSubcommand::ListRegions(_) => not_yet("list-regions"),
         AwsSubcommand::DeleteImage(_) => not_yet("delete-image"),
@@ -162,8 +164,8 @@ fn publish_options(args: UploadArgs) -> PublishOptions {
         tags: args.tags,
         billing_product_codes: args.billing_product_code,
         role_name: args.role_name,
-        part_size: args.part_size,
-        upload_concurrency: args.upload_concurrency,
+        part_size: args.transfer.part_size,
+        upload_concurrency: args.transfer.upload_concurrency,
         import_timeout: args.import_timeout,
     }
 }
@@ -191,4 +193,42 @@ async fn publish_command(stage: Stage, flags: &AwsFlags, args: UploadArgs) -> an
         Stage::Import => print_json(&serde_json::json!({"SnapshotID": result.snapshot_id})),
         Stage::Register => print_json(&serde_json::json!({"HVM": result.ami_id})),
     }
+}
+
+/// `upload-object`: the upload engine alone, for any S3-compatible server. It needs only S3,
+/// so there is no STS preflight; an S3 error still names the problem.
+async fn upload_object_command(flags: &AwsFlags, args: UploadObjectArgs) -> anyhow::Result<()> {
+    let (bucket, prefix) = publish::parse_s3_url(&args.bucket)?;
+    let key = match args.key {
+        Some(key) => key,
+        None => {
+            let name = args
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let name = name.ok_or_else(|| {
+                Error::Invalid(format!("{} has no file name", args.file.display()))
+            })?;
+            if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            }
+        }
+    };
+    let ctx = config::load(&settings(flags)).await?;
+    let request = UploadRequest {
+        path: args.file,
+        bucket,
+        key,
+        part_size: args.transfer.part_size,
+        concurrency: args.transfer.upload_concurrency,
+        force: args.force,
+    };
+    let s3 = ctx.s3();
+    tokio::select! {
+        report = multipart::upload_file(&s3, &request) => report?,
+        _ = tokio::signal::ctrl_c() => return Err(Error::Interrupted.into()),
+    };
+    print_json(&serde_json::json!({"S3Object": format!("s3://{}/{}", request.bucket, request.key)}))
 }

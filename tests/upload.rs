@@ -863,3 +863,56 @@ async fn force_replaces_an_ami_of_the_same_name() {
         .await;
     assert!(gone.is_err(), "{gone:?}");
 }
+
+#[tokio::test]
+async fn upload_object_needs_only_s3() {
+    let standin = Standin::start();
+    let s3 = standin.s3(REGION);
+    s3.create_bucket().bucket("plain").send().await.unwrap();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "blob.bin", 20, 19, 61);
+    let send = || {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "upload-object",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://plain/some/prefix",
+            ])
+            .arg_path("--file", &file)
+            .args(["--part-size", "5MiB", "--upload-concurrency", "3"])
+            .run()
+    };
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let out = send().json();
+    assert_eq!(out, json!({"S3Object": "s3://plain/some/prefix/blob.bin"}));
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.UploadPart"), 4, "{counts}");
+    // No STS, EC2 or IAM: it works against any S3-compatible server.
+    let others: Vec<&String> = counts
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| !k.starts_with("s3."))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+
+    let got = s3
+        .get_object()
+        .bucket("plain")
+        .key("some/prefix/blob.bin")
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&file));
+
+    // Again: the object matches, nothing is sent.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    send().json();
+    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+}

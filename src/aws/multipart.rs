@@ -260,6 +260,10 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         .send()
         .await
         .map_err(|e| aws(format!("completing the upload of {shown} to {url}"), e))?;
+    tracing::info!(
+        "uploaded {url}: {parts_sent} parts sent, {} kept from an earlier run",
+        count as usize - parts_sent
+    );
     Ok(UploadReport {
         size,
         parts: count as usize,

@@ -414,16 +414,6 @@ async fn import_stage(c: &Clients<'_>, plan: &Plan) -> Result<String> {
                 },
             )
             .await?;
-            tracing::info!(
-                "s3://{bucket}/{key}: {} parts sent, {} reused{}",
-                report.parts_sent,
-                report.parts_reused,
-                if report.already_there {
-                    " (already uploaded)"
-                } else {
-                    ""
-                }
-            );
             (format.to_string(), report.etag)
         }
         Source::Object { format } => {
