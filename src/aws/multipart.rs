@@ -172,19 +172,21 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
     let existing = Arc::new(existing);
+    let buffers = BufferPool::default();
     let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
         .map(|number| {
             let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
-            let (progress, shown, url) = (&progress, &shown, &url);
+            let (progress, shown, url, buffers) = (&progress, &shown, &url, &buffers);
             async move {
                 let offset = (number - 1) * part_size;
                 let len = part_size.min(size - offset);
-                let (data, crc) = read_part(file, offset, len, &req.path)
+                let (data, crc) = read_part(file, offset, buffers.take(len), &req.path)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
                 let number = number as i32;
                 if let Some(part) = existing.get(&number) {
                     if part.holds(&data, crc) {
+                        buffers.give(data);
                         progress.inc(len);
                         let done = CompletedPart::builder()
                             .part_number(number)
@@ -205,7 +207,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                     .part_number(number)
                     .content_length(len as i64)
                     .checksum_crc32_c(b64(crc))
-                    .body(ByteStream::from(data))
+                    .body(ByteStream::from(data.clone()))
                     .send()
                     .await
                     .map_err(|e| PartFailure {
@@ -215,6 +217,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                             e,
                         ),
                     })?;
+                buffers.give(data);
                 progress.inc(len);
                 let done = CompletedPart::builder()
                     .part_number(number)
@@ -280,16 +283,45 @@ struct PartFailure {
     err: Error,
 }
 
-/// Reads one part off the async runtime and computes its CRC32C there too.
+/// Part buffers, reused: a fresh allocation per part would fault in every page of it again,
+/// which costs CPU per GiB. At most parts-in-flight buffers exist.
+#[derive(Default)]
+struct BufferPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn take(&self, len: u64) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.resize(len as usize, 0);
+        buf
+    }
+
+    /// Takes the buffer back once nothing else holds it (the SDK is done with the request).
+    fn give(&self, data: Bytes) {
+        if let Ok(buf) = data.try_into_mut() {
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(buf.into());
+        }
+    }
+}
+
+/// Reads one part into `buf` off the async runtime and computes its CRC32C there too.
 async fn read_part(
     file: Arc<std::fs::File>,
     offset: u64,
-    len: u64,
+    mut buf: Vec<u8>,
     path: &Path,
 ) -> Result<(Bytes, u32)> {
     let shown = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)
             .map_err(|e| Error::io(format!("reading {shown} at byte {offset}"), e))?;
         let crc = crc32c(&buf);
