@@ -1,5 +1,5 @@
-//! The `upload` pipeline: inspect → S3 multipart upload → ImportSnapshot → RegisterImage →
-//! tags and permissions → delete the object. Also its stages alone (`import-snapshot`,
+//! The `upload` pipeline: inspect → S3 multipart upload → ImportSnapshot → delete the object
+//! → RegisterImage → tags and permissions. Also its stages alone (`import-snapshot`,
 //! `register-ami`). Everything that can be checked is checked before the first side effect,
 //! and every stage first looks for what an earlier run finished.
 
@@ -332,13 +332,15 @@ pub async fn publish(c: &Clients<'_>, plan: &Plan) -> Result<PublishResult> {
         _ if force => None,
         _ => import::find_snapshot_by_name(c.ec2, &plan.name).await?,
     };
-    if let (Some(found), Some(reg)) = (&existing_image, &plan.register) {
-        check_existing_image(c, found, &reg.name, snapshot.as_deref(), force).await?;
-    }
-
+    // Read-only checks first, so that even --force changes nothing when the run cannot go on.
     let imported_now = snapshot.is_none();
     if imported_now {
         preflight_import(c, plan).await?;
+    }
+    if let (Some(found), Some(reg)) = (&existing_image, &plan.register) {
+        check_existing_image(c, found, &reg.name, snapshot.as_deref(), force).await?;
+    }
+    if imported_now {
         snapshot = Some(import_stage(c, plan).await?);
     }
     let snapshot = snapshot.unwrap_or_default();
@@ -356,14 +358,9 @@ pub async fn publish(c: &Clients<'_>, plan: &Plan) -> Result<PublishResult> {
         None => None,
         Some(reg) => Some(register_stage(c, plan, reg, &snapshot, existing_image.as_ref()).await?),
     };
-    if let Some(ami_id) = &ami_id {
-        ami::share(c.ec2, ami_id, &snapshot, &plan.sharing).await?;
-    } else if !plan.sharing.snapshot_users.is_empty() || plan.sharing.public {
-        let snapshot_only = Sharing {
-            launch_users: vec![],
-            ..plan.sharing.clone()
-        };
-        ami::share_snapshot(c.ec2, &snapshot, &snapshot_only).await?;
+    match &ami_id {
+        Some(ami_id) => ami::share(c.ec2, ami_id, &snapshot, &plan.sharing).await?,
+        None => ami::share_snapshot(c.ec2, &snapshot, &plan.sharing).await?,
     }
     Ok(PublishResult {
         ami_id,
