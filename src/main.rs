@@ -180,6 +180,7 @@ async fn publish_command(stage: Stage, flags: &AwsFlags, args: UploadArgs) -> an
     let (s3, ec2, iam) = (ctx.s3(), ctx.ec2(), ctx.iam());
     let clients = Clients {
         s3: &s3,
+        s3_over_tls: ctx.over_tls(),
         ec2: &ec2,
         iam: &iam,
         region: &ctx.region,
@@ -224,6 +225,7 @@ async fn upload_object_command(flags: &AwsFlags, args: UploadObjectArgs) -> anyh
         part_size: args.transfer.part_size,
         concurrency: args.transfer.upload_concurrency,
         force: args.force,
+        over_tls: ctx.over_tls(),
     };
     let s3 = ctx.s3();
     tokio::select! {

@@ -243,6 +243,13 @@ impl AwsContext {
         aws_sdk_sts::Client::new(&self.sdk)
     }
 
+    /// Whether requests go over TLS: AWS's own endpoints, or an https:// --endpoint-url.
+    pub fn over_tls(&self) -> bool {
+        self.sdk
+            .endpoint_url()
+            .is_none_or(|url| url.starts_with("https://"))
+    }
+
     /// The same credentials and endpoint in another region.
     pub fn in_region(&self, region: &str) -> AwsContext {
         let mut other = self.clone();

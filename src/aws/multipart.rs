@@ -53,6 +53,10 @@ pub struct UploadRequest {
     pub concurrency: usize,
     /// Send the file even when a matching object is already there.
     pub force: bool,
+    /// The endpoint is HTTPS. Then the payload is not signed (UNSIGNED-PAYLOAD): TLS and the
+    /// part's CRC32C, which S3 verifies, guard the bytes, and a SHA-256 pass over every byte
+    /// is saved. Over plain HTTP the signature must cover the payload.
+    pub over_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +177,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     let progress = Progress::bytes(format!("uploading {url}"), size);
     let existing = Arc::new(existing);
     let buffers = BufferPool::default();
+
     let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
         .map(|number| {
             let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
@@ -199,7 +204,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                         "part {number} of {url} differs from the file; sending it again"
                     );
                 }
-                let out = s3
+                let call = s3
                     .upload_part()
                     .bucket(&req.bucket)
                     .key(&req.key)
@@ -207,16 +212,19 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                     .part_number(number)
                     .content_length(len as i64)
                     .checksum_crc32_c(b64(crc))
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| PartFailure {
-                        fatal: is_fatal(&e),
-                        err: aws(
-                            format!("uploading part {number} of {count} of {shown} to {url}"),
-                            e,
-                        ),
-                    })?;
+                    .body(ByteStream::from(data.clone()));
+                let sent = if req.over_tls {
+                    call.customize().disable_payload_signing().send().await
+                } else {
+                    call.send().await
+                };
+                let out = sent.map_err(|e| PartFailure {
+                    fatal: is_fatal(&e),
+                    err: aws(
+                        format!("uploading part {number} of {count} of {shown} to {url}"),
+                        e,
+                    ),
+                })?;
                 buffers.give(data);
                 progress.inc(len);
                 let done = CompletedPart::builder()

@@ -269,6 +269,8 @@ impl Plan {
 /// The clients the pipeline needs, ready to use.
 pub struct Clients<'a> {
     pub s3: &'a aws_sdk_s3::Client,
+    /// S3 is reached over TLS (so uploads need not sign the payload).
+    pub s3_over_tls: bool,
     pub ec2: &'a aws_sdk_ec2::Client,
     pub iam: &'a aws_sdk_iam::Client,
     pub region: &'a str,
@@ -408,6 +410,7 @@ async fn import_stage(c: &Clients<'_>, plan: &Plan) -> Result<String> {
                     part_size: plan.opts.part_size,
                     concurrency: plan.opts.upload_concurrency,
                     force: plan.opts.force,
+                    over_tls: c.s3_over_tls,
                 },
             )
             .await?;
