@@ -360,7 +360,7 @@ pub struct ListRegionsArgs {
 pub struct DeleteImageArgs {
     /// The AMI to deregister.
     #[arg(long)]
-    pub ami: Option<String>,
+    pub ami: String,
     /// The snapshot to delete, or detectFromAMI.
     #[arg(long)]
     pub snapshot: Option<String>,

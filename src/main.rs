@@ -7,10 +7,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use imgpub::aws::ami::{delete_image, SnapshotChoice};
 use imgpub::aws::config::{self, AwsContext, AwsSettings, Identity};
 use imgpub::aws::initialize::{initialize, InitializeOptions};
 use imgpub::aws::multipart::{self, UploadRequest};
 use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
+use imgpub::aws::regions::{list_regions, RegionFilter};
 use imgpub::Error;
 
 use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand, UploadArgs, UploadObjectArgs};
@@ -132,8 +134,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         AwsSubcommand::RegisterAmi(args) => publish_command(Stage::Register, &aws.aws, *args).await,
         AwsSubcommand::UploadObject(args) => upload_object_command(&aws.aws, args).await,
         AwsSubcommand::CopyRegions(_) => not_yet("copy-regions"),
-        AwsSubcommand::ListRegions(_) => not_yet("list-regions"),
-        AwsSubcommand::DeleteImage(_) => not_yet("delete-image"),
+        AwsSubcommand::ListRegions(args) => {
+            let (ctx, _) = connect(&aws.aws).await?;
+            let filter = match (args.all, args.disabled) {
+                (true, _) => RegionFilter::All,
+                (false, true) => RegionFilter::Disabled,
+                (false, false) => RegionFilter::Enabled,
+            };
+            for region in list_regions(&ctx.ec2(), filter).await? {
+                println!("{region}");
+            }
+            Ok(())
+        }
+        AwsSubcommand::DeleteImage(args) => {
+            if !args.ami.starts_with("ami-") {
+                return Err(Error::Invalid(format!(
+                    "--ami {:?} is not an AMI id (ami-…)",
+                    args.ami
+                ))
+                .into());
+            }
+            let snapshot = match args.snapshot.as_deref() {
+                None => SnapshotChoice::None,
+                Some("detectFromAMI") => SnapshotChoice::FromImage,
+                Some(id) if id.starts_with("snap-") => SnapshotChoice::Id(id.to_string()),
+                Some(other) => {
+                    return Err(Error::Invalid(format!(
+                        "--snapshot {other:?} is neither a snapshot id (snap-…) nor detectFromAMI"
+                    ))
+                    .into())
+                }
+            };
+            let (ctx, _) = connect(&aws.aws).await?;
+            let deleted =
+                delete_image(&ctx.ec2(), &args.ami, &snapshot, args.allow_missing).await?;
+            print_json(&deleted)
+        }
         AwsSubcommand::EnsurePublic(_) => not_yet("ensure-public"),
         AwsSubcommand::Policy(_) => not_yet("policy"),
     }

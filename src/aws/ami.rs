@@ -204,33 +204,107 @@ pub async fn register_image(ec2: &Client, req: &RegisterRequest) -> Result<Strin
     Ok(id)
 }
 
-/// Deregisters an AMI and deletes the given snapshots (for `--force`).
-pub async fn remove_image(ec2: &Client, image_id: &str, snapshots: &[String]) -> Result<()> {
+/// What `delete_image` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Deleted {
+    /// The AMI deregistered, if it existed.
+    pub image: Option<String>,
+    /// The snapshot deleted, if there was one.
+    pub snapshot: Option<String>,
+}
+
+/// Which snapshot `delete_image` deletes with the AMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotChoice {
+    None,
+    /// The AMI's root device snapshot.
+    FromImage,
+    Id(String),
+}
+
+/// Deregisters `image_id` and deletes the chosen snapshot. With `allow_missing`, an AMI or
+/// snapshot that is already gone is not an error (so a cleanup job can be rerun).
+pub async fn delete_image(
+    ec2: &Client,
+    image_id: &str,
+    snapshot: &SnapshotChoice,
+    allow_missing: bool,
+) -> Result<Deleted> {
+    let described = ec2.describe_images().image_ids(image_id).send().await;
+    let image = match described {
+        Ok(out) => out.images().first().cloned(),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code())
+                == Some("InvalidAMIID.NotFound") =>
+        {
+            None
+        }
+        Err(e) => return Err(aws(format!("looking up AMI {image_id}"), e)),
+    };
+    let Some(image) = image else {
+        if !allow_missing {
+            return Err(Error::Invalid(format!(
+                "AMI {image_id} does not exist in this region; pass --allow-missing if that is fine"
+            )));
+        }
+        tracing::info!("AMI {image_id} does not exist; nothing to deregister");
+        let snapshot = match snapshot {
+            SnapshotChoice::Id(id) => delete_snapshot(ec2, id, allow_missing).await?,
+            _ => None,
+        };
+        return Ok(Deleted {
+            image: None,
+            snapshot,
+        });
+    };
+    let snapshot_id = match snapshot {
+        SnapshotChoice::None => None,
+        SnapshotChoice::Id(id) => Some(id.clone()),
+        SnapshotChoice::FromImage => image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == image.root_device_name())
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.snapshot_id())
+            .map(str::to_owned),
+    };
     ec2.deregister_image()
         .image_id(image_id)
         .send()
         .await
         .map_err(|e| aws(format!("deregistering AMI {image_id}"), e))?;
     tracing::info!("deregistered AMI {image_id}");
-    for snap in snapshots {
-        delete_snapshot(ec2, snap).await?;
-    }
-    Ok(())
+    let snapshot = match snapshot_id {
+        Some(id) => delete_snapshot(ec2, &id, allow_missing).await?,
+        None => None,
+    };
+    Ok(Deleted {
+        image: Some(image_id.to_string()),
+        snapshot,
+    })
 }
 
-pub async fn delete_snapshot(ec2: &Client, snapshot_id: &str) -> Result<()> {
-    match ec2.delete_snapshot().snapshot_id(snapshot_id).send().await {
+/// Deletes a snapshot; returns it when it was there. A missing one is an error unless
+/// `allow_missing`.
+pub async fn delete_snapshot(
+    ec2: &Client,
+    id: &str,
+    allow_missing: bool,
+) -> Result<Option<String>> {
+    match ec2.delete_snapshot().snapshot_id(id).send().await {
         Ok(_) => {
-            tracing::info!("deleted snapshot {snapshot_id}");
-            Ok(())
+            tracing::info!("deleted snapshot {id}");
+            Ok(Some(id.to_string()))
         }
         Err(e)
-            if e.as_service_error().and_then(|s| s.meta().code())
-                == Some("InvalidSnapshot.NotFound") =>
+            if allow_missing
+                && e.as_service_error().and_then(|s| s.meta().code())
+                    == Some("InvalidSnapshot.NotFound") =>
         {
-            Ok(())
+            tracing::info!("snapshot {id} does not exist; nothing to delete");
+            Ok(None)
         }
-        Err(e) => Err(aws(format!("deleting snapshot {snapshot_id}"), e)),
+        Err(e) => Err(aws(format!("deleting snapshot {id}"), e)),
     }
 }
 

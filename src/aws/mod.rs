@@ -7,4 +7,5 @@ pub mod import;
 pub mod initialize;
 pub mod multipart;
 pub mod publish;
+pub mod regions;
 pub mod s3;

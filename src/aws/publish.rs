@@ -385,8 +385,14 @@ async fn check_existing_image(
     }
     if force {
         tracing::warn!("--force: replacing AMI {} named {name}", found.image_id);
-        let snaps: Vec<String> = found.root_snapshot.iter().cloned().collect();
-        return ami::remove_image(c.ec2, &found.image_id, &snaps).await;
+        ami::delete_image(
+            c.ec2,
+            &found.image_id,
+            &ami::SnapshotChoice::FromImage,
+            false,
+        )
+        .await?;
+        return Ok(());
     }
     Err(Error::Invalid(format!(
         "AMI name {name} is already used by {} (snapshot {}), which is not this image; pass --force to replace it, or choose another --ami-name",
