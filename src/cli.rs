@@ -134,6 +134,10 @@ pub enum AwsSubcommand {
     ListRegions(ListRegionsArgs),
     /// Deregister an AMI and delete its snapshot.
     DeleteImage(DeleteImageArgs),
+    /// Grant launch permissions on an AMI (and create-volume permissions on its snapshot).
+    Grant(PermissionArgs),
+    /// Revoke what `grant` grants.
+    Revoke(PermissionArgs),
     /// Make AMIs tagged for production public again where they went private.
     EnsurePublic(PassThroughArgs),
     /// Print the IAM policy a user of imgpub needs.
@@ -367,6 +371,28 @@ pub struct DeleteImageArgs {
     /// A missing AMI or snapshot is not an error.
     #[arg(long)]
     pub allow_missing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PermissionArgs {
+    /// The AMI.
+    #[arg(long)]
+    pub image: String,
+    /// AWS account ids.
+    #[arg(long = "user", value_delimiter = ',', value_name = "ACCOUNT")]
+    pub users: Vec<String>,
+    /// Everyone (launch permission group `all`; `all` on the snapshot).
+    #[arg(long)]
+    pub public: bool,
+    /// AWS Organizations ARNs.
+    #[arg(long = "organization", value_name = "ARN")]
+    pub organizations: Vec<String>,
+    /// Organizational unit ARNs.
+    #[arg(long = "organizational-unit", value_name = "ARN")]
+    pub organizational_units: Vec<String>,
+    /// Also change the root snapshot's create-volume permissions (for --user and --public).
+    #[arg(long)]
+    pub snapshot: bool,
 }
 
 /// Commands whose flags are not settled yet take anything, and say they are not built.

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use imgpub::aws::ami::{delete_image, SnapshotChoice};
+use imgpub::aws::ami::{self, delete_image, Change, Sharing, SnapshotChoice};
 use imgpub::aws::config::{self, AwsContext, AwsSettings, Identity};
 use imgpub::aws::initialize::{initialize, InitializeOptions};
 use imgpub::aws::multipart::{self, UploadRequest};
@@ -15,7 +15,10 @@ use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
 use imgpub::aws::regions::{list_regions, RegionFilter};
 use imgpub::Error;
 
-use cli::{AwsFlags, AwsSubcommand, Cli, LogLevel, TopCommand, UploadArgs, UploadObjectArgs};
+use cli::{
+    AwsFlags, AwsSubcommand, Cli, LogLevel, PermissionArgs, TopCommand, UploadArgs,
+    UploadObjectArgs,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -170,6 +173,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 delete_image(&ctx.ec2(), &args.ami, &snapshot, args.allow_missing).await?;
             print_json(&deleted)
         }
+        AwsSubcommand::Grant(args) => permissions_command(&aws.aws, args, Change::Grant).await,
+        AwsSubcommand::Revoke(args) => permissions_command(&aws.aws, args, Change::Revoke).await,
         AwsSubcommand::EnsurePublic(_) => not_yet("ensure-public"),
         AwsSubcommand::Policy(_) => not_yet("policy"),
     }
@@ -269,4 +274,44 @@ async fn upload_object_command(flags: &AwsFlags, args: UploadObjectArgs) -> anyh
         _ = tokio::signal::ctrl_c() => return Err(Error::Interrupted.into()),
     };
     print_json(&serde_json::json!({"S3Object": format!("s3://{}/{}", request.bucket, request.key)}))
+}
+
+/// `grant` / `revoke`: launch permissions on an AMI, and with --snapshot the create-volume
+/// permissions on its root snapshot. Prints `{"image":…,"snapshot":…}`.
+async fn permissions_command(
+    flags: &AwsFlags,
+    args: PermissionArgs,
+    change: Change,
+) -> anyhow::Result<()> {
+    if !args.image.starts_with("ami-") {
+        return Err(
+            Error::Invalid(format!("--image {:?} is not an AMI id (ami-…)", args.image)).into(),
+        );
+    }
+    ami::validate_account_ids("--user", &args.users)?;
+    ami::validate_org_arns("--organization", &args.organizations, "organization")?;
+    ami::validate_org_arns("--organizational-unit", &args.organizational_units, "ou")?;
+    let sharing = Sharing {
+        public: args.public,
+        launch_users: args.users.clone(),
+        organizations: args.organizations,
+        organizational_units: args.organizational_units,
+        snapshot_users: if args.snapshot { args.users } else { vec![] },
+    };
+    let (ctx, _) = connect(flags).await?;
+    let ec2 = ctx.ec2();
+    let snapshot = if args.snapshot {
+        ami::root_snapshot(&ec2, &args.image).await?
+    } else {
+        None
+    };
+    ami::share(
+        &ec2,
+        Some(&args.image),
+        snapshot.as_deref(),
+        &sharing,
+        change,
+    )
+    .await?;
+    print_json(&serde_json::json!({"image": args.image, "snapshot": snapshot}))
 }

@@ -170,3 +170,123 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
         .run();
     assert_eq!(run.json(), json!({"image": ami2, "snapshot": null}));
 }
+
+fn sorted_permissions(perms: &[aws_sdk_ec2::types::LaunchPermission]) -> Vec<String> {
+    let mut v: Vec<String> = perms
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(|u| format!("user:{u}"))
+                .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
+                .or_else(|| p.organization_arn().map(|a| format!("org:{a}")))
+                .or_else(|| p.organizational_unit_arn().map(|a| format!("ou:{a}")))
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn grant_and_revoke_round_trip() {
+    let standin = Standin::start();
+    let (ami, snap) = image(&standin, "shared").await;
+    let org = "arn:aws:organizations::123456789012:organization/o-abcdef1234";
+    let ou = "arn:aws:organizations::123456789012:ou/o-abcdef1234/ou-ab12-cdef3456";
+    let change = |verb: &str| {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                verb,
+                "--region",
+                REGION,
+                "--image",
+                &ami,
+                "--snapshot",
+                "--public",
+            ])
+            .args([
+                "--user",
+                "111122223333",
+                "--organization",
+                org,
+                "--organizational-unit",
+                ou,
+            ])
+            .run()
+    };
+    let ec2 = ec2(&standin);
+    let launch = || async {
+        let out = ec2
+            .describe_image_attribute()
+            .image_id(&ami)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .unwrap();
+        sorted_permissions(out.launch_permissions())
+    };
+    let volume = || async {
+        let out = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(&snap)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<String> = out
+            .create_volume_permissions()
+            .iter()
+            .map(|p| {
+                p.user_id()
+                    .map(|u| format!("user:{u}"))
+                    .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
+                    .unwrap()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+
+    assert_eq!(
+        change("grant").json(),
+        json!({"image": ami, "snapshot": snap})
+    );
+    assert_eq!(
+        launch().await,
+        [
+            "group:all".to_string(),
+            format!("org:{org}"),
+            format!("ou:{ou}"),
+            "user:111122223333".to_string()
+        ]
+    );
+    assert_eq!(volume().await, ["group:all", "user:111122223333"]);
+    // Granting again changes nothing.
+    change("grant").json();
+    assert_eq!(launch().await.len(), 4);
+
+    change("revoke").json();
+    assert!(launch().await.is_empty(), "{:?}", launch().await);
+    assert!(volume().await.is_empty(), "{:?}", volume().await);
+
+    // Bad input is refused before any call.
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "grant",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "--organization",
+            "o-123",
+        ])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(run
+        .error_line()
+        .contains("is not an organizations organization ARN"));
+}

@@ -125,20 +125,21 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
         .images()
         .iter()
         .find(|i| i.name() == Some(name))
-        .map(|image| {
-            let root = image.root_device_name();
-            let root_snapshot = image
-                .block_device_mappings()
-                .iter()
-                .find(|m| m.device_name() == root)
-                .and_then(|m| m.ebs())
-                .and_then(|e| e.snapshot_id())
-                .map(str::to_owned);
-            FoundImage {
-                image_id: image.image_id().unwrap_or_default().to_string(),
-                root_snapshot,
-            }
+        .map(|image| FoundImage {
+            image_id: image.image_id().unwrap_or_default().to_string(),
+            root_snapshot: root_snapshot_of(image),
         }))
+}
+
+/// The snapshot behind an image's root device.
+fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
+    image
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == image.root_device_name())
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.snapshot_id())
+        .map(str::to_owned)
 }
 
 fn tag_list(tags: &[(String, String)]) -> Vec<Tag> {
@@ -260,13 +261,7 @@ pub async fn delete_image(
     let snapshot_id = match snapshot {
         SnapshotChoice::None => None,
         SnapshotChoice::Id(id) => Some(id.clone()),
-        SnapshotChoice::FromImage => image
-            .block_device_mappings()
-            .iter()
-            .find(|m| m.device_name() == image.root_device_name())
-            .and_then(|m| m.ebs())
-            .and_then(|e| e.snapshot_id())
-            .map(str::to_owned),
+        SnapshotChoice::FromImage => root_snapshot_of(&image),
     };
     ec2.deregister_image()
         .image_id(image_id)
@@ -311,8 +306,13 @@ pub async fn delete_snapshot(
 /// Who may launch the AMI and create volumes from its snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Sharing {
+    /// Launch permission group `all` on the AMI and `all` on the snapshot.
     pub public: bool,
     pub launch_users: Vec<String>,
+    /// AWS Organizations ARNs (`arn:aws:organizations::…:organization/o-…`).
+    pub organizations: Vec<String>,
+    /// Organizational unit ARNs (`arn:aws:organizations::…:ou/o-…/ou-…`).
+    pub organizational_units: Vec<String>,
     pub snapshot_users: Vec<String>,
 }
 
@@ -329,39 +329,76 @@ pub fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
     }
 }
 
-/// Adds the launch and create-volume permissions `sharing` asks for. Adding what is already
-/// there is a no-op in EC2, so reruns are safe.
-pub async fn share(
-    ec2: &Client,
-    image_id: &str,
-    snapshot_id: &str,
-    sharing: &Sharing,
-) -> Result<()> {
-    let mut launch: Vec<LaunchPermission> = sharing
-        .launch_users
+/// Organization and OU ARNs, checked for their shape.
+pub fn validate_org_arns(flag: &str, arns: &[String], kind: &str) -> Result<()> {
+    match arns
         .iter()
-        .map(|u| LaunchPermission::builder().user_id(u).build())
-        .collect();
-    if sharing.public {
-        launch.push(LaunchPermission::builder().group("all".into()).build());
+        .find(|a| !(a.starts_with("arn:") && a.contains(":organizations::") && a.contains(&format!(":{kind}/"))))
+    {
+        Some(bad) => Err(Error::Invalid(format!(
+            "{flag} {bad:?} is not an organizations {kind} ARN (arn:aws:organizations::ACCOUNT:{kind}/…)"
+        ))),
+        None => Ok(()),
     }
-    if !launch.is_empty() {
-        ec2.modify_image_attribute()
-            .image_id(image_id)
-            .launch_permission(
-                LaunchPermissionModifications::builder()
-                    .set_add(Some(launch))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws(format!("granting launch permissions on {image_id}"), e))?;
-    }
-    share_snapshot(ec2, snapshot_id, sharing).await
 }
 
-/// Adds the snapshot's create-volume permissions: `snapshot_users`, and `all` when public.
-pub async fn share_snapshot(ec2: &Client, snapshot_id: &str, sharing: &Sharing) -> Result<()> {
+/// Whether a permission change adds or removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Grant,
+    Revoke,
+}
+
+/// Grants (or revokes) what `sharing` names: launch permissions on the image, create-volume
+/// permissions on the snapshot. Adding what is there, or removing what is not, is a no-op
+/// in EC2, so reruns are safe.
+pub async fn share(
+    ec2: &Client,
+    image_id: Option<&str>,
+    snapshot_id: Option<&str>,
+    sharing: &Sharing,
+    change: Change,
+) -> Result<()> {
+    let verb = match change {
+        Change::Grant => "granting",
+        Change::Revoke => "revoking",
+    };
+    if let Some(image_id) = image_id {
+        let mut launch: Vec<LaunchPermission> = sharing
+            .launch_users
+            .iter()
+            .map(|u| LaunchPermission::builder().user_id(u).build())
+            .collect();
+        launch.extend(
+            sharing
+                .organizations
+                .iter()
+                .map(|a| LaunchPermission::builder().organization_arn(a).build()),
+        );
+        launch.extend(sharing.organizational_units.iter().map(|a| {
+            LaunchPermission::builder()
+                .organizational_unit_arn(a)
+                .build()
+        }));
+        if sharing.public {
+            launch.push(LaunchPermission::builder().group("all".into()).build());
+        }
+        if !launch.is_empty() {
+            let mods = match change {
+                Change::Grant => LaunchPermissionModifications::builder().set_add(Some(launch)),
+                Change::Revoke => LaunchPermissionModifications::builder().set_remove(Some(launch)),
+            };
+            ec2.modify_image_attribute()
+                .image_id(image_id)
+                .launch_permission(mods.build())
+                .send()
+                .await
+                .map_err(|e| aws(format!("{verb} launch permissions on {image_id}"), e))?;
+        }
+    }
+    let Some(snapshot_id) = snapshot_id else {
+        return Ok(());
+    };
     if sharing.snapshot_users.is_empty() && !sharing.public {
         return Ok(());
     }
@@ -370,18 +407,36 @@ pub async fn share_snapshot(ec2: &Client, snapshot_id: &str, sharing: &Sharing) 
         .modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
         .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .operation_type(OperationType::Add)
+        .operation_type(match change {
+            Change::Grant => OperationType::Add,
+            Change::Revoke => OperationType::Remove,
+        })
         .set_user_ids((!sharing.snapshot_users.is_empty()).then(|| sharing.snapshot_users.clone()));
     if sharing.public {
         call = call.group_names("all");
     }
     call.send().await.map_err(|e| {
         aws(
-            format!("granting create-volume permissions on {snapshot_id}"),
+            format!("{verb} create-volume permissions on {snapshot_id}"),
             e,
         )
     })?;
     Ok(())
+}
+
+/// The snapshot behind an AMI's root device.
+pub async fn root_snapshot(ec2: &Client, image_id: &str) -> Result<Option<String>> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .map_err(|e| aws(format!("looking up AMI {image_id}"), e))?;
+    let image = out
+        .images()
+        .first()
+        .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in this region")))?;
+    Ok(root_snapshot_of(image))
 }
 
 #[cfg(test)]

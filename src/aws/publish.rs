@@ -250,6 +250,7 @@ pub fn plan(stage: Stage, opts: PublishOptions) -> Result<Plan> {
             public: opts.public,
             launch_users: opts.grant_user.clone(),
             snapshot_users: opts.grant_user_snapshot.clone(),
+            ..Sharing::default()
         },
         tags,
         opts,
@@ -360,10 +361,14 @@ pub async fn publish(c: &Clients<'_>, plan: &Plan) -> Result<PublishResult> {
         None => None,
         Some(reg) => Some(register_stage(c, plan, reg, &snapshot, existing_image.as_ref()).await?),
     };
-    match &ami_id {
-        Some(ami_id) => ami::share(c.ec2, ami_id, &snapshot, &plan.sharing).await?,
-        None => ami::share_snapshot(c.ec2, &snapshot, &plan.sharing).await?,
-    }
+    ami::share(
+        c.ec2,
+        ami_id.as_deref(),
+        Some(&snapshot),
+        &plan.sharing,
+        ami::Change::Grant,
+    )
+    .await?;
     Ok(PublishResult {
         ami_id,
         snapshot_id: snapshot,
