@@ -337,15 +337,19 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct CopyRegionsArgs {
-    /// The AMI to copy.
+    /// The AMI to copy (in the command's region).
     #[arg(long)]
-    pub image: Option<String>,
+    pub image: String,
     /// Copy to every enabled region.
     #[arg(long)]
     pub all_regions: bool,
     /// Copies in flight at once.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
+    #[arg(long, default_value_t = imgpub::aws::copy::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Give up waiting for a copy after this long (e.g. 2h, 90m); it keeps going in AWS and a
+    /// rerun picks it up.
+    #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
     /// Destination regions.
     pub regions: Vec<String>,
 }

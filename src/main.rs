@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use imgpub::aws::ami::{self, delete_image, Change, Sharing, SnapshotChoice};
 use imgpub::aws::config::{self, AwsContext, AwsSettings, Identity};
+use imgpub::aws::copy;
 use imgpub::aws::initialize::{initialize, InitializeOptions};
 use imgpub::aws::multipart::{self, UploadRequest};
 use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
@@ -16,8 +17,8 @@ use imgpub::aws::regions::{list_regions, RegionFilter};
 use imgpub::Error;
 
 use cli::{
-    AwsFlags, AwsSubcommand, Cli, LogLevel, PermissionArgs, TopCommand, UploadArgs,
-    UploadObjectArgs,
+    AwsFlags, AwsSubcommand, Cli, CopyRegionsArgs, LogLevel, PermissionArgs, TopCommand,
+    UploadArgs, UploadObjectArgs,
 };
 
 fn main() -> ExitCode {
@@ -136,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         AwsSubcommand::RegisterAmi(args) => publish_command(Stage::Register, &aws.aws, *args).await,
         AwsSubcommand::UploadObject(args) => upload_object_command(&aws.aws, args).await,
-        AwsSubcommand::CopyRegions(_) => not_yet("copy-regions"),
+        AwsSubcommand::CopyRegions(args) => copy_command(&aws.aws, args).await,
         AwsSubcommand::ListRegions(args) => {
             let (ctx, _) = connect(&aws.aws).await?;
             let filter = match (args.all, args.disabled) {
@@ -314,4 +315,69 @@ async fn permissions_command(
     )
     .await?;
     print_json(&serde_json::json!({"image": args.image, "snapshot": snapshot}))
+}
+
+/// `copy-regions` (ore's `copy-image`): one JSON line per region as it finishes; exit 1 after
+/// all successes are printed if any region failed.
+async fn copy_command(flags: &AwsFlags, args: CopyRegionsArgs) -> anyhow::Result<()> {
+    if !args.image.starts_with("ami-") {
+        return Err(
+            Error::Invalid(format!("--image {:?} is not an AMI id (ami-…)", args.image)).into(),
+        );
+    }
+    for region in &args.regions {
+        config::validate_region(region)?;
+    }
+    if args.regions.is_empty() && !args.all_regions {
+        return Err(Error::Invalid("name the target regions, or pass --all-regions".into()).into());
+    }
+    let (ctx, _) = connect(flags).await?;
+    let ec2 = ctx.ec2();
+    let enabled = list_regions(&ec2, RegionFilter::Enabled).await?;
+    let mut targets: Vec<String> = if args.all_regions {
+        let disabled = list_regions(&ec2, RegionFilter::Disabled).await?;
+        if !disabled.is_empty() {
+            tracing::warn!(
+                "skipping regions not enabled for this account: {}",
+                disabled.join(", ")
+            );
+        }
+        enabled.clone()
+    } else {
+        if let Some(off) = args.regions.iter().find(|r| !enabled.contains(r)) {
+            return Err(Error::Invalid(format!(
+                "region {off} is not enabled for this account (an opt-in region, or not a region); enable it or leave it out"
+            ))
+            .into());
+        }
+        args.regions.clone()
+    };
+    targets.retain(|r| *r != ctx.region);
+    targets.dedup();
+    let source = copy::describe_source(&ec2, &ctx.region, &args.image).await?;
+    let failures = copy::copy_to_regions(
+        &ctx,
+        &source,
+        &targets,
+        args.concurrency,
+        args.timeout,
+        |region, copied| {
+            println!("{}", serde_json::json!({ region: copied }));
+        },
+    )
+    .await;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = failures.iter().map(|(r, e)| format!("{r} ({e})")).collect();
+    Err(Error::Aws {
+        context: format!("copying {} to {} regions", args.image, targets.len()),
+        code: None,
+        detail: format!(
+            "{} failed: {}; rerun the same command to retry them (finished regions are reused)",
+            failures.len(),
+            summary.join("; ")
+        ),
+    }
+    .into())
 }

@@ -111,6 +111,8 @@ pub fn register_settings(
 pub struct FoundImage {
     pub image_id: String,
     pub root_snapshot: Option<String>,
+    /// The image ended in `failed` or `error` (a copy that did not work out).
+    pub failed: bool,
 }
 
 pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
@@ -128,6 +130,12 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
         .map(|image| FoundImage {
             image_id: image.image_id().unwrap_or_default().to_string(),
             root_snapshot: root_snapshot_of(image),
+            failed: matches!(
+                image.state(),
+                Some(
+                    aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error
+                )
+            ),
         }))
 }
 

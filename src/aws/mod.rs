@@ -2,6 +2,7 @@
 
 pub mod ami;
 pub mod config;
+pub mod copy;
 pub mod iam;
 pub mod import;
 pub mod initialize;

@@ -70,6 +70,9 @@ GIB = 1 << 30
 
 SETTINGS: dict[str, Any] = {
     "import_seconds": float(os.environ.get("STANDIN_IMPORT_SECONDS", "2")),
+    # CopyImage: how long a copy stays pending, and regions where copies fail.
+    "copy_seconds": float(os.environ.get("STANDIN_COPY_SECONDS", "2")),
+    "copy_fail_regions": [],
 }
 
 
@@ -475,6 +478,86 @@ def register_image(self: EC2Response) -> ActionResult:
 
 
 # --------------------------------------------------------------------------------------
+# CopyImage: a copy that keeps the source's attributes, gets its own snapshot, stays
+# `pending` for copy_seconds, then is `available` (or `failed` in copy_fail_regions).
+
+
+class CopiedAmi(RegisteredAmi):
+    __module__ = "moto.ec2.standin"
+
+    def __init__(self, backend: Any, ami_id: str, params: dict[str, Any], bdm: list[dict],
+                 fail: bool):
+        super().__init__(backend, ami_id, params, bdm)
+        self.ready_at = time.monotonic() + SETTINGS["copy_seconds"]
+        self.fail = fail
+        self.state_reason = None
+
+    @property
+    def state(self) -> str:
+        if time.monotonic() < getattr(self, "ready_at", 0):
+            return "pending"
+        if getattr(self, "fail", False):
+            self.state_reason = {"Code": "Client.CopyImageFailed",
+                                 "Message": "The copy failed (stand-in: region set to fail)"}
+            return "failed"
+        return "available"
+
+    @state.setter
+    def state(self, value: str) -> None:  # Ami.__init__ assigns it; the clock decides
+        pass
+
+
+_original_copy_image = EC2Response.copy_image
+
+
+def copy_image(self: EC2Response) -> ActionResult:
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.utils import random_ami_id
+
+    params = self._get_params()
+    self.error_on_dryrun()
+    target = self.ec2_backend
+    source_backend = ec2_backends[target.account_id][params["SourceRegion"]]
+    source = source_backend.amis.get(params["SourceImageId"])
+    if not isinstance(source, RegisteredAmi):
+        return _original_copy_image(self)
+    tokens = target.__dict__.setdefault("_standin_copy_tokens", {})
+    token = params.get("ClientToken")
+    if token and token in tokens:
+        return ActionResult({"ImageId": tokens[token]})
+    name = params.get("Name") or source.name
+    for ami in target.amis.values():
+        if ami.name == name and ami.owner_id == target.account_id:
+            raise _invalid("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}")
+    ami_id = random_ami_id()
+    bdm = []
+    for mapping in source.block_device_mappings:
+        mapping = json.loads(json.dumps(mapping))
+        ebs = mapping.get("Ebs")
+        if ebs and ebs.get("SnapshotId"):
+            src_snap = source_backend.snapshots[ebs["SnapshotId"]]
+            vol = target.create_volume(size=src_snap.volume.size, zone_name=target.region_name + "a")
+            snap = target.create_snapshot(
+                vol.id, f"Copied for DestinationAmi {ami_id} from SourceAmi {source.id} "
+                        f"for SourceSnapshot {src_snap.id}")
+            target.delete_volume(vol.id)
+            ebs["SnapshotId"] = snap.id
+        bdm.append(mapping)
+    register_params = dict(source.register_params)
+    register_params.update(Name=name, Description=params.get("Description") or source.description)
+    register_params.pop("TagSpecifications", None)
+    ami = CopiedAmi(target, ami_id, register_params, bdm,
+                    fail=target.region_name in SETTINGS["copy_fail_regions"])
+    if params.get("CopyImageTags"):
+        for key, value in source.get_tags().items() if hasattr(source, "get_tags") else []:
+            ami.add_tag(key, value)
+    target.amis[ami_id] = ami
+    if token:
+        tokens[token] = ami_id
+    return ActionResult({"ImageId": ami_id})
+
+
+# --------------------------------------------------------------------------------------
 # STS AssumeRole: honour the trust policy's external-id condition.
 
 _original_assume_role = STSBackend.assume_role
@@ -541,6 +624,7 @@ def install_patches() -> None:
     EC2Response.import_snapshot = import_snapshot
     EC2Response.describe_import_snapshot_tasks = describe_import_snapshot_tasks
     EC2Response.register_image = register_image
+    EC2Response.copy_image = copy_image
     STSBackend.assume_role = assume_role
 
 

@@ -1,0 +1,286 @@
+//! Region fan-out: CopyImage to each target region (a bounded number at a time), wait for
+//! the copy, then give it the source's tags (AMI and snapshot) and permissions, which
+//! CopyImage does not carry. An AMI of the same name already in a region is reused.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{ImageAttributeName, ImageState, SnapshotAttributeName};
+use aws_sdk_ec2::Client;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::aws::ami::{self, Change, Sharing};
+use crate::aws::config::AwsContext;
+use crate::aws::import;
+use crate::error::{aws, Error, Result};
+
+/// AWS allows a few concurrent copies per destination region; copies to different regions
+/// run side by side, and this many at once is gentle on the source region's API rate.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+const FIRST_POLL: Duration = Duration::from_secs(2);
+const POLL_CAP: Duration = Duration::from_secs(15);
+
+/// What is copied along with the image.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub image_id: String,
+    pub region: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub snapshot_tags: Vec<(String, String)>,
+    pub sharing: Sharing,
+}
+
+/// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Copied {
+    pub ami: String,
+    pub snapshot: String,
+}
+
+fn pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect()
+}
+
+/// Reads what the copies need from the source image.
+pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Result<Source> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .map_err(|e| aws(format!("looking up AMI {image_id} in {region}"), e))?;
+    let image = out
+        .images()
+        .first()
+        .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in {region}")))?;
+    let name = image.name().unwrap_or_default().to_string();
+    let launch = ec2
+        .describe_image_attribute()
+        .image_id(image_id)
+        .attribute(ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .map_err(|e| aws(format!("reading the launch permissions of {image_id}"), e))?;
+    let mut sharing = Sharing::default();
+    for p in launch.launch_permissions() {
+        if let Some(u) = p.user_id() {
+            sharing.launch_users.push(u.to_string());
+        }
+        if p.group().is_some_and(|g| g.as_str() == "all") {
+            sharing.public = true;
+        }
+        if let Some(a) = p.organization_arn() {
+            sharing.organizations.push(a.to_string());
+        }
+        if let Some(a) = p.organizational_unit_arn() {
+            sharing.organizational_units.push(a.to_string());
+        }
+    }
+    let snapshot = ami::root_snapshot(ec2, image_id).await?;
+    let mut snapshot_tags = vec![];
+    if let Some(snap) = &snapshot {
+        let volume = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(snap)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| aws(format!("reading the permissions of {snap}"), e))?;
+        sharing.snapshot_users = volume
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_owned))
+            .collect();
+        let described = ec2
+            .describe_snapshots()
+            .snapshot_ids(snap)
+            .send()
+            .await
+            .map_err(|e| aws(format!("reading snapshot {snap}"), e))?;
+        snapshot_tags = described
+            .snapshots()
+            .first()
+            .map(|s| pairs(s.tags()))
+            .unwrap_or_default();
+    }
+    Ok(Source {
+        image_id: image_id.to_string(),
+        region: region.to_string(),
+        name,
+        description: image.description().map(str::to_owned),
+        tags: pairs(image.tags()),
+        snapshot_tags,
+        sharing,
+    })
+}
+
+/// The same inputs give the same token, so a retried CopyImage does not copy twice;
+/// `replacing` (a failed copy being replaced) makes the retry a new request.
+fn client_token(source: &Source, region: &str, replacing: Option<&str>) -> String {
+    let digest = Sha256::digest(format!(
+        "{}\0{}\0{region}\0{}",
+        source.region,
+        source.image_id,
+        replacing.unwrap_or_default()
+    ));
+    format!("imgpub-copy-{}", &hex::encode(digest)[..40])
+}
+
+/// Waits until the image is available; returns its root snapshot.
+async fn wait_available(
+    ec2: &Client,
+    region: &str,
+    image_id: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let started = Instant::now();
+    let mut interval = FIRST_POLL;
+    loop {
+        let out = ec2
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| aws(format!("checking the copy {image_id} in {region}"), e))?;
+        if let Some(image) = out.images().first() {
+            match image.state() {
+                Some(ImageState::Available) => {
+                    return ami::root_snapshot(ec2, image_id)
+                        .await?
+                        .ok_or_else(|| Error::Aws {
+                            context: format!("copy {image_id} in {region}"),
+                            code: None,
+                            detail: "the copy has no root snapshot".into(),
+                        })
+                }
+                Some(
+                    ImageState::Failed
+                    | ImageState::Error
+                    | ImageState::Invalid
+                    | ImageState::Deregistered,
+                ) => {
+                    let reason = image
+                        .state_reason()
+                        .and_then(|r| r.message())
+                        .unwrap_or("no reason given");
+                    return Err(Error::Aws {
+                        context: format!("copy {image_id} in {region}"),
+                        code: Some("CopyFailed".into()),
+                        detail: format!("AWS ended the copy: {reason}"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Aws {
+                context: format!("copy {image_id} in {region}"),
+                code: Some("CopyTimeout".into()),
+                detail: format!(
+                    "not available after {}s; it keeps going in AWS, and a rerun picks it up",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 5 / 4).min(POLL_CAP);
+    }
+}
+
+/// Copies to one region, or reuses the AMI of the same name there, and makes it look like the
+/// source (tags, permissions).
+pub async fn copy_to_region(
+    ec2: &Client,
+    source: &Source,
+    region: &str,
+    timeout: Duration,
+) -> Result<Copied> {
+    let existing = ami::find_image_by_name(ec2, &source.name).await?;
+    let replacing = match &existing {
+        Some(found) if found.failed => {
+            tracing::warn!(
+                "{region}: an earlier copy {} failed; copying again",
+                found.image_id
+            );
+            ami::delete_image(ec2, &found.image_id, &ami::SnapshotChoice::FromImage, true).await?;
+            Some(found.image_id.clone())
+        }
+        _ => None,
+    };
+    let image_id = match existing {
+        Some(found) if !found.failed => {
+            tracing::info!(
+                "{region}: AMI {} named {} is already there",
+                found.image_id,
+                source.name
+            );
+            found.image_id
+        }
+        _ => {
+            let out = ec2
+                .copy_image()
+                .source_region(&source.region)
+                .source_image_id(&source.image_id)
+                .name(&source.name)
+                .set_description(source.description.clone())
+                .client_token(client_token(source, region, replacing.as_deref()))
+                .send()
+                .await
+                .map_err(|e| aws(format!("copying {} to {region}", source.image_id), e))?;
+            let id = out.image_id().unwrap_or_default().to_string();
+            tracing::info!("{region}: copying {} as {id}", source.image_id);
+            id
+        }
+    };
+    let snapshot = wait_available(ec2, region, &image_id, timeout).await?;
+    import::tag(ec2, &image_id, &source.tags).await?;
+    import::tag(ec2, &snapshot, &source.snapshot_tags).await?;
+    ami::share(
+        ec2,
+        Some(&image_id),
+        Some(&snapshot),
+        &source.sharing,
+        Change::Grant,
+    )
+    .await?;
+    Ok(Copied {
+        ami: image_id,
+        snapshot,
+    })
+}
+
+/// Copies to every region, `concurrency` at a time; `done` is called as each region finishes
+/// (so its line can be printed at once). Returns the failures.
+pub async fn copy_to_regions(
+    ctx: &AwsContext,
+    source: &Source,
+    regions: &[String],
+    concurrency: usize,
+    timeout: Duration,
+    mut done: impl FnMut(&str, &Copied),
+) -> Vec<(String, Error)> {
+    let mut failures = vec![];
+    let mut results = stream::iter(regions.iter().cloned())
+        .map(|region| async move {
+            let ec2 = ctx.in_region(&region).ec2();
+            let result = copy_to_region(&ec2, source, &region, timeout).await;
+            (region, result)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((region, result)) = results.next().await {
+        match result {
+            Ok(copied) => done(&region, &copied),
+            Err(err) => {
+                tracing::error!("{region}: {err}");
+                failures.push((region, err));
+            }
+        }
+    }
+    failures
+}

@@ -1,0 +1,250 @@
+//! `imgpub aws copy-regions` against the stand-in: copies that stay pending for a while, one
+//! region made to fail, results read back in every region.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{make_raw, tempdir::TempDir, Standin};
+use serde_json::Value;
+
+const SOURCE: &str = "us-east-1";
+const TARGETS: [&str; 4] = ["us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-2"];
+
+/// A public, tagged AMI in the source region, made by `imgpub aws upload`.
+fn source_ami(standin: &Standin) -> String {
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            SOURCE,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "os.raw", 16, 4, 71);
+    let out = standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            SOURCE,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &raw)
+        .args([
+            "--name",
+            "os-1.0",
+            "--public",
+            "--grant-user",
+            "111122223333",
+        ])
+        .args(["--tags", "os=demo,stream=stable"])
+        .run()
+        .json();
+    out["HVM"].as_str().unwrap().to_string()
+}
+
+fn copy(standin: &Standin, ami: &str, regions: &[&str]) -> common::Run {
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "copy-image",
+            "--region",
+            SOURCE,
+            "--image",
+            ami,
+            "--concurrency",
+            "4",
+        ])
+        .args(regions)
+        .run()
+}
+
+/// The JSON lines of a run: region → (ami, snapshot).
+fn lines(run: &common::Run) -> Vec<(String, String, String)> {
+    run.stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            let (region, ids) = v.as_object().unwrap().iter().next().unwrap();
+            (
+                region.clone(),
+                ids["ami"].as_str().unwrap().to_string(),
+                ids["snapshot"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn tags(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    let mut t: Vec<_> = list
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    t.sort();
+    t
+}
+
+async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+    let image = ec2.describe_images().image_ids(ami).send().await.unwrap();
+    let image = &image.images()[0];
+    assert_eq!(image.name(), Some("os-1.0"), "{region}");
+    assert_eq!(image.state().unwrap().as_str(), "available", "{region}");
+    assert_eq!(
+        tags(image.tags()),
+        [
+            ("os".into(), "demo".into()),
+            ("stream".into(), "stable".into())
+        ],
+        "{region}"
+    );
+    assert_eq!(
+        image.block_device_mappings()[0]
+            .ebs()
+            .unwrap()
+            .snapshot_id(),
+        Some(snap)
+    );
+    let launch = ec2
+        .describe_image_attribute()
+        .image_id(ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let mut who: Vec<String> = launch
+        .launch_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(str::to_owned)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                .unwrap()
+        })
+        .collect();
+    who.sort();
+    assert_eq!(who, ["111122223333", "all"], "{region}");
+    let volume = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snap)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        volume
+            .create_volume_permissions()
+            .iter()
+            .any(|p| p.group().is_some_and(|g| g.as_str() == "all")),
+        "{region}: snapshot not public"
+    );
+    let snaps = ec2
+        .describe_snapshots()
+        .snapshot_ids(snap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags(snaps.snapshots()[0].tags()),
+        [
+            ("Name".into(), "os-1.0".into()),
+            ("os".into(), "demo".into()),
+            ("stream".into(), "stable".into())
+        ],
+        "{region}"
+    );
+}
+
+#[tokio::test]
+async fn public_tagged_ami_reaches_four_regions_in_parallel() {
+    let standin = Standin::start();
+    let ami = source_ami(&standin);
+    const ONE_COPY: f64 = 3.0;
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(&format!(r#"{{"copy_seconds": {ONE_COPY}}}"#)),
+    );
+
+    let started = Instant::now();
+    let run = copy(&standin, &ami, &TARGETS);
+    let elapsed = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Four copies of 3 s each, side by side: well under two copies' time.
+    assert!(
+        elapsed < Duration::from_secs_f64(2.0 * ONE_COPY),
+        "took {elapsed:?}"
+    );
+    let done = lines(&run);
+    let mut regions: Vec<&str> = done.iter().map(|(r, _, _)| r.as_str()).collect();
+    regions.sort();
+    let mut want = TARGETS.to_vec();
+    want.sort();
+    assert_eq!(regions, want);
+    for (region, ami, snap) in &done {
+        check_copy(&standin, region, ami, snap).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_region_is_named_and_a_rerun_copies_only_it() {
+    let standin = Standin::start();
+    let ami = source_ami(&standin);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"copy_seconds": 1, "copy_fail_regions": ["eu-west-1"]}"#),
+    );
+    let run = copy(&standin, &ami, &TARGETS);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let done = lines(&run);
+    assert_eq!(done.len(), 3, "{}", run.stdout);
+    assert!(done.iter().all(|(r, _, _)| r != "eu-west-1"));
+    let err = run.error_line();
+    assert!(
+        err.contains("1 failed: eu-west-1") && err.contains("AWS ended the copy"),
+        "{err}"
+    );
+
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"copy_fail_regions": []}"#),
+    );
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let rerun = copy(&standin, &ami, &TARGETS);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    let again = lines(&rerun);
+    assert_eq!(again.len(), 4);
+    assert_eq!(standin.counts()["ec2.CopyImage"], 1, "{}", standin.counts());
+    for (region, ami, snap) in &done {
+        assert!(
+            again.contains(&(region.clone(), ami.clone(), snap.clone())),
+            "{region} changed"
+        );
+    }
+    let (_, eu_ami, eu_snap) = again.iter().find(|(r, _, _)| r == "eu-west-1").unwrap();
+    check_copy(&standin, "eu-west-1", eu_ami, eu_snap).await;
+}
+
+#[tokio::test]
+async fn a_region_not_enabled_is_refused_before_any_copy() {
+    let standin = Standin::start();
+    let ami = source_ami(&standin);
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = copy(&standin, &ami, &["us-west-2", "ap-east-1"]);
+    assert_eq!(run.code, 2);
+    assert!(run
+        .error_line()
+        .contains("region ap-east-1 is not enabled for this account"));
+    assert!(standin.counts().get("ec2.CopyImage").is_none());
+}
