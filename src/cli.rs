@@ -140,6 +140,8 @@ pub enum AwsSubcommand {
     Revoke(PermissionArgs),
     /// Make AMIs tagged for production public again where they went private.
     EnsurePublic(PassThroughArgs),
+    /// Write SSM parameters that point at the AMI in each region.
+    PublishSsm(PassThroughArgs),
     /// Print the IAM policy a user of imgpub needs.
     Policy(PassThroughArgs),
 }

@@ -177,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         AwsSubcommand::Grant(args) => permissions_command(&aws.aws, args, Change::Grant).await,
         AwsSubcommand::Revoke(args) => permissions_command(&aws.aws, args, Change::Revoke).await,
         AwsSubcommand::EnsurePublic(_) => not_yet("ensure-public"),
+        AwsSubcommand::PublishSsm(_) => not_yet("publish-ssm"),
         AwsSubcommand::Policy(_) => not_yet("policy"),
     }
 }
