@@ -225,8 +225,13 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
 
 impl AwsContext {
     pub fn s3(&self) -> aws_sdk_s3::Client {
+        // Checksums only where we ask for them: the upload engine picks one per part, and the
+        // SDK's default (a CRC32 on every upload) would hash every byte a second time.
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
             .force_path_style(self.path_style_s3)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }

@@ -9,15 +9,22 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::config_bag::ConfigBag;
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
+use sha2::Sha256;
 
 use crate::error::{aws, Error, Result};
 use crate::progress::Progress;
@@ -72,8 +79,9 @@ pub struct UploadReport {
     pub etag: String,
 }
 
-fn crc32c(data: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+/// CRC32C (Castagnoli), the checksum S3 verifies per part.
+fn crc32c_digest() -> crc_fast::Digest {
+    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)
 }
 
 fn b64(crc: u32) -> String {
@@ -93,15 +101,15 @@ struct ExistingPart {
 }
 
 impl ExistingPart {
-    /// Whether this part holds `data`: by CRC32C when S3 reports one, else by the ETag (the
-    /// MD5 of the part for unencrypted and SSE-S3 objects).
-    fn holds(&self, data: &[u8], crc: u32) -> bool {
-        if self.size != data.len() as u64 {
+    /// Whether this part holds `part`'s bytes: by CRC32C when both sides have one, else by
+    /// the ETag (the MD5 of the part for unencrypted and SSE-S3 objects).
+    fn holds(&self, part: &Part) -> bool {
+        if self.size != part.data.len() as u64 {
             return false;
         }
-        match &self.crc32c {
-            Some(c) => *c == b64(crc),
-            None => hex::encode(Md5::digest(data)) == unquote(&self.etag),
+        match (&self.crc32c, &part.check) {
+            (Some(theirs), PartCheck::Crc32c(ours)) => *theirs == b64(*ours),
+            _ => hex::encode(Md5::digest(&part.data)) == unquote(&self.etag),
         }
     }
 }
@@ -159,7 +167,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                 .create_multipart_upload()
                 .bucket(&req.bucket)
                 .key(&req.key)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .set_checksum_algorithm(req.over_tls.then_some(ChecksumAlgorithm::Crc32C))
                 .content_type("application/octet-stream")
                 .send()
                 .await
@@ -176,27 +184,29 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
     let existing = Arc::new(existing);
-    let buffers = BufferPool::default();
 
     let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
         .map(|number| {
             let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
-            let (progress, shown, url, buffers) = (&progress, &shown, &url, &buffers);
+            let (progress, shown, url) = (&progress, &shown, &url);
             async move {
                 let offset = (number - 1) * part_size;
                 let len = part_size.min(size - offset);
-                let (data, crc) = read_part(file, offset, buffers.take(len), &req.path)
+                let part = map_part(file, offset, len, req.over_tls, &req.path)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
                 let number = number as i32;
-                if let Some(part) = existing.get(&number) {
-                    if part.holds(&data, crc) {
-                        buffers.give(data);
+                let crc = match part.check {
+                    PartCheck::Crc32c(crc) => Some(b64(crc)),
+                    PartCheck::Sha256(_) => None,
+                };
+                if let Some(there) = existing.get(&number) {
+                    if there.holds(&part) {
                         progress.inc(len);
                         let done = CompletedPart::builder()
                             .part_number(number)
-                            .e_tag(&part.etag)
-                            .checksum_crc32_c(b64(crc))
+                            .e_tag(&there.etag)
+                            .set_checksum_crc32_c(crc)
                             .build();
                         return Ok((done, false));
                     }
@@ -211,12 +221,16 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                     .upload_id(&upload_id)
                     .part_number(number)
                     .content_length(len as i64)
-                    .checksum_crc32_c(b64(crc))
-                    .body(ByteStream::from(data.clone()));
-                let sent = if req.over_tls {
-                    call.customize().disable_payload_signing().send().await
-                } else {
-                    call.send().await
+                    .set_checksum_crc32_c(crc.clone())
+                    .body(ByteStream::from(part.data));
+                let sent = match part.check {
+                    PartCheck::Sha256(hash) => {
+                        call.customize()
+                            .interceptor(PrecomputedPayloadHash(hash))
+                            .send()
+                            .await
+                    }
+                    PartCheck::Crc32c(_) => call.customize().disable_payload_signing().send().await,
                 };
                 let out = sent.map_err(|e| PartFailure {
                     fatal: is_fatal(&e),
@@ -225,12 +239,11 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                         e,
                     ),
                 })?;
-                buffers.give(data);
                 progress.inc(len);
                 let done = CompletedPart::builder()
                     .part_number(number)
                     .e_tag(out.e_tag().unwrap_or_default())
-                    .checksum_crc32_c(b64(crc))
+                    .set_checksum_crc32_c(crc)
                     .build();
                 Ok((done, true))
             }
@@ -291,52 +304,77 @@ struct PartFailure {
     err: Error,
 }
 
-/// Part buffers, reused: a fresh allocation per part would fault in every page of it again,
-/// which costs CPU per GiB. At most parts-in-flight buffers exist.
-#[derive(Default)]
-struct BufferPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+/// How S3 checks that a part arrived intact. Exactly one hash per byte: over plain HTTP the
+/// SigV4 signature covers the payload's SHA-256, which S3 recomputes; over TLS the payload is
+/// not signed (UNSIGNED-PAYLOAD) and S3 checks a CRC32C instead, which costs a fraction.
+enum PartCheck {
+    Sha256(String),
+    Crc32c(u32),
 }
 
-impl BufferPool {
-    fn take(&self, len: u64) -> Vec<u8> {
-        let mut buf = self
-            .free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default();
-        buf.resize(len as usize, 0);
-        buf
-    }
-
-    /// Takes the buffer back once nothing else holds it (the SDK is done with the request).
-    fn give(&self, data: Bytes) {
-        if let Ok(buf) = data.try_into_mut() {
-            self.free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(buf.into());
-        }
-    }
+/// One part, mapped from the file: no copy into a buffer of ours, and the SDK sends the
+/// mapped pages as they are.
+struct Part {
+    data: Bytes,
+    check: PartCheck,
 }
 
-/// Reads one part into `buf` off the async runtime and computes its CRC32C there too.
-async fn read_part(
+/// Maps one part of the file and hashes it as `PartCheck` says, off the async runtime.
+async fn map_part(
     file: Arc<std::fs::File>,
     offset: u64,
-    mut buf: Vec<u8>,
+    len: u64,
+    over_tls: bool,
     path: &Path,
-) -> Result<(Bytes, u32)> {
+) -> Result<Part> {
     let shown = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io(format!("reading {shown} at byte {offset}"), e))?;
-        let crc = crc32c(&buf);
-        Ok((Bytes::from(buf), crc))
+        // SAFETY: the mapping is read-only, and an image must not change while it is
+        // uploaded (a changed image would be a wrong upload either way).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len as usize)
+                .populate()
+                .map(&*file)
+        }
+        .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
+        let check = if over_tls {
+            let mut crc = crc32c_digest();
+            crc.update(&map);
+            PartCheck::Crc32c(crc.finalize() as u32)
+        } else {
+            PartCheck::Sha256(hex::encode(Sha256::digest(&map[..])))
+        };
+        Ok(Part {
+            check,
+            data: Bytes::from_owner(map),
+        })
     })
     .await
     .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
+}
+
+/// Hands the signer the payload hash computed in `map_part`, so the SDK does not hash the
+/// body a second time.
+#[derive(Debug)]
+struct PrecomputedPayloadHash(String);
+
+impl Intercept for PrecomputedPayloadHash {
+    fn name(&self) -> &'static str {
+        "PrecomputedPayloadHash"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
+        Ok(())
+    }
 }
 
 /// Aborts an upload that cannot be resumed, so no orphaned parts are left (and billed).
@@ -496,6 +534,8 @@ mod tests {
     #[test]
     fn crc32c_matches_the_known_vector() {
         // RFC 3720 test vector: 32 bytes of zeros.
-        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        let mut crc = crc32c_digest();
+        crc.update(&[0u8; 32]);
+        assert_eq!(crc.finalize() as u32, 0x8a91_36aa);
     }
 }
