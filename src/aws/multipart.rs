@@ -460,13 +460,21 @@ async fn resumable_upload(
     count: u64,
 ) -> Result<Option<(String, HashMap<i32, ExistingPart>)>> {
     let url = format!("s3://{}/{}", req.bucket, req.key);
-    let uploads = s3
+    let uploads = match s3
         .list_multipart_uploads()
         .bucket(&req.bucket)
         .prefix(&req.key)
         .send()
         .await
-        .map_err(|e| aws(format!("listing unfinished uploads to {url}"), e))?;
+    {
+        Ok(uploads) => uploads,
+        // Some S3-compatible servers (s3s-fs, for one) do not list uploads: nothing to resume.
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 501) => {
+            tracing::warn!("the server cannot list unfinished uploads; an interrupted upload to {url} cannot be resumed");
+            return Ok(None);
+        }
+        Err(e) => return Err(aws(format!("listing unfinished uploads to {url}"), e)),
+    };
     let mut candidates: Vec<_> = uploads
         .uploads()
         .iter()
