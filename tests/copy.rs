@@ -84,15 +84,6 @@ fn lines(run: &common::Run) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn tags(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
-    let mut t: Vec<_> = list
-        .iter()
-        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
-        .collect();
-    t.sort();
-    t
-}
-
 async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
     let image = ec2.describe_images().image_ids(ami).send().await.unwrap();
@@ -100,7 +91,7 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
     assert_eq!(image.name(), Some("os-1.0"), "{region}");
     assert_eq!(image.state().unwrap().as_str(), "available", "{region}");
     assert_eq!(
-        tags(image.tags()),
+        common::tag_pairs(image.tags()),
         [
             ("os".into(), "demo".into()),
             ("stream".into(), "stable".into())
@@ -114,38 +105,15 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
             .snapshot_id(),
         Some(snap)
     );
-    let launch = ec2
-        .describe_image_attribute()
-        .image_id(ami)
-        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
-        .send()
-        .await
-        .unwrap();
-    let mut who: Vec<String> = launch
-        .launch_permissions()
-        .iter()
-        .map(|p| {
-            p.user_id()
-                .map(str::to_owned)
-                .or_else(|| p.group().map(|g| g.as_str().to_string()))
-                .unwrap()
-        })
-        .collect();
-    who.sort();
-    assert_eq!(who, ["111122223333", "all"], "{region}");
-    let volume = ec2
-        .describe_snapshot_attribute()
-        .snapshot_id(snap)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        volume
-            .create_volume_permissions()
-            .iter()
-            .any(|p| p.group().is_some_and(|g| g.as_str() == "all")),
-        "{region}: snapshot not public"
+    assert_eq!(
+        common::launch_permissions(&ec2, ami).await,
+        ["group:all", "user:111122223333"],
+        "{region}"
+    );
+    assert_eq!(
+        common::volume_permissions(&ec2, snap).await,
+        ["group:all"],
+        "{region}"
     );
     let snaps = ec2
         .describe_snapshots()
@@ -154,7 +122,7 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
         .await
         .unwrap();
     assert_eq!(
-        tags(snaps.snapshots()[0].tags()),
+        common::tag_pairs(snaps.snapshots()[0].tags()),
         [
             ("Name".into(), "os-1.0".into()),
             ("os".into(), "demo".into()),

@@ -171,22 +171,6 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
     assert_eq!(run.json(), json!({"image": ami2, "snapshot": null}));
 }
 
-fn sorted_permissions(perms: &[aws_sdk_ec2::types::LaunchPermission]) -> Vec<String> {
-    let mut v: Vec<String> = perms
-        .iter()
-        .map(|p| {
-            p.user_id()
-                .map(|u| format!("user:{u}"))
-                .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
-                .or_else(|| p.organization_arn().map(|a| format!("org:{a}")))
-                .or_else(|| p.organizational_unit_arn().map(|a| format!("ou:{a}")))
-                .unwrap()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[tokio::test]
 async fn grant_and_revoke_round_trip() {
     let standin = Standin::start();
@@ -217,37 +201,8 @@ async fn grant_and_revoke_round_trip() {
             .run()
     };
     let ec2 = ec2(&standin);
-    let launch = || async {
-        let out = ec2
-            .describe_image_attribute()
-            .image_id(&ami)
-            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
-            .send()
-            .await
-            .unwrap();
-        sorted_permissions(out.launch_permissions())
-    };
-    let volume = || async {
-        let out = ec2
-            .describe_snapshot_attribute()
-            .snapshot_id(&snap)
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .unwrap();
-        let mut v: Vec<String> = out
-            .create_volume_permissions()
-            .iter()
-            .map(|p| {
-                p.user_id()
-                    .map(|u| format!("user:{u}"))
-                    .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
-                    .unwrap()
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let launch = || common::launch_permissions(&ec2, &ami);
+    let volume = || common::volume_permissions(&ec2, &snap);
 
     assert_eq!(
         change("grant").json(),

@@ -57,15 +57,6 @@ async fn object_exists(standin: &Standin, key: &str) -> bool {
         .is_ok()
 }
 
-fn tags(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
-    let mut t: Vec<_> = list
-        .iter()
-        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
-        .collect();
-    t.sort();
-    t
-}
-
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -139,7 +130,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
     assert_eq!(ebs.volume_size(), Some(10));
     assert_eq!(ebs.delete_on_termination(), Some(true));
     assert_eq!(
-        tags(image.tags()),
+        common::tag_pairs(image.tags()),
         pairs(&[("os", "fcos"), ("stream", "stable")])
     );
 
@@ -150,7 +141,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(
-        tags(snaps.snapshots()[0].tags()),
+        common::tag_pairs(snaps.snapshots()[0].tags()),
         pairs(&[
             ("Name", "fcos-41.1-aarch64"),
             ("os", "fcos"),
@@ -158,44 +149,14 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         ])
     );
 
-    let launch = ec2
-        .describe_image_attribute()
-        .image_id(&ami)
-        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
-        .send()
-        .await
-        .unwrap();
-    let mut who: Vec<String> = launch
-        .launch_permissions()
-        .iter()
-        .map(|p| {
-            p.user_id()
-                .map(str::to_owned)
-                .or_else(|| p.group().map(|g| g.as_str().to_string()))
-                .unwrap()
-        })
-        .collect();
-    who.sort();
-    assert_eq!(who, ["111122223333", "all"]);
-    let volume = ec2
-        .describe_snapshot_attribute()
-        .snapshot_id(&snap)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    let mut who: Vec<String> = volume
-        .create_volume_permissions()
-        .iter()
-        .map(|p| {
-            p.user_id()
-                .map(str::to_owned)
-                .or_else(|| p.group().map(|g| g.as_str().to_string()))
-                .unwrap()
-        })
-        .collect();
-    who.sort();
-    assert_eq!(who, ["444455556666", "all"]);
+    assert_eq!(
+        common::launch_permissions(&ec2, &ami).await,
+        ["group:all", "user:111122223333"]
+    );
+    assert_eq!(
+        common::volume_permissions(&ec2, &snap).await,
+        ["group:all", "user:444455556666"]
+    );
 
     // Billing codes are not in DescribeImages (nor in AWS's); the stand-in recorded them.
     let recorded: Value =
@@ -608,7 +569,7 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
         .await
         .unwrap();
     assert_eq!(
-        tags(found.snapshots()[0].tags()),
+        common::tag_pairs(found.snapshots()[0].tags()),
         pairs(&[("Name", "stage-snap")])
     );
     assert!(!object_exists(&standin, "ci/stage-snap").await);

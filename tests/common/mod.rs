@@ -381,3 +381,63 @@ pub fn sha256_file(path: &Path) -> String {
     let data = std::fs::read(path).unwrap();
     hex::encode(sha2::Sha256::digest(&data))
 }
+
+/// Tags as sorted (key, value) pairs.
+pub fn tag_pairs(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    let mut t: Vec<_> = list
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    t.sort();
+    t
+}
+
+/// An AMI's launch permissions read back through DescribeImageAttribute, sorted, as
+/// `user:ID`, `group:all`, `org:ARN`, `ou:ARN`.
+pub async fn launch_permissions(ec2: &aws_sdk_ec2::Client, image_id: &str) -> Vec<String> {
+    let out = ec2
+        .describe_image_attribute()
+        .image_id(image_id)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<String> = out
+        .launch_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(|u| format!("user:{u}"))
+                .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
+                .or_else(|| p.organization_arn().map(|a| format!("org:{a}")))
+                .or_else(|| p.organizational_unit_arn().map(|a| format!("ou:{a}")))
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A snapshot's create-volume permissions read back through DescribeSnapshotAttribute,
+/// sorted, as `user:ID` and `group:all`.
+pub async fn volume_permissions(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Vec<String> {
+    let out = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snapshot_id)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<String> = out
+        .create_volume_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .map(|u| format!("user:{u}"))
+                .or_else(|| p.group().map(|g| format!("group:{}", g.as_str())))
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
