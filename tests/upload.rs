@@ -57,6 +57,24 @@ async fn object_exists(standin: &Standin, key: &str) -> bool {
         .is_ok()
 }
 
+/// Neither an AMI nor a snapshot of ours exists.
+async fn assert_no_image_or_snapshot(standin: &Standin) {
+    let ec2 = ec2(standin);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    assert!(images.images().is_empty(), "{:?}", images.images());
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        snapshots.snapshots().is_empty(),
+        "{:?}",
+        snapshots.snapshots()
+    );
+}
+
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -479,23 +497,7 @@ async fn bad_inputs_fail_first_and_create_nothing() {
     ] {
         assert_eq!(count(&counts, call), 0, "{call} in {counts}");
     }
-    let ec2 = ec2(&standin);
-    assert!(ec2
-        .describe_images()
-        .owners("self")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .is_empty());
-    assert!(ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .is_empty());
+    assert_no_image_or_snapshot(&standin).await;
 }
 
 #[tokio::test]
@@ -519,23 +521,7 @@ async fn import_that_aws_rejects_fails_with_its_status_message() {
     );
     // Documented cleanup: the object AWS refused is deleted; no snapshot, no AMI.
     assert!(!object_exists(&standin, "ci/rejected").await);
-    let ec2 = ec2(&standin);
-    assert!(ec2
-        .describe_images()
-        .owners("self")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .is_empty());
-    assert!(ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .is_empty());
+    assert_no_image_or_snapshot(&standin).await;
 }
 
 #[tokio::test]
