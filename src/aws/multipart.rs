@@ -1,5 +1,6 @@
 //! S3 multipart upload of a local file: a bounded number of parts in flight (memory is parts
-//! in flight × part size), a CRC32C per part that S3 verifies, and resumption: a rerun
+//! in flight × part size), one hash per part that S3 verifies (the signed SHA-256 over plain
+//! HTTP, a CRC32C over TLS; see `PartCheck`), and resumption: a rerun
 //! finds the unfinished upload for the key, checks the parts already there against the file,
 //! and sends only what is missing or different. An object that is already complete and
 //! matches the file is not sent again.
