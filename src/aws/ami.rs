@@ -140,7 +140,7 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
 }
 
 /// The snapshot behind an image's root device.
-fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
+pub fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
     image
         .block_device_mappings()
         .iter()

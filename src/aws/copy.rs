@@ -82,7 +82,7 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
             sharing.organizational_units.push(a.to_string());
         }
     }
-    let snapshot = ami::root_snapshot(ec2, image_id).await?;
+    let snapshot = ami::root_snapshot_of(image);
     let mut snapshot_tags = vec![];
     if let Some(snap) = &snapshot {
         let volume = ec2
@@ -151,13 +151,11 @@ async fn wait_available(
         if let Some(image) = out.images().first() {
             match image.state() {
                 Some(ImageState::Available) => {
-                    return ami::root_snapshot(ec2, image_id)
-                        .await?
-                        .ok_or_else(|| Error::Aws {
-                            context: format!("copy {image_id} in {region}"),
-                            code: None,
-                            detail: "the copy has no root snapshot".into(),
-                        })
+                    return ami::root_snapshot_of(image).ok_or_else(|| Error::Aws {
+                        context: format!("copy {image_id} in {region}"),
+                        code: None,
+                        detail: "the copy has no root snapshot".into(),
+                    })
                 }
                 Some(
                     ImageState::Failed
