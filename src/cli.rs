@@ -138,10 +138,10 @@ pub enum AwsSubcommand {
     Grant(PermissionArgs),
     /// Revoke what `grant` grants.
     Revoke(PermissionArgs),
-    /// Make AMIs tagged for production public again where they went private.
-    EnsurePublic(PassThroughArgs),
+    /// Make AMIs tagged for publication public again where they went private.
+    EnsurePublic(EnsurePublicArgs),
     /// Write SSM parameters that point at the AMI in each region.
-    PublishSsm(PassThroughArgs),
+    PublishSsm(PublishSsmArgs),
     /// Print the IAM policy a user of imgpub needs.
     Policy(PassThroughArgs),
 }
@@ -379,11 +379,21 @@ pub struct DeleteImageArgs {
     pub allow_missing: bool,
 }
 
+/// The AMIs a command acts on, in one region or many.
+#[derive(Debug, Args)]
+pub struct ImageSelection {
+    /// The AMI: ami-… in the command's region, or REGION=ami-… (repeatable).
+    #[arg(long = "image", value_name = "[REGION=]AMI")]
+    pub images: Vec<String>,
+    /// Also the AMIs in the JSON lines `copy-regions` printed (a file, or - for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub images_from: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct PermissionArgs {
-    /// The AMI.
-    #[arg(long)]
-    pub image: String,
+    #[command(flatten)]
+    pub images: ImageSelection,
     /// AWS account ids.
     #[arg(long = "user", value_delimiter = ',', value_name = "ACCOUNT")]
     pub users: Vec<String>,
@@ -399,6 +409,34 @@ pub struct PermissionArgs {
     /// Also change the root snapshot's create-volume permissions (for --user and --public).
     #[arg(long)]
     pub snapshot: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsurePublicArgs {
+    /// The tag that marks AMIs to keep public, KEY=VALUE (repeatable; all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Check every enabled region.
+    #[arg(long)]
+    pub all_regions: bool,
+    /// Only report what is not public; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Regions to check (default: the command's region).
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishSsmArgs {
+    #[command(flatten)]
+    pub images: ImageSelection,
+    /// Parameter name template (repeatable): {region}, {arch}, {name} (the AMI name) and
+    /// {tag:KEY}, e.g. /os/{tag:stream}/{arch}/latest.
+    #[arg(long = "parameter", value_name = "TEMPLATE", required = true)]
+    pub parameters: Vec<String>,
+    /// Replace a parameter that points at a different AMI.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Commands whose flags are not settled yet take anything, and say they are not built.

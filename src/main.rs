@@ -13,12 +13,13 @@ use imgpub::aws::copy;
 use imgpub::aws::initialize::{initialize, InitializeOptions};
 use imgpub::aws::multipart::{self, UploadRequest};
 use imgpub::aws::publish::{self, Clients, PublishOptions, Stage};
-use imgpub::aws::regions::{list_regions, RegionFilter};
+use imgpub::aws::regions::{self, list_regions, RegionFilter};
+use imgpub::aws::{images, permissions, ssm};
 use imgpub::Error;
 
 use cli::{
-    AwsFlags, AwsSubcommand, Cli, CopyRegionsArgs, LogLevel, PermissionArgs, TopCommand,
-    UploadArgs, UploadObjectArgs,
+    AwsFlags, AwsSubcommand, Cli, CopyRegionsArgs, EnsurePublicArgs, ImageSelection, LogLevel,
+    PermissionArgs, PublishSsmArgs, TopCommand, UploadArgs, UploadObjectArgs,
 };
 
 fn main() -> ExitCode {
@@ -85,7 +86,11 @@ fn settings(flags: &AwsFlags) -> AwsSettings {
 
 /// Loads the configuration and runs the identity preflight every AWS command starts with.
 async fn connect(flags: &AwsFlags) -> anyhow::Result<(AwsContext, Identity)> {
-    let ctx = config::load(&settings(flags)).await?;
+    verified(config::load(&settings(flags)).await?).await
+}
+
+/// The identity preflight on a loaded configuration.
+async fn verified(ctx: AwsContext) -> anyhow::Result<(AwsContext, Identity)> {
     let identity = ctx.verify_identity().await?;
     tracing::info!(
         "using account {} as {} in {}",
@@ -176,8 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         AwsSubcommand::Grant(args) => permissions_command(&aws.aws, args, Change::Grant).await,
         AwsSubcommand::Revoke(args) => permissions_command(&aws.aws, args, Change::Revoke).await,
-        AwsSubcommand::EnsurePublic(_) => not_yet("ensure-public"),
-        AwsSubcommand::PublishSsm(_) => not_yet("publish-ssm"),
+        AwsSubcommand::EnsurePublic(args) => ensure_public_command(&aws.aws, args).await,
+        AwsSubcommand::PublishSsm(args) => publish_ssm_command(&aws.aws, args).await,
         AwsSubcommand::Policy(_) => not_yet("policy"),
     }
 }
@@ -278,21 +283,43 @@ async fn upload_object_command(flags: &AwsFlags, args: UploadObjectArgs) -> anyh
     print_json(&serde_json::json!({"S3Object": format!("s3://{}/{}", request.bucket, request.key)}))
 }
 
-/// `grant` / `revoke`: launch permissions on an AMI, and with --snapshot the create-volume
-/// permissions on its root snapshot. Prints `{"image":…,"snapshot":…}`.
+/// The AMIs of `--image` and `--images-from` (read off the runtime: it may be stdin).
+async fn select_images(
+    selection: ImageSelection,
+    default_region: &str,
+) -> anyhow::Result<Vec<images::RegionalImage>> {
+    let region = default_region.to_string();
+    let images = tokio::task::spawn_blocking(move || {
+        images::collect(&selection.images, selection.images_from.as_deref(), &region)
+    })
+    .await??;
+    Ok(images)
+}
+
+/// Regions worked on side by side in grant/revoke, ensure-public and publish-ssm.
+const REGION_CONCURRENCY: usize = 8;
+
+/// `grant` / `revoke`: launch permissions on AMIs in one region or many, and with --snapshot
+/// the create-volume permissions on their root snapshots. One JSON line per AMI
+/// `{"region":…,"image":…,"snapshot":…}`; exit 1 naming the failures after the successes.
 async fn permissions_command(
     flags: &AwsFlags,
     args: PermissionArgs,
     change: Change,
 ) -> anyhow::Result<()> {
-    if !args.image.starts_with("ami-") {
-        return Err(
-            Error::Invalid(format!("--image {:?} is not an AMI id (ami-…)", args.image)).into(),
-        );
-    }
     ami::validate_account_ids("--user", &args.users)?;
     ami::validate_org_arns("--organization", &args.organizations, "organization")?;
     ami::validate_org_arns("--organizational-unit", &args.organizational_units, "ou")?;
+    if args.users.is_empty()
+        && !args.public
+        && args.organizations.is_empty()
+        && args.organizational_units.is_empty()
+    {
+        return Err(Error::Invalid(
+            "name whom to change: --user, --public, --organization or --organizational-unit".into(),
+        )
+        .into());
+    }
     let sharing = Sharing {
         public: args.public,
         launch_users: args.users.clone(),
@@ -300,22 +327,143 @@ async fn permissions_command(
         organizational_units: args.organizational_units,
         snapshot_users: if args.snapshot { args.users } else { vec![] },
     };
-    let (ctx, _) = connect(flags).await?;
-    let ec2 = ctx.ec2();
-    let snapshot = if args.snapshot {
-        ami::root_snapshot(&ec2, &args.image).await?
-    } else {
-        None
-    };
-    ami::share(
-        &ec2,
-        Some(&args.image),
-        snapshot.as_deref(),
-        &sharing,
-        change,
+    let ctx = config::load(&settings(flags)).await?;
+    let targets = select_images(args.images, &ctx.region).await?;
+    let (ctx, _) = verified(ctx).await?;
+    let failures = regions::fan_out(
+        targets.clone(),
+        REGION_CONCURRENCY,
+        |target| {
+            let ctx = &ctx;
+            let sharing = &sharing;
+            async move {
+                let ec2 = ctx.in_region(&target.region).ec2();
+                let (region, id) = (&target.region, &target.image_id);
+                permissions::change_image(&ec2, region, id, sharing, args.snapshot, change).await
+            }
+        },
+        |_, changed| {
+            println!("{}", serde_json::json!(changed));
+        },
     )
-    .await?;
-    print_json(&serde_json::json!({"image": args.image, "snapshot": snapshot}))
+    .await;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let verb = match change {
+        Change::Grant => "granting",
+        Change::Revoke => "revoking",
+    };
+    Err(regions::failure_summary(verb, targets.len(), &failures).into())
+}
+
+/// `ensure-public`: AMIs carrying the given tags that are no longer public (or whose
+/// snapshot is not) are made public again; one JSON line per AMI fixed.
+async fn ensure_public_command(flags: &AwsFlags, args: EnsurePublicArgs) -> anyhow::Result<()> {
+    let tags = permissions::parse_tag_filters(&args.tags)?;
+    for region in &args.regions {
+        config::validate_region(region)?;
+    }
+    let (ctx, _) = connect(flags).await?;
+    let targets = if args.regions.is_empty() && !args.all_regions {
+        vec![ctx.region.clone()]
+    } else {
+        regions::target_regions(&ctx.ec2(), &args.regions, args.all_regions).await?
+    };
+    let failures = regions::fan_out(
+        targets.clone(),
+        REGION_CONCURRENCY,
+        |region| {
+            let (ctx, tags) = (&ctx, &tags);
+            async move {
+                let ec2 = ctx.in_region(&region).ec2();
+                permissions::ensure_public(&ec2, &region, tags, args.dry_run).await
+            }
+        },
+        |_, fixed| {
+            for image in fixed {
+                println!("{}", serde_json::json!(image));
+            }
+        },
+    )
+    .await;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(regions::failure_summary("checking tagged AMIs", targets.len(), &failures).into())
+}
+
+/// `publish-ssm`: checks every AMI and parameter first (nothing is written if any check
+/// fails), then writes each region's parameters; one JSON line per parameter.
+async fn publish_ssm_command(flags: &AwsFlags, args: PublishSsmArgs) -> anyhow::Result<()> {
+    let templates = args
+        .parameters
+        .iter()
+        .map(|t| ssm::Template::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ctx = config::load(&settings(flags)).await?;
+    let targets = select_images(args.images, &ctx.region).await?;
+    let (ctx, _) = verified(ctx).await?;
+
+    let mut planned = vec![];
+    let failures = regions::fan_out(
+        targets,
+        REGION_CONCURRENCY,
+        |target| {
+            let (ctx, templates) = (&ctx, &templates);
+            async move {
+                let regional = ctx.in_region(&target.region);
+                let facts = ssm::describe(&regional.ec2(), &target).await?;
+                ssm::plan(&regional.ssm(), &facts, templates, args.overwrite).await
+            }
+        },
+        |_, mut plans| planned.append(&mut plans),
+    )
+    .await;
+    if let Some((_, first)) = failures.first() {
+        let all: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+        let err = Error::Invalid(format!("nothing was written: {}", all.join("; ")));
+        // A refusal is bad input (exit 2); an AWS failure is not.
+        return Err(match first {
+            Error::Invalid(_) => err,
+            _ => Error::Aws {
+                context: "checking the AMIs and parameters".into(),
+                code: first.code().map(str::to_owned),
+                detail: all.join("; "),
+            },
+        }
+        .into());
+    }
+    ssm::check_conflicts(&planned)?;
+
+    let mut by_region: Vec<String> = planned.iter().map(|p| p.region.clone()).collect();
+    by_region.sort();
+    by_region.dedup();
+    let failures = regions::fan_out(
+        by_region.clone(),
+        REGION_CONCURRENCY,
+        |region| {
+            let (ctx, planned) = (&ctx, &planned);
+            async move {
+                let mine: Vec<ssm::Planned> = planned
+                    .iter()
+                    .filter(|p| p.region == region)
+                    .cloned()
+                    .collect();
+                ssm::write(&ctx.in_region(&region).ssm(), &mine).await
+            }
+        },
+        |_, written| {
+            for parameter in written {
+                println!("{}", serde_json::json!(parameter));
+            }
+        },
+    )
+    .await;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(regions::failure_summary("writing parameters", by_region.len(), &failures).into())
 }
 
 /// `copy-regions` (ore's `copy-image`): one JSON line per region as it finishes; exit 1 after
@@ -326,35 +474,16 @@ async fn copy_command(flags: &AwsFlags, args: CopyRegionsArgs) -> anyhow::Result
             Error::Invalid(format!("--image {:?} is not an AMI id (ami-…)", args.image)).into(),
         );
     }
-    for region in &args.regions {
-        config::validate_region(region)?;
-    }
     if args.regions.is_empty() && !args.all_regions {
         return Err(Error::Invalid("name the target regions, or pass --all-regions".into()).into());
     }
+    for region in &args.regions {
+        config::validate_region(region)?;
+    }
     let (ctx, _) = connect(flags).await?;
     let ec2 = ctx.ec2();
-    let enabled = list_regions(&ec2, RegionFilter::Enabled).await?;
-    let mut targets: Vec<String> = if args.all_regions {
-        let disabled = list_regions(&ec2, RegionFilter::Disabled).await?;
-        if !disabled.is_empty() {
-            tracing::warn!(
-                "skipping regions not enabled for this account: {}",
-                disabled.join(", ")
-            );
-        }
-        enabled.clone()
-    } else {
-        if let Some(off) = args.regions.iter().find(|r| !enabled.contains(r)) {
-            return Err(Error::Invalid(format!(
-                "region {off} is not enabled for this account (an opt-in region, or not a region); enable it or leave it out"
-            ))
-            .into());
-        }
-        args.regions.clone()
-    };
+    let mut targets = regions::target_regions(&ec2, &args.regions, args.all_regions).await?;
     targets.retain(|r| *r != ctx.region);
-    targets.dedup();
     let source = copy::describe_source(&ec2, &ctx.region, &args.image).await?;
     let failures = copy::copy_to_regions(
         &ctx,
@@ -370,15 +499,6 @@ async fn copy_command(flags: &AwsFlags, args: CopyRegionsArgs) -> anyhow::Result
     if failures.is_empty() {
         return Ok(());
     }
-    let summary: Vec<String> = failures.iter().map(|(r, e)| format!("{r} ({e})")).collect();
-    Err(Error::Aws {
-        context: format!("copying {} to {} regions", args.image, targets.len()),
-        code: None,
-        detail: format!(
-            "{} failed: {}; rerun the same command to retry them (finished regions are reused)",
-            failures.len(),
-            summary.join("; ")
-        ),
-    }
-    .into())
+    let what = format!("copying {}", args.image);
+    Err(regions::failure_summary(&what, targets.len(), &failures).into())
 }

@@ -217,3 +217,54 @@ async fn a_region_not_enabled_is_refused_before_any_copy() {
         .contains("region ap-east-1 is not enabled for this account"));
     assert!(standin.counts().get("ec2.CopyImage").is_none());
 }
+
+#[tokio::test]
+async fn all_regions_copies_to_every_enabled_region_and_skips_the_others() {
+    let standin = Standin::start();
+    let ami = source_ami(&standin);
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.5}"#));
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(SOURCE));
+    let regions = ec2
+        .describe_regions()
+        .all_regions(true)
+        .send()
+        .await
+        .unwrap();
+    let (mut enabled, mut disabled) = (vec![], vec![]);
+    for r in regions.regions() {
+        let name = r.region_name().unwrap().to_string();
+        if r.opt_in_status() == Some("not-opted-in") {
+            disabled.push(name);
+        } else if name != SOURCE {
+            enabled.push(name);
+        }
+    }
+    assert!(!disabled.is_empty());
+    enabled.sort();
+
+    let run = standin
+        .imgpub()
+        .args(["aws", "copy-regions", "--region", SOURCE, "--image", &ami])
+        .args(["--all-regions", "--concurrency", "16"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut copied: Vec<String> = lines(&run).into_iter().map(|(r, _, _)| r).collect();
+    copied.sort();
+    assert_eq!(copied, enabled);
+    assert!(
+        run.stderr
+            .contains("skipping regions not enabled for this account"),
+        "{}",
+        run.stderr
+    );
+    for region in &disabled {
+        assert!(run.stderr.contains(region.as_str()), "{region} not named");
+        let there = aws_sdk_ec2::Client::new(&standin.sdk(region))
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap();
+        assert!(there.images().is_empty(), "copied to {region}");
+    }
+}

@@ -1,4 +1,5 @@
-//! `list-regions` and `delete-image` against the stand-in, read back through EC2.
+//! `list-regions`, `delete-image`, `grant`/`revoke` and `ensure-public` against the
+//! stand-in, read back through EC2.
 
 mod common;
 
@@ -51,42 +52,8 @@ async fn list_regions_prints_sorted_names_as_ore_does() {
     }
 }
 
-/// An AMI on a fresh snapshot, made through the API.
 async fn image(standin: &Standin, name: &str) -> (String, String) {
-    let ec2 = ec2(standin);
-    let vol = ec2
-        .create_volume()
-        .size(1)
-        .availability_zone("us-east-1a")
-        .send()
-        .await
-        .unwrap();
-    let snap = ec2
-        .create_snapshot()
-        .volume_id(vol.volume_id().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let snap = snap.snapshot_id().unwrap().to_string();
-    let ami = ec2
-        .register_image()
-        .name(name)
-        .architecture("x86_64".into())
-        .root_device_name("/dev/xvda")
-        .block_device_mappings(
-            aws_sdk_ec2::types::BlockDeviceMapping::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    aws_sdk_ec2::types::EbsBlockDevice::builder()
-                        .snapshot_id(&snap)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (ami.image_id().unwrap().to_string(), snap)
+    common::api_image(standin, REGION, name, &[]).await
 }
 
 #[tokio::test]
@@ -206,7 +173,7 @@ async fn grant_and_revoke_round_trip() {
 
     assert_eq!(
         change("grant").json(),
-        json!({"image": ami, "snapshot": snap})
+        json!({"region": REGION, "image": ami, "snapshot": snap})
     );
     assert_eq!(
         launch().await,
@@ -244,4 +211,230 @@ async fn grant_and_revoke_round_trip() {
     assert!(run
         .error_line()
         .contains("is not an organizations organization ARN"));
+}
+
+/// The JSON lines of a run, parsed.
+fn json_lines(run: &common::Run) -> Vec<serde_json::Value> {
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn grant_and_revoke_in_several_regions() {
+    let standin = Standin::start();
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+    let mut images = vec![];
+    for region in regions {
+        images.push(common::api_image(&standin, region, "multi", &[]).await);
+    }
+    // The first by --image, the others as copy-regions printed them.
+    let dir = common::tempdir::TempDir::new();
+    let copied: String = regions[1..]
+        .iter()
+        .zip(&images[1..])
+        .map(|(r, (ami, snap))| format!("{}\n", json!({*r: {"ami": ami, "snapshot": snap}})))
+        .collect();
+    let from = common::write_file(dir.path(), "copied.json", &copied);
+    let change = |verb: &str, extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws", verb, "--region", REGION, "--image", &images[0].0])
+            .arg_path("--images-from", &from)
+            .args(["--public", "--snapshot"])
+            .args(extra)
+            .run()
+    };
+    let run = change("grant", &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut got = json_lines(&run);
+    got.sort_by_key(|v| v["region"].as_str().unwrap().to_string());
+    let mut want: Vec<_> = regions
+        .iter()
+        .zip(&images)
+        .map(|(r, (ami, snap))| json!({"region": r, "image": ami, "snapshot": snap}))
+        .collect();
+    want.sort_by_key(|v| v["region"].as_str().unwrap().to_string());
+    assert_eq!(got, want);
+    for (region, (ami, snap)) in regions.iter().zip(&images) {
+        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+        assert_eq!(common::launch_permissions(&ec2, ami).await, ["group:all"]);
+        assert_eq!(common::volume_permissions(&ec2, snap).await, ["group:all"]);
+    }
+
+    // One AMI that is not there: the others still change, and it is named.
+    let run = change("revoke", &["--image", "eu-central-1=ami-00000000deadbeef"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(json_lines(&run).len(), 3, "{}", run.stdout);
+    let err = run.error_line();
+    assert!(
+        err.contains("1 failed: ami-00000000deadbeef in eu-central-1"),
+        "{err}"
+    );
+    for (region, (ami, snap)) in regions.iter().zip(&images) {
+        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+        assert!(common::launch_permissions(&ec2, ami).await.is_empty());
+        assert!(common::volume_permissions(&ec2, snap).await.is_empty());
+    }
+
+    // Bad input names itself before any call.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    for (extra, message) in [
+        (vec!["--image", "eu-west-1=snap-1"], "is not an AMI id"),
+        (vec!["--image", "narnia-1=ami-1"], "is not a region name"),
+    ] {
+        let run = standin
+            .imgpub()
+            .args(["aws", "grant", "--region", REGION, "--public"])
+            .args(&extra)
+            .run();
+        assert_eq!(run.code, 2, "{extra:?}");
+        assert!(run.error_line().contains(message), "{}", run.stderr);
+    }
+    let run = standin
+        .imgpub()
+        .args(["aws", "grant", "--region", REGION, "--image", &images[0].0])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(run.error_line().contains("name whom to change"));
+    assert_eq!(standin.counts(), json!({}));
+}
+
+#[tokio::test]
+async fn ensure_public_republishes_tagged_amis_that_went_private() {
+    let standin = Standin::start();
+    let stable = [("stream", "stable")];
+    // (region, name, tags, public image, public snapshot)
+    let cases = [
+        ("us-east-1", "still-public", &stable[..], true, true),
+        ("us-east-1", "went-private", &stable[..], false, false),
+        (
+            "us-east-1",
+            "not-for-release",
+            &[("stream", "testing")][..],
+            false,
+            false,
+        ),
+        ("eu-west-1", "snapshot-private", &stable[..], true, false),
+        ("ap-southeast-2", "elsewhere", &stable[..], false, false),
+    ];
+    let mut made = vec![];
+    for (region, name, tags, public_image, public_snapshot) in cases {
+        let (ami, snap) = common::api_image(&standin, region, name, tags).await;
+        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+        if public_image {
+            ec2.modify_image_attribute()
+                .image_id(&ami)
+                .launch_permission(
+                    aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                        .add(
+                            aws_sdk_ec2::types::LaunchPermission::builder()
+                                .group("all".into())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        if public_snapshot {
+            ec2.modify_snapshot_attribute()
+                .snapshot_id(&snap)
+                .attribute("createVolumePermission".into())
+                .operation_type("add".into())
+                .group_names("all")
+                .send()
+                .await
+                .unwrap();
+        }
+        made.push((region, name, ami, snap));
+    }
+    let ensure = |extra: &[&str]| {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "ensure-public",
+                "--region",
+                REGION,
+                "--tag",
+                "stream=stable",
+            ])
+            .args(["us-east-1", "eu-west-1"])
+            .args(extra)
+            .run()
+    };
+    let summary = |run: &common::Run| {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let mut v: Vec<(String, String, String)> = json_lines(run)
+            .iter()
+            .map(|l| {
+                (
+                    l["region"].as_str().unwrap().to_string(),
+                    l["name"].as_str().unwrap().to_string(),
+                    l["fixed"].to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want = vec![
+        (
+            "eu-west-1".to_string(),
+            "snapshot-private".to_string(),
+            r#"["snapshot"]"#.to_string(),
+        ),
+        (
+            "us-east-1".to_string(),
+            "went-private".to_string(),
+            r#"["image","snapshot"]"#.to_string(),
+        ),
+    ];
+
+    // A dry run reports and changes nothing.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    assert_eq!(summary(&ensure(&["--dry-run"])), want);
+    let counts = standin.counts();
+    assert!(counts.get("ec2.ModifyImageAttribute").is_none(), "{counts}");
+    assert!(
+        counts.get("ec2.ModifySnapshotAttribute").is_none(),
+        "{counts}"
+    );
+
+    assert_eq!(summary(&ensure(&[])), want);
+    for (region, name, ami, snap) in &made {
+        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+        let fixed = ["still-public", "went-private", "snapshot-private"].contains(name);
+        let (launch, volume) = if fixed {
+            (vec!["group:all".to_string()], vec!["group:all".to_string()])
+        } else {
+            (vec![], vec![])
+        };
+        assert_eq!(
+            common::launch_permissions(&ec2, ami).await,
+            launch,
+            "{name}"
+        );
+        assert_eq!(
+            common::volume_permissions(&ec2, snap).await,
+            volume,
+            "{name}"
+        );
+    }
+    // Nothing left to fix.
+    assert!(summary(&ensure(&[])).is_empty());
+
+    let run = standin
+        .imgpub()
+        .args(["aws", "ensure-public", "--region", REGION])
+        .run();
+    assert_eq!(run.code, 2);
+    assert!(
+        run.error_line().contains("--tag KEY=VALUE"),
+        "{}",
+        run.stderr
+    );
 }

@@ -1,9 +1,10 @@
 //! RegisterImage, finding an AMI by name, and launch/volume permissions.
 
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, Filter,
-    ImdsSupportValues, LaunchPermission, LaunchPermissionModifications, OperationType,
-    ResourceType, SnapshotAttributeName, Tag, TagSpecification, TpmSupportValues, VolumeType,
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, CreateVolumePermission,
+    CreateVolumePermissionModifications, EbsBlockDevice, Filter, ImdsSupportValues,
+    LaunchPermission, LaunchPermissionModifications, PermissionGroup, ResourceType,
+    SnapshotAttributeName, Tag, TagSpecification, TpmSupportValues, VolumeType,
 };
 use aws_sdk_ec2::Client;
 
@@ -410,19 +411,27 @@ pub async fn share(
     if sharing.snapshot_users.is_empty() && !sharing.public {
         return Ok(());
     }
-    // The flat form (OperationType + UserIds/GroupNames) is what every EC2 endpoint honours.
-    let mut call = ec2
+    let mut volume: Vec<CreateVolumePermission> = sharing
+        .snapshot_users
+        .iter()
+        .map(|u| CreateVolumePermission::builder().user_id(u).build())
+        .collect();
+    if sharing.public {
+        volume.push(
+            CreateVolumePermission::builder()
+                .group(PermissionGroup::All)
+                .build(),
+        );
+    }
+    let mods = match change {
+        Change::Grant => CreateVolumePermissionModifications::builder().set_add(Some(volume)),
+        Change::Revoke => CreateVolumePermissionModifications::builder().set_remove(Some(volume)),
+    };
+    let call = ec2
         .modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
         .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .operation_type(match change {
-            Change::Grant => OperationType::Add,
-            Change::Revoke => OperationType::Remove,
-        })
-        .set_user_ids((!sharing.snapshot_users.is_empty()).then(|| sharing.snapshot_users.clone()));
-    if sharing.public {
-        call = call.group_names("all");
-    }
+        .create_volume_permission(mods.build());
     call.send().await.map_err(|e| {
         aws(
             format!("{verb} create-volume permissions on {snapshot_id}"),

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{ImageAttributeName, ImageState, SnapshotAttributeName};
 use aws_sdk_ec2::Client;
-use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::config::AwsContext;
 use crate::aws::import;
+use crate::aws::regions::fan_out;
 use crate::error::{aws, Error, Result};
 
 /// AWS allows a few concurrent copies per destination region; copies to different regions
@@ -261,24 +261,16 @@ pub async fn copy_to_regions(
     regions: &[String],
     concurrency: usize,
     timeout: Duration,
-    mut done: impl FnMut(&str, &Copied),
+    done: impl FnMut(&String, Copied),
 ) -> Vec<(String, Error)> {
-    let mut failures = vec![];
-    let mut results = stream::iter(regions.iter().cloned())
-        .map(|region| async move {
+    fan_out(
+        regions.to_vec(),
+        concurrency,
+        |region| async move {
             let ec2 = ctx.in_region(&region).ec2();
-            let result = copy_to_region(&ec2, source, &region, timeout).await;
-            (region, result)
-        })
-        .buffer_unordered(concurrency.max(1));
-    while let Some((region, result)) = results.next().await {
-        match result {
-            Ok(copied) => done(&region, &copied),
-            Err(err) => {
-                tracing::error!("{region}: {err}");
-                failures.push((region, err));
-            }
-        }
-    }
-    failures
+            copy_to_region(&ec2, source, &region, timeout).await
+        },
+        done,
+    )
+    .await
 }

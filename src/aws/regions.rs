@@ -1,8 +1,13 @@
-//! Regions: which exist and which this account has enabled.
+//! Regions: which exist, which this account has enabled, and running one step in many
+//! regions at once.
+
+use std::future::Future;
 
 use aws_sdk_ec2::Client;
+use futures_util::stream::{self, StreamExt};
 
-use crate::error::{aws, Result};
+use crate::aws::config::validate_region;
+use crate::error::{aws, Error, Result};
 
 /// Which regions `list_regions` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,4 +42,85 @@ pub async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<Stri
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// The regions a multi-region command acts on: the named ones, which must all be enabled
+/// (an opt-in region that is not is an error), or with `all` every enabled region (the
+/// others are skipped with a warning).
+pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result<Vec<String>> {
+    for region in named {
+        validate_region(region)?;
+    }
+    let enabled = list_regions(ec2, RegionFilter::Enabled).await?;
+    if all {
+        let disabled = list_regions(ec2, RegionFilter::Disabled).await?;
+        if !disabled.is_empty() {
+            tracing::warn!(
+                "skipping regions not enabled for this account: {}",
+                disabled.join(", ")
+            );
+        }
+        return Ok(enabled);
+    }
+    if let Some(off) = named.iter().find(|r| !enabled.contains(r)) {
+        return Err(Error::Invalid(format!(
+            "region {off} is not enabled for this account (an opt-in region, or not a region); enable it or leave it out"
+        )));
+    }
+    let mut regions = named.to_vec();
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
+}
+
+/// Runs `work` on every item, at most `concurrency` at a time. `done` sees each success as
+/// soon as it finishes (so its line can be printed at once); failures are logged and
+/// returned, and never stop the other items.
+pub async fn fan_out<I, T, F, Fut>(
+    items: Vec<I>,
+    concurrency: usize,
+    work: F,
+    mut done: impl FnMut(&I, T),
+) -> Vec<(I, Error)>
+where
+    I: Clone + std::fmt::Display,
+    F: Fn(I) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut failures = vec![];
+    let mut results = stream::iter(items)
+        .map(|item| {
+            let run = work(item.clone());
+            async move { (item, run.await) }
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((item, result)) = results.next().await {
+        match result {
+            Ok(value) => done(&item, value),
+            Err(err) => {
+                tracing::error!("{item}: {err}");
+                failures.push((item, err));
+            }
+        }
+    }
+    failures
+}
+
+/// The error a multi-region command ends with when some items failed: every failure named,
+/// and what a rerun does.
+pub fn failure_summary<I: std::fmt::Display>(
+    what: &str,
+    total: usize,
+    failures: &[(I, Error)],
+) -> Error {
+    let each: Vec<String> = failures.iter().map(|(i, e)| format!("{i} ({e})")).collect();
+    Error::Aws {
+        context: format!("{what} in {total} regions"),
+        code: None,
+        detail: format!(
+            "{} failed: {}; rerun the same command to retry them (finished ones are kept)",
+            failures.len(),
+            each.join("; ")
+        ),
+    }
 }

@@ -441,3 +441,51 @@ pub async fn volume_permissions(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) ->
     v.sort();
     v
 }
+
+/// An available x86_64 AMI on a fresh snapshot in `region`, made through the API (not by
+/// imgpub), with `tags` on the AMI.
+pub async fn api_image(
+    standin: &Standin,
+    region: &str,
+    name: &str,
+    tags: &[(&str, &str)],
+) -> (String, String) {
+    use aws_sdk_ec2::types::{
+        BlockDeviceMapping, EbsBlockDevice, ResourceType, Tag, TagSpecification,
+    };
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+    let vol = ec2
+        .create_volume()
+        .size(1)
+        .availability_zone(format!("{region}a"))
+        .send()
+        .await
+        .unwrap();
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(vol.volume_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let snap = snap.snapshot_id().unwrap().to_string();
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Image);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let mut call = ec2
+        .register_image()
+        .name(name)
+        .architecture("x86_64".into())
+        .root_device_name("/dev/xvda")
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(EbsBlockDevice::builder().snapshot_id(&snap).build())
+                .build(),
+        );
+    if !tags.is_empty() {
+        call = call.tag_specifications(spec.build());
+    }
+    let ami = call.send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    (ami.image_id().unwrap().to_string(), snap)
+}

@@ -13,6 +13,9 @@ killed. Everything moto serves works as usual; on top of it:
   IMDS, TPM, block devices, billing products, tags) and refuses what AWS refuses
   (duplicate names, unknown snapshots, malformed names, volumes smaller than the
   snapshot, TPM without UEFI, arm64 without UEFI).
+* EC2 ModifySnapshotAttribute honours the structured form the SDKs send
+  (CreateVolumePermission.Add.N.UserId / .Group); moto reads only the flat one
+  (OperationType + UserId.N / UserGroup.N), which still works.
 * STS AssumeRole enforces an `sts:ExternalId` condition in the role's trust policy.
 * Control endpoints under /_standin/ (JSON):
     GET  /_standin/requests          counts of requests per "service.Action"
@@ -24,7 +27,9 @@ killed. Everything moto serves works as usual; on top of it:
                                       "delay": 0, "drop": false}
                                      the next `count` matching requests fail that way
                                      (or are delayed by `delay` s, or have their
-                                     connection dropped); "action" "*" matches all
+                                     connection dropped); "action" "*" matches all;
+                                     optional "service" and "region" narrow it.
+                                     JSON-protocol services (SSM) get a JSON error.
     DELETE /_standin/faults          clear all faults
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
                                      including billing products (which DescribeImages,
@@ -49,7 +54,7 @@ from urllib.parse import parse_qs
 # moto's bundled AMIs make every new EC2 backend slow to create and clutter listings.
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
-from moto.core.responses import ActionResult  # noqa: E402
+from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models.amis import Ami  # noqa: E402
 from moto.ec2.responses import EC2Response  # noqa: E402
@@ -557,6 +562,34 @@ def copy_image(self: EC2Response) -> ActionResult:
     return ActionResult({"ImageId": ami_id})
 
 
+def modify_snapshot_attribute(self: EC2Response) -> EmptyResult:
+    """Both forms AWS accepts: the flat one moto knows, and the structured
+    CreateVolumePermission.{Add,Remove}.N.{UserId,Group} that the SDKs send."""
+    snapshot_id = self._get_param("SnapshotId")
+    self.error_on_dryrun()
+    changes: list[tuple[str, list[str], list[str]]] = []
+    operation = self._get_param("OperationType")
+    if operation in ("add", "remove"):
+        changes.append(
+            (operation, self._get_param("UserIds", []), self._get_param("GroupNames", []))
+        )
+    structured = self._get_param("CreateVolumePermission") or {}
+    for operation, key in (("add", "Add"), ("remove", "Remove")):
+        entries = structured.get(key) or []
+        users = [e["UserId"] for e in entries if e.get("UserId")]
+        groups = [e["Group"] for e in entries if e.get("Group")]
+        if users or groups:
+            changes.append((operation, users, groups))
+    for operation, users, groups in changes:
+        if operation == "add":
+            self.ec2_backend.add_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
+        else:
+            self.ec2_backend.remove_create_volume_permission(
+                snapshot_id, user_ids=users, groups=groups
+            )
+    return EmptyResult()
+
+
 # --------------------------------------------------------------------------------------
 # STS AssumeRole: honour the trust policy's external-id condition.
 
@@ -625,6 +658,7 @@ def install_patches() -> None:
     EC2Response.describe_import_snapshot_tasks = describe_import_snapshot_tasks
     EC2Response.register_image = register_image
     EC2Response.copy_image = copy_image
+    EC2Response.modify_snapshot_attribute = modify_snapshot_attribute
     STSBackend.assume_role = assume_role
 
 
@@ -675,9 +709,14 @@ class Fault:
         self.count = int(spec.get("count", 1))
         self.delay = float(spec.get("delay", 0))
         self.drop = bool(spec.get("drop", False))
+        self.region = spec.get("region")
 
-    def matches(self, service: str, action: str) -> bool:
-        return (self.action in ("*", action)) and (self.service in (None, service))
+    def matches(self, service: str, action: str, region: str) -> bool:
+        return (
+            self.action in ("*", action)
+            and self.service in (None, service)
+            and self.region in (None, region)
+        )
 
 
 class StandinApp:
@@ -767,6 +806,8 @@ class StandinApp:
         if environ["PATH_INFO"].startswith("/moto-api/"):
             return self.app(environ, start_response)
         service, action, body = self._identify(environ)
+        m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        region = m.group(1) if m else ""
         _request_local.form_body = body
         if body is not None:
             environ["wsgi.input"] = io.BytesIO(body)
@@ -775,7 +816,7 @@ class StandinApp:
             key = f"{service}.{action}"
             self.counts[key] = self.counts.get(key, 0) + 1
             for f in self.faults:
-                if f.count > 0 and f.matches(service, action):
+                if f.count > 0 and f.matches(service, action, region):
                     f.count -= 1
                     fault = f
                     break
@@ -883,6 +924,8 @@ class StandinApp:
                 f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                 f"<Message>{fault.message}</Message><RequestId>standin-fault</RequestId></Error>"
             )
+        elif environ.get("HTTP_X_AMZ_TARGET"):
+            body = json.dumps({"__type": fault.code, "message": fault.message})
         else:
             body = (
                 f'<ErrorResponse><Error><Type>Sender</Type><Code>{fault.code}</Code>'
@@ -894,9 +937,12 @@ class StandinApp:
         if length:
             environ["wsgi.input"].read(length)
         data = body.encode()
+        content_type = (
+            "application/x-amz-json-1.1" if environ.get("HTTP_X_AMZ_TARGET") else "text/xml"
+        )
         start_response(
             f"{fault.status} {reason}",
-            [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
+            [("Content-Type", content_type), ("Content-Length", str(len(data)))],
         )
         return [data]
 

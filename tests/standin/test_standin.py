@@ -323,3 +323,50 @@ def test_request_counts_and_faults(account):
         ec2.describe_regions()
     assert err.value.response["Error"]["Code"] == "RequestLimitExceeded"
     assert ec2.describe_regions()["Regions"]
+
+
+def test_json_protocol_faults_and_region_filter(account):
+    """SSM speaks JSON: its faults come back as JSON errors, and a fault can be aimed at one
+    region."""
+    control(account, "/_standin/faults",
+            {"action": "PutParameter", "status": 400, "code": "ThrottlingException",
+             "region": "eu-west-1", "count": 1}, method="POST")
+    east = client(account, "ssm", "us-east-1")
+    east.put_parameter(Name="/t/east", Value="x", Type="String")
+    west = client(account, "ssm", "eu-west-1")
+    with pytest.raises(ClientError) as err:
+        west.put_parameter(Name="/t/west", Value="x", Type="String")
+    assert err.value.response["Error"]["Code"] == "ThrottlingException"
+    west.put_parameter(Name="/t/west", Value="x", Type="String")
+    assert west.get_parameter(Name="/t/west")["Parameter"]["Value"] == "x"
+
+
+@pytest.mark.parametrize("form", ["structured", "flat"])
+def test_snapshot_permissions_in_both_forms(account, form):
+    ec2 = client(account, "ec2")
+    volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)
+    snap = ec2.create_snapshot(VolumeId=volume["VolumeId"])["SnapshotId"]
+
+    def change(op: str) -> None:
+        if form == "structured":
+            key = "Add" if op == "add" else "Remove"
+            ec2.modify_snapshot_attribute(
+                SnapshotId=snap,
+                CreateVolumePermission={key: [{"Group": "all"}, {"UserId": "111122223333"}]},
+            )
+        else:
+            ec2.modify_snapshot_attribute(
+                SnapshotId=snap, Attribute="createVolumePermission", OperationType=op,
+                GroupNames=["all"], UserIds=["111122223333"],
+            )
+
+    def read() -> list[str]:
+        perms = ec2.describe_snapshot_attribute(
+            SnapshotId=snap, Attribute="createVolumePermission"
+        )["CreateVolumePermissions"]
+        return sorted(p.get("Group") or p["UserId"] for p in perms)
+
+    change("add")
+    assert read() == ["111122223333", "all"]
+    change("remove")
+    assert read() == []

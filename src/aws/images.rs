@@ -1,0 +1,164 @@
+//! Which AMI in which region a command acts on: `--image ami-…` (the command's region),
+//! `--image REGION=ami-…`, or the JSON lines `copy-regions` prints, read back with
+//! `--images-from FILE` (`-` for stdin) so release jobs can pipe one step into the next.
+
+use serde::Serialize;
+
+use crate::aws::config::validate_region;
+use crate::error::{Error, Result};
+
+/// An AMI and the region it lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RegionalImage {
+    pub region: String,
+    pub image_id: String,
+}
+
+impl std::fmt::Display for RegionalImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.image_id, self.region)
+    }
+}
+
+fn check_image_id(flag: &str, id: &str) -> Result<()> {
+    let hex = id.strip_prefix("ami-").unwrap_or_default();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Invalid(format!(
+            "{flag} {id:?} is not an AMI id (ami- and hex digits)"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses one `--image` value; a bare id belongs to `default_region`.
+pub fn parse_image_arg(arg: &str, default_region: &str) -> Result<RegionalImage> {
+    let (region, id) = match arg.split_once('=') {
+        Some((region, id)) => {
+            validate_region(region)?;
+            (region, id)
+        }
+        None => (default_region, arg),
+    };
+    check_image_id("--image", id)?;
+    Ok(RegionalImage {
+        region: region.to_string(),
+        image_id: id.to_string(),
+    })
+}
+
+/// Parses what `copy-regions` printed: one `{"REGION":{"ami":"ami-…",…}}` per line; blank
+/// lines are skipped. `origin` names the input in errors.
+pub fn parse_copy_lines(text: &str, origin: &str) -> Result<Vec<RegionalImage>> {
+    let mut images = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "{origin} line {}: {why}; expected copy-regions output like {{\"us-west-2\":{{\"ami\":\"ami-…\"}}}}",
+                n + 1
+            ))
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let object = value.as_object().ok_or_else(|| bad("not a JSON object"))?;
+        for (region, ids) in object {
+            validate_region(region).map_err(|e| bad(&e.to_string()))?;
+            let id = ids
+                .get("ami")
+                .and_then(|a| a.as_str())
+                .ok_or_else(|| bad(&format!("no \"ami\" for {region}")))?;
+            check_image_id(&format!("{origin} line {}:", n + 1), id)?;
+            images.push(RegionalImage {
+                region: region.clone(),
+                image_id: id.to_string(),
+            });
+        }
+    }
+    Ok(images)
+}
+
+/// Reads `--images-from` (a file, or `-` for stdin).
+pub fn read_copy_lines(path: &str) -> Result<Vec<RegionalImage>> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::Io {
+            context: "reading --images-from from stdin".into(),
+            source: e,
+        })?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Error::Io {
+            context: format!("reading --images-from {path}"),
+            source: e,
+        })?
+    };
+    parse_copy_lines(&text, path)
+}
+
+/// All images named on the command line, in order, without repeats. At least one is needed.
+pub fn collect(
+    image_args: &[String],
+    images_from: Option<&str>,
+    default_region: &str,
+) -> Result<Vec<RegionalImage>> {
+    let mut all = vec![];
+    for arg in image_args {
+        all.push(parse_image_arg(arg, default_region)?);
+    }
+    if let Some(path) = images_from {
+        all.extend(read_copy_lines(path)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|i| seen.insert(i.clone()));
+    if all.is_empty() {
+        return Err(Error::Invalid(
+            "no AMI given: pass --image ami-… (or REGION=ami-…), or --images-from FILE with copy-regions output".into(),
+        ));
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_args() {
+        assert_eq!(
+            parse_image_arg("ami-0abc", "us-east-1").unwrap(),
+            RegionalImage {
+                region: "us-east-1".into(),
+                image_id: "ami-0abc".into()
+            }
+        );
+        assert_eq!(
+            parse_image_arg("eu-west-1=ami-12", "us-east-1")
+                .unwrap()
+                .region,
+            "eu-west-1"
+        );
+        assert!(parse_image_arg("snap-12", "us-east-1").is_err());
+        assert!(parse_image_arg("eu_west=ami-12", "us-east-1").is_err());
+    }
+
+    #[test]
+    fn copy_lines() {
+        let text = "{\"us-west-2\":{\"ami\":\"ami-01\",\"snapshot\":\"snap-1\"}}\n\n{\"eu-west-1\":{\"ami\":\"ami-02\",\"snapshot\":\"snap-2\"}}\n";
+        let images = parse_copy_lines(text, "out.json").unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images[1].region, "eu-west-1");
+        let err = parse_copy_lines("{\"us-west-2\":{}}", "out.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out.json line 1"), "{err}");
+        assert!(parse_copy_lines("nope", "-").is_err());
+    }
+
+    #[test]
+    fn collect_needs_one_and_drops_repeats() {
+        assert!(collect(&[], None, "us-east-1").is_err());
+        let args = vec!["ami-1".to_string(), "us-east-1=ami-1".to_string()];
+        assert_eq!(collect(&args, None, "us-east-1").unwrap().len(), 1);
+    }
+}

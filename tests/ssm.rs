@@ -1,0 +1,233 @@
+//! `imgpub aws publish-ssm` against the stand-in: parameters written in three regions and read
+//! back through SSM; the refusals (private AMI under /aws/, a different value without
+//! --overwrite) write nothing; throttling is retried.
+
+mod common;
+
+use common::Standin;
+use serde_json::{json, Value};
+
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+
+fn ssm(standin: &Standin, region: &str) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(&standin.sdk(region))
+}
+
+async fn make_public(standin: &Standin, region: &str, ami: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+    ec2.modify_image_attribute()
+        .image_id(ami)
+        .launch_permission(
+            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                .add(
+                    aws_sdk_ec2::types::LaunchPermission::builder()
+                        .group("all".into())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The same release in three regions: (region, ami).
+async fn release(standin: &Standin, name: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for region in REGIONS {
+        let (ami, _) = common::api_image(standin, region, name, &[("stream", "stable")]).await;
+        out.push((region.to_string(), ami));
+    }
+    out
+}
+
+fn publish(standin: &Standin, images: &[(String, String)], extra: &[&str]) -> common::Run {
+    let mut cmd = standin
+        .imgpub()
+        .args(["aws", "publish-ssm", "--region", REGIONS[0]]);
+    for (region, ami) in images {
+        cmd = cmd.args(["--image", &format!("{region}={ami}")]);
+    }
+    cmd.args([
+        "--parameter",
+        "/os/{tag:stream}/{arch}/latest",
+        "--parameter",
+        "/os/releases/{name}",
+    ])
+    .args(extra)
+    .run()
+}
+
+/// (region, parameter, ami, status) per printed line, sorted.
+fn lines(run: &common::Run) -> Vec<(String, String, String, String)> {
+    let mut v: Vec<_> = run
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("region"), s("parameter"), s("ami"), s("status"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn read(standin: &Standin, region: &str, name: &str) -> (String, String, i64) {
+    let out = ssm(standin, region)
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{region} {name}: {e:?}"));
+    let p = out.parameter().unwrap();
+    (
+        p.value().unwrap().to_string(),
+        p.data_type().unwrap().to_string(),
+        p.version(),
+    )
+}
+
+#[tokio::test]
+async fn parameters_in_three_regions_then_reruns_change_nothing() {
+    let standin = Standin::start();
+    let images = release(&standin, "os-1.0").await;
+    let run = publish(&standin, &images, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut want = vec![];
+    for (region, ami) in &images {
+        for name in ["/os/stable/x86_64/latest", "/os/releases/os-1.0"] {
+            want.push((
+                region.clone(),
+                name.to_string(),
+                ami.clone(),
+                "created".to_string(),
+            ));
+            assert_eq!(
+                read(&standin, region, name).await,
+                (ami.clone(), "aws:ec2:image".to_string(), 1),
+                "{region} {name}"
+            );
+        }
+    }
+    want.sort();
+    assert_eq!(lines(&run), want);
+
+    // The same again: nothing written.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let rerun = publish(&standin, &images, &[]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert!(lines(&rerun).iter().all(|l| l.3 == "unchanged"));
+    assert!(standin.counts().get("ssm.PutParameter").is_none());
+
+    // The next release: refused without --overwrite (nothing written anywhere), then
+    // replaced with it.
+    let next = release(&standin, "os-1.1").await;
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let refused = publish(&standin, &next, &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let err = refused.error_line();
+    assert!(
+        err.contains("nothing was written")
+            && err.contains(&format!(
+                "parameter /os/stable/x86_64/latest in us-east-1 already holds {}, not {}; pass --overwrite",
+                images[0].1, next[0].1
+            )),
+        "{err}"
+    );
+    assert!(refused.stdout.is_empty());
+    assert!(standin.counts().get("ssm.PutParameter").is_none());
+
+    let run = publish(&standin, &next, &["--overwrite"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (region, ami) in &next {
+        assert_eq!(
+            read(&standin, region, "/os/stable/x86_64/latest").await,
+            (ami.clone(), "aws:ec2:image".to_string(), 2)
+        );
+        assert_eq!(read(&standin, region, "/os/releases/os-1.1").await.0, *ami);
+    }
+    let statuses: Vec<String> = lines(&run).into_iter().map(|l| l.3).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "updated").count(), 3);
+    assert_eq!(statuses.iter().filter(|s| *s == "created").count(), 3);
+}
+
+#[tokio::test]
+async fn a_private_ami_is_not_published_under_aws() {
+    let standin = Standin::start();
+    let images = release(&standin, "os-2.0").await;
+    // Public in two regions, private in the third.
+    for (region, ami) in &images[..2] {
+        make_public(&standin, region, ami).await;
+    }
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let mut cmd = standin
+        .imgpub()
+        .args(["aws", "publish-ssm", "--region", REGIONS[0]]);
+    for (region, ami) in &images {
+        cmd = cmd.args(["--image", &format!("{region}={ami}")]);
+    }
+    let run = cmd
+        .args(["--parameter", "/aws/service/os/{arch}/latest"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!(
+            "refusing to point /aws/service/os/x86_64/latest in ap-southeast-2 at {}",
+            images[2].1
+        )) && err.contains("the AMI is private"),
+        "{err}"
+    );
+    let counts = standin.counts();
+    assert!(counts.get("ssm.PutParameter").is_none(), "{counts}");
+}
+
+#[tokio::test]
+async fn throttling_is_retried_and_bad_input_is_refused_first() {
+    let standin = Standin::start();
+    let images = release(&standin, "os-3.0").await;
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(
+            &json!({"action": "PutParameter", "status": 400, "code": "ThrottlingException",
+                    "message": "Rate exceeded", "region": "eu-west-1", "count": 2})
+            .to_string(),
+        ),
+    );
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = publish(&standin, &images, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(lines(&run).len(), 6);
+    // Six parameters, two throttled attempts retried.
+    assert_eq!(
+        standin.counts()["ssm.PutParameter"],
+        8,
+        "{}",
+        standin.counts()
+    );
+    assert_eq!(
+        read(&standin, "eu-west-1", "/os/stable/x86_64/latest")
+            .await
+            .0,
+        images[1].1
+    );
+
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    for (template, message) in [
+        ("/os/{version}", "unknown placeholder {version}"),
+        ("/os/{tag:missing}", "has no tag \"missing\""),
+        ("os latest", "' ' is not allowed"),
+    ] {
+        let run = standin
+            .imgpub()
+            .args(["aws", "publish-ssm", "--region", REGIONS[0]])
+            .args(["--image", &images[0].1, "--parameter", template])
+            .run();
+        assert_eq!(run.code, 2, "{template}");
+        assert!(run.error_line().contains(message), "{}", run.stderr);
+    }
+    let counts = standin.counts();
+    assert!(counts.get("ssm.PutParameter").is_none(), "{counts}");
+}
