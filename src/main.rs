@@ -354,7 +354,8 @@ async fn permissions_command(
         Change::Grant => "granting",
         Change::Revoke => "revoking",
     };
-    Err(regions::failure_summary(verb, targets.len(), &failures).into())
+    let context = format!("{verb} permissions on {} AMIs", targets.len());
+    Err(regions::failure_summary(context, &failures).into())
 }
 
 /// `ensure-public`: AMIs carrying the given tags that are no longer public (or whose
@@ -390,7 +391,8 @@ async fn ensure_public_command(flags: &AwsFlags, args: EnsurePublicArgs) -> anyh
     if failures.is_empty() {
         return Ok(());
     }
-    Err(regions::failure_summary("checking tagged AMIs", targets.len(), &failures).into())
+    let context = format!("checking tagged AMIs in {} regions", targets.len());
+    Err(regions::failure_summary(context, &failures).into())
 }
 
 /// `publish-ssm`: checks every AMI and parameter first (nothing is written if any check
@@ -463,7 +465,8 @@ async fn publish_ssm_command(flags: &AwsFlags, args: PublishSsmArgs) -> anyhow::
     if failures.is_empty() {
         return Ok(());
     }
-    Err(regions::failure_summary("writing parameters", by_region.len(), &failures).into())
+    let context = format!("writing parameters in {} regions", by_region.len());
+    Err(regions::failure_summary(context, &failures).into())
 }
 
 /// `copy-regions` (ore's `copy-image`): one JSON line per region as it finishes; exit 1 after
@@ -499,6 +502,6 @@ async fn copy_command(flags: &AwsFlags, args: CopyRegionsArgs) -> anyhow::Result
     if failures.is_empty() {
         return Ok(());
     }
-    let what = format!("copying {}", args.image);
-    Err(regions::failure_summary(&what, targets.len(), &failures).into())
+    let context = format!("copying {} to {} regions", args.image, targets.len());
+    Err(regions::failure_summary(context, &failures).into())
 }

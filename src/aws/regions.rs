@@ -108,14 +108,10 @@ where
 
 /// The error a multi-region command ends with when some items failed: every failure named,
 /// and what a rerun does.
-pub fn failure_summary<I: std::fmt::Display>(
-    what: &str,
-    total: usize,
-    failures: &[(I, Error)],
-) -> Error {
+pub fn failure_summary<I: std::fmt::Display>(context: String, failures: &[(I, Error)]) -> Error {
     let each: Vec<String> = failures.iter().map(|(i, e)| format!("{i} ({e})")).collect();
     Error::Aws {
-        context: format!("{what} in {total} regions"),
+        context,
         code: None,
         detail: format!(
             "{} failed: {}; rerun the same command to retry them (finished ones are kept)",
