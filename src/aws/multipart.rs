@@ -184,17 +184,16 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     };
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
-    let pool = BufferPool::new(req.concurrency.max(1) + 1);
     let existing = Arc::new(existing);
 
     let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
         .map(|number| {
             let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
-            let (progress, shown, url, pool) = (&progress, &shown, &url, &pool);
+            let (progress, shown, url) = (&progress, &shown, &url);
             async move {
                 let offset = (number - 1) * part_size;
                 let len = part_size.min(size - offset);
-                let part = read_part(file, pool, offset, len, req.over_tls, &req.path)
+                let part = map_part(file, offset, len, req.over_tls, &req.path)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
                 let number = number as i32;
@@ -314,117 +313,50 @@ enum PartCheck {
     Crc32c(u32),
 }
 
-/// One part of the file, in a pooled buffer the SDK sends as it is.
+/// One part, mapped from the file: no copy into a buffer of ours, and the SDK sends the
+/// mapped pages as they are.
 struct Part {
     data: Bytes,
     check: PartCheck,
 }
 
-/// Reads are this big, and each chunk is hashed right after it is read, while it is still
-/// in the CPU cache.
-const READ_CHUNK: usize = 256 << 10;
-
-/// Part buffers, reused: a fresh allocation per part would cost page faults and zeroing on
-/// every byte. A buffer comes back when the SDK drops the last handle to the body it was
-/// sent as; at most `keep` wait here, so memory stays parts in flight × part size.
-#[derive(Clone)]
-struct BufferPool {
-    free: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-    keep: usize,
-}
-
-impl BufferPool {
-    fn new(keep: usize) -> BufferPool {
-        BufferPool {
-            free: Arc::default(),
-            keep,
-        }
-    }
-
-    fn take(&self, len: usize) -> PooledBuffer {
-        let mut buf = self
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
-        buf.resize(len, 0);
-        PooledBuffer {
-            buf,
-            pool: self.clone(),
-        }
-    }
-}
-
-/// A buffer that goes back to its pool when dropped.
-struct PooledBuffer {
-    buf: Vec<u8>,
-    pool: BufferPool,
-}
-
-impl AsRef<[u8]> for PooledBuffer {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for PooledBuffer {
-    fn drop(&mut self) {
-        let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.pool.keep {
-            free.push(std::mem::take(&mut self.buf));
-        }
-    }
-}
-
-/// Reads one part into a pooled buffer and hashes it as `PartCheck` says, off the async
-/// runtime.
-async fn read_part(
+/// Maps one part of the file and hashes it as `PartCheck` says, off the async runtime.
+async fn map_part(
     file: Arc<std::fs::File>,
-    pool: &BufferPool,
     offset: u64,
     len: u64,
     over_tls: bool,
     path: &Path,
 ) -> Result<Part> {
     let shown = path.display().to_string();
-    let pool = pool.clone();
     tokio::task::spawn_blocking(move || {
-        let mut buffer = pool.take(len as usize);
-        let mut sha = Sha256::new();
-        let mut crc = crc32c_digest();
-        let mut at = offset;
-        for chunk in buffer.buf.chunks_mut(READ_CHUNK) {
-            file.read_exact_at(chunk, at).map_err(|e| {
-                Error::io(
-                    format!(
-                        "reading {shown} at byte {at} (did the file change during the upload?)"
-                    ),
-                    e,
-                )
-            })?;
-            if over_tls {
-                crc.update(chunk);
-            } else {
-                sha.update(&*chunk);
-            }
-            at += chunk.len() as u64;
+        // SAFETY: the mapping is read-only, and an image must not change while it is
+        // uploaded (a changed image would be a wrong upload either way).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len as usize)
+                .populate()
+                .map(&*file)
         }
+        .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
         let check = if over_tls {
+            let mut crc = crc32c_digest();
+            crc.update(&map);
             PartCheck::Crc32c(crc.finalize() as u32)
         } else {
-            PartCheck::Sha256(hex::encode(sha.finalize()))
+            PartCheck::Sha256(hex::encode(Sha256::digest(&map[..])))
         };
         Ok(Part {
             check,
-            data: Bytes::from_owner(buffer),
+            data: Bytes::from_owner(map),
         })
     })
     .await
     .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
 }
 
-/// Hands the signer the payload hash computed in `read_part`, so the SDK does not hash the
+/// Hands the signer the payload hash computed in `map_part`, so the SDK does not hash the
 /// body a second time.
 #[derive(Debug)]
 struct PrecomputedPayloadHash(String);
