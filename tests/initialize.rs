@@ -328,11 +328,11 @@ async fn bad_input_fails_before_any_side_effect() {
 #[tokio::test]
 async fn commands_not_built_yet_say_so() {
     let standin = Standin::start();
-    let run = standin.imgpub().args(["aws", "ensure-public"]).run();
+    let run = standin.imgpub().args(["aws", "policy"]).run();
     assert_eq!(run.code, 2);
     assert_eq!(
         run.error_line(),
-        "error: `imgpub aws ensure-public` is not implemented yet"
+        "error: `imgpub aws policy` is not implemented yet"
     );
     // No AWS call was made for it.
     assert_eq!(standin.counts(), json!({}));
