@@ -322,24 +322,11 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
     let mut made = vec![];
     for (region, name, tags, public_image, public_snapshot) in cases {
         let (ami, snap) = common::api_image(&standin, region, name, tags).await;
-        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
         if public_image {
-            ec2.modify_image_attribute()
-                .image_id(&ami)
-                .launch_permission(
-                    aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                        .add(
-                            aws_sdk_ec2::types::LaunchPermission::builder()
-                                .group("all".into())
-                                .build(),
-                        )
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
+            common::make_public(&standin, region, &ami).await;
         }
         if public_snapshot {
+            let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
             ec2.modify_snapshot_attribute()
                 .snapshot_id(&snap)
                 .attribute("createVolumePermission".into())

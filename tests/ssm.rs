@@ -13,24 +13,6 @@ fn ssm(standin: &Standin, region: &str) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(&standin.sdk(region))
 }
 
-async fn make_public(standin: &Standin, region: &str, ami: &str) {
-    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
-    ec2.modify_image_attribute()
-        .image_id(ami)
-        .launch_permission(
-            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                .add(
-                    aws_sdk_ec2::types::LaunchPermission::builder()
-                        .group("all".into())
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 /// The same release in three regions: (region, ami).
 async fn release(standin: &Standin, name: &str) -> Vec<(String, String)> {
     let mut out = vec![];
@@ -158,7 +140,7 @@ async fn a_private_ami_is_not_published_under_aws() {
     let images = release(&standin, "os-2.0").await;
     // Public in two regions, private in the third.
     for (region, ami) in &images[..2] {
-        make_public(&standin, region, ami).await;
+        common::make_public(&standin, region, ami).await;
     }
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     let mut cmd = standin

@@ -441,19 +441,28 @@ pub async fn share(
     Ok(())
 }
 
-/// The snapshot behind an AMI's root device.
-pub async fn root_snapshot(ec2: &Client, image_id: &str) -> Result<Option<String>> {
+/// One AMI by id; a missing one is an error naming it and its region.
+pub async fn describe_image(
+    ec2: &Client,
+    region: &str,
+    image_id: &str,
+) -> Result<aws_sdk_ec2::types::Image> {
     let out = ec2
         .describe_images()
         .image_ids(image_id)
         .send()
         .await
-        .map_err(|e| aws(format!("looking up AMI {image_id}"), e))?;
-    let image = out
-        .images()
+        .map_err(|e| aws(format!("looking up AMI {image_id} in {region}"), e))?;
+    out.images()
         .first()
-        .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in this region")))?;
-    Ok(root_snapshot_of(image))
+        .cloned()
+        .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in {region}")))
+}
+
+/// The snapshot behind an AMI's root device.
+pub async fn root_snapshot(ec2: &Client, region: &str, image_id: &str) -> Result<Option<String>> {
+    let image = describe_image(ec2, region, image_id).await?;
+    Ok(root_snapshot_of(&image))
 }
 
 #[cfg(test)]

@@ -49,16 +49,7 @@ fn pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
 
 /// Reads what the copies need from the source image.
 pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Result<Source> {
-    let out = ec2
-        .describe_images()
-        .image_ids(image_id)
-        .send()
-        .await
-        .map_err(|e| aws(format!("looking up AMI {image_id} in {region}"), e))?;
-    let image = out
-        .images()
-        .first()
-        .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in {region}")))?;
+    let image = ami::describe_image(ec2, region, image_id).await?;
     let name = image.name().unwrap_or_default().to_string();
     let launch = ec2
         .describe_image_attribute()
@@ -82,7 +73,7 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
             sharing.organizational_units.push(a.to_string());
         }
     }
-    let snapshot = ami::root_snapshot_of(image);
+    let snapshot = ami::root_snapshot_of(&image);
     let mut snapshot_tags = vec![];
     if let Some(snap) = &snapshot {
         let volume = ec2

@@ -28,7 +28,7 @@ pub async fn change_image(
     change: Change,
 ) -> Result<Changed> {
     let snapshot = if with_snapshot {
-        ami::root_snapshot(ec2, image_id).await?
+        ami::root_snapshot(ec2, region, image_id).await?
     } else {
         None
     };

@@ -166,16 +166,7 @@ pub struct ImageFacts {
 /// Reads an AMI's facts; it must exist and be available.
 pub async fn describe(ec2: &aws_sdk_ec2::Client, image: &RegionalImage) -> Result<ImageFacts> {
     let (region, id) = (&image.region, &image.image_id);
-    let out = ec2
-        .describe_images()
-        .image_ids(id)
-        .send()
-        .await
-        .map_err(|e| aws(format!("looking up AMI {id} in {region}"), e))?;
-    let found = out
-        .images()
-        .first()
-        .ok_or_else(|| Error::Invalid(format!("AMI {id} does not exist in {region}")))?;
+    let found = crate::aws::ami::describe_image(ec2, region, id).await?;
     if found.state() != Some(&ImageState::Available) {
         return Err(Error::Invalid(format!(
             "AMI {id} in {region} is {}, not available; publish it once it is",

@@ -489,3 +489,19 @@ pub async fn api_image(
     let ami = call.send().await.unwrap_or_else(|e| panic!("{e:?}"));
     (ami.image_id().unwrap().to_string(), snap)
 }
+
+/// Launch permission group `all` on an AMI, through the API (not by imgpub).
+pub async fn make_public(standin: &Standin, region: &str, ami: &str) {
+    use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications};
+    aws_sdk_ec2::Client::new(&standin.sdk(region))
+        .modify_image_attribute()
+        .image_id(ami)
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .add(LaunchPermission::builder().group("all".into()).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
