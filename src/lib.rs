@@ -7,5 +7,6 @@ pub mod aws;
 pub mod error;
 pub mod image;
 pub mod progress;
+pub mod sha256;
 
 pub use error::{Error, Result};

@@ -641,7 +641,13 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     ready(&standin);
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "flaky.raw", 24, 20, 41);
-    let one_at_a_time = ["--upload-concurrency", "1", "--delete-object=false"];
+    let one_at_a_time = [
+        "--upload-concurrency",
+        "1",
+        "--part-size",
+        "8MiB",
+        "--delete-object=false",
+    ];
 
     // Two SlowDown answers: the SDK's retry layer absorbs them.
     standin.control(

@@ -23,20 +23,23 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::config_bag::ConfigBag;
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::future;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
-use sha2::Sha256;
 
 use crate::error::{aws, Error, Result};
 use crate::progress::Progress;
+use crate::sha256::sha256_each;
 
 const MIB: u64 = 1 << 20;
 /// S3's limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
 const MIN_PART_SIZE: u64 = 5 * MIB;
 const MAX_PART_SIZE: u64 = 5 << 30;
 const MAX_PARTS: u64 = 10_000;
-pub const DEFAULT_PART_SIZE: u64 = 8 * MIB;
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// 6 parts of 6 MiB in flight: two batches of three parts hashed together (see
+/// `crate::sha256`), about 36 MiB of the file mapped at a time.
+pub const DEFAULT_PART_SIZE: u64 = 6 * MIB;
+pub const DEFAULT_CONCURRENCY: usize = 6;
 
 /// The part size for a file: the requested (or default) size, grown in whole MiB until the
 /// file fits in 10,000 parts.
@@ -184,77 +187,41 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     };
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
-    let existing = Arc::new(existing);
 
-    let results: Result<Vec<(CompletedPart, bool)>, PartFailure> = stream::iter(1..=count)
-        .map(|number| {
-            let (file, existing, upload_id) = (file.clone(), existing.clone(), upload_id.clone());
-            let (progress, shown, url) = (&progress, &shown, &url);
+    // Parts are read and hashed in threes or pairs (SHA-256 streams interleaved on one core;
+    // see `crate::sha256`) and such a batch is sent together, so parts in flight stay
+    // within the concurrency asked for.
+    let lanes = [3, 2, 1]
+        .into_iter()
+        .find(|lanes| req.concurrency % lanes == 0)
+        .unwrap_or(1) as u64;
+    let sender = PartSender {
+        s3,
+        req,
+        upload_id: &upload_id,
+        existing: &existing,
+        progress: &progress,
+        shown: &shown,
+        url: &url,
+        count,
+    };
+    let batches = (0..count.div_ceil(lanes)).map(|b| b * lanes + 1..=((b + 1) * lanes).min(count));
+    let results: Result<Vec<Vec<(CompletedPart, bool)>>, PartFailure> = stream::iter(batches)
+        .map(|numbers| {
+            let (file, sender) = (file.clone(), &sender);
             async move {
-                let offset = (number - 1) * part_size;
-                let len = part_size.min(size - offset);
-                let part = map_part(file, offset, len, req.over_tls, &req.path)
+                let parts = map_parts(file, numbers, part_size, size, req.over_tls, &req.path)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
-                let number = number as i32;
-                let crc = match part.check {
-                    PartCheck::Crc32c(crc) => Some(b64(crc)),
-                    PartCheck::Sha256(_) => None,
-                };
-                if let Some(there) = existing.get(&number) {
-                    if there.holds(&part) {
-                        progress.inc(len);
-                        let done = CompletedPart::builder()
-                            .part_number(number)
-                            .e_tag(&there.etag)
-                            .set_checksum_crc32_c(crc)
-                            .build();
-                        return Ok((done, false));
-                    }
-                    tracing::warn!(
-                        "part {number} of {url} differs from the file; sending it again"
-                    );
-                }
-                let call = s3
-                    .upload_part()
-                    .bucket(&req.bucket)
-                    .key(&req.key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .content_length(len as i64)
-                    .set_checksum_crc32_c(crc.clone())
-                    .body(ByteStream::from(part.data));
-                let sent = match part.check {
-                    PartCheck::Sha256(hash) => {
-                        call.customize()
-                            .interceptor(PrecomputedPayloadHash(hash))
-                            .send()
-                            .await
-                    }
-                    PartCheck::Crc32c(_) => call.customize().disable_payload_signing().send().await,
-                };
-                let out = sent.map_err(|e| PartFailure {
-                    fatal: is_fatal(&e),
-                    err: aws(
-                        format!("uploading part {number} of {count} of {shown} to {url}"),
-                        e,
-                    ),
-                })?;
-                progress.inc(len);
-                let done = CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(out.e_tag().unwrap_or_default())
-                    .set_checksum_crc32_c(crc)
-                    .build();
-                Ok((done, true))
+                future::try_join_all(parts.into_iter().map(|(n, part)| sender.send(n, part))).await
             }
         })
-        .buffer_unordered(req.concurrency.max(1))
+        .buffer_unordered((req.concurrency as u64 / lanes).max(1) as usize)
         .try_collect()
         .await;
 
-    let mut parts = match results {
-        Ok(parts) => parts,
+    let mut parts: Vec<_> = match results {
+        Ok(batches) => batches.into_iter().flatten().collect(),
         Err(PartFailure { fatal: true, err }) => {
             abort(s3, req, &upload_id).await;
             return Err(err);
@@ -299,6 +266,83 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     })
 }
 
+/// What sending one part needs to know about the upload it belongs to.
+struct PartSender<'a> {
+    s3: &'a Client,
+    req: &'a UploadRequest,
+    upload_id: &'a str,
+    /// Parts an earlier run left, by number.
+    existing: &'a HashMap<i32, ExistingPart>,
+    progress: &'a Progress,
+    shown: &'a str,
+    url: &'a str,
+    count: u64,
+}
+
+impl PartSender<'_> {
+    /// Sends part `number`, or keeps the earlier run's copy when it holds the same bytes.
+    /// Returns the part for CompleteMultipartUpload and whether it was sent.
+    async fn send(&self, number: u64, part: Part) -> Result<(CompletedPart, bool), PartFailure> {
+        let (req, len) = (self.req, part.data.len() as u64);
+        let number = number as i32;
+        let crc = match part.check {
+            PartCheck::Crc32c(crc) => Some(b64(crc)),
+            PartCheck::Sha256(_) => None,
+        };
+        if let Some(there) = self.existing.get(&number) {
+            if there.holds(&part) {
+                self.progress.inc(len);
+                let done = CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(&there.etag)
+                    .set_checksum_crc32_c(crc)
+                    .build();
+                return Ok((done, false));
+            }
+            tracing::warn!(
+                "part {number} of {} differs from the file; sending it again",
+                self.url
+            );
+        }
+        let call = self
+            .s3
+            .upload_part()
+            .bucket(&req.bucket)
+            .key(&req.key)
+            .upload_id(self.upload_id)
+            .part_number(number)
+            .content_length(len as i64)
+            .set_checksum_crc32_c(crc.clone())
+            .body(ByteStream::from(part.data));
+        let sent = match part.check {
+            PartCheck::Sha256(hash) => {
+                call.customize()
+                    .interceptor(PrecomputedPayloadHash(hash))
+                    .send()
+                    .await
+            }
+            PartCheck::Crc32c(_) => call.customize().disable_payload_signing().send().await,
+        };
+        let out = sent.map_err(|e| PartFailure {
+            fatal: is_fatal(&e),
+            err: aws(
+                format!(
+                    "uploading part {number} of {} of {} to {}",
+                    self.count, self.shown, self.url
+                ),
+                e,
+            ),
+        })?;
+        self.progress.inc(len);
+        let done = CompletedPart::builder()
+            .part_number(number)
+            .e_tag(out.e_tag().unwrap_or_default())
+            .set_checksum_crc32_c(crc)
+            .build();
+        Ok((done, true))
+    }
+}
+
 /// Why a part failed, and whether a rerun could get past it.
 struct PartFailure {
     fatal: bool,
@@ -320,43 +364,62 @@ struct Part {
     check: PartCheck,
 }
 
-/// Maps one part of the file and hashes it as `PartCheck` says, off the async runtime.
-async fn map_part(
+/// Maps the parts `numbers` of the file and hashes them as `PartCheck` says, off the async
+/// runtime.
+async fn map_parts(
     file: Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
+    numbers: std::ops::RangeInclusive<u64>,
+    part_size: u64,
+    size: u64,
     over_tls: bool,
     path: &Path,
-) -> Result<Part> {
+) -> Result<Vec<(u64, Part)>> {
     let shown = path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        // SAFETY: the mapping is read-only, and an image must not change while it is
-        // uploaded (a changed image would be a wrong upload either way).
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len as usize)
-                .populate()
-                .map(&*file)
+        let mut maps = Vec::new();
+        for number in numbers {
+            let offset = (number - 1) * part_size;
+            let len = part_size.min(size - offset);
+            // SAFETY: the mapping is read-only, and an image must not change while it is
+            // uploaded (a changed image would be a wrong upload either way).
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(offset)
+                    .len(len as usize)
+                    .populate()
+                    .map(&*file)
+            }
+            .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
+            maps.push((number, map));
         }
-        .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
-        let check = if over_tls {
-            let mut crc = crc32c_digest();
-            crc.update(&map);
-            PartCheck::Crc32c(crc.finalize() as u32)
+        let checks: Vec<PartCheck> = if over_tls {
+            let crc = |map: &memmap2::Mmap| {
+                let mut crc = crc32c_digest();
+                crc.update(map);
+                PartCheck::Crc32c(crc.finalize() as u32)
+            };
+            maps.iter().map(|(_, map)| crc(map)).collect()
         } else {
-            PartCheck::Sha256(hex::encode(Sha256::digest(&map[..])))
+            let data: Vec<&[u8]> = maps.iter().map(|(_, map)| &map[..]).collect();
+            sha256_each(&data)
+                .into_iter()
+                .map(|hash| PartCheck::Sha256(hex::encode(hash)))
+                .collect()
         };
-        Ok(Part {
-            check,
-            data: Bytes::from_owner(map),
-        })
+        Ok(maps
+            .into_iter()
+            .zip(checks)
+            .map(|((number, map), check)| {
+                let data = Bytes::from_owner(map);
+                (number, Part { data, check })
+            })
+            .collect())
     })
     .await
     .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
 }
 
-/// Hands the signer the payload hash computed in `map_part`, so the SDK does not hash the
+/// Hands the signer the payload hash computed in `map_parts`, so the SDK does not hash the
 /// body a second time.
 #[derive(Debug)]
 struct PrecomputedPayloadHash(String);
