@@ -188,13 +188,18 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
 
-    // Parts are read and hashed in threes or pairs (SHA-256 streams interleaved on one core;
-    // see `crate::sha256`) and such a batch is sent together, so parts in flight stay
-    // within the concurrency asked for.
-    let lanes = [3, 2, 1]
-        .into_iter()
-        .find(|lanes| req.concurrency % lanes == 0)
-        .unwrap_or(1) as u64;
+    // Over plain HTTP parts are read and hashed in threes or pairs (SHA-256 streams
+    // interleaved on one core; see `crate::sha256`) and such a batch is sent together, so
+    // parts in flight stay within the concurrency asked for. Over TLS the CRC32C gains
+    // nothing from batches, and each part goes on its own so a slow one holds up no other.
+    let lanes = if req.over_tls {
+        1
+    } else {
+        [3, 2, 1]
+            .into_iter()
+            .find(|lanes| req.concurrency % lanes == 0)
+            .unwrap_or(1) as u64
+    };
     let sender = PartSender {
         s3,
         req,
