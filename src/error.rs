@@ -78,7 +78,14 @@ where
             )
         }
         // No answer at all (connection refused, timeout, no credentials): the cause chain.
-        _ => one_line_chain(&err),
+        _ => {
+            let chain = one_line_chain(&err);
+            if chain.contains("invalid peer certificate") {
+                format!("{chain} (the endpoint's TLS certificate is not from a CA this machine trusts: add that CA to the system's store, or set SSL_CERT_FILE to a PEM file that holds it)")
+            } else {
+                chain
+            }
+        }
     };
     if let Some(hint) = code.as_deref().and_then(hint_for) {
         detail.push_str(" (");

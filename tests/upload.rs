@@ -844,6 +844,10 @@ async fn upload_object_needs_only_s3() {
     assert_eq!(out, json!({"S3Object": "s3://plain/some/prefix/blob.bin"}));
     let counts = standin.counts();
     assert_eq!(count(&counts, "s3.UploadPart"), 4, "{counts}");
+    // Plain HTTP: the signature covers each part's SHA-256.
+    let payloads = standin.control("GET", "/_standin/payloads", None);
+    let payloads: Value = serde_json::from_str(&payloads).unwrap();
+    assert_eq!(payloads["UploadPart"], json!({"signed": 4}), "{payloads}");
     // No STS, EC2 or IAM: it works against any S3-compatible server.
     let others: Vec<&String> = counts
         .as_object()
@@ -868,4 +872,67 @@ async fn upload_object_needs_only_s3() {
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     send().json();
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+}
+
+/// Over HTTPS each part goes as UNSIGNED-PAYLOAD with a CRC32C that S3 checks (TLS guards
+/// the bytes on the way), and the object arrives intact.
+#[tokio::test]
+async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() {
+    let standin = Standin::start_tls();
+    let (https, ca) = standin.tls.clone().unwrap();
+    let s3 = standin.s3(REGION);
+    s3.create_bucket().bucket("tls").send().await.unwrap();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "blob.bin", 22, 21, 67);
+    let send = || {
+        standin
+            .imgpub()
+            .env("AWS_ENDPOINT_URL", &https)
+            .env("SSL_CERT_FILE", &ca)
+            .args(["aws", "upload-object", "--region", REGION])
+            .args(["--bucket", "s3://tls/x"])
+            .arg_path("--file", &file)
+            .args(["--part-size", "5MiB"])
+            .run()
+    };
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    assert_eq!(send().json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
+    let payloads = standin.control("GET", "/_standin/payloads", None);
+    let payloads: Value = serde_json::from_str(&payloads).unwrap();
+    assert_eq!(
+        payloads["UploadPart"],
+        json!({"UNSIGNED-PAYLOAD": 5, "crc32c": 5}),
+        "{payloads}"
+    );
+
+    let got = s3
+        .get_object()
+        .bucket("tls")
+        .key("x/blob.bin")
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&file));
+
+    // A rerun over TLS finds the object and sends nothing.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    send().json();
+    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+
+    // Without the CA the server is not trusted, and the error says so.
+    let run = standin
+        .imgpub()
+        .env("AWS_ENDPOINT_URL", &https)
+        .args(["aws", "upload-object", "--region", REGION])
+        .args(["--bucket", "s3://tls/y"])
+        .arg_path("--file", &file)
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid peer certificate") && run.stderr.contains("SSL_CERT_FILE"),
+        "{}",
+        run.stderr
+    );
 }

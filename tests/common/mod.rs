@@ -59,6 +59,8 @@ pub struct Standin {
     pub log: PathBuf,
     /// A HOME with no ~/.aws, so the developer's own AWS files never leak into a test.
     pub home: tempdir::TempDir,
+    /// With `start_tls`: the same stand-in over HTTPS, and the CA file that vouches for it.
+    pub tls: Option<(String, PathBuf)>,
 }
 
 impl Standin {
@@ -67,13 +69,28 @@ impl Standin {
     }
 
     pub fn start_with_import_seconds(seconds: f64) -> Standin {
+        Self::launch(seconds, false)
+    }
+
+    /// A stand-in that also serves HTTPS (see `tls`), for the engine's TLS path.
+    pub fn start_tls() -> Standin {
+        Self::launch(1.0, true)
+    }
+
+    fn launch(seconds: f64, tls: bool) -> Standin {
         let python = standin_python();
+        let home = tempdir::TempDir::new();
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("standin-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("{}-{}.log", std::process::id(), unique()));
         let mut child = Command::new(python)
             .arg(repo().join("tests/standin/imgpub_standin.py"))
             .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(
+                tls.then(|| ["--tls-dir".as_ref(), home.path().as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("STANDIN_IMPORT_SECONDS", seconds.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -88,11 +105,14 @@ impl Standin {
             let _ = tx.send(line);
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let port: u16 = match line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-        {
+        // "PORT <n>", then " TLS_PORT <n>" with --tls-dir.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let port_after = |name: &str| -> Option<u16> {
+            let at = words.iter().position(|w| *w == name)?;
+            words.get(at + 1)?.parse().ok()
+        };
+        let tls_port = port_after("TLS_PORT");
+        let port: u16 = match port_after("PORT").filter(|_| tls_port.is_some() || !tls) {
             Some(p) => p,
             None => {
                 let _ = child.kill();
@@ -107,7 +127,8 @@ impl Standin {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             log,
-            home: tempdir::TempDir::new(),
+            tls: tls_port.map(|p| (format!("https://127.0.0.1:{p}"), home.path().join("ca.pem"))),
+            home,
         }
     }
 

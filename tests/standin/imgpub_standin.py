@@ -1,8 +1,10 @@
 """imgpub's local AWS stand-in: moto server plus what moto lacks or gets wrong.
 
-Run: python imgpub_standin.py [--host 127.0.0.1] [--port 0]
+Run: python imgpub_standin.py [--host 127.0.0.1] [--port 0] [--tls-dir DIR]
 Prints "PORT <n>" on stdout once it listens (port 0 picks a free one), then serves until
-killed. Everything moto serves works as usual; on top of it:
+killed. With --tls-dir it also serves the same over HTTPS on a second port, with a
+certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and prints
+"TLS_PORT <n>" on the same line. Everything moto serves works as usual; on top of it:
 
 * EC2 ImportSnapshot / DescribeImportSnapshotTasks: a task that goes active (pending,
   then validating/converting with Progress) to completed over IMPORT_SECONDS; it reads
@@ -19,7 +21,10 @@ killed. Everything moto serves works as usual; on top of it:
 * STS AssumeRole enforces an `sts:ExternalId` condition in the role's trust policy.
 * Control endpoints under /_standin/ (JSON):
     GET  /_standin/requests          counts of requests per "service.Action"
-    POST /_standin/requests/reset    zero the counts
+    GET  /_standin/payloads          per S3 "Action": how its payloads were signed
+                                     ({"signed", "UNSIGNED-PAYLOAD", ...}) and how
+                                     many carried x-amz-checksum-crc32c ("crc32c")
+    POST /_standin/requests/reset    zero the counts (and the payload records)
     GET  /_standin/config            current settings
     POST /_standin/config            {"import_seconds": 2.0}
     POST /_standin/faults            {"action": "UploadPart", "status": 503,
@@ -724,6 +729,7 @@ class StandinApp:
         self.app = app
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.payloads: dict[str, dict[str, int]] = {}
         self.faults: list[Fault] = []
 
     @staticmethod
@@ -742,8 +748,11 @@ class StandinApp:
         with self.lock:
             if path == "/_standin/requests" and method == "GET":
                 return self._json(start_response, "200 OK", self.counts)
+            if path == "/_standin/payloads" and method == "GET":
+                return self._json(start_response, "200 OK", self.payloads)
             if path == "/_standin/requests/reset" and method == "POST":
                 self.counts.clear()
+                self.payloads.clear()
                 return self._json(start_response, "200 OK", {})
             if path == "/_standin/config":
                 if method == "POST":
@@ -815,6 +824,14 @@ class StandinApp:
         with self.lock:
             key = f"{service}.{action}"
             self.counts[key] = self.counts.get(key, 0) + 1
+            if service == "s3":
+                # How the client protected the payload: a SHA-256 in the signature, or not.
+                sha = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
+                kind = "signed" if re.fullmatch(r"[0-9a-f]{64}", sha) else sha or "none"
+                seen = self.payloads.setdefault(action, {})
+                seen[kind] = seen.get(kind, 0) + 1
+                if environ.get("HTTP_X_AMZ_CHECKSUM_CRC32C"):
+                    seen["crc32c"] = seen.get("crc32c", 0) + 1
             for f in self.faults:
                 if f.count > 0 and f.matches(service, action, region):
                     f.count -= 1
@@ -952,16 +969,82 @@ def make_app() -> StandinApp:
     return StandinApp(DomainDispatcherApplication(create_backend_app))
 
 
+def write_tls_files(directory: str, host: str) -> tuple[str, str]:
+    """A throwaway CA (DIR/ca.pem, what clients trust) and a certificate for `host` it
+    issued (DIR/server.pem, DIR/server.key). Returns the server's (cert, key) paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+
+    def cert(subject, key, issuer, issuer_key, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("imgpub stand-in CA", ca_key, "imgpub stand-in CA", ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert(host, key, "imgpub stand-in CA", ca_key, False)
+    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+    with open(paths["ca.pem"], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.pem"], "wb") as f:
+        f.write(leaf.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.key"], "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths["server.pem"], paths["server.key"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-dir", help="also serve HTTPS; the CA goes to DIR/ca.pem")
     args = parser.parse_args(argv)
+    app = make_app()
     server = make_server(
-        args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler
+        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
     os.environ["MOTO_PORT"] = str(server.port)
-    print(f"PORT {server.port}", flush=True)
+    ready = f"PORT {server.port}"
+    if args.tls_dir:
+        tls = make_server(
+            args.host,
+            0,
+            app,
+            threaded=True,
+            request_handler=MotoRequestHandler,
+            ssl_context=write_tls_files(args.tls_dir, args.host),
+        )
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
+        ready += f" TLS_PORT {tls.port}"
+    print(ready, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
