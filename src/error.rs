@@ -81,7 +81,7 @@ where
         _ => {
             let chain = one_line_chain(&err);
             if chain.contains("invalid peer certificate") {
-                format!("{chain} (the endpoint's TLS certificate is not from a CA this machine trusts: add that CA to the system's store, or set SSL_CERT_FILE to a PEM file that holds it)")
+                format!("{chain} (the endpoint's TLS certificate is not from a CA this machine trusts: set AWS_CA_BUNDLE to a PEM file that holds that CA, or add it to the system's store)")
             } else {
                 chain
             }

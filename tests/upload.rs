@@ -875,7 +875,8 @@ async fn upload_object_needs_only_s3() {
 }
 
 /// Over HTTPS each part goes as UNSIGNED-PAYLOAD with a CRC32C that S3 checks (TLS guards
-/// the bytes on the way), and the object arrives intact.
+/// the bytes on the way), and the object arrives intact. The stand-in's certificate comes
+/// from a throwaway CA, trusted through AWS_CA_BUNDLE (as the aws CLI and ore do).
 #[tokio::test]
 async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() {
     let standin = Standin::start_tls();
@@ -888,7 +889,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         standin
             .imgpub()
             .env("AWS_ENDPOINT_URL", &https)
-            .env("SSL_CERT_FILE", &ca)
+            .env("AWS_CA_BUNDLE", &ca)
             .args(["aws", "upload-object", "--region", REGION])
             .args(["--bucket", "s3://tls/x"])
             .arg_path("--file", &file)
@@ -931,8 +932,39 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         .run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("invalid peer certificate") && run.stderr.contains("SSL_CERT_FILE"),
+        run.stderr.contains("invalid peer certificate") && run.stderr.contains("AWS_CA_BUNDLE"),
         "{}",
         run.stderr
     );
+    // The system's way works too: SSL_CERT_FILE (rustls-native-certs reads it).
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = standin
+        .imgpub()
+        .env("AWS_ENDPOINT_URL", &https)
+        .env("SSL_CERT_FILE", &ca)
+        .args(["aws", "upload-object", "--region", REGION])
+        .args(["--bucket", "s3://tls/x"])
+        .arg_path("--file", &file)
+        .args(["--part-size", "5MiB"])
+        .run();
+    assert_eq!(run.json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
+
+    // A bundle that is missing or is no PEM is refused before any request, naming it.
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for bundle in [dir.path().join("missing.pem"), not_pem] {
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let run = standin
+            .imgpub()
+            .env("AWS_ENDPOINT_URL", &https)
+            .env("AWS_CA_BUNDLE", &bundle)
+            .args(["aws", "upload-object", "--region", REGION])
+            .args(["--bucket", "s3://tls/z"])
+            .arg_path("--file", &file)
+            .run();
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let named = format!("AWS_CA_BUNDLE={}", bundle.display());
+        assert!(run.stderr.contains(&named), "{}", run.stderr);
+        assert_eq!(standin.counts(), json!({}), "{}", run.stderr);
+    }
 }

@@ -2,7 +2,7 @@
 //! with ready SDK clients, and [`AwsContext::verify_identity`] is the preflight that fails fast,
 //! before any side effect, naming the credential source and region it tried.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -12,8 +12,62 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+use aws_smithy_http_client::{tls, Builder as HttpClientBuilder};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::error::{aws, Error, Result};
+
+/// An HTTPS client that trusts exactly the CA certificates in the PEM file `path`.
+/// Certificates the TLS library cannot use as a root are left out (the client itself would
+/// panic on them); a file with none it can use is an error.
+async fn ca_bundle_client(path: &Path) -> Result<SharedHttpClient> {
+    use base64::Engine;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    let shown = path.display();
+    let pem = tokio::fs::read(path).await.map_err(|e| {
+        Error::Invalid(format!(
+            "AWS_CA_BUNDLE={shown} cannot be read ({e}); point it at a PEM file of CA certificates, or unset it"
+        ))
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut usable = String::new();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|e| {
+            Error::Invalid(format!(
+                "AWS_CA_BUNDLE={shown} is not a PEM file of certificates ({e}); point it at one, or unset it"
+            ))
+        })?;
+        if roots.add(der.clone()).is_ok() {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+            usable.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                usable.push_str(std::str::from_utf8(line).unwrap_or_default());
+                usable.push('\n');
+            }
+            usable.push_str("-----END CERTIFICATE-----\n");
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::Invalid(format!(
+            "AWS_CA_BUNDLE={shown} holds no CA certificate; point it at a PEM file of CA certificates, or unset it"
+        )));
+    }
+    let trust = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(usable.into_bytes());
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| Error::Invalid(format!("AWS_CA_BUNDLE={shown}: {e}")))?;
+    Ok(HttpClientBuilder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
+}
 
 /// What the user told us about where and as whom to talk to AWS.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +167,12 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
                 .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                 .build(),
         );
+
+    // Like the aws CLI and ore: AWS_CA_BUNDLE names the CAs to trust instead of the system's
+    // (a TLS-inspecting proxy, a private endpoint).
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
+        loader = loader.http_client(ca_bundle_client(&PathBuf::from(bundle)).await?);
+    }
 
     let profile_name = settings
         .profile
