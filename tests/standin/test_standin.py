@@ -370,3 +370,47 @@ def test_snapshot_permissions_in_both_forms(account, form):
     assert read() == ["111122223333", "all"]
     change("remove")
     assert read() == []
+
+
+def test_https_port_with_a_throwaway_ca_and_payload_records(tmp_path):
+    """--tls-dir: the same stand-in over HTTPS, trusted through the CA it writes; and
+    /_standin/payloads tells signed payloads from UNSIGNED-PAYLOAD."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "imgpub_standin.py"), "--port", "0", "--tls-dir",
+         str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        words = proc.stdout.readline().split()
+        assert words[0] == "PORT" and words[2] == "TLS_PORT", words
+        plain = f"http://127.0.0.1:{int(words[1])}"
+        https = f"https://127.0.0.1:{int(words[3])}"
+        over_tls = boto3.client(
+            "s3", endpoint_url=https, region_name="us-east-1", verify=str(tmp_path / "ca.pem"),
+            aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+            aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+        over_tls.create_bucket(Bucket="tls-bucket")
+        over_tls.put_object(Bucket="tls-bucket", Key="k", Body=b"over tls")
+        # Same backend on both ports.
+        assert client(plain, "s3").get_object(Bucket="tls-bucket", Key="k")["Body"].read() == b"over tls"
+        client(plain, "s3").put_object(Bucket="tls-bucket", Key="k2", Body=b"plain")
+        payloads = control(plain, "/_standin/payloads")
+        # boto3 over HTTPS leaves the payload unsigned (with a trailing checksum); over
+        # HTTP it signs it.
+        unsigned = {k: v for k, v in payloads["PutObject"].items() if "UNSIGNED" in k}
+        assert list(unsigned.values()) == [1], payloads
+        assert payloads["PutObject"].get("signed") == 1, payloads
+        # Without the CA the certificate is not trusted.
+        untrusted = boto3.client(
+            "s3", endpoint_url=https, region_name="us-east-1",
+            aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+            aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        with pytest.raises(Exception, match="(?i)certificate"):
+            untrusted.list_buckets()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
