@@ -255,9 +255,14 @@ async fn raw_image_with_defaults_and_inspected_size() {
 }
 
 /// Starts an upload that is slowed down, waits until some parts are in, and kills it with
-/// `signal`; then reruns and checks that only the missing parts are sent.
-async fn interrupted_upload_resumes(signal: &str) {
-    let standin = Standin::start();
+/// `signal`; then reruns and checks that only the missing parts are sent. Over TLS the
+/// parts carry CRC32Cs and go one by one rather than in hashed batches.
+async fn interrupted_upload_resumes(signal: &str, tls: bool) {
+    let standin = if tls {
+        Standin::start_tls()
+    } else {
+        Standin::start()
+    };
     ready(&standin);
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "resume.raw", 80, 79, 23);
@@ -381,12 +386,17 @@ async fn interrupted_upload_resumes(signal: &str) {
 
 #[tokio::test]
 async fn sigint_during_upload_then_rerun_sends_only_missing_parts() {
-    interrupted_upload_resumes("-INT").await;
+    interrupted_upload_resumes("-INT", false).await;
 }
 
 #[tokio::test]
 async fn sigkill_during_upload_then_rerun_sends_only_missing_parts() {
-    interrupted_upload_resumes("-KILL").await;
+    interrupted_upload_resumes("-KILL", false).await;
+}
+
+#[tokio::test]
+async fn sigkill_during_upload_over_tls_then_rerun_sends_only_missing_parts() {
+    interrupted_upload_resumes("-KILL", true).await;
 }
 
 #[tokio::test]
@@ -880,16 +890,15 @@ async fn upload_object_needs_only_s3() {
 #[tokio::test]
 async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() {
     let standin = Standin::start_tls();
-    let (https, ca) = standin.tls.clone().unwrap();
+    let (_, ca) = standin.tls.clone().unwrap();
     let s3 = standin.s3(REGION);
     s3.create_bucket().bucket("tls").send().await.unwrap();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "blob.bin", 22, 21, 67);
+    // `imgpub()` points the binary at the HTTPS port and sets AWS_CA_BUNDLE.
     let send = || {
         standin
             .imgpub()
-            .env("AWS_ENDPOINT_URL", &https)
-            .env("AWS_CA_BUNDLE", &ca)
             .args(["aws", "upload-object", "--region", REGION])
             .args(["--bucket", "s3://tls/x"])
             .arg_path("--file", &file)
@@ -925,7 +934,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     // Without the CA the server is not trusted, and the error says so.
     let run = standin
         .imgpub()
-        .env("AWS_ENDPOINT_URL", &https)
+        .env_remove("AWS_CA_BUNDLE")
         .args(["aws", "upload-object", "--region", REGION])
         .args(["--bucket", "s3://tls/y"])
         .arg_path("--file", &file)
@@ -940,7 +949,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     let run = standin
         .imgpub()
-        .env("AWS_ENDPOINT_URL", &https)
+        .env_remove("AWS_CA_BUNDLE")
         .env("SSL_CERT_FILE", &ca)
         .args(["aws", "upload-object", "--region", REGION])
         .args(["--bucket", "s3://tls/x"])
@@ -956,7 +965,6 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         standin.control("POST", "/_standin/requests/reset", Some("{}"));
         let run = standin
             .imgpub()
-            .env("AWS_ENDPOINT_URL", &https)
             .env("AWS_CA_BUNDLE", &bundle)
             .args(["aws", "upload-object", "--region", REGION])
             .args(["--bucket", "s3://tls/z"])

@@ -609,6 +609,38 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_part_is_kept_only_when_it_holds_the_same_bytes() {
+        let data = Bytes::from_static(b"the bytes of one part");
+        let mut crc = crc32c_digest();
+        crc.update(&data);
+        let crc = crc.finalize() as u32;
+        let over_tls = Part {
+            data: data.clone(),
+            check: PartCheck::Crc32c(crc),
+        };
+        let there = |size: usize, etag: &str, crc32c: Option<String>| ExistingPart {
+            size: size as u64,
+            etag: etag.to_string(),
+            crc32c,
+        };
+        let md5 = format!("\"{}\"", hex::encode(Md5::digest(&data)));
+        let len = data.len();
+        // Over TLS S3 lists each part's CRC32C: that decides, not the ETag.
+        assert!(there(len, "\"x\"", Some(b64(crc))).holds(&over_tls));
+        assert!(!there(len, &md5, Some(b64(crc ^ 1))).holds(&over_tls));
+        // Without a listed CRC32C (plain HTTP, or a server that lists none): the MD5 ETag.
+        assert!(there(len, &md5, None).holds(&over_tls));
+        let signed = Part {
+            data: data.clone(),
+            check: PartCheck::Sha256(String::new()),
+        };
+        assert!(there(len, &md5, Some(b64(crc))).holds(&signed));
+        assert!(!there(len, "\"0123\"", None).holds(&signed));
+        // Another size is another part, whatever the checksums say.
+        assert!(!there(len + 1, &md5, Some(b64(crc))).holds(&over_tls));
+    }
+
+    #[test]
     fn crc32c_matches_the_known_vector() {
         // RFC 3720 test vector: 32 bytes of zeros.
         let mut crc = crc32c_digest();

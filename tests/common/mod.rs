@@ -188,8 +188,10 @@ impl Standin {
         aws_sdk_iam::Client::new(&self.sdk("us-east-1"))
     }
 
-    /// The `imgpub` binary set up to talk to this stand-in with the test credentials.
+    /// The `imgpub` binary set up to talk to this stand-in with the test credentials (over
+    /// HTTPS, trusting the stand-in's CA through AWS_CA_BUNDLE, when started with `start_tls`).
     pub fn imgpub(&self) -> Imgpub {
+        let endpoint = self.tls.as_ref().map_or(&self.endpoint, |(https, _)| https);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpub"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -197,8 +199,11 @@ impl Standin {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ENDPOINT_URL", endpoint)
             .stdin(Stdio::null());
+        if let Some((_, ca)) = &self.tls {
+            cmd.env("AWS_CA_BUNDLE", ca);
+        }
         Imgpub {
             cmd,
             secrets: vec![SECRET_KEY.to_string()],
