@@ -46,6 +46,24 @@ fn count(counts: &Value, key: &str) -> u64 {
     counts[key].as_u64().unwrap_or(0)
 }
 
+/// Reads `s3://bucket/key` back and checks that it is `file`, byte for byte (by SHA-256).
+async fn assert_object_is_file(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path) {
+    let got = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&body)),
+        sha256_file(file),
+        "s3://{bucket}/{key}"
+    );
+}
+
 async fn object_exists(standin: &Standin, key: &str) -> bool {
     standin
         .s3(REGION)
@@ -241,17 +259,7 @@ async fn raw_image_with_defaults_and_inspected_size() {
     assert!(image.tags().is_empty());
 
     // --delete-object=false keeps the object, and it is the file, byte for byte.
-    let got = standin
-        .s3(REGION)
-        .get_object()
-        .bucket(BUCKET)
-        .key("ci/plain-raw")
-        .send()
-        .await
-        .unwrap();
-    let body = got.body.collect().await.unwrap().into_bytes();
-    use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&raw));
+    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/plain-raw", &raw).await;
 }
 
 /// Starts an upload that is slowed down, waits until some parts are in, and kills it with
@@ -372,16 +380,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
 
-    let got = s3
-        .get_object()
-        .bucket(BUCKET)
-        .key("ci/resume-raw")
-        .send()
-        .await
-        .unwrap();
-    let body = got.body.collect().await.unwrap().into_bytes();
-    use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&raw));
+    assert_object_is_file(&s3, BUCKET, "ci/resume-raw", &raw).await;
 }
 
 #[tokio::test]
@@ -867,16 +866,7 @@ async fn upload_object_needs_only_s3() {
         .collect();
     assert!(others.is_empty(), "{others:?}");
 
-    let got = s3
-        .get_object()
-        .bucket("plain")
-        .key("some/prefix/blob.bin")
-        .send()
-        .await
-        .unwrap();
-    let body = got.body.collect().await.unwrap().into_bytes();
-    use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&file));
+    assert_object_is_file(&s3, "plain", "some/prefix/blob.bin", &file).await;
 
     // Again: the object matches, nothing is sent.
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
@@ -896,15 +886,14 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "blob.bin", 22, 21, 67);
     // `imgpub()` points the binary at the HTTPS port and sets AWS_CA_BUNDLE.
-    let send = || {
-        standin
-            .imgpub()
-            .args(["aws", "upload-object", "--region", REGION])
-            .args(["--bucket", "s3://tls/x"])
+    let send_with = |imgpub: common::Imgpub, to: &str| {
+        imgpub
+            .args(["aws", "upload-object", "--region", REGION, "--bucket", to])
             .arg_path("--file", &file)
             .args(["--part-size", "5MiB"])
             .run()
     };
+    let send = || send_with(standin.imgpub(), "s3://tls/x");
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     assert_eq!(send().json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
     let payloads = standin.control("GET", "/_standin/payloads", None);
@@ -915,16 +904,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         "{payloads}"
     );
 
-    let got = s3
-        .get_object()
-        .bucket("tls")
-        .key("x/blob.bin")
-        .send()
-        .await
-        .unwrap();
-    let body = got.body.collect().await.unwrap().into_bytes();
-    use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256_file(&file));
+    assert_object_is_file(&s3, "tls", "x/blob.bin", &file).await;
 
     // A rerun over TLS finds the object and sends nothing.
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
@@ -932,13 +912,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
 
     // Without the CA the server is not trusted, and the error says so.
-    let run = standin
-        .imgpub()
-        .env_remove("AWS_CA_BUNDLE")
-        .args(["aws", "upload-object", "--region", REGION])
-        .args(["--bucket", "s3://tls/y"])
-        .arg_path("--file", &file)
-        .run();
+    let run = send_with(standin.imgpub().env_remove("AWS_CA_BUNDLE"), "s3://tls/y");
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains("invalid peer certificate") && run.stderr.contains("AWS_CA_BUNDLE"),
@@ -947,15 +921,11 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     );
     // The system's way works too: SSL_CERT_FILE (rustls-native-certs reads it).
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
-    let run = standin
+    let system_way = standin
         .imgpub()
         .env_remove("AWS_CA_BUNDLE")
-        .env("SSL_CERT_FILE", &ca)
-        .args(["aws", "upload-object", "--region", REGION])
-        .args(["--bucket", "s3://tls/x"])
-        .arg_path("--file", &file)
-        .args(["--part-size", "5MiB"])
-        .run();
+        .env("SSL_CERT_FILE", &ca);
+    let run = send_with(system_way, "s3://tls/x");
     assert_eq!(run.json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
 
     // A bundle that is missing or is no PEM is refused before any request, naming it.
@@ -963,13 +933,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     std::fs::write(&not_pem, "not a certificate\n").unwrap();
     for bundle in [dir.path().join("missing.pem"), not_pem] {
         standin.control("POST", "/_standin/requests/reset", Some("{}"));
-        let run = standin
-            .imgpub()
-            .env("AWS_CA_BUNDLE", &bundle)
-            .args(["aws", "upload-object", "--region", REGION])
-            .args(["--bucket", "s3://tls/z"])
-            .arg_path("--file", &file)
-            .run();
+        let run = send_with(standin.imgpub().env("AWS_CA_BUNDLE", &bundle), "s3://tls/z");
         assert_eq!(run.code, 2, "{}", run.stderr);
         let named = format!("AWS_CA_BUNDLE={}", bundle.display());
         assert!(run.stderr.contains(&named), "{}", run.stderr);
