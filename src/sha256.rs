@@ -14,18 +14,15 @@ pub fn sha256_each(messages: &[&[u8]]) -> Vec<[u8; 32]> {
     #[cfg(target_arch = "x86_64")]
     if shani::available() {
         let mut out = Vec::with_capacity(messages.len());
-        let mut rest = messages;
-        loop {
-            match *rest {
-                [a, b, c, ..] => {
-                    out.extend(shani::digest([a, b, c]));
-                    rest = &rest[3..];
-                }
-                [a, b] => return [out, shani::digest([a, b]).to_vec()].concat(),
-                [a] => return [out, shani::digest([a]).to_vec()].concat(),
-                [] => return out,
+        for group in messages.chunks(3) {
+            match *group {
+                [a, b, c] => out.extend(shani::digest([a, b, c])),
+                [a, b] => out.extend(shani::digest([a, b])),
+                [a] => out.extend(shani::digest([a])),
+                _ => unreachable!("chunks(3) yields one to three messages"),
             }
         }
+        return out;
     }
     messages.iter().map(|m| Sha256::digest(m).into()).collect()
 }
