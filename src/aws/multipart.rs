@@ -29,15 +29,15 @@ use md5::{Digest, Md5};
 
 use crate::error::{aws, Error, Result};
 use crate::progress::Progress;
-use crate::sha256::sha256_each;
+use crate::sha256::{Kernel, Sha256Lanes};
 
 const MIB: u64 = 1 << 20;
 /// S3's limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
 const MIN_PART_SIZE: u64 = 5 * MIB;
 const MAX_PART_SIZE: u64 = 5 << 30;
 const MAX_PARTS: u64 = 10_000;
-/// 6 parts of 6 MiB in flight: two batches of three parts hashed together (see
-/// `crate::sha256`), about 36 MiB of the file mapped at a time.
+/// 6 parts of 6 MiB on the wire: about 36 MiB of the file mapped at a time, and the hashing
+/// ahead reads through a window per part of a group (2 MiB).
 pub const DEFAULT_PART_SIZE: u64 = 6 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 6;
 
@@ -188,18 +188,6 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
 
     let progress = Progress::bytes(format!("uploading {url}"), size);
 
-    // Over plain HTTP parts are read and hashed in threes or pairs (SHA-256 streams
-    // interleaved on one core; see `crate::sha256`) and such a batch is sent together, so
-    // parts in flight stay within the concurrency asked for. Over TLS the CRC32C gains
-    // nothing from batches, and each part goes on its own so a slow one holds up no other.
-    let lanes = if req.over_tls {
-        1
-    } else {
-        [3, 2, 1]
-            .into_iter()
-            .find(|lanes| req.concurrency % lanes == 0)
-            .unwrap_or(1) as u64
-    };
     let sender = PartSender {
         s3,
         req,
@@ -210,23 +198,65 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         url: &url,
         count,
     };
-    let batches = (0..count.div_ceil(lanes)).map(|b| b * lanes + 1..=((b + 1) * lanes).min(count));
-    let results: Result<Vec<Vec<(CompletedPart, bool)>>, PartFailure> = stream::iter(batches)
-        .map(|numbers| {
-            let (file, sender) = (file.clone(), &sender);
+    // Two stages. Over plain HTTP parts are read and hashed in groups (`group_sha256`), up
+    // to one group ahead of the sends; each part is then mapped and sent, `concurrency` at a
+    // time. So a connection never waits for a hash, and memory is the parts on the wire
+    // plus one window per part of a group. Over TLS nothing is hashed ahead: the CRC32C is
+    // taken from the mapped part.
+    let layout = Layout { size, part_size };
+    let groups = part_groups(layout, req.over_tls);
+    let ahead = groups.iter().map(Vec::len).max().unwrap_or(1);
+    let (ready, mut hashed) = tokio::sync::mpsc::channel::<(u64, Option<String>)>(ahead);
+    let hashing = {
+        let (file, shown, over_tls) = (file.clone(), shown.clone(), req.over_tls);
+        async move {
+            let mut buf = Vec::new();
+            for numbers in groups {
+                let hashes = if over_tls {
+                    vec![None; numbers.len()]
+                } else {
+                    let (file, shown, group) = (file.clone(), shown.clone(), numbers.clone());
+                    let (back, hashes) = tokio::task::spawn_blocking(move || {
+                        let hashes = group_sha256(&file, &mut buf, &group, layout, &shown);
+                        (buf, hashes)
+                    })
+                    .await
+                    .map_err(|e| PartFailure {
+                        fatal: true,
+                        err: Error::io("reading the image", std::io::Error::other(e)),
+                    })?;
+                    buf = back;
+                    let hashes = hashes.map_err(|err| PartFailure { fatal: true, err })?;
+                    hashes.into_iter().map(Some).collect()
+                };
+                for ready_part in numbers.into_iter().zip(hashes) {
+                    if ready.send(ready_part).await.is_err() {
+                        return Ok(()); // the sends stopped, and say why
+                    }
+                }
+            }
+            Ok(())
+        }
+    };
+    let sending = stream::poll_fn(|cx| hashed.poll_recv(cx))
+        .map(|(number, sha256)| {
+            let (sender, file) = (&sender, &file);
             async move {
-                let parts = map_parts(file, numbers, part_size, size, req.over_tls, &req.path)
+                let part = map_part(file, number, layout, sha256, &req.path)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
-                future::try_join_all(parts.into_iter().map(|(n, part)| sender.send(n, part))).await
+                sender.send(number, part).await
             }
         })
-        .buffer_unordered((req.concurrency as u64 / lanes).max(1) as usize)
-        .try_collect()
-        .await;
+        .buffer_unordered(req.concurrency.max(1))
+        .try_collect::<Vec<_>>();
+    let results: Result<Vec<(CompletedPart, bool)>, PartFailure> =
+        future::try_join(hashing, sending)
+            .await
+            .map(|((), parts)| parts);
 
-    let mut parts: Vec<_> = match results {
-        Ok(batches) => batches.into_iter().flatten().collect(),
+    let mut parts = match results {
+        Ok(parts) => parts,
         Err(PartFailure { fatal: true, err }) => {
             abort(s3, req, &upload_id).await;
             return Err(err);
@@ -369,56 +399,123 @@ struct Part {
     check: PartCheck,
 }
 
-/// Maps the parts `numbers` of the file and hashes them as `PartCheck` says, off the async
-/// runtime.
-async fn map_parts(
-    file: Arc<std::fs::File>,
-    numbers: std::ops::RangeInclusive<u64>,
-    part_size: u64,
+/// Where the parts lie in the file.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
     size: u64,
-    over_tls: bool,
-    path: &Path,
-) -> Result<Vec<(u64, Part)>> {
-    let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut maps = Vec::new();
-        for number in numbers {
-            let offset = (number - 1) * part_size;
-            let len = part_size.min(size - offset);
-            // SAFETY: the mapping is read-only, and an image must not change while it is
-            // uploaded (a changed image would be a wrong upload either way).
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(offset)
-                    .len(len as usize)
-                    .populate()
-                    .map(&*file)
-            }
-            .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
-            maps.push((number, map));
-        }
-        let checks: Vec<PartCheck> = if over_tls {
-            let crc = |map: &memmap2::Mmap| {
-                let mut crc = crc32c_digest();
-                crc.update(map);
-                PartCheck::Crc32c(crc.finalize() as u32)
-            };
-            maps.iter().map(|(_, map)| crc(map)).collect()
+    part_size: u64,
+}
+
+impl Layout {
+    fn count(self) -> u64 {
+        self.size.div_ceil(self.part_size)
+    }
+
+    /// Offset and length of part `number` (from 1).
+    fn part(self, number: u64) -> (u64, u64) {
+        let offset = (number - 1) * self.part_size;
+        (offset, self.part_size.min(self.size - offset))
+    }
+}
+
+/// The groups in which parts are hashed: as many as the SHA-256 kernel hashes at once
+/// (`crate::sha256`), the first two groups small so the first sends start at once, and a
+/// short last part in a group of its own (a group's parts have one length). Over TLS the
+/// CRC32C gains nothing from groups: one part each.
+fn part_groups(layout: Layout, over_tls: bool) -> Vec<Vec<u64>> {
+    let lanes = if over_tls { 1 } else { Kernel::best().lanes() };
+    let count = layout.count();
+    let full = if layout.part(count).1 == layout.part_size {
+        count
+    } else {
+        count - 1
+    };
+    let mut groups: Vec<Vec<u64>> = Vec::new();
+    let mut next = 1;
+    while next <= full {
+        let len = if groups.len() < 2 {
+            lanes.min(3)
         } else {
-            let data: Vec<&[u8]> = maps.iter().map(|(_, map)| &map[..]).collect();
-            sha256_each(&data)
-                .into_iter()
-                .map(|hash| PartCheck::Sha256(hex::encode(hash)))
-                .collect()
+            lanes
         };
-        Ok(maps
-            .into_iter()
-            .zip(checks)
-            .map(|((number, map), check)| {
-                let data = Bytes::from_owner(map);
-                (number, Part { data, check })
-            })
-            .collect())
+        let last = (next + len as u64 - 1).min(full);
+        groups.push((next..=last).collect());
+        next = last + 1;
+    }
+    if full < count {
+        groups.push(vec![count]);
+    }
+    groups
+}
+
+/// Bytes of each part read at a time while a group is hashed: a group's windows fit in the
+/// core's L2 cache.
+const HASH_WINDOW: usize = 128 << 10;
+
+/// The SHA-256 of the parts `numbers` (all of one length), hashed in lockstep. The parts
+/// are read window by window into `buf` with pread: mapping windows instead costs more in
+/// page tables and TLB shootdowns than the copy does.
+fn group_sha256(
+    file: &std::fs::File,
+    buf: &mut Vec<u8>,
+    numbers: &[u64],
+    layout: Layout,
+    shown: &str,
+) -> Result<Vec<String>> {
+    let len = layout.part(numbers[0]).1;
+    buf.resize(numbers.len() * HASH_WINDOW, 0);
+    let mut sha = Sha256Lanes::new(numbers.len());
+    let mut at = 0;
+    loop {
+        let window = (len - at).min(HASH_WINDOW as u64) as usize;
+        let mut windows = Vec::with_capacity(numbers.len());
+        for (&number, chunk) in numbers.iter().zip(buf.chunks_mut(HASH_WINDOW)) {
+            let start = layout.part(number).0 + at;
+            file.read_exact_at(&mut chunk[..window], start)
+                .map_err(|e| Error::io(format!("reading {shown} at byte {start}"), e))?;
+            windows.push(&chunk[..window]);
+        }
+        at += window as u64;
+        if at == len {
+            // The last window: its whole blocks, then the tail and the padding.
+            return Ok(sha.finish(&windows).into_iter().map(hex::encode).collect());
+        }
+        sha.update(&windows);
+    }
+}
+
+/// Maps part `number` of the file off the async runtime, for sending, with the check S3
+/// verifies: the SHA-256 hashed ahead, or else (over TLS) the CRC32C of the mapped bytes.
+async fn map_part(
+    file: &Arc<std::fs::File>,
+    number: u64,
+    layout: Layout,
+    sha256: Option<String>,
+    path: &Path,
+) -> Result<Part> {
+    let (file, shown) = (file.clone(), path.display().to_string());
+    tokio::task::spawn_blocking(move || {
+        let (offset, len) = layout.part(number);
+        // SAFETY: the mapping is read-only, and an image must not change while it is
+        // uploaded (a changed image would be a wrong upload either way).
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len as usize)
+                .populate()
+                .map(&*file)
+        }
+        .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
+        let check = match sha256 {
+            Some(hash) => PartCheck::Sha256(hash),
+            None => {
+                let mut crc = crc32c_digest();
+                crc.update(&map);
+                PartCheck::Crc32c(crc.finalize() as u32)
+            }
+        };
+        let data = Bytes::from_owner(map);
+        Ok(Part { data, check })
     })
     .await
     .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
@@ -604,7 +701,10 @@ mod tests {
         assert_eq!(part_size_for(1 << 30, None).unwrap(), DEFAULT_PART_SIZE);
         let big = 200u64 << 30;
         let part = part_size_for(big, None).unwrap();
-        assert!(big.div_ceil(part) <= MAX_PARTS && part % MIB == 0, "{part}");
+        assert!(
+            big.div_ceil(part) <= MAX_PARTS && part.is_multiple_of(MIB),
+            "{part}"
+        );
         assert!(part_size_for(1 << 30, Some(MIB)).is_err());
     }
 
@@ -638,6 +738,60 @@ mod tests {
         assert!(!there(len, "\"0123\"", None).holds(&signed));
         // Another size is another part, whatever the checksums say.
         assert!(!there(len + 1, &md5, Some(b64(crc))).holds(&over_tls));
+    }
+
+    #[test]
+    fn every_part_is_hashed_once_in_groups_of_one_length() {
+        for (size, over_tls) in [
+            (20 * MIB + 5, false),
+            (200 * MIB, false),
+            (20 * MIB + 5, true),
+        ] {
+            let layout = Layout {
+                size,
+                part_size: 5 * MIB,
+            };
+            let groups = part_groups(layout, over_tls);
+            assert_eq!(groups.concat(), (1..=layout.count()).collect::<Vec<_>>());
+            for group in &groups {
+                let len = layout.part(group[0]).1;
+                assert!(group.iter().all(|&n| layout.part(n).1 == len), "{groups:?}");
+            }
+            let widest = groups.iter().map(Vec::len).max().unwrap();
+            let lanes = if over_tls { 1 } else { Kernel::best().lanes() };
+            assert!(widest <= lanes && groups[0].len() <= 3, "{groups:?}");
+        }
+    }
+
+    #[test]
+    fn group_sha256_hashes_each_part() {
+        // Parts of one and a half windows and a bit (a tail that is not whole blocks), and a
+        // short last part.
+        let part_size = (HASH_WINDOW + HASH_WINDOW / 2 + 77) as u64;
+        let data: Vec<u8> = (0..3 * part_size + 1000)
+            .map(|i| (i * 31 + i / 7) as u8)
+            .collect();
+        let path = std::env::temp_dir().join(format!("imgpub-group-sha256-{}", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let layout = Layout {
+            size: data.len() as u64,
+            part_size,
+        };
+        let mut buf = Vec::new();
+        for numbers in [vec![1, 2, 3], vec![2], vec![4]] {
+            let want: Vec<String> = numbers
+                .iter()
+                .map(|&n| {
+                    let (offset, len) = layout.part(n);
+                    let part = &data[offset as usize..(offset + len) as usize];
+                    hex::encode(sha2::Sha256::digest(part))
+                })
+                .collect();
+            let got = group_sha256(&file, &mut buf, &numbers, layout, "f").unwrap();
+            assert_eq!(got, want, "{numbers:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
