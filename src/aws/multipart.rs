@@ -144,14 +144,17 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
             "{shown} is empty; nothing to upload"
         )));
     }
-    let part_size = part_size_for(size, req.part_size)?;
-    let count = size.div_ceil(part_size);
+    let layout = Layout {
+        size,
+        part_size: part_size_for(size, req.part_size)?,
+    };
+    let count = layout.count();
     let file = Arc::new(
         std::fs::File::open(&req.path).map_err(|e| Error::io(format!("opening {shown}"), e))?,
     );
 
     if !req.force {
-        if let Some(etag) = matching_object(s3, req, &file, size, part_size).await? {
+        if let Some(etag) = matching_object(s3, req, &file, layout).await? {
             tracing::info!("{url} is already uploaded and matches {shown}; not sending it again");
             return Ok(UploadReport {
                 size,
@@ -164,7 +167,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         }
     }
 
-    let (upload_id, existing) = match resumable_upload(s3, req, size, part_size, count).await? {
+    let (upload_id, existing) = match resumable_upload(s3, req, layout).await? {
         Some(found) => found,
         None => {
             let out = s3
@@ -180,7 +183,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
             tracing::info!(
                 "uploading {shown} to {url}: {:.1} MiB in {count} parts of {} MiB",
                 size as f64 / MIB as f64,
-                part_size / MIB
+                layout.part_size / MIB
             );
             (id, HashMap::new())
         }
@@ -203,7 +206,6 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     // time. So a connection never waits for a hash, and memory is the parts on the wire
     // plus one window per part of a group. Over TLS nothing is hashed ahead: the CRC32C is
     // taken from the mapped part.
-    let layout = Layout { size, part_size };
     let groups = part_groups(layout, req.over_tls);
     let ahead = groups.iter().map(Vec::len).max().unwrap_or(1);
     let (ready, mut hashed) = tokio::sync::mpsc::channel::<(u64, Option<String>)>(ahead);
@@ -564,19 +566,20 @@ async fn abort(s3: &Client, req: &UploadRequest, upload_id: &str) {
 }
 
 /// The ETag S3 gives a multipart object: MD5 of the parts' MD5s, then `-N`.
-fn multipart_etag(file: &std::fs::File, size: u64, part_size: u64) -> std::io::Result<String> {
+fn multipart_etag(file: &std::fs::File, layout: Layout) -> std::io::Result<String> {
     let mut all = Md5::new();
-    let mut buf = vec![0u8; part_size as usize];
-    let mut offset = 0;
-    let mut count = 0;
-    while offset < size {
-        let len = part_size.min(size - offset) as usize;
-        file.read_exact_at(&mut buf[..len], offset)?;
-        all.update(Md5::digest(&buf[..len]));
-        offset += len as u64;
-        count += 1;
+    let mut buf = vec![0u8; layout.part_size as usize];
+    for number in 1..=layout.count() {
+        let (offset, len) = layout.part(number);
+        let part = &mut buf[..len as usize];
+        file.read_exact_at(part, offset)?;
+        all.update(Md5::digest(part));
     }
-    Ok(format!("{}-{count}", hex::encode(all.finalize())))
+    Ok(format!(
+        "{}-{}",
+        hex::encode(all.finalize()),
+        layout.count()
+    ))
 }
 
 /// The object already at the key, when it is this file: same size, and an ETag equal to the
@@ -585,8 +588,7 @@ async fn matching_object(
     s3: &Client,
     req: &UploadRequest,
     file: &Arc<std::fs::File>,
-    size: u64,
-    part_size: u64,
+    layout: Layout,
 ) -> Result<Option<String>> {
     let head = match s3
         .head_object()
@@ -605,11 +607,11 @@ async fn matching_object(
         }
     };
     let etag = unquote(head.e_tag().unwrap_or_default()).to_string();
-    if head.content_length() != Some(size as i64) || !etag.contains('-') {
+    if head.content_length() != Some(layout.size as i64) || !etag.contains('-') {
         return Ok(None);
     }
     let file = file.clone();
-    let ours = tokio::task::spawn_blocking(move || multipart_etag(&file, size, part_size))
+    let ours = tokio::task::spawn_blocking(move || multipart_etag(&file, layout))
         .await
         .map_err(|e| Error::io("hashing the image", std::io::Error::other(e)))?
         .map_err(|e| Error::io(format!("reading {}", req.path.display()), e))?;
@@ -621,10 +623,9 @@ async fn matching_object(
 async fn resumable_upload(
     s3: &Client,
     req: &UploadRequest,
-    size: u64,
-    part_size: u64,
-    count: u64,
+    layout: Layout,
 ) -> Result<Option<(String, HashMap<i32, ExistingPart>)>> {
+    let count = layout.count();
     let url = format!("s3://{}/{}", req.bucket, req.key);
     let uploads = match s3
         .list_multipart_uploads()
@@ -678,7 +679,7 @@ async fn resumable_upload(
     }
     let fits = parts.iter().all(|(&n, p)| {
         let n = n as u64;
-        n >= 1 && n <= count && p.size == part_size.min(size - (n - 1) * part_size)
+        n >= 1 && n <= count && p.size == layout.part(n).1
     });
     if !fits {
         tracing::warn!("an unfinished upload to {url} has another part layout; starting over");
