@@ -861,24 +861,6 @@ class StandinApp:
             return self._list_parts_root(environ, start_response)
         return self.app(environ, start_response)
 
-    def _list_parts_root(self, environ: dict, start_response: Any) -> list[bytes]:
-        """moto names the ListParts root element ListPartsResponse; S3 (and so every
-        strict client) uses ListPartsResult."""
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list, exc_info: Any = None) -> Any:
-            captured["status"], captured["headers"] = status, headers
-            return lambda data: None
-
-        body = b"".join(self.app(environ, capture))
-        body = body.replace(b"<ListPartsResponse", b"<ListPartsResult").replace(
-            b"</ListPartsResponse>", b"</ListPartsResult>"
-        )
-        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(body))))
-        start_response(captured["status"], headers)
-        return [body]
-
     def _rewritten(
         self, environ: dict, start_response: Any, rewrite: Any, content_type: str | None = None
     ) -> list[bytes]:
