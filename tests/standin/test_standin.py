@@ -414,3 +414,33 @@ def test_https_port_with_a_throwaway_ca_and_payload_records(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_signed_payload_that_does_not_match_its_hash_is_refused(account):
+    """S3 recomputes the SHA-256 a signature vouches for and refuses a payload that differs;
+    moto does not look, the stand-in does."""
+    import hashlib
+    import urllib.error
+
+    def put(body: bytes, declared: str):
+        req = urllib.request.Request(f"{account}/images/sha-checked", data=body, method="PUT")
+        req.add_header("Authorization",
+                       "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/s3/"
+                       "aws4_request, SignedHeaders=host;x-amz-content-sha256, Signature=00")
+        req.add_header("x-amz-content-sha256", declared)
+        # (urllib's default, a form type, would have moto parse the body as a form.)
+        req.add_header("Content-Type", "application/octet-stream")
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    s3 = client(account, "s3")
+    status, body = put(b"the payload", hashlib.sha256(b"another payload").hexdigest())
+    assert status == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in body, body
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="images", Key="sha-checked")
+    status, body = put(b"the payload", hashlib.sha256(b"the payload").hexdigest())
+    assert status == 200, body
+    assert s3.get_object(Bucket="images", Key="sha-checked")["Body"].read() == b"the payload"
