@@ -366,6 +366,17 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         (2..10).contains(&already),
         "{already} parts were in before the rerun"
     );
+    assert!(
+        parts.parts().iter().any(|p| p.part_number() == Some(1)),
+        "part 1 was in before the rerun"
+    );
+    // The image changes under part 1 before the rerun: that part is sent again, the others
+    // that are there are kept.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        file.write_all_at(b"changed", 5 << 20).unwrap();
+    }
 
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     let run = upload(&standin, &raw, &args);
@@ -375,8 +386,18 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("part 1 of s3://images/ci/resume-raw differs from"),
+        "{}",
+        run.stderr
+    );
     let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.UploadPart"), 10 - already, "{counts}");
+    assert_eq!(
+        count(&counts, "s3.UploadPart"),
+        10 - already + 1,
+        "{counts}"
+    );
     assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_runtime::auth::PayloadSigningOverride;
@@ -105,15 +105,16 @@ struct ExistingPart {
 }
 
 impl ExistingPart {
-    /// Whether this part holds `part`'s bytes: by CRC32C when both sides have one, else by
-    /// the ETag (the MD5 of the part for unencrypted and SSE-S3 objects).
-    fn holds(&self, part: &Part) -> bool {
-        if self.size != part.data.len() as u64 {
+    /// Whether this part holds `data`: by CRC32C when both sides have one (`crc32c`: ours,
+    /// taken over TLS), else by the ETag (the MD5 of the part for unencrypted and SSE-S3
+    /// objects).
+    fn holds(&self, data: &[u8], crc32c: Option<u32>) -> bool {
+        if self.size != data.len() as u64 {
             return false;
         }
-        match (&self.crc32c, &part.check) {
-            (Some(theirs), PartCheck::Crc32c(ours)) => *theirs == b64(*ours),
-            _ => hex::encode(Md5::digest(&part.data)) == unquote(&self.etag),
+        match (&self.crc32c, crc32c) {
+            (Some(theirs), Some(ours)) => *theirs == b64(ours),
+            _ => hex::encode(Md5::digest(data)) == unquote(&self.etag),
         }
     }
 }
@@ -195,7 +196,6 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         s3,
         req,
         upload_id: &upload_id,
-        existing: &existing,
         progress: &progress,
         shown: &shown,
         url: &url,
@@ -206,12 +206,21 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     // time. So a connection never waits for a hash, and memory is the parts on the wire
     // plus one window per part of a group. Over TLS nothing is hashed ahead: the CRC32C is
     // taken from the mapped part.
-    let groups = part_groups(layout, req.over_tls);
+    let groups = part_groups(layout, req.over_tls, |n| existing.contains_key(&(n as i32)));
+    let mut earlier: Vec<u64> = existing.keys().map(|&n| n as u64).collect();
+    earlier.sort_unstable();
     let ahead = groups.iter().map(Vec::len).max().unwrap_or(1);
     let (ready, mut hashed) = tokio::sync::mpsc::channel::<(u64, Option<String>)>(ahead);
     let hashing = {
         let (file, shown, over_tls) = (file.clone(), shown.clone(), req.over_tls);
         async move {
+            // Parts an earlier run left go first and unhashed: the sending stage checks them
+            // against the file, and hashes only one that differs.
+            for number in earlier {
+                if ready.send((number, None)).await.is_err() {
+                    return Ok(());
+                }
+            }
             let mut buf = Vec::new();
             for numbers in groups {
                 let hashes = if over_tls {
@@ -243,8 +252,9 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     let sending = stream::poll_fn(|cx| hashed.poll_recv(cx))
         .map(|(number, sha256)| {
             let (sender, file) = (&sender, &file);
+            let there = existing.get(&(number as i32)).cloned();
             async move {
-                let part = map_part(file, number, layout, sha256, &req.path)
+                let part = map_part(file, number, layout, sha256, there, req)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
                 sender.send(number, part).await
@@ -308,8 +318,6 @@ struct PartSender<'a> {
     s3: &'a Client,
     req: &'a UploadRequest,
     upload_id: &'a str,
-    /// Parts an earlier run left, by number.
-    existing: &'a HashMap<i32, ExistingPart>,
     progress: &'a Progress,
     shown: &'a str,
     url: &'a str,
@@ -317,30 +325,31 @@ struct PartSender<'a> {
 }
 
 impl PartSender<'_> {
-    /// Sends part `number`, or keeps the earlier run's copy when it holds the same bytes.
-    /// Returns the part for CompleteMultipartUpload and whether it was sent.
-    async fn send(&self, number: u64, part: Part) -> Result<(CompletedPart, bool), PartFailure> {
-        let (req, len) = (self.req, part.data.len() as u64);
+    /// Sends part `number`, or keeps the earlier run's copy (`map_part` found it holds the
+    /// same bytes). Returns the part for CompleteMultipartUpload and whether it was sent.
+    async fn send(
+        &self,
+        number: u64,
+        prepared: Prepared,
+    ) -> Result<(CompletedPart, bool), PartFailure> {
         let number = number as i32;
+        let part = match prepared {
+            Prepared::Keep { len, etag, crc32c } => {
+                self.progress.inc(len);
+                let done = CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .set_checksum_crc32_c(crc32c.map(b64))
+                    .build();
+                return Ok((done, false));
+            }
+            Prepared::Send(part) => part,
+        };
+        let (req, len) = (self.req, part.data.len() as u64);
         let crc = match part.check {
             PartCheck::Crc32c(crc) => Some(b64(crc)),
             PartCheck::Sha256(_) => None,
         };
-        if let Some(there) = self.existing.get(&number) {
-            if there.holds(&part) {
-                self.progress.inc(len);
-                let done = CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(&there.etag)
-                    .set_checksum_crc32_c(crc)
-                    .build();
-                return Ok((done, false));
-            }
-            tracing::warn!(
-                "part {number} of {} differs from the file; sending it again",
-                self.url
-            );
-        }
         let call = self
             .s3
             .upload_part()
@@ -401,6 +410,16 @@ struct Part {
     check: PartCheck,
 }
 
+/// A part to send, or one an earlier run left that holds the same bytes.
+enum Prepared {
+    Send(Part),
+    Keep {
+        len: u64,
+        etag: String,
+        crc32c: Option<u32>,
+    },
+}
+
 /// Where the parts lie in the file.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -420,33 +439,30 @@ impl Layout {
     }
 }
 
-/// The groups in which parts are hashed: as many as the SHA-256 kernel hashes at once
-/// (`crate::sha256`), the first two groups small so the first sends start at once, and a
-/// short last part in a group of its own (a group's parts have one length). Over TLS the
-/// CRC32C gains nothing from groups: one part each.
-fn part_groups(layout: Layout, over_tls: bool) -> Vec<Vec<u64>> {
+/// The groups in which parts are hashed ahead, leaving out those an earlier run left
+/// (`existing`; they are checked as they are sent): as many as the SHA-256 kernel hashes
+/// at once (`crate::sha256`), the first two groups small so the first sends start at once,
+/// and a short last part in a group of its own (a group's parts have one length). Over TLS
+/// the CRC32C gains nothing from groups: one part each.
+fn part_groups(layout: Layout, over_tls: bool, existing: impl Fn(u64) -> bool) -> Vec<Vec<u64>> {
     let lanes = if over_tls { 1 } else { Kernel::best().lanes() };
     let count = layout.count();
-    let full = if layout.part(count).1 == layout.part_size {
-        count
-    } else {
-        count - 1
-    };
+    let (full, short): (Vec<u64>, Vec<u64>) = (1..=count)
+        .filter(|&n| !existing(n))
+        .partition(|&n| layout.part(n).1 == layout.part_size);
     let mut groups: Vec<Vec<u64>> = Vec::new();
-    let mut next = 1;
-    while next <= full {
+    let mut rest = &full[..];
+    while !rest.is_empty() {
         let len = if groups.len() < 2 {
             lanes.min(3)
         } else {
             lanes
         };
-        let last = (next + len as u64 - 1).min(full);
-        groups.push((next..=last).collect());
-        next = last + 1;
+        let (group, after) = rest.split_at(len.min(rest.len()));
+        groups.push(group.to_vec());
+        rest = after;
     }
-    if full < count {
-        groups.push(vec![count]);
-    }
+    groups.extend(short.into_iter().map(|n| vec![n]));
     groups
 }
 
@@ -487,15 +503,19 @@ fn group_sha256(
 }
 
 /// Maps part `number` of the file off the async runtime, for sending, with the check S3
-/// verifies: the SHA-256 hashed ahead, or else (over TLS) the CRC32C of the mapped bytes.
+/// verifies: over TLS the CRC32C of the mapped bytes, else the SHA-256 hashed ahead (or,
+/// for a part an earlier run left that differs, hashed here). A part `there` from an
+/// earlier run that holds the same bytes is kept instead.
 async fn map_part(
     file: &Arc<std::fs::File>,
     number: u64,
     layout: Layout,
     sha256: Option<String>,
-    path: &Path,
-) -> Result<Part> {
-    let (file, shown) = (file.clone(), path.display().to_string());
+    there: Option<ExistingPart>,
+    req: &UploadRequest,
+) -> Result<Prepared> {
+    let (file, shown, over_tls) = (file.clone(), req.path.display().to_string(), req.over_tls);
+    let url = format!("s3://{}/{}", req.bucket, req.key);
     tokio::task::spawn_blocking(move || {
         let (offset, len) = layout.part(number);
         // SAFETY: the mapping is read-only, and an image must not change while it is
@@ -508,16 +528,31 @@ async fn map_part(
                 .map(&*file)
         }
         .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
-        let check = match sha256 {
-            Some(hash) => PartCheck::Sha256(hash),
-            None => {
-                let mut crc = crc32c_digest();
-                crc.update(&map);
-                PartCheck::Crc32c(crc.finalize() as u32)
+        let crc32c = over_tls.then(|| {
+            let mut crc = crc32c_digest();
+            crc.update(&map);
+            crc.finalize() as u32
+        });
+        if let Some(there) = there {
+            if there.holds(&map, crc32c) {
+                return Ok(Prepared::Keep {
+                    len,
+                    etag: there.etag,
+                    crc32c,
+                });
+            }
+            tracing::warn!("part {number} of {url} differs from {shown}; sending it again");
+        }
+        let check = match (crc32c, sha256) {
+            (Some(crc), _) => PartCheck::Crc32c(crc),
+            (None, Some(hash)) => PartCheck::Sha256(hash),
+            (None, None) => {
+                let hash = Sha256Lanes::new(1).finish(&[&map[..]]);
+                PartCheck::Sha256(hex::encode(hash[0]))
             }
         };
         let data = Bytes::from_owner(map);
-        Ok(Part { data, check })
+        Ok(Prepared::Send(Part { data, check }))
     })
     .await
     .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
@@ -715,10 +750,6 @@ mod tests {
         let mut crc = crc32c_digest();
         crc.update(&data);
         let crc = crc.finalize() as u32;
-        let over_tls = Part {
-            data: data.clone(),
-            check: PartCheck::Crc32c(crc),
-        };
         let there = |size: usize, etag: &str, crc32c: Option<String>| ExistingPart {
             size: size as u64,
             etag: etag.to_string(),
@@ -727,33 +758,38 @@ mod tests {
         let md5 = format!("\"{}\"", hex::encode(Md5::digest(&data)));
         let len = data.len();
         // Over TLS S3 lists each part's CRC32C: that decides, not the ETag.
-        assert!(there(len, "\"x\"", Some(b64(crc))).holds(&over_tls));
-        assert!(!there(len, &md5, Some(b64(crc ^ 1))).holds(&over_tls));
+        assert!(there(len, "\"x\"", Some(b64(crc))).holds(&data, Some(crc)));
+        assert!(!there(len, &md5, Some(b64(crc ^ 1))).holds(&data, Some(crc)));
         // Without a listed CRC32C (plain HTTP, or a server that lists none): the MD5 ETag.
-        assert!(there(len, &md5, None).holds(&over_tls));
-        let signed = Part {
-            data: data.clone(),
-            check: PartCheck::Sha256(String::new()),
-        };
-        assert!(there(len, &md5, Some(b64(crc))).holds(&signed));
-        assert!(!there(len, "\"0123\"", None).holds(&signed));
+        assert!(there(len, &md5, None).holds(&data, Some(crc)));
+        assert!(there(len, &md5, Some(b64(crc))).holds(&data, None));
+        assert!(!there(len, "\"0123\"", None).holds(&data, None));
         // Another size is another part, whatever the checksums say.
-        assert!(!there(len + 1, &md5, Some(b64(crc))).holds(&over_tls));
+        assert!(!there(len + 1, &md5, Some(b64(crc))).holds(&data, Some(crc)));
     }
 
     #[test]
-    fn every_part_is_hashed_once_in_groups_of_one_length() {
-        for (size, over_tls) in [
-            (20 * MIB + 5, false),
-            (200 * MIB, false),
-            (20 * MIB + 5, true),
+    fn every_part_not_left_by_an_earlier_run_is_hashed_once_in_groups_of_one_length() {
+        // (file size, over TLS, parts an earlier run left)
+        let none: &[u64] = &[];
+        for (size, over_tls, earlier) in [
+            (20 * MIB + 5, false, none),
+            (200 * MIB, false, none),
+            (20 * MIB + 5, true, none),
+            (200 * MIB, false, &[1, 2, 7, 40][..]),
+            (20 * MIB + 5, false, &[5][..]),
         ] {
             let layout = Layout {
                 size,
                 part_size: 5 * MIB,
             };
-            let groups = part_groups(layout, over_tls);
-            assert_eq!(groups.concat(), (1..=layout.count()).collect::<Vec<_>>());
+            let groups = part_groups(layout, over_tls, |n| earlier.contains(&n));
+            let mut hashed = groups.concat();
+            hashed.sort_unstable();
+            let want: Vec<u64> = (1..=layout.count())
+                .filter(|n| !earlier.contains(n))
+                .collect();
+            assert_eq!(hashed, want, "{groups:?}");
             for group in &groups {
                 let len = layout.part(group[0]).1;
                 assert!(group.iter().all(|&n| layout.part(n).1 == len), "{groups:?}");
