@@ -405,17 +405,17 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
 }
 
 #[tokio::test]
-async fn sigint_during_upload_then_rerun_sends_only_missing_parts() {
+async fn sigint_during_upload_then_rerun_sends_only_missing_and_changed_parts() {
     interrupted_upload_resumes("-INT", false).await;
 }
 
 #[tokio::test]
-async fn sigkill_during_upload_then_rerun_sends_only_missing_parts() {
+async fn sigkill_during_upload_then_rerun_sends_only_missing_and_changed_parts() {
     interrupted_upload_resumes("-KILL", false).await;
 }
 
 #[tokio::test]
-async fn sigkill_during_upload_over_tls_then_rerun_sends_only_missing_parts() {
+async fn sigkill_during_upload_over_tls_then_rerun_sends_only_missing_and_changed_parts() {
     interrupted_upload_resumes("-KILL", true).await;
 }
 
