@@ -199,7 +199,8 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         progress: &progress,
         shown: &shown,
         url: &url,
-        count,
+        file: &file,
+        layout,
     };
     // Two stages. Over plain HTTP parts are read and hashed in groups (`group_sha256`), up
     // to one group ahead of the sends; each part is then mapped and sent, `concurrency` at a
@@ -251,10 +252,11 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     };
     let sending = stream::poll_fn(|cx| hashed.poll_recv(cx))
         .map(|(number, sha256)| {
-            let (sender, file) = (&sender, &file);
+            let sender = &sender;
             let there = existing.get(&(number as i32)).cloned();
             async move {
-                let part = map_part(file, number, layout, sha256, there, req)
+                let part = sender
+                    .prepare(number, sha256, there)
                     .await
                     .map_err(|err| PartFailure { fatal: true, err })?;
                 sender.send(number, part).await
@@ -321,11 +323,66 @@ struct PartSender<'a> {
     progress: &'a Progress,
     shown: &'a str,
     url: &'a str,
-    count: u64,
+    file: &'a Arc<std::fs::File>,
+    layout: Layout,
 }
 
 impl PartSender<'_> {
-    /// Sends part `number`, or keeps the earlier run's copy (`map_part` found it holds the
+    /// Maps part `number` of the file off the async runtime, for sending, with the check S3
+    /// verifies: over TLS the CRC32C of the mapped bytes, else the SHA-256 hashed ahead (or,
+    /// for a part an earlier run left that differs, hashed here). A part `there` from an
+    /// earlier run that holds the same bytes is kept instead.
+    async fn prepare(
+        &self,
+        number: u64,
+        sha256: Option<String>,
+        there: Option<ExistingPart>,
+    ) -> Result<Prepared> {
+        let (file, layout, over_tls) = (self.file.clone(), self.layout, self.req.over_tls);
+        let (shown, url) = (self.shown.to_string(), self.url.to_string());
+        tokio::task::spawn_blocking(move || {
+            let (offset, len) = layout.part(number);
+            // SAFETY: the mapping is read-only, and an image must not change while it is
+            // uploaded (a changed image would be a wrong upload either way).
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(offset)
+                    .len(len as usize)
+                    .populate()
+                    .map(&*file)
+            }
+            .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
+            let crc32c = over_tls.then(|| {
+                let mut crc = crc32c_digest();
+                crc.update(&map);
+                crc.finalize() as u32
+            });
+            if let Some(there) = there {
+                if there.holds(&map, crc32c) {
+                    return Ok(Prepared::Keep {
+                        len,
+                        etag: there.etag,
+                        crc32c,
+                    });
+                }
+                tracing::warn!("part {number} of {url} differs from {shown}; sending it again");
+            }
+            let check = match (crc32c, sha256) {
+                (Some(crc), _) => PartCheck::Crc32c(crc),
+                (None, Some(hash)) => PartCheck::Sha256(hash),
+                (None, None) => {
+                    let hash = Sha256Lanes::new(1).finish(&[&map[..]]);
+                    PartCheck::Sha256(hex::encode(hash[0]))
+                }
+            };
+            let data = Bytes::from_owner(map);
+            Ok(Prepared::Send(Part { data, check }))
+        })
+        .await
+        .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
+    }
+
+    /// Sends part `number`, or keeps the earlier run's copy (`prepare` found it holds the
     /// same bytes). Returns the part for CompleteMultipartUpload and whether it was sent.
     async fn send(
         &self,
@@ -374,7 +431,9 @@ impl PartSender<'_> {
             err: aws(
                 format!(
                     "uploading part {number} of {} of {} to {}",
-                    self.count, self.shown, self.url
+                    self.layout.count(),
+                    self.shown,
+                    self.url
                 ),
                 e,
             ),
@@ -466,8 +525,8 @@ fn part_groups(layout: Layout, over_tls: bool, existing: impl Fn(u64) -> bool) -
     groups
 }
 
-/// Bytes of each part read at a time while a group is hashed: a group's windows fit in the
-/// core's L2 cache.
+/// Bytes of each part read at a time while a group is hashed: one buffer holds a window of
+/// every part of the group (2 MiB for 16 parts).
 const HASH_WINDOW: usize = 128 << 10;
 
 /// The SHA-256 of the parts `numbers` (all of one length), hashed in lockstep. The parts
@@ -502,64 +561,8 @@ fn group_sha256(
     }
 }
 
-/// Maps part `number` of the file off the async runtime, for sending, with the check S3
-/// verifies: over TLS the CRC32C of the mapped bytes, else the SHA-256 hashed ahead (or,
-/// for a part an earlier run left that differs, hashed here). A part `there` from an
-/// earlier run that holds the same bytes is kept instead.
-async fn map_part(
-    file: &Arc<std::fs::File>,
-    number: u64,
-    layout: Layout,
-    sha256: Option<String>,
-    there: Option<ExistingPart>,
-    req: &UploadRequest,
-) -> Result<Prepared> {
-    let (file, shown, over_tls) = (file.clone(), req.path.display().to_string(), req.over_tls);
-    let url = format!("s3://{}/{}", req.bucket, req.key);
-    tokio::task::spawn_blocking(move || {
-        let (offset, len) = layout.part(number);
-        // SAFETY: the mapping is read-only, and an image must not change while it is
-        // uploaded (a changed image would be a wrong upload either way).
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len as usize)
-                .populate()
-                .map(&*file)
-        }
-        .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
-        let crc32c = over_tls.then(|| {
-            let mut crc = crc32c_digest();
-            crc.update(&map);
-            crc.finalize() as u32
-        });
-        if let Some(there) = there {
-            if there.holds(&map, crc32c) {
-                return Ok(Prepared::Keep {
-                    len,
-                    etag: there.etag,
-                    crc32c,
-                });
-            }
-            tracing::warn!("part {number} of {url} differs from {shown}; sending it again");
-        }
-        let check = match (crc32c, sha256) {
-            (Some(crc), _) => PartCheck::Crc32c(crc),
-            (None, Some(hash)) => PartCheck::Sha256(hash),
-            (None, None) => {
-                let hash = Sha256Lanes::new(1).finish(&[&map[..]]);
-                PartCheck::Sha256(hex::encode(hash[0]))
-            }
-        };
-        let data = Bytes::from_owner(map);
-        Ok(Prepared::Send(Part { data, check }))
-    })
-    .await
-    .map_err(|e| Error::io("reading the image", std::io::Error::other(e)))?
-}
-
-/// Hands the signer the payload hash computed in `map_parts`, so the SDK does not hash the
-/// body a second time.
+/// Hands the signer the payload hash computed ahead (`group_sha256`, or `prepare` for a part
+/// that differs from an earlier run's), so the SDK does not hash the body a second time.
 #[derive(Debug)]
 struct PrecomputedPayloadHash(String);
 
