@@ -5,6 +5,16 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgpub::aws::ami::{Arch, BootMode, Change, TpmSupport, VolumeType};
+use imgpub::aws::config::AwsSettings;
+use imgpub::commands::copy_regions::CopyOptions;
+use imgpub::commands::delete_image::DeleteOptions;
+use imgpub::commands::ensure_public::EnsurePublicOptions;
+use imgpub::commands::grant::GrantOptions;
+use imgpub::commands::initialize::InitializeOptions;
+use imgpub::commands::upload::{Transfer, UploadOptions};
+use imgpub::commands::upload_object::UploadObjectOptions;
+use imgpub::image::ObjectFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,29 +183,6 @@ pub struct InitializeArgs {
     pub service_principal: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ObjectFormat {
-    #[value(name = "VMDK", alias = "vmdk")]
-    Vmdk,
-    #[value(name = "RAW", alias = "raw")]
-    Raw,
-    #[value(name = "VHD", alias = "vhd")]
-    Vhd,
-    #[value(name = "VHDX", alias = "vhdx")]
-    Vhdx,
-}
-
-impl ObjectFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjectFormat::Vmdk => "VMDK",
-            ObjectFormat::Raw => "RAW",
-            ObjectFormat::Vhd => "VHD",
-            ObjectFormat::Vhdx => "VHDX",
-        }
-    }
-}
-
 /// The flags of `ore aws upload`, shared by the stage commands.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
@@ -214,9 +201,9 @@ pub struct UploadArgs {
     /// AMI description.
     #[arg(long)]
     pub ami_description: Option<String>,
-    /// Architecture: amd64/x86_64 or arm64/aarch64.
-    #[arg(long, default_value = "x86_64")]
-    pub arch: String,
+    /// Architecture: x86_64 (amd64) or arm64 (aarch64).
+    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// Root volume size in GiB.
     #[arg(long)]
     pub disk_size_gib: Option<u32>,
@@ -254,14 +241,14 @@ pub struct UploadArgs {
     #[arg(long)]
     pub imdsv2_only: bool,
     /// Root volume type.
-    #[arg(long, default_value = "gp3")]
-    pub volume_type: String,
-    /// x86_64 boot mode: legacy-bios, uefi or uefi-preferred.
-    #[arg(long, default_value = "uefi-preferred")]
-    pub x86_boot_mode: String,
-    /// TPM support (v2.0); needs UEFI.
-    #[arg(long)]
-    pub tpm_support: Option<String>,
+    #[arg(long, value_enum, ignore_case = true, default_value = "gp3")]
+    pub volume_type: VolumeType,
+    /// x86_64 boot mode.
+    #[arg(long, value_enum, ignore_case = true, default_value = "uefi-preferred")]
+    pub x86_boot_mode: BootMode,
+    /// TPM support; needs UEFI.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub tpm_support: Option<TpmSupport>,
     /// Billing product codes for the AMI.
     #[arg(long, value_delimiter = ',')]
     pub billing_product_code: Vec<String>,
@@ -303,6 +290,12 @@ pub struct UploadObjectArgs {
     pub force: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
+}
+
+/// `--arch` in ore's spellings, any case.
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    Arch::from_str(s, true)
+        .map_err(|_| format!("unknown --arch {s:?}; use x86_64 (or amd64) or arm64 (or aarch64)"))
 }
 
 /// `16MiB`, `16M`, `1GiB`, `512KiB`, or a bare number of MiB.
@@ -444,6 +437,133 @@ pub struct PublishSsmArgs {
 pub struct PassThroughArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+// What the flags mean to the library.
+
+impl AwsFlags {
+    pub fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            credentials_file: self.credentials_file.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
+        }
+    }
+}
+
+impl TransferArgs {
+    fn transfer(&self) -> Transfer {
+        Transfer {
+            part_size: self.part_size,
+            concurrency: self.upload_concurrency,
+        }
+    }
+}
+
+impl From<InitializeArgs> for InitializeOptions {
+    fn from(a: InitializeArgs) -> Self {
+        InitializeOptions {
+            bucket: a.bucket,
+            role_name: a.role_name,
+            export_bucket: a.export_bucket,
+            kms_key: a.kms_key,
+            license_manager: a.license_manager,
+            service_principal: a.service_principal,
+        }
+    }
+}
+
+impl From<UploadArgs> for UploadOptions {
+    fn from(a: UploadArgs) -> Self {
+        UploadOptions {
+            part_size: a.transfer.part_size,
+            upload_concurrency: a.transfer.upload_concurrency,
+            file: a.file,
+            bucket: a.bucket,
+            name: a.name,
+            ami_name: a.ami_name,
+            ami_description: a.ami_description,
+            arch: a.arch,
+            x86_boot_mode: a.x86_boot_mode,
+            tpm_support: a.tpm_support,
+            imdsv2_only: a.imdsv2_only,
+            volume_type: a.volume_type,
+            disk_size_gib: a.disk_size_gib,
+            disk_size_inspect: a.disk_size_inspect,
+            delete_object: a.delete_object,
+            force: a.force,
+            source_object: a.source_object,
+            source_snapshot: a.source_snapshot,
+            object_format: a.object_format,
+            public: a.public,
+            grant_user: a.grant_user,
+            grant_user_snapshot: a.grant_user_snapshot,
+            tags: a.tags,
+            billing_product_codes: a.billing_product_code,
+            role_name: a.role_name,
+            import_timeout: a.import_timeout,
+        }
+    }
+}
+
+impl From<UploadObjectArgs> for UploadObjectOptions {
+    fn from(a: UploadObjectArgs) -> Self {
+        UploadObjectOptions {
+            transfer: a.transfer.transfer(),
+            file: a.file,
+            bucket: a.bucket,
+            key: a.key,
+            force: a.force,
+        }
+    }
+}
+
+impl From<CopyRegionsArgs> for CopyOptions {
+    fn from(a: CopyRegionsArgs) -> Self {
+        CopyOptions {
+            image: a.image,
+            regions: a.regions,
+            all_regions: a.all_regions,
+            concurrency: a.concurrency,
+            timeout: a.timeout,
+        }
+    }
+}
+
+impl From<DeleteImageArgs> for DeleteOptions {
+    fn from(a: DeleteImageArgs) -> Self {
+        DeleteOptions {
+            ami: a.ami,
+            snapshot: a.snapshot,
+            allow_missing: a.allow_missing,
+        }
+    }
+}
+
+impl PermissionArgs {
+    pub fn options(&self, change: Change) -> GrantOptions {
+        GrantOptions {
+            change,
+            users: self.users.clone(),
+            public: self.public,
+            organizations: self.organizations.clone(),
+            organizational_units: self.organizational_units.clone(),
+            snapshot: self.snapshot,
+        }
+    }
+}
+
+impl From<&EnsurePublicArgs> for EnsurePublicOptions {
+    fn from(a: &EnsurePublicArgs) -> Self {
+        EnsurePublicOptions {
+            tags: a.tags.clone(),
+            regions: a.regions.clone(),
+            all_regions: a.all_regions,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The library's error type. Every variant's message is meant for the user: it names what
-//! failed (file, bucket, role, task) and, where we know it, how to fix it.
+//! failed (file, bucket, role, task) and, where we know it, how to fix it. AWS failures keep
+//! AWS's error code, the operation and a [`ErrorKind`]; decisions (retry, reuse, abort,
+//! hints, exit codes) are made on those, never on message text.
 
 use std::fmt::Debug;
 
@@ -7,7 +9,83 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use crate::aws::calls::Op;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of AWS failure an error is, from its code and HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// IAM said no: never retried.
+    AccessDenied,
+    /// The credentials are unknown, wrong or expired.
+    Credentials,
+    /// Throttled after the SDK's retries.
+    Throttling,
+    /// The resource does not exist.
+    NotFound,
+    /// A name or token is already taken.
+    Conflict,
+    /// AWS refused the image itself: an import ended with a `ClientError`.
+    ImageRejected,
+    /// We stopped waiting; the work goes on in AWS and a rerun picks it up.
+    Timeout,
+    /// No answer: connection, TLS or a 5xx after retries.
+    Unavailable,
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind AWS's error code (or, without one, the HTTP status) means.
+    pub fn from_code(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+        match code {
+            Some(
+                "AccessDenied"
+                | "AccessDeniedException"
+                | "UnauthorizedOperation"
+                | "UnauthorizedAccess"
+                | "AllAccessDisabled",
+            ) => ErrorKind::AccessDenied,
+            Some(
+                "InvalidClientTokenId"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "RequestExpired"
+                | "AuthFailure"
+                | "UnrecognizedClientException",
+            ) => ErrorKind::Credentials,
+            Some(
+                "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "SlowDown"
+                | "TooManyRequestsException"
+                | "RequestThrottled",
+            ) => ErrorKind::Throttling,
+            Some(
+                "NoSuchEntity" | "NoSuchBucket" | "NoSuchKey" | "NoSuchUpload" | "NotFound"
+                | "ParameterNotFound",
+            ) => ErrorKind::NotFound,
+            Some(c) if c.ends_with(".NotFound") => ErrorKind::NotFound,
+            Some(
+                "EntityAlreadyExists"
+                | "BucketAlreadyExists"
+                | "BucketAlreadyOwnedByYou"
+                | "ParameterAlreadyExists"
+                | "IdempotentParameterMismatch",
+            ) => ErrorKind::Conflict,
+            Some(c) if c.ends_with(".Duplicate") => ErrorKind::Conflict,
+            _ => match status {
+                Some(403) => ErrorKind::AccessDenied,
+                Some(404) => ErrorKind::NotFound,
+                Some(s) if s >= 500 => ErrorKind::Unavailable,
+                _ => ErrorKind::Other,
+            },
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,11 +95,15 @@ pub enum Error {
     /// No usable credentials, region or identity.
     #[error("{0}")]
     Setup(String),
-    /// An AWS call failed; `code` is AWS's error code when the service answered.
+    /// An AWS call (or a wait on AWS) failed.
     #[error("{context}: {detail}")]
     Aws {
         context: String,
+        /// The operation, when the error is an answer to one.
+        op: Option<Op>,
+        /// AWS's error code when the service answered (or ours for a wait: `ImportFailed`).
         code: Option<String>,
+        kind: ErrorKind,
         detail: String,
     },
     /// A local file could not be read.
@@ -48,55 +130,155 @@ impl Error {
         }
     }
 
+    /// The kind of an AWS failure; `None` for the others.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Aws { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
     }
+
+    /// A failure of ours while working with AWS (a wait that ended badly, an answer that
+    /// lacks what AWS always sends), not an error AWS returned.
+    pub fn failed(
+        context: impl Into<String>,
+        kind: ErrorKind,
+        code: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Aws {
+            context: context.into(),
+            op: None,
+            code: code.map(str::to_owned),
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// An answer to `op` without a field AWS always sends.
+    pub fn missing(op: Op, field: &str) -> Self {
+        Error::failed(
+            format!("reading the answer to {op}"),
+            ErrorKind::Other,
+            None,
+            format!("AWS sent no {field}"),
+        )
+    }
+
+    /// The process exit code: 2 for bad input (nothing was done), 130 for Ctrl-C, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Invalid(_) | Error::NotImplemented(_) => 2,
+            Error::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    /// The same error with `more` added to its detail (a fix we know at the call site).
+    pub fn with_hint(mut self, more: &str) -> Self {
+        if let Error::Aws { detail, .. } = &mut self {
+            detail.push_str(" (");
+            detail.push_str(more);
+            detail.push(')');
+        }
+        self
+    }
 }
 
-/// Turns an SDK error into an [`Error::Aws`] that says what we were doing (`context`), AWS's
-/// code and message, and a fix for the codes whose fix we know. Always one line.
-pub fn aws<E>(context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
+/// Turns the SDK's error for `op` into an [`Error::Aws`] that says what we were doing
+/// (`context`), AWS's code and message, and a fix for the kinds whose fix we know. One line.
+pub fn aws<E>(op: Op, context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let code = err.code().map(str::to_owned);
-    let mut detail = match (err.code(), err.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.to_owned(),
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let kind = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::from_code(code.as_deref(), status),
+    };
+    let mut detail = match (err.code(), err.message(), status) {
+        (Some(c), Some(m), _) => format!("{c}: {m}"),
+        (Some(c), None, _) => c.to_owned(),
         // An answer we could not parse: say what HTTP said.
-        _ if err.raw_response().is_some() => {
-            let status = err
-                .raw_response()
-                .map(|r| r.status().as_u16())
-                .unwrap_or_default();
-            format!(
-                "HTTP {status} without an AWS error code ({})",
-                one_line_chain(&err)
-            )
-        }
-        // No answer at all (connection refused, timeout, no credentials): the cause chain.
-        _ => {
-            let chain = one_line_chain(&err);
-            if chain.contains("invalid peer certificate") {
-                format!("{chain} (the endpoint's TLS certificate is not from a CA this machine trusts: set AWS_CA_BUNDLE to a PEM file that holds that CA, or add it to the system's store)")
-            } else {
-                chain
+        (None, _, Some(status)) => format!(
+            "HTTP {status} without an AWS error code ({})",
+            one_line_chain(&err)
+        ),
+        // No answer at all (connection refused, timeout, TLS): the cause chain.
+        (None, _, None) => {
+            let mut chain = one_line_chain(&err);
+            if has_untrusted_certificate(&err) {
+                chain.push_str(" (the endpoint's TLS certificate is not from a CA this machine trusts: set AWS_CA_BUNDLE to a PEM file that holds that CA, or add it to the system's store)");
             }
+            chain
         }
     };
-    if let Some(hint) = code.as_deref().and_then(hint_for) {
-        detail.push_str(" (");
-        detail.push_str(hint);
-        detail.push(')');
+    let hint = match kind {
+        ErrorKind::AccessDenied => Some(format!(
+            "the credentials lack {}: grant it in IAM, see `imgpub aws policy`",
+            actions_of(op)
+        )),
+        ErrorKind::Credentials => Some(match code.as_deref() {
+            Some("ExpiredToken" | "ExpiredTokenException" | "RequestExpired") => {
+                "the session credentials have expired: refresh them".to_string()
+            }
+            _ => "the access key is unknown or the secret is wrong: check the credentials"
+                .to_string(),
+        }),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        detail.push_str(&format!(" ({hint})"));
     }
     Error::Aws {
         context: context.into(),
+        op: Some(op),
         code,
+        kind,
         detail,
     }
+}
+
+/// The IAM actions `op` needs, for messages: `ec2:RegisterImage` (and the dependent ones).
+fn actions_of(op: Op) -> String {
+    let mut actions: Vec<&str> = op.info().needs.iter().map(|n| n.action).collect();
+    actions.dedup();
+    match actions.as_slice() {
+        [] => op.name(),
+        [one] => one.to_string(),
+        many => many.join(" and "),
+    }
+}
+
+/// Whether the failure is a TLS certificate that no trusted CA vouches for. The TLS error
+/// sits inside `io::Error`s, whose `source()` skips what they wrap, so those are opened too.
+fn has_untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let mut inner = e;
+        loop {
+            if let Some(rustls::Error::InvalidCertificate(_)) = inner.downcast_ref() {
+                return true;
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The messages of an error and its sources, joined on one line, skipping the SDK's
@@ -114,6 +296,7 @@ pub fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
             msg.as_str(),
             "dispatch failure" | "other" | "io error" | "service error" | "unhandled error"
         );
+        // A wrapper often repeats its source's message: say it once.
         if !noise && !msg.is_empty() && !parts.iter().any(|p| p.contains(&msg)) {
             parts.push(msg);
         }
@@ -122,17 +305,47 @@ pub fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn hint_for(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
-            "the credentials lack this permission: grant it in IAM, see `imgpub aws policy`"
-        }
-        "InvalidClientTokenId" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
-            "the access key is unknown or the secret is wrong: check the credentials"
-        }
-        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
-            "the session credentials have expired: refresh them"
-        }
-        _ => return None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_codes() {
+        let k = |c: &str| ErrorKind::from_code(Some(c), Some(400));
+        assert_eq!(k("UnauthorizedOperation"), ErrorKind::AccessDenied);
+        assert_eq!(k("AccessDeniedException"), ErrorKind::AccessDenied);
+        assert_eq!(k("InvalidAMIID.NotFound"), ErrorKind::NotFound);
+        assert_eq!(k("InvalidAMIName.Duplicate"), ErrorKind::Conflict);
+        assert_eq!(k("RequestLimitExceeded"), ErrorKind::Throttling);
+        assert_eq!(k("ExpiredToken"), ErrorKind::Credentials);
+        assert_eq!(k("InvalidParameter"), ErrorKind::Other);
+        assert_eq!(ErrorKind::from_code(None, Some(404)), ErrorKind::NotFound);
+        assert_eq!(
+            ErrorKind::from_code(None, Some(503)),
+            ErrorKind::Unavailable
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::Invalid("x".into()).exit_code(), 2);
+        assert_eq!(Error::Interrupted.exit_code(), 130);
+        let e = Error::failed(
+            "importing",
+            ErrorKind::ImageRejected,
+            Some("ImportFailed"),
+            "no",
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(e.to_string(), "importing: no");
+    }
+
+    #[test]
+    fn denied_names_the_actions() {
+        assert_eq!(
+            actions_of(Op::Ec2RegisterImage),
+            "ec2:RegisterImage and ec2:CreateTags"
+        );
+        assert_eq!(actions_of(Op::S3UploadPart), "s3:PutObject");
+    }
 }

@@ -1,12 +1,14 @@
 //! imgpub: publish disk images as AWS AMIs.
 //!
-//! The library holds every stage as a function that takes ready SDK clients and returns a
-//! typed result; the `imgpub` binary only parses flags and prints.
+//! Layers (docs/architecture.md): the `imgpub` binary parses flags and prints; `commands`
+//! holds each command's plan → check → apply; `aws` holds the stages, each a function that
+//! takes ready SDK clients and returns a typed result; `image` inspects files locally.
 
 pub mod aws;
+pub mod commands;
 pub mod error;
 pub mod image;
 pub mod progress;
 pub mod sha256;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

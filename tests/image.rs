@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{make_raw, qemu_convert, qemu_virtual_size, tempdir::TempDir};
-use imgpub::image::{import_format, inspect, Format};
+use imgpub::image::{import_format, inspect, Format, ObjectFormat};
 
 #[test]
 fn virtual_sizes_match_qemu_img() {
@@ -90,8 +90,11 @@ fn unimportable_formats_name_the_fix() {
     let vmdk = dir.path().join("u.vmdk");
     qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     let info = inspect(&vmdk).unwrap();
-    assert_eq!(import_format(&vmdk, &info, None).unwrap(), "VMDK");
-    let err = import_format(&vmdk, &info, Some("RAW"))
+    assert_eq!(
+        import_format(&vmdk, &info, None).unwrap(),
+        ObjectFormat::Vmdk
+    );
+    let err = import_format(&vmdk, &info, Some(ObjectFormat::Raw))
         .unwrap_err()
         .to_string();
     assert!(

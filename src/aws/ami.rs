@@ -1,14 +1,18 @@
-//! RegisterImage, finding an AMI by name, and launch/volume permissions.
+//! RegisterImage and its settings, finding, describing and deleting an AMI, and launch /
+//! create-volume permissions.
 
 use aws_sdk_ec2::types::{
     ArchitectureValues, BlockDeviceMapping, BootModeValues, CreateVolumePermission,
     CreateVolumePermissionModifications, EbsBlockDevice, Filter, ImdsSupportValues,
     LaunchPermission, LaunchPermissionModifications, PermissionGroup, ResourceType,
-    SnapshotAttributeName, Tag, TagSpecification, TpmSupportValues, VolumeType,
+    SnapshotAttributeName, TagSpecification, TpmSupportValues, VolumeType as Ec2VolumeType,
 };
 use aws_sdk_ec2::Client;
+use clap::ValueEnum;
 
-use crate::error::{aws, Error, Result};
+use crate::aws::calls::Op;
+use crate::aws::tags;
+use crate::error::{aws, Error, ErrorKind, Result};
 
 pub const ROOT_DEVICE: &str = "/dev/xvda";
 
@@ -33,78 +37,106 @@ pub fn validate_ami_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `--arch` as ore takes it (Go and kernel spellings) to the EC2 value.
-pub fn parse_arch(arch: &str) -> Result<ArchitectureValues> {
-    match arch {
-        "amd64" | "x86_64" => Ok(ArchitectureValues::X8664),
-        "arm64" | "aarch64" => Ok(ArchitectureValues::Arm64),
-        _ => Err(Error::Invalid(format!(
-            "unknown --arch {arch:?}; use x86_64 (or amd64) or arm64 (or aarch64)"
-        ))),
+/// `--arch`, in ore's spellings (Go's and the kernel's), any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Arch {
+    #[value(name = "x86_64", alias = "amd64")]
+    X86_64,
+    #[value(name = "arm64", alias = "aarch64")]
+    Arm64,
+}
+
+/// `--x86-boot-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootMode {
+    LegacyBios,
+    Uefi,
+    UefiPreferred,
+}
+
+/// `--volume-type`: the root volume's EBS type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VolumeType {
+    Gp3,
+    Gp2,
+    Io1,
+    Io2,
+    St1,
+    Sc1,
+    Standard,
+}
+
+/// `--tpm-support`: the one value EC2 has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TpmSupport {
+    #[value(name = "v2.0")]
+    V2,
+}
+
+impl Arch {
+    fn ec2(self) -> ArchitectureValues {
+        match self {
+            Arch::X86_64 => ArchitectureValues::X8664,
+            Arch::Arm64 => ArchitectureValues::Arm64,
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct RegisterRequest {
+impl BootMode {
+    fn ec2(self) -> BootModeValues {
+        match self {
+            BootMode::LegacyBios => BootModeValues::LegacyBios,
+            BootMode::Uefi => BootModeValues::Uefi,
+            BootMode::UefiPreferred => BootModeValues::UefiPreferred,
+        }
+    }
+}
+
+impl VolumeType {
+    fn ec2(self) -> Ec2VolumeType {
+        match self {
+            VolumeType::Gp3 => Ec2VolumeType::Gp3,
+            VolumeType::Gp2 => Ec2VolumeType::Gp2,
+            VolumeType::Io1 => Ec2VolumeType::Io1,
+            VolumeType::Io2 => Ec2VolumeType::Io2,
+            VolumeType::St1 => Ec2VolumeType::St1,
+            VolumeType::Sc1 => Ec2VolumeType::Sc1,
+            VolumeType::Standard => Ec2VolumeType::Standard,
+        }
+    }
+}
+
+/// Everything RegisterImage takes but the snapshot, checked: the plan holds this, and the
+/// snapshot id joins it at apply time ([`register_image`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterSettings {
     pub name: String,
     pub description: Option<String>,
-    pub arch: ArchitectureValues,
-    pub boot_mode: BootModeValues,
+    pub arch: Arch,
+    pub boot_mode: BootMode,
     pub imdsv2_only: bool,
-    pub tpm_v2: bool,
+    pub tpm: Option<TpmSupport>,
     pub volume_type: VolumeType,
     /// Root volume size; `None` takes the snapshot's.
     pub volume_size_gib: Option<i32>,
     pub billing_products: Vec<String>,
     pub tags: Vec<(String, String)>,
-    pub snapshot_id: String,
 }
 
-/// Checks and turns the user's boot mode, TPM and volume type flags into EC2 values.
-pub fn register_settings(
-    arch: &ArchitectureValues,
-    x86_boot_mode: &str,
-    tpm: Option<&str>,
-    volume_type: &str,
-) -> Result<(BootModeValues, bool, VolumeType)> {
-    let boot = if *arch == ArchitectureValues::Arm64 {
-        // Graviton boots only UEFI; ore ignores --x86-boot-mode there too.
-        BootModeValues::Uefi
-    } else {
-        match x86_boot_mode {
-            "legacy-bios" => BootModeValues::LegacyBios,
-            "uefi" => BootModeValues::Uefi,
-            "uefi-preferred" => BootModeValues::UefiPreferred,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown --x86-boot-mode {other:?}; use legacy-bios, uefi or uefi-preferred"
-                )))
-            }
-        }
+/// The boot mode to register with: Graviton boots only UEFI (ore ignores
+/// `--x86-boot-mode` there too), and TPM needs UEFI.
+pub fn boot_mode(arch: Arch, x86_boot_mode: BootMode, tpm: Option<TpmSupport>) -> Result<BootMode> {
+    let boot = match arch {
+        Arch::Arm64 => BootMode::Uefi,
+        Arch::X86_64 => x86_boot_mode,
     };
-    let tpm_v2 = match tpm {
-        None => false,
-        Some("v2.0") if boot != BootModeValues::LegacyBios => true,
-        Some("v2.0") => {
-            return Err(Error::Invalid(
-                "--tpm-support v2.0 needs UEFI; use --x86-boot-mode uefi or uefi-preferred".into(),
-            ))
-        }
-        Some(other) => {
-            return Err(Error::Invalid(format!(
-                "unknown --tpm-support {other:?}; the only value is v2.0"
-            )))
-        }
-    };
-    let volume = match volume_type {
-        "gp2" | "gp3" | "io1" | "io2" | "st1" | "sc1" | "standard" => VolumeType::from(volume_type),
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown --volume-type {other:?}; use gp3, gp2, io1, io2, st1, sc1 or standard"
-            )))
-        }
-    };
-    Ok((boot, tpm_v2, volume))
+    if tpm.is_some() && boot == BootMode::LegacyBios {
+        return Err(Error::Invalid(
+            "--tpm-support v2.0 needs UEFI; use --x86-boot-mode uefi or uefi-preferred".into(),
+        ));
+    }
+    Ok(boot)
 }
 
 /// An AMI of ours with this name, and the snapshot behind its root device.
@@ -123,21 +155,32 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
         .filters(Filter::builder().name("name").values(name).build())
         .send()
         .await
-        .map_err(|e| aws(format!("looking for an AMI named {name}"), e))?;
-    Ok(out
-        .images()
-        .iter()
-        .find(|i| i.name() == Some(name))
-        .map(|image| FoundImage {
-            image_id: image.image_id().unwrap_or_default().to_string(),
-            root_snapshot: root_snapshot_of(image),
-            failed: matches!(
-                image.state(),
-                Some(
-                    aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error
-                )
-            ),
-        }))
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!("looking for an AMI named {name}"),
+                e,
+            )
+        })?;
+    let Some(image) = out.images().iter().find(|i| i.name() == Some(name)) else {
+        return Ok(None);
+    };
+    Ok(Some(FoundImage {
+        image_id: image_id_of(image)?,
+        root_snapshot: root_snapshot_of(image),
+        failed: matches!(
+            image.state(),
+            Some(aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error)
+        ),
+    }))
+}
+
+/// A described image's id (which DescribeImages always sends).
+pub fn image_id_of(image: &aws_sdk_ec2::types::Image) -> Result<String> {
+    image
+        .image_id()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::missing(Op::Ec2DescribeImages, "ImageId"))
 }
 
 /// The snapshot behind an image's root device.
@@ -151,18 +194,16 @@ pub fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn tag_list(tags: &[(String, String)]) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-/// Registers the AMI. Returns its id.
-pub async fn register_image(ec2: &Client, req: &RegisterRequest) -> Result<String> {
+/// Registers the AMI from `snapshot_id`. Returns its id.
+pub async fn register_image(
+    ec2: &Client,
+    settings: &RegisterSettings,
+    snapshot_id: &str,
+) -> Result<String> {
     let mut call = ec2
         .register_image()
-        .name(&req.name)
-        .architecture(req.arch.clone())
+        .name(&settings.name)
+        .architecture(settings.arch.ec2())
         .virtualization_type("hvm")
         .root_device_name(ROOT_DEVICE)
         .block_device_mappings(
@@ -170,9 +211,9 @@ pub async fn register_image(ec2: &Client, req: &RegisterRequest) -> Result<Strin
                 .device_name(ROOT_DEVICE)
                 .ebs(
                     EbsBlockDevice::builder()
-                        .snapshot_id(&req.snapshot_id)
-                        .volume_type(req.volume_type.clone())
-                        .set_volume_size(req.volume_size_gib)
+                        .snapshot_id(snapshot_id)
+                        .volume_type(settings.volume_type.ec2())
+                        .set_volume_size(settings.volume_size_gib)
                         .delete_on_termination(true)
                         .build(),
                 )
@@ -180,37 +221,37 @@ pub async fn register_image(ec2: &Client, req: &RegisterRequest) -> Result<Strin
         )
         .ena_support(true)
         .sriov_net_support("simple")
-        .boot_mode(req.boot_mode.clone())
-        .set_description(req.description.clone())
+        .boot_mode(settings.boot_mode.ec2())
+        .set_description(settings.description.clone())
         .set_billing_products(
-            (!req.billing_products.is_empty()).then(|| req.billing_products.clone()),
+            (!settings.billing_products.is_empty()).then(|| settings.billing_products.clone()),
         );
-    if req.imdsv2_only {
+    if settings.imdsv2_only {
         call = call.imds_support(ImdsSupportValues::V20);
     }
-    if req.tpm_v2 {
+    if settings.tpm.is_some() {
         call = call.tpm_support(TpmSupportValues::V20);
     }
-    if !req.tags.is_empty() {
+    if !settings.tags.is_empty() {
         call = call.tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Image)
-                .set_tags(Some(tag_list(&req.tags)))
+                .set_tags(Some(tags::to_ec2(&settings.tags)))
                 .build(),
         );
     }
     let out = call.send().await.map_err(|e| {
         aws(
-            format!("registering AMI {} from {}", req.name, req.snapshot_id),
+            Op::Ec2RegisterImage,
+            format!("registering AMI {} from {snapshot_id}", settings.name),
             e,
         )
     })?;
-    let id = out.image_id().unwrap_or_default().to_string();
-    tracing::info!(
-        "registered AMI {id} ({}) from {}",
-        req.name,
-        req.snapshot_id
-    );
+    let id = out
+        .image_id()
+        .ok_or_else(|| Error::missing(Op::Ec2RegisterImage, "ImageId"))?
+        .to_string();
+    tracing::info!("registered AMI {id} ({}) from {snapshot_id}", settings.name);
     Ok(id)
 }
 
@@ -232,54 +273,47 @@ pub enum SnapshotChoice {
     Id(String),
 }
 
-/// Deregisters `image_id` and deletes the chosen snapshot. With `allow_missing`, an AMI or
+/// One AMI by id, or `None` when it does not exist (any more).
+pub async fn find_image(
+    ec2: &Client,
+    region: &str,
+    image_id: &str,
+) -> Result<Option<aws_sdk_ec2::types::Image>> {
+    match ec2.describe_images().image_ids(image_id).send().await {
+        Ok(out) => Ok(out.images().first().cloned()),
+        Err(e) => match aws(
+            Op::Ec2DescribeImages,
+            format!("looking up AMI {image_id} in {region}"),
+            e,
+        ) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            err => Err(err),
+        },
+    }
+}
+
+/// Deregisters `image_id`, then deletes `snapshot` if given. With `allow_missing`, a
 /// snapshot that is already gone is not an error (so a cleanup job can be rerun).
-pub async fn delete_image(
+pub async fn deregister_image(
     ec2: &Client,
     image_id: &str,
-    snapshot: &SnapshotChoice,
+    snapshot: Option<&str>,
     allow_missing: bool,
 ) -> Result<Deleted> {
-    let described = ec2.describe_images().image_ids(image_id).send().await;
-    let image = match described {
-        Ok(out) => out.images().first().cloned(),
-        Err(e)
-            if e.as_service_error().and_then(|s| s.meta().code())
-                == Some("InvalidAMIID.NotFound") =>
-        {
-            None
-        }
-        Err(e) => return Err(aws(format!("looking up AMI {image_id}"), e)),
-    };
-    let Some(image) = image else {
-        if !allow_missing {
-            return Err(Error::Invalid(format!(
-                "AMI {image_id} does not exist in this region; pass --allow-missing if that is fine"
-            )));
-        }
-        tracing::info!("AMI {image_id} does not exist; nothing to deregister");
-        let snapshot = match snapshot {
-            SnapshotChoice::Id(id) => delete_snapshot(ec2, id, allow_missing).await?,
-            _ => None,
-        };
-        return Ok(Deleted {
-            image: None,
-            snapshot,
-        });
-    };
-    let snapshot_id = match snapshot {
-        SnapshotChoice::None => None,
-        SnapshotChoice::Id(id) => Some(id.clone()),
-        SnapshotChoice::FromImage => root_snapshot_of(&image),
-    };
     ec2.deregister_image()
         .image_id(image_id)
         .send()
         .await
-        .map_err(|e| aws(format!("deregistering AMI {image_id}"), e))?;
+        .map_err(|e| {
+            aws(
+                Op::Ec2DeregisterImage,
+                format!("deregistering AMI {image_id}"),
+                e,
+            )
+        })?;
     tracing::info!("deregistered AMI {image_id}");
-    let snapshot = match snapshot_id {
-        Some(id) => delete_snapshot(ec2, &id, allow_missing).await?,
+    let snapshot = match snapshot {
+        Some(id) => delete_snapshot(ec2, id, allow_missing).await?,
         None => None,
     };
     Ok(Deleted {
@@ -300,20 +334,18 @@ pub async fn delete_snapshot(
             tracing::info!("deleted snapshot {id}");
             Ok(Some(id.to_string()))
         }
-        Err(e)
-            if allow_missing
-                && e.as_service_error().and_then(|s| s.meta().code())
-                    == Some("InvalidSnapshot.NotFound") =>
-        {
-            tracing::info!("snapshot {id} does not exist; nothing to delete");
-            Ok(None)
-        }
-        Err(e) => Err(aws(format!("deleting snapshot {id}"), e)),
+        Err(e) => match aws(Op::Ec2DeleteSnapshot, format!("deleting snapshot {id}"), e) {
+            err if allow_missing && err.kind() == Some(ErrorKind::NotFound) => {
+                tracing::info!("snapshot {id} does not exist; nothing to delete");
+                Ok(None)
+            }
+            err => Err(err),
+        },
     }
 }
 
 /// Who may launch the AMI and create volumes from its snapshot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sharing {
     /// Launch permission group `all` on the AMI and `all` on the snapshot.
     pub public: bool,
@@ -358,6 +390,53 @@ pub enum Change {
     Revoke,
 }
 
+impl Sharing {
+    /// The launch permissions this names on an AMI.
+    pub fn launch_permissions(&self) -> Vec<LaunchPermission> {
+        let mut launch: Vec<LaunchPermission> = self
+            .launch_users
+            .iter()
+            .map(|u| LaunchPermission::builder().user_id(u).build())
+            .collect();
+        launch.extend(
+            self.organizations
+                .iter()
+                .map(|a| LaunchPermission::builder().organization_arn(a).build()),
+        );
+        launch.extend(self.organizational_units.iter().map(|a| {
+            LaunchPermission::builder()
+                .organizational_unit_arn(a)
+                .build()
+        }));
+        if self.public {
+            launch.push(
+                LaunchPermission::builder()
+                    .group(PermissionGroup::All)
+                    .build(),
+            );
+        }
+        launch
+    }
+
+    /// The create-volume permissions this names on a snapshot (EC2 has no organization
+    /// form for snapshots).
+    pub fn volume_permissions(&self) -> Vec<CreateVolumePermission> {
+        let mut volume: Vec<CreateVolumePermission> = self
+            .snapshot_users
+            .iter()
+            .map(|u| CreateVolumePermission::builder().user_id(u).build())
+            .collect();
+        if self.public {
+            volume.push(
+                CreateVolumePermission::builder()
+                    .group(PermissionGroup::All)
+                    .build(),
+            );
+        }
+        volume
+    }
+}
+
 /// Grants (or revokes) what `sharing` names: launch permissions on the image, create-volume
 /// permissions on the snapshot. Adding what is there, or removing what is not, is a no-op
 /// in EC2, so reruns are safe.
@@ -372,72 +451,46 @@ pub async fn share(
         Change::Grant => "granting",
         Change::Revoke => "revoking",
     };
-    if let Some(image_id) = image_id {
-        let mut launch: Vec<LaunchPermission> = sharing
-            .launch_users
-            .iter()
-            .map(|u| LaunchPermission::builder().user_id(u).build())
-            .collect();
-        launch.extend(
-            sharing
-                .organizations
-                .iter()
-                .map(|a| LaunchPermission::builder().organization_arn(a).build()),
-        );
-        launch.extend(sharing.organizational_units.iter().map(|a| {
-            LaunchPermission::builder()
-                .organizational_unit_arn(a)
-                .build()
-        }));
-        if sharing.public {
-            launch.push(LaunchPermission::builder().group("all".into()).build());
-        }
-        if !launch.is_empty() {
-            let mods = match change {
-                Change::Grant => LaunchPermissionModifications::builder().set_add(Some(launch)),
-                Change::Revoke => LaunchPermissionModifications::builder().set_remove(Some(launch)),
-            };
-            ec2.modify_image_attribute()
-                .image_id(image_id)
-                .launch_permission(mods.build())
-                .send()
-                .await
-                .map_err(|e| aws(format!("{verb} launch permissions on {image_id}"), e))?;
-        }
+    let launch = sharing.launch_permissions();
+    if let (Some(image_id), false) = (image_id, launch.is_empty()) {
+        let mods = match change {
+            Change::Grant => LaunchPermissionModifications::builder().set_add(Some(launch)),
+            Change::Revoke => LaunchPermissionModifications::builder().set_remove(Some(launch)),
+        };
+        ec2.modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(mods.build())
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    Op::Ec2ModifyImageAttribute,
+                    format!("{verb} launch permissions on {image_id}"),
+                    e,
+                )
+            })?;
     }
-    let Some(snapshot_id) = snapshot_id else {
+    let volume = sharing.volume_permissions();
+    let (Some(snapshot_id), false) = (snapshot_id, volume.is_empty()) else {
         return Ok(());
     };
-    if sharing.snapshot_users.is_empty() && !sharing.public {
-        return Ok(());
-    }
-    let mut volume: Vec<CreateVolumePermission> = sharing
-        .snapshot_users
-        .iter()
-        .map(|u| CreateVolumePermission::builder().user_id(u).build())
-        .collect();
-    if sharing.public {
-        volume.push(
-            CreateVolumePermission::builder()
-                .group(PermissionGroup::All)
-                .build(),
-        );
-    }
     let mods = match change {
         Change::Grant => CreateVolumePermissionModifications::builder().set_add(Some(volume)),
         Change::Revoke => CreateVolumePermissionModifications::builder().set_remove(Some(volume)),
     };
-    let call = ec2
-        .modify_snapshot_attribute()
+    ec2.modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
         .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .create_volume_permission(mods.build());
-    call.send().await.map_err(|e| {
-        aws(
-            format!("{verb} create-volume permissions on {snapshot_id}"),
-            e,
-        )
-    })?;
+        .create_volume_permission(mods.build())
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2ModifySnapshotAttribute,
+                format!("{verb} create-volume permissions on {snapshot_id}"),
+                e,
+            )
+        })?;
     Ok(())
 }
 
@@ -447,15 +500,8 @@ pub async fn describe_image(
     region: &str,
     image_id: &str,
 ) -> Result<aws_sdk_ec2::types::Image> {
-    let out = ec2
-        .describe_images()
-        .image_ids(image_id)
-        .send()
-        .await
-        .map_err(|e| aws(format!("looking up AMI {image_id} in {region}"), e))?;
-    out.images()
-        .first()
-        .cloned()
+    find_image(ec2, region, image_id)
+        .await?
         .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in {region}")))
 }
 
@@ -482,20 +528,48 @@ mod tests {
     }
 
     #[test]
-    fn arches_and_boot_modes() {
-        assert_eq!(parse_arch("amd64").unwrap(), ArchitectureValues::X8664);
-        assert_eq!(parse_arch("aarch64").unwrap(), ArchitectureValues::Arm64);
-        assert!(parse_arch("riscv64").is_err());
-        let (boot, _, _) =
-            register_settings(&ArchitectureValues::Arm64, "legacy-bios", None, "gp3").unwrap();
-        assert_eq!(boot, BootModeValues::Uefi);
-        assert!(register_settings(
-            &ArchitectureValues::X8664,
-            "legacy-bios",
-            Some("v2.0"),
-            "gp3"
-        )
-        .is_err());
-        assert!(register_settings(&ArchitectureValues::X8664, "uefi", None, "gp9").is_err());
+    fn ore_spellings_and_boot_modes() {
+        assert_eq!(Arch::from_str("amd64", true).unwrap(), Arch::X86_64);
+        assert_eq!(Arch::from_str("AARCH64", true).unwrap(), Arch::Arm64);
+        assert!(Arch::from_str("riscv64", true).is_err());
+        assert_eq!(
+            BootMode::from_str("uefi-preferred", true).unwrap(),
+            BootMode::UefiPreferred
+        );
+        assert_eq!(TpmSupport::from_str("v2.0", true).unwrap(), TpmSupport::V2);
+        assert_eq!(
+            VolumeType::from_str("GP3", true).unwrap().ec2(),
+            Ec2VolumeType::Gp3
+        );
+        assert_eq!(
+            boot_mode(Arch::Arm64, BootMode::LegacyBios, None).unwrap(),
+            BootMode::Uefi
+        );
+        assert!(boot_mode(Arch::X86_64, BootMode::LegacyBios, Some(TpmSupport::V2)).is_err());
+        assert_eq!(
+            boot_mode(Arch::X86_64, BootMode::Uefi, Some(TpmSupport::V2)).unwrap(),
+            BootMode::Uefi
+        );
+    }
+
+    #[test]
+    fn permission_changes() {
+        let sharing = Sharing {
+            public: true,
+            launch_users: vec!["111122223333".into()],
+            organizations: vec!["arn:aws:organizations::111122223333:organization/o-1".into()],
+            organizational_units: vec![],
+            snapshot_users: vec!["444455556666".into()],
+        };
+        let launch = sharing.launch_permissions();
+        assert_eq!(launch.len(), 3);
+        assert_eq!(launch[0].user_id(), Some("111122223333"));
+        assert!(launch[1].organization_arn().is_some());
+        assert_eq!(launch[2].group(), Some(&PermissionGroup::All));
+        let volume = sharing.volume_permissions();
+        assert_eq!(volume.len(), 2);
+        assert_eq!(volume[0].user_id(), Some("444455556666"));
+        assert!(Sharing::default().launch_permissions().is_empty());
+        assert!(Sharing::default().volume_permissions().is_empty());
     }
 }

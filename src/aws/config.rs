@@ -15,6 +15,7 @@ use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_smithy_http_client::{tls, Builder as HttpClientBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+use crate::aws::calls::Op;
 use crate::error::{aws, Error, Result};
 
 /// An HTTPS client that trusts exactly the CA certificates in the PEM file `path`.
@@ -43,7 +44,8 @@ async fn ca_bundle_client(path: &Path) -> Result<SharedHttpClient> {
             let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
             usable.push_str("-----BEGIN CERTIFICATE-----\n");
             for line in b64.as_bytes().chunks(64) {
-                usable.push_str(std::str::from_utf8(line).unwrap_or_default());
+                // Base64 is ASCII.
+                usable.push_str(std::str::from_utf8(line).unwrap_or(""));
                 usable.push('\n');
             }
             usable.push_str("-----END CERTIFICATE-----\n");
@@ -284,6 +286,22 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
 }
 
 impl AwsContext {
+    /// A context around an SDK config built elsewhere (a test, an embedding program).
+    pub fn from_sdk(sdk: SdkConfig) -> Result<AwsContext> {
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| Error::Setup("the SDK config has no region".into()))?;
+        let path_style_s3 = sdk.endpoint_url().is_some();
+        Ok(AwsContext {
+            sdk,
+            region,
+            region_source: "the SDK config".into(),
+            credentials_source: "the SDK config".into(),
+            path_style_s3,
+        })
+    }
+
     pub fn s3(&self) -> aws_sdk_s3::Client {
         // Checksums only where we ask for them: the upload engine picks one per part, and the
         // SDK's default (a CRC32 on every upload) would hash every byte a second time.
@@ -336,9 +354,8 @@ impl AwsContext {
     /// becomes one line naming the credential source and region.
     pub async fn verify_identity(&self) -> Result<Identity> {
         let out = self.sts().get_caller_identity().send().await.map_err(|e| {
-            let err = aws("", e);
-            let detail = match &err {
-                Error::Aws { detail, .. } => detail.clone(),
+            let detail = match aws(Op::StsGetCallerIdentity, "", e) {
+                Error::Aws { detail, .. } => detail,
                 other => other.to_string(),
             };
             Error::Setup(format!(
@@ -346,7 +363,8 @@ impl AwsContext {
                 self.credentials_source, self.region, self.region_source
             ))
         })?;
-        let arn = out.arn().unwrap_or_default().to_string();
+        let missing = |field| Error::missing(Op::StsGetCallerIdentity, field);
+        let arn = out.arn().ok_or_else(|| missing("Arn"))?.to_string();
         let partition = arn
             .split(':')
             .nth(1)
@@ -354,7 +372,7 @@ impl AwsContext {
             .unwrap_or_else(|| partition_for_region(&self.region))
             .to_string();
         Ok(Identity {
-            account: out.account().unwrap_or_default().to_string(),
+            account: out.account().ok_or_else(|| missing("Account"))?.to_string(),
             arn,
             partition,
         })

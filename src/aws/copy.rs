@@ -1,6 +1,6 @@
-//! Region fan-out: CopyImage to each target region (a bounded number at a time), wait for
-//! the copy, then give it the source's tags (AMI and snapshot) and permissions, which
-//! CopyImage does not carry. An AMI of the same name already in a region is reused.
+//! CopyImage to one region: what is there already ([`find_in_region`]), the copy, the wait,
+//! then the source's tags (AMI and snapshot) and permissions, which CopyImage does not
+//! carry. An AMI of the same name already in a region is reused; a failed one is replaced.
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +9,10 @@ use aws_sdk_ec2::Client;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::aws::ami::{self, Change, Sharing};
-use crate::aws::config::AwsContext;
-use crate::aws::import;
-use crate::aws::regions::fan_out;
-use crate::error::{aws, Error, Result};
+use crate::aws::ami::{self, Change, FoundImage, Sharing};
+use crate::aws::calls::Op;
+use crate::aws::tags::{self, tag};
+use crate::error::{aws, Error, ErrorKind, Result};
 
 /// AWS allows a few concurrent copies per destination region; copies to different regions
 /// run side by side, and this many at once is gentle on the source region's API rate.
@@ -40,24 +39,26 @@ pub struct Copied {
     pub snapshot: String,
 }
 
-fn pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
-    tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-        .filter(|(k, _)| !k.starts_with("aws:"))
-        .collect()
-}
-
 /// Reads what the copies need from the source image.
 pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Result<Source> {
     let image = ami::describe_image(ec2, region, image_id).await?;
-    let name = image.name().unwrap_or_default().to_string();
+    let name = image
+        .name()
+        .ok_or_else(|| Error::missing(Op::Ec2DescribeImages, "Name"))?
+        .to_string();
     let launch = ec2
         .describe_image_attribute()
         .image_id(image_id)
         .attribute(ImageAttributeName::LaunchPermission)
         .send()
         .await
-        .map_err(|e| aws(format!("reading the launch permissions of {image_id}"), e))?;
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImageAttribute,
+                format!("reading the launch permissions of {image_id}"),
+                e,
+            )
+        })?;
     let mut sharing = Sharing::default();
     for p in launch.launch_permissions() {
         if let Some(u) = p.user_id() {
@@ -82,7 +83,13 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
             .attribute(SnapshotAttributeName::CreateVolumePermission)
             .send()
             .await
-            .map_err(|e| aws(format!("reading the permissions of {snap}"), e))?;
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DescribeSnapshotAttribute,
+                    format!("reading the permissions of {snap}"),
+                    e,
+                )
+            })?;
         sharing.snapshot_users = volume
             .create_volume_permissions()
             .iter()
@@ -93,19 +100,23 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
             .snapshot_ids(snap)
             .send()
             .await
-            .map_err(|e| aws(format!("reading snapshot {snap}"), e))?;
-        snapshot_tags = described
-            .snapshots()
-            .first()
-            .map(|s| pairs(s.tags()))
-            .unwrap_or_default();
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DescribeSnapshots,
+                    format!("reading snapshot {snap}"),
+                    e,
+                )
+            })?;
+        if let Some(s) = described.snapshots().first() {
+            snapshot_tags = tags::from_ec2(s.tags());
+        }
     }
     Ok(Source {
         image_id: image_id.to_string(),
         region: region.to_string(),
         name,
         description: image.description().map(str::to_owned),
-        tags: pairs(image.tags()),
+        tags: tags::from_ec2(image.tags()),
         snapshot_tags,
         sharing,
     })
@@ -118,7 +129,7 @@ fn client_token(source: &Source, region: &str, replacing: Option<&str>) -> Strin
         "{}\0{}\0{region}\0{}",
         source.region,
         source.image_id,
-        replacing.unwrap_or_default()
+        replacing.unwrap_or("")
     ));
     format!("imgpub-copy-{}", &hex::encode(digest)[..40])
 }
@@ -138,14 +149,23 @@ async fn wait_available(
             .image_ids(image_id)
             .send()
             .await
-            .map_err(|e| aws(format!("checking the copy {image_id} in {region}"), e))?;
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DescribeImages,
+                    format!("checking the copy {image_id} in {region}"),
+                    e,
+                )
+            })?;
         if let Some(image) = out.images().first() {
             match image.state() {
                 Some(ImageState::Available) => {
-                    return ami::root_snapshot_of(image).ok_or_else(|| Error::Aws {
-                        context: format!("copy {image_id} in {region}"),
-                        code: None,
-                        detail: "the copy has no root snapshot".into(),
+                    return ami::root_snapshot_of(image).ok_or_else(|| {
+                        Error::failed(
+                            format!("copy {image_id} in {region}"),
+                            ErrorKind::Other,
+                            None,
+                            "the copy has no root snapshot",
+                        )
                     })
                 }
                 Some(
@@ -158,58 +178,77 @@ async fn wait_available(
                         .state_reason()
                         .and_then(|r| r.message())
                         .unwrap_or("no reason given");
-                    return Err(Error::Aws {
-                        context: format!("copy {image_id} in {region}"),
-                        code: Some("CopyFailed".into()),
-                        detail: format!("AWS ended the copy: {reason}"),
-                    });
+                    return Err(Error::failed(
+                        format!("copy {image_id} in {region}"),
+                        ErrorKind::Other,
+                        Some("CopyFailed"),
+                        format!("AWS ended the copy: {reason}"),
+                    ));
                 }
                 _ => {}
             }
         }
         if started.elapsed() >= timeout {
-            return Err(Error::Aws {
-                context: format!("copy {image_id} in {region}"),
-                code: Some("CopyTimeout".into()),
-                detail: format!(
+            return Err(Error::failed(
+                format!("copy {image_id} in {region}"),
+                ErrorKind::Timeout,
+                Some("CopyTimeout"),
+                format!(
                     "not available after {}s; it keeps going in AWS, and a rerun picks it up",
                     timeout.as_secs()
                 ),
-            });
+            ));
         }
         tokio::time::sleep(interval).await;
         interval = (interval * 5 / 4).min(POLL_CAP);
     }
 }
 
-/// Copies to one region, or reuses the AMI of the same name there, and makes it look like the
-/// source (tags, permissions).
+/// What a region already has of the copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InRegion {
+    /// Nothing: copy.
+    Absent,
+    /// An AMI of the same name (a copy finished or under way): reuse it.
+    Present(String),
+    /// An earlier copy that failed: delete it and copy again.
+    Failed(FoundImage),
+}
+
+/// Looks for the AMI's name in a region (read-only: the plan step).
+pub async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRegion> {
+    Ok(match ami::find_image_by_name(ec2, &source.name).await? {
+        None => InRegion::Absent,
+        Some(found) if found.failed => InRegion::Failed(found),
+        Some(found) => InRegion::Present(found.image_id),
+    })
+}
+
+/// Copies to one region (or reuses what `found` says is there), waits, and makes the copy
+/// look like the source (tags, permissions).
 pub async fn copy_to_region(
     ec2: &Client,
     source: &Source,
     region: &str,
+    found: &InRegion,
     timeout: Duration,
 ) -> Result<Copied> {
-    let existing = ami::find_image_by_name(ec2, &source.name).await?;
-    let replacing = match &existing {
-        Some(found) if found.failed => {
+    let replacing = match found {
+        InRegion::Failed(failed) => {
             tracing::warn!(
                 "{region}: an earlier copy {} failed; copying again",
-                found.image_id
+                failed.image_id
             );
-            ami::delete_image(ec2, &found.image_id, &ami::SnapshotChoice::FromImage, true).await?;
-            Some(found.image_id.clone())
+            let snapshot = failed.root_snapshot.as_deref();
+            ami::deregister_image(ec2, &failed.image_id, snapshot, true).await?;
+            Some(failed.image_id.as_str())
         }
         _ => None,
     };
-    let image_id = match existing {
-        Some(found) if !found.failed => {
-            tracing::info!(
-                "{region}: AMI {} named {} is already there",
-                found.image_id,
-                source.name
-            );
-            found.image_id
+    let image_id = match found {
+        InRegion::Present(id) => {
+            tracing::info!("{region}: AMI {id} named {} is already there", source.name);
+            id.clone()
         }
         _ => {
             let out = ec2
@@ -218,18 +257,27 @@ pub async fn copy_to_region(
                 .source_image_id(&source.image_id)
                 .name(&source.name)
                 .set_description(source.description.clone())
-                .client_token(client_token(source, region, replacing.as_deref()))
+                .client_token(client_token(source, region, replacing))
                 .send()
                 .await
-                .map_err(|e| aws(format!("copying {} to {region}", source.image_id), e))?;
-            let id = out.image_id().unwrap_or_default().to_string();
+                .map_err(|e| {
+                    aws(
+                        Op::Ec2CopyImage,
+                        format!("copying {} to {region}", source.image_id),
+                        e,
+                    )
+                })?;
+            let id = out
+                .image_id()
+                .ok_or_else(|| Error::missing(Op::Ec2CopyImage, "ImageId"))?
+                .to_string();
             tracing::info!("{region}: copying {} as {id}", source.image_id);
             id
         }
     };
     let snapshot = wait_available(ec2, region, &image_id, timeout).await?;
-    import::tag(ec2, &image_id, &source.tags).await?;
-    import::tag(ec2, &snapshot, &source.snapshot_tags).await?;
+    tag(ec2, &image_id, &source.tags).await?;
+    tag(ec2, &snapshot, &source.snapshot_tags).await?;
     ami::share(
         ec2,
         Some(&image_id),
@@ -242,26 +290,4 @@ pub async fn copy_to_region(
         ami: image_id,
         snapshot,
     })
-}
-
-/// Copies to every region, `concurrency` at a time; `done` is called as each region finishes
-/// (so its line can be printed at once). Returns the failures.
-pub async fn copy_to_regions(
-    ctx: &AwsContext,
-    source: &Source,
-    regions: &[String],
-    concurrency: usize,
-    timeout: Duration,
-    done: impl FnMut(&String, Copied),
-) -> Vec<(String, Error)> {
-    fan_out(
-        regions.to_vec(),
-        concurrency,
-        |region| async move {
-            let ec2 = ctx.in_region(&region).ec2();
-            copy_to_region(&ec2, source, &region, timeout).await
-        },
-        done,
-    )
-    .await
 }

@@ -4,7 +4,8 @@
 use aws_sdk_iam::Client;
 use serde_json::{json, Value};
 
-use crate::error::{aws, Error, Result};
+use crate::aws::calls::Op;
+use crate::error::{aws, Error, ErrorKind, Result};
 
 /// What a stage found and did to one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -26,14 +27,6 @@ pub struct RoleSpec {
     pub service_principal: String,
     pub account: String,
     pub partition: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RoleReport {
-    pub arn: String,
-    pub role: Outcome,
-    pub trust_policy: Outcome,
-    pub role_policy: Outcome,
 }
 
 /// Role names IAM accepts: 1–64 of letters, digits and `+=,.@_-`.
@@ -174,53 +167,35 @@ fn same_policy(raw: &str, want: &Value) -> bool {
     parse_policy(raw).is_some_and(|have| normalize_policy(&have) == normalize_policy(want))
 }
 
-/// Creates the role and its inline policy, or repairs whichever drifted from `spec`.
-pub async fn ensure_vmimport_role(iam: &Client, spec: &RoleSpec) -> Result<RoleReport> {
-    let name = &spec.role_name;
-    let trust = trust_policy(spec);
-    let (arn, role, trust_policy) = match iam.get_role().role_name(name).send().await {
-        Ok(out) => {
-            let role = out.role().ok_or_else(|| Error::Aws {
-                context: format!("reading IAM role {name}"),
-                code: None,
-                detail: "GetRole returned no role".into(),
-            })?;
-            let arn = role.arn().to_string();
-            let current = role.assume_role_policy_document().unwrap_or_default();
-            if same_policy(current, &trust) {
-                (arn, Outcome::AlreadyFine, Outcome::AlreadyFine)
-            } else {
-                tracing::warn!("the trust policy of role {name} differs from what VM Import/Export needs; repairing it");
-                iam.update_assume_role_policy()
-                    .role_name(name)
-                    .policy_document(trust.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| aws(format!("updating the trust policy of IAM role {name}"), e))?;
-                (arn, Outcome::AlreadyFine, Outcome::Repaired)
+/// The role as IAM has it now (the plan step reads it; nothing is changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleState {
+    Absent,
+    Present {
+        arn: String,
+        /// The trust policy as IAM returns it (URL-encoded JSON).
+        trust_policy: String,
+        /// The inline policy named like the role, if there is one.
+        role_policy: Option<String>,
+    },
+}
+
+/// Reads the role and its inline policy.
+pub async fn read_role(iam: &Client, name: &str) -> Result<RoleState> {
+    let role = match iam.get_role().role_name(name).send().await {
+        Ok(out) => out
+            .role()
+            .cloned()
+            .ok_or_else(|| Error::missing(Op::IamGetRole, "Role"))?,
+        Err(e) => {
+            return match aws(Op::IamGetRole, format!("reading IAM role {name}"), e) {
+                err if err.kind() == Some(ErrorKind::NotFound) => Ok(RoleState::Absent),
+                err => Err(err),
             }
         }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            let out = iam
-                .create_role()
-                .role_name(name)
-                .assume_role_policy_document(trust.to_string())
-                .description("Lets VM Import/Export read disk images for imgpub")
-                .send()
-                .await
-                .map_err(|e| aws(format!("creating IAM role {name}"), e))?;
-            let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
-            tracing::info!("created IAM role {name}");
-            (arn, Outcome::Created, Outcome::Created)
-        }
-        Err(e) => return Err(aws(format!("reading IAM role {name}"), e)),
     };
-
-    let policy = role_policy(spec);
-    let current = match iam
+    let context = format!("reading the inline policy {name} of IAM role {name}");
+    let role_policy = match iam
         .get_role_policy()
         .role_name(name)
         .policy_name(name)
@@ -228,48 +203,121 @@ pub async fn ensure_vmimport_role(iam: &Client, spec: &RoleSpec) -> Result<RoleR
         .await
     {
         Ok(out) => Some(out.policy_document().to_string()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(e) => {
-            return Err(aws(
-                format!("reading the inline policy {name} of IAM role {name}"),
-                e,
-            ))
-        }
+        Err(e) => match aws(Op::IamGetRolePolicy, context, e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => None,
+            err => return Err(err),
+        },
     };
-    let role_policy = match current {
-        Some(doc) if same_policy(&doc, &policy) => Outcome::AlreadyFine,
-        found => {
-            iam.put_role_policy()
-                .role_name(name)
-                .policy_name(name)
-                .policy_document(policy.to_string())
-                .send()
-                .await
-                .map_err(|e| {
-                    aws(
-                        format!("putting the inline policy {name} on IAM role {name}"),
-                        e,
-                    )
-                })?;
-            if found.is_some() {
-                tracing::warn!("repaired the inline policy {name} of role {name}");
-                Outcome::Repaired
-            } else {
-                Outcome::Created
-            }
-        }
-    };
-    Ok(RoleReport {
-        arn,
-        role,
-        trust_policy,
+    Ok(RoleState::Present {
+        arn: role.arn().to_string(),
+        trust_policy: role
+            .assume_role_policy_document()
+            .ok_or_else(|| Error::missing(Op::IamGetRole, "AssumeRolePolicyDocument"))?
+            .to_string(),
         role_policy,
     })
+}
+
+/// What [`apply_role`] will do to make the role match `spec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolePlan {
+    pub role: Outcome,
+    pub trust_policy: Outcome,
+    pub role_policy: Outcome,
+}
+
+/// Compares the role as it is with `spec`.
+pub fn plan_role(spec: &RoleSpec, state: &RoleState) -> RolePlan {
+    match state {
+        RoleState::Absent => RolePlan {
+            role: Outcome::Created,
+            trust_policy: Outcome::Created,
+            role_policy: Outcome::Created,
+        },
+        RoleState::Present {
+            trust_policy,
+            role_policy,
+            ..
+        } => RolePlan {
+            role: Outcome::AlreadyFine,
+            trust_policy: if same_policy(trust_policy, &self::trust_policy(spec)) {
+                Outcome::AlreadyFine
+            } else {
+                Outcome::Repaired
+            },
+            role_policy: match role_policy {
+                None => Outcome::Created,
+                Some(doc) if same_policy(doc, &self::role_policy(spec)) => Outcome::AlreadyFine,
+                Some(_) => Outcome::Repaired,
+            },
+        },
+    }
+}
+
+/// Creates the role and its inline policy, or repairs whichever drifted, as `plan` says.
+/// Returns the role's ARN.
+pub async fn apply_role(
+    iam: &Client,
+    spec: &RoleSpec,
+    state: &RoleState,
+    plan: &RolePlan,
+) -> Result<String> {
+    let name = &spec.role_name;
+    let trust = trust_policy(spec).to_string();
+    let arn = match state {
+        RoleState::Absent => {
+            let out = iam
+                .create_role()
+                .role_name(name)
+                .assume_role_policy_document(trust)
+                .description("Lets VM Import/Export read disk images for imgpub")
+                .send()
+                .await
+                .map_err(|e| aws(Op::IamCreateRole, format!("creating IAM role {name}"), e))?;
+            tracing::info!("created IAM role {name}");
+            out.role()
+                .ok_or_else(|| Error::missing(Op::IamCreateRole, "Role"))?
+                .arn()
+                .to_string()
+        }
+        RoleState::Present { arn, .. } => {
+            if plan.trust_policy == Outcome::Repaired {
+                tracing::warn!("the trust policy of role {name} differs from what VM Import/Export needs; repairing it");
+                iam.update_assume_role_policy()
+                    .role_name(name)
+                    .policy_document(trust)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        aws(
+                            Op::IamUpdateAssumeRolePolicy,
+                            format!("updating the trust policy of IAM role {name}"),
+                            e,
+                        )
+                    })?;
+            }
+            arn.clone()
+        }
+    };
+    if plan.role_policy != Outcome::AlreadyFine {
+        iam.put_role_policy()
+            .role_name(name)
+            .policy_name(name)
+            .policy_document(role_policy(spec).to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    Op::IamPutRolePolicy,
+                    format!("putting the inline policy {name} on IAM role {name}"),
+                    e,
+                )
+            })?;
+        if plan.role_policy == Outcome::Repaired {
+            tracing::warn!("repaired the inline policy {name} of role {name}");
+        }
+    }
+    Ok(arn)
 }
 
 #[cfg(test)]
@@ -308,6 +356,36 @@ mod tests {
         assert!(p.contains("arn:aws-cn:s3:::images/*"), "{p}");
         let t = trust_policy(&spec()).to_string();
         assert!(t.contains("arn:aws-cn:vmie:*:123456789012:*"), "{t}");
+    }
+
+    #[test]
+    fn plan_finds_drift() {
+        let spec = spec();
+        assert_eq!(plan_role(&spec, &RoleState::Absent).role, Outcome::Created);
+        let fine = RoleState::Present {
+            arn: "arn:aws-cn:iam::123456789012:role/vmimport".into(),
+            trust_policy: urlencoding::encode(&trust_policy(&spec).to_string()).into_owned(),
+            role_policy: Some(role_policy(&spec).to_string()),
+        };
+        let plan = plan_role(&spec, &fine);
+        assert_eq!(
+            (plan.role, plan.trust_policy, plan.role_policy),
+            (
+                Outcome::AlreadyFine,
+                Outcome::AlreadyFine,
+                Outcome::AlreadyFine
+            )
+        );
+        let drifted = RoleState::Present {
+            arn: "arn".into(),
+            trust_policy: "{}".into(),
+            role_policy: None,
+        };
+        let plan = plan_role(&spec, &drifted);
+        assert_eq!(
+            (plan.trust_policy, plan.role_policy),
+            (Outcome::Repaired, Outcome::Created)
+        );
     }
 
     #[test]

@@ -4,11 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Filter, SnapshotDiskContainer, Tag, UserBucket};
+use aws_sdk_ec2::types::{Filter, SnapshotDiskContainer, UserBucket};
 use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
-use crate::error::{aws, Error, Result};
+use crate::aws::calls::Op;
+use crate::aws::s3::S3Object;
+use crate::aws::tags::tag;
+use crate::error::{aws, Error, ErrorKind, Result};
+use crate::image::ObjectFormat;
 
 /// Polling starts at this interval and backs off to the cap, so a finished import is
 /// noticed within the cap.
@@ -21,10 +25,8 @@ const LIMIT_WAIT: Duration = Duration::from_secs(30);
 pub struct ImportRequest {
     /// Becomes the task description and the snapshot's `Name` tag.
     pub name: String,
-    pub bucket: String,
-    pub key: String,
-    /// `VMDK`, `RAW`, `VHD` or `VHDX`.
-    pub format: String,
+    pub object: S3Object,
+    pub format: ObjectFormat,
     pub role_name: String,
     /// Identifies the object's content (its ETag), so a changed image gets a new import.
     pub object_etag: String,
@@ -36,10 +38,10 @@ impl ImportRequest {
     pub fn client_token(&self) -> String {
         let mut h = Sha256::new();
         for part in [
-            &self.name,
-            &self.bucket,
-            &self.key,
-            &self.format,
+            self.name.as_str(),
+            &self.object.bucket,
+            &self.object.key,
+            self.format.as_str(),
             &self.object_etag,
         ] {
             h.update(part.as_bytes());
@@ -58,7 +60,13 @@ pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<St
         .filters(Filter::builder().name("status").values("completed").build())
         .send()
         .await
-        .map_err(|e| aws(format!("looking for a snapshot named {name}"), e))?;
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!("looking for a snapshot named {name}"),
+                e,
+            )
+        })?;
     let mut found: Vec<_> = out
         .snapshots()
         .iter()
@@ -87,25 +95,36 @@ pub enum TaskState {
     },
     Failed {
         message: String,
+        /// AWS refused the image itself (`StatusMessage: "ClientError: …"`): importing the
+        /// same object again cannot work.
+        image_rejected: bool,
     },
 }
 
 fn task_state(task: &aws_sdk_ec2::types::ImportSnapshotTask) -> TaskState {
     let detail = task.snapshot_task_detail();
-    let status = detail.and_then(|d| d.status()).unwrap_or_default();
+    let status = detail.and_then(|d| d.status());
     let message = detail.and_then(|d| d.status_message()).map(str::to_owned);
     match status {
-        "completed" => match detail.and_then(|d| d.snapshot_id()) {
+        Some("completed") => match detail.and_then(|d| d.snapshot_id()) {
             Some(id) => TaskState::Completed {
                 snapshot_id: id.to_string(),
             },
             None => TaskState::Failed {
                 message: "the task completed without a snapshot id".into(),
+                image_rejected: false,
             },
         },
-        "deleting" | "deleted" | "cancelling" | "cancelled" => TaskState::Failed {
-            message: message.unwrap_or_else(|| format!("the task was {status}")),
-        },
+        Some(status @ ("deleting" | "deleted" | "cancelling" | "cancelled")) => {
+            // The status message's prefix is AWS's fault class (ClientError, ServerError).
+            let image_rejected = message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("ClientError"));
+            TaskState::Failed {
+                message: message.unwrap_or_else(|| format!("the task was {status}")),
+                image_rejected,
+            }
+        }
         _ => TaskState::Running {
             progress: detail.and_then(|d| d.progress()).map(str::to_owned),
             message,
@@ -118,13 +137,22 @@ pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(Strin
     let mut pages = ec2.describe_import_snapshot_tasks().into_paginator().send();
     let mut best = None;
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| aws("listing import snapshot tasks", e))?;
+        let page = page.map_err(|e| {
+            aws(
+                Op::Ec2DescribeImportSnapshotTasks,
+                "listing import snapshot tasks",
+                e,
+            )
+        })?;
         for task in page.import_snapshot_tasks() {
             if task.description() != Some(name) {
                 continue;
             }
             let state = task_state(task);
-            let id = task.import_task_id().unwrap_or_default().to_string();
+            let id = task
+                .import_task_id()
+                .ok_or_else(|| Error::missing(Op::Ec2DescribeImportSnapshotTasks, "ImportTaskId"))?
+                .to_string();
             match state {
                 TaskState::Failed { .. } => {}
                 TaskState::Completed { .. } => best = Some((id, state)),
@@ -139,7 +167,7 @@ pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(Strin
 /// Starts the import; while the region is at its concurrent-import limit, waits and tries
 /// again until the timeout.
 pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
-    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let url = req.object.to_string();
     let deadline = Instant::now() + req.timeout;
     loop {
         let result = ec2
@@ -149,11 +177,11 @@ pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
             .client_token(req.client_token())
             .disk_container(
                 SnapshotDiskContainer::builder()
-                    .format(&req.format)
+                    .format(req.format.as_str())
                     .user_bucket(
                         UserBucket::builder()
-                            .s3_bucket(&req.bucket)
-                            .s3_key(&req.key)
+                            .s3_bucket(&req.object.bucket)
+                            .s3_key(&req.object.key)
                             .build(),
                     )
                     .build(),
@@ -162,34 +190,36 @@ pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
             .await;
         match result {
             Ok(out) => {
-                let id = out.import_task_id().unwrap_or_default().to_string();
+                let id = out
+                    .import_task_id()
+                    .ok_or_else(|| Error::missing(Op::Ec2ImportSnapshot, "ImportTaskId"))?
+                    .to_string();
                 tracing::info!("importing {url} as a snapshot: task {id}");
                 return Ok(id);
             }
-            Err(e)
-                if e.as_service_error().and_then(|s| s.meta().code())
-                    == Some("ResourceLimitExceeded")
-                    && Instant::now() + LIMIT_WAIT < deadline =>
-            {
-                tracing::warn!(
-                    "the region is at its limit of concurrent imports; trying again in {}s",
-                    LIMIT_WAIT.as_secs()
-                );
-                tokio::time::sleep(LIMIT_WAIT).await;
-            }
             Err(e) => {
-                let mut err = aws(format!("starting the import of {url}"), e);
-                if let Error::Aws { detail, code, .. } = &mut err {
-                    if code.as_deref() == Some("InvalidParameter")
-                        && detail.contains("service role")
-                    {
-                        detail.push_str(&format!(
-                            " (create the role with `imgpub aws initialize --bucket {}`)",
-                            req.bucket
-                        ));
+                let err = aws(
+                    Op::Ec2ImportSnapshot,
+                    format!("starting the import of {url}"),
+                    e,
+                );
+                match err.code() {
+                    Some("ResourceLimitExceeded") if Instant::now() + LIMIT_WAIT < deadline => {
+                        tracing::warn!(
+                            "the region is at its limit of concurrent imports; trying again in {}s",
+                            LIMIT_WAIT.as_secs()
+                        );
+                        tokio::time::sleep(LIMIT_WAIT).await;
                     }
+                    // What EC2 answers for a role it cannot use, among other parameters.
+                    Some("InvalidParameter") => {
+                        return Err(err.with_hint(&format!(
+                            "if it is the role: check that {} exists and trusts VM Import/Export, or create it with `imgpub aws initialize --bucket {}`",
+                            req.role_name, req.object.bucket
+                        )))
+                    }
+                    _ => return Err(err),
                 }
-                return Err(err);
             }
         }
     }
@@ -206,26 +236,41 @@ pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> 
             .import_task_ids(task_id)
             .send()
             .await
-            .map_err(|e| aws(format!("checking import task {task_id}"), e))?;
-        let task = out
-            .import_snapshot_tasks()
-            .first()
-            .ok_or_else(|| Error::Aws {
-                context: format!("checking import task {task_id}"),
-                code: None,
-                detail: "AWS no longer lists the task".into(),
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DescribeImportSnapshotTasks,
+                    format!("checking import task {task_id}"),
+                    e,
+                )
             })?;
+        let task = out.import_snapshot_tasks().first().ok_or_else(|| {
+            Error::failed(
+                format!("checking import task {task_id}"),
+                ErrorKind::NotFound,
+                None,
+                "AWS no longer lists the task",
+            )
+        })?;
         match task_state(task) {
             TaskState::Completed { snapshot_id } => {
                 tracing::info!("import task {task_id} finished: snapshot {snapshot_id}");
                 return Ok(snapshot_id);
             }
-            TaskState::Failed { message } => {
-                return Err(Error::Aws {
-                    context: format!("import task {task_id}"),
-                    code: Some("ImportFailed".into()),
-                    detail: format!("AWS ended the import: {message}"),
-                })
+            TaskState::Failed {
+                message,
+                image_rejected,
+            } => {
+                let kind = if image_rejected {
+                    ErrorKind::ImageRejected
+                } else {
+                    ErrorKind::Other
+                };
+                return Err(Error::failed(
+                    format!("import task {task_id}"),
+                    kind,
+                    Some("ImportFailed"),
+                    format!("AWS ended the import: {message}"),
+                ));
             }
             TaskState::Running { progress, message } => {
                 let said = (progress.clone(), message.clone());
@@ -240,36 +285,19 @@ pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> 
             }
         }
         if started.elapsed() >= timeout {
-            return Err(Error::Aws {
-                context: format!("import task {task_id}"),
-                code: Some("ImportTimeout".into()),
-                detail: format!(
+            return Err(Error::failed(
+                format!("import task {task_id}"),
+                ErrorKind::Timeout,
+                Some("ImportTimeout"),
+                format!(
                     "not finished after {}s; it keeps running in AWS, and a rerun of the same command picks it up",
                     timeout.as_secs()
                 ),
-            });
+            ));
         }
         tokio::time::sleep(interval).await;
         interval = (interval * 3 / 2).min(POLL_CAP);
     }
-}
-
-/// Tags a resource (snapshot or image) with `tags`.
-pub async fn tag(ec2: &Client, id: &str, tags: &[(String, String)]) -> Result<()> {
-    if tags.is_empty() {
-        return Ok(());
-    }
-    ec2.create_tags()
-        .resources(id)
-        .set_tags(Some(
-            tags.iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
-        .send()
-        .await
-        .map_err(|e| aws(format!("tagging {id}"), e))?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

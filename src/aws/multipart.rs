@@ -27,7 +27,9 @@ use futures_util::future;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
-use crate::error::{aws, Error, Result};
+use crate::aws::calls::Op;
+use crate::aws::s3::S3Object;
+use crate::error::{aws, Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::sha256::{Kernel, Sha256Lanes};
 
@@ -58,8 +60,7 @@ pub fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct UploadRequest {
     pub path: PathBuf,
-    pub bucket: String,
-    pub key: String,
+    pub object: S3Object,
     pub part_size: Option<u64>,
     pub concurrency: usize,
     /// Send the file even when a matching object is already there.
@@ -135,7 +136,7 @@ fn is_fatal<E>(err: &SdkError<E, HttpResponse>) -> bool {
 /// Uploads `req.path` to `s3://bucket/key`; see the module docs for what a rerun does.
 pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadReport> {
     let shown = req.path.display().to_string();
-    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let url = format!("s3://{}/{}", req.object.bucket, req.object.key);
     let size = tokio::fs::metadata(&req.path)
         .await
         .map_err(|e| Error::io(format!("reading {shown}"), e))?
@@ -173,14 +174,23 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         None => {
             let out = s3
                 .create_multipart_upload()
-                .bucket(&req.bucket)
-                .key(&req.key)
+                .bucket(&req.object.bucket)
+                .key(&req.object.key)
                 .set_checksum_algorithm(req.over_tls.then_some(ChecksumAlgorithm::Crc32C))
                 .content_type("application/octet-stream")
                 .send()
                 .await
-                .map_err(|e| aws(format!("starting the upload of {shown} to {url}"), e))?;
-            let id = out.upload_id().unwrap_or_default().to_string();
+                .map_err(|e| {
+                    aws(
+                        Op::S3CreateMultipartUpload,
+                        format!("starting the upload of {shown} to {url}"),
+                        e,
+                    )
+                })?;
+            let id = out
+                .upload_id()
+                .ok_or_else(|| Error::missing(Op::S3CreateMultipartUpload, "UploadId"))?
+                .to_string();
             tracing::info!(
                 "uploading {shown} to {url}: {:.1} MiB in {count} parts of {} MiB",
                 size as f64 / MIB as f64,
@@ -276,13 +286,12 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
             return Err(err);
         }
         Err(PartFailure { fatal: false, err }) => {
-            return Err(Error::Aws {
-                context: format!("uploading {shown} to {url}"),
-                code: err.code().map(str::to_owned),
-                detail: format!(
-                    "{err}; the parts sent so far are kept: rerun the same command to resume"
-                ),
-            })
+            return Err(Error::failed(
+                format!("uploading {shown} to {url}"),
+                err.kind().unwrap_or(ErrorKind::Other),
+                err.code(),
+                format!("{err}; the parts sent so far are kept: rerun the same command to resume"),
+            ))
         }
     };
     progress.finish();
@@ -290,8 +299,8 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     let parts_sent = parts.iter().filter(|(_, sent)| *sent).count();
     let out = s3
         .complete_multipart_upload()
-        .bucket(&req.bucket)
-        .key(&req.key)
+        .bucket(&req.object.bucket)
+        .key(&req.object.key)
         .upload_id(&upload_id)
         .multipart_upload(
             CompletedMultipartUpload::builder()
@@ -300,7 +309,13 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         )
         .send()
         .await
-        .map_err(|e| aws(format!("completing the upload of {shown} to {url}"), e))?;
+        .map_err(|e| {
+            aws(
+                Op::S3CompleteMultipartUpload,
+                format!("completing the upload of {shown} to {url}"),
+                e,
+            )
+        })?;
     tracing::info!(
         "uploaded {url}: {parts_sent} parts sent, {} kept from an earlier run",
         count as usize - parts_sent
@@ -311,7 +326,11 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         parts_sent,
         parts_reused: count as usize - parts_sent,
         already_there: false,
-        etag: unquote(out.e_tag().unwrap_or_default()).to_string(),
+        etag: unquote(
+            out.e_tag()
+                .ok_or_else(|| Error::missing(Op::S3CompleteMultipartUpload, "ETag"))?,
+        )
+        .to_string(),
     })
 }
 
@@ -410,8 +429,8 @@ impl PartSender<'_> {
         let call = self
             .s3
             .upload_part()
-            .bucket(&req.bucket)
-            .key(&req.key)
+            .bucket(&req.object.bucket)
+            .key(&req.object.key)
             .upload_id(self.upload_id)
             .part_number(number)
             .content_length(len as i64)
@@ -429,6 +448,7 @@ impl PartSender<'_> {
         let out = sent.map_err(|e| PartFailure {
             fatal: is_fatal(&e),
             err: aws(
+                Op::S3UploadPart,
                 format!(
                     "uploading part {number} of {} of {} to {}",
                     self.layout.count(),
@@ -438,10 +458,14 @@ impl PartSender<'_> {
                 e,
             ),
         })?;
+        let etag = out.e_tag().ok_or_else(|| PartFailure {
+            fatal: false,
+            err: Error::missing(Op::S3UploadPart, "ETag"),
+        })?;
         self.progress.inc(len);
         let done = CompletedPart::builder()
             .part_number(number)
-            .e_tag(out.e_tag().unwrap_or_default())
+            .e_tag(etag)
             .set_checksum_crc32_c(crc)
             .build();
         Ok((done, true))
@@ -587,18 +611,18 @@ impl Intercept for PrecomputedPayloadHash {
 async fn abort(s3: &Client, req: &UploadRequest, upload_id: &str) {
     match s3
         .abort_multipart_upload()
-        .bucket(&req.bucket)
-        .key(&req.key)
+        .bucket(&req.object.bucket)
+        .key(&req.object.key)
         .upload_id(upload_id)
         .send()
         .await
     {
-        Ok(_) => tracing::info!("aborted the upload to s3://{}/{}", req.bucket, req.key),
+        Ok(_) => tracing::info!("aborted the upload to s3://{}/{}", req.object.bucket, req.object.key),
         Err(e) => tracing::warn!(
             "could not abort the upload to s3://{}/{} ({}); its parts stay until a lifecycle rule or a rerun removes them",
-            req.bucket,
-            req.key,
-            aws("", e)
+            req.object.bucket,
+            req.object.key,
+            aws(Op::S3AbortMultipartUpload, "", e)
         ),
     }
 }
@@ -630,8 +654,8 @@ async fn matching_object(
 ) -> Result<Option<String>> {
     let head = match s3
         .head_object()
-        .bucket(&req.bucket)
-        .key(&req.key)
+        .bucket(&req.object.bucket)
+        .key(&req.object.key)
         .send()
         .await
     {
@@ -639,12 +663,17 @@ async fn matching_object(
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
         Err(e) => {
             return Err(aws(
-                format!("checking for s3://{}/{}", req.bucket, req.key),
+                Op::S3HeadObject,
+                format!("checking for s3://{}/{}", req.object.bucket, req.object.key),
                 e,
             ))
         }
     };
-    let etag = unquote(head.e_tag().unwrap_or_default()).to_string();
+    let etag = unquote(
+        head.e_tag()
+            .ok_or_else(|| Error::missing(Op::S3HeadObject, "ETag"))?,
+    )
+    .to_string();
     if head.content_length() != Some(layout.size as i64) || !etag.contains('-') {
         return Ok(None);
     }
@@ -664,11 +693,11 @@ async fn resumable_upload(
     layout: Layout,
 ) -> Result<Option<(String, HashMap<i32, ExistingPart>)>> {
     let count = layout.count();
-    let url = format!("s3://{}/{}", req.bucket, req.key);
+    let url = format!("s3://{}/{}", req.object.bucket, req.object.key);
     let uploads = match s3
         .list_multipart_uploads()
-        .bucket(&req.bucket)
-        .prefix(&req.key)
+        .bucket(&req.object.bucket)
+        .prefix(&req.object.key)
         .send()
         .await
     {
@@ -678,12 +707,18 @@ async fn resumable_upload(
             tracing::warn!("the server cannot list unfinished uploads; an interrupted upload to {url} cannot be resumed");
             return Ok(None);
         }
-        Err(e) => return Err(aws(format!("listing unfinished uploads to {url}"), e)),
+        Err(e) => {
+            return Err(aws(
+                Op::S3ListMultipartUploads,
+                format!("listing unfinished uploads to {url}"),
+                e,
+            ))
+        }
     };
     let mut candidates: Vec<_> = uploads
         .uploads()
         .iter()
-        .filter(|u| u.key() == Some(req.key.as_str()))
+        .filter(|u| u.key() == Some(req.object.key.as_str()))
         .filter_map(|u| Some((u.initiated().copied(), u.upload_id()?.to_string())))
         .collect();
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
@@ -694,21 +729,28 @@ async fn resumable_upload(
     let mut parts = HashMap::new();
     let mut pages = s3
         .list_parts()
-        .bucket(&req.bucket)
-        .key(&req.key)
+        .bucket(&req.object.bucket)
+        .key(&req.object.key)
         .upload_id(&upload_id)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| aws(format!("listing the parts uploaded to {url}"), e))?;
+        let page = page.map_err(|e| {
+            aws(
+                Op::S3ListParts,
+                format!("listing the parts uploaded to {url}"),
+                e,
+            )
+        })?;
         for p in page.parts() {
-            let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) else {
-                continue;
+            let (Some(number), Some(etag), Some(size)) = (p.part_number(), p.e_tag(), p.size())
+            else {
+                continue; // not a part we can match; it is sent again
             };
             parts.insert(
                 number,
                 ExistingPart {
-                    size: p.size().unwrap_or_default() as u64,
+                    size: size as u64,
                     etag: etag.to_string(),
                     crc32c: p.checksum_crc32_c().map(str::to_owned),
                 },

@@ -7,6 +7,7 @@ use aws_sdk_ec2::Client;
 use serde::Serialize;
 
 use crate::aws::ami::{self, Change, Sharing};
+use crate::aws::calls::Op;
 use crate::error::{aws, Error, Result};
 
 /// One AMI whose permissions were changed, printed as a JSON line.
@@ -17,27 +18,33 @@ pub struct Changed {
     pub snapshot: Option<String>,
 }
 
-/// Grants or revokes `sharing` on one AMI (and, with `with_snapshot`, on its root snapshot).
-/// Adding what is there or removing what is not changes nothing, so reruns are safe.
+/// Grants or revokes `sharing` on one AMI (and on `changed.snapshot`, its root snapshot,
+/// when the plan looked it up). Adding what is there or removing what is not changes
+/// nothing, so reruns are safe.
 pub async fn change_image(
     ec2: &Client,
-    region: &str,
-    image_id: &str,
+    changed: &Changed,
     sharing: &Sharing,
-    with_snapshot: bool,
     change: Change,
-) -> Result<Changed> {
-    let snapshot = if with_snapshot {
-        ami::root_snapshot(ec2, region, image_id).await?
-    } else {
-        None
-    };
-    ami::share(ec2, Some(image_id), snapshot.as_deref(), sharing, change).await?;
-    Ok(Changed {
-        region: region.to_string(),
-        image: image_id.to_string(),
-        snapshot,
-    })
+) -> Result<()> {
+    let snapshot = changed.snapshot.as_deref();
+    ami::share(ec2, Some(&changed.image), snapshot, sharing, change).await
+}
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.image, self.region)
+    }
+}
+
+/// What was not public: printed as `"image"` / `"snapshot"`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotPublic {
+    /// The AMI's launch permissions lack group `all`.
+    Image,
+    /// The root snapshot's create-volume permissions lack group `all`.
+    Snapshot,
 }
 
 /// What `ensure-public` found not public, and made (or, in a dry run, would make) public.
@@ -48,11 +55,11 @@ pub struct MadePublic {
     pub name: String,
     pub snapshot: Option<String>,
     /// `image` (launch permission group all) and/or `snapshot` (createVolumePermission all).
-    pub fixed: Vec<&'static str>,
+    pub fixed: Vec<NotPublic>,
     pub dry_run: bool,
 }
 
-/// `KEY=VALUE` tag filters for `ensure-public`.
+/// `KEY=VALUE` tag filters for `ensure-public`: at least one.
 pub fn parse_tag_filters(tags: &[String]) -> Result<Vec<(String, String)>> {
     if tags.is_empty() {
         return Err(Error::Invalid(
@@ -60,12 +67,7 @@ pub fn parse_tag_filters(tags: &[String]) -> Result<Vec<(String, String)>> {
                 .into(),
         ));
     }
-    tags.iter()
-        .map(|t| match t.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(Error::Invalid(format!("--tag {t:?} is not KEY=VALUE"))),
-        })
-        .collect()
+    crate::aws::tags::parse("--tag", tags)
 }
 
 async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
@@ -75,7 +77,13 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
         .attribute(SnapshotAttributeName::CreateVolumePermission)
         .send()
         .await
-        .map_err(|e| aws(format!("reading the permissions of {snapshot}"), e))?;
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshotAttribute,
+                format!("reading the permissions of {snapshot}"),
+                e,
+            )
+        })?;
     Ok(out
         .create_volume_permissions()
         .iter()
@@ -83,12 +91,11 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
 }
 
 /// In one region: every available AMI this account owns that carries all `tags` and is not
-/// public (or whose root snapshot is not), made public again. Returns what was fixed.
-pub async fn ensure_public(
+/// public (or whose root snapshot is not). Read-only: the plan step of `ensure-public`.
+pub async fn find_not_public(
     ec2: &Client,
     region: &str,
     tags: &[(String, String)],
-    dry_run: bool,
 ) -> Result<Vec<MadePublic>> {
     let filters: Vec<Filter> = tags
         .iter()
@@ -105,8 +112,14 @@ pub async fn ensure_public(
         .set_filters(Some(filters))
         .send()
         .await
-        .map_err(|e| aws(format!("listing this account's tagged AMIs in {region}"), e))?;
-    let mut fixed = vec![];
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!("listing this account's tagged AMIs in {region}"),
+                e,
+            )
+        })?;
+    let mut found = vec![];
     let mut checked = 0;
     for image in out.images() {
         // A pending or failed AMI cannot be made public; the copy or import that owns it
@@ -115,45 +128,66 @@ pub async fn ensure_public(
             continue;
         }
         checked += 1;
-        let id = image.image_id().unwrap_or_default();
         let snapshot = ami::root_snapshot_of(image);
         let mut what = vec![];
         if image.public() != Some(true) {
-            what.push("image");
+            what.push(NotPublic::Image);
         }
         if let Some(snap) = &snapshot {
             if !snapshot_is_public(ec2, snap).await? {
-                what.push("snapshot");
+                what.push(NotPublic::Snapshot);
             }
         }
         if what.is_empty() {
             continue;
         }
-        if !dry_run {
-            let sharing = Sharing {
-                public: true,
-                ..Sharing::default()
-            };
-            let image_arg = what.contains(&"image").then_some(id);
-            let snap_arg = snapshot.as_deref().filter(|_| what.contains(&"snapshot"));
-            ami::share(ec2, image_arg, snap_arg, &sharing, Change::Grant).await?;
-            tracing::warn!(
-                "{region}: {id} was not public ({}); made it public",
-                what.join(", ")
-            );
-        }
-        fixed.push(MadePublic {
+        found.push(MadePublic {
             region: region.to_string(),
-            image: id.to_string(),
-            name: image.name().unwrap_or_default().to_string(),
+            image: ami::image_id_of(image)?,
+            name: image.name().unwrap_or("").to_string(),
             snapshot,
             fixed: what,
-            dry_run,
+            dry_run: true,
         });
     }
     tracing::info!(
         "{region}: {checked} tagged AMIs checked, {} not public",
-        fixed.len()
+        found.len()
     );
-    Ok(fixed)
+    Ok(found)
+}
+
+/// Makes what [`find_not_public`] found public again (the apply step).
+pub async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic> {
+    let sharing = Sharing {
+        public: true,
+        ..Sharing::default()
+    };
+    let image = found
+        .fixed
+        .contains(&NotPublic::Image)
+        .then_some(found.image.as_str());
+    let snapshot = found
+        .snapshot
+        .as_deref()
+        .filter(|_| found.fixed.contains(&NotPublic::Snapshot));
+    ami::share(ec2, image, snapshot, &sharing, Change::Grant).await?;
+    tracing::warn!(
+        "{}: {} was not public ({}); made it public",
+        found.region,
+        found.image,
+        found
+            .fixed
+            .iter()
+            .map(|f| match f {
+                NotPublic::Image => "image",
+                NotPublic::Snapshot => "snapshot",
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(MadePublic {
+        dry_run: false,
+        ..found.clone()
+    })
 }

@@ -6,8 +6,9 @@ use std::future::Future;
 use aws_sdk_ec2::Client;
 use futures_util::stream::{self, StreamExt};
 
+use crate::aws::calls::Op;
 use crate::aws::config::validate_region;
-use crate::error::{aws, Error, Result};
+use crate::error::{aws, Error, ErrorKind, Result};
 
 /// Which regions `list_regions` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<Stri
         .all_regions(true)
         .send()
         .await
-        .map_err(|e| aws("listing regions", e))?;
+        .map_err(|e| aws(Op::Ec2DescribeRegions, "listing regions", e))?;
     let mut names: Vec<String> = out
         .regions()
         .iter()
@@ -51,16 +52,31 @@ pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result
     for region in named {
         validate_region(region)?;
     }
+    let listed = list_regions(ec2, RegionFilter::All).await?;
     let enabled = list_regions(ec2, RegionFilter::Enabled).await?;
+    choose_regions(named, all, &enabled, &listed)
+}
+
+/// [`target_regions`] once the account's regions are known (`enabled` among `listed`).
+pub fn choose_regions(
+    named: &[String],
+    all: bool,
+    enabled: &[String],
+    listed: &[String],
+) -> Result<Vec<String>> {
     if all {
-        let disabled = list_regions(ec2, RegionFilter::Disabled).await?;
+        let disabled: Vec<&str> = listed
+            .iter()
+            .filter(|r| !enabled.contains(r))
+            .map(String::as_str)
+            .collect();
         if !disabled.is_empty() {
             tracing::warn!(
                 "skipping regions not enabled for this account: {}",
                 disabled.join(", ")
             );
         }
-        return Ok(enabled);
+        return Ok(enabled.to_vec());
     }
     if let Some(off) = named.iter().find(|r| !enabled.contains(r)) {
         return Err(Error::Invalid(format!(
@@ -108,15 +124,47 @@ where
 
 /// The error a multi-region command ends with when some items failed: every failure named,
 /// and what a rerun does.
-pub fn failure_summary<I: std::fmt::Display>(context: String, failures: &[(I, Error)]) -> Error {
+pub fn failure_summary<I: std::fmt::Display, E: std::fmt::Display>(
+    context: String,
+    failures: &[(I, E)],
+) -> Error {
     let each: Vec<String> = failures.iter().map(|(i, e)| format!("{i} ({e})")).collect();
-    Error::Aws {
+    Error::failed(
         context,
-        code: None,
-        detail: format!(
+        ErrorKind::Other,
+        None,
+        format!(
             "{} failed: {}; rerun the same command to retry them (finished ones are kept)",
             failures.len(),
             each.join("; ")
         ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn region_targets() {
+        let listed = names(&["ap-east-1", "eu-west-1", "us-east-1", "us-west-2"]);
+        let enabled = names(&["eu-west-1", "us-east-1", "us-west-2"]);
+        let named = names(&["us-west-2", "eu-west-1", "us-west-2"]);
+        assert_eq!(
+            choose_regions(&named, false, &enabled, &listed).unwrap(),
+            names(&["eu-west-1", "us-west-2"])
+        );
+        assert_eq!(
+            choose_regions(&[], true, &enabled, &listed).unwrap(),
+            enabled
+        );
+        let err = choose_regions(&names(&["ap-east-1"]), false, &enabled, &listed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("region ap-east-1 is not enabled"), "{err}");
     }
 }

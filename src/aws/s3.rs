@@ -1,10 +1,11 @@
-//! S3: bucket names, creating the image bucket in the right region.
+//! S3: bucket names and object locations, creating the image bucket in the right region.
 
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
 
+use crate::aws::calls::Op;
 use crate::aws::iam::Outcome;
-use crate::error::{aws, Error, Result};
+use crate::error::{aws, Error, ErrorKind, Result};
 
 /// Accepts `NAME` or `s3://NAME` (no key prefix) and checks S3's naming rules, so a bad name
 /// fails before anything is created.
@@ -41,6 +42,74 @@ pub fn parse_bucket_name(input: &str) -> Result<String> {
     }
 }
 
+/// A bucket and an optional key prefix, from `--bucket s3://BUCKET/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Prefix {
+    pub bucket: String,
+    /// Without slashes at either end; `None` for the bucket's top.
+    pub prefix: Option<String>,
+}
+
+/// One S3 object: a bucket and a non-empty key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct S3Object {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Prefix {
+    /// `s3://bucket/prefix` (or `s3://bucket`).
+    pub fn parse(url: &str) -> Result<S3Prefix> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            Error::Invalid(format!("{url:?} is not an S3 URL; use s3://BUCKET/PREFIX"))
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        Ok(S3Prefix {
+            bucket: parse_bucket_name(bucket)?,
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+        })
+    }
+
+    /// The object `name` under the prefix.
+    pub fn object(&self, name: &str) -> S3Object {
+        S3Object {
+            bucket: self.bucket.clone(),
+            key: match &self.prefix {
+                Some(prefix) => format!("{prefix}/{name}"),
+                None => name.to_string(),
+            },
+        }
+    }
+}
+
+impl S3Object {
+    /// `s3://bucket/key`; `flag` names the option in errors.
+    pub fn parse(flag: &str, url: &str) -> Result<S3Object> {
+        let location = S3Prefix::parse(url)?;
+        let key = location.prefix.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{flag} {url:?} names no object; use s3://BUCKET/KEY"
+            ))
+        })?;
+        Ok(S3Object {
+            bucket: location.bucket,
+            key,
+        })
+    }
+
+    /// The key's last segment.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+impl std::fmt::Display for S3Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 /// The region a `GetBucketLocation` answer means (empty is us-east-1, `EU` is eu-west-1).
 fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
     match constraint.map(|c| c.as_str()) {
@@ -52,34 +121,28 @@ fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
 
 /// Where an existing bucket lives, or `None` when there is no such bucket.
 pub async fn bucket_region(s3: &Client, bucket: &str) -> Result<Option<String>> {
+    let context = format!("reading the location of bucket {bucket}");
     match s3.get_bucket_location().bucket(bucket).send().await {
         Ok(out) => Ok(Some(location_region(out.location_constraint()))),
-        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("NoSuchBucket") => Ok(None),
-        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("AccessDenied") => {
-            Err(Error::Aws {
-                context: format!("reading the location of bucket {bucket}"),
-                code: Some("AccessDenied".into()),
-                detail: "AccessDenied: the bucket belongs to another account, or these credentials lack s3:GetBucketLocation; choose another bucket name or grant the permission".into(),
-            })
-        }
-        Err(e) => Err(aws(format!("reading the location of bucket {bucket}"), e)),
+        Err(e) => match aws(Op::S3GetBucketLocation, context, e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            err if err.kind() == Some(ErrorKind::AccessDenied) => Err(err
+                .with_hint("or the bucket belongs to another account: choose another bucket name")),
+            err => Err(err),
+        },
     }
 }
 
-/// Creates `bucket` in `region` unless this account already has it there.
-pub async fn ensure_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Outcome> {
-    let wrong_region = |found: &str| {
-        Error::Invalid(format!(
-            "bucket {bucket} already exists in region {found}, not {region}; run with --region {found} or choose another bucket name"
-        ))
-    };
-    if let Some(found) = bucket_region(s3, bucket).await? {
-        return if found == region {
-            Ok(Outcome::AlreadyFine)
-        } else {
-            Err(wrong_region(&found))
-        };
-    }
+/// The error for a bucket that exists in another region than the command's.
+pub fn wrong_region(bucket: &str, found: &str, region: &str) -> Error {
+    Error::Invalid(format!(
+        "bucket {bucket} already exists in region {found}, not {region}; run with --region {found} or choose another bucket name"
+    ))
+}
+
+/// Creates `bucket` in `region`. One created meanwhile by another run of ours is fine if it
+/// is in the right region.
+pub async fn create_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Outcome> {
     let mut req = s3.create_bucket().bucket(bucket);
     // us-east-1 is the one region that refuses an explicit LocationConstraint.
     if region != "us-east-1" {
@@ -98,9 +161,8 @@ pub async fn ensure_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Ou
             if e.as_service_error()
                 .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
         {
-            // Created meanwhile by another run of ours: fine if it is in the right region.
             match bucket_region(s3, bucket).await? {
-                Some(found) if found != region => Err(wrong_region(&found)),
+                Some(found) if found != region => Err(wrong_region(bucket, &found, region)),
                 _ => Ok(Outcome::AlreadyFine),
             }
         }
@@ -112,7 +174,11 @@ pub async fn ensure_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Ou
                 "bucket name {bucket} is taken by another AWS account; choose another bucket name"
             )))
         }
-        Err(e) => Err(aws(format!("creating bucket {bucket} in {region}"), e)),
+        Err(e) => Err(aws(
+            Op::S3CreateBucket,
+            format!("creating bucket {bucket} in {region}"),
+            e,
+        )),
     }
 }
 
@@ -136,5 +202,25 @@ mod tests {
             let err = parse_bucket_name(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn locations() {
+        let p = S3Prefix::parse("s3://images/ci/").unwrap();
+        assert_eq!(p.prefix.as_deref(), Some("ci"));
+        assert_eq!(p.object("a.vmdk").to_string(), "s3://images/ci/a.vmdk");
+        let top = S3Prefix::parse("s3://images").unwrap();
+        assert_eq!(top.prefix, None);
+        assert_eq!(top.object("a.vmdk").key, "a.vmdk");
+        assert!(S3Prefix::parse("images/ci").is_err());
+        let o = S3Object::parse("--source-object", "s3://images/ci/x.raw").unwrap();
+        assert_eq!(
+            (o.bucket.as_str(), o.key.as_str(), o.file_name()),
+            ("images", "ci/x.raw", "x.raw")
+        );
+        let err = S3Object::parse("--source-object", "s3://images/")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no object"), "{err}");
     }
 }

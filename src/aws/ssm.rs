@@ -11,8 +11,9 @@ use aws_sdk_ec2::types::ImageState;
 use aws_sdk_ssm::types::ParameterType;
 use serde::Serialize;
 
+use crate::aws::calls::Op;
 use crate::aws::images::RegionalImage;
-use crate::error::{aws, Error, Result};
+use crate::error::{aws, Error, ErrorKind, Result};
 
 /// Parameter Store allows only a few writes per second per account and region by default;
 /// staying under that keeps ThrottlingException (which the SDK retries with backoff) rare.
@@ -173,14 +174,16 @@ pub async fn describe(ec2: &aws_sdk_ec2::Client, image: &RegionalImage) -> Resul
             found.state().map(|s| s.as_str()).unwrap_or("in no state")
         )));
     }
+    let missing = |field| Error::missing(Op::Ec2DescribeImages, field);
     Ok(ImageFacts {
         region: region.clone(),
         image_id: id.clone(),
-        name: found.name().unwrap_or_default().to_string(),
+        name: found.name().ok_or_else(|| missing("Name"))?.to_string(),
         arch: found
             .architecture()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
+            .ok_or_else(|| missing("Architecture"))?
+            .as_str()
+            .to_string(),
         public: found.public() == Some(true),
         tags: found
             .tags()
@@ -217,20 +220,13 @@ pub async fn plan(
                 image.region, image.image_id
             )));
         }
+        let context = format!("reading parameter {parameter} in {}", image.region);
         let current = match ssm.get_parameter().name(&parameter).send().await {
             Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_owned),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_parameter_not_found()) =>
-            {
-                None
-            }
-            Err(e) => {
-                return Err(aws(
-                    format!("reading parameter {parameter} in {}", image.region),
-                    e,
-                ))
-            }
+            Err(e) => match aws(Op::SsmGetParameter, context, e) {
+                err if err.kind() == Some(ErrorKind::NotFound) => None,
+                err => return Err(err),
+            },
         };
         if let Some(value) = &current {
             if *value != image.image_id && !overwrite {
@@ -307,6 +303,7 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
             .await
             .map_err(|e| {
                 aws(
+                    Op::SsmPutParameter,
                     format!("writing parameter {} in {}", p.parameter, p.region),
                     e,
                 )

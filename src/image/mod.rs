@@ -12,6 +12,36 @@ mod vmdk;
 
 pub const GIB: u64 = 1 << 30;
 
+/// The formats ImportSnapshot takes (`DiskContainer.Format`, ore's `--object-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectFormat {
+    #[value(name = "VMDK")]
+    Vmdk,
+    #[value(name = "RAW")]
+    Raw,
+    #[value(name = "VHD")]
+    Vhd,
+    #[value(name = "VHDX")]
+    Vhdx,
+}
+
+impl ObjectFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectFormat::Vmdk => "VMDK",
+            ObjectFormat::Raw => "RAW",
+            ObjectFormat::Vhd => "VHD",
+            ObjectFormat::Vhdx => "VHDX",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Raw,
@@ -26,14 +56,14 @@ pub enum Format {
 
 impl Format {
     /// The `DiskContainer.Format` ImportSnapshot takes, when AWS can import it.
-    pub fn import_format(self) -> Option<&'static str> {
+    pub fn import_format(self) -> Option<ObjectFormat> {
         match self {
-            Format::Raw => Some("RAW"),
+            Format::Raw => Some(ObjectFormat::Raw),
             Format::Vmdk {
                 stream_optimized: true,
-            } => Some("VMDK"),
-            Format::Vhd => Some("VHD"),
-            Format::Vhdx => Some("VHDX"),
+            } => Some(ObjectFormat::Vmdk),
+            Format::Vhd => Some(ObjectFormat::Vhd),
+            Format::Vhdx => Some(ObjectFormat::Vhdx),
             Format::Vmdk {
                 stream_optimized: false,
             }
@@ -161,8 +191,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
 pub fn import_format(
     path: &Path,
     info: &ImageInfo,
-    requested: Option<&str>,
-) -> Result<&'static str> {
+    requested: Option<ObjectFormat>,
+) -> Result<ObjectFormat> {
     let shown = path.display();
     let Some(detected) = info.format.import_format() else {
         return Err(Error::Invalid(format!(
@@ -172,7 +202,7 @@ pub fn import_format(
         )));
     };
     match requested {
-        Some(req) if !req.eq_ignore_ascii_case(detected) => Err(Error::Invalid(format!(
+        Some(req) if req != detected => Err(Error::Invalid(format!(
             "{shown} is a {} image but --object-format {req} was given; pass --object-format {detected} or leave it out",
             info.format.name()
         ))),

@@ -1,10 +1,14 @@
 //! `imgpub aws initialize`: the image bucket and the `vmimport` role, created or repaired.
+//! [`plan`] reads the bucket's region and the role as they are; [`apply`] changes only what
+//! differs, so a rerun on a ready account changes nothing.
 
 use serde::Serialize;
 
+use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::Identity;
-use crate::aws::iam::{self, Outcome, RoleSpec};
+use crate::aws::iam::{self, Outcome, RolePlan, RoleSpec, RoleState};
 use crate::aws::s3;
+use crate::commands::Clients;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -33,6 +37,17 @@ pub struct InitializeReport {
     pub already_fine: Vec<&'static str>,
     /// Whether this run changed anything.
     pub changed: bool,
+}
+
+/// What `initialize` found and will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub region: String,
+    pub bucket: String,
+    pub bucket_outcome: Outcome,
+    pub spec: RoleSpec,
+    pub role_state: RoleState,
+    pub role: RolePlan,
 }
 
 /// Checks everything that can be checked locally; returns the bucket names to use.
@@ -67,17 +82,14 @@ fn validate(
     Ok((bucket, export))
 }
 
-/// Creates or repairs the bucket and role; a rerun on a ready account changes nothing.
-pub async fn initialize(
-    s3_client: &aws_sdk_s3::Client,
-    iam_client: &aws_sdk_iam::Client,
-    identity: &Identity,
-    region: &str,
-    opts: &InitializeOptions,
-) -> Result<InitializeReport> {
-    let (bucket, export_bucket) = validate(opts, identity, region)?;
-
-    let bucket_outcome = s3::ensure_bucket(s3_client, &bucket, region).await?;
+/// The local checks, then the bucket's region and the role as IAM has it.
+pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) -> Result<Plan> {
+    let (bucket, export_bucket) = validate(opts, identity, &c.region)?;
+    let bucket_outcome = match s3::bucket_region(&c.s3, &bucket).await? {
+        None => Outcome::Created,
+        Some(found) if found == c.region => Outcome::AlreadyFine,
+        Some(found) => return Err(s3::wrong_region(&bucket, &found, &c.region)),
+    };
     let spec = RoleSpec {
         role_name: opts.role_name.clone(),
         import_bucket: bucket.clone(),
@@ -88,13 +100,67 @@ pub async fn initialize(
         account: identity.account.clone(),
         partition: identity.partition.clone(),
     };
-    let role = iam::ensure_vmimport_role(iam_client, &spec).await?;
-
-    let mut report = InitializeReport {
+    let role_state = iam::read_role(&c.iam, &opts.role_name).await?;
+    let role = iam::plan_role(&spec, &role_state);
+    Ok(Plan {
+        region: c.region.clone(),
         bucket,
-        region: region.to_string(),
-        role: opts.role_name.clone(),
-        role_arn: role.arn,
+        bucket_outcome,
+        spec,
+        role_state,
+        role,
+    })
+}
+
+/// The calls [`apply`] will make.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let role = || vec![Resource::Role(plan.spec.role_name.clone())];
+    let mut calls = vec![];
+    if plan.bucket_outcome == Outcome::Created {
+        calls.push(Call::new(
+            Op::S3CreateBucket,
+            &plan.region,
+            vec![Resource::Bucket(plan.bucket.clone())],
+        ));
+    }
+    if plan.role.role == Outcome::Created {
+        calls.push(Call::new(Op::IamCreateRole, &plan.region, role()));
+    } else if plan.role.trust_policy == Outcome::Repaired {
+        calls.push(Call::new(
+            Op::IamUpdateAssumeRolePolicy,
+            &plan.region,
+            role(),
+        ));
+    }
+    if plan.role.role_policy != Outcome::AlreadyFine {
+        calls.push(Call::new(Op::IamPutRolePolicy, &plan.region, role()));
+    }
+    calls
+}
+
+/// Every operation `initialize` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::S3GetBucketLocation,
+    Op::S3CreateBucket,
+    Op::IamGetRole,
+    Op::IamGetRolePolicy,
+    Op::IamCreateRole,
+    Op::IamUpdateAssumeRolePolicy,
+    Op::IamPutRolePolicy,
+];
+
+/// Creates or repairs the bucket and role as planned.
+pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
+    let bucket_outcome = match plan.bucket_outcome {
+        Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region).await?,
+        other => other,
+    };
+    let role_arn = iam::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
+    let mut report = InitializeReport {
+        bucket: plan.bucket.clone(),
+        region: plan.region.clone(),
+        role: plan.spec.role_name.clone(),
+        role_arn,
         created: vec![],
         repaired: vec![],
         already_fine: vec![],
@@ -102,9 +168,9 @@ pub async fn initialize(
     };
     for (what, outcome) in [
         ("bucket", bucket_outcome),
-        ("role", role.role),
-        ("trust-policy", role.trust_policy),
-        ("role-policy", role.role_policy),
+        ("role", plan.role.role),
+        ("trust-policy", plan.role.trust_policy),
+        ("role-policy", plan.role.role_policy),
     ] {
         match outcome {
             Outcome::Created => report.created.push(what),

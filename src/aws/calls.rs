@@ -1,0 +1,731 @@
+//! What imgpub calls in AWS, as data. [`Op`] is every SDK operation the library makes; its
+//! [`Op::info`] is the one table of what each needs in IAM (the actions, dependent ones
+//! included, the resources they act on, why). A command's **check** step lists the [`Call`]s
+//! its plan will make; `imgpub aws policy`, the permission preflight and AccessDenied
+//! messages read them through this table.
+
+use serde::Serialize;
+
+/// The AWS service an operation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    S3,
+    Ec2,
+    Iam,
+    Ssm,
+    Sts,
+}
+
+/// Every AWS operation imgpub makes. Adding a call site means adding it here (the error
+/// helper takes an `Op`), and a unit test checks the table against the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Op {
+    S3GetBucketLocation,
+    S3CreateBucket,
+    S3HeadObject,
+    S3DeleteObject,
+    S3CreateMultipartUpload,
+    S3UploadPart,
+    S3CompleteMultipartUpload,
+    S3AbortMultipartUpload,
+    S3ListMultipartUploads,
+    S3ListParts,
+    Ec2DescribeRegions,
+    Ec2DescribeImages,
+    Ec2DescribeImageAttribute,
+    Ec2DescribeSnapshots,
+    Ec2DescribeSnapshotAttribute,
+    Ec2DescribeImportSnapshotTasks,
+    Ec2ImportSnapshot,
+    Ec2RegisterImage,
+    Ec2DeregisterImage,
+    Ec2DeleteSnapshot,
+    Ec2CreateTags,
+    Ec2ModifyImageAttribute,
+    Ec2ModifySnapshotAttribute,
+    Ec2CopyImage,
+    IamGetRole,
+    IamCreateRole,
+    IamUpdateAssumeRolePolicy,
+    IamGetRolePolicy,
+    IamPutRolePolicy,
+    SsmGetParameter,
+    SsmPutParameter,
+    StsGetCallerIdentity,
+}
+
+/// The kind of resource an IAM action is authorized against; the policy scopes it by the
+/// ARN of that kind (see [`ResourceKind::arn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceKind {
+    Bucket,
+    Object,
+    Image,
+    Snapshot,
+    ImportSnapshotTask,
+    Role,
+    Parameter,
+    /// Actions that take no resource-level permissions (`Describe*`, …): `*`.
+    Any,
+}
+
+/// One IAM action an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub action: &'static str,
+    pub resource: ResourceKind,
+    /// A condition that must hold for this need: `ec2:CreateTags` on create is allowed
+    /// only with `ec2:CreateAction` = the creating operation.
+    pub create_action: Option<&'static str>,
+    pub why: &'static str,
+}
+
+const fn need(action: &'static str, resource: ResourceKind, why: &'static str) -> Need {
+    Need {
+        action,
+        resource,
+        create_action: None,
+        why,
+    }
+}
+
+/// An operation's row in the table.
+#[derive(Debug, Clone, Copy)]
+pub struct OpInfo {
+    pub service: Service,
+    /// The API's own name (`RegisterImage`).
+    pub name: &'static str,
+    /// The SDK client's method (`register_image`): what the coverage test looks for.
+    pub sdk_method: &'static str,
+    pub needs: &'static [Need],
+}
+
+use ResourceKind as R;
+
+impl Op {
+    pub const ALL: &'static [Op] = &[
+        Op::S3GetBucketLocation,
+        Op::S3CreateBucket,
+        Op::S3HeadObject,
+        Op::S3DeleteObject,
+        Op::S3CreateMultipartUpload,
+        Op::S3UploadPart,
+        Op::S3CompleteMultipartUpload,
+        Op::S3AbortMultipartUpload,
+        Op::S3ListMultipartUploads,
+        Op::S3ListParts,
+        Op::Ec2DescribeRegions,
+        Op::Ec2DescribeImages,
+        Op::Ec2DescribeImageAttribute,
+        Op::Ec2DescribeSnapshots,
+        Op::Ec2DescribeSnapshotAttribute,
+        Op::Ec2DescribeImportSnapshotTasks,
+        Op::Ec2ImportSnapshot,
+        Op::Ec2RegisterImage,
+        Op::Ec2DeregisterImage,
+        Op::Ec2DeleteSnapshot,
+        Op::Ec2CreateTags,
+        Op::Ec2ModifyImageAttribute,
+        Op::Ec2ModifySnapshotAttribute,
+        Op::Ec2CopyImage,
+        Op::IamGetRole,
+        Op::IamCreateRole,
+        Op::IamUpdateAssumeRolePolicy,
+        Op::IamGetRolePolicy,
+        Op::IamPutRolePolicy,
+        Op::SsmGetParameter,
+        Op::SsmPutParameter,
+        Op::StsGetCallerIdentity,
+    ];
+
+    /// The table: what each operation needs in IAM, and why.
+    pub fn info(self) -> OpInfo {
+        use Service::*;
+        let (service, name, sdk_method, needs): (_, _, _, &'static [Need]) = match self {
+            Op::S3GetBucketLocation => (
+                S3,
+                "GetBucketLocation",
+                "get_bucket_location",
+                &const {
+                    [need(
+                        "s3:GetBucketLocation",
+                        R::Bucket,
+                        "check that the bucket exists in the command's region",
+                    )]
+                },
+            ),
+            Op::S3CreateBucket => (
+                S3,
+                "CreateBucket",
+                "create_bucket",
+                &const {
+                    [need(
+                        "s3:CreateBucket",
+                        R::Bucket,
+                        "create the image bucket",
+                    )]
+                },
+            ),
+            Op::S3HeadObject => (
+                S3,
+                "HeadObject",
+                "head_object",
+                &const {
+                    [
+                        need(
+                            "s3:GetObject",
+                            R::Object,
+                            "see whether the image is already uploaded",
+                        ),
+                        // Without it S3 answers 403 instead of 404 for a key that is not there.
+                        need(
+                            "s3:ListBucket",
+                            R::Bucket,
+                            "tell a missing object (404) from a forbidden one (403)",
+                        ),
+                    ]
+                },
+            ),
+            Op::S3DeleteObject => (
+                S3,
+                "DeleteObject",
+                "delete_object",
+                &const {
+                    [need(
+                        "s3:DeleteObject",
+                        R::Object,
+                        "delete the uploaded image once the snapshot exists",
+                    )]
+                },
+            ),
+            Op::S3CreateMultipartUpload => (
+                S3,
+                "CreateMultipartUpload",
+                "create_multipart_upload",
+                &const { [need("s3:PutObject", R::Object, "upload the image")] },
+            ),
+            Op::S3UploadPart => (
+                S3,
+                "UploadPart",
+                "upload_part",
+                &const { [need("s3:PutObject", R::Object, "upload the image")] },
+            ),
+            Op::S3CompleteMultipartUpload => (
+                S3,
+                "CompleteMultipartUpload",
+                "complete_multipart_upload",
+                &const { [need("s3:PutObject", R::Object, "upload the image")] },
+            ),
+            Op::S3AbortMultipartUpload => (
+                S3,
+                "AbortMultipartUpload",
+                "abort_multipart_upload",
+                &const {
+                    [need(
+                        "s3:AbortMultipartUpload",
+                        R::Object,
+                        "abort an upload that cannot be resumed, so no parts are left billed",
+                    )]
+                },
+            ),
+            Op::S3ListMultipartUploads => (
+                S3,
+                "ListMultipartUploads",
+                "list_multipart_uploads",
+                &const {
+                    [need(
+                        "s3:ListBucketMultipartUploads",
+                        R::Bucket,
+                        "find an interrupted upload to resume",
+                    )]
+                },
+            ),
+            Op::S3ListParts => (
+                S3,
+                "ListParts",
+                "list_parts",
+                &const {
+                    [need(
+                        "s3:ListMultipartUploadParts",
+                        R::Object,
+                        "resume: send only the parts that are missing",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeRegions => (
+                Ec2,
+                "DescribeRegions",
+                "describe_regions",
+                &const {
+                    [need(
+                        "ec2:DescribeRegions",
+                        R::Any,
+                        "check the target regions are enabled",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeImages => (
+                Ec2,
+                "DescribeImages",
+                "describe_images",
+                &const {
+                    [need(
+                        "ec2:DescribeImages",
+                        R::Any,
+                        "find an AMI of the same name, read an AMI's state and snapshot",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeImageAttribute => (
+                Ec2,
+                "DescribeImageAttribute",
+                "describe_image_attribute",
+                &const {
+                    [need(
+                        "ec2:DescribeImageAttribute",
+                        R::Image,
+                        "read launch permissions to carry them to copies",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeSnapshots => (
+                Ec2,
+                "DescribeSnapshots",
+                "describe_snapshots",
+                &const {
+                    [need(
+                        "ec2:DescribeSnapshots",
+                        R::Any,
+                        "find the snapshot an earlier run imported",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeSnapshotAttribute => (
+                Ec2,
+                "DescribeSnapshotAttribute",
+                "describe_snapshot_attribute",
+                &const {
+                    [need(
+                        "ec2:DescribeSnapshotAttribute",
+                        R::Snapshot,
+                        "read create-volume permissions",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeImportSnapshotTasks => (
+                Ec2,
+                "DescribeImportSnapshotTasks",
+                "describe_import_snapshot_tasks",
+                &const {
+                    [need(
+                        "ec2:DescribeImportSnapshotTasks",
+                        R::Any,
+                        "follow the import, find one an earlier run started",
+                    )]
+                },
+            ),
+            Op::Ec2ImportSnapshot => (
+                Ec2,
+                "ImportSnapshot",
+                "import_snapshot",
+                &const {
+                    [
+                        need(
+                            "ec2:ImportSnapshot",
+                            R::ImportSnapshotTask,
+                            "import the uploaded image as a snapshot",
+                        ),
+                        need(
+                            "ec2:ImportSnapshot",
+                            R::Snapshot,
+                            "import the uploaded image as a snapshot",
+                        ),
+                    ]
+                },
+            ),
+            Op::Ec2RegisterImage => (
+                Ec2,
+                "RegisterImage",
+                "register_image",
+                &const {
+                    [
+                        need("ec2:RegisterImage", R::Image, "register the AMI"),
+                        need(
+                            "ec2:RegisterImage",
+                            R::Snapshot,
+                            "register the AMI from the snapshot",
+                        ),
+                        Need {
+                            action: "ec2:CreateTags",
+                            resource: R::Image,
+                            create_action: Some("RegisterImage"),
+                            why: "tag the AMI as it is registered",
+                        },
+                    ]
+                },
+            ),
+            Op::Ec2DeregisterImage => (
+                Ec2,
+                "DeregisterImage",
+                "deregister_image",
+                &const {
+                    [need(
+                        "ec2:DeregisterImage",
+                        R::Image,
+                        "replace (--force), delete, or redo a failed copy",
+                    )]
+                },
+            ),
+            Op::Ec2DeleteSnapshot => (
+                Ec2,
+                "DeleteSnapshot",
+                "delete_snapshot",
+                &const {
+                    [need(
+                        "ec2:DeleteSnapshot",
+                        R::Snapshot,
+                        "delete the snapshot of a deleted AMI",
+                    )]
+                },
+            ),
+            Op::Ec2CreateTags => (
+                Ec2,
+                "CreateTags",
+                "create_tags",
+                &const {
+                    [
+                        need(
+                            "ec2:CreateTags",
+                            R::Image,
+                            "tag the AMI (Name, --tags, the source's tags on copies)",
+                        ),
+                        need(
+                            "ec2:CreateTags",
+                            R::Snapshot,
+                            "tag the snapshot (Name, --tags)",
+                        ),
+                    ]
+                },
+            ),
+            Op::Ec2ModifyImageAttribute => (
+                Ec2,
+                "ModifyImageAttribute",
+                "modify_image_attribute",
+                &const {
+                    [need(
+                        "ec2:ModifyImageAttribute",
+                        R::Image,
+                        "launch permissions (--public, --grant-user, grant)",
+                    )]
+                },
+            ),
+            Op::Ec2ModifySnapshotAttribute => (
+                Ec2,
+                "ModifySnapshotAttribute",
+                "modify_snapshot_attribute",
+                &const {
+                    [need(
+                        "ec2:ModifySnapshotAttribute",
+                        R::Snapshot,
+                        "create-volume permissions (--public, --grant-user-snapshot)",
+                    )]
+                },
+            ),
+            Op::Ec2CopyImage => (
+                Ec2,
+                "CopyImage",
+                "copy_image",
+                &const {
+                    [
+                        need("ec2:CopyImage", R::Image, "copy the AMI to another region"),
+                        need(
+                            "ec2:CopyImage",
+                            R::Snapshot,
+                            "copy the AMI's snapshot with it",
+                        ),
+                    ]
+                },
+            ),
+            Op::IamGetRole => (
+                Iam,
+                "GetRole",
+                "get_role",
+                &const {
+                    [need(
+                        "iam:GetRole",
+                        R::Role,
+                        "check that the vmimport role exists",
+                    )]
+                },
+            ),
+            Op::IamCreateRole => (
+                Iam,
+                "CreateRole",
+                "create_role",
+                &const { [need("iam:CreateRole", R::Role, "create the vmimport role")] },
+            ),
+            Op::IamUpdateAssumeRolePolicy => (
+                Iam,
+                "UpdateAssumeRolePolicy",
+                "update_assume_role_policy",
+                &const {
+                    [need(
+                        "iam:UpdateAssumeRolePolicy",
+                        R::Role,
+                        "repair the vmimport role's trust policy",
+                    )]
+                },
+            ),
+            Op::IamGetRolePolicy => (
+                Iam,
+                "GetRolePolicy",
+                "get_role_policy",
+                &const {
+                    [need(
+                        "iam:GetRolePolicy",
+                        R::Role,
+                        "read the vmimport role's policy",
+                    )]
+                },
+            ),
+            Op::IamPutRolePolicy => (
+                Iam,
+                "PutRolePolicy",
+                "put_role_policy",
+                &const {
+                    [need(
+                        "iam:PutRolePolicy",
+                        R::Role,
+                        "write the vmimport role's policy",
+                    )]
+                },
+            ),
+            Op::SsmGetParameter => (
+                Ssm,
+                "GetParameter",
+                "get_parameter",
+                &const {
+                    [need(
+                        "ssm:GetParameter",
+                        R::Parameter,
+                        "read the parameter's current AMI",
+                    )]
+                },
+            ),
+            Op::SsmPutParameter => {
+                (
+                    Ssm,
+                    "PutParameter",
+                    "put_parameter",
+                    &const {
+                        [
+                need("ssm:PutParameter", R::Parameter, "point the parameter at the AMI"),
+                // SSM checks an aws:ec2:image value with the caller's credentials.
+                need("ec2:DescribeImages", R::Any, "SSM checks that an aws:ec2:image value is an AMI the caller can see"),
+            ]
+                    },
+                )
+            }
+            Op::StsGetCallerIdentity => (Sts, "GetCallerIdentity", "get_caller_identity", &[]),
+        };
+        OpInfo {
+            service,
+            name,
+            sdk_method,
+            needs,
+        }
+    }
+
+    /// `ec2:RegisterImage`-style name for messages.
+    pub fn name(self) -> String {
+        let info = self.info();
+        let service = match info.service {
+            Service::S3 => "s3",
+            Service::Ec2 => "ec2",
+            Service::Iam => "iam",
+            Service::Ssm => "ssm",
+            Service::Sts => "sts",
+        };
+        format!("{service}:{}", info.name)
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A resource a call acts on, as far as the plan knows it (`None`: not created yet).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "id")]
+pub enum Resource {
+    Bucket(String),
+    Object { bucket: String, key: String },
+    Image(Option<String>),
+    Snapshot(Option<String>),
+    Role(String),
+    Parameter(String),
+}
+
+/// One call a plan will make: the check step's output, the input of the preflight,
+/// `--dry-run` and `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Call {
+    pub op: Op,
+    pub region: String,
+    pub resources: Vec<Resource>,
+}
+
+impl Call {
+    pub fn new(op: Op, region: &str, resources: Vec<Resource>) -> Call {
+        Call {
+            op,
+            region: region.to_string(),
+            resources,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The library's sources, without this file (whose table names every method).
+    fn sources() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("ami.rs", include_str!("ami.rs")),
+            ("config.rs", include_str!("config.rs")),
+            ("copy.rs", include_str!("copy.rs")),
+            ("iam.rs", include_str!("iam.rs")),
+            ("import.rs", include_str!("import.rs")),
+            ("multipart.rs", include_str!("multipart.rs")),
+            ("permissions.rs", include_str!("permissions.rs")),
+            ("regions.rs", include_str!("regions.rs")),
+            ("s3.rs", include_str!("s3.rs")),
+            ("ssm.rs", include_str!("ssm.rs")),
+            ("tags.rs", include_str!("tags.rs")),
+            ("commands/upload.rs", include_str!("../commands/upload.rs")),
+            (
+                "commands/initialize.rs",
+                include_str!("../commands/initialize.rs"),
+            ),
+            (
+                "commands/copy_regions.rs",
+                include_str!("../commands/copy_regions.rs"),
+            ),
+            ("commands/grant.rs", include_str!("../commands/grant.rs")),
+            (
+                "commands/ensure_public.rs",
+                include_str!("../commands/ensure_public.rs"),
+            ),
+            (
+                "commands/publish_ssm.rs",
+                include_str!("../commands/publish_ssm.rs"),
+            ),
+            (
+                "commands/delete_image.rs",
+                include_str!("../commands/delete_image.rs"),
+            ),
+        ]
+    }
+
+    /// The SDK operations called in `text`: a method called on a client (`ec2.`, `s3.`,
+    /// `iam.`, `ssm.`, `sts().`), also where rustfmt split the chain over lines.
+    fn called_methods(text: &str) -> BTreeSet<String> {
+        // Drop the white space before a `.`, so `ec2\n    .describe_images()` reads as one.
+        let mut flat = String::with_capacity(text.len());
+        let mut pending = String::new();
+        for c in text.chars() {
+            if c.is_whitespace() {
+                pending.push(c);
+                continue;
+            }
+            if c != '.' {
+                flat.push_str(&pending);
+            }
+            pending.clear();
+            flat.push(c);
+        }
+        let mut found = BTreeSet::new();
+        for client in [
+            "ec2",
+            "s3",
+            "iam",
+            "ssm",
+            "sts()",
+            "s3_client",
+            "iam_client",
+        ] {
+            let pat = format!("{client}.");
+            let mut from = 0;
+            while let Some(at) = flat[from..].find(&pat).map(|i| i + from) {
+                from = at + pat.len();
+                let before = flat[..at].chars().last();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue; // part of a longer name
+                }
+                let method: String = flat[from..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                let is_call = flat[from + method.len()..].starts_with("()");
+                if is_call && !method.is_empty() && !["clone", "config"].contains(&method.as_str())
+                {
+                    found.insert(method);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_call_site_is_in_the_table_and_every_row_is_called() {
+        let table: BTreeSet<String> = Op::ALL
+            .iter()
+            .map(|op| op.info().sdk_method.to_string())
+            .collect();
+        let mut called = BTreeSet::new();
+        for (file, text) in sources() {
+            for method in called_methods(text) {
+                assert!(
+                    table.contains(&method),
+                    "{file} calls `{method}`, which the table in calls.rs does not cover"
+                );
+                called.insert(method);
+            }
+        }
+        for method in &table {
+            assert!(
+                called.contains(method),
+                "the table in calls.rs names `{method}`, which nothing calls"
+            );
+        }
+    }
+
+    #[test]
+    fn all_lists_every_op_once() {
+        let set: BTreeSet<Op> = Op::ALL.iter().copied().collect();
+        assert_eq!(set.len(), Op::ALL.len());
+        // Every op but GetCallerIdentity needs at least one action.
+        for op in Op::ALL {
+            assert!(
+                *op == Op::StsGetCallerIdentity || !op.info().needs.is_empty(),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn coverage_scanner_sees_split_chains() {
+        let text = "let out = ec2\n        .describe_images()\n        .owners(\"self\")\n        .send()\n        .await;\nlet c = ctx.ec2();";
+        let found = called_methods(text);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            vec!["describe_images"]
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! Tags: `KEY=VALUE` arguments, and tagging an AMI or snapshot (imports, registrations and
+//! copies all tag what they make).
+
+use aws_sdk_ec2::types::Tag;
+use aws_sdk_ec2::Client;
+
+use crate::aws::calls::Op;
+use crate::error::{aws, Error, Result};
+
+/// `KEY=VALUE` arguments of `flag` as pairs; an empty key or a missing `=` is refused.
+pub fn parse(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::Invalid(format!("{flag} {t:?} is not key=value"))),
+        })
+        .collect()
+}
+
+/// The pairs as EC2 tags.
+pub fn to_ec2(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// EC2 tags as pairs, without AWS's own (`aws:…`, which nobody may set).
+pub fn from_ec2(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .collect()
+}
+
+/// Tags a resource (snapshot or image) with `tags`; setting a tag it has is a no-op.
+pub async fn tag(ec2: &Client, id: &str, tags: &[(String, String)]) -> Result<()> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    ec2.create_tags()
+        .resources(id)
+        .set_tags(Some(to_ec2(tags)))
+        .send()
+        .await
+        .map_err(|e| aws(Op::Ec2CreateTags, format!("tagging {id}"), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_pairs() {
+        let tags = parse("--tags", &["a=1".into(), "b=".into(), "c=x=y".into()]).unwrap();
+        assert_eq!(tags[2], ("c".to_string(), "x=y".to_string()));
+        assert_eq!(tags[1].1, "");
+        let err = parse("--tag", &["=v".into()]).unwrap_err().to_string();
+        assert_eq!(err, "--tag \"=v\" is not key=value");
+        assert!(parse("--tags", &["novalue".into()]).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! `copy-regions` (ore's `copy-image`): CopyImage to other regions, a bounded number at a
+//! time, each copy given the source's tags and permissions. [`plan`] describes the source
+//! and looks in every target region for what an earlier run copied; [`apply`] prints one
+//! line per region as it finishes and ends with an error naming the regions that failed.
+
+use std::time::Duration;
+
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::config::{validate_region, AwsContext};
+use crate::aws::copy::{self, Copied, InRegion, Source};
+use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::commands::REGION_CONCURRENCY;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    pub image: String,
+    pub regions: Vec<String>,
+    pub all_regions: bool,
+    /// Copies in flight at once.
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// The source and what each target region has of it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: Source,
+    pub targets: Vec<(String, InRegion)>,
+    /// Regions that could not be looked at: named in the end, without holding up the others.
+    pub failed: Vec<(String, String)>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+}
+
+/// The flags, checked without AWS.
+pub fn validate(opts: &CopyOptions) -> Result<()> {
+    if !opts.image.starts_with("ami-") {
+        return Err(Error::Invalid(format!(
+            "--image {:?} is not an AMI id (ami-…)",
+            opts.image
+        )));
+    }
+    if opts.regions.is_empty() && !opts.all_regions {
+        return Err(Error::Invalid(
+            "name the target regions, or pass --all-regions".into(),
+        ));
+    }
+    opts.regions.iter().try_for_each(|r| validate_region(r))
+}
+
+/// Describes the source in the command's region and looks for its name in every target.
+pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
+    validate(opts)?;
+    let ec2 = ctx.ec2();
+    let mut regions = target_regions(&ec2, &opts.regions, opts.all_regions).await?;
+    regions.retain(|r| *r != ctx.region);
+    let source = copy::describe_source(&ec2, &ctx.region, &opts.image).await?;
+    let mut targets = vec![];
+    let failed = fan_out(
+        regions,
+        REGION_CONCURRENCY,
+        |region| {
+            let source = &source;
+            async move { copy::find_in_region(&ctx.in_region(&region).ec2(), source).await }
+        },
+        |region, found| targets.push((region.clone(), found)),
+    )
+    .await;
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Plan {
+        source,
+        targets,
+        failed: failed
+            .into_iter()
+            .map(|(r, e)| (r, e.to_string()))
+            .collect(),
+        concurrency: opts.concurrency,
+        timeout: opts.timeout,
+    })
+}
+
+/// The calls [`apply`] will make in each target region.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let mut calls = vec![];
+    let sharing = &plan.source.sharing;
+    for (region, found) in &plan.targets {
+        let (image, snapshot) = (Resource::Image(None), Resource::Snapshot(None));
+        let call = |op, resources| Call::new(op, region, resources);
+        match found {
+            InRegion::Absent => {}
+            InRegion::Present(_) => {}
+            InRegion::Failed(failed) => {
+                let old = Resource::Image(Some(failed.image_id.clone()));
+                calls.push(call(Op::Ec2DeregisterImage, vec![old]));
+                if let Some(s) = &failed.root_snapshot {
+                    let old = Resource::Snapshot(Some(s.clone()));
+                    calls.push(call(Op::Ec2DeleteSnapshot, vec![old]));
+                }
+            }
+        }
+        if !matches!(found, InRegion::Present(_)) {
+            calls.push(call(
+                Op::Ec2CopyImage,
+                vec![image.clone(), snapshot.clone()],
+            ));
+        }
+        calls.push(call(Op::Ec2DescribeImages, vec![]));
+        if !plan.source.tags.is_empty() || !plan.source.snapshot_tags.is_empty() {
+            calls.push(call(
+                Op::Ec2CreateTags,
+                vec![image.clone(), snapshot.clone()],
+            ));
+        }
+        if !sharing.launch_permissions().is_empty() {
+            calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
+        }
+        if !sharing.volume_permissions().is_empty() {
+            calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]));
+        }
+    }
+    calls
+}
+
+/// Every operation `copy-regions` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeRegions,
+    Op::Ec2DescribeImages,
+    Op::Ec2DescribeImageAttribute,
+    Op::Ec2DescribeSnapshots,
+    Op::Ec2DescribeSnapshotAttribute,
+    Op::Ec2DeregisterImage,
+    Op::Ec2DeleteSnapshot,
+    Op::Ec2CopyImage,
+    Op::Ec2CreateTags,
+    Op::Ec2ModifyImageAttribute,
+    Op::Ec2ModifySnapshotAttribute,
+];
+
+/// Copies to every target, `concurrency` at a time; `emit` gets each finished region's line
+/// `{"REGION":{"ami":…,"snapshot":…}}` at once. Fails naming every region that failed,
+/// after all successes were emitted.
+pub async fn apply(
+    ctx: &AwsContext,
+    plan: &Plan,
+    mut emit: impl FnMut(serde_json::Value),
+) -> Result<()> {
+    let regions: Vec<String> = plan.targets.iter().map(|(r, _)| r.clone()).collect();
+    let done = fan_out(
+        regions,
+        plan.concurrency,
+        |region| async move {
+            let ec2 = ctx.in_region(&region).ec2();
+            let found = plan
+                .targets
+                .iter()
+                .find(|(r, _)| *r == region)
+                .map_or(&InRegion::Absent, |(_, found)| found);
+            copy::copy_to_region(&ec2, &plan.source, &region, found, plan.timeout).await
+        },
+        |region, copied: Copied| emit(serde_json::json!({ region: copied })),
+    )
+    .await;
+    let mut failures = plan.failed.clone();
+    failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let context = format!(
+        "copying {} to {} regions",
+        plan.source.image_id,
+        plan.targets.len() + plan.failed.len()
+    );
+    Err(failure_summary(context, &failures))
+}

@@ -1,0 +1,109 @@
+//! `delete-image`: deregister an AMI and delete its snapshot. [`plan`] finds the AMI (and,
+//! with `detectFromAMI`, its snapshot); [`apply`] prints `{"image":…,"snapshot":…}`, what
+//! it removed. With `--allow-missing` a rerun after a partial cleanup is fine.
+
+use crate::aws::ami::{self, Deleted, SnapshotChoice};
+use crate::aws::calls::{Call, Op, Resource};
+use crate::commands::Clients;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct DeleteOptions {
+    pub ami: String,
+    /// A snapshot id, or `detectFromAMI`.
+    pub snapshot: Option<String>,
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub region: String,
+    /// The AMI, when it exists.
+    pub image: Option<String>,
+    /// The snapshot to delete.
+    pub snapshot: Option<String>,
+    pub allow_missing: bool,
+}
+
+/// The flags, checked without AWS.
+pub fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
+    if !opts.ami.starts_with("ami-") {
+        return Err(Error::Invalid(format!(
+            "--ami {:?} is not an AMI id (ami-…)",
+            opts.ami
+        )));
+    }
+    Ok(match opts.snapshot.as_deref() {
+        None => SnapshotChoice::None,
+        Some("detectFromAMI") => SnapshotChoice::FromImage,
+        Some(id) if id.starts_with("snap-") => SnapshotChoice::Id(id.to_string()),
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "--snapshot {other:?} is neither a snapshot id (snap-…) nor detectFromAMI"
+            )))
+        }
+    })
+}
+
+/// Looks the AMI up; a missing one is an error unless `--allow-missing`.
+pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
+    let choice = snapshot_choice(opts)?;
+    let found = ami::find_image(&c.ec2, &c.region, &opts.ami).await?;
+    if found.is_none() {
+        if !opts.allow_missing {
+            return Err(Error::Invalid(format!(
+                "AMI {} does not exist in this region; pass --allow-missing if that is fine",
+                opts.ami
+            )));
+        }
+        tracing::info!("AMI {} does not exist; nothing to deregister", opts.ami);
+    }
+    let snapshot = match (choice, &found) {
+        (SnapshotChoice::None, _) => None,
+        (SnapshotChoice::Id(id), _) => Some(id),
+        (SnapshotChoice::FromImage, Some(image)) => ami::root_snapshot_of(image),
+        (SnapshotChoice::FromImage, None) => None,
+    };
+    Ok(Plan {
+        region: c.region.clone(),
+        image: found.map(|_| opts.ami.clone()),
+        snapshot,
+        allow_missing: opts.allow_missing,
+    })
+}
+
+/// The calls [`apply`] will make.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let mut calls = vec![];
+    if let Some(id) = &plan.image {
+        let image = vec![Resource::Image(Some(id.clone()))];
+        calls.push(Call::new(Op::Ec2DeregisterImage, &plan.region, image));
+    }
+    if let Some(id) = &plan.snapshot {
+        let snapshot = vec![Resource::Snapshot(Some(id.clone()))];
+        calls.push(Call::new(Op::Ec2DeleteSnapshot, &plan.region, snapshot));
+    }
+    calls
+}
+
+/// Every operation `delete-image` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeImages,
+    Op::Ec2DeregisterImage,
+    Op::Ec2DeleteSnapshot,
+];
+
+pub async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
+    match &plan.image {
+        Some(id) => {
+            ami::deregister_image(&c.ec2, id, plan.snapshot.as_deref(), plan.allow_missing).await
+        }
+        None => Ok(Deleted {
+            image: None,
+            snapshot: match &plan.snapshot {
+                Some(id) => ami::delete_snapshot(&c.ec2, id, plan.allow_missing).await?,
+                None => None,
+            },
+        }),
+    }
+}

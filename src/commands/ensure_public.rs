@@ -1,0 +1,127 @@
+//! `ensure-public`: AMIs carrying the given tags that are no longer public (or whose
+//! snapshot is not) are made public again. [`plan`] finds them in every region (all
+//! `--dry-run` does); [`apply`] fixes them, one line per AMI.
+
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::config::{validate_region, AwsContext};
+use crate::aws::permissions::{self, MadePublic, NotPublic};
+use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::commands::REGION_CONCURRENCY;
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct EnsurePublicOptions {
+    pub tags: Vec<String>,
+    pub regions: Vec<String>,
+    pub all_regions: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub regions: Vec<String>,
+    /// What is not public, per AMI.
+    pub found: Vec<MadePublic>,
+    /// Regions that could not be looked at: named in the end, without holding up the others.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Finds, in every region, the tagged AMIs that are not public.
+pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
+    let tags = permissions::parse_tag_filters(&opts.tags)?;
+    opts.regions.iter().try_for_each(|r| validate_region(r))?;
+    let regions = if opts.regions.is_empty() && !opts.all_regions {
+        vec![ctx.region.clone()]
+    } else {
+        target_regions(&ctx.ec2(), &opts.regions, opts.all_regions).await?
+    };
+    let mut found = vec![];
+    let failed = fan_out(
+        regions.clone(),
+        REGION_CONCURRENCY,
+        |region| {
+            let tags = &tags;
+            async move {
+                let ec2 = ctx.in_region(&region).ec2();
+                permissions::find_not_public(&ec2, &region, tags).await
+            }
+        },
+        |_, mut not_public| found.append(&mut not_public),
+    )
+    .await;
+    Ok(Plan {
+        regions,
+        found,
+        failed: failed
+            .into_iter()
+            .map(|(r, e)| (r, e.to_string()))
+            .collect(),
+    })
+}
+
+/// The calls [`apply`] will make.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let mut calls = vec![];
+    for image in &plan.found {
+        if image.fixed.contains(&NotPublic::Image) {
+            let id = Resource::Image(Some(image.image.clone()));
+            calls.push(Call::new(
+                Op::Ec2ModifyImageAttribute,
+                &image.region,
+                vec![id],
+            ));
+        }
+        if let (Some(s), true) = (&image.snapshot, image.fixed.contains(&NotPublic::Snapshot)) {
+            let id = Resource::Snapshot(Some(s.clone()));
+            calls.push(Call::new(
+                Op::Ec2ModifySnapshotAttribute,
+                &image.region,
+                vec![id],
+            ));
+        }
+    }
+    calls
+}
+
+/// Every operation `ensure-public` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeRegions,
+    Op::Ec2DescribeImages,
+    Op::Ec2DescribeSnapshotAttribute,
+    Op::Ec2ModifyImageAttribute,
+    Op::Ec2ModifySnapshotAttribute,
+];
+
+/// Emits what the plan found (with `dry_run`, and changes nothing), or makes each public
+/// and emits it; fails naming the regions that could not be checked or fixed.
+pub async fn apply(
+    ctx: &AwsContext,
+    plan: &Plan,
+    dry_run: bool,
+    mut emit: impl FnMut(serde_json::Value),
+) -> Result<()> {
+    let mut failures = plan.failed.clone();
+    if dry_run {
+        plan.found.iter().for_each(|f| emit(serde_json::json!(f)));
+    } else {
+        let done = fan_out(
+            plan.regions.clone(),
+            REGION_CONCURRENCY,
+            |region| async move {
+                let ec2 = ctx.in_region(&region).ec2();
+                let mut fixed = vec![];
+                for image in plan.found.iter().filter(|f| f.region == region) {
+                    fixed.push(permissions::make_public(&ec2, image).await?);
+                }
+                Ok(fixed)
+            },
+            |_, fixed| fixed.iter().for_each(|f| emit(serde_json::json!(f))),
+        )
+        .await;
+        failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let context = format!("checking tagged AMIs in {} regions", plan.regions.len());
+    Err(failure_summary(context, &failures))
+}

@@ -1,0 +1,168 @@
+//! `grant` / `revoke`: launch permissions on AMIs in one region or many, and with
+//! `--snapshot` the create-volume permissions on their root snapshots. [`plan`] checks the
+//! AMIs exist (and finds their snapshots); [`apply`] emits one line per AMI
+//! `{"region":…,"image":…,"snapshot":…}` and fails naming the AMIs it could not change.
+
+use crate::aws::ami::{self, Change, Sharing};
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::config::AwsContext;
+use crate::aws::images::RegionalImage;
+use crate::aws::permissions::{self, Changed};
+use crate::aws::regions::{failure_summary, fan_out};
+use crate::commands::REGION_CONCURRENCY;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct GrantOptions {
+    pub change: Change,
+    pub users: Vec<String>,
+    pub public: bool,
+    pub organizations: Vec<String>,
+    pub organizational_units: Vec<String>,
+    /// Also the root snapshots' create-volume permissions.
+    pub snapshot: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub change: Change,
+    pub sharing: Sharing,
+    /// Each AMI with its region and, with `--snapshot`, its root snapshot.
+    pub images: Vec<Changed>,
+    /// AMIs that could not be looked up: named in the end, without holding up the others.
+    pub failed: Vec<(RegionalImage, String)>,
+}
+
+/// Whom to change, checked without AWS.
+pub fn sharing(opts: &GrantOptions) -> Result<Sharing> {
+    ami::validate_account_ids("--user", &opts.users)?;
+    ami::validate_org_arns("--organization", &opts.organizations, "organization")?;
+    ami::validate_org_arns("--organizational-unit", &opts.organizational_units, "ou")?;
+    if opts.users.is_empty()
+        && !opts.public
+        && opts.organizations.is_empty()
+        && opts.organizational_units.is_empty()
+    {
+        return Err(Error::Invalid(
+            "name whom to change: --user, --public, --organization or --organizational-unit".into(),
+        ));
+    }
+    Ok(Sharing {
+        public: opts.public,
+        launch_users: opts.users.clone(),
+        organizations: opts.organizations.clone(),
+        organizational_units: opts.organizational_units.clone(),
+        snapshot_users: if opts.snapshot {
+            opts.users.clone()
+        } else {
+            vec![]
+        },
+    })
+}
+
+/// Checks that every AMI exists in its region (and finds its root snapshot).
+pub async fn plan(
+    ctx: &AwsContext,
+    opts: &GrantOptions,
+    targets: Vec<RegionalImage>,
+) -> Result<Plan> {
+    let sharing = sharing(opts)?;
+    let mut images = vec![];
+    let failed = fan_out(
+        targets,
+        REGION_CONCURRENCY,
+        |target| async move {
+            let ec2 = ctx.in_region(&target.region).ec2();
+            let image = ami::describe_image(&ec2, &target.region, &target.image_id).await?;
+            Ok(Changed {
+                snapshot: opts
+                    .snapshot
+                    .then(|| ami::root_snapshot_of(&image))
+                    .flatten(),
+                region: target.region,
+                image: target.image_id,
+            })
+        },
+        |_, changed| images.push(changed),
+    )
+    .await;
+    Ok(Plan {
+        change: opts.change,
+        sharing,
+        images,
+        failed: failed
+            .into_iter()
+            .map(|(i, e)| (i, e.to_string()))
+            .collect(),
+    })
+}
+
+/// The calls [`apply`] will make.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let mut calls = vec![];
+    for target in &plan.images {
+        let image = Resource::Image(Some(target.image.clone()));
+        calls.push(Call::new(
+            Op::Ec2ModifyImageAttribute,
+            &target.region,
+            vec![image],
+        ));
+        if let (Some(s), false) = (
+            &target.snapshot,
+            plan.sharing.volume_permissions().is_empty(),
+        ) {
+            let snapshot = Resource::Snapshot(Some(s.clone()));
+            calls.push(Call::new(
+                Op::Ec2ModifySnapshotAttribute,
+                &target.region,
+                vec![snapshot],
+            ));
+        }
+    }
+    calls
+}
+
+/// Every operation `grant` and `revoke` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeImages,
+    Op::Ec2ModifyImageAttribute,
+    Op::Ec2ModifySnapshotAttribute,
+];
+
+/// Changes every AMI's permissions; `emit` gets each one's line as it is done.
+pub async fn apply(
+    ctx: &AwsContext,
+    plan: &Plan,
+    mut emit: impl FnMut(serde_json::Value),
+) -> Result<()> {
+    let done = fan_out(
+        plan.images.clone(),
+        REGION_CONCURRENCY,
+        |target| async move {
+            let ec2 = ctx.in_region(&target.region).ec2();
+            permissions::change_image(&ec2, &target, &plan.sharing, plan.change).await?;
+            Ok(target)
+        },
+        |_, changed| emit(serde_json::json!(changed)),
+    )
+    .await;
+    let mut failures: Vec<(String, String)> = plan
+        .failed
+        .iter()
+        .map(|(i, e)| (i.to_string(), e.clone()))
+        .collect();
+    failures.extend(
+        done.into_iter()
+            .map(|(i, e)| (i.to_string(), e.to_string())),
+    );
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let verb = match plan.change {
+        Change::Grant => "granting",
+        Change::Revoke => "revoking",
+    };
+    let count = plan.images.len() + plan.failed.len();
+    let context = format!("{verb} permissions on {count} AMIs");
+    Err(failure_summary(context, &failures))
+}

@@ -1,0 +1,61 @@
+//! One module per command, each in the same three steps:
+//!
+//! 1. **plan**: local checks and read-only AWS lookups → a typed plan (what exists, what
+//!    will be created or changed, in which region);
+//! 2. **check**: the calls the plan will make, as data ([`crate::aws::calls::Call`]): what
+//!    the permission preflight, `--dry-run` and `imgpub aws policy` read;
+//! 3. **apply**: does exactly the plan, step by step.
+//!
+//! Commands take ready clients ([`Clients`], or an [`AwsContext`] for those that work in
+//! many regions) and return typed results; the binary only parses flags and prints.
+//! `MAY_CALL` in each module lists every operation the command can make, whatever the plan.
+
+pub mod copy_regions;
+pub mod delete_image;
+pub mod ensure_public;
+pub mod grant;
+pub mod initialize;
+pub mod list_regions;
+pub mod publish_ssm;
+pub mod upload;
+pub mod upload_object;
+
+use crate::aws::config::AwsContext;
+use crate::error::{Error, Result};
+
+/// The SDK clients of one region, ready to use.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    /// S3 is reached over TLS (so uploads need not sign the payload).
+    pub s3_over_tls: bool,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub region: String,
+}
+
+impl Clients {
+    pub fn new(ctx: &AwsContext) -> Clients {
+        Clients {
+            s3: ctx.s3(),
+            s3_over_tls: ctx.over_tls(),
+            ec2: ctx.ec2(),
+            iam: ctx.iam(),
+            ssm: ctx.ssm(),
+            region: ctx.region.clone(),
+        }
+    }
+}
+
+/// Runs blocking work (file reads, stdin) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::io("a blocking task", std::io::Error::other(e)))?
+}
+
+/// Regions worked on side by side in grant/revoke, ensure-public and publish-ssm.
+pub const REGION_CONCURRENCY: usize = 8;

@@ -1,0 +1,111 @@
+//! `publish-ssm`: SSM parameters (`aws:ec2:image`) that point at the AMI in each region.
+//! [`plan`] checks every AMI and parameter first (nothing is written if any check fails);
+//! [`apply`] writes each region's parameters, one line per parameter.
+
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::config::AwsContext;
+use crate::aws::images::RegionalImage;
+use crate::aws::regions::{failure_summary, fan_out};
+use crate::aws::ssm::{self, Planned, Template};
+use crate::commands::REGION_CONCURRENCY;
+use crate::error::{Error, ErrorKind, Result};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub parameters: Vec<Planned>,
+}
+
+/// The templates, checked without AWS.
+pub fn templates(parameters: &[String]) -> Result<Vec<Template>> {
+    parameters.iter().map(|t| Template::parse(t)).collect()
+}
+
+/// Reads every AMI and parameter; any refusal or failure stops the command before a write.
+pub async fn plan(
+    ctx: &AwsContext,
+    templates: &[Template],
+    images: Vec<RegionalImage>,
+    overwrite: bool,
+) -> Result<Plan> {
+    let mut parameters = vec![];
+    let failures = fan_out(
+        images,
+        REGION_CONCURRENCY,
+        |target| async move {
+            let regional = ctx.in_region(&target.region);
+            let facts = ssm::describe(&regional.ec2(), &target).await?;
+            ssm::plan(&regional.ssm(), &facts, templates, overwrite).await
+        },
+        |_, mut planned| parameters.append(&mut planned),
+    )
+    .await;
+    if let Some((_, first)) = failures.first() {
+        let all: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+        let detail = format!("nothing was written: {}", all.join("; "));
+        // A refusal is bad input (exit 2); an AWS failure is not.
+        return Err(match first {
+            Error::Invalid(_) => Error::Invalid(detail),
+            _ => Error::failed(
+                "checking the AMIs and parameters",
+                first.kind().unwrap_or(ErrorKind::Other),
+                first.code(),
+                detail,
+            ),
+        });
+    }
+    ssm::check_conflicts(&parameters)?;
+    Ok(Plan { parameters })
+}
+
+/// The calls [`apply`] will make.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    plan.parameters
+        .iter()
+        .filter(|p| p.current.as_deref() != Some(p.image_id.as_str()))
+        .map(|p| {
+            Call::new(
+                Op::SsmPutParameter,
+                &p.region,
+                vec![Resource::Parameter(p.parameter.clone())],
+            )
+        })
+        .collect()
+}
+
+/// Every operation `publish-ssm` may make.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeImages,
+    Op::SsmGetParameter,
+    Op::SsmPutParameter,
+];
+
+/// Writes the parameters, region by region side by side; `emit` gets each one's line.
+pub async fn apply(
+    ctx: &AwsContext,
+    plan: &Plan,
+    mut emit: impl FnMut(serde_json::Value),
+) -> Result<()> {
+    let mut regions: Vec<String> = plan.parameters.iter().map(|p| p.region.clone()).collect();
+    regions.sort();
+    regions.dedup();
+    let failures = fan_out(
+        regions.clone(),
+        REGION_CONCURRENCY,
+        |region| async move {
+            let mine: Vec<Planned> = plan
+                .parameters
+                .iter()
+                .filter(|p| p.region == region)
+                .cloned()
+                .collect();
+            ssm::write(&ctx.in_region(&region).ssm(), &mine).await
+        },
+        |_, written| written.iter().for_each(|w| emit(serde_json::json!(w))),
+    )
+    .await;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let context = format!("writing parameters in {} regions", regions.len());
+    Err(failure_summary(context, &failures))
+}

@@ -1,0 +1,883 @@
+//! `upload`: inspect → S3 multipart upload → ImportSnapshot → delete the object →
+//! RegisterImage → tags and permissions; and its stages alone (`import-snapshot`,
+//! `register-ami`).
+//!
+//! [`plan_local`] checks the flags and the image file (no AWS); [`plan`] adds the read-only
+//! lookups (what an earlier run finished, the bucket, the role) and decides every step;
+//! [`check`] lists the calls [`apply`] will make. Everything that can be checked is checked
+//! before the first side effect, and every step first looks for what an earlier run did.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::aws::ami::{
+    self, Arch, BootMode, FoundImage, RegisterSettings, Sharing, TpmSupport, VolumeType,
+};
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::import::{self, ImportRequest};
+use crate::aws::multipart::{self, UploadRequest};
+use crate::aws::s3::{self, S3Object, S3Prefix};
+use crate::aws::tags::{self, tag};
+use crate::commands::Clients;
+use crate::error::{aws, Error, ErrorKind, Result};
+use crate::image::{self, ImageInfo, ObjectFormat};
+
+/// Which part of the pipeline a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Everything: `imgpub aws upload`.
+    Upload,
+    /// Up to the snapshot: `imgpub aws import-snapshot`.
+    Import,
+    /// From a snapshot: `imgpub aws register-ami`.
+    Register,
+}
+
+/// The ore-compatible flags of `upload`, as the user gave them.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    pub file: Option<PathBuf>,
+    /// `s3://bucket/prefix`.
+    pub bucket: Option<String>,
+    pub name: Option<String>,
+    pub ami_name: Option<String>,
+    pub ami_description: Option<String>,
+    pub arch: Arch,
+    pub x86_boot_mode: BootMode,
+    pub tpm_support: Option<TpmSupport>,
+    pub imdsv2_only: bool,
+    pub volume_type: VolumeType,
+    pub disk_size_gib: Option<u32>,
+    pub disk_size_inspect: bool,
+    pub delete_object: bool,
+    pub force: bool,
+    pub source_object: Option<String>,
+    pub source_snapshot: Option<String>,
+    pub object_format: Option<ObjectFormat>,
+    pub public: bool,
+    pub grant_user: Vec<String>,
+    pub grant_user_snapshot: Vec<String>,
+    pub tags: Vec<String>,
+    pub billing_product_codes: Vec<String>,
+    pub role_name: String,
+    pub part_size: Option<u64>,
+    pub upload_concurrency: usize,
+    pub import_timeout: Duration,
+}
+
+/// What `upload` prints, with ore's field names.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Published {
+    #[serde(rename = "HVM", skip_serializing_if = "Option::is_none")]
+    pub ami_id: Option<String>,
+    #[serde(rename = "SnapshotID")]
+    pub snapshot_id: String,
+    #[serde(rename = "S3Object", skip_serializing_if = "Option::is_none")]
+    pub s3_object: Option<String>,
+}
+
+impl Published {
+    /// The JSON line a stage command prints: all of it for `upload`, the snapshot for
+    /// `import-snapshot`, the AMI for `register-ami`.
+    pub fn output(&self, stage: Stage) -> serde_json::Value {
+        match stage {
+            Stage::Upload => serde_json::json!(self),
+            Stage::Import => serde_json::json!({"SnapshotID": self.snapshot_id}),
+            Stage::Register => serde_json::json!({"HVM": self.ami_id}),
+        }
+    }
+}
+
+/// Where the snapshot comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A local image, uploaded to `object`.
+    File {
+        path: PathBuf,
+        info: ImageInfo,
+        format: ObjectFormat,
+        object: S3Object,
+    },
+    /// An object already in S3 (`--source-object`).
+    Object {
+        object: S3Object,
+        format: ObjectFormat,
+    },
+    /// A snapshot (`--source-snapshot`).
+    Snapshot(String),
+}
+
+impl Source {
+    fn object(&self) -> Option<&S3Object> {
+        match self {
+            Source::File { object, .. } | Source::Object { object, .. } => Some(object),
+            Source::Snapshot(_) => None,
+        }
+    }
+}
+
+/// How the multipart upload sends the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub part_size: Option<u64>,
+    pub concurrency: usize,
+}
+
+/// The flags, checked without AWS: the image inspected, names and settings validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalPlan {
+    pub stage: Stage,
+    /// The object's, import task's and snapshot's name.
+    pub name: String,
+    pub source: Source,
+    /// `None` for `import-snapshot`.
+    pub register: Option<RegisterSettings>,
+    pub tags: Vec<(String, String)>,
+    pub sharing: Sharing,
+    pub delete_object: bool,
+    pub force: bool,
+    pub role_name: String,
+    pub transfer: Transfer,
+    pub import_timeout: Duration,
+}
+
+/// How the run gets its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotStep {
+    /// `--source-snapshot`, or the one an earlier run imported (tag `Name=<name>`).
+    Use(String),
+    /// Upload (for a file) and import.
+    Import,
+}
+
+/// What the run does about the AMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStep {
+    /// `import-snapshot`: no AMI.
+    None,
+    Register,
+    /// An AMI of the name already points at the snapshot: tag it and use it.
+    Reuse(String),
+    /// `--force`: deregister the AMI of the same name (and its snapshot), then register.
+    Replace(FoundImage),
+}
+
+/// The whole run, decided: what exists and what each step will do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub local: LocalPlan,
+    pub region: String,
+    pub snapshot: SnapshotStep,
+    pub image: ImageStep,
+}
+
+fn file_name(path: &std::path::Path) -> Result<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Invalid(format!("{} has no file name", path.display())))
+}
+
+/// Checks everything that can be checked without AWS, including the image itself.
+/// Blocking file reads: call it off the async runtime.
+pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
+    let tags = tags::parse("--tags", &opts.tags)?;
+    ami::validate_account_ids("--grant-user", &opts.grant_user)?;
+    ami::validate_account_ids("--grant-user-snapshot", &opts.grant_user_snapshot)?;
+
+    let source = match (&opts.source_snapshot, &opts.source_object, &opts.file) {
+        (Some(snap), _, _) => {
+            if !snap.starts_with("snap-") {
+                return Err(Error::Invalid(format!("{snap:?} is not a snapshot id (snap-…)")));
+            }
+            Source::Snapshot(snap.clone())
+        }
+        _ if stage == Stage::Register => {
+            return Err(Error::Invalid(
+                "register-ami needs --source-snapshot snap-… (the snapshot to register)".into(),
+            ))
+        }
+        (None, Some(url), _) => Source::Object {
+            object: S3Object::parse("--source-object", url)?,
+            format: opts.object_format.unwrap_or(ObjectFormat::Vmdk),
+        },
+        (None, None, Some(path)) => {
+            let info = image::inspect(path)?;
+            let format = image::import_format(path, &info, opts.object_format)?;
+            let url = opts.bucket.as_deref().ok_or_else(|| {
+                Error::Invalid(
+                    "--bucket s3://BUCKET/PREFIX is needed to upload the image (create one with `imgpub aws initialize`)".into(),
+                )
+            })?;
+            let name = match &opts.name {
+                Some(name) => name.clone(),
+                None => file_name(path)?,
+            };
+            Source::File {
+                path: path.clone(),
+                info,
+                format,
+                object: S3Prefix::parse(url)?.object(&name),
+            }
+        }
+        (None, None, None) => {
+            return Err(Error::Invalid(
+                "nothing to publish: pass --file IMAGE (or --source-object s3://… or --source-snapshot snap-…)".into(),
+            ))
+        }
+    };
+
+    let name = match (&opts.name, &source) {
+        (Some(n), _) => n.clone(),
+        (None, Source::File { path, .. }) => file_name(path)?,
+        (None, Source::Object { object, .. }) => object.file_name().to_string(),
+        (None, Source::Snapshot(_)) => opts
+            .ami_name
+            .clone()
+            .ok_or_else(|| Error::Invalid("pass --name or --ami-name for the AMI".into()))?,
+    };
+
+    let register = if stage == Stage::Import {
+        None
+    } else {
+        let ami_name = opts.ami_name.clone().unwrap_or_else(|| name.clone());
+        ami::validate_ami_name(&ami_name)?;
+        let volume_size_gib = match (opts.disk_size_gib, opts.disk_size_inspect, &source) {
+            (Some(gib), _, _) => Some(gib),
+            (None, true, Source::File { info, .. }) => info
+                .virtual_size_gib()
+                .map(|g| u32::try_from(g).unwrap_or(u32::MAX)),
+            (None, true, _) => {
+                return Err(Error::Invalid(
+                    "--disk-size-inspect needs --file; pass --disk-size-gib instead".into(),
+                ))
+            }
+            (None, false, _) => None,
+        };
+        let volume_size_gib = volume_size_gib
+            .map(|gib| {
+                i32::try_from(gib).map_err(|_| {
+                    Error::Invalid(format!(
+                        "a root volume of {gib} GiB is larger than EBS allows"
+                    ))
+                })
+            })
+            .transpose()?;
+        Some(RegisterSettings {
+            name: ami_name,
+            description: opts.ami_description.clone(),
+            arch: opts.arch,
+            boot_mode: ami::boot_mode(opts.arch, opts.x86_boot_mode, opts.tpm_support)?,
+            imdsv2_only: opts.imdsv2_only,
+            tpm: opts.tpm_support,
+            volume_type: opts.volume_type,
+            volume_size_gib,
+            billing_products: opts.billing_product_codes.clone(),
+            tags: tags.clone(),
+        })
+    };
+
+    Ok(LocalPlan {
+        stage,
+        name,
+        source,
+        register,
+        sharing: Sharing {
+            public: opts.public,
+            launch_users: opts.grant_user,
+            snapshot_users: opts.grant_user_snapshot,
+            ..Sharing::default()
+        },
+        tags,
+        delete_object: opts.delete_object,
+        force: opts.force,
+        role_name: opts.role_name,
+        transfer: Transfer {
+            part_size: opts.part_size,
+            concurrency: opts.upload_concurrency,
+        },
+        import_timeout: opts.import_timeout,
+    })
+}
+
+/// The read-only lookups, in the command's region: what earlier runs left (the AMI and the
+/// snapshot by name), and, when something is to be imported, that the bucket is in this
+/// region, the source object exists and the import role exists.
+pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
+    let existing_image = match &local.register {
+        Some(reg) => ami::find_image_by_name(&c.ec2, &reg.name).await?,
+        None => None,
+    };
+    let found_snapshot = match &local.source {
+        Source::Snapshot(id) => Some(id.clone()),
+        _ if local.force => None,
+        _ => import::find_snapshot_by_name(&c.ec2, &local.name).await?,
+    };
+    let snapshot = match found_snapshot {
+        Some(id) => SnapshotStep::Use(id),
+        None => {
+            check_import_prerequisites(c, &local).await?;
+            SnapshotStep::Import
+        }
+    };
+    let image = match (&local.register, existing_image) {
+        (None, _) => ImageStep::None,
+        (Some(_), None) => ImageStep::Register,
+        (Some(_), Some(found))
+            if matches!(&snapshot, SnapshotStep::Use(id) if found.root_snapshot.as_ref() == Some(id)) =>
+        {
+            ImageStep::Reuse(found.image_id)
+        }
+        (Some(_), Some(found)) if local.force => ImageStep::Replace(found),
+        (Some(reg), Some(found)) => {
+            return Err(Error::Invalid(format!(
+                "AMI name {} is already used by {} (snapshot {}), which is not this image; pass --force to replace it, or choose another --ami-name",
+                reg.name,
+                found.image_id,
+                found.root_snapshot.as_deref().unwrap_or("unknown")
+            )))
+        }
+    };
+    Ok(Plan {
+        local,
+        region: c.region.clone(),
+        snapshot,
+        image,
+    })
+}
+
+/// Before an import: the bucket exists in this region, the source object exists, the
+/// import role exists.
+async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()> {
+    let Some(object) = local.source.object() else {
+        return Ok(());
+    };
+    let bucket = &object.bucket;
+    match s3::bucket_region(&c.s3, bucket).await? {
+        None => {
+            return Err(Error::Invalid(format!(
+                "bucket {bucket} does not exist; create it with `imgpub aws initialize --region {} --bucket {bucket}`",
+                c.region
+            )))
+        }
+        Some(r) if r != c.region => {
+            return Err(Error::Invalid(format!(
+                "bucket {bucket} is in {r}, but ImportSnapshot reads only from buckets in its own region ({}); use --region {r} or a bucket in {}",
+                c.region, c.region
+            )))
+        }
+        Some(_) => {}
+    }
+    if let Source::Object { object, .. } = &local.source {
+        head_object(c, object).await?;
+    }
+    let role = &local.role_name;
+    match crate::aws::iam::read_role(&c.iam, role).await {
+        Ok(crate::aws::iam::RoleState::Absent) => Err(Error::Invalid(format!(
+            "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}`"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Publishing credentials often may not read IAM; ImportSnapshot will tell.
+            tracing::debug!("could not check IAM role {role}: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// The source object's ETag; a missing object is bad input.
+async fn head_object(c: &Clients, object: &S3Object) -> Result<String> {
+    let context = format!("checking {object}");
+    let head = match c
+        .s3
+        .head_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .send()
+        .await
+    {
+        Ok(head) => head,
+        Err(e) => {
+            return Err(match aws(Op::S3HeadObject, context, e) {
+                err if err.kind() == Some(ErrorKind::NotFound) => {
+                    Error::Invalid(format!("--source-object {object} does not exist"))
+                }
+                err => err,
+            })
+        }
+    };
+    Ok(head
+        .e_tag()
+        .ok_or_else(|| Error::missing(Op::S3HeadObject, "ETag"))?
+        .trim_matches('"')
+        .to_string())
+}
+
+/// The calls [`apply`] will make, in order (the input of the preflight and `--dry-run`).
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let local = &plan.local;
+    let region = plan.region.as_str();
+    let call = |op, resources| Call::new(op, region, resources);
+    let object = local.source.object().map(|o| Resource::Object {
+        bucket: o.bucket.clone(),
+        key: o.key.clone(),
+    });
+    let known_snapshot = match &plan.snapshot {
+        SnapshotStep::Use(id) => Some(id.clone()),
+        SnapshotStep::Import => None,
+    };
+    let snapshot = Resource::Snapshot(known_snapshot.clone());
+    let mut calls = vec![];
+    if let (SnapshotStep::Import, Some(object)) = (&plan.snapshot, &object) {
+        if let Source::File { object: o, .. } = &local.source {
+            let bucket = Resource::Bucket(o.bucket.clone());
+            calls.push(call(Op::S3HeadObject, vec![object.clone(), bucket.clone()]));
+            calls.push(call(Op::S3ListMultipartUploads, vec![bucket]));
+            for op in [
+                Op::S3ListParts,
+                Op::S3CreateMultipartUpload,
+                Op::S3UploadPart,
+                Op::S3CompleteMultipartUpload,
+                Op::S3AbortMultipartUpload,
+            ] {
+                calls.push(call(op, vec![object.clone()]));
+            }
+        } else {
+            calls.push(call(Op::S3HeadObject, vec![object.clone()]));
+        }
+        calls.push(call(Op::Ec2DescribeImportSnapshotTasks, vec![]));
+        calls.push(call(
+            Op::Ec2ImportSnapshot,
+            vec![Resource::Role(local.role_name.clone()), snapshot.clone()],
+        ));
+        calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
+    }
+    if let (Source::Snapshot(_), false) = (&local.source, local.tags.is_empty()) {
+        calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
+    }
+    if let (true, Source::File { .. }, Some(object)) = (local.delete_object, &local.source, &object)
+    {
+        calls.push(call(Op::S3DeleteObject, vec![object.clone()]));
+    }
+    let image = match &plan.image {
+        ImageStep::None => None,
+        ImageStep::Register => {
+            calls.push(call(
+                Op::Ec2RegisterImage,
+                vec![Resource::Image(None), snapshot.clone()],
+            ));
+            Some(Resource::Image(None))
+        }
+        ImageStep::Replace(found) => {
+            let old = Resource::Image(Some(found.image_id.clone()));
+            calls.push(call(Op::Ec2DeregisterImage, vec![old]));
+            if let Some(s) = &found.root_snapshot {
+                calls.push(call(
+                    Op::Ec2DeleteSnapshot,
+                    vec![Resource::Snapshot(Some(s.clone()))],
+                ));
+            }
+            calls.push(call(
+                Op::Ec2RegisterImage,
+                vec![Resource::Image(None), snapshot.clone()],
+            ));
+            Some(Resource::Image(None))
+        }
+        ImageStep::Reuse(id) => {
+            let image = Resource::Image(Some(id.clone()));
+            if !local.tags.is_empty() {
+                calls.push(call(Op::Ec2CreateTags, vec![image.clone()]));
+            }
+            Some(image)
+        }
+    };
+    if let (Some(image), false) = (image, local.sharing.launch_permissions().is_empty()) {
+        calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
+    }
+    if !local.sharing.volume_permissions().is_empty() {
+        calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]));
+    }
+    calls
+}
+
+/// Every operation `upload` and its stages may make, whatever the plan: the lookups, the
+/// resume and abort paths, `--force`. What `imgpub aws policy --for upload` grants.
+pub const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeImages,
+    Op::Ec2DescribeSnapshots,
+    Op::S3GetBucketLocation,
+    Op::S3HeadObject,
+    Op::IamGetRole,
+    Op::S3ListMultipartUploads,
+    Op::S3ListParts,
+    Op::S3CreateMultipartUpload,
+    Op::S3UploadPart,
+    Op::S3CompleteMultipartUpload,
+    Op::S3AbortMultipartUpload,
+    Op::Ec2DescribeImportSnapshotTasks,
+    Op::Ec2ImportSnapshot,
+    Op::Ec2CreateTags,
+    Op::S3DeleteObject,
+    Op::Ec2RegisterImage,
+    Op::Ec2DeregisterImage,
+    Op::Ec2DeleteSnapshot,
+    Op::Ec2ModifyImageAttribute,
+    Op::Ec2ModifySnapshotAttribute,
+];
+
+/// Runs the plan; see the module docs.
+pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
+    let local = &plan.local;
+    let snapshot = match &plan.snapshot {
+        SnapshotStep::Use(id) => id.clone(),
+        SnapshotStep::Import => import_stage(c, local).await?,
+    };
+    if let Source::Snapshot(_) = local.source {
+        tag(&c.ec2, &snapshot, &local.tags).await?;
+    }
+    // The image is in a snapshot now: the object has served its purpose.
+    // (A rerun also makes sure of it: an earlier run may have stopped before deleting.)
+    if let (true, Source::File { object, .. }) = (local.delete_object, &local.source) {
+        delete_object(c, object, plan.snapshot == SnapshotStep::Import).await?;
+    }
+    let ami_id = match (&plan.image, &local.register) {
+        (ImageStep::Reuse(id), _) => {
+            tracing::info!("AMI {id} already exists for {snapshot}; reusing it");
+            tag(&c.ec2, id, &local.tags).await?;
+            Some(id.clone())
+        }
+        (ImageStep::Replace(found), Some(reg)) => {
+            tracing::warn!(
+                "--force: replacing AMI {} named {}",
+                found.image_id,
+                reg.name
+            );
+            let old_snapshot = found.root_snapshot.as_deref();
+            ami::deregister_image(&c.ec2, &found.image_id, old_snapshot, false).await?;
+            Some(register(c, reg, &snapshot).await?)
+        }
+        (ImageStep::Register, Some(reg)) => Some(register(c, reg, &snapshot).await?),
+        _ => None,
+    };
+    ami::share(
+        &c.ec2,
+        ami_id.as_deref(),
+        Some(&snapshot),
+        &local.sharing,
+        ami::Change::Grant,
+    )
+    .await?;
+    Ok(Published {
+        ami_id,
+        snapshot_id: snapshot,
+        s3_object: local.source.object().map(S3Object::to_string),
+    })
+}
+
+/// Uploads (when the source is a file) and imports; returns the snapshot id.
+async fn import_stage(c: &Clients, local: &LocalPlan) -> Result<String> {
+    let (object, format, mut etag) = match &local.source {
+        Source::File {
+            path,
+            format,
+            object,
+            ..
+        } => {
+            let report = multipart::upload_file(
+                &c.s3,
+                &UploadRequest {
+                    path: path.clone(),
+                    object: object.clone(),
+                    part_size: local.transfer.part_size,
+                    concurrency: local.transfer.concurrency,
+                    force: local.force,
+                    over_tls: c.s3_over_tls,
+                },
+            )
+            .await?;
+            (object, *format, report.etag)
+        }
+        Source::Object { object, format } => (object, *format, head_object(c, object).await?),
+        Source::Snapshot(id) => return Ok(id.clone()),
+    };
+    if local.force {
+        // A new import even for content that was imported before.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        etag.push_str(&format!("-{now}"));
+    }
+    let request = ImportRequest {
+        name: local.name.clone(),
+        object: object.clone(),
+        format,
+        role_name: local.role_name.clone(),
+        object_etag: etag,
+        timeout: local.import_timeout,
+    };
+    match import::import_snapshot(&c.ec2, &request, &local.tags, local.force).await {
+        Ok(outcome) => Ok(outcome.snapshot_id),
+        Err(err) => {
+            // AWS refused the image itself: the object is of no use to a rerun.
+            let rejected = err.kind() == Some(ErrorKind::ImageRejected);
+            if let (true, true, Source::File { object, .. }) =
+                (rejected, local.delete_object, &local.source)
+            {
+                delete_object(c, object, true).await?;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Deletes the uploaded object (deleting a missing one is not an error in S3).
+async fn delete_object(c: &Clients, object: &S3Object, say_so: bool) -> Result<()> {
+    c.s3.delete_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .send()
+        .await
+        .map_err(|e| aws(Op::S3DeleteObject, format!("deleting {object}"), e))?;
+    if say_so {
+        tracing::info!("deleted {object}");
+    }
+    Ok(())
+}
+
+/// RegisterImage; a duplicate name registered meanwhile (a concurrent or earlier,
+/// interrupted run) for the same snapshot is that run's AMI.
+async fn register(c: &Clients, reg: &RegisterSettings, snapshot: &str) -> Result<String> {
+    match ami::register_image(&c.ec2, reg, snapshot).await {
+        Ok(id) => Ok(id),
+        Err(err) if err.code() == Some("InvalidAMIName.Duplicate") => {
+            match ami::find_image_by_name(&c.ec2, &reg.name).await? {
+                Some(found) if found.root_snapshot.as_deref() == Some(snapshot) => {
+                    Ok(found.image_id)
+                }
+                _ => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> UploadOptions {
+        UploadOptions {
+            file: None,
+            bucket: Some("s3://images/ci".into()),
+            name: None,
+            ami_name: None,
+            ami_description: None,
+            arch: Arch::X86_64,
+            x86_boot_mode: BootMode::UefiPreferred,
+            tpm_support: None,
+            imdsv2_only: false,
+            volume_type: VolumeType::Gp3,
+            disk_size_gib: None,
+            disk_size_inspect: false,
+            delete_object: true,
+            force: false,
+            source_object: None,
+            source_snapshot: None,
+            object_format: None,
+            public: false,
+            grant_user: vec![],
+            grant_user_snapshot: vec![],
+            tags: vec![],
+            billing_product_codes: vec![],
+            role_name: "vmimport".into(),
+            part_size: None,
+            upload_concurrency: 4,
+            import_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn raw_image(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("disk.raw");
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        path
+    }
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "imgpub-plan-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_file_plan_names_the_object_after_name_under_the_prefix() {
+        let dir = tmp();
+        let opts = UploadOptions {
+            file: Some(raw_image(&dir)),
+            name: Some("os-1.0".into()),
+            tags: vec!["stream=stable".into()],
+            disk_size_inspect: true,
+            arch: Arch::Arm64,
+            x86_boot_mode: BootMode::LegacyBios,
+            ..options()
+        };
+        let local = plan_local(Stage::Upload, opts).unwrap();
+        assert_eq!(local.name, "os-1.0");
+        let Source::File { object, format, .. } = &local.source else {
+            panic!("{:?}", local.source)
+        };
+        assert_eq!(object.to_string(), "s3://images/ci/os-1.0");
+        assert_eq!(*format, ObjectFormat::Raw);
+        let reg = local.register.as_ref().unwrap();
+        assert_eq!(reg.name, "os-1.0");
+        assert_eq!(reg.boot_mode, BootMode::Uefi, "arm64 boots UEFI only");
+        assert_eq!(reg.volume_size_gib, Some(1));
+        assert_eq!(reg.tags, vec![("stream".to_string(), "stable".to_string())]);
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_aws() {
+        let dir = tmp();
+        let file = Some(raw_image(&dir));
+        let cases: Vec<(UploadOptions, &str)> = vec![
+            (
+                UploadOptions {
+                    file: None,
+                    ..options()
+                },
+                "nothing to publish",
+            ),
+            (
+                UploadOptions {
+                    file: file.clone(),
+                    bucket: None,
+                    ..options()
+                },
+                "--bucket s3://BUCKET/PREFIX is needed",
+            ),
+            (
+                UploadOptions {
+                    file: file.clone(),
+                    tags: vec!["x".into()],
+                    ..options()
+                },
+                "is not key=value",
+            ),
+            (
+                UploadOptions {
+                    file: file.clone(),
+                    ami_name: Some("a*b".into()),
+                    ..options()
+                },
+                "characters AWS does not allow",
+            ),
+            (
+                UploadOptions {
+                    file: file.clone(),
+                    grant_user: vec!["12".into()],
+                    ..options()
+                },
+                "not an AWS account id",
+            ),
+            (
+                UploadOptions {
+                    file: file.clone(),
+                    object_format: Some(ObjectFormat::Vmdk),
+                    ..options()
+                },
+                "--object-format VMDK was given",
+            ),
+            (
+                UploadOptions {
+                    source_object: Some("s3://images/".into()),
+                    ..options()
+                },
+                "names no object",
+            ),
+            (
+                UploadOptions {
+                    source_snapshot: Some("ami-1".into()),
+                    ..options()
+                },
+                "not a snapshot id",
+            ),
+            (
+                UploadOptions {
+                    file,
+                    disk_size_gib: Some(u32::MAX),
+                    ..options()
+                },
+                "larger than EBS allows",
+            ),
+        ];
+        for (opts, want) in cases {
+            let err = plan_local(Stage::Upload, opts).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+        let err = plan_local(Stage::Register, options())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("register-ami needs --source-snapshot"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_lists_what_apply_calls() {
+        let local = plan_local(
+            Stage::Upload,
+            UploadOptions {
+                source_object: Some("s3://images/ci/os.vmdk".into()),
+                public: true,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(local.name, "os.vmdk");
+        let plan = Plan {
+            local,
+            region: "eu-west-1".into(),
+            snapshot: SnapshotStep::Import,
+            image: ImageStep::Register,
+        };
+        let ops: Vec<Op> = check(&plan).iter().map(|c| c.op).collect();
+        assert_eq!(
+            ops,
+            vec![
+                Op::S3HeadObject,
+                Op::Ec2DescribeImportSnapshotTasks,
+                Op::Ec2ImportSnapshot,
+                Op::Ec2CreateTags,
+                Op::Ec2RegisterImage,
+                Op::Ec2ModifyImageAttribute,
+                Op::Ec2ModifySnapshotAttribute,
+            ]
+        );
+        for call in check(&plan) {
+            assert!(
+                MAY_CALL.contains(&call.op),
+                "{:?} is not in MAY_CALL",
+                call.op
+            );
+            assert_eq!(call.region, "eu-west-1");
+        }
+        // A rerun that found everything: no upload, no import, no register.
+        let done = Plan {
+            snapshot: SnapshotStep::Use("snap-1".into()),
+            image: ImageStep::Reuse("ami-1".into()),
+            ..plan
+        };
+        let ops: Vec<Op> = check(&done).iter().map(|c| c.op).collect();
+        assert_eq!(
+            ops,
+            vec![Op::Ec2ModifyImageAttribute, Op::Ec2ModifySnapshotAttribute]
+        );
+    }
+}
