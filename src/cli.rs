@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgpub::aws::ami::{Arch, BootMode, Change, TpmSupport, VolumeType};
 use imgpub::aws::config::AwsSettings;
+use imgpub::aws::preflight::PreflightMode;
 use imgpub::commands::copy_regions::CopyOptions;
 use imgpub::commands::delete_image::DeleteOptions;
 use imgpub::commands::ensure_public::EnsurePublicOptions;
 use imgpub::commands::grant::GrantOptions;
 use imgpub::commands::initialize::InitializeOptions;
+use imgpub::commands::policy::{For, PolicyOptions};
 use imgpub::commands::upload::{Transfer, UploadOptions};
 use imgpub::commands::upload_object::UploadObjectOptions;
 use imgpub::image::ObjectFormat;
@@ -97,7 +99,7 @@ pub struct AwsCommand {
 }
 
 /// Flags every AWS command takes; one loader turns them into an SDK config.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct AwsFlags {
     /// AWS region (default: $AWS_REGION, then the profile's region).
     #[arg(long, global = true, value_name = "REGION")]
@@ -122,6 +124,17 @@ pub struct AwsFlags {
     /// External ID to pass when assuming --role-arn.
     #[arg(long, global = true, value_name = "ID", requires = "role_arn")]
     pub external_id: Option<String>,
+
+    /// Check with IAM before the first change that every call the run makes is allowed:
+    /// auto (when the caller may simulate its policies), require, or off.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    pub preflight: PreflightMode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,8 +165,8 @@ pub enum AwsSubcommand {
     EnsurePublic(EnsurePublicArgs),
     /// Write SSM parameters that point at the AMI in each region.
     PublishSsm(PublishSsmArgs),
-    /// Print the IAM policy a user of imgpub needs.
-    Policy(PassThroughArgs),
+    /// Print the least-privilege IAM policy for the chosen commands (needs no credentials).
+    Policy(PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -432,11 +445,49 @@ pub struct PublishSsmArgs {
     pub overwrite: bool,
 }
 
-/// Commands whose flags are not settled yet take anything, and say they are not built.
 #[derive(Debug, Args)]
-pub struct PassThroughArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+pub struct PolicyArgs {
+    /// The commands the identity runs (comma list; default upload).
+    #[arg(
+        long = "for",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "COMMAND"
+    )]
+    pub commands: Vec<For>,
+    /// The image bucket, BUCKET[/PREFIX] (default: initialize's imgpub-ACCOUNT-REGION).
+    #[arg(long, value_name = "BUCKET[/PREFIX]")]
+    pub bucket: Option<String>,
+    /// Limit EC2 and SSM to these regions (comma list; default: all).
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub regions: Vec<String>,
+    /// Limit SSM parameters to this path, e.g. /os/.
+    #[arg(long, value_name = "PATH")]
+    pub ssm_prefix: Option<String>,
+    /// Allow making snapshots public (group all).
+    #[arg(long)]
+    pub public: bool,
+    /// Allow sharing snapshots only with these accounts (comma list).
+    #[arg(long, value_delimiter = ',', value_name = "ACCOUNT")]
+    pub share_with: Vec<String>,
+    /// The VM Import/Export role.
+    #[arg(long, default_value = "vmimport", value_name = "NAME")]
+    pub role_name: String,
+    /// aws, aws-cn or aws-us-gov (default: the caller's, else the region's).
+    #[arg(long, value_name = "PARTITION")]
+    pub partition: Option<String>,
+    /// The account id in ARNs (default: the caller's, else *).
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    /// json (the document) or table (action, resource, why).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: PolicyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyFormat {
+    Json,
+    Table,
 }
 
 // What the flags mean to the library.
@@ -552,6 +603,22 @@ impl PermissionArgs {
             organizations: self.organizations.clone(),
             organizational_units: self.organizational_units.clone(),
             snapshot: self.snapshot,
+        }
+    }
+}
+
+impl From<&PolicyArgs> for PolicyOptions {
+    fn from(a: &PolicyArgs) -> Self {
+        PolicyOptions {
+            commands: a.commands.clone(),
+            bucket: a.bucket.clone(),
+            regions: a.regions.clone(),
+            ssm_prefix: a.ssm_prefix.clone(),
+            public: a.public,
+            share_with: a.share_with.clone(),
+            role_name: a.role_name.clone(),
+            partition: a.partition.clone(),
+            account: a.account.clone(),
         }
     }
 }

@@ -181,6 +181,17 @@ impl Error {
         }
     }
 
+    /// An AccessDenied with the `imgpub aws policy …` line that grants what the command
+    /// needs; other errors as they are.
+    pub fn with_policy_hint(self, fix: &str) -> Self {
+        match self.kind() {
+            Some(ErrorKind::AccessDenied) if self.code() != Some("PreflightDenied") => {
+                self.with_hint(&format!("`{fix}` prints the policy this command needs"))
+            }
+            _ => self,
+        }
+    }
+
     /// The same error with `more` added to its detail (a fix we know at the call site).
     pub fn with_hint(mut self, more: &str) -> Self {
         if let Error::Aws { detail, .. } = &mut self {

@@ -12,6 +12,8 @@ use clap::Parser;
 use imgpub::aws::ami::Change;
 use imgpub::aws::config::{self, AwsContext, Identity};
 use imgpub::aws::images::{self, RegionalImage};
+use imgpub::aws::preflight;
+use imgpub::commands::policy::{self, For};
 use imgpub::commands::{blocking, Clients};
 use imgpub::commands::{copy_regions, delete_image, ensure_public, grant, initialize};
 use imgpub::commands::{list_regions, publish_ssm, upload, upload_object};
@@ -140,9 +142,20 @@ async fn run(cli: Cli) -> Result<()> {
         AwsSubcommand::CopyRegions(args) => {
             let opts = args.into();
             copy_regions::validate(&opts)?;
-            let (ctx, _) = connect(flags).await?;
+            let (ctx, identity) = connect(flags).await?;
             let plan = copy_regions::plan(&ctx, &opts).await?;
-            copy_regions::apply(&ctx, &plan, |line| print_json(&line)).await?;
+            let fix = policy::fix_line(For::Copy, None, None);
+            preflight::run(
+                &ctx.iam(),
+                &identity,
+                &copy_regions::check(&plan),
+                flags.preflight,
+                &fix,
+            )
+            .await?;
+            copy_regions::apply(&ctx, &plan, |line| print_json(&line))
+                .await
+                .map_err(|e| e.with_policy_hint(&fix))?;
         }
         AwsSubcommand::ListRegions(args) => {
             let (ctx, _) = connect(flags).await?;
@@ -154,10 +167,20 @@ async fn run(cli: Cli) -> Result<()> {
         AwsSubcommand::DeleteImage(args) => {
             let opts = args.into();
             delete_image::snapshot_choice(&opts)?;
-            let (ctx, _) = connect(flags).await?;
+            let (ctx, identity) = connect(flags).await?;
             let c = Clients::new(&ctx);
             let plan = delete_image::plan(&c, &opts).await?;
-            print_json(&delete_image::apply(&c, &plan).await?);
+            let fix = policy::fix_line(For::Delete, None, Some(&ctx.region));
+            preflight::run(
+                &c.iam,
+                &identity,
+                &delete_image::check(&plan),
+                flags.preflight,
+                &fix,
+            )
+            .await?;
+            let deleted = delete_image::apply(&c, &plan).await;
+            print_json(&deleted.map_err(|e| e.with_policy_hint(&fix))?);
         }
         AwsSubcommand::Grant(args) => change_permissions(flags, args, Change::Grant).await?,
         AwsSubcommand::Revoke(args) => change_permissions(flags, args, Change::Revoke).await?,
@@ -172,15 +195,60 @@ async fn run(cli: Cli) -> Result<()> {
             let templates = publish_ssm::templates(&args.parameters)?;
             let ctx = config::load(&flags.settings()).await?;
             let targets = select_images(args.images, &ctx.region).await?;
-            let (ctx, _) = verified(ctx).await?;
+            let (ctx, identity) = verified(ctx).await?;
             let plan = publish_ssm::plan(&ctx, &templates, targets, args.overwrite).await?;
-            publish_ssm::apply(&ctx, &plan, |line| print_json(&line)).await?;
+            let fix = policy::fix_line(For::Ssm, None, None);
+            preflight::run(
+                &ctx.iam(),
+                &identity,
+                &publish_ssm::check(&plan),
+                flags.preflight,
+                &fix,
+            )
+            .await?;
+            publish_ssm::apply(&ctx, &plan, |line| print_json(&line))
+                .await
+                .map_err(|e| e.with_policy_hint(&fix))?;
         }
-        AwsSubcommand::Policy(_) => {
-            return Err(Error::NotImplemented("`imgpub aws policy`".into()))
+        AwsSubcommand::Policy(args) => {
+            let opts = policy::PolicyOptions::from(&args);
+            policy::scope(&opts, None, None)?; // bad flags fail before any lookup
+            let (caller, region) = caller(flags, &opts).await;
+            let built = policy::build(&policy::scope(&opts, caller, region.as_deref())?);
+            for warning in policy::size_warnings(&built.document) {
+                tracing::warn!("{warning}");
+            }
+            match args.format {
+                cli::PolicyFormat::Json => println!("{:#}", built.document),
+                cli::PolicyFormat::Table => print!("{}", policy::table(&built.rows)),
+            }
         }
     }
     Ok(())
+}
+
+/// The partition and account of working credentials, and the configured region, for
+/// `policy`; nothing when the flags name both, or when there are no usable credentials
+/// (the policy then says `*` for the account).
+async fn caller(
+    flags: &AwsFlags,
+    opts: &policy::PolicyOptions,
+) -> (Option<(String, String)>, Option<String>) {
+    let Ok(ctx) = config::load(&flags.settings()).await else {
+        return (None, None);
+    };
+    let region = Some(ctx.region.clone());
+    if opts.account.is_some() && opts.partition.is_some() {
+        return (None, region);
+    }
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(10), ctx.verify_identity());
+    match lookup.await {
+        Ok(Ok(identity)) => (Some((identity.partition, identity.account)), region),
+        _ => {
+            tracing::info!("no usable credentials: the policy says * for the account (pass --account to name it)");
+            (None, region)
+        }
+    }
 }
 
 /// `upload`, `import-snapshot` and `register-ami`: the local checks (reading the image off
@@ -189,10 +257,21 @@ async fn run(cli: Cli) -> Result<()> {
 async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) -> Result<()> {
     let opts = args.into();
     let local = blocking(move || upload::plan_local(stage, opts)).await?;
-    let (ctx, _) = connect(flags).await?;
+    let (ctx, identity) = connect(flags).await?;
     let c = Clients::new(&ctx);
     let plan = upload::plan(&c, local).await?;
-    let published = interruptible(upload::apply(&c, &plan)).await?;
+    let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
+    preflight::run(
+        &c.iam,
+        &identity,
+        &upload::check(&plan),
+        flags.preflight,
+        &fix,
+    )
+    .await?;
+    let published = interruptible(upload::apply(&c, &plan))
+        .await
+        .map_err(|e| e.with_policy_hint(&fix))?;
     print_json(&published.output(stage));
     Ok(())
 }
@@ -208,8 +287,19 @@ async fn change_permissions(
     grant::sharing(&opts)?;
     let ctx = config::load(&flags.settings()).await?;
     let targets = select_images(args.images, &ctx.region).await?;
-    let (ctx, _) = verified(ctx).await?;
+    let (ctx, identity) = verified(ctx).await?;
     let plan = grant::plan(&ctx, &opts, targets).await?;
-    grant::apply(&ctx, &plan, |line| print_json(&line)).await?;
+    let fix = policy::fix_line(For::Grant, None, None);
+    preflight::run(
+        &ctx.iam(),
+        &identity,
+        &grant::check(&plan),
+        flags.preflight,
+        &fix,
+    )
+    .await?;
+    grant::apply(&ctx, &plan, |line| print_json(&line))
+        .await
+        .map_err(|e| e.with_policy_hint(&fix))?;
     Ok(())
 }

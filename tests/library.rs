@@ -97,7 +97,10 @@ async fn delete_image_plan_and_apply_with_ready_clients() {
         .send()
         .await
         .unwrap();
-    assert!(described.images().iter().all(|i| i.image_id() != Some(&ami)));
+    assert!(described
+        .images()
+        .iter()
+        .all(|i| i.image_id() != Some(&ami)));
 
     // The AMI is gone now: planning again is bad input, unless a missing one is fine.
     let err = delete_image::plan(&clients, &opts).await.unwrap_err();

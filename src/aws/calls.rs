@@ -50,6 +50,7 @@ pub enum Op {
     IamUpdateAssumeRolePolicy,
     IamGetRolePolicy,
     IamPutRolePolicy,
+    IamSimulatePrincipalPolicy,
     SsmGetParameter,
     SsmPutParameter,
     StsGetCallerIdentity,
@@ -135,6 +136,7 @@ impl Op {
         Op::IamUpdateAssumeRolePolicy,
         Op::IamGetRolePolicy,
         Op::IamPutRolePolicy,
+        Op::IamSimulatePrincipalPolicy,
         Op::SsmGetParameter,
         Op::SsmPutParameter,
         Op::StsGetCallerIdentity,
@@ -502,6 +504,16 @@ impl Op {
                     )]
                 },
             ),
+            Op::IamSimulatePrincipalPolicy => (
+                Iam,
+                "SimulatePrincipalPolicy",
+                "simulate_principal_policy",
+                &const {
+                    [
+                need("iam:SimulatePrincipalPolicy", R::Any, "check before starting that every call this run makes is allowed (--preflight)"),
+            ]
+                },
+            ),
             Op::SsmGetParameter => (
                 Ssm,
                 "GetParameter",
@@ -577,6 +589,12 @@ pub struct Call {
     pub op: Op,
     pub region: String,
     pub resources: Vec<Resource>,
+    /// The call tags what it creates (TagSpecifications): it also needs the
+    /// `ec2:CreateTags` allowed for its `ec2:CreateAction`.
+    pub tags_on_create: bool,
+    /// Condition keys the request carries (`ec2:Add/group`, `ec2:Add/userId`), each with
+    /// its values.
+    pub context: Vec<(&'static str, Vec<String>)>,
 }
 
 impl Call {
@@ -585,7 +603,115 @@ impl Call {
             op,
             region: region.to_string(),
             resources,
+            tags_on_create: false,
+            context: vec![],
         }
+    }
+
+    /// The call shares a snapshot: the `ec2:Add/*` keys ModifySnapshotAttribute carries.
+    pub fn sharing(mut self, sharing: &crate::aws::ami::Sharing) -> Call {
+        if !sharing.snapshot_users.is_empty() {
+            self.context
+                .push(("ec2:Add/userId", sharing.snapshot_users.clone()));
+        }
+        if sharing.public {
+            self.context
+                .push(("ec2:Add/group", vec!["all".to_string()]));
+        }
+        self
+    }
+
+    /// The IAM checks this call needs: (action, resource ARN, `ec2:CreateAction` if any),
+    /// with the real ids the plan knows and `*` for what does not exist yet. Needs on a
+    /// kind of resource the call does not touch (a CreateTags on images, when only a
+    /// snapshot is tagged) are left out.
+    pub fn checks(&self, arns: &Arns) -> Vec<(&'static str, String, Option<&'static str>)> {
+        let mut out = vec![];
+        for need in self.op.info().needs {
+            if need.create_action.is_some() && !self.tags_on_create {
+                continue;
+            }
+            let arn = match need.resource {
+                ResourceKind::Any => Some("*".to_string()),
+                ResourceKind::ImportSnapshotTask => Some(arns.import_task(&self.region, "*")),
+                kind => self
+                    .resources
+                    .iter()
+                    .find_map(|r| arns.of(kind, &self.region, r)),
+            };
+            if let Some(arn) = arn {
+                out.push((need.action, arn, need.create_action));
+            }
+        }
+        out
+    }
+}
+
+/// ARNs in one partition and account (`*` where the account is not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arns {
+    pub partition: String,
+    pub account: Option<String>,
+}
+
+impl Arns {
+    fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or("*")
+    }
+
+    pub fn bucket(&self, bucket: &str) -> String {
+        format!("arn:{}:s3:::{bucket}", self.partition)
+    }
+
+    /// An object, or with a key ending in `*` the objects under a prefix.
+    pub fn object(&self, bucket: &str, key: &str) -> String {
+        format!("arn:{}:s3:::{bucket}/{key}", self.partition)
+    }
+
+    pub fn image(&self, region: &str, id: &str) -> String {
+        format!("arn:{}:ec2:{region}::image/{id}", self.partition)
+    }
+
+    pub fn snapshot(&self, region: &str, id: &str) -> String {
+        format!("arn:{}:ec2:{region}::snapshot/{id}", self.partition)
+    }
+
+    pub fn import_task(&self, region: &str, id: &str) -> String {
+        format!(
+            "arn:{}:ec2:{region}:{}:import-snapshot-task/{id}",
+            self.partition,
+            self.account()
+        )
+    }
+
+    pub fn role(&self, name: &str) -> String {
+        format!("arn:{}:iam::{}:role/{name}", self.partition, self.account())
+    }
+
+    /// A parameter (`/os/latest`), or with a name ending in `*` those under a path.
+    pub fn parameter(&self, region: &str, name: &str) -> String {
+        format!(
+            "arn:{}:ssm:{region}:{}:parameter/{}",
+            self.partition,
+            self.account(),
+            name.trim_start_matches('/')
+        )
+    }
+
+    /// The ARN of `resource` when it is of `kind`.
+    fn of(&self, kind: ResourceKind, region: &str, resource: &Resource) -> Option<String> {
+        let id = |id: &Option<String>| id.clone().unwrap_or_else(|| "*".to_string());
+        Some(match (kind, resource) {
+            (ResourceKind::Bucket, Resource::Bucket(b) | Resource::Object { bucket: b, .. }) => {
+                self.bucket(b)
+            }
+            (ResourceKind::Object, Resource::Object { bucket, key }) => self.object(bucket, key),
+            (ResourceKind::Image, Resource::Image(i)) => self.image(region, &id(i)),
+            (ResourceKind::Snapshot, Resource::Snapshot(s)) => self.snapshot(region, &id(s)),
+            (ResourceKind::Role, Resource::Role(name)) => self.role(name),
+            (ResourceKind::Parameter, Resource::Parameter(name)) => self.parameter(region, name),
+            _ => return None,
+        })
     }
 }
 
@@ -607,6 +733,7 @@ mod tests {
             ("regions.rs", include_str!("regions.rs")),
             ("s3.rs", include_str!("s3.rs")),
             ("ssm.rs", include_str!("ssm.rs")),
+            ("preflight.rs", include_str!("preflight.rs")),
             ("tags.rs", include_str!("tags.rs")),
             ("commands/upload.rs", include_str!("../commands/upload.rs")),
             (
@@ -717,6 +844,56 @@ mod tests {
                 "{op:?}"
             );
         }
+    }
+
+    #[test]
+    fn checks_use_real_ids_and_the_partition() {
+        let arns = Arns {
+            partition: "aws-us-gov".into(),
+            account: Some("123456789012".into()),
+        };
+        let mut register = Call::new(
+            Op::Ec2RegisterImage,
+            "us-gov-west-1",
+            vec![
+                Resource::Image(None),
+                Resource::Snapshot(Some("snap-1".into())),
+            ],
+        );
+        let checks = register.checks(&arns);
+        assert_eq!(
+            checks,
+            vec![
+                (
+                    "ec2:RegisterImage",
+                    "arn:aws-us-gov:ec2:us-gov-west-1::image/*".to_string(),
+                    None
+                ),
+                (
+                    "ec2:RegisterImage",
+                    "arn:aws-us-gov:ec2:us-gov-west-1::snapshot/snap-1".to_string(),
+                    None
+                ),
+            ]
+        );
+        register.tags_on_create = true;
+        assert_eq!(register.checks(&arns)[2].2, Some("RegisterImage"));
+        let put = Call::new(
+            Op::SsmPutParameter,
+            "us-gov-west-1",
+            vec![Resource::Parameter("/os/x".into())],
+        );
+        assert_eq!(
+            put.checks(&arns),
+            vec![
+                (
+                    "ssm:PutParameter",
+                    "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/os/x".to_string(),
+                    None
+                ),
+                ("ec2:DescribeImages", "*".to_string(), None),
+            ]
+        );
     }
 
     #[test]

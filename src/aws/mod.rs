@@ -10,6 +10,7 @@ pub mod images;
 pub mod import;
 pub mod multipart;
 pub mod permissions;
+pub mod preflight;
 pub mod regions;
 pub mod s3;
 pub mod ssm;

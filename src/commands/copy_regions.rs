@@ -116,7 +116,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
         }
         if !sharing.volume_permissions().is_empty() {
-            calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]));
+            calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(sharing));
         }
     }
     calls
@@ -135,6 +135,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2CreateTags,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
+    Op::IamSimulatePrincipalPolicy,
 ];
 
 /// Copies to every target, `concurrency` at a time; `emit` gets each finished region's line

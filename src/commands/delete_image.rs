@@ -91,6 +91,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DeregisterImage,
     Op::Ec2DeleteSnapshot,
+    Op::IamSimulatePrincipalPolicy,
 ];
 
 pub async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {

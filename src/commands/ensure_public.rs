@@ -2,6 +2,7 @@
 //! snapshot is not) are made public again. [`plan`] finds them in every region (all
 //! `--dry-run` does); [`apply`] fixes them, one line per AMI.
 
+use crate::aws::ami::Sharing;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::permissions::{self, MadePublic, NotPublic};
@@ -72,11 +73,13 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         }
         if let (Some(s), true) = (&image.snapshot, image.fixed.contains(&NotPublic::Snapshot)) {
             let id = Resource::Snapshot(Some(s.clone()));
-            calls.push(Call::new(
-                Op::Ec2ModifySnapshotAttribute,
-                &image.region,
-                vec![id],
-            ));
+            let public = Sharing {
+                public: true,
+                ..Sharing::default()
+            };
+            calls.push(
+                Call::new(Op::Ec2ModifySnapshotAttribute, &image.region, vec![id]).sharing(&public),
+            );
         }
     }
     calls

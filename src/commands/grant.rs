@@ -112,11 +112,15 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             plan.sharing.volume_permissions().is_empty(),
         ) {
             let snapshot = Resource::Snapshot(Some(s.clone()));
-            calls.push(Call::new(
+            let call = Call::new(
                 Op::Ec2ModifySnapshotAttribute,
                 &target.region,
                 vec![snapshot],
-            ));
+            );
+            calls.push(match plan.change {
+                Change::Grant => call.sharing(&plan.sharing),
+                Change::Revoke => call,
+            });
         }
     }
     calls
@@ -127,6 +131,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
+    Op::IamSimulatePrincipalPolicy,
 ];
 
 /// Changes every AMI's permissions; `emit` gets each one's line as it is done.

@@ -16,6 +16,7 @@ pub mod ensure_public;
 pub mod grant;
 pub mod initialize;
 pub mod list_regions;
+pub mod policy;
 pub mod publish_ssm;
 pub mod upload;
 pub mod upload_object;

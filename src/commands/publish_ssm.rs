@@ -77,6 +77,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::SsmGetParameter,
     Op::SsmPutParameter,
+    Op::IamSimulatePrincipalPolicy,
 ];
 
 /// Writes the parameters, region by region side by side; `emit` gets each one's line.

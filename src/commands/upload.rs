@@ -110,7 +110,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn object(&self) -> Option<&S3Object> {
+    /// The S3 object the image is (or will be) in.
+    pub fn object(&self) -> Option<&S3Object> {
         match self {
             Source::File { object, .. } | Source::Object { object, .. } => Some(object),
             Source::Snapshot(_) => None,
@@ -460,13 +461,17 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     {
         calls.push(call(Op::S3DeleteObject, vec![object.clone()]));
     }
+    let register_call = || Call {
+        tags_on_create: !local.tags.is_empty(),
+        ..call(
+            Op::Ec2RegisterImage,
+            vec![Resource::Image(None), snapshot.clone()],
+        )
+    };
     let image = match &plan.image {
         ImageStep::None => None,
         ImageStep::Register => {
-            calls.push(call(
-                Op::Ec2RegisterImage,
-                vec![Resource::Image(None), snapshot.clone()],
-            ));
+            calls.push(register_call());
             Some(Resource::Image(None))
         }
         ImageStep::Replace(found) => {
@@ -478,10 +483,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                     vec![Resource::Snapshot(Some(s.clone()))],
                 ));
             }
-            calls.push(call(
-                Op::Ec2RegisterImage,
-                vec![Resource::Image(None), snapshot.clone()],
-            ));
+            calls.push(register_call());
             Some(Resource::Image(None))
         }
         ImageStep::Reuse(id) => {
@@ -496,7 +498,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
     }
     if !local.sharing.volume_permissions().is_empty() {
-        calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]));
+        calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(&local.sharing));
     }
     calls
 }
@@ -508,7 +510,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeSnapshots,
     Op::S3GetBucketLocation,
     Op::S3HeadObject,
-    Op::IamGetRole,
+    // iam:GetRole (is the vmimport role there?) is optional: without it ImportSnapshot says.
     Op::S3ListMultipartUploads,
     Op::S3ListParts,
     Op::S3CreateMultipartUpload,
@@ -524,6 +526,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DeleteSnapshot,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
+    Op::IamSimulatePrincipalPolicy,
 ];
 
 /// Runs the plan; see the module docs.

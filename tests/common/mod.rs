@@ -300,6 +300,12 @@ impl Run {
         serde_json::from_str(lines[0]).expect("stdout is JSON")
     }
 
+    /// Asserts success and parses stdout as one JSON document (pretty-printed or not).
+    pub fn json_document(&self) -> Value {
+        assert_eq!(self.code, 0, "imgpub failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).expect("stdout is one JSON document")
+    }
+
     /// The `error: …` line on stderr of a failed run.
     pub fn error_line(&self) -> String {
         assert_ne!(self.code, 0, "expected failure, stdout: {}", self.stdout);

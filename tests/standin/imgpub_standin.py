@@ -83,6 +83,8 @@ SETTINGS: dict[str, Any] = {
     # CopyImage: how long a copy stays pending, and regions where copies fail.
     "copy_seconds": float(os.environ.get("STANDIN_COPY_SECONDS", "2")),
     "copy_fail_regions": [],
+    # Requests signed by created users' and roles' keys are checked against their policies.
+    "enforce_iam": False,
 }
 
 
@@ -668,6 +670,355 @@ def install_patches() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# IAM: requests signed with the keys of a created user (or of a session of an assumed
+# role) are allowed or denied by that identity's policies, as AWS would: every IAM action
+# the request needs, against the real resource ARNs, with the request's context keys
+# (aws:RequestedRegion, ec2:CreateAction, ec2:Add/*). The decisions come from a maintained
+# evaluator, @cloud-copilot/iam-simulate (iam-eval/evaluate.mjs, run with node), which
+# handles every condition operator, wildcards and explicit denies; moto's own enforcement
+# treats every EC2/SSM resource as * and evaluates only StringEquals. Keys no identity owns
+# (the tests' admin key) are not checked. SimulatePrincipalPolicy answers from the same
+# evaluator. Off until POST /_standin/config {"enforce_iam": true}.
+
+import subprocess  # noqa: E402
+
+from moto.iam.access_control import (  # noqa: E402
+    AssumedRoleAccessKey,
+    CreateAccessKeyFailure,
+    IAMUserAccessKey,
+)
+from moto.iam.models import Policy as ManagedPolicy  # noqa: E402
+
+
+class EvaluatorError(Exception):
+    pass
+
+
+class Evaluator:
+    """One long-lived `node evaluate.mjs`; a request and its answer are one line each."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+
+    def decide(self, request: dict[str, Any]) -> str:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                script = os.environ.get("STANDIN_IAM_EVAL") or os.path.join(
+                    sys.prefix, "iam-eval", "evaluate.mjs"
+                )
+                self.proc = subprocess.Popen(
+                    ["node", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    text=True, bufsize=1,
+                )
+            assert self.proc.stdin and self.proc.stdout
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            answer = json.loads(self.proc.stdout.readline() or '{"error": "evaluator died"}')
+        if "error" in answer:
+            raise EvaluatorError(answer["error"])
+        return answer["decision"]
+
+
+EVALUATOR = Evaluator()
+
+
+def _document(policy: Any) -> dict:
+    """A policy document from what moto stores: a managed policy, an inline JSON string, or
+    a user's or group's inline {"policy_document": ...}."""
+    if isinstance(policy, ManagedPolicy):
+        version = next(v for v in policy.versions if v.is_default)
+        policy = version.document
+    if isinstance(policy, dict) and "policy_document" in policy:
+        policy = policy["policy_document"]
+    if isinstance(policy, str):
+        return json.loads(policy)
+    return policy
+
+
+class Identity:
+    """A principal whose requests are checked: its ARN and its policy documents."""
+
+    def __init__(self, arn: str, account: str, policies: list[dict], boundaries: list[dict]):
+        self.arn = arn
+        self.account = account
+        self.policies = policies
+        self.boundaries = boundaries
+
+    def decide(self, action: str, resource: str, context: dict[str, Any]) -> str:
+        return EVALUATOR.decide({
+            "principal": self.arn,
+            "account": self.account,
+            "action": action,
+            "resource": resource,
+            "context": context,
+            "identityPolicies": self.policies,
+            "boundaries": self.boundaries,
+        })
+
+
+def _boundary(backend: Any, holder: Any) -> list[dict]:
+    arn = getattr(holder, "permissions_boundary_arn", None)
+    if not arn:
+        return []
+    return [_document(backend.get_policy(arn))]
+
+
+def identity_of_user(backend: Any, account: str, name: str) -> Identity:
+    user = backend.get_user(name)
+    docs = [_document(backend.get_user_policy(name, p)) for p in backend.list_user_policies(name)]
+    attached, _ = backend.list_attached_user_policies(name)
+    docs += [_document(p) for p in attached]
+    for group in backend.get_groups_for_user(name):
+        for p in backend.list_group_policies(group.name):
+            docs.append(_document(backend.get_group_policy(group.name, p)))
+        attached, _ = backend.list_attached_group_policies(group.name)
+        docs += [_document(p) for p in attached]
+    return Identity(user.arn, account, docs, _boundary(backend, user))
+
+
+def identity_of_role(backend: Any, account: str, name: str, session_arn: str | None) -> Identity:
+    role = backend.get_role(name)
+    docs = []
+    for p in backend.list_role_policies(name):
+        _, doc = backend.get_role_policy(name, p)
+        docs.append(_document(doc))
+    attached, _ = backend.list_attached_role_policies(name)
+    docs += [_document(p) for p in attached]
+    return Identity(session_arn or role.arn, account, docs, _boundary(backend, role))
+
+
+def identity_for_key(access_key: str, headers: dict[str, str], region: str) -> Identity | None:
+    """The user or role session that owns `access_key`, or None for a key nobody owns."""
+    from moto.iam.models import iam_backends
+
+    partition = get_partition(region or "us-east-1")
+    for account in list(iam_backends.keys()):
+        backend = iam_backends[account][partition]
+        try:
+            if access_key.startswith("AKIA") or "X-Amz-Security-Token" not in headers:
+                key = IAMUserAccessKey(account, partition, access_key, headers)
+                return identity_of_user(backend, account, key._owner_user_name)
+            key = AssumedRoleAccessKey(account, partition, access_key, headers)
+            return identity_of_role(backend, account, key._owner_role_name, key.arn)
+        except CreateAccessKeyFailure:
+            continue
+    return None
+
+
+def identity_for_arn(arn: str) -> Identity | None:
+    """SimulatePrincipalPolicy's PolicySourceArn: a user or a role."""
+    from moto.iam.models import iam_backends
+
+    m = re.match(r"arn:([^:]+):iam::(\d+):(user|role)/(?:.*/)?([^/]+)$", arn)
+    if not m:
+        return None
+    partition, account, kind, name = m.groups()
+    backend = iam_backends[account][partition]
+    try:
+        if kind == "user":
+            return identity_of_user(backend, account, name)
+        return identity_of_role(backend, account, name, None)
+    except Exception:  # noqa: BLE001 - moto's NotFound types differ per entity
+        return None
+
+
+def _form_list(form: dict[str, list[str]], prefix: str) -> list[str]:
+    """Values of an AWS query-protocol list: Prefix.1, Prefix.2, ... in order."""
+    items = []
+    for key, values in form.items():
+        m = re.fullmatch(re.escape(prefix) + r"\.(\d+)", key)
+        if m:
+            items.append((int(m.group(1)), values[0]))
+    return [v for _, v in sorted(items)]
+
+
+def _ec2_arn(partition: str, region: str, kind: str, ident: str = "*") -> str:
+    return f"arn:{partition}:ec2:{region}::{kind}/{ident}"
+
+
+def needed_for(service: str, action: str, environ: dict, form: dict[str, list[str]],
+               body: bytes | None, region: str, account: str) -> list[tuple[str, str, dict]]:
+    """What a request needs in IAM: (action, resource ARN, context) triples, all of which
+    must be allowed. Mirrors the Service Authorization Reference for what imgpub calls."""
+    partition = get_partition(region or "us-east-1")
+    ctx: dict[str, Any] = {"aws:RequestedRegion": region}
+    first = lambda name: (form.get(name) or [""])[0]  # noqa: E731
+    if service == "s3":
+        parts = [p for p in environ["PATH_INFO"].split("/") if p]
+        bucket = parts[0] if parts else "*"
+        key = "/".join(parts[1:])
+        bucket_arn = f"arn:{partition}:s3:::{bucket}"
+        object_arn = f"{bucket_arn}/{key}"
+        on_bucket = {
+            "CreateBucket": "s3:CreateBucket", "GetBucketLocation": "s3:GetBucketLocation",
+            "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
+            "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+            "DeleteBucket": "s3:DeleteBucket",
+        }
+        on_object = {
+            "PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject",
+            "UploadPart": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
+            "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
+            "DeleteObject": "s3:DeleteObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
+            "ListParts": "s3:ListMultipartUploadParts",
+        }
+        if action in on_bucket:
+            return [(on_bucket[action], bucket_arn, ctx)]
+        if action in on_object:
+            return [(on_object[action], object_arn, ctx)]
+        return [(f"s3:{action}", bucket_arn, ctx)]
+    if service == "ec2":
+        ec2 = lambda kind, ident="*": _ec2_arn(partition, region, kind, ident)  # noqa: E731
+        if action == "RegisterImage":
+            needs = [("ec2:RegisterImage", ec2("image"), ctx)]
+            for k, v in form.items():
+                if re.fullmatch(r"BlockDeviceMapping\.\d+\.Ebs\.SnapshotId", k):
+                    needs.append(("ec2:RegisterImage", ec2("snapshot", v[0]), ctx))
+            if _form_list(form, "TagSpecification.1.Tag") or any(
+                k.startswith("TagSpecification.") for k in form
+            ):
+                needs.append(("ec2:CreateTags", ec2("image"),
+                              {**ctx, "ec2:CreateAction": "RegisterImage"}))
+            return needs
+        if action == "ImportSnapshot":
+            task = f"arn:{partition}:ec2:{region}:{account}:import-snapshot-task/*"
+            return [("ec2:ImportSnapshot", task, ctx), ("ec2:ImportSnapshot", ec2("snapshot"), ctx)]
+        if action == "CopyImage":
+            return [("ec2:CopyImage", ec2("image"), ctx), ("ec2:CopyImage", ec2("snapshot"), ctx)]
+        if action == "CreateTags":
+            needs = []
+            for rid in _form_list(form, "ResourceId"):
+                kind = "image" if rid.startswith("ami-") else "snapshot" if rid.startswith("snap-") else "*"
+                needs.append(("ec2:CreateTags", ec2(kind, rid), ctx))
+            return needs or [("ec2:CreateTags", "*", ctx)]
+        by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage"}
+        by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
+        if action in by_image:
+            return [(f"ec2:{action}", ec2("image", first("ImageId")), ctx)]
+        if action in by_snapshot:
+            if action == "ModifySnapshotAttribute":
+                add_users = _form_list(form, "CreateVolumePermission.Add") and [
+                    v for k, v in ((k, v[0]) for k, v in form.items())
+                    if re.fullmatch(r"CreateVolumePermission\.Add\.\d+\.UserId", k)
+                ]
+                add_groups = [
+                    v for k, v in ((k, v[0]) for k, v in form.items())
+                    if re.fullmatch(r"CreateVolumePermission\.Add\.\d+\.Group", k)
+                ]
+                if first("OperationType") == "add":
+                    add_users = (add_users or []) + _form_list(form, "UserId")
+                    add_groups += _form_list(form, "UserGroup")
+                ctx = dict(ctx)
+                if add_users:
+                    ctx["ec2:Add/userId"] = add_users
+                if add_groups:
+                    ctx["ec2:Add/group"] = add_groups
+            return [(f"ec2:{action}", ec2("snapshot", first("SnapshotId")), ctx)]
+        return [(f"ec2:{action}", "*", ctx)]
+    if service == "iam":
+        if first("RoleName"):
+            from moto.iam.models import iam_backends
+
+            name = first("RoleName")
+            try:
+                arn = iam_backends[account][partition].get_role(name).arn
+            except Exception:  # noqa: BLE001 - a role that is not there yet
+                arn = f"arn:{partition}:iam::{account}:role/{name}"
+            return [(f"iam:{action}", arn, ctx)]
+        if first("UserName"):
+            return [(f"iam:{action}", f"arn:{partition}:iam::{account}:user/{first('UserName')}", ctx)]
+        if first("PolicySourceArn"):
+            return [(f"iam:{action}", first("PolicySourceArn"), ctx)]
+        if first("PolicyArn"):
+            return [(f"iam:{action}", first("PolicyArn"), ctx)]
+        return [(f"iam:{action}", "*", ctx)]
+    if service == "ssm":
+        doc = json.loads(body or b"{}")
+        name = doc.get("Name", "")
+        arn = f"arn:{partition}:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+        needs = [(f"ssm:{action}", arn, ctx)]
+        if action == "PutParameter" and doc.get("DataType") == "aws:ec2:image":
+            # SSM checks the AMI with the caller's own credentials.
+            needs.append(("ec2:DescribeImages", "*", ctx))
+        return needs
+    if service == "sts":
+        if action == "GetCallerIdentity":
+            return []  # needs no permission, even under an explicit deny
+        if action == "AssumeRole":
+            return [("sts:AssumeRole", first("RoleArn"), ctx)]
+        return [(f"sts:{action}", "*", ctx)]
+    return [(f"{service}:{action}", "*", ctx)]
+
+
+DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException"}
+
+
+def denial(service: str, identity: Identity, action: str, resource: str) -> "Fault":
+    return Fault({
+        "status": 400 if service == "ssm" else 403,
+        "code": DENIED_CODE.get(service, "AccessDenied"),
+        "message": f"User: {identity.arn} is not authorized to perform: {action} on resource: "
+                   f"{resource} because no identity-based policy allows the {action} action",
+    })
+
+
+def simulate_principal_policy(form: dict[str, list[str]]) -> tuple[str, bytes]:
+    """IAM SimulatePrincipalPolicy from the evaluator: (HTTP status, XML body)."""
+    source = (form.get("PolicySourceArn") or [""])[0]
+    identity = identity_for_arn(source)
+    if identity is None:
+        return "404 Not Found", (
+            '<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code>'
+            f'<Message>No such user or role: {source}</Message></Error>'
+            '<RequestId>standin</RequestId></ErrorResponse>'
+        ).encode()
+    actions = _form_list(form, "ActionNames.member")
+    resources = _form_list(form, "ResourceArns.member") or ["*"]
+    context: dict[str, Any] = {}
+    n = 1
+    while f"ContextEntries.member.{n}.ContextKeyName" in form:
+        key = form[f"ContextEntries.member.{n}.ContextKeyName"][0]
+        values = _form_list(form, f"ContextEntries.member.{n}.ContextKeyValues.member")
+        kind = (form.get(f"ContextEntries.member.{n}.ContextKeyType") or ["string"])[0]
+        context[key] = values if kind.endswith("List") else (values[0] if values else "")
+        n += 1
+    decisions = {"Allowed": "allowed", "ExplicitlyDenied": "explicitDeny",
+                 "ImplicitlyDenied": "implicitDeny"}
+    members = []
+    for action in actions:
+        per_resource = []
+        for resource in resources:
+            try:
+                decision = decisions[identity.decide(action, resource, context)]
+            except EvaluatorError:
+                decision = "implicitDeny"
+            per_resource.append((resource, decision))
+        overall = next((d for _, d in per_resource if d != "allowed"), "allowed")
+        specific = "".join(
+            f"<member><EvalResourceName>{r}</EvalResourceName>"
+            f"<EvalResourceDecision>{d}</EvalResourceDecision></member>"
+            for r, d in per_resource
+        )
+        members.append(
+            f"<member><EvalActionName>{action}</EvalActionName>"
+            f"<EvalResourceName>{per_resource[0][0]}</EvalResourceName>"
+            f"<EvalDecision>{overall}</EvalDecision><MatchedStatements/>"
+            f"<MissingContextValues/><ResourceSpecificResults>{specific}"
+            f"</ResourceSpecificResults></member>"
+        )
+    body = (
+        '<SimulatePrincipalPolicyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+        "<SimulatePrincipalPolicyResult><IsTruncated>false</IsTruncated><EvaluationResults>"
+        + "".join(members)
+        + "</EvaluationResults></SimulatePrincipalPolicyResult>"
+        "<ResponseMetadata><RequestId>standin</RequestId></ResponseMetadata>"
+        "</SimulatePrincipalPolicyResponse>"
+    )
+    return "200 OK", body.encode()
+
+
+# --------------------------------------------------------------------------------------
 # The WSGI layer: request counts, faults, control endpoints.
 
 S3_SUBRESOURCES = [
@@ -859,11 +1210,57 @@ class StandinApp:
             mismatch = self._payload_sha256_mismatch(environ)
             if mismatch is not None:
                 return self._error(environ, start_response, service, mismatch)
+        answer = self._authorize(environ, start_response, service, action, region, body)
+        if answer is not None:
+            return answer
         if service in ("sts", "iam"):
             return self._query_error_shape(environ, start_response)
         if service == "s3" and action == "ListParts":
             return self._list_parts_root(environ, start_response)
         return self.app(environ, start_response)
+
+    def _authorize(self, environ: dict, start_response: Any, service: str, action: str,
+                   region: str, body: bytes | None) -> list[bytes] | None:
+        """With enforce_iam: a denied request's error, or SimulatePrincipalPolicy's answer;
+        None lets the request through to moto."""
+        simulate = service == "iam" and action == "SimulatePrincipalPolicy"
+        if not (SETTINGS["enforce_iam"] or simulate):
+            return None
+        if body is None and (
+            service == "ssm" or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")
+        ):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
+        form: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""))
+        if body and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form"):
+            form.update(parse_qs(body.decode("utf-8", "replace")))
+        headers = {
+            k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        m = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        identity = None
+        if SETTINGS["enforce_iam"] and m:
+            identity = identity_for_key(m.group(1), headers, region)
+        if identity is not None:
+            for needed, resource, context in needed_for(
+                service, action, environ, form, body, region, identity.account
+            ):
+                try:
+                    decision = identity.decide(needed, resource, context)
+                except EvaluatorError as e:
+                    print(f"standin: evaluator refused {needed} on {resource}: {e}",
+                          file=sys.stderr)
+                    decision = "ImplicitlyDenied"
+                if decision != "Allowed":
+                    fault = denial(service, identity, needed, resource)
+                    return self._error(environ, start_response, service, fault)
+        if simulate:
+            status, xml = simulate_principal_policy(form)
+            start_response(status, [("Content-Type", "text/xml"),
+                                    ("Content-Length", str(len(xml)))])
+            return [xml]
+        return None
 
     @staticmethod
     def _payload_sha256_mismatch(environ: dict) -> Fault | None:

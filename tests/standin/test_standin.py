@@ -444,3 +444,127 @@ def test_a_signed_payload_that_does_not_match_its_hash_is_refused(account):
     status, body = put(b"the payload", hashlib.sha256(b"the payload").hexdigest())
     assert status == 200, body
     assert s3.get_object(Bucket="images", Key="sha-checked")["Body"].read() == b"the payload"
+
+
+# --------------------------------------------------------------------------------------
+# IAM enforcement and SimulatePrincipalPolicy (moto alone: EC2/SSM resources count as *,
+# only StringEquals is evaluated, EC2 denials come as AccessDenied, no simulation at all).
+
+
+@pytest.fixture(scope="module")
+def enforcing(endpoint):
+    control(endpoint, "/_standin/config", {"enforce_iam": True})
+    yield endpoint
+    control(endpoint, "/_standin/config", {"enforce_iam": False})
+
+
+def user_with_policy(endpoint: str, name: str, statements: list[dict]):
+    """A user holding exactly `statements`, and a client factory signing as that user."""
+    iam = client(endpoint, "iam")
+    iam.create_user(UserName=name)
+    iam.put_user_policy(
+        UserName=name,
+        PolicyName="p",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+
+    def as_user(service: str, region: str = "us-east-1"):
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+
+    arn = iam.get_user(UserName=name)["User"]["Arn"]
+    return as_user, arn
+
+
+def admin_snapshot(endpoint: str, region: str = "us-east-1") -> str:
+    ec2 = client(endpoint, "ec2", region)
+    vol = ec2.create_volume(Size=1, AvailabilityZone=f"{region}a")
+    return ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
+
+
+def test_ec2_resource_arns_and_conditions_are_evaluated(enforcing):
+    snap = admin_snapshot(enforcing)
+    # Scoped to the snapshot's ARN and the region: moto would deny this (resources are *).
+    as_user, _ = user_with_policy(enforcing, "scoped", [
+        {"Effect": "Allow", "Action": "ec2:RegisterImage",
+         "Resource": ["arn:aws:ec2:us-east-1::image/*", f"arn:aws:ec2:us-east-1::snapshot/{snap}"]},
+        {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*",
+         "Condition": {"StringLike": {"aws:RequestedRegion": "us-*"}}},
+    ])
+    ec2 = as_user("ec2")
+    bdm = [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}]
+    image = ec2.register_image(Name="scoped-ok", RootDeviceName="/dev/xvda",
+                               BlockDeviceMappings=bdm, Architecture="x86_64")
+    assert image["ImageId"].startswith("ami-")
+    ec2.describe_images(Owners=["self"])
+    # Another region: StringLike does not match, and EC2 says UnauthorizedOperation.
+    with pytest.raises(ClientError) as err:
+        as_user("ec2", "eu-west-1").describe_images(Owners=["self"])
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert "ec2:DescribeImages" in err.value.response["Error"]["Message"]
+    # Tags on create need ec2:CreateTags with ec2:CreateAction=RegisterImage.
+    with pytest.raises(ClientError) as err:
+        ec2.register_image(
+            Name="scoped-tagged", RootDeviceName="/dev/xvda", BlockDeviceMappings=bdm,
+            Architecture="x86_64",
+            TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "a", "Value": "b"}]}],
+        )
+    assert "ec2:CreateTags" in err.value.response["Error"]["Message"]
+
+
+def test_s3_and_ssm_denials_have_their_services_shapes(enforcing):
+    client(enforcing, "s3").create_bucket(Bucket="enforced")
+    as_user, _ = user_with_policy(enforcing, "s3only", [
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::enforced/ok/*"},
+    ])
+    s3 = as_user("s3")
+    s3.put_object(Bucket="enforced", Key="ok/x", Body=b"1")
+    with pytest.raises(ClientError) as err:
+        s3.put_object(Bucket="enforced", Key="elsewhere/x", Body=b"1")
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as err:
+        as_user("ssm").put_parameter(Name="/os/latest", Value="x", Type="String")
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_an_explicit_deny_wins(enforcing):
+    as_user, _ = user_with_policy(enforcing, "denied", [
+        {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "ec2:DeregisterImage", "Resource": "*"},
+    ])
+    with pytest.raises(ClientError) as err:
+        as_user("ec2").deregister_image(ImageId="ami-12345678")
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+
+
+def test_simulate_principal_policy_answers_from_the_same_evaluator(enforcing):
+    _, arn = user_with_policy(enforcing, "simulated", [
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RegisterImage"}}},
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/p/*"},
+    ])
+    iam = client(enforcing, "iam")
+    out = iam.simulate_principal_policy(
+        PolicySourceArn=arn,
+        ActionNames=["ec2:CreateTags", "s3:PutObject"],
+        ResourceArns=["arn:aws:s3:::b/p/x"],
+        ContextEntries=[{"ContextKeyName": "ec2:CreateAction",
+                         "ContextKeyValues": ["RegisterImage"], "ContextKeyType": "string"}],
+    )
+    decisions = {r["EvalActionName"]: r["EvalDecision"] for r in out["EvaluationResults"]}
+    # CreateTags is not valid on an S3 ARN: not allowed; PutObject under the prefix is.
+    assert decisions == {"ec2:CreateTags": "implicitDeny", "s3:PutObject": "allowed"}
+    out = iam.simulate_principal_policy(
+        PolicySourceArn=arn, ActionNames=["ec2:CreateTags"],
+        ResourceArns=["arn:aws:ec2:us-east-1::image/*"],
+        ContextEntries=[{"ContextKeyName": "ec2:CreateAction",
+                         "ContextKeyValues": ["CopyImage"], "ContextKeyType": "string"}],
+    )
+    assert out["EvaluationResults"][0]["EvalDecision"] == "implicitDeny"

@@ -1,0 +1,260 @@
+//! The permission preflight: before the first side effect, IAM's SimulatePrincipalPolicy is
+//! asked about exactly the calls the plan will make (the check step's output), for the
+//! caller's own user or role, with the real ARNs where the plan knows them and the context
+//! keys the requests will carry. What is denied is named in one error, and nothing is
+//! created.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
+use clap::ValueEnum;
+
+use crate::aws::calls::{Arns, Call, Op};
+use crate::aws::config::Identity;
+use crate::error::{aws, Error, ErrorKind, Result};
+
+/// `--preflight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PreflightMode {
+    /// Check when the caller may simulate its own policies; otherwise say so and go on.
+    #[default]
+    Auto,
+    /// Stop when the check cannot be made.
+    Require,
+    Off,
+}
+
+/// Whose policies to simulate: IAM takes a user or a role, not a role's session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A user or a role's ARN.
+    Simulable(String),
+    /// The account root or a federated user: IAM cannot simulate them.
+    NotSimulable(String),
+}
+
+/// Maps the caller's ARN to what SimulatePrincipalPolicy takes. An assumed-role session
+/// `arn:P:sts::A:assumed-role/NAME/SESSION` is the role `NAME`, whose path (SSO roles live
+/// under /aws-reserved/…) GetRole tells; without iam:GetRole the path is taken as `/`.
+pub async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Principal {
+    let arn = &identity.arn;
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or("");
+    if let Some(rest) = resource.strip_prefix("assumed-role/") {
+        let name = rest.split('/').next().unwrap_or(rest);
+        return match iam.get_role().role_name(name).send().await {
+            Ok(out) => match out.role() {
+                Some(role) => Principal::Simulable(role.arn().to_string()),
+                None => Principal::Simulable(format!(
+                    "arn:{}:iam::{}:role/{name}",
+                    identity.partition, identity.account
+                )),
+            },
+            Err(e) => {
+                tracing::debug!("{}", aws(Op::IamGetRole, format!("reading role {name}"), e));
+                Principal::Simulable(format!(
+                    "arn:{}:iam::{}:role/{name}",
+                    identity.partition, identity.account
+                ))
+            }
+        };
+    }
+    if resource.starts_with("user/") || resource.starts_with("role/") {
+        return Principal::Simulable(arn.clone());
+    }
+    Principal::NotSimulable(arn.clone())
+}
+
+/// A call IAM would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub action: String,
+    pub resource: String,
+}
+
+/// One SimulatePrincipalPolicy request: the actions for one resource and context.
+type Group = (String, String, Vec<(String, Vec<String>)>);
+
+/// The checks of `calls`, grouped so that one request covers every action on one resource
+/// in one context.
+fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
+    let mut groups: BTreeMap<Group, Vec<&'static str>> = BTreeMap::new();
+    for call in calls {
+        for (action, resource, create_action) in call.checks(arns) {
+            let mut context: Vec<(String, Vec<String>)> = call
+                .context
+                .iter()
+                .filter(|_| action == "ec2:ModifySnapshotAttribute")
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            if let Some(op) = create_action {
+                context.push(("ec2:CreateAction".into(), vec![op.into()]));
+            }
+            let actions = groups
+                .entry((resource, call.region.clone(), context))
+                .or_default();
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
+    }
+    groups
+}
+
+fn entry(key: &str, values: &[String]) -> ContextEntry {
+    ContextEntry::builder()
+        .context_key_name(key)
+        .set_context_key_values(Some(values.to_vec()))
+        .context_key_type(if values.len() > 1 || key.starts_with("ec2:Add/") {
+            ContextKeyTypeEnum::StringList
+        } else {
+            ContextKeyTypeEnum::String
+        })
+        .build()
+}
+
+/// Asks IAM about each group; returns what is denied.
+async fn simulate(
+    iam: &aws_sdk_iam::Client,
+    principal: &str,
+    calls: &[Call],
+    arns: &Arns,
+) -> Result<Vec<Denied>> {
+    let mut denied = vec![];
+    for ((resource, region, context), actions) in groups(calls, arns) {
+        let mut request = iam
+            .simulate_principal_policy()
+            .policy_source_arn(principal)
+            .set_action_names(Some(actions.iter().map(|a| a.to_string()).collect()))
+            .resource_arns(&resource)
+            .context_entries(entry("aws:RequestedRegion", &[region]));
+        for (key, values) in &context {
+            request = request.context_entries(entry(key, values));
+        }
+        let out = request.send().await.map_err(|e| {
+            aws(
+                Op::IamSimulatePrincipalPolicy,
+                format!("checking the permissions of {principal}"),
+                e,
+            )
+        })?;
+        for result in out.evaluation_results() {
+            if result.eval_decision() != &PolicyEvaluationDecisionType::Allowed {
+                denied.push(Denied {
+                    action: result.eval_action_name().to_string(),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    Ok(denied)
+}
+
+/// The preflight. `fix` is the `imgpub aws policy …` line that grants what a command needs.
+pub async fn run(
+    iam: &aws_sdk_iam::Client,
+    identity: &Identity,
+    calls: &[Call],
+    mode: PreflightMode,
+    fix: &str,
+) -> Result<()> {
+    if mode == PreflightMode::Off || calls.is_empty() {
+        return Ok(());
+    }
+    let arns = Arns {
+        partition: identity.partition.clone(),
+        account: Some(identity.account.clone()),
+    };
+    let cannot = |why: String| -> Result<()> {
+        match mode {
+            PreflightMode::Require => Err(Error::Setup(format!(
+                "the permission preflight could not be made ({why}); nothing was changed. Run with --preflight auto to go on without it"
+            ))),
+            _ => {
+                tracing::warn!("permissions not checked before starting: {why}");
+                Ok(())
+            }
+        }
+    };
+    let principal = match principal(iam, identity).await {
+        Principal::Simulable(arn) => arn,
+        Principal::NotSimulable(arn) => {
+            return cannot(format!("IAM cannot simulate the policies of {arn}"))
+        }
+    };
+    let denied = match simulate(iam, &principal, calls, &arns).await {
+        Ok(denied) => denied,
+        Err(err) if err.kind() == Some(ErrorKind::AccessDenied) => {
+            return cannot(format!(
+                "{principal} may not call iam:SimulatePrincipalPolicy on itself; grant it to get this check"
+            ))
+        }
+        Err(err) => return cannot(err.to_string()),
+    };
+    if denied.is_empty() {
+        tracing::info!(
+            "permission preflight: all {} calls allowed for {principal}",
+            calls.len()
+        );
+        return Ok(());
+    }
+    let each: Vec<String> = denied
+        .iter()
+        .map(|d| format!("{} on {}", d.action, d.resource))
+        .collect();
+    Err(Error::failed(
+        "permission preflight",
+        ErrorKind::AccessDenied,
+        Some("PreflightDenied"),
+        format!(
+            "{principal} may not make {} of the calls this run needs; nothing was changed: {}. Grant them: `{fix}` prints the policy",
+            denied.len(),
+            each.join("; ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::calls::Resource;
+
+    #[test]
+    fn one_request_per_resource_and_context() {
+        let arns = Arns {
+            partition: "aws".into(),
+            account: Some("123456789012".into()),
+        };
+        let object = Resource::Object {
+            bucket: "images".into(),
+            key: "ci/os".into(),
+        };
+        let calls = vec![
+            Call::new(
+                Op::S3CreateMultipartUpload,
+                "eu-west-1",
+                vec![object.clone()],
+            ),
+            Call::new(Op::S3UploadPart, "eu-west-1", vec![object.clone()]),
+            Call::new(Op::S3AbortMultipartUpload, "eu-west-1", vec![object]),
+            Call::new(Op::Ec2DescribeImages, "eu-west-1", vec![]),
+            Call::new(Op::Ec2DescribeImages, "us-east-1", vec![]),
+        ];
+        let groups = groups(&calls, &arns);
+        let got: Vec<(&str, &str, Vec<&str>)> = groups
+            .iter()
+            .map(|((r, region, _), a)| (r.as_str(), region.as_str(), a.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("*", "eu-west-1", vec!["ec2:DescribeImages"]),
+                ("*", "us-east-1", vec!["ec2:DescribeImages"]),
+                (
+                    "arn:aws:s3:::images/ci/os",
+                    "eu-west-1",
+                    vec!["s3:PutObject", "s3:AbortMultipartUpload"]
+                ),
+            ]
+        );
+    }
+}

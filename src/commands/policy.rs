@@ -1,0 +1,605 @@
+//! `imgpub aws policy`: the least-privilege identity policy for the chosen commands, built
+//! from the table in `aws::calls` and each command's `MAY_CALL`. It needs no credentials:
+//! the account and partition come from flags, from the caller when credentials work, or
+//! stay `*` (and the partition follows the region).
+
+use std::collections::BTreeMap;
+
+use clap::ValueEnum;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::aws::calls::{Arns, Op, ResourceKind};
+use crate::aws::config::validate_region;
+use crate::aws::s3::S3Prefix;
+use crate::commands::{
+    copy_regions, delete_image, ensure_public, grant, initialize, list_regions, publish_ssm,
+    upload, upload_object,
+};
+use crate::error::{Error, Result};
+
+/// What a policy is for: `--for` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum For {
+    /// `upload`, `import-snapshot`, `register-ami`.
+    Upload,
+    /// `copy-regions`.
+    Copy,
+    /// `publish-ssm`.
+    Ssm,
+    /// `delete-image`.
+    Delete,
+    /// `grant` and `revoke`.
+    Grant,
+    EnsurePublic,
+    Initialize,
+    /// `upload-object`.
+    Object,
+    ListRegions,
+}
+
+impl For {
+    /// Every operation the command may make.
+    pub fn ops(self) -> &'static [Op] {
+        match self {
+            For::Upload => upload::MAY_CALL,
+            For::Copy => copy_regions::MAY_CALL,
+            For::Ssm => publish_ssm::MAY_CALL,
+            For::Delete => delete_image::MAY_CALL,
+            For::Grant => grant::MAY_CALL,
+            For::EnsurePublic => ensure_public::MAY_CALL,
+            For::Initialize => initialize::MAY_CALL,
+            For::Object => upload_object::MAY_CALL,
+            For::ListRegions => list_regions::MAY_CALL,
+        }
+    }
+
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyOptions {
+    pub commands: Vec<For>,
+    /// `BUCKET[/PREFIX]` or `s3://BUCKET[/PREFIX]`.
+    pub bucket: Option<String>,
+    pub regions: Vec<String>,
+    pub ssm_prefix: Option<String>,
+    pub public: bool,
+    pub share_with: Vec<String>,
+    pub role_name: String,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+}
+
+/// Where the policy applies, every part resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub commands: Vec<For>,
+    pub arns: Arns,
+    pub bucket: String,
+    pub prefix: Option<String>,
+    /// Empty: every region.
+    pub regions: Vec<String>,
+    pub ssm_prefix: Option<String>,
+    pub public: bool,
+    pub share_with: Vec<String>,
+    pub role_name: String,
+}
+
+/// Checks the flags; `caller` is the partition and account of working credentials, if any,
+/// and `region` the configured region (for the partition and the default bucket).
+pub fn scope(
+    opts: &PolicyOptions,
+    caller: Option<(String, String)>,
+    region: Option<&str>,
+) -> Result<Scope> {
+    for region in &opts.regions {
+        validate_region(region)?;
+    }
+    crate::aws::ami::validate_account_ids("--share-with", &opts.share_with)?;
+    if let Some(account) = &opts.account {
+        crate::aws::ami::validate_account_ids("--account", std::slice::from_ref(account))?;
+    }
+    crate::aws::iam::validate_role_name(&opts.role_name)?;
+    let partition = match (&opts.partition, &caller) {
+        (Some(p), _) => {
+            if ![
+                "aws",
+                "aws-cn",
+                "aws-us-gov",
+                "aws-iso",
+                "aws-iso-b",
+                "aws-iso-e",
+            ]
+            .contains(&p.as_str())
+            {
+                return Err(Error::Invalid(format!(
+                    "--partition {p:?} is not a partition; use aws, aws-cn or aws-us-gov"
+                )));
+            }
+            p.clone()
+        }
+        (None, Some((p, _))) => p.clone(),
+        (None, None) => {
+            let region = opts.regions.first().map(String::as_str).or(region);
+            region
+                .map(crate::aws::config::partition_for_region)
+                .unwrap_or("aws")
+                .to_string()
+        }
+    };
+    let account = opts
+        .account
+        .clone()
+        .or_else(|| caller.map(|(_, account)| account));
+    let (bucket, prefix) = match &opts.bucket {
+        Some(b) => {
+            let url = if b.starts_with("s3://") {
+                b.clone()
+            } else {
+                format!("s3://{b}")
+            };
+            let location = S3Prefix::parse(&url)?;
+            (location.bucket, location.prefix)
+        }
+        // What `initialize` creates without --bucket.
+        None => (
+            format!(
+                "imgpub-{}-{}",
+                account.as_deref().unwrap_or("*"),
+                match opts.regions.as_slice() {
+                    [one] => one.as_str(),
+                    _ => "*",
+                }
+            ),
+            None,
+        ),
+    };
+    let ssm_prefix = opts
+        .ssm_prefix
+        .as_ref()
+        .map(|p| p.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty());
+    let mut commands = if opts.commands.is_empty() {
+        vec![For::Upload]
+    } else {
+        opts.commands.clone()
+    };
+    commands.sort();
+    commands.dedup();
+    Ok(Scope {
+        commands,
+        arns: Arns { partition, account },
+        bucket,
+        prefix,
+        regions: opts.regions.clone(),
+        ssm_prefix,
+        public: opts.public,
+        share_with: opts.share_with.clone(),
+        role_name: opts.role_name.clone(),
+    })
+}
+
+/// One row of `--format table`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub action: &'static str,
+    pub resources: Vec<String>,
+    pub why: &'static str,
+}
+
+/// The document and its rows.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub document: Value,
+    pub rows: Vec<Row>,
+}
+
+/// A statement being built: its actions for one resource kind (and condition).
+#[derive(Default)]
+struct Statement {
+    actions: Vec<&'static str>,
+}
+
+impl Scope {
+    fn regions(&self) -> Vec<&str> {
+        if self.regions.is_empty() {
+            vec!["*"]
+        } else {
+            self.regions.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The resources a kind of resource is scoped to.
+    fn resources(&self, kind: ResourceKind) -> Vec<String> {
+        let a = &self.arns;
+        let per_region = |f: &dyn Fn(&str) -> String| self.regions().into_iter().map(f).collect();
+        match kind {
+            ResourceKind::Bucket => vec![a.bucket(&self.bucket)],
+            ResourceKind::Object => vec![a.object(
+                &self.bucket,
+                &match &self.prefix {
+                    Some(p) => format!("{p}/*"),
+                    None => "*".to_string(),
+                },
+            )],
+            ResourceKind::Image => per_region(&|r| a.image(r, "*")),
+            ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
+            ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
+            ResourceKind::Role => vec![a.role(&self.role_name)],
+            ResourceKind::Parameter => per_region(&|r| {
+                a.parameter(
+                    r,
+                    &match &self.ssm_prefix {
+                        Some(p) => format!("{p}/*"),
+                        None => "*".to_string(),
+                    },
+                )
+            }),
+            ResourceKind::Any => vec!["*".to_string()],
+        }
+    }
+}
+
+/// Builds the policy: one statement per kind of resource, Sids naming it; the region
+/// condition on actions that take only `*`; the sharing conditions on snapshots.
+pub fn build(scope: &Scope) -> Policy {
+    // (statement key) → actions; the key orders the statements.
+    let mut statements: BTreeMap<(u8, &'static str), Statement> = BTreeMap::new();
+    let mut rows: Vec<Row> = vec![];
+    let mut seen = std::collections::BTreeSet::new();
+    for command in &scope.commands {
+        for op in command.ops() {
+            for need in op.info().needs {
+                // A tag on create is covered when CreateTags is granted on that kind anyway.
+                let plain_tags = need.create_action.is_some()
+                    && scope
+                        .commands
+                        .iter()
+                        .any(|c| c.ops().contains(&Op::Ec2CreateTags));
+                if plain_tags || !seen.insert((need.action, need.resource, need.create_action)) {
+                    continue;
+                }
+                let key = statement_key(need.resource, need.action, need.create_action);
+                let st = statements.entry(key).or_default();
+                if !st.actions.contains(&need.action) {
+                    st.actions.push(need.action);
+                }
+                rows.push(Row {
+                    action: need.action,
+                    resources: scope.resources(need.resource),
+                    why: need.why,
+                });
+            }
+        }
+    }
+    let mut out = vec![];
+    for ((_, sid), st) in statements {
+        let kind = kind_of_sid(sid);
+        let mut actions = st.actions;
+        actions.sort();
+        let mut statement = json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": scope.resources(kind),
+        });
+        if let Some(condition) = condition(scope, sid) {
+            statement["Condition"] = condition;
+        }
+        out.push(statement);
+    }
+    rows.sort_by(|a, b| (a.action, &a.resources).cmp(&(b.action, &b.resources)));
+    Policy {
+        document: json!({"Version": "2012-10-17", "Statement": out}),
+        rows,
+    }
+}
+
+/// Statements by resource kind; sharing a snapshot and tagging on create get their own,
+/// because they carry conditions.
+fn statement_key(
+    kind: ResourceKind,
+    action: &str,
+    create_action: Option<&str>,
+) -> (u8, &'static str) {
+    match (kind, action, create_action) {
+        // Optional (the run goes on without it, saying what it could not check): its own
+        // statement, so it can be left out.
+        (_, "iam:SimulatePrincipalPolicy", _) => (10, "Preflight"),
+        (_, _, Some(_)) => (6, "TagImagesOnRegister"),
+        (ResourceKind::Snapshot, "ec2:ModifySnapshotAttribute", _) => (5, "ShareSnapshots"),
+        (ResourceKind::Bucket, ..) => (0, "ImageBucket"),
+        (ResourceKind::Object, ..) => (1, "ImageObjects"),
+        (ResourceKind::ImportSnapshotTask, ..) => (2, "ImportTasks"),
+        (ResourceKind::Image, ..) => (3, "Images"),
+        (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
+        (ResourceKind::Parameter, ..) => (7, "Parameters"),
+        (ResourceKind::Role, ..) => (8, "ImportRole"),
+        (ResourceKind::Any, ..) => (9, "ReadOnlyOrUnscopable"),
+    }
+}
+
+fn kind_of_sid(sid: &str) -> ResourceKind {
+    match sid {
+        "ImageBucket" => ResourceKind::Bucket,
+        "ImageObjects" => ResourceKind::Object,
+        "ImportTasks" => ResourceKind::ImportSnapshotTask,
+        "Images" | "TagImagesOnRegister" => ResourceKind::Image,
+        "Snapshots" | "ShareSnapshots" => ResourceKind::Snapshot,
+        "Parameters" => ResourceKind::Parameter,
+        "ImportRole" => ResourceKind::Role,
+        _ => ResourceKind::Any,
+    }
+}
+
+fn condition(scope: &Scope, sid: &str) -> Option<Value> {
+    match sid {
+        "TagImagesOnRegister" => {
+            Some(json!({"StringEquals": {"ec2:CreateAction": "RegisterImage"}}))
+        }
+        "ShareSnapshots" => {
+            let mut c = serde_json::Map::new();
+            if !scope.public {
+                // No `all` unless asked for: the key must be absent.
+                c.insert("Null".into(), json!({"ec2:Add/group": "true"}));
+            }
+            if !scope.share_with.is_empty() {
+                c.insert(
+                    "ForAllValues:StringEquals".into(),
+                    json!({"ec2:Add/userId": scope.share_with}),
+                );
+            }
+            (!c.is_empty()).then_some(Value::Object(c))
+        }
+        "ReadOnlyOrUnscopable" if !scope.regions.is_empty() => {
+            Some(json!({"StringEquals": {"aws:RequestedRegion": scope.regions}}))
+        }
+        _ => None,
+    }
+}
+
+/// The `imgpub aws policy` line that prints what `command` needs, for messages.
+pub fn fix_line(
+    command: For,
+    bucket: Option<&crate::aws::s3::S3Object>,
+    region: Option<&str>,
+) -> String {
+    let mut line = format!("imgpub aws policy --for {}", command.name());
+    if let Some(object) = bucket {
+        let prefix = object.key.rsplit_once('/').map(|(p, _)| p);
+        line.push_str(&format!(" --bucket {}", object.bucket));
+        if let Some(prefix) = prefix {
+            line.push_str(&format!("/{prefix}"));
+        }
+    }
+    if let Some(region) = region {
+        line.push_str(&format!(" --regions {region}"));
+    }
+    line
+}
+
+/// Where a policy document can go, and how long it may be there (IAM counts the
+/// characters of the document without white space).
+pub const LIMITS: &[(&str, usize)] = &[
+    ("a user's inline policy", 2_048),
+    ("a customer-managed policy", 6_144),
+    ("a role's inline policy", 10_240),
+];
+
+/// The document's size as IAM counts it.
+pub fn size(document: &Value) -> usize {
+    document
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count()
+}
+
+/// Warnings for the places the document does not fit, with what to do.
+pub fn size_warnings(document: &Value) -> Vec<String> {
+    let n = size(document);
+    LIMITS
+        .iter()
+        .filter(|(_, limit)| n > *limit)
+        .map(|(place, limit)| {
+            format!(
+                "the policy is {n} characters, over the {limit} of {place}: attach it as a customer-managed policy (6,144) or to a role (10,240), or pass fewer --for commands"
+            )
+        })
+        .collect()
+}
+
+/// `--format table`: action, resources, why.
+pub fn table(rows: &[Row]) -> String {
+    let width = rows
+        .iter()
+        .map(|r| r.action.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!("{:width$}  {:60}  WHY\n", "ACTION", "RESOURCE");
+    for row in rows {
+        for (i, resource) in row.resources.iter().enumerate() {
+            let (action, why) = if i == 0 {
+                (row.action, row.why)
+            } else {
+                ("", "")
+            };
+            out.push_str(&format!("{action:width$}  {resource:60}  {why}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(commands: &[For]) -> PolicyOptions {
+        PolicyOptions {
+            commands: commands.to_vec(),
+            bucket: Some("images/p".into()),
+            role_name: "vmimport".into(),
+            ..PolicyOptions::default()
+        }
+    }
+
+    fn actions(policy: &Policy) -> Vec<String> {
+        let mut all: Vec<String> = policy.document["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["Action"].as_array().unwrap().clone())
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    #[test]
+    fn upload_policy_has_what_the_usual_docs_lack() {
+        let scope = scope(&opts(&[For::Upload]), None, Some("us-east-1")).unwrap();
+        let policy = build(&scope);
+        let have = actions(&policy);
+        for want in [
+            "s3:PutObject",
+            "s3:ListBucket",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+            "s3:ListBucketMultipartUploads",
+            "s3:ListMultipartUploadParts",
+            "ec2:ImportSnapshot",
+            "ec2:RegisterImage",
+            "ec2:DeregisterImage",
+            "ec2:DeleteSnapshot",
+            "ec2:ModifyImageAttribute",
+        ] {
+            assert!(have.contains(&want.to_string()), "{want} missing: {have:?}");
+        }
+        assert!(!have.iter().any(|a| a.starts_with("ssm:")), "{have:?}");
+        let text = policy.document.to_string();
+        assert!(text.contains("\"arn:aws:s3:::images/p/*\""), "{text}");
+        assert!(text.contains("\"arn:aws:s3:::images\""), "{text}");
+        assert!(text.contains("arn:aws:ec2:*::image/*"), "{text}");
+        // Without --public no snapshot may be shared with everyone.
+        assert!(
+            text.contains("\"Null\":{\"ec2:Add/group\":\"true\"}"),
+            "{text}"
+        );
+        assert!(size_warnings(&policy.document)
+            .iter()
+            .all(|w| !w.contains("role")));
+    }
+
+    #[test]
+    fn partitions_regions_and_sharing() {
+        let o = PolicyOptions {
+            partition: Some("aws-us-gov".into()),
+            regions: vec!["us-gov-west-1".into()],
+            public: true,
+            share_with: vec!["111122223333".into()],
+            account: Some("123456789012".into()),
+            ..opts(&[For::Upload, For::Ssm, For::Copy])
+        };
+        let policy = build(&scope(&o, None, None).unwrap());
+        let text = policy.document.to_string();
+        for arn in text.split('"').filter(|s| s.starts_with("arn:")) {
+            assert!(arn.starts_with("arn:aws-us-gov:"), "{arn}");
+        }
+        assert!(
+            text.contains("arn:aws-us-gov:ec2:us-gov-west-1::image/*"),
+            "{text}"
+        );
+        assert!(text.contains("import-snapshot-task"), "{text}");
+        assert!(
+            text.contains("\"aws:RequestedRegion\":[\"us-gov-west-1\"]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\"Null\""),
+            "--public allows group all: {text}"
+        );
+        assert!(
+            text.contains("\"ec2:Add/userId\":[\"111122223333\"]"),
+            "{text}"
+        );
+        assert!(text.contains(":123456789012:parameter/*"), "{text}");
+    }
+
+    #[test]
+    fn without_credentials_the_account_is_a_wildcard_and_bad_flags_are_refused() {
+        let s = scope(
+            &PolicyOptions {
+                bucket: None,
+                ..opts(&[])
+            },
+            None,
+            Some("cn-north-1"),
+        )
+        .unwrap();
+        assert_eq!(s.commands, vec![For::Upload]);
+        assert_eq!(s.arns.partition, "aws-cn");
+        assert_eq!(s.bucket, "imgpub-*-*");
+        assert_eq!(s.arns.role("vmimport"), "arn:aws-cn:iam::*:role/vmimport");
+        for bad in [
+            PolicyOptions {
+                partition: Some("mars".into()),
+                ..opts(&[])
+            },
+            PolicyOptions {
+                regions: vec!["moon".into()],
+                ..opts(&[])
+            },
+            PolicyOptions {
+                share_with: vec!["1".into()],
+                ..opts(&[])
+            },
+            PolicyOptions {
+                bucket: Some("Bad_Bucket".into()),
+                ..opts(&[])
+            },
+        ] {
+            assert_eq!(scope(&bad, None, None).unwrap_err().exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn every_command_gets_a_valid_policy_within_the_managed_limit() {
+        let all = [
+            For::Upload,
+            For::Copy,
+            For::Ssm,
+            For::Delete,
+            For::Grant,
+            For::EnsurePublic,
+            For::Initialize,
+            For::Object,
+            For::ListRegions,
+        ];
+        for command in all {
+            let policy = build(&scope(&opts(&[command]), None, None).unwrap());
+            let statements = policy.document["Statement"].as_array().unwrap();
+            assert!(!statements.is_empty(), "{command:?}");
+            for st in statements {
+                assert!(st["Sid"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric()));
+            }
+        }
+        let everything = build(&scope(&opts(&all), None, None).unwrap());
+        assert!(
+            size(&everything.document) <= 6_144,
+            "{}",
+            size(&everything.document)
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! Permissions end to end, against the stand-in enforcing IAM (every request signed by a
+//! created user's or role's keys is judged by that identity's policies, with real ARNs and
+//! context keys): `imgpub aws policy` prints what a publisher needs, a publisher holding
+//! exactly that publishes, each statement is needed, and the preflight names what is
+//! missing before anything is created.
+
+mod common;
+
+use std::path::Path;
+
+use common::{make_raw, tempdir::TempDir, Imgpub, Run, Standin, ACCOUNT};
+use serde_json::{json, Value};
+
+const REGION: &str = "us-east-1";
+const SHARE_WITH: &str = "111122223333";
+
+fn enforce_iam(standin: &Standin) {
+    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+}
+
+/// `imgpub aws policy …` as JSON.
+fn policy(standin: &Standin, args: &[&str]) -> Value {
+    standin
+        .imgpub()
+        .args(["aws", "policy", "--account", ACCOUNT])
+        .args(args)
+        .run()
+        .json_document()
+}
+
+/// A user holding exactly `document` (as a customer-managed policy) and its access key.
+async fn user_with(standin: &Standin, name: &str, document: &Value) -> (String, String) {
+    let iam = standin.iam();
+    iam.create_user().user_name(name).send().await.unwrap();
+    let created = iam
+        .create_policy()
+        .policy_name(format!("{name}-policy"))
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = created.policy().unwrap().arn().unwrap().to_string();
+    iam.attach_user_policy()
+        .user_name(name)
+        .policy_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap();
+    let key = key.access_key().unwrap();
+    (
+        key.access_key_id().to_string(),
+        key.secret_access_key().to_string(),
+    )
+}
+
+fn signed_by(cmd: Imgpub, (key, secret): &(String, String)) -> Imgpub {
+    cmd.env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .secret(secret)
+}
+
+fn upload(cmd: Imgpub, file: &Path, name: &str) -> Run {
+    upload_with(cmd, file, name, &[])
+}
+
+/// `upload` of `file` as `name`, public and shared, with `extra` flags.
+fn upload_with(cmd: Imgpub, file: &Path, name: &str, extra: &[&str]) -> Run {
+    cmd.args([
+        "aws",
+        "upload",
+        "--region",
+        REGION,
+        "--bucket",
+        "s3://images/ci",
+    ])
+    .args(extra)
+    .arg_path("--file", file)
+    .args(["--name", name, "--tags", "stream=stable", "--public"])
+    .args([
+        "--grant-user",
+        SHARE_WITH,
+        "--grant-user-snapshot",
+        SHARE_WITH,
+    ])
+    .run()
+}
+
+fn without_statement(document: &Value, sid: &str) -> Value {
+    let mut doc = document.clone();
+    doc["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["Sid"] != sid);
+    doc
+}
+
+fn count(counts: &Value, key: &str) -> u64 {
+    counts[key].as_u64().unwrap_or(0)
+}
+
+/// Nothing was written: no upload started, no import, no AMI, no permission changed.
+fn assert_nothing_changed(standin: &Standin, what: &str) {
+    let counts = standin.counts();
+    for action in [
+        "s3.CreateMultipartUpload",
+        "s3.UploadPart",
+        "s3.PutObject",
+        "ec2.ImportSnapshot",
+        "ec2.RegisterImage",
+        "ec2.CreateTags",
+        "ec2.ModifyImageAttribute",
+        "ec2.ModifySnapshotAttribute",
+    ] {
+        assert_eq!(
+            count(&counts, action),
+            0,
+            "{what}: {action} was called: {counts}"
+        );
+    }
+}
+
+async fn ami_named(standin: &Standin, name: &str) -> Option<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let out = ec2.describe_images().owners("self").send().await.unwrap();
+    out.images()
+        .iter()
+        .find(|i| i.name() == Some(name))
+        .map(|i| i.image_id().unwrap().to_string())
+}
+
+#[test]
+fn policy_needs_no_credentials_and_follows_the_partition() {
+    let standin = Standin::start();
+    let run = standin
+        .imgpub()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["aws", "policy", "--for", "upload", "--bucket", "images/p"])
+        .args(["--partition", "aws-us-gov"])
+        .run();
+    let doc = run.json_document();
+    let text = doc.to_string();
+    let arns: Vec<&str> = text.split('"').filter(|s| s.starts_with("arn:")).collect();
+    assert!(arns.len() > 5, "{text}");
+    for arn in arns {
+        assert!(arn.starts_with("arn:aws-us-gov:"), "{arn}");
+    }
+    assert!(text.contains("arn:aws-us-gov:s3:::images/p/*"), "{text}");
+    // Nothing was asked of AWS.
+    assert_eq!(standin.counts(), json!({}));
+
+    let table = standin
+        .imgpub()
+        .args(["aws", "policy", "--for", "ssm", "--format", "table"])
+        .args(["--ssm-prefix", "/os/", "--account", ACCOUNT])
+        .run();
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("ssm:PutParameter")
+            && table.stdout.contains(&format!("parameter/os/*"))
+            && table
+                .stdout
+                .contains("SSM checks that an aws:ec2:image value"),
+        "{}",
+        table.stdout
+    );
+    let bad = standin
+        .imgpub()
+        .args(["aws", "policy", "--partition", "mars"])
+        .run();
+    assert_eq!(bad.code, 2);
+    assert!(bad.error_line().contains("--partition"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_statement() {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    let document = policy(
+        &standin,
+        &[
+            "--for",
+            "upload",
+            "--bucket",
+            "images/ci",
+            "--regions",
+            REGION,
+            "--public",
+            "--share-with",
+            SHARE_WITH,
+        ],
+    );
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 7);
+
+    let publisher = user_with(&standin, "publisher", &document).await;
+    let run = upload(signed_by(standin.imgpub(), &publisher), &file, "os-1");
+    let out = run.json();
+    let ami = out["HVM"].as_str().unwrap().to_string();
+    assert_eq!(
+        ami_named(&standin, "os-1").await.as_deref(),
+        Some(ami.as_str())
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    assert_eq!(
+        common::launch_permissions(&ec2, &ami).await,
+        ["group:all".to_string(), format!("user:{SHARE_WITH}")]
+    );
+    assert!(
+        run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+
+    // Each statement removed: the run stops before anything is written, naming an action
+    // of that statement.
+    let statements = document["Statement"].as_array().unwrap().clone();
+    for (i, statement) in statements.iter().enumerate() {
+        let sid = statement["Sid"].as_str().unwrap();
+        if sid == "Preflight" {
+            continue;
+        }
+        let keys = user_with(
+            &standin,
+            &format!("without-{i}"),
+            &without_statement(&document, sid),
+        )
+        .await;
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let name = format!("os-without-{i}");
+        let run = upload(signed_by(standin.imgpub(), &keys), &file, &name);
+        assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
+        let err = run.error_line();
+        let actions: Vec<&str> = statement["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            actions.iter().any(|a| err.contains(a)),
+            "without {sid} the error names none of {actions:?}: {err}"
+        );
+        assert_nothing_changed(&standin, sid);
+        assert_eq!(ami_named(&standin, &name).await, None, "without {sid}");
+    }
+
+    // Without iam:SimulatePrincipalPolicy the preflight says what it could not check: the
+    // run goes on (auto), or stops before any change (require).
+    let keys = user_with(
+        &standin,
+        "no-preflight",
+        &without_statement(&document, "Preflight"),
+    )
+    .await;
+    let run = upload(signed_by(standin.imgpub(), &keys), &file, "os-2");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("permissions not checked before starting")
+            && run.stderr.contains("iam:SimulatePrincipalPolicy"),
+        "{}",
+        run.stderr
+    );
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = upload_with(
+        signed_by(standin.imgpub(), &keys),
+        &file,
+        "os-3",
+        &["--preflight", "require"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.error_line().contains("could not be made"),
+        "{}",
+        run.stderr
+    );
+    assert_nothing_changed(&standin, "--preflight require");
+}
+
+#[tokio::test]
+async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused() {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    let document = policy(
+        &standin,
+        &[
+            "--for",
+            "upload",
+            "--bucket",
+            "images/ci",
+            "--public",
+            "--share-with",
+            SHARE_WITH,
+        ],
+    );
+    let iam = standin.iam();
+    let trust = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": "ci-7"}},
+        }],
+    });
+    let role = iam
+        .create_role()
+        .role_name("ci-publisher")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = role.role().unwrap().arn().to_string();
+    iam.put_role_policy()
+        .role_name("ci-publisher")
+        .policy_name("imgpub")
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 9);
+
+    let as_role = |id: &str| -> Vec<String> {
+        let mut flags = vec!["--role-arn".to_string(), arn.clone()];
+        if !id.is_empty() {
+            flags.extend(["--external-id".to_string(), id.to_string()]);
+        }
+        flags
+    };
+    let upload_as = |id: &str, name: &str| {
+        let flags = as_role(id);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        upload_with(standin.imgpub(), &file, name, &flags)
+    };
+    let run = upload_as("ci-7", "role-1");
+    assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
+    assert!(
+        run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+
+    // The role's policy without RegisterImage: the preflight of the role's session names it.
+    iam.put_role_policy()
+        .role_name("ci-publisher")
+        .policy_name("imgpub")
+        .policy_document(without_statement(&document, "Images").to_string())
+        .send()
+        .await
+        .unwrap();
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let run = upload_as("ci-7", "role-2");
+    let err = run.error_line();
+    assert!(
+        err.contains("ec2:RegisterImage") && err.contains(":role/ci-publisher"),
+        "{err}"
+    );
+    assert_nothing_changed(&standin, "role without Images");
+
+    for id in ["wrong", ""] {
+        let run = upload_as(id, "role-3");
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let err = run.error_line();
+        assert!(
+            err.contains(&format!("role {arn}")) && err.contains("AccessDenied"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    // What coreos-assembler's buildextend-aws doc has one attach to the bot account: the
+    // vmimport role's policy.
+    let cosa = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+         "Resource": ["arn:aws:s3:::images", "arn:aws:s3:::images/*"]},
+        {"Effect": "Allow",
+         "Action": ["ec2:ModifySnapshotAttribute", "ec2:CopySnapshot", "ec2:RegisterImage", "ec2:Describe*"],
+         "Resource": "*"},
+        {"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", "Resource": "*"},
+    ]});
+    // The VM Import/Export guide's policy for the user who imports.
+    let vmie = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:PutObject"],
+         "Resource": ["arn:aws:s3:::images", "arn:aws:s3:::images/*"]},
+        {"Effect": "Allow", "Action": [
+            "ec2:CancelConversionTask", "ec2:CancelExportTask", "ec2:CreateImage",
+            "ec2:CreateInstanceExportTask", "ec2:CreateTags", "ec2:DescribeConversionTasks",
+            "ec2:DescribeExportTasks", "ec2:DescribeExportImageTasks", "ec2:DescribeImages",
+            "ec2:DescribeInstanceStatus", "ec2:DescribeInstances", "ec2:DescribeSnapshots",
+            "ec2:DescribeTags", "ec2:ExportImage", "ec2:ImportInstance", "ec2:ImportVolume",
+            "ec2:StartInstances", "ec2:StopInstances", "ec2:TerminateInstances",
+            "ec2:ImportImage", "ec2:ImportSnapshot", "ec2:DescribeImportImageTasks",
+            "ec2:DescribeImportSnapshotTasks", "ec2:CancelImportTask"],
+         "Resource": "*"},
+        {"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", "Resource": "*"},
+    ]});
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 11);
+    for (name, doc, lacking) in [
+        (
+            "cosa-bot",
+            &cosa,
+            vec!["s3:PutObject", "ec2:ImportSnapshot"],
+        ),
+        (
+            "vmie-user",
+            &vmie,
+            vec!["s3:ListBucket", "s3:DeleteObject", "ec2:RegisterImage"],
+        ),
+    ] {
+        let keys = user_with(&standin, name, doc).await;
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let run = upload(signed_by(standin.imgpub(), &keys), &file, name);
+        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        let err = run.error_line();
+        assert!(err.contains("permission preflight"), "{name}: {err}");
+        for action in lacking {
+            assert!(err.contains(action), "{name} lacks {action}: {err}");
+        }
+        assert!(
+            err.contains("imgpub aws policy --for upload --bucket images/ci"),
+            "{err}"
+        );
+        assert_nothing_changed(&standin, name);
+    }
+}
