@@ -190,7 +190,8 @@ pub fn scope(
 pub struct Row {
     pub action: &'static str,
     pub resources: Vec<String>,
-    pub why: &'static str,
+    /// Every reason, when several calls need the action.
+    pub why: Vec<&'static str>,
 }
 
 /// The document and its rows.
@@ -262,7 +263,20 @@ pub fn build(scope: &Scope) -> Policy {
                         .commands
                         .iter()
                         .any(|c| c.ops().contains(&Op::Ec2CreateTags));
-                if plain_tags || !seen.insert((need.action, need.resource, need.create_action)) {
+                if plain_tags {
+                    continue;
+                }
+                if !seen.insert((need.action, need.resource, need.create_action)) {
+                    // Needed again, maybe for another reason: the table says each once.
+                    let resources = scope.resources(need.resource);
+                    if let Some(row) = rows
+                        .iter_mut()
+                        .find(|r| r.action == need.action && r.resources == resources)
+                    {
+                        if !row.why.contains(&need.why) {
+                            row.why.push(need.why);
+                        }
+                    }
                     continue;
                 }
                 let key = statement_key(need.resource, need.action, need.create_action);
@@ -273,7 +287,7 @@ pub fn build(scope: &Scope) -> Policy {
                 rows.push(Row {
                     action: need.action,
                     resources: scope.resources(need.resource),
-                    why: need.why,
+                    why: vec![need.why],
                 });
             }
         }
@@ -427,9 +441,9 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         for (i, resource) in row.resources.iter().enumerate() {
             let (action, why) = if i == 0 {
-                (row.action, row.why)
+                (row.action, row.why.join("; "))
             } else {
-                ("", "")
+                ("", String::new())
             };
             out.push_str(&format!("{action:width$}  {resource:60}  {why}\n"));
         }
