@@ -116,9 +116,6 @@ pub enum Error {
     /// Ctrl-C: what was done is kept for a rerun to resume.
     #[error("interrupted; what was already uploaded or started is kept: rerun the same command to resume")]
     Interrupted,
-    /// A command that is declared but not built yet.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(String),
 }
 
 impl Error {
@@ -175,7 +172,7 @@ impl Error {
     /// The process exit code: 2 for bad input (nothing was done), 130 for Ctrl-C, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Invalid(_) | Error::NotImplemented(_) => 2,
+            Error::Invalid(_) => 2,
             Error::Interrupted => 130,
             _ => 1,
         }

@@ -112,19 +112,7 @@ async fn run(cli: Cli) -> Result<()> {
             let c = Clients::new(&ctx);
             let plan = initialize::plan(&c, &identity, &args.into()).await?;
             let report = initialize::apply(&c, &plan).await?;
-            if report.changed {
-                tracing::info!(
-                    "created: [{}], repaired: [{}]",
-                    report.created.join(", "),
-                    report.repaired.join(", ")
-                );
-            } else {
-                tracing::info!(
-                    "nothing to change: bucket {} and role {} are already fine",
-                    report.bucket,
-                    report.role
-                );
-            }
+            tracing::info!("{}", report.summary());
             print_json(&report);
         }
         AwsSubcommand::Upload(args) => publish(upload::Stage::Upload, flags, *args).await?,
@@ -145,14 +133,8 @@ async fn run(cli: Cli) -> Result<()> {
             let (ctx, identity) = connect(flags).await?;
             let plan = copy_regions::plan(&ctx, &opts).await?;
             let fix = policy::fix_line(For::Copy, None, None);
-            preflight::run(
-                &ctx.iam(),
-                &identity,
-                &copy_regions::check(&plan),
-                flags.preflight,
-                &fix,
-            )
-            .await?;
+            let calls = copy_regions::check(&plan);
+            preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             copy_regions::apply(&ctx, &plan, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
@@ -171,14 +153,8 @@ async fn run(cli: Cli) -> Result<()> {
             let c = Clients::new(&ctx);
             let plan = delete_image::plan(&c, &opts).await?;
             let fix = policy::fix_line(For::Delete, None, Some(&ctx.region));
-            preflight::run(
-                &c.iam,
-                &identity,
-                &delete_image::check(&plan),
-                flags.preflight,
-                &fix,
-            )
-            .await?;
+            let calls = delete_image::check(&plan);
+            preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             let deleted = delete_image::apply(&c, &plan).await;
             print_json(&deleted.map_err(|e| e.with_policy_hint(&fix))?);
         }
@@ -198,14 +174,8 @@ async fn run(cli: Cli) -> Result<()> {
             let (ctx, identity) = verified(ctx).await?;
             let plan = publish_ssm::plan(&ctx, &templates, targets, args.overwrite).await?;
             let fix = policy::fix_line(For::Ssm, None, None);
-            preflight::run(
-                &ctx.iam(),
-                &identity,
-                &publish_ssm::check(&plan),
-                flags.preflight,
-                &fix,
-            )
-            .await?;
+            let calls = publish_ssm::check(&plan);
+            preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             publish_ssm::apply(&ctx, &plan, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
@@ -213,7 +183,7 @@ async fn run(cli: Cli) -> Result<()> {
         AwsSubcommand::Policy(args) => {
             let opts = policy::PolicyOptions::from(&args);
             policy::scope(&opts, None, None)?; // bad flags fail before any lookup
-            let (caller, region) = caller(flags, &opts).await;
+            let (caller, region) = policy::caller(&flags.settings(), &opts).await;
             let built = policy::build(&policy::scope(&opts, caller, region.as_deref())?);
             for warning in policy::size_warnings(&built.document) {
                 tracing::warn!("{warning}");
@@ -227,30 +197,6 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The partition and account of working credentials, and the configured region, for
-/// `policy`; nothing when the flags name both, or when there are no usable credentials
-/// (the policy then says `*` for the account).
-async fn caller(
-    flags: &AwsFlags,
-    opts: &policy::PolicyOptions,
-) -> (Option<(String, String)>, Option<String>) {
-    let Ok(ctx) = config::load(&flags.settings()).await else {
-        return (None, None);
-    };
-    let region = Some(ctx.region.clone());
-    if opts.account.is_some() && opts.partition.is_some() {
-        return (None, region);
-    }
-    let lookup = tokio::time::timeout(std::time::Duration::from_secs(10), ctx.verify_identity());
-    match lookup.await {
-        Ok(Ok(identity)) => (Some((identity.partition, identity.account)), region),
-        _ => {
-            tracing::info!("no usable credentials: the policy says * for the account (pass --account to name it)");
-            (None, region)
-        }
-    }
-}
-
 /// `upload`, `import-snapshot` and `register-ami`: the local checks (reading the image off
 /// the runtime), the credentials, the lookups, then the stages. Ctrl-C stops at once;
 /// everything done so far stays for a rerun.
@@ -261,14 +207,8 @@ async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) 
     let c = Clients::new(&ctx);
     let plan = upload::plan(&c, local).await?;
     let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
-    preflight::run(
-        &c.iam,
-        &identity,
-        &upload::check(&plan),
-        flags.preflight,
-        &fix,
-    )
-    .await?;
+    let calls = upload::check(&plan);
+    preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
     let published = interruptible(upload::apply(&c, &plan))
         .await
         .map_err(|e| e.with_policy_hint(&fix))?;
@@ -290,14 +230,8 @@ async fn change_permissions(
     let (ctx, identity) = verified(ctx).await?;
     let plan = grant::plan(&ctx, &opts, targets).await?;
     let fix = policy::fix_line(For::Grant, None, None);
-    preflight::run(
-        &ctx.iam(),
-        &identity,
-        &grant::check(&plan),
-        flags.preflight,
-        &fix,
-    )
-    .await?;
+    let calls = grant::check(&plan);
+    preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
     grant::apply(&ctx, &plan, |line| print_json(&line))
         .await
         .map_err(|e| e.with_policy_hint(&fix))?;

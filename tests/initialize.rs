@@ -326,16 +326,20 @@ async fn bad_input_fails_before_any_side_effect() {
 }
 
 #[tokio::test]
-async fn commands_not_built_yet_say_so() {
+async fn policy_asks_aws_only_who_is_calling() {
     let standin = Standin::start();
-    let run = standin.imgpub().args(["aws", "policy"]).run();
-    assert_eq!(run.code, 2);
-    assert_eq!(
-        run.error_line(),
-        "error: `imgpub aws policy` is not implemented yet"
+    let run = standin
+        .imgpub()
+        .args(["aws", "policy", "--region", "eu-west-1"])
+        .run();
+    let doc = run.json_document();
+    // The caller's account fills the ARNs; nothing else was asked.
+    assert!(
+        doc.to_string()
+            .contains(&format!("arn:aws:s3:::imgpub-{ACCOUNT}-eu-west-1/*")),
+        "{doc}"
     );
-    // No AWS call was made for it.
-    assert_eq!(standin.counts(), json!({}));
+    assert_eq!(standin.counts(), json!({"sts.GetCallerIdentity": 1}));
 }
 
 /// Creates an IAM user with an admin inline policy and returns its access key pair.

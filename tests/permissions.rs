@@ -164,7 +164,7 @@ fn policy_needs_no_credentials_and_follows_the_partition() {
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(
         table.stdout.contains("ssm:PutParameter")
-            && table.stdout.contains(&format!("parameter/os/*"))
+            && table.stdout.contains("parameter/os/*")
             && table
                 .stdout
                 .contains("SSM checks that an aws:ec2:image value"),

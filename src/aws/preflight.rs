@@ -10,7 +10,7 @@ use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecis
 use clap::ValueEnum;
 
 use crate::aws::calls::{Arns, Call, Op};
-use crate::aws::config::Identity;
+use crate::aws::config::{AwsContext, Identity};
 use crate::error::{aws, Error, ErrorKind, Result};
 
 /// `--preflight`.
@@ -58,7 +58,8 @@ pub async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Princi
             }
         };
     }
-    if resource.starts_with("user/") || resource.starts_with("role/") {
+    let service = arn.split(':').nth(2).unwrap_or("");
+    if service == "iam" && (resource.starts_with("user/") || resource.starts_with("role/")) {
         return Principal::Simulable(arn.clone());
     }
     Principal::NotSimulable(arn.clone())
@@ -151,12 +152,13 @@ async fn simulate(
 
 /// The preflight. `fix` is the `imgpub aws policy …` line that grants what a command needs.
 pub async fn run(
-    iam: &aws_sdk_iam::Client,
+    ctx: &AwsContext,
     identity: &Identity,
     calls: &[Call],
     mode: PreflightMode,
     fix: &str,
 ) -> Result<()> {
+    let iam = &ctx.iam();
     if mode == PreflightMode::Off || calls.is_empty() {
         return Ok(());
     }
@@ -177,6 +179,11 @@ pub async fn run(
     };
     let principal = match principal(iam, identity).await {
         Principal::Simulable(arn) => arn,
+        // The account root, a federated user: a note, not a warning.
+        Principal::NotSimulable(arn) if mode == PreflightMode::Auto => {
+            tracing::info!("permissions not checked: IAM cannot simulate the policies of {arn}");
+            return Ok(());
+        }
         Principal::NotSimulable(arn) => {
             return cannot(format!("IAM cannot simulate the policies of {arn}"))
         }
@@ -217,6 +224,35 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::aws::calls::Resource;
+
+    #[tokio::test]
+    async fn principals_iam_can_simulate() {
+        // Nothing is sent for users and for what IAM cannot simulate.
+        let conf = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .build();
+        let iam = aws_sdk_iam::Client::from_conf(conf);
+        let who = |arn: &str| Identity {
+            account: "123456789012".into(),
+            arn: arn.into(),
+            partition: "aws".into(),
+        };
+        let user = "arn:aws:iam::123456789012:user/ci/publisher";
+        assert_eq!(
+            principal(&iam, &who(user)).await,
+            Principal::Simulable(user.into())
+        );
+        for not in [
+            "arn:aws:iam::123456789012:root",
+            "arn:aws:sts::123456789012:federated-user/bob",
+            "arn:aws:sts::123456789012:user/moto",
+        ] {
+            assert_eq!(
+                principal(&iam, &who(not)).await,
+                Principal::NotSimulable(not.into())
+            );
+        }
+    }
 
     #[test]
     fn one_request_per_resource_and_context() {

@@ -39,6 +39,24 @@ pub struct InitializeReport {
     pub changed: bool,
 }
 
+impl InitializeReport {
+    /// One line for the log: what changed, or that nothing had to.
+    pub fn summary(&self) -> String {
+        if self.changed {
+            format!(
+                "created: [{}], repaired: [{}]",
+                self.created.join(", "),
+                self.repaired.join(", ")
+            )
+        } else {
+            format!(
+                "nothing to change: bucket {} and role {} are already fine",
+                self.bucket, self.role
+            )
+        }
+    }
+}
+
 /// What `initialize` found and will do.
 #[derive(Debug, Clone)]
 pub struct Plan {

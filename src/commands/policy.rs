@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::aws::calls::{Arns, Op, ResourceKind};
-use crate::aws::config::validate_region;
+use crate::aws::config::{validate_region, AwsSettings};
 use crate::aws::s3::S3Prefix;
 use crate::commands::{
     copy_regions, delete_image, ensure_public, grant, initialize, list_regions, publish_ssm,
@@ -154,6 +154,7 @@ pub fn scope(
                 account.as_deref().unwrap_or("*"),
                 match opts.regions.as_slice() {
                     [one] => one.as_str(),
+                    [] => region.unwrap_or("*"),
                     _ => "*",
                 }
             ),
@@ -378,6 +379,30 @@ fn condition(scope: &Scope, sid: &str) -> Option<Value> {
     }
 }
 
+/// The partition and account of working credentials, and the configured region, for
+/// `policy`; nothing when the flags name both, or when there are no usable credentials
+/// (the policy then says `*` for the account).
+pub async fn caller(
+    settings: &AwsSettings,
+    opts: &PolicyOptions,
+) -> (Option<(String, String)>, Option<String>) {
+    let Ok(ctx) = crate::aws::config::load(settings).await else {
+        return (None, None);
+    };
+    let region = Some(ctx.region.clone());
+    if opts.account.is_some() && opts.partition.is_some() {
+        return (None, region);
+    }
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(10), ctx.verify_identity());
+    match lookup.await {
+        Ok(Ok(identity)) => (Some((identity.partition, identity.account)), region),
+        _ => {
+            tracing::info!("no usable credentials: the policy says * for the account (pass --account to name it)");
+            (None, region)
+        }
+    }
+}
+
 /// The `imgpub aws policy` line that prints what `command` needs, for messages.
 pub fn fix_line(
     command: For,
@@ -560,7 +585,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.commands, vec![For::Upload]);
         assert_eq!(s.arns.partition, "aws-cn");
-        assert_eq!(s.bucket, "imgpub-*-*");
+        assert_eq!(s.bucket, "imgpub-*-cn-north-1");
         assert_eq!(s.arns.role("vmimport"), "arn:aws-cn:iam::*:role/vmimport");
         for bad in [
             PolicyOptions {
