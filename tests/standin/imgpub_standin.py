@@ -19,6 +19,10 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
   (CreateVolumePermission.Add.N.UserId / .Group); moto reads only the flat one
   (OperationType + UserId.N / UserGroup.N), which still works.
 * STS AssumeRole enforces an `sts:ExternalId` condition in the role's trust policy.
+* With "enforce_iam" (POST /_standin/config), requests signed by a created user's or role
+  session's keys are allowed or denied by that identity's policies, judged by
+  @cloud-copilot/iam-simulate (iam-eval/) on real ARNs and context keys, with AWS's error
+  shapes; IAM SimulatePrincipalPolicy answers from the same evaluator.
 * Control endpoints under /_standin/ (JSON):
     GET  /_standin/requests          counts of requests per "service.Action"
     GET  /_standin/payloads          per S3 "Action": how its payloads were signed
