@@ -169,7 +169,7 @@ pub enum AwsSubcommand {
     Policy(PolicyArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InitializeArgs {
     /// Bucket for image uploads (NAME or s3://NAME). Default: imgpub-<account>-<region>.
     #[arg(long, value_name = "NAME")]
@@ -194,6 +194,19 @@ pub struct InitializeArgs {
     /// The service principal VM Import/Export uses.
     #[arg(long, default_value = "vmie.amazonaws.com", value_name = "PRINCIPAL")]
     pub service_principal: String,
+
+    /// A permissions boundary (policy ARN) for the role.
+    #[arg(long, value_name = "ARN")]
+    pub permissions_boundary: Option<String>,
+
+    /// Abort incomplete multipart uploads in the bucket after this many days (a rerun
+    /// resumes one until then); 0 leaves the bucket's lifecycle alone.
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub abort_incomplete_days: i32,
+
+    /// Print what would be created or changed, one JSON line per call; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The flags of `ore aws upload`, shared by the stage commands.
@@ -514,8 +527,9 @@ impl TransferArgs {
     }
 }
 
-impl From<InitializeArgs> for InitializeOptions {
-    fn from(a: InitializeArgs) -> Self {
+impl From<&InitializeArgs> for InitializeOptions {
+    fn from(a: &InitializeArgs) -> Self {
+        let a = a.clone();
         InitializeOptions {
             bucket: a.bucket,
             role_name: a.role_name,
@@ -523,6 +537,8 @@ impl From<InitializeArgs> for InitializeOptions {
             kms_key: a.kms_key,
             license_manager: a.license_manager,
             service_principal: a.service_principal,
+            permissions_boundary: a.permissions_boundary,
+            abort_incomplete_days: Some(a.abort_incomplete_days).filter(|d| *d != 0),
         }
     }
 }

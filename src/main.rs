@@ -110,7 +110,11 @@ async fn run(cli: Cli) -> Result<()> {
         AwsSubcommand::Initialize(args) => {
             let (ctx, identity) = connect(flags).await?;
             let c = Clients::new(&ctx);
-            let plan = initialize::plan(&c, &identity, &args.into()).await?;
+            let plan = initialize::plan(&c, &identity, &(&args).into()).await?;
+            if args.dry_run {
+                initialize::check(&plan).iter().for_each(print_json);
+                return Ok(());
+            }
             let report = initialize::apply(&c, &plan).await?;
             tracing::info!("{}", report.summary());
             print_json(&report);

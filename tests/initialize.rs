@@ -107,7 +107,7 @@ async fn us_east_1_creates_bucket_and_role_with_exact_policies() {
     );
     assert_eq!(
         strings(&out["created"]),
-        ["bucket", "role", "trust-policy", "role-policy"]
+        ["bucket", "role", "trust-policy", "role-policy", "lifecycle"]
     );
     assert_eq!(out["changed"], true);
 
@@ -196,7 +196,7 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
     assert_eq!(out["repaired"], json!([]));
     assert_eq!(
         strings(&out["already_fine"]),
-        ["bucket", "role", "trust-policy", "role-policy"]
+        ["bucket", "role", "trust-policy", "role-policy", "lifecycle"]
     );
     assert!(
         second.stderr.contains("nothing to change"),
@@ -229,7 +229,10 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
     let out = third.json();
     assert_eq!(out["changed"], true);
     assert_eq!(strings(&out["repaired"]), ["trust-policy", "role-policy"]);
-    assert_eq!(strings(&out["already_fine"]), ["bucket", "role"]);
+    assert_eq!(
+        strings(&out["already_fine"]),
+        ["bucket", "role", "lifecycle"]
+    );
     let (trust, inline) = role_documents(&standin, "vmimport").await;
     assert_eq!(trust, expected_trust("aws"));
     assert_eq!(
@@ -539,4 +542,136 @@ async fn assume_role_with_external_id() {
         .run();
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--role-arn"), "{}", run.stderr);
+}
+
+/// Imports read the image as the role: with the stand-in enforcing IAM, an import succeeds
+/// only when the role's policy grants that bucket.
+#[tokio::test]
+async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    let init = |region: &str, bucket: &str| {
+        standin
+            .imgpub()
+            .args(["aws", "initialize", "--region", region, "--bucket", bucket])
+            .run()
+    };
+    init("us-east-1", "images-use1").json();
+    init("eu-west-1", "images-euw1").json();
+    let (_, inline) = role_documents(&standin, "vmimport").await;
+    let text = inline.to_string();
+    for bucket in ["images-use1", "images-euw1"] {
+        assert!(text.contains(&format!("arn:aws:s3:::{bucket}/*")), "{text}");
+    }
+
+    // An import from each region's bucket reads its object as the role.
+    let dir = common::tempdir::TempDir::new();
+    let file = common::make_raw(dir.path(), "os.raw", 8, 2, 5);
+    for (region, bucket) in [("us-east-1", "images-use1"), ("eu-west-1", "images-euw1")] {
+        let run = standin
+            .imgpub()
+            .args(["aws", "import-snapshot", "--region", region])
+            .args(["--bucket", &format!("s3://{bucket}/ci"), "--name", region])
+            .arg_path("--file", &file)
+            .run();
+        assert!(run.json()["SnapshotID"]
+            .as_str()
+            .unwrap()
+            .starts_with("snap-"));
+    }
+    // A bucket the role does not grant: the import reads nothing.
+    standin
+        .s3("us-east-1")
+        .create_bucket()
+        .bucket("not-granted")
+        .send()
+        .await
+        .unwrap();
+    let run = standin
+        .imgpub()
+        .args(["aws", "import-snapshot", "--region", "us-east-1"])
+        .args(["--bucket", "s3://not-granted/ci", "--name", "denied"])
+        .arg_path("--file", &file)
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.error_line().contains("Access Denied"), "{}", run.stderr);
+
+    // An admin's statement survives a third initialize, which says so.
+    let extra = json!({"Sid": "AdminExtra", "Effect": "Allow", "Action": "s3:GetObject",
+                       "Resource": "arn:aws:s3:::shared-artifacts/*"});
+    let mut edited = inline.clone();
+    edited["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(extra.clone());
+    standin
+        .iam()
+        .put_role_policy()
+        .role_name("vmimport")
+        .policy_name("vmimport")
+        .policy_document(edited.to_string())
+        .send()
+        .await
+        .unwrap();
+    let third = init("us-east-1", "images-use1");
+    let out = third.json();
+    assert_eq!(out["kept"], json!(["AdminExtra"]));
+    assert_eq!(out["changed"], false, "{out}");
+    assert!(third.stderr.contains("AdminExtra"), "{}", third.stderr);
+    let (_, after) = role_documents(&standin, "vmimport").await;
+    assert!(
+        after["Statement"].as_array().unwrap().contains(&extra),
+        "{after}"
+    );
+    assert!(after.to_string().contains("images-euw1"), "{after}");
+
+    // The bucket aborts incomplete uploads after 7 days; 0 leaves the lifecycle alone.
+    let rules = standin
+        .s3("us-east-1")
+        .get_bucket_lifecycle_configuration()
+        .bucket("images-use1")
+        .send()
+        .await
+        .unwrap();
+    let rule = &rules.rules()[0];
+    assert_eq!(rule.id(), Some("imgpub-abort-incomplete-uploads"));
+    assert_eq!(
+        rule.abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
+        Some(7)
+    );
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "images-use1",
+        ])
+        .args(["--abort-incomplete-days", "3", "--dry-run"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let calls: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 1, "{}", run.stdout);
+    assert_eq!(calls[0]["op"], "S3PutBucketLifecycleConfiguration");
+    // The dry run changed nothing.
+    let rules = standin
+        .s3("us-east-1")
+        .get_bucket_lifecycle_configuration()
+        .bucket("images-use1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rules.rules()[0]
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
+        Some(7)
+    );
 }

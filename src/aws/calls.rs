@@ -31,6 +31,8 @@ pub enum Op {
     S3AbortMultipartUpload,
     S3ListMultipartUploads,
     S3ListParts,
+    S3GetBucketLifecycleConfiguration,
+    S3PutBucketLifecycleConfiguration,
     Ec2DescribeRegions,
     Ec2DescribeImages,
     Ec2DescribeImageAttribute,
@@ -50,6 +52,7 @@ pub enum Op {
     IamUpdateAssumeRolePolicy,
     IamGetRolePolicy,
     IamPutRolePolicy,
+    IamPutRolePermissionsBoundary,
     IamSimulatePrincipalPolicy,
     SsmGetParameter,
     SsmPutParameter,
@@ -117,6 +120,8 @@ impl Op {
         Op::S3AbortMultipartUpload,
         Op::S3ListMultipartUploads,
         Op::S3ListParts,
+        Op::S3GetBucketLifecycleConfiguration,
+        Op::S3PutBucketLifecycleConfiguration,
         Op::Ec2DescribeRegions,
         Op::Ec2DescribeImages,
         Op::Ec2DescribeImageAttribute,
@@ -136,6 +141,7 @@ impl Op {
         Op::IamUpdateAssumeRolePolicy,
         Op::IamGetRolePolicy,
         Op::IamPutRolePolicy,
+        Op::IamPutRolePermissionsBoundary,
         Op::IamSimulatePrincipalPolicy,
         Op::SsmGetParameter,
         Op::SsmPutParameter,
@@ -253,6 +259,30 @@ impl Op {
                         "s3:ListMultipartUploadParts",
                         R::Object,
                         "resume: send only the parts that are missing",
+                    )]
+                },
+            ),
+            Op::S3GetBucketLifecycleConfiguration => (
+                S3,
+                "GetBucketLifecycleConfiguration",
+                "get_bucket_lifecycle_configuration",
+                &const {
+                    [need(
+                        "s3:GetLifecycleConfiguration",
+                        R::Bucket,
+                        "read the bucket's lifecycle rules",
+                    )]
+                },
+            ),
+            Op::S3PutBucketLifecycleConfiguration => (
+                S3,
+                "PutBucketLifecycleConfiguration",
+                "put_bucket_lifecycle_configuration",
+                &const {
+                    [need(
+                        "s3:PutLifecycleConfiguration",
+                        R::Bucket,
+                        "abort incomplete multipart uploads after some days",
                     )]
                 },
             ),
@@ -501,6 +531,18 @@ impl Op {
                         "iam:PutRolePolicy",
                         R::Role,
                         "write the vmimport role's policy",
+                    )]
+                },
+            ),
+            Op::IamPutRolePermissionsBoundary => (
+                Iam,
+                "PutRolePermissionsBoundary",
+                "put_role_permissions_boundary",
+                &const {
+                    [need(
+                        "iam:PutRolePermissionsBoundary",
+                        R::Role,
+                        "set the vmimport role's permissions boundary",
                     )]
                 },
             ),

@@ -1,5 +1,7 @@
 //! The `vmimport` service role that VM Import/Export assumes: its trust policy, its inline
-//! policy, and creating or repairing both.
+//! policy, and creating or repairing both. The role is global but buckets are regional: the
+//! policy grants every image bucket any `initialize` named, and a rerun never narrows it,
+//! nor touches a statement someone else added (it reports them).
 
 use aws_sdk_iam::Client;
 use serde_json::{json, Value};
@@ -20,14 +22,20 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct RoleSpec {
     pub role_name: String,
-    pub import_bucket: String,
+    /// The image buckets the role reads (this run's, plus those the role already grants).
+    pub import_buckets: Vec<String>,
     pub export_bucket: Option<String>,
     pub kms_key: Option<String>,
     pub license_manager: bool,
     pub service_principal: String,
     pub account: String,
     pub partition: String,
+    /// A permissions boundary for the role (`--permissions-boundary`).
+    pub permissions_boundary: Option<String>,
 }
+
+/// What the import statement allows on the image buckets.
+const IMPORT_ACTIONS: [&str; 3] = ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"];
 
 /// Role names IAM accepts: 1–64 of letters, digits and `+=,.@_-`.
 pub fn validate_role_name(name: &str) -> Result<()> {
@@ -69,16 +77,21 @@ pub fn trust_policy(spec: &RoleSpec) -> Value {
 /// The role's inline policy: read the import bucket, write the export bucket, make snapshots
 /// and images; KMS and License Manager only when asked for.
 pub fn role_policy(spec: &RoleSpec) -> Value {
-    let s3_arns = |bucket: &str| {
-        json!([
-            format!("arn:{}:s3:::{bucket}", spec.partition),
-            format!("arn:{}:s3:::{bucket}/*", spec.partition),
-        ])
+    let s3_arns = |buckets: &[String]| -> Vec<String> {
+        buckets
+            .iter()
+            .flat_map(|bucket| {
+                [
+                    format!("arn:{}:s3:::{bucket}", spec.partition),
+                    format!("arn:{}:s3:::{bucket}/*", spec.partition),
+                ]
+            })
+            .collect()
     };
     let mut statements = vec![json!({
         "Effect": "Allow",
-        "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
-        "Resource": s3_arns(&spec.import_bucket),
+        "Action": IMPORT_ACTIONS,
+        "Resource": s3_arns(&spec.import_buckets),
     })];
     if let Some(export) = &spec.export_bucket {
         statements.push(json!({
@@ -87,7 +100,7 @@ pub fn role_policy(spec: &RoleSpec) -> Value {
                 "s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket",
                 "s3:PutObject", "s3:GetBucketAcl"
             ],
-            "Resource": s3_arns(export),
+            "Resource": s3_arns(std::slice::from_ref(export)),
         }));
     }
     statements.push(json!({
@@ -120,6 +133,80 @@ pub fn role_policy(spec: &RoleSpec) -> Value {
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// A policy's statements, whether IAM returned a list or a single object.
+fn statements(doc: &Value) -> Vec<Value> {
+    match &doc["Statement"] {
+        Value::Array(items) => items.clone(),
+        Value::Object(_) => vec![doc["Statement"].clone()],
+        _ => vec![],
+    }
+}
+
+/// The buckets an import statement of ours grants: one that allows exactly
+/// [`IMPORT_ACTIONS`] on buckets and their objects, without conditions.
+fn import_buckets(statement: &Value, partition: &str) -> Option<Vec<String>> {
+    let norm = normalize_policy(statement);
+    let mut want: Vec<Value> = IMPORT_ACTIONS.iter().map(|a| json!(a)).collect();
+    want.sort_by_key(|v| v.to_string());
+    if norm["Effect"] != "Allow"
+        || norm["Action"] != Value::Array(want)
+        || norm.get("Condition").is_some()
+    {
+        return None;
+    }
+    let prefix = format!("arn:{partition}:s3:::");
+    let mut buckets = vec![];
+    for arn in norm["Resource"].as_array()? {
+        let rest = arn.as_str()?.strip_prefix(&prefix)?;
+        match rest.split_once('/') {
+            None => buckets.push(rest.to_string()),
+            Some((_, "*")) => {}
+            Some(_) => return None,
+        }
+    }
+    Some(buckets)
+}
+
+/// The role policy to put for `spec` when the role has `current`: ours, granting also every
+/// bucket an import statement of ours already grants, after every statement that is not
+/// ours (someone else's, or one for an earlier export bucket or KMS key), kept as it is.
+/// Returns it and the names of the kept statements (Sid, or position).
+pub fn merge_role_policy(spec: &RoleSpec, current: Option<&Value>) -> (Value, Vec<String>) {
+    let ours = statements(&role_policy(spec));
+    let ours_normalized: Vec<Value> = ours.iter().map(normalize_policy).collect();
+    let mut buckets = spec.import_buckets.clone();
+    let mut kept = vec![];
+    let mut kept_names = vec![];
+    for (i, statement) in current
+        .map(statements)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(found) = import_buckets(&statement, &spec.partition) {
+            buckets.extend(found);
+        } else if !ours_normalized.contains(&normalize_policy(&statement)) {
+            kept_names.push(
+                statement["Sid"]
+                    .as_str()
+                    .map_or_else(|| format!("statement {}", i + 1), str::to_owned),
+            );
+            kept.push(statement);
+        }
+    }
+    buckets.sort();
+    buckets.dedup();
+    let ours = role_policy(&RoleSpec {
+        import_buckets: buckets,
+        ..spec.clone()
+    });
+    kept.extend(statements(&ours));
+    (
+        json!({"Version": "2012-10-17", "Statement": kept}),
+        kept_names,
+    )
 }
 
 /// A policy in a form where equal meaning compares equal: IAM may return single values as
@@ -177,6 +264,8 @@ pub enum RoleState {
         trust_policy: String,
         /// The inline policy named like the role, if there is one.
         role_policy: Option<String>,
+        /// The permissions boundary's ARN, if the role has one.
+        boundary: Option<String>,
     },
 }
 
@@ -209,6 +298,10 @@ pub async fn read_role(iam: &Client, name: &str) -> Result<RoleState> {
         },
     };
     Ok(RoleState::Present {
+        boundary: role
+            .permissions_boundary()
+            .and_then(|b| b.permissions_boundary_arn())
+            .map(str::to_owned),
         arn: role.arn().to_string(),
         trust_policy: role
             .assume_role_policy_document()
@@ -219,11 +312,17 @@ pub async fn read_role(iam: &Client, name: &str) -> Result<RoleState> {
 }
 
 /// What [`apply_role`] will do to make the role match `spec`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolePlan {
     pub role: Outcome,
     pub trust_policy: Outcome,
     pub role_policy: Outcome,
+    /// The role policy to put (when `role_policy` is not `AlreadyFine`).
+    pub policy: Value,
+    /// Statements someone else added to the role policy: kept, and reported.
+    pub kept: Vec<String>,
+    /// `None` when no boundary was asked for.
+    pub boundary: Option<Outcome>,
 }
 
 /// Compares the role as it is with `spec`.
@@ -233,24 +332,41 @@ pub fn plan_role(spec: &RoleSpec, state: &RoleState) -> RolePlan {
             role: Outcome::Created,
             trust_policy: Outcome::Created,
             role_policy: Outcome::Created,
+            policy: role_policy(spec),
+            kept: vec![],
+            boundary: spec.permissions_boundary.as_ref().map(|_| Outcome::Created),
         },
         RoleState::Present {
             trust_policy,
             role_policy,
+            boundary,
             ..
-        } => RolePlan {
-            role: Outcome::AlreadyFine,
-            trust_policy: if same_policy(trust_policy, &self::trust_policy(spec)) {
-                Outcome::AlreadyFine
-            } else {
-                Outcome::Repaired
-            },
-            role_policy: match role_policy {
-                None => Outcome::Created,
-                Some(doc) if same_policy(doc, &self::role_policy(spec)) => Outcome::AlreadyFine,
-                Some(_) => Outcome::Repaired,
-            },
-        },
+        } => {
+            let current = role_policy.as_deref().and_then(parse_policy);
+            let (policy, kept) = merge_role_policy(spec, current.as_ref());
+            RolePlan {
+                role: Outcome::AlreadyFine,
+                trust_policy: if same_policy(trust_policy, &self::trust_policy(spec)) {
+                    Outcome::AlreadyFine
+                } else {
+                    Outcome::Repaired
+                },
+                role_policy: match role_policy {
+                    None => Outcome::Created,
+                    Some(doc) if same_policy(doc, &policy) => Outcome::AlreadyFine,
+                    Some(_) => Outcome::Repaired,
+                },
+                policy,
+                kept,
+                boundary: spec.permissions_boundary.as_ref().map(|want| {
+                    if boundary.as_ref() == Some(want) {
+                        Outcome::AlreadyFine
+                    } else {
+                        Outcome::Repaired
+                    }
+                }),
+            }
+        }
     }
 }
 
@@ -269,6 +385,7 @@ pub async fn apply_role(
             let out = iam
                 .create_role()
                 .role_name(name)
+                .set_permissions_boundary(spec.permissions_boundary.clone())
                 .assume_role_policy_document(trust)
                 .description("Lets VM Import/Export read disk images for imgpub")
                 .send()
@@ -296,14 +413,36 @@ pub async fn apply_role(
                         )
                     })?;
             }
+            if let (Some(Outcome::Repaired), Some(boundary)) =
+                (plan.boundary, &spec.permissions_boundary)
+            {
+                iam.put_role_permissions_boundary()
+                    .role_name(name)
+                    .permissions_boundary(boundary)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        aws(
+                            Op::IamPutRolePermissionsBoundary,
+                            format!("setting the permissions boundary of IAM role {name}"),
+                            e,
+                        )
+                    })?;
+            }
             arn.clone()
         }
     };
+    if !plan.kept.is_empty() {
+        tracing::warn!(
+            "the policy of role {name} has statements imgpub did not write, kept as they are: {}",
+            plan.kept.join(", ")
+        );
+    }
     if plan.role_policy != Outcome::AlreadyFine {
         iam.put_role_policy()
             .role_name(name)
             .policy_name(name)
-            .policy_document(role_policy(spec).to_string())
+            .policy_document(plan.policy.to_string())
             .send()
             .await
             .map_err(|e| {
@@ -327,14 +466,44 @@ mod tests {
     fn spec() -> RoleSpec {
         RoleSpec {
             role_name: "vmimport".into(),
-            import_bucket: "images".into(),
+            import_buckets: vec!["images".into()],
             export_bucket: None,
             kms_key: None,
             license_manager: false,
             service_principal: "vmie.amazonaws.com".into(),
             account: "123456789012".into(),
             partition: "aws-cn".into(),
+            permissions_boundary: None,
         }
+    }
+
+    #[test]
+    fn a_second_bucket_is_added_and_nothing_is_narrowed_or_dropped() {
+        let first = role_policy(&spec());
+        let mut current = first.clone();
+        let admin = json!({"Sid": "AdminExtra", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws-cn:s3:::other/*"});
+        current["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, admin.clone());
+        let second = RoleSpec {
+            import_buckets: vec!["images-eu".into()],
+            ..spec()
+        };
+        let (merged, kept) = merge_role_policy(&second, Some(&current));
+        assert_eq!(kept, vec!["AdminExtra".to_string()]);
+        let text = merged.to_string();
+        for arn in [
+            "arn:aws-cn:s3:::images/*",
+            "arn:aws-cn:s3:::images-eu/*",
+            "arn:aws-cn:s3:::other/*",
+        ] {
+            assert!(text.contains(arn), "{arn}: {text}");
+        }
+        assert_eq!(merged["Statement"][0], admin);
+        // Merging again changes nothing.
+        let (again, _) = merge_role_policy(&second, Some(&merged));
+        assert_eq!(normalize_policy(&again), normalize_policy(&merged));
     }
 
     #[test]
@@ -363,6 +532,7 @@ mod tests {
         let spec = spec();
         assert_eq!(plan_role(&spec, &RoleState::Absent).role, Outcome::Created);
         let fine = RoleState::Present {
+            boundary: None,
             arn: "arn:aws-cn:iam::123456789012:role/vmimport".into(),
             trust_policy: urlencoding::encode(&trust_policy(&spec).to_string()).into_owned(),
             role_policy: Some(role_policy(&spec).to_string()),
@@ -377,6 +547,7 @@ mod tests {
             )
         );
         let drifted = RoleState::Present {
+            boundary: None,
             arn: "arn".into(),
             trust_policy: "{}".into(),
             role_policy: None,

@@ -1,6 +1,9 @@
 //! S3: bucket names and object locations, creating the image bucket in the right region.
 
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
+    CreateBucketConfiguration, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
+};
 use aws_sdk_s3::Client;
 
 use crate::aws::calls::Op;
@@ -180,6 +183,88 @@ pub async fn create_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Ou
             e,
         )),
     }
+}
+
+/// The id of the lifecycle rule `initialize` puts on the image bucket.
+pub const ABORT_RULE_ID: &str = "imgpub-abort-incomplete-uploads";
+
+/// The bucket's lifecycle rules (none when it has no lifecycle configuration).
+pub async fn lifecycle_rules(s3: &Client, bucket: &str) -> Result<Vec<LifecycleRule>> {
+    let context = format!("reading the lifecycle rules of bucket {bucket}");
+    match s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.rules().to_vec()),
+        Err(e) => match aws(Op::S3GetBucketLifecycleConfiguration, context, e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(vec![]),
+            err => Err(err),
+        },
+    }
+}
+
+/// Whether the rules already abort incomplete multipart uploads after `days` with our rule.
+pub fn abort_rule_outcome(rules: &[LifecycleRule], days: i32) -> Outcome {
+    match rules.iter().find(|r| r.id() == Some(ABORT_RULE_ID)) {
+        None => Outcome::Created,
+        Some(rule)
+            if rule.status() == &ExpirationStatus::Enabled
+                && rule
+                    .abort_incomplete_multipart_upload()
+                    .and_then(|a| a.days_after_initiation())
+                    == Some(days) =>
+        {
+            Outcome::AlreadyFine
+        }
+        Some(_) => Outcome::Repaired,
+    }
+}
+
+/// Puts our rule (abort incomplete multipart uploads `days` after they start, bucket-wide)
+/// beside the bucket's other rules, which stay as they are.
+pub async fn put_abort_rule(
+    s3: &Client,
+    bucket: &str,
+    rules: &[LifecycleRule],
+    days: i32,
+) -> Result<()> {
+    let ours = LifecycleRule::builder()
+        .id(ABORT_RULE_ID)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(days)
+                .build(),
+        )
+        .build()
+        .map_err(|e| Error::Invalid(format!("the lifecycle rule for {bucket}: {e}")))?;
+    let mut all: Vec<LifecycleRule> = rules
+        .iter()
+        .filter(|r| r.id() != Some(ABORT_RULE_ID))
+        .cloned()
+        .collect();
+    all.push(ours);
+    let config = BucketLifecycleConfiguration::builder()
+        .set_rules(Some(all))
+        .build()
+        .map_err(|e| Error::Invalid(format!("the lifecycle rules for {bucket}: {e}")))?;
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(config)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::S3PutBucketLifecycleConfiguration,
+                format!("putting the lifecycle rules of bucket {bucket}"),
+                e,
+            )
+        })?;
+    tracing::info!("bucket {bucket}: incomplete multipart uploads are aborted after {days} days");
+    Ok(())
 }
 
 #[cfg(test)]

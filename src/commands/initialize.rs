@@ -20,6 +20,11 @@ pub struct InitializeOptions {
     pub kms_key: Option<String>,
     pub license_manager: bool,
     pub service_principal: String,
+    /// A permissions boundary for the role.
+    pub permissions_boundary: Option<String>,
+    /// Abort incomplete multipart uploads in the bucket after this many days; `None`
+    /// leaves the bucket's lifecycle alone.
+    pub abort_incomplete_days: Option<i32>,
 }
 
 /// The JSON summary `initialize` prints.
@@ -29,12 +34,15 @@ pub struct InitializeReport {
     pub region: String,
     pub role: String,
     pub role_arn: String,
-    /// Resources made by this run: `bucket`, `role`, `trust-policy`, `role-policy`.
+    /// Resources made by this run: `bucket`, `role`, `trust-policy`, `role-policy`,
+    /// `permissions-boundary`, `lifecycle`.
     pub created: Vec<&'static str>,
     /// Resources that existed but had drifted, now fixed.
     pub repaired: Vec<&'static str>,
     /// Resources that were already as needed.
     pub already_fine: Vec<&'static str>,
+    /// Statements in the role policy that imgpub did not write: kept as they are.
+    pub kept: Vec<String>,
     /// Whether this run changed anything.
     pub changed: bool,
 }
@@ -66,6 +74,9 @@ pub struct Plan {
     pub spec: RoleSpec,
     pub role_state: RoleState,
     pub role: RolePlan,
+    /// The bucket's lifecycle rules now, and what our abort rule needs (`None`: left alone).
+    pub lifecycle_rules: Vec<aws_sdk_s3::types::LifecycleRule>,
+    pub lifecycle: Option<(i32, Outcome)>,
 }
 
 /// Checks everything that can be checked locally; returns the bucket names to use.
@@ -92,6 +103,19 @@ fn validate(
             )));
         }
     }
+    if let Some(arn) = &opts.permissions_boundary {
+        if !(arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":policy/")) {
+            return Err(Error::Invalid(format!(
+                "--permissions-boundary {arn:?} is not a policy ARN; use arn:{}:iam::ACCOUNT:policy/NAME",
+                identity.partition
+            )));
+        }
+    }
+    if opts.abort_incomplete_days.is_some_and(|d| d < 0) {
+        return Err(Error::Invalid(
+            "--abort-incomplete-days must be 0 (leave the lifecycle alone) or more".into(),
+        ));
+    }
     if opts.service_principal.trim().is_empty() {
         return Err(Error::Invalid(
             "--service-principal must not be empty".into(),
@@ -110,16 +134,23 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
     };
     let spec = RoleSpec {
         role_name: opts.role_name.clone(),
-        import_bucket: bucket.clone(),
+        import_buckets: vec![bucket.clone()],
         export_bucket,
         kms_key: opts.kms_key.clone(),
         license_manager: opts.license_manager,
         service_principal: opts.service_principal.clone(),
         account: identity.account.clone(),
         partition: identity.partition.clone(),
+        permissions_boundary: opts.permissions_boundary.clone(),
     };
     let role_state = iam::read_role(&c.iam, &opts.role_name).await?;
     let role = iam::plan_role(&spec, &role_state);
+    let days = opts.abort_incomplete_days.filter(|d| *d > 0);
+    let lifecycle_rules = match (days, bucket_outcome) {
+        (Some(_), Outcome::AlreadyFine) => s3::lifecycle_rules(&c.s3, &bucket).await?,
+        _ => vec![],
+    };
+    let lifecycle = days.map(|d| (d, s3::abort_rule_outcome(&lifecycle_rules, d)));
     Ok(Plan {
         region: c.region.clone(),
         bucket,
@@ -127,6 +158,8 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
         spec,
         role_state,
         role,
+        lifecycle_rules,
+        lifecycle,
     })
 }
 
@@ -153,6 +186,21 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     if plan.role.role_policy != Outcome::AlreadyFine {
         calls.push(Call::new(Op::IamPutRolePolicy, &plan.region, role()));
     }
+    if plan.role.role != Outcome::Created && plan.role.boundary == Some(Outcome::Repaired) {
+        calls.push(Call::new(
+            Op::IamPutRolePermissionsBoundary,
+            &plan.region,
+            role(),
+        ));
+    }
+    if let Some((_, Outcome::Created | Outcome::Repaired)) = plan.lifecycle {
+        let bucket = vec![Resource::Bucket(plan.bucket.clone())];
+        calls.push(Call::new(
+            Op::S3PutBucketLifecycleConfiguration,
+            &plan.region,
+            bucket,
+        ));
+    }
     calls
 }
 
@@ -165,6 +213,9 @@ pub const MAY_CALL: &[Op] = &[
     Op::IamCreateRole,
     Op::IamUpdateAssumeRolePolicy,
     Op::IamPutRolePolicy,
+    Op::IamPutRolePermissionsBoundary,
+    Op::S3GetBucketLifecycleConfiguration,
+    Op::S3PutBucketLifecycleConfiguration,
 ];
 
 /// Creates or repairs the bucket and role as planned.
@@ -174,6 +225,9 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
         other => other,
     };
     let role_arn = iam::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
+    if let Some((days, Outcome::Created | Outcome::Repaired)) = plan.lifecycle {
+        s3::put_abort_rule(&c.s3, &plan.bucket, &plan.lifecycle_rules, days).await?;
+    }
     let mut report = InitializeReport {
         bucket: plan.bucket.clone(),
         region: plan.region.clone(),
@@ -182,14 +236,22 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
         created: vec![],
         repaired: vec![],
         already_fine: vec![],
+        kept: plan.role.kept.clone(),
         changed: false,
     };
+    let optional = [
+        ("permissions-boundary", plan.role.boundary),
+        ("lifecycle", plan.lifecycle.map(|(_, o)| o)),
+    ];
     for (what, outcome) in [
         ("bucket", bucket_outcome),
         ("role", plan.role.role),
         ("trust-policy", plan.role.trust_policy),
         ("role-policy", plan.role.role_policy),
-    ] {
+    ]
+    .into_iter()
+    .chain(optional.into_iter().filter_map(|(w, o)| Some((w, o?))))
+    {
         match outcome {
             Outcome::Created => report.created.push(what),
             Outcome::Repaired => report.repaired.push(what),

@@ -205,6 +205,7 @@ class ImportTask:
         self.key = bucket.get("S3Key", "")
         self.url = container.get("Url")
         self.description = params.get("Description", "")
+        self.role = params.get("RoleName") or "vmimport"
         self.client_token = params.get("ClientToken")
         self.tags = []
         for spec in params.get("TagSpecifications") or []:
@@ -230,8 +231,34 @@ class ImportTask:
                 f"s3://{self.bucket}/{self.key}: it does not exist or the role cannot read it]"
             )
             return
+        denied = self._role_denied(account)
+        if denied:
+            self.error = (
+                f"ClientError: Access Denied: the role {self.role} may not {denied} "
+                f"s3://{self.bucket}/{self.key}"
+            )
+            return
         self.object_size = key.size
         self.virtual_size, self.error = check_image(self.format, key)
+
+    def _role_denied(self, account: str) -> str | None:
+        """With enforce_iam, VM Import/Export reads the object as the role: the IAM action
+        the role's policies do not allow, or None."""
+        if not SETTINGS["enforce_iam"]:
+            return None
+        partition = get_partition(self.backend.region_name)
+        backend = iam_backends[account][partition]
+        role = identity_of_role(backend, account, self.role, None)
+        bucket_arn = f"arn:{partition}:s3:::{self.bucket}"
+        for action, resource in [
+            ("s3:GetBucketLocation", bucket_arn),
+            ("s3:ListBucket", bucket_arn),
+            ("s3:GetObject", f"{bucket_arn}/{self.key}"),
+        ]:
+            context = {"aws:RequestedRegion": self.backend.region_name}
+            if role.decide(action, resource, context) != "Allowed":
+                return action
+        return None
 
     def _finish(self) -> None:
         size_gib = max(1, -(-self.virtual_size // GIB))

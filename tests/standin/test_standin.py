@@ -568,3 +568,31 @@ def test_simulate_principal_policy_answers_from_the_same_evaluator(enforcing):
                          "ContextKeyValues": ["CopyImage"], "ContextKeyType": "string"}],
     )
     assert out["EvaluationResults"][0]["EvalDecision"] == "implicitDeny"
+
+
+def test_an_import_reads_the_object_as_the_role(enforcing, images):
+    iam = client(enforcing, "iam")
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument="{}")
+    iam.put_role_policy(RoleName="reader", PolicyName="reader", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+                       "Resource": ["arn:aws:s3:::granted", "arn:aws:s3:::granted/*"]}],
+    }))
+    s3 = client(enforcing, "s3")
+    ec2 = client(enforcing, "ec2")
+    for bucket in ("granted", "other"):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="disk.raw", Body=images["raw"].read_bytes())
+    results = {}
+    for bucket in ("granted", "other"):
+        task = ec2.import_snapshot(
+            Description=bucket, RoleName="reader",
+            DiskContainer={"Format": "RAW",
+                           "UserBucket": {"S3Bucket": bucket, "S3Key": "disk.raw"}},
+        )
+        detail, _ = wait_task(ec2, task["ImportTaskId"])
+        results[bucket] = (detail["Status"], detail.get("StatusMessage", ""))
+    assert results["granted"][0] == "completed"
+    assert results["other"][0] == "deleted"
+    assert "Access Denied" in results["other"][1] and "s3:" in results["other"][1]
