@@ -9,6 +9,7 @@ use imgpub::aws::ami::{Arch, BootMode, Change, TpmSupport, VolumeType};
 use imgpub::aws::config::AwsSettings;
 use imgpub::aws::preflight::PreflightMode;
 use imgpub::commands::copy_regions::CopyOptions;
+use imgpub::commands::create_publisher::PublisherOptions;
 use imgpub::commands::delete_image::DeleteOptions;
 use imgpub::commands::ensure_public::EnsurePublicOptions;
 use imgpub::commands::grant::GrantOptions;
@@ -121,8 +122,8 @@ pub struct AwsFlags {
     #[arg(long, global = true, value_name = "ARN")]
     pub role_arn: Option<String>,
 
-    /// External ID to pass when assuming --role-arn.
-    #[arg(long, global = true, value_name = "ID", requires = "role_arn")]
+    /// External ID to pass when assuming --role-arn (for create-publisher: the role's).
+    #[arg(long, global = true, value_name = "ID")]
     pub external_id: Option<String>,
 
     /// Check with IAM before the first change that every call the run makes is allowed:
@@ -167,6 +168,8 @@ pub enum AwsSubcommand {
     PublishSsm(PublishSsmArgs),
     /// Print the least-privilege IAM policy for the chosen commands (needs no credentials).
     Policy(PolicyArgs),
+    /// Create (or repair) the role or user CI publishes with, holding exactly that policy.
+    CreatePublisher(Box<CreatePublisherArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -460,6 +463,22 @@ pub struct PublishSsmArgs {
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    #[command(flatten)]
+    pub scope: PolicyScopeArgs,
+    /// aws, aws-cn or aws-us-gov (default: the caller's, else the region's).
+    #[arg(long, value_name = "PARTITION")]
+    pub partition: Option<String>,
+    /// The account id in ARNs (default: the caller's, else *).
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+    /// json (the document) or table (action, resource, why).
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: PolicyFormat,
+}
+
+/// What a publisher may do: `policy`'s flags, shared with `create-publisher`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyScopeArgs {
     /// The commands the identity runs (comma list; default upload).
     #[arg(
         long = "for",
@@ -486,15 +505,44 @@ pub struct PolicyArgs {
     /// The VM Import/Export role.
     #[arg(long, default_value = "vmimport", value_name = "NAME")]
     pub role_name: String,
-    /// aws, aws-cn or aws-us-gov (default: the caller's, else the region's).
-    #[arg(long, value_name = "PARTITION")]
-    pub partition: Option<String>,
-    /// The account id in ARNs (default: the caller's, else *).
+}
+
+#[derive(Debug, Args)]
+pub struct CreatePublisherArgs {
+    /// A role CI assumes (with an External ID, or through GitHub Actions' OIDC).
+    #[arg(long, value_name = "NAME")]
+    pub role: Option<String>,
+    /// A dedicated user with static keys.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The principal that assumes the role (an account root, a user or a role ARN); with
+    /// --external-id ID (the global flag) or --generate-external-id.
+    #[arg(long, value_name = "ARN")]
+    pub trust_principal: Option<String>,
+    /// The account whose principals assume the role (its root).
     #[arg(long, value_name = "ID")]
-    pub account: Option<String>,
-    /// json (the document) or table (action, resource, why).
-    #[arg(long, value_enum, default_value = "json")]
-    pub format: PolicyFormat,
+    pub trust_account: Option<String>,
+    /// Make up an External ID (a rerun keeps the role's).
+    #[arg(long)]
+    pub generate_external_id: bool,
+    /// GitHub Actions runs of ORG/REPO (or ORG/REPO:REF, e.g. org/os:ref:refs/heads/main).
+    #[arg(long, value_name = "ORG/REPO[:REF]")]
+    pub github_repo: Option<String>,
+    /// A permissions boundary (policy ARN) for the role or user.
+    #[arg(long, value_name = "ARN")]
+    pub permissions_boundary: Option<String>,
+    /// With --user: a new access key even when the user has one.
+    #[arg(long)]
+    pub rotate_key: bool,
+    /// With --user: the new shared-credentials file for the key (mode 0600; never
+    /// replaced). Use it with `--credentials-file`.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Print the calls that would create or repair something; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub scope: PolicyScopeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -623,18 +671,47 @@ impl PermissionArgs {
     }
 }
 
+impl PolicyScopeArgs {
+    fn options(&self) -> PolicyOptions {
+        PolicyOptions {
+            commands: self.commands.clone(),
+            bucket: self.bucket.clone(),
+            regions: self.regions.clone(),
+            ssm_prefix: self.ssm_prefix.clone(),
+            public: self.public,
+            share_with: self.share_with.clone(),
+            role_name: self.role_name.clone(),
+            partition: None,
+            account: None,
+        }
+    }
+}
+
 impl From<&PolicyArgs> for PolicyOptions {
     fn from(a: &PolicyArgs) -> Self {
         PolicyOptions {
-            commands: a.commands.clone(),
-            bucket: a.bucket.clone(),
-            regions: a.regions.clone(),
-            ssm_prefix: a.ssm_prefix.clone(),
-            public: a.public,
-            share_with: a.share_with.clone(),
-            role_name: a.role_name.clone(),
             partition: a.partition.clone(),
             account: a.account.clone(),
+            ..a.scope.options()
+        }
+    }
+}
+
+impl CreatePublisherArgs {
+    /// `external_id` is the global `--external-id`: here the role's, not one to assume with.
+    pub fn options(&self, external_id: Option<String>) -> PublisherOptions {
+        PublisherOptions {
+            role: self.role.clone(),
+            user: self.user.clone(),
+            trust_principal: self.trust_principal.clone(),
+            trust_account: self.trust_account.clone(),
+            external_id,
+            generate_external_id: self.generate_external_id,
+            github_repo: self.github_repo.clone(),
+            permissions_boundary: self.permissions_boundary.clone(),
+            rotate_key: self.rotate_key,
+            key_file: self.key_file.clone(),
+            policy: self.scope.options(),
         }
     }
 }

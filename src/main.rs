@@ -15,7 +15,9 @@ use imgpub::aws::images::{self, RegionalImage};
 use imgpub::aws::preflight;
 use imgpub::commands::policy::{self, For};
 use imgpub::commands::{blocking, Clients};
-use imgpub::commands::{copy_regions, delete_image, ensure_public, grant, initialize};
+use imgpub::commands::{
+    copy_regions, create_publisher, delete_image, ensure_public, grant, initialize,
+};
 use imgpub::commands::{list_regions, publish_ssm, upload, upload_object};
 use imgpub::{Error, Result};
 
@@ -183,6 +185,26 @@ async fn run(cli: Cli) -> Result<()> {
             publish_ssm::apply(&ctx, &plan, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
+        }
+        AwsSubcommand::CreatePublisher(args) => {
+            // The global --external-id is the new role's here, not one to assume with.
+            let mut flags = flags.clone();
+            let own = match flags.role_arn {
+                None => flags.external_id.take(),
+                Some(_) => None,
+            };
+            let opts = args.options(own);
+            create_publisher::validate(&opts)?;
+            let (ctx, identity) = connect(&flags).await?;
+            let c = Clients::new(&ctx);
+            let plan = create_publisher::plan(&c, &identity, &opts).await?;
+            if args.dry_run {
+                create_publisher::check(&plan, &ctx.region)
+                    .iter()
+                    .for_each(print_json);
+                return Ok(());
+            }
+            print_json(&create_publisher::apply(&c, &plan).await?);
         }
         AwsSubcommand::Policy(args) => {
             let opts = policy::PolicyOptions::from(&args);

@@ -473,3 +473,416 @@ async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
         assert_nothing_changed(&standin, name);
     }
 }
+
+/// `create-publisher`'s JSON.
+fn create_publisher(standin: &Standin, args: &[&str]) -> Value {
+    standin
+        .imgpub()
+        .args(["aws", "create-publisher", "--region", REGION])
+        .args(args)
+        .run()
+        .json()
+}
+
+#[tokio::test]
+async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    let flags = [
+        "--role",
+        "ci-publisher",
+        "--trust-account",
+        ACCOUNT,
+        "--generate-external-id",
+        "--for",
+        "upload",
+        "--bucket",
+        "images/ci",
+        "--public",
+        "--share-with",
+        SHARE_WITH,
+    ];
+    let out = create_publisher(&standin, &flags);
+    let arn = out["role_arn"].as_str().unwrap().to_string();
+    let external_id = out["external_id"].as_str().unwrap().to_string();
+    assert_eq!(external_id.len(), 32, "{out}");
+    assert_eq!(
+        out["imgpub_flags"],
+        format!("--role-arn {arn} --external-id {external_id}")
+    );
+    assert_eq!(out["assume_statement"]["Action"], "sts:AssumeRole");
+    assert_eq!(out["assume_statement"]["Resource"], arn.as_str());
+    // The role holds exactly what `policy` prints.
+    let held = standin
+        .iam()
+        .get_role_policy()
+        .role_name("ci-publisher")
+        .policy_name("imgpub-publisher")
+        .send()
+        .await
+        .unwrap();
+    let held = imgpub::aws::iam::parse_policy(held.policy_document()).unwrap();
+    let printed = policy(
+        &standin,
+        &[
+            "--for",
+            "upload",
+            "--bucket",
+            "images/ci",
+            "--public",
+            "--share-with",
+            SHARE_WITH,
+        ],
+    );
+    assert_eq!(held, printed);
+
+    // A rerun keeps the External ID CI already has and changes nothing.
+    let again = create_publisher(&standin, &flags);
+    assert_eq!(again["external_id"], external_id.as_str());
+    assert_eq!(again["changed"], json!([]));
+
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 13);
+    let run = upload_with(
+        standin.imgpub(),
+        &file,
+        "made-by-create-publisher",
+        &["--role-arn", &arn, "--external-id", &external_id],
+    );
+    assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
+    let run = upload_with(
+        standin.imgpub(),
+        &file,
+        "wrong-id",
+        &["--role-arn", &arn, "--external-id", "not-the-one"],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.error_line().contains(&format!("role {arn}")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn create_publisher_makes_a_user_whose_key_file_publishes_each_command() {
+    let standin = Standin::start();
+    let (ami, snap) = common::api_image(&standin, REGION, "os-7", &[("stream", "stable")]).await;
+    common::make_public(&standin, REGION, &ami).await;
+    let dir = TempDir::new();
+    let key_file = dir.path().join("publisher.credentials");
+    let out = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            "ci",
+        ])
+        .arg_path("--key-file", &key_file)
+        .args([
+            "--for",
+            "grant,copy,ssm,delete",
+            "--ssm-prefix",
+            "/os/",
+            "--public",
+        ])
+        .run();
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string();
+    // The secret is in the file only.
+    assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let made = out.json();
+    assert!(made["policy_arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(":policy/imgpub-publisher-ci"));
+    assert_eq!(
+        made["changed"],
+        json!(["user", "policy", "attachment", "access-key"])
+    );
+    // A rerun makes no second key (and so needs no new file).
+    let again = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            "ci",
+        ])
+        .arg_path("--key-file", &key_file)
+        .args([
+            "--for",
+            "grant,copy,ssm,delete",
+            "--ssm-prefix",
+            "/os/",
+            "--public",
+        ])
+        .run()
+        .json();
+    assert_eq!(again["changed"], json!([]));
+
+    enforce_iam(&standin);
+    let as_ci = || {
+        standin
+            .imgpub()
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .secret(&secret)
+    };
+    let grant = as_ci()
+        .args(["aws", "grant", "--region", REGION, "--image", &ami])
+        .args(["--user", SHARE_WITH, "--snapshot"])
+        .arg_path("--credentials-file", &key_file)
+        .run();
+    assert_eq!(grant.code, 0, "{}", grant.stderr);
+    assert!(
+        grant.stderr.contains("permission preflight: all"),
+        "{}",
+        grant.stderr
+    );
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    assert!(common::launch_permissions(&ec2, &ami)
+        .await
+        .contains(&format!("user:{SHARE_WITH}")));
+
+    // The source is public, so its copies are made public too: the policy says --public
+    // (without it the preflight names ec2:ModifySnapshotAttribute in each region).
+    let copies = as_ci()
+        .args(["aws", "copy-regions", "--region", REGION, "--image", &ami])
+        .args(["us-west-2", "eu-west-1"])
+        .arg_path("--credentials-file", &key_file)
+        .run();
+    assert_eq!(copies.code, 0, "{}", copies.stderr);
+    assert_eq!(copies.stdout.lines().count(), 2, "{}", copies.stdout);
+
+    let ssm = as_ci()
+        .args(["aws", "publish-ssm", "--region", REGION, "--image", &ami])
+        .args(["--parameter", "/os/{tag:stream}/latest"])
+        .arg_path("--credentials-file", &key_file)
+        .run();
+    assert_eq!(ssm.code, 0, "{}", ssm.stderr);
+    assert!(ssm.stdout.contains("/os/stable/latest"), "{}", ssm.stdout);
+
+    // Outside --ssm-prefix: the preflight stops it, naming the parameter's ARN.
+    let outside = as_ci()
+        .args(["aws", "publish-ssm", "--region", REGION, "--image", &ami])
+        .args(["--parameter", "/other/latest"])
+        .arg_path("--credentials-file", &key_file)
+        .run();
+    assert_eq!(outside.code, 1, "{}", outside.stderr);
+    assert!(
+        outside.error_line().contains("parameter/other/latest"),
+        "{}",
+        outside.stderr
+    );
+
+    let deleted = as_ci()
+        .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
+        .args(["--snapshot", "detectFromAMI"])
+        .arg_path("--credentials-file", &key_file)
+        .run()
+        .json();
+    assert_eq!(deleted, json!({"image": ami, "snapshot": snap}));
+}
+
+#[tokio::test]
+async fn every_statement_of_each_commands_policy_is_needed() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "os-8", &[("stream", "stable")]).await;
+    common::make_public(&standin, REGION, &ami).await;
+    enforce_iam(&standin);
+    let mutating = [
+        "ec2.ModifyImageAttribute",
+        "ec2.ModifySnapshotAttribute",
+        "ec2.CopyImage",
+        "ec2.CreateTags",
+        "ec2.DeregisterImage",
+        "ec2.DeleteSnapshot",
+        "ssm.PutParameter",
+    ];
+    let cases: Vec<(&str, Vec<&str>, Vec<String>)> = vec![
+        (
+            "grant",
+            vec![],
+            vec![
+                "aws".into(),
+                "grant".into(),
+                "--image".into(),
+                ami.clone(),
+                "--user".into(),
+                SHARE_WITH.into(),
+                "--snapshot".into(),
+            ],
+        ),
+        (
+            "copy",
+            vec![],
+            vec![
+                "aws".into(),
+                "copy-regions".into(),
+                "--image".into(),
+                ami.clone(),
+                "us-west-2".into(),
+            ],
+        ),
+        (
+            "ssm",
+            vec!["--ssm-prefix", "/os/"],
+            vec![
+                "aws".into(),
+                "publish-ssm".into(),
+                "--image".into(),
+                ami.clone(),
+                "--parameter".into(),
+                "/os/latest".into(),
+            ],
+        ),
+        (
+            "delete",
+            vec![],
+            vec![
+                "aws".into(),
+                "delete-image".into(),
+                "--ami".into(),
+                ami.clone(),
+                "--snapshot".into(),
+                "detectFromAMI".into(),
+            ],
+        ),
+    ];
+    for (command, extra, run_args) in cases {
+        let mut args = vec!["--for", command];
+        args.extend(extra);
+        let document = policy(&standin, &args);
+        for (i, statement) in document["Statement"].as_array().unwrap().iter().enumerate() {
+            let sid = statement["Sid"].as_str().unwrap();
+            if sid == "Preflight" {
+                continue;
+            }
+            let name = format!("{command}-without-{i}");
+            let keys = user_with(&standin, &name, &without_statement(&document, sid)).await;
+            standin.control("POST", "/_standin/requests/reset", Some("{}"));
+            let run = signed_by(standin.imgpub(), &keys)
+                .args(&run_args)
+                .args(["--region", REGION])
+                .run();
+            assert_eq!(run.code, 1, "{command} without {sid}: {}", run.stderr);
+            let err = run.error_line();
+            let actions: Vec<&str> = statement["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert!(
+                actions.iter().any(|a| err.contains(a)),
+                "{command} without {sid}: the error names none of {actions:?}: {err}"
+            );
+            let counts = standin.counts();
+            for action in mutating {
+                assert_eq!(
+                    count(&counts, action),
+                    0,
+                    "{command} without {sid}: {action}: {counts}"
+                );
+            }
+        }
+    }
+    // The AMI is still there and still public.
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    assert_eq!(common::launch_permissions(&ec2, &ami).await, ["group:all"]);
+}
+
+#[tokio::test]
+async fn create_publisher_trusts_github_actions_of_one_repository() {
+    let standin = Standin::start();
+    let out = create_publisher(
+        &standin,
+        &[
+            "--role",
+            "gh-publisher",
+            "--github-repo",
+            "org/os:ref:refs/heads/main",
+        ],
+    );
+    let arn = out["role_arn"].as_str().unwrap();
+    assert!(arn.ends_with(":role/gh-publisher"), "{out}");
+    assert!(out.get("external_id").is_none(), "{out}");
+    let role = standin
+        .iam()
+        .get_role()
+        .role_name("gh-publisher")
+        .send()
+        .await
+        .unwrap();
+    let trust =
+        imgpub::aws::iam::parse_policy(role.role().unwrap().assume_role_policy_document().unwrap())
+            .unwrap();
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+    assert_eq!(
+        statement["Principal"]["Federated"],
+        format!("arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com")
+    );
+    assert_eq!(
+        statement["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"],
+        "repo:org/os:ref:refs/heads/main"
+    );
+    let providers = standin
+        .iam()
+        .list_open_id_connect_providers()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(providers.open_id_connect_provider_list().len(), 1);
+    // A rerun finds the provider and the role as they should be.
+    let again = create_publisher(
+        &standin,
+        &[
+            "--role",
+            "gh-publisher",
+            "--github-repo",
+            "org/os:ref:refs/heads/main",
+        ],
+    );
+    assert_eq!(again["changed"], json!([]));
+    let bad = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--role",
+            "x",
+            "--github-repo",
+            "no-slash",
+        ])
+        .run();
+    assert_eq!(bad.code, 2);
+    assert_eq!(standin.counts()["iam.CreateRole"], 1);
+}

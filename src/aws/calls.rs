@@ -54,6 +54,20 @@ pub enum Op {
     IamPutRolePolicy,
     IamPutRolePermissionsBoundary,
     IamSimulatePrincipalPolicy,
+    IamGetUser,
+    IamCreateUser,
+    IamListAttachedUserPolicies,
+    IamAttachUserPolicy,
+    IamListAccessKeys,
+    IamCreateAccessKey,
+    IamGetPolicy,
+    IamGetPolicyVersion,
+    IamListPolicyVersions,
+    IamCreatePolicy,
+    IamCreatePolicyVersion,
+    IamDeletePolicyVersion,
+    IamGetOpenIdConnectProvider,
+    IamCreateOpenIdConnectProvider,
     SsmGetParameter,
     SsmPutParameter,
     StsGetCallerIdentity,
@@ -71,6 +85,9 @@ pub enum ResourceKind {
     ImportSnapshotTask,
     Role,
     Parameter,
+    User,
+    ManagedPolicy,
+    OidcProvider,
     /// Actions that take no resource-level permissions (`Describe*`, …): `*`.
     Any,
 }
@@ -143,6 +160,20 @@ impl Op {
         Op::IamPutRolePolicy,
         Op::IamPutRolePermissionsBoundary,
         Op::IamSimulatePrincipalPolicy,
+        Op::IamGetUser,
+        Op::IamCreateUser,
+        Op::IamListAttachedUserPolicies,
+        Op::IamAttachUserPolicy,
+        Op::IamListAccessKeys,
+        Op::IamCreateAccessKey,
+        Op::IamGetPolicy,
+        Op::IamGetPolicyVersion,
+        Op::IamListPolicyVersions,
+        Op::IamCreatePolicy,
+        Op::IamCreatePolicyVersion,
+        Op::IamDeletePolicyVersion,
+        Op::IamGetOpenIdConnectProvider,
+        Op::IamCreateOpenIdConnectProvider,
         Op::SsmGetParameter,
         Op::SsmPutParameter,
         Op::StsGetCallerIdentity,
@@ -556,6 +587,168 @@ impl Op {
             ]
                 },
             ),
+            Op::IamGetUser => (
+                Iam,
+                "GetUser",
+                "get_user",
+                &const {
+                    [need(
+                        "iam:GetUser",
+                        R::User,
+                        "see whether the publisher user exists",
+                    )]
+                },
+            ),
+            Op::IamCreateUser => (
+                Iam,
+                "CreateUser",
+                "create_user",
+                &const { [need("iam:CreateUser", R::User, "create the publisher user")] },
+            ),
+            Op::IamListAttachedUserPolicies => (
+                Iam,
+                "ListAttachedUserPolicies",
+                "list_attached_user_policies",
+                &const {
+                    [need(
+                        "iam:ListAttachedUserPolicies",
+                        R::User,
+                        "see whether the publisher policy is attached",
+                    )]
+                },
+            ),
+            Op::IamAttachUserPolicy => (
+                Iam,
+                "AttachUserPolicy",
+                "attach_user_policy",
+                &const {
+                    [need(
+                        "iam:AttachUserPolicy",
+                        R::User,
+                        "attach the publisher policy to the user",
+                    )]
+                },
+            ),
+            Op::IamListAccessKeys => (
+                Iam,
+                "ListAccessKeys",
+                "list_access_keys",
+                &const {
+                    [need(
+                        "iam:ListAccessKeys",
+                        R::User,
+                        "create a key only when the user has none",
+                    )]
+                },
+            ),
+            Op::IamCreateAccessKey => (
+                Iam,
+                "CreateAccessKey",
+                "create_access_key",
+                &const {
+                    [need(
+                        "iam:CreateAccessKey",
+                        R::User,
+                        "the publisher user's access key",
+                    )]
+                },
+            ),
+            Op::IamGetPolicy => (
+                Iam,
+                "GetPolicy",
+                "get_policy",
+                &const {
+                    [need(
+                        "iam:GetPolicy",
+                        R::ManagedPolicy,
+                        "read the publisher policy",
+                    )]
+                },
+            ),
+            Op::IamGetPolicyVersion => (
+                Iam,
+                "GetPolicyVersion",
+                "get_policy_version",
+                &const {
+                    [need(
+                        "iam:GetPolicyVersion",
+                        R::ManagedPolicy,
+                        "compare the publisher policy with what it should be",
+                    )]
+                },
+            ),
+            Op::IamListPolicyVersions => (
+                Iam,
+                "ListPolicyVersions",
+                "list_policy_versions",
+                &const {
+                    [need(
+                        "iam:ListPolicyVersions",
+                        R::ManagedPolicy,
+                        "make room for a new version (IAM keeps five)",
+                    )]
+                },
+            ),
+            Op::IamCreatePolicy => (
+                Iam,
+                "CreatePolicy",
+                "create_policy",
+                &const {
+                    [need(
+                        "iam:CreatePolicy",
+                        R::ManagedPolicy,
+                        "create the publisher policy",
+                    )]
+                },
+            ),
+            Op::IamCreatePolicyVersion => (
+                Iam,
+                "CreatePolicyVersion",
+                "create_policy_version",
+                &const {
+                    [need(
+                        "iam:CreatePolicyVersion",
+                        R::ManagedPolicy,
+                        "repair the publisher policy",
+                    )]
+                },
+            ),
+            Op::IamDeletePolicyVersion => (
+                Iam,
+                "DeletePolicyVersion",
+                "delete_policy_version",
+                &const {
+                    [need(
+                        "iam:DeletePolicyVersion",
+                        R::ManagedPolicy,
+                        "make room for a new version (IAM keeps five)",
+                    )]
+                },
+            ),
+            Op::IamGetOpenIdConnectProvider => (
+                Iam,
+                "GetOpenIDConnectProvider",
+                "get_open_id_connect_provider",
+                &const {
+                    [need(
+                        "iam:GetOpenIDConnectProvider",
+                        R::OidcProvider,
+                        "see whether GitHub's OIDC provider exists",
+                    )]
+                },
+            ),
+            Op::IamCreateOpenIdConnectProvider => (
+                Iam,
+                "CreateOpenIDConnectProvider",
+                "create_open_id_connect_provider",
+                &const {
+                    [need(
+                        "iam:CreateOpenIDConnectProvider",
+                        R::OidcProvider,
+                        "create GitHub's OIDC provider",
+                    )]
+                },
+            ),
             Op::SsmGetParameter => (
                 Ssm,
                 "GetParameter",
@@ -726,6 +919,26 @@ impl Arns {
         )
     }
 
+    pub fn user(&self, name: &str) -> String {
+        format!("arn:{}:iam::{}:user/{name}", self.partition, self.account())
+    }
+
+    pub fn managed_policy(&self, name: &str) -> String {
+        format!(
+            "arn:{}:iam::{}:policy/{name}",
+            self.partition,
+            self.account()
+        )
+    }
+
+    pub fn oidc_provider(&self, host: &str) -> String {
+        format!(
+            "arn:{}:iam::{}:oidc-provider/{host}",
+            self.partition,
+            self.account()
+        )
+    }
+
     pub fn role(&self, name: &str) -> String {
         format!("arn:{}:iam::{}:role/{name}", self.partition, self.account())
     }
@@ -776,6 +989,7 @@ mod tests {
             ("s3.rs", include_str!("s3.rs")),
             ("ssm.rs", include_str!("ssm.rs")),
             ("preflight.rs", include_str!("preflight.rs")),
+            ("publisher.rs", include_str!("publisher.rs")),
             ("tags.rs", include_str!("tags.rs")),
             ("commands/upload.rs", include_str!("../commands/upload.rs")),
             (

@@ -160,6 +160,13 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         }
     }
 
+    if settings.external_id.is_some() && settings.role_arn.is_none() {
+        return Err(Error::Invalid(
+            "--external-id is the External ID to assume --role-arn with: pass --role-arn too"
+                .into(),
+        ));
+    }
+
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .timeout_config(

@@ -250,7 +250,7 @@ pub fn parse_policy(raw: &str) -> Option<Value> {
     })
 }
 
-fn same_policy(raw: &str, want: &Value) -> bool {
+pub fn same_policy(raw: &str, want: &Value) -> bool {
     parse_policy(raw).is_some_and(|have| normalize_policy(&have) == normalize_policy(want))
 }
 
@@ -269,8 +269,8 @@ pub enum RoleState {
     },
 }
 
-/// Reads the role and its inline policy.
-pub async fn read_role(iam: &Client, name: &str) -> Result<RoleState> {
+/// Reads the role and its inline policy `policy_name`.
+pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<RoleState> {
     let role = match iam.get_role().role_name(name).send().await {
         Ok(out) => out
             .role()
@@ -283,11 +283,11 @@ pub async fn read_role(iam: &Client, name: &str) -> Result<RoleState> {
             }
         }
     };
-    let context = format!("reading the inline policy {name} of IAM role {name}");
+    let context = format!("reading the inline policy {policy_name} of IAM role {name}");
     let role_policy = match iam
         .get_role_policy()
         .role_name(name)
-        .policy_name(name)
+        .policy_name(policy_name)
         .send()
         .await
     {
@@ -370,24 +370,85 @@ pub fn plan_role(spec: &RoleSpec, state: &RoleState) -> RolePlan {
     }
 }
 
-/// Creates the role and its inline policy, or repairs whichever drifted, as `plan` says.
-/// Returns the role's ARN.
+/// A role's documents: what [`apply_role_documents`] makes it hold.
+pub struct RoleDocuments<'a> {
+    pub name: &'a str,
+    pub trust: &'a Value,
+    pub policy_name: &'a str,
+    pub policy: &'a Value,
+    pub boundary: Option<&'a str>,
+    pub description: &'a str,
+}
+
+/// Compares a role as it is with the documents it should hold (no merging: the policy is
+/// ours whole).
+pub fn plan_role_documents(state: &RoleState, trust: &Value, policy: &Value) -> RolePlan {
+    let (role, trust_policy, role_policy) = match state {
+        RoleState::Absent => (Outcome::Created, Outcome::Created, Outcome::Created),
+        RoleState::Present {
+            trust_policy,
+            role_policy,
+            ..
+        } => (
+            Outcome::AlreadyFine,
+            if same_policy(trust_policy, trust) {
+                Outcome::AlreadyFine
+            } else {
+                Outcome::Repaired
+            },
+            match role_policy {
+                None => Outcome::Created,
+                Some(doc) if same_policy(doc, policy) => Outcome::AlreadyFine,
+                Some(_) => Outcome::Repaired,
+            },
+        ),
+    };
+    RolePlan {
+        role,
+        trust_policy,
+        role_policy,
+        policy: policy.clone(),
+        kept: vec![],
+        boundary: None,
+    }
+}
+
+/// Creates the `vmimport` role and its inline policy, or repairs whichever drifted, as
+/// `plan` says. Returns the role's ARN.
 pub async fn apply_role(
     iam: &Client,
     spec: &RoleSpec,
     state: &RoleState,
     plan: &RolePlan,
 ) -> Result<String> {
-    let name = &spec.role_name;
-    let trust = trust_policy(spec).to_string();
+    let documents = RoleDocuments {
+        name: &spec.role_name,
+        trust: &trust_policy(spec),
+        policy_name: &spec.role_name,
+        policy: &plan.policy,
+        boundary: spec.permissions_boundary.as_deref(),
+        description: "Lets VM Import/Export read disk images for imgpub",
+    };
+    apply_role_documents(iam, &documents, state, plan).await
+}
+
+/// Creates a role holding `docs`, or repairs what `plan` says drifted. Returns its ARN.
+pub async fn apply_role_documents(
+    iam: &Client,
+    docs: &RoleDocuments<'_>,
+    state: &RoleState,
+    plan: &RolePlan,
+) -> Result<String> {
+    let (name, policy_name) = (docs.name, docs.policy_name);
+    let trust = docs.trust.to_string();
     let arn = match state {
         RoleState::Absent => {
             let out = iam
                 .create_role()
                 .role_name(name)
-                .set_permissions_boundary(spec.permissions_boundary.clone())
+                .set_permissions_boundary(docs.boundary.map(str::to_owned))
                 .assume_role_policy_document(trust)
-                .description("Lets VM Import/Export read disk images for imgpub")
+                .description(docs.description)
                 .send()
                 .await
                 .map_err(|e| aws(Op::IamCreateRole, format!("creating IAM role {name}"), e))?;
@@ -399,7 +460,9 @@ pub async fn apply_role(
         }
         RoleState::Present { arn, .. } => {
             if plan.trust_policy == Outcome::Repaired {
-                tracing::warn!("the trust policy of role {name} differs from what VM Import/Export needs; repairing it");
+                tracing::warn!(
+                    "the trust policy of role {name} differs from what it should be; repairing it"
+                );
                 iam.update_assume_role_policy()
                     .role_name(name)
                     .policy_document(trust)
@@ -413,9 +476,7 @@ pub async fn apply_role(
                         )
                     })?;
             }
-            if let (Some(Outcome::Repaired), Some(boundary)) =
-                (plan.boundary, &spec.permissions_boundary)
-            {
+            if let (Some(Outcome::Repaired), Some(boundary)) = (plan.boundary, docs.boundary) {
                 iam.put_role_permissions_boundary()
                     .role_name(name)
                     .permissions_boundary(boundary)
@@ -441,19 +502,19 @@ pub async fn apply_role(
     if plan.role_policy != Outcome::AlreadyFine {
         iam.put_role_policy()
             .role_name(name)
-            .policy_name(name)
-            .policy_document(plan.policy.to_string())
+            .policy_name(policy_name)
+            .policy_document(docs.policy.to_string())
             .send()
             .await
             .map_err(|e| {
                 aws(
                     Op::IamPutRolePolicy,
-                    format!("putting the inline policy {name} on IAM role {name}"),
+                    format!("putting the inline policy {policy_name} on IAM role {name}"),
                     e,
                 )
             })?;
         if plan.role_policy == Outcome::Repaired {
-            tracing::warn!("repaired the inline policy {name} of role {name}");
+            tracing::warn!("repaired the inline policy {policy_name} of role {name}");
         }
     }
     Ok(arn)

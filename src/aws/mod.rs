@@ -11,6 +11,7 @@ pub mod import;
 pub mod multipart;
 pub mod permissions;
 pub mod preflight;
+pub mod publisher;
 pub mod regions;
 pub mod s3;
 pub mod ssm;

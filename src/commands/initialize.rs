@@ -143,7 +143,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
         partition: identity.partition.clone(),
         permissions_boundary: opts.permissions_boundary.clone(),
     };
-    let role_state = iam::read_role(&c.iam, &opts.role_name).await?;
+    let role_state = iam::read_role(&c.iam, &opts.role_name, &opts.role_name).await?;
     let role = iam::plan_role(&spec, &role_state);
     let days = opts.abort_incomplete_days.filter(|d| *d > 0);
     let lifecycle_rules = match (days, bucket_outcome) {

@@ -11,6 +11,7 @@
 //! `MAY_CALL` in each module lists every operation the command can make, whatever the plan.
 
 pub mod copy_regions;
+pub mod create_publisher;
 pub mod delete_image;
 pub mod ensure_public;
 pub mod grant;

@@ -243,6 +243,12 @@ impl Scope {
                     },
                 )
             }),
+            // Only create-publisher (an admin's command, not in --for) touches these.
+            ResourceKind::User => vec![a.user("*")],
+            ResourceKind::ManagedPolicy => vec![a.managed_policy("imgpub-publisher-*")],
+            ResourceKind::OidcProvider => {
+                vec![a.oidc_provider(crate::aws::publisher::GITHUB_ISSUER)]
+            }
             ResourceKind::Any => vec!["*".to_string()],
         }
     }
@@ -336,6 +342,9 @@ fn statement_key(
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
+        (ResourceKind::User | ResourceKind::ManagedPolicy | ResourceKind::OidcProvider, ..) => {
+            (11, "PublisherIdentities")
+        }
         (ResourceKind::Any, ..) => (9, "ReadOnlyOrUnscopable"),
     }
 }

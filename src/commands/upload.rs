@@ -374,7 +374,7 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
         head_object(c, object).await?;
     }
     let role = &local.role_name;
-    match crate::aws::iam::read_role(&c.iam, role).await {
+    match crate::aws::iam::read_role(&c.iam, role, role).await {
         Ok(crate::aws::iam::RoleState::Absent) => Err(Error::Invalid(format!(
             "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}`"
         ))),
