@@ -698,8 +698,13 @@ impl From<&PolicyArgs> for PolicyOptions {
 }
 
 impl CreatePublisherArgs {
-    /// `external_id` is the global `--external-id`: here the role's, not one to assume with.
-    pub fn options(&self, external_id: Option<String>) -> PublisherOptions {
+    /// Without `--role-arn`, the global `--external-id` is the new role's (taken out of
+    /// `flags`), not one to assume a role with.
+    pub fn options(&self, flags: &mut AwsFlags) -> PublisherOptions {
+        let external_id = match flags.role_arn {
+            None => flags.external_id.take(),
+            Some(_) => None,
+        };
         PublisherOptions {
             role: self.role.clone(),
             user: self.user.clone(),

@@ -1,6 +1,6 @@
 //! The `imgpub` binary: parse flags, set up logging, build the clients, run one command's
 //! plan and apply from the library, print its JSON. Exit codes: 0 done, 1 failed, 2 bad
-//! usage or input (or a command not built yet), 130 interrupted.
+//! usage or input, 130 interrupted.
 
 mod cli;
 
@@ -68,18 +68,8 @@ fn init_logging(level: LogLevel) {
 
 /// Loads the configuration and runs the identity preflight every AWS command starts with.
 async fn connect(flags: &AwsFlags) -> Result<(AwsContext, Identity)> {
-    verified(config::load(&flags.settings()).await?).await
-}
-
-/// The identity preflight on a loaded configuration.
-async fn verified(ctx: AwsContext) -> Result<(AwsContext, Identity)> {
+    let ctx = config::load(&flags.settings()).await?;
     let identity = ctx.verify_identity().await?;
-    tracing::info!(
-        "using account {} as {} in {}",
-        identity.account,
-        identity.arn,
-        ctx.region
-    );
     Ok((ctx, identity))
 }
 
@@ -177,7 +167,7 @@ async fn run(cli: Cli) -> Result<()> {
             let templates = publish_ssm::templates(&args.parameters)?;
             let ctx = config::load(&flags.settings()).await?;
             let targets = select_images(args.images, &ctx.region).await?;
-            let (ctx, identity) = verified(ctx).await?;
+            let identity = ctx.verify_identity().await?;
             let plan = publish_ssm::plan(&ctx, &templates, targets, args.overwrite).await?;
             let fix = policy::fix_line(For::Ssm, None, None);
             let calls = publish_ssm::check(&plan);
@@ -187,13 +177,8 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| e.with_policy_hint(&fix))?;
         }
         AwsSubcommand::CreatePublisher(args) => {
-            // The global --external-id is the new role's here, not one to assume with.
             let mut flags = flags.clone();
-            let own = match flags.role_arn {
-                None => flags.external_id.take(),
-                Some(_) => None,
-            };
-            let opts = args.options(own);
+            let opts = args.options(&mut flags);
             create_publisher::validate(&opts)?;
             let (ctx, identity) = connect(&flags).await?;
             let c = Clients::new(&ctx);
@@ -211,9 +196,9 @@ async fn run(cli: Cli) -> Result<()> {
             policy::scope(&opts, None, None)?; // bad flags fail before any lookup
             let (caller, region) = policy::caller(&flags.settings(), &opts).await;
             let built = policy::build(&policy::scope(&opts, caller, region.as_deref())?);
-            for warning in policy::size_warnings(&built.document) {
-                tracing::warn!("{warning}");
-            }
+            policy::size_warnings(&built.document)
+                .iter()
+                .for_each(|w| tracing::warn!("{w}"));
             match args.format {
                 cli::PolicyFormat::Json => println!("{:#}", built.document),
                 cli::PolicyFormat::Table => print!("{}", policy::table(&built.rows)),
@@ -253,7 +238,7 @@ async fn change_permissions(
     grant::sharing(&opts)?;
     let ctx = config::load(&flags.settings()).await?;
     let targets = select_images(args.images, &ctx.region).await?;
-    let (ctx, identity) = verified(ctx).await?;
+    let identity = ctx.verify_identity().await?;
     let plan = grant::plan(&ctx, &opts, targets).await?;
     let fix = policy::fix_line(For::Grant, None, None);
     let calls = grant::check(&plan);

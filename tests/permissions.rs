@@ -886,3 +886,44 @@ async fn create_publisher_trusts_github_actions_of_one_repository() {
     assert_eq!(bad.code, 2);
     assert_eq!(standin.counts()["iam.CreateRole"], 1);
 }
+
+#[tokio::test]
+async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "os-9", &[]).await;
+    let document = policy(&standin, &["--for", "grant"]);
+    enforce_iam(&standin);
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let grant = |keys: &(String, String), extra: &[&str]| {
+        signed_by(standin.imgpub(), keys)
+            .args(["aws", "grant", "--region", REGION, "--image", &ami])
+            .args(["--user", SHARE_WITH])
+            .args(extra)
+            .run()
+    };
+
+    // No simulation and no ModifyImageAttribute: DryRun finds it before the change.
+    let without_both = without_statement(&without_statement(&document, "Preflight"), "Images");
+    let keys = user_with(&standin, "no-sim-no-images", &without_both).await;
+    let run = grant(&keys, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(err.contains("ec2:ModifyImageAttribute"), "{err}");
+    assert!(common::launch_permissions(&ec2, &ami).await.is_empty());
+    assert_eq!(count(&standin.counts(), "ec2.ModifyImageAttribute"), 0);
+
+    // No simulation only: DryRun allows every call grant makes, so nothing is unchecked
+    // and the run goes on; require accepts that too.
+    let keys = user_with(
+        &standin,
+        "no-sim",
+        &without_statement(&document, "Preflight"),
+    )
+    .await;
+    let run = grant(&keys, &["--preflight", "require"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        common::launch_permissions(&ec2, &ami).await,
+        [format!("user:{SHARE_WITH}")]
+    );
+}

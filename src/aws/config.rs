@@ -378,8 +378,10 @@ impl AwsContext {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| partition_for_region(&self.region))
             .to_string();
+        let account = out.account().ok_or_else(|| missing("Account"))?.to_string();
+        tracing::info!("using account {account} as {arn} in {}", self.region);
         Ok(Identity {
-            account: out.account().ok_or_else(|| missing("Account"))?.to_string(),
+            account,
             arn,
             partition,
         })

@@ -450,7 +450,11 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         calls.push(call(Op::Ec2DescribeImportSnapshotTasks, vec![]));
         calls.push(call(
             Op::Ec2ImportSnapshot,
-            vec![Resource::Role(local.role_name.clone()), snapshot.clone()],
+            vec![
+                Resource::Role(local.role_name.clone()),
+                snapshot.clone(),
+                object.clone(),
+            ],
         ));
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
     }

@@ -24,7 +24,8 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
   @cloud-copilot/iam-simulate (iam-eval/) on real ARNs and context keys, with AWS's error
   shapes; IAM SimulatePrincipalPolicy answers from the same evaluator.
 * Control endpoints under /_standin/ (JSON):
-    GET  /_standin/requests          counts of requests per "service.Action"
+    GET  /_standin/requests          counts of requests per "service.Action" (EC2 DryRun
+                                     requests as "ec2.Action:DryRun")
     GET  /_standin/payloads          per S3 "Action": how its payloads were signed
                                      ({"signed", "UNSIGNED-PAYLOAD", ...}) and how
                                      many carried x-amz-checksum-crc32c ("crc32c")
@@ -1203,8 +1204,10 @@ class StandinApp:
         if body is not None:
             environ["wsgi.input"] = io.BytesIO(body)
         fault = None
+        # A DryRun changes nothing: counted apart, so counts of an action are real calls.
+        dry = service == "ec2" and body is not None and b"DryRun=true" in body
         with self.lock:
-            key = f"{service}.{action}"
+            key = f"{service}.{action}" + (":DryRun" if dry else "")
             self.counts[key] = self.counts.get(key, 0) + 1
             if service == "s3":
                 # How the client protected the payload: a SHA-256 in the signature, or not.
@@ -1255,7 +1258,7 @@ class StandinApp:
         """With enforce_iam: a denied request's error, or SimulatePrincipalPolicy's answer;
         None lets the request through to moto."""
         simulate = service == "iam" and action == "SimulatePrincipalPolicy"
-        if not (SETTINGS["enforce_iam"] or simulate):
+        if not (SETTINGS["enforce_iam"] or simulate or service == "ec2"):
             return None
         if body is None and (
             service == "ssm" or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")
@@ -1286,6 +1289,13 @@ class StandinApp:
                 if decision != "Allowed":
                     fault = denial(service, identity, needed, resource)
                     return self._error(environ, start_response, service, fault)
+        if service == "ec2" and (form.get("DryRun") or [""])[0].lower() == "true":
+            # Authorized: EC2 answers that the request would have succeeded, whatever moto
+            # implements of DryRun for that action.
+            return self._error(environ, start_response, service, Fault({
+                "status": 412, "code": "DryRunOperation",
+                "message": "Request would have succeeded, but DryRun flag is set.",
+            }))
         if simulate:
             status, xml = simulate_principal_policy(form)
             start_response(status, [("Content-Type", "text/xml"),
@@ -1362,7 +1372,8 @@ class StandinApp:
     @staticmethod
     def _error(environ: dict, start_response: Any, service: str, fault: Fault) -> list[bytes]:
         reason = {500: "Internal Server Error", 503: "Service Unavailable", 400: "Bad Request",
-                  403: "Forbidden", 429: "Too Many Requests"}.get(fault.status, "Error")
+                  403: "Forbidden", 412: "Precondition Failed",
+                  429: "Too Many Requests"}.get(fault.status, "Error")
         if service == "ec2":
             body = (
                 f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'

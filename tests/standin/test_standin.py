@@ -596,3 +596,22 @@ def test_an_import_reads_the_object_as_the_role(enforcing, images):
     assert results["granted"][0] == "completed"
     assert results["other"][0] == "deleted"
     assert "Access Denied" in results["other"][1] and "s3:" in results["other"][1]
+
+
+def test_dry_run_answers_for_the_caller(enforcing):
+    snap = admin_snapshot(enforcing)
+    as_user, _ = user_with_policy(enforcing, "dry", [
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": f"arn:aws:ec2:us-east-1::snapshot/{snap}"},
+    ])
+    ec2 = as_user("ec2")
+    with pytest.raises(ClientError) as err:
+        ec2.create_tags(Resources=[snap], Tags=[{"Key": "a", "Value": "b"}], DryRun=True)
+    assert err.value.response["Error"]["Code"] == "DryRunOperation"
+    with pytest.raises(ClientError) as err:
+        ec2.delete_snapshot(SnapshotId=snap, DryRun=True)
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    # Nothing was tagged or deleted, and the dry runs are counted apart.
+    snapshot = client(enforcing, "ec2").describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert not snapshot.get("Tags")
+    counts = control(enforcing, "/_standin/requests")
+    assert counts.get("ec2.CreateTags:DryRun", 0) >= 1
