@@ -357,17 +357,7 @@ async fn admin_user(standin: &Standin, name: &str) -> (String, String) {
         .send()
         .await
         .unwrap();
-    let key = iam
-        .create_access_key()
-        .user_name(name)
-        .send()
-        .await
-        .unwrap();
-    let key = key.access_key().unwrap();
-    (
-        key.access_key_id().to_string(),
-        key.secret_access_key().to_string(),
-    )
+    common::access_key(&iam, name).await
 }
 
 #[tokio::test]

@@ -14,6 +14,35 @@ use serde_json::{json, Value};
 const REGION: &str = "us-east-1";
 const SHARE_WITH: &str = "111122223333";
 
+/// The flags of the upload policy the publishers in these tests hold.
+const UPLOAD_POLICY: &[&str] = &[
+    "--for",
+    "upload",
+    "--bucket",
+    "images/ci",
+    "--public",
+    "--share-with",
+    SHARE_WITH,
+];
+
+/// A stand-in with the bucket `images` and the vmimport role, made by `initialize`.
+fn initialized() -> Standin {
+    let standin = Standin::start();
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .run()
+        .json();
+    standin
+}
+
 fn enforce_iam(standin: &Standin) {
     standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
 }
@@ -46,17 +75,7 @@ async fn user_with(standin: &Standin, name: &str, document: &Value) -> (String, 
         .send()
         .await
         .unwrap();
-    let key = iam
-        .create_access_key()
-        .user_name(name)
-        .send()
-        .await
-        .unwrap();
-    let key = key.access_key().unwrap();
-    (
-        key.access_key_id().to_string(),
-        key.secret_access_key().to_string(),
-    )
+    common::access_key(&iam, name).await
 }
 
 fn signed_by(cmd: Imgpub, (key, secret): &(String, String)) -> Imgpub {
@@ -181,33 +200,8 @@ fn policy_needs_no_credentials_and_follows_the_partition() {
 
 #[tokio::test]
 async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_statement() {
-    let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
-    let document = policy(
-        &standin,
-        &[
-            "--for",
-            "upload",
-            "--bucket",
-            "images/ci",
-            "--regions",
-            REGION,
-            "--public",
-            "--share-with",
-            SHARE_WITH,
-        ],
-    );
+    let standin = initialized();
+    let document = policy(&standin, &[UPLOAD_POLICY, &["--regions", REGION]].concat());
     enforce_iam(&standin);
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 7);
@@ -299,31 +293,8 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
 
 #[tokio::test]
 async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused() {
-    let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
-    let document = policy(
-        &standin,
-        &[
-            "--for",
-            "upload",
-            "--bucket",
-            "images/ci",
-            "--public",
-            "--share-with",
-            SHARE_WITH,
-        ],
-    );
+    let standin = initialized();
+    let document = policy(&standin, UPLOAD_POLICY);
     let iam = standin.iam();
     let trust = json!({
         "Version": "2012-10-17",
@@ -403,19 +374,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
 
 #[tokio::test]
 async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
-    let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
+    let standin = initialized();
     // What coreos-assembler's buildextend-aws doc has one attach to the bot account: the
     // vmimport role's policy.
     let cosa = json!({"Version": "2012-10-17", "Statement": [
@@ -486,33 +445,18 @@ fn create_publisher(standin: &Standin, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
-    let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
+    let standin = initialized();
     let flags = [
-        "--role",
-        "ci-publisher",
-        "--trust-account",
-        ACCOUNT,
-        "--generate-external-id",
-        "--for",
-        "upload",
-        "--bucket",
-        "images/ci",
-        "--public",
-        "--share-with",
-        SHARE_WITH,
-    ];
+        &[
+            "--role",
+            "ci-publisher",
+            "--trust-account",
+            ACCOUNT,
+            "--generate-external-id",
+        ],
+        UPLOAD_POLICY,
+    ]
+    .concat();
     let out = create_publisher(&standin, &flags);
     let arn = out["role_arn"].as_str().unwrap().to_string();
     let external_id = out["external_id"].as_str().unwrap().to_string();
@@ -533,18 +477,7 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
         .await
         .unwrap();
     let held = imgpub::aws::iam::parse_policy(held.policy_document()).unwrap();
-    let printed = policy(
-        &standin,
-        &[
-            "--for",
-            "upload",
-            "--bucket",
-            "images/ci",
-            "--public",
-            "--share-with",
-            SHARE_WITH,
-        ],
-    );
+    let printed = policy(&standin, UPLOAD_POLICY);
     assert_eq!(held, printed);
 
     // A rerun keeps the External ID CI already has and changes nothing.

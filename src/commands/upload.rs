@@ -432,18 +432,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     if let (SnapshotStep::Import, Some(object)) = (&plan.snapshot, &object) {
         if let Source::File { object: o, .. } = &local.source {
-            let bucket = Resource::Bucket(o.bucket.clone());
-            calls.push(call(Op::S3HeadObject, vec![object.clone(), bucket.clone()]));
-            calls.push(call(Op::S3ListMultipartUploads, vec![bucket]));
-            for op in [
-                Op::S3ListParts,
-                Op::S3CreateMultipartUpload,
-                Op::S3UploadPart,
-                Op::S3CompleteMultipartUpload,
-                Op::S3AbortMultipartUpload,
-            ] {
-                calls.push(call(op, vec![object.clone()]));
-            }
+            calls.extend(crate::commands::upload_object::check(region, o));
         } else {
             calls.push(call(Op::S3HeadObject, vec![object.clone()]));
         }

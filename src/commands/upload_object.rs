@@ -38,7 +38,8 @@ pub fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
     })
 }
 
-/// The calls [`apply`] may make.
+/// The calls [`apply`] may make (also `upload`'s, for its image): the look for a matching
+/// object, the resume, the upload, the abort.
 pub fn check(region: &str, object: &S3Object) -> Vec<Call> {
     let o = Resource::Object {
         bucket: object.bucket.clone(),

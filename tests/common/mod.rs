@@ -537,3 +537,18 @@ pub async fn make_public(standin: &Standin, region: &str, ami: &str) {
         .await
         .unwrap();
 }
+
+/// A new access key of IAM user `name`: (id, secret).
+pub async fn access_key(iam: &aws_sdk_iam::Client, name: &str) -> (String, String) {
+    let out = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap();
+    let key = out.access_key().unwrap();
+    (
+        key.access_key_id().to_string(),
+        key.secret_access_key().to_string(),
+    )
+}
