@@ -2,7 +2,8 @@
 //! asked about exactly the calls the plan will make (the check step's output), for the
 //! caller's own user or role, with the real ARNs where the plan knows them and the context
 //! keys the requests will carry. What is denied is named in one error, and nothing is
-//! created.
+//! created. A caller that may not simulate its own policies still gets EC2's DryRun answer
+//! for the calls EC2 can take that way.
 
 use std::collections::BTreeMap;
 
@@ -269,10 +270,10 @@ pub async fn run(
     mode: PreflightMode,
     fix: &str,
 ) -> Result<()> {
-    let iam = &ctx.iam();
     if mode == PreflightMode::Off || calls.is_empty() {
         return Ok(());
     }
+    let iam = &ctx.iam();
     let arns = Arns {
         partition: identity.partition.clone(),
         account: Some(identity.account.clone()),
