@@ -510,31 +510,27 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
 }
 
 #[tokio::test]
-async fn create_publisher_makes_a_user_whose_key_file_publishes_each_command() {
+async fn create_publisher_makes_a_user_whose_key_is_only_in_a_private_file() {
     let standin = Standin::start();
-    let (ami, snap) = common::api_image(&standin, REGION, "os-7", &[("stream", "stable")]).await;
-    common::make_public(&standin, REGION, &ami).await;
+    let (ami, _) = common::api_image(&standin, REGION, "os-7", &[("stream", "stable")]).await;
     let dir = TempDir::new();
     let key_file = dir.path().join("publisher.credentials");
-    let out = standin
-        .imgpub()
-        .args([
-            "aws",
-            "create-publisher",
-            "--region",
-            REGION,
-            "--user",
-            "ci",
-        ])
-        .arg_path("--key-file", &key_file)
-        .args([
-            "--for",
-            "grant,copy,ssm,delete",
-            "--ssm-prefix",
-            "/os/",
-            "--public",
-        ])
-        .run();
+    let make = || {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "create-publisher",
+                "--region",
+                REGION,
+                "--user",
+                "ci",
+            ])
+            .arg_path("--key-file", &key_file)
+            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+            .run()
+    };
+    let out = make();
     let text = std::fs::read_to_string(&key_file).unwrap();
     let secret = text
         .lines()
@@ -558,26 +554,7 @@ async fn create_publisher_makes_a_user_whose_key_file_publishes_each_command() {
         json!(["user", "policy", "attachment", "access-key"])
     );
     // A rerun makes no second key (and so needs no new file).
-    let again = standin
-        .imgpub()
-        .args([
-            "aws",
-            "create-publisher",
-            "--region",
-            REGION,
-            "--user",
-            "ci",
-        ])
-        .arg_path("--key-file", &key_file)
-        .args([
-            "--for",
-            "grant,copy,ssm,delete",
-            "--ssm-prefix",
-            "/os/",
-            "--public",
-        ])
-        .run()
-        .json();
+    let again = make().json();
     assert_eq!(again["changed"], json!([]));
 
     enforce_iam(&standin);
@@ -588,32 +565,6 @@ async fn create_publisher_makes_a_user_whose_key_file_publishes_each_command() {
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .secret(&secret)
     };
-    let grant = as_ci()
-        .args(["aws", "grant", "--region", REGION, "--image", &ami])
-        .args(["--user", SHARE_WITH, "--snapshot"])
-        .arg_path("--credentials-file", &key_file)
-        .run();
-    assert_eq!(grant.code, 0, "{}", grant.stderr);
-    assert!(
-        grant.stderr.contains("permission preflight: all"),
-        "{}",
-        grant.stderr
-    );
-    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
-    assert!(common::launch_permissions(&ec2, &ami)
-        .await
-        .contains(&format!("user:{SHARE_WITH}")));
-
-    // The source is public, so its copies are made public too: the policy says --public
-    // (without it the preflight names ec2:ModifySnapshotAttribute in each region).
-    let copies = as_ci()
-        .args(["aws", "copy-regions", "--region", REGION, "--image", &ami])
-        .args(["us-west-2", "eu-west-1"])
-        .arg_path("--credentials-file", &key_file)
-        .run();
-    assert_eq!(copies.code, 0, "{}", copies.stderr);
-    assert_eq!(copies.stdout.lines().count(), 2, "{}", copies.stdout);
-
     let ssm = as_ci()
         .args(["aws", "publish-ssm", "--region", REGION, "--image", &ami])
         .args(["--parameter", "/os/{tag:stream}/latest"])
@@ -634,14 +585,6 @@ async fn create_publisher_makes_a_user_whose_key_file_publishes_each_command() {
         "{}",
         outside.stderr
     );
-
-    let deleted = as_ci()
-        .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
-        .args(["--snapshot", "detectFromAMI"])
-        .arg_path("--credentials-file", &key_file)
-        .run()
-        .json();
-    assert_eq!(deleted, json!({"image": ami, "snapshot": snap}));
 }
 
 #[tokio::test]
@@ -859,4 +802,187 @@ async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
         common::launch_permissions(&ec2, &ami).await,
         [format!("user:{SHARE_WITH}")]
     );
+}
+
+/// How a publisher made by `create-publisher` signs in: the flags after the command.
+enum Publisher {
+    Role {
+        arn: String,
+        external_id: String,
+    },
+    User {
+        key_file: std::path::PathBuf,
+        secret: String,
+    },
+}
+
+impl Publisher {
+    /// `create-publisher` in `mode` (`role` or `user`) named `name`, for `policy_flags`.
+    fn create(
+        standin: &Standin,
+        dir: &Path,
+        mode: &str,
+        name: &str,
+        policy_flags: &[&str],
+    ) -> Publisher {
+        if mode == "role" {
+            let args = [
+                &[
+                    "--role",
+                    name,
+                    "--trust-account",
+                    ACCOUNT,
+                    "--generate-external-id",
+                ],
+                policy_flags,
+            ]
+            .concat();
+            let out = create_publisher(standin, &args);
+            return Publisher::Role {
+                arn: out["role_arn"].as_str().unwrap().to_string(),
+                external_id: out["external_id"].as_str().unwrap().to_string(),
+            };
+        }
+        let key_file = dir.join(format!("{name}.credentials"));
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "create-publisher",
+                "--region",
+                REGION,
+                "--user",
+                name,
+            ])
+            .arg_path("--key-file", &key_file)
+            .args(policy_flags)
+            .run()
+            .json();
+        let text = std::fs::read_to_string(&key_file).unwrap();
+        let secret = text
+            .lines()
+            .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+            .unwrap()
+            .to_string();
+        Publisher::User { key_file, secret }
+    }
+
+    /// Runs imgpub with `args` as this publisher (and only its credentials).
+    fn run(&self, standin: &Standin, args: &[&str]) -> Run {
+        let cmd = standin.imgpub().args(args).args(["--region", REGION]);
+        match self {
+            Publisher::Role { arn, external_id } => cmd
+                .args(["--role-arn", arn, "--external-id", external_id])
+                .run(),
+            Publisher::User { key_file, secret } => cmd
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .arg_path("--credentials-file", key_file)
+                .secret(secret)
+                .run(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_policy() {
+    let standin = initialized();
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 17);
+    for mode in ["role", "user"] {
+        let who = |cmd: &str, flags: &[&str]| {
+            Publisher::create(&standin, dir.path(), mode, &format!("{mode}-{cmd}"), flags)
+        };
+        // upload, public and shared.
+        let publisher = who("upload", UPLOAD_POLICY);
+        let name = format!("{mode}-os");
+        let run = publisher.run(
+            &standin,
+            &[
+                "aws",
+                "upload",
+                "--bucket",
+                "s3://images/ci",
+                "--name",
+                &name,
+                "--file",
+                file.to_str().unwrap(),
+                "--public",
+                "--grant-user",
+                SHARE_WITH,
+                "--grant-user-snapshot",
+                SHARE_WITH,
+            ],
+        );
+        let ami = run.json()["HVM"].as_str().unwrap().to_string();
+        assert!(
+            run.stderr.contains("permission preflight: all"),
+            "{}",
+            run.stderr
+        );
+
+        // grant (the AMI is public, its snapshot shared: --public for the policy).
+        let publisher = who("grant", &["--for", "grant", "--public"]);
+        let run = publisher.run(
+            &standin,
+            &[
+                "aws",
+                "grant",
+                "--image",
+                &ami,
+                "--user",
+                "444455556666",
+                "--snapshot",
+            ],
+        );
+        assert_eq!(run.code, 0, "{mode} grant: {}", run.stderr);
+
+        // copy-regions to two regions.
+        let publisher = who("copy", &["--for", "copy", "--public"]);
+        let run = publisher.run(
+            &standin,
+            &[
+                "aws",
+                "copy-regions",
+                "--image",
+                &ami,
+                "us-west-2",
+                "eu-west-1",
+            ],
+        );
+        assert_eq!(run.code, 0, "{mode} copy: {}", run.stderr);
+        assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+
+        // publish-ssm under its prefix.
+        let publisher = who("ssm", &["--for", "ssm", "--ssm-prefix", "/os/"]);
+        let parameter = format!("/os/{mode}/latest");
+        let run = publisher.run(
+            &standin,
+            &[
+                "aws",
+                "publish-ssm",
+                "--image",
+                &ami,
+                "--parameter",
+                &parameter,
+            ],
+        );
+        assert_eq!(run.code, 0, "{mode} ssm: {}", run.stderr);
+
+        // delete-image, AMI and snapshot.
+        let publisher = who("delete", &["--for", "delete"]);
+        let run = publisher.run(
+            &standin,
+            &[
+                "aws",
+                "delete-image",
+                "--ami",
+                &ami,
+                "--snapshot",
+                "detectFromAMI",
+            ],
+        );
+        assert_eq!(run.json()["image"], ami.as_str(), "{mode} delete");
+    }
 }
