@@ -619,6 +619,28 @@ mod tests {
     }
 
     #[test]
+    fn a_document_too_long_for_a_user_says_where_it_fits() {
+        let many: Vec<String> = (0..120)
+            .map(|i| format!("{:012}", 100_000_000_000u64 + i))
+            .collect();
+        let o = PolicyOptions {
+            share_with: many,
+            ..opts(&[For::Upload])
+        };
+        let policy = build(&scope(&o, None, None).unwrap());
+        let n = size(&policy.document);
+        assert!(n > 2_048 && n < 6_144, "{n}");
+        let warnings = size_warnings(&policy.document);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("over the 2048 of a user's inline policy")
+                && warnings[0].contains("customer-managed policy (6,144)"),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
     fn every_command_gets_a_valid_policy_within_the_managed_limit() {
         let all = [
             For::Upload,
