@@ -534,6 +534,23 @@ async fn assume_role_with_external_id() {
     assert!(run.stderr.contains("--role-arn"), "{}", run.stderr);
 }
 
+/// The days after which imgpub's lifecycle rule aborts incomplete uploads in `bucket`.
+async fn abort_rule(standin: &Standin, bucket: &str) -> Option<i32> {
+    let rules = standin
+        .s3("us-east-1")
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    let rule = rules
+        .rules()
+        .iter()
+        .find(|r| r.id() == Some("imgpub-abort-incomplete-uploads"))?;
+    rule.abort_incomplete_multipart_upload()
+        .and_then(|a| a.days_after_initiation())
+}
+
 /// Imports read the image as the role: with the stand-in enforcing IAM, an import succeeds
 /// only when the role's policy grants that bucket.
 #[tokio::test]
@@ -616,20 +633,7 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
     assert!(after.to_string().contains("images-euw1"), "{after}");
 
     // The bucket aborts incomplete uploads after 7 days; 0 leaves the lifecycle alone.
-    let rules = standin
-        .s3("us-east-1")
-        .get_bucket_lifecycle_configuration()
-        .bucket("images-use1")
-        .send()
-        .await
-        .unwrap();
-    let rule = &rules.rules()[0];
-    assert_eq!(rule.id(), Some("imgpub-abort-incomplete-uploads"));
-    assert_eq!(
-        rule.abort_incomplete_multipart_upload()
-            .and_then(|a| a.days_after_initiation()),
-        Some(7)
-    );
+    assert_eq!(abort_rule(&standin, "images-use1").await, Some(7));
     let run = standin
         .imgpub()
         .args([
@@ -651,17 +655,5 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
     assert_eq!(calls.len(), 1, "{}", run.stdout);
     assert_eq!(calls[0]["op"], "S3PutBucketLifecycleConfiguration");
     // The dry run changed nothing.
-    let rules = standin
-        .s3("us-east-1")
-        .get_bucket_lifecycle_configuration()
-        .bucket("images-use1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        rules.rules()[0]
-            .abort_incomplete_multipart_upload()
-            .and_then(|a| a.days_after_initiation()),
-        Some(7)
-    );
+    assert_eq!(abort_rule(&standin, "images-use1").await, Some(7));
 }

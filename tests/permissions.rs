@@ -119,6 +119,21 @@ fn without_statement(document: &Value, sid: &str) -> Value {
     doc
 }
 
+/// The run's error names at least one action of `statement` (the one left out).
+fn assert_names_an_action(run: &Run, statement: &Value, what: &str) {
+    let err = run.error_line();
+    let actions: Vec<&str> = statement["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        actions.iter().any(|a| err.contains(a)),
+        "{what}: the error names none of {actions:?}: {err}"
+    );
+}
+
 fn count(counts: &Value, key: &str) -> u64 {
     counts[key].as_u64().unwrap_or(0)
 }
@@ -243,17 +258,7 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
         let name = format!("os-without-{i}");
         let run = upload(signed_by(standin.imgpub(), &keys), &file, &name);
         assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
-        let err = run.error_line();
-        let actions: Vec<&str> = statement["Action"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        assert!(
-            actions.iter().any(|a| err.contains(a)),
-            "without {sid} the error names none of {actions:?}: {err}"
-        );
+        assert_names_an_action(&run, statement, &format!("without {sid}"));
         assert_nothing_changed(&standin, sid);
         assert_eq!(ami_named(&standin, &name).await, None, "without {sid}");
     }
@@ -669,17 +674,7 @@ async fn every_statement_of_each_commands_policy_is_needed() {
                 .args(["--region", REGION])
                 .run();
             assert_eq!(run.code, 1, "{command} without {sid}: {}", run.stderr);
-            let err = run.error_line();
-            let actions: Vec<&str> = statement["Action"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            assert!(
-                actions.iter().any(|a| err.contains(a)),
-                "{command} without {sid}: the error names none of {actions:?}: {err}"
-            );
+            assert_names_an_action(&run, statement, &format!("{command} without {sid}"));
             let counts = standin.counts();
             for action in mutating {
                 assert_eq!(

@@ -42,22 +42,21 @@ pub async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Princi
     let resource = arn.splitn(6, ':').nth(5).unwrap_or("");
     if let Some(rest) = resource.strip_prefix("assumed-role/") {
         let name = rest.split('/').next().unwrap_or(rest);
-        return match iam.get_role().role_name(name).send().await {
-            Ok(out) => match out.role() {
-                Some(role) => Principal::Simulable(role.arn().to_string()),
-                None => Principal::Simulable(format!(
-                    "arn:{}:iam::{}:role/{name}",
-                    identity.partition, identity.account
-                )),
-            },
+        let without_path = || {
+            format!(
+                "arn:{}:iam::{}:role/{name}",
+                identity.partition, identity.account
+            )
+        };
+        return Principal::Simulable(match iam.get_role().role_name(name).send().await {
+            Ok(out) => out
+                .role()
+                .map_or_else(without_path, |r| r.arn().to_string()),
             Err(e) => {
                 tracing::debug!("{}", aws(Op::IamGetRole, format!("reading role {name}"), e));
-                Principal::Simulable(format!(
-                    "arn:{}:iam::{}:role/{name}",
-                    identity.partition, identity.account
-                ))
+                without_path()
             }
-        };
+        });
     }
     let service = arn.split(':').nth(2).unwrap_or("");
     if service == "iam" && (resource.starts_with("user/") || resource.starts_with("role/")) {

@@ -258,7 +258,7 @@ impl Scope {
 /// condition on actions that take only `*`; the sharing conditions on snapshots.
 pub fn build(scope: &Scope) -> Policy {
     // (statement key) → actions; the key orders the statements.
-    let mut statements: BTreeMap<(u8, &'static str), Statement> = BTreeMap::new();
+    let mut statements: BTreeMap<(u8, &'static str, ResourceKind), Statement> = BTreeMap::new();
     let mut rows: Vec<Row> = vec![];
     let mut seen = std::collections::BTreeSet::new();
     for command in &scope.commands {
@@ -300,8 +300,7 @@ pub fn build(scope: &Scope) -> Policy {
         }
     }
     let mut out = vec![];
-    for ((_, sid), st) in statements {
-        let kind = kind_of_sid(sid);
+    for ((_, sid, kind), st) in statements {
         let mut actions = st.actions;
         actions.sort();
         let mut statement = json!({
@@ -322,14 +321,14 @@ pub fn build(scope: &Scope) -> Policy {
     }
 }
 
-/// Statements by resource kind; sharing a snapshot and tagging on create get their own,
-/// because they carry conditions.
+/// Statements by resource kind (order, Sid, the kind its resources are of); sharing a
+/// snapshot and tagging on create get their own, because they carry conditions.
 fn statement_key(
     kind: ResourceKind,
     action: &str,
     create_action: Option<&str>,
-) -> (u8, &'static str) {
-    match (kind, action, create_action) {
+) -> (u8, &'static str, ResourceKind) {
+    let (order, sid) = match (kind, action, create_action) {
         // Optional (the run goes on without it, saying what it could not check): its own
         // statement, so it can be left out.
         (_, "iam:SimulatePrincipalPolicy", _) => (10, "Preflight"),
@@ -342,24 +341,12 @@ fn statement_key(
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
-        (ResourceKind::User | ResourceKind::ManagedPolicy | ResourceKind::OidcProvider, ..) => {
-            (11, "PublisherIdentities")
-        }
+        (ResourceKind::User, ..) => (11, "PublisherUsers"),
+        (ResourceKind::ManagedPolicy, ..) => (12, "PublisherPolicies"),
+        (ResourceKind::OidcProvider, ..) => (13, "OidcProvider"),
         (ResourceKind::Any, ..) => (9, "ReadOnlyOrUnscopable"),
-    }
-}
-
-fn kind_of_sid(sid: &str) -> ResourceKind {
-    match sid {
-        "ImageBucket" => ResourceKind::Bucket,
-        "ImageObjects" => ResourceKind::Object,
-        "ImportTasks" => ResourceKind::ImportSnapshotTask,
-        "Images" | "TagImagesOnRegister" => ResourceKind::Image,
-        "Snapshots" | "ShareSnapshots" => ResourceKind::Snapshot,
-        "Parameters" => ResourceKind::Parameter,
-        "ImportRole" => ResourceKind::Role,
-        _ => ResourceKind::Any,
-    }
+    };
+    (order, sid, kind)
 }
 
 fn condition(scope: &Scope, sid: &str) -> Option<Value> {
