@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgpub::aws::ami::{Arch, BootMode, Change, TpmSupport, VolumeType};
-use imgpub::aws::config::AwsSettings;
+use imgpub::aws::config::{AwsSettings, Secret};
 use imgpub::aws::preflight::PreflightMode;
 use imgpub::commands::copy_regions::CopyOptions;
 use imgpub::commands::create_publisher::PublisherOptions;
 use imgpub::commands::delete_image::DeleteOptions;
 use imgpub::commands::ensure_public::EnsurePublicOptions;
+use imgpub::commands::gc::GcOptions;
 use imgpub::commands::grant::GrantOptions;
 use imgpub::commands::initialize::InitializeOptions;
 use imgpub::commands::policy::{For, PolicyOptions};
@@ -28,15 +29,25 @@ use imgpub::image::ObjectFormat;
 )]
 pub struct Cli {
     /// Log level: CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG or TRACE (any case).
-    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    #[arg(help_heading = "Logging options", long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<LogLevel>,
 
     /// Verbose logging (same as --log-level INFO).
-    #[arg(short = 'v', long = "verbose", global = true)]
+    #[arg(
+        help_heading = "Logging options",
+        short = 'v',
+        long = "verbose",
+        global = true
+    )]
     pub verbose: bool,
 
     /// Debug logging (same as --log-level DEBUG).
-    #[arg(short = 'd', long = "debug", global = true)]
+    #[arg(
+        help_heading = "Logging options",
+        short = 'd',
+        long = "debug",
+        global = true
+    )]
     pub debug: bool,
 
     #[command(subcommand)]
@@ -44,6 +55,27 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The command line as ore's (cobra's) reads it: every on/off flag also takes a value,
+    /// `--public=true`, `--force=false`, `--all=0` (with `=`, as cobra: `--public false`
+    /// stays a flag and a stray word).
+    pub fn command_ore() -> clap::Command {
+        ore_bools(<Cli as clap::CommandFactory>::command())
+    }
+
+    /// Parses the process's arguments; a usage error exits 2 with clap's message.
+    pub fn parse_ore() -> Cli {
+        Cli::try_parse_ore(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_ore<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command_ore().try_get_matches_from(argv)?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
     /// The effective level: an explicit `--log-level` wins over `-d`, which wins over `-v`.
     pub fn effective_log_level(&self) -> LogLevel {
         match (self.log_level, self.debug, self.verbose) {
@@ -65,6 +97,32 @@ pub enum LogLevel {
     Info,
     Debug,
     Trace,
+}
+
+/// Every `SetTrue` flag of `cmd` and its subcommands, made to take an optional `=BOOL`.
+fn ore_bools(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| match arg.get_action() {
+        clap::ArgAction::SetTrue => arg
+            .action(clap::ArgAction::Set)
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+            .default_value("false")
+            .hide_default_value(true)
+            .value_name("BOOL")
+            .value_parser(parse_bool),
+        _ => arg,
+    })
+    .mut_subcommands(ore_bools)
+}
+
+/// The spellings Go's `strconv.ParseBool` (so cobra, so ore) accepts.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean; use true or false")),
+    }
 }
 
 fn parse_log_level(s: &str) -> Result<LogLevel, String> {
@@ -99,8 +157,10 @@ pub struct AwsCommand {
     pub command: AwsSubcommand,
 }
 
-/// Flags every AWS command takes; one loader turns them into an SDK config.
+/// Flags every AWS command takes; one loader turns them into an SDK config. Under their own
+/// heading, after the command's own flags, in every `--help`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "AWS options")]
 pub struct AwsFlags {
     /// AWS region (default: $AWS_REGION, then the profile's region).
     #[arg(long, global = true, value_name = "REGION")]
@@ -114,8 +174,18 @@ pub struct AwsFlags {
     #[arg(long, global = true, value_name = "PATH")]
     pub credentials_file: Option<PathBuf>,
 
-    /// Send every AWS request to this endpoint (a local stand-in, a VPC endpoint, …).
-    #[arg(long, global = true, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    /// An access key id to use for this run (with --secret-key), instead of any other source;
+    /// prefer --credentials-file: arguments show in `ps`.
+    #[arg(long, global = true, value_name = "KEY_ID")]
+    pub access_id: Option<String>,
+
+    /// The secret of --access-id. Never printed.
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub secret_key: Option<String>,
+
+    /// Send every AWS request to this endpoint (a local stand-in, a VPC endpoint, …);
+    /// default: $AWS_ENDPOINT_URL.
+    #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
     /// Assume this IAM role on top of the loaded credentials.
@@ -141,34 +211,79 @@ pub struct AwsFlags {
 #[derive(Debug, Subcommand)]
 pub enum AwsSubcommand {
     /// Prepare an account: the image bucket and the `vmimport` service role.
+    #[command(
+        after_help = "Example:\n  imgpub aws initialize --region us-east-1 --bucket my-images"
+    )]
     Initialize(InitializeArgs),
     /// Publish a disk image as an AMI: upload, import snapshot, register, share.
+    #[command(
+        after_help = "Example:\n  imgpub aws upload --region us-east-1 --bucket s3://my-images/ci --file os.vmdk \\\n    --name os-1.2.3 --tags stream=stable --grant-user 111122223333"
+    )]
     Upload(Box<UploadArgs>),
     /// Import a snapshot from a local file or an existing S3 object; prints the snapshot id.
+    #[command(
+        after_help = "Example:\n  imgpub aws import-snapshot --region us-east-1 --bucket s3://my-images/ci --file os.vmdk --name os-1.2.3"
+    )]
     ImportSnapshot(Box<UploadArgs>),
     /// Register an AMI from an existing snapshot; tags and permissions.
+    #[command(
+        after_help = "Example:\n  imgpub aws register-ami --region us-east-1 --source-snapshot snap-0123456789abcdef0 --name os-1.2.3"
+    )]
     RegisterAmi(Box<UploadArgs>),
     /// Upload a file to S3 with the upload engine alone (any S3-compatible server; no STS,
     /// EC2 or IAM needed); prints {"S3Object":…}.
+    #[command(
+        after_help = "Example:\n  imgpub aws upload-object --bucket s3://my-images/ci --file os.raw --endpoint-url https://s3.example.com"
+    )]
     UploadObject(UploadObjectArgs),
     /// Copy an AMI to other regions, with its tags and launch permissions.
+    #[command(
+        after_help = "Example:\n  imgpub aws copy-regions --region us-east-1 --image ami-0123456789abcdef0 eu-west-1 ap-south-1"
+    )]
     #[command(visible_alias = "copy-image")]
     CopyRegions(CopyRegionsArgs),
     /// List the regions enabled for the account.
+    #[command(after_help = "Example:\n  imgpub aws list-regions --region us-east-1")]
     ListRegions(ListRegionsArgs),
     /// Deregister an AMI and delete its snapshot.
+    #[command(
+        after_help = "Example:\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0"
+    )]
     DeleteImage(DeleteImageArgs),
     /// Grant launch permissions on an AMI (and create-volume permissions on its snapshot).
+    #[command(
+        after_help = "Example:\n  imgpub aws grant --region us-east-1 --image ami-0123456789abcdef0 --user 111122223333 --snapshot"
+    )]
     Grant(PermissionArgs),
     /// Revoke what `grant` grants.
+    #[command(
+        after_help = "Example:\n  imgpub aws revoke --region us-east-1 --image ami-0123456789abcdef0 --public"
+    )]
     Revoke(PermissionArgs),
     /// Make AMIs tagged for publication public again where they went private.
+    #[command(
+        after_help = "Example:\n  imgpub aws ensure-public --region us-east-1 --tag production=true --all-regions"
+    )]
     EnsurePublic(EnsurePublicArgs),
+    /// Delete this account's tagged AMIs (and snapshots) older than --duration.
+    #[command(
+        after_help = "Example:\n  imgpub aws gc --region us-east-1 --tag stream=testing --duration 72h --dry-run"
+    )]
+    Gc(GcArgs),
     /// Write SSM parameters that point at the AMI in each region.
+    #[command(
+        after_help = "Example:\n  imgpub aws copy-regions --image ami-0123456789abcdef0 eu-west-1 | \\\n    imgpub aws publish-ssm --images-from - --parameter /os/stable/{arch}/latest"
+    )]
     PublishSsm(PublishSsmArgs),
     /// Print the least-privilege IAM policy for the chosen commands (needs no credentials).
+    #[command(
+        after_help = "Example:\n  imgpub aws policy --for upload,copy --bucket my-images/ci --regions us-east-1,eu-west-1"
+    )]
     Policy(PolicyArgs),
     /// Create (or repair) the role or user CI publishes with, holding exactly that policy.
+    #[command(
+        after_help = "Example:\n  imgpub aws create-publisher --role os-ci --trust-account 111122223333 \\\n    --generate-external-id --for upload,copy --bucket my-images/ci"
+    )]
     CreatePublisher(Box<CreatePublisherArgs>),
 }
 
@@ -207,6 +322,11 @@ pub struct InitializeArgs {
     #[arg(long, default_value_t = 7, value_name = "DAYS")]
     pub abort_incomplete_days: i32,
 
+    /// Add the confused-deputy conditions (aws:SourceAccount, aws:SourceArn) to a trust
+    /// policy that lacks them (ore's, AWS's documented one); otherwise it is left as it is.
+    #[arg(long)]
+    pub harden_trust: bool,
+
     /// Print what would be created or changed, one JSON line per call; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -240,7 +360,7 @@ pub struct UploadArgs {
     #[arg(long)]
     pub disk_size_inspect: bool,
     /// Delete the S3 object once the snapshot exists.
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_bool, value_name = "BOOL")]
     pub delete_object: bool,
     /// Replace an existing AMI, snapshot and object of the same name.
     #[arg(long)]
@@ -294,6 +414,7 @@ pub struct UploadArgs {
 
 /// How the multipart upload engine sends a file.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Transfer options")]
 pub struct TransferArgs {
     /// Multipart part size (e.g. 16MiB; a bare number is MiB). Grown as needed to fit 10,000 parts.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
@@ -311,7 +432,7 @@ pub struct UploadObjectArgs {
     /// s3://BUCKET/PREFIX to upload to.
     #[arg(long, value_name = "S3_URL")]
     pub bucket: String,
-    /// Object key (default: PREFIX/FILE-NAME).
+    /// The object's name under the prefix (default: the file name).
     #[arg(long)]
     pub key: Option<String>,
     /// Send the file even if a matching object is already there.
@@ -392,7 +513,7 @@ pub struct ListRegionsArgs {
 pub struct DeleteImageArgs {
     /// The AMI to deregister.
     #[arg(long)]
-    pub ami: String,
+    pub ami: Option<String>,
     /// The snapshot to delete, or detectFromAMI.
     #[arg(long)]
     pub snapshot: Option<String>,
@@ -435,9 +556,13 @@ pub struct PermissionArgs {
 
 #[derive(Debug, Args)]
 pub struct EnsurePublicArgs {
-    /// The tag that marks AMIs to keep public, KEY=VALUE (repeatable; all must match).
+    /// The tag that marks AMIs to keep public, KEY=VALUE (repeatable; all must match;
+    /// default: production=true, as ore).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
+    /// One AMI (in --region) instead of the tagged ones.
+    #[arg(long, value_name = "AMI")]
+    pub ami: Option<String>,
     /// Check every enabled region.
     #[arg(long)]
     pub all_regions: bool,
@@ -446,6 +571,40 @@ pub struct EnsurePublicArgs {
     pub dry_run: bool,
     /// Regions to check (default: the command's region).
     pub regions: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// How old an AMI must be to be garbage (e.g. 5h, 72h, 90m).
+    #[arg(long, default_value = "5h", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: std::time::Duration,
+    /// The tag that marks AMIs to collect, KEY=VALUE (repeatable; all must match;
+    /// default: CreatedBy=mantle, ore's).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Also delete public AMIs (kept by default: someone may launch them).
+    #[arg(long)]
+    pub include_public: bool,
+    /// Look in every enabled region.
+    #[arg(long)]
+    pub all_regions: bool,
+    /// Print what would be deleted, one JSON line per AMI; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Regions to look in (default: the command's region).
+    pub regions: Vec<String>,
+}
+
+impl From<&GcArgs> for GcOptions {
+    fn from(a: &GcArgs) -> Self {
+        GcOptions {
+            duration: a.duration,
+            tags: a.tags.clone(),
+            include_public: a.include_public,
+            regions: a.regions.clone(),
+            all_regions: a.all_regions,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -559,6 +718,8 @@ impl AwsFlags {
             region: self.region.clone(),
             profile: self.profile.clone(),
             credentials_file: self.credentials_file.clone(),
+            access_id: self.access_id.clone(),
+            secret_key: self.secret_key.clone().map(Secret::new),
             endpoint_url: self.endpoint_url.clone(),
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
@@ -587,6 +748,7 @@ impl From<&InitializeArgs> for InitializeOptions {
             service_principal: a.service_principal,
             permissions_boundary: a.permissions_boundary,
             abort_incomplete_days: Some(a.abort_incomplete_days).filter(|d| *d != 0),
+            harden_trust: a.harden_trust,
         }
     }
 }
@@ -725,6 +887,7 @@ impl From<&EnsurePublicArgs> for EnsurePublicOptions {
     fn from(a: &EnsurePublicArgs) -> Self {
         EnsurePublicOptions {
             tags: a.tags.clone(),
+            ami: a.ami.clone(),
             regions: a.regions.clone(),
             all_regions: a.all_regions,
         }
@@ -737,7 +900,7 @@ mod tests {
 
     #[test]
     fn global_flags_anywhere() {
-        let a = Cli::try_parse_from([
+        let a = Cli::try_parse_ore([
             "imgpub",
             "aws",
             "initialize",
@@ -747,7 +910,7 @@ mod tests {
             "info",
         ])
         .unwrap();
-        let b = Cli::try_parse_from([
+        let b = Cli::try_parse_ore([
             "imgpub",
             "--log-level",
             "INFO",
@@ -774,7 +937,7 @@ mod tests {
         ] {
             let mut argv = vec!["imgpub", "aws", "upload"];
             argv.extend(args);
-            let cli = Cli::try_parse_from(argv).unwrap();
+            let cli = Cli::try_parse_ore(argv).unwrap();
             let TopCommand::Aws(aws) = cli.command;
             let AwsSubcommand::Upload(up) = aws.command else {
                 panic!("not upload")
@@ -784,8 +947,44 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_takes_a_cobra_bool() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["imgpub", "aws", "upload"];
+            argv.extend(args);
+            let cli = Cli::try_parse_ore(argv)?;
+            let TopCommand::Aws(aws) = cli.command;
+            let AwsSubcommand::Upload(up) = aws.command else {
+                panic!("not upload")
+            };
+            Ok::<_, clap::Error>((up.public, up.force, up.delete_object, cli.verbose))
+        };
+        assert_eq!(parse(&[]).unwrap(), (false, false, true, false));
+        assert_eq!(
+            parse(&["--public", "--force", "-v"]).unwrap(),
+            (true, true, true, true)
+        );
+        for t in ["1", "t", "T", "true", "TRUE", "True"] {
+            let on = format!("--public={t}");
+            assert!(parse(&[&on]).unwrap().0, "{t}");
+        }
+        for f in ["0", "f", "F", "false", "FALSE", "False"] {
+            let off = format!("--force={f}");
+            let del = format!("--delete-object={f}");
+            let v = format!("--verbose={f}");
+            assert_eq!(
+                parse(&[&off, &del, &v]).unwrap(),
+                (false, false, false, false)
+            );
+        }
+        let err = parse(&["--public=yes"]).unwrap_err().to_string();
+        assert!(err.contains("not a boolean"), "{err}");
+        // As with cobra, a bool takes its value only with `=`.
+        assert!(parse(&["--public", "false"]).is_err());
+    }
+
+    #[test]
     fn bad_log_level_is_refused() {
-        let err = Cli::try_parse_from(["imgpub", "--log-level", "LOUD", "aws", "initialize"])
+        let err = Cli::try_parse_ore(["imgpub", "--log-level", "LOUD", "aws", "initialize"])
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown log level"), "{err}");

@@ -266,15 +266,25 @@ fn actions_of(op: Op) -> String {
     }
 }
 
-/// Whether the failure is a TLS certificate that no trusted CA vouches for. The TLS error
-/// sits inside `io::Error`s, whose `source()` skips what they wrap, so those are opened too.
+/// Whether the failure is a TLS certificate that no trusted CA vouches for.
 fn has_untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        find_cause::<rustls::Error>(err),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
+}
+
+/// The first error of type `T` in `err`'s cause chain. `io::Error`s are opened too, because
+/// their `source()` skips what they wrap (the TLS error of a failed handshake sits there).
+pub fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {
         let mut inner = e;
         loop {
-            if let Some(rustls::Error::InvalidCertificate(_)) = inner.downcast_ref() {
-                return true;
+            if let Some(found) = inner.downcast_ref::<T>() {
+                return Some(found);
             }
             match inner
                 .downcast_ref::<std::io::Error>()
@@ -286,7 +296,7 @@ fn has_untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// The messages of an error and its sources, joined on one line, skipping the SDK's

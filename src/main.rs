@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use imgpub::aws::ami::Change;
 use imgpub::aws::config::{self, AwsContext, Identity};
 use imgpub::aws::images::{self, RegionalImage};
@@ -16,7 +15,7 @@ use imgpub::aws::preflight;
 use imgpub::commands::policy::{self, For};
 use imgpub::commands::{blocking, Clients};
 use imgpub::commands::{
-    copy_regions, create_publisher, delete_image, ensure_public, grant, initialize,
+    copy_regions, create_publisher, delete_image, ensure_public, gc, grant, initialize,
 };
 use imgpub::commands::{list_regions, publish_ssm, upload, upload_object};
 use imgpub::{Error, Result};
@@ -24,7 +23,7 @@ use imgpub::{Error, Result};
 use cli::{AwsFlags, AwsSubcommand, Cli, ImageSelection, LogLevel, TopCommand};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_ore();
     init_logging(cli.effective_log_level());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -46,15 +45,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr. Our own crate logs at the chosen level; the SDK and HTTP crates at most
-/// at `debug` even under TRACE, because their trace output carries request and response
+/// Logs go to stderr. At ore's default level (NOTICE) a successful run prints only its JSON:
+/// our own stage lines need `-v`. The SDK's own logging (credential providers, IMDS, retries)
+/// never shows below DEBUG, since our error line already says what failed, in words; and it is
+/// capped at `debug` even under TRACE, because its trace output carries request and response
 /// bodies, and an AssumeRole response body holds a secret key.
 fn init_logging(level: LogLevel) {
     let (ours, theirs) = match level {
-        LogLevel::Critical | LogLevel::Error => ("error", "error"),
-        LogLevel::Warning => ("warn", "warn"),
-        LogLevel::Notice | LogLevel::Info => ("info", "warn"),
-        LogLevel::Debug => ("debug", "info"),
+        LogLevel::Critical | LogLevel::Error => ("error", "off"),
+        LogLevel::Warning | LogLevel::Notice => ("warn", "off"),
+        LogLevel::Info => ("info", "off"),
+        LogLevel::Debug => ("debug", "info,aws_config=debug"),
         LogLevel::Trace => ("trace", "debug"),
     };
     let filter = tracing_subscriber::EnvFilter::new(format!("{theirs},imgpub={ours}"));
@@ -158,10 +159,23 @@ async fn run(cli: Cli) -> Result<()> {
         AwsSubcommand::Revoke(args) => change_permissions(flags, args, Change::Revoke).await?,
         AwsSubcommand::EnsurePublic(args) => {
             let opts = (&args).into();
-            imgpub::aws::permissions::parse_tag_filters(&args.tags)?;
+            ensure_public::validate(&opts)?;
             let (ctx, _) = connect(flags).await?;
             let plan = ensure_public::plan(&ctx, &opts).await?;
             ensure_public::apply(&ctx, &plan, args.dry_run, |line| print_json(&line)).await?;
+        }
+        AwsSubcommand::Gc(args) => {
+            let opts = (&args).into();
+            gc::validate(&opts)?;
+            let (ctx, identity) = connect(flags).await?;
+            let plan = gc::plan(&ctx, &opts).await?;
+            let fix = policy::fix_line(For::Gc, None, None);
+            if !args.dry_run {
+                preflight::run(&ctx, &identity, &gc::check(&plan), flags.preflight, &fix).await?;
+            }
+            gc::apply(&ctx, &plan, args.dry_run, |line| print_json(&line))
+                .await
+                .map_err(|e| e.with_policy_hint(&fix))?;
         }
         AwsSubcommand::PublishSsm(args) => {
             let templates = publish_ssm::templates(&args.parameters)?;

@@ -93,6 +93,7 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
     assert_eq!(
         common::tag_pairs(image.tags()),
         [
+            ("Name".into(), "os-1.0".into()),
             ("os".into(), "demo".into()),
             ("stream".into(), "stable".into())
         ],

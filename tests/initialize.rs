@@ -184,6 +184,7 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
                 "eu-west-1",
                 "--bucket",
                 "images-drift",
+                "-v",
             ])
             .run()
     };
@@ -560,7 +561,15 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
     let init = |region: &str, bucket: &str| {
         standin
             .imgpub()
-            .args(["aws", "initialize", "--region", region, "--bucket", bucket])
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                region,
+                "--bucket",
+                bucket,
+                "-v",
+            ])
             .run()
     };
     init("us-east-1", "images-use1").json();

@@ -77,7 +77,7 @@ async fn delete_image_plan_and_apply_with_ready_clients() {
     let (ami, snap) = common::api_image(&standin, REGION, "lib-delete", &[]).await;
     let clients = Clients::new(&AwsContext::from_sdk(standin.sdk(REGION)).unwrap());
     let opts = delete_image::DeleteOptions {
-        ami: ami.clone(),
+        ami: Some(ami.clone()),
         snapshot: Some("detectFromAMI".into()),
         allow_missing: false,
     };

@@ -97,6 +97,7 @@ fn upload_with(cmd: Imgpub, file: &Path, name: &str, extra: &[&str]) -> Run {
         REGION,
         "--bucket",
         "s3://images/ci",
+        "-v",
     ])
     .args(extra)
     .arg_path("--file", file)
@@ -864,7 +865,7 @@ impl Publisher {
 
     /// Runs imgpub with `args` as this publisher (and only its credentials).
     fn run(&self, standin: &Standin, args: &[&str]) -> Run {
-        let cmd = standin.imgpub().args(args).args(["--region", REGION]);
+        let cmd = standin.imgpub().args(args).args(["--region", REGION, "-v"]);
         match self {
             Publisher::Role { arn, external_id } => cmd
                 .args(["--role-arn", arn, "--external-id", external_id])

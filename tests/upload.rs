@@ -36,6 +36,7 @@ fn upload(standin: &Standin, file: &Path, extra: &[&str]) -> Run {
             REGION,
             "--bucket",
             "s3://images/ci",
+            "-v",
         ])
         .arg_path("--file", file)
         .args(extra)
@@ -142,7 +143,8 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         ami.starts_with("ami-") && snap.starts_with("snap-"),
         "{out}"
     );
-    assert_eq!(out["S3Object"], "s3://images/ci/fcos-41.1-aarch64");
+    // ore's key: the file's name under the prefix, whatever --name.
+    assert_eq!(out["S3Object"], "s3://images/ci/fcos.vmdk");
     assert_eq!(out.as_object().unwrap().len(), 3, "{out}");
 
     let ec2 = ec2(&standin);
@@ -167,7 +169,11 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
     assert_eq!(ebs.delete_on_termination(), Some(true));
     assert_eq!(
         common::tag_pairs(image.tags()),
-        pairs(&[("os", "fcos"), ("stream", "stable")])
+        pairs(&[
+            ("Name", "fcos-41.1-aarch64"),
+            ("os", "fcos"),
+            ("stream", "stable")
+        ])
     );
 
     let snaps = ec2
@@ -201,7 +207,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
     assert_eq!(recorded["billing_products"], json!(["bp-6fa54006"]));
 
     // The object served its purpose and is gone (--delete-object defaults to true).
-    assert!(!object_exists(&standin, "ci/fcos-41.1-aarch64").await);
+    assert!(!object_exists(&standin, "ci/fcos.vmdk").await);
 
     // The identical command again: same ids, no new import, nothing uploaded.
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
@@ -256,10 +262,13 @@ async fn raw_image_with_defaults_and_inspected_size() {
     let ebs = image.block_device_mappings()[0].ebs().unwrap();
     assert_eq!(ebs.volume_size(), Some(1));
     assert_eq!(ebs.volume_type().unwrap().as_str(), "gp3");
-    assert!(image.tags().is_empty());
+    assert_eq!(
+        common::tag_pairs(image.tags()),
+        [("Name".to_string(), "plain-raw".to_string())]
+    );
 
     // --delete-object=false keeps the object, and it is the file, byte for byte.
-    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/plain-raw", &raw).await;
+    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/plain.raw", &raw).await;
 }
 
 /// Starts an upload that is slowed down, waits until some parts are in, and kills it with
@@ -356,7 +365,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     let parts = s3
         .list_parts()
         .bucket(BUCKET)
-        .key("ci/resume-raw")
+        .key("ci/resume.raw")
         .upload_id(&upload_id)
         .send()
         .await
@@ -388,7 +397,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     );
     assert!(
         run.stderr
-            .contains("part 1 of s3://images/ci/resume-raw differs from"),
+            .contains("part 1 of s3://images/ci/resume.raw differs from"),
         "{}",
         run.stderr
     );
@@ -401,7 +410,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
 
-    assert_object_is_file(&s3, BUCKET, "ci/resume-raw", &raw).await;
+    assert_object_is_file(&s3, BUCKET, "ci/resume.raw", &raw).await;
 }
 
 #[tokio::test]
@@ -550,7 +559,7 @@ async fn import_that_aws_rejects_fails_with_its_status_message() {
         "{err}"
     );
     // Documented cleanup: the object AWS refused is deleted; no snapshot, no AMI.
-    assert!(!object_exists(&standin, "ci/rejected").await);
+    assert!(!object_exists(&standin, "ci/odd.raw").await);
     assert_no_image_or_snapshot(&standin).await;
 }
 
@@ -588,7 +597,7 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
         common::tag_pairs(found.snapshots()[0].tags()),
         pairs(&[("Name", "stage-snap")])
     );
-    assert!(!object_exists(&standin, "ci/stage-snap").await);
+    assert!(!object_exists(&standin, "ci/stage.raw").await);
 
     let register = |name: &str, snapshot: &str| {
         standin
@@ -693,6 +702,8 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 5);
 
     // AccessDenied is final: not retried, and the upload is aborted (no orphaned parts).
+    // (Another file: ore's key is the file's name, and this one is there now.)
+    let raw = make_raw(dir.path(), "denied.raw", 24, 20, 42);
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     standin.control(
         "POST",
@@ -737,8 +748,8 @@ async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
     assert_eq!(run.code, 1);
     assert!(run
         .error_line()
-        .contains("starting the import of s3://images/ci/again"));
-    assert!(object_exists(&standin, "ci/again").await);
+        .contains("starting the import of s3://images/ci/again.raw"));
+    assert!(object_exists(&standin, "ci/again.raw").await);
 
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
     let run = upload(&standin, &raw, &["--name", "again"]);
@@ -821,10 +832,13 @@ async fn force_replaces_an_ami_of_the_same_name() {
     // Like ore, the name identifies the image: without --force a rerun under the same name
     // returns what is there, even for another file, and sends nothing.
     standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let same = upload(&standin, &second, &["--name", "nightly"]).json();
     assert_eq!(
-        upload(&standin, &second, &["--name", "nightly"]).json(),
-        old
+        (&same["HVM"], &same["SnapshotID"]),
+        (&old["HVM"], &old["SnapshotID"])
     );
+    // As ore prints it: the object this run's file would go to.
+    assert_eq!(same["S3Object"], "s3://images/ci/v2.raw");
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
 
     let new = upload(&standin, &second, &["--name", "nightly", "--force"]).json();

@@ -15,6 +15,7 @@ use crate::aws::tags;
 use crate::error::{aws, Error, ErrorKind, Result};
 
 pub const ROOT_DEVICE: &str = "/dev/xvda";
+pub const EPHEMERAL_DEVICE: &str = "/dev/xvdb";
 
 /// AMI names AWS accepts: 3–128 of letters, digits and `()[] ./-'@_`.
 pub fn validate_ami_name(name: &str) -> Result<()> {
@@ -217,6 +218,13 @@ pub async fn register_image(
                         .delete_on_termination(true)
                         .build(),
                 )
+                .build(),
+        )
+        // As ore registers: the instance store's first volume, where the type has one.
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(EPHEMERAL_DEVICE)
+                .virtual_name("ephemeral0")
                 .build(),
         )
         .ena_support(true)

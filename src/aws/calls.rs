@@ -51,6 +51,7 @@ pub enum Op {
     IamCreateRole,
     IamUpdateAssumeRolePolicy,
     IamGetRolePolicy,
+    IamListRolePolicies,
     IamPutRolePolicy,
     IamPutRolePermissionsBoundary,
     IamSimulatePrincipalPolicy,
@@ -157,6 +158,7 @@ impl Op {
         Op::IamCreateRole,
         Op::IamUpdateAssumeRolePolicy,
         Op::IamGetRolePolicy,
+        Op::IamListRolePolicies,
         Op::IamPutRolePolicy,
         Op::IamPutRolePermissionsBoundary,
         Op::IamSimulatePrincipalPolicy,
@@ -550,6 +552,18 @@ impl Op {
                         "iam:GetRolePolicy",
                         R::Role,
                         "read the vmimport role's policy",
+                    )]
+                },
+            ),
+            Op::IamListRolePolicies => (
+                Iam,
+                "ListRolePolicies",
+                "list_role_policies",
+                &const {
+                    [need(
+                        "iam:ListRolePolicies",
+                        R::Role,
+                        "find the vmimport role's other inline policies (ore's, one per bucket)",
                     )]
                 },
             ),
@@ -1013,6 +1027,7 @@ mod tests {
                 "commands/delete_image.rs",
                 include_str!("../commands/delete_image.rs"),
             ),
+            ("commands/gc.rs", include_str!("../commands/gc.rs")),
         ]
     }
 

@@ -10,13 +10,15 @@ use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_smithy_http_client::{tls, Builder as HttpClientBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 use crate::aws::calls::Op;
-use crate::error::{aws, Error, Result};
+use crate::error::{aws, find_cause, one_line_chain, Error, Result};
 
 /// An HTTPS client that trusts exactly the CA certificates in the PEM file `path`.
 /// Certificates the TLS library cannot use as a root are left out (the client itself would
@@ -71,12 +73,31 @@ async fn ca_bundle_client(path: &Path) -> Result<SharedHttpClient> {
         .build_https())
 }
 
+/// A secret key: its `Debug` shows nothing, so no log or error can carry it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// What the user told us about where and as whom to talk to AWS.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub credentials_file: Option<PathBuf>,
+    /// Static keys for this run (ore's `--access-id`/`--secret-key`): both or neither.
+    pub access_id: Option<String>,
+    pub secret_key: Option<Secret>,
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
@@ -91,6 +112,11 @@ pub struct AwsContext {
     pub region_source: String,
     /// Where the credentials come from, for messages. Never contains a secret.
     pub credentials_source: String,
+    /// Whether they come from the SDK's default chain (then a failure lists each source).
+    credentials: Chain,
+    /// Where a custom endpoint came from (`--endpoint-url`, `$AWS_ENDPOINT_URL`), for
+    /// messages.
+    endpoint_source: String,
     path_style_s3: bool,
 }
 
@@ -152,10 +178,18 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
     if let Some(region) = &settings.region {
         validate_region(region)?;
     }
-    if let Some(url) = &settings.endpoint_url {
+    // The flag, else $AWS_ENDPOINT_URL, kept with where it came from for messages.
+    let endpoint = match &settings.endpoint_url {
+        Some(url) => Some((url.clone(), "--endpoint-url")),
+        None => std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|url| (url, "$AWS_ENDPOINT_URL")),
+    };
+    if let Some((url, from)) = &endpoint {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::Invalid(format!(
-                "endpoint URL {url:?} must start with http:// or https://"
+                "endpoint URL {url:?} (from {from}) must start with http:// or https://"
             )));
         }
     }
@@ -187,7 +221,19 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         .profile
         .clone()
         .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
-    let mut credentials_source = if let Some(file) = &settings.credentials_file {
+    let mut chain = Chain::Chosen;
+    let mut credentials_source = if let (Some(id), Some(Secret(secret))) =
+        (&settings.access_id, &settings.secret_key)
+    {
+        // Like ore: keys given on the command line win over every other source.
+        let keys = aws_credential_types::Credentials::new(id, secret, None, None, "imgpub flags");
+        loader = loader.credentials_provider(keys);
+        format!("--access-id {id} and --secret-key")
+    } else if settings.access_id.is_some() || settings.secret_key.is_some() {
+        return Err(Error::Invalid(
+            "--access-id and --secret-key go together: pass both, or neither".into(),
+        ));
+    } else if let Some(file) = &settings.credentials_file {
         // Like ore: an explicit credentials file is the credential source, not one link of
         // the default chain that environment variables would override.
         if !file.is_file() {
@@ -222,8 +268,8 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
     } else if let Some(profile) = &profile_name {
         format!("profile {profile:?} (from $AWS_PROFILE)")
     } else {
-        "the default credential chain (environment, ~/.aws, SSO, web identity, instance role)"
-            .to_string()
+        chain = Chain::Default;
+        "the default credential chain".to_string()
     };
 
     let region_source = if let Some(region) = &settings.region {
@@ -237,7 +283,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
             profile_name.clone().unwrap_or_else(|| "default".into())
         )
     };
-    if let Some(url) = &settings.endpoint_url {
+    if let Some((url, _)) = &endpoint {
         loader = loader.endpoint_url(url);
     }
 
@@ -270,6 +316,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
             .into_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
+        chain = Chain::Chosen;
         credentials_source = format!(
             "role {role_arn}{} assumed with {credentials_source}",
             if settings.external_id.is_some() {
@@ -280,14 +327,20 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         );
     }
 
-    // The SDK reads $AWS_ENDPOINT_URL itself; either way a custom endpoint cannot do
-    // virtual-hosted bucket names.
-    let path_style_s3 = settings.endpoint_url.is_some() || sdk.endpoint_url().is_some();
+    // A custom endpoint (ours, or a profile's `endpoint_url`) cannot do virtual-hosted
+    // bucket names.
+    let path_style_s3 = sdk.endpoint_url().is_some();
+    let endpoint_source = match endpoint {
+        Some((_, from)) => from.to_string(),
+        None => "the profile's endpoint_url".to_string(),
+    };
     Ok(AwsContext {
         sdk,
         region,
         region_source,
         credentials_source,
+        credentials: chain,
+        endpoint_source,
         path_style_s3,
     })
 }
@@ -305,6 +358,8 @@ impl AwsContext {
             region,
             region_source: "the SDK config".into(),
             credentials_source: "the SDK config".into(),
+            credentials: Chain::Chosen,
+            endpoint_source: "the SDK config".into(),
             path_style_s3,
         })
     }
@@ -344,6 +399,63 @@ impl AwsContext {
             .is_none_or(|url| url.starts_with("https://"))
     }
 
+    /// The endpoint requests to `service` go to, and where it came from, for messages.
+    pub fn endpoint_description(&self, service: &str) -> String {
+        match self.sdk.endpoint_url() {
+            Some(url) => format!("{url} (from {})", self.endpoint_source),
+            None => {
+                let suffix = match partition_for_region(&self.region) {
+                    "aws-cn" => "amazonaws.com.cn",
+                    _ => "amazonaws.com",
+                };
+                format!(
+                    "https://{service}.{}.{suffix} (the default for region {})",
+                    self.region, self.region
+                )
+            }
+        }
+    }
+
+    fn identity_error(
+        &self,
+        err: aws_sdk_sts::error::SdkError<
+            aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
+        >,
+    ) -> Error {
+        let fix = "run `aws configure`, pass --profile NAME or --credentials-file PATH, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
+        if let Some(cause) = find_cause::<CredentialsError>(&err) {
+            return Error::Setup(match self.credentials {
+                Chain::Default => format!(
+                    "no AWS credentials: {}; to fix it, {fix}",
+                    default_chain_report(cause)
+                ),
+                Chain::Chosen => format!(
+                    "could not load AWS credentials from {}: {}",
+                    self.credentials_source,
+                    one_line_chain(cause)
+                ),
+            });
+        }
+        let unreachable = matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        );
+        let detail = match aws(Op::StsGetCallerIdentity, "", err) {
+            Error::Aws { detail, .. } => detail,
+            other => other.to_string(),
+        };
+        if unreachable {
+            return Error::Setup(format!(
+                "cannot reach the AWS endpoint {}: {detail}; check the URL, that the service runs there, and the network (DNS, proxy)",
+                self.endpoint_description("sts")
+            ));
+        }
+        Error::Setup(format!(
+            "could not verify AWS credentials from {} in region {} ({}): {detail}",
+            self.credentials_source, self.region, self.region_source
+        ))
+    }
+
     /// The same credentials and endpoint in another region.
     pub fn in_region(&self, region: &str) -> AwsContext {
         let mut other = self.clone();
@@ -358,18 +470,21 @@ impl AwsContext {
     }
 
     /// The preflight every AWS command starts with: STS GetCallerIdentity. A failure here
-    /// becomes one line naming the credential source and region.
+    /// becomes one line: the endpoint that cannot be reached, or the credential sources tried
+    /// and why each gave nothing, or what STS said, with the fix.
     pub async fn verify_identity(&self) -> Result<Identity> {
-        let out = self.sts().get_caller_identity().send().await.map_err(|e| {
-            let detail = match aws(Op::StsGetCallerIdentity, "", e) {
-                Error::Aws { detail, .. } => detail,
-                other => other.to_string(),
-            };
-            Error::Setup(format!(
-                "could not verify AWS credentials from {} in region {} ({}): {detail}",
-                self.credentials_source, self.region, self.region_source
-            ))
-        })?;
+        // Two attempts, not the usual five: at first contact a wrong endpoint or a dead
+        // network should be reported in a second, not after half a minute of backoff.
+        let first_contact = aws_sdk_sts::config::Builder::default()
+            .retry_config(RetryConfig::standard().with_max_attempts(2));
+        let out = self
+            .sts()
+            .get_caller_identity()
+            .customize()
+            .config_override(first_contact)
+            .send()
+            .await
+            .map_err(|e| self.identity_error(e))?;
         let missing = |field| Error::missing(Op::StsGetCallerIdentity, field);
         let arn = out.arn().ok_or_else(|| missing("Arn"))?.to_string();
         let partition = arn
@@ -386,6 +501,121 @@ impl AwsContext {
             partition,
         })
     }
+}
+
+/// Whether the credentials come from the SDK's default chain or a source the user chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    Default,
+    Chosen,
+}
+
+/// Each source of the default chain, in the SDK's order, and why it gave no credentials:
+/// told from the environment and the files (the chain's own error lists none of it in
+/// words). The chain stops at the first source that is set up, so the list does too, with
+/// that source's error.
+fn default_chain_report(err: &CredentialsError) -> String {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let failed = one_line_chain(err);
+    let mut tried: Vec<String> = Vec::new();
+
+    if set("AWS_ACCESS_KEY_ID") {
+        return format!("environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: {failed}");
+    }
+    tried.push("environment (AWS_ACCESS_KEY_ID is not set)".into());
+
+    let profile = std::env::var("AWS_PROFILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let files = shared_files();
+    let existing: Vec<&(String, PathBuf)> = files.iter().filter(|(_, p)| p.is_file()).collect();
+    let shown = files
+        .iter()
+        .map(|(shown, _)| shown.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if existing.is_empty() {
+        tried.push(format!("shared files ({shown} do not exist)"));
+    } else if existing.iter().any(|(_, p)| has_profile(p, &profile)) {
+        tried.push(format!("profile {profile:?} in {shown}: {failed}"));
+        return format!("tried {}", tried.join("; "));
+    } else {
+        tried.push(format!("shared files (no profile {profile:?} in {shown})"));
+    }
+
+    if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        tried.push(format!(
+            "web identity ($AWS_WEB_IDENTITY_TOKEN_FILE): {failed}"
+        ));
+        return format!("tried {}", tried.join("; "));
+    }
+    tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE is not set)".into());
+
+    if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") || set("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        tried.push(format!("container credentials: {failed}"));
+        return format!("tried {}", tried.join("; "));
+    }
+    tried.push(
+        "container (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI are not set)".into(),
+    );
+
+    let imds = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "http://169.254.169.254".into());
+    let why = if std::env::var("AWS_EC2_METADATA_DISABLED")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        "disabled by AWS_EC2_METADATA_DISABLED".to_string()
+    } else {
+        match err {
+            // Nothing answered with a role: not on EC2, or an instance without one.
+            CredentialsError::CredentialsNotLoaded(_) => {
+                format!("{imds} gave no instance role: not on EC2, or the instance has none")
+            }
+            _ => format!("{imds}: {failed}"),
+        }
+    };
+    tried.push(format!("instance metadata ({why})"));
+    format!("tried {}", tried.join("; "))
+}
+
+/// The shared credentials and config files the SDK reads, as shown to the user and as paths.
+fn shared_files() -> Vec<(String, PathBuf)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    [
+        ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+        ("AWS_CONFIG_FILE", "config"),
+    ]
+    .into_iter()
+    .filter_map(|(var, name)| match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            Some((format!("{} (${var})", path.display()), path))
+        }
+        _ => home
+            .as_ref()
+            .map(|h| (format!("~/.aws/{name}"), h.join(".aws").join(name))),
+    })
+    .collect()
+}
+
+/// Whether a shared credentials or config file has a section for `profile`.
+fn has_profile(path: &Path, profile: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    text.lines().any(|line| {
+        let line = line.trim();
+        line.strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .map(|name| {
+                let name = name.trim();
+                name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile)
+            })
+            .unwrap_or(false)
+    })
 }
 
 #[cfg(test)]

@@ -311,12 +311,58 @@ pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<Ro
     })
 }
 
+/// The role's inline policies other than `except`, parsed (ore's per-bucket ones).
+pub async fn read_other_policies(
+    iam: &Client,
+    name: &str,
+    except: &str,
+) -> Result<Vec<(String, Value)>> {
+    let listed = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::IamListRolePolicies,
+                format!("listing the inline policies of IAM role {name}"),
+                e,
+            )
+        })?;
+    let mut found = vec![];
+    for policy in listed.policy_names().iter().filter(|p| *p != except) {
+        let out = iam
+            .get_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    Op::IamGetRolePolicy,
+                    format!("reading the inline policy {policy} of IAM role {name}"),
+                    e,
+                )
+            })?;
+        if let Some(doc) = parse_policy(out.policy_document()) {
+            found.push((policy.clone(), doc));
+        }
+    }
+    Ok(found)
+}
+
 /// What [`apply_role`] will do to make the role match `spec`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolePlan {
     pub role: Outcome,
     pub trust_policy: Outcome,
+    /// The trust policy admits VM Import/Export but lacks the confused-deputy conditions:
+    /// left as it is unless `--harden-trust`.
+    pub trust_unhardened: bool,
     pub role_policy: Outcome,
+    /// The inline policy to put: named like the role, or, on a role that ore prepared (one
+    /// policy per bucket, none named like the role), named after the bucket as ore does.
+    pub policy_name: String,
     /// The role policy to put (when `role_policy` is not `AlreadyFine`).
     pub policy: Value,
     /// Statements someone else added to the role policy: kept, and reported.
@@ -325,13 +371,71 @@ pub struct RolePlan {
     pub boundary: Option<Outcome>,
 }
 
-/// Compares the role as it is with `spec`.
-pub fn plan_role(spec: &RoleSpec, state: &RoleState) -> RolePlan {
+/// Whether a trust policy lets VM Import/Export assume the role as AWS documents it: an
+/// Allow of `sts:AssumeRole` to the service with the `vmimport` external id (as ore writes
+/// it), and no conditions but that and ours.
+pub fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
+    let Some(doc) = parse_policy(raw) else {
+        return false;
+    };
+    let source_arn = format!("arn:{}:vmie:*:{}:*", spec.partition, spec.account);
+    statements(&normalize_policy(&doc)).iter().any(|st| {
+        let has = |field: &Value, want: &str| {
+            field
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(want)))
+        };
+        // The external id is required: without it any VM Import/Export job may assume it.
+        let external_id = st["Condition"]["StringEquals"]
+            .as_object()
+            .is_some_and(|keys| {
+                keys.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("sts:externalid") && v == &json!(["vmimport"])
+                })
+            });
+        let conditions_ok = match st.get("Condition").and_then(Value::as_object) {
+            None => false,
+            Some(ops) => ops.iter().all(|(op, keys)| {
+                keys.as_object().is_some_and(|keys| {
+                    keys.iter().all(|(key, value)| {
+                        match (op.as_str(), key.to_ascii_lowercase().as_str()) {
+                            ("StringEquals", "sts:externalid") => value == &json!(["vmimport"]),
+                            ("StringEquals", "aws:sourceaccount") => {
+                                value == &json!([spec.account])
+                            }
+                            ("ArnLike" | "ArnEquals", "aws:sourcearn") => {
+                                value == &json!([source_arn])
+                            }
+                            _ => false,
+                        }
+                    })
+                })
+            }),
+        };
+        st["Effect"] == "Allow"
+            && has(&st["Action"], "sts:AssumeRole")
+            && has(&st["Principal"]["Service"], &spec.service_principal)
+            && external_id
+            && conditions_ok
+    })
+}
+
+/// Compares the role as it is with `spec`. `others` are the role's other inline policies
+/// (ore keeps one per bucket, named after it): the buckets and EC2 actions they grant
+/// count. `harden_trust` replaces a trust policy that works but lacks our conditions.
+pub fn plan_role(
+    spec: &RoleSpec,
+    state: &RoleState,
+    others: &[(String, Value)],
+    harden_trust: bool,
+) -> RolePlan {
     match state {
         RoleState::Absent => RolePlan {
             role: Outcome::Created,
             trust_policy: Outcome::Created,
+            trust_unhardened: false,
             role_policy: Outcome::Created,
+            policy_name: spec.role_name.clone(),
             policy: role_policy(spec),
             kept: vec![],
             boundary: spec.permissions_boundary.as_ref().map(|_| Outcome::Created),
@@ -342,20 +446,64 @@ pub fn plan_role(spec: &RoleSpec, state: &RoleState) -> RolePlan {
             boundary,
             ..
         } => {
-            let current = role_policy.as_deref().and_then(parse_policy);
-            let (policy, kept) = merge_role_policy(spec, current.as_ref());
+            let hardened = same_policy(trust_policy, &self::trust_policy(spec));
+            let works = hardened || trust_admits_import(trust_policy, spec);
+            let trust_outcome = if hardened || (works && !harden_trust) {
+                Outcome::AlreadyFine
+            } else {
+                Outcome::Repaired
+            };
+            let (policy_name, policy, kept, outcome) = match role_policy {
+                None if !others.is_empty() => {
+                    // ore's layout: fine when its policies grant all this run needs; else
+                    // one more policy, named after the bucket as ore names them.
+                    let bucket = spec.import_buckets.first().cloned().unwrap_or_default();
+                    let policy = self::role_policy(spec);
+                    let granted = |st: &Value| {
+                        others.iter().any(|(_, doc)| {
+                            statements(doc)
+                                .iter()
+                                .any(|o| normalize_policy(o) == normalize_policy(st))
+                        })
+                    };
+                    let buckets_granted = others.iter().flat_map(|(_, doc)| statements(doc));
+                    let mut granted_buckets = vec![];
+                    for st in buckets_granted {
+                        granted_buckets
+                            .extend(import_buckets(&st, &spec.partition).unwrap_or_default());
+                    }
+                    let fine = spec
+                        .import_buckets
+                        .iter()
+                        .all(|b| granted_buckets.contains(b))
+                        && statements(&policy)
+                            .iter()
+                            .filter(|st| import_buckets(st, &spec.partition).is_none())
+                            .all(granted);
+                    let outcome = if fine {
+                        Outcome::AlreadyFine
+                    } else {
+                        Outcome::Created
+                    };
+                    (bucket, policy, vec![], outcome)
+                }
+                _ => {
+                    let current = role_policy.as_deref().and_then(parse_policy);
+                    let (policy, kept) = merge_role_policy(spec, current.as_ref());
+                    let outcome = match role_policy {
+                        None => Outcome::Created,
+                        Some(doc) if same_policy(doc, &policy) => Outcome::AlreadyFine,
+                        Some(_) => Outcome::Repaired,
+                    };
+                    (spec.role_name.clone(), policy, kept, outcome)
+                }
+            };
             RolePlan {
                 role: Outcome::AlreadyFine,
-                trust_policy: if same_policy(trust_policy, &self::trust_policy(spec)) {
-                    Outcome::AlreadyFine
-                } else {
-                    Outcome::Repaired
-                },
-                role_policy: match role_policy {
-                    None => Outcome::Created,
-                    Some(doc) if same_policy(doc, &policy) => Outcome::AlreadyFine,
-                    Some(_) => Outcome::Repaired,
-                },
+                trust_policy: trust_outcome,
+                trust_unhardened: !hardened && works && !harden_trust,
+                role_policy: outcome,
+                policy_name,
                 policy,
                 kept,
                 boundary: spec.permissions_boundary.as_ref().map(|want| {
@@ -382,7 +530,12 @@ pub struct RoleDocuments<'a> {
 
 /// Compares a role as it is with the documents it should hold (no merging: the policy is
 /// ours whole).
-pub fn plan_role_documents(state: &RoleState, trust: &Value, policy: &Value) -> RolePlan {
+pub fn plan_role_documents(
+    state: &RoleState,
+    trust: &Value,
+    policy_name: &str,
+    policy: &Value,
+) -> RolePlan {
     let (role, trust_policy, role_policy) = match state {
         RoleState::Absent => (Outcome::Created, Outcome::Created, Outcome::Created),
         RoleState::Present {
@@ -406,7 +559,9 @@ pub fn plan_role_documents(state: &RoleState, trust: &Value, policy: &Value) -> 
     RolePlan {
         role,
         trust_policy,
+        trust_unhardened: false,
         role_policy,
+        policy_name: policy_name.to_string(),
         policy: policy.clone(),
         kept: vec![],
         boundary: None,
@@ -424,7 +579,7 @@ pub async fn apply_role(
     let documents = RoleDocuments {
         name: &spec.role_name,
         trust: &trust_policy(spec),
-        policy_name: &spec.role_name,
+        policy_name: &plan.policy_name,
         policy: &plan.policy,
         boundary: spec.permissions_boundary.as_deref(),
         description: "Lets VM Import/Export read disk images for imgpub",
@@ -591,14 +746,17 @@ mod tests {
     #[test]
     fn plan_finds_drift() {
         let spec = spec();
-        assert_eq!(plan_role(&spec, &RoleState::Absent).role, Outcome::Created);
+        assert_eq!(
+            plan_role(&spec, &RoleState::Absent, &[], false).role,
+            Outcome::Created
+        );
         let fine = RoleState::Present {
             boundary: None,
             arn: "arn:aws-cn:iam::123456789012:role/vmimport".into(),
             trust_policy: urlencoding::encode(&trust_policy(&spec).to_string()).into_owned(),
             role_policy: Some(role_policy(&spec).to_string()),
         };
-        let plan = plan_role(&spec, &fine);
+        let plan = plan_role(&spec, &fine, &[], false);
         assert_eq!(
             (plan.role, plan.trust_policy, plan.role_policy),
             (
@@ -613,7 +771,7 @@ mod tests {
             trust_policy: "{}".into(),
             role_policy: None,
         };
-        let plan = plan_role(&spec, &drifted);
+        let plan = plan_role(&spec, &drifted, &[], false);
         assert_eq!(
             (plan.trust_policy, plan.role_policy),
             (Outcome::Repaired, Outcome::Created)

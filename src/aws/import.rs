@@ -83,6 +83,26 @@ pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<St
     Ok(found.into_iter().next().map(|(_, id)| id))
 }
 
+/// A snapshot's size in GiB.
+pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
+    let out = ec2
+        .describe_snapshots()
+        .snapshot_ids(id)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!("reading the size of {id}"),
+                e,
+            )
+        })?;
+    out.snapshots()
+        .first()
+        .and_then(|s| s.volume_size())
+        .ok_or_else(|| Error::missing(Op::Ec2DescribeSnapshots, "VolumeSize"))
+}
+
 /// What an import task looks like to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskState {

@@ -60,14 +60,29 @@ pub struct MadePublic {
 }
 
 /// `KEY=VALUE` tag filters for `ensure-public`: at least one.
-pub fn parse_tag_filters(tags: &[String]) -> Result<Vec<(String, String)>> {
-    if tags.is_empty() {
-        return Err(Error::Invalid(
-            "name the tag that marks AMIs to keep public: --tag KEY=VALUE (e.g. --tag stream=stable)"
-                .into(),
-        ));
+/// The AMIs `ensure-public` looks at: those carrying every tag (ore's `production=true` by
+/// default), or one AMI (`--ami`, as ore's: whatever its tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Tagged(Vec<(String, String)>),
+    Image(String),
+}
+
+pub fn selection(tags: &[String], ami: Option<&str>) -> Result<Selection> {
+    match (ami, tags.is_empty()) {
+        (Some(_), false) => Err(Error::Invalid(
+            "pass --ami or --tag, not both: --ami names the AMI whatever its tags".into(),
+        )),
+        (Some(id), true) if !id.starts_with("ami-") => Err(Error::Invalid(format!(
+            "--ami {id:?} is not an AMI id (ami-…)"
+        ))),
+        (Some(id), true) => Ok(Selection::Image(id.to_string())),
+        (None, true) => Ok(Selection::Tagged(vec![(
+            "production".to_string(),
+            "true".to_string(),
+        )])),
+        (None, false) => Ok(Selection::Tagged(crate::aws::tags::parse("--tag", tags)?)),
     }
-    crate::aws::tags::parse("--tag", tags)
 }
 
 async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
@@ -95,30 +110,38 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
 pub async fn find_not_public(
     ec2: &Client,
     region: &str,
-    tags: &[(String, String)],
+    selection: &Selection,
 ) -> Result<Vec<MadePublic>> {
-    let filters: Vec<Filter> = tags
-        .iter()
-        .map(|(k, v)| {
-            Filter::builder()
-                .name(format!("tag:{k}"))
-                .values(v.clone())
-                .build()
-        })
-        .collect();
-    let out = ec2
+    // Deprecated AMIs too: AWS takes deprecated public AMIs private, the case this is for.
+    let call = ec2
         .describe_images()
         .owners("self")
-        .set_filters(Some(filters))
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2DescribeImages,
-                format!("listing this account's tagged AMIs in {region}"),
-                e,
-            )
-        })?;
+        .include_deprecated(true);
+    let call = match selection {
+        Selection::Tagged(tags) => call.set_filters(Some(
+            tags.iter()
+                .map(|(k, v)| {
+                    Filter::builder()
+                        .name(format!("tag:{k}"))
+                        .values(v.clone())
+                        .build()
+                })
+                .collect(),
+        )),
+        Selection::Image(id) => call.image_ids(id),
+    };
+    let out = call.send().await.map_err(|e| {
+        aws(
+            Op::Ec2DescribeImages,
+            format!("listing this account's tagged AMIs in {region}"),
+            e,
+        )
+    })?;
+    if let (Selection::Image(id), []) = (selection, out.images()) {
+        return Err(Error::Invalid(format!(
+            "AMI {id} is not an AMI of this account in {region}"
+        )));
+    }
     let mut found = vec![];
     let mut checked = 0;
     for image in out.images() {

@@ -221,7 +221,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
                 )
             }
         };
-        let mut role = iam::plan_role_documents(&state, &trust.document(), &document);
+        let mut role = iam::plan_role_documents(&state, &trust.document(), ROLE_POLICY, &document);
         role.boundary = opts.permissions_boundary.as_ref().map(|want| match &state {
             RoleState::Present { boundary, .. } if boundary.as_ref() == Some(want) => {
                 Outcome::AlreadyFine

@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct DeleteOptions {
-    pub ami: String,
+    /// The AMI; without it, only `snapshot` (an id) is deleted, as ore allows.
+    pub ami: Option<String>,
     /// A snapshot id, or `detectFromAMI`.
     pub snapshot: Option<String>,
     pub allow_missing: bool,
@@ -27,17 +28,26 @@ pub struct Plan {
 
 /// The flags, checked without AWS.
 pub fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
-    if !opts.ami.starts_with("ami-") {
+    if let Some(ami) = opts.ami.as_deref().filter(|a| !a.starts_with("ami-")) {
         return Err(Error::Invalid(format!(
-            "--ami {:?} is not an AMI id (ami-…)",
-            opts.ami
+            "--ami {ami:?} is not an AMI id (ami-…)"
         )));
     }
-    Ok(match opts.snapshot.as_deref() {
-        None => SnapshotChoice::None,
-        Some("detectFromAMI") => SnapshotChoice::FromImage,
-        Some(id) if id.starts_with("snap-") => SnapshotChoice::Id(id.to_string()),
-        Some(other) => {
+    Ok(match (opts.snapshot.as_deref(), &opts.ami) {
+        (None, None) => {
+            return Err(Error::Invalid(
+                "nothing to delete: pass --ami ami-… (and --snapshot), or --snapshot snap-…".into(),
+            ))
+        }
+        (None, Some(_)) => SnapshotChoice::None,
+        (Some("detectFromAMI"), Some(_)) => SnapshotChoice::FromImage,
+        (Some("detectFromAMI"), None) => {
+            return Err(Error::Invalid(
+                "--snapshot detectFromAMI reads the snapshot off --ami: pass --ami too".into(),
+            ))
+        }
+        (Some(id), _) if id.starts_with("snap-") => SnapshotChoice::Id(id.to_string()),
+        (Some(other), _) => {
             return Err(Error::Invalid(format!(
                 "--snapshot {other:?} is neither a snapshot id (snap-…) nor detectFromAMI"
             )))
@@ -48,16 +58,21 @@ pub fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
 /// Looks the AMI up; a missing one is an error unless `--allow-missing`.
 pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
     let choice = snapshot_choice(opts)?;
-    let found = ami::find_image(&c.ec2, &c.region, &opts.ami).await?;
-    if found.is_none() {
-        if !opts.allow_missing {
-            return Err(Error::Invalid(format!(
-                "AMI {} does not exist in this region; pass --allow-missing if that is fine",
-                opts.ami
-            )));
+    let found = match &opts.ami {
+        Some(id) => {
+            let found = ami::find_image(&c.ec2, &c.region, id).await?;
+            if found.is_none() {
+                if !opts.allow_missing {
+                    return Err(Error::Invalid(format!(
+                        "AMI {id} does not exist in this region; pass --allow-missing if that is fine"
+                    )));
+                }
+                tracing::info!("AMI {id} does not exist; nothing to deregister");
+            }
+            found
         }
-        tracing::info!("AMI {} does not exist; nothing to deregister", opts.ami);
-    }
+        None => None,
+    };
     let snapshot = match (choice, &found) {
         (SnapshotChoice::None, _) => None,
         (SnapshotChoice::Id(id), _) => Some(id),
@@ -66,7 +81,7 @@ pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
     };
     Ok(Plan {
         region: c.region.clone(),
-        image: found.map(|_| opts.ami.clone()),
+        image: found.and(opts.ami.clone()),
         snapshot,
         allow_missing: opts.allow_missing,
     })

@@ -5,14 +5,16 @@
 use crate::aws::ami::Sharing;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
-use crate::aws::permissions::{self, MadePublic, NotPublic};
+use crate::aws::permissions::{self, MadePublic, NotPublic, Selection};
 use crate::aws::regions::{failure_summary, fan_out, target_regions};
 use crate::commands::REGION_CONCURRENCY;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct EnsurePublicOptions {
     pub tags: Vec<String>,
+    /// One AMI instead of the tagged ones (in the command's region).
+    pub ami: Option<String>,
     pub regions: Vec<String>,
     pub all_regions: bool,
 }
@@ -26,9 +28,20 @@ pub struct Plan {
     pub failed: Vec<(String, String)>,
 }
 
+/// The flags, checked without AWS.
+pub fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
+    let selection = permissions::selection(&opts.tags, opts.ami.as_deref())?;
+    if opts.ami.is_some() && (opts.all_regions || !opts.regions.is_empty()) {
+        return Err(Error::Invalid(
+            "--ami names an AMI in the command's region (--region); drop the other regions".into(),
+        ));
+    }
+    Ok(selection)
+}
+
 /// Finds, in every region, the tagged AMIs that are not public.
 pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
-    let tags = permissions::parse_tag_filters(&opts.tags)?;
+    let selection = validate(opts)?;
     opts.regions.iter().try_for_each(|r| validate_region(r))?;
     let regions = if opts.regions.is_empty() && !opts.all_regions {
         vec![ctx.region.clone()]
@@ -40,10 +53,10 @@ pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> 
         regions.clone(),
         REGION_CONCURRENCY,
         |region| {
-            let tags = &tags;
+            let selection = &selection;
             async move {
                 let ec2 = ctx.in_region(&region).ec2();
-                permissions::find_not_public(&ec2, &region, tags).await
+                permissions::find_not_public(&ec2, &region, selection).await
             }
         },
         |_, mut not_public| found.append(&mut not_public),

@@ -25,6 +25,9 @@ pub struct InitializeOptions {
     /// Abort incomplete multipart uploads in the bucket after this many days; `None`
     /// leaves the bucket's lifecycle alone.
     pub abort_incomplete_days: Option<i32>,
+    /// Replace a trust policy that admits VM Import/Export but lacks the confused-deputy
+    /// conditions (ore's) with ours.
+    pub harden_trust: bool,
 }
 
 /// The JSON summary `initialize` prints.
@@ -144,7 +147,20 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
         permissions_boundary: opts.permissions_boundary.clone(),
     };
     let role_state = iam::read_role(&c.iam, &opts.role_name, &opts.role_name).await?;
-    let role = iam::plan_role(&spec, &role_state);
+    // A role without our policy may be ore's, with one policy per bucket.
+    let others = match &role_state {
+        RoleState::Present {
+            role_policy: None, ..
+        } => iam::read_other_policies(&c.iam, &opts.role_name, &opts.role_name).await?,
+        _ => vec![],
+    };
+    let role = iam::plan_role(&spec, &role_state, &others, opts.harden_trust);
+    if role.trust_unhardened {
+        tracing::warn!(
+            "the trust policy of role {} lets VM Import/Export assume it on behalf of any account (no aws:SourceAccount/aws:SourceArn conditions); `imgpub aws initialize --harden-trust` adds them",
+            opts.role_name
+        );
+    }
     let days = opts.abort_incomplete_days.filter(|d| *d > 0);
     let lifecycle_rules = match (days, bucket_outcome) {
         (Some(_), Outcome::AlreadyFine) => s3::lifecycle_rules(&c.s3, &bucket).await?,
@@ -210,6 +226,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::S3CreateBucket,
     Op::IamGetRole,
     Op::IamGetRolePolicy,
+    Op::IamListRolePolicies,
     Op::IamCreateRole,
     Op::IamUpdateAssumeRolePolicy,
     Op::IamPutRolePolicy,

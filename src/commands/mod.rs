@@ -14,6 +14,7 @@ pub mod copy_regions;
 pub mod create_publisher;
 pub mod delete_image;
 pub mod ensure_public;
+pub mod gc;
 pub mod grant;
 pub mod initialize;
 pub mod list_regions;

@@ -13,7 +13,7 @@ use crate::aws::calls::{Arns, Op, ResourceKind};
 use crate::aws::config::{validate_region, AwsSettings};
 use crate::aws::s3::S3Prefix;
 use crate::commands::{
-    copy_regions, delete_image, ensure_public, grant, initialize, list_regions, publish_ssm,
+    copy_regions, delete_image, ensure_public, gc, grant, initialize, list_regions, publish_ssm,
     upload, upload_object,
 };
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub enum For {
     /// `grant` and `revoke`.
     Grant,
     EnsurePublic,
+    /// `gc`.
+    Gc,
     Initialize,
     /// `upload-object`.
     Object,
@@ -49,6 +51,7 @@ impl For {
             For::Delete => delete_image::MAY_CALL,
             For::Grant => grant::MAY_CALL,
             For::EnsurePublic => ensure_public::MAY_CALL,
+            For::Gc => gc::MAY_CALL,
             For::Initialize => initialize::MAY_CALL,
             For::Object => upload_object::MAY_CALL,
             For::ListRegions => list_regions::MAY_CALL,
@@ -636,6 +639,7 @@ mod tests {
             For::Delete,
             For::Grant,
             For::EnsurePublic,
+            For::Gc,
             For::Initialize,
             For::Object,
             For::ListRegions,

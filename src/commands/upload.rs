@@ -174,6 +174,22 @@ pub struct Plan {
     pub image: ImageStep,
 }
 
+/// ore's root volume size when no size flag is given.
+pub const ORE_DEFAULT_DISK_GIB: u32 = 8;
+/// ore's key prefix when `--bucket` names only a bucket.
+pub const ORE_DEFAULT_PREFIX: &str = "ami-import";
+
+/// The AMI's tags: `Name=<AMI name>` as ore sets it (copies inherit it), unless `--tags`
+/// names it, then `--tags`.
+fn image_tags(ami_name: &str, tags: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = Vec::with_capacity(tags.len() + 1);
+    if !tags.iter().any(|(k, _)| k == "Name") {
+        all.push(("Name".to_string(), ami_name.to_string()));
+    }
+    all.extend(tags.iter().cloned());
+    all
+}
+
 fn file_name(path: &std::path::Path) -> Result<String> {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -188,6 +204,11 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
     ami::validate_account_ids("--grant-user-snapshot", &opts.grant_user_snapshot)?;
 
     let source = match (&opts.source_snapshot, &opts.source_object, &opts.file) {
+        (Some(_), Some(_), _) => {
+            return Err(Error::Invalid(
+                "pass at most one of --source-object and --source-snapshot".into(),
+            ))
+        }
         (Some(snap), _, _) => {
             if !snap.starts_with("snap-") {
                 return Err(Error::Invalid(format!("{snap:?} is not a snapshot id (snap-…)")));
@@ -211,15 +232,21 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
                     "--bucket s3://BUCKET/PREFIX is needed to upload the image (create one with `imgpub aws initialize`)".into(),
                 )
             })?;
-            let name = match &opts.name {
-                Some(name) => name.clone(),
-                None => file_name(path)?,
+            // ore's key: PREFIX/<file name> (`ami-import/` without a prefix), whatever --name.
+            let location = S3Prefix::parse(url)?;
+            let prefix = match location.prefix {
+                Some(prefix) => prefix,
+                None => ORE_DEFAULT_PREFIX.to_string(),
             };
             Source::File {
                 path: path.clone(),
                 info,
                 format,
-                object: S3Prefix::parse(url)?.object(&name),
+                object: S3Prefix {
+                    prefix: Some(prefix),
+                    ..location
+                }
+                .object(&file_name(path)?),
             }
         }
         (None, None, None) => {
@@ -244,18 +271,33 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
     } else {
         let ami_name = opts.ami_name.clone().unwrap_or_else(|| name.clone());
         ami::validate_ami_name(&ami_name)?;
-        let volume_size_gib = match (opts.disk_size_gib, opts.disk_size_inspect, &source) {
-            (Some(gib), _, _) => Some(gib),
-            (None, true, Source::File { info, .. }) => info
+        // ore's sizes: --disk-size-gib (default 8), the image's with --disk-size-inspect, and
+        // the snapshot's for --source-snapshot.
+        let image_gib = match &source {
+            Source::File { info, .. } => info
                 .virtual_size_gib()
                 .map(|g| u32::try_from(g).unwrap_or(u32::MAX)),
+            _ => None,
+        };
+        let volume_size_gib = match (opts.disk_size_gib, opts.disk_size_inspect, &source) {
+            (Some(gib), _, _) => Some(gib),
+            (None, true, Source::File { .. }) => image_gib,
             (None, true, _) => {
                 return Err(Error::Invalid(
                     "--disk-size-inspect needs --file; pass --disk-size-gib instead".into(),
                 ))
             }
-            (None, false, _) => None,
+            (None, false, Source::Snapshot(_)) => None,
+            (None, false, _) => Some(ORE_DEFAULT_DISK_GIB),
         };
+        if let (Some(gib), Some(image)) = (volume_size_gib, image_gib) {
+            if gib < image {
+                return Err(Error::Invalid(format!(
+                    "the root volume ({gib} GiB{}) is smaller than the image ({image} GiB): pass --disk-size-gib {image} or more, or --disk-size-inspect",
+                    if opts.disk_size_gib.is_none() { ", ore's default" } else { "" }
+                )));
+            }
+        }
         let volume_size_gib = volume_size_gib
             .map(|gib| {
                 i32::try_from(gib).map_err(|_| {
@@ -266,7 +308,6 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
             })
             .transpose()?;
         Some(RegisterSettings {
-            name: ami_name,
             description: opts.ami_description.clone(),
             arch: opts.arch,
             boot_mode: ami::boot_mode(opts.arch, opts.x86_boot_mode, opts.tpm_support)?,
@@ -274,8 +315,9 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
             tpm: opts.tpm_support,
             volume_type: opts.volume_type,
             volume_size_gib,
+            tags: image_tags(&ami_name, &tags),
+            name: ami_name,
             billing_products: opts.billing_product_codes.clone(),
-            tags: tags.clone(),
         })
     };
 
@@ -454,17 +496,29 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     {
         calls.push(call(Op::S3DeleteObject, vec![object.clone()]));
     }
-    let register_call = || Call {
-        tags_on_create: !local.tags.is_empty(),
-        ..call(
-            Op::Ec2RegisterImage,
-            vec![Resource::Image(None), snapshot.clone()],
-        )
+    let image_tags = local.register.as_ref().is_some_and(|r| !r.tags.is_empty());
+    let sized = local
+        .register
+        .as_ref()
+        .is_some_and(|r| r.volume_size_gib.is_some());
+    let register_calls = || {
+        let register = Call {
+            tags_on_create: image_tags,
+            ..call(
+                Op::Ec2RegisterImage,
+                vec![Resource::Image(None), snapshot.clone()],
+            )
+        };
+        match sized {
+            // The root volume's size is checked against the snapshot's first.
+            true => vec![call(Op::Ec2DescribeSnapshots, vec![]), register],
+            false => vec![register],
+        }
     };
     let image = match &plan.image {
         ImageStep::None => None,
         ImageStep::Register => {
-            calls.push(register_call());
+            calls.extend(register_calls());
             Some(Resource::Image(None))
         }
         ImageStep::Replace(found) => {
@@ -476,12 +530,12 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                     vec![Resource::Snapshot(Some(s.clone()))],
                 ));
             }
-            calls.push(register_call());
+            calls.extend(register_calls());
             Some(Resource::Image(None))
         }
         ImageStep::Reuse(id) => {
             let image = Resource::Image(Some(id.clone()));
-            if !local.tags.is_empty() {
+            if image_tags {
                 calls.push(call(Op::Ec2CreateTags, vec![image.clone()]));
             }
             Some(image)
@@ -538,9 +592,9 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         delete_object(c, object, plan.snapshot == SnapshotStep::Import).await?;
     }
     let ami_id = match (&plan.image, &local.register) {
-        (ImageStep::Reuse(id), _) => {
+        (ImageStep::Reuse(id), reg) => {
             tracing::info!("AMI {id} already exists for {snapshot}; reusing it");
-            tag(&c.ec2, id, &local.tags).await?;
+            tag(&c.ec2, id, reg.as_ref().map_or(&[][..], |r| &r.tags)).await?;
             Some(id.clone())
         }
         (ImageStep::Replace(found), Some(reg)) => {
@@ -645,6 +699,17 @@ async fn delete_object(c: &Clients, object: &S3Object, say_so: bool) -> Result<(
 /// RegisterImage; a duplicate name registered meanwhile (a concurrent or earlier,
 /// interrupted run) for the same snapshot is that run's AMI.
 async fn register(c: &Clients, reg: &RegisterSettings, snapshot: &str) -> Result<String> {
+    if let Some(gib) = reg.volume_size_gib {
+        let snapshot_gib = import::snapshot_size_gib(&c.ec2, snapshot).await?;
+        if gib < snapshot_gib {
+            return Err(Error::failed(
+                format!("registering AMI {}", reg.name),
+                ErrorKind::Other,
+                None,
+                format!("the root volume ({gib} GiB) is smaller than snapshot {snapshot} ({snapshot_gib} GiB): pass --disk-size-gib {snapshot_gib} or more (a rerun reuses the snapshot)"),
+            ));
+        }
+    }
     match ami::register_image(&c.ec2, reg, snapshot).await {
         Ok(id) => Ok(id),
         Err(err) if err.code() == Some("InvalidAMIName.Duplicate") => {
@@ -711,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_plan_names_the_object_after_name_under_the_prefix() {
+    fn a_file_plan_names_the_object_after_the_file_under_the_prefix() {
         let dir = tmp();
         let opts = UploadOptions {
             file: Some(raw_image(&dir)),
@@ -727,13 +792,24 @@ mod tests {
         let Source::File { object, format, .. } = &local.source else {
             panic!("{:?}", local.source)
         };
-        assert_eq!(object.to_string(), "s3://images/ci/os-1.0");
+        // ore's key: the file's name, not --name.
+        assert_eq!(object.to_string(), "s3://images/ci/disk.raw");
         assert_eq!(*format, ObjectFormat::Raw);
         let reg = local.register.as_ref().unwrap();
         assert_eq!(reg.name, "os-1.0");
         assert_eq!(reg.boot_mode, BootMode::Uefi, "arm64 boots UEFI only");
         assert_eq!(reg.volume_size_gib, Some(1));
-        assert_eq!(reg.tags, vec![("stream".to_string(), "stable".to_string())]);
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(reg.tags, pairs(&[("Name", "os-1.0"), ("stream", "stable")]));
+        // A Name in --tags is the user's.
+        assert_eq!(
+            image_tags("ami", &pairs(&[("Name", "mine")])),
+            pairs(&[("Name", "mine")])
+        );
     }
 
     #[test]
@@ -851,6 +927,7 @@ mod tests {
                 Op::Ec2DescribeImportSnapshotTasks,
                 Op::Ec2ImportSnapshot,
                 Op::Ec2CreateTags,
+                Op::Ec2DescribeSnapshots,
                 Op::Ec2RegisterImage,
                 Op::Ec2ModifyImageAttribute,
                 Op::Ec2ModifySnapshotAttribute,
@@ -864,7 +941,8 @@ mod tests {
             );
             assert_eq!(call.region, "eu-west-1");
         }
-        // A rerun that found everything: no upload, no import, no register.
+        // A rerun that found everything: no upload, no import, no register; the AMI's
+        // Name tag is made sure of.
         let done = Plan {
             snapshot: SnapshotStep::Use("snap-1".into()),
             image: ImageStep::Reuse("ami-1".into()),
@@ -873,7 +951,11 @@ mod tests {
         let ops: Vec<Op> = check(&done).iter().map(|c| c.op).collect();
         assert_eq!(
             ops,
-            vec![Op::Ec2ModifyImageAttribute, Op::Ec2ModifySnapshotAttribute]
+            vec![
+                Op::Ec2CreateTags,
+                Op::Ec2ModifyImageAttribute,
+                Op::Ec2ModifySnapshotAttribute
+            ]
         );
     }
 }

@@ -24,11 +24,9 @@ pub struct UploadObjectOptions {
 /// Where the file goes, checked without AWS.
 pub fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
     let location = S3Prefix::parse(&opts.bucket)?;
+    // --key replaces the file name under the prefix, not the prefix.
     Ok(match &opts.key {
-        Some(key) => S3Object {
-            bucket: location.bucket,
-            key: key.clone(),
-        },
+        Some(key) => location.object(key.trim_start_matches('/')),
         None => {
             let name = opts.file.file_name().ok_or_else(|| {
                 Error::Invalid(format!("{} has no file name", opts.file.display()))

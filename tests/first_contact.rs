@@ -1,0 +1,250 @@
+//! First contact: a machine without AWS credentials, an endpoint that is not there, and
+//! `--help`. No stand-in: what is tested is what imgpub says before AWS answers anything.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tempdir::TempDir;
+
+/// A port on loopback that nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// imgpub with an empty HOME, no AWS_* variables but `env`, and the instance-metadata
+/// endpoint on a closed port (the real one may answer on a build machine).
+fn bare(home: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
+    let imds = format!("http://127.0.0.1:{}", closed_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpub"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_credentials_is_one_line_naming_every_source_tried() {
+    let home = TempDir::new();
+    let image = common::make_raw(home.path(), "os.raw", 1, 1, 7);
+    let image = image.to_str().unwrap();
+    for args in [
+        vec!["aws", "list-regions", "--region", "us-east-1"],
+        vec![
+            "aws",
+            "upload",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "s3://images/ci",
+            "--file",
+            image,
+        ],
+    ] {
+        let out = bare(home.path(), &[], &args);
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: one line only, got {lines:?}");
+        let line = &lines[0];
+        assert!(line.starts_with("error: no AWS credentials"), "{line}");
+        for source in [
+            "environment (AWS_ACCESS_KEY_ID is not set)",
+            "shared files (~/.aws/credentials and ~/.aws/config do not exist)",
+            "web identity",
+            "container",
+            "instance metadata",
+            "aws configure",
+            "--profile",
+            "--credentials-file",
+        ] {
+            assert!(line.contains(source), "{source:?} not in {line}");
+        }
+        // Words, not the SDK's debug structures.
+        assert!(
+            !line.contains('{') && !line.contains("CredentialsNotLoaded"),
+            "{line}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_profile_that_is_not_there_is_named() {
+    let home = TempDir::new();
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    common::write_file(
+        &home.path().join(".aws"),
+        "credentials",
+        "[other]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = abc\n",
+    );
+    let out = bare(
+        home.path(),
+        &[],
+        &["aws", "list-regions", "--region", "us-east-1"],
+    );
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("shared files (no profile \"default\" in ~/.aws/credentials"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn debug_shows_the_sdk_details() {
+    let home = TempDir::new();
+    let out = bare(
+        home.path(),
+        &[],
+        &["aws", "list-regions", "--region", "us-east-1", "-d"],
+    );
+    let lines = stderr_lines(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(lines.len() > 1, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("provider in chain did not provide credentials")),
+        "{lines:?}"
+    );
+    assert!(lines
+        .last()
+        .unwrap()
+        .starts_with("error: no AWS credentials"));
+}
+
+#[test]
+fn unreachable_endpoint_is_named_with_where_it_came_from() {
+    let home = TempDir::new();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "secret-not-shown".to_string()),
+    ];
+    let url = format!("http://127.0.0.1:{}", closed_port());
+
+    let started = Instant::now();
+    let out = bare(
+        home.path(),
+        &keys,
+        &[
+            "aws",
+            "list-regions",
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &url,
+        ],
+    );
+    let took = started.elapsed();
+    let lines = stderr_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!(
+            "cannot reach the AWS endpoint {url} (from --endpoint-url)"
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("credentials"), "{}", lines[0]);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    let mut env = keys.to_vec();
+    env.push(("AWS_ENDPOINT_URL", url.clone()));
+    let out = bare(
+        home.path(),
+        &env,
+        &["aws", "list-regions", "--region", "us-east-1"],
+    );
+    let lines = stderr_lines(&out);
+    assert!(
+        lines[0].contains(&format!("{url} (from $AWS_ENDPOINT_URL)")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn usage_errors_do_not_show_an_endpoint_from_the_environment_as_typed() {
+    let home = TempDir::new();
+    let out = bare(
+        home.path(),
+        &[("AWS_ENDPOINT_URL", "http://127.0.0.1:1".to_string())],
+        &["aws", "upload", "--no-such-flag"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(!err.contains("--endpoint-url"), "{err}");
+}
+
+#[test]
+fn upload_help_puts_its_own_flags_first() {
+    let home = TempDir::new();
+    let out = bare(home.path(), &[], &["aws", "upload", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = |needle: &str| {
+        help.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in --help:\n{help}"))
+    };
+    let own = at("--file").max(at("--bucket"));
+    for heading in ["AWS options:", "Logging options:"] {
+        assert!(own < at(heading), "{heading} before --file/--bucket");
+    }
+    for global in [
+        "--region",
+        "--profile",
+        "--endpoint-url",
+        "--log-level",
+        "--debug",
+    ] {
+        assert!(own < at(global), "{global} before --file/--bucket");
+    }
+    assert!(at("AWS options:") < at("--region"));
+    assert!(at("Logging options:") < at("--log-level"));
+    assert!(at("Example:") > at("--log-level"), "example at the end");
+    assert!(help[at("Example:")..].contains("imgpub aws upload"));
+}
+
+#[test]
+fn every_command_has_an_example() {
+    let home = TempDir::new();
+    let out = bare(home.path(), &[], &["aws", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1) // the rest of the "Commands:" line
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 14, "{commands:?}");
+    for command in commands {
+        let out = bare(home.path(), &[], &["aws", command, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Example:\n  imgpub aws "),
+            "{command} --help has no example"
+        );
+    }
+}
