@@ -186,11 +186,12 @@ fn usage_errors_do_not_show_an_endpoint_from_the_environment_as_typed() {
     let out = bare(
         home.path(),
         &[("AWS_ENDPOINT_URL", "http://127.0.0.1:1".to_string())],
-        &["aws", "upload", "--no-such-flag"],
+        // clap's usage line repeats the arguments given: a required one is missing here.
+        &["aws", "publish-ssm", "--image", "ami-0123456789abcdef0"],
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(err.contains("--parameter"), "{err}");
     assert!(!err.contains("--endpoint-url"), "{err}");
 }
 
