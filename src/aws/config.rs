@@ -416,7 +416,7 @@ impl AwsContext {
         }
     }
 
-    fn identity_error(
+    async fn identity_error(
         &self,
         err: aws_sdk_sts::error::SdkError<
             aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
@@ -427,7 +427,7 @@ impl AwsContext {
             return Error::Setup(match self.credentials {
                 Chain::Default => format!(
                     "no AWS credentials: {}; to fix it, {fix}",
-                    default_chain_report(cause)
+                    default_chain_report(cause, &SharedFiles::read().await)
                 ),
                 Chain::Chosen => format!(
                     "could not load AWS credentials from {}: {}",
@@ -483,8 +483,11 @@ impl AwsContext {
             .customize()
             .config_override(first_contact)
             .send()
-            .await
-            .map_err(|e| self.identity_error(e))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Err(self.identity_error(e).await),
+        };
         let missing = |field| Error::missing(Op::StsGetCallerIdentity, field);
         let arn = out.arn().ok_or_else(|| missing("Arn"))?.to_string();
         let partition = arn
@@ -510,11 +513,70 @@ enum Chain {
     Chosen,
 }
 
+/// The shared credentials and config files, as the SDK finds them, and what they hold.
+struct SharedFiles {
+    /// Both, as shown to the user: `~/.aws/credentials and ~/.aws/config`.
+    shown: String,
+    /// The profile the chain reads ($AWS_PROFILE, else `default`).
+    profile: String,
+    state: FilesState,
+}
+
+enum FilesState {
+    Missing,
+    NoProfile,
+    HasProfile,
+}
+
+impl SharedFiles {
+    /// Reads the files (with tokio: this runs on the runtime).
+    async fn read() -> SharedFiles {
+        let profile = std::env::var("AWS_PROFILE")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut shown = vec![];
+        let mut texts = vec![];
+        for (var, name) in [
+            ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+            ("AWS_CONFIG_FILE", "config"),
+        ] {
+            let (label, path) = match std::env::var_os(var).filter(|p| !p.is_empty()) {
+                Some(path) => {
+                    let path = PathBuf::from(path);
+                    (format!("{} (${var})", path.display()), path)
+                }
+                None => match &home {
+                    Some(h) => (format!("~/.aws/{name}"), h.join(".aws").join(name)),
+                    None => continue,
+                },
+            };
+            shown.push(label);
+            if let Ok(text) = tokio::fs::read_to_string(&path).await {
+                texts.push(text);
+            }
+        }
+        let state = if texts.is_empty() {
+            FilesState::Missing
+        } else if texts.iter().any(|t| has_profile(t, &profile)) {
+            FilesState::HasProfile
+        } else {
+            FilesState::NoProfile
+        };
+        SharedFiles {
+            shown: shown.join(" and "),
+            profile,
+            state,
+        }
+    }
+}
+
 /// Each source of the default chain, in the SDK's order, and why it gave no credentials:
 /// told from the environment and the files (the chain's own error lists none of it in
 /// words). The chain stops at the first source that is set up, so the list does too, with
 /// that source's error.
-fn default_chain_report(err: &CredentialsError) -> String {
+fn default_chain_report(err: &CredentialsError, files: &SharedFiles) -> String {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     let failed = one_line_chain(err);
     let mut tried: Vec<String> = Vec::new();
@@ -524,24 +586,16 @@ fn default_chain_report(err: &CredentialsError) -> String {
     }
     tried.push("environment (AWS_ACCESS_KEY_ID is not set)".into());
 
-    let profile = std::env::var("AWS_PROFILE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "default".into());
-    let files = shared_files();
-    let existing: Vec<&(String, PathBuf)> = files.iter().filter(|(_, p)| p.is_file()).collect();
-    let shown = files
-        .iter()
-        .map(|(shown, _)| shown.as_str())
-        .collect::<Vec<_>>()
-        .join(" and ");
-    if existing.is_empty() {
-        tried.push(format!("shared files ({shown} do not exist)"));
-    } else if existing.iter().any(|(_, p)| has_profile(p, &profile)) {
-        tried.push(format!("profile {profile:?} in {shown}: {failed}"));
-        return format!("tried {}", tried.join("; "));
-    } else {
-        tried.push(format!("shared files (no profile {profile:?} in {shown})"));
+    let (shown, profile) = (&files.shown, &files.profile);
+    match files.state {
+        FilesState::Missing => tried.push(format!("shared files ({shown} do not exist)")),
+        FilesState::NoProfile => {
+            tried.push(format!("shared files (no profile {profile:?} in {shown})"))
+        }
+        FilesState::HasProfile => {
+            tried.push(format!("profile {profile:?} in {shown}: {failed}"));
+            return format!("tried {}", tried.join("; "));
+        }
     }
 
     if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
@@ -581,31 +635,8 @@ fn default_chain_report(err: &CredentialsError) -> String {
     format!("tried {}", tried.join("; "))
 }
 
-/// The shared credentials and config files the SDK reads, as shown to the user and as paths.
-fn shared_files() -> Vec<(String, PathBuf)> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    [
-        ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
-        ("AWS_CONFIG_FILE", "config"),
-    ]
-    .into_iter()
-    .filter_map(|(var, name)| match std::env::var_os(var) {
-        Some(path) if !path.is_empty() => {
-            let path = PathBuf::from(path);
-            Some((format!("{} (${var})", path.display()), path))
-        }
-        _ => home
-            .as_ref()
-            .map(|h| (format!("~/.aws/{name}"), h.join(".aws").join(name))),
-    })
-    .collect()
-}
-
-/// Whether a shared credentials or config file has a section for `profile`.
-fn has_profile(path: &Path, profile: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
+/// Whether a shared credentials or config file's text has a section for `profile`.
+fn has_profile(text: &str, profile: &str) -> bool {
     text.lines().any(|line| {
         let line = line.trim();
         line.strip_prefix('[')

@@ -420,6 +420,38 @@ pub fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
     })
 }
 
+/// A role ore prepared: one inline policy per bucket, named after it. Fine when those
+/// grant all this run needs; else one more policy, named after this run's bucket as ore
+/// would name it. Returns its name, the document and what to do.
+fn plan_ore_layout(spec: &RoleSpec, others: &[(String, Value)]) -> (String, Value, Outcome) {
+    let theirs: Vec<Value> = others.iter().flat_map(|(_, doc)| statements(doc)).collect();
+    let granted_buckets: Vec<String> = theirs
+        .iter()
+        .filter_map(|st| import_buckets(st, &spec.partition))
+        .flatten()
+        .collect();
+    let theirs_normalized: Vec<Value> = theirs.iter().map(normalize_policy).collect();
+    let policy = role_policy(spec);
+    let fine = spec
+        .import_buckets
+        .iter()
+        .all(|b| granted_buckets.contains(b))
+        && statements(&policy)
+            .iter()
+            .filter(|st| import_buckets(st, &spec.partition).is_none())
+            .all(|st| theirs_normalized.contains(&normalize_policy(st)));
+    let name = spec
+        .import_buckets
+        .first()
+        .unwrap_or(&spec.role_name)
+        .clone();
+    let outcome = match fine {
+        true => Outcome::AlreadyFine,
+        false => Outcome::Created,
+    };
+    (name, policy, outcome)
+}
+
 /// Compares the role as it is with `spec`. `others` are the role's other inline policies
 /// (ore keeps one per bucket, named after it): the buckets and EC2 actions they grant
 /// count. `harden_trust` replaces a trust policy that works but lacks our conditions.
@@ -455,37 +487,8 @@ pub fn plan_role(
             };
             let (policy_name, policy, kept, outcome) = match role_policy {
                 None if !others.is_empty() => {
-                    // ore's layout: fine when its policies grant all this run needs; else
-                    // one more policy, named after the bucket as ore names them.
-                    let bucket = spec.import_buckets.first().cloned().unwrap_or_default();
-                    let policy = self::role_policy(spec);
-                    let granted = |st: &Value| {
-                        others.iter().any(|(_, doc)| {
-                            statements(doc)
-                                .iter()
-                                .any(|o| normalize_policy(o) == normalize_policy(st))
-                        })
-                    };
-                    let buckets_granted = others.iter().flat_map(|(_, doc)| statements(doc));
-                    let mut granted_buckets = vec![];
-                    for st in buckets_granted {
-                        granted_buckets
-                            .extend(import_buckets(&st, &spec.partition).unwrap_or_default());
-                    }
-                    let fine = spec
-                        .import_buckets
-                        .iter()
-                        .all(|b| granted_buckets.contains(b))
-                        && statements(&policy)
-                            .iter()
-                            .filter(|st| import_buckets(st, &spec.partition).is_none())
-                            .all(granted);
-                    let outcome = if fine {
-                        Outcome::AlreadyFine
-                    } else {
-                        Outcome::Created
-                    };
-                    (bucket, policy, vec![], outcome)
+                    let (name, policy, outcome) = plan_ore_layout(spec, others);
+                    (name, policy, vec![], outcome)
                 }
                 _ => {
                     let current = role_policy.as_deref().and_then(parse_policy);
@@ -741,6 +744,30 @@ mod tests {
         assert!(p.contains("arn:aws-cn:s3:::images/*"), "{p}");
         let t = trust_policy(&spec()).to_string();
         assert!(t.contains("arn:aws-cn:vmie:*:123456789012:*"), "{t}");
+    }
+
+    #[test]
+    fn the_documented_trust_policy_works_without_our_conditions() {
+        let spec = spec();
+        let trust = |condition: Value| {
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "vmie.amazonaws.com"},
+                "Action": "sts:AssumeRole", "Condition": condition
+            }]})
+            .to_string()
+        };
+        let ore = trust(json!({"StringEquals": {"sts:Externalid": "vmimport"}}));
+        assert!(trust_admits_import(&ore, &spec));
+        assert!(trust_admits_import(&trust_policy(&spec).to_string(), &spec));
+        // No external id, a foreign account, an unknown condition: not ours to accept.
+        assert!(!trust_admits_import(&trust(json!({})), &spec));
+        let foreign = trust(json!({"StringEquals": {
+            "sts:ExternalId": "vmimport", "aws:SourceAccount": "999999999999"
+        }}));
+        assert!(!trust_admits_import(&foreign, &spec));
+        let other = trust(json!({"StringEquals": {"sts:ExternalId": "vmimport"},
+            "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}));
+        assert!(!trust_admits_import(&other, &spec));
     }
 
     #[test]

@@ -59,7 +59,6 @@ pub struct MadePublic {
     pub dry_run: bool,
 }
 
-/// `KEY=VALUE` tag filters for `ensure-public`: at least one.
 /// The AMIs `ensure-public` looks at: those carrying every tag (ore's `production=true` by
 /// default), or one AMI (`--ami`, as ore's: whatever its tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
