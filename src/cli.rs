@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use imgpub::aws::ami::{Arch, BootMode, Change, TpmSupport, VolumeType};
+use imgpub::aws::ami::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
 use imgpub::aws::config::{AwsSettings, Secret};
 use imgpub::aws::preflight::PreflightMode;
 use imgpub::commands::copy_regions::CopyOptions;
@@ -16,7 +16,7 @@ use imgpub::commands::gc::GcOptions;
 use imgpub::commands::grant::GrantOptions;
 use imgpub::commands::initialize::InitializeOptions;
 use imgpub::commands::policy::{For, PolicyOptions};
-use imgpub::commands::upload::{Transfer, UploadOptions};
+use imgpub::commands::upload::{Deprecate, Transfer, UploadOptions};
 use imgpub::commands::upload_object::UploadObjectOptions;
 use imgpub::image::ObjectFormat;
 
@@ -145,7 +145,24 @@ fn parse_log_level(s: &str) -> Result<LogLevel, String> {
 #[derive(Debug, Subcommand)]
 pub enum TopCommand {
     /// Amazon Web Services commands.
-    Aws(AwsCommand),
+    Aws(Box<AwsCommand>),
+    /// Print a completion script for SHELL.
+    #[command(
+        after_help = "Example:\n  source <(imgpub completions bash)    # or into /usr/share/bash-completion/completions/imgpub"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); with --dir, write one page per command there.
+    #[command(
+        after_help = "Example:\n  imgpub man | man -l -\n  imgpub man --dir /usr/share/man/man1"
+    )]
+    Man {
+        /// Write imgpub.1, imgpub-aws.1, imgpub-aws-upload.1, … into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -188,13 +205,19 @@ pub struct AwsFlags {
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
-    /// Assume this IAM role on top of the loaded credentials.
+    /// Assume this IAM role on top of the loaded credentials (default: $IMGPUB_ROLE_ARN).
     #[arg(long, global = true, value_name = "ARN")]
     pub role_arn: Option<String>,
 
-    /// External ID to pass when assuming --role-arn (for create-publisher: the role's).
+    /// External ID to pass when assuming --role-arn (for create-publisher: the role's;
+    /// default: $IMGPUB_EXTERNAL_ID).
     #[arg(long, global = true, value_name = "ID")]
     pub external_id: Option<String>,
+
+    /// Session name for --role-arn, shown in CloudTrail (default: $IMGPUB_ROLE_SESSION_NAME,
+    /// else imgpub-<CI job id or host name>).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub role_session_name: Option<String>,
 
     /// Check with IAM before the first change that every call the run makes is allowed:
     /// auto (when the caller may simulate its policies), require, or off.
@@ -395,9 +418,33 @@ pub struct UploadArgs {
     /// x86_64 boot mode.
     #[arg(long, value_enum, ignore_case = true, default_value = "uefi-preferred")]
     pub x86_boot_mode: BootMode,
+    /// Boot mode for any architecture (arm64: uefi only); over --x86-boot-mode.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub boot_mode: Option<BootMode>,
     /// TPM support; needs UEFI.
     #[arg(long, value_enum, ignore_case = true)]
     pub tpm_support: Option<TpmSupport>,
+    /// The UEFI variable store for Secure Boot: a file of base64, as `uefivars -O aws`
+    /// writes it.
+    #[arg(long, value_name = "FILE")]
+    pub uefi_data: Option<PathBuf>,
+    /// Enhanced networking with the Intel 82599 VF: simple (as ore registers), or off.
+    #[arg(long, value_enum, ignore_case = true, default_value = "simple")]
+    pub sriov_net_support: SriovNetSupport,
+    /// Deprecate the AMI this long from now (e.g. 90d, 2160h); copies keep the date.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "deprecate_at")]
+    pub deprecate_in: Option<std::time::Duration>,
+    /// Deprecate the AMI at this time (RFC 3339, e.g. 2027-06-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub deprecate_at: Option<String>,
+    /// Encrypt the imported snapshot (with the account's default EBS key, or --kms-key's).
+    /// An encrypted snapshot cannot be public.
+    #[arg(long)]
+    pub encrypted: bool,
+    /// The KMS key (id, alias or ARN) to encrypt the imported snapshot with; implies
+    /// --encrypted. The vmimport role needs to use it (`initialize --kms-key`).
+    #[arg(long, value_name = "KEY")]
+    pub kms_key: Option<String>,
     /// Billing product codes for the AMI.
     #[arg(long, value_delimiter = ',')]
     pub billing_product_code: Vec<String>,
@@ -410,6 +457,10 @@ pub struct UploadArgs {
     /// running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
     pub import_timeout: std::time::Duration,
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// How the multipart upload engine sends a file.
@@ -465,10 +516,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(n * mult)
 }
 
-/// `2h`, `90m`, `600s`, or a bare number of seconds.
+/// `90d`, `2h`, `90m`, `600s`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let (num, mult) = match t.chars().last() {
+        Some('d') => (&t[..t.len() - 1], 86400),
         Some('h') => (&t[..t.len() - 1], 3600),
         Some('m') => (&t[..t.len() - 1], 60),
         Some('s') => (&t[..t.len() - 1], 1),
@@ -476,8 +528,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 2h, 90m or 600s"))?;
-    Ok(std::time::Duration::from_secs(n * mult))
+        .map_err(|_| format!("{s:?} is not a duration like 90d, 2h, 90m or 600s"))?;
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +551,10 @@ pub struct CopyRegionsArgs {
     pub timeout: std::time::Duration,
     /// Destination regions.
     pub regions: Vec<String>,
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -520,6 +578,10 @@ pub struct DeleteImageArgs {
     /// A missing AMI or snapshot is not an error.
     #[arg(long)]
     pub allow_missing: bool,
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The AMIs a command acts on, in one region or many.
@@ -552,6 +614,10 @@ pub struct PermissionArgs {
     /// Also change the root snapshot's create-volume permissions (for --user and --public).
     #[arg(long)]
     pub snapshot: bool,
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -618,6 +684,10 @@ pub struct PublishSsmArgs {
     /// Replace a parameter that points at a different AMI.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -713,6 +783,18 @@ pub enum PolicyFormat {
 // What the flags mean to the library.
 
 impl AwsFlags {
+    /// The flags with what the environment supplies for those not given (read here, not by
+    /// clap, so usage errors never show a value from the environment as if typed).
+    pub fn with_environment(mut self) -> AwsFlags {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        self.role_arn = self.role_arn.or_else(|| env("IMGPUB_ROLE_ARN"));
+        self.external_id = self.external_id.or_else(|| env("IMGPUB_EXTERNAL_ID"));
+        self.role_session_name = self
+            .role_session_name
+            .or_else(|| env("IMGPUB_ROLE_SESSION_NAME"));
+        self
+    }
+
     pub fn settings(&self) -> AwsSettings {
         AwsSettings {
             region: self.region.clone(),
@@ -723,6 +805,7 @@ impl AwsFlags {
             endpoint_url: self.endpoint_url.clone(),
             role_arn: self.role_arn.clone(),
             external_id: self.external_id.clone(),
+            role_session_name: self.role_session_name.clone(),
         }
     }
 }
@@ -782,6 +865,16 @@ impl From<UploadArgs> for UploadOptions {
             billing_product_codes: a.billing_product_code,
             role_name: a.role_name,
             import_timeout: a.import_timeout,
+            boot_mode: a.boot_mode,
+            uefi_data: a.uefi_data,
+            sriov: a.sriov_net_support,
+            deprecate: match (a.deprecate_in, a.deprecate_at) {
+                (Some(after), _) => Some(Deprecate::In(after)),
+                (None, Some(at)) => Some(Deprecate::At(at)),
+                (None, None) => None,
+            },
+            encrypted: a.encrypted,
+            kms_key: a.kms_key,
         }
     }
 }
@@ -922,7 +1015,9 @@ mod tests {
         .unwrap();
         for cli in [a, b] {
             assert_eq!(cli.effective_log_level(), LogLevel::Info);
-            let TopCommand::Aws(aws) = cli.command;
+            let TopCommand::Aws(aws) = cli.command else {
+                panic!("not aws")
+            };
             assert_eq!(aws.aws.region.as_deref(), Some("eu-west-1"));
         }
     }
@@ -938,7 +1033,9 @@ mod tests {
             let mut argv = vec!["imgpub", "aws", "upload"];
             argv.extend(args);
             let cli = Cli::try_parse_ore(argv).unwrap();
-            let TopCommand::Aws(aws) = cli.command;
+            let TopCommand::Aws(aws) = cli.command else {
+                panic!("not aws")
+            };
             let AwsSubcommand::Upload(up) = aws.command else {
                 panic!("not upload")
             };
@@ -952,7 +1049,9 @@ mod tests {
             let mut argv = vec!["imgpub", "aws", "upload"];
             argv.extend(args);
             let cli = Cli::try_parse_ore(argv)?;
-            let TopCommand::Aws(aws) = cli.command;
+            let TopCommand::Aws(aws) = cli.command else {
+                panic!("not aws")
+            };
             let AwsSubcommand::Upload(up) = aws.command else {
                 panic!("not upload")
             };

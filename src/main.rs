@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use imgpub::aws::ami::Change;
+use imgpub::aws::calls::Call;
 use imgpub::aws::config::{self, AwsContext, Identity};
 use imgpub::aws::images::{self, RegionalImage};
 use imgpub::aws::preflight;
@@ -20,11 +21,22 @@ use imgpub::commands::{
 use imgpub::commands::{list_regions, publish_ssm, upload, upload_object};
 use imgpub::{Error, Result};
 
-use cli::{AwsFlags, AwsSubcommand, Cli, ImageSelection, LogLevel, TopCommand};
+use cli::{AwsCommand, AwsFlags, AwsSubcommand, Cli, ImageSelection, LogLevel, TopCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_ore();
-    init_logging(cli.effective_log_level());
+    let level = cli.effective_log_level();
+    let aws = match cli.command {
+        TopCommand::Aws(aws) => *aws,
+        TopCommand::Completions { shell } => {
+            // Into a buffer: clap_complete panics when it cannot write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command_ore(), "imgpub", &mut script);
+            return write_stdout(&script);
+        }
+        TopCommand::Man { dir } => return man(dir),
+    };
+    init_logging(level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,12 +47,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(aws)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, so CI logs and wrappers show the whole reason.
             eprintln!("error: {err}");
             ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `imgpub man`: the top page on stdout, or every command's page into `dir`.
+fn man(dir: Option<std::path::PathBuf>) -> ExitCode {
+    let cmd = Cli::command_ore();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        return match clap_mangen::Man::new(cmd).render(&mut page) {
+            Ok(()) => write_stdout(&page),
+            Err(e) => {
+                eprintln!("error: cannot render the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    };
+    match clap_mangen::generate_to(cmd, &dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the man pages to {}: {e}",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -61,7 +111,7 @@ fn init_logging(level: LogLevel) {
     let filter = tracing_subscriber::EnvFilter::new(format!("{theirs},imgpub={ours}"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(imgpub::progress::log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
@@ -74,9 +124,30 @@ async fn connect(flags: &AwsFlags) -> Result<(AwsContext, Identity)> {
     Ok((ctx, identity))
 }
 
+/// One line of results on stdout, with the bars hidden (stdout and stderr are often the same
+/// terminal). A reader that went away (`| head -1`) does not stop the work: the rest of the
+/// run goes on, and only the first lost line is reported.
+fn print_line(line: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static LOST: AtomicBool = AtomicBool::new(false);
+    let written = imgpub::progress::suspend(|| writeln!(std::io::stdout().lock(), "{line}"));
+    if let Err(e) = written {
+        if !LOST.swap(true, Ordering::Relaxed) {
+            tracing::warn!("cannot write the results to stdout ({e}); the run goes on");
+        }
+    }
+}
+
+/// A `--dry-run` plan: the calls that would change something, one JSON line each.
+fn print_plan(calls: &[Call]) {
+    calls.iter().filter(|c| c.changes()).for_each(print_json);
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
-        Ok(line) => println!("{line}"),
+        // With the bars hidden: stdout and stderr are often the same terminal.
+        Ok(line) => print_line(&line),
         Err(e) => tracing::error!("cannot print the result as JSON: {e}"),
     }
 }
@@ -96,16 +167,15 @@ async fn select_images(selection: ImageSelection, region: &str) -> Result<Vec<Re
         .await
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let TopCommand::Aws(aws) = cli.command;
-    let flags = &aws.aws;
+async fn run(aws: AwsCommand) -> Result<()> {
+    let flags = &aws.aws.clone().with_environment();
     match aws.command {
         AwsSubcommand::Initialize(args) => {
             let (ctx, identity) = connect(flags).await?;
             let c = Clients::new(&ctx);
             let plan = initialize::plan(&c, &identity, &(&args).into()).await?;
             if args.dry_run {
-                initialize::check(&plan).iter().for_each(print_json);
+                print_plan(&initialize::check(&plan));
                 return Ok(());
             }
             let report = initialize::apply(&c, &plan).await?;
@@ -125,6 +195,7 @@ async fn run(cli: Cli) -> Result<()> {
             print_json(&serde_json::json!({"S3Object": object.to_string()}));
         }
         AwsSubcommand::CopyRegions(args) => {
+            let dry_run = args.dry_run;
             let opts = args.into();
             copy_regions::validate(&opts)?;
             let (ctx, identity) = connect(flags).await?;
@@ -132,6 +203,10 @@ async fn run(cli: Cli) -> Result<()> {
             let fix = policy::fix_line(For::Copy, None, None);
             let calls = copy_regions::check(&plan);
             preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
+            if dry_run {
+                print_plan(&calls);
+                return Ok(());
+            }
             copy_regions::apply(&ctx, &plan, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
@@ -140,10 +215,11 @@ async fn run(cli: Cli) -> Result<()> {
             let (ctx, _) = connect(flags).await?;
             let filter = list_regions::filter(args.disabled, args.all);
             for region in list_regions::plan(&Clients::new(&ctx), filter).await? {
-                println!("{region}");
+                print_line(&region);
             }
         }
         AwsSubcommand::DeleteImage(args) => {
+            let dry_run = args.dry_run;
             let opts = args.into();
             delete_image::snapshot_choice(&opts)?;
             let (ctx, identity) = connect(flags).await?;
@@ -152,6 +228,10 @@ async fn run(cli: Cli) -> Result<()> {
             let fix = policy::fix_line(For::Delete, None, Some(&ctx.region));
             let calls = delete_image::check(&plan);
             preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
+            if dry_run {
+                print_plan(&calls);
+                return Ok(());
+            }
             let deleted = delete_image::apply(&c, &plan).await;
             print_json(&deleted.map_err(|e| e.with_policy_hint(&fix))?);
         }
@@ -170,9 +250,7 @@ async fn run(cli: Cli) -> Result<()> {
             let (ctx, identity) = connect(flags).await?;
             let plan = gc::plan(&ctx, &opts).await?;
             let fix = policy::fix_line(For::Gc, None, None);
-            if !args.dry_run {
-                preflight::run(&ctx, &identity, &gc::check(&plan), flags.preflight, &fix).await?;
-            }
+            preflight::run(&ctx, &identity, &gc::check(&plan), flags.preflight, &fix).await?;
             gc::apply(&ctx, &plan, args.dry_run, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
@@ -186,6 +264,10 @@ async fn run(cli: Cli) -> Result<()> {
             let fix = policy::fix_line(For::Ssm, None, None);
             let calls = publish_ssm::check(&plan);
             preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
+            if args.dry_run {
+                print_plan(&calls);
+                return Ok(());
+            }
             publish_ssm::apply(&ctx, &plan, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;
@@ -198,9 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
             let c = Clients::new(&ctx);
             let plan = create_publisher::plan(&c, &identity, &opts).await?;
             if args.dry_run {
-                create_publisher::check(&plan, &ctx.region)
-                    .iter()
-                    .for_each(print_json);
+                print_plan(&create_publisher::check(&plan, &ctx.region));
                 return Ok(());
             }
             print_json(&create_publisher::apply(&c, &plan).await?);
@@ -214,8 +294,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .for_each(|w| tracing::warn!("{w}"));
             match args.format {
-                cli::PolicyFormat::Json => println!("{:#}", built.document),
-                cli::PolicyFormat::Table => print!("{}", policy::table(&built.rows)),
+                cli::PolicyFormat::Json => print_line(&format!("{:#}", built.document)),
+                cli::PolicyFormat::Table => {
+                    print_line(policy::table(&built.rows).trim_end_matches('\n'))
+                }
             }
         }
     }
@@ -226,6 +308,7 @@ async fn run(cli: Cli) -> Result<()> {
 /// the runtime), the credentials, the lookups, then the stages. Ctrl-C stops at once;
 /// everything done so far stays for a rerun.
 async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) -> Result<()> {
+    let dry_run = args.dry_run;
     let opts = args.into();
     let local = blocking(move || upload::plan_local(stage, opts)).await?;
     let (ctx, identity) = connect(flags).await?;
@@ -234,6 +317,10 @@ async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) 
     let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
     let calls = upload::check(&plan);
     preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
+    if dry_run {
+        print_plan(&calls);
+        return Ok(());
+    }
     let published = interruptible(upload::apply(&c, &plan))
         .await
         .map_err(|e| e.with_policy_hint(&fix))?;
@@ -248,6 +335,7 @@ async fn change_permissions(
     args: cli::PermissionArgs,
     change: Change,
 ) -> Result<()> {
+    let dry_run = args.dry_run;
     let opts = args.options(change);
     grant::sharing(&opts)?;
     let ctx = config::load(&flags.settings()).await?;
@@ -257,6 +345,10 @@ async fn change_permissions(
     let fix = policy::fix_line(For::Grant, None, None);
     let calls = grant::check(&plan);
     preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
+    if dry_run {
+        print_plan(&calls);
+        return Ok(());
+    }
     grant::apply(&ctx, &plan, |line| print_json(&line))
         .await
         .map_err(|e| e.with_policy_hint(&fix))?;

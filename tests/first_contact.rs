@@ -1,5 +1,6 @@
-//! First contact: a machine without AWS credentials, an endpoint that is not there, and
-//! `--help`. No stand-in: what is tested is what imgpub says before AWS answers anything.
+//! First contact: a machine without AWS credentials, an endpoint that is not there,
+//! `--help`, shell completions and the man page. No stand-in: what is tested is what imgpub
+//! says before AWS answers anything.
 
 mod common;
 
@@ -247,5 +248,134 @@ fn every_command_has_an_example() {
             help.contains("Example:\n  imgpub aws "),
             "{command} --help has no example"
         );
+    }
+}
+
+/// What bash completes for the words of `line` (the last one being typed), with the script
+/// `imgpub completions bash` printed, through the function `complete -p imgpub` names.
+fn bash_completes(script: &Path, line: &str) -> Vec<String> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let program = format!(
+        r#"source {script}
+spec=$(complete -p imgpub) || exit 3
+func=$(sed -E 's/.*-F ([^ ]+).*/\1/' <<<"$spec")
+COMP_WORDS=({words})
+COMP_CWORD={cword}
+COMP_LINE='{line}'
+COMP_POINT=${{#COMP_LINE}}
+"$func" imgpub "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        script = script.display(),
+        words = words.join(" "),
+        cword = words.len() - 1,
+    );
+    let out = Command::new("bash")
+        .args(["-c", &program])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completes_commands_and_flags() {
+    let home = TempDir::new();
+    let out = bare(home.path(), &[], &["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let script = common::write_file(
+        home.path(),
+        "imgpub.bash",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    let commands = bash_completes(&script, "imgpub aws up");
+    assert!(commands.contains(&"upload".to_string()), "{commands:?}");
+    assert!(
+        commands.contains(&"upload-object".to_string()),
+        "{commands:?}"
+    );
+    let flags = bash_completes(&script, "imgpub aws upload --x86-");
+    assert_eq!(flags, ["--x86-boot-mode"]);
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = bare(home.path(), &[], &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("upload"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn man_pages_render() {
+    let home = TempDir::new();
+    let out = bare(home.path(), &[], &["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = common::write_file(
+        home.path(),
+        "imgpub.1",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man (man-db) is installed");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    assert!(text.contains("Publish disk images as AWS AMIs"), "{text}");
+
+    let dir = home.path().join("man1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = bare(home.path(), &[], &["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let upload = dir.join("imgpub-aws-upload.1");
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&upload)
+        .env("MANPAGER", "cat")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        text.contains("--x86-boot-mode") || text.contains("--x86‐boot‐mode"),
+        "{text}"
+    );
+}
+
+/// A reader that went away (`imgpub … | head -1`) is no reason to panic or fail.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let home = TempDir::new();
+    for args in [
+        vec!["aws", "policy", "--for", "upload,copy"],
+        vec!["completions", "bash"],
+        vec!["man"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_imgpub"))
+            .env_clear()
+            .env("HOME", home.path())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }

@@ -506,6 +506,38 @@ async fn assume_role_with_external_id() {
         run.stderr
     );
 
+    // The role from the environment; the session names the CI job (CloudTrail tells jobs
+    // apart), or what --role-session-name says.
+    for (extra, session) in [
+        (vec![], "imgpub-4242"),
+        (vec!["--role-session-name", "release-7"], "release-7"),
+    ] {
+        let run = standin
+            .imgpub()
+            .env("IMGPUB_ROLE_ARN", &arn)
+            .env("IMGPUB_EXTERNAL_ID", "release-pipeline-7")
+            .env("GITHUB_RUN_ID", "4242")
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                "us-east-1",
+                "--bucket",
+                "images-ar",
+                "-v",
+            ])
+            .args(&extra)
+            .run();
+        run.json();
+        assert!(
+            run.stderr.contains(&format!(
+                "arn:aws:sts::{ACCOUNT}:assumed-role/publisher/{session} "
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+
     // A wrong external id is refused by STS, and the error names the role.
     let run = standin
         .imgpub()
@@ -662,7 +694,7 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(calls.len(), 1, "{}", run.stdout);
-    assert_eq!(calls[0]["op"], "S3PutBucketLifecycleConfiguration");
+    assert_eq!(calls[0]["op"], "s3:PutBucketLifecycleConfiguration");
     // The dry run changed nothing.
     assert_eq!(abort_rule(&standin, "images-use1").await, Some(7));
 }

@@ -909,6 +909,220 @@ async fn upload_object_needs_only_s3() {
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
 }
 
+/// The AMI features release jobs ask for, read back: deprecation (on the AMI and its
+/// copies), the UEFI variable store, SR-IOV, an encrypted snapshot under a given key; and
+/// the combinations AWS would refuse, refused before any call.
+#[tokio::test]
+async fn ami_features_read_back_and_refusals_come_first() {
+    use aws_smithy_types::date_time::Format;
+    use base64::Engine;
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "feat.raw", 8, 2, 81);
+    let store = base64::engine::general_purpose::STANDARD.encode(
+        (0..300u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    // Wrapped, as files of base64 often are.
+    let wrapped: Vec<&str> = store
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let uefi = common::write_file(dir.path(), "vars.b64", &(wrapped.join("\n") + "\n"));
+    let uefi = uefi.to_str().unwrap();
+    let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let in_90_days = aws_smithy_types::DateTime::from(
+        std::time::SystemTime::now() + Duration::from_secs(90 * 86400),
+    )
+    .fmt(Format::DateTime)
+    .unwrap();
+
+    let out = upload(
+        &standin,
+        &raw,
+        &[
+            "--name",
+            "feat",
+            "--deprecate-in",
+            "90d",
+            "--uefi-data",
+            uefi,
+            "--boot-mode",
+            "uefi",
+            "--kms-key",
+            key,
+            "--sriov-net-support",
+            "simple",
+        ],
+    )
+    .json();
+    let ami = out["HVM"].as_str().unwrap().to_string();
+    let snap = out["SnapshotID"].as_str().unwrap().to_string();
+    let ec2 = ec2(&standin);
+    let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+    let image = image.images()[0].clone();
+    let deprecation = image.deprecation_time().unwrap().to_string();
+    assert_eq!(deprecation[..10], in_90_days[..10], "{deprecation}");
+    assert_eq!(image.sriov_net_support(), Some("simple"));
+    assert_eq!(image.boot_mode().unwrap().as_str(), "uefi");
+    let attr = ec2
+        .describe_image_attribute()
+        .image_id(&ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::UefiData)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        attr.uefi_data().and_then(|v| v.value()),
+        Some(store.as_str())
+    );
+    let snapshot = ec2
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .unwrap();
+    let snapshot = &snapshot.snapshots()[0];
+    assert_eq!(snapshot.encrypted(), Some(true));
+    assert_eq!(snapshot.kms_key_id(), Some(key));
+
+    // CopyImage does not carry the deprecation; copy-regions does.
+    let copied = standin
+        .imgpub()
+        .args([
+            "aws",
+            "copy-regions",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "eu-west-1",
+        ])
+        .run()
+        .json();
+    let copy = copied["eu-west-1"]["ami"].as_str().unwrap().to_string();
+    let there = aws_sdk_ec2::Client::new(&standin.sdk("eu-west-1"));
+    let copy = there
+        .describe_images()
+        .image_ids(&copy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.images()[0].deprecation_time(),
+        Some(deprecation.as_str())
+    );
+
+    for (refused, says) in [
+        (vec!["--public", "--encrypted"], "cannot be made public"),
+        (
+            vec!["--encrypted", "--grant-user-snapshot", "111122223333"],
+            "default EBS key",
+        ),
+        (
+            vec!["--tpm-support", "v2.0", "--x86-boot-mode", "legacy-bios"],
+            "needs UEFI",
+        ),
+        (
+            vec!["--arch", "arm64", "--boot-mode", "legacy-bios"],
+            "boots only UEFI",
+        ),
+        (
+            vec!["--uefi-data", uefi, "--boot-mode", "legacy-bios"],
+            "UEFI boot mode",
+        ),
+        (vec!["--deprecate-at", "2001-01-01T00:00:00Z"], "has passed"),
+        (vec!["--deprecate-at", "next tuesday"], "RFC 3339"),
+    ] {
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let mut args = vec!["--name", "refused"];
+        args.extend(&refused);
+        let run = upload(&standin, &raw, &args);
+        assert_eq!(run.code, 2, "{refused:?}: {}", run.stderr);
+        assert!(
+            run.error_line().contains(says),
+            "{refused:?}: {}",
+            run.stderr
+        );
+        assert_eq!(standin.counts(), json!({}), "{refused:?} made calls");
+    }
+}
+
+/// Without a terminal (a CI log) the waits are plain lines: the import's state and percent
+/// each time they change, no bar drawing (carriage returns, escape codes); and at ore's
+/// default level not even those.
+#[tokio::test]
+async fn waits_are_plain_lines_without_a_terminal() {
+    let standin = Standin::start_with_import_seconds(6.0);
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "plain.raw", 8, 2, 71);
+    let run = upload(&standin, &raw, &["--name", "plain-lines"]);
+    run.json();
+    assert!(
+        run.stderr.contains(": active: downloading/converting ("),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\r') && !run.stderr.contains('\u{1b}'),
+        "{:?}",
+        run.stderr
+    );
+
+    let quiet = standin
+        .imgpub()
+        .env("CI", "true")
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &make_raw(dir.path(), "quiet.raw", 8, 2, 72))
+        .args(["--name", "quiet"])
+        .run();
+    quiet.json();
+    assert_eq!(quiet.stderr, "");
+}
+
+/// The endpoint S3 really uses decides whether the payload is signed: with every other
+/// service over HTTPS but `AWS_ENDPOINT_URL_S3` on plain HTTP, the parts go there, signed.
+#[tokio::test]
+async fn a_service_endpoint_of_its_own_decides_for_s3() {
+    let standin = Standin::start_tls();
+    let s3 = standin.s3(REGION);
+    s3.create_bucket().bucket("split").send().await.unwrap();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "blob.bin", 12, 11, 68);
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let out = standin
+        .imgpub()
+        .env("AWS_ENDPOINT_URL_S3", &standin.endpoint)
+        .args([
+            "aws",
+            "upload-object",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://split",
+        ])
+        .arg_path("--file", &file)
+        .args(["--part-size", "5MiB"])
+        .run()
+        .json();
+    assert_eq!(out, json!({"S3Object": "s3://split/blob.bin"}));
+    let payloads = standin.control("GET", "/_standin/payloads", None);
+    let payloads: Value = serde_json::from_str(&payloads).unwrap();
+    assert_eq!(payloads["UploadPart"], json!({"signed": 3}), "{payloads}");
+    assert_object_is_file(&s3, "split", "blob.bin", &file).await;
+}
+
 /// Over HTTPS each part goes as UNSIGNED-PAYLOAD with a CRC32C that S3 checks (TLS guards
 /// the bytes on the way), and the object arrives intact. The stand-in's certificate comes
 /// from a throwaway CA, trusted through AWS_CA_BUNDLE (as the aws CLI and ore do).

@@ -13,6 +13,7 @@ use clap::ValueEnum;
 use crate::aws::calls::Op;
 use crate::aws::tags;
 use crate::error::{aws, Error, ErrorKind, Result};
+use aws_smithy_types::DateTime;
 
 pub const ROOT_DEVICE: &str = "/dev/xvda";
 pub const EPHEMERAL_DEVICE: &str = "/dev/xvdb";
@@ -54,6 +55,14 @@ pub enum BootMode {
     LegacyBios,
     Uefi,
     UefiPreferred,
+}
+
+/// `--sriov-net-support`: enhanced networking with the Intel 82599 VF (`simple`, as ore and
+/// pubsys register), or left unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SriovNetSupport {
+    Simple,
+    Off,
 }
 
 /// `--volume-type`: the root volume's EBS type.
@@ -123,14 +132,31 @@ pub struct RegisterSettings {
     pub volume_size_gib: Option<i32>,
     pub billing_products: Vec<String>,
     pub tags: Vec<(String, String)>,
+    /// The UEFI variable store (base64, as AWS takes it) for Secure Boot.
+    pub uefi_data: Option<String>,
+    pub sriov: SriovNetSupport,
+    /// When AWS marks the AMI deprecated (EnableImageDeprecation, after registering).
+    pub deprecate_at: Option<DateTime>,
 }
 
-/// The boot mode to register with: Graviton boots only UEFI (ore ignores
-/// `--x86-boot-mode` there too), and TPM needs UEFI.
-pub fn boot_mode(arch: Arch, x86_boot_mode: BootMode, tpm: Option<TpmSupport>) -> Result<BootMode> {
-    let boot = match arch {
-        Arch::Arm64 => BootMode::Uefi,
-        Arch::X86_64 => x86_boot_mode,
+/// The boot mode to register with: `--boot-mode` for any architecture, else
+/// `--x86-boot-mode` on x86_64 and UEFI on Graviton (which boots only UEFI; ore ignores
+/// `--x86-boot-mode` there too). TPM needs UEFI.
+pub fn boot_mode(
+    arch: Arch,
+    x86_boot_mode: BootMode,
+    boot_mode: Option<BootMode>,
+    tpm: Option<TpmSupport>,
+) -> Result<BootMode> {
+    let boot = match (arch, boot_mode) {
+        (Arch::Arm64, Some(BootMode::Uefi) | None) => BootMode::Uefi,
+        (Arch::Arm64, Some(_)) => {
+            return Err(Error::Invalid(
+                "arm64 (Graviton) boots only UEFI: use --boot-mode uefi, or leave it out".into(),
+            ))
+        }
+        (Arch::X86_64, Some(mode)) => mode,
+        (Arch::X86_64, None) => x86_boot_mode,
     };
     if tpm.is_some() && boot == BootMode::LegacyBios {
         return Err(Error::Invalid(
@@ -228,7 +254,11 @@ pub async fn register_image(
                 .build(),
         )
         .ena_support(true)
-        .sriov_net_support("simple")
+        .set_sriov_net_support(match settings.sriov {
+            SriovNetSupport::Simple => Some("simple".to_string()),
+            SriovNetSupport::Off => None,
+        })
+        .set_uefi_data(settings.uefi_data.clone())
         .boot_mode(settings.boot_mode.ec2())
         .set_description(settings.description.clone())
         .set_billing_products(
@@ -261,6 +291,28 @@ pub async fn register_image(
         .to_string();
     tracing::info!("registered AMI {id} ({}) from {snapshot_id}", settings.name);
     Ok(id)
+}
+
+/// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
+pub async fn enable_deprecation(ec2: &Client, image_id: &str, at: DateTime) -> Result<()> {
+    ec2.enable_image_deprecation()
+        .image_id(image_id)
+        .deprecate_at(at)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2EnableImageDeprecation,
+                format!("deprecating AMI {image_id}"),
+                e,
+            )
+        })?;
+    tracing::info!(
+        "AMI {image_id} deprecated from {}",
+        at.fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// What `delete_image` did.
@@ -550,14 +602,23 @@ mod tests {
             Ec2VolumeType::Gp3
         );
         assert_eq!(
-            boot_mode(Arch::Arm64, BootMode::LegacyBios, None).unwrap(),
+            boot_mode(Arch::Arm64, BootMode::LegacyBios, None, None).unwrap(),
             BootMode::Uefi
         );
-        assert!(boot_mode(Arch::X86_64, BootMode::LegacyBios, Some(TpmSupport::V2)).is_err());
+        let tpm = Some(TpmSupport::V2);
+        assert!(boot_mode(Arch::X86_64, BootMode::LegacyBios, None, tpm).is_err());
         assert_eq!(
-            boot_mode(Arch::X86_64, BootMode::Uefi, Some(TpmSupport::V2)).unwrap(),
+            boot_mode(Arch::X86_64, BootMode::Uefi, None, tpm).unwrap(),
             BootMode::Uefi
         );
+        // --boot-mode wins over --x86-boot-mode, and arm64 takes only UEFI.
+        let legacy = Some(BootMode::LegacyBios);
+        assert_eq!(
+            boot_mode(Arch::X86_64, BootMode::Uefi, legacy, None).unwrap(),
+            BootMode::LegacyBios
+        );
+        assert!(boot_mode(Arch::Arm64, BootMode::Uefi, legacy, None).is_err());
+        assert!(boot_mode(Arch::X86_64, BootMode::Uefi, legacy, tpm).is_err());
     }
 
     #[test]

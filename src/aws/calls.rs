@@ -19,7 +19,8 @@ pub enum Service {
 
 /// Every AWS operation imgpub makes. Adding a call site means adding it here (the error
 /// helper takes an `Op`), and a unit test checks the table against the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Serialized (in `--dry-run` plans) as its IAM-style name, `ec2:RegisterImage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     S3GetBucketLocation,
     S3CreateBucket,
@@ -42,6 +43,7 @@ pub enum Op {
     Ec2ImportSnapshot,
     Ec2RegisterImage,
     Ec2DeregisterImage,
+    Ec2EnableImageDeprecation,
     Ec2DeleteSnapshot,
     Ec2CreateTags,
     Ec2ModifyImageAttribute,
@@ -149,6 +151,7 @@ impl Op {
         Op::Ec2ImportSnapshot,
         Op::Ec2RegisterImage,
         Op::Ec2DeregisterImage,
+        Op::Ec2EnableImageDeprecation,
         Op::Ec2DeleteSnapshot,
         Op::Ec2CreateTags,
         Op::Ec2ModifyImageAttribute,
@@ -440,6 +443,18 @@ impl Op {
                         "ec2:DeregisterImage",
                         R::Image,
                         "replace (--force), delete, or redo a failed copy",
+                    )]
+                },
+            ),
+            Op::Ec2EnableImageDeprecation => (
+                Ec2,
+                "EnableImageDeprecation",
+                "enable_image_deprecation",
+                &const {
+                    [need(
+                        "ec2:EnableImageDeprecation",
+                        R::Image,
+                        "deprecate the AMI (--deprecate-in/--deprecate-at; copies keep it)",
                     )]
                 },
             ),
@@ -813,6 +828,12 @@ impl Op {
     }
 }
 
+impl Serialize for Op {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
@@ -844,6 +865,10 @@ pub struct Call {
     /// Condition keys the request carries (`ec2:Add/group`, `ec2:Add/userId`), each with
     /// its values.
     pub context: Vec<(&'static str, Vec<String>)>,
+    /// Made only when a step fails (aborting an upload that cannot be resumed): checked by
+    /// the preflight all the same, and marked so in a `--dry-run` plan.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_failure: bool,
 }
 
 impl Call {
@@ -854,7 +879,26 @@ impl Call {
             resources,
             tags_on_create: false,
             context: vec![],
+            on_failure: false,
         }
+    }
+
+    /// The same call, made only when a step fails.
+    pub fn on_failure(self) -> Call {
+        Call {
+            on_failure: true,
+            ..self
+        }
+    }
+
+    /// Whether the call changes something: what a `--dry-run` plan lists. Reads
+    /// (`Describe*`, `Get*`, `List*`, `Head*`) and the permission simulation do not.
+    pub fn changes(&self) -> bool {
+        let name = self.op.info().name;
+        !(["Describe", "Get", "List", "Head"]
+            .iter()
+            .any(|read| name.starts_with(read))
+            || self.op == Op::IamSimulatePrincipalPolicy)
     }
 
     /// The call shares a snapshot: the `ec2:Add/*` keys ModifySnapshotAttribute carries.

@@ -16,6 +16,7 @@ use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_smithy_http_client::{tls, Builder as HttpClientBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_types::service_config::ServiceConfigKey;
 
 use crate::aws::calls::Op;
 use crate::error::{aws, find_cause, one_line_chain, Error, Result};
@@ -101,6 +102,8 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// `None`: imgpub-<CI job id or host name>.
+    pub role_session_name: Option<String>,
 }
 
 /// A loaded configuration: the SDK config plus what we need to explain failures.
@@ -117,7 +120,8 @@ pub struct AwsContext {
     /// Where a custom endpoint came from (`--endpoint-url`, `$AWS_ENDPOINT_URL`), for
     /// messages.
     endpoint_source: String,
-    path_style_s3: bool,
+    /// `--endpoint-url` was given: it is every service's, over any service's own setting.
+    endpoint_flag: bool,
 }
 
 /// Who the credentials belong to, from STS GetCallerIdentity.
@@ -283,7 +287,9 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
             profile_name.clone().unwrap_or_else(|| "default".into())
         )
     };
-    if let Some((url, _)) = &endpoint {
+    // Only the flag is set here: the SDK reads $AWS_ENDPOINT_URL itself, below the
+    // service's own ($AWS_ENDPOINT_URL_S3, …) as the ecosystem orders them.
+    if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
 
@@ -307,7 +313,11 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
                 "--role-arn {role_arn:?} is not a role ARN; use arn:aws:iam::ACCOUNT:role/NAME"
             )));
         }
-        let mut builder = AssumeRoleProvider::builder(role_arn.clone()).session_name("imgpub");
+        let session = match &settings.role_session_name {
+            Some(name) => validate_session_name(name)?,
+            None => default_session_name().await,
+        };
+        let mut builder = AssumeRoleProvider::builder(role_arn.clone()).session_name(session);
         if let Some(id) = &settings.external_id {
             builder = builder.external_id(id.clone());
         }
@@ -327,9 +337,6 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         );
     }
 
-    // A custom endpoint (ours, or a profile's `endpoint_url`) cannot do virtual-hosted
-    // bucket names.
-    let path_style_s3 = sdk.endpoint_url().is_some();
     let endpoint_source = match endpoint {
         Some((_, from)) => from.to_string(),
         None => "the profile's endpoint_url".to_string(),
@@ -341,7 +348,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         credentials_source,
         credentials: chain,
         endpoint_source,
-        path_style_s3,
+        endpoint_flag: settings.endpoint_url.is_some(),
     })
 }
 
@@ -352,7 +359,6 @@ impl AwsContext {
             .region()
             .map(|r| r.to_string())
             .ok_or_else(|| Error::Setup("the SDK config has no region".into()))?;
-        let path_style_s3 = sdk.endpoint_url().is_some();
         Ok(AwsContext {
             sdk,
             region,
@@ -360,15 +366,35 @@ impl AwsContext {
             credentials_source: "the SDK config".into(),
             credentials: Chain::Chosen,
             endpoint_source: "the SDK config".into(),
-            path_style_s3,
+            endpoint_flag: false,
         })
+    }
+
+    /// The custom endpoint a service's requests go to, as the SDK chooses it: the
+    /// `--endpoint-url` flag, else the service's own setting (`$AWS_ENDPOINT_URL_S3`, a
+    /// profile's `services` section), else the global one; `None` for AWS's.
+    pub fn service_endpoint(&self, service_id: &str) -> Option<String> {
+        if self.endpoint_flag {
+            return self.sdk.endpoint_url().map(str::to_owned);
+        }
+        let key = ServiceConfigKey::builder()
+            .service_id(service_id)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok()?;
+        self.sdk
+            .service_config()
+            .and_then(|config| config.load_config(key))
+            .or_else(|| self.sdk.endpoint_url().map(str::to_owned))
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
         // Checksums only where we ask for them: the upload engine picks one per part, and the
         // SDK's default (a CRC32 on every upload) would hash every byte a second time.
+        // A custom endpoint cannot do virtual-hosted bucket names.
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
-            .force_path_style(self.path_style_s3)
+            .force_path_style(self.service_endpoint("S3").is_some())
             .request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
             )
@@ -392,25 +418,31 @@ impl AwsContext {
         aws_sdk_sts::Client::new(&self.sdk)
     }
 
-    /// Whether requests go over TLS: AWS's own endpoints, or an https:// --endpoint-url.
-    pub fn over_tls(&self) -> bool {
-        self.sdk
-            .endpoint_url()
+    /// Whether S3 requests go over TLS (then uploads need not sign the payload): AWS's own
+    /// endpoint, or an https:// one, judged on the endpoint S3 actually uses.
+    pub fn s3_over_tls(&self) -> bool {
+        self.service_endpoint("S3")
             .is_none_or(|url| url.starts_with("https://"))
     }
 
     /// The endpoint requests to `service` go to, and where it came from, for messages.
     pub fn endpoint_description(&self, service: &str) -> String {
-        match self.sdk.endpoint_url() {
-            Some(url) => format!("{url} (from {})", self.endpoint_source),
+        let own = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+        match self.service_endpoint(service) {
+            Some(url) if self.sdk.endpoint_url() == Some(url.as_str()) => {
+                format!("{url} (from {})", self.endpoint_source)
+            }
+            Some(url) => format!("{url} (from ${own} or the profile's services section)"),
             None => {
                 let suffix = match partition_for_region(&self.region) {
                     "aws-cn" => "amazonaws.com.cn",
                     _ => "amazonaws.com",
                 };
                 format!(
-                    "https://{service}.{}.{suffix} (the default for region {})",
-                    self.region, self.region
+                    "https://{}.{}.{suffix} (the default for region {})",
+                    service.to_ascii_lowercase(),
+                    self.region,
+                    self.region
                 )
             }
         }
@@ -447,7 +479,7 @@ impl AwsContext {
         if unreachable {
             return Error::Setup(format!(
                 "cannot reach the AWS endpoint {}: {detail}; check the URL, that the service runs there, and the network (DNS, proxy)",
-                self.endpoint_description("sts")
+                self.endpoint_description("STS")
             ));
         }
         Error::Setup(format!(
@@ -503,6 +535,49 @@ impl AwsContext {
             arn,
             partition,
         })
+    }
+}
+
+/// A role session name as STS takes it: 2–64 of letters, digits and `+=,.@_-`.
+fn validate_session_name(name: &str) -> Result<String> {
+    let ok = (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    match ok {
+        true => Ok(name.to_string()),
+        false => Err(Error::Invalid(format!(
+            "--role-session-name {name:?} is not valid: use 2-64 letters, digits or +=,.@_-"
+        ))),
+    }
+}
+
+/// `imgpub-<id>`, the id telling CI jobs apart in CloudTrail: GitHub Actions' run id,
+/// GitLab's job id, Jenkins' build tag, else the host name.
+async fn default_session_name() -> String {
+    let from_env = ["GITHUB_RUN_ID", "CI_JOB_ID", "BUILD_TAG", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|v| !v.is_empty()));
+    let id = match from_env {
+        Some(id) => id,
+        None => tokio::fs::read_to_string("/etc/hostname")
+            .await
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    };
+    let id: String = id
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                true => c,
+                false => '-',
+            },
+        )
+        .take(56)
+        .collect();
+    match id.is_empty() {
+        true => "imgpub".to_string(),
+        false => format!("imgpub-{id}"),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::aws::ami::{self, Change, FoundImage, Sharing};
 use crate::aws::calls::Op;
 use crate::aws::tags::{self, tag};
 use crate::error::{aws, Error, ErrorKind, Result};
+use crate::progress::Wait;
 
 /// AWS allows a few concurrent copies per destination region; copies to different regions
 /// run side by side, and this many at once is gentle on the source region's API rate.
@@ -30,6 +31,8 @@ pub struct Source {
     pub tags: Vec<(String, String)>,
     pub snapshot_tags: Vec<(String, String)>,
     pub sharing: Sharing,
+    /// The source's deprecation time: CopyImage does not carry it, so each copy gets it.
+    pub deprecate_at: Option<aws_smithy_types::DateTime>,
 }
 
 /// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
@@ -119,6 +122,16 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
         tags: tags::from_ec2(image.tags()),
         snapshot_tags,
         sharing,
+        deprecate_at: match image.deprecation_time() {
+            Some(text) => Some(
+                aws_smithy_types::DateTime::from_str(
+                    text,
+                    aws_smithy_types::date_time::Format::DateTime,
+                )
+                .map_err(|_| Error::missing(Op::Ec2DescribeImages, "a valid DeprecationTime"))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -143,6 +156,7 @@ async fn wait_available(
 ) -> Result<String> {
     let started = Instant::now();
     let mut interval = FIRST_POLL;
+    let wait = Wait::new(format!("copy {image_id} in {region}"));
     loop {
         let out = ec2
             .describe_images()
@@ -159,6 +173,7 @@ async fn wait_available(
         if let Some(image) = out.images().first() {
             match image.state() {
                 Some(ImageState::Available) => {
+                    wait.finish("available");
                     return ami::root_snapshot_of(image).ok_or_else(|| {
                         Error::failed(
                             format!("copy {image_id} in {region}"),
@@ -166,7 +181,7 @@ async fn wait_available(
                             None,
                             "the copy has no root snapshot",
                         )
-                    })
+                    });
                 }
                 Some(
                     ImageState::Failed
@@ -185,7 +200,13 @@ async fn wait_available(
                         format!("AWS ended the copy: {reason}"),
                     ));
                 }
-                _ => {}
+                state => {
+                    let percent = match ami::root_snapshot_of(image) {
+                        Some(snapshot) => snapshot_percent(ec2, &snapshot).await,
+                        None => None,
+                    };
+                    wait.update(state.map_or("pending", |s| s.as_str()), percent);
+                }
             }
         }
         if started.elapsed() >= timeout {
@@ -202,6 +223,28 @@ async fn wait_available(
         tokio::time::sleep(interval).await;
         interval = (interval * 5 / 4).min(POLL_CAP);
     }
+}
+
+/// How far the copy of a pending snapshot is (`Progress`, e.g. `45%`); `None` when it
+/// cannot be read, which only makes the display poorer.
+async fn snapshot_percent(ec2: &Client, snapshot: &str) -> Option<u64> {
+    let out = ec2
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .map_err(|e| {
+            let err = aws(Op::Ec2DescribeSnapshots, format!("reading {snapshot}"), e);
+            tracing::debug!("{err}");
+        })
+        .ok()?;
+    let snapshot = out.snapshots().first()?;
+    // A snapshot that is not pending has nothing to say about the copy's progress.
+    if snapshot.state() != Some(&aws_sdk_ec2::types::SnapshotState::Pending) {
+        return None;
+    }
+    let progress = snapshot.progress()?;
+    progress.trim_end_matches('%').trim().parse().ok()
 }
 
 /// What a region already has of the copy.
@@ -278,6 +321,9 @@ pub async fn copy_to_region(
     let snapshot = wait_available(ec2, region, &image_id, timeout).await?;
     tag(ec2, &image_id, &source.tags).await?;
     tag(ec2, &snapshot, &source.snapshot_tags).await?;
+    if let Some(at) = source.deprecate_at {
+        ami::enable_deprecation(ec2, &image_id, at).await?;
+    }
     ami::share(
         ec2,
         Some(&image_id),

@@ -13,6 +13,7 @@ use crate::aws::s3::S3Object;
 use crate::aws::tags::tag;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::ObjectFormat;
+use crate::progress::Wait;
 
 /// Polling starts at this interval and backs off to the cap, so a finished import is
 /// noticed within the cap.
@@ -30,7 +31,33 @@ pub struct ImportRequest {
     pub role_name: String,
     /// Identifies the object's content (its ETag), so a changed image gets a new import.
     pub object_etag: String,
+    pub encryption: Encryption,
     pub timeout: Duration,
+}
+
+/// How the imported snapshot is encrypted (`--encrypted`, `--kms-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    /// The account's default EBS key.
+    DefaultKey,
+    /// This KMS key (id, alias or ARN).
+    Key(String),
+}
+
+impl Encryption {
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Encryption::None)
+    }
+
+    /// For the client token: another encryption is another import (`""`: not encrypted).
+    fn token_part(&self) -> &str {
+        match self {
+            Encryption::None => "",
+            Encryption::DefaultKey => "encrypted",
+            Encryption::Key(key) => key,
+        }
+    }
 }
 
 impl ImportRequest {
@@ -44,6 +71,11 @@ impl ImportRequest {
             self.format.as_str(),
             &self.object_etag,
         ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        // Only when encrypted, so an unencrypted import keeps the token earlier versions gave.
+        if let Some(part) = Some(self.encryption.token_part()).filter(|p| !p.is_empty()) {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -107,6 +139,8 @@ pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskState {
     Running {
+        /// `pending`, `active`, … as AWS says it.
+        status: Option<String>,
         progress: Option<String>,
         message: Option<String>,
     },
@@ -146,6 +180,7 @@ fn task_state(task: &aws_sdk_ec2::types::ImportSnapshotTask) -> TaskState {
             }
         }
         _ => TaskState::Running {
+            status: status.map(str::to_owned),
             progress: detail.and_then(|d| d.progress()).map(str::to_owned),
             message,
         },
@@ -195,6 +230,11 @@ pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
             .description(&req.name)
             .role_name(&req.role_name)
             .client_token(req.client_token())
+            .set_encrypted(req.encryption.is_encrypted().then_some(true))
+            .set_kms_key_id(match &req.encryption {
+                Encryption::Key(key) => Some(key.clone()),
+                _ => None,
+            })
             .disk_container(
                 SnapshotDiskContainer::builder()
                     .format(req.format.as_str())
@@ -249,7 +289,7 @@ pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
 pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> Result<String> {
     let started = Instant::now();
     let mut interval = FIRST_POLL;
-    let mut last_said = None;
+    let wait = Wait::new(format!("import {task_id}"));
     loop {
         let out = ec2
             .describe_import_snapshot_tasks()
@@ -273,6 +313,7 @@ pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> 
         })?;
         match task_state(task) {
             TaskState::Completed { snapshot_id } => {
+                wait.finish(&format!("completed: {snapshot_id}"));
                 tracing::info!("import task {task_id} finished: snapshot {snapshot_id}");
                 return Ok(snapshot_id);
             }
@@ -292,16 +333,19 @@ pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> 
                     format!("AWS ended the import: {message}"),
                 ));
             }
-            TaskState::Running { progress, message } => {
-                let said = (progress.clone(), message.clone());
-                if last_said.as_ref() != Some(&said) {
-                    tracing::info!(
-                        "import task {task_id}: {}{}",
-                        message.as_deref().unwrap_or("running"),
-                        progress.map(|p| format!(" ({p}%)")).unwrap_or_default()
-                    );
-                    last_said = Some(said);
-                }
+            TaskState::Running {
+                status,
+                progress,
+                message,
+            } => {
+                // `active: converting`, `pending`, …
+                let state = match (status, message) {
+                    (Some(s), Some(m)) => format!("{s}: {m}"),
+                    (Some(one), None) | (None, Some(one)) => one,
+                    (None, None) => "running".to_string(),
+                };
+                let percent = progress.as_deref().and_then(|p| p.trim().parse().ok());
+                wait.update(&state, percent);
             }
         }
         if started.elapsed() >= timeout {

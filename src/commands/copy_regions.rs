@@ -112,6 +112,9 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                 vec![image.clone(), snapshot.clone()],
             ));
         }
+        if plan.source.deprecate_at.is_some() {
+            calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
+        }
         if !sharing.launch_permissions().is_empty() {
             calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
         }
@@ -133,6 +136,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DeleteSnapshot,
     Op::Ec2CopyImage,
     Op::Ec2CreateTags,
+    Op::Ec2EnableImageDeprecation,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
     Op::IamSimulatePrincipalPolicy,

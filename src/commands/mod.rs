@@ -42,7 +42,7 @@ impl Clients {
     pub fn new(ctx: &AwsContext) -> Clients {
         Clients {
             s3: ctx.s3(),
-            s3_over_tls: ctx.over_tls(),
+            s3_over_tls: ctx.s3_over_tls(),
             ec2: ctx.ec2(),
             iam: ctx.iam(),
             ssm: ctx.ssm(),

@@ -13,16 +13,18 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::aws::ami::{
-    self, Arch, BootMode, FoundImage, RegisterSettings, Sharing, TpmSupport, VolumeType,
+    self, Arch, BootMode, FoundImage, RegisterSettings, Sharing, SriovNetSupport, TpmSupport,
+    VolumeType,
 };
 use crate::aws::calls::{Call, Op, Resource};
-use crate::aws::import::{self, ImportRequest};
+use crate::aws::import::{self, Encryption, ImportRequest};
 use crate::aws::multipart::{self, UploadRequest};
 use crate::aws::s3::{self, S3Object, S3Prefix};
 use crate::aws::tags::{self, tag};
 use crate::commands::Clients;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{self, ImageInfo, ObjectFormat};
+use aws_smithy_types::DateTime;
 
 /// Which part of the pipeline a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,25 @@ pub struct UploadOptions {
     pub part_size: Option<u64>,
     pub upload_concurrency: usize,
     pub import_timeout: Duration,
+    /// `--boot-mode`, for any architecture (over `--x86-boot-mode`).
+    pub boot_mode: Option<BootMode>,
+    pub uefi_data: Option<PathBuf>,
+    pub sriov: SriovNetSupport,
+    pub deprecate: Option<Deprecate>,
+    /// `--encrypted`: the snapshot is encrypted on import (with `kms_key`, that key's).
+    pub encrypted: bool,
+    pub kms_key: Option<String>,
 }
+
+/// When the AMI is deprecated: `--deprecate-in 90d` or `--deprecate-at 2027-06-01T00:00:00Z`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deprecate {
+    In(Duration),
+    At(String),
+}
+
+/// Largest UEFI variable store RegisterImage takes (base64).
+const UEFI_DATA_MAX: usize = 64 * 1024;
 
 /// What `upload` prints, with ore's field names.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -142,6 +162,7 @@ pub struct LocalPlan {
     pub role_name: String,
     pub transfer: Transfer,
     pub import_timeout: Duration,
+    pub encryption: Encryption,
 }
 
 /// How the run gets its snapshot.
@@ -202,6 +223,31 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
     let tags = tags::parse("--tags", &opts.tags)?;
     ami::validate_account_ids("--grant-user", &opts.grant_user)?;
     ami::validate_account_ids("--grant-user-snapshot", &opts.grant_user_snapshot)?;
+
+    let encryption = match (opts.encrypted, &opts.kms_key) {
+        (_, Some(key)) if key.trim().is_empty() => {
+            return Err(Error::Invalid("--kms-key must name a KMS key".into()))
+        }
+        (_, Some(key)) => Encryption::Key(key.clone()),
+        (true, None) => Encryption::DefaultKey,
+        (false, None) => Encryption::None,
+    };
+    if encryption.is_encrypted() && opts.public {
+        return Err(Error::Invalid(
+            "an encrypted snapshot cannot be made public (AWS refuses): drop --public, or --encrypted/--kms-key".into(),
+        ));
+    }
+    if encryption == Encryption::DefaultKey && !opts.grant_user_snapshot.is_empty() {
+        return Err(Error::Invalid(
+            "a snapshot under the default EBS key cannot be shared with other accounts (AWS refuses): pass --kms-key with a key of your own, or drop --grant-user-snapshot".into(),
+        ));
+    }
+    if encryption.is_encrypted() && (opts.source_snapshot.is_some() || stage == Stage::Register) {
+        return Err(Error::Invalid(
+            "--encrypted/--kms-key apply to the import; --source-snapshot is registered as it is"
+                .into(),
+        ));
+    }
 
     let source = match (&opts.source_snapshot, &opts.source_object, &opts.file) {
         (Some(_), Some(_), _) => {
@@ -307,10 +353,23 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
                 })
             })
             .transpose()?;
+        let boot_mode = ami::boot_mode(
+            opts.arch,
+            opts.x86_boot_mode,
+            opts.boot_mode,
+            opts.tpm_support,
+        )?;
+        let uefi_data = match &opts.uefi_data {
+            Some(path) => Some(read_uefi_data(path, boot_mode)?),
+            None => None,
+        };
         Some(RegisterSettings {
             description: opts.ami_description.clone(),
             arch: opts.arch,
-            boot_mode: ami::boot_mode(opts.arch, opts.x86_boot_mode, opts.tpm_support)?,
+            boot_mode,
+            uefi_data,
+            sriov: opts.sriov,
+            deprecate_at: opts.deprecate.as_ref().map(deprecation_time).transpose()?,
             imdsv2_only: opts.imdsv2_only,
             tpm: opts.tpm_support,
             volume_type: opts.volume_type,
@@ -341,7 +400,65 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
             concurrency: opts.upload_concurrency,
         },
         import_timeout: opts.import_timeout,
+        encryption,
     })
+}
+
+/// The UEFI variable store in `path`: base64 text (as `uefivars -O aws` writes it), for a
+/// UEFI boot mode.
+fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<String> {
+    use base64::Engine;
+    let shown = path.display();
+    if boot == BootMode::LegacyBios {
+        return Err(Error::Invalid(format!(
+            "--uefi-data {shown} needs a UEFI boot mode; use --boot-mode uefi"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading --uefi-data {shown}"), e))?;
+    let data: String = text.split_whitespace().collect();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(&data);
+    match decoded {
+        Ok(bytes) if !bytes.is_empty() && data.len() <= UEFI_DATA_MAX => Ok(data),
+        Ok(bytes) if bytes.is_empty() => Err(Error::Invalid(format!(
+            "--uefi-data {shown} is empty; give the variable store `uefivars -O aws` writes"
+        ))),
+        Ok(_) => Err(Error::Invalid(format!(
+            "--uefi-data {shown} is {} bytes of base64; AWS takes at most {UEFI_DATA_MAX}",
+            data.len()
+        ))),
+        Err(_) => Err(Error::Invalid(format!(
+            "--uefi-data {shown} is not base64; give the variable store `uefivars -O aws` writes"
+        ))),
+    }
+}
+
+/// The moment `--deprecate-in`/`--deprecate-at` name; it must be in the future.
+fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
+    use aws_smithy_types::date_time::Format;
+    let now = std::time::SystemTime::now();
+    let (at, flag) = match deprecate {
+        Deprecate::In(after) => (
+            now.checked_add(*after)
+                .map(DateTime::from)
+                .ok_or_else(|| Error::Invalid("--deprecate-in is too far in the future".into()))?,
+            "--deprecate-in",
+        ),
+        Deprecate::At(text) => (
+            DateTime::from_str(text, Format::DateTime).map_err(|_| {
+                Error::Invalid(format!(
+                    "--deprecate-at {text:?} is not an RFC 3339 time like 2027-06-01T00:00:00Z"
+                ))
+            })?,
+            "--deprecate-at",
+        ),
+    };
+    if at <= DateTime::from(now) {
+        return Err(Error::Invalid(format!(
+            "{flag} names a time that has passed; give one in the future"
+        )));
+    }
+    Ok(at)
 }
 
 /// The read-only lookups, in the command's region: what earlier runs left (the AMI and the
@@ -541,6 +658,15 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             Some(image)
         }
     };
+    if let (Some(image), true) = (
+        &image,
+        local
+            .register
+            .as_ref()
+            .is_some_and(|r| r.deprecate_at.is_some()),
+    ) {
+        calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
+    }
     if let (Some(image), false) = (image, local.sharing.launch_permissions().is_empty()) {
         calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
     }
@@ -569,6 +695,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2CreateTags,
     Op::S3DeleteObject,
     Op::Ec2RegisterImage,
+    Op::Ec2EnableImageDeprecation,
     Op::Ec2DeregisterImage,
     Op::Ec2DeleteSnapshot,
     Op::Ec2ModifyImageAttribute,
@@ -610,6 +737,12 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         (ImageStep::Register, Some(reg)) => Some(register(c, reg, &snapshot).await?),
         _ => None,
     };
+    if let (Some(id), Some(at)) = (
+        &ami_id,
+        local.register.as_ref().and_then(|r| r.deprecate_at),
+    ) {
+        ami::enable_deprecation(&c.ec2, id, at).await?;
+    }
     ami::share(
         &c.ec2,
         ami_id.as_deref(),
@@ -665,6 +798,7 @@ async fn import_stage(c: &Clients, local: &LocalPlan) -> Result<String> {
         format,
         role_name: local.role_name.clone(),
         object_etag: etag,
+        encryption: local.encryption.clone(),
         timeout: local.import_timeout,
     };
     match import::import_snapshot(&c.ec2, &request, &local.tags, local.force).await {
@@ -756,6 +890,12 @@ mod tests {
             part_size: None,
             upload_concurrency: 4,
             import_timeout: Duration::from_secs(60),
+            boot_mode: None,
+            uefi_data: None,
+            sriov: SriovNetSupport::Simple,
+            deprecate: None,
+            encrypted: false,
+            kms_key: None,
         }
     }
 

@@ -53,10 +53,11 @@ pub fn check(region: &str, object: &S3Object) -> Vec<Call> {
         Op::S3CreateMultipartUpload,
         Op::S3UploadPart,
         Op::S3CompleteMultipartUpload,
-        Op::S3AbortMultipartUpload,
     ] {
         calls.push(Call::new(op, region, vec![o.clone()]));
     }
+    // An upload that cannot be resumed (a 4xx) is aborted, so no parts are left behind.
+    calls.push(Call::new(Op::S3AbortMultipartUpload, region, vec![o]).on_failure());
     calls
 }
 

@@ -49,6 +49,7 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import io
 import json
@@ -206,6 +207,8 @@ class ImportTask:
         self.key = bucket.get("S3Key", "")
         self.url = container.get("Url")
         self.description = params.get("Description", "")
+        self.encrypted = str(params.get("Encrypted", "")).lower() == "true"
+        self.kms_key_id = params.get("KmsKeyId")
         self.role = params.get("RoleName") or "vmimport"
         self.client_token = params.get("ClientToken")
         self.tags = []
@@ -264,10 +267,17 @@ class ImportTask:
     def _finish(self) -> None:
         size_gib = max(1, -(-self.virtual_size // GIB))
         zone = self.backend.region_name + "a"
-        volume = self.backend.create_volume(size=size_gib, zone_name=zone)
+        encrypted = self.encrypted or self.kms_key_id is not None
+        volume = self.backend.create_volume(
+            size=size_gib, zone_name=zone, encrypted=encrypted,
+            kms_key_id=self.kms_key_id if encrypted else None,
+        )
         snap = self.backend.create_snapshot(
             volume.id, f"Created by AWS-VMImport service for {self.id}"
         )
+        # moto's snapshot does not keep the volume's key: ImportSnapshot's KmsKeyId (or the
+        # account's default EBS key) is the snapshot's.
+        snap.kms_key_id = volume.kms_key_id if encrypted else None
         self.backend.delete_volume(volume.id)
         self.snapshot_id = snap.id
 
@@ -407,6 +417,8 @@ class RegisteredAmi(Ami):
         self.tpm_support = params.get("TpmSupport")
         self.tmp = self.tpm_support  # moto's DescribeImageAttribute reads this name
         self.billing_products = list(params.get("BillingProducts") or [])
+        self.uefi = params.get("UefiData")  # moto's DescribeImageAttribute reads this name
+        self.deprecation_time: str | None = None
         self.register_params = params
 
     @property
@@ -601,9 +613,34 @@ def copy_image(self: EC2Response) -> ActionResult:
     return ActionResult({"ImageId": ami_id})
 
 
+def enable_image_deprecation(self: EC2Response) -> ActionResult:
+    """EnableImageDeprecation (moto has none): DescribeImages then shows DeprecationTime,
+    in AWS's form (whole seconds, UTC). The time must be in the future."""
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    ami = self.ec2_backend.amis.get(image_id)
+    if ami is None:
+        raise _invalid("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    raw = self._get_param("DeprecateAt") or ""
+    if isinstance(raw, datetime.datetime):  # moto parses the timestamp by the API's shape
+        at = raw
+    else:
+        try:
+            at = datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        except ValueError:
+            raise _invalid("InvalidParameterValue", f"Invalid value '{raw}' for DeprecateAt")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.timezone.utc)
+    if at <= datetime.datetime.now(datetime.timezone.utc):
+        raise _invalid("InvalidParameterValue", "The deprecation time must be in the future")
+    ami.deprecation_time = at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
 def modify_snapshot_attribute(self: EC2Response) -> EmptyResult:
     """Both forms AWS accepts: the flat one moto knows, and the structured
-    CreateVolumePermission.{Add,Remove}.N.{UserId,Group} that the SDKs send."""
+    CreateVolumePermission.{Add,Remove}.N.{UserId,Group} that the SDKs send. As AWS: an
+    encrypted snapshot cannot be made public, nor one under the default EBS key shared."""
     snapshot_id = self._get_param("SnapshotId")
     self.error_on_dryrun()
     changes: list[tuple[str, list[str], list[str]]] = []
@@ -619,7 +656,16 @@ def modify_snapshot_attribute(self: EC2Response) -> EmptyResult:
         groups = [e["Group"] for e in entries if e.get("Group")]
         if users or groups:
             changes.append((operation, users, groups))
+    snapshot = self.ec2_backend.snapshots.get(snapshot_id)
     for operation, users, groups in changes:
+        if operation == "add" and snapshot is not None and snapshot.encrypted:
+            if groups:
+                raise _invalid("InvalidParameter", "Encrypted snapshots cannot be made public.")
+            if getattr(snapshot, "kms_key_id", None) == self.ec2_backend.default_kms_key_id:
+                raise _invalid(
+                    "InvalidParameter",
+                    "Snapshots encrypted with the AWS managed key cannot be shared.",
+                )
         if operation == "add":
             self.ec2_backend.add_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
         else:
@@ -698,6 +744,7 @@ def install_patches() -> None:
     EC2Response.register_image = register_image
     EC2Response.copy_image = copy_image
     EC2Response.modify_snapshot_attribute = modify_snapshot_attribute
+    EC2Response.enable_image_deprecation = enable_image_deprecation
     STSBackend.assume_role = assume_role
 
 
@@ -887,6 +934,9 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
             "ListMultipartUploads": "s3:ListBucketMultipartUploads",
             "DeleteBucket": "s3:DeleteBucket",
+            "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+            "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+            "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
         }
         on_object = {
             "PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject",
@@ -924,7 +974,8 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                 kind = "image" if rid.startswith("ami-") else "snapshot" if rid.startswith("snap-") else "*"
                 needs.append(("ec2:CreateTags", ec2(kind, rid), ctx))
             return needs or [("ec2:CreateTags", "*", ctx)]
-        by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage"}
+        by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage",
+                    "EnableImageDeprecation"}
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
         if action in by_image:
             return [(f"ec2:{action}", ec2("image", first("ImageId")), ctx)]
@@ -1057,6 +1108,14 @@ S3_SUBRESOURCES = [
     ("POST", "uploads", "CreateMultipartUpload"),
     ("GET", "uploads", "ListMultipartUploads"),
     ("GET", "location", "GetBucketLocation"),
+    # Without these a PUT ?lifecycle counted (and was authorized) as CreateBucket.
+    ("PUT", "lifecycle", "PutBucketLifecycleConfiguration"),
+    ("GET", "lifecycle", "GetBucketLifecycleConfiguration"),
+    ("DELETE", "lifecycle", "DeleteBucketLifecycle"),
+    ("PUT", "policy", "PutBucketPolicy"),
+    ("GET", "policy", "GetBucketPolicy"),
+    ("PUT", "tagging", "PutBucketTagging"),
+    ("GET", "tagging", "GetBucketTagging"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -228,6 +229,54 @@ def test_register_image_keeps_what_it_was_given(account, images):
     assert recorded["billing_products"] == ["bp-6fa54006"]
     # The snapshot is the imported one, not a made-up one.
     assert len(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"]) == 1
+
+
+def test_uefi_data_and_deprecation_read_back(account, images):
+    ec2 = client(account, "ec2")
+    store = base64.b64encode(os.urandom(300)).decode()
+    ami = register(ec2, imported_snapshot(account, images), "uefi-1", UefiData=store)
+    attr = ec2.describe_image_attribute(ImageId=ami, Attribute="uefiData")
+    assert attr["UefiData"]["Value"] == store
+    assert "DeprecationTime" not in ec2.describe_images(ImageIds=[ami])["Images"][0]
+    ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2031-02-03T04:05:06Z")
+    img = ec2.describe_images(ImageIds=[ami])["Images"][0]
+    assert img["DeprecationTime"] == "2031-02-03T04:05:06.000Z", img
+    # As AWS: only a time to come.
+    with pytest.raises(ClientError) as err:
+        ec2.enable_image_deprecation(ImageId=ami, DeprecateAt="2001-01-01T00:00:00Z")
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+@pytest.mark.parametrize("key", [None, "arn:aws:kms:us-east-1:123456789012:key/abcd-1234"])
+def test_an_encrypted_import_cannot_be_public(account, images, key):
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    s3.upload_file(str(images["raw"]), "images", "secret.raw")
+    kwargs = {"KmsKeyId": key} if key else {}
+    out = ec2.import_snapshot(
+        Description="secret.raw", Encrypted=True,
+        DiskContainer={"Format": "RAW", "UserBucket": {"S3Bucket": "images", "S3Key": "secret.raw"}},
+        **kwargs,
+    )
+    detail, _ = wait_task(ec2, out["ImportTaskId"])
+    snap = ec2.describe_snapshots(SnapshotIds=[detail["SnapshotId"]])["Snapshots"][0]
+    assert snap["Encrypted"] is True
+    if key:
+        assert snap["KmsKeyId"] == key
+    with pytest.raises(ClientError) as err:
+        ec2.modify_snapshot_attribute(
+            SnapshotId=snap["SnapshotId"], Attribute="createVolumePermission",
+            CreateVolumePermission={"Add": [{"Group": "all"}]},
+        )
+    assert err.value.response["Error"]["Code"] == "InvalidParameter"
+    share = lambda: ec2.modify_snapshot_attribute(  # noqa: E731
+        SnapshotId=snap["SnapshotId"], Attribute="createVolumePermission",
+        CreateVolumePermission={"Add": [{"UserId": "111122223333"}]},
+    )
+    if key:
+        share()  # a key of one's own can be shared with the account
+    else:
+        with pytest.raises(ClientError):
+            share()
 
 
 @pytest.fixture(scope="module")
@@ -532,6 +581,26 @@ def test_s3_and_ssm_denials_have_their_services_shapes(enforcing):
     with pytest.raises(ClientError) as err:
         as_user("ssm").put_parameter(Name="/os/latest", Value="x", Type="String")
     assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_a_bucket_lifecycle_is_its_own_action(enforcing):
+    client(enforcing, "s3").create_bucket(Bucket="lifecycled")
+    as_user, _ = user_with_policy(enforcing, "bucketmaker", [
+        {"Effect": "Allow", "Action": "s3:CreateBucket", "Resource": "*"},
+    ])
+    rules = {"Rules": [{"ID": "abort", "Status": "Enabled", "Filter": {"Prefix": ""},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]}
+    # s3:CreateBucket does not allow a lifecycle (a PUT on the bucket with ?lifecycle).
+    with pytest.raises(ClientError) as err:
+        as_user("s3").put_bucket_lifecycle_configuration(
+            Bucket="lifecycled", LifecycleConfiguration=rules)
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+    control(enforcing, "/_standin/requests/reset", {})
+    client(enforcing, "s3").put_bucket_lifecycle_configuration(
+        Bucket="lifecycled", LifecycleConfiguration=rules)
+    counts = control(enforcing, "/_standin/requests")
+    assert counts.get("s3.PutBucketLifecycleConfiguration") == 1, counts
+    assert "s3.CreateBucket" not in counts, counts
 
 
 def test_an_explicit_deny_wins(enforcing):
