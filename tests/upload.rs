@@ -1051,6 +1051,113 @@ async fn ami_features_read_back_and_refusals_come_first() {
     }
 }
 
+/// A region that blocks public sharing is found before anything is sent: `--public` stops
+/// with the setting and the command that turns it off; without `--public` all goes on.
+#[tokio::test]
+async fn block_public_access_is_found_before_anything_is_sent() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "bpa.raw", 8, 2, 91);
+    let set = |image: &str, snapshot: &str| {
+        let body =
+            json!({"image_block_public_access": image, "snapshot_block_public_access": snapshot});
+        standin.control("POST", "/_standin/config", Some(&body.to_string()));
+    };
+    for (image, snapshot, says) in [
+        (
+            "block-new-sharing",
+            "unblocked",
+            "disable-image-block-public-access",
+        ),
+        (
+            "unblocked",
+            "block-all-sharing",
+            "disable-snapshot-block-public-access",
+        ),
+    ] {
+        set(image, snapshot);
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let run = upload(&standin, &raw, &["--name", "bpa", "--public"]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let line = run.error_line();
+        assert!(
+            line.contains("blocks public access") && line.contains(says),
+            "{line}"
+        );
+        let counts = standin.counts();
+        assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
+        assert_eq!(count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
+    }
+    set("block-new-sharing", "block-all-sharing");
+    let out = upload(&standin, &raw, &["--name", "bpa"]).json();
+    let ami = out["HVM"].as_str().unwrap();
+    let run = standin
+        .imgpub()
+        .args([
+            "aws", "grant", "--region", REGION, "--image", ami, "--public",
+        ])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.error_line().contains("blocks public access to AMIs"),
+        "{}",
+        run.stderr
+    );
+    assert!(common::launch_permissions(&ec2(&standin), ami)
+        .await
+        .is_empty());
+    set("unblocked", "unblocked");
+}
+
+/// When AWS refuses `--public` for the region's Public AMIs quota, the error names the quota
+/// and the way out, and nothing is half-shared: the AMI and its snapshot stay private. A
+/// rerun once there is room finishes the job.
+#[tokio::test]
+async fn the_public_ami_quota_leaves_nothing_half_shared() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "quota.raw", 8, 2, 93);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"public_ami_quota": 0}"#),
+    );
+    let run = upload(&standin, &raw, &["--name", "quota", "--public"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let line = run.error_line();
+    assert!(
+        line.contains("ResourceLimitExceeded") && line.contains("\"Public AMIs\" quota"),
+        "{line}"
+    );
+    let ec2 = ec2(&standin);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    let image = &images.images()[0];
+    let ami = image.image_id().unwrap().to_string();
+    let snap = image.block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    assert!(common::launch_permissions(&ec2, &ami).await.is_empty());
+    assert!(
+        common::volume_permissions(&ec2, &snap).await.is_empty(),
+        "half-shared"
+    );
+
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"public_ami_quota": null}"#),
+    );
+    let out = upload(&standin, &raw, &["--name", "quota", "--public"]).json();
+    assert_eq!(out["HVM"], json!(ami));
+    assert_eq!(common::launch_permissions(&ec2, &ami).await, ["group:all"]);
+    assert_eq!(common::volume_permissions(&ec2, &snap).await, ["group:all"]);
+}
+
 /// Without a terminal (a CI log) the waits are plain lines: the import's state and percent
 /// each time they change, no bar drawing (carriage returns, escape codes); and at ore's
 /// default level not even those.

@@ -5,7 +5,8 @@ use aws_sdk_ec2::types::{
     ArchitectureValues, BlockDeviceMapping, BootModeValues, CreateVolumePermission,
     CreateVolumePermissionModifications, EbsBlockDevice, Filter, ImdsSupportValues,
     LaunchPermission, LaunchPermissionModifications, PermissionGroup, ResourceType,
-    SnapshotAttributeName, TagSpecification, TpmSupportValues, VolumeType as Ec2VolumeType,
+    SnapshotAttributeName, SnapshotBlockPublicAccessState, TagSpecification, TpmSupportValues,
+    VolumeType as Ec2VolumeType,
 };
 use aws_sdk_ec2::Client;
 use clap::ValueEnum;
@@ -293,6 +294,55 @@ pub async fn register_image(
     Ok(id)
 }
 
+/// Before anything is made public in `region`: AWS refuses it while the region blocks public
+/// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
+/// upload and import. A caller that may not read the settings is told, and the run goes on.
+pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool) -> Result<()> {
+    let denied = |err: Error| match err.kind() {
+        Some(ErrorKind::AccessDenied) => {
+            tracing::warn!("{err}; not checked whether the region blocks public sharing");
+            Ok(())
+        }
+        _ => Err(err),
+    };
+    match ec2.get_image_block_public_access_state().send().await {
+        Ok(out) => {
+            if let Some(state) = out
+                .image_block_public_access_state()
+                .filter(|s| *s != "unblocked")
+            {
+                return Err(Error::Setup(format!(
+                    "region {region} blocks public access to AMIs (image block public access: {state}), so --public cannot make the AMI public: an admin can turn it off with `aws ec2 disable-image-block-public-access --region {region}`, or drop --public"
+                )));
+            }
+        }
+        Err(e) => denied(aws(
+            Op::Ec2GetImageBlockPublicAccessState,
+            format!("reading the block public access for AMIs in {region}"),
+            e,
+        ))?,
+    }
+    if !snapshot_too {
+        return Ok(());
+    }
+    match ec2.get_snapshot_block_public_access_state().send().await {
+        Ok(out) => match out.state() {
+            Some(state) if *state != SnapshotBlockPublicAccessState::Unblocked => {
+                Err(Error::Setup(format!(
+                    "region {region} blocks public access to snapshots (snapshot block public access: {}), so --public cannot make the snapshot public: an admin can turn it off with `aws ec2 disable-snapshot-block-public-access --region {region}`, or drop --public",
+                    state.as_str()
+                )))
+            }
+            _ => Ok(()),
+        },
+        Err(e) => denied(aws(
+            Op::Ec2GetSnapshotBlockPublicAccessState,
+            format!("reading the block public access for snapshots in {region}"),
+            e,
+        )),
+    }
+}
+
 /// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
 pub async fn enable_deprecation(ec2: &Client, image_id: &str, at: DateTime) -> Result<()> {
     ec2.enable_image_deprecation()
@@ -517,17 +567,25 @@ pub async fn share(
             Change::Grant => LaunchPermissionModifications::builder().set_add(Some(launch)),
             Change::Revoke => LaunchPermissionModifications::builder().set_remove(Some(launch)),
         };
+        // The image first: when AWS refuses it (the Public AMIs quota), the snapshot below
+        // is left as it was, not made public on its own.
         ec2.modify_image_attribute()
             .image_id(image_id)
             .launch_permission(mods.build())
             .send()
             .await
             .map_err(|e| {
-                aws(
+                let err = aws(
                     Op::Ec2ModifyImageAttribute,
                     format!("{verb} launch permissions on {image_id}"),
                     e,
-                )
+                );
+                match (err.code(), sharing.public, change) {
+                    (Some("ResourceLimitExceeded"), true, Change::Grant) => err.with_hint(
+                        "the region's \"Public AMIs\" quota (5 by default) is reached: the AMI stays private and its snapshot was not made public; make older AMIs private (`imgpub aws revoke --image AMI --public`) or ask for more in Service Quotas (Amazon EC2, \"Public AMIs\", Request quota increase), then rerun",
+                    ),
+                    _ => err,
+                }
             })?;
     }
     let volume = sharing.volume_permissions();

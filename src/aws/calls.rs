@@ -44,6 +44,8 @@ pub enum Op {
     Ec2RegisterImage,
     Ec2DeregisterImage,
     Ec2EnableImageDeprecation,
+    Ec2GetImageBlockPublicAccessState,
+    Ec2GetSnapshotBlockPublicAccessState,
     Ec2DeleteSnapshot,
     Ec2CreateTags,
     Ec2ModifyImageAttribute,
@@ -152,6 +154,8 @@ impl Op {
         Op::Ec2RegisterImage,
         Op::Ec2DeregisterImage,
         Op::Ec2EnableImageDeprecation,
+        Op::Ec2GetImageBlockPublicAccessState,
+        Op::Ec2GetSnapshotBlockPublicAccessState,
         Op::Ec2DeleteSnapshot,
         Op::Ec2CreateTags,
         Op::Ec2ModifyImageAttribute,
@@ -455,6 +459,30 @@ impl Op {
                         "ec2:EnableImageDeprecation",
                         R::Image,
                         "deprecate the AMI (--deprecate-in/--deprecate-at; copies keep it)",
+                    )]
+                },
+            ),
+            Op::Ec2GetImageBlockPublicAccessState => (
+                Ec2,
+                "GetImageBlockPublicAccessState",
+                "get_image_block_public_access_state",
+                &const {
+                    [need(
+                        "ec2:GetImageBlockPublicAccessState",
+                        R::Any,
+                        "before --public: is public sharing of AMIs blocked in the region?",
+                    )]
+                },
+            ),
+            Op::Ec2GetSnapshotBlockPublicAccessState => (
+                Ec2,
+                "GetSnapshotBlockPublicAccessState",
+                "get_snapshot_block_public_access_state",
+                &const {
+                    [need(
+                        "ec2:GetSnapshotBlockPublicAccessState",
+                        R::Any,
+                        "before --public: is public sharing of snapshots blocked in the region?",
                     )]
                 },
             ),

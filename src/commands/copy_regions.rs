@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::aws::ami;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::copy::{self, Copied, InRegion, Source};
@@ -62,7 +63,14 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
         REGION_CONCURRENCY,
         |region| {
             let source = &source;
-            async move { copy::find_in_region(&ctx.in_region(&region).ec2(), source).await }
+            async move {
+                let ec2 = ctx.in_region(&region).ec2();
+                // The copies are shared as the source is: public there too.
+                if source.sharing.public {
+                    ami::check_public_sharing(&ec2, &region, true).await?;
+                }
+                copy::find_in_region(&ec2, source).await
+            }
         },
         |region, found| targets.push((region.clone(), found)),
     )
@@ -129,6 +137,8 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
     Op::Ec2DescribeImages,
+    Op::Ec2GetImageBlockPublicAccessState,
+    Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2DescribeImageAttribute,
     Op::Ec2DescribeSnapshots,
     Op::Ec2DescribeSnapshotAttribute,

@@ -73,6 +73,9 @@ pub async fn plan(
         REGION_CONCURRENCY,
         |target| async move {
             let ec2 = ctx.in_region(&target.region).ec2();
+            if opts.public && opts.change == Change::Grant {
+                ami::check_public_sharing(&ec2, &target.region, opts.snapshot).await?;
+            }
             let image = ami::describe_image(&ec2, &target.region, &target.image_id).await?;
             Ok(Changed {
                 snapshot: opts
@@ -129,6 +132,8 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 /// Every operation `grant` and `revoke` may make.
 pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
+    Op::Ec2GetImageBlockPublicAccessState,
+    Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
     Op::IamSimulatePrincipalPolicy,

@@ -465,6 +465,9 @@ fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
 /// snapshot by name), and, when something is to be imported, that the bucket is in this
 /// region, the source object exists and the import role exists.
 pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
+    if local.sharing.public {
+        ami::check_public_sharing(&c.ec2, &c.region, true).await?;
+    }
     let existing_image = match &local.register {
         Some(reg) => ami::find_image_by_name(&c.ec2, &reg.name).await?,
         None => None,
@@ -681,6 +684,8 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshots,
+    Op::Ec2GetImageBlockPublicAccessState,
+    Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::S3GetBucketLocation,
     Op::S3HeadObject,
     // iam:GetRole (is the vmimport role there?) is optional: without it ImportSnapshot says.

@@ -91,6 +91,13 @@ SETTINGS: dict[str, Any] = {
     "copy_fail_regions": [],
     # Requests signed by created users' and roles' keys are checked against their policies.
     "enforce_iam": False,
+    # The account's block public access (moto has none): "unblocked", "block-new-sharing",
+    # and for snapshots also "block-all-sharing". While on, nothing can be made public.
+    "image_block_public_access": "unblocked",
+    "snapshot_block_public_access": "unblocked",
+    # AWS's "Public AMIs" quota per region (5 by default); None: not enforced, so tests
+    # that make many AMIs public need not raise it.
+    "public_ami_quota": None,
 }
 
 
@@ -613,6 +620,16 @@ def copy_image(self: EC2Response) -> ActionResult:
     return ActionResult({"ImageId": ami_id})
 
 
+def get_image_block_public_access_state(self: EC2Response) -> ActionResult:
+    self.error_on_dryrun()
+    return ActionResult({"ImageBlockPublicAccessState": SETTINGS["image_block_public_access"]})
+
+
+def get_snapshot_block_public_access_state(self: EC2Response) -> ActionResult:
+    self.error_on_dryrun()
+    return ActionResult({"State": SETTINGS["snapshot_block_public_access"]})
+
+
 def enable_image_deprecation(self: EC2Response) -> ActionResult:
     """EnableImageDeprecation (moto has none): DescribeImages then shows DeprecationTime,
     in AWS's form (whole seconds, UTC). The time must be in the future."""
@@ -637,6 +654,29 @@ def enable_image_deprecation(self: EC2Response) -> ActionResult:
     return ActionResult({"Return": True})
 
 
+_original_modify_image_attribute = EC2Response.modify_image_attribute
+
+
+def modify_image_attribute(self: EC2Response) -> Any:
+    """As AWS with block public access for AMIs on: launch permission `all` is refused."""
+    adds = (self._get_param("LaunchPermission") or {}).get("Add") or []
+    public = any(p.get("Group") == "all" for p in adds) or (
+        self._get_param("OperationType") == "add" and "all" in (self._get_param("UserGroups") or [])
+    )
+    if public and SETTINGS["image_block_public_access"] != "unblocked":
+        raise _invalid("OperationNotPermitted",
+                       "Block public access for AMIs is enabled in this region.")
+    quota = SETTINGS["public_ami_quota"]
+    image = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    if public and quota is not None and image is not None and not image.is_public:
+        owned = [a for a in self.ec2_backend.amis.values()
+                 if a.owner_id == self.ec2_backend.account_id and a.is_public]
+        if len(owned) >= quota:
+            raise _invalid("ResourceLimitExceeded",
+                           f"You have reached your quota of {quota} public AMIs in this Region.")
+    return _original_modify_image_attribute(self)
+
+
 def modify_snapshot_attribute(self: EC2Response) -> EmptyResult:
     """Both forms AWS accepts: the flat one moto knows, and the structured
     CreateVolumePermission.{Add,Remove}.N.{UserId,Group} that the SDKs send. As AWS: an
@@ -658,6 +698,9 @@ def modify_snapshot_attribute(self: EC2Response) -> EmptyResult:
             changes.append((operation, users, groups))
     snapshot = self.ec2_backend.snapshots.get(snapshot_id)
     for operation, users, groups in changes:
+        if operation == "add" and groups and SETTINGS["snapshot_block_public_access"] != "unblocked":
+            raise _invalid("OperationNotPermitted",
+                           "Block public access for snapshots is enabled in this region.")
         if operation == "add" and snapshot is not None and snapshot.encrypted:
             if groups:
                 raise _invalid("InvalidParameter", "Encrypted snapshots cannot be made public.")
@@ -745,6 +788,9 @@ def install_patches() -> None:
     EC2Response.copy_image = copy_image
     EC2Response.modify_snapshot_attribute = modify_snapshot_attribute
     EC2Response.enable_image_deprecation = enable_image_deprecation
+    EC2Response.get_image_block_public_access_state = get_image_block_public_access_state
+    EC2Response.get_snapshot_block_public_access_state = get_snapshot_block_public_access_state
+    EC2Response.modify_image_attribute = modify_image_attribute
     STSBackend.assume_role = assume_role
 
 

@@ -279,6 +279,50 @@ def test_an_encrypted_import_cannot_be_public(account, images, key):
             share()
 
 
+def test_block_public_access_is_read_and_enforced(account, images):
+    ec2 = client(account, "ec2")
+    assert ec2.get_image_block_public_access_state()["ImageBlockPublicAccessState"] == "unblocked"
+    snap = imported_snapshot(account, images)
+    ami = register(ec2, snap, "bpa-1")
+    control(account, "/_standin/config", {"image_block_public_access": "block-new-sharing",
+                                          "snapshot_block_public_access": "block-all-sharing"})
+    try:
+        assert ec2.get_image_block_public_access_state()[
+            "ImageBlockPublicAccessState"] == "block-new-sharing"
+        assert ec2.get_snapshot_block_public_access_state()["State"] == "block-all-sharing"
+        with pytest.raises(ClientError):
+            ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"Group": "all"}]})
+        with pytest.raises(ClientError):
+            ec2.modify_snapshot_attribute(
+                SnapshotId=snap, Attribute="createVolumePermission",
+                CreateVolumePermission={"Add": [{"Group": "all"}]})
+        # Sharing with an account is not public access.
+        ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"UserId": "111122223333"}]})
+    finally:
+        control(account, "/_standin/config", {"image_block_public_access": "unblocked",
+                                              "snapshot_block_public_access": "unblocked"})
+    ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"Group": "all"}]})
+
+
+def test_the_public_ami_quota_is_enforced(account, images):
+    ec2 = client(account, "ec2", "eu-north-1")
+    vol = ec2.create_volume(Size=1, AvailabilityZone="eu-north-1a")
+    snap = ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
+    bdm = [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}]
+    amis = [ec2.register_image(Name=f"quota-{i}", RootDeviceName="/dev/xvda",
+                               BlockDeviceMappings=bdm)["ImageId"] for i in range(3)]
+    control(account, "/_standin/config", {"public_ami_quota": 2})
+    try:
+        for ami in amis[:2]:
+            ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"Group": "all"}]})
+        with pytest.raises(ClientError) as err:
+            ec2.modify_image_attribute(ImageId=amis[2],
+                                       LaunchPermission={"Add": [{"Group": "all"}]})
+        assert err.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+    finally:
+        control(account, "/_standin/config", {"public_ami_quota": None})
+
+
 @pytest.fixture(scope="module")
 def taken_name(account, images):
     ec2 = client(account, "ec2")
