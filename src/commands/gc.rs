@@ -33,7 +33,7 @@ pub struct GcOptions {
 pub struct Garbage {
     pub region: String,
     pub image: String,
-    pub name: String,
+    pub name: Option<String>,
     pub created: String,
     pub snapshot: Option<String>,
 }
@@ -132,7 +132,7 @@ async fn find_garbage(
         found.push(Garbage {
             region: region.to_string(),
             image: ami::image_id_of(image)?,
-            name: image.name().unwrap_or_default().to_string(),
+            name: image.name().map(str::to_owned),
             created: created.to_string(),
             snapshot: ami::root_snapshot_of(image),
         });
@@ -167,7 +167,7 @@ pub const MAY_CALL: &[Op] = &[
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Collected {
     pub region: String,
-    pub name: String,
+    pub name: Option<String>,
     #[serde(flatten)]
     pub deleted: Deleted,
 }
