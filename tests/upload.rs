@@ -1051,6 +1051,40 @@ async fn ami_features_read_back_and_refusals_come_first() {
     }
 }
 
+/// After `delete-image`, the same upload again imports again: the finished import task AWS
+/// still lists points at a snapshot that is gone.
+#[tokio::test]
+async fn an_upload_after_delete_image_imports_again() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "again.raw", 8, 2, 95);
+    let first = upload(&standin, &raw, &["--name", "again"]).json();
+    let ami = first["HVM"].as_str().unwrap();
+    standin
+        .imgpub()
+        .args(["aws", "delete-image", "--region", REGION, "--ami", ami])
+        .args(["--snapshot", "detectFromAMI"])
+        .run()
+        .json();
+    let second = upload(&standin, &raw, &["--name", "again"]);
+    let out = second.json();
+    assert!(
+        second.stderr.contains("has been deleted since"),
+        "{}",
+        second.stderr
+    );
+    assert_ne!(out["SnapshotID"], first["SnapshotID"]);
+    let snap = out["SnapshotID"].as_str().unwrap();
+    let found = ec2(&standin)
+        .describe_snapshots()
+        .snapshot_ids(snap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.snapshots().len(), 1);
+}
+
 /// A region that blocks public sharing is found before anything is sent: `--public` stops
 /// with the setting and the command that turns it off; without `--public` all goes on.
 #[tokio::test]

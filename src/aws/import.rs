@@ -135,6 +135,17 @@ pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
         .ok_or_else(|| Error::missing(Op::Ec2DescribeSnapshots, "VolumeSize"))
 }
 
+/// Whether a snapshot still exists (a finished import's may have been deleted since).
+async fn snapshot_exists(ec2: &Client, id: &str) -> Result<bool> {
+    match ec2.describe_snapshots().snapshot_ids(id).send().await {
+        Ok(out) => Ok(!out.snapshots().is_empty()),
+        Err(e) => match aws(Op::Ec2DescribeSnapshots, format!("looking for {id}"), e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(false),
+            err => Err(err),
+        },
+    }
+}
+
 /// What an import task looks like to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskState {
@@ -389,7 +400,9 @@ pub async fn import_snapshot(
         find_task_by_name(ec2, &req.name).await?
     };
     let (task_id, started) = match earlier {
-        Some((id, TaskState::Completed { snapshot_id })) => {
+        Some((id, TaskState::Completed { snapshot_id }))
+            if snapshot_exists(ec2, &snapshot_id).await? =>
+        {
             tracing::info!(
                 "import task {id} for {} already finished: snapshot {snapshot_id}",
                 req.name
@@ -400,6 +413,20 @@ pub async fn import_snapshot(
                 task_id: Some(id),
                 started: false,
             });
+        }
+        Some((id, TaskState::Completed { snapshot_id })) => {
+            // Deleted since (delete-image): import again. The same token would return that
+            // finished task, so this import's names the snapshot it replaces (and a rerun
+            // finds it again by that).
+            tracing::warn!(
+                "import task {id} for {} finished, but its snapshot {snapshot_id} has been deleted since; importing again",
+                req.name
+            );
+            let again = ImportRequest {
+                object_etag: format!("{}-replacing-{snapshot_id}", req.object_etag),
+                ..req.clone()
+            };
+            (start_import(ec2, &again).await?, true)
         }
         Some((id, _)) => {
             tracing::info!(
