@@ -513,7 +513,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("{s:?} has an unknown unit; use KiB, MiB or GiB")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is larger than any file"))
 }
 
 /// `90d`, `2h`, `90m`, `600s`, or a bare number of seconds.
@@ -1079,6 +1080,14 @@ mod tests {
         assert!(err.contains("not a boolean"), "{err}");
         // As with cobra, a bool takes its value only with `=`.
         assert!(parse(&["--public", "false"]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_that_overflow_are_errors() {
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert!(parse_size("18446744073709551615GiB").is_err());
+        assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86400);
+        assert!(parse_duration("18446744073709551615d").is_err());
     }
 
     #[test]

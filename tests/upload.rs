@@ -449,6 +449,12 @@ async fn bad_inputs_fail_first_and_create_nothing() {
     qemu_convert(&raw, &qcow2, "qcow2", &[]);
     let long_name = "n".repeat(129);
     let missing = PathBuf::from("/nonexistent/image.raw");
+    // A corrupt download: 3,000,000 bytes of noise named .vmdk, taken as a raw disk before.
+    let noise: Vec<u8> = std::fs::read(&raw).unwrap()[1 << 20..(1 << 20) + 3_000_000].to_vec();
+    let junk = dir.path().join("junk.vmdk");
+    std::fs::write(&junk, &noise).unwrap();
+    let odd = dir.path().join("odd-size.raw");
+    std::fs::write(&odd, &noise).unwrap();
 
     let cases: Vec<(&Path, Vec<&str>, &str)> = vec![
         (
@@ -458,6 +464,12 @@ async fn bad_inputs_fail_first_and_create_nothing() {
         ),
         (&empty, vec![], "is empty"),
         (&truncated, vec![], "is not a valid VMDK image"),
+        (
+            &junk,
+            vec![],
+            "is named like a VMDK image but has no VMDK header",
+        ),
+        (&odd, vec![], "not a whole number of 512-byte sectors"),
         (&qcow2, vec![], "is a qcow2 image, which AWS cannot import"),
         (
             &vmdk,

@@ -202,17 +202,136 @@ pub fn import_format(
         )));
     };
     match requested {
-        Some(req) if req != detected => Err(Error::Invalid(format!(
-            "{shown} is a {} image but --object-format {req} was given; pass --object-format {detected} or leave it out",
-            info.format.name()
-        ))),
-        _ => Ok(detected),
+        Some(req) if req != detected => {
+            return Err(Error::Invalid(format!(
+                "{shown} is a {} image but --object-format {req} was given; pass --object-format {detected} or leave it out",
+                info.format.name()
+            )))
+        }
+        Some(_) => {}
+        None => check_name_and_content(path, info)?,
     }
+    if detected == ObjectFormat::Raw {
+        check_raw(path, info)?;
+    }
+    Ok(detected)
+}
+
+/// The format a file's name claims (`.vmdk`, `.vhd`, `.vhdx`, `.qcow2`), if any.
+fn named_format(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "vmdk" => "VMDK",
+        "vhd" => "VHD",
+        "vhdx" => "VHDX",
+        "qcow2" | "qcow" => "qcow2",
+        _ => return None,
+    })
+}
+
+/// A name that says one format over content that says another: a file with no header of
+/// the named format is refused (a truncated or corrupt download is no raw disk); one whose
+/// header is of another format is imported as its content says, with a warning.
+fn check_name_and_content(path: &Path, info: &ImageInfo) -> Result<()> {
+    let Some(named) = named_format(path) else {
+        return Ok(());
+    };
+    let shown = path.display();
+    if info.format == Format::Raw {
+        return Err(Error::Invalid(format!(
+            "{shown} is named like a {named} image but has no {named} header (a truncated or corrupt download?); if it really is a raw disk, pass --object-format raw"
+        )));
+    }
+    if !info.format.name().starts_with(named) {
+        tracing::warn!(
+            "{shown} is named like a {named} image but is a {} image; importing it as that",
+            info.format.name()
+        );
+    }
+    Ok(())
+}
+
+/// A raw disk is whole 512-byte sectors; without an MBR or GPT signature it will not boot
+/// the usual way (said, not refused: a filesystem image is still a disk).
+fn check_raw(path: &Path, info: &ImageInfo) -> Result<()> {
+    let shown = path.display();
+    if !info.file_size.is_multiple_of(512) {
+        return Err(Error::Invalid(format!(
+            "{shown} is {} bytes, not a whole number of 512-byte sectors, so it is no raw disk (a truncated file?)",
+            info.file_size
+        )));
+    }
+    let mut head = [0u8; 1024];
+    let mut file = File::open(path).map_err(|e| Error::io(format!("reading {shown}"), e))?;
+    let read =
+        read_up_to(&mut file, &mut head).map_err(|e| Error::io(format!("reading {shown}"), e))?;
+    let mbr = read >= 512 && head[510..512] == [0x55, 0xAA];
+    let gpt = read >= 520 && &head[512..520] == b"EFI PART";
+    if !mbr && !gpt {
+        tracing::warn!(
+            "{shown} has neither an MBR nor a GPT partition table; an instance may not boot from it"
+        );
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("imgpub-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_name_the_content_does_not_bear_out_is_refused() {
+        // 3,000,000 bytes of noise named .vmdk: no VMDK header, not even whole sectors.
+        let noise: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let junk = temp_file("junk.vmdk", &noise);
+        let info = inspect(&junk).unwrap();
+        let err = import_format(&junk, &info, None).unwrap_err().to_string();
+        assert!(
+            err.contains("no VMDK header") && err.contains("--object-format raw"),
+            "{err}"
+        );
+        // Forced: then the sector count decides.
+        let err = import_format(&junk, &info, Some(ObjectFormat::Raw))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("512-byte sectors"), "{err}");
+
+        let sectors = temp_file("whole.vmdk", &vec![0u8; 4096]);
+        let info = inspect(&sectors).unwrap();
+        assert!(import_format(&sectors, &info, None).is_err());
+        assert_eq!(
+            import_format(&sectors, &info, Some(ObjectFormat::Raw)).unwrap(),
+            ObjectFormat::Raw
+        );
+        let plain = temp_file("disk.raw", &vec![0u8; 4096]);
+        let info = inspect(&plain).unwrap();
+        assert_eq!(
+            import_format(&plain, &info, None).unwrap(),
+            ObjectFormat::Raw
+        );
+    }
 
     #[test]
     fn virtual_size_rounds_up_to_whole_gib() {

@@ -360,13 +360,15 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// A raw disk image of `size_mib` MiB whose first `data_mib` MiB after 1 MiB are
-/// pseudo-random (incompressible), the rest zeros.
+/// A raw disk image of `size_mib` MiB: an MBR boot signature (as a partitioned disk has),
+/// then `data_mib` MiB after 1 MiB pseudo-random (incompressible), the rest zeros.
 pub fn make_raw(dir: &Path, name: &str, size_mib: u64, data_mib: u64, seed: u64) -> PathBuf {
     let path = dir.join(name);
     let mut file = std::fs::File::create(&path).unwrap();
     file.set_len(size_mib << 20).unwrap();
     use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(510)).unwrap();
+    file.write_all(&[0x55, 0xAA]).unwrap();
     file.seek(SeekFrom::Start(1 << 20)).unwrap();
     let mut x = seed | 1;
     let mut chunk = vec![0u8; 1 << 20];
