@@ -57,6 +57,21 @@ pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result
     choose_regions(named, all, &enabled, &listed)
 }
 
+/// The regions of a command that works in its own region unless told otherwise: the named
+/// ones or every enabled one, as [`target_regions`] gives them, else only its own (no
+/// lookup).
+pub async fn regions_or_own(
+    ec2: &Client,
+    own: &str,
+    named: &[String],
+    all: bool,
+) -> Result<Vec<String>> {
+    if named.is_empty() && !all {
+        return Ok(vec![own.to_string()]);
+    }
+    target_regions(ec2, named, all).await
+}
+
 /// [`target_regions`] once the account's regions are known (`enabled` among `listed`).
 pub fn choose_regions(
     named: &[String],
@@ -120,6 +135,29 @@ where
         }
     }
     failures
+}
+
+/// Runs `find` in every region, `concurrency` at a time: all that was found, and the regions
+/// where it failed, each with why (named in the end, without holding up the others).
+pub async fn gather<T, F, Fut>(
+    regions: Vec<String>,
+    concurrency: usize,
+    find: F,
+) -> (Vec<T>, Vec<(String, String)>)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Vec<T>>>,
+{
+    let mut found = vec![];
+    let failed = fan_out(regions, concurrency, find, |_, mut more: Vec<T>| {
+        found.append(&mut more)
+    })
+    .await;
+    let failed = failed
+        .into_iter()
+        .map(|(r, e)| (r, e.to_string()))
+        .collect();
+    (found, failed)
 }
 
 /// The error a multi-region command ends with when some items failed: every failure named,

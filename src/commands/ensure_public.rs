@@ -6,7 +6,7 @@ use crate::aws::ami::Sharing;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::permissions::{self, MadePublic, NotPublic, Selection};
-use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, Result};
 
@@ -31,6 +31,7 @@ pub struct Plan {
 /// The flags, checked without AWS.
 pub fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
     let selection = permissions::selection(&opts.tags, opts.ami.as_deref())?;
+    opts.regions.iter().try_for_each(|r| validate_region(r))?;
     if opts.ami.is_some() && (opts.all_regions || !opts.regions.is_empty()) {
         return Err(Error::Invalid(
             "--ami names an AMI in the command's region (--region); drop the other regions".into(),
@@ -42,33 +43,19 @@ pub fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
 /// Finds, in every region, the tagged AMIs that are not public.
 pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
     let selection = validate(opts)?;
-    opts.regions.iter().try_for_each(|r| validate_region(r))?;
-    let regions = if opts.regions.is_empty() && !opts.all_regions {
-        vec![ctx.region.clone()]
-    } else {
-        target_regions(&ctx.ec2(), &opts.regions, opts.all_regions).await?
-    };
-    let mut found = vec![];
-    let failed = fan_out(
-        regions.clone(),
-        REGION_CONCURRENCY,
-        |region| {
-            let selection = &selection;
-            async move {
-                let ec2 = ctx.in_region(&region).ec2();
-                permissions::find_not_public(&ec2, &region, selection).await
-            }
-        },
-        |_, mut not_public| found.append(&mut not_public),
-    )
+    let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
+    let (found, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
+        let selection = &selection;
+        async move {
+            let ec2 = ctx.in_region(&region).ec2();
+            permissions::find_not_public(&ec2, &region, selection).await
+        }
+    })
     .await;
     Ok(Plan {
         regions,
         found,
-        failed: failed
-            .into_iter()
-            .map(|(r, e)| (r, e.to_string()))
-            .collect(),
+        failed,
     })
 }
 

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::Filter;
 use crate::aws::ami::{self, Deleted};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
-use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{aws, Error, Result};
 
@@ -58,35 +58,22 @@ pub fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
 /// Finds, in every region, the tagged AMIs older than the cutoff.
 pub async fn plan(ctx: &AwsContext, opts: &GcOptions) -> Result<Plan> {
     let tags = validate(opts)?;
-    let regions = if opts.regions.is_empty() && !opts.all_regions {
-        vec![ctx.region.clone()]
-    } else {
-        target_regions(&ctx.ec2(), &opts.regions, opts.all_regions).await?
-    };
+    let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
     let cutoff = SystemTime::now()
         .checked_sub(opts.duration)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut garbage = vec![];
-    let failed = fan_out(
-        regions.clone(),
-        REGION_CONCURRENCY,
-        |region| {
-            let tags = &tags;
-            async move {
-                let ec2 = ctx.in_region(&region).ec2();
-                find_garbage(&ec2, &region, tags, cutoff, opts.include_public).await
-            }
-        },
-        |_, mut found| garbage.append(&mut found),
-    )
+    let (garbage, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
+        let tags = &tags;
+        async move {
+            let ec2 = ctx.in_region(&region).ec2();
+            find_garbage(&ec2, &region, tags, cutoff, opts.include_public).await
+        }
+    })
     .await;
     Ok(Plan {
         regions,
         garbage,
-        failed: failed
-            .into_iter()
-            .map(|(r, e)| (r, e.to_string()))
-            .collect(),
+        failed,
     })
 }
 
