@@ -52,7 +52,13 @@ fn virtual_sizes_match_qemu_img() {
             );
         }
         let info = inspect(&raw).unwrap();
-        assert_eq!(info.format, Format::Raw);
+        // make_raw writes an MBR boot signature.
+        assert_eq!(
+            info.format,
+            Format::Raw {
+                partition_table: true
+            }
+        );
         assert_eq!(info.virtual_size, Some(qemu_virtual_size(&raw, "raw")));
     }
 }

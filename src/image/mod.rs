@@ -44,7 +44,10 @@ impl std::fmt::Display for ObjectFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    Raw,
+    /// A raw disk; `partition_table`: it starts with an MBR or a GPT.
+    Raw {
+        partition_table: bool,
+    },
     /// VMDK sparse extent; `stream_optimized` is the only kind AWS imports.
     Vmdk {
         stream_optimized: bool,
@@ -58,7 +61,7 @@ impl Format {
     /// The `DiskContainer.Format` ImportSnapshot takes, when AWS can import it.
     pub fn import_format(self) -> Option<ObjectFormat> {
         match self {
-            Format::Raw => Some(ObjectFormat::Raw),
+            Format::Raw { .. } => Some(ObjectFormat::Raw),
             Format::Vmdk {
                 stream_optimized: true,
             } => Some(ObjectFormat::Vmdk),
@@ -73,7 +76,7 @@ impl Format {
 
     pub fn name(self) -> &'static str {
         match self {
-            Format::Raw => "raw",
+            Format::Raw { .. } => "raw",
             Format::Vmdk {
                 stream_optimized: true,
             } => "VMDK (streamOptimized)",
@@ -138,7 +141,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
         return Err(Error::Invalid(format!("image file {shown} is empty")));
     }
     let mut file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
-    let mut head = [0u8; 512];
+    // Two sectors: the formats' magic, and for a raw disk its MBR or GPT header.
+    let mut head = [0u8; 1024];
     let n =
         read_at(&mut file, 0, &mut head).map_err(|e| Error::io(format!("reading {shown}"), e))?;
     let head = &head[..n];
@@ -179,8 +183,12 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
             });
         }
     }
+    let mbr = head.len() >= 512 && head[510..512] == [0x55, 0xAA];
+    let gpt = head.len() >= 520 && &head[512..520] == b"EFI PART";
     Ok(ImageInfo {
-        format: Format::Raw,
+        format: Format::Raw {
+            partition_table: mbr || gpt,
+        },
         virtual_size: Some(file_size),
         file_size,
     })
@@ -211,8 +219,8 @@ pub fn import_format(
         Some(_) => {}
         None => check_name_and_content(path, info)?,
     }
-    if detected == ObjectFormat::Raw {
-        check_raw(path, info)?;
+    if let Format::Raw { partition_table } = info.format {
+        check_raw(path, info.file_size, partition_table)?;
     }
     Ok(detected)
 }
@@ -237,7 +245,7 @@ fn check_name_and_content(path: &Path, info: &ImageInfo) -> Result<()> {
         return Ok(());
     };
     let shown = path.display();
-    if info.format == Format::Raw {
+    if let Format::Raw { .. } = info.format {
         return Err(Error::Invalid(format!(
             "{shown} is named like a {named} image but has no {named} header (a truncated or corrupt download?); if it really is a raw disk, pass --object-format raw"
         )));
@@ -251,40 +259,21 @@ fn check_name_and_content(path: &Path, info: &ImageInfo) -> Result<()> {
     Ok(())
 }
 
-/// A raw disk is whole 512-byte sectors; without an MBR or GPT signature it will not boot
-/// the usual way (said, not refused: a filesystem image is still a disk).
-fn check_raw(path: &Path, info: &ImageInfo) -> Result<()> {
+/// A raw disk is whole 512-byte sectors; without an MBR or GPT it will not boot the usual
+/// way (said, not refused: a filesystem image is still a disk).
+fn check_raw(path: &Path, file_size: u64, partition_table: bool) -> Result<()> {
     let shown = path.display();
-    if !info.file_size.is_multiple_of(512) {
+    if !file_size.is_multiple_of(512) {
         return Err(Error::Invalid(format!(
-            "{shown} is {} bytes, not a whole number of 512-byte sectors, so it is no raw disk (a truncated file?)",
-            info.file_size
+            "{shown} is {file_size} bytes, not a whole number of 512-byte sectors, so it is no raw disk (a truncated file?)"
         )));
     }
-    let mut head = [0u8; 1024];
-    let mut file = File::open(path).map_err(|e| Error::io(format!("reading {shown}"), e))?;
-    let read =
-        read_up_to(&mut file, &mut head).map_err(|e| Error::io(format!("reading {shown}"), e))?;
-    let mbr = read >= 512 && head[510..512] == [0x55, 0xAA];
-    let gpt = read >= 520 && &head[512..520] == b"EFI PART";
-    if !mbr && !gpt {
+    if !partition_table {
         tracing::warn!(
             "{shown} has neither an MBR nor a GPT partition table; an instance may not boot from it"
         );
     }
     Ok(())
-}
-
-/// Reads until `buf` is full or the file ends; returns how much was read.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read(&mut buf[done..])? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]
@@ -336,7 +325,9 @@ mod tests {
     #[test]
     fn virtual_size_rounds_up_to_whole_gib() {
         let info = |size| ImageInfo {
-            format: Format::Raw,
+            format: Format::Raw {
+                partition_table: false,
+            },
             virtual_size: Some(size),
             file_size: size,
         };
