@@ -13,18 +13,7 @@ const TARGETS: [&str; 4] = ["us-west-2", "eu-west-1", "eu-central-1", "ap-southe
 
 /// A public, tagged AMI in the source region, made by `imgpub aws upload`.
 fn source_ami(standin: &Standin) -> String {
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            SOURCE,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
+    standin.initialize(SOURCE, "images");
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "os.raw", 16, 4, 71);
     let out = standin

@@ -16,18 +16,7 @@ fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
 /// A stand-in with the bucket `images` and the vmimport role, made by `initialize`.
 fn ready() -> Standin {
     let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
+    standin.initialize(REGION, "images");
     standin
 }
 

@@ -28,18 +28,7 @@ const UPLOAD_POLICY: &[&str] = &[
 /// A stand-in with the bucket `images` and the vmimport role, made by `initialize`.
 fn initialized() -> Standin {
     let standin = Standin::start();
-    standin
-        .imgpub()
-        .args([
-            "aws",
-            "initialize",
-            "--region",
-            REGION,
-            "--bucket",
-            "images",
-        ])
-        .run()
-        .json();
+    standin.initialize(REGION, "images");
     standin
 }
 

@@ -19,11 +19,7 @@ fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
 
 /// An account made ready by `imgpub aws initialize`.
 fn ready(standin: &Standin) {
-    standin
-        .imgpub()
-        .args(["aws", "initialize", "--region", REGION, "--bucket", BUCKET])
-        .run()
-        .json();
+    standin.initialize(REGION, BUCKET);
 }
 
 fn upload(standin: &Standin, file: &Path, extra: &[&str]) -> Run {

@@ -154,6 +154,15 @@ impl Standin {
         serde_json::from_str(&self.control("GET", "/_standin/requests", None)).unwrap()
     }
 
+    /// Makes the account ready with `imgpub aws initialize`: the bucket and the vmimport
+    /// role.
+    pub fn initialize(&self, region: &str, bucket: &str) {
+        self.imgpub()
+            .args(["aws", "initialize", "--region", region, "--bucket", bucket])
+            .run()
+            .json();
+    }
+
     /// From now on every request needs credentials IAM knows (moto's auth enforcement).
     pub fn enforce_auth(&self) {
         self.control("POST", "/moto-api/reset-auth", Some("0"));
