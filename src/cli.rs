@@ -453,8 +453,8 @@ pub struct UploadArgs {
     pub role_name: String,
     #[command(flatten)]
     pub transfer: TransferArgs,
-    /// Give up waiting for the import after this long (e.g. 2h, 90m, 600s); the task keeps
-    /// running in AWS and a rerun picks it up.
+    /// Give up waiting for the import after this long, the wait for a free import slot
+    /// included (e.g. 2h, 90m, 600s); the task keeps running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
     pub import_timeout: std::time::Duration,
     /// Print the calls that would change something, one JSON line each, after every local
@@ -990,6 +990,60 @@ impl From<&EnsurePublicArgs> for EnsurePublicOptions {
 
 #[cfg(test)]
 mod tests {
+    mod properties {
+        use super::super::{parse_duration, parse_size};
+        use proptest::prelude::*;
+
+        const SIZE_UNITS: [(&str, u64); 10] = [
+            ("", 1 << 20),
+            ("M", 1 << 20),
+            ("MB", 1 << 20),
+            ("MiB", 1 << 20),
+            ("k", 1 << 10),
+            ("KiB", 1 << 10),
+            ("kb", 1 << 10),
+            ("G", 1 << 30),
+            ("GiB", 1 << 30),
+            ("gb", 1 << 30),
+        ];
+        const DURATION_UNITS: [(&str, u64); 5] =
+            [("", 1), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn sizes_parse_exactly_or_are_refused(n in prop_oneof![any::<u64>(), 0u64..1 << 20], unit in 0usize..10) {
+                let (suffix, mult) = SIZE_UNITS[unit];
+                let got = parse_size(&format!("{n}{suffix}"));
+                match n.checked_mul(mult) {
+                    Some(bytes) => prop_assert_eq!(got, Ok(bytes)),
+                    None => prop_assert!(got.unwrap_err().contains("larger than any file")),
+                }
+            }
+
+            #[test]
+            fn durations_parse_exactly_or_are_refused(n in prop_oneof![any::<u64>(), 0u64..1 << 20], unit in 0usize..5) {
+                let (suffix, mult) = DURATION_UNITS[unit];
+                let got = parse_duration(&format!("{n}{suffix}"));
+                match n.checked_mul(mult) {
+                    Some(secs) => prop_assert_eq!(got, Ok(std::time::Duration::from_secs(secs))),
+                    None => prop_assert!(got.unwrap_err().contains("too long")),
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_size_or_duration_or_an_error_naming_it(text in "\\PC{0,24}|[0-9]{0,25}[a-zA-Z]{0,4}") {
+                if let Err(e) = parse_size(&text) {
+                    prop_assert!(e.contains(&format!("{text:?}")), "{}", e);
+                }
+                if let Err(e) = parse_duration(&text) {
+                    prop_assert!(e.contains(&format!("{text:?}")), "{}", e);
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -47,7 +47,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(aws)) {
+    let result = runtime.block_on(run(aws));
+    // Not waiting for blocking work still running (a whole-file hash when Ctrl-C came):
+    // dropping the runtime would, and delay the exit until it ends.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, so CI logs and wrappers show the whole reason.

@@ -258,3 +258,42 @@ async fn all_regions_copies_to_every_enabled_region_and_skips_the_others() {
         assert!(there.images().is_empty(), "copied to {region}");
     }
 }
+
+/// A copy deleted since (delete-image) is copied again: CopyImage's token still names the
+/// deregistered copy, which must not be waited for until the timeout.
+#[tokio::test]
+async fn a_copy_deleted_since_is_copied_again() {
+    let standin = Standin::start();
+    let ami = source_ami(&standin);
+    let first = copy(&standin, &ami, &["eu-west-1"]);
+    let (_, old_ami, _) = lines(&first).pop().unwrap();
+    let deleted = standin
+        .imgpub()
+        .args([
+            "aws",
+            "delete-image",
+            "--region",
+            "eu-west-1",
+            "--ami",
+            &old_ami,
+        ])
+        .args(["--snapshot", "detectFromAMI"])
+        .run();
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+
+    let again = copy(&standin, &ami, &["eu-west-1", "--timeout", "60s"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let (region, new_ami, new_snap) = lines(&again).pop().unwrap();
+    assert_ne!(new_ami, old_ami);
+    assert!(
+        again.stderr.contains("is deregistered; copying again"),
+        "{}",
+        again.stderr
+    );
+    check_copy(&standin, &region, &new_ami, &new_snap).await;
+    // A rerun finds it by name: no third copy.
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let rerun = copy(&standin, &ami, &["eu-west-1"]);
+    assert_eq!(lines(&rerun).pop().unwrap().1, new_ami);
+    assert_eq!(standin.counts()["ec2.CopyImage"], serde_json::Value::Null);
+}

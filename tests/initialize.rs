@@ -698,3 +698,47 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
     // The dry run changed nothing.
     assert_eq!(abort_rule(&standin, "images-use1").await, Some(7));
 }
+
+/// CreateRole carried out but its answer lost: the SDK's retry meets the role it created
+/// (EntityAlreadyExists); initialize finishes it instead of failing.
+#[tokio::test]
+async fn a_role_whose_creation_answer_was_lost_is_finished() {
+    let standin = Standin::start();
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "CreateRole", "status": 500, "after": true, "count": 1}"#),
+    );
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            "us-east-1",
+            "--bucket",
+            "lost-answer",
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let iam = standin.iam();
+    let role = iam.get_role().role_name("vmimport").send().await.unwrap();
+    let trust = urlencoding::decode(role.role().unwrap().assume_role_policy_document().unwrap())
+        .unwrap()
+        .into_owned();
+    assert!(trust.contains("vmie.amazonaws.com"), "{trust}");
+    let policy = iam
+        .get_role_policy()
+        .role_name("vmimport")
+        .policy_name("vmimport")
+        .send()
+        .await
+        .unwrap();
+    assert!(policy.policy_document().contains("lost-answer"));
+    assert_eq!(
+        standin.counts()["iam.CreateRole"],
+        2,
+        "{}",
+        standin.counts()
+    );
+}

@@ -213,3 +213,33 @@ async fn throttling_is_retried_and_bad_input_is_refused_first() {
     let counts = standin.counts();
     assert!(counts.get("ssm.PutParameter").is_none(), "{counts}");
 }
+
+/// PutParameter carried out but its answer lost: the SDK's retry meets the parameter it
+/// created (ParameterAlreadyExists), which holds our AMI, so the write is done.
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_an_error() {
+    let standin = Standin::start();
+    let images = release(&standin, "os-2.0").await;
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "PutParameter", "status": 500, "after": true, "count": 1}"#),
+    );
+    let run = publish(&standin, &images, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(lines(&run).len(), 6);
+    assert!(
+        lines(&run).iter().all(|l| l.3 == "created"),
+        "{}",
+        run.stdout
+    );
+    for (region, ami) in &images {
+        for name in ["/os/stable/x86_64/latest", "/os/releases/os-2.0"] {
+            assert_eq!(
+                read(&standin, region, name).await.0,
+                *ami,
+                "{region} {name}"
+            );
+        }
+    }
+}

@@ -740,6 +740,134 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
 }
 
+/// A file cut short while it is uploaded is an error naming it, not a crash (SIGBUS, when
+/// parts were memory-mapped); one rewritten in place is caught before the upload completes.
+#[tokio::test]
+async fn an_image_that_changes_during_the_upload_is_an_error_not_a_crash() {
+    let dir = TempDir::new();
+    // Plain HTTP (parts hashed ahead) and TLS (each part read as it is sent).
+    let cases = [("truncate", true), ("truncate", false), ("rewrite", false)];
+    for (i, (change, tls)) in cases.into_iter().enumerate() {
+        let standin = if tls {
+            Standin::start_tls()
+        } else {
+            Standin::start()
+        };
+        ready(&standin);
+        let raw = make_raw(
+            dir.path(),
+            &format!("moving-{i}.raw"),
+            24,
+            20,
+            60 + i as u64,
+        );
+        // The first part's answer waits 2 s: time to change the file under the upload.
+        standin.control(
+            "POST",
+            "/_standin/faults",
+            Some(r#"{"action": "UploadPart", "delay": 2, "count": 1}"#),
+        );
+        let mut cmd = standin
+            .imgpub()
+            .args([
+                "aws",
+                "upload",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://images/ci",
+            ])
+            .arg_path("--file", &raw)
+            .args(["--upload-concurrency", "1", "--part-size", "8MiB"])
+            .cmd;
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let file = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        if change == "truncate" {
+            file.set_len(8 << 20).unwrap();
+        } else {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(b"changed", 20 << 20).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{change}, TLS {tls}: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(&format!("moving-{i}.raw"))
+                && stderr.contains("while it was being uploaded"),
+            "{change}: {stderr}"
+        );
+    }
+}
+
+/// The 4xx a rerun gets past (S3's RequestTimeout, an expired session token, a payload
+/// checksum mismatch) leave the upload in place: the rerun resumes it instead of starting
+/// over.
+#[tokio::test]
+async fn a_4xx_a_rerun_gets_past_keeps_the_upload_for_the_rerun() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let cases = [
+        // (code, how many answers: RequestTimeout is retried by the SDK, so all attempts)
+        ("RequestTimeout", 5),
+        ("ExpiredToken", 1),
+        ("XAmzContentSHA256Mismatch", 1),
+    ];
+    for (i, (code, times)) in cases.into_iter().enumerate() {
+        let raw = make_raw(dir.path(), &format!("kept-{i}.raw"), 24, 20, 50 + i as u64);
+        let args = [
+            "--name",
+            code,
+            "--upload-concurrency",
+            "1",
+            "--part-size",
+            "8MiB",
+        ];
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.control(
+            "POST",
+            "/_standin/faults",
+            Some(&format!(
+                r#"{{"action": "UploadPart", "status": 400, "code": "{code}", "count": {times}}}"#
+            )),
+        );
+        let run = upload(&standin, &raw, &args);
+        assert_ne!(run.code, 0, "{code}");
+        let err = run.error_line();
+        assert!(err.contains(code) && err.contains("rerun"), "{err}");
+        assert_eq!(
+            count(&standin.counts(), "s3.AbortMultipartUpload"),
+            0,
+            "{code}"
+        );
+
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        let out = upload(&standin, &raw, &args).json();
+        assert!(out["HVM"].as_str().unwrap().starts_with("ami-"), "{code}");
+        let counts = standin.counts();
+        assert_eq!(
+            count(&counts, "s3.CreateMultipartUpload"),
+            0,
+            "{code}: {counts}"
+        );
+        assert_eq!(
+            count(&counts, "s3.CompleteMultipartUpload"),
+            1,
+            "{code}: {counts}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
     let standin = Standin::start();
@@ -1337,4 +1465,150 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         assert!(run.stderr.contains(&named), "{}", run.stderr);
         assert_eq!(standin.counts(), json!({}), "{}", run.stderr);
     }
+}
+
+/// `--import-timeout` bounds the whole wait: for a free import slot (ResourceLimitExceeded)
+/// and then for the import, not each of them in full.
+#[tokio::test]
+async fn the_import_timeout_covers_the_wait_for_a_slot_and_the_import() {
+    let standin = Standin::start_with_import_seconds(10.0);
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "queued.raw", 8, 4, 70);
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "ImportSnapshot", "status": 400, "code": "ResourceLimitExceeded", "count": 1}"#),
+    );
+    // 30 s for the slot, then 10 s of import: past 35 s in all.
+    let run = upload(
+        &standin,
+        &raw,
+        &["--name", "queued", "--import-timeout", "35s"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(
+        err.contains("not finished within the import timeout (35s"),
+        "{err}"
+    );
+    assert_eq!(count(&standin.counts(), "ec2.ImportSnapshot"), 2);
+}
+
+/// Ctrl-C while the whole file is hashed (to tell whether the object in S3 is this file)
+/// exits at once with 130, not when the hash is done.
+#[tokio::test]
+async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "big.raw", 256, 1, 71);
+    let upload_object = || {
+        standin
+            .imgpub()
+            .args(["aws", "upload-object", "--region", REGION])
+            .args(["--bucket", "s3://images/hash", "--key", "big.raw"])
+            .arg_path("--file", &file)
+    };
+    upload_object().run().json();
+    // Again: the object is there, and finding that it is this file hashes all of it.
+    let started = Instant::now();
+    let run = upload_object().args(["-v"]).run();
+    let whole = started.elapsed();
+    assert!(run.stderr.contains("already uploaded"), "{}", run.stderr);
+
+    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    let child = upload_object()
+        .cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while count(&standin.counts(), "s3.HeadObject") < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let after_signal = signalled.elapsed();
+    eprintln!("whole run {whole:?}, exit {after_signal:?} after Ctrl-C");
+    assert_eq!(output.status.code(), Some(130));
+    // The hash alone takes most of `whole`; the exit must not wait for it.
+    assert!(
+        after_signal < whole / 3,
+        "exited {after_signal:?} after Ctrl-C; the whole run takes {whole:?}"
+    );
+}
+
+/// Another file under a name already imported gets the earlier snapshot and AMI back, as
+/// with ore, but not silently.
+#[tokio::test]
+async fn another_image_under_a_used_name_is_warned_about() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let first = make_raw(dir.path(), "v1.raw", 8, 4, 80);
+    let second = make_raw(dir.path(), "v2.raw", 12, 4, 81);
+    let args = ["--name", "release", "--ami-name", "release"];
+    let one = upload(&standin, &first, &args);
+    let ami = one.json()["HVM"].as_str().unwrap().to_string();
+    assert!(!one.stderr.contains("another image"), "{}", one.stderr);
+    // The same file again: nothing to say.
+    let again = upload(&standin, &first, &args);
+    assert_eq!(again.json()["HVM"], ami.as_str());
+    assert!(!again.stderr.contains("another image"), "{}", again.stderr);
+
+    let other = upload(&standin, &second, &args);
+    assert_eq!(other.json()["HVM"], ami.as_str());
+    assert!(
+        other
+            .stderr
+            .contains("was imported from a 8388608-byte image, but")
+            && other
+                .stderr
+                .contains("v2.raw is 12582912 bytes: it is another image")
+            && other.stderr.contains("--force"),
+        "{}",
+        other.stderr
+    );
+}
+
+/// CreateMultipartUpload carried out but its answer lost: the SDK's retry starts a second
+/// upload, and the first must not be left behind (billed until the lifecycle rule).
+#[tokio::test]
+async fn an_upload_started_twice_by_a_lost_answer_leaves_none_behind() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "twice.raw", 12, 8, 90);
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "CreateMultipartUpload", "status": 500, "after": true, "count": 1}"#),
+    );
+    let out = upload(
+        &standin,
+        &raw,
+        &["--name", "twice", "--delete-object=false"],
+    )
+    .json();
+    assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 2, "{counts}");
+    let uploads = standin
+        .s3(REGION)
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/twice.raw", &raw).await;
 }

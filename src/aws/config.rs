@@ -133,10 +133,26 @@ pub struct Identity {
     pub partition: String,
 }
 
-/// Each attempt may take this long before the SDK retries it; S3 data calls set their own.
+/// Each attempt may take this long before the SDK retries it; calls that send data set
+/// their own (`transfer_timeouts`).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Until the answer's headers: for a call that sends a body, sending it is part of this.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest upload a data call is given time for, per connection (a 2 Mbit/s uplink).
+const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// Timeouts for a call that sends `bytes`: the defaults, or time to send them at the
+/// slowest upload speed plus the usual wait for the answer, whichever is longer. (The read
+/// timeout covers sending the body, so it grows too.)
+pub fn transfer_timeouts(bytes: u64) -> TimeoutConfig {
+    let sending = Duration::from_secs(bytes / SLOWEST_UPLOAD_BYTES_PER_SEC);
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(sending + READ_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT.max(sending + READ_TIMEOUT))
+        .build()
+}
 /// The single retry layer: the SDK's standard mode (backoff with jitter, throttling and
 /// transient errors only, so AccessDenied is never retried).
 const MAX_ATTEMPTS: u32 = 5;
@@ -726,6 +742,24 @@ fn has_profile(text: &str, profile: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_large_part_gets_time_to_be_sent_at_the_slowest_upload_speed() {
+        let small = transfer_timeouts(8 << 20);
+        assert_eq!(small.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(
+            small.read_timeout(),
+            Some(READ_TIMEOUT + Duration::from_secs(32))
+        );
+        // 512 MiB at 256 KiB/s: 2048 s, then a minute for the answer.
+        let large = transfer_timeouts(512 << 20);
+        assert_eq!(large.read_timeout(), Some(Duration::from_secs(2048 + 60)));
+        assert_eq!(
+            large.operation_attempt_timeout(),
+            Some(Duration::from_secs(2048 + 60))
+        );
+        assert_eq!(large.connect_timeout(), Some(CONNECT_TIMEOUT));
+    }
+
     use super::*;
 
     #[test]

@@ -147,6 +147,19 @@ fn client_token(source: &Source, region: &str, replacing: Option<&str>) -> Strin
     format!("imgpub-copy-{}", &hex::encode(digest)[..40])
 }
 
+/// Polls that must find no trace of a copy before it counts as gone.
+const GONE_AFTER_POLLS: u32 = 3;
+
+/// The copy CopyImage named is deregistered (or never showed up).
+fn gone(region: &str, image_id: &str) -> Error {
+    Error::failed(
+        format!("copy {image_id} in {region}"),
+        ErrorKind::NotFound,
+        Some("CopyGone"),
+        "the copy is deregistered (or never appeared)",
+    )
+}
+
 /// Waits until the image is available; returns its root snapshot.
 async fn wait_available(
     ec2: &Client,
@@ -157,21 +170,31 @@ async fn wait_available(
     let started = Instant::now();
     let mut interval = FIRST_POLL;
     let wait = Wait::new(format!("copy {image_id} in {region}"));
+    let mut missing = 0;
     loop {
-        let out = ec2
-            .describe_images()
-            .image_ids(image_id)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
+        let found = match ec2.describe_images().image_ids(image_id).send().await {
+            Ok(out) => out.images().first().cloned(),
+            Err(e) => {
+                let err = aws(
                     Op::Ec2DescribeImages,
                     format!("checking the copy {image_id} in {region}"),
                     e,
-                )
-            })?;
-        if let Some(image) = out.images().first() {
+                );
+                if err.kind() != Some(ErrorKind::NotFound) {
+                    return Err(err);
+                }
+                None
+            }
+        };
+        // Not there: a new copy not visible yet (EC2 is eventually consistent), or one
+        // deregistered since that CopyImage's token still names. Only the latter lasts.
+        missing = if found.is_none() { missing + 1 } else { 0 };
+        if missing >= GONE_AFTER_POLLS {
+            return Err(gone(region, image_id));
+        }
+        if let Some(image) = &found {
             match image.state() {
+                Some(ImageState::Deregistered) => return Err(gone(region, image_id)),
                 Some(ImageState::Available) => {
                     wait.finish("available");
                     return ami::root_snapshot_of(image).ok_or_else(|| {
@@ -183,12 +206,7 @@ async fn wait_available(
                         )
                     });
                 }
-                Some(
-                    ImageState::Failed
-                    | ImageState::Error
-                    | ImageState::Invalid
-                    | ImageState::Deregistered,
-                ) => {
+                Some(ImageState::Failed | ImageState::Error | ImageState::Invalid) => {
                     let reason = image
                         .state_reason()
                         .and_then(|r| r.message())
@@ -267,6 +285,37 @@ pub async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRegion> {
     })
 }
 
+/// CopyImage with the token for `replacing`; returns the copy's id.
+async fn copy_image(
+    ec2: &Client,
+    source: &Source,
+    region: &str,
+    replacing: Option<&str>,
+) -> Result<String> {
+    let out = ec2
+        .copy_image()
+        .source_region(&source.region)
+        .source_image_id(&source.image_id)
+        .name(&source.name)
+        .set_description(source.description.clone())
+        .client_token(client_token(source, region, replacing))
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2CopyImage,
+                format!("copying {} to {region}", source.image_id),
+                e,
+            )
+        })?;
+    let id = out
+        .image_id()
+        .ok_or_else(|| Error::missing(Op::Ec2CopyImage, "ImageId"))?
+        .to_string();
+    tracing::info!("{region}: copying {} as {id}", source.image_id);
+    Ok(id)
+}
+
 /// Copies to one region (or reuses what `found` says is there), waits, and makes the copy
 /// look like the source (tags, permissions).
 pub async fn copy_to_region(
@@ -288,37 +337,28 @@ pub async fn copy_to_region(
         }
         _ => None,
     };
-    let image_id = match found {
+    let (image_id, snapshot) = match found {
         InRegion::Present(id) => {
             tracing::info!("{region}: AMI {id} named {} is already there", source.name);
-            id.clone()
+            (id.clone(), wait_available(ec2, region, id, timeout).await?)
         }
         _ => {
-            let out = ec2
-                .copy_image()
-                .source_region(&source.region)
-                .source_image_id(&source.image_id)
-                .name(&source.name)
-                .set_description(source.description.clone())
-                .client_token(client_token(source, region, replacing))
-                .send()
-                .await
-                .map_err(|e| {
-                    aws(
-                        Op::Ec2CopyImage,
-                        format!("copying {} to {region}", source.image_id),
-                        e,
-                    )
-                })?;
-            let id = out
-                .image_id()
-                .ok_or_else(|| Error::missing(Op::Ec2CopyImage, "ImageId"))?
-                .to_string();
-            tracing::info!("{region}: copying {} as {id}", source.image_id);
-            id
+            let id = copy_image(ec2, source, region, replacing).await?;
+            match wait_available(ec2, region, &id, timeout).await {
+                // The token named a copy deregistered since (delete-image): a new token
+                // that names the copy it replaces, so a rerun finds this one again.
+                Err(e) if e.code() == Some("CopyGone") && replacing.is_none() => {
+                    tracing::warn!(
+                        "{region}: the earlier copy {id} is deregistered; copying again"
+                    );
+                    let id = copy_image(ec2, source, region, Some(&id)).await?;
+                    let snapshot = wait_available(ec2, region, &id, timeout).await?;
+                    (id, snapshot)
+                }
+                waited => (id, waited?),
+            }
         }
     };
-    let snapshot = wait_available(ec2, region, &image_id, timeout).await?;
     tag(ec2, &image_id, &source.tags).await?;
     tag(ec2, &snapshot, &source.snapshot_tags).await?;
     if let Some(at) = source.deprecate_at {

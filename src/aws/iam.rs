@@ -590,6 +590,23 @@ pub async fn apply_role(
     apply_role_documents(iam, &documents, state, plan).await
 }
 
+/// Puts `trust` as the role's trust policy.
+async fn update_trust(iam: &Client, name: &str, trust: &str) -> Result<()> {
+    iam.update_assume_role_policy()
+        .role_name(name)
+        .policy_document(trust)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::IamUpdateAssumeRolePolicy,
+                format!("updating the trust policy of IAM role {name}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
 /// Creates a role holding `docs`, or repairs what `plan` says drifted. Returns its ARN.
 pub async fn apply_role_documents(
     iam: &Client,
@@ -601,38 +618,45 @@ pub async fn apply_role_documents(
     let trust = docs.trust.to_string();
     let arn = match state {
         RoleState::Absent => {
-            let out = iam
+            let created = iam
                 .create_role()
                 .role_name(name)
                 .set_permissions_boundary(docs.boundary.map(str::to_owned))
-                .assume_role_policy_document(trust)
+                .assume_role_policy_document(&trust)
                 .description(docs.description)
                 .send()
                 .await
-                .map_err(|e| aws(Op::IamCreateRole, format!("creating IAM role {name}"), e))?;
-            tracing::info!("created IAM role {name}");
-            out.role()
-                .ok_or_else(|| Error::missing(Op::IamCreateRole, "Role"))?
-                .arn()
-                .to_string()
+                .map_err(|e| aws(Op::IamCreateRole, format!("creating IAM role {name}"), e));
+            match created {
+                Ok(out) => {
+                    tracing::info!("created IAM role {name}");
+                    out.role()
+                        .ok_or_else(|| Error::missing(Op::IamCreateRole, "Role"))?
+                        .arn()
+                        .to_string()
+                }
+                // There since the plan looked: our first attempt, whose answer was lost (the
+                // SDK retried), or another run. Its trust policy is made ours.
+                Err(err) if err.code() == Some("EntityAlreadyExists") => {
+                    update_trust(iam, name, &trust).await?;
+                    let out =
+                        iam.get_role().role_name(name).send().await.map_err(|e| {
+                            aws(Op::IamGetRole, format!("reading IAM role {name}"), e)
+                        })?;
+                    out.role()
+                        .ok_or_else(|| Error::missing(Op::IamGetRole, "Role"))?
+                        .arn()
+                        .to_string()
+                }
+                Err(err) => return Err(err),
+            }
         }
         RoleState::Present { arn, .. } => {
             if plan.trust_policy == Outcome::Repaired {
                 tracing::warn!(
                     "the trust policy of role {name} differs from what it should be; repairing it"
                 );
-                iam.update_assume_role_policy()
-                    .role_name(name)
-                    .policy_document(trust)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        aws(
-                            Op::IamUpdateAssumeRolePolicy,
-                            format!("updating the trust policy of IAM role {name}"),
-                            e,
-                        )
-                    })?;
+                update_trust(iam, name, &trust).await?;
             }
             if let (Some(Outcome::Repaired), Some(boundary)) = (plan.boundary, docs.boundary) {
                 iam.put_role_permissions_boundary()

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Filter, SnapshotDiskContainer, UserBucket};
+use aws_sdk_ec2::types::{Filter, ImportSnapshotTask, SnapshotDiskContainer, UserBucket};
 use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
@@ -190,18 +190,31 @@ fn task_state(task: &aws_sdk_ec2::types::ImportSnapshotTask) -> TaskState {
                 image_rejected,
             }
         }
-        _ => TaskState::Running {
+        // What AWS says while it works (the step is in the message: validating,
+        // converting, …), or nothing yet.
+        None | Some("pending" | "active") => TaskState::Running {
             status: status.map(str::to_owned),
             progress: detail.and_then(|d| d.progress()).map(str::to_owned),
             message,
         },
+        // Not a state AWS documents: waiting on it could last until the timeout for
+        // nothing.
+        Some(other) => TaskState::Failed {
+            message: format!(
+                "the task is in state {other:?}{}, which imgpub does not know; see `aws ec2 describe-import-snapshot-tasks --import-task-ids {}`",
+                message.map(|m| format!(" ({m})")).unwrap_or_default(),
+                task.import_task_id().unwrap_or("…")
+            ),
+            image_rejected: false,
+        },
     }
 }
 
-/// A task of ours with `name` as its description that is running or has finished well.
-pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(String, TaskState)>> {
+/// The tasks of the account in this region whose description is `name` (AWS lists tasks
+/// for about a week).
+async fn tasks_named(ec2: &Client, name: &str) -> Result<Vec<ImportSnapshotTask>> {
     let mut pages = ec2.describe_import_snapshot_tasks().into_paginator().send();
-    let mut best = None;
+    let mut tasks = vec![];
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| {
             aws(
@@ -210,31 +223,50 @@ pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(Strin
                 e,
             )
         })?;
-        for task in page.import_snapshot_tasks() {
-            if task.description() != Some(name) {
-                continue;
-            }
-            let state = task_state(task);
-            let id = task
-                .import_task_id()
-                .ok_or_else(|| Error::missing(Op::Ec2DescribeImportSnapshotTasks, "ImportTaskId"))?
-                .to_string();
-            match state {
-                TaskState::Failed { .. } => {}
-                TaskState::Completed { .. } => best = Some((id, state)),
-                TaskState::Running { .. } if best.is_none() => best = Some((id, state)),
-                TaskState::Running { .. } => {}
-            }
+        tasks.extend(
+            page.import_snapshot_tasks()
+                .iter()
+                .filter(|t| t.description() == Some(name))
+                .cloned(),
+        );
+    }
+    Ok(tasks)
+}
+
+/// The size of the image (the S3 object) that a finished task named `name` made `snapshot`
+/// from, when AWS still lists the task.
+pub async fn imported_image_size(ec2: &Client, name: &str, snapshot: &str) -> Result<Option<u64>> {
+    Ok(tasks_named(ec2, name).await?.iter().find_map(|task| {
+        let detail = task.snapshot_task_detail()?;
+        (detail.snapshot_id() == Some(snapshot))
+            .then(|| detail.disk_image_size().map(|s| s as u64))
+            .flatten()
+    }))
+}
+
+/// A task of ours with `name` as its description that is running or has finished well.
+pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(String, TaskState)>> {
+    let mut best = None;
+    for task in tasks_named(ec2, name).await? {
+        let state = task_state(&task);
+        let id = task
+            .import_task_id()
+            .ok_or_else(|| Error::missing(Op::Ec2DescribeImportSnapshotTasks, "ImportTaskId"))?
+            .to_string();
+        match state {
+            TaskState::Failed { .. } => {}
+            TaskState::Completed { .. } => best = Some((id, state)),
+            TaskState::Running { .. } if best.is_none() => best = Some((id, state)),
+            TaskState::Running { .. } => {}
         }
     }
     Ok(best)
 }
 
 /// Starts the import; while the region is at its concurrent-import limit, waits and tries
-/// again until the timeout.
-pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
+/// again until the `deadline`.
+async fn start_import(ec2: &Client, req: &ImportRequest, deadline: Instant) -> Result<String> {
     let url = req.object.to_string();
-    let deadline = Instant::now() + req.timeout;
     loop {
         let result = ec2
             .import_snapshot()
@@ -296,9 +328,14 @@ pub async fn start_import(ec2: &Client, req: &ImportRequest) -> Result<String> {
     }
 }
 
-/// Polls the task until it finishes; returns the snapshot id, or AWS's reason for ending it.
-pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> Result<String> {
-    let started = Instant::now();
+/// Polls the task until it finishes or the `deadline` passes (`timeout` is the whole
+/// wait's, for the message); returns the snapshot id, or AWS's reason for ending it.
+async fn wait_for_import(
+    ec2: &Client,
+    task_id: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<String> {
     let mut interval = FIRST_POLL;
     let wait = Wait::new(format!("import {task_id}"));
     loop {
@@ -359,18 +396,18 @@ pub async fn wait_for_import(ec2: &Client, task_id: &str, timeout: Duration) -> 
                 wait.update(&state, percent);
             }
         }
-        if started.elapsed() >= timeout {
+        if Instant::now() >= deadline {
             return Err(Error::failed(
                 format!("import task {task_id}"),
                 ErrorKind::Timeout,
                 Some("ImportTimeout"),
                 format!(
-                    "not finished after {}s; it keeps running in AWS, and a rerun of the same command picks it up",
+                    "not finished within the import timeout ({}s, the wait for a free import slot included); it keeps running in AWS, and a rerun of the same command picks it up",
                     timeout.as_secs()
                 ),
             ));
         }
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
         interval = (interval * 3 / 2).min(POLL_CAP);
     }
 }
@@ -392,6 +429,8 @@ pub async fn import_snapshot(
     tags: &[(String, String)],
     fresh: bool,
 ) -> Result<ImportOutcome> {
+    // One deadline for the whole wait: a free import slot, then the import.
+    let deadline = Instant::now() + req.timeout;
     let mut all_tags = vec![("Name".to_string(), req.name.clone())];
     all_tags.extend(tags.iter().cloned());
     let earlier = if fresh {
@@ -426,7 +465,7 @@ pub async fn import_snapshot(
                 object_etag: format!("{}-replacing-{snapshot_id}", req.object_etag),
                 ..req.clone()
             };
-            (start_import(ec2, &again).await?, true)
+            (start_import(ec2, &again, deadline).await?, true)
         }
         Some((id, _)) => {
             tracing::info!(
@@ -435,13 +474,51 @@ pub async fn import_snapshot(
             );
             (id, false)
         }
-        None => (start_import(ec2, req).await?, true),
+        None => (start_import(ec2, req, deadline).await?, true),
     };
-    let snapshot_id = wait_for_import(ec2, &task_id, req.timeout).await?;
+    let snapshot_id = wait_for_import(ec2, &task_id, deadline, req.timeout).await?;
     tag(ec2, &snapshot_id, &all_tags).await?;
     Ok(ImportOutcome {
         snapshot_id,
         task_id: Some(task_id),
         started,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::SnapshotTaskDetail;
+
+    fn task(status: Option<&str>) -> ImportSnapshotTask {
+        ImportSnapshotTask::builder()
+            .import_task_id("import-snap-1")
+            .snapshot_task_detail(
+                SnapshotTaskDetail::builder()
+                    .set_status(status.map(str::to_string))
+                    .status_message("converting")
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn a_task_in_a_state_aws_does_not_document_ends_the_wait() {
+        for running in [None, Some("pending"), Some("active")] {
+            assert!(
+                matches!(task_state(&task(running)), TaskState::Running { .. }),
+                "{running:?}"
+            );
+        }
+        match task_state(&task(Some("paused"))) {
+            TaskState::Failed {
+                message,
+                image_rejected: false,
+            } => assert!(
+                message.contains("\"paused\"") && message.contains("import-snap-1"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -17,9 +17,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::config_bag::ConfigBag;
 use base64::Engine;
 use bytes::Bytes;
@@ -38,8 +36,8 @@ const MIB: u64 = 1 << 20;
 const MIN_PART_SIZE: u64 = 5 * MIB;
 const MAX_PART_SIZE: u64 = 5 << 30;
 const MAX_PARTS: u64 = 10_000;
-/// 6 parts of 6 MiB on the wire: about 36 MiB of the file mapped at a time, and the hashing
-/// ahead reads through a window per part of a group (2 MiB).
+/// 6 parts of 6 MiB on the wire: about 36 MiB of part buffers, and the hashing ahead reads
+/// through a window per part of a group (2 MiB).
 pub const DEFAULT_PART_SIZE: u64 = 6 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 6;
 
@@ -120,17 +118,14 @@ impl ExistingPart {
     }
 }
 
-/// Errors a rerun cannot get past (wrong permissions, missing bucket or upload): the upload
-/// is aborted. Anything else (timeouts, 5xx, throttling after the SDK's retries) leaves it
-/// for a rerun to resume.
-fn is_fatal<E>(err: &SdkError<E, HttpResponse>) -> bool {
-    match err {
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            (400..500).contains(&status) && status != 408 && status != 429
-        }
-        _ => false,
-    }
+/// Whether a failed part ends the upload for good, so it is aborted: permissions denied
+/// (orphaned parts would be billed until the lifecycle rule removes them) or the bucket or
+/// upload gone. Anything else keeps the parts for a rerun to resume: timeouts, 5xx,
+/// throttling after the SDK's retries, and the 4xx a rerun gets past (S3's 400
+/// `RequestTimeout`, an `ExpiredToken` renewed, a checksum mismatch sent again).
+fn ends_the_upload(err: &Error) -> bool {
+    err.kind() == Some(ErrorKind::AccessDenied)
+        || matches!(err.code(), Some("NoSuchUpload" | "NoSuchBucket"))
 }
 
 /// Uploads `req.path` to `s3://bucket/key`; see the module docs for what a rerun does.
@@ -154,6 +149,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     let file = Arc::new(
         std::fs::File::open(&req.path).map_err(|e| Error::io(format!("opening {shown}"), e))?,
     );
+    let written_at = file.metadata().and_then(|m| m.modified()).ok();
 
     if !req.force {
         if let Some(etag) = matching_object(s3, req, &file, layout).await? {
@@ -211,12 +207,13 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         url: &url,
         file: &file,
         layout,
+        buffers: Buffers::default(),
     };
     // Two stages. Over plain HTTP parts are read and hashed in groups (`group_sha256`), up
-    // to one group ahead of the sends; each part is then mapped and sent, `concurrency` at a
+    // to one group ahead of the sends; each part is then read and sent, `concurrency` at a
     // time. So a connection never waits for a hash, and memory is the parts on the wire
     // plus one window per part of a group. Over TLS nothing is hashed ahead: the CRC32C is
-    // taken from the mapped part.
+    // taken from the part as it is read.
     let groups = part_groups(layout, req.over_tls, |n| existing.contains_key(&(n as i32)));
     let mut earlier: Vec<u64> = existing.keys().map(|&n| n as u64).collect();
     earlier.sort_unstable();
@@ -279,6 +276,20 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
             .await
             .map(|((), parts)| parts);
 
+    // A file rewritten in place while it was read would make an object that is neither the
+    // old image nor the new one (and over plain HTTP fails S3's check of a part hashed
+    // before the change): said as such, and the upload aborted.
+    let changed = match file.metadata() {
+        Ok(now) => now.len() != size || now.modified().ok() != written_at,
+        Err(e) => return Err(Error::io(format!("reading {shown}"), e)),
+    };
+    if changed {
+        abort(s3, req, &upload_id).await;
+        return Err(Error::Invalid(format!(
+            "{shown} changed while it was being uploaded; let the tool that writes it finish, \
+             then rerun"
+        )));
+    }
     let mut parts = match results {
         Ok(parts) => parts,
         Err(PartFailure { fatal: true, err }) => {
@@ -316,6 +327,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                 e,
             )
         })?;
+    abort_leftovers(s3, req, &upload_id).await;
     tracing::info!(
         "uploaded {url}: {parts_sent} parts sent, {} kept from an earlier run",
         count as usize - parts_sent
@@ -344,11 +356,12 @@ struct PartSender<'a> {
     url: &'a str,
     file: &'a Arc<std::fs::File>,
     layout: Layout,
+    buffers: Buffers,
 }
 
 impl PartSender<'_> {
-    /// Maps part `number` of the file off the async runtime, for sending, with the check S3
-    /// verifies: over TLS the CRC32C of the mapped bytes, else the SHA-256 hashed ahead (or,
+    /// Reads part `number` of the file off the async runtime, for sending, with the check S3
+    /// verifies: over TLS the CRC32C of its bytes, else the SHA-256 hashed ahead (or,
     /// for a part an earlier run left that differs, hashed here). A part `there` from an
     /// earlier run that holds the same bytes is kept instead.
     async fn prepare(
@@ -359,25 +372,20 @@ impl PartSender<'_> {
     ) -> Result<Prepared> {
         let (file, layout, over_tls) = (self.file.clone(), self.layout, self.req.over_tls);
         let (shown, url) = (self.shown.to_string(), self.url.to_string());
+        let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
             let (offset, len) = layout.part(number);
-            // SAFETY: the mapping is read-only, and an image must not change while it is
-            // uploaded (a changed image would be a wrong upload either way).
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(offset)
-                    .len(len as usize)
-                    .populate()
-                    .map(&*file)
-            }
-            .map_err(|e| Error::io(format!("mapping {shown} at byte {offset}"), e))?;
+            // Read, not mapped: a file truncated meanwhile is an error here, where a mapping
+            // would kill the process with SIGBUS when the sender touches the missing pages.
+            let mut bytes = buffers.take(len as usize);
+            read_image_at(&file, &mut bytes.buf, offset, &shown)?;
             let crc32c = over_tls.then(|| {
                 let mut crc = crc32c_digest();
-                crc.update(&map);
+                crc.update(&bytes.buf);
                 crc.finalize() as u32
             });
             if let Some(there) = there {
-                if there.holds(&map, crc32c) {
+                if there.holds(&bytes.buf, crc32c) {
                     return Ok(Prepared::Keep {
                         len,
                         etag: there.etag,
@@ -390,11 +398,11 @@ impl PartSender<'_> {
                 (Some(crc), _) => PartCheck::Crc32c(crc),
                 (None, Some(hash)) => PartCheck::Sha256(hash),
                 (None, None) => {
-                    let hash = Sha256Lanes::new(1).finish(&[&map[..]]);
+                    let hash = Sha256Lanes::new(1).finish(&[&bytes.buf[..]]);
                     PartCheck::Sha256(hex::encode(hash[0]))
                 }
             };
-            let data = Bytes::from_owner(map);
+            let data = Bytes::from_owner(bytes);
             Ok(Prepared::Send(Part { data, check }))
         })
         .await
@@ -436,18 +444,16 @@ impl PartSender<'_> {
             .content_length(len as i64)
             .set_checksum_crc32_c(crc.clone())
             .body(ByteStream::from(part.data));
+        // A part may take longer than a short call: its own timeouts, from its size.
+        let timeouts = aws_sdk_s3::config::Builder::default()
+            .timeout_config(crate::aws::config::transfer_timeouts(len));
+        let call = call.customize().config_override(timeouts);
         let sent = match part.check {
-            PartCheck::Sha256(hash) => {
-                call.customize()
-                    .interceptor(PrecomputedPayloadHash(hash))
-                    .send()
-                    .await
-            }
-            PartCheck::Crc32c(_) => call.customize().disable_payload_signing().send().await,
+            PartCheck::Sha256(hash) => call.interceptor(PrecomputedPayloadHash(hash)).send().await,
+            PartCheck::Crc32c(_) => call.disable_payload_signing().send().await,
         };
-        let out = sent.map_err(|e| PartFailure {
-            fatal: is_fatal(&e),
-            err: aws(
+        let out = sent.map_err(|e| {
+            let err = aws(
                 Op::S3UploadPart,
                 format!(
                     "uploading part {number} of {} of {} to {}",
@@ -456,7 +462,11 @@ impl PartSender<'_> {
                     self.url
                 ),
                 e,
-            ),
+            );
+            PartFailure {
+                fatal: ends_the_upload(&err),
+                err,
+            }
         })?;
         let etag = out.e_tag().ok_or_else(|| PartFailure {
             fatal: false,
@@ -486,8 +496,46 @@ enum PartCheck {
     Crc32c(u32),
 }
 
-/// One part, mapped from the file: no copy into a buffer of ours, and the SDK sends the
-/// mapped pages as they are.
+/// Part buffers, reused once the SDK is done with them: memory stays at the parts in
+/// flight, and a buffer is zeroed only when it is first made (or grows).
+#[derive(Clone, Default)]
+struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Buffers {
+    fn take(&self, len: usize) -> Pooled {
+        let mut buf = self.lock().pop().unwrap_or_default();
+        buf.resize(len, 0);
+        Pooled {
+            buf,
+            home: self.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A buffer that goes back to its pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    home: Buffers,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.home.lock().push(buf);
+    }
+}
+
+/// One part, read into a pooled buffer the SDK sends as it is.
 struct Part {
     data: Bytes,
     check: PartCheck,
@@ -549,6 +597,21 @@ fn part_groups(layout: Layout, over_tls: bool, existing: impl Fn(u64) -> bool) -
     groups
 }
 
+/// Fills `buf` from the image at `offset`; a file that ends too soon was cut short after the
+/// upload began.
+fn read_image_at(file: &std::fs::File, buf: &mut [u8], offset: u64, shown: &str) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Invalid(format!(
+                "{shown} is shorter than when the upload began: it changed while it was being \
+                 uploaded; let the tool that writes it finish, then rerun"
+            ))
+        } else {
+            Error::io(format!("reading {shown} at byte {offset}"), e)
+        }
+    })
+}
+
 /// Bytes of each part read at a time while a group is hashed: one buffer holds a window of
 /// every part of the group (2 MiB for 16 parts).
 const HASH_WINDOW: usize = 128 << 10;
@@ -572,8 +635,7 @@ fn group_sha256(
         let mut windows = Vec::with_capacity(numbers.len());
         for (&number, chunk) in numbers.iter().zip(buf.chunks_mut(HASH_WINDOW)) {
             let start = layout.part(number).0 + at;
-            file.read_exact_at(&mut chunk[..window], start)
-                .map_err(|e| Error::io(format!("reading {shown} at byte {start}"), e))?;
+            read_image_at(file, &mut chunk[..window], start, shown)?;
             windows.push(&chunk[..window]);
         }
         at += window as u64;
@@ -624,6 +686,33 @@ async fn abort(s3: &Client, req: &UploadRequest, upload_id: &str) {
             req.object.key,
             aws(Op::S3AbortMultipartUpload, "", e)
         ),
+    }
+}
+
+/// Aborts the other unfinished uploads to the key once ours is complete: one whose
+/// CreateMultipartUpload answer was lost (and the SDK's retry started ours), or one an
+/// earlier run left. Best effort: the bucket's lifecycle rule is the backstop.
+async fn abort_leftovers(s3: &Client, req: &UploadRequest, ours: &str) {
+    let listed = s3
+        .list_multipart_uploads()
+        .bucket(&req.object.bucket)
+        .prefix(&req.object.key)
+        .send()
+        .await;
+    let uploads = match listed {
+        Ok(uploads) => uploads,
+        Err(e) => {
+            let err = aws(Op::S3ListMultipartUploads, "listing unfinished uploads", e);
+            tracing::debug!("not checked for leftover uploads: {err}");
+            return;
+        }
+    };
+    for upload in uploads.uploads() {
+        if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+            if key == req.object.key && id != ours {
+                abort(s3, req, id).await;
+            }
+        }
     }
 }
 

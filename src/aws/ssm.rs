@@ -292,7 +292,8 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
             tokio::time::sleep(PUT_INTERVAL).await;
         }
         first = false;
-        let out = ssm
+        let context = format!("writing parameter {} in {}", p.parameter, p.region);
+        let version = match ssm
             .put_parameter()
             .name(&p.parameter)
             .value(&p.image_id)
@@ -301,13 +302,20 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
             .overwrite(p.current.is_some())
             .send()
             .await
-            .map_err(|e| {
-                aws(
-                    Op::SsmPutParameter,
-                    format!("writing parameter {} in {}", p.parameter, p.region),
-                    e,
-                )
-            })?;
+        {
+            Ok(out) => out.version(),
+            Err(e) => match aws(Op::SsmPutParameter, context, e) {
+                // The first attempt was carried out and its answer lost, so the SDK's retry
+                // finds the parameter it created: done, if it holds our AMI.
+                err if err.code() == Some("ParameterAlreadyExists") => {
+                    match written_by_us(ssm, p).await? {
+                        Some(version) => version,
+                        None => return Err(err),
+                    }
+                }
+                err => return Err(err),
+            },
+        };
         tracing::info!("{}: {} = {}", p.region, p.parameter, p.image_id);
         written.push(Written {
             region: p.region.clone(),
@@ -318,10 +326,30 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
             } else {
                 "created"
             },
-            version: Some(out.version()),
+            version: Some(version),
         });
     }
     Ok(written)
+}
+
+/// The version of `p`'s parameter when it holds `p`'s AMI.
+async fn written_by_us(ssm: &aws_sdk_ssm::Client, p: &Planned) -> Result<Option<i64>> {
+    let out = ssm
+        .get_parameter()
+        .name(&p.parameter)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::SsmGetParameter,
+                format!("reading parameter {} in {}", p.parameter, p.region),
+                e,
+            )
+        })?;
+    Ok(out
+        .parameter()
+        .filter(|param| param.value() == Some(p.image_id.as_str()))
+        .map(|param| param.version()))
 }
 
 #[cfg(test)]

@@ -240,7 +240,12 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
             boundary: opts.permissions_boundary.clone(),
         });
     }
-    let name = opts.user.clone().unwrap_or_default();
+    // `validate` made sure of a --role (handled above) or a --user.
+    let Some(name) = opts.user.clone() else {
+        return Err(Error::Invalid(
+            "name the publisher: --role NAME (assumed by CI) or --user NAME (static keys)".into(),
+        ));
+    };
     let policy_name = format!("imgpub-publisher-{name}");
     let policy_arn = arns.managed_policy(&policy_name);
     let state = publisher::read_user(&c.iam, &name, &policy_arn).await?;

@@ -7,7 +7,7 @@
 //! [`check`] lists the calls [`apply`] will make. Everything that can be checked is checked
 //! before the first side effect, and every step first looks for what an earlier run did.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -477,6 +477,9 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         _ if local.force => None,
         _ => import::find_snapshot_by_name(&c.ec2, &local.name).await?,
     };
+    if let (Some(id), Source::File { path, info, .. }) = (&found_snapshot, &local.source) {
+        warn_if_another_image(c, &local.name, id, path, info.file_size).await;
+    }
     let snapshot = match found_snapshot {
         Some(id) => SnapshotStep::Use(id),
         None => {
@@ -508,6 +511,21 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         snapshot,
         image,
     })
+}
+
+/// A snapshot found by name is reused, as ore does, even when it was made from another
+/// image; say so when the import task shows that (its image had another size).
+async fn warn_if_another_image(c: &Clients, name: &str, snapshot: &str, path: &Path, size: u64) {
+    match import::imported_image_size(&c.ec2, name, snapshot).await {
+        Ok(Some(imported)) if imported != size => tracing::warn!(
+            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; reusing the snapshot as ore would (pass --force to import {} instead, or choose another --name)",
+            path.display(),
+            path.display()
+        ),
+        Ok(_) => {}
+        // Only a warning hangs on it.
+        Err(e) => tracing::debug!("could not read the import task of {snapshot}: {e}"),
+    }
 }
 
 /// Before an import: the bucket exists in this region, the source object exists, the

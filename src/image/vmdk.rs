@@ -22,6 +22,30 @@ struct Header {
     gd_offset: u64,
 }
 
+/// Grains are 64 KiB in every writer we know; the format allows any power of two over
+/// 4 KiB. Larger than 1 MiB is refused rather than trusted.
+const MAX_GRAIN_SECTORS: u64 = 2048;
+/// Far beyond any disk AWS imports (EBS volumes end at 64 TiB).
+const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
+
+impl Header {
+    /// Refuses values no writer makes, so the arithmetic on them cannot overflow or ask for
+    /// absurd allocations.
+    fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.grain_sectors == 0
+            || self.grain_sectors > MAX_GRAIN_SECTORS
+            || self.gtes_per_gt == 0
+            || self.gtes_per_gt > MAX_GTES_PER_GT
+        {
+            return Err("the header has impossible grain sizes");
+        }
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY_SECTORS {
+            return Err("the header has an impossible disk size");
+        }
+        Ok(())
+    }
+}
+
 fn parse_header(h: &[u8]) -> Option<Header> {
     if h.len() < 77 {
         return None;
@@ -52,13 +76,14 @@ pub(super) fn inspect(
     };
     let io = |e| Error::io(format!("reading {shown}"), e);
     let mut header = parse_header(head).ok_or_else(|| corrupt("the header is cut short"))?;
-    if header.grain_sectors == 0 || header.gtes_per_gt == 0 || header.gtes_per_gt > MAX_GTES_PER_GT
-    {
-        return Err(corrupt("the header has impossible grain sizes"));
-    }
+    header.check().map_err(corrupt)?;
 
     let mut descriptor = vec![0u8; (header.descriptor_size.min(128) * SECTOR) as usize];
-    let n = read_at(file, header.descriptor_offset * SECTOR, &mut descriptor).map_err(io)?;
+    let descriptor_at = header
+        .descriptor_offset
+        .checked_mul(SECTOR)
+        .ok_or_else(|| corrupt("the descriptor lies past any file"))?;
+    let n = read_at(file, descriptor_at, &mut descriptor).map_err(io)?;
     let descriptor = String::from_utf8_lossy(&descriptor[..n]);
     let create_type = descriptor
         .lines()
@@ -82,13 +107,20 @@ pub(super) fn inspect(
             return Err(corrupt("the file is truncated (the footer is missing)"));
         }
         header = parse_header(&footer).ok_or_else(|| corrupt("the footer is cut short"))?;
+        header.check().map_err(corrupt)?;
     }
 
+    // `check` bounds these: no overflow below.
     let grain_bytes = header.grain_sectors * SECTOR;
     let span = grain_bytes * u64::from(header.gtes_per_gt);
     let gdes = (header.capacity * SECTOR).div_ceil(span);
+    // The directory must lie inside the file: checked before it is allocated.
+    let gd_at = header.gd_offset.checked_mul(SECTOR);
+    if gd_at.is_none_or(|at| at.saturating_add(gdes * 4) > file_size) {
+        return Err(corrupt("the file is truncated (grain directory)"));
+    }
     let mut gd = vec![0u8; (gdes * 4) as usize];
-    if read_at(file, header.gd_offset * SECTOR, &mut gd).map_err(io)? < gd.len() {
+    if read_at(file, gd_at.unwrap_or_default(), &mut gd).map_err(io)? < gd.len() {
         return Err(corrupt("the file is truncated (grain directory)"));
     }
     let mut gt = vec![0u8; header.gtes_per_gt as usize * 4];

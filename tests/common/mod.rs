@@ -136,12 +136,12 @@ impl Standin {
     pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         let body = body.unwrap_or("");
-        write!(
-            stream,
+        // One write: the server reads the head and body together.
+        let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
+        );
+        stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
@@ -201,7 +201,10 @@ impl Standin {
     /// HTTPS, trusting the stand-in's CA through AWS_CA_BUNDLE, when started with `start_tls`).
     pub fn imgpub(&self) -> Imgpub {
         let endpoint = self.tls.as_ref().map_or(&self.endpoint, |(https, _)| https);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgpub"));
+        // IMGPUB_BIN: a copy of the binary, so a long run (the chaos suite) can go on
+        // while the next build replaces target/debug/imgpub.
+        let binary = std::env::var_os("IMGPUB_BIN").unwrap_or(env!("CARGO_BIN_EXE_imgpub").into());
+        let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.path())

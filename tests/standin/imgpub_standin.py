@@ -26,6 +26,12 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
 * Control endpoints under /_standin/ (JSON):
     GET  /_standin/requests          counts of requests per "service.Action" (EC2 DryRun
                                      requests as "ec2.Action:DryRun")
+    GET  /_standin/log               {"now", "requests": [{"t", "call", "region"}],
+                                     "events": [{"t", "event", "id"}]}: every request as it
+                                     arrived and the moments the stand-in fixed in advance
+                                     ("import-ends": a good image's import task completes;
+                                     "copy-ends": a copy leaves pending), in seconds since
+                                     the stand-in started
     GET  /_standin/payloads          per S3 "Action": how its payloads were signed
                                      ({"signed", "UNSIGNED-PAYLOAD", ...}) and how
                                      many carried x-amz-checksum-crc32c ("crc32c")
@@ -39,8 +45,20 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      (or are delayed by `delay` s, or have their
                                      connection dropped); "action" "*" matches all;
                                      optional "service" and "region" narrow it.
+                                     With "after": true the request is carried out
+                                     first and then its answer is lost (the error
+                                     replaces it, or the connection drops): what a
+                                     client's retry of a non-idempotent call meets.
                                      JSON-protocol services (SSM) get a JSON error.
     DELETE /_standin/faults          clear all faults
+    POST /_standin/chaos             {"seed": 7, "rate": 0.05, "after_share": 0.5}
+                                     from now on each request fails with probability
+                                     `rate`, drawn from a generator seeded with `seed`:
+                                     a 5xx, the service's throttling error, a dropped
+                                     connection or a slow answer, a share `after_share`
+                                     of them after the request took effect
+    GET  /_standin/chaos             the faults injected so far, by kind
+    DELETE /_standin/chaos           stop injecting
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
                                      including billing products (which DescribeImages,
                                      like AWS, does not show)
@@ -83,6 +101,20 @@ from moto.utilities.utils import get_partition  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 GIB = 1 << 30
+
+# When the stand-in started (time.monotonic()); the request log counts from here.
+STARTED = time.monotonic()
+# Moments the stand-in decided in advance (an import completes, a copy becomes available),
+# for GET /_standin/log: tests hold a client's reaction to them.
+EVENTS: list[dict[str, Any]] = []
+EVENTS_LOCK = threading.Lock()
+
+
+def schedule_event(kind: str, resource: str, at: float) -> None:
+    """Records that `resource` reaches `kind` at monotonic time `at`."""
+    with EVENTS_LOCK:
+        EVENTS.append({"t": round(at - STARTED, 3), "event": kind, "id": resource})
+
 
 SETTINGS: dict[str, Any] = {
     "import_seconds": float(os.environ.get("STANDIN_IMPORT_SECONDS", "2")),
@@ -207,6 +239,9 @@ class ImportTask:
         self.id = task_id
         self.started = time.monotonic()
         self.duration = SETTINGS["import_seconds"]
+        # Describe calls after this moment see a good image's task completed (a bad image's
+        # ends earlier, deleted at 30 % of the way).
+        schedule_event("import-ends", task_id, self.started + self.duration)
         container = params.get("DiskContainer") or {}
         self.format = (container.get("Format") or "").upper()
         bucket = container.get("UserBucket") or {}
@@ -552,6 +587,7 @@ class CopiedAmi(RegisteredAmi):
                  fail: bool):
         super().__init__(backend, ami_id, params, bdm)
         self.ready_at = time.monotonic() + SETTINGS["copy_seconds"]
+        schedule_event("copy-ends", ami_id, self.ready_at)
         self.fail = fail
         self.state_reason = None
 
@@ -1202,6 +1238,7 @@ class Fault:
         self.count = int(spec.get("count", 1))
         self.delay = float(spec.get("delay", 0))
         self.drop = bool(spec.get("drop", False))
+        self.after = bool(spec.get("after", False))
         self.region = spec.get("region")
 
     def matches(self, service: str, action: str, region: str) -> bool:
@@ -1212,6 +1249,49 @@ class Fault:
         )
 
 
+# The throttling error each service answers, as (status, code).
+THROTTLING = {
+    "s3": (503, "SlowDown"),
+    "ec2": (503, "RequestLimitExceeded"),
+    "ssm": (400, "ThrottlingException"),
+    "iam": (400, "Throttling"),
+    "sts": (400, "Throttling"),
+}
+
+
+class Chaos:
+    """Random faults at a fixed rate from a seeded generator (POST /_standin/chaos)."""
+
+    KINDS = ("500", "throttle", "drop", "slow", "after-500", "after-drop")
+
+    def __init__(self, spec: dict[str, Any]):
+        import random
+
+        self.random = random.Random(int(spec.get("seed", 0)))
+        self.rate = float(spec.get("rate", 0.05))
+        self.after_share = float(spec.get("after_share", 0.5))
+        self.injected: dict[str, int] = {}
+
+    def draw(self, service: str) -> Fault | None:
+        """The fault for the next request, or None; called under the app's lock."""
+        if self.random.random() >= self.rate:
+            return None
+        after = self.random.random() < self.after_share
+        kind = self.random.choice(["500", "drop"] if after else ["500", "throttle", "drop", "slow"])
+        self.injected[("after-" if after else "") + kind] = (
+            self.injected.get(("after-" if after else "") + kind, 0) + 1
+        )
+        if kind == "slow":
+            return Fault({"delay": round(self.random.uniform(0.2, 1.5), 2)})
+        if kind == "throttle":
+            status, code = THROTTLING.get(service, (503, "ServiceUnavailable"))
+            return Fault({"status": status, "code": code, "message": "Rate exceeded"})
+        return Fault({"drop": kind == "drop", "after": after})
+
+    def report(self) -> dict[str, Any]:
+        return {"injected": sum(self.injected.values()), "by_kind": self.injected}
+
+
 class StandinApp:
     def __init__(self, app: Any):
         self.app = app
@@ -1219,6 +1299,9 @@ class StandinApp:
         self.counts: dict[str, int] = {}
         self.payloads: dict[str, dict[str, int]] = {}
         self.faults: list[Fault] = []
+        self.chaos: Chaos | None = None
+        # Every request as it arrived: seconds since start, "service.Action", region.
+        self.log: list[dict[str, Any]] = []
 
     @staticmethod
     def _json(start_response: Any, status: str, body: Any) -> list[bytes]:
@@ -1241,7 +1324,16 @@ class StandinApp:
             if path == "/_standin/requests/reset" and method == "POST":
                 self.counts.clear()
                 self.payloads.clear()
+                self.log.clear()
                 return self._json(start_response, "200 OK", {})
+            if path == "/_standin/log" and method == "GET":
+                with EVENTS_LOCK:
+                    events = sorted(EVENTS, key=lambda e: e["t"])
+                return self._json(start_response, "200 OK", {
+                    "now": round(time.monotonic() - STARTED, 3),
+                    "requests": self.log,
+                    "events": events,
+                })
             if path == "/_standin/config":
                 if method == "POST":
                     SETTINGS.update(body)
@@ -1254,6 +1346,14 @@ class StandinApp:
                 return self._json(
                     start_response, "200 OK", [f.__dict__ for f in self.faults]
                 )
+            if path == "/_standin/chaos":
+                if method == "POST":
+                    self.chaos = Chaos(body)
+                    return self._json(start_response, "200 OK", self.chaos.report())
+                report = self.chaos.report() if self.chaos else {"injected": 0, "by_kind": {}}
+                if method == "DELETE":
+                    self.chaos = None
+                return self._json(start_response, "200 OK", report)
         if path.startswith("/_standin/images/"):
             ami_id = path.rsplit("/", 1)[1]
             from moto.ec2.models import ec2_backends
@@ -1301,6 +1401,10 @@ class StandinApp:
         if environ["PATH_INFO"].startswith("/_standin/"):
             return self._control(environ, start_response)
         if environ["PATH_INFO"].startswith("/moto-api/"):
+            # Read the body whether moto does or not: werkzeug drains an unread body after
+            # answering with a blocking read, which waits for a client waiting for the close.
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
             return self.app(environ, start_response)
         service, action, body = self._identify(environ)
         m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
@@ -1314,6 +1418,8 @@ class StandinApp:
         with self.lock:
             key = f"{service}.{action}" + (":DryRun" if dry else "")
             self.counts[key] = self.counts.get(key, 0) + 1
+            self.log.append({"t": round(time.monotonic() - STARTED, 3), "call": key,
+                             "region": region})
             if service == "s3":
                 # How the client protected the payload: a SHA-256 in the signature, or not.
                 sha = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
@@ -1328,23 +1434,47 @@ class StandinApp:
                     fault = f
                     break
             self.faults = [f for f in self.faults if f.count > 0]
+            if fault is None and self.chaos is not None:
+                fault = self.chaos.draw(service)
+        if fault is not None and fault.after:
+            # Carried out, then the answer is lost.
+            captured: dict[str, Any] = {}
+
+            def capture(status: str, headers: list, exc_info: Any = None) -> Any:
+                captured["status"] = status
+                return lambda data: None
+
+            b"".join(self._serve(environ, capture, service, action, region, body))
+            if fault.drop:
+                self._drop(environ)
+            environ["wsgi.input"] = io.BytesIO()  # moto read the body
+            return self._error(environ, start_response, service, fault)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:
-                # Closing the socket without an answer: the client sees a reset.
-                sock = environ.get("werkzeug.socket")
-                if sock is not None:
-                    import socket as socket_mod
-
-                    try:
-                        sock.shutdown(socket_mod.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    sock.close()
-                raise ConnectionAbortedError("standin: dropped by fault injection")
+                self._drop(environ)
             if not fault.delay:
                 return self._error(environ, start_response, service, fault)
+        return self._serve(environ, start_response, service, action, region, body)
+
+    @staticmethod
+    def _drop(environ: dict) -> None:
+        """Closes the socket without an answer: the client sees a reset."""
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            import socket as socket_mod
+
+            try:
+                sock.shutdown(socket_mod.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        raise ConnectionAbortedError("standin: dropped by fault injection")
+
+    def _serve(self, environ: dict, start_response: Any, service: str, action: str,
+               region: str, body: bytes | None) -> Any:
+        """The request as AWS would carry it out, after any injected fault."""
         if service == "s3":
             mismatch = self._payload_sha256_mismatch(environ)
             if mismatch is not None:

@@ -434,6 +434,102 @@ def test_json_protocol_faults_and_region_filter(account):
     assert west.get_parameter(Name="/t/west")["Parameter"]["Value"] == "x"
 
 
+def test_a_fault_after_the_request_took_effect(account):
+    """With "after", the request is carried out and only its answer is lost: a retried
+    CreateMultipartUpload leaves two uploads, a retried RegisterImage meets its own name."""
+    s3 = client(account, "s3")
+    control(account, "/_standin/faults",
+            {"action": "CreateMultipartUpload", "status": 500, "after": True}, method="POST")
+    with pytest.raises(ClientError) as err:
+        s3.create_multipart_upload(Bucket="images", Key="lost-answer")
+    assert err.value.response["Error"]["Code"] == "InternalError"
+    uploads = s3.list_multipart_uploads(Bucket="images", Prefix="lost-answer").get("Uploads", [])
+    assert len(uploads) == 1, uploads
+
+    ec2 = client(account, "ec2")
+    volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)
+    snap = ec2.create_snapshot(VolumeId=volume["VolumeId"])["SnapshotId"]
+    control(account, "/_standin/faults",
+            {"action": "RegisterImage", "drop": True, "after": True}, method="POST")
+    register = dict(
+        Name="lost-answer", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )
+    with pytest.raises(Exception):
+        ec2.register_image(**register)
+    found = ec2.describe_images(Owners=["self"],
+                                Filters=[{"Name": "name", "Values": ["lost-answer"]}])["Images"]
+    assert len(found) == 1
+    with pytest.raises(ClientError) as err:
+        ec2.register_image(**register)
+    assert err.value.response["Error"]["Code"] == "InvalidAMIName.Duplicate"
+
+
+def test_the_log_has_every_request_and_the_moments_fixed_in_advance(account, images):
+    """GET /_standin/log: requests in arrival order with their times, and when an import
+    completes, fixed when it starts: describe calls before see it running, after completed."""
+    control(account, "/_standin/config", {"import_seconds": 1.5}, method="POST")
+    client(account, "s3").upload_file(str(images["raw"]), "images", "log.raw")
+    control(account, "/_standin/requests/reset", {}, method="POST")
+    ec2 = client(account, "ec2")
+    task_id = start_import(ec2, "log.raw", "RAW")["ImportTaskId"]
+    seen = []
+    while True:
+        task = ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])["ImportSnapshotTasks"][0]
+        seen.append(task["SnapshotTaskDetail"]["Status"])
+        if seen[-1] == "completed":
+            break
+        time.sleep(0.3)
+    log = control(account, "/_standin/log")
+    control(account, "/_standin/config", {"import_seconds": 1}, method="POST")
+    calls = [r["call"] for r in log["requests"]]
+    assert calls[0] == "ec2.ImportSnapshot"
+    assert calls[1:] == ["ec2.DescribeImportSnapshotTasks"] * len(seen)
+    times = [r["t"] for r in log["requests"]]
+    assert times == sorted(times) and times[-1] <= log["now"]
+    ends = [e["t"] for e in log["events"] if e["event"] == "import-ends" and e["id"] == task_id]
+    assert len(ends) == 1
+    # import_seconds after the task was made (a moment after the request arrived).
+    assert 1.5 <= ends[0] - times[0] < 2.0
+    describes = list(zip(times[1:], seen))
+    assert all(s != "completed" for t, s in describes if t < ends[0] - 0.05)
+    assert all(s == "completed" for t, s in describes if t > ends[0] + 0.05)
+
+
+def test_chaos_injects_seeded_faults_at_its_rate(account):
+    """Chaos: a share of requests fail, the same ones for the same seed, each kind counted."""
+    ssm = client(account, "ssm")
+
+    def outcomes(seed: int) -> list[str]:
+        control(account, "/_standin/chaos", {"seed": seed, "rate": 0.3, "after_share": 0.5},
+                method="POST")
+        seen = []
+        for i in range(60):
+            try:
+                ssm.put_parameter(Name=f"/chaos/{seed}/{i}", Value="x", Type="String",
+                                  Overwrite=True)
+                seen.append("ok")
+            except ClientError as e:
+                seen.append(e.response["Error"]["Code"])
+            except Exception as e:  # a dropped connection
+                seen.append(type(e).__name__)
+        report = control(account, "/_standin/chaos", method="DELETE")
+        assert report["injected"] == sum(report["by_kind"].values())
+        assert set(report["by_kind"]) <= {"500", "throttle", "drop", "slow", "after-500",
+                                          "after-drop"}
+        assert 5 <= report["injected"] <= 35, report
+        failed = sum(1 for o in seen if o != "ok")
+        assert failed == report["injected"] - report["by_kind"].get("slow", 0), (seen, report)
+        return seen
+
+    first = outcomes(7)
+    assert "ThrottlingException" in first or "InternalServerError" in first or len(set(first)) > 1
+    assert outcomes(7) == first
+    assert outcomes(8) != first
+    # Stopped: nothing fails any more.
+    ssm.put_parameter(Name="/chaos/after", Value="x", Type="String")
+
+
 @pytest.mark.parametrize("form", ["structured", "flat"])
 def test_snapshot_permissions_in_both_forms(account, form):
     ec2 = client(account, "ec2")

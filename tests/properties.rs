@@ -1,0 +1,286 @@
+//! Property tests: no input makes a parser or an image inspector panic, every refusal names
+//! the file and what is wrong, the inspectors allocate no more than the file's size, and the
+//! SHA-256 kernels agree with `sha2` however the messages are split.
+//!
+//! The image cases start from real images made by `qemu-img` (raw, VMDK streamOptimized
+//! and monolithicSparse, qcow2, VHD, VHDX), truncated and bit-flipped, plus VMDK headers
+//! with arbitrary numbers in every field, plus arbitrary bytes behind each format's magic.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use imgpub::image;
+use imgpub::sha256::{Kernel, Sha256Lanes};
+use proptest::prelude::*;
+use sha2::Digest;
+
+/// Counts what this thread allocates, so a property can bound an inspector's memory.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counters are plain thread-locals that
+// never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|live| {
+            live.set(live.get() + layout.size());
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+        });
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(layout.size())));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most `work` had allocated at once on this thread, beyond what was live before.
+fn peak_allocation<T>(work: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = work();
+    (out, PEAK.with(Cell::get) - base)
+}
+
+/// What an inspector may hold beyond the file's bytes: the head, one grain table, the
+/// descriptor, names in messages.
+const INSPECT_OVERHEAD: usize = 256 << 10;
+
+struct Seeds {
+    _dir: common::tempdir::TempDir,
+    images: Vec<(&'static str, Vec<u8>)>,
+    scratch: PathBuf,
+}
+
+/// Real images, made once by qemu-img: (file extension, bytes).
+fn seeds() -> &'static Seeds {
+    static SEEDS: OnceLock<Seeds> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let dir = common::tempdir::TempDir::new();
+        let raw = common::make_raw(dir.path(), "disk.raw", 2, 1, 99);
+        let mut images = vec![("raw", std::fs::read(&raw).unwrap())];
+        for (ext, format, options) in [
+            ("vmdk", "vmdk", &["-o", "subformat=streamOptimized"][..]),
+            ("vmdk", "vmdk", &[][..]),
+            ("qcow2", "qcow2", &[][..]),
+            ("vhd", "vpc", &[][..]),
+            ("vhdx", "vhdx", &[][..]),
+        ] {
+            let out = dir.path().join(format!("disk-{}.{ext}", images.len()));
+            common::qemu_convert(&raw, &out, format, options);
+            images.push((ext, std::fs::read(&out).unwrap()));
+        }
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        Seeds {
+            _dir: dir,
+            images,
+            scratch,
+        }
+    })
+}
+
+/// Writes `bytes` to a file named for `ext` (one per thread) and inspects it as `upload`
+/// does: `inspect`, then `import_format`. Checks: no panic (the caller's), an error names
+/// the file, and memory stays within the file's size.
+fn inspect_bytes(ext: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let path = seeds()
+        .scratch
+        .join(format!("case-{:?}.{ext}", std::thread::current().id()));
+    std::fs::write(&path, bytes).unwrap();
+    let (result, peak) = peak_allocation(|| {
+        image::inspect(&path).and_then(|info| image::import_format(&path, &info, None))
+    });
+    prop_assert!(
+        peak <= bytes.len() + INSPECT_OVERHEAD,
+        "inspecting {} bytes allocated {peak}",
+        bytes.len()
+    );
+    if let Err(e) = result {
+        let shown = path.display().to_string();
+        prop_assert!(e.to_string().contains(&shown), "{e}");
+    }
+    Ok(())
+}
+
+fn flip_bits(mut bytes: Vec<u8>, flips: &[(usize, u8)], near_end: bool) -> Vec<u8> {
+    let len = bytes.len();
+    for &(at, bit) in flips {
+        if len == 0 {
+            break;
+        }
+        // Metadata lives at the start (headers, tables) and at the end (footers).
+        let i = if near_end {
+            len - 1 - at % len.min(4096)
+        } else {
+            at % len.min(1 << 16)
+        };
+        bytes[i] ^= 1 << (bit % 8);
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn real_images_cut_short_or_bit_flipped_are_refused_or_read_never_a_panic(
+        which in 0usize..6,
+        cut in any::<prop::sample::Index>(),
+        keep_whole in any::<bool>(),
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        near_end in any::<bool>(),
+    ) {
+        let (ext, bytes) = &seeds().images[which];
+        let len = if keep_whole { bytes.len() } else { cut.index(bytes.len() + 1) };
+        let case = flip_bits(bytes[..len].to_vec(), &flips, near_end);
+        inspect_bytes(ext, &case)?;
+    }
+
+    #[test]
+    fn vmdk_headers_with_any_numbers_are_refused_or_read_never_a_panic(
+        stream in any::<bool>(),
+        capacity in any::<u64>(),
+        grain_sectors in prop_oneof![any::<u64>(), 0u64..4096],
+        descriptor_offset in prop_oneof![any::<u64>(), 0u64..64],
+        gtes_per_gt in prop_oneof![any::<u32>(), 0u32..8192],
+        gd_offset in prop_oneof![any::<u64>(), 0u64..8192, Just(u64::MAX)],
+    ) {
+        let (ext, bytes) = &seeds().images[if stream { 1 } else { 2 }];
+        let mut case = bytes.clone();
+        case[12..20].copy_from_slice(&capacity.to_le_bytes());
+        case[20..28].copy_from_slice(&grain_sectors.to_le_bytes());
+        case[28..36].copy_from_slice(&descriptor_offset.to_le_bytes());
+        case[44..48].copy_from_slice(&gtes_per_gt.to_le_bytes());
+        case[56..64].copy_from_slice(&gd_offset.to_le_bytes());
+        inspect_bytes(ext, &case)?;
+    }
+
+    #[test]
+    fn any_bytes_behind_any_magic_are_refused_or_read_never_a_panic(
+        magic in prop::sample::select(vec![
+            &b""[..], b"KDMV", b"QFI\xfb", b"vhdxfile", b"# Disk DescriptorFile", b"conectix",
+        ]),
+        ext in prop::sample::select(vec!["raw", "img", "vmdk", "qcow2", "vhd", "vhdx"]),
+        rest in prop::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        let mut case = magic.to_vec();
+        case.extend(rest);
+        inspect_bytes(ext, &case)?;
+    }
+
+    #[test]
+    fn s3_urls_parse_or_are_refused_and_round_trip(url in "(s3://)?[a-z0-9.\\-]{0,70}(/[ -~]{0,40}){0,3}|\\PC{0,80}") {
+        if let Ok(object) = imgpub::aws::s3::S3Object::parse("--source-object", &url) {
+            prop_assert!(!object.bucket.is_empty() && !object.key.is_empty());
+            let again = imgpub::aws::s3::S3Object::parse("--source-object", &object.to_string());
+            prop_assert_eq!(again.ok(), Some(object));
+        }
+        let _ = imgpub::aws::s3::S3Prefix::parse(&url);
+        let _ = imgpub::aws::s3::parse_bucket_name(&url);
+    }
+
+    #[test]
+    fn tags_parse_or_are_refused(args in prop::collection::vec("[a-zA-Z0-9=,:/ ._\\-]{0,30}|\\PC{0,30}", 0..4)) {
+        if let Ok(tags) = imgpub::aws::tags::parse("--tags", &args) {
+            prop_assert!(tags.iter().all(|(k, _)| !k.is_empty()));
+        }
+    }
+
+    #[test]
+    fn image_args_parse_or_are_refused(arg in "([a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}=)?ami-[0-9a-f]{0,20}|\\PC{0,40}") {
+        if let Ok(image) = imgpub::aws::images::parse_image_arg(&arg, "us-east-1") {
+            prop_assert!(image.image_id.starts_with("ami-") && !image.region.is_empty());
+        }
+        let _ = imgpub::aws::images::parse_copy_lines(&arg, "test");
+        let _ = imgpub::aws::ssm::Template::parse(&arg);
+    }
+
+    #[test]
+    fn copy_lines_parse_or_are_refused(lines in prop::collection::vec(
+        r#"\{"[a-z]{2}-[a-z]+-[0-9]":\{"ami":"ami-[0-9a-f]{1,17}","snapshot":"snap-[0-9a-f]{1,17}"\}\}|\PC{0,60}"#, 0..5)) {
+        let _ = imgpub::aws::images::parse_copy_lines(&lines.join("\n"), "test");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    /// Every kernel this CPU runs, any number of messages, any length, fed in any split of
+    /// whole blocks: the digests `sha2` computes.
+    #[test]
+    fn sha256_kernels_agree_with_sha2(
+        lanes in 1usize..=20,
+        len in 0usize..1500,
+        splits in prop::collection::vec(0usize..8, 0..5),
+        seed in any::<u64>(),
+    ) {
+        let messages: Vec<Vec<u8>> = (0..lanes)
+            .map(|lane| {
+                let mut x = seed ^ (lane as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let want: Vec<[u8; 32]> = messages.iter().map(|m| sha2::Sha256::digest(m).into()).collect();
+        for kernel in [Kernel::Portable, Kernel::ShaNi, Kernel::Avx512] {
+            if !kernel.runs_here() {
+                continue;
+            }
+            let mut sha = Sha256Lanes::with_kernel(lanes, kernel);
+            let mut at = 0;
+            for blocks in &splits {
+                let window = (blocks * 64).min((len - at) / 64 * 64);
+                let windows: Vec<&[u8]> = messages.iter().map(|m| &m[at..at + window]).collect();
+                sha.update(&windows);
+                at += window;
+            }
+            let tails: Vec<&[u8]> = messages.iter().map(|m| &m[at..]).collect();
+            prop_assert_eq!(&sha.finish(&tails), &want, "{:?}", kernel);
+        }
+    }
+}
+
+#[test]
+fn the_seed_images_are_what_qemu_img_made() {
+    // The properties above are only as good as their seeds: each is read as its format.
+    let names: Vec<String> = seeds()
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, (ext, bytes))| {
+            let path = seeds().scratch.join(format!("seed-{i}.{ext}"));
+            std::fs::write(&path, bytes).unwrap();
+            image::inspect(&path).unwrap().format.name().to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "raw",
+            "VMDK (streamOptimized)",
+            "VMDK (monolithicSparse)",
+            "qcow2",
+            "VHD",
+            "VHDX"
+        ]
+    );
+}
