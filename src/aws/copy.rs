@@ -18,8 +18,9 @@ use crate::progress::Wait;
 /// AWS allows a few concurrent copies per destination region; copies to different regions
 /// run side by side, and this many at once is gentle on the source region's API rate.
 pub const DEFAULT_CONCURRENCY: usize = 8;
-const FIRST_POLL: Duration = Duration::from_secs(2);
-const POLL_CAP: Duration = Duration::from_secs(15);
+/// Every how many polls the display reads how far the copy's snapshot is: its progress is
+/// only shown, so it is not asked for as often as the state.
+const PERCENT_EVERY: u32 = 3;
 
 /// What is copied along with the image.
 #[derive(Debug, Clone)]
@@ -168,10 +169,12 @@ async fn wait_available(
     timeout: Duration,
 ) -> Result<String> {
     let started = Instant::now();
-    let mut interval = FIRST_POLL;
     let wait = Wait::new(format!("copy {image_id} in {region}"));
     let mut missing = 0;
+    let (mut next, mut polls, mut percent) = (started, 0, None);
     loop {
+        next += crate::aws::POLL;
+        polls += 1;
         let found = match ec2.describe_images().image_ids(image_id).send().await {
             Ok(out) => out.images().first().cloned(),
             Err(e) => {
@@ -219,10 +222,11 @@ async fn wait_available(
                     ));
                 }
                 state => {
-                    let percent = match ami::root_snapshot_of(image) {
-                        Some(snapshot) => snapshot_percent(ec2, &snapshot).await,
-                        None => None,
-                    };
+                    if let Some(snapshot) = ami::root_snapshot_of(image) {
+                        if polls % PERCENT_EVERY == 1 {
+                            percent = snapshot_percent(ec2, &snapshot).await;
+                        }
+                    }
                     wait.update(state.map_or("pending", |s| s.as_str()), percent);
                 }
             }
@@ -238,8 +242,7 @@ async fn wait_available(
                 ),
             ));
         }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 5 / 4).min(POLL_CAP);
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 

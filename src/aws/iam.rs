@@ -271,7 +271,16 @@ pub enum RoleState {
 
 /// Reads the role and its inline policy `policy_name`.
 pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<RoleState> {
-    let role = match iam.get_role().role_name(name).send().await {
+    // Both at once (a round trip each to IAM's one region); a missing role makes the
+    // policy's answer moot.
+    let (role, policy) = tokio::join!(
+        iam.get_role().role_name(name).send(),
+        iam.get_role_policy()
+            .role_name(name)
+            .policy_name(policy_name)
+            .send()
+    );
+    let role = match role {
         Ok(out) => out
             .role()
             .cloned()
@@ -284,13 +293,7 @@ pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<Ro
         }
     };
     let context = format!("reading the inline policy {policy_name} of IAM role {name}");
-    let role_policy = match iam
-        .get_role_policy()
-        .role_name(name)
-        .policy_name(policy_name)
-        .send()
-        .await
-    {
+    let role_policy = match policy {
         Ok(out) => Some(out.policy_document().to_string()),
         Err(e) => match aws(Op::IamGetRolePolicy, context, e) {
             err if err.kind() == Some(ErrorKind::NotFound) => None,

@@ -15,10 +15,6 @@ use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::ObjectFormat;
 use crate::progress::Wait;
 
-/// Polling starts at this interval and backs off to the cap, so a finished import is
-/// noticed within the cap.
-const FIRST_POLL: Duration = Duration::from_secs(2);
-const POLL_CAP: Duration = Duration::from_secs(5);
 /// How long to wait between tries while the region is at its concurrent-import limit.
 const LIMIT_WAIT: Duration = Duration::from_secs(30);
 
@@ -336,9 +332,10 @@ async fn wait_for_import(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String> {
-    let mut interval = FIRST_POLL;
     let wait = Wait::new(format!("import {task_id}"));
+    let mut next = Instant::now();
     loop {
+        next += crate::aws::POLL;
         let out = ec2
             .describe_import_snapshot_tasks()
             .import_task_ids(task_id)
@@ -407,8 +404,7 @@ async fn wait_for_import(
                 ),
             ));
         }
-        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
-        interval = (interval * 3 / 2).min(POLL_CAP);
+        tokio::time::sleep_until(next.min(deadline).into()).await;
     }
 }
 

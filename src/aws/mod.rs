@@ -16,3 +16,8 @@ pub mod regions;
 pub mod s3;
 pub mod ssm;
 pub mod tags;
+
+/// How often a wait on AWS (an import, a copy) asks how it is going: once per task per
+/// `POLL`, on a fixed grid from the first ask (the time a call takes does not stretch it),
+/// so the end is noticed within `POLL` at a steady, low rate of describe calls.
+pub const POLL: std::time::Duration = std::time::Duration::from_secs(5);

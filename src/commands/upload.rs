@@ -465,18 +465,27 @@ fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
 /// snapshot by name), and, when something is to be imported, that the bucket is in this
 /// region, the source object exists and the import role exists.
 pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
-    if local.sharing.public {
-        ami::check_public_sharing(&c.ec2, &c.region, true).await?;
-    }
-    let existing_image = match &local.register {
-        Some(reg) => ami::find_image_by_name(&c.ec2, &reg.name).await?,
-        None => None,
+    // Independent reads, side by side: each is a round trip to the region.
+    let public = async {
+        match local.sharing.public {
+            true => ami::check_public_sharing(&c.ec2, &c.region, true).await,
+            false => Ok(()),
+        }
     };
-    let found_snapshot = match &local.source {
-        Source::Snapshot(id) => Some(id.clone()),
-        _ if local.force => None,
-        _ => import::find_snapshot_by_name(&c.ec2, &local.name).await?,
+    let image = async {
+        match &local.register {
+            Some(reg) => ami::find_image_by_name(&c.ec2, &reg.name).await,
+            None => Ok(None),
+        }
     };
+    let snapshot = async {
+        match &local.source {
+            Source::Snapshot(id) => Ok(Some(id.clone())),
+            _ if local.force => Ok(None),
+            _ => import::find_snapshot_by_name(&c.ec2, &local.name).await,
+        }
+    };
+    let ((), existing_image, found_snapshot) = tokio::try_join!(public, image, snapshot)?;
     if let (Some(id), Source::File { path, info, .. }) = (&found_snapshot, &local.source) {
         warn_if_another_image(c, &local.name, id, path, info.file_size).await;
     }
@@ -535,7 +544,13 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
         return Ok(());
     };
     let bucket = &object.bucket;
-    match s3::bucket_region(&c.s3, bucket).await? {
+    let role = &local.role_name;
+    // Both reads at once; the bucket's answer is looked at first.
+    let (region, role_state) = tokio::join!(
+        s3::bucket_region(&c.s3, bucket),
+        crate::aws::iam::read_role(&c.iam, role, role)
+    );
+    match region? {
         None => {
             return Err(Error::Invalid(format!(
                 "bucket {bucket} does not exist; create it with `imgpub aws initialize --region {} --bucket {bucket}`",
@@ -553,8 +568,7 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
     if let Source::Object { object, .. } = &local.source {
         head_object(c, object).await?;
     }
-    let role = &local.role_name;
-    match crate::aws::iam::read_role(&c.iam, role, role).await {
+    match role_state {
         Ok(crate::aws::iam::RoleState::Absent) => Err(Error::Invalid(format!(
             "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}`"
         ))),

@@ -37,7 +37,7 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      many carried x-amz-checksum-crc32c ("crc32c")
     POST /_standin/requests/reset    zero the counts (and the payload records)
     GET  /_standin/config            current settings
-    POST /_standin/config            {"import_seconds": 2.0}
+    POST /_standin/config            {"import_seconds": 2.0, "latency_seconds": 0.1, ...}
     POST /_standin/faults            {"action": "UploadPart", "status": 503,
                                       "code": "SlowDown", "count": 2,
                                       "delay": 0, "drop": false}
@@ -130,6 +130,9 @@ SETTINGS: dict[str, Any] = {
     # AWS's "Public AMIs" quota per region (5 by default); None: not enforced, so tests
     # that make many AMIs public need not raise it.
     "public_ami_quota": None,
+    # Seconds every AWS request waits before it is served: a round trip to a region far
+    # away, for measuring what a client does in sequence.
+    "latency_seconds": 0.0,
 }
 
 
@@ -1436,6 +1439,8 @@ class StandinApp:
             self.faults = [f for f in self.faults if f.count > 0]
             if fault is None and self.chaos is not None:
                 fault = self.chaos.draw(service)
+        if SETTINGS["latency_seconds"]:
+            time.sleep(SETTINGS["latency_seconds"])
         if fault is not None and fault.after:
             # Carried out, then the answer is lost.
             captured: dict[str, Any] = {}

@@ -496,6 +496,32 @@ def test_the_log_has_every_request_and_the_moments_fixed_in_advance(account, ima
     assert all(s == "completed" for t, s in describes if t > ends[0] + 0.05)
 
 
+def test_latency_delays_every_request_and_concurrent_ones_overlap(account):
+    """latency_seconds: each AWS request waits that long (a far region's round trip);
+    requests in flight at once wait side by side, as over a real network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ec2 = client(account, "ec2")
+    ec2.describe_regions()  # a warm connection
+    control(account, "/_standin/config", {"latency_seconds": 0.4}, method="POST")
+    try:
+        started = time.monotonic()
+        ec2.describe_regions()
+        one = time.monotonic() - started
+        clients = [client(account, "ec2") for _ in range(4)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda c: c.describe_regions(), clients))
+        four = time.monotonic() - started
+    finally:
+        control(account, "/_standin/config", {"latency_seconds": 0.0}, method="POST")
+    assert one >= 0.4
+    assert four < 4 * 0.4, four
+    started = time.monotonic()
+    ec2.describe_regions()
+    assert time.monotonic() - started < 0.4
+
+
 def test_chaos_injects_seeded_faults_at_its_rate(account):
     """Chaos: a share of requests fail, the same ones for the same seed, each kind counted."""
     ssm = client(account, "ssm")
