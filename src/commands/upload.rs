@@ -467,9 +467,10 @@ fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
 pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     // Independent reads, side by side: each is a round trip to the region.
     let public = async {
-        match local.sharing.public {
-            true => ami::check_public_sharing(&c.ec2, &c.region, true).await,
-            false => Ok(()),
+        if local.sharing.public {
+            ami::check_public_sharing(&c.ec2, &c.region, true).await
+        } else {
+            Ok(())
         }
     };
     let image = async {

@@ -115,12 +115,12 @@ pub(super) fn inspect(
     let span = grain_bytes * u64::from(header.gtes_per_gt);
     let gdes = (header.capacity * SECTOR).div_ceil(span);
     // The directory must lie inside the file: checked before it is allocated.
-    let gd_at = header.gd_offset.checked_mul(SECTOR);
-    if gd_at.is_none_or(|at| at.saturating_add(gdes * 4) > file_size) {
-        return Err(corrupt("the file is truncated (grain directory)"));
-    }
+    let gd_at = match header.gd_offset.checked_mul(SECTOR) {
+        Some(at) if at.saturating_add(gdes * 4) <= file_size => at,
+        _ => return Err(corrupt("the file is truncated (grain directory)")),
+    };
     let mut gd = vec![0u8; (gdes * 4) as usize];
-    if read_at(file, gd_at.unwrap_or_default(), &mut gd).map_err(io)? < gd.len() {
+    if read_at(file, gd_at, &mut gd).map_err(io)? < gd.len() {
         return Err(corrupt("the file is truncated (grain directory)"));
     }
     let mut gt = vec![0u8; header.gtes_per_gt as usize * 4];
