@@ -180,7 +180,7 @@ fn record(step: &Step, printed: &mut Printed, stdout: &str) {
 }
 
 /// Runs one command until it exits 0, first SIGKILLing it at `kill_at` when given.
-/// Returns its stdout and how many reruns it needed.
+/// Returns its stdout and how long the run that exited 0 took.
 fn until_done(
     standin: &Standin,
     args: &[String],
