@@ -1612,3 +1612,28 @@ async fn an_upload_started_twice_by_a_lost_answer_leaves_none_behind() {
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
     assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/twice.raw", &raw).await;
 }
+
+/// CompleteMultipartUpload carried out but its answer lost: S3 answers the SDK's retry
+/// `NoSuchUpload` (the upload is complete, so gone); the object is there and is the file,
+/// so the upload is done.
+#[tokio::test]
+async fn a_completion_whose_answer_was_lost_is_done() {
+    let standin = Standin::start();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "completed.raw", 12, 8, 91);
+    standin.control(
+        "POST",
+        "/_standin/faults",
+        Some(r#"{"action": "CompleteMultipartUpload", "status": 500, "after": true, "count": 1}"#),
+    );
+    let run = upload(
+        &standin,
+        &raw,
+        &["--name", "completed", "--delete-object=false"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
+    assert_eq!(count(&standin.counts(), "s3.CompleteMultipartUpload"), 2);
+    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/completed.raw", &raw).await;
+}

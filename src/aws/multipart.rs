@@ -308,7 +308,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     progress.finish();
     parts.sort_by_key(|(p, _)| p.part_number());
     let parts_sent = parts.iter().filter(|(_, sent)| *sent).count();
-    let out = s3
+    let completed = s3
         .complete_multipart_upload()
         .bucket(&req.object.bucket)
         .key(&req.object.key)
@@ -326,7 +326,23 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
                 format!("completing the upload of {shown} to {url}"),
                 e,
             )
-        })?;
+        });
+    let etag = match completed {
+        Ok(out) => unquote(
+            out.e_tag()
+                .ok_or_else(|| Error::missing(Op::S3CompleteMultipartUpload, "ETag"))?,
+        )
+        .to_string(),
+        // The first attempt completed it and its answer was lost: S3 has forgotten the
+        // upload, and the object is there. Done, if it is this file.
+        Err(err) if err.code() == Some("NoSuchUpload") => {
+            match matching_object(s3, req, &file, layout).await? {
+                Some(etag) => etag,
+                None => return Err(err),
+            }
+        }
+        Err(err) => return Err(err),
+    };
     abort_leftovers(s3, req, &upload_id).await;
     tracing::info!(
         "uploaded {url}: {parts_sent} parts sent, {} kept from an earlier run",
@@ -338,11 +354,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         parts_sent,
         parts_reused: count as usize - parts_sent,
         already_there: false,
-        etag: unquote(
-            out.e_tag()
-                .ok_or_else(|| Error::missing(Op::S3CompleteMultipartUpload, "ETag"))?,
-        )
-        .to_string(),
+        etag,
     })
 }
 

@@ -50,6 +50,8 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      replaces it, or the connection drops): what a
                                      client's retry of a non-idempotent call meets.
                                      JSON-protocol services (SSM) get a JSON error.
+                                     (A completed multipart upload is gone, as in S3:
+                                     completing it again answers 404 NoSuchUpload.)
     DELETE /_standin/faults          clear all faults
     POST /_standin/chaos             {"seed": 7, "rate": 0.05, "after_share": 0.5}
                                      from now on each request fails with probability
@@ -1305,6 +1307,8 @@ class StandinApp:
         self.chaos: Chaos | None = None
         # Every request as it arrived: seconds since start, "service.Action", region.
         self.log: list[dict[str, Any]] = []
+        # S3 upload ids completed (see _complete_once).
+        self.completed_uploads: set[str] = set()
 
     @staticmethod
     def _json(start_response: Any, status: str, body: Any) -> list[bytes]:
@@ -1491,7 +1495,30 @@ class StandinApp:
             return self._query_error_shape(environ, start_response)
         if service == "s3" and action == "ListParts":
             return self._list_parts_root(environ, start_response)
+        if service == "s3" and action == "CompleteMultipartUpload":
+            return self._complete_once(environ, start_response)
         return self.app(environ, start_response)
+
+    def _complete_once(self, environ: dict, start_response: Any) -> list[bytes]:
+        """S3 forgets an upload once it is complete: completing it again (a client retrying
+        after the answer was lost) gets 404 NoSuchUpload, where moto answers success."""
+        upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
+        with self.lock:
+            done = upload_id in self.completed_uploads
+        if done:
+            return self._error(environ, start_response, "s3", Fault({
+                "status": 404, "code": "NoSuchUpload",
+                "message": "The specified upload does not exist. The upload ID may be invalid, "
+                           "or the upload may have been aborted or completed.",
+            }))
+
+        def record(status: str, body: bytes) -> bytes:
+            if status.startswith("200") and b"<Error>" not in body:
+                with self.lock:
+                    self.completed_uploads.add(upload_id)
+            return body
+
+        return self._rewritten(environ, start_response, record)
 
     def _authorize(self, environ: dict, start_response: Any, service: str, action: str,
                    region: str, body: bytes | None) -> list[bytes] | None:
