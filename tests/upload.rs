@@ -1580,60 +1580,46 @@ async fn another_image_under_a_used_name_is_warned_about() {
     );
 }
 
-/// CreateMultipartUpload carried out but its answer lost: the SDK's retry starts a second
-/// upload, and the first must not be left behind (billed until the lifecycle rule).
+/// The upload's calls carried out but their answers lost, so the SDK retries them:
+/// CreateMultipartUpload starts a second upload (the first must not be left behind, billed
+/// until the lifecycle rule); CompleteMultipartUpload meets `NoSuchUpload` (S3 forgets a
+/// completed upload), and the object, which is the file, means done.
 #[tokio::test]
-async fn an_upload_started_twice_by_a_lost_answer_leaves_none_behind() {
+async fn lost_answers_of_the_upload_calls_leave_one_object_and_no_upload() {
     let standin = Standin::start();
     ready(&standin);
     let dir = TempDir::new();
-    let raw = make_raw(dir.path(), "twice.raw", 12, 8, 90);
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "CreateMultipartUpload", "status": 500, "after": true, "count": 1}"#),
-    );
-    let out = upload(
-        &standin,
-        &raw,
-        &["--name", "twice", "--delete-object=false"],
-    )
-    .json();
-    assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
-    let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 2, "{counts}");
-    let uploads = standin
-        .s3(REGION)
-        .list_multipart_uploads()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
-    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/twice.raw", &raw).await;
-}
-
-/// CompleteMultipartUpload carried out but its answer lost: S3 answers the SDK's retry
-/// `NoSuchUpload` (the upload is complete, so gone); the object is there and is the file,
-/// so the upload is done.
-#[tokio::test]
-async fn a_completion_whose_answer_was_lost_is_done() {
-    let standin = Standin::start();
-    ready(&standin);
-    let dir = TempDir::new();
-    let raw = make_raw(dir.path(), "completed.raw", 12, 8, 91);
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "CompleteMultipartUpload", "status": 500, "after": true, "count": 1}"#),
-    );
-    let run = upload(
-        &standin,
-        &raw,
-        &["--name", "completed", "--delete-object=false"],
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
-    assert_eq!(count(&standin.counts(), "s3.CompleteMultipartUpload"), 2);
-    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/completed.raw", &raw).await;
+    for (i, action) in ["CreateMultipartUpload", "CompleteMultipartUpload"]
+        .into_iter()
+        .enumerate()
+    {
+        let raw = make_raw(dir.path(), &format!("lost-{i}.raw"), 12, 8, 90 + i as u64);
+        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.control(
+            "POST",
+            "/_standin/faults",
+            Some(&format!(
+                r#"{{"action": "{action}", "status": 500, "after": true, "count": 1}}"#
+            )),
+        );
+        let run = upload(&standin, &raw, &["--name", action, "--delete-object=false"]);
+        assert_eq!(run.code, 0, "{action}: {}", run.stderr);
+        assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
+        let counts = standin.counts();
+        assert_eq!(count(&counts, &format!("s3.{action}")), 2, "{counts}");
+        let uploads = standin
+            .s3(REGION)
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            uploads.uploads().is_empty(),
+            "{action}: {:?}",
+            uploads.uploads()
+        );
+        let key = format!("ci/lost-{i}.raw");
+        assert_object_is_file(&standin.s3(REGION), BUCKET, &key, &raw).await;
+    }
 }
