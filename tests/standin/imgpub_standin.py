@@ -1267,8 +1267,6 @@ THROTTLING = {
 class Chaos:
     """Random faults at a fixed rate from a seeded generator (POST /_standin/chaos)."""
 
-    KINDS = ("500", "throttle", "drop", "slow", "after-500", "after-drop")
-
     def __init__(self, spec: dict[str, Any]):
         import random
 
