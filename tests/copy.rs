@@ -179,7 +179,7 @@ async fn a_failed_region_is_named_and_a_rerun_copies_only_it() {
         "/_standin/config",
         Some(r#"{"copy_fail_regions": []}"#),
     );
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let rerun = copy(&standin, &ami, &TARGETS);
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     let again = lines(&rerun);
@@ -199,7 +199,7 @@ async fn a_failed_region_is_named_and_a_rerun_copies_only_it() {
 async fn a_region_not_enabled_is_refused_before_any_copy() {
     let standin = Standin::start();
     let ami = source_ami(&standin);
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = copy(&standin, &ami, &["us-west-2", "ap-east-1"]);
     assert_eq!(run.code, 2);
     assert!(run
@@ -292,7 +292,7 @@ async fn a_copy_deleted_since_is_copied_again() {
     );
     check_copy(&standin, &region, &new_ami, &new_snap).await;
     // A rerun finds it by name: no third copy.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let rerun = copy(&standin, &ami, &["eu-west-1"]);
     assert_eq!(lines(&rerun).pop().unwrap().1, new_ami);
     assert_eq!(standin.counts()["ec2.CopyImage"], serde_json::Value::Null);

@@ -36,7 +36,7 @@ fn changing_calls_in_log(standin: &Standin) -> BTreeSet<String> {
 /// Runs `args` with `--dry-run` (checking it only read) and then without; returns the
 /// run's stdout. The calls the plan named are the calls the run made.
 fn dry_then_real(standin: &Standin, args: &[&str]) -> String {
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let dry = standin
         .imgpub()
         .args(args)
@@ -59,7 +59,7 @@ fn dry_then_real(standin: &Standin, args: &[&str]) -> String {
     assert!(!planned.is_empty(), "{args:?}: an empty plan");
     assert!(planned.iter().all(|op| changes(op)), "{planned:?}");
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let real = standin.imgpub().args(args).args(["--region", REGION]).run();
     assert_eq!(real.code, 0, "{args:?}: {}", real.stderr);
     assert_eq!(

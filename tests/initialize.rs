@@ -704,11 +704,7 @@ async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
 #[tokio::test]
 async fn a_role_whose_creation_answer_was_lost_is_finished() {
     let standin = Standin::start();
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "CreateRole", "status": 500, "after": true, "count": 1}"#),
-    );
+    standin.fault(r#"{"action": "CreateRole", "status": 500, "after": true, "count": 1}"#);
     let run = standin
         .imgpub()
         .args([

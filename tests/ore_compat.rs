@@ -186,7 +186,7 @@ async fn upload_registers_tags_and_keys_as_ore_does() {
     );
 
     // A rerun reuses all of it and prints the same.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let again = ore_upload(&standin, &file, &args).json();
     assert_eq!(again, out);
     let counts = standin.counts();
@@ -201,7 +201,7 @@ async fn a_root_volume_smaller_than_the_image_is_refused_before_upload() {
     let dir = TempDir::new();
     // 9 GiB virtual (sparse: 1 MiB written) is more than ore's default of 8.
     let file = make_raw(dir.path(), "big.raw", 9 * 1024, 1, 3);
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = ore_upload(&standin, &file, &["--name", "big"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     let line = run.error_line();
@@ -433,7 +433,7 @@ async fn delete_image_takes_a_snapshot_alone() {
 #[tokio::test]
 async fn source_object_with_source_snapshot_is_a_usage_error_and_key_keeps_the_prefix() {
     let standin = ready();
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = standin
         .imgpub()
         .args(["aws", "upload", "--region", REGION, "--name", "x"])
@@ -478,7 +478,7 @@ async fn gc_deletes_old_tagged_amis_and_their_snapshots() {
     let run = gc(&["--duration", "5h"]);
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = gc(&["--tag", "stream=testing", "--duration", "0s", "--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<Value> = run

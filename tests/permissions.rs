@@ -244,7 +244,7 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
             &without_statement(&document, sid),
         )
         .await;
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let name = format!("os-without-{i}");
         let run = upload(signed_by(standin.imgpub(), &keys), &file, &name);
         assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
@@ -270,7 +270,7 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
         "{}",
         run.stderr
     );
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = upload_with(
         signed_by(standin.imgpub(), &keys),
         &file,
@@ -347,7 +347,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
         .send()
         .await
         .unwrap();
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = upload_as("ci-7", "role-2");
     let err = run.error_line();
     assert!(
@@ -412,7 +412,7 @@ async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
         ),
     ] {
         let keys = user_with(&standin, name, doc).await;
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let run = upload(signed_by(standin.imgpub(), &keys), &file, name);
         assert_eq!(run.code, 1, "{name}: {}", run.stderr);
         let err = run.error_line();
@@ -658,7 +658,7 @@ async fn every_statement_of_each_commands_policy_is_needed() {
             }
             let name = format!("{command}-without-{i}");
             let keys = user_with(&standin, &name, &without_statement(&document, sid)).await;
-            standin.control("POST", "/_standin/requests/reset", Some("{}"));
+            standin.reset_requests();
             let run = signed_by(standin.imgpub(), &keys)
                 .args(&run_args)
                 .args(["--region", REGION])

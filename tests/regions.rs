@@ -279,7 +279,7 @@ async fn grant_and_revoke_in_several_regions() {
     }
 
     // Bad input names itself before any call.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     for (extra, message) in [
         (vec!["--image", "eu-west-1=snap-1"], "is not an AMI id"),
         (vec!["--image", "narnia-1=ami-1"], "is not a region name"),
@@ -382,7 +382,7 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
     ];
 
     // A dry run reports and changes nothing.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     assert_eq!(summary(&ensure(&["--dry-run"])), want);
     let counts = standin.counts();
     assert!(counts.get("ec2.ModifyImageAttribute").is_none(), "{counts}");

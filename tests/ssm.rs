@@ -96,7 +96,7 @@ async fn parameters_in_three_regions_then_reruns_change_nothing() {
     assert_eq!(lines(&run), want);
 
     // The same again: nothing written.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let rerun = publish(&standin, &images, &[]);
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     assert!(lines(&rerun).iter().all(|l| l.3 == "unchanged"));
@@ -105,7 +105,7 @@ async fn parameters_in_three_regions_then_reruns_change_nothing() {
     // The next release: refused without --overwrite (nothing written anywhere), then
     // replaced with it.
     let next = release(&standin, "os-1.1").await;
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let refused = publish(&standin, &next, &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     let err = refused.error_line();
@@ -142,7 +142,7 @@ async fn a_private_ami_is_not_published_under_aws() {
     for (region, ami) in &images[..2] {
         common::make_public(&standin, region, ami).await;
     }
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let mut cmd = standin
         .imgpub()
         .args(["aws", "publish-ssm", "--region", REGIONS[0]]);
@@ -169,16 +169,12 @@ async fn a_private_ami_is_not_published_under_aws() {
 async fn throttling_is_retried_and_bad_input_is_refused_first() {
     let standin = Standin::start();
     let images = release(&standin, "os-3.0").await;
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(
-            &json!({"action": "PutParameter", "status": 400, "code": "ThrottlingException",
+    standin.fault(
+        &json!({"action": "PutParameter", "status": 400, "code": "ThrottlingException",
                     "message": "Rate exceeded", "region": "eu-west-1", "count": 2})
-            .to_string(),
-        ),
+        .to_string(),
     );
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = publish(&standin, &images, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(lines(&run).len(), 6);
@@ -196,7 +192,7 @@ async fn throttling_is_retried_and_bad_input_is_refused_first() {
         images[1].1
     );
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     for (template, message) in [
         ("/os/{version}", "unknown placeholder {version}"),
         ("/os/{tag:missing}", "has no tag \"missing\""),
@@ -220,11 +216,7 @@ async fn throttling_is_retried_and_bad_input_is_refused_first() {
 async fn a_write_whose_answer_was_lost_is_not_an_error() {
     let standin = Standin::start();
     let images = release(&standin, "os-2.0").await;
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "PutParameter", "status": 500, "after": true, "count": 1}"#),
-    );
+    standin.fault(r#"{"action": "PutParameter", "status": 500, "after": true, "count": 1}"#);
     let run = publish(&standin, &images, &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(lines(&run).len(), 6);

@@ -24,17 +24,8 @@ fn ready(standin: &Standin) {
 
 fn upload(standin: &Standin, file: &Path, extra: &[&str]) -> Run {
     standin
-        .imgpub()
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-            "-v",
-        ])
-        .arg_path("--file", file)
+        .upload_cmd(REGION, file)
+        .args(["-v"])
         .args(extra)
         .run()
 }
@@ -206,7 +197,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
     assert!(!object_exists(&standin, "ci/fcos.vmdk").await);
 
     // The identical command again: same ids, no new import, nothing uploaded.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let again = upload(&standin, &vmdk, &flags).json();
     assert_eq!(again, out);
     let counts = standin.counts();
@@ -280,11 +271,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "resume.raw", 80, 79, 23);
     // Every part takes a second, so the upload is still running when we stop it.
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "UploadPart", "delay": 1.0, "count": 1000}"#),
-    );
+    standin.fault(r#"{"action": "UploadPart", "delay": 1.0, "count": 1000}"#);
     let args = [
         "--name",
         "resume-raw",
@@ -294,19 +281,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         "--part-size",
         "8MiB",
     ];
-    let mut child = standin
-        .imgpub()
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-        ])
-        .arg_path("--file", &raw)
-        .args(args)
-        .cmd;
+    let mut child = standin.upload_cmd(REGION, &raw).args(args).cmd;
     let child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -383,7 +358,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         file.write_all_at(b"changed", 5 << 20).unwrap();
     }
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = upload(&standin, &raw, &args);
     let out = run.json();
     assert!(
@@ -697,11 +672,7 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     ];
 
     // Two SlowDown answers: the SDK's retry layer absorbs them.
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "UploadPart", "status": 503, "code": "SlowDown", "count": 2}"#),
-    );
+    standin.fault(r#"{"action": "UploadPart", "status": 503, "code": "SlowDown", "count": 2}"#);
     let mut args = vec!["--name", "flaky"];
     args.extend(one_at_a_time);
     let out = upload(&standin, &raw, &args).json();
@@ -712,12 +683,8 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     // AccessDenied is final: not retried, and the upload is aborted (no orphaned parts).
     // (Another file: ore's key is the file's name, and this one is there now.)
     let raw = make_raw(dir.path(), "denied.raw", 24, 20, 42);
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "UploadPart", "status": 403, "code": "AccessDenied", "message": "Access Denied", "count": 1}"#),
-    );
+    standin.reset_requests();
+    standin.fault(r#"{"action": "UploadPart", "status": 403, "code": "AccessDenied", "message": "Access Denied", "count": 1}"#);
     let mut args = vec!["--name", "denied"];
     args.extend(one_at_a_time);
     let run = upload(&standin, &raw, &args);
@@ -762,22 +729,9 @@ async fn an_image_that_changes_during_the_upload_is_an_error_not_a_crash() {
             60 + i as u64,
         );
         // The first part's answer waits 2 s: time to change the file under the upload.
-        standin.control(
-            "POST",
-            "/_standin/faults",
-            Some(r#"{"action": "UploadPart", "delay": 2, "count": 1}"#),
-        );
+        standin.fault(r#"{"action": "UploadPart", "delay": 2, "count": 1}"#);
         let mut cmd = standin
-            .imgpub()
-            .args([
-                "aws",
-                "upload",
-                "--region",
-                REGION,
-                "--bucket",
-                "s3://images/ci",
-            ])
-            .arg_path("--file", &raw)
+            .upload_cmd(REGION, &raw)
             .args(["--upload-concurrency", "1", "--part-size", "8MiB"])
             .cmd;
         let child = cmd
@@ -833,14 +787,10 @@ async fn a_4xx_a_rerun_gets_past_keeps_the_upload_for_the_rerun() {
             "--part-size",
             "8MiB",
         ];
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
-        standin.control(
-            "POST",
-            "/_standin/faults",
-            Some(&format!(
-                r#"{{"action": "UploadPart", "status": 400, "code": "{code}", "count": {times}}}"#
-            )),
-        );
+        standin.reset_requests();
+        standin.fault(&format!(
+            r#"{{"action": "UploadPart", "status": 400, "code": "{code}", "count": {times}}}"#
+        ));
         let run = upload(&standin, &raw, &args);
         assert_ne!(run.code, 0, "{code}");
         let err = run.error_line();
@@ -851,7 +801,7 @@ async fn a_4xx_a_rerun_gets_past_keeps_the_upload_for_the_rerun() {
             "{code}"
         );
 
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let out = upload(&standin, &raw, &args).json();
         assert!(out["HVM"].as_str().unwrap().starts_with("ami-"), "{code}");
         let counts = standin.counts();
@@ -875,11 +825,7 @@ async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "again.raw", 24, 20, 43);
     // The upload lands, then EC2 refuses the import call once.
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "ImportSnapshot", "status": 400, "code": "InvalidParameter", "message": "try later", "count": 1}"#),
-    );
+    standin.fault(r#"{"action": "ImportSnapshot", "status": 400, "code": "InvalidParameter", "message": "try later", "count": 1}"#);
     let run = upload(&standin, &raw, &["--name", "again"]);
     assert_eq!(run.code, 1);
     assert!(run
@@ -887,7 +833,7 @@ async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
         .contains("starting the import of s3://images/ci/again.raw"));
     assert!(object_exists(&standin, "ci/again.raw").await);
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = upload(&standin, &raw, &["--name", "again"]);
     run.json();
     assert!(
@@ -908,16 +854,7 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "slow.raw", 16, 8, 47);
     let child = standin
-        .imgpub()
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-        ])
-        .arg_path("--file", &raw)
+        .upload_cmd(REGION, &raw)
         .args(["--name", "slow"])
         .cmd
         .stdout(Stdio::null())
@@ -942,7 +879,7 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
         .unwrap();
     assert_eq!(output.status.code(), Some(130));
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let run = upload(&standin, &raw, &["--name", "slow"]);
     let out = run.json();
     assert!(
@@ -967,7 +904,7 @@ async fn force_replaces_an_ami_of_the_same_name() {
 
     // Like ore, the name identifies the image: without --force a rerun under the same name
     // returns what is there, even for another file, and sends nothing.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let same = upload(&standin, &second, &["--name", "nightly"]).json();
     assert_eq!(
         (&same["HVM"], &same["SnapshotID"]),
@@ -1019,7 +956,7 @@ async fn upload_object_needs_only_s3() {
             .args(["--part-size", "5MiB", "--upload-concurrency", "3"])
             .run()
     };
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let out = send().json();
     assert_eq!(out, json!({"S3Object": "s3://plain/some/prefix/blob.bin"}));
     let counts = standin.counts();
@@ -1040,7 +977,7 @@ async fn upload_object_needs_only_s3() {
     assert_object_is_file(&s3, "plain", "some/prefix/blob.bin", &file).await;
 
     // Again: the object matches, nothing is sent.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     send().json();
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
 }
@@ -1173,7 +1110,7 @@ async fn ami_features_read_back_and_refusals_come_first() {
         (vec!["--deprecate-at", "2001-01-01T00:00:00Z"], "has passed"),
         (vec!["--deprecate-at", "next tuesday"], "RFC 3339"),
     ] {
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let mut args = vec!["--name", "refused"];
         args.extend(&refused);
         let run = upload(&standin, &raw, &args);
@@ -1247,7 +1184,7 @@ async fn block_public_access_is_found_before_anything_is_sent() {
         ),
     ] {
         set(image, snapshot);
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let run = upload(&standin, &raw, &["--name", "bpa", "--public"]);
         assert_eq!(run.code, 1, "{}", run.stderr);
         let line = run.error_line();
@@ -1351,17 +1288,8 @@ async fn waits_are_plain_lines_without_a_terminal() {
     );
 
     let quiet = standin
-        .imgpub()
+        .upload_cmd(REGION, &make_raw(dir.path(), "quiet.raw", 8, 2, 72))
         .env("CI", "true")
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-        ])
-        .arg_path("--file", &make_raw(dir.path(), "quiet.raw", 8, 2, 72))
         .args(["--name", "quiet"])
         .run();
     quiet.json();
@@ -1377,7 +1305,7 @@ async fn a_service_endpoint_of_its_own_decides_for_s3() {
     s3.create_bucket().bucket("split").send().await.unwrap();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "blob.bin", 12, 11, 68);
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let out = standin
         .imgpub()
         .env("AWS_ENDPOINT_URL_S3", &standin.endpoint)
@@ -1420,7 +1348,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
             .run()
     };
     let send = || send_with(standin.imgpub(), "s3://tls/x");
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     assert_eq!(send().json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
     let payloads = standin.control("GET", "/_standin/payloads", None);
     let payloads: Value = serde_json::from_str(&payloads).unwrap();
@@ -1433,7 +1361,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     assert_object_is_file(&s3, "tls", "x/blob.bin", &file).await;
 
     // A rerun over TLS finds the object and sends nothing.
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     send().json();
     assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
 
@@ -1446,7 +1374,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         run.stderr
     );
     // The system's way works too: SSL_CERT_FILE (rustls-native-certs reads it).
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let system_way = standin
         .imgpub()
         .env_remove("AWS_CA_BUNDLE")
@@ -1458,7 +1386,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "not a certificate\n").unwrap();
     for bundle in [dir.path().join("missing.pem"), not_pem] {
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
+        standin.reset_requests();
         let run = send_with(standin.imgpub().env("AWS_CA_BUNDLE", &bundle), "s3://tls/z");
         assert_eq!(run.code, 2, "{}", run.stderr);
         let named = format!("AWS_CA_BUNDLE={}", bundle.display());
@@ -1475,11 +1403,7 @@ async fn the_import_timeout_covers_the_wait_for_a_slot_and_the_import() {
     ready(&standin);
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "queued.raw", 8, 4, 70);
-    standin.control(
-        "POST",
-        "/_standin/faults",
-        Some(r#"{"action": "ImportSnapshot", "status": 400, "code": "ResourceLimitExceeded", "count": 1}"#),
-    );
+    standin.fault(r#"{"action": "ImportSnapshot", "status": 400, "code": "ResourceLimitExceeded", "count": 1}"#);
     // 30 s for the slot, then 10 s of import: past 35 s in all.
     let run = upload(
         &standin,
@@ -1517,7 +1441,7 @@ async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
     let whole = started.elapsed();
     assert!(run.stderr.contains("already uploaded"), "{}", run.stderr);
 
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let child = upload_object()
         .cmd
         .stdout(Stdio::null())
@@ -1594,14 +1518,10 @@ async fn lost_answers_of_the_upload_calls_leave_one_object_and_no_upload() {
         .enumerate()
     {
         let raw = make_raw(dir.path(), &format!("lost-{i}.raw"), 12, 8, 90 + i as u64);
-        standin.control("POST", "/_standin/requests/reset", Some("{}"));
-        standin.control(
-            "POST",
-            "/_standin/faults",
-            Some(&format!(
-                r#"{{"action": "{action}", "status": 500, "after": true, "count": 1}}"#
-            )),
-        );
+        standin.reset_requests();
+        standin.fault(&format!(
+            r#"{{"action": "{action}", "status": 500, "after": true, "count": 1}}"#
+        ));
         let run = upload(&standin, &raw, &["--name", action, "--delete-object=false"]);
         assert_eq!(run.code, 0, "{action}: {}", run.stderr);
         assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));

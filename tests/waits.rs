@@ -94,20 +94,8 @@ async fn an_import_is_noticed_within_five_seconds_and_the_ami_registered_at_once
     standin.initialize(REGION, "images");
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "paced.raw", 8, 4, 100);
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
-    let out = standin
-        .imgpub()
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-        ])
-        .arg_path("--file", &raw)
-        .run()
-        .json();
+    standin.reset_requests();
+    let out = standin.upload_cmd(REGION, &raw).run().json();
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
 
     let log = log(&standin);
@@ -134,7 +122,7 @@ async fn copies_are_noticed_within_five_seconds_and_finished_at_once() {
     standin.initialize(REGION, "images");
     let (ami, _) = common::api_image(&standin, REGION, "paced-1.0", &[("os", "paced")]).await;
     standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 11}"#));
-    standin.control("POST", "/_standin/requests/reset", Some("{}"));
+    standin.reset_requests();
     let targets = ["eu-west-1", "us-west-2"];
     let run = standin
         .imgpub()

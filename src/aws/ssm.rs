@@ -220,14 +220,9 @@ pub async fn plan(
                 image.region, image.image_id
             )));
         }
-        let context = format!("reading parameter {parameter} in {}", image.region);
-        let current = match ssm.get_parameter().name(&parameter).send().await {
-            Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_owned),
-            Err(e) => match aws(Op::SsmGetParameter, context, e) {
-                err if err.kind() == Some(ErrorKind::NotFound) => None,
-                err => return Err(err),
-            },
-        };
+        let current = read(ssm, &parameter, &image.region)
+            .await?
+            .map(|(value, _)| value);
         if let Some(value) = &current {
             if *value != image.image_id && !overwrite {
                 return Err(Error::Invalid(format!(
@@ -308,9 +303,9 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
                 // The first attempt was carried out and its answer lost, so the SDK's retry
                 // finds the parameter it created: done, if it holds our AMI.
                 err if err.code() == Some("ParameterAlreadyExists") => {
-                    match written_by_us(ssm, p).await? {
-                        Some(version) => version,
-                        None => return Err(err),
+                    match read(ssm, &p.parameter, &p.region).await? {
+                        Some((value, version)) if value == p.image_id => version,
+                        _ => return Err(err),
                     }
                 }
                 err => return Err(err),
@@ -332,24 +327,22 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
     Ok(written)
 }
 
-/// The version of `p`'s parameter when it holds `p`'s AMI.
-async fn written_by_us(ssm: &aws_sdk_ssm::Client, p: &Planned) -> Result<Option<i64>> {
-    let out = ssm
-        .get_parameter()
-        .name(&p.parameter)
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::SsmGetParameter,
-                format!("reading parameter {} in {}", p.parameter, p.region),
-                e,
-            )
-        })?;
-    Ok(out
-        .parameter()
-        .filter(|param| param.value() == Some(p.image_id.as_str()))
-        .map(|param| param.version()))
+/// A parameter's value and version; `None` when there is no such parameter.
+async fn read(
+    ssm: &aws_sdk_ssm::Client,
+    parameter: &str,
+    region: &str,
+) -> Result<Option<(String, i64)>> {
+    let context = format!("reading parameter {parameter} in {region}");
+    match ssm.get_parameter().name(parameter).send().await {
+        Ok(out) => Ok(out
+            .parameter()
+            .and_then(|p| Some((p.value()?.to_owned(), p.version())))),
+        Err(e) => match aws(Op::SsmGetParameter, context, e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            err => Err(err),
+        },
+    }
 }
 
 #[cfg(test)]

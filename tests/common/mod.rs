@@ -154,6 +154,31 @@ impl Standin {
         serde_json::from_str(&self.control("GET", "/_standin/requests", None)).unwrap()
     }
 
+    /// Zeroes the request counts (and the request log).
+    pub fn reset_requests(&self) {
+        self.control("POST", "/_standin/requests/reset", Some("{}"));
+    }
+
+    /// Injects a fault (`/_standin/faults`; `spec` is its JSON, see imgpub_standin.py).
+    pub fn fault(&self, spec: &str) {
+        self.control("POST", "/_standin/faults", Some(spec));
+    }
+
+    /// `imgpub aws upload --region REGION --bucket s3://images/ci --file FILE`: the command
+    /// most upload tests start from (the bucket `initialize(region, "images")` makes).
+    pub fn upload_cmd(&self, region: &str, file: &Path) -> Imgpub {
+        self.imgpub()
+            .args([
+                "aws",
+                "upload",
+                "--region",
+                region,
+                "--bucket",
+                "s3://images/ci",
+            ])
+            .arg_path("--file", file)
+    }
+
     /// Makes the account ready with `imgpub aws initialize`: the bucket and the vmimport
     /// role.
     pub fn initialize(&self, region: &str, bucket: &str) {

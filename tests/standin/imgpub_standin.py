@@ -1281,9 +1281,8 @@ class Chaos:
             return None
         after = self.random.random() < self.after_share
         kind = self.random.choice(["500", "drop"] if after else ["500", "throttle", "drop", "slow"])
-        self.injected[("after-" if after else "") + kind] = (
-            self.injected.get(("after-" if after else "") + kind, 0) + 1
-        )
+        name = ("after-" if after else "") + kind
+        self.injected[name] = self.injected.get(name, 0) + 1
         if kind == "slow":
             return Fault({"delay": round(self.random.uniform(0.2, 1.5), 2)})
         if kind == "throttle":
