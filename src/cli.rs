@@ -59,7 +59,13 @@ impl Cli {
     /// `--public=true`, `--force=false`, `--all=0` (with `=`, as cobra: `--public false`
     /// stays a flag and a stray word).
     pub fn command_ore() -> clap::Command {
-        ore_bools(<Cli as clap::CommandFactory>::command())
+        // `--version` also names the checksum code this CPU gets (`-V` only the version).
+        let long_version = format!(
+            "{}\nchecksums: {}",
+            env!("CARGO_PKG_VERSION"),
+            imgpub::aws::multipart::kernels()
+        );
+        ore_bools(<Cli as clap::CommandFactory>::command().long_version(long_version))
     }
 
     /// Parses the process's arguments; a usage error exits 2 with clap's message.

@@ -379,3 +379,41 @@ fn a_closed_stdout_is_not_a_panic() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn version_names_the_checksum_code_this_cpu_gets() {
+    let home = TempDir::new();
+    let long = bare(home.path(), &[], &["--version"]);
+    assert!(long.status.success(), "{long:?}");
+    let text = String::from_utf8_lossy(&long.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("imgpub "), "{text}");
+    let checksums = lines.get(1).copied().unwrap_or_default();
+    for part in [
+        "checksums: SHA-256",
+        "lanes",
+        "CRC32C (HTTPS) crc-fast",
+        "aws-lc-rs",
+    ] {
+        assert!(checksums.contains(part), "{part:?} not in {checksums:?}");
+    }
+    // -V stays one line, for scripts that read the version.
+    let short = bare(home.path(), &[], &["-V"]);
+    assert_eq!(String::from_utf8_lossy(&short.stdout).lines().count(), 1);
+}
+
+/// AWS-LC's CPU-jitter entropy cost ~28 ms of CPU at the first TLS handshake of every run;
+/// `.cargo/config.toml` builds AWS-LC without it (docs/benchmarks.md, "HTTPS"). Cargo reads
+/// that file from the working directory, so a build from elsewhere would bring it back
+/// unnoticed: the binary must not hold the jitter collector.
+#[test]
+fn the_binary_is_built_without_cpu_jitter_entropy() {
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_imgpub")).unwrap();
+    // Searched as text: std's search is optimized even in a debug test build.
+    let text = String::from_utf8_lossy(&binary);
+    assert!(
+        !text.contains("jent_entropy_collector_alloc"),
+        "imgpub holds AWS-LC's jitter entropy: build from the repository so cargo reads \
+         .cargo/config.toml (AWS_LC_SYS_NO_JITTER_ENTROPY=1)"
+    );
+}

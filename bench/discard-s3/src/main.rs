@@ -3,13 +3,15 @@
 //! client sends with a part) and then discards the bytes, keeping per object only its size
 //! and full-object CRC32C, so a benchmark can tell the object arrived intact.
 //!
-//! Usage: discard-s3 --port N --access-key K --secret-key S   (prints one JSON line per
-//!        completed object on stdout)
+//! Usage: discard-s3 --port N --access-key K --secret-key S [--tls CERT.pem KEY.pem]
+//!        (prints one JSON line per completed object on stdout; with --tls it serves HTTPS
+//!        and the line also counts the TLS versions and cipher suites it negotiated since
+//!        the last line)
 //!        discard-s3 --crc32c FILE                              (the file's CRC32C)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use crc_fast::CrcAlgorithm;
@@ -20,6 +22,7 @@ use s3s::auth::SimpleAuth;
 use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Default)]
 struct Discard {
@@ -70,11 +73,32 @@ async fn drain(
     Ok((size, crc))
 }
 
+/// TLS sessions negotiated since the last report, by "version suite".
+static SESSIONS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
 fn report(key: &str, size: u64, crc: u64, requests: u64) {
+    let tls: Vec<String> = std::mem::take(&mut *SESSIONS.lock().unwrap())
+        .into_iter()
+        .map(|(suite, n)| format!("\"{suite}\":{n}"))
+        .collect();
     println!(
-        "{{\"key\":\"{key}\",\"size\":{size},\"crc32c\":\"{:08x}\",\"requests\":{requests}}}",
-        crc as u32
+        "{{\"key\":\"{key}\",\"size\":{size},\"crc32c\":\"{:08x}\",\"requests\":{requests},\"tls\":{{{}}}}}",
+        crc as u32,
+        tls.join(",")
     );
+}
+
+/// A TLS acceptor for the certificate chain and key in the PEM files.
+fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[async_trait::async_trait]
@@ -262,19 +286,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder.set_auth(SimpleAuth::from_single(ak, sk));
     }
     let service = builder.build();
+    let tls = match args.iter().position(|a| a == "--tls") {
+        Some(i) => match (args.get(i + 1), args.get(i + 2)) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => return Err("--tls needs CERT.pem KEY.pem".into()),
+        },
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("discard-s3 listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "discard-s3 listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let (socket, _) = tokio::select! {
             conn = listener.accept() => conn?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let conn = http
-            .serve_connection(TokioIo::new(socket), service.clone())
-            .into_owned();
+        let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(socket), service).await;
+                }
+                Some(tls) => {
+                    let Ok(stream) = tls.accept(socket).await else {
+                        return;
+                    };
+                    let (_, session) = stream.get_ref();
+                    let (Some(version), Some(suite)) = (
+                        session.protocol_version(),
+                        session.negotiated_cipher_suite(),
+                    ) else {
+                        return;
+                    };
+                    let name = format!("{version:?} {:?}", suite.suite());
+                    *SESSIONS.lock().unwrap().entry(name).or_default() += 1;
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
 }
