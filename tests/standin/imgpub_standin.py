@@ -102,6 +102,9 @@ from moto.sts.models import STSBackend  # noqa: E402
 from moto.utilities.utils import get_partition  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import standin_ebs  # noqa: E402
+
 GIB = 1 << 30
 
 # When the stand-in started (time.monotonic()); the request log counts from here.
@@ -135,7 +138,11 @@ SETTINGS: dict[str, Any] = {
     # Seconds every AWS request waits before it is served: a round trip to a region far
     # away, for measuring what a client does in sequence.
     "latency_seconds": 0.0,
+    # EBS direct: how long a snapshot stays pending after CompleteSnapshot.
+    "ebs_complete_seconds": float(os.environ.get("STANDIN_EBS_COMPLETE_SECONDS", "1")),
 }
+
+EBS = standin_ebs.EbsDirect(SETTINGS)
 
 
 # --------------------------------------------------------------------------------------
@@ -1112,6 +1119,17 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             # SSM checks the AMI with the caller's own credentials.
             needs.append(("ec2:DescribeImages", "*", ctx))
         return needs
+    if service == "ebs":
+        # ebs: actions act on the snapshot (ec2's ARN); tags on StartSnapshot need
+        # ec2:CreateTags with ec2:CreateAction = StartSnapshot.
+        snapshot = standin_ebs.EbsDirect.snapshot_of(environ["PATH_INFO"])
+        snapshot_arn = _ec2_arn(partition, region, "snapshot",
+                                "*" if action == "StartSnapshot" else snapshot or "*")
+        needs = [(f"ebs:{action}", snapshot_arn, ctx)]
+        if action == "StartSnapshot" and json.loads(body or b"{}").get("Tags"):
+            needs.append(("ec2:CreateTags", snapshot_arn,
+                          {**ctx, "ec2:CreateAction": "StartSnapshot"}))
+        return needs
     if service == "sts":
         if action == "GetCallerIdentity":
             return []  # needs no permission, even under an explicit deny
@@ -1121,7 +1139,16 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
     return [(f"{service}:{action}", "*", ctx)]
 
 
-DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException"}
+DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException",
+               "ebs": "AccessDeniedException"}
+
+
+def account_of(environ: dict) -> str:
+    """The account whose key signed the request (moto's default for unknown keys)."""
+    from moto.iam.models import get_account_id_from
+
+    m = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return get_account_id_from(m.group(1) if m else "")
 
 
 def denial(service: str, identity: Identity, action: str, resource: str) -> "Fault":
@@ -1261,6 +1288,7 @@ THROTTLING = {
     "ssm": (400, "ThrottlingException"),
     "iam": (400, "Throttling"),
     "sts": (400, "Throttling"),
+    "ebs": (400, "ThrottlingException"),
 }
 
 
@@ -1387,6 +1415,8 @@ class StandinApp:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if service == "s3":
             return service, s3_action(environ["REQUEST_METHOD"], environ["PATH_INFO"], query), None
+        if service == "ebs":
+            return service, EBS.action(environ["REQUEST_METHOD"], environ["PATH_INFO"]), None
         if "Action" in query:
             return service, query["Action"][0], None
         target = environ.get("HTTP_X_AMZ_TARGET")
@@ -1488,6 +1518,10 @@ class StandinApp:
         answer = self._authorize(environ, start_response, service, action, region, body)
         if answer is not None:
             return answer
+        if service == "ec2":
+            EBS.refresh()
+        if service == "ebs":
+            return EBS.serve(environ, start_response, account_of(environ), region)
         if service in ("sts", "iam"):
             return self._query_error_shape(environ, start_response)
         if service == "s3" and action == "ListParts":
@@ -1525,7 +1559,9 @@ class StandinApp:
         if not (SETTINGS["enforce_iam"] or simulate or service == "ec2"):
             return None
         if body is None and (
-            service == "ssm" or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")
+            service == "ssm"
+            or (service == "ebs" and action == "StartSnapshot")
+            or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")
         ):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length)
@@ -1649,6 +1685,12 @@ class StandinApp:
                 f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                 f"<Message>{fault.message}</Message><RequestId>standin-fault</RequestId></Error>"
             )
+        elif service == "ebs":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length:
+                environ["wsgi.input"].read(length)
+            code = "InternalServerException" if fault.code == "InternalError" else fault.code
+            return standin_ebs.error_response(start_response, fault.status, code, fault.message)
         elif environ.get("HTTP_X_AMZ_TARGET"):
             body = json.dumps({"__type": fault.code, "message": fault.message})
         else:

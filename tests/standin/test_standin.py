@@ -866,3 +866,111 @@ def test_dry_run_answers_for_the_caller(enforcing):
     assert not snapshot.get("Tags")
     counts = control(enforcing, "/_standin/requests")
     assert counts.get("ec2.CreateTags:DryRun", 0) >= 1
+
+
+# --------------------------------------------------------------------------------------
+# EBS direct APIs (standin_ebs.py): each case fails against moto's own EBS.
+
+BLOCK = 524288
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _put(ebs, snap: str, index: int, data: bytes, checksum: str | None = None, length=None):
+    return ebs.put_snapshot_block(
+        SnapshotId=snap, BlockIndex=index, BlockData=data,
+        DataLength=len(data) if length is None else length,
+        Checksum=checksum or _sha(data), ChecksumAlgorithm="SHA256")
+
+
+def _code(excinfo) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def test_ebs_blocks_are_512_kib_and_checked(account):
+    ebs = client(account, "ebs")
+    started = ebs.start_snapshot(VolumeSize=1, Timeout=10)
+    snap = started["SnapshotId"]
+    assert started["BlockSize"] == BLOCK and started["Status"] == "pending"
+    block = os.urandom(BLOCK)
+    _put(ebs, snap, 3, block)
+    with pytest.raises(ClientError) as e:  # another block's checksum
+        _put(ebs, snap, 4, block, checksum=_sha(b"x" * BLOCK))
+    assert _code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:  # moto's block size
+        _put(ebs, snap, 5, block[:512])
+    assert _code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:  # 1 GiB = blocks 0..2047
+        _put(ebs, snap, 2048, block)
+    assert _code(e) == "ValidationException"
+    assert e.value.response["Reason"] == "INVALID_BLOCK"
+    with pytest.raises(ClientError) as e:
+        _put(ebs, "snap-0000000000000000", 0, block)
+    assert _code(e) == "ResourceNotFoundException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    listed = ebs.list_snapshot_blocks(SnapshotId=snap)
+    assert [b["BlockIndex"] for b in listed["Blocks"]] == [3]
+    got = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=3,
+                                 BlockToken=listed["Blocks"][0]["BlockToken"])
+    assert got["BlockData"].read() == block and got["Checksum"] == _sha(block)
+
+
+def test_ebs_completion_checks_the_count_and_the_linear_checksum(account):
+    import hashlib
+
+    ebs, ec2 = client(account, "ebs"), client(account, "ec2")
+    snap = ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": "Name", "Value": "linear"}])["SnapshotId"]
+    blocks = {7: os.urandom(BLOCK), 2: os.urandom(BLOCK)}
+    for index, data in blocks.items():
+        _put(ebs, snap, index, data)
+    linear = base64.b64encode(hashlib.sha256(b"".join(
+        hashlib.sha256(blocks[i]).digest() for i in sorted(blocks))).digest()).decode()
+    wrong = base64.b64encode(hashlib.sha256(b"".join(
+        hashlib.sha256(blocks[i]).digest() for i in blocks)).digest()).decode()
+    common = dict(SnapshotId=snap, ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+    with pytest.raises(ClientError) as e:  # block order, not upload order
+        ebs.complete_snapshot(ChangedBlocksCount=2, Checksum=wrong, **common)
+    assert _code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        ebs.complete_snapshot(ChangedBlocksCount=3, Checksum=linear, **common)
+    assert _code(e) == "ValidationException"
+    described = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert described["State"] == "pending"
+    assert {"Key": "Name", "Value": "linear"} in described["Tags"]
+    assert ebs.complete_snapshot(ChangedBlocksCount=2, Checksum=linear, **common)["Status"] in (
+        "pending", "completed")
+    with pytest.raises(ClientError) as e:  # sealed
+        _put(ebs, snap, 9, blocks[2])
+    assert _code(e) == "ValidationException"
+    deadline = time.monotonic() + 10
+    while ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_ebs_client_token_makes_start_snapshot_idempotent(account):
+    ebs = client(account, "ebs")
+    first = ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-1")["SnapshotId"]
+    assert ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-1")["SnapshotId"] == first
+    assert ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-2")["SnapshotId"] != first
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=3, ClientToken="tok-ebs-1")
+    assert _code(e) == "ValidationException"
+
+
+def test_ebs_faults_have_the_service_error_shape(account):
+    ebs = client(account, "ebs")
+    control(account, "/_standin/faults", {"service": "ebs", "action": "StartSnapshot",
+                                          "status": 400, "code": "ThrottlingException"})
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=1)
+    assert _code(e) == "ThrottlingException"
+    control(account, "/_standin/faults", {"service": "ebs", "action": "StartSnapshot"})
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=1)
+    assert _code(e) == "InternalServerException"
+    assert ebs.start_snapshot(VolumeSize=1)["Status"] == "pending"

@@ -1,0 +1,327 @@
+"""EBS direct APIs (StartSnapshot, PutSnapshotBlock, CompleteSnapshot, ListSnapshotBlocks,
+GetSnapshotBlock) as the service behaves, where moto's are not faithful: moto takes 512-byte
+blocks, never checks a checksum, a data length or ChangedBlocksCount, ignores ClientToken
+and Timeout, accepts blocks past the volume's end and after completion, answers 500 for an
+unknown snapshot and makes every snapshot `completed` at once.
+
+The snapshots are moto's EC2 snapshots (so DescribeSnapshots, RegisterImage and tags see
+them), held `pending` until CompleteSnapshot and then for `ebs_complete_seconds` more; one
+not completed within its Timeout turns `error`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+BLOCK_SIZE = 524288
+GIB = 1 << 30
+# StartSnapshot's limits (API reference): VolumeSize in GiB, Timeout in minutes.
+MAX_VOLUME_GIB = 65536
+TIMEOUT_MINUTES = (10, 4320)
+DEFAULT_TIMEOUT_MINUTES = 60
+
+
+class EbsError(Exception):
+    """An error the service answers: HTTP status, code, message, reason."""
+
+    def __init__(self, status: int, code: str, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.reason = status, code, message, reason
+
+
+def _validation(message: str, reason: str) -> EbsError:
+    return EbsError(400, "ValidationException", message, reason)
+
+
+@dataclass
+class Snapshot:
+    snapshot_id: str
+    account: str
+    region: str
+    volume_size: int
+    timeout_minutes: int
+    started: float
+    ec2: Any  # moto's EC2 Snapshot
+    # Block index -> (data, raw SHA-256 digest).
+    blocks: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    completes_at: float | None = None
+    # Every block token handed out, to tell a made-up one (GetSnapshotBlock needs one).
+    tokens: set[str] = field(default_factory=set)
+
+    def status(self, now: float) -> str:
+        if self.completes_at is not None:
+            return "completed" if now >= self.completes_at else "pending"
+        if now > self.started + self.timeout_minutes * 60:
+            return "error"
+        return "pending"
+
+    def block_count(self) -> int:
+        return self.volume_size * GIB // BLOCK_SIZE
+
+
+class EbsDirect:
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.snapshots: dict[str, Snapshot] = {}
+        # (account, region, ClientToken) -> (request parameters, snapshot id).
+        self.tokens: dict[tuple[str, str, str], tuple[dict, str]] = {}
+
+    def refresh(self) -> None:
+        """Brings moto's EC2 view of each snapshot to its state now (DescribeSnapshots)."""
+        now = time.monotonic()
+        with self.lock:
+            for snap in self.snapshots.values():
+                snap.ec2.status = snap.status(now)
+
+    def _snapshot(self, account: str, region: str, snapshot_id: str) -> Snapshot:
+        snap = self.snapshots.get(snapshot_id)
+        if snap is None or snap.account != account or snap.region != region:
+            raise EbsError(404, "ResourceNotFoundException",
+                           f"The snapshot '{snapshot_id}' does not exist.", "SNAPSHOT_NOT_FOUND")
+        return snap
+
+    def _pending(self, snap: Snapshot) -> None:
+        status = snap.status(time.monotonic())
+        if status != "pending" or snap.completes_at is not None:
+            raise _validation(
+                f"The snapshot '{snap.snapshot_id}' is not in a pending state ({status}).",
+                "INVALID_SNAPSHOT_ID" if status != "error" else "WRITE_REQUEST_TIMEOUT",
+            )
+
+    # ---------------------------------------------------------------------------------------
+    # Operations.
+
+    def start_snapshot(self, account: str, region: str, doc: dict) -> dict:
+        from moto.ec2.models import ec2_backends
+
+        size = doc.get("VolumeSize")
+        if not isinstance(size, int) or not 1 <= size <= MAX_VOLUME_GIB:
+            raise _validation(f"VolumeSize must be 1 to {MAX_VOLUME_GIB} GiB.",
+                              "INVALID_VOLUME_SIZE")
+        timeout = doc.get("Timeout", DEFAULT_TIMEOUT_MINUTES)
+        if not isinstance(timeout, int) or not TIMEOUT_MINUTES[0] <= timeout <= TIMEOUT_MINUTES[1]:
+            raise _validation("Timeout must be 10 to 4320 minutes.", "INVALID_PARAMETER_VALUE")
+        if doc.get("KmsKeyArn") and not doc.get("Encrypted"):
+            raise _validation("KmsKeyArn needs Encrypted set to true.", "INVALID_CUSTOMER_KEY")
+        token = doc.get("ClientToken")
+        params = {k: v for k, v in doc.items() if k != "ClientToken"}
+        with self.lock:
+            if token is not None:
+                seen = self.tokens.get((account, region, token))
+                if seen is not None:
+                    if seen[0] != params:
+                        raise _validation(
+                            "The ClientToken was used with other parameters.",
+                            "INVALID_DEPENDENCY_REQUEST")
+                    return self._describe(self.snapshots[seen[1]])
+            backend = ec2_backends[account][region]
+            volume = backend.create_volume(size=size, zone_name=f"{region}a")
+            ec2 = backend.create_snapshot(volume_id=volume.id,
+                                          description=doc.get("Description") or "")
+            # The volume was only moto's way to a snapshot; AWS has none.
+            backend.volumes.pop(volume.id, None)
+            tags = doc.get("Tags") or []
+            if tags:
+                ec2.add_tags({t["Key"]: t["Value"] for t in tags})
+            if doc.get("Encrypted"):
+                ec2.encrypted = True
+                ec2.kms_key_id = doc.get("KmsKeyArn") or f"arn:aws:kms:{region}:{account}:alias/aws/ebs"
+            snap = Snapshot(ec2.id, account, region, size, timeout, time.monotonic(), ec2)
+            ec2.status = "pending"
+            self.snapshots[snap.snapshot_id] = snap
+            if token is not None:
+                self.tokens[(account, region, token)] = (params, snap.snapshot_id)
+            return self._describe(snap)
+
+    def _describe(self, snap: Snapshot) -> dict:
+        out = {
+            "SnapshotId": snap.snapshot_id,
+            "OwnerId": snap.account,
+            "Status": snap.status(time.monotonic()),
+            "StartTime": snap.ec2.start_time.timestamp()
+            if hasattr(snap.ec2.start_time, "timestamp") else time.time(),
+            "VolumeSize": snap.volume_size,
+            "BlockSize": BLOCK_SIZE,
+            "Tags": [{"Key": t["key"], "Value": t["value"]} for t in snap.ec2.get_tags()],
+            "Description": snap.ec2.description,
+        }
+        if snap.ec2.encrypted:
+            out["KmsKeyArn"] = snap.ec2.kms_key_id
+        return out
+
+    def put_block(self, account: str, region: str, snapshot_id: str, index: str,
+                  headers: dict[str, str], body: bytes) -> tuple[dict[str, str], dict]:
+        with self.lock:
+            snap = self._snapshot(account, region, snapshot_id)
+            self._pending(snap)
+            if not index.isdigit() or int(index) >= snap.block_count():
+                raise _validation(
+                    f"The block index {index} is past the end of the {snap.volume_size} GiB "
+                    "volume.", "INVALID_BLOCK")
+            length = headers.get("x-amz-data-length", "")
+            if not length.isdigit() or int(length) != BLOCK_SIZE:
+                raise _validation(f"DataLength must be {BLOCK_SIZE}.", "INVALID_PARAMETER_VALUE")
+            if len(body) != int(length):
+                raise _validation("The block's length is not its DataLength.",
+                                  "INVALID_PARAMETER_VALUE")
+            if headers.get("x-amz-checksum-algorithm") != "SHA256":
+                raise _validation("ChecksumAlgorithm must be SHA256.", "INVALID_PARAMETER_VALUE")
+            digest = hashlib.sha256(body).digest()
+            if headers.get("x-amz-checksum") != base64.b64encode(digest).decode():
+                raise _validation("The checksum does not match the block's data.",
+                                  "INVALID_PARAMETER_VALUE")
+            snap.blocks[int(index)] = (body, digest)
+        checksum = base64.b64encode(digest).decode()
+        return {"x-amz-Checksum": checksum, "x-amz-Checksum-Algorithm": "SHA256"}, {}
+
+    def complete(self, account: str, region: str, snapshot_id: str,
+                 headers: dict[str, str]) -> dict:
+        with self.lock:
+            snap = self._snapshot(account, region, snapshot_id)
+            self._pending(snap)
+            count = headers.get("x-amz-changedblockscount", "")
+            if not count.isdigit():
+                raise _validation("ChangedBlocksCount is required.", "INVALID_PARAMETER_VALUE")
+            if int(count) != len(snap.blocks):
+                raise _validation(
+                    f"ChangedBlocksCount is {count}, but {len(snap.blocks)} blocks were "
+                    "written.", "INVALID_PARAMETER_VALUE")
+            checksum = headers.get("x-amz-checksum")
+            if checksum is not None:
+                if (headers.get("x-amz-checksum-algorithm") != "SHA256"
+                        or headers.get("x-amz-checksum-aggregation-method") != "LINEAR"):
+                    raise _validation("The aggregate checksum must be SHA256, LINEAR.",
+                                      "INVALID_PARAMETER_VALUE")
+                linear = hashlib.sha256(
+                    b"".join(snap.blocks[i][1] for i in sorted(snap.blocks))).digest()
+                if checksum != base64.b64encode(linear).decode():
+                    raise _validation("The aggregate checksum does not match the blocks "
+                                      "written.", "INVALID_PARAMETER_VALUE")
+            snap.completes_at = time.monotonic() + float(self.settings["ebs_complete_seconds"])
+            snap.ec2.status = snap.status(time.monotonic())
+            return {"Status": snap.ec2.status}
+
+    def list_blocks(self, account: str, region: str, snapshot_id: str,
+                    query: dict[str, list[str]]) -> dict:
+        first = lambda name, default: (query.get(name) or [default])[0]  # noqa: E731
+        with self.lock:
+            snap = self._snapshot(account, region, snapshot_id)
+            max_results = int(first("maxResults", "10000"))
+            if not 100 <= max_results <= 10000:
+                raise _validation("MaxResults must be 100 to 10000.", "INVALID_PARAMETER_VALUE")
+            start = int(first("pageToken", first("startingBlockIndex", "0")))
+            indexes = [i for i in sorted(snap.blocks) if i >= start]
+            page, rest = indexes[:max_results], indexes[max_results:]
+            blocks = []
+            for i in page:
+                token = base64.b64encode(hashlib.sha256(
+                    f"{snapshot_id}/{i}/{snap.blocks[i][1].hex()}".encode()).digest()).decode()
+                snap.tokens.add(token)
+                blocks.append({"BlockIndex": i, "BlockToken": token})
+            out = {"Blocks": blocks, "VolumeSize": snap.volume_size, "BlockSize": BLOCK_SIZE,
+                   "ExpiryTime": time.time() + 3600}
+            if rest:
+                out["NextToken"] = str(rest[0])
+            return out
+
+    def get_block(self, account: str, region: str, snapshot_id: str, index: str,
+                  query: dict[str, list[str]]) -> tuple[dict[str, str], bytes]:
+        with self.lock:
+            snap = self._snapshot(account, region, snapshot_id)
+            token = (query.get("blockToken") or [""])[0]
+            if not index.isdigit() or int(index) not in snap.blocks or token not in snap.tokens:
+                raise _validation("The block token is not valid for this block.",
+                                  "INVALID_BLOCK_TOKEN")
+            data, digest = snap.blocks[int(index)]
+        return {
+            "x-amz-Data-Length": str(len(data)),
+            "x-amz-Checksum": base64.b64encode(digest).decode(),
+            "x-amz-Checksum-Algorithm": "SHA256",
+            "Content-Type": "application/octet-stream",
+        }, data
+
+    # ---------------------------------------------------------------------------------------
+    # HTTP.
+
+    @staticmethod
+    def action(method: str, path: str) -> str:
+        parts = [p for p in path.split("/") if p]
+        if parts == ["snapshots"] and method == "POST":
+            return "StartSnapshot"
+        if len(parts) == 3 and parts[:2] == ["snapshots", "completion"] and method == "POST":
+            return "CompleteSnapshot"
+        if len(parts) == 3 and parts[0] == "snapshots" and parts[2] == "blocks":
+            return "ListSnapshotBlocks"
+        if len(parts) == 4 and parts[0] == "snapshots" and parts[2] == "blocks":
+            return "PutSnapshotBlock" if method == "PUT" else "GetSnapshotBlock"
+        if len(parts) == 3 and parts[0] == "snapshots" and parts[2] == "changedblocks":
+            return "ListChangedBlocks"
+        return f"{method} {path}"
+
+    @staticmethod
+    def snapshot_of(path: str) -> str | None:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 3 and parts[1] == "completion":
+            return parts[2]
+        return parts[1] if len(parts) >= 2 else None
+
+    def serve(self, environ: dict, start_response: Callable, account: str,
+              region: str) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+                   if k.startswith("HTTP_")}
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        parts = [p for p in path.split("/") if p]
+        action = self.action(method, path)
+        try:
+            out_headers: dict[str, str] = {}
+            if action == "StartSnapshot":
+                status, answer = "201 Created", self.start_snapshot(
+                    account, region, json.loads(body or b"{}"))
+            elif action == "PutSnapshotBlock":
+                out_headers, answer = self.put_block(account, region, parts[1], parts[3],
+                                                     headers, body)
+                status = "201 Created"
+            elif action == "CompleteSnapshot":
+                status, answer = "202 Accepted", self.complete(account, region, parts[2],
+                                                               headers)
+            elif action == "ListSnapshotBlocks":
+                status, answer = "200 OK", self.list_blocks(account, region, parts[1], query)
+            elif action == "GetSnapshotBlock":
+                out_headers, data = self.get_block(account, region, parts[1], parts[3], query)
+                start_response("200 OK", [*out_headers.items(),
+                                          ("Content-Length", str(len(data)))])
+                return [data]
+            else:
+                raise EbsError(400, "ValidationException", f"{action} is not served here",
+                               "INVALID_PARAMETER_VALUE")
+        except EbsError as e:
+            return error_response(start_response, e.status, e.code, e.message, e.reason)
+        data = json.dumps(answer).encode()
+        start_response(status, [*out_headers.items(), ("Content-Type", "application/json"),
+                                ("Content-Length", str(len(data)))])
+        return [data]
+
+
+def error_response(start_response: Callable, status: int, code: str, message: str,
+                   reason: str | None = None) -> list[bytes]:
+    """An EBS (restJson1) error: the code in x-amzn-ErrorType and the body."""
+    doc: dict[str, Any] = {"message": message}
+    if reason:
+        doc["Reason"] = reason
+    data = json.dumps(doc).encode()
+    phrase = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
+              500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    start_response(f"{status} {phrase}", [
+        ("Content-Type", "application/json"), ("x-amzn-ErrorType", code),
+        ("Content-Length", str(len(data)))])
+    return [data]
