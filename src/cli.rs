@@ -16,7 +16,7 @@ use imgpub::commands::gc::GcOptions;
 use imgpub::commands::grant::GrantOptions;
 use imgpub::commands::initialize::InitializeOptions;
 use imgpub::commands::policy::{For, PolicyOptions};
-use imgpub::commands::upload::{Deprecate, Transfer, UploadOptions};
+use imgpub::commands::upload::{Deprecate, Transfer, UploadOptions, Via};
 use imgpub::commands::upload_object::UploadObjectOptions;
 use imgpub::image::ObjectFormat;
 
@@ -254,6 +254,13 @@ pub enum AwsSubcommand {
         after_help = "Example:\n  imgpub aws import-snapshot --region us-east-1 --bucket s3://my-images/ci --file os.vmdk --name os-1.2.3"
     )]
     ImportSnapshot(Box<UploadArgs>),
+    /// Write a local image (raw or VMDK) straight into a snapshot with the EBS direct APIs:
+    /// no bucket, no vmimport role; prints {"SnapshotID":…}. `upload --via ebs-direct`
+    /// without the AMI.
+    #[command(
+        after_help = "Example:\n  imgpub aws upload-snapshot --region us-east-1 --file os.raw --name os-1.2.3 --tags stream=stable"
+    )]
+    UploadSnapshot(Box<UploadArgs>),
     /// Register an AMI from an existing snapshot; tags and permissions.
     #[command(
         after_help = "Example:\n  imgpub aws register-ami --region us-east-1 --source-snapshot snap-0123456789abcdef0 --name os-1.2.3"
@@ -459,6 +466,20 @@ pub struct UploadArgs {
     pub role_name: String,
     #[command(flatten)]
     pub transfer: TransferArgs,
+    /// How the image becomes a snapshot: s3 (multipart upload, then ImportSnapshot: ore's
+    /// path) or ebs-direct (its blocks written straight into a snapshot: no bucket, no
+    /// vmimport role, no import queue; raw and VMDK images).
+    #[arg(
+        long,
+        value_enum,
+        env = "IMGPUB_VIA",
+        default_value = "s3",
+        value_name = "PATH"
+    )]
+    pub via: Via,
+    /// --via ebs-direct: 512 KiB blocks read and sent at once (memory is about this × 512 KiB).
+    #[arg(long, default_value_t = imgpub::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N", help_heading = "Transfer options")]
+    pub blocks_in_flight: u16,
     /// Give up waiting for the import after this long, the wait for a free import slot
     /// included (e.g. 2h, 90m, 600s); the task keeps running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
@@ -735,6 +756,16 @@ pub struct PolicyScopeArgs {
     /// Allow making snapshots public (group all).
     #[arg(long)]
     pub public: bool,
+    /// How `upload` makes its snapshot: s3 (S3 and ImportSnapshot) or ebs-direct (the
+    /// ebs: actions instead; no bucket).
+    #[arg(
+        long,
+        value_enum,
+        env = "IMGPUB_VIA",
+        default_value = "s3",
+        value_name = "PATH"
+    )]
+    pub via: Via,
     /// Allow sharing snapshots only with these accounts (comma list).
     #[arg(long, value_delimiter = ',', value_name = "ACCOUNT")]
     pub share_with: Vec<String>,
@@ -848,6 +879,8 @@ impl From<UploadArgs> for UploadOptions {
         UploadOptions {
             part_size: a.transfer.part_size,
             upload_concurrency: a.transfer.upload_concurrency,
+            blocks_in_flight: usize::from(a.blocks_in_flight),
+            via: a.via,
             file: a.file,
             bucket: a.bucket,
             name: a.name,
@@ -945,6 +978,7 @@ impl PolicyScopeArgs {
             role_name: self.role_name.clone(),
             partition: None,
             account: None,
+            via: self.via,
         }
     }
 }

@@ -188,6 +188,10 @@ async fn run(aws: AwsCommand) -> Result<()> {
         }
         AwsSubcommand::Upload(args) => publish(upload::Stage::Upload, flags, *args).await?,
         AwsSubcommand::ImportSnapshot(args) => publish(upload::Stage::Import, flags, *args).await?,
+        AwsSubcommand::UploadSnapshot(mut args) => {
+            args.via = upload::Via::EbsDirect;
+            publish(upload::Stage::Import, flags, *args).await?
+        }
         AwsSubcommand::RegisterAmi(args) => publish(upload::Stage::Register, flags, *args).await?,
         AwsSubcommand::UploadObject(args) => {
             // Only S3 is needed, so there is no STS preflight; an S3 error still names the

@@ -140,6 +140,8 @@ fn assert_nothing_changed(standin: &Standin, what: &str) {
         "ec2.CreateTags",
         "ec2.ModifyImageAttribute",
         "ec2.ModifySnapshotAttribute",
+        "ebs.StartSnapshot",
+        "ebs.PutSnapshotBlock",
     ] {
         assert_eq!(
             count(&counts, action),
@@ -969,5 +971,98 @@ async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_p
             ],
         );
         assert_eq!(run.json()["image"], ami.as_str(), "{mode} delete");
+    }
+}
+
+/// `--via ebs-direct`: the printed policy has the ebs: actions and no S3 or import ones; a
+/// publisher holding exactly it publishes through the EBS direct APIs, and without any one
+/// statement stops in the preflight naming what it lacks, before a block is written.
+#[tokio::test]
+async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
+    let standin = Standin::start();
+    let document = policy(
+        &standin,
+        &[
+            "--for",
+            "upload",
+            "--via",
+            "ebs-direct",
+            "--regions",
+            REGION,
+        ],
+    );
+    let text = document.to_string();
+    for action in [
+        "ebs:StartSnapshot",
+        "ebs:PutSnapshotBlock",
+        "ebs:CompleteSnapshot",
+        "ebs:ListSnapshotBlocks",
+    ] {
+        assert!(text.contains(action), "{action} missing: {text}");
+    }
+    // StartSnapshot tags the snapshot as it starts it: ec2:CreateTags on snapshots.
+    let snapshots = document["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Resource"].to_string().contains(":snapshot/"))
+        .unwrap()
+        .to_string();
+    assert!(snapshots.contains("ec2:CreateTags"), "{snapshots}");
+    for absent in ["s3:", "ec2:ImportSnapshot", "iam:PassRole"] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
+
+    enforce_iam(&standin);
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 7);
+    let direct = |cmd: Imgpub, name: &str| {
+        cmd.args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--via",
+            "ebs-direct",
+            "-v",
+        ])
+        .arg_path("--file", &file)
+        .args(["--name", name, "--tags", "stream=stable"])
+        .args([
+            "--grant-user",
+            SHARE_WITH,
+            "--grant-user-snapshot",
+            SHARE_WITH,
+        ])
+        .run()
+    };
+    let publisher = user_with(&standin, "direct-publisher", &document).await;
+    let run = direct(signed_by(standin.imgpub(), &publisher), "direct-1");
+    let out = run.json();
+    assert!(out["HVM"].as_str().is_some(), "{out}");
+    assert!(
+        run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+
+    let statements = document["Statement"].as_array().unwrap().clone();
+    for (i, statement) in statements.iter().enumerate() {
+        let sid = statement["Sid"].as_str().unwrap();
+        if sid == "Preflight" {
+            continue;
+        }
+        let keys = user_with(
+            &standin,
+            &format!("direct-without-{i}"),
+            &without_statement(&document, sid),
+        )
+        .await;
+        standin.reset_requests();
+        let name = format!("direct-without-{i}");
+        let run = direct(signed_by(standin.imgpub(), &keys), &name);
+        assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
+        assert_names_an_action(&run, statement, &format!("without {sid}"));
+        assert_nothing_changed(&standin, sid);
     }
 }

@@ -15,6 +15,7 @@ pub enum Service {
     Iam,
     Ssm,
     Sts,
+    Ebs,
 }
 
 /// Every AWS operation imgpub makes. Adding a call site means adding it here (the error
@@ -51,6 +52,10 @@ pub enum Op {
     Ec2ModifyImageAttribute,
     Ec2ModifySnapshotAttribute,
     Ec2CopyImage,
+    EbsStartSnapshot,
+    EbsListSnapshotBlocks,
+    EbsPutSnapshotBlock,
+    EbsCompleteSnapshot,
     IamGetRole,
     IamCreateRole,
     IamUpdateAssumeRolePolicy,
@@ -161,6 +166,10 @@ impl Op {
         Op::Ec2ModifyImageAttribute,
         Op::Ec2ModifySnapshotAttribute,
         Op::Ec2CopyImage,
+        Op::EbsStartSnapshot,
+        Op::EbsListSnapshotBlocks,
+        Op::EbsPutSnapshotBlock,
+        Op::EbsCompleteSnapshot,
         Op::IamGetRole,
         Op::IamCreateRole,
         Op::IamUpdateAssumeRolePolicy,
@@ -436,6 +445,63 @@ impl Op {
                             why: "tag the AMI as it is registered",
                         },
                     ]
+                },
+            ),
+            Op::EbsStartSnapshot => (
+                Ebs,
+                "StartSnapshot",
+                "start_snapshot",
+                &const {
+                    [
+                        need(
+                            "ebs:StartSnapshot",
+                            R::Snapshot,
+                            "start the snapshot the image's blocks are written to",
+                        ),
+                        // The snapshot is tagged (Name, imgpub:content) as it is started.
+                        Need {
+                            action: "ec2:CreateTags",
+                            resource: R::Snapshot,
+                            create_action: Some("StartSnapshot"),
+                            why: "tag the snapshot as it is started (reruns find it by tag)",
+                        },
+                    ]
+                },
+            ),
+            Op::EbsListSnapshotBlocks => (
+                Ebs,
+                "ListSnapshotBlocks",
+                "list_snapshot_blocks",
+                &const {
+                    [need(
+                        "ebs:ListSnapshotBlocks",
+                        R::Snapshot,
+                        "resume: see which blocks an earlier run wrote",
+                    )]
+                },
+            ),
+            Op::EbsPutSnapshotBlock => (
+                Ebs,
+                "PutSnapshotBlock",
+                "put_snapshot_block",
+                &const {
+                    [need(
+                        "ebs:PutSnapshotBlock",
+                        R::Snapshot,
+                        "write the image's blocks",
+                    )]
+                },
+            ),
+            Op::EbsCompleteSnapshot => (
+                Ebs,
+                "CompleteSnapshot",
+                "complete_snapshot",
+                &const {
+                    [need(
+                        "ebs:CompleteSnapshot",
+                        R::Snapshot,
+                        "seal the snapshot with its block count and checksum",
+                    )]
                 },
             ),
             Op::Ec2DeregisterImage => (
@@ -851,6 +917,7 @@ impl Op {
             Service::Iam => "iam",
             Service::Ssm => "ssm",
             Service::Sts => "sts",
+            Service::Ebs => "ebs",
         };
         format!("{service}:{}", info.name)
     }
@@ -1067,6 +1134,7 @@ mod tests {
             ("ami.rs", include_str!("ami.rs")),
             ("config.rs", include_str!("config.rs")),
             ("copy.rs", include_str!("copy.rs")),
+            ("ebs_direct.rs", include_str!("ebs_direct.rs")),
             ("iam.rs", include_str!("iam.rs")),
             ("import.rs", include_str!("import.rs")),
             ("multipart.rs", include_str!("multipart.rs")),
@@ -1123,6 +1191,7 @@ mod tests {
         let mut found = BTreeSet::new();
         for client in [
             "ec2",
+            "ebs",
             "s3",
             "iam",
             "ssm",

@@ -418,6 +418,15 @@ impl AwsContext {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// EBS direct: the SDK's adaptive retry mode, so throttling (PutSnapshotBlock has a
+    /// per-snapshot request rate) also slows the client's own request rate down.
+    pub fn ebs(&self) -> aws_sdk_ebs::Client {
+        let conf = aws_sdk_ebs::config::Builder::from(&self.sdk)
+            .retry_config(RetryConfig::adaptive().with_max_attempts(MAX_ATTEMPTS))
+            .build();
+        aws_sdk_ebs::Client::from_conf(conf)
+    }
+
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk)
     }

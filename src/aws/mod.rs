@@ -2,9 +2,11 @@
 //! table of every operation they make.
 
 pub mod ami;
+pub mod buffers;
 pub mod calls;
 pub mod config;
 pub mod copy;
+pub mod ebs_direct;
 pub mod iam;
 pub mod images;
 pub mod import;

@@ -25,6 +25,7 @@ use futures_util::future;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
+use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
 use crate::aws::s3::S3Object;
 use crate::error::{aws, Error, ErrorKind, Result};
@@ -406,18 +407,18 @@ impl PartSender<'_> {
                 // are still in the CPU's cache, not again from memory.
                 let mut crc = crc32c_digest();
                 let mut at = offset;
-                for slice in bytes.buf.chunks_mut(CRC_SLICE) {
+                for slice in bytes.as_mut().chunks_mut(CRC_SLICE) {
                     read_image_at(&file, slice, at, &shown)?;
                     crc.update(slice);
                     at += slice.len() as u64;
                 }
                 Some(crc.finalize() as u32)
             } else {
-                read_image_at(&file, &mut bytes.buf, offset, &shown)?;
+                read_image_at(&file, bytes.as_mut(), offset, &shown)?;
                 None
             };
             if let Some(there) = there {
-                if there.holds(&bytes.buf, crc32c) {
+                if there.holds(bytes.as_ref(), crc32c) {
                     return Ok(Prepared::Keep {
                         len,
                         etag: there.etag,
@@ -430,7 +431,7 @@ impl PartSender<'_> {
                 (Some(crc), _) => PartCheck::Crc32c(crc),
                 (None, Some(hash)) => PartCheck::Sha256(hash),
                 (None, None) => {
-                    let hash = Sha256Lanes::new(1).finish(&[&bytes.buf[..]]);
+                    let hash = Sha256Lanes::new(1).finish(&[bytes.as_ref()]);
                     PartCheck::Sha256(hex::encode(hash[0]))
                 }
             };
@@ -526,45 +527,6 @@ struct PartFailure {
 enum PartCheck {
     Sha256(String),
     Crc32c(u32),
-}
-
-/// Part buffers, reused once the SDK is done with them: memory stays at the parts in
-/// flight, and a buffer is zeroed only when it is first made (or grows).
-#[derive(Clone, Default)]
-struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
-
-impl Buffers {
-    fn take(&self, len: usize) -> Pooled {
-        let mut buf = self.lock().pop().unwrap_or_default();
-        buf.resize(len, 0);
-        Pooled {
-            buf,
-            home: self.clone(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A buffer that goes back to its pool when dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    home: Buffers,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        self.home.lock().push(buf);
-    }
 }
 
 /// One part, read into a pooled buffer the SDK sends as it is.

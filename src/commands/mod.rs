@@ -33,6 +33,7 @@ pub struct Clients {
     /// S3 is reached over TLS (so uploads need not sign the payload).
     pub s3_over_tls: bool,
     pub ec2: aws_sdk_ec2::Client,
+    pub ebs: aws_sdk_ebs::Client,
     pub iam: aws_sdk_iam::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub region: String,
@@ -44,6 +45,7 @@ impl Clients {
             s3: ctx.s3(),
             s3_over_tls: ctx.s3_over_tls(),
             ec2: ctx.ec2(),
+            ebs: ctx.ebs(),
             iam: ctx.iam(),
             ssm: ctx.ssm(),
             region: ctx.region.clone(),

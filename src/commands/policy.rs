@@ -42,9 +42,10 @@ pub enum For {
 }
 
 impl For {
-    /// Every operation the command may make.
-    pub fn ops(self) -> &'static [Op] {
+    /// Every operation the command may make; `via`: how `upload` makes its snapshot.
+    pub fn ops(self, via: upload::Via) -> &'static [Op] {
         match self {
+            For::Upload if via == upload::Via::EbsDirect => upload::MAY_CALL_EBS_DIRECT,
             For::Upload => upload::MAY_CALL,
             For::Copy => copy_regions::MAY_CALL,
             For::Ssm => publish_ssm::MAY_CALL,
@@ -77,6 +78,8 @@ pub struct PolicyOptions {
     pub role_name: String,
     pub partition: Option<String>,
     pub account: Option<String>,
+    /// How `upload` makes its snapshot: S3 and ImportSnapshot, or EBS direct.
+    pub via: upload::Via,
 }
 
 /// Where the policy applies, every part resolved.
@@ -92,6 +95,7 @@ pub struct Scope {
     pub public: bool,
     pub share_with: Vec<String>,
     pub role_name: String,
+    pub via: upload::Via,
 }
 
 /// Checks the flags; `caller` is the partition and account of working credentials, if any,
@@ -186,6 +190,7 @@ pub fn scope(
         public: opts.public,
         share_with: opts.share_with.clone(),
         role_name: opts.role_name.clone(),
+        via: opts.via,
     })
 }
 
@@ -265,14 +270,14 @@ pub fn build(scope: &Scope) -> Policy {
     let mut rows: Vec<Row> = vec![];
     let mut seen = std::collections::BTreeSet::new();
     for command in &scope.commands {
-        for op in command.ops() {
+        for op in command.ops(scope.via) {
             for need in op.info().needs {
                 // A tag on create is covered when CreateTags is granted on that kind anyway.
                 let plain_tags = need.create_action.is_some()
                     && scope
                         .commands
                         .iter()
-                        .any(|c| c.ops().contains(&Op::Ec2CreateTags));
+                        .any(|c| c.ops(scope.via).contains(&Op::Ec2CreateTags));
                 if plain_tags {
                     continue;
                 }

@@ -17,6 +17,7 @@ use crate::aws::ami::{
     VolumeType,
 };
 use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::ebs_direct::{self, SnapshotRequest, Start};
 use crate::aws::import::{self, Encryption, ImportRequest};
 use crate::aws::multipart::{self, UploadRequest};
 use crate::aws::s3::{self, S3Object, S3Prefix};
@@ -35,6 +36,16 @@ pub enum Stage {
     Import,
     /// From a snapshot: `imgpub aws register-ami`.
     Register,
+}
+
+/// How a local image becomes a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Via {
+    /// S3 multipart upload, then ImportSnapshot (ore's path).
+    #[default]
+    S3,
+    /// The EBS direct APIs: the blocks written straight into a snapshot.
+    EbsDirect,
 }
 
 /// The ore-compatible flags of `upload`, as the user gave them.
@@ -75,6 +86,9 @@ pub struct UploadOptions {
     /// `--encrypted`: the snapshot is encrypted on import (with `kms_key`, that key's).
     pub encrypted: bool,
     pub kms_key: Option<String>,
+    pub via: Via,
+    /// EBS direct: blocks read and sent at once.
+    pub blocks_in_flight: usize,
 }
 
 /// When the AMI is deprecated: `--deprecate-in 90d` or `--deprecate-at 2027-06-01T00:00:00Z`.
@@ -127,6 +141,8 @@ pub enum Source {
     },
     /// A snapshot (`--source-snapshot`).
     Snapshot(String),
+    /// A local image, written block by block with the EBS direct APIs (`--via ebs-direct`).
+    Blocks(Box<SnapshotRequest>),
 }
 
 impl Source {
@@ -134,7 +150,7 @@ impl Source {
     pub fn object(&self) -> Option<&S3Object> {
         match self {
             Source::File { object, .. } | Source::Object { object, .. } => Some(object),
-            Source::Snapshot(_) => None,
+            Source::Snapshot(_) | Source::Blocks(_) => None,
         }
     }
 }
@@ -172,6 +188,8 @@ pub enum SnapshotStep {
     Use(String),
     /// Upload (for a file) and import.
     Import,
+    /// Write the blocks with the EBS direct APIs.
+    Write(Start),
 }
 
 /// What the run does about the AMI.
@@ -266,6 +284,14 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
                 "register-ami needs --source-snapshot snap-… (the snapshot to register)".into(),
             ))
         }
+        (None, Some(_), _) if opts.via == Via::EbsDirect => {
+            return Err(Error::Invalid(
+                "--via ebs-direct writes a local image (--file); an S3 object (--source-object) is imported with --via s3".into(),
+            ))
+        }
+        (None, None, Some(path)) if opts.via == Via::EbsDirect => {
+            Source::Blocks(Box::new(direct_request(path, &opts, &tags, &encryption)?))
+        }
         (None, Some(url), _) => Source::Object {
             object: S3Object::parse("--source-object", url)?,
             format: opts.object_format.unwrap_or(ObjectFormat::Vmdk),
@@ -306,6 +332,7 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
         (Some(n), _) => n.clone(),
         (None, Source::File { path, .. }) => file_name(path)?,
         (None, Source::Object { object, .. }) => object.file_name().to_string(),
+        (None, Source::Blocks(req)) => req.name.clone(),
         (None, Source::Snapshot(_)) => opts
             .ami_name
             .clone()
@@ -320,14 +347,14 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
         // ore's sizes: --disk-size-gib (default 8), the image's with --disk-size-inspect, and
         // the snapshot's for --source-snapshot.
         let image_gib = match &source {
-            Source::File { info, .. } => info
-                .virtual_size_gib()
-                .map(|g| u32::try_from(g).unwrap_or(u32::MAX)),
+            Source::File { info, .. } => info.virtual_size_gib(),
+            Source::Blocks(req) => req.info.virtual_size_gib(),
             _ => None,
-        };
+        }
+        .map(|g| u32::try_from(g).unwrap_or(u32::MAX));
         let volume_size_gib = match (opts.disk_size_gib, opts.disk_size_inspect, &source) {
             (Some(gib), _, _) => Some(gib),
-            (None, true, Source::File { .. }) => image_gib,
+            (None, true, Source::File { .. } | Source::Blocks(_)) => image_gib,
             (None, true, _) => {
                 return Err(Error::Invalid(
                     "--disk-size-inspect needs --file; pass --disk-size-gib instead".into(),
@@ -401,6 +428,62 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
         },
         import_timeout: opts.import_timeout,
         encryption,
+    })
+}
+
+/// `--via ebs-direct` for `--file`: the image checked for what the EBS direct path reads,
+/// the snapshot's size (the image's, rounded up to GiB; `--disk-size-gib` may raise it).
+/// Blocking file reads.
+fn direct_request(
+    path: &Path,
+    opts: &UploadOptions,
+    tags: &[(String, String)],
+    encryption: &Encryption,
+) -> Result<SnapshotRequest> {
+    let info = image::inspect(path)?;
+    image::check_direct(path, &info, opts.object_format)?;
+    if let Encryption::Key(key) = encryption {
+        if !key.starts_with("arn:") {
+            return Err(Error::Invalid(format!(
+                "--via ebs-direct needs the KMS key's ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not {key:?}"
+            )));
+        }
+    }
+    let image_gib = info.virtual_size_gib().unwrap_or(1);
+    let volume_gib = match opts.disk_size_gib {
+        Some(gib) if u64::from(gib) < image_gib => {
+            return Err(Error::Invalid(format!(
+                "{} is a {image_gib} GiB disk, larger than --disk-size-gib {gib}: pass --disk-size-gib {image_gib} or more",
+                path.display()
+            )))
+        }
+        Some(gib) => u64::from(gib),
+        None => image_gib,
+    };
+    // EBS volumes end at 64 TiB.
+    let volume_size_gib = i32::try_from(volume_gib)
+        .ok()
+        .filter(|g| *g <= 65536)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "a {volume_gib} GiB snapshot is larger than EBS allows (64 TiB)"
+            ))
+        })?;
+    let name = match &opts.name {
+        Some(name) => name.clone(),
+        None => file_name(path)?,
+    };
+    Ok(SnapshotRequest {
+        content: ebs_direct::content_id(path, &info)?,
+        path: path.to_path_buf(),
+        info,
+        name,
+        volume_size_gib,
+        tags: tags.to_vec(),
+        encryption: encryption.clone(),
+        blocks_in_flight: opts.blocks_in_flight,
+        timeout: opts.import_timeout,
+        force: opts.force,
     })
 }
 
@@ -481,17 +564,25 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     };
     let snapshot = async {
         match &local.source {
-            Source::Snapshot(id) => Ok(Some(id.clone())),
+            Source::Snapshot(id) => Ok(Some(SnapshotStep::Use(id.clone()))),
+            Source::Blocks(req) => Ok(Some(match ebs_direct::find(&c.ec2, req).await? {
+                ebs_direct::Found::Completed(id) => SnapshotStep::Use(id),
+                ebs_direct::Found::Write(start) => SnapshotStep::Write(start),
+            })),
             _ if local.force => Ok(None),
-            _ => import::find_snapshot_by_name(&c.ec2, &local.name).await,
+            _ => Ok(import::find_snapshot_by_name(&c.ec2, &local.name)
+                .await?
+                .map(SnapshotStep::Use)),
         }
     };
     let ((), existing_image, found_snapshot) = tokio::try_join!(public, image, snapshot)?;
-    if let (Some(id), Source::File { path, info, .. }) = (&found_snapshot, &local.source) {
+    if let (Some(SnapshotStep::Use(id)), Source::File { path, info, .. }) =
+        (&found_snapshot, &local.source)
+    {
         warn_if_another_image(c, &local.name, id, path, info.file_size).await;
     }
     let snapshot = match found_snapshot {
-        Some(id) => SnapshotStep::Use(id),
+        Some(step) => step,
         None => {
             check_import_prerequisites(c, &local).await?;
             SnapshotStep::Import
@@ -620,8 +711,8 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         key: o.key.clone(),
     });
     let known_snapshot = match &plan.snapshot {
-        SnapshotStep::Use(id) => Some(id.clone()),
-        SnapshotStep::Import => None,
+        SnapshotStep::Use(id) | SnapshotStep::Write(Start::Resume(id)) => Some(id.clone()),
+        SnapshotStep::Import | SnapshotStep::Write(_) => None,
     };
     let snapshot = Resource::Snapshot(known_snapshot.clone());
     let mut calls = vec![];
@@ -641,6 +732,9 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             ],
         ));
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
+    }
+    if let SnapshotStep::Write(start) = &plan.snapshot {
+        calls.extend(direct_calls(region, start));
     }
     if let (Source::Snapshot(_), false) = (&local.source, local.tags.is_empty()) {
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
@@ -712,6 +806,63 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     calls
 }
 
+/// The calls writing a snapshot with the EBS direct APIs makes.
+fn direct_calls(region: &str, start: &Start) -> Vec<Call> {
+    let call = |op, resources| Call::new(op, region, resources);
+    let mut calls = vec![];
+    let snapshot = match start {
+        Start::Resume(id) => {
+            let snapshot = Resource::Snapshot(Some(id.clone()));
+            calls.push(call(Op::EbsListSnapshotBlocks, vec![snapshot.clone()]));
+            snapshot
+        }
+        Start::Replace(old) => {
+            calls.push(call(
+                Op::Ec2DeleteSnapshot,
+                vec![Resource::Snapshot(Some(old.clone()))],
+            ));
+            calls.push(Call {
+                tags_on_create: true,
+                ..call(Op::EbsStartSnapshot, vec![Resource::Snapshot(None)])
+            });
+            Resource::Snapshot(None)
+        }
+        Start::New => {
+            calls.push(Call {
+                tags_on_create: true,
+                ..call(Op::EbsStartSnapshot, vec![Resource::Snapshot(None)])
+            });
+            Resource::Snapshot(None)
+        }
+    };
+    calls.push(call(Op::EbsPutSnapshotBlock, vec![snapshot.clone()]));
+    calls.push(call(Op::EbsCompleteSnapshot, vec![snapshot]));
+    calls.push(call(Op::Ec2DescribeSnapshots, vec![]));
+    calls
+}
+
+/// Every operation `upload --via ebs-direct` and `upload-snapshot` may make: the EBS direct
+/// calls instead of S3 and ImportSnapshot. What `imgpub aws policy --for upload --via
+/// ebs-direct` grants.
+pub const MAY_CALL_EBS_DIRECT: &[Op] = &[
+    Op::Ec2DescribeImages,
+    Op::Ec2DescribeSnapshots,
+    Op::Ec2GetImageBlockPublicAccessState,
+    Op::Ec2GetSnapshotBlockPublicAccessState,
+    Op::EbsStartSnapshot,
+    Op::EbsListSnapshotBlocks,
+    Op::EbsPutSnapshotBlock,
+    Op::EbsCompleteSnapshot,
+    Op::Ec2CreateTags,
+    Op::Ec2RegisterImage,
+    Op::Ec2EnableImageDeprecation,
+    Op::Ec2DeregisterImage,
+    Op::Ec2DeleteSnapshot,
+    Op::Ec2ModifyImageAttribute,
+    Op::Ec2ModifySnapshotAttribute,
+    Op::IamSimulatePrincipalPolicy,
+];
+
 /// Every operation `upload` and its stages may make, whatever the plan: the lookups, the
 /// resume and abort paths, `--force`. What `imgpub aws policy --for upload` grants.
 pub const MAY_CALL: &[Op] = &[
@@ -744,9 +895,17 @@ pub const MAY_CALL: &[Op] = &[
 /// Runs the plan; see the module docs.
 pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     let local = &plan.local;
-    let snapshot = match &plan.snapshot {
-        SnapshotStep::Use(id) => id.clone(),
-        SnapshotStep::Import => import_stage(c, local).await?,
+    let snapshot = match (&plan.snapshot, &local.source) {
+        (SnapshotStep::Use(id), _) => id.clone(),
+        (SnapshotStep::Write(start), Source::Blocks(req)) => {
+            ebs_direct::write_snapshot(&c.ebs, &c.ec2, req, start).await?
+        }
+        (SnapshotStep::Import, _) => import_stage(c, local).await?,
+        (SnapshotStep::Write(_), _) => {
+            return Err(Error::Invalid(
+                "only a local image is written block by block (--via ebs-direct --file)".into(),
+            ))
+        }
     };
     if let Source::Snapshot(_) = local.source {
         tag(&c.ec2, &snapshot, &local.tags).await?;
@@ -821,6 +980,12 @@ async fn import_stage(c: &Clients, local: &LocalPlan) -> Result<String> {
         }
         Source::Object { object, format } => (object, *format, head_object(c, object).await?),
         Source::Snapshot(id) => return Ok(id.clone()),
+        Source::Blocks(req) => {
+            return Err(Error::Invalid(format!(
+                "{} is written with the EBS direct APIs (--via ebs-direct), not imported",
+                req.path.display()
+            )))
+        }
     };
     if local.force {
         // A new import even for content that was imported before.
@@ -934,6 +1099,8 @@ mod tests {
             deprecate: None,
             encrypted: false,
             kms_key: None,
+            via: Via::S3,
+            blocks_in_flight: 32,
         }
     }
 

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+mod disk;
 mod vmdk;
+
+pub use disk::{Disk, Reader, BLOCK_SIZE};
 
 pub const GIB: u64 = 1 << 30;
 
@@ -223,6 +226,32 @@ pub fn import_format(
         check_raw(path, info.file_size, partition_table)?;
     }
     Ok(detected)
+}
+
+/// Refuses what `--via ebs-direct` cannot read (qcow2, VHD, VHDX: it reads raw and VMDK),
+/// a name the content does not bear out, and a raw file that is no disk.
+pub fn check_direct(path: &Path, info: &ImageInfo, requested: Option<ObjectFormat>) -> Result<()> {
+    let shown = path.display();
+    match (info.format, requested) {
+        (Format::Qcow2 | Format::Vhd | Format::Vhdx, _) => {
+            return Err(Error::Invalid(format!(
+                "{shown} is a {} image; --via ebs-direct reads raw and VMDK images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
+                info.format.name()
+            )))
+        }
+        (format, Some(req)) if format.import_format() != Some(req) && !(req == ObjectFormat::Vmdk && matches!(format, Format::Vmdk { .. })) => {
+            return Err(Error::Invalid(format!(
+                "{shown} is a {} image but --object-format {req} was given; leave --object-format out",
+                info.format.name()
+            )))
+        }
+        (_, Some(_)) => {}
+        (_, None) => check_name_and_content(path, info)?,
+    }
+    if let Format::Raw { partition_table } = info.format {
+        check_raw(path, info.file_size, partition_table)?;
+    }
+    Ok(())
 }
 
 /// The format a file's name claims (`.vmdk`, `.vhd`, `.vhdx`, `.qcow2`), if any.

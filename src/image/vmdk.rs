@@ -29,6 +29,11 @@ const MAX_GRAIN_SECTORS: u64 = 2048;
 const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
 
 impl Header {
+    /// Bytes of the disk one grain table covers.
+    fn span(&self) -> u64 {
+        self.grain_sectors * SECTOR * u64::from(self.gtes_per_gt)
+    }
+
     /// Refuses values no writer makes, so the arithmetic on them cannot overflow or ask for
     /// absurd allocations.
     fn check(&self) -> std::result::Result<(), &'static str> {
@@ -62,19 +67,26 @@ fn parse_header(h: &[u8]) -> Option<Header> {
     })
 }
 
-pub(super) fn inspect(
+fn corrupt(path: &Path, why: &str) -> Error {
+    Error::Invalid(format!(
+        "{} is not a valid VMDK image: {why}; rebuild it, or check the copy is complete",
+        path.display()
+    ))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(format!("reading {}", path.display()), e)
+}
+
+/// The header that describes the data (a streamed file's footer), checked, and whether
+/// the extent is streamOptimized.
+fn read_header(
     file: &mut File,
     path: &Path,
     head: &[u8],
     file_size: u64,
-) -> Result<ImageInfo> {
-    let shown = path.display();
-    let corrupt = |why: &str| {
-        Error::Invalid(format!(
-            "{shown} is not a valid VMDK image: {why}; rebuild it, or check the copy is complete"
-        ))
-    };
-    let io = |e| Error::io(format!("reading {shown}"), e);
+) -> Result<(Header, bool)> {
+    let corrupt = |why: &str| corrupt(path, why);
     let mut header = parse_header(head).ok_or_else(|| corrupt("the header is cut short"))?;
     header.check().map_err(corrupt)?;
 
@@ -83,7 +95,7 @@ pub(super) fn inspect(
         .descriptor_offset
         .checked_mul(SECTOR)
         .ok_or_else(|| corrupt("the descriptor lies past any file"))?;
-    let n = read_at(file, descriptor_at, &mut descriptor).map_err(io)?;
+    let n = read_at(file, descriptor_at, &mut descriptor).map_err(io(path))?;
     let descriptor = String::from_utf8_lossy(&descriptor[..n]);
     let create_type = descriptor
         .lines()
@@ -102,60 +114,224 @@ pub(super) fn inspect(
             return Err(corrupt("the file is truncated (no footer)"));
         }
         let mut footer = [0u8; 512];
-        read_at(file, file_size - 2 * SECTOR, &mut footer).map_err(io)?;
+        read_at(file, file_size - 2 * SECTOR, &mut footer).map_err(io(path))?;
         if !footer.starts_with(b"KDMV") {
             return Err(corrupt("the file is truncated (the footer is missing)"));
         }
         header = parse_header(&footer).ok_or_else(|| corrupt("the footer is cut short"))?;
         header.check().map_err(corrupt)?;
     }
+    Ok((header, stream_optimized))
+}
 
+/// Calls `table(directory_index, grain_table)` for every allocated grain table, in
+/// directory order; one table in memory at a time.
+fn walk_tables(
+    file: &mut File,
+    path: &Path,
+    header: &Header,
+    file_size: u64,
+    mut table: impl FnMut(&mut File, usize, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let corrupt = |why: &str| corrupt(path, why);
     // `check` bounds these: no overflow below.
-    let grain_bytes = header.grain_sectors * SECTOR;
-    let span = grain_bytes * u64::from(header.gtes_per_gt);
-    let gdes = (header.capacity * SECTOR).div_ceil(span);
+    let gdes = (header.capacity * SECTOR).div_ceil(header.span());
     // The directory must lie inside the file: checked before it is allocated.
     let gd_at = match header.gd_offset.checked_mul(SECTOR) {
         Some(at) if at.saturating_add(gdes * 4) <= file_size => at,
         _ => return Err(corrupt("the file is truncated (grain directory)")),
     };
     let mut gd = vec![0u8; (gdes * 4) as usize];
-    if read_at(file, gd_at, &mut gd).map_err(io)? < gd.len() {
+    if read_at(file, gd_at, &mut gd).map_err(io(path))? < gd.len() {
         return Err(corrupt("the file is truncated (grain directory)"));
     }
     let mut gt = vec![0u8; header.gtes_per_gt as usize * 4];
-    let mut marker = [0u8; 12];
-    for gde in gd.chunks_exact(4) {
+    for (i, gde) in gd.chunks_exact(4).enumerate() {
         let gt_sector = u64::from(u32::from_le_bytes(gde.try_into().unwrap()));
         if gt_sector == 0 {
             continue;
         }
-        if read_at(file, gt_sector * SECTOR, &mut gt).map_err(io)? < gt.len() {
+        if read_at(file, gt_sector * SECTOR, &mut gt).map_err(io(path))? < gt.len() {
             return Err(corrupt("the file is truncated (grain table)"));
         }
-        for gte in gt.chunks_exact(4) {
+        table(file, i, &gt)?;
+    }
+    Ok(())
+}
+
+/// A streamOptimized grain's marker: the grain's first sector on the disk, and the size
+/// of the compressed data that follows.
+fn read_marker(file: &mut File, path: &Path, offset: u64) -> Result<(u64, u64)> {
+    let mut marker = [0u8; 12];
+    if read_at(file, offset, &mut marker).map_err(io(path))? < marker.len() {
+        return Err(corrupt(path, "the file is truncated (a grain is missing)"));
+    }
+    Ok((
+        u64::from_le_bytes(marker[..8].try_into().unwrap()),
+        u64::from(u32::from_le_bytes(marker[8..12].try_into().unwrap())),
+    ))
+}
+
+pub(super) fn inspect(
+    file: &mut File,
+    path: &Path,
+    head: &[u8],
+    file_size: u64,
+) -> Result<ImageInfo> {
+    let (header, stream_optimized) = read_header(file, path, head, file_size)?;
+    let grain_bytes = header.grain_sectors * SECTOR;
+    walk_tables(file, path, &header, file_size, |file, gd_index, gt| {
+        for (j, gte) in gt.chunks_exact(4).enumerate() {
             let grain = u64::from(u32::from_le_bytes(gte.try_into().unwrap()));
             if grain <= 1 {
                 continue; // unallocated, or a zero grain
             }
             let offset = grain * SECTOR;
             let end = if stream_optimized {
-                // Compressed grain: a marker (LBA, size) then that many bytes.
-                if read_at(file, offset, &mut marker).map_err(io)? < marker.len() {
-                    return Err(corrupt("the file is truncated (a grain is missing)"));
+                // Compressed grain: a marker (LBA, size) then that many bytes; the LBA must
+                // be the grain's own place on the disk.
+                let (lba, size) = read_marker(file, path, offset)?;
+                let index = gd_index as u64 * u64::from(header.gtes_per_gt) + j as u64;
+                if lba != index * header.grain_sectors {
+                    return Err(corrupt(
+                        path,
+                        "a grain's marker names another place on the disk",
+                    ));
                 }
-                offset + 12 + u64::from(u32::from_le_bytes(marker[8..12].try_into().unwrap()))
+                offset + 12 + size
             } else {
                 offset + grain_bytes
             };
             if end > file_size {
-                return Err(corrupt("the file is truncated (a grain lies past the end)"));
+                return Err(corrupt(
+                    path,
+                    "the file is truncated (a grain lies past the end)",
+                ));
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(ImageInfo {
         format: Format::Vmdk { stream_optimized },
         virtual_size: Some(header.capacity * SECTOR),
         file_size,
     })
+}
+
+/// What reading a compressed grain needs, kept between grains by one reader.
+pub(super) struct Scratch {
+    compressed: Vec<u8>,
+    inflate: flate2::Decompress,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            compressed: Vec::new(),
+            inflate: flate2::Decompress::new(true),
+        }
+    }
+}
+
+/// The virtual disk of a VMDK sparse extent, read grain by grain (streamOptimized grains
+/// inflated as they are read). Holds the grain tables: 4 bytes per grain (1/16384 of the
+/// virtual size with 64 KiB grains).
+pub(super) struct Grains {
+    header: Header,
+    stream_optimized: bool,
+    /// Per directory entry, its grain table (`None`: no table, all unallocated).
+    tables: Vec<Option<Box<[u32]>>>,
+}
+
+impl Grains {
+    pub(super) fn open(file: &mut File, path: &Path, file_size: u64) -> Result<Grains> {
+        let mut head = [0u8; 512];
+        let n = read_at(file, 0, &mut head).map_err(io(path))?;
+        let (header, stream_optimized) = read_header(file, path, &head[..n], file_size)?;
+        let mut tables = vec![];
+        walk_tables(file, path, &header, file_size, |_, i, gt| {
+            tables.resize_with(i + 1, || None);
+            tables[i] = Some(
+                gt.chunks_exact(4)
+                    .map(|e| u32::from_le_bytes(e.try_into().unwrap()))
+                    .collect(),
+            );
+            Ok(())
+        })?;
+        Ok(Grains {
+            header,
+            stream_optimized,
+            tables,
+        })
+    }
+
+    pub(super) fn grain_bytes(&self) -> u64 {
+        self.header.grain_sectors * SECTOR
+    }
+
+    /// The grain's sector in the file; 0 or 1: no data (unallocated, or a zero grain).
+    pub(super) fn entry(&self, grain: u64) -> u32 {
+        let per_table = u64::from(self.header.gtes_per_gt);
+        let table = usize::try_from(grain / per_table).unwrap_or(usize::MAX);
+        match self.tables.get(table) {
+            Some(Some(gt)) => gt[(grain % per_table) as usize],
+            _ => 0,
+        }
+    }
+
+    /// Reads grain `grain` of the disk into `out` (`grain_bytes` long): zeros for a grain
+    /// with no data.
+    pub(super) fn read_grain(
+        &self,
+        file: &File,
+        path: &Path,
+        grain: u64,
+        out: &mut [u8],
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let entry = self.entry(grain);
+        if entry <= 1 {
+            out.fill(0);
+            return Ok(());
+        }
+        let offset = u64::from(entry) * SECTOR;
+        let short = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => corrupt(
+                path,
+                "the file is shorter than its grain tables say (changed since it was checked?)",
+            ),
+            _ => io(path)(e),
+        };
+        if !self.stream_optimized {
+            return file.read_exact_at(out, offset).map_err(short);
+        }
+        let mut marker = [0u8; 12];
+        file.read_exact_at(&mut marker, offset).map_err(short)?;
+        let lba = u64::from_le_bytes(marker[..8].try_into().unwrap());
+        let size = u32::from_le_bytes(marker[8..12].try_into().unwrap()) as usize;
+        // Deflate never grows data by more than a little; more is no grain.
+        if lba != grain * self.header.grain_sectors || size > out.len() * 2 + 1024 {
+            return Err(corrupt(path, &format!("grain {grain}'s marker is damaged")));
+        }
+        let Scratch {
+            compressed,
+            inflate,
+        } = scratch;
+        compressed.resize(size, 0);
+        file.read_exact_at(compressed, offset + 12).map_err(short)?;
+        inflate.reset(true);
+        let status = inflate.decompress(compressed, out, flate2::FlushDecompress::Finish);
+        match status {
+            Ok(flate2::Status::StreamEnd) => {
+                let n = inflate.total_out() as usize;
+                out[n..].fill(0); // the disk's last grain may be short
+                Ok(())
+            }
+            _ => Err(corrupt(
+                path,
+                &format!("grain {grain} does not inflate (damaged data)"),
+            )),
+        }
+    }
 }

@@ -1301,10 +1301,14 @@ class Chaos:
         self.random = random.Random(int(spec.get("seed", 0)))
         self.rate = float(spec.get("rate", 0.05))
         self.after_share = float(spec.get("after_share", 0.5))
+        # Only these services' requests draw faults (None: every service's).
+        self.services: list[str] | None = spec.get("services")
         self.injected: dict[str, int] = {}
 
     def draw(self, service: str) -> Fault | None:
         """The fault for the next request, or None; called under the app's lock."""
+        if self.services is not None and service not in self.services:
+            return None
         if self.random.random() >= self.rate:
             return None
         after = self.random.random() < self.after_share

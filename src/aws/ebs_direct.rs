@@ -1,0 +1,523 @@
+//! A snapshot written straight from the image with the EBS direct APIs (StartSnapshot,
+//! PutSnapshotBlock, CompleteSnapshot): no bucket, no import role, no conversion queue.
+//!
+//! Only blocks that hold data are sent: holes, unallocated grains and all-zero blocks are
+//! left unwritten, and a snapshot with no parent reads unwritten blocks as zeros. That
+//! holds for encrypted snapshots too (coldsnap skips zero blocks the same way for both):
+//! an unwritten block has no data to encrypt. Each block carries its SHA-256; completion
+//! carries the count and the LINEAR aggregate (SHA-256 over the blocks' digests in index
+//! order), so EBS refuses a snapshot that is not the image.
+//!
+//! Reruns: the snapshot is tagged `Name=<name>` and `imgpub:content=<content id>` (the
+//! file's size, mtime and format). A completed one is reused; a pending one is resumed
+//! (ListSnapshotBlocks says which blocks are there, only the others are sent); an `error`
+//! one is deleted and written again. StartSnapshot's ClientToken comes from the same
+//! inputs, so a retried start returns the snapshot the lost answer named.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ebs::primitives::ByteStream;
+use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm, Tag};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::aws::buffers::Buffers;
+use crate::aws::calls::Op;
+use crate::aws::import::Encryption;
+use crate::error::{aws, Error, ErrorKind, Result};
+use crate::image::{Disk, ImageInfo, Reader, BLOCK_SIZE};
+use crate::progress::{Progress, Wait};
+
+/// Blocks read and sent at once (memory is about this × 512 KiB).
+pub const DEFAULT_BLOCKS_IN_FLIGHT: u16 = 32;
+/// The tag that ties a snapshot to the image content it holds.
+pub const CONTENT_TAG: &str = "imgpub:content";
+/// How long EBS keeps a started snapshot pending before it ends in `error` (StartSnapshot's
+/// Timeout, minutes; AWS's default is 60): long enough for a rerun to resume it.
+const SNAPSHOT_TIMEOUT_MINUTES: i32 = 24 * 60;
+const POLL: Duration = Duration::from_secs(2);
+
+/// What to write, decided before any call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRequest {
+    pub path: PathBuf,
+    pub info: ImageInfo,
+    pub name: String,
+    /// The image's identity (see [`content_id`]).
+    pub content: String,
+    pub volume_size_gib: i32,
+    /// User tags; `Name` and [`CONTENT_TAG`] are added.
+    pub tags: Vec<(String, String)>,
+    pub encryption: Encryption,
+    pub blocks_in_flight: usize,
+    /// How long to wait for the snapshot to complete after CompleteSnapshot.
+    pub timeout: Duration,
+    /// A new snapshot even where one of the same content exists.
+    pub force: bool,
+}
+
+/// How the snapshot is begun, from what earlier runs left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    New,
+    /// A pending snapshot of this name and content: the blocks it lacks are written.
+    Resume(String),
+    /// An `error` snapshot of this name and content: deleted, then a new one written.
+    Replace(String),
+}
+
+/// What [`find`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A completed snapshot of this name and content.
+    Completed(String),
+    Write(Start),
+}
+
+/// The image's identity for reruns: its size, modification time and format. (Hashing the
+/// content would read the whole image before the first block is sent.) Blocking.
+pub fn content_id(path: &std::path::Path, info: &ImageInfo) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(format!("{}:{mtime}:{}", info.file_size, info.format.name()));
+    Ok(hex::encode(&h.finalize()[..12]))
+}
+
+impl SnapshotRequest {
+    /// The same inputs give the same token; `replaces` makes the replacement of an `error`
+    /// snapshot another request, and `--force` one of its own.
+    fn client_token(&self, replaces: Option<&str>) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.name.as_str(),
+            &self.content,
+            &self.volume_size_gib.to_string(),
+            match &self.encryption {
+                Encryption::None => "",
+                Encryption::DefaultKey => "encrypted",
+                Encryption::Key(key) => key,
+            },
+            replaces.unwrap_or(""),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        if self.force {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            h.update(now.to_le_bytes());
+        }
+        format!("imgpub-{}", hex::encode(&h.finalize()[..20]))
+    }
+
+    fn all_tags(&self) -> Vec<Tag> {
+        let own = [
+            ("Name", self.name.as_str()),
+            (CONTENT_TAG, self.content.as_str()),
+        ];
+        let user = self
+            .tags
+            .iter()
+            .filter(|(k, _)| k != "Name" && k != CONTENT_TAG)
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        own.into_iter()
+            .chain(user)
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect()
+    }
+}
+
+/// Looks for what an earlier run left: the newest snapshot of this name and content.
+pub async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Found> {
+    use aws_sdk_ec2::types::{Filter, SnapshotState};
+    if req.force {
+        return Ok(Found::Write(Start::New));
+    }
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(Filter::builder().name("tag:Name").values(&req.name).build())
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{CONTENT_TAG}"))
+                .values(&req.content)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!("looking for a snapshot named {}", req.name),
+                e,
+            )
+        })?;
+    let mut found: Vec<_> = out
+        .snapshots()
+        .iter()
+        .filter_map(|s| Some((s.start_time().copied(), s.snapshot_id()?, s.state()?)))
+        .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(match found.first() {
+        None => Found::Write(Start::New),
+        Some((_, id, SnapshotState::Completed)) => Found::Completed(id.to_string()),
+        Some((_, id, SnapshotState::Error)) => Found::Write(Start::Replace(id.to_string())),
+        Some((_, id, _)) => Found::Write(Start::Resume(id.to_string())),
+    })
+}
+
+/// Writes the snapshot and waits until it is completed; returns its id.
+pub async fn write_snapshot(
+    ebs: &aws_sdk_ebs::Client,
+    ec2: &aws_sdk_ec2::Client,
+    req: &SnapshotRequest,
+    start: &Start,
+) -> Result<String> {
+    let path = req.path.clone();
+    let info = req.info.clone();
+    let disk = Arc::new(crate::commands::blocking(move || Disk::open(&path, &info)).await?);
+    let (snapshot, present) = match start {
+        Start::Resume(id) => {
+            let present = list_blocks(ebs, id).await?;
+            tracing::info!(
+                "resuming snapshot {id}: {} blocks already written",
+                present.len()
+            );
+            (id.clone(), present)
+        }
+        Start::Replace(old) => {
+            tracing::warn!("snapshot {old} of this image ended in error; writing it again");
+            crate::aws::ami::delete_snapshot(ec2, old, true).await?;
+            (start_snapshot(ebs, req, Some(old)).await?, HashSet::new())
+        }
+        Start::New => (start_snapshot(ebs, req, None).await?, HashSet::new()),
+    };
+    let reading = Arc::clone(&disk);
+    let data_blocks = crate::commands::blocking(move || reading.data_blocks()).await?;
+    let digests = put_blocks(ebs, &snapshot, disk, data_blocks, &present, req).await?;
+    complete(ebs, &snapshot, &digests).await?;
+    wait_completed(ec2, &snapshot, req.timeout).await?;
+    Ok(snapshot)
+}
+
+async fn start_snapshot(
+    ebs: &aws_sdk_ebs::Client,
+    req: &SnapshotRequest,
+    replaces: Option<&str>,
+) -> Result<String> {
+    let (encrypted, key) = match &req.encryption {
+        Encryption::None => (None, None),
+        Encryption::DefaultKey => (Some(true), None),
+        Encryption::Key(key) => (Some(true), Some(key.clone())),
+    };
+    let out = ebs
+        .start_snapshot()
+        .volume_size(i64::from(req.volume_size_gib))
+        .client_token(req.client_token(replaces))
+        .description(format!("imgpub: {}", req.name))
+        .set_tags(Some(req.all_tags()))
+        .set_encrypted(encrypted)
+        .set_kms_key_arn(key)
+        .timeout(SNAPSHOT_TIMEOUT_MINUTES)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::EbsStartSnapshot,
+                format!("starting a snapshot for {}", req.name),
+                e,
+            )
+        })?;
+    let id = out
+        .snapshot_id()
+        .ok_or_else(|| Error::missing(Op::EbsStartSnapshot, "SnapshotId"))?
+        .to_string();
+    match out.block_size() {
+        Some(size) if size as usize == BLOCK_SIZE => {}
+        other => {
+            return Err(Error::failed(
+                format!("starting snapshot {id}"),
+                ErrorKind::Other,
+                None,
+                format!("EBS answered a block size of {other:?}, not {BLOCK_SIZE}"),
+            ))
+        }
+    }
+    tracing::info!(
+        "started snapshot {id} ({} GiB) for {}",
+        req.volume_size_gib,
+        req.name
+    );
+    Ok(id)
+}
+
+/// The blocks a pending snapshot already holds.
+async fn list_blocks(ebs: &aws_sdk_ebs::Client, id: &str) -> Result<HashSet<i32>> {
+    let mut present = HashSet::new();
+    let mut token = None;
+    loop {
+        let out = ebs
+            .list_snapshot_blocks()
+            .snapshot_id(id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    Op::EbsListSnapshotBlocks,
+                    format!("listing the blocks of snapshot {id}"),
+                    e,
+                )
+            })?;
+        present.extend(out.blocks().iter().filter_map(|b| b.block_index()));
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_string()),
+            _ => return Ok(present),
+        }
+    }
+}
+
+/// Reads every block that may hold data, `blocks_in_flight` at a time; sends the non-zero
+/// ones the snapshot lacks. Returns the digest of every block the snapshot holds.
+async fn put_blocks(
+    ebs: &aws_sdk_ebs::Client,
+    snapshot: &str,
+    disk: Arc<Disk>,
+    data_blocks: Vec<u64>,
+    present: &HashSet<i32>,
+    req: &SnapshotRequest,
+) -> Result<BTreeMap<i32, [u8; 32]>> {
+    let progress = Progress::bytes(
+        format!("writing {snapshot}"),
+        data_blocks.len() as u64 * BLOCK_SIZE as u64,
+    );
+    let buffers = Buffers::default();
+    let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let digests: BTreeMap<i32, [u8; 32]> = stream::iter(data_blocks)
+        .map(|index| {
+            let (disk, buffers, readers) =
+                (Arc::clone(&disk), buffers.clone(), Arc::clone(&readers));
+            let (progress, sent) = (&progress, &sent);
+            async move {
+                let index32 = i32::try_from(index)
+                    .map_err(|_| Error::Invalid(format!("block {index} is past any EBS volume")))?;
+                let block =
+                    crate::commands::blocking(move || read_block(&disk, index, &buffers, &readers))
+                        .await?;
+                let out = match block {
+                    None => None,
+                    Some((_, digest)) if present.contains(&index32) => Some((index32, digest)),
+                    Some((data, digest)) => {
+                        put_block(ebs, snapshot, index32, data, &digest).await?;
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Some((index32, digest))
+                    }
+                };
+                progress.inc(BLOCK_SIZE as u64);
+                Ok::<_, Error>(out)
+            }
+        })
+        .buffer_unordered(req.blocks_in_flight.max(1))
+        .try_filter_map(|b| std::future::ready(Ok(b)))
+        .try_collect()
+        .await?;
+    progress.finish();
+    let sent = sent.into_inner();
+    tracing::info!(
+        "{snapshot}: {sent} blocks sent, {} already there",
+        digests.len() as u64 - sent
+    );
+    Ok(digests)
+}
+
+/// Block `index` and its SHA-256, or `None` when it is all zeros (not written). Blocking.
+fn read_block(
+    disk: &Disk,
+    index: u64,
+    buffers: &Buffers,
+    readers: &Mutex<Vec<Reader>>,
+) -> Result<Option<(Bytes, [u8; 32])>> {
+    let mut buf = buffers.take(BLOCK_SIZE);
+    let mut reader = readers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or_default();
+    let read = disk.read_block(index, buf.as_mut(), &mut reader);
+    readers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(reader);
+    read?;
+    let bytes: &[u8] = buf.as_ref();
+    if is_zero(bytes) {
+        return Ok(None);
+    }
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    Ok(Some((Bytes::from_owner(buf), digest)))
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    // An OR over each 4 KiB vectorizes (an early-exit byte loop does not); data blocks
+    // usually differ from zero in their first page.
+    bytes
+        .chunks(4096)
+        .all(|page| page.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+async fn put_block(
+    ebs: &aws_sdk_ebs::Client,
+    snapshot: &str,
+    index: i32,
+    data: Bytes,
+    digest: &[u8; 32],
+) -> Result<()> {
+    ebs.put_snapshot_block()
+        .snapshot_id(snapshot)
+        .block_index(index)
+        .data_length(BLOCK_SIZE as i32)
+        .block_data(ByteStream::from(data))
+        .checksum(base64::engine::general_purpose::STANDARD.encode(digest))
+        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::EbsPutSnapshotBlock,
+                format!("writing block {index} of snapshot {snapshot}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// CompleteSnapshot with the block count and the LINEAR checksum. A retry whose first
+/// attempt went through finds the snapshot no longer pending: then the wait decides.
+async fn complete(
+    ebs: &aws_sdk_ebs::Client,
+    snapshot: &str,
+    digests: &BTreeMap<i32, [u8; 32]>,
+) -> Result<()> {
+    use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotError;
+    use aws_sdk_ebs::types::ValidationExceptionReason;
+    let mut linear = Sha256::new();
+    for digest in digests.values() {
+        linear.update(digest);
+    }
+    let count = i32::try_from(digests.len()).unwrap_or(i32::MAX);
+    let result = ebs
+        .complete_snapshot()
+        .snapshot_id(snapshot)
+        .changed_blocks_count(count)
+        .checksum(base64::engine::general_purpose::STANDARD.encode(linear.finalize()))
+        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+        .checksum_aggregation_method(ChecksumAggregationMethod::ChecksumAggregationLinear)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(CompleteSnapshotError::ValidationException(v))
+                    if v.reason() == Some(&ValidationExceptionReason::InvalidSnapshotId)
+            ) =>
+        {
+            tracing::debug!("{snapshot} is no longer pending: completed by an earlier attempt");
+            Ok(())
+        }
+        Err(e) => Err(aws(
+            Op::EbsCompleteSnapshot,
+            format!("completing snapshot {snapshot} ({count} blocks)"),
+            e,
+        )),
+    }
+}
+
+/// Waits until EC2 reports the snapshot `completed`; `error` ends the wait.
+async fn wait_completed(
+    ec2: &aws_sdk_ec2::Client,
+    snapshot: &str,
+    timeout: Duration,
+) -> Result<()> {
+    use aws_sdk_ec2::types::SnapshotState;
+    let deadline = Instant::now() + timeout;
+    let wait = Wait::new(format!("snapshot {snapshot}"));
+    loop {
+        let out = ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DescribeSnapshots,
+                    format!("reading snapshot {snapshot}"),
+                    e,
+                )
+            })?;
+        let found = out.snapshots().first();
+        match found.and_then(|s| s.state()) {
+            Some(SnapshotState::Completed) => {
+                wait.finish("completed");
+                return Ok(());
+            }
+            Some(SnapshotState::Error) => {
+                return Err(Error::failed(
+                    format!("completing snapshot {snapshot}"),
+                    ErrorKind::Other,
+                    None,
+                    format!(
+                        "EBS ended it in error ({}); a rerun writes it again",
+                        found
+                            .and_then(|s| s.state_message())
+                            .unwrap_or("no reason given")
+                    ),
+                ))
+            }
+            state => wait.update(state.map_or("unknown", |s| s.as_str()), None),
+        }
+        if Instant::now() + POLL > deadline {
+            return Err(Error::failed(
+                format!("completing snapshot {snapshot}"),
+                ErrorKind::Other,
+                None,
+                format!(
+                    "not completed within {}s; it keeps going in AWS and a rerun picks it up",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_are_told_from_blocks_with_one_bit() {
+        let mut block = vec![0u8; BLOCK_SIZE];
+        assert!(is_zero(&block));
+        for at in [0, 1, 7, 4096, BLOCK_SIZE - 1] {
+            block[at] = 0x10;
+            assert!(!is_zero(&block), "bit at {at}");
+            assert!(!is_zero(&block[1..]) || at == 0, "unaligned, bit at {at}");
+            block[at] = 0;
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! `upload --via ebs-direct` and `upload-snapshot` end to end: the real binary against the
+//! stand-in's EBS direct APIs (512 KiB blocks, checksums and completion verified by it);
+//! the snapshot's blocks read back through ListSnapshotBlocks and GetSnapshotBlock.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{qemu_convert, tempdir::TempDir, Run, Standin, SECRET_KEY};
+use serde_json::Value;
+
+const REGION: &str = "us-east-1";
+const BLOCK: usize = 512 * 1024;
+const MIB: u64 = 1 << 20;
+
+fn count(counts: &Value, key: &str) -> u64 {
+    counts[key].as_u64().unwrap_or(0)
+}
+
+/// A sparse raw disk of `size` bytes: an MBR signature, pseudo-random data at `extents`
+/// (offset, length), one MiB of zeros written out (allocated, but no data) at
+/// `zeros_at`, holes elsewhere.
+fn scattered_raw(
+    dir: &Path,
+    name: &str,
+    size: u64,
+    extents: &[(u64, u64)],
+    zeros_at: u64,
+) -> PathBuf {
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.set_len(size).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size;
+    for &(offset, len) in extents {
+        let mut data = vec![0u8; len as usize];
+        for b in data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bytes = x.to_le_bytes();
+            b.copy_from_slice(&bytes[..b.len()]);
+        }
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(&data).unwrap();
+    }
+    file.seek(SeekFrom::Start(zeros_at)).unwrap();
+    file.write_all(&vec![0u8; MIB as usize]).unwrap();
+    file.seek(SeekFrom::Start(510)).unwrap();
+    file.write_all(&[0x55, 0xAA]).unwrap();
+    path
+}
+
+/// The disk's non-zero 512 KiB blocks: index → bytes.
+fn nonzero_blocks(raw: &Path) -> BTreeMap<i32, Vec<u8>> {
+    let data = std::fs::read(raw).unwrap();
+    data.chunks(BLOCK)
+        .enumerate()
+        .filter(|(_, b)| b.iter().any(|&x| x != 0))
+        .map(|(i, b)| {
+            let mut block = b.to_vec();
+            block.resize(BLOCK, 0);
+            (i as i32, block)
+        })
+        .collect()
+}
+
+/// Data spread over 256 MiB: block-aligned, straddling blocks, a 4 KiB write in a block of
+/// its own, 6 MiB in a run.
+fn image_extents() -> Vec<(u64, u64)> {
+    vec![
+        (MIB, 700 * 1024),
+        (10 * MIB + 4096, 4096),
+        (33 * MIB + 100 * 1024, 900 * 1024),
+        (100 * MIB, 6 * MIB),
+        (255 * MIB, MIB),
+    ]
+}
+
+fn ebs(standin: &Standin) -> aws_sdk_ebs::Client {
+    aws_sdk_ebs::Client::new(&standin.sdk(REGION))
+}
+
+fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
+}
+
+/// The snapshot's blocks, read back through ListSnapshotBlocks and GetSnapshotBlock.
+async fn snapshot_blocks(standin: &Standin, snapshot: &str) -> BTreeMap<i32, Vec<u8>> {
+    let ebs = ebs(standin);
+    let listed = ebs
+        .list_snapshot_blocks()
+        .snapshot_id(snapshot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.block_size(), Some(BLOCK as i32));
+    let mut blocks = BTreeMap::new();
+    for b in listed.blocks() {
+        let got = ebs
+            .get_snapshot_block()
+            .snapshot_id(snapshot)
+            .block_index(b.block_index().unwrap())
+            .block_token(b.block_token().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let data = got
+            .block_data
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec();
+        blocks.insert(b.block_index().unwrap(), data);
+    }
+    blocks
+}
+
+/// The snapshot's state and tags, and the AMI's root snapshot.
+async fn snapshot_state(standin: &Standin, snapshot: &str) -> (String, Vec<(String, String)>) {
+    let out = ec2(standin)
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .unwrap();
+    let s = &out.snapshots()[0];
+    (
+        s.state().unwrap().as_str().to_string(),
+        common::tag_pairs(s.tags()),
+    )
+}
+
+async fn root_snapshot(standin: &Standin, ami: &str) -> String {
+    let out = ec2(standin)
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .unwrap();
+    out.images()[0].block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+fn direct_upload(standin: &Standin, file: &Path, name: &str, extra: &[&str]) -> Run {
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--via",
+            "ebs-direct",
+            "-v",
+        ])
+        .arg_path("--file", file)
+        .args(["--name", name])
+        .args(extra)
+        .run()
+}
+
+/// Nothing of the S3 path was touched: no bucket, object or import task.
+fn assert_no_s3_or_import(counts: &Value) {
+    let map = counts.as_object().unwrap();
+    let touched: Vec<&String> = map
+        .keys()
+        .filter(|k| k.starts_with("s3.") || k.contains("Import") || k.starts_with("iam.GetRole"))
+        .collect();
+    assert!(touched.is_empty(), "S3/import calls: {counts}");
+}
+
+async fn assert_snapshot_is_disk(standin: &Standin, snapshot: &str, raw: &Path) {
+    let want = nonzero_blocks(raw);
+    let got = snapshot_blocks(standin, snapshot).await;
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the snapshot holds exactly the disk's non-zero blocks"
+    );
+    for (index, data) in &want {
+        assert!(got[index] == *data, "block {index} differs");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_optimized_vmdk_becomes_an_ami_without_s3_or_the_import_service() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(
+        dir.path(),
+        "disk.raw",
+        256 * MIB,
+        &image_extents(),
+        60 * MIB,
+    );
+    let vmdk = dir.path().join("disk.vmdk");
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    let want = nonzero_blocks(&raw);
+
+    standin.reset_requests();
+    let run = direct_upload(
+        &standin,
+        &vmdk,
+        "direct-vmdk",
+        &["--tags", "stream=stable", "--public"],
+    );
+    let out = run.json();
+    // ore's JSON without S3Object: nothing was put in S3.
+    assert_eq!(
+        out.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["HVM", "SnapshotID"],
+        "{out}"
+    );
+    let snapshot = out["SnapshotID"].as_str().unwrap();
+    let ami = out["HVM"].as_str().unwrap();
+    assert_eq!(root_snapshot(&standin, ami).await, snapshot);
+    let (state, tags) = snapshot_state(&standin, snapshot).await;
+    assert_eq!(state, "completed");
+    assert!(
+        tags.contains(&("Name".into(), "direct-vmdk".into())),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("stream".into(), "stable".into())),
+        "{tags:?}"
+    );
+    assert_eq!(
+        common::launch_permissions(&ec2(&standin), ami).await,
+        ["group:all"]
+    );
+
+    let counts = standin.counts();
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        want.len() as u64,
+        "{counts}"
+    );
+    assert_eq!(count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
+    assert_eq!(count(&counts, "ebs.CompleteSnapshot"), 1, "{counts}");
+    assert_no_s3_or_import(&counts);
+    assert_snapshot_is_disk(&standin, snapshot, &raw).await;
+
+    // A rerun finds the completed snapshot and the AMI: nothing written again.
+    standin.reset_requests();
+    let again = direct_upload(&standin, &vmdk, "direct-vmdk", &[]).json();
+    assert_eq!(again["HVM"], out["HVM"]);
+    assert_eq!(again["SnapshotID"], out["SnapshotID"]);
+    let counts = standin.counts();
+    for call in [
+        "ebs.StartSnapshot",
+        "ebs.PutSnapshotBlock",
+        "ec2.RegisterImage",
+    ] {
+        assert_eq!(count(&counts, call), 0, "{call}: {counts}");
+    }
+}
+
+#[tokio::test]
+async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    // 3 GiB, mostly holes: the snapshot is 3 GiB, the data is 9 MiB.
+    let mut extents = image_extents();
+    extents.push((3 * (1 << 30) - MIB, MIB));
+    let raw = scattered_raw(dir.path(), "sparse.raw", 3 << 30, &extents, 60 * MIB);
+    let want = nonzero_blocks(&raw);
+
+    // IMGPUB_VIA sets the default path.
+    standin.reset_requests();
+    let run = standin
+        .imgpub()
+        .env("IMGPUB_VIA", "ebs-direct")
+        .args(["aws", "upload", "--region", REGION, "--disk-size-inspect"])
+        .arg_path("--file", &raw)
+        .args(["--name", "direct-raw"])
+        .run();
+    let out = run.json();
+    let snapshot = out["SnapshotID"].as_str().unwrap().to_string();
+    let counts = standin.counts();
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        want.len() as u64,
+        "{counts}"
+    );
+    assert_no_s3_or_import(&counts);
+    assert_snapshot_is_disk(&standin, &snapshot, &raw).await;
+    let size = ec2(&standin)
+        .describe_snapshots()
+        .snapshot_ids(&snapshot)
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .volume_size();
+    assert_eq!(size, Some(3), "the snapshot is the disk's size, in GiB");
+
+    // The stage command: a monolithicSparse VMDK (which ImportSnapshot refuses) becomes a
+    // snapshot and nothing else; it prints only the snapshot.
+    let small = scattered_raw(
+        dir.path(),
+        "small.raw",
+        64 * MIB,
+        &image_extents()[..3],
+        20 * MIB,
+    );
+    let sparse_vmdk = dir.path().join("small.vmdk");
+    qemu_convert(&small, &sparse_vmdk, "vmdk", &[]);
+    standin.reset_requests();
+    let run = standin
+        .imgpub()
+        .args(["aws", "upload-snapshot", "--region", REGION])
+        .arg_path("--file", &sparse_vmdk)
+        .args(["--name", "direct-stage", "--tags", "team=os"])
+        .run();
+    let out = run.json();
+    assert_eq!(out.as_object().unwrap().len(), 1, "{out}");
+    let stage_snapshot = out["SnapshotID"].as_str().unwrap();
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "ec2.RegisterImage"), 0, "{counts}");
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        nonzero_blocks(&small).len() as u64
+    );
+    assert_snapshot_is_disk(&standin, stage_snapshot, &small).await;
+}
+
+/// Starts a direct upload whose blocks are slowed down, stops it with `signal` once some
+/// blocks are in, and reruns: the same snapshot, only the missing blocks sent, one AMI.
+async fn interrupted_direct_upload_resumes(signal: &str) {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(
+        dir.path(),
+        "resume.raw",
+        64 * MIB,
+        &[(MIB, 20 * MIB)],
+        40 * MIB,
+    );
+    let total = nonzero_blocks(&raw).len() as u64;
+    assert_eq!(total, 41, "the MBR block and 40 of data");
+    standin
+        .fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
+    let mut child = standin
+        .imgpub()
+        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
+        .arg_path("--file", &raw)
+        .args(["--name", "resume-direct", "--blocks-in-flight", "2"])
+        .cmd;
+    let child = child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while count(&standin.counts(), "ebs.PutSnapshotBlock") < 8 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains(SECRET_KEY));
+    match signal {
+        "-INT" => assert_eq!(output.status.code(), Some(130), "{stderr}"),
+        _ => assert_eq!(output.status.code(), None, "killed by a signal"),
+    }
+    assert!(output.stdout.is_empty());
+
+    // Let the blocks the server was still holding land, then see what is there.
+    standin.control("DELETE", "/_standin/faults", None);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pending = ec2(&standin)
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pending.snapshots().len(), 1);
+    let first = pending.snapshots()[0].snapshot_id().unwrap().to_string();
+    assert_eq!(pending.snapshots()[0].state().unwrap().as_str(), "pending");
+    let written = snapshot_blocks(&standin, &first).await.len() as u64;
+    assert!(written >= 8 && written < total, "{written} of {total}");
+
+    standin.reset_requests();
+    let out = standin
+        .imgpub()
+        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
+        .arg_path("--file", &raw)
+        .args(["--name", "resume-direct"])
+        .run()
+        .json();
+    assert_eq!(out["SnapshotID"], first.as_str(), "the same snapshot");
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "ebs.StartSnapshot"), 0, "{counts}");
+    assert_eq!(count(&counts, "ebs.ListSnapshotBlocks"), 1, "{counts}");
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        total - written,
+        "only the missing blocks: {counts}"
+    );
+    assert_eq!(count(&counts, "ec2.RegisterImage"), 1, "{counts}");
+    assert_snapshot_is_disk(&standin, &first, &raw).await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_upload_then_rerun_sends_only_the_missing_blocks() {
+    interrupted_direct_upload_resumes("-KILL").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_mid_upload_exits_130_and_a_rerun_continues() {
+    interrupted_direct_upload_resumes("-INT").await;
+}
+
+#[tokio::test]
+async fn throttling_5xx_and_lost_answers_on_ebs_at_5_percent_still_complete() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(
+        dir.path(),
+        "chaos.raw",
+        256 * MIB,
+        &[(MIB, 100 * MIB)],
+        200 * MIB,
+    );
+    standin.control(
+        "POST",
+        "/_standin/chaos",
+        Some(r#"{"seed": 14, "rate": 0.05, "services": ["ebs"]}"#),
+    );
+    let run = direct_upload(&standin, &raw, "chaos-direct", &[]);
+    let report: Value =
+        serde_json::from_str(&standin.control("DELETE", "/_standin/chaos", None)).unwrap();
+    let out = run.json();
+    assert!(
+        report["injected"].as_u64().unwrap() >= 5,
+        "faults were injected: {report}"
+    );
+    let snapshot = out["SnapshotID"].as_str().unwrap();
+    // The stand-in completed it only with the right count and LINEAR checksum.
+    assert_eq!(snapshot_state(&standin, snapshot).await.0, "completed");
+    assert_snapshot_is_disk(&standin, snapshot, &raw).await;
+}
+
+#[test]
+fn bad_images_are_refused_before_start_snapshot() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(dir.path(), "ok.raw", 16 * MIB, &[(MIB, MIB)], 8 * MIB);
+    let vmdk = dir.path().join("ok.vmdk");
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    let bytes = std::fs::read(&vmdk).unwrap();
+
+    // The header's grain size made impossible.
+    let mut corrupt = bytes.clone();
+    corrupt[20..28].copy_from_slice(&0u64.to_le_bytes());
+    let corrupt_path = dir.path().join("corrupt.vmdk");
+    std::fs::write(&corrupt_path, &corrupt).unwrap();
+    // Shorter than its grain tables say.
+    let cut = dir.path().join("cut.vmdk");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // 2 GiB of disk for a 1 GiB volume.
+    let big = scattered_raw(dir.path(), "big.raw", 2 << 30, &[(MIB, MIB)], 8 * MIB);
+    let qcow2 = dir.path().join("disk.qcow2");
+    qemu_convert(&raw, &qcow2, "qcow2", &[]);
+
+    let cases: [(&Path, &[&str], &str); 4] = [
+        (&corrupt_path, &[], "not a valid VMDK image"),
+        (&cut, &[], "truncated"),
+        (
+            &big,
+            &["--disk-size-gib", "1"],
+            "larger than --disk-size-gib 1",
+        ),
+        (&qcow2, &[], "qemu-img convert -O raw"),
+    ];
+    for (file, extra, message) in cases {
+        standin.reset_requests();
+        let run = direct_upload(&standin, file, "bad", extra);
+        assert_eq!(run.code, 2, "{}: {}", file.display(), run.stderr);
+        assert!(run.error_line().contains(message), "{}", run.stderr);
+        let counts = standin.counts();
+        assert!(
+            counts
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|k| !k.starts_with("ebs.")),
+            "{}: {counts}",
+            file.display()
+        );
+    }
+}
