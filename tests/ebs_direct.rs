@@ -274,14 +274,16 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
     let raw = scattered_raw(dir.path(), "sparse.raw", 3 << 30, &extents, 60 * MIB);
     let want = nonzero_blocks(&raw);
 
-    // IMGPUB_VIA sets the default path.
+    // IMGPUB_VIA sets the default path, under cosa's command line (which always names a
+    // bucket and --delete-object: neither is used, the bucket does not even exist).
     standin.reset_requests();
     let run = standin
         .imgpub()
         .env("IMGPUB_VIA", "ebs-direct")
         .args(["aws", "upload", "--region", REGION, "--disk-size-inspect"])
         .arg_path("--file", &raw)
-        .args(["--name", "direct-raw"])
+        .args(["--name", "direct-raw", "--ami-name", "direct-raw"])
+        .args(["--bucket", "s3://no-such-bucket/fcos", "--delete-object"])
         .run();
     let out = run.json();
     let snapshot = out["SnapshotID"].as_str().unwrap().to_string();

@@ -290,6 +290,10 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
             ))
         }
         (None, None, Some(path)) if opts.via == Via::EbsDirect => {
+            if let Some(bucket) = &opts.bucket {
+                // ore's command lines (cosa's) always name one.
+                tracing::info!("--via ebs-direct: {bucket} is not used (no S3 upload)");
+            }
             Source::Blocks(Box::new(direct_request(path, &opts, &tags, &encryption)?))
         }
         (None, Some(url), _) => Source::Object {

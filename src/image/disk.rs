@@ -160,3 +160,48 @@ impl Disk {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_raw_file_lists_only_the_blocks_that_hold_data() {
+        let dir = std::env::temp_dir().join(format!("imgpub-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sparse.raw");
+        let file = File::create(&path).unwrap();
+        let size = 64 * BLOCK;
+        file.set_len(size).unwrap();
+        // Data in block 3 (one byte), across blocks 10–11, and in the last block.
+        for (at, len) in [
+            (3 * BLOCK + 5, 1),
+            (10 * BLOCK + BLOCK / 2, BLOCK),
+            (size - 1, 1),
+        ] {
+            file.write_all_at(&vec![0xA5; len as usize], at).unwrap();
+        }
+        file.sync_all().unwrap();
+        let info = super::super::inspect(&path).unwrap();
+        let disk = Disk::open(&path, &info).unwrap();
+        let blocks = disk.data_blocks().unwrap();
+        // SAFETY: lseek on a descriptor we own.
+        let first_hole = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE)
+        };
+        if (first_hole as u64) < size {
+            // The file system keeps holes: only the written blocks are listed (file systems
+            // allocate in pages, so a block's neighbours within a page may be listed too).
+            assert_eq!(blocks, [3, 10, 11, 63], "{blocks:?}");
+        } else {
+            assert_eq!(blocks.len() as u64, size / BLOCK, "no holes: every block");
+        }
+        let mut buf = vec![0u8; BLOCK_SIZE];
+        disk.read_block(3, &mut buf, &mut Reader::default())
+            .unwrap();
+        assert_eq!(buf[5], 0xA5);
+        assert_eq!(buf.iter().filter(|&&b| b != 0).count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

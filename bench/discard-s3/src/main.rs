@@ -8,6 +8,10 @@
 //!        and the line also counts the TLS versions and cipher suites it negotiated since
 //!        the last line)
 //!        discard-s3 --crc32c FILE                              (the file's CRC32C)
+//!
+//! It also answers the EBS direct APIs (see ebs.rs) for snapshot benchmarks.
+
+mod ebs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -256,6 +260,30 @@ impl S3 for Discard {
     }
 }
 
+/// S3 to s3s; the EBS direct paths and EC2/STS queries to `ebs`.
+#[derive(Clone)]
+struct Router {
+    s3: s3s::service::S3Service,
+    ebs: Arc<ebs::Ebs>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Router {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if ebs::serves(&req) {
+            let ebs = Arc::clone(&self.ebs);
+            Box::pin(async move { Ok(ebs.handle(req).await) })
+        } else {
+            hyper::service::Service::call(&self.s3, req)
+        }
+    }
+}
+
 fn arg(args: &[String], flag: &str) -> Option<String> {
     args.iter()
         .position(|a| a == flag)
@@ -285,7 +313,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let (Some(ak), Some(sk)) = (arg(&args, "--access-key"), arg(&args, "--secret-key")) {
         builder.set_auth(SimpleAuth::from_single(ak, sk));
     }
-    let service = builder.build();
+    let service = Router {
+        s3: builder.build(),
+        ebs: Arc::new(ebs::Ebs::default()),
+    };
     let tls = match args.iter().position(|a| a == "--tls") {
         Some(i) => match (args.get(i + 1), args.get(i + 2)) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
