@@ -480,6 +480,11 @@ pub struct UploadArgs {
     /// --via ebs-direct: 512 KiB blocks read and sent at once (memory is about this × 512 KiB).
     #[arg(long, default_value_t = imgpub::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N", help_heading = "Transfer options")]
     pub blocks_in_flight: u16,
+    /// --via ebs-direct: also send blocks the image wrote as all zeros to an unencrypted
+    /// snapshot (an encrypted one always gets them: it reads unwritten blocks as garbage).
+    /// For AMIs that will be launched as encrypted volumes. Holes are never sent.
+    #[arg(long)]
+    pub send_zero_blocks: bool,
     /// Give up waiting for the import after this long, the wait for a free import slot
     /// included (e.g. 2h, 90m, 600s); the task keeps running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
@@ -880,6 +885,7 @@ impl From<UploadArgs> for UploadOptions {
             part_size: a.transfer.part_size,
             upload_concurrency: a.transfer.upload_concurrency,
             blocks_in_flight: usize::from(a.blocks_in_flight),
+            send_zero_blocks: a.send_zero_blocks,
             via: a.via,
             file: a.file,
             bucket: a.bucket,

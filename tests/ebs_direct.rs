@@ -509,3 +509,66 @@ fn bad_images_are_refused_before_start_snapshot() {
         );
     }
 }
+
+/// Holes are never sent; blocks the image wrote as zeros are sent to an encrypted snapshot
+/// (which would read them as garbage otherwise) and with --send-zero-blocks, not otherwise.
+#[tokio::test]
+async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(
+        dir.path(),
+        "zeros.raw",
+        128 * MIB,
+        &image_extents()[..3],
+        60 * MIB,
+    );
+    let nonzero = nonzero_blocks(&raw).len() as u64;
+    // The MiB written as zeros at 60 MiB: blocks 120 and 121.
+    let written_zeros = [120, 121];
+    for (name, extra, zeros_sent) in [
+        ("plain", &[][..], false),
+        ("encrypted", &["--encrypted"][..], true),
+        ("send-zeros", &["--send-zero-blocks"][..], true),
+    ] {
+        standin.reset_requests();
+        let out = standin
+            .imgpub()
+            .args(["aws", "upload-snapshot", "--region", REGION])
+            .arg_path("--file", &raw)
+            .args(["--name", name])
+            .args(extra)
+            .run()
+            .json();
+        let snapshot = out["SnapshotID"].as_str().unwrap();
+        let want = nonzero + if zeros_sent { 2 } else { 0 };
+        let counts = standin.counts();
+        assert_eq!(
+            count(&counts, "ebs.PutSnapshotBlock"),
+            want,
+            "{name}: {counts}"
+        );
+        let blocks = snapshot_blocks(&standin, snapshot).await;
+        for index in written_zeros {
+            assert_eq!(
+                blocks.contains_key(&index),
+                zeros_sent,
+                "{name}: block {index}"
+            );
+            if zeros_sent {
+                assert!(blocks[&index].iter().all(|&b| b == 0));
+            }
+        }
+        let described = ec2(&standin)
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            described.snapshots()[0].encrypted(),
+            Some(name == "encrypted"),
+            "{name}"
+        );
+    }
+}

@@ -1,10 +1,13 @@
 //! A snapshot written straight from the image with the EBS direct APIs (StartSnapshot,
 //! PutSnapshotBlock, CompleteSnapshot): no bucket, no import role, no conversion queue.
 //!
-//! Only blocks that hold data are sent: holes, unallocated grains and all-zero blocks are
-//! left unwritten, and a snapshot with no parent reads unwritten blocks as zeros. That
-//! holds for encrypted snapshots too (coldsnap skips zero blocks the same way for both):
-//! an unwritten block has no data to encrypt. Each block carries its SHA-256; completion
+//! Blocks the image never wrote (holes in a raw file, unallocated VMDK grains) are not
+//! read or sent. Written blocks that are all zeros are not sent to an unencrypted snapshot,
+//! which reads unwritten blocks as zeros; they are sent to an encrypted one, which reads an
+//! unwritten block as the decryption of zeros, i.e. garbage (coldsnap#395; coldsnap sends
+//! every zero block by default since 0.8). `--send-zero-blocks` sends them to an
+//! unencrypted snapshot too, for AMIs that will be launched as encrypted volumes
+//! (coldsnap#470). Each block carries its SHA-256; completion
 //! carries the count and the LINEAR aggregate (SHA-256 over the blocks' digests in index
 //! order), so EBS refuses a snapshot that is not the image.
 //!
@@ -55,6 +58,8 @@ pub struct SnapshotRequest {
     pub tags: Vec<(String, String)>,
     pub encryption: Encryption,
     pub blocks_in_flight: usize,
+    /// Send written blocks that are all zeros (always for an encrypted snapshot).
+    pub send_zero_blocks: bool,
     /// How long to wait for the snapshot to complete after CompleteSnapshot.
     pub timeout: Duration,
     /// A new snapshot even where one of the same content exists.
@@ -79,9 +84,15 @@ pub enum Found {
     Write(Start),
 }
 
-/// The image's identity for reruns: its size, modification time and format. (Hashing the
-/// content would read the whole image before the first block is sent.) Blocking.
-pub fn content_id(path: &std::path::Path, info: &ImageInfo) -> Result<String> {
+/// The identity of what a snapshot holds, for reruns: the image's size, modification time
+/// and format (hashing the content would read the whole image before the first block is
+/// sent), the encryption and whether zero blocks are sent. Blocking.
+pub fn content_id(
+    path: &std::path::Path,
+    info: &ImageInfo,
+    encryption: &Encryption,
+    send_zero_blocks: bool,
+) -> Result<String> {
     let meta =
         std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let mtime = meta
@@ -90,7 +101,12 @@ pub fn content_id(path: &std::path::Path, info: &ImageInfo) -> Result<String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     let mut h = Sha256::new();
-    h.update(format!("{}:{mtime}:{}", info.file_size, info.format.name()));
+    h.update(format!(
+        "{}:{mtime}:{}:{}:{send_zero_blocks}",
+        info.file_size,
+        info.format.name(),
+        encryption.token_part()
+    ));
     Ok(hex::encode(&h.finalize()[..12]))
 }
 
@@ -103,11 +119,7 @@ impl SnapshotRequest {
             self.name.as_str(),
             &self.content,
             &self.volume_size_gib.to_string(),
-            match &self.encryption {
-                Encryption::None => "",
-                Encryption::DefaultKey => "encrypted",
-                Encryption::Key(key) => key,
-            },
+            self.encryption.token_part(),
             replaces.unwrap_or(""),
         ] {
             h.update(part.as_bytes());
@@ -306,6 +318,10 @@ async fn put_blocks(
     let buffers = Buffers::default();
     let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
+    let zeros = match req.send_zero_blocks || req.encryption.is_encrypted() {
+        true => Zeros::Send,
+        false => Zeros::Skip,
+    };
     let digests: BTreeMap<i32, [u8; 32]> = stream::iter(data_blocks)
         .map(|index| {
             let (disk, buffers, readers) =
@@ -314,9 +330,10 @@ async fn put_blocks(
             async move {
                 let index32 = i32::try_from(index)
                     .map_err(|_| Error::Invalid(format!("block {index} is past any EBS volume")))?;
-                let block =
-                    crate::commands::blocking(move || read_block(&disk, index, &buffers, &readers))
-                        .await?;
+                let block = crate::commands::blocking(move || {
+                    read_block(&disk, index, &buffers, &readers, zeros)
+                })
+                .await?;
                 let out = match block {
                     None => None,
                     Some((_, digest)) if present.contains(&index32) => Some((index32, digest)),
@@ -343,12 +360,21 @@ async fn put_blocks(
     Ok(digests)
 }
 
-/// Block `index` and its SHA-256, or `None` when it is all zeros (not written). Blocking.
+/// What becomes of a written block that is all zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zeros {
+    Skip,
+    Send,
+}
+
+/// Block `index` and its SHA-256, or `None` when it is all zeros and those are skipped.
+/// Blocking.
 fn read_block(
     disk: &Disk,
     index: u64,
     buffers: &Buffers,
     readers: &Mutex<Vec<Reader>>,
+    zeros: Zeros,
 ) -> Result<Option<(Bytes, [u8; 32])>> {
     let mut buf = buffers.take(BLOCK_SIZE);
     let mut reader = readers
@@ -363,7 +389,7 @@ fn read_block(
         .push(reader);
     read?;
     let bytes: &[u8] = buf.as_ref();
-    if is_zero(bytes) {
+    if zeros == Zeros::Skip && is_zero(bytes) {
         return Ok(None);
     }
     let digest: [u8; 32] = Sha256::digest(bytes).into();

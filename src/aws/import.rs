@@ -47,7 +47,7 @@ impl Encryption {
     }
 
     /// For the client token: another encryption is another import (`""`: not encrypted).
-    fn token_part(&self) -> &str {
+    pub(crate) fn token_part(&self) -> &str {
         match self {
             Encryption::None => "",
             Encryption::DefaultKey => "encrypted",

@@ -89,6 +89,8 @@ pub struct UploadOptions {
     pub via: Via,
     /// EBS direct: blocks read and sent at once.
     pub blocks_in_flight: usize,
+    /// EBS direct: send written all-zero blocks to an unencrypted snapshot too.
+    pub send_zero_blocks: bool,
 }
 
 /// When the AMI is deprecated: `--deprecate-in 90d` or `--deprecate-at 2027-06-01T00:00:00Z`.
@@ -478,7 +480,7 @@ fn direct_request(
         None => file_name(path)?,
     };
     Ok(SnapshotRequest {
-        content: ebs_direct::content_id(path, &info)?,
+        content: ebs_direct::content_id(path, &info, encryption, opts.send_zero_blocks)?,
         path: path.to_path_buf(),
         info,
         name,
@@ -486,6 +488,7 @@ fn direct_request(
         tags: tags.to_vec(),
         encryption: encryption.clone(),
         blocks_in_flight: opts.blocks_in_flight,
+        send_zero_blocks: opts.send_zero_blocks,
         timeout: opts.import_timeout,
         force: opts.force,
     })
@@ -1105,6 +1108,7 @@ mod tests {
             kms_key: None,
             via: Via::S3,
             blocks_in_flight: 32,
+            send_zero_blocks: false,
         }
     }
 

@@ -66,8 +66,8 @@ impl Disk {
         self.size
     }
 
-    /// The blocks that may hold data, ascending; every other block reads as zeros (a hole
-    /// in a raw file, unallocated grains in a VMDK) and is not read at all.
+    /// The blocks the image wrote, ascending; every other block is one it never wrote (a
+    /// hole in a raw file, unallocated grains in a VMDK), reads as zeros and is not read.
     pub fn data_blocks(&self) -> Result<Vec<u64>> {
         match &self.layout {
             Layout::Raw => self.raw_data_blocks(),
@@ -78,7 +78,9 @@ impl Disk {
                     .filter(|b| {
                         let first = b * BLOCK / grain;
                         let end = ((b + 1) * BLOCK).min(self.size).div_ceil(grain);
-                        (first..end).any(|g| grains.entry(g) > 1)
+                        // A zero grain (entry 1) was written as zeros: it is data to an
+                        // encrypted snapshot (see ebs_direct), so it is listed and read.
+                        (first..end).any(|g| grains.entry(g) > 0)
                     })
                     .collect())
             }
