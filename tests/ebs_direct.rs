@@ -335,27 +335,15 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
     assert_snapshot_is_disk(&standin, stage_snapshot, &small).await;
 }
 
-/// Starts a direct upload whose blocks are slowed down, stops it with `signal` once some
-/// blocks are in, and reruns: the same snapshot, only the missing blocks sent, one AMI.
-async fn interrupted_direct_upload_resumes(signal: &str) {
-    let standin = Standin::start();
-    let dir = TempDir::new();
-    let raw = scattered_raw(
-        dir.path(),
-        "resume.raw",
-        64 * MIB,
-        &[(MIB, 20 * MIB)],
-        40 * MIB,
-    );
-    let total = nonzero_blocks(&raw).len() as u64;
-    assert_eq!(total, 41, "the MBR block and 40 of data");
-    standin
-        .fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
+/// Starts a direct upload of `raw` whose blocks are slowed down and stops it with `signal`
+/// once 8 blocks are in; then lets the blocks the server still held land.
+async fn stop_mid_upload(standin: &Standin, raw: &Path, name: &str, signal: &str) {
+    standin.fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
     let mut child = standin
         .imgpub()
         .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
-        .arg_path("--file", &raw)
-        .args(["--name", "resume-direct", "--blocks-in-flight", "2"])
+        .arg_path("--file", raw)
+        .args(["--name", name, "--blocks-in-flight", "2"])
         .cmd;
     let child = child
         .stdout(Stdio::piped())
@@ -383,10 +371,20 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
         _ => assert_eq!(output.status.code(), None, "killed by a signal"),
     }
     assert!(output.stdout.is_empty());
-
-    // Let the blocks the server was still holding land, then see what is there.
     standin.control("DELETE", "/_standin/faults", None);
     tokio::time::sleep(Duration::from_millis(800)).await;
+}
+
+/// Stops a direct upload with `signal` mid-way and reruns: the same snapshot, only the
+/// missing blocks sent, one AMI.
+async fn interrupted_direct_upload_resumes(signal: &str) {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(dir.path(), "resume.raw", 64 * MIB, &[(MIB, 20 * MIB)], 40 * MIB);
+    let total = nonzero_blocks(&raw).len() as u64;
+    assert_eq!(total, 41, "the MBR block and 40 of data");
+    stop_mid_upload(&standin, &raw, "resume-direct", signal).await;
+
     let pending = ec2(&standin)
         .describe_snapshots()
         .owner_ids("self")
@@ -571,4 +569,46 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
             "{name}"
         );
     }
+}
+
+/// A snapshot left pending past its Timeout ends in `error`: the rerun deletes it and
+/// writes the image into a new one.
+#[tokio::test]
+async fn a_snapshot_that_ended_in_error_is_replaced() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(dir.path(), "error.raw", 64 * MIB, &[(MIB, 20 * MIB)], 40 * MIB);
+    stop_mid_upload(&standin, &raw, "error-direct", "-KILL").await;
+    let expired: Value =
+        serde_json::from_str(&standin.control("POST", "/_standin/ebs/expire", Some("{}")))
+            .unwrap();
+    let old = expired["expired"][0].as_str().unwrap().to_string();
+    assert_eq!(snapshot_state(&standin, &old).await.0, "error");
+
+    standin.reset_requests();
+    let out = standin
+        .imgpub()
+        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
+        .arg_path("--file", &raw)
+        .args(["--name", "error-direct"])
+        .run()
+        .json();
+    let snapshot = out["SnapshotID"].as_str().unwrap();
+    assert_ne!(snapshot, old);
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "ec2.DeleteSnapshot"), 1, "{counts}");
+    assert_eq!(count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        nonzero_blocks(&raw).len() as u64,
+        "{counts}"
+    );
+    let gone = ec2(&standin)
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(gone.snapshots().iter().all(|s| s.snapshot_id() != Some(old.as_str())));
+    assert_snapshot_is_disk(&standin, snapshot, &raw).await;
 }

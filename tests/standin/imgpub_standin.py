@@ -1390,6 +1390,8 @@ class StandinApp:
                 if method == "DELETE":
                     self.chaos = None
                 return self._json(start_response, "200 OK", report)
+        if path == "/_standin/ebs/expire" and method == "POST":
+            return self._json(start_response, "200 OK", {"expired": EBS.expire()})
         if path.startswith("/_standin/images/"):
             ami_id = path.rsplit("/", 1)[1]
             from moto.ec2.models import ec2_backends

@@ -80,6 +80,17 @@ class EbsDirect:
             for snap in self.snapshots.values():
                 snap.ec2.status = snap.status(now)
 
+    def expire(self) -> list[str]:
+        """Ends every pending snapshot not yet completed as if its Timeout had passed
+        (POST /_standin/ebs/expire): what a snapshot left for too long becomes."""
+        with self.lock:
+            expired = [s for s in self.snapshots.values()
+                       if s.completes_at is None and s.status(time.monotonic()) == "pending"]
+            for snap in expired:
+                snap.started -= snap.timeout_minutes * 60 + 1
+                snap.ec2.status = "error"
+            return [s.snapshot_id for s in expired]
+
     def _snapshot(self, account: str, region: str, snapshot_id: str) -> Snapshot:
         snap = self.snapshots.get(snapshot_id)
         if snap is None or snap.account != account or snap.region != region:

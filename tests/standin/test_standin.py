@@ -974,3 +974,15 @@ def test_ebs_faults_have_the_service_error_shape(account):
         ebs.start_snapshot(VolumeSize=1)
     assert _code(e) == "InternalServerException"
     assert ebs.start_snapshot(VolumeSize=1)["Status"] == "pending"
+
+
+def test_ebs_a_snapshot_past_its_timeout_ends_in_error(account):
+    ebs, ec2 = client(account, "ebs"), client(account, "ec2")
+    snap = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+    _put(ebs, snap, 0, os.urandom(BLOCK))
+    assert snap in control(account, "/_standin/ebs/expire", {}, method="POST")["expired"]
+    assert ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "error"
+    with pytest.raises(ClientError) as e:
+        _put(ebs, snap, 1, os.urandom(BLOCK))
+    assert _code(e) == "ValidationException"
+    assert e.value.response["Reason"] == "WRITE_REQUEST_TIMEOUT"
