@@ -466,17 +466,8 @@ pub struct UploadArgs {
     pub role_name: String,
     #[command(flatten)]
     pub transfer: TransferArgs,
-    /// How the image becomes a snapshot: s3 (multipart upload, then ImportSnapshot: ore's
-    /// path) or ebs-direct (its blocks written straight into a snapshot: no bucket, no
-    /// vmimport role, no import queue; raw and VMDK images).
-    #[arg(
-        long,
-        value_enum,
-        env = "IMGPUB_VIA",
-        default_value = "s3",
-        value_name = "PATH"
-    )]
-    pub via: Via,
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// --via ebs-direct: 512 KiB blocks read and sent at once (memory is about this × 512 KiB).
     #[arg(long, default_value_t = imgpub::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N", help_heading = "Transfer options")]
     pub blocks_in_flight: u16,
@@ -493,6 +484,22 @@ pub struct UploadArgs {
     /// and read-only check; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `--via`: how `upload` makes its snapshot (flag of `upload` and of `policy`).
+#[derive(Debug, Clone, Args)]
+pub struct ViaArgs {
+    /// How the image becomes a snapshot: s3 (multipart upload, then ImportSnapshot: ore's
+    /// path) or ebs-direct (its blocks written straight into a snapshot with the EBS direct
+    /// APIs: no bucket, no vmimport role, no import queue; raw and VMDK images).
+    #[arg(
+        long,
+        value_enum,
+        env = "IMGPUB_VIA",
+        default_value = "s3",
+        value_name = "PATH"
+    )]
+    pub via: Via,
 }
 
 /// How the multipart upload engine sends a file.
@@ -761,16 +768,8 @@ pub struct PolicyScopeArgs {
     /// Allow making snapshots public (group all).
     #[arg(long)]
     pub public: bool,
-    /// How `upload` makes its snapshot: s3 (S3 and ImportSnapshot) or ebs-direct (the
-    /// ebs: actions instead; no bucket).
-    #[arg(
-        long,
-        value_enum,
-        env = "IMGPUB_VIA",
-        default_value = "s3",
-        value_name = "PATH"
-    )]
-    pub via: Via,
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Allow sharing snapshots only with these accounts (comma list).
     #[arg(long, value_delimiter = ',', value_name = "ACCOUNT")]
     pub share_with: Vec<String>,
@@ -886,7 +885,7 @@ impl From<UploadArgs> for UploadOptions {
             upload_concurrency: a.transfer.upload_concurrency,
             blocks_in_flight: usize::from(a.blocks_in_flight),
             send_zero_blocks: a.send_zero_blocks,
-            via: a.via,
+            via: a.via.via,
             file: a.file,
             bucket: a.bucket,
             name: a.name,
@@ -984,7 +983,7 @@ impl PolicyScopeArgs {
             role_name: self.role_name.clone(),
             partition: None,
             account: None,
-            via: self.via,
+            via: self.via.via,
         }
     }
 }

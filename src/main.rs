@@ -189,7 +189,7 @@ async fn run(aws: AwsCommand) -> Result<()> {
         AwsSubcommand::Upload(args) => publish(upload::Stage::Upload, flags, *args).await?,
         AwsSubcommand::ImportSnapshot(args) => publish(upload::Stage::Import, flags, *args).await?,
         AwsSubcommand::UploadSnapshot(mut args) => {
-            args.via = upload::Via::EbsDirect;
+            args.via.via = upload::Via::EbsDirect;
             publish(upload::Stage::Import, flags, *args).await?
         }
         AwsSubcommand::RegisterAmi(args) => publish(upload::Stage::Register, flags, *args).await?,

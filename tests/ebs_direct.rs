@@ -274,6 +274,56 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
     let raw = scattered_raw(dir.path(), "sparse.raw", 3 << 30, &extents, 60 * MIB);
     let want = nonzero_blocks(&raw);
 
+    // --dry-run: the calls it would make, none made.
+    standin.reset_requests();
+    let dry = standin
+        .imgpub()
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--via",
+            "ebs-direct",
+            "--dry-run",
+        ])
+        .arg_path("--file", &raw)
+        .args(["--name", "direct-raw"])
+        .run();
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let ops: Vec<String> = dry
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["op"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for op in [
+        "ebs:StartSnapshot",
+        "ebs:PutSnapshotBlock",
+        "ebs:CompleteSnapshot",
+        "ec2:RegisterImage",
+    ] {
+        assert!(ops.iter().any(|o| o == op), "{op} in {ops:?}");
+    }
+    assert!(
+        !ops.iter()
+            .any(|o| o.starts_with("s3:") || o.contains("Import")),
+        "{ops:?}"
+    );
+    let counts = standin.counts();
+    assert!(
+        counts
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("ebs.")),
+        "{counts}"
+    );
+
     // IMGPUB_VIA sets the default path, under cosa's command line (which always names a
     // bucket and --delete-object: neither is used, the bucket does not even exist).
     standin.reset_requests();
@@ -338,7 +388,8 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
 /// Starts a direct upload of `raw` whose blocks are slowed down and stops it with `signal`
 /// once 8 blocks are in; then lets the blocks the server still held land.
 async fn stop_mid_upload(standin: &Standin, raw: &Path, name: &str, signal: &str) {
-    standin.fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
+    standin
+        .fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
     let mut child = standin
         .imgpub()
         .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
@@ -355,15 +406,7 @@ async fn stop_mid_upload(standin: &Standin, raw: &Path, name: &str, signal: &str
         assert!(started.elapsed() < Duration::from_secs(60), "never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = common::signal_and_wait(child, signal).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains(SECRET_KEY));
     match signal {
@@ -380,7 +423,13 @@ async fn stop_mid_upload(standin: &Standin, raw: &Path, name: &str, signal: &str
 async fn interrupted_direct_upload_resumes(signal: &str) {
     let standin = Standin::start();
     let dir = TempDir::new();
-    let raw = scattered_raw(dir.path(), "resume.raw", 64 * MIB, &[(MIB, 20 * MIB)], 40 * MIB);
+    let raw = scattered_raw(
+        dir.path(),
+        "resume.raw",
+        64 * MIB,
+        &[(MIB, 20 * MIB)],
+        40 * MIB,
+    );
     let total = nonzero_blocks(&raw).len() as u64;
     assert_eq!(total, 41, "the MBR block and 40 of data");
     stop_mid_upload(&standin, &raw, "resume-direct", signal).await;
@@ -577,11 +626,16 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
 async fn a_snapshot_that_ended_in_error_is_replaced() {
     let standin = Standin::start();
     let dir = TempDir::new();
-    let raw = scattered_raw(dir.path(), "error.raw", 64 * MIB, &[(MIB, 20 * MIB)], 40 * MIB);
+    let raw = scattered_raw(
+        dir.path(),
+        "error.raw",
+        64 * MIB,
+        &[(MIB, 20 * MIB)],
+        40 * MIB,
+    );
     stop_mid_upload(&standin, &raw, "error-direct", "-KILL").await;
     let expired: Value =
-        serde_json::from_str(&standin.control("POST", "/_standin/ebs/expire", Some("{}")))
-            .unwrap();
+        serde_json::from_str(&standin.control("POST", "/_standin/ebs/expire", Some("{}"))).unwrap();
     let old = expired["expired"][0].as_str().unwrap().to_string();
     assert_eq!(snapshot_state(&standin, &old).await.0, "error");
 
@@ -609,6 +663,9 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
         .send()
         .await
         .unwrap();
-    assert!(gone.snapshots().iter().all(|s| s.snapshot_id() != Some(old.as_str())));
+    assert!(gone
+        .snapshots()
+        .iter()
+        .all(|s| s.snapshot_id() != Some(old.as_str())));
     assert_snapshot_is_disk(&standin, snapshot, &raw).await;
 }

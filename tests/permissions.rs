@@ -151,6 +151,32 @@ fn assert_nothing_changed(standin: &Standin, what: &str) {
     }
 }
 
+/// For each statement of `document` but the preflight's: a user holding the document
+/// without it runs `run` (with its keys, an AMI name): exit 1 in the preflight, naming an
+/// action of that statement, nothing changed, no AMI of that name.
+async fn each_statement_is_needed(
+    standin: &Standin,
+    document: &Value,
+    prefix: &str,
+    run: impl Fn(&(String, String), &str) -> Run,
+) {
+    let statements = document["Statement"].as_array().unwrap().clone();
+    for (i, statement) in statements.iter().enumerate() {
+        let sid = statement["Sid"].as_str().unwrap();
+        if sid == "Preflight" {
+            continue;
+        }
+        let name = format!("{prefix}-{i}");
+        let keys = user_with(standin, &name, &without_statement(document, sid)).await;
+        standin.reset_requests();
+        let out = run(&keys, &name);
+        assert_eq!(out.code, 1, "without {sid}: {}", out.stderr);
+        assert_names_an_action(&out, statement, &format!("without {sid}"));
+        assert_nothing_changed(standin, sid);
+        assert_eq!(ami_named(standin, &name).await, None, "without {sid}");
+    }
+}
+
 async fn ami_named(standin: &Standin, name: &str) -> Option<String> {
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
     let out = ec2.describe_images().owners("self").send().await.unwrap();
@@ -234,26 +260,10 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
 
     // Each statement removed: the run stops before anything is written, naming an action
     // of that statement.
-    let statements = document["Statement"].as_array().unwrap().clone();
-    for (i, statement) in statements.iter().enumerate() {
-        let sid = statement["Sid"].as_str().unwrap();
-        if sid == "Preflight" {
-            continue;
-        }
-        let keys = user_with(
-            &standin,
-            &format!("without-{i}"),
-            &without_statement(&document, sid),
-        )
-        .await;
-        standin.reset_requests();
-        let name = format!("os-without-{i}");
-        let run = upload(signed_by(standin.imgpub(), &keys), &file, &name);
-        assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
-        assert_names_an_action(&run, statement, &format!("without {sid}"));
-        assert_nothing_changed(&standin, sid);
-        assert_eq!(ami_named(&standin, &name).await, None, "without {sid}");
-    }
+    each_statement_is_needed(&standin, &document, "without", |keys, name| {
+        upload(signed_by(standin.imgpub(), keys), &file, name)
+    })
+    .await;
 
     // Without iam:SimulatePrincipalPolicy the preflight says what it could not check: the
     // run goes on (auto), or stops before any change (require).
@@ -1046,23 +1056,8 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
         run.stderr
     );
 
-    let statements = document["Statement"].as_array().unwrap().clone();
-    for (i, statement) in statements.iter().enumerate() {
-        let sid = statement["Sid"].as_str().unwrap();
-        if sid == "Preflight" {
-            continue;
-        }
-        let keys = user_with(
-            &standin,
-            &format!("direct-without-{i}"),
-            &without_statement(&document, sid),
-        )
-        .await;
-        standin.reset_requests();
-        let name = format!("direct-without-{i}");
-        let run = direct(signed_by(standin.imgpub(), &keys), &name);
-        assert_eq!(run.code, 1, "without {sid}: {}", run.stderr);
-        assert_names_an_action(&run, statement, &format!("without {sid}"));
-        assert_nothing_changed(&standin, sid);
-    }
+    each_statement_is_needed(&standin, &document, "direct-without", |keys, name| {
+        direct(signed_by(standin.imgpub(), keys), name)
+    })
+    .await;
 }

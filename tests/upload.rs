@@ -295,15 +295,7 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = common::signal_and_wait(child, signal).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains(SECRET_KEY));
     if signal == "-INT" {
@@ -869,14 +861,7 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = common::signal_and_wait(child, "-INT").await;
     assert_eq!(output.status.code(), Some(130));
 
     standin.reset_requests();
@@ -1453,14 +1438,7 @@ async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = common::signal_and_wait(child, "-INT").await;
     let after_signal = signalled.elapsed();
     eprintln!("whole run {whole:?}, exit {after_signal:?} after Ctrl-C");
     assert_eq!(output.status.code(), Some(130));

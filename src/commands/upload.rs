@@ -823,18 +823,13 @@ fn direct_calls(region: &str, start: &Start) -> Vec<Call> {
             calls.push(call(Op::EbsListSnapshotBlocks, vec![snapshot.clone()]));
             snapshot
         }
-        Start::Replace(old) => {
-            calls.push(call(
-                Op::Ec2DeleteSnapshot,
-                vec![Resource::Snapshot(Some(old.clone()))],
-            ));
-            calls.push(Call {
-                tags_on_create: true,
-                ..call(Op::EbsStartSnapshot, vec![Resource::Snapshot(None)])
-            });
-            Resource::Snapshot(None)
-        }
-        Start::New => {
+        Start::Replace(_) | Start::New => {
+            if let Start::Replace(old) = start {
+                calls.push(call(
+                    Op::Ec2DeleteSnapshot,
+                    vec![Resource::Snapshot(Some(old.clone()))],
+                ));
+            }
             calls.push(Call {
                 tags_on_create: true,
                 ..call(Op::EbsStartSnapshot, vec![Resource::Snapshot(None)])

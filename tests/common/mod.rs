@@ -362,6 +362,19 @@ impl Run {
 }
 
 /// A temporary directory removed on drop (no extra crate for this).
+/// Sends `signal` (`-INT`, `-KILL`) to a running imgpub and waits for it to end.
+pub async fn signal_and_wait(child: Child, signal: &str) -> std::process::Output {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 pub mod tempdir {
     use std::path::{Path, PathBuf};
 
