@@ -150,7 +150,8 @@ async fn root_snapshot(standin: &Standin, ami: &str) -> String {
         .to_string()
 }
 
-fn direct_upload(standin: &Standin, file: &Path, name: &str, extra: &[&str]) -> Run {
+/// `imgpub aws upload --via ebs-direct --file FILE --name NAME`.
+fn direct_cmd(standin: &Standin, file: &Path, name: &str) -> common::Imgpub {
     standin
         .imgpub()
         .args([
@@ -164,8 +165,10 @@ fn direct_upload(standin: &Standin, file: &Path, name: &str, extra: &[&str]) -> 
         ])
         .arg_path("--file", file)
         .args(["--name", name])
-        .args(extra)
-        .run()
+}
+
+fn direct_upload(standin: &Standin, file: &Path, name: &str, extra: &[&str]) -> Run {
+    direct_cmd(standin, file, name).args(extra).run()
 }
 
 /// Nothing of the S3 path was touched: no bucket, object or import task.
@@ -390,11 +393,8 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
 async fn stop_mid_upload(standin: &Standin, raw: &Path, name: &str, signal: &str) {
     standin
         .fault(r#"{"service": "ebs", "action": "PutSnapshotBlock", "delay": 0.3, "count": 1000}"#);
-    let mut child = standin
-        .imgpub()
-        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
-        .arg_path("--file", raw)
-        .args(["--name", name, "--blocks-in-flight", "2"])
+    let mut child = direct_cmd(standin, raw, name)
+        .args(["--blocks-in-flight", "2"])
         .cmd;
     let child = child
         .stdout(Stdio::piped())
@@ -447,13 +447,7 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     assert!(written >= 8 && written < total, "{written} of {total}");
 
     standin.reset_requests();
-    let out = standin
-        .imgpub()
-        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
-        .arg_path("--file", &raw)
-        .args(["--name", "resume-direct"])
-        .run()
-        .json();
+    let out = direct_upload(&standin, &raw, "resume-direct", &[]).json();
     assert_eq!(out["SnapshotID"], first.as_str(), "the same snapshot");
     let counts = standin.counts();
     assert_eq!(count(&counts, "ebs.StartSnapshot"), 0, "{counts}");
@@ -640,13 +634,7 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
     assert_eq!(snapshot_state(&standin, &old).await.0, "error");
 
     standin.reset_requests();
-    let out = standin
-        .imgpub()
-        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
-        .arg_path("--file", &raw)
-        .args(["--name", "error-direct"])
-        .run()
-        .json();
+    let out = direct_upload(&standin, &raw, "error-direct", &[]).json();
     let snapshot = out["SnapshotID"].as_str().unwrap();
     assert_ne!(snapshot, old);
     let counts = standin.counts();
