@@ -386,6 +386,23 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
         nonzero_blocks(&small).len() as u64
     );
     assert_snapshot_is_disk(&standin, stage_snapshot, &small).await;
+
+    // A fixed VHD is the disk's bytes and a footer: read as raw, footer left out.
+    let vhd = dir.path().join("small.vhd");
+    qemu_convert(
+        &small,
+        &vhd,
+        "vpc",
+        &["-o", "subformat=fixed,force_size=on"],
+    );
+    let out = standin
+        .imgpub()
+        .args(["aws", "upload-snapshot", "--region", REGION])
+        .arg_path("--file", &vhd)
+        .args(["--name", "direct-vhd"])
+        .run()
+        .json();
+    assert_snapshot_is_disk(&standin, out["SnapshotID"].as_str().unwrap(), &small).await;
 }
 
 /// Starts a direct upload of `raw` whose blocks are slowed down and stops it with `signal`
@@ -522,8 +539,10 @@ fn bad_images_are_refused_before_start_snapshot() {
     let big = scattered_raw(dir.path(), "big.raw", 2 << 30, &[(MIB, MIB)], 8 * MIB);
     let qcow2 = dir.path().join("disk.qcow2");
     qemu_convert(&raw, &qcow2, "qcow2", &[]);
+    let dynamic = dir.path().join("dynamic.vhd");
+    qemu_convert(&raw, &dynamic, "vpc", &["-o", "subformat=dynamic"]);
 
-    let cases: [(&Path, &[&str], &str); 4] = [
+    let cases: [(&Path, &[&str], &str); 5] = [
         (&corrupt_path, &[], "not a valid VMDK image"),
         (&cut, &[], "truncated"),
         (
@@ -532,6 +551,7 @@ fn bad_images_are_refused_before_start_snapshot() {
             "larger than --disk-size-gib 1",
         ),
         (&qcow2, &[], "qemu-img convert -O raw"),
+        (&dynamic, &[], "VHD (dynamic) image"),
     ];
     for (file, extra, message) in cases {
         standin.reset_requests();

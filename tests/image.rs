@@ -36,8 +36,16 @@ fn virtual_sizes_match_qemu_img() {
                 },
             ),
             ("qcow2", &[], Format::Qcow2),
-            ("vpc", &["-o", "subformat=fixed"], Format::Vhd),
-            ("vpc", &["-o", "subformat=dynamic"], Format::Vhd),
+            (
+                "vpc",
+                &["-o", "subformat=fixed"],
+                Format::Vhd { fixed: true },
+            ),
+            (
+                "vpc",
+                &["-o", "subformat=dynamic"],
+                Format::Vhd { fixed: false },
+            ),
         ];
         for (i, (fmt, opts, want)) in cases.into_iter().enumerate() {
             let out = dir.path().join(format!("d{size_mib}-{i}.{fmt}"));

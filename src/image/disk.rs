@@ -1,6 +1,6 @@
 //! The virtual disk an image describes, read in EBS's 512 KiB blocks without a temporary
-//! raw copy: a raw file by `pread` (its holes found with `SEEK_DATA`/`SEEK_HOLE`, not by
-//! reading zeros), a VMDK sparse extent grain by grain. What `upload --via ebs-direct`
+//! raw copy: a raw file (and a fixed VHD's disk) by `pread`, its holes found with
+//! `SEEK_DATA`/`SEEK_HOLE`, not by reading zeros; a VMDK sparse extent grain by grain. What `upload --via ebs-direct`
 //! writes into a snapshot.
 
 use std::fs::File;
@@ -42,13 +42,16 @@ impl Disk {
         let mut file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
         let (layout, size) = match info.format {
             Format::Raw { .. } => (Layout::Raw, info.file_size),
+            // The disk's bytes, then the footer: read as raw up to the disk's size
+            // (`image::check_direct` made sure the file holds it).
+            Format::Vhd { fixed: true } => (Layout::Raw, info.virtual_size.unwrap_or(0)),
             Format::Vmdk { .. } => {
                 let grains = Grains::open(&mut file, path, info.file_size)?;
                 (Layout::Vmdk(grains), info.virtual_size.unwrap_or(0))
             }
-            Format::Qcow2 | Format::Vhd | Format::Vhdx => {
+            Format::Qcow2 | Format::Vhd { fixed: false } | Format::Vhdx => {
                 return Err(Error::Invalid(format!(
-                    "{shown} is a {} image; --via ebs-direct reads raw and VMDK images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
+                    "{shown} is a {} image; --via ebs-direct reads raw, VMDK and fixed VHD images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
                     info.format.name()
                 )))
             }
@@ -72,17 +75,22 @@ impl Disk {
         match &self.layout {
             Layout::Raw => self.raw_data_blocks(),
             Layout::Vmdk(grains) => {
+                // A zero grain (entry 1) was written as zeros: it is data to an encrypted
+                // snapshot (see ebs_direct), so it is listed and read.
                 let grain = grains.grain_bytes();
-                let blocks = self.size.div_ceil(BLOCK);
-                Ok((0..blocks)
-                    .filter(|b| {
-                        let first = b * BLOCK / grain;
-                        let end = ((b + 1) * BLOCK).min(self.size).div_ceil(grain);
-                        // A zero grain (entry 1) was written as zeros: it is data to an
-                        // encrypted snapshot (see ebs_direct), so it is listed and read.
-                        (first..end).any(|g| grains.entry(g) > 0)
-                    })
-                    .collect())
+                let mut blocks: Vec<u64> = vec![];
+                for g in grains.written() {
+                    let (start, end) = (g * grain, ((g + 1) * grain).min(self.size));
+                    if start >= end {
+                        break; // past the disk's end (a table's last entries)
+                    }
+                    let first = match blocks.last() {
+                        Some(&last) if last >= start / BLOCK => last + 1,
+                        _ => start / BLOCK,
+                    };
+                    blocks.extend(first..end.div_ceil(BLOCK));
+                }
+                Ok(blocks)
             }
         }
     }

@@ -56,7 +56,11 @@ pub enum Format {
         stream_optimized: bool,
     },
     Qcow2,
-    Vhd,
+    /// `fixed`: the disk's bytes as they are, then the 512-byte footer (else dynamic or
+    /// differencing: blocks through a table).
+    Vhd {
+        fixed: bool,
+    },
     Vhdx,
 }
 
@@ -68,7 +72,7 @@ impl Format {
             Format::Vmdk {
                 stream_optimized: true,
             } => Some(ObjectFormat::Vmdk),
-            Format::Vhd => Some(ObjectFormat::Vhd),
+            Format::Vhd { .. } => Some(ObjectFormat::Vhd),
             Format::Vhdx => Some(ObjectFormat::Vhdx),
             Format::Vmdk {
                 stream_optimized: false,
@@ -87,7 +91,8 @@ impl Format {
                 stream_optimized: false,
             } => "VMDK (monolithicSparse)",
             Format::Qcow2 => "qcow2",
-            Format::Vhd => "VHD",
+            Format::Vhd { fixed: true } => "VHD (fixed)",
+            Format::Vhd { fixed: false } => "VHD (dynamic)",
             Format::Vhdx => "VHDX",
         }
     }
@@ -179,8 +184,10 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
             .map_err(|e| Error::io(format!("reading {shown}"), e))?;
         if footer.starts_with(b"conectix") {
             let size = u64::from_be_bytes(footer[48..56].try_into().unwrap());
+            // Disk type 2: fixed.
+            let fixed = footer[60..64] == [0, 0, 0, 2];
             return Ok(ImageInfo {
-                format: Format::Vhd,
+                format: Format::Vhd { fixed },
                 virtual_size: Some(size),
                 file_size,
             });
@@ -233,9 +240,9 @@ pub fn import_format(
 pub fn check_direct(path: &Path, info: &ImageInfo, requested: Option<ObjectFormat>) -> Result<()> {
     let shown = path.display();
     match (info.format, requested) {
-        (Format::Qcow2 | Format::Vhd | Format::Vhdx, _) => {
+        (Format::Qcow2 | Format::Vhd { fixed: false } | Format::Vhdx, _) => {
             return Err(Error::Invalid(format!(
-                "{shown} is a {} image; --via ebs-direct reads raw and VMDK images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
+                "{shown} is a {} image; --via ebs-direct reads raw, VMDK and fixed VHD images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
                 info.format.name()
             )))
         }
@@ -248,8 +255,16 @@ pub fn check_direct(path: &Path, info: &ImageInfo, requested: Option<ObjectForma
         (_, Some(_)) => {}
         (_, None) => check_name_and_content(path, info)?,
     }
-    if let Format::Raw { partition_table } = info.format {
-        check_raw(path, info.file_size, partition_table)?;
+    match info.format {
+        Format::Raw { partition_table } => check_raw(path, info.file_size, partition_table)?,
+        Format::Vhd { fixed: true }
+            if info.virtual_size.unwrap_or(u64::MAX) > info.file_size - 512 =>
+        {
+            return Err(Error::Invalid(format!(
+                "{shown} is a fixed VHD shorter than the disk its footer describes (truncated?); rebuild it, or check the copy is complete"
+            )));
+        }
+        _ => {}
     }
     Ok(())
 }

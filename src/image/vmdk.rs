@@ -269,6 +269,20 @@ impl Grains {
         self.header.grain_sectors * SECTOR
     }
 
+    /// The grains the image wrote (a sector, or 1 for a zero grain), ascending; found
+    /// through the tables that exist, so the cost is the file's, not the disk's size.
+    pub(super) fn written(&self) -> impl Iterator<Item = u64> + '_ {
+        let per_table = u64::from(self.header.gtes_per_gt);
+        self.tables.iter().enumerate().flat_map(move |(t, table)| {
+            table.iter().flat_map(move |gt| {
+                gt.iter()
+                    .enumerate()
+                    .filter(|(_, &entry)| entry > 0)
+                    .map(move |(j, _)| t as u64 * per_table + j as u64)
+            })
+        })
+    }
+
     /// The grain's sector in the file; 0 or 1: no data (unallocated, or a zero grain).
     pub(super) fn entry(&self, grain: u64) -> u32 {
         let per_table = u64::from(self.header.gtes_per_gt);
