@@ -1,7 +1,7 @@
 //! The virtual disk an image describes, read in EBS's 512 KiB blocks without a temporary
 //! raw copy: a raw file (and a fixed VHD's disk) by `pread`, its holes found with
-//! `SEEK_DATA`/`SEEK_HOLE`, not by reading zeros; a VMDK sparse extent grain by grain. What `upload --via ebs-direct`
-//! writes into a snapshot.
+//! `SEEK_DATA`/`SEEK_HOLE`, not by reading zeros; a VMDK sparse extent grain by grain.
+//! What `upload --via ebs-direct` writes into a snapshot.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
