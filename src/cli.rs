@@ -762,6 +762,10 @@ pub struct PolicyScopeArgs {
     /// Limit EC2 and SSM to these regions (comma list; default: all).
     #[arg(long, value_delimiter = ',', value_name = "REGION")]
     pub regions: Vec<String>,
+    /// With --for copy: the regions copied from (comma list; default: --region). EC2
+    /// authorizes CopyImage on the source AMI as well as the copy.
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub source_region: Vec<String>,
     /// Limit SSM parameters to this path, e.g. /os/.
     #[arg(long, value_name = "PATH")]
     pub ssm_prefix: Option<String>,
@@ -977,6 +981,7 @@ impl PolicyScopeArgs {
             commands: self.commands.clone(),
             bucket: self.bucket.clone(),
             regions: self.regions.clone(),
+            source_regions: self.source_region.clone(),
             ssm_prefix: self.ssm_prefix.clone(),
             public: self.public,
             share_with: self.share_with.clone(),

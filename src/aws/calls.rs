@@ -91,6 +91,8 @@ pub enum ResourceKind {
     Bucket,
     Object,
     Image,
+    /// The AMI a CopyImage copies, in its own region.
+    SourceImage,
     Snapshot,
     ImportSnapshotTask,
     Role,
@@ -614,6 +616,14 @@ impl Op {
                 &const {
                     [
                         need("ec2:CopyImage", R::Image, "copy the AMI to another region"),
+                        // "Starting October 28, 2024, you can specify resource-level
+                        // permissions for the CopyImage action on the source AMI." (EC2 User
+                        // Guide, "Grant permissions to copy Amazon EC2 AMIs").
+                        need(
+                            "ec2:CopyImage",
+                            R::SourceImage,
+                            "read the source AMI (EC2 authorizes CopyImage on it too)",
+                        ),
                         need(
                             "ec2:CopyImage",
                             R::Snapshot,
@@ -942,6 +952,8 @@ pub enum Resource {
     Bucket(String),
     Object { bucket: String, key: String },
     Image(Option<String>),
+    /// A CopyImage's source AMI, in its region.
+    SourceImage { region: String, id: String },
     Snapshot(Option<String>),
     Role(String),
     Parameter(String),
@@ -1115,6 +1127,9 @@ impl Arns {
             }
             (ResourceKind::Object, Resource::Object { bucket, key }) => self.object(bucket, key),
             (ResourceKind::Image, Resource::Image(i)) => self.image(region, &id(i)),
+            (ResourceKind::SourceImage, Resource::SourceImage { region, id }) => {
+                self.image(region, id)
+            }
             (ResourceKind::Snapshot, Resource::Snapshot(s)) => self.snapshot(region, &id(s)),
             (ResourceKind::Role, Resource::Role(name)) => self.role(name),
             (ResourceKind::Parameter, Resource::Parameter(name)) => self.parameter(region, name),

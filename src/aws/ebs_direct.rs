@@ -12,12 +12,14 @@
 //! order), so EBS refuses a snapshot that is not the image.
 //!
 //! Reruns: the snapshot is tagged `Name=<name>` and `imgpub:content=<content id>` (the
-//! file's size, mtime and format). A completed one is reused; a pending one is resumed
-//! (ListSnapshotBlocks says which blocks are there, only the others are sent); an `error`
-//! one is deleted and written again. StartSnapshot's ClientToken comes from the same
-//! inputs, so a retried start returns the snapshot the lost answer named.
+//! file's size, mtime and format). A completed one is reused. A pending one is resumed from
+//! the local block journal (`ebs_journal`: EBS answers no read of a pending snapshot), only
+//! the blocks it does not list being sent; without a journal (another machine, a cleared
+//! cache) the pending snapshot is deleted and written anew, never left. An `error` one is
+//! deleted and written again. StartSnapshot's ClientToken comes from the same inputs, so a
+//! retried start returns the snapshot the lost answer named.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
+use crate::aws::ebs_journal::{self, Journal, Record};
 use crate::aws::import::Encryption;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{Disk, ImageInfo, Reader, BLOCK_SIZE};
@@ -43,6 +46,9 @@ pub const CONTENT_TAG: &str = "imgpub:content";
 /// How long EBS keeps a started snapshot pending before it ends in `error` (StartSnapshot's
 /// Timeout, minutes; AWS's default is 60): long enough for a rerun to resume it.
 const SNAPSHOT_TIMEOUT_MINUTES: i32 = 24 * 60;
+/// How often the wait for completion asks: soon at first (a small snapshot completes in
+/// moments), doubling up to `POLL`.
+const FIRST_POLL: Duration = Duration::from_millis(250);
 const POLL: Duration = Duration::from_secs(2);
 
 /// What to write, decided before any call.
@@ -200,28 +206,129 @@ pub async fn write_snapshot(
     let path = req.path.clone();
     let info = req.info.clone();
     let disk = Arc::new(crate::commands::blocking(move || Disk::open(&path, &info)).await?);
-    let (snapshot, present) = match start {
-        Start::Resume(id) => {
-            let present = list_blocks(ebs, id).await?;
-            tracing::info!(
-                "resuming snapshot {id}: {} blocks already written",
-                present.len()
-            );
-            (id.clone(), present)
-        }
+    let region = ebs
+        .config()
+        .region()
+        .map_or_else(|| "no-region".to_string(), |r| r.to_string());
+    let dir = ebs_journal::cache_dir().ok_or_else(|| {
+        Error::Setup(
+            "no cache directory for the EBS direct block journal: set IMGPUB_CACHE_DIR or HOME"
+                .into(),
+        )
+    })?;
+    let (snapshot, journal, record) = match start {
+        Start::Resume(id) => match open_journal(&dir, &region, id, &req.content).await? {
+            Some((journal, record)) => {
+                tracing::info!(
+                    "resuming snapshot {id}: {} blocks already written (block journal)",
+                    record.blocks.len()
+                );
+                (id.clone(), journal, record)
+            }
+            None => {
+                // EBS cannot say what a pending snapshot holds, and leaving it would leave
+                // a snapshot no AMI uses: delete it and write a new one.
+                tracing::warn!(
+                    "snapshot {id} was left pending by a run whose block journal is not on this machine ({}); EBS cannot list a pending snapshot's blocks, so it is deleted and written anew",
+                    dir.display()
+                );
+                crate::aws::ami::delete_snapshot(ec2, id, true).await?;
+                let new = start_snapshot(ebs, req, Some(id)).await?;
+                let journal = create_journal(&dir, &region, &new, &req.content).await?;
+                (new, journal, Record::default())
+            }
+        },
         Start::Replace(old) => {
             tracing::warn!("snapshot {old} of this image ended in error; writing it again");
             crate::aws::ami::delete_snapshot(ec2, old, true).await?;
-            (start_snapshot(ebs, req, Some(old)).await?, HashSet::new())
+            ebs_journal::forget(&dir, &region, old);
+            let new = start_snapshot(ebs, req, Some(old)).await?;
+            let journal = create_journal(&dir, &region, &new, &req.content).await?;
+            (new, journal, Record::default())
         }
-        Start::New => (start_snapshot(ebs, req, None).await?, HashSet::new()),
+        Start::New => {
+            let new = start_snapshot(ebs, req, None).await?;
+            // A retried start with the same ClientToken names a snapshot an earlier run
+            // began: its journal, if any, still holds.
+            match open_journal(&dir, &region, &new, &req.content).await? {
+                Some((journal, record)) => (new, journal, record),
+                None => {
+                    let journal = create_journal(&dir, &region, &new, &req.content).await?;
+                    (new, journal, Record::default())
+                }
+            }
+        }
     };
-    let reading = Arc::clone(&disk);
-    let data_blocks = crate::commands::blocking(move || reading.data_blocks()).await?;
-    let digests = put_blocks(ebs, &snapshot, disk, data_blocks, &present, req).await?;
-    complete(ebs, &snapshot, &digests).await?;
+    let journal = Arc::new(journal);
+    let digests = if record.completing {
+        // CompleteSnapshot went out before the stop: the blocks are all there.
+        record.blocks.into_iter().collect()
+    } else {
+        let reading = Arc::clone(&disk);
+        let data_blocks = crate::commands::blocking(move || reading.data_blocks()).await?;
+        put_blocks(
+            ebs,
+            &snapshot,
+            disk,
+            data_blocks,
+            &record.blocks,
+            &journal,
+            req,
+        )
+        .await?
+    };
+    {
+        let journal = Arc::clone(&journal);
+        crate::commands::blocking(move || journal.completing()).await?;
+    }
+    if let Err(e) = complete(ebs, &snapshot, &digests).await {
+        if e.code() == Some("ValidationException") {
+            // EBS refused the snapshot itself (count or checksum): it cannot be finished.
+            tracing::warn!("deleting snapshot {snapshot}: it cannot be completed");
+            if let Err(d) = crate::aws::ami::delete_snapshot(ec2, &snapshot, true).await {
+                tracing::warn!("could not delete snapshot {snapshot}: {d}");
+            }
+            if let Ok(journal) = Arc::try_unwrap(journal) {
+                journal.remove();
+            }
+        }
+        return Err(e);
+    }
     wait_completed(ec2, &snapshot, req.timeout).await?;
+    if let Ok(journal) = Arc::try_unwrap(journal) {
+        journal.remove();
+    }
     Ok(snapshot)
+}
+
+async fn open_journal(
+    dir: &std::path::Path,
+    region: &str,
+    snapshot: &str,
+    content: &str,
+) -> Result<Option<(Journal, Record)>> {
+    let (dir, region, snapshot, content) = (
+        dir.to_path_buf(),
+        region.to_string(),
+        snapshot.to_string(),
+        content.to_string(),
+    );
+    crate::commands::blocking(move || Journal::open(&dir, &region, &snapshot, &content)).await
+}
+
+async fn create_journal(
+    dir: &std::path::Path,
+    region: &str,
+    snapshot: &str,
+    content: &str,
+) -> Result<Journal> {
+    let (dir, region, snapshot, content) = (
+        dir.to_path_buf(),
+        region.to_string(),
+        snapshot.to_string(),
+        content.to_string(),
+    );
+    crate::commands::blocking(move || Journal::create(&dir, &region, &snapshot, &content)).await
 }
 
 async fn start_snapshot(
@@ -275,40 +382,16 @@ async fn start_snapshot(
     Ok(id)
 }
 
-/// The blocks a pending snapshot already holds.
-async fn list_blocks(ebs: &aws_sdk_ebs::Client, id: &str) -> Result<HashSet<i32>> {
-    let mut present = HashSet::new();
-    let mut token = None;
-    loop {
-        let out = ebs
-            .list_snapshot_blocks()
-            .snapshot_id(id)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
-                    Op::EbsListSnapshotBlocks,
-                    format!("listing the blocks of snapshot {id}"),
-                    e,
-                )
-            })?;
-        present.extend(out.blocks().iter().filter_map(|b| b.block_index()));
-        match out.next_token() {
-            Some(next) if !next.is_empty() => token = Some(next.to_string()),
-            _ => return Ok(present),
-        }
-    }
-}
-
 /// Reads every block that may hold data, `blocks_in_flight` at a time; sends the non-zero
-/// ones the snapshot lacks. Returns the digest of every block the snapshot holds.
+/// ones the snapshot lacks (`present`: what the journal says it holds), recording each in
+/// the journal once EBS took it. Returns the digest of every block the snapshot holds.
 async fn put_blocks(
     ebs: &aws_sdk_ebs::Client,
     snapshot: &str,
     disk: Arc<Disk>,
     data_blocks: Vec<u64>,
-    present: &HashSet<i32>,
+    present: &HashMap<i32, [u8; 32]>,
+    journal: &Arc<Journal>,
     req: &SnapshotRequest,
 ) -> Result<BTreeMap<i32, [u8; 32]>> {
     let progress = Progress::bytes(
@@ -326,7 +409,7 @@ async fn put_blocks(
         .map(|index| {
             let (disk, buffers, readers) =
                 (Arc::clone(&disk), buffers.clone(), Arc::clone(&readers));
-            let (progress, sent) = (&progress, &sent);
+            let (progress, sent, present) = (&progress, &sent, present);
             async move {
                 let index32 = i32::try_from(index)
                     .map_err(|_| Error::Invalid(format!("block {index} is past any EBS volume")))?;
@@ -336,9 +419,14 @@ async fn put_blocks(
                 .await?;
                 let out = match block {
                     None => None,
-                    Some((_, digest)) if present.contains(&index32) => Some((index32, digest)),
+                    Some((_, digest)) if present.get(&index32) == Some(&digest) => {
+                        Some((index32, digest))
+                    }
                     Some((data, digest)) => {
                         put_block(ebs, snapshot, index32, data, &digest).await?;
+                        let journal = Arc::clone(journal);
+                        crate::commands::blocking(move || journal.sent(index32, &digest))
+                            .await?;
                         sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Some((index32, digest))
                     }
@@ -482,6 +570,7 @@ async fn wait_completed(
     use aws_sdk_ec2::types::SnapshotState;
     let deadline = Instant::now() + timeout;
     let wait = Wait::new(format!("snapshot {snapshot}"));
+    let mut poll = FIRST_POLL;
     loop {
         let out = ec2
             .describe_snapshots()
@@ -516,7 +605,7 @@ async fn wait_completed(
             }
             state => wait.update(state.map_or("unknown", |s| s.as_str()), None),
         }
-        if Instant::now() + POLL > deadline {
+        if Instant::now() + poll > deadline {
             return Err(Error::failed(
                 format!("completing snapshot {snapshot}"),
                 ErrorKind::Other,
@@ -527,7 +616,8 @@ async fn wait_completed(
                 ),
             ));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod config;
 pub mod copy;
 pub mod ebs_direct;
+pub(crate) mod ebs_journal;
 pub mod iam;
 pub mod images;
 pub mod import;

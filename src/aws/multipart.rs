@@ -805,12 +805,29 @@ async fn resumable_upload(
         .uploads()
         .iter()
         .filter(|u| u.key() == Some(req.object.key.as_str()))
-        .filter_map(|u| Some((u.initiated().copied(), u.upload_id()?.to_string())))
+        .filter_map(|u| {
+            let crc32c = u.checksum_algorithm() == Some(&ChecksumAlgorithm::Crc32C);
+            Some((u.initiated().copied(), u.upload_id()?.to_string(), crc32c))
+        })
         .collect();
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-    let Some((_, upload_id)) = candidates.into_iter().next() else {
+    let Some((_, upload_id, crc32c)) = candidates.into_iter().next() else {
         return Ok(None);
     };
+    if crc32c != req.over_tls {
+        // Every part must carry the algorithm the upload was created with (UploadPart API
+        // reference: "This checksum algorithm must be the same for all parts"): over plain
+        // HTTP parts are signed instead, over HTTPS they carry a CRC32C.
+        let (was, now) = match crc32c {
+            true => ("HTTPS (parts checked by CRC32C)", "plain HTTP"),
+            false => ("plain HTTP (parts checked by signature)", "HTTPS"),
+        };
+        tracing::warn!(
+            "the unfinished upload to {url} was started over {was}; its parts cannot be completed over {now}, so it is aborted and the image sent again"
+        );
+        abort(s3, req, &upload_id).await;
+        return Ok(None);
+    }
 
     let mut parts = HashMap::new();
     let mut pages = s3

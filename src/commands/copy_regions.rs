@@ -108,9 +108,13 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             }
         }
         if !matches!(found, InRegion::Present(_)) {
+            let source = Resource::SourceImage {
+                region: plan.source.region.clone(),
+                id: plan.source.image_id.clone(),
+            };
             calls.push(call(
                 Op::Ec2CopyImage,
-                vec![image.clone(), snapshot.clone()],
+                vec![image.clone(), source, snapshot.clone()],
             ));
         }
         calls.push(call(Op::Ec2DescribeImages, vec![]));

@@ -72,6 +72,8 @@ pub struct PolicyOptions {
     /// `BUCKET[/PREFIX]` or `s3://BUCKET[/PREFIX]`.
     pub bucket: Option<String>,
     pub regions: Vec<String>,
+    /// Where `copy-regions` copies from (default: the configured region).
+    pub source_regions: Vec<String>,
     pub ssm_prefix: Option<String>,
     pub public: bool,
     pub share_with: Vec<String>,
@@ -91,6 +93,8 @@ pub struct Scope {
     pub prefix: Option<String>,
     /// Empty: every region.
     pub regions: Vec<String>,
+    /// The regions `copy-regions` copies from (with `--for copy`); empty: any.
+    pub source_regions: Vec<String>,
     pub ssm_prefix: Option<String>,
     pub public: bool,
     pub share_with: Vec<String>,
@@ -105,7 +109,7 @@ pub fn scope(
     caller: Option<(String, String)>,
     region: Option<&str>,
 ) -> Result<Scope> {
-    for region in &opts.regions {
+    for region in opts.regions.iter().chain(&opts.source_regions) {
         validate_region(region)?;
     }
     crate::aws::ami::validate_account_ids("--share-with", &opts.share_with)?;
@@ -180,7 +184,15 @@ pub fn scope(
     };
     commands.sort();
     commands.dedup();
+    // CopyImage is authorized on the source AMI too (EC2 User Guide, "Grant permissions to
+    // copy Amazon EC2 AMIs"), which lives in the region copied from, not a target.
+    let source_regions = match (commands.contains(&For::Copy), &opts.source_regions[..]) {
+        (false, _) => vec![],
+        (true, []) => region.map(|r| vec![r.to_string()]).unwrap_or_default(),
+        (true, given) => given.to_vec(),
+    };
     Ok(Scope {
+        source_regions,
         commands,
         arns: Arns { partition, account },
         bucket,
@@ -239,6 +251,14 @@ impl Scope {
                 },
             )],
             ResourceKind::Image => per_region(&|r| a.image(r, "*")),
+            ResourceKind::SourceImage if self.source_regions.is_empty() => {
+                vec![a.image("*", "*")]
+            }
+            ResourceKind::SourceImage => self
+                .source_regions
+                .iter()
+                .map(|r| a.image(r, "*"))
+                .collect(),
             ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
             ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
             ResourceKind::Role => vec![a.role(&self.role_name)],
@@ -346,6 +366,7 @@ fn statement_key(
         (ResourceKind::Object, ..) => (1, "ImageObjects"),
         (ResourceKind::ImportSnapshotTask, ..) => (2, "ImportTasks"),
         (ResourceKind::Image, ..) => (3, "Images"),
+        (ResourceKind::SourceImage, ..) => (3, "CopySourceImages"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
@@ -377,7 +398,14 @@ fn condition(scope: &Scope, sid: &str) -> Option<Value> {
             (!c.is_empty()).then_some(Value::Object(c))
         }
         "ReadOnlyOrUnscopable" if !scope.regions.is_empty() => {
-            Some(json!({"StringEquals": {"aws:RequestedRegion": scope.regions}}))
+            // A copy reads its source in the source region as well as the targets.
+            let mut regions = scope.regions.clone();
+            for r in &scope.source_regions {
+                if !regions.contains(r) {
+                    regions.push(r.clone());
+                }
+            }
+            Some(json!({"StringEquals": {"aws:RequestedRegion": regions}}))
         }
         _ => None,
     }

@@ -68,6 +68,7 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
 
 from __future__ import annotations
 
+import base64
 import argparse
 import datetime
 import hashlib
@@ -141,6 +142,31 @@ SETTINGS: dict[str, Any] = {
     # EBS direct: how long a snapshot stays pending after CompleteSnapshot.
     "ebs_complete_seconds": float(os.environ.get("STANDIN_EBS_COMPLETE_SECONDS", "1")),
 }
+
+# Where AWS documents no answer, the stand-in gives each plausible one, picked by a seed
+# (STANDIN_SEED, else random; printed at start so a failure can be replayed), and imgpub
+# must cope with every one. POST /_standin/config can set each choice directly.
+SEED = int(os.environ.get("STANDIN_SEED") or int.from_bytes(os.urandom(4), "little"))
+UNDOCUMENTED = {
+    # A CompleteSnapshot repeated after its answer was lost: refused as not pending
+    # (ValidationException), or answered with the snapshot's status.
+    "ebs_repeat_complete": ["refused", "accepted"],
+    # A CompleteMultipartUpload repeated after its answer was lost: S3 has forgotten the
+    # upload (404 NoSuchUpload), or answers the completed object again (200; seen on S3 for
+    # an identical retry, not documented).
+    "s3_repeat_complete": ["no-such-upload", "ok"],
+}
+
+
+def _choose_undocumented(seed: int) -> dict[str, str]:
+    import random
+
+    rng = random.Random(seed)
+    return {name: rng.choice(options) for name, options in sorted(UNDOCUMENTED.items())}
+
+
+SETTINGS["seed"] = SEED
+SETTINGS.update(_choose_undocumented(SEED))
 
 EBS = standin_ebs.EbsDirect(SETTINGS)
 
@@ -1061,7 +1087,14 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             task = f"arn:{partition}:ec2:{region}:{account}:import-snapshot-task/*"
             return [("ec2:ImportSnapshot", task, ctx), ("ec2:ImportSnapshot", ec2("snapshot"), ctx)]
         if action == "CopyImage":
-            return [("ec2:CopyImage", ec2("image"), ctx), ("ec2:CopyImage", ec2("snapshot"), ctx)]
+            # The source AMI too: "Starting October 28, 2024, you can specify resource-level
+            # permissions for the CopyImage action on the source AMI. Resource-level
+            # permissions for the target AMI are available as before." (EC2 User Guide,
+            # "Grant permissions to copy Amazon EC2 AMIs").
+            source = _ec2_arn(partition, first("SourceRegion") or region, "image",
+                              first("SourceImageId") or "*")
+            return [("ec2:CopyImage", ec2("image"), ctx), ("ec2:CopyImage", source, ctx),
+                    ("ec2:CopyImage", ec2("snapshot"), ctx)]
         if action == "CreateTags":
             needs = []
             for rid in _form_list(form, "ResourceId"):
@@ -1288,7 +1321,9 @@ THROTTLING = {
     "ssm": (400, "ThrottlingException"),
     "iam": (400, "Throttling"),
     "sts": (400, "Throttling"),
-    "ebs": (400, "ThrottlingException"),
+    # EBS API reference, common errors: "RequestThrottledException: The number of API
+    # requests has exceeded the maximum allowed API request throttling limit" (HTTP 400).
+    "ebs": (400, "RequestThrottledException"),
 }
 
 
@@ -1338,6 +1373,11 @@ class StandinApp:
         self.log: list[dict[str, Any]] = []
         # S3 upload ids completed (see _complete_once).
         self.completed_uploads: set[str] = set()
+        self.completed_answers: dict[str, bytes] = {}
+        # S3 multipart checksums (moto keeps none): each upload's algorithm from
+        # CreateMultipartUpload, and each part's CRC32C as S3 computed it.
+        self.upload_algorithms: dict[str, str | None] = {}
+        self.part_crc32c: dict[tuple[str, int], str] = {}
 
     @staticmethod
     def _json(start_response: Any, status: str, body: Any) -> list[bytes]:
@@ -1530,6 +1570,14 @@ class StandinApp:
             return EBS.serve(environ, start_response, account_of(environ), region)
         if service in ("sts", "iam"):
             return self._query_error_shape(environ, start_response)
+        if service == "s3" and action == "CreateMultipartUpload":
+            return self._create_upload(environ, start_response)
+        if service == "s3" and action == "UploadPart":
+            refused = self._check_part(environ)
+            if refused is not None:
+                return self._error(environ, start_response, service, refused)
+        if service == "s3" and action == "ListMultipartUploads":
+            return self._list_uploads_algorithms(environ, start_response)
         if service == "s3" and action == "ListParts":
             return self._list_parts_root(environ, start_response)
         if service == "s3" and action == "CompleteMultipartUpload":
@@ -1542,6 +1590,12 @@ class StandinApp:
         upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
         with self.lock:
             done = upload_id in self.completed_uploads
+        if done and SETTINGS["s3_repeat_complete"] == "ok":
+            return self._completed_again(environ, start_response, upload_id)
+        if not done:
+            refused = self._check_complete(environ, upload_id)
+            if refused is not None:
+                return self._error(environ, start_response, "s3", refused)
         if done:
             return self._error(environ, start_response, "s3", Fault({
                 "status": 404, "code": "NoSuchUpload",
@@ -1553,9 +1607,127 @@ class StandinApp:
             if status.startswith("200") and b"<Error>" not in body:
                 with self.lock:
                     self.completed_uploads.add(upload_id)
+                    self.completed_answers[upload_id] = body
             return body
 
         return self._rewritten(environ, start_response, record)
+
+    # S3 checksums. "If the checksum value calculated by S3 matches your provided value, the
+    # request is accepted. If the values don't match, the request is rejected." (S3 User
+    # Guide, "Checking object integrity for data uploads in Amazon S3"; the error is BadDigest
+    # in S3's error list). UploadPart's ChecksumAlgorithm: "This checksum algorithm must be
+    # the same for all parts and it match the checksum value supplied in the
+    # CreateMultipartUpload request." CompletedPart's ChecksumCRC32C "is present if the
+    # multipart upload request was created with the CRC32C checksum algorithm"; S3 refuses a
+    # completion that lacks it (aws-sdk-java-v2#6518 shows the refusal; the code is not
+    # documented: InvalidRequest, as S3 answers checksum-type mismatches).
+
+    def _create_upload(self, environ: dict, start_response: Any) -> list[bytes]:
+        algorithm = environ.get("HTTP_X_AMZ_CHECKSUM_ALGORITHM")
+
+        def record(status: str, body: bytes) -> bytes:
+            m = re.search(rb"<UploadId>([^<]+)</UploadId>", body)
+            if status.startswith("200") and m:
+                with self.lock:
+                    self.upload_algorithms[m.group(1).decode()] = (
+                        algorithm.upper() if algorithm else None)
+            return body
+
+        return self._rewritten(environ, start_response, record)
+
+    def _check_part(self, environ: dict) -> Fault | None:
+        import crc32c
+
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        upload_id = query.get("uploadId", [""])[0]
+        number = int(query.get("partNumber", ["0"])[0] or 0)
+        given = environ.get("HTTP_X_AMZ_CHECKSUM_CRC32C")
+        with self.lock:
+            algorithm = self.upload_algorithms.get(upload_id)
+        if (algorithm == "CRC32C") != (given is not None) and upload_id in self.upload_algorithms:
+            return Fault({
+                "status": 400, "code": "InvalidRequest",
+                "message": "Checksum Type mismatch occurred, expected checksum Type: "
+                           f"{(algorithm or 'null').lower()}, actual checksum Type: "
+                           f"{'crc32c' if given else 'null'}",
+            })
+        if given is None:
+            return None
+        if "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", ""):
+            return None  # a trailing checksum: not what imgpub sends
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        actual = base64.b64encode(crc32c.crc32c(body).to_bytes(4, "big")).decode()
+        if actual != given:
+            return Fault({
+                "status": 400, "code": "BadDigest",
+                "message": "The CRC32C you specified did not match the calculated checksum.",
+            })
+        with self.lock:
+            self.part_crc32c[(upload_id, number)] = actual
+        return None
+
+    def _check_complete(self, environ: dict, upload_id: str) -> Fault | None:
+        with self.lock:
+            algorithm = self.upload_algorithms.get(upload_id)
+        if algorithm != "CRC32C":
+            return None
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        for part in re.findall(rb"<Part>(.*?)</Part>", body, flags=re.S):
+            number = int(re.search(rb"<PartNumber>(\d+)</PartNumber>", part).group(1))
+            crc = re.search(rb"<ChecksumCRC32C>([^<]*)</ChecksumCRC32C>", part)
+            if crc is None:
+                return Fault({
+                    "status": 400, "code": "InvalidRequest",
+                    "message": "The upload was created using a crc32c checksum. The complete "
+                               "request must include the checksum for each part. It was "
+                               f"missing for part {number} in the request.",
+                })
+            with self.lock:
+                stored = self.part_crc32c.get((upload_id, number))
+            if stored is not None and crc.group(1).decode() != stored:
+                return Fault({
+                    "status": 400, "code": "InvalidPart",
+                    "message": "One or more of the specified parts could not be found. The "
+                               "part may not have been uploaded, or the specified entity tag "
+                               "may not have matched the part's entity tag.",
+                })
+        return None
+
+    def _list_uploads_algorithms(self, environ: dict, start_response: Any) -> list[bytes]:
+        """ListMultipartUploads names each upload's ChecksumAlgorithm (S3 API reference,
+        MultipartUpload); moto leaves it out."""
+
+        def rewrite(status: str, body: bytes) -> bytes:
+            def add(m: re.Match) -> bytes:
+                upload = m.group(0)
+                found = re.search(rb"<UploadId>([^<]+)</UploadId>", upload)
+                with self.lock:
+                    algorithm = self.upload_algorithms.get(found.group(1).decode()) if found else None
+                if not algorithm or b"<ChecksumAlgorithm>" in upload:
+                    return upload
+                return upload.replace(
+                    b"</Upload>", f"<ChecksumAlgorithm>{algorithm}</ChecksumAlgorithm></Upload>"
+                    .encode())
+            return re.sub(rb"<Upload>.*?</Upload>", add, body, flags=re.S)
+
+        return self._rewritten(environ, start_response, rewrite)
+
+    def _completed_again(self, environ: dict, start_response: Any,
+                         upload_id: str) -> list[bytes]:
+        """The seed's other answer to a repeated CompleteMultipartUpload: the first answer
+        again (the object is there)."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
+        with self.lock:
+            body = self.completed_answers[upload_id]
+        start_response("200 OK", [("Content-Type", "application/xml"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
 
     def _authorize(self, environ: dict, start_response: Any, service: str, action: str,
                    region: str, body: bytes | None) -> list[bytes] | None:
@@ -1800,6 +1972,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         threading.Thread(target=tls.serve_forever, daemon=True).start()
         ready += f" TLS_PORT {tls.port}"
+    print(f"standin: seed {SEED}: " + ", ".join(
+        f"{k}={SETTINGS[k]}" for k in sorted(UNDOCUMENTED)), file=sys.stderr, flush=True)
     print(ready, flush=True)
     try:
         server.serve_forever()

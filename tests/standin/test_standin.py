@@ -891,6 +891,26 @@ def _code(excinfo) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
+def _linear(blocks: dict[int, bytes]) -> str:
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(b"".join(
+        hashlib.sha256(blocks[i]).digest() for i in sorted(blocks))).digest()).decode()
+
+
+def _complete(ebs, snap: str, blocks: dict[int, bytes], wait: bool = True):
+    """Completes `snap` holding `blocks` and waits until EC2 says completed."""
+    answer = ebs.complete_snapshot(
+        SnapshotId=snap, ChangedBlocksCount=len(blocks), Checksum=_linear(blocks),
+        ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+    ec2 = client(ebs.meta.endpoint_url, "ec2")
+    deadline = time.monotonic() + 10
+    while wait and ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return answer
+
+
 def test_ebs_blocks_are_512_kib_and_checked(account):
     ebs = client(account, "ebs")
     started = ebs.start_snapshot(VolumeSize=1, Timeout=10)
@@ -912,6 +932,12 @@ def test_ebs_blocks_are_512_kib_and_checked(account):
         _put(ebs, "snap-0000000000000000", 0, block)
     assert _code(e) == "ResourceNotFoundException"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # EBS direct APIs FAQ: "Can a snapshot be accessed using the EBS direct APIs if it has a
+    # pending status? No."
+    with pytest.raises(ClientError) as e:
+        ebs.list_snapshot_blocks(SnapshotId=snap)
+    assert _code(e) == "ValidationException"
+    _complete(ebs, snap, {3: block})
     listed = ebs.list_snapshot_blocks(SnapshotId=snap)
     assert [b["BlockIndex"] for b in listed["Blocks"]] == [3]
     got = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=3,
@@ -957,9 +983,48 @@ def test_ebs_client_token_makes_start_snapshot_idempotent(account):
     first = ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-1")["SnapshotId"]
     assert ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-1")["SnapshotId"] == first
     assert ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-2")["SnapshotId"] != first
+    # "If you retry a request with the same client token, but change one or more of the
+    # request parameters, the ConflictException error is returned." (EBS User Guide,
+    # "Ensure idempotency in StartSnapshot API requests").
     with pytest.raises(ClientError) as e:
         ebs.start_snapshot(VolumeSize=3, ClientToken="tok-ebs-1")
-    assert _code(e) == "ValidationException"
+    assert _code(e) == "ConflictException"
+
+
+@pytest.mark.parametrize("choice", ["refused", "accepted"])
+def test_ebs_a_repeated_complete_snapshot_gets_each_plausible_answer(account, choice):
+    """AWS documents no answer to a repeated CompleteSnapshot: the seed picks one of two."""
+    control(account, "/_standin/config", {"ebs_repeat_complete": choice})
+    ebs = client(account, "ebs")
+    snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    blocks = {0: os.urandom(BLOCK)}
+    _put(ebs, snap, 0, blocks[0])
+    _complete(ebs, snap, blocks, wait=False)
+    if choice == "refused":
+        with pytest.raises(ClientError) as e:
+            _complete(ebs, snap, blocks, wait=False)
+        assert _code(e) == "ValidationException"
+    else:
+        assert _complete(ebs, snap, blocks, wait=False)["Status"] in ("pending", "completed")
+
+
+def test_ebs_throttling_is_request_throttled_exception(account):
+    """EBS API reference: throttled requests get RequestThrottledException (chaos uses it)."""
+    control(account, "/_standin/chaos", {"seed": 1, "rate": 1.0, "after_share": 0.0,
+                                         "services": ["ebs"]})
+    codes = set()
+    try:
+        for _ in range(20):
+            try:
+                client(account, "ebs").start_snapshot(VolumeSize=1)
+            except ClientError as e:
+                codes.add(e.response["Error"]["Code"])
+            except Exception:  # noqa: BLE001 - a dropped connection or a timeout
+                pass
+    finally:
+        control(account, "/_standin/chaos", method="DELETE")
+    assert "RequestThrottledException" in codes, codes
+    assert "ThrottlingException" not in codes, codes
 
 
 def test_ebs_faults_have_the_service_error_shape(account):
@@ -986,3 +1051,101 @@ def test_ebs_a_snapshot_past_its_timeout_ends_in_error(account):
         _put(ebs, snap, 1, os.urandom(BLOCK))
     assert _code(e) == "ValidationException"
     assert e.value.response["Reason"] == "WRITE_REQUEST_TIMEOUT"
+
+
+def test_copy_image_is_authorized_on_the_source_ami(enforcing):
+    """EC2 User Guide, "Grant permissions to copy Amazon EC2 AMIs": CopyImage is authorized
+    on the source AMI as well as on the new one (since 2024-10-28)."""
+    snap = admin_snapshot(enforcing)
+    ec2 = client(enforcing, "ec2")
+    source = ec2.register_image(
+        Name="copy-source", RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+    targets = ["arn:aws:ec2:us-west-2::image/*", "arn:aws:ec2:us-west-2::snapshot/*"]
+    as_user, _ = user_with_policy(enforcing, "copier-targets-only", [
+        {"Effect": "Allow", "Action": "ec2:CopyImage", "Resource": targets},
+    ])
+    with pytest.raises(ClientError) as err:
+        as_user("ec2", "us-west-2").copy_image(
+            Name="copied", SourceImageId=source, SourceRegion="us-east-1")
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert f"image/{source}" in err.value.response["Error"]["Message"]
+    as_user, _ = user_with_policy(enforcing, "copier", [
+        {"Effect": "Allow", "Action": "ec2:CopyImage",
+         "Resource": targets + [f"arn:aws:ec2:us-east-1::image/{source}"]},
+    ])
+    copied = as_user("ec2", "us-west-2").copy_image(
+        Name="copied", SourceImageId=source, SourceRegion="us-east-1")
+    assert copied["ImageId"].startswith("ami-")
+
+
+def _s3_plain(endpoint: str):
+    """An S3 client that adds no checksum of its own: each test sends exactly what it says."""
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        config=Config(retries={"total_max_attempts": 1},
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"),
+    )
+
+
+def _crc32c(data: bytes) -> str:
+    import crc32c
+
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def test_s3_part_checksums_are_computed_and_required(account):
+    """S3 User Guide, "Checking object integrity": a CRC32C that does not match the part is
+    refused; parts of an upload created with CRC32C must carry it, on UploadPart and in
+    CompleteMultipartUpload (moto echoes the header and checks nothing)."""
+    s3 = _s3_plain(account)
+    part = os.urandom(5 * MIB)
+    up = s3.create_multipart_upload(Bucket="images", Key="crc", ChecksumAlgorithm="CRC32C")
+    common = dict(Bucket="images", Key="crc", UploadId=up["UploadId"], PartNumber=1)
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Body=part, ChecksumCRC32C=_crc32c(b"other bytes"), **common)
+    assert _code(e) == "BadDigest"
+    with pytest.raises(ClientError) as e:  # no checksum for an upload that chose one
+        s3.upload_part(Body=part, **common)
+    assert _code(e) == "InvalidRequest"
+    etag = s3.upload_part(Body=part, ChecksumCRC32C=_crc32c(part), **common)["ETag"]
+    uploads = s3.list_multipart_uploads(Bucket="images", Prefix="crc")["Uploads"]
+    assert uploads[0]["ChecksumAlgorithm"] == "CRC32C"
+    with pytest.raises(ClientError) as e:  # the per-part checksums left out
+        s3.complete_multipart_upload(
+            Bucket="images", Key="crc", UploadId=up["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert _code(e) == "InvalidRequest"
+    s3.complete_multipart_upload(
+        Bucket="images", Key="crc", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag,
+                                    "ChecksumCRC32C": _crc32c(part)}]})
+    assert s3.get_object(Bucket="images", Key="crc")["Body"].read() == part
+    # An upload created without an algorithm takes no CRC32C part (checksum-type mismatch).
+    plain = s3.create_multipart_upload(Bucket="images", Key="plain")
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket="images", Key="plain", UploadId=plain["UploadId"], PartNumber=1,
+                       Body=part, ChecksumCRC32C=_crc32c(part))
+    assert _code(e) == "InvalidRequest"
+
+
+@pytest.mark.parametrize("choice", ["no-such-upload", "ok"])
+def test_s3_a_repeated_complete_gets_each_plausible_answer(account, choice):
+    """AWS documents no answer to a repeated CompleteMultipartUpload: the seed picks."""
+    control(account, "/_standin/config", {"s3_repeat_complete": choice})
+    s3 = _s3_plain(account)
+    up = s3.create_multipart_upload(Bucket="images", Key=f"again-{choice}")
+    common = dict(Bucket="images", Key=f"again-{choice}", UploadId=up["UploadId"])
+    etag = s3.upload_part(Body=b"x" * 100, PartNumber=1, **common)["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    s3.complete_multipart_upload(MultipartUpload=parts, **common)
+    if choice == "ok":
+        s3.complete_multipart_upload(MultipartUpload=parts, **common)
+    else:
+        with pytest.raises(ClientError) as e:
+            s3.complete_multipart_upload(MultipartUpload=parts, **common)
+        assert _code(e) == "NoSuchUpload"
