@@ -464,7 +464,10 @@ fn journaled_blocks(standin: &Standin, snapshot: &str) -> Option<u64> {
     Some(
         text.lines()
             .skip(1)
-            .filter(|l| l.split_once(' ').is_some_and(|(i, d)| i.parse::<u32>().is_ok() && d.len() == 64))
+            .filter(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(i, d)| i.parse::<u32>().is_ok() && d.len() == 64)
+            })
             .count() as u64,
     )
 }
@@ -479,10 +482,19 @@ async fn assert_no_orphan_snapshots(standin: &Standin) {
         .flat_map(|i| i.block_device_mappings())
         .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
         .collect();
-    let snapshots = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
     for s in snapshots.snapshots() {
         let id = s.snapshot_id().unwrap();
-        assert!(roots.contains(&id), "snapshot {id} ({:?}) is used by no AMI", s.state());
+        assert!(
+            roots.contains(&id),
+            "snapshot {id} ({:?}) is used by no AMI",
+            s.state()
+        );
     }
 }
 
@@ -500,7 +512,15 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     );
     let total = nonzero_blocks(&raw).len() as u64;
     assert_eq!(total, 41, "the MBR block and 40 of data");
-    stop_at(&standin, &raw, "resume-direct", signal, Moment::Blocks(8), 0.3).await;
+    stop_at(
+        &standin,
+        &raw,
+        "resume-direct",
+        signal,
+        Moment::Blocks(8),
+        0.3,
+    )
+    .await;
 
     let pending = ec2(&standin)
         .describe_snapshots()
@@ -512,7 +532,10 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     let first = pending.snapshots()[0].snapshot_id().unwrap().to_string();
     assert_eq!(pending.snapshots()[0].state().unwrap().as_str(), "pending");
     let journaled = journaled_blocks(&standin, &first).expect("a block journal");
-    assert!(journaled >= 6 && journaled < total, "{journaled} of {total}");
+    assert!(
+        journaled >= 6 && journaled < total,
+        "{journaled} of {total}"
+    );
 
     standin.reset_requests();
     let out = direct_upload(&standin, &raw, "resume-direct", &[]).json();
@@ -527,7 +550,11 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     );
     assert_eq!(count(&counts, "ec2.RegisterImage"), 1, "{counts}");
     assert_snapshot_is_disk(&standin, &first, &raw).await;
-    assert_eq!(journaled_blocks(&standin, &first), None, "the journal goes when done");
+    assert_eq!(
+        journaled_blocks(&standin, &first),
+        None,
+        "the journal goes when done"
+    );
 }
 
 /// Killed (or interrupted) at 20 moments drawn from seeds, some with the journal lost:
@@ -536,9 +563,19 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
 #[tokio::test]
 async fn stopped_at_random_moments_every_rerun_finishes() {
     let standin = Standin::start();
-    standin.control("POST", "/_standin/config", Some(r#"{"ebs_complete_seconds": 0.5}"#));
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"ebs_complete_seconds": 0.5}"#),
+    );
     let dir = TempDir::new();
-    let raw = scattered_raw(dir.path(), "kill.raw", 32 * MIB, &[(MIB, 12 * MIB)], 20 * MIB);
+    let raw = scattered_raw(
+        dir.path(),
+        "kill.raw",
+        32 * MIB,
+        &[(MIB, 12 * MIB)],
+        20 * MIB,
+    );
     let total = nonzero_blocks(&raw).len() as u64;
     for seed in 0u64..20 {
         let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -564,7 +601,10 @@ async fn stopped_at_random_moments_every_rerun_finishes() {
         );
         let out = run.json();
         let snapshot = out["SnapshotID"].as_str().unwrap();
-        assert_eq!(root_snapshot(&standin, out["HVM"].as_str().unwrap()).await, snapshot);
+        assert_eq!(
+            root_snapshot(&standin, out["HVM"].as_str().unwrap()).await,
+            snapshot
+        );
         assert_snapshot_is_disk(&standin, snapshot, &raw).await;
     }
     assert_no_orphan_snapshots(&standin).await;
@@ -739,7 +779,15 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
         &[(MIB, 20 * MIB)],
         40 * MIB,
     );
-    stop_at(&standin, &raw, "error-direct", "-KILL", Moment::Blocks(8), 0.3).await;
+    stop_at(
+        &standin,
+        &raw,
+        "error-direct",
+        "-KILL",
+        Moment::Blocks(8),
+        0.3,
+    )
+    .await;
     let expired: Value =
         serde_json::from_str(&standin.control("POST", "/_standin/ebs/expire", Some("{}"))).unwrap();
     let old = expired["expired"][0].as_str().unwrap().to_string();

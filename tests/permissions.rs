@@ -1006,10 +1006,11 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
         "ebs:StartSnapshot",
         "ebs:PutSnapshotBlock",
         "ebs:CompleteSnapshot",
-        "ebs:ListSnapshotBlocks",
     ] {
         assert!(text.contains(action), "{action} missing: {text}");
     }
+    // A resume reads its local block journal, never the pending snapshot (EBS refuses).
+    assert!(!text.contains("ebs:ListSnapshotBlocks"), "{text}");
     // StartSnapshot tags the snapshot as it starts it: ec2:CreateTags on snapshots.
     let snapshots = document["Statement"]
         .as_array()
@@ -1060,4 +1061,77 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
         direct(signed_by(standin.imgpub(), keys), name)
     })
     .await;
+}
+
+/// EC2 authorizes CopyImage on the source AMI too (EC2 User Guide, "Grant permissions to
+/// copy Amazon EC2 AMIs"): `policy --for copy --regions TARGETS` run with `--region SOURCE`
+/// (as docs/permissions.md says) grants it there, and its holder copies with the preflight
+/// off, so only the stand-in's evaluator decides. Without the source statement it cannot.
+#[tokio::test]
+async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_region() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "os-copy-src", &[]).await;
+    enforce_iam(&standin);
+    let document = policy(
+        &standin,
+        &[
+            "--for",
+            "copy",
+            "--regions",
+            "us-west-2,eu-west-1",
+            "--region",
+            REGION,
+        ],
+    );
+    let source = document["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "CopySource")
+        .unwrap_or_else(|| panic!("no statement for the source AMI: {document}"));
+    assert_eq!(
+        source["Resource"],
+        json!([
+            format!("arn:aws:ec2:{REGION}::image/*"),
+            format!("arn:aws:ec2:{REGION}::snapshot/*")
+        ])
+    );
+    // Nothing else of the source region: the copy identity changes nothing there.
+    let others = document["Statement"].as_array().unwrap().iter();
+    for statement in others.filter(|s| s["Sid"] != "CopySource") {
+        assert!(
+            !statement["Resource"].to_string().contains(REGION),
+            "{statement}"
+        );
+    }
+
+    let copy = |keys: &(String, String)| {
+        signed_by(standin.imgpub(), keys)
+            .args(["aws", "copy-regions", "--image", &ami, "us-west-2"])
+            .args(["--region", REGION, "--preflight", "off"])
+            .run()
+    };
+    // The policy as it was before 2024-10-28 mattered: CopyImage on the new AMI only.
+    let mut narrowed = document.clone();
+    for statement in narrowed["Statement"].as_array_mut().unwrap() {
+        if statement["Sid"] == "CopySource" {
+            statement["Action"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|a| a != "ec2:CopyImage");
+        }
+    }
+    let narrow = user_with(&standin, "copier-no-source", &narrowed).await;
+    let run = copy(&narrow);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.error_line().contains("ec2:CopyImage"), "{}", run.stderr);
+
+    let keys = user_with(&standin, "copier", &document).await;
+    let run = copy(&keys);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert!(line["us-west-2"]["ami"]
+        .as_str()
+        .unwrap()
+        .starts_with("ami-"));
 }

@@ -391,6 +391,62 @@ async fn sigkill_during_upload_over_tls_then_rerun_sends_only_missing_and_change
     interrupted_upload_resumes("-KILL", true).await;
 }
 
+/// An upload begun over plain HTTP (parts signed, no checksum algorithm) cannot be
+/// completed with HTTPS's CRC32C parts (S3 refuses the checksum-type mismatch): the rerun
+/// over HTTPS says so, aborts it and sends the image again, and the object is the file.
+#[tokio::test]
+async fn an_upload_begun_over_http_is_restarted_over_https_and_says_why() {
+    let standin = Standin::start_tls();
+    ready(&standin);
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "switch.raw", 48, 47, 29);
+    standin.fault(r#"{"action": "UploadPart", "delay": 0.5, "count": 1000}"#);
+    let args = [
+        "--name",
+        "switch-raw",
+        "--delete-object=false",
+        "--part-size",
+        "8MiB",
+    ];
+    let mut child = standin
+        .upload_cmd(REGION, &raw)
+        .env("AWS_ENDPOINT_URL", &standin.endpoint)
+        .args(args)
+        .cmd;
+    let child = child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while count(&standin.counts(), "s3.UploadPart") < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::signal_and_wait(child, "-KILL").await;
+    standin.control("DELETE", "/_standin/faults", None);
+    let payloads: Value =
+        serde_json::from_str(&standin.control("GET", "/_standin/payloads", None)).unwrap();
+    assert!(
+        payloads["UploadPart"]["signed"].as_u64().unwrap_or(0) >= 1,
+        "{payloads}"
+    );
+
+    standin.reset_requests();
+    let run = upload(&standin, &raw, &args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("was started over plain HTTP"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    assert_eq!(count(&counts, "s3.AbortMultipartUpload"), 1, "{counts}");
+    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 1, "{counts}");
+    let payloads: Value =
+        serde_json::from_str(&standin.control("GET", "/_standin/payloads", None)).unwrap();
+    assert_eq!(payloads["UploadPart"]["crc32c"], 6, "{payloads}");
+    assert_object_is_file(&standin.s3(REGION), BUCKET, "ci/switch.raw", &raw).await;
+}
+
 #[tokio::test]
 async fn bad_inputs_fail_first_and_create_nothing() {
     let standin = Standin::start();

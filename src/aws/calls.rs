@@ -53,7 +53,6 @@ pub enum Op {
     Ec2ModifySnapshotAttribute,
     Ec2CopyImage,
     EbsStartSnapshot,
-    EbsListSnapshotBlocks,
     EbsPutSnapshotBlock,
     EbsCompleteSnapshot,
     IamGetRole,
@@ -169,7 +168,6 @@ impl Op {
         Op::Ec2ModifySnapshotAttribute,
         Op::Ec2CopyImage,
         Op::EbsStartSnapshot,
-        Op::EbsListSnapshotBlocks,
         Op::EbsPutSnapshotBlock,
         Op::EbsCompleteSnapshot,
         Op::IamGetRole,
@@ -468,18 +466,6 @@ impl Op {
                             why: "tag the snapshot as it is started (reruns find it by tag)",
                         },
                     ]
-                },
-            ),
-            Op::EbsListSnapshotBlocks => (
-                Ebs,
-                "ListSnapshotBlocks",
-                "list_snapshot_blocks",
-                &const {
-                    [need(
-                        "ebs:ListSnapshotBlocks",
-                        R::Snapshot,
-                        "resume: see which blocks an earlier run wrote",
-                    )]
                 },
             ),
             Op::EbsPutSnapshotBlock => (
@@ -950,10 +936,16 @@ impl std::fmt::Display for Op {
 #[serde(rename_all = "kebab-case", tag = "kind", content = "id")]
 pub enum Resource {
     Bucket(String),
-    Object { bucket: String, key: String },
+    Object {
+        bucket: String,
+        key: String,
+    },
     Image(Option<String>),
     /// A CopyImage's source AMI, in its region.
-    SourceImage { region: String, id: String },
+    SourceImage {
+        region: String,
+        id: String,
+    },
     Snapshot(Option<String>),
     Role(String),
     Parameter(String),

@@ -76,8 +76,12 @@ pub struct SnapshotRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     New,
-    /// A pending snapshot of this name and content: the blocks it lacks are written.
+    /// A pending snapshot of this name and content with its block journal here: the blocks
+    /// the journal does not list are written.
     Resume(String),
+    /// A pending snapshot of this name and content whose journal is not on this machine:
+    /// EBS cannot say what a pending snapshot holds, so it is deleted and a new one written.
+    Abandon(String),
     /// An `error` snapshot of this name and content: deleted, then a new one written.
     Replace(String),
 }
@@ -192,7 +196,20 @@ pub async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Fo
         None => Found::Write(Start::New),
         Some((_, id, SnapshotState::Completed)) => Found::Completed(id.to_string()),
         Some((_, id, SnapshotState::Error)) => Found::Write(Start::Replace(id.to_string())),
-        Some((_, id, _)) => Found::Write(Start::Resume(id.to_string())),
+        Some((_, id, _)) => {
+            let region = ec2.config().region().map(|r| r.to_string());
+            let journal = match (ebs_journal::cache_dir(), region) {
+                (Some(dir), Some(region)) => {
+                    let path = ebs_journal::path_for(&dir, &region, id);
+                    tokio::fs::try_exists(path).await.unwrap_or(false)
+                }
+                _ => false,
+            };
+            Found::Write(match journal {
+                true => Start::Resume(id.to_string()),
+                false => Start::Abandon(id.to_string()),
+            })
+        }
     })
 }
 
@@ -217,27 +234,33 @@ pub async fn write_snapshot(
         )
     })?;
     let (snapshot, journal, record) = match start {
-        Start::Resume(id) => match open_journal(&dir, &region, id, &req.content).await? {
-            Some((journal, record)) => {
-                tracing::info!(
-                    "resuming snapshot {id}: {} blocks already written (block journal)",
-                    record.blocks.len()
-                );
-                (id.clone(), journal, record)
+        Start::Resume(id) | Start::Abandon(id) => {
+            let found = match start {
+                Start::Resume(_) => open_journal(&dir, &region, id, &req.content).await?,
+                _ => None,
+            };
+            match found {
+                Some((journal, record)) => {
+                    tracing::info!(
+                        "resuming snapshot {id}: {} blocks already written (block journal)",
+                        record.blocks.len()
+                    );
+                    (id.clone(), journal, record)
+                }
+                None => {
+                    // EBS cannot say what a pending snapshot holds, and leaving it would
+                    // leave a snapshot no AMI uses: delete it and write a new one.
+                    tracing::warn!(
+                        "snapshot {id} was left pending by a run whose block journal is not on this machine (in {}); EBS cannot list a pending snapshot's blocks, so it is deleted and written anew",
+                        dir.display()
+                    );
+                    crate::aws::ami::delete_snapshot(ec2, id, true).await?;
+                    let new = start_snapshot(ebs, req, Some(id)).await?;
+                    let journal = create_journal(&dir, &region, &new, &req.content).await?;
+                    (new, journal, Record::default())
+                }
             }
-            None => {
-                // EBS cannot say what a pending snapshot holds, and leaving it would leave
-                // a snapshot no AMI uses: delete it and write a new one.
-                tracing::warn!(
-                    "snapshot {id} was left pending by a run whose block journal is not on this machine ({}); EBS cannot list a pending snapshot's blocks, so it is deleted and written anew",
-                    dir.display()
-                );
-                crate::aws::ami::delete_snapshot(ec2, id, true).await?;
-                let new = start_snapshot(ebs, req, Some(id)).await?;
-                let journal = create_journal(&dir, &region, &new, &req.content).await?;
-                (new, journal, Record::default())
-            }
-        },
+        }
         Start::Replace(old) => {
             tracing::warn!("snapshot {old} of this image ended in error; writing it again");
             crate::aws::ami::delete_snapshot(ec2, old, true).await?;
@@ -425,8 +448,7 @@ async fn put_blocks(
                     Some((data, digest)) => {
                         put_block(ebs, snapshot, index32, data, &digest).await?;
                         let journal = Arc::clone(journal);
-                        crate::commands::blocking(move || journal.sent(index32, &digest))
-                            .await?;
+                        crate::commands::blocking(move || journal.sent(index32, &digest)).await?;
                         sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Some((index32, digest))
                     }

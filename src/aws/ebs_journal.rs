@@ -23,7 +23,11 @@ const MAGIC: &str = "imgpub-ebs-journal 1";
 
 /// Where journals live, or `None` when no cache directory can be named (no HOME).
 pub(crate) fn cache_dir() -> Option<PathBuf> {
-    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from("IMGPUB_CACHE_DIR")
         .or_else(|| from("XDG_CACHE_HOME").map(|d| d.join("imgpub")))
         .or_else(|| from("HOME").map(|d| d.join(".cache").join("imgpub")))
@@ -46,7 +50,7 @@ pub(crate) struct Journal {
     file: Mutex<std::fs::File>,
 }
 
-fn path_for(dir: &Path, region: &str, snapshot: &str) -> PathBuf {
+pub(crate) fn path_for(dir: &Path, region: &str, snapshot: &str) -> PathBuf {
     dir.join("ebs-direct").join(region).join(snapshot)
 }
 
@@ -164,7 +168,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("imgpub-journal-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("imgpub-journal-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -177,7 +182,10 @@ mod tests {
         j.sent(9, &[8; 32]).unwrap();
         drop(j);
         let path = path_for(&dir, "us-east-1", "snap-1");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"12 abcd").unwrap(); // a kill mid-line
         drop(f);
         let (j, record) = Journal::open(&dir, "us-east-1", "snap-1", "c1")
@@ -191,7 +199,10 @@ mod tests {
         let (_, record) = Journal::open(&dir, "us-east-1", "snap-1", "c1")
             .unwrap()
             .unwrap();
-        assert!(record.completing, "the torn line does not hide what follows it");
+        assert!(
+            record.completing,
+            "the torn line does not hide what follows it"
+        );
         // Other content, or another snapshot: no journal.
         assert!(Journal::open(&dir, "us-east-1", "snap-1", "c2")
             .unwrap()

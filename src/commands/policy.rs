@@ -237,6 +237,14 @@ impl Scope {
         }
     }
 
+    /// ARNs in each region copied from (every region when they are not known).
+    fn source_arns(&self, f: &dyn Fn(&str) -> String) -> Vec<String> {
+        match self.source_regions.as_slice() {
+            [] => vec![f("*")],
+            regions => regions.iter().map(|r| f(r)).collect(),
+        }
+    }
+
     /// The resources a kind of resource is scoped to.
     fn resources(&self, kind: ResourceKind) -> Vec<String> {
         let a = &self.arns;
@@ -251,14 +259,7 @@ impl Scope {
                 },
             )],
             ResourceKind::Image => per_region(&|r| a.image(r, "*")),
-            ResourceKind::SourceImage if self.source_regions.is_empty() => {
-                vec![a.image("*", "*")]
-            }
-            ResourceKind::SourceImage => self
-                .source_regions
-                .iter()
-                .map(|r| a.image(r, "*"))
-                .collect(),
+            ResourceKind::SourceImage => self.source_arns(&|r| a.image(r, "*")),
             ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
             ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
             ResourceKind::Role => vec![a.role(&self.role_name)],
@@ -328,6 +329,52 @@ pub fn build(scope: &Scope) -> Policy {
         }
     }
     let mut out = vec![];
+    // Regions copied from that the other statements do not already cover (any region, when
+    // no source region is known).
+    let any = ["*".to_string()];
+    let sources: Vec<&String> = match scope.source_regions.as_slice() {
+        [] => any.iter().collect(),
+        known => known
+            .iter()
+            .filter(|r| !scope.regions.contains(r))
+            .collect(),
+    };
+    statements.remove(&statement_key(
+        ResourceKind::SourceImage,
+        "ec2:CopyImage",
+        None,
+    ));
+    if scope.commands.contains(&For::Copy) && !scope.regions.is_empty() && !sources.is_empty() {
+        // The copy reads its source where it is: CopyImage is authorized on the source AMI
+        // (EC2 User Guide, "Grant permissions to copy Amazon EC2 AMIs"), and the source's
+        // launch and volume permissions are read to be carried over. Only these, and only
+        // in the regions copied from, so the copy identity changes nothing there.
+        let a = &scope.arns;
+        let mut resources: Vec<String> = sources.iter().map(|r| a.image(r, "*")).collect();
+        resources.extend(sources.iter().map(|r| a.snapshot(r, "*")));
+        for (action, why) in [
+            (
+                "ec2:DescribeImageAttribute",
+                "read the source AMI's launch permissions",
+            ),
+            (
+                "ec2:DescribeSnapshotAttribute",
+                "read the source snapshot's volume permissions",
+            ),
+        ] {
+            rows.push(Row {
+                action,
+                resources: resources.clone(),
+                why: vec![why],
+            });
+        }
+        out.push(json!({
+            "Sid": "CopySource",
+            "Effect": "Allow",
+            "Action": ["ec2:CopyImage", "ec2:DescribeImageAttribute", "ec2:DescribeSnapshotAttribute"],
+            "Resource": resources,
+        }));
+    }
     for ((_, sid, kind), st) in statements {
         let mut actions = st.actions;
         actions.sort();
@@ -366,7 +413,7 @@ fn statement_key(
         (ResourceKind::Object, ..) => (1, "ImageObjects"),
         (ResourceKind::ImportSnapshotTask, ..) => (2, "ImportTasks"),
         (ResourceKind::Image, ..) => (3, "Images"),
-        (ResourceKind::SourceImage, ..) => (3, "CopySourceImages"),
+        (ResourceKind::SourceImage, ..) => (3, "CopySource"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),

@@ -818,13 +818,9 @@ fn direct_calls(region: &str, start: &Start) -> Vec<Call> {
     let call = |op, resources| Call::new(op, region, resources);
     let mut calls = vec![];
     let snapshot = match start {
-        Start::Resume(id) => {
-            let snapshot = Resource::Snapshot(Some(id.clone()));
-            calls.push(call(Op::EbsListSnapshotBlocks, vec![snapshot.clone()]));
-            snapshot
-        }
-        Start::Replace(_) | Start::New => {
-            if let Start::Replace(old) = start {
+        Start::Resume(id) => Resource::Snapshot(Some(id.clone())),
+        Start::Replace(_) | Start::Abandon(_) | Start::New => {
+            if let Start::Replace(old) | Start::Abandon(old) = start {
                 calls.push(call(
                     Op::Ec2DeleteSnapshot,
                     vec![Resource::Snapshot(Some(old.clone()))],
@@ -852,7 +848,6 @@ pub const MAY_CALL_EBS_DIRECT: &[Op] = &[
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::EbsStartSnapshot,
-    Op::EbsListSnapshotBlocks,
     Op::EbsPutSnapshotBlock,
     Op::EbsCompleteSnapshot,
     Op::Ec2CreateTags,
