@@ -724,6 +724,10 @@ pub struct PublishSsmArgs {
     /// Replace a parameter that points at a different AMI.
     #[arg(long)]
     pub overwrite: bool,
+    /// How long to wait for each parameter to hold its AMI: SSM checks an aws:ec2:image
+    /// value after PutParameter answered, and does not write it when the check fails.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub validation_timeout: std::time::Duration,
     /// Print the calls that would change something, one JSON line each, after every local
     /// and read-only check; change nothing.
     #[arg(long)]

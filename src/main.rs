@@ -276,9 +276,11 @@ async fn run(aws: AwsCommand) -> Result<()> {
                 print_plan(&calls);
                 return Ok(());
             }
-            publish_ssm::apply(&ctx, &plan, |line| print_json(&line))
-                .await
-                .map_err(|e| e.with_policy_hint(&fix))?;
+            publish_ssm::apply(&ctx, &plan, args.validation_timeout, |line| {
+                print_json(&line)
+            })
+            .await
+            .map_err(|e| e.with_policy_hint(&fix))?;
         }
         AwsSubcommand::CreatePublisher(args) => {
             let mut flags = flags.clone();

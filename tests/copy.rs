@@ -297,3 +297,44 @@ async fn a_copy_deleted_since_is_copied_again() {
     assert_eq!(lines(&rerun).pop().unwrap().1, new_ami);
     assert_eq!(standin.counts()["ec2.CopyImage"], serde_json::Value::Null);
 }
+
+/// A target region that encrypts every new snapshot by default would make an encrypted copy,
+/// which cannot be public: a public source is refused there before any copy, naming the
+/// region. A private AMI copies, and its copy is encrypted, as AWS makes it.
+#[tokio::test]
+async fn copies_into_a_region_that_encrypts_by_default() {
+    let standin = Standin::start();
+    let target = "eu-west-1";
+    let ec2 = |region: &str| aws_sdk_ec2::Client::new(&standin.sdk(region));
+    ec2(target)
+        .enable_ebs_encryption_by_default()
+        .send()
+        .await
+        .unwrap();
+    let (private, _) = common::api_image(&standin, SOURCE, "os-private", &[]).await;
+    let (public, _) = common::api_image(&standin, SOURCE, "os-public", &[]).await;
+    common::make_public(&standin, SOURCE, &public).await;
+
+    standin.reset_requests();
+    let run = copy(&standin, &public, &[target]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("encrypts every new EBS snapshot"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(target), "{}", run.stderr);
+    assert_eq!(standin.counts()["ec2.CopyImage"], Value::Null);
+
+    let run = copy(&standin, &private, &[target]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    let snapshot = line[target]["snapshot"].as_str().unwrap();
+    let described = ec2(target)
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.snapshots()[0].encrypted(), Some(true));
+}

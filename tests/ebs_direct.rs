@@ -817,3 +817,62 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
         .all(|s| s.snapshot_id() != Some(old.as_str())));
     assert_snapshot_is_disk(&standin, snapshot, &raw).await;
 }
+
+/// A region that encrypts every new snapshot by default (EnableEbsEncryptionByDefault): the
+/// snapshot EBS makes is encrypted though imgpub did not ask, so the blocks written as zeros
+/// are sent (an encrypted snapshot reads unwritten blocks as garbage); `--public` is refused
+/// before anything is made, since an encrypted snapshot cannot be public.
+#[tokio::test]
+async fn encryption_by_default_is_read_from_what_aws_made() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = scattered_raw(
+        dir.path(),
+        "bydefault.raw",
+        128 * MIB,
+        &image_extents()[..3],
+        60 * MIB,
+    );
+    let nonzero = nonzero_blocks(&raw).len() as u64;
+    ec2(&standin)
+        .enable_ebs_encryption_by_default()
+        .send()
+        .await
+        .unwrap();
+
+    standin.reset_requests();
+    let refused = direct_upload(&standin, &raw, "by-default-public", &["--public"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .error_line()
+            .contains("encrypts every new EBS snapshot"),
+        "{}",
+        refused.stderr
+    );
+    let counts = standin.counts();
+    for call in ["ebs.StartSnapshot", "ec2.RegisterImage", "ec2.CreateTags"] {
+        assert_eq!(count(&counts, call), 0, "{call}: {counts}");
+    }
+
+    standin.reset_requests();
+    let out = direct_upload(&standin, &raw, "by-default", &[]).json();
+    let snapshot = out["SnapshotID"].as_str().unwrap();
+    let counts = standin.counts();
+    assert_eq!(
+        count(&counts, "ebs.PutSnapshotBlock"),
+        nonzero + 2,
+        "the two blocks written as zeros are sent too: {counts}"
+    );
+    let described = ec2(&standin)
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.snapshots()[0].encrypted(), Some(true));
+    let blocks = snapshot_blocks(&standin, snapshot).await;
+    for index in [120, 121] {
+        assert!(blocks[&index].iter().all(|&b| b == 0), "block {index}");
+    }
+}

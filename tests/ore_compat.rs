@@ -400,7 +400,24 @@ async fn ensure_public_takes_ores_ami_flag_and_default_tag() {
 async fn delete_image_takes_a_snapshot_alone() {
     let standin = Standin::start();
     let (ami, snapshot) = common::api_image(&standin, REGION, "old", &[]).await;
-    // The AMI went earlier (AWS keeps a snapshot an AMI uses); its snapshot is left over.
+    // While the AMI is registered EC2 refuses to delete its root snapshot (DeleteSnapshot
+    // API reference): refused before any call that changes something, naming the AMI.
+    standin.reset_requests();
+    let refused = standin
+        .imgpub()
+        .args([
+            "aws",
+            "delete-image",
+            "--region",
+            REGION,
+            "--snapshot",
+            &snapshot,
+        ])
+        .run();
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.error_line().contains(&ami), "{}", refused.stderr);
+    assert_eq!(standin.counts()["ec2.DeleteSnapshot"], json!(null));
+    // The AMI went earlier; its snapshot is left over.
     let ec2 = ec2(&standin);
     ec2.deregister_image().image_id(&ami).send().await.unwrap();
     let out = standin

@@ -235,3 +235,44 @@ async fn a_write_whose_answer_was_lost_is_not_an_error() {
         }
     }
 }
+
+/// SSM checks an `aws:ec2:image` value after PutParameter answered 200, and writes nothing
+/// when the check fails (PutParameter API reference, DataType): publish-ssm reads each
+/// parameter back and reports the one that never came to hold its AMI as not written.
+#[tokio::test]
+async fn a_value_ssm_rejects_after_answering_is_reported_as_not_written() {
+    let standin = Standin::start();
+    let images = release(&standin, "os-3.0").await;
+    let rejected = &images[1];
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(&json!({"ssm_reject_images": [rejected.1]}).to_string()),
+    );
+    let run = publish(&standin, &images, &["--validation-timeout", "3s"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.error_line();
+    assert!(err.contains(&rejected.0), "{err}");
+    assert!(err.contains("was not created"), "{err}");
+    // The other regions' parameters were written and hold their AMIs.
+    for (region, ami) in images.iter().filter(|i| i.0 != rejected.0) {
+        assert_eq!(
+            read(&standin, region, "/os/stable/x86_64/latest").await.0,
+            *ami
+        );
+    }
+    let missing = ssm(&standin, &rejected.0)
+        .get_parameter()
+        .name("/os/stable/x86_64/latest")
+        .send()
+        .await;
+    assert!(
+        missing.is_err(),
+        "not written in {}: {missing:?}",
+        rejected.0
+    );
+    // Each write was answered with success: the stand-in's log shows the rejection.
+    let log: Value = serde_json::from_str(&standin.control("GET", "/_standin/log", None)).unwrap();
+    let events = log["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["event"] == "ssm-rejected"), "{log}");
+}

@@ -507,6 +507,17 @@ async fn bad_inputs_fail_first_and_create_nothing() {
             vec!["--tags", "novalue"],
             "--tags \"novalue\" is not key=value",
         ),
+        // EnableImageDeprecation's limits (API reference): 10 years, 2 for a public AMI.
+        (
+            &raw,
+            vec!["--deprecate-in", "3700d"],
+            "more than 10 years after the AMI is registered",
+        ),
+        (
+            &raw,
+            vec!["--public", "--deprecate-in", "1100d"],
+            "more than 2 years for a public AMI (--public)",
+        ),
     ];
     for (file, extra, want) in cases {
         let run = upload(&standin, file, &extra);

@@ -297,6 +297,29 @@ pub async fn register_image(
 /// Before anything is made public in `region`: AWS refuses it while the region blocks public
 /// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
 /// upload and import. A caller that may not read the settings is told, and the run goes on.
+/// Refuses when the region encrypts every new snapshot ("EBS encryption by default"): a
+/// snapshot made there could not be public (ModifySnapshotAttribute refuses an encrypted
+/// one). Without the permission to read the setting, says so and goes on.
+pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Result<()> {
+    match ec2.get_ebs_encryption_by_default().send().await {
+        Ok(out) if out.ebs_encryption_by_default() == Some(true) => Err(Error::Setup(format!(
+            "region {region} encrypts every new EBS snapshot (EBS encryption by default is on), and an encrypted snapshot cannot be public: drop --public (share with accounts instead), or an admin turns it off with `aws ec2 disable-ebs-encryption-by-default --region {region}`"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => match aws(
+            Op::Ec2GetEbsEncryptionByDefault,
+            format!("reading whether {region} encrypts new snapshots by default"),
+            e,
+        ) {
+            err if err.kind() == Some(ErrorKind::AccessDenied) => {
+                tracing::warn!("{err}; not checked whether new snapshots there are encrypted");
+                Ok(())
+            }
+            err => Err(err),
+        },
+    }
+}
+
 pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool) -> Result<()> {
     let denied = |err: Error| match err.kind() {
         Some(ErrorKind::AccessDenied) => {
@@ -434,6 +457,34 @@ pub async fn deregister_image(
 
 /// Deletes a snapshot; returns it when it was there. A missing one is an error unless
 /// `allow_missing`.
+/// The AMIs of this account that map `snapshot` (DescribeImages filter
+/// `block-device-mapping.snapshot-id`).
+pub async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("block-device-mapping.snapshot-id")
+                .values(snapshot)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!("looking for AMIs that use snapshot {snapshot}"),
+                e,
+            )
+        })?;
+    Ok(out
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(str::to_owned))
+        .collect())
+}
+
 pub async fn delete_snapshot(
     ec2: &Client,
     id: &str,

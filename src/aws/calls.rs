@@ -47,6 +47,7 @@ pub enum Op {
     Ec2EnableImageDeprecation,
     Ec2GetImageBlockPublicAccessState,
     Ec2GetSnapshotBlockPublicAccessState,
+    Ec2GetEbsEncryptionByDefault,
     Ec2DeleteSnapshot,
     Ec2CreateTags,
     Ec2ModifyImageAttribute,
@@ -162,6 +163,7 @@ impl Op {
         Op::Ec2EnableImageDeprecation,
         Op::Ec2GetImageBlockPublicAccessState,
         Op::Ec2GetSnapshotBlockPublicAccessState,
+        Op::Ec2GetEbsEncryptionByDefault,
         Op::Ec2DeleteSnapshot,
         Op::Ec2CreateTags,
         Op::Ec2ModifyImageAttribute,
@@ -537,6 +539,18 @@ impl Op {
                         "ec2:GetSnapshotBlockPublicAccessState",
                         R::Any,
                         "before --public: is public sharing of snapshots blocked in the region?",
+                    )]
+                },
+            ),
+            Op::Ec2GetEbsEncryptionByDefault => (
+                Ec2,
+                "GetEbsEncryptionByDefault",
+                "get_ebs_encryption_by_default",
+                &const {
+                    [need(
+                        "ec2:GetEbsEncryptionByDefault",
+                        R::Any,
+                        "before --public: does the region encrypt every new snapshot?",
                     )]
                 },
             ),

@@ -256,8 +256,7 @@ pub async fn write_snapshot(
                     );
                     crate::aws::ami::delete_snapshot(ec2, id, true).await?;
                     let new = start_snapshot(ebs, req, Some(id)).await?;
-                    let journal = create_journal(&dir, &region, &new, &req.content).await?;
-                    (new, journal, Record::default())
+                    new_journal(&dir, &region, new, &req.content).await?
                 }
             }
         }
@@ -266,19 +265,15 @@ pub async fn write_snapshot(
             crate::aws::ami::delete_snapshot(ec2, old, true).await?;
             ebs_journal::forget(&dir, &region, old);
             let new = start_snapshot(ebs, req, Some(old)).await?;
-            let journal = create_journal(&dir, &region, &new, &req.content).await?;
-            (new, journal, Record::default())
+            new_journal(&dir, &region, new, &req.content).await?
         }
         Start::New => {
             let new = start_snapshot(ebs, req, None).await?;
             // A retried start with the same ClientToken names a snapshot an earlier run
             // began: its journal, if any, still holds.
-            match open_journal(&dir, &region, &new, &req.content).await? {
-                Some((journal, record)) => (new, journal, record),
-                None => {
-                    let journal = create_journal(&dir, &region, &new, &req.content).await?;
-                    (new, journal, Record::default())
-                }
+            match open_journal(&dir, &region, &new.0, &req.content).await? {
+                Some((journal, record)) => (new.0, journal, record),
+                None => new_journal(&dir, &region, new, &req.content).await?,
             }
         }
     };
@@ -297,6 +292,7 @@ pub async fn write_snapshot(
             &record.blocks,
             &journal,
             req,
+            record.encrypted,
         )
         .await?
     };
@@ -339,26 +335,38 @@ async fn open_journal(
     crate::commands::blocking(move || Journal::open(&dir, &region, &snapshot, &content)).await
 }
 
-async fn create_journal(
+/// The journal of a snapshot just started: `(id, encrypted)` as StartSnapshot answered.
+async fn new_journal(
     dir: &std::path::Path,
     region: &str,
-    snapshot: &str,
+    (snapshot, encrypted): (String, bool),
     content: &str,
-) -> Result<Journal> {
-    let (dir, region, snapshot, content) = (
+) -> Result<(String, Journal, Record)> {
+    let (dir, region, id, content) = (
         dir.to_path_buf(),
         region.to_string(),
-        snapshot.to_string(),
+        snapshot.clone(),
         content.to_string(),
     );
-    crate::commands::blocking(move || Journal::create(&dir, &region, &snapshot, &content)).await
+    let journal =
+        crate::commands::blocking(move || Journal::create(&dir, &region, &id, &content, encrypted))
+            .await?;
+    let record = Record {
+        encrypted,
+        ..Record::default()
+    };
+    Ok((snapshot, journal, record))
 }
 
+/// Starts the snapshot; returns its id and whether EBS made it encrypted (what the request
+/// asked, or the account's encryption by default: "If Amazon EBS encryption by default is
+/// enabled on your AWS account, you can't create unencrypted snapshots." — EBS User Guide,
+/// "Encryption outcomes for EBS direct APIs").
 async fn start_snapshot(
     ebs: &aws_sdk_ebs::Client,
     req: &SnapshotRequest,
     replaces: Option<&str>,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     let (encrypted, key) = match &req.encryption {
         Encryption::None => (None, None),
         Encryption::DefaultKey => (Some(true), None),
@@ -397,12 +405,18 @@ async fn start_snapshot(
             ))
         }
     }
+    let encrypted = out.kms_key_arn().is_some();
+    if encrypted && !req.encryption.is_encrypted() {
+        tracing::info!(
+            "snapshot {id} is encrypted although not asked to be (the account encrypts new snapshots by default): blocks of zeros are sent too"
+        );
+    }
     tracing::info!(
         "started snapshot {id} ({} GiB) for {}",
         req.volume_size_gib,
         req.name
     );
-    Ok(id)
+    Ok((id, encrypted))
 }
 
 /// Reads every block that may hold data, `blocks_in_flight` at a time; sends the non-zero
@@ -416,6 +430,7 @@ async fn put_blocks(
     present: &HashMap<i32, [u8; 32]>,
     journal: &Arc<Journal>,
     req: &SnapshotRequest,
+    encrypted: bool,
 ) -> Result<BTreeMap<i32, [u8; 32]>> {
     let progress = Progress::bytes(
         format!("writing {snapshot}"),
@@ -424,7 +439,7 @@ async fn put_blocks(
     let buffers = Buffers::default();
     let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
-    let zeros = match req.send_zero_blocks || req.encryption.is_encrypted() {
+    let zeros = match req.send_zero_blocks || encrypted {
         true => Zeros::Send,
         false => Zeros::Skip,
     };

@@ -40,6 +40,8 @@ pub(crate) struct Record {
     pub blocks: HashMap<i32, [u8; 32]>,
     /// CompleteSnapshot was sent (its answer may have been lost).
     pub completing: bool,
+    /// EBS made the snapshot encrypted (asked for, or the account's default).
+    pub encrypted: bool,
 }
 
 /// An open journal, appended to as blocks are accepted. Its calls are blocking (small
@@ -60,7 +62,13 @@ fn header(snapshot: &str, content: &str) -> String {
 
 impl Journal {
     /// A new journal for a snapshot just started (any old file of that name is replaced).
-    pub(crate) fn create(dir: &Path, region: &str, snapshot: &str, content: &str) -> Result<Self> {
+    pub(crate) fn create(
+        dir: &Path,
+        region: &str,
+        snapshot: &str,
+        content: &str,
+        encrypted: bool,
+    ) -> Result<Self> {
         let path = path_for(dir, region, snapshot);
         let shown = path.display().to_string();
         let io = |e| Error::io(format!("writing the block journal {shown}"), e);
@@ -69,6 +77,9 @@ impl Journal {
         }
         let mut file = std::fs::File::create(&path).map_err(io)?;
         writeln!(file, "{}", header(snapshot, content)).map_err(io)?;
+        if encrypted {
+            writeln!(file, "encrypted").map_err(io)?;
+        }
         Ok(Journal {
             path,
             file: Mutex::new(file),
@@ -100,6 +111,8 @@ impl Journal {
             let Ok(line) = line else { break };
             if line == "complete" {
                 record.completing = true;
+            } else if line == "encrypted" {
+                record.encrypted = true;
             } else if let Some((index, digest)) = parse_block(&line) {
                 record.blocks.insert(index, digest);
             }
@@ -177,7 +190,7 @@ mod tests {
     #[test]
     fn a_journal_reads_back_what_was_sent_and_skips_a_torn_line() {
         let dir = temp_dir("torn");
-        let j = Journal::create(&dir, "us-east-1", "snap-1", "c1").unwrap();
+        let j = Journal::create(&dir, "us-east-1", "snap-1", "c1", true).unwrap();
         j.sent(3, &[7; 32]).unwrap();
         j.sent(9, &[8; 32]).unwrap();
         drop(j);
@@ -194,6 +207,7 @@ mod tests {
         assert_eq!(record.blocks.len(), 2);
         assert_eq!(record.blocks[&3], [7; 32]);
         assert!(!record.completing);
+        assert!(record.encrypted);
         j.completing().unwrap();
         drop(j);
         let (_, record) = Journal::open(&dir, "us-east-1", "snap-1", "c1")

@@ -268,8 +268,16 @@ pub struct Written {
     pub version: Option<i64>,
 }
 
-/// Writes one region's parameters, one at a time and `PUT_INTERVAL` apart.
-pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec<Written>> {
+/// Writes one region's parameters, one at a time and `PUT_INTERVAL` apart; each is read back
+/// until it holds its AMI (within `validation`), since SSM checks an `aws:ec2:image` value
+/// only after PutParameter answered and, when the check fails, writes nothing ("the
+/// PutParameter operation will return success, but the asynchronous validation will fail
+/// and the parameter will not be created or updated" — PutParameter API reference).
+pub async fn write(
+    ssm: &aws_sdk_ssm::Client,
+    planned: &[Planned],
+    validation: Duration,
+) -> Result<Vec<Written>> {
     let mut written = vec![];
     let mut first = true;
     for p in planned {
@@ -311,6 +319,7 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
                 err => return Err(err),
             },
         };
+        let version = held(ssm, p, version, validation).await?;
         tracing::info!("{}: {} = {}", p.region, p.parameter, p.image_id);
         written.push(Written {
             region: p.region.clone(),
@@ -325,6 +334,43 @@ pub async fn write(ssm: &aws_sdk_ssm::Client, planned: &[Planned]) -> Result<Vec
         });
     }
     Ok(written)
+}
+
+/// Reads `p` back until it holds its AMI; its version then. SSM's check of the AMI runs
+/// after the write answered: until it passes, a read shows what was there before.
+async fn held(
+    ssm: &aws_sdk_ssm::Client,
+    p: &Planned,
+    written: i64,
+    validation: Duration,
+) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + validation;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match read(ssm, &p.parameter, &p.region).await? {
+            Some((value, version)) if value == p.image_id && version >= written => {
+                return Ok(version)
+            }
+            _ if tokio::time::Instant::now() + pause > deadline => {
+                return Err(Error::failed(
+                    format!("writing parameter {} in {}", p.parameter, p.region),
+                    ErrorKind::Other,
+                    None,
+                    format!(
+                        "SSM accepted the write, but after {}s the parameter still does not hold {}: SSM's asynchronous check of the AMI failed, so the parameter was not {} (the AMI must exist in {} and be available to this account; rerun once it is)",
+                        validation.as_secs(),
+                        p.image_id,
+                        if p.current.is_some() { "updated" } else { "created" },
+                        p.region
+                    ),
+                ))
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// A parameter's value and version; `None` when there is no such parameter.

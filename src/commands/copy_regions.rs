@@ -69,7 +69,12 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
                 if source.sharing.public {
                     ami::check_public_sharing(&ec2, &region, true).await?;
                 }
-                copy::find_in_region(&ec2, source).await
+                let found = copy::find_in_region(&ec2, source).await?;
+                if source.sharing.public && !matches!(found, InRegion::Present(_)) {
+                    // A copy made there would be encrypted, and so could not be public.
+                    ami::check_new_snapshots_unencrypted(&ec2, &region).await?;
+                }
+                Ok(found)
             }
         },
         |region, found| targets.push((region.clone(), found)),
@@ -143,6 +148,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
+    Op::Ec2GetEbsEncryptionByDefault,
     Op::Ec2DescribeImageAttribute,
     Op::Ec2DescribeSnapshots,
     Op::Ec2DescribeSnapshotAttribute,

@@ -79,6 +79,17 @@ pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
         (SnapshotChoice::FromImage, Some(image)) => ami::root_snapshot_of(image),
         (SnapshotChoice::FromImage, None) => None,
     };
+    if let Some(snapshot) = &snapshot {
+        // EC2 refuses to delete the root snapshot of a registered AMI (DeleteSnapshot API
+        // reference): say which AMI holds it before anything is deregistered.
+        let deregistered = found.as_ref().and(opts.ami.as_deref());
+        let users = ami::images_using_snapshot(&c.ec2, snapshot).await?;
+        if let Some(other) = users.iter().find(|id| Some(id.as_str()) != deregistered) {
+            return Err(Error::Invalid(format!(
+                "snapshot {snapshot} is the root of AMI {other}, and EC2 refuses to delete a registered AMI's snapshot; remove both: imgpub aws delete-image --ami {other} --snapshot {snapshot}"
+            )));
+        }
+    }
     Ok(Plan {
         region: c.region.clone(),
         image: found.and(opts.ami.clone()),

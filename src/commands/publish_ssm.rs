@@ -81,9 +81,11 @@ pub const MAY_CALL: &[Op] = &[
 ];
 
 /// Writes the parameters, region by region side by side; `emit` gets each one's line.
+/// `validation`: how long each written parameter may take to hold its AMI.
 pub async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
+    validation: std::time::Duration,
     mut emit: impl FnMut(serde_json::Value),
 ) -> Result<()> {
     let mut regions: Vec<String> = plan.parameters.iter().map(|p| p.region.clone()).collect();
@@ -99,7 +101,7 @@ pub async fn apply(
                 .filter(|p| p.region == region)
                 .cloned()
                 .collect();
-            ssm::write(&ctx.in_region(&region).ssm(), &mine).await
+            ssm::write(&ctx.in_region(&region).ssm(), &mine, validation).await
         },
         |_, written| written.iter().for_each(|w| emit(serde_json::json!(w))),
     )

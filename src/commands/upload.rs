@@ -402,7 +402,11 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
             boot_mode,
             uefi_data,
             sriov: opts.sriov,
-            deprecate_at: opts.deprecate.as_ref().map(deprecation_time).transpose()?,
+            deprecate_at: opts
+                .deprecate
+                .as_ref()
+                .map(|d| deprecation_time(d, opts.public))
+                .transpose()?,
             imdsv2_only: opts.imdsv2_only,
             tpm: opts.tpm_support,
             volume_type: opts.volume_type,
@@ -523,8 +527,16 @@ fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<String> {
     }
 }
 
-/// The moment `--deprecate-in`/`--deprecate-at` name; it must be in the future.
-fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
+/// The limits of EnableImageDeprecation: "The upper limit for DeprecateAt is 10 years from
+/// now, except for public AMIs, where the upper limit is 2 years from the creation date."
+/// (API reference). Whole years of 365 days, so a date AWS would refuse is never passed.
+const DEPRECATE_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86400);
+const DEPRECATE_PUBLIC_AT_MOST: std::time::Duration =
+    std::time::Duration::from_secs(2 * 365 * 86400);
+
+/// The moment `--deprecate-in`/`--deprecate-at` name: in the future, and within what
+/// EnableImageDeprecation allows for an AMI registered now (`public`: made public).
+fn deprecation_time(deprecate: &Deprecate, public: bool) -> Result<DateTime> {
     use aws_smithy_types::date_time::Format;
     let now = std::time::SystemTime::now();
     let (at, flag) = match deprecate {
@@ -546,6 +558,20 @@ fn deprecation_time(deprecate: &Deprecate) -> Result<DateTime> {
     if at <= DateTime::from(now) {
         return Err(Error::Invalid(format!(
             "{flag} names a time that has passed; give one in the future"
+        )));
+    }
+    let (limit, what) = match public {
+        true => (
+            DEPRECATE_PUBLIC_AT_MOST,
+            "2 years for a public AMI (--public)",
+        ),
+        false => (DEPRECATE_AT_MOST, "10 years"),
+    };
+    let latest = now.checked_add(limit).map(DateTime::from);
+    if latest.is_some_and(|latest| at > latest) {
+        return Err(Error::Invalid(format!(
+            "{flag} is more than {what} after the AMI is registered; EnableImageDeprecation refuses a later date: give one within {} days",
+            limit.as_secs() / 86400
         )));
     }
     Ok(at)
@@ -595,6 +621,11 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
             SnapshotStep::Import
         }
     };
+    if local.sharing.public && !matches!(snapshot, SnapshotStep::Use(_)) {
+        // A new snapshot in a region that encrypts by default is encrypted whatever the
+        // request says, and could not be made public: say so before making it.
+        ami::check_new_snapshots_unencrypted(&c.ec2, &c.region).await?;
+    }
     let image = match (&local.register, existing_image) {
         (None, _) => ImageStep::None,
         (Some(_), None) => ImageStep::Register,
@@ -847,6 +878,7 @@ pub const MAY_CALL_EBS_DIRECT: &[Op] = &[
     Op::Ec2DescribeSnapshots,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
+    Op::Ec2GetEbsEncryptionByDefault,
     Op::EbsStartSnapshot,
     Op::EbsPutSnapshotBlock,
     Op::EbsCompleteSnapshot,
@@ -867,6 +899,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeSnapshots,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
+    Op::Ec2GetEbsEncryptionByDefault,
     Op::S3GetBucketLocation,
     Op::S3HeadObject,
     // iam:GetRole (is the vmimport role there?) is optional: without it ImportSnapshot says.

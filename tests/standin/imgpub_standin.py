@@ -141,6 +141,10 @@ SETTINGS: dict[str, Any] = {
     "latency_seconds": 0.0,
     # EBS direct: how long a snapshot stays pending after CompleteSnapshot.
     "ebs_complete_seconds": float(os.environ.get("STANDIN_EBS_COMPLETE_SECONDS", "1")),
+    # SSM aws:ec2:image: how long the asynchronous check of the AMI takes, and AMIs the
+    # check rejects whatever they are (AWS's reasons are its own: a tests' control).
+    "ssm_validation_seconds": 0.3,
+    "ssm_reject_images": [],
 }
 
 # Where AWS documents no answer, the stand-in gives each plausible one, picked by a seed
@@ -155,6 +159,10 @@ UNDOCUMENTED = {
     # upload (404 NoSuchUpload), or answers the completed object again (200; seen on S3 for
     # an identical retry, not documented).
     "s3_repeat_complete": ["no-such-upload", "ok"],
+    # ImportSnapshot in a region with EBS encryption by default: the VM Import/Export pages
+    # say nothing of it. Encrypted with the default key (as every new volume and snapshot
+    # copy there), or as the request asked.
+    "import_under_default_encryption": ["encrypted", "as-asked"],
 }
 
 
@@ -347,7 +355,9 @@ class ImportTask:
     def _finish(self) -> None:
         size_gib = max(1, -(-self.virtual_size // GIB))
         zone = self.backend.region_name + "a"
-        encrypted = self.encrypted or self.kms_key_id is not None
+        encrypted = self.encrypted or self.kms_key_id is not None or (
+            self.backend.ebs_encryption_by_default
+            and SETTINGS["import_under_default_encryption"] == "encrypted")
         volume = self.backend.create_volume(
             size=size_gib, zone_name=zone, encrypted=encrypted,
             kms_key_id=self.kms_key_id if encrypted else None,
@@ -504,6 +514,13 @@ class RegisteredAmi(Ami):
     @property
     def block_device_mappings(self) -> list[dict[str, Any]]:
         return self._bdm
+
+    def get_filter_value(self, filter_name: str, method_name: str | None = None) -> Any:
+        # DescribeImages filter "block-device-mapping.snapshot-id" (DescribeImages API
+        # reference, Filters); moto has none.
+        if filter_name == "block-device-mapping.snapshot-id":
+            return [(m.get("Ebs") or {}).get("SnapshotId") for m in self._bdm]
+        return super().get_filter_value(filter_name, method_name)
 
     @property
     def bdm(self) -> list[dict[str, Any]]:
@@ -673,12 +690,22 @@ def copy_image(self: EC2Response) -> ActionResult:
         ebs = mapping.get("Ebs")
         if ebs and ebs.get("SnapshotId"):
             src_snap = source_backend.snapshots[ebs["SnapshotId"]]
-            vol = target.create_volume(size=src_snap.volume.size, zone_name=target.region_name + "a")
+            # A copy of an encrypted snapshot is encrypted; with encryption by default on in
+            # the target region every copy is ("After you enable encryption by default, ...
+            # new EBS volumes and snapshot copies ... are encrypted": EBS User Guide,
+            # "Encryption by default"). The key: the request's, else the target's default.
+            encrypted = (bool(src_snap.encrypted) or target.ebs_encryption_by_default
+                         or str(params.get("Encrypted", "")).lower() == "true")
+            key = (params.get("KmsKeyId") or standin_ebs.default_ebs_key(target)) if encrypted else None
+            vol = target.create_volume(size=src_snap.volume.size, zone_name=target.region_name + "a",
+                                       encrypted=encrypted, kms_key_id=key)
             snap = target.create_snapshot(
                 vol.id, f"Copied for DestinationAmi {ami_id} from SourceAmi {source.id} "
                         f"for SourceSnapshot {src_snap.id}")
             target.delete_volume(vol.id)
+            snap.kms_key_id = key
             ebs["SnapshotId"] = snap.id
+            ebs["Encrypted"] = encrypted
         bdm.append(mapping)
     register_params = dict(source.register_params)
     register_params.update(Name=name, Description=params.get("Description") or source.description)
@@ -722,10 +749,46 @@ def enable_image_deprecation(self: EC2Response) -> ActionResult:
             raise _invalid("InvalidParameterValue", f"Invalid value '{raw}' for DeprecateAt")
     if at.tzinfo is None:
         at = at.replace(tzinfo=datetime.timezone.utc)
-    if at <= datetime.datetime.now(datetime.timezone.utc):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if at <= now:
         raise _invalid("InvalidParameterValue", "The deprecation time must be in the future")
+    # "The upper limit for DeprecateAt is 10 years from now, except for public AMIs, where
+    # the upper limit is 2 years from the creation date." (EnableImageDeprecation API
+    # reference; the error code is not given: InvalidParameterValue, as for a past date).
+    if at > now + datetime.timedelta(days=3652):  # 10 years, leap days included
+        raise _invalid("InvalidParameterValue",
+                       "The deprecation time can't be more than 10 years from now")
+    if ami.is_public:
+        created = datetime.datetime.fromisoformat(
+            str(ami.creation_date).replace("Z", "+00:00"))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=datetime.timezone.utc)
+        if at > created + datetime.timedelta(days=731):  # 2 years
+            raise _invalid("InvalidParameterValue",
+                           "The deprecation time of a public AMI can't be more than 2 years "
+                           "after its creation date")
     ami.deprecation_time = at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return ActionResult({"Return": True})
+
+
+_original_delete_snapshot = EC2Response.delete_snapshot
+
+
+def delete_snapshot(self: EC2Response) -> Any:
+    """"You cannot delete a snapshot of the root device of an EBS volume used by a registered
+    AMI. You must first deregister the AMI before you can delete the snapshot." (DeleteSnapshot
+    API reference). moto knows only its own AMIs' snapshots; ours point at snapshots they
+    were registered from. The code is not in AWS's list: InvalidSnapshot.InUse, as moto."""
+    snapshot_id = self._get_param("SnapshotId")
+    for ami in self.ec2_backend.amis.values():
+        if not isinstance(ami, RegisteredAmi):
+            continue
+        root = next((m for m in ami.block_device_mappings
+                     if m.get("DeviceName") == ami.register_params.get("RootDeviceName")), None)
+        if root and (root.get("Ebs") or {}).get("SnapshotId") == snapshot_id:
+            raise _invalid("InvalidSnapshot.InUse",
+                           f"The snapshot {snapshot_id} is currently in use by {ami.id}")
+    return _original_delete_snapshot(self)
 
 
 _original_modify_image_attribute = EC2Response.modify_image_attribute
@@ -865,6 +928,7 @@ def install_patches() -> None:
     EC2Response.get_image_block_public_access_state = get_image_block_public_access_state
     EC2Response.get_snapshot_block_public_access_state = get_snapshot_block_public_access_state
     EC2Response.modify_image_attribute = modify_image_attribute
+    EC2Response.delete_snapshot = delete_snapshot
     STSBackend.assume_role = assume_role
 
 
@@ -1570,6 +1634,8 @@ class StandinApp:
             return EBS.serve(environ, start_response, account_of(environ), region)
         if service in ("sts", "iam"):
             return self._query_error_shape(environ, start_response)
+        if service == "ssm" and action == "PutParameter":
+            return self._put_image_parameter(environ, start_response, region)
         if service == "s3" and action == "CreateMultipartUpload":
             return self._create_upload(environ, start_response)
         if service == "s3" and action == "UploadPart":
@@ -1715,6 +1781,64 @@ class StandinApp:
             return re.sub(rb"<Upload>.*?</Upload>", add, body, flags=re.S)
 
         return self._rewritten(environ, start_response, rewrite)
+
+    def _put_image_parameter(self, environ: dict, start_response: Any,
+                             region: str) -> list[bytes]:
+        """PutParameter with DataType aws:ec2:image. "For this data type, Parameter Store
+        validates the value asynchronously." (SSM User Guide, "Parameter data types in
+        Parameter Store"); "If you submit an invalid AMI value, the PutParameter operation
+        will return success, but the asynchronous validation will fail and the parameter
+        will not be created or updated." (PutParameter API reference, DataType). moto writes
+        at once and checks nothing: here the write answers as moto does, the parameter is
+        put back as it was, and the new value lands only once the AMI passes the check,
+        `ssm_validation_seconds` later (unseen until then; AWS does not say what a read in
+        between sees)."""
+        from moto.ssm.models import ssm_backends
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        doc = json.loads(body or b"{}")
+        if doc.get("DataType") != "aws:ec2:image":
+            return self.app(environ, start_response)
+        account = account_of(environ)
+        backend = ssm_backends[account][region]
+        name = doc.get("Name", "")
+        key = backend._parameters.normalize_name(name)
+        before = list(backend._parameters[key]) if key in backend._parameters else None
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        answer = b"".join(self.app(environ, capture))
+        if not captured["status"].startswith("200"):
+            start_response(captured["status"], captured["headers"])
+            return [answer]
+        written = list(backend._parameters[key])
+        if before is None:
+            del backend._parameters[key]
+        else:
+            backend._parameters[key] = before
+        image_id = doc.get("Value", "")
+
+        def validate() -> None:
+            from moto.ec2.models import ec2_backends
+
+            ami = ec2_backends[account][region].amis.get(image_id)
+            ok = (ami is not None and image_id not in SETTINGS["ssm_reject_images"]
+                  and getattr(ami, "state", "available") == "available")
+            schedule_event("ssm-validated" if ok else "ssm-rejected", f"{region}:{name}",
+                           time.monotonic())
+            if ok:
+                backend._parameters[key] = written
+
+        timer = threading.Timer(float(SETTINGS["ssm_validation_seconds"]), validate)
+        timer.daemon = True
+        timer.start()
+        start_response(captured["status"], captured["headers"])
+        return [answer]
 
     def _completed_again(self, environ: dict, start_response: Any,
                          upload_id: str) -> list[bytes]:

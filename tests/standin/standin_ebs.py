@@ -29,6 +29,13 @@ TIMEOUT_MINUTES = (10, 4320)
 DEFAULT_TIMEOUT_MINUTES = 60
 
 
+def default_ebs_key(backend: Any) -> str:
+    """The account's default EBS key in that region (moto makes it on first use)."""
+    if not backend.default_kms_key_id:
+        backend._create_default_encryption_key()
+    return backend.default_kms_key_id
+
+
 class EbsError(Exception):
     """An error the service answers: HTTP status, code, message, reason."""
 
@@ -161,9 +168,12 @@ class EbsDirect:
             tags = doc.get("Tags") or []
             if tags:
                 ec2.add_tags({t["Key"]: t["Value"] for t in tags})
-            if doc.get("Encrypted"):
+            # "If Amazon EBS encryption by default is enabled on your AWS account, you can't
+            # create unencrypted snapshots." (EBS User Guide, "Encryption outcomes for EBS
+            # direct APIs"): encrypted with the default key unless the request names one.
+            if doc.get("Encrypted") or backend.ebs_encryption_by_default:
                 ec2.encrypted = True
-                ec2.kms_key_id = doc.get("KmsKeyArn") or f"arn:aws:kms:{region}:{account}:alias/aws/ebs"
+                ec2.kms_key_id = doc.get("KmsKeyArn") or default_ebs_key(backend)
             snap = Snapshot(ec2.id, account, region, size, timeout, time.monotonic(), ec2)
             ec2.status = "pending"
             self.snapshots[snap.snapshot_id] = snap

@@ -1149,3 +1149,139 @@ def test_s3_a_repeated_complete_gets_each_plausible_answer(account, choice):
         with pytest.raises(ClientError) as e:
             s3.complete_multipart_upload(MultipartUpload=parts, **common)
         assert _code(e) == "NoSuchUpload"
+
+
+def test_deprecation_times_have_aws_limits(account):
+    """EnableImageDeprecation: at most 10 years ahead; for a public AMI at most 2 years
+    after its creation (API reference). moto has no EnableImageDeprecation at all."""
+    import datetime
+
+    ec2 = client(account, "ec2")
+    snap = admin_snapshot(account)
+    image = ec2.register_image(
+        Name="deprecation-limits", RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with pytest.raises(ClientError) as e:
+        ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=3700))
+    assert _code(e) == "InvalidParameterValue"
+    ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=1000))
+    ec2.modify_image_attribute(ImageId=image, LaunchPermission={"Add": [{"Group": "all"}]})
+    with pytest.raises(ClientError) as e:
+        ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=1000))
+    assert _code(e) == "InvalidParameterValue"
+    ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=700))
+
+
+def _wait_event(endpoint: str, kind: str, ident: str) -> None:
+    """Until the stand-in's log holds the event (the asynchronous check has run)."""
+    deadline = time.monotonic() + 10
+    while not any(e["event"] == kind and e["id"] == ident
+                  for e in control(endpoint, "/_standin/log")["events"]):
+        assert time.monotonic() < deadline, f"no {kind} event for {ident}"
+        time.sleep(0.05)
+
+
+def test_ssm_checks_an_ec2_image_value_after_answering(account):
+    """PutParameter API reference, DataType: "If you submit an invalid AMI value, the
+    PutParameter operation will return success, but the asynchronous validation will fail
+    and the parameter will not be created or updated." moto writes it at once."""
+    ssm = client(account, "ssm")
+    snap = admin_snapshot(account)
+    image = client(account, "ec2").register_image(
+        Name="ssm-valid", RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+    answer = ssm.put_parameter(Name="/async/bad", Value="ami-0123456789abcdef0",
+                               Type="String", DataType="aws:ec2:image")
+    assert answer["Version"] == 1
+    _wait_event(account, "ssm-rejected", "us-east-1:/async/bad")
+    with pytest.raises(ClientError) as e:
+        ssm.get_parameter(Name="/async/bad")
+    assert _code(e) == "ParameterNotFound"
+    ssm.put_parameter(Name="/async/good", Value=image, Type="String", DataType="aws:ec2:image")
+    _wait_event(account, "ssm-validated", "us-east-1:/async/good")
+    assert ssm.get_parameter(Name="/async/good")["Parameter"]["Value"] == image
+    # An update that fails its check leaves the value as it was.
+    ssm.put_parameter(Name="/async/good", Value="ami-0fffffffffffffff0", Type="String",
+                      DataType="aws:ec2:image", Overwrite=True)
+    _wait_event(account, "ssm-rejected", "us-east-1:/async/good")
+    assert ssm.get_parameter(Name="/async/good")["Parameter"]["Value"] == image
+
+
+def test_the_root_snapshot_of_a_registered_ami_cannot_be_deleted(account):
+    """DeleteSnapshot API reference: the root device snapshot of a registered AMI cannot be
+    deleted until the AMI is deregistered (moto checks only its own AMIs)."""
+    ec2 = client(account, "ec2")
+    snap = admin_snapshot(account)
+    image = ec2.register_image(
+        Name="in-use", RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+    with pytest.raises(ClientError) as e:
+        ec2.delete_snapshot(SnapshotId=snap)
+    assert _code(e) == "InvalidSnapshot.InUse"
+    ec2.deregister_image(ImageId=image)
+    ec2.delete_snapshot(SnapshotId=snap)
+
+
+def test_encryption_by_default_encrypts_new_snapshots_and_copies(account):
+    """EBS encryption by default (moto keeps the setting and applies it to nothing): EBS
+    direct snapshots ("you can't create unencrypted snapshots": EBS User Guide, "Encryption
+    outcomes for EBS direct APIs") and snapshot copies ("Encryption by default") are
+    encrypted with the region's default key; a copy of an encrypted AMI stays encrypted."""
+    region = "ap-south-1"
+    ec2, ebs = client(account, "ec2", region), client(account, "ebs", region)
+    ec2.enable_ebs_encryption_by_default()
+    try:
+        snap = ebs.start_snapshot(VolumeSize=1)
+        assert "KmsKeyArn" in snap
+        described = ec2.describe_snapshots(SnapshotIds=[snap["SnapshotId"]])["Snapshots"][0]
+        assert described["Encrypted"] is True
+        # A copy into the region: encrypted there, from an unencrypted source.
+        source_snap = admin_snapshot(account)
+        source = client(account, "ec2").register_image(
+            Name="plain-source", RootDeviceName="/dev/xvda", Architecture="x86_64",
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": source_snap}}],
+        )["ImageId"]
+        copied = ec2.copy_image(Name="plain-copy", SourceImageId=source, SourceRegion="us-east-1")
+        image = ec2.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]
+        copy_snap = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        assert ec2.describe_snapshots(SnapshotIds=[copy_snap])["Snapshots"][0]["Encrypted"]
+        with pytest.raises(ClientError) as e:
+            ec2.modify_snapshot_attribute(SnapshotId=copy_snap, Attribute="createVolumePermission",
+                                          OperationType="add", GroupNames=["all"])
+        assert _code(e) == "InvalidParameter"
+    finally:
+        ec2.disable_ebs_encryption_by_default()
+    # With the setting off again, a copy of that encrypted AMI is still encrypted.
+    again = client(account, "ec2", "eu-north-1").copy_image(
+        Name="copy-of-encrypted", SourceImageId=copied["ImageId"], SourceRegion=region)
+    west = client(account, "ec2", "eu-north-1")
+    image = west.describe_images(ImageIds=[again["ImageId"]])["Images"][0]
+    snap_id = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    assert west.describe_snapshots(SnapshotIds=[snap_id])["Snapshots"][0]["Encrypted"]
+
+
+@pytest.mark.parametrize("choice", ["encrypted", "as-asked"])
+def test_import_under_encryption_by_default_gets_each_plausible_outcome(account, images, choice):
+    """AWS does not say what ImportSnapshot makes in a region that encrypts by default: the
+    seed picks encrypted or as asked."""
+    region = "ap-south-1"
+    control(account, "/_standin/config", {"import_under_default_encryption": choice})
+    s3 = client(account, "s3", region)
+    bucket = f"images-{choice}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.upload_file(str(images["raw"]), bucket, "disk.raw")
+    ec2 = client(account, "ec2", region)
+    ec2.enable_ebs_encryption_by_default()
+    try:
+        task = ec2.import_snapshot(DiskContainer={
+            "Format": "RAW", "UserBucket": {"S3Bucket": bucket, "S3Key": "disk.raw"}})
+        detail, _ = wait_task(ec2, task["ImportTaskId"])
+        assert detail["Status"] == "completed", detail
+        snap = ec2.describe_snapshots(SnapshotIds=[detail["SnapshotId"]])["Snapshots"][0]
+        assert snap["Encrypted"] is (choice == "encrypted")
+    finally:
+        ec2.disable_ebs_encryption_by_default()
