@@ -1083,22 +1083,31 @@ async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_regi
             REGION,
         ],
     );
-    let source = document["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Sid"] == "CopySource")
-        .unwrap_or_else(|| panic!("no statement for the source AMI: {document}"));
+    let statement = |sid: &str| {
+        document["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no {sid}: {document}"))
+            .clone()
+    };
+    let images = statement("CopySourceImages");
     assert_eq!(
-        source["Resource"],
-        json!([
-            format!("arn:aws:ec2:{REGION}::image/*"),
-            format!("arn:aws:ec2:{REGION}::snapshot/*")
-        ])
+        images["Resource"],
+        json!([format!("arn:aws:ec2:{REGION}::image/*")])
+    );
+    assert_eq!(
+        images["Action"],
+        json!(["ec2:CopyImage", "ec2:DescribeImageAttribute"])
+    );
+    assert_eq!(
+        statement("CopySourceSnapshots")["Action"],
+        json!(["ec2:DescribeSnapshotAttribute"])
     );
     // Nothing else of the source region: the copy identity changes nothing there.
     let others = document["Statement"].as_array().unwrap().iter();
-    for statement in others.filter(|s| s["Sid"] != "CopySource") {
+    for statement in others.filter(|s| !s["Sid"].as_str().unwrap().starts_with("CopySource")) {
         assert!(
             !statement["Resource"].to_string().contains(REGION),
             "{statement}"
@@ -1114,7 +1123,7 @@ async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_regi
     // The policy as it was before 2024-10-28 mattered: CopyImage on the new AMI only.
     let mut narrowed = document.clone();
     for statement in narrowed["Statement"].as_array_mut().unwrap() {
-        if statement["Sid"] == "CopySource" {
+        if statement["Sid"] == "CopySourceImages" {
             statement["Action"]
                 .as_array_mut()
                 .unwrap()

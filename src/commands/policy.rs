@@ -350,29 +350,29 @@ pub fn build(scope: &Scope) -> Policy {
         // launch and volume permissions are read to be carried over. Only these, and only
         // in the regions copied from, so the copy identity changes nothing there.
         let a = &scope.arns;
-        let mut resources: Vec<String> = sources.iter().map(|r| a.image(r, "*")).collect();
-        resources.extend(sources.iter().map(|r| a.snapshot(r, "*")));
-        for (action, why) in [
-            (
-                "ec2:DescribeImageAttribute",
-                "read the source AMI's launch permissions",
-            ),
-            (
-                "ec2:DescribeSnapshotAttribute",
-                "read the source snapshot's volume permissions",
-            ),
-        ] {
-            rows.push(Row {
-                action,
-                resources: resources.clone(),
-                why: vec![why],
-            });
-        }
+        let images: Vec<String> = sources.iter().map(|r| a.image(r, "*")).collect();
+        let snapshots: Vec<String> = sources.iter().map(|r| a.snapshot(r, "*")).collect();
+        rows.push(Row {
+            action: "ec2:DescribeImageAttribute",
+            resources: images.clone(),
+            why: vec!["read the source AMI's launch permissions"],
+        });
+        rows.push(Row {
+            action: "ec2:DescribeSnapshotAttribute",
+            resources: snapshots.clone(),
+            why: vec!["read the source snapshot's volume permissions"],
+        });
         out.push(json!({
-            "Sid": "CopySource",
+            "Sid": "CopySourceImages",
             "Effect": "Allow",
-            "Action": ["ec2:CopyImage", "ec2:DescribeImageAttribute", "ec2:DescribeSnapshotAttribute"],
-            "Resource": resources,
+            "Action": ["ec2:CopyImage", "ec2:DescribeImageAttribute"],
+            "Resource": images,
+        }));
+        out.push(json!({
+            "Sid": "CopySourceSnapshots",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeSnapshotAttribute"],
+            "Resource": snapshots,
         }));
     }
     for ((_, sid, kind), st) in statements {
@@ -413,7 +413,7 @@ fn statement_key(
         (ResourceKind::Object, ..) => (1, "ImageObjects"),
         (ResourceKind::ImportSnapshotTask, ..) => (2, "ImportTasks"),
         (ResourceKind::Image, ..) => (3, "Images"),
-        (ResourceKind::SourceImage, ..) => (3, "CopySource"),
+        (ResourceKind::SourceImage, ..) => (3, "CopySourceImages"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),

