@@ -159,6 +159,42 @@ impl Standin {
         self.control("POST", "/_standin/requests/reset", Some("{}"));
     }
 
+    /// Requests being served now and those held by a `hold` fault (`/_standin/inflight`).
+    pub fn inflight(&self) -> (u64, u64) {
+        let v: Value =
+            serde_json::from_str(&self.control("GET", "/_standin/inflight", None)).unwrap();
+        (v["inflight"].as_u64().unwrap(), v["held"].as_u64().unwrap())
+    }
+
+    /// Until every request a stopped client left in the stand-in (slowed by a fault) has
+    /// been carried out: what is there afterwards is all there will be.
+    pub fn wait_idle(&self) {
+        // The one poll loop a test needs: it reads the stand-in's state, never the clock.
+        for _ in 0..60_000 {
+            if self.inflight().0 == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("the stand-in never went idle");
+    }
+
+    /// Until `n` requests wait on a `hold` fault.
+    pub fn wait_held(&self, n: u64) {
+        for _ in 0..60_000 {
+            if self.inflight().1 >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("no request was held");
+    }
+
+    /// Lets every held request go on.
+    pub fn release(&self) {
+        self.control("POST", "/_standin/release", Some("{}"));
+    }
+
     /// Injects a fault (`/_standin/faults`; `spec` is its JSON, see imgpub_standin.py).
     pub fn fault(&self, spec: &str) {
         self.control("POST", "/_standin/faults", Some(spec));

@@ -52,7 +52,13 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      JSON-protocol services (SSM) get a JSON error.
                                      (A completed multipart upload is gone, as in S3:
                                      completing it again answers 404 NoSuchUpload.)
+                                     With "hold": true the request waits, unserved,
+                                     until POST /_standin/release: a test changes
+                                     things while it is in flight.
     DELETE /_standin/faults          clear all faults
+    GET  /_standin/inflight          {"inflight": n, "held": m}: AWS requests being
+                                     served now, and those waiting for a release
+    POST /_standin/release           let every held request go on
     POST /_standin/chaos             {"seed": 7, "rate": 0.05, "after_share": 0.5}
                                      from now on each request fails with probability
                                      `rate`, drawn from a generator seeded with `seed`:
@@ -1368,6 +1374,7 @@ class Fault:
         self.delay = float(spec.get("delay", 0))
         self.drop = bool(spec.get("drop", False))
         self.after = bool(spec.get("after", False))
+        self.hold = bool(spec.get("hold", False))
         self.region = spec.get("region")
 
     def matches(self, service: str, action: str, region: str) -> bool:
@@ -1435,6 +1442,10 @@ class StandinApp:
         self.chaos: Chaos | None = None
         # Every request as it arrived: seconds since start, "service.Action", region.
         self.log: list[dict[str, Any]] = []
+        # Requests being served, and those held (faults with "hold") until a release.
+        self.inflight = 0
+        self.held = 0
+        self.release = threading.Event()
         # S3 upload ids completed (see _complete_once).
         self.completed_uploads: set[str] = set()
         self.completed_answers: dict[str, bytes] = {}
@@ -1486,6 +1497,12 @@ class StandinApp:
                 return self._json(
                     start_response, "200 OK", [f.__dict__ for f in self.faults]
                 )
+            if path == "/_standin/inflight" and method == "GET":
+                return self._json(start_response, "200 OK",
+                                  {"inflight": self.inflight, "held": self.held})
+            if path == "/_standin/release" and method == "POST":
+                self.release.set()
+                return self._json(start_response, "200 OK", {"released": self.held})
             if path == "/_standin/chaos":
                 if method == "POST":
                     self.chaos = Chaos(body)
@@ -1550,6 +1567,15 @@ class StandinApp:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
             return self.app(environ, start_response)
+        with self.lock:
+            self.inflight += 1
+        try:
+            return self._request(environ, start_response)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+    def _request(self, environ: dict, start_response: Any) -> Any:
         service, action, body = self._identify(environ)
         m = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
         region = m.group(1) if m else ""
@@ -1595,6 +1621,15 @@ class StandinApp:
                 self._drop(environ)
             environ["wsgi.input"] = io.BytesIO()  # moto read the body
             return self._error(environ, start_response, service, fault)
+        if fault is not None and fault.hold:
+            with self.lock:
+                if self.held == 0:
+                    self.release.clear()
+                self.held += 1
+            self.release.wait(timeout=120)
+            with self.lock:
+                self.held -= 1
+            return self._serve(environ, start_response, service, action, region, body)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
