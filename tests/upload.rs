@@ -1586,3 +1586,37 @@ async fn lost_answers_of_the_upload_calls_leave_one_object_and_no_upload() {
         assert_object_is_file(&standin.s3(REGION), BUCKET, &key, &raw).await;
     }
 }
+
+/// A wait longer than an assumed-role session: the stand-in's sessions expire (ExpiredToken
+/// after DurationSeconds, here shortened to 15 s) while the import runs for 25 s; the SDK's
+/// credentials provider assumes the role again before they do, and the upload finishes.
+#[tokio::test]
+async fn an_import_that_outlives_the_role_session_finishes() {
+    let standin = Standin::start_with_import_seconds(25.0);
+    ready(&standin);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"sts_session_seconds": 15}"#),
+    );
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "long.raw", 8, 2, 91);
+    standin.reset_requests();
+    let run = upload(
+        &standin,
+        &raw,
+        &[
+            "--name",
+            "long-import",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/publisher",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let counts = standin.counts();
+    assert!(
+        count(&counts, "sts.AssumeRole") >= 2,
+        "the role was assumed again during the wait: {counts}"
+    );
+    assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
+}

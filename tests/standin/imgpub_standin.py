@@ -150,6 +150,12 @@ SETTINGS: dict[str, Any] = {
     # SSM aws:ec2:image: how long the asynchronous check of the AMI takes, and AMIs the
     # check rejects whatever they are (AWS's reasons are its own: a tests' control).
     "ssm_validation_seconds": 0.3,
+    # STS: the length of every assumed-role session, in seconds, whatever DurationSeconds
+    # asked (AWS allows 900 to 43200): a test's clock, sped up, so a wait outlives a session.
+    "sts_session_seconds": None,
+    # DescribeImportSnapshotTasks lists tasks "currently active or were completed or
+    # canceled in the previous 7 days" (API reference); tests shorten it.
+    "import_task_retention_seconds": 7 * 86400.0,
     "ssm_reject_images": [],
 }
 
@@ -169,6 +175,9 @@ UNDOCUMENTED = {
     # say nothing of it. Encrypted with the default key (as every new volume and snapshot
     # copy there), or as the request asked.
     "import_under_default_encryption": ["encrypted", "as-asked"],
+    # The code of a request signed with expired session credentials: AWS's common errors
+    # name ExpiredTokenException (403), services are seen answering ExpiredToken (400).
+    "expired_token_code": ["ExpiredToken", "ExpiredTokenException"],
 }
 
 
@@ -315,6 +324,17 @@ class ImportTask:
         self.object_size = 0
         self.snapshot_id: str | None = None
         self.lock = threading.Lock()
+        # When the task ended (completed or deleted), for its retention in listings.
+        self.ended_at: float | None = None
+        # The task runs whether or not anyone asks how it is going: at its end the snapshot
+        # is made (or the task fails), as VM Import/Export does on its own.
+        timer = threading.Timer(self.duration, self.state)
+        timer.daemon = True
+        timer.start()
+
+    def listed(self, now: float) -> bool:
+        """Still in DescribeImportSnapshotTasks: active, or ended within the retention."""
+        return self.ended_at is None or now - self.ended_at <= SETTINGS["import_task_retention_seconds"]
 
     def _check(self) -> None:
         account = self.backend.account_id
@@ -391,6 +411,7 @@ class ImportTask:
                 self._check()
             if self.checked and self.error:
                 detail.update(Status="deleted", StatusMessage=self.error)
+                self.ended_at = self.ended_at or time.monotonic()
             elif frac < 0.3:
                 detail.update(Status="active", StatusMessage="pending")
             elif frac < 1.0:
@@ -402,6 +423,7 @@ class ImportTask:
             else:
                 if self.snapshot_id is None:
                     self._finish()
+                    self.ended_at = time.monotonic()
                 detail.update(
                     Status="completed",
                     SnapshotId=self.snapshot_id,
@@ -455,7 +477,8 @@ def import_snapshot(self: EC2Response) -> ActionResult:
 
 def describe_import_snapshot_tasks(self: EC2Response) -> ActionResult:
     params = self._get_params()
-    tasks = _tasks(self.ec2_backend)
+    now = time.monotonic()
+    tasks = {i: t for i, t in _tasks(self.ec2_backend).items() if t.listed(now)}
     ids = params.get("ImportTaskIds") or []
     for task_id in ids:
         if task_id not in tasks:
@@ -899,7 +922,33 @@ def assume_role(self: STSBackend, **kwargs: Any) -> Any:
                     "AccessDenied",
                     f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
                 )
+    if SETTINGS["sts_session_seconds"] is not None:
+        kwargs["duration"] = int(SETTINGS["sts_session_seconds"])
     return _original_assume_role(self, **kwargs)
+
+
+def expired_session(environ: dict) -> Fault | None:
+    """A request signed with an assumed role's credentials after they expired. AssumeRole's
+    credentials last DurationSeconds (STS API reference: 900 s up to the role's maximum,
+    default 3600); after that: "ExpiredTokenException — The security token included in the
+    request is expired. HTTP status code: 403" (AWS common errors); which code a service
+    answers the seed picks. moto accepts them forever."""
+    from moto.core.utils import utcnow
+    from moto.sts.models import sts_backends
+
+    m = re.search(r"Credential=(ASIA[^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    if not m:
+        return None
+    for account in list(sts_backends.keys()):
+        for backend in sts_backends[account].values():
+            for role in backend.assumed_roles:
+                if role.access_key_id == m.group(1) and role.expiration < utcnow():
+                    code = SETTINGS["expired_token_code"]
+                    return Fault({"status": 403 if code.endswith("Exception") else 400,
+                                  "code": code,
+                                  "message": "The security token included in the request is "
+                                             "expired"})
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -1656,6 +1705,9 @@ class StandinApp:
     def _serve(self, environ: dict, start_response: Any, service: str, action: str,
                region: str, body: bytes | None) -> Any:
         """The request as AWS would carry it out, after any injected fault."""
+        expired = expired_session(environ)
+        if expired is not None:
+            return self._error(environ, start_response, service, expired)
         if service == "s3":
             mismatch = self._payload_sha256_mismatch(environ)
             if mismatch is not None:

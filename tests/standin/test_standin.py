@@ -1285,3 +1285,56 @@ def test_import_under_encryption_by_default_gets_each_plausible_outcome(account,
         assert snap["Encrypted"] is (choice == "encrypted")
     finally:
         ec2.disable_ebs_encryption_by_default()
+
+
+def test_assumed_role_sessions_expire(account):
+    """STS AssumeRole: the credentials last DurationSeconds; after that AWS answers
+    ExpiredToken (moto accepts them forever). sts_session_seconds shortens every session."""
+    control(account, "/_standin/config", {"sts_session_seconds": 3})
+    try:
+        creds = client(account, "sts").assume_role(
+            RoleArn="arn:aws:iam::123456789012:role/short", RoleSessionName="short")["Credentials"]
+    finally:
+        control(account, "/_standin/config", {"sts_session_seconds": None})
+    session = boto3.client(
+        "ec2", endpoint_url=account, region_name="us-east-1",
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"], config=Config(retries={"total_max_attempts": 1}))
+    session.describe_regions()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            session.describe_regions()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] in ("ExpiredToken", "ExpiredTokenException")
+            break
+        assert time.monotonic() < deadline, "the session never expired"
+        time.sleep(0.2)
+
+
+def test_import_tasks_finish_on_their_own_and_age_out_of_listings(account, images):
+    """An import task runs whether or not anyone describes it (an abandoned task still makes
+    its snapshot), and DescribeImportSnapshotTasks lists tasks "currently active or were
+    completed or canceled in the previous 7 days" (API reference); the retention is a
+    setting here. moto's tasks (and ours before) moved only when described."""
+    s3, ec2 = client(account, "s3"), client(account, "ec2")
+    s3.upload_file(str(images["raw"]), "images", "unwatched.raw")
+    task = start_import(ec2, "unwatched.raw", "RAW")["ImportTaskId"]
+    # Never described: wait for the moment the stand-in fixed for its end, by its clock.
+    end = next(e["t"] for e in control(account, "/_standin/log")["events"]
+               if e["id"] == task and e["event"] == "import-ends")
+    deadline = time.monotonic() + 20
+    description = f"Created by AWS-VMImport service for {task}"
+    while not [s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+               if s.get("Description") == description]:
+        assert control(account, "/_standin/log")["now"] < end + 5, "no snapshot after the end"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    control(account, "/_standin/config", {"import_task_retention_seconds": 0.0})
+    try:
+        listed = ec2.describe_import_snapshot_tasks()["ImportSnapshotTasks"]
+        assert task not in [t["ImportTaskId"] for t in listed]
+    finally:
+        control(account, "/_standin/config", {"import_task_retention_seconds": 7 * 86400.0})
+    assert task in [t["ImportTaskId"]
+                    for t in ec2.describe_import_snapshot_tasks()["ImportSnapshotTasks"]]
