@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -689,6 +690,17 @@ def enforcing(endpoint):
     control(endpoint, "/_standin/config", {"enforce_iam": False})
 
 
+@contextlib.contextmanager
+def unenforced(endpoint: str):
+    """IAM enforcement off for a while (the module's stand-in may have it on), then as it was."""
+    was = control(endpoint, "/_standin/config")["enforce_iam"]
+    control(endpoint, "/_standin/config", {"enforce_iam": False})
+    try:
+        yield
+    finally:
+        control(endpoint, "/_standin/config", {"enforce_iam": was})
+
+
 def user_with_policy(endpoint: str, name: str, statements: list[dict]):
     """A user holding exactly `statements`, and a client factory signing as that user."""
     iam = client(endpoint, "iam")
@@ -1268,6 +1280,11 @@ def test_encryption_by_default_encrypts_new_snapshots_and_copies(account):
 def test_import_under_encryption_by_default_gets_each_plausible_outcome(account, images, choice):
     """AWS does not say what ImportSnapshot makes in a region that encrypts by default: the
     seed picks encrypted or as asked."""
+    with unenforced(account):
+        _import_under_default_encryption(account, images, choice)
+
+
+def _import_under_default_encryption(account, images, choice):
     region = "ap-south-1"
     control(account, "/_standin/config", {"import_under_default_encryption": choice})
     s3 = client(account, "s3", region)
@@ -1290,6 +1307,11 @@ def test_import_under_encryption_by_default_gets_each_plausible_outcome(account,
 def test_assumed_role_sessions_expire(account):
     """STS AssumeRole: the credentials last DurationSeconds; after that AWS answers
     ExpiredToken (moto accepts them forever). sts_session_seconds shortens every session."""
+    with unenforced(account):
+        _sessions_expire(account)
+
+
+def _sessions_expire(account):
     control(account, "/_standin/config", {"sts_session_seconds": 3})
     try:
         creds = client(account, "sts").assume_role(
@@ -1317,6 +1339,11 @@ def test_import_tasks_finish_on_their_own_and_age_out_of_listings(account, image
     its snapshot), and DescribeImportSnapshotTasks lists tasks "currently active or were
     completed or canceled in the previous 7 days" (API reference); the retention is a
     setting here. moto's tasks (and ours before) moved only when described."""
+    with unenforced(account):
+        _tasks_on_their_own(account, images)
+
+
+def _tasks_on_their_own(account, images):
     s3, ec2 = client(account, "s3"), client(account, "ec2")
     s3.upload_file(str(images["raw"]), "images", "unwatched.raw")
     task = start_import(ec2, "unwatched.raw", "RAW")["ImportTaskId"]
