@@ -804,9 +804,14 @@ pub struct CreatePublisherArgs {
     /// Make up an External ID (a rerun keeps the role's).
     #[arg(long)]
     pub generate_external_id: bool,
-    /// GitHub Actions runs of ORG/REPO (or ORG/REPO:REF, e.g. org/os:ref:refs/heads/main).
-    #[arg(long, value_name = "ORG/REPO[:REF]")]
+    /// GitHub Actions runs of ORG/REPO on one ref or environment:
+    /// ORG/REPO:ref:refs/heads/main or ORG/REPO:environment:NAME.
+    #[arg(long, value_name = "ORG/REPO:REF")]
     pub github_repo: Option<String>,
+    /// With --github-repo ORG/REPO: trust every branch, tag, pull request and environment
+    /// of the repository (a wildcard subject).
+    #[arg(long)]
+    pub github_any_ref: bool,
     /// A permissions boundary (policy ARN) for the role or user.
     #[arg(long, value_name = "ARN")]
     pub permissions_boundary: Option<String>,
@@ -1023,6 +1028,7 @@ impl CreatePublisherArgs {
             external_id,
             generate_external_id: self.generate_external_id,
             github_repo: self.github_repo.clone(),
+            github_any_ref: self.github_any_ref,
             permissions_boundary: self.permissions_boundary.clone(),
             rotate_key: self.rotate_key,
             key_file: self.key_file.clone(),

@@ -276,6 +276,32 @@ async fn check(standin: &Standin, printed: &Printed) -> (Vec<String>, Vec<String
         {
             wrong.push(format!("{region}: {ami} is not public"));
         }
+        if let Some(snapshot) = &root {
+            if !common::volume_permissions(&ec2, snapshot)
+                .await
+                .contains(&"group:all".to_string())
+            {
+                wrong.push(format!(
+                    "{region}: snapshot {snapshot} of {ami} is not public"
+                ));
+            }
+        }
+        // No import task left running, to make a snapshot nobody will use.
+        let tasks = ec2
+            .describe_import_snapshot_tasks()
+            .send()
+            .await
+            .unwrap()
+            .import_snapshot_tasks()
+            .to_vec();
+        let running: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.snapshot_task_detail().and_then(|d| d.status()) == Some("active"))
+            .filter_map(|t| t.import_task_id())
+            .collect();
+        if !running.is_empty() {
+            leaks.push(format!("{region}: import tasks still running: {running:?}"));
+        }
         let ssm = aws_sdk_ssm::Client::new(&standin.sdk(region));
         match ssm.get_parameter().name(PARAMETER).send().await {
             Ok(p) if p.parameter().and_then(|p| p.value()) == Some(ami.as_str()) => {}
@@ -417,6 +443,11 @@ async fn the_release_flow_survives_seeded_faults() {
         );
     }
     totals.print("faults");
+    // A series in which no fault was injected proved nothing.
+    assert!(
+        totals.faults > 0,
+        "the stand-in injected no fault: {totals:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -448,4 +479,8 @@ async fn the_release_flow_survives_being_killed() {
         );
     }
     totals.print("kills");
+    assert!(
+        totals.kills > 0,
+        "no command was killed mid-run: {totals:?}"
+    );
 }

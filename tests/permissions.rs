@@ -1144,3 +1144,103 @@ async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_regi
         .unwrap()
         .starts_with("ami-"));
 }
+
+/// What would make a publisher more than a publisher is refused before any call: holding
+/// `initialize` (it can rewrite the vmimport role and assume it), a GitHub trust of every
+/// ref, SSM without a prefix (every parameter), wildcards or policy variables in values that
+/// land in the policy.
+#[test]
+fn a_publisher_that_could_widen_itself_is_refused_before_any_call() {
+    let standin = Standin::start();
+    let publisher = |args: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws", "create-publisher", "--region", REGION])
+            .args(args)
+            .run()
+    };
+    let trusted = [
+        "--role",
+        "ci",
+        "--trust-account",
+        ACCOUNT,
+        "--generate-external-id",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            [&trusted[..], &["--for", "upload,initialize"]].concat(),
+            "cannot hold --for initialize",
+        ),
+        (
+            vec!["--role", "gh", "--github-repo", "org/os"],
+            "would trust every branch, tag, pull request",
+        ),
+        (
+            vec!["--role", "gh", "--github-repo", "org/os:ref:refs/heads/*"],
+            "has a wildcard",
+        ),
+        (
+            vec!["--role", "gh", "--github-repo", "org/os:pull_request"],
+            "ref:refs/heads/BRANCH",
+        ),
+        (
+            [&trusted[..], &["--for", "ssm"]].concat(),
+            "--for ssm needs --ssm-prefix",
+        ),
+        (
+            [&trusted[..], &["--for", "ssm", "--ssm-prefix", "/os/*"]].concat(),
+            "--ssm-prefix \"/os/*\" has a wildcard",
+        ),
+        (
+            [&trusted[..], &["--bucket", "images/${aws:username}"]].concat(),
+            "policy variable",
+        ),
+        (
+            [
+                &trusted[..],
+                &[
+                    "--permissions-boundary",
+                    "arn:aws:iam::123456789012:policy/*",
+                ],
+            ]
+            .concat(),
+            "--permissions-boundary",
+        ),
+    ];
+    for (args, message) in cases {
+        standin.reset_requests();
+        let run = publisher(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.error_line().contains(message),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(standin.counts(), json!({}), "{args:?}: nothing was called");
+    }
+    // A wildcard subject only when asked for by name.
+    let any = publisher(&[
+        "--role",
+        "gh-any",
+        "--github-repo",
+        "org/os",
+        "--github-any-ref",
+    ]);
+    assert_eq!(any.code, 0, "{}", any.stderr);
+    // `policy` refuses the same values, and prints initialize's admin policy with a warning.
+    let ssm = standin
+        .imgpub()
+        .args(["aws", "policy", "--for", "ssm"])
+        .run();
+    assert_eq!(ssm.code, 2, "{}", ssm.stderr);
+    let admin = standin
+        .imgpub()
+        .args(["aws", "policy", "--for", "initialize", "--account", ACCOUNT])
+        .run();
+    assert_eq!(admin.code, 0, "{}", admin.stderr);
+    assert!(
+        admin.stderr.contains("account admin's policy"),
+        "{}",
+        admin.stderr
+    );
+}

@@ -19,7 +19,7 @@
 //! deleted and written again. StartSnapshot's ClientToken comes from the same inputs, so a
 //! retried start returns the snapshot the lost answer named.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -284,17 +284,7 @@ pub async fn write_snapshot(
     } else {
         let reading = Arc::clone(&disk);
         let data_blocks = crate::commands::blocking(move || reading.data_blocks()).await?;
-        put_blocks(
-            ebs,
-            &snapshot,
-            disk,
-            data_blocks,
-            &record.blocks,
-            &journal,
-            req,
-            record.encrypted,
-        )
-        .await?
+        put_blocks(ebs, &snapshot, disk, data_blocks, &record, &journal, req).await?
     };
     {
         let journal = Arc::clone(&journal);
@@ -420,17 +410,16 @@ async fn start_snapshot(
 }
 
 /// Reads every block that may hold data, `blocks_in_flight` at a time; sends the non-zero
-/// ones the snapshot lacks (`present`: what the journal says it holds), recording each in
+/// ones the snapshot lacks (`written`: what the journal says it holds), recording each in
 /// the journal once EBS took it. Returns the digest of every block the snapshot holds.
 async fn put_blocks(
     ebs: &aws_sdk_ebs::Client,
     snapshot: &str,
     disk: Arc<Disk>,
     data_blocks: Vec<u64>,
-    present: &HashMap<i32, [u8; 32]>,
+    written: &Record,
     journal: &Arc<Journal>,
     req: &SnapshotRequest,
-    encrypted: bool,
 ) -> Result<BTreeMap<i32, [u8; 32]>> {
     let progress = Progress::bytes(
         format!("writing {snapshot}"),
@@ -439,7 +428,8 @@ async fn put_blocks(
     let buffers = Buffers::default();
     let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
-    let zeros = match req.send_zero_blocks || encrypted {
+    let present = &written.blocks;
+    let zeros = match req.send_zero_blocks || written.encrypted {
         true => Zeros::Send,
         false => Zeros::Skip,
     };

@@ -36,6 +36,8 @@ pub struct PublisherOptions {
     pub external_id: Option<String>,
     pub generate_external_id: bool,
     pub github_repo: Option<String>,
+    /// Trust every ref of `github_repo` (a wildcard subject), asked for by name.
+    pub github_any_ref: bool,
     pub permissions_boundary: Option<String>,
     pub rotate_key: bool,
     pub key_file: Option<PathBuf>,
@@ -66,6 +68,15 @@ pub enum Trusted {
 /// The flags, checked without AWS (before the credentials are).
 pub fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
     let bad = |m: &str| Err(Error::Invalid(m.to_string()));
+    if opts.policy.commands.contains(&policy::For::Initialize) {
+        // iam:CreateRole, PutRolePolicy and UpdateAssumeRolePolicy on the vmimport role let
+        // whoever holds them write `*:*` into that role, trust themselves and assume it.
+        return bad("a publisher cannot hold --for initialize: it can rewrite the vmimport role's policy and trust, and so make itself an admin; run `imgpub aws initialize` once per account as an admin instead");
+    }
+    policy::validate(&opts.policy)?;
+    if let Some(boundary) = &opts.permissions_boundary {
+        policy::no_wildcards("--permissions-boundary", boundary)?;
+    }
     match (&opts.role, &opts.user) {
         (Some(_), Some(_)) | (None, None) => {
             return bad(
@@ -114,12 +125,27 @@ pub fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
             }))
         }
         (None, Some(repo)) => {
-            let (repo, reference) = repo.split_once(':').unwrap_or((repo, "*"));
+            let (repo, reference) = match (repo.split_once(':'), opts.github_any_ref) {
+                (Some((repo, reference)), false) => (repo, reference),
+                (None, true) => (repo.as_str(), "*"),
+                (Some(_), true) => {
+                    return bad("--github-any-ref trusts every ref: give --github-repo ORG/REPO without one")
+                }
+                (None, false) => {
+                    return bad("--github-repo ORG/REPO alone would trust every branch, tag, pull request and environment of the repository: pin one, ORG/REPO:ref:refs/heads/main or ORG/REPO:environment:NAME (or pass --github-any-ref to mean every one)")
+                }
+            };
             let valid = repo.split('/').count() == 2
                 && repo.split('/').all(|p| !p.is_empty())
                 && repo.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
             if !valid {
-                return bad("--github-repo takes ORG/REPO or ORG/REPO:REF (e.g. org/os:ref:refs/heads/main)");
+                return bad("--github-repo takes ORG/REPO:REF (e.g. org/os:ref:refs/heads/main)");
+            }
+            if !opts.github_any_ref {
+                if !(reference.starts_with("ref:refs/") || reference.starts_with("environment:")) {
+                    return bad("the ref of --github-repo ORG/REPO:REF is ref:refs/heads/BRANCH, ref:refs/tags/TAG or environment:NAME");
+                }
+                policy::no_wildcards("--github-repo", reference)?;
             }
             Ok(Some(TrustChoice::GitHub {
                 subject: format!("repo:{repo}:{reference}"),

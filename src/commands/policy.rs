@@ -102,6 +102,44 @@ pub struct Scope {
     pub via: upload::Via,
 }
 
+/// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
+/// it would widen what the policy grants.
+pub fn no_wildcards(flag: &str, value: &str) -> Result<()> {
+    if value.contains(['*', '?']) || value.contains("${") {
+        return Err(Error::Invalid(format!(
+            "{flag} {value:?} has a wildcard or a policy variable (*, ? or ${{…}}), which would widen the policy; name it exactly"
+        )));
+    }
+    Ok(())
+}
+
+/// The flags' own checks, without AWS (`create-publisher` runs them before any call).
+pub fn validate(opts: &PolicyOptions) -> Result<()> {
+    for region in opts.regions.iter().chain(&opts.source_regions) {
+        validate_region(region)?;
+    }
+    if let Some(bucket) = &opts.bucket {
+        no_wildcards("--bucket", bucket)?;
+    }
+    if let Some(prefix) = &opts.ssm_prefix {
+        no_wildcards("--ssm-prefix", prefix)?;
+    }
+    match opts.ssm_prefix.as_deref().map(|p| p.trim_matches('/')) {
+        Some(prefix) if !prefix.is_empty() => {}
+        _ if opts.commands.contains(&For::Ssm) => {
+            return Err(Error::Invalid(
+                "--for ssm needs --ssm-prefix /PATH/: without one the policy would let the publisher read and write every parameter in the account (SecureStrings included)".into(),
+            ))
+        }
+        _ => {}
+    }
+    crate::aws::ami::validate_account_ids("--share-with", &opts.share_with)?;
+    if let Some(account) = &opts.account {
+        crate::aws::ami::validate_account_ids("--account", std::slice::from_ref(account))?;
+    }
+    crate::aws::iam::validate_role_name(&opts.role_name)
+}
+
 /// Checks the flags; `caller` is the partition and account of working credentials, if any,
 /// and `region` the configured region (for the partition and the default bucket).
 pub fn scope(
@@ -109,14 +147,10 @@ pub fn scope(
     caller: Option<(String, String)>,
     region: Option<&str>,
 ) -> Result<Scope> {
-    for region in opts.regions.iter().chain(&opts.source_regions) {
-        validate_region(region)?;
+    validate(opts)?;
+    if opts.commands.contains(&For::Initialize) {
+        tracing::warn!("--for initialize is an account admin's policy: it can rewrite the vmimport role's policy and trust, and so grant anything; never give it to a CI publisher");
     }
-    crate::aws::ami::validate_account_ids("--share-with", &opts.share_with)?;
-    if let Some(account) = &opts.account {
-        crate::aws::ami::validate_account_ids("--account", std::slice::from_ref(account))?;
-    }
-    crate::aws::iam::validate_role_name(&opts.role_name)?;
     let partition = match (&opts.partition, &caller) {
         (Some(p), _) => {
             if ![
@@ -499,6 +533,9 @@ pub fn fix_line(
     if let Some(region) = region {
         line.push_str(&format!(" --regions {region}"));
     }
+    if command == For::Ssm {
+        line.push_str(" --ssm-prefix /PATH/");
+    }
     line
 }
 
@@ -563,6 +600,7 @@ mod tests {
         PolicyOptions {
             commands: commands.to_vec(),
             bucket: Some("images/p".into()),
+            ssm_prefix: Some("/os/".into()),
             role_name: "vmimport".into(),
             ..PolicyOptions::default()
         }
@@ -648,7 +686,7 @@ mod tests {
             text.contains("\"ec2:Add/userId\":[\"111122223333\"]"),
             "{text}"
         );
-        assert!(text.contains(":123456789012:parameter/*"), "{text}");
+        assert!(text.contains(":123456789012:parameter/os/*"), "{text}");
     }
 
     #[test]
