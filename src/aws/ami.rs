@@ -294,9 +294,6 @@ pub async fn register_image(
     Ok(id)
 }
 
-/// Before anything is made public in `region`: AWS refuses it while the region blocks public
-/// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
-/// upload and import. A caller that may not read the settings is told, and the run goes on.
 /// Refuses when the region encrypts every new snapshot ("EBS encryption by default"): a
 /// snapshot made there could not be public (ModifySnapshotAttribute refuses an encrypted
 /// one). Without the permission to read the setting, says so and goes on.
@@ -320,6 +317,9 @@ pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Resu
     }
 }
 
+/// Before anything is made public in `region`: AWS refuses it while the region blocks public
+/// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
+/// upload and import. A caller that may not read the settings is told, and the run goes on.
 pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool) -> Result<()> {
     let denied = |err: Error| match err.kind() {
         Some(ErrorKind::AccessDenied) => {
@@ -455,8 +455,6 @@ pub async fn deregister_image(
     })
 }
 
-/// Deletes a snapshot; returns it when it was there. A missing one is an error unless
-/// `allow_missing`.
 /// The AMIs of this account that map `snapshot` (DescribeImages filter
 /// `block-device-mapping.snapshot-id`).
 pub async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {
@@ -485,6 +483,8 @@ pub async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<S
         .collect())
 }
 
+/// Deletes a snapshot; returns it when it was there. A missing one is an error unless
+/// `allow_missing`.
 pub async fn delete_snapshot(
     ec2: &Client,
     id: &str,

@@ -121,8 +121,12 @@ pub fn content_id(
 }
 
 impl SnapshotRequest {
-    /// The same inputs give the same token; `replaces` makes the replacement of an `error`
-    /// snapshot another request, and `--force` one of its own.
+    /// A token of this StartSnapshot call's own: the SDK's retries of the call carry it, so
+    /// a retry after a lost answer returns the snapshot the first attempt started. It is not
+    /// shared across runs: a token reused by a later run would return the same snapshot id
+    /// even after that snapshot was deleted (a replaced one, `delete-image`), and every
+    /// block sent to it would be refused. A later run finds an earlier one's snapshot by
+    /// its tags instead.
     fn client_token(&self, replaces: Option<&str>) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -135,12 +139,11 @@ impl SnapshotRequest {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        if self.force {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            h.update(now.to_le_bytes());
-        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        h.update(now.to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
         format!("imgpub-{}", hex::encode(&h.finalize()[..20]))
     }
 
@@ -233,6 +236,12 @@ pub async fn write_snapshot(
                 .into(),
         )
     })?;
+    {
+        // Before any snapshot is started: one that could not be journaled could not be
+        // resumed, and each rerun would leave another behind.
+        let (dir, region) = (dir.clone(), region.clone());
+        crate::commands::blocking(move || ebs_journal::ensure_writable(&dir, &region)).await?;
+    }
     let (snapshot, journal, record) = match start {
         Start::Resume(id) | Start::Abandon(id) => {
             let found = match start {
@@ -263,7 +272,14 @@ pub async fn write_snapshot(
         Start::Replace(old) => {
             tracing::warn!("snapshot {old} of this image ended in error; writing it again");
             crate::aws::ami::delete_snapshot(ec2, old, true).await?;
-            ebs_journal::forget(&dir, &region, old);
+            {
+                let (dir, region, old) = (dir.clone(), region.clone(), old.clone());
+                crate::commands::blocking(move || {
+                    ebs_journal::forget(&dir, &region, &old);
+                    Ok(())
+                })
+                .await?;
+            }
             let new = start_snapshot(ebs, req, Some(old)).await?;
             new_journal(&dir, &region, new, &req.content).await?
         }
@@ -290,22 +306,32 @@ pub async fn write_snapshot(
         let journal = Arc::clone(&journal);
         crate::commands::blocking(move || journal.completing()).await?;
     }
-    if let Err(e) = complete(ebs, &snapshot, &digests).await {
-        if e.code() == Some("ValidationException") {
-            // EBS refused the snapshot itself (count or checksum): it cannot be finished.
-            tracing::warn!("deleting snapshot {snapshot}: it cannot be completed");
+    match complete(ebs, &snapshot, &digests).await {
+        Ok(()) => {}
+        Err(Completion::Refused(e)) => {
+            // EBS refused the blocks' count or checksum: this snapshot cannot be finished.
+            tracing::warn!("deleting snapshot {snapshot}: EBS refused to complete it");
             if let Err(d) = crate::aws::ami::delete_snapshot(ec2, &snapshot, true).await {
                 tracing::warn!("could not delete snapshot {snapshot}: {d}");
             }
             if let Ok(journal) = Arc::try_unwrap(journal) {
-                journal.remove();
+                crate::commands::blocking(move || {
+                    journal.remove();
+                    Ok(())
+                })
+                .await?;
             }
+            return Err(e);
         }
-        return Err(e);
+        Err(Completion::Failed(e)) => return Err(e),
     }
     wait_completed(ec2, &snapshot, req.timeout).await?;
     if let Ok(journal) = Arc::try_unwrap(journal) {
-        journal.remove();
+        crate::commands::blocking(move || {
+            journal.remove();
+            Ok(())
+        })
+        .await?;
     }
     Ok(snapshot)
 }
@@ -429,7 +455,7 @@ async fn put_blocks(
     let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let present = &written.blocks;
-    let zeros = match req.send_zero_blocks || written.encrypted {
+    let zeros = match req.send_zero_blocks || req.encryption.is_encrypted() || written.encrypted {
         true => Zeros::Send,
         false => Zeros::Skip,
     };
@@ -545,13 +571,21 @@ async fn put_block(
     Ok(())
 }
 
+/// Why CompleteSnapshot failed.
+enum Completion {
+    /// EBS refused the count or the checksum (ValidationException, INVALID_PARAMETER_VALUE):
+    /// the snapshot does not hold what was counted, and cannot be finished.
+    Refused(Error),
+    Failed(Error),
+}
+
 /// CompleteSnapshot with the block count and the LINEAR checksum. A retry whose first
 /// attempt went through finds the snapshot no longer pending: then the wait decides.
 async fn complete(
     ebs: &aws_sdk_ebs::Client,
     snapshot: &str,
     digests: &BTreeMap<i32, [u8; 32]>,
-) -> Result<()> {
+) -> std::result::Result<(), Completion> {
     use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotError;
     use aws_sdk_ebs::types::ValidationExceptionReason;
     let mut linear = Sha256::new();
@@ -580,11 +614,22 @@ async fn complete(
             tracing::debug!("{snapshot} is no longer pending: completed by an earlier attempt");
             Ok(())
         }
-        Err(e) => Err(aws(
-            Op::EbsCompleteSnapshot,
-            format!("completing snapshot {snapshot} ({count} blocks)"),
-            e,
-        )),
+        Err(e) => {
+            let refused = matches!(
+                e.as_service_error(),
+                Some(CompleteSnapshotError::ValidationException(v))
+                    if v.reason() == Some(&ValidationExceptionReason::InvalidParameterValue)
+            );
+            let err = aws(
+                Op::EbsCompleteSnapshot,
+                format!("completing snapshot {snapshot} ({count} blocks)"),
+                e,
+            );
+            Err(match refused {
+                true => Completion::Refused(err),
+                false => Completion::Failed(err),
+            })
+        }
     }
 }
 

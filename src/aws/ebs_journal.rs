@@ -76,10 +76,12 @@ impl Journal {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         let mut file = std::fs::File::create(&path).map_err(io)?;
-        writeln!(file, "{}", header(snapshot, content)).map_err(io)?;
+        // One write: a kill leaves the header with its encryption or no journal at all.
+        let mut head = format!("{}\n", header(snapshot, content));
         if encrypted {
-            writeln!(file, "encrypted").map_err(io)?;
+            head.push_str("encrypted\n");
         }
+        file.write_all(head.as_bytes()).map_err(io)?;
         Ok(Journal {
             path,
             file: Mutex::new(file),
@@ -162,6 +164,22 @@ impl Journal {
             tracing::debug!("removing {}: {e}", self.path.display());
         }
     }
+}
+
+/// Makes the journal directory for `region` and checks a file can be written there.
+pub(crate) fn ensure_writable(dir: &Path, region: &str) -> Result<()> {
+    let at = dir.join("ebs-direct").join(region);
+    let fail = |e| {
+        Error::Setup(format!(
+            "the EBS direct block journal cannot be written in {}: {e}; set IMGPUB_CACHE_DIR to a writable directory",
+            at.display()
+        ))
+    };
+    std::fs::create_dir_all(&at).map_err(fail)?;
+    let probe = at.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 /// Removes the journal of a snapshot that was deleted (nothing to resume).

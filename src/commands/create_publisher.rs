@@ -547,6 +547,10 @@ mod tests {
     fn trust_choices_and_bad_flags() {
         let role = |o: PublisherOptions| PublisherOptions {
             role: Some("ci-publisher".into()),
+            policy: PolicyOptions {
+                role_name: "vmimport".into(),
+                ..o.policy.clone()
+            },
             ..o
         };
         let got = validate(&role(PublisherOptions {

@@ -86,7 +86,7 @@ pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
         let users = ami::images_using_snapshot(&c.ec2, snapshot).await?;
         if let Some(other) = users.iter().find(|id| Some(id.as_str()) != deregistered) {
             return Err(Error::Invalid(format!(
-                "snapshot {snapshot} is the root of AMI {other}, and EC2 refuses to delete a registered AMI's snapshot; remove both: imgpub aws delete-image --ami {other} --snapshot {snapshot}"
+                "snapshot {snapshot} is used by AMI {other}, and EC2 refuses to delete the snapshot of a registered AMI; remove both: imgpub aws delete-image --ami {other} --snapshot {snapshot}"
             )));
         }
     }

@@ -225,6 +225,13 @@ pub fn scope(
         (true, []) => region.map(|r| vec![r.to_string()]).unwrap_or_default(),
         (true, given) => given.to_vec(),
     };
+    if commands.contains(&For::Copy) && !opts.regions.is_empty() && source_regions.is_empty() {
+        // Without it the copy could not read its source (aws:RequestedRegion names only the
+        // targets), or CopyImage would have to be granted on every region's AMIs.
+        return Err(Error::Invalid(
+            "--for copy with --regions needs the region copied from: --source-region REGION (or --region)".into(),
+        ));
+    }
     Ok(Scope {
         source_regions,
         commands,
@@ -363,16 +370,14 @@ pub fn build(scope: &Scope) -> Policy {
         }
     }
     let mut out = vec![];
-    // Regions copied from that the other statements do not already cover (any region, when
-    // no source region is known).
-    let any = ["*".to_string()];
-    let sources: Vec<&String> = match scope.source_regions.as_slice() {
-        [] => any.iter().collect(),
-        known => known
-            .iter()
-            .filter(|r| !scope.regions.contains(r))
-            .collect(),
-    };
+    // Regions copied from that the other statements do not already cover.
+    let sources: Vec<&String> = scope
+        .source_regions
+        .iter()
+        .filter(|r| !scope.regions.contains(r))
+        .collect();
+    // The source AMI's CopyImage goes into the statements below, with the reads beside it
+    // (or is covered by `Images` when the source region is among the targets).
     statements.remove(&statement_key(
         ResourceKind::SourceImage,
         "ec2:CopyImage",
@@ -662,6 +667,7 @@ mod tests {
             public: true,
             share_with: vec!["111122223333".into()],
             account: Some("123456789012".into()),
+            source_regions: vec!["us-gov-east-1".into()],
             ..opts(&[For::Upload, For::Ssm, For::Copy])
         };
         let policy = build(&scope(&o, None, None).unwrap());
@@ -675,7 +681,7 @@ mod tests {
         );
         assert!(text.contains("import-snapshot-task"), "{text}");
         assert!(
-            text.contains("\"aws:RequestedRegion\":[\"us-gov-west-1\"]"),
+            text.contains("\"aws:RequestedRegion\":[\"us-gov-west-1\",\"us-gov-east-1\"]"),
             "{text}"
         );
         assert!(

@@ -1795,6 +1795,8 @@ class StandinApp:
         upload_id = query.get("uploadId", [""])[0]
         number = int(query.get("partNumber", ["0"])[0] or 0)
         given = environ.get("HTTP_X_AMZ_CHECKSUM_CRC32C")
+        if "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", ""):
+            return None  # a trailing checksum: not what imgpub sends, not checked here
         with self.lock:
             algorithm = self.upload_algorithms.get(upload_id)
         if (algorithm == "CRC32C") != (given is not None) and upload_id in self.upload_algorithms:
@@ -1806,8 +1808,6 @@ class StandinApp:
             })
         if given is None:
             return None
-        if "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", ""):
-            return None  # a trailing checksum: not what imgpub sends
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
@@ -1918,8 +1918,10 @@ class StandinApp:
                   and getattr(ami, "state", "available") == "available")
             schedule_event("ssm-validated" if ok else "ssm-rejected", f"{region}:{name}",
                            time.monotonic())
-            if ok:
-                backend._parameters[key] = written
+            current = backend._parameters[key] if key in backend._parameters else []
+            if ok and (not current or current[-1].version < written[-1].version):
+                # The new version lands on whatever is there now (a write since stays).
+                backend._parameters[key] = current + [written[-1]]
 
         timer = threading.Timer(float(SETTINGS["ssm_validation_seconds"]), validate)
         timer.daemon = True

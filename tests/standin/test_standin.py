@@ -732,6 +732,16 @@ def admin_snapshot(endpoint: str, region: str = "us-east-1") -> str:
     return ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
 
 
+def admin_image(endpoint: str, name: str) -> tuple[str, str]:
+    """An AMI registered by the admin from a snapshot of its own: (image id, snapshot id)."""
+    snap = admin_snapshot(endpoint)
+    image = client(endpoint, "ec2").register_image(
+        Name=name, RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+    return image, snap
+
+
 def test_ec2_resource_arns_and_conditions_are_evaluated(enforcing):
     snap = admin_snapshot(enforcing)
     # Scoped to the snapshot's ARN and the region: moto would deny this (resources are *).
@@ -1068,12 +1078,7 @@ def test_ebs_a_snapshot_past_its_timeout_ends_in_error(account):
 def test_copy_image_is_authorized_on_the_source_ami(enforcing):
     """EC2 User Guide, "Grant permissions to copy Amazon EC2 AMIs": CopyImage is authorized
     on the source AMI as well as on the new one (since 2024-10-28)."""
-    snap = admin_snapshot(enforcing)
-    ec2 = client(enforcing, "ec2")
-    source = ec2.register_image(
-        Name="copy-source", RootDeviceName="/dev/xvda", Architecture="x86_64",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
-    )["ImageId"]
+    source, _ = admin_image(enforcing, "copy-source")
     targets = ["arn:aws:ec2:us-west-2::image/*", "arn:aws:ec2:us-west-2::snapshot/*"]
     as_user, _ = user_with_policy(enforcing, "copier-targets-only", [
         {"Effect": "Allow", "Action": "ec2:CopyImage", "Resource": targets},
@@ -1169,11 +1174,7 @@ def test_deprecation_times_have_aws_limits(account):
     import datetime
 
     ec2 = client(account, "ec2")
-    snap = admin_snapshot(account)
-    image = ec2.register_image(
-        Name="deprecation-limits", RootDeviceName="/dev/xvda", Architecture="x86_64",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
-    )["ImageId"]
+    image, _ = admin_image(account, "deprecation-limits")
     now = datetime.datetime.now(datetime.timezone.utc)
     with pytest.raises(ClientError) as e:
         ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=3700))
@@ -1200,11 +1201,7 @@ def test_ssm_checks_an_ec2_image_value_after_answering(account):
     PutParameter operation will return success, but the asynchronous validation will fail
     and the parameter will not be created or updated." moto writes it at once."""
     ssm = client(account, "ssm")
-    snap = admin_snapshot(account)
-    image = client(account, "ec2").register_image(
-        Name="ssm-valid", RootDeviceName="/dev/xvda", Architecture="x86_64",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
-    )["ImageId"]
+    image, _ = admin_image(account, "ssm-valid")
     answer = ssm.put_parameter(Name="/async/bad", Value="ami-0123456789abcdef0",
                                Type="String", DataType="aws:ec2:image")
     assert answer["Version"] == 1
@@ -1226,11 +1223,7 @@ def test_the_root_snapshot_of_a_registered_ami_cannot_be_deleted(account):
     """DeleteSnapshot API reference: the root device snapshot of a registered AMI cannot be
     deleted until the AMI is deregistered (moto checks only its own AMIs)."""
     ec2 = client(account, "ec2")
-    snap = admin_snapshot(account)
-    image = ec2.register_image(
-        Name="in-use", RootDeviceName="/dev/xvda", Architecture="x86_64",
-        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
-    )["ImageId"]
+    image, snap = admin_image(account, "in-use")
     with pytest.raises(ClientError) as e:
         ec2.delete_snapshot(SnapshotId=snap)
     assert _code(e) == "InvalidSnapshot.InUse"
@@ -1252,11 +1245,7 @@ def test_encryption_by_default_encrypts_new_snapshots_and_copies(account):
         described = ec2.describe_snapshots(SnapshotIds=[snap["SnapshotId"]])["Snapshots"][0]
         assert described["Encrypted"] is True
         # A copy into the region: encrypted there, from an unencrypted source.
-        source_snap = admin_snapshot(account)
-        source = client(account, "ec2").register_image(
-            Name="plain-source", RootDeviceName="/dev/xvda", Architecture="x86_64",
-            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": source_snap}}],
-        )["ImageId"]
+        source, _ = admin_image(account, "plain-source")
         copied = ec2.copy_image(Name="plain-copy", SourceImageId=source, SourceRegion="us-east-1")
         image = ec2.describe_images(ImageIds=[copied["ImageId"]])["Images"][0]
         copy_snap = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
