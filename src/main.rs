@@ -297,8 +297,10 @@ async fn run(aws: AwsCommand) -> Result<()> {
         }
         AwsSubcommand::Policy(args) => {
             let opts = policy::PolicyOptions::from(&args);
-            policy::scope(&opts, None, None)?; // bad flags fail before any lookup
+            policy::validate(&opts)?; // bad flags fail before any lookup
             let (caller, region) = policy::caller(&flags.settings(), &opts).await;
+            // Without usable credentials the configured region is still --region's.
+            let region = region.or_else(|| flags.region.clone());
             let built = policy::build(&policy::scope(&opts, caller, region.as_deref())?);
             policy::size_warnings(&built.document)
                 .iter()
