@@ -1550,7 +1550,8 @@ async fn another_image_under_a_used_name_is_warned_about() {
 /// The upload's calls carried out but their answers lost, so the SDK retries them:
 /// CreateMultipartUpload starts a second upload (the first must not be left behind, billed
 /// until the lifecycle rule); CompleteMultipartUpload meets `NoSuchUpload` (S3 forgets a
-/// completed upload), and the object, which is the file, means done.
+/// completed upload) or the first answer again (the stand-in's seed picks: AWS documents
+/// neither), and the object, which is the file, means done.
 #[tokio::test]
 async fn lost_answers_of_the_upload_calls_leave_one_object_and_no_upload() {
     let standin = Standin::start();

@@ -523,22 +523,6 @@ def test_latency_delays_every_request_and_concurrent_ones_overlap(account):
     assert time.monotonic() - started < 0.4
 
 
-def test_a_completed_upload_cannot_be_completed_again(account):
-    """As S3: once complete, the upload id is gone (moto answers success again)."""
-    s3 = client(account, "s3")
-    upload = s3.create_multipart_upload(Bucket="images", Key="once")["UploadId"]
-    part = s3.upload_part(Bucket="images", Key="once", UploadId=upload, PartNumber=1,
-                          Body=b"x" * 10)
-    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
-    s3.complete_multipart_upload(Bucket="images", Key="once", UploadId=upload,
-                                 MultipartUpload=parts)
-    with pytest.raises(ClientError) as err:
-        s3.complete_multipart_upload(Bucket="images", Key="once", UploadId=upload,
-                                     MultipartUpload=parts)
-    assert err.value.response["Error"]["Code"] == "NoSuchUpload"
-    assert s3.get_object(Bucket="images", Key="once")["Body"].read() == b"x" * 10
-
-
 def test_chaos_injects_seeded_faults_at_its_rate(account):
     """Chaos: a share of requests fail, the same ones for the same seed, each kind counted."""
     ssm = client(account, "ssm")
