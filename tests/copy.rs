@@ -338,11 +338,8 @@ async fn copies_into_a_region_that_encrypts_by_default() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let line: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
     let snapshot = line[target]["snapshot"].as_str().unwrap();
-    let described = ec2(target)
-        .describe_snapshots()
-        .snapshot_ids(snapshot)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(described.snapshots()[0].encrypted(), Some(true));
+    assert_eq!(
+        common::snapshot_encrypted(&ec2(target), snapshot).await,
+        Some(true)
+    );
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::{qemu_convert, tempdir::TempDir, Run, Standin, SECRET_KEY};
 use serde_json::Value;
@@ -78,6 +77,14 @@ fn image_extents() -> Vec<(u64, u64)> {
         (100 * MIB, 6 * MIB),
         (255 * MIB, MIB),
     ]
+}
+
+/// The blocks of `zeros_raw` that the image wrote as zeros (the MiB at 60 MiB).
+const WRITTEN_ZEROS: [i32; 2] = [120, 121];
+
+/// 128 MiB: data in three of `image_extents`, one MiB written as zeros at 60 MiB.
+fn zeros_raw(dir: &Path, name: &str) -> PathBuf {
+    scattered_raw(dir, name, 128 * MIB, &image_extents()[..3], 60 * MIB)
 }
 
 fn ebs(standin: &Standin) -> aws_sdk_ebs::Client {
@@ -439,13 +446,8 @@ async fn stop_at(
         Moment::CompleteSnapshot => ("ebs.CompleteSnapshot", 1),
         Moment::RegisterImage => ("ec2.RegisterImage", 1),
     };
-    while count(&standin.counts(), call) < at {
-        // The run may end before the moment comes (a late moment, a fast machine).
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // The run may end before the moment comes (a late moment, a fast machine).
+    standin.wait_for_calls(call, at, &mut child);
     let output = common::signal_and_wait(child, signal).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains(SECRET_KEY));
@@ -709,16 +711,8 @@ fn bad_images_are_refused_before_start_snapshot() {
 async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
     let standin = Standin::start();
     let dir = TempDir::new();
-    let raw = scattered_raw(
-        dir.path(),
-        "zeros.raw",
-        128 * MIB,
-        &image_extents()[..3],
-        60 * MIB,
-    );
+    let raw = zeros_raw(dir.path(), "zeros.raw");
     let nonzero = nonzero_blocks(&raw).len() as u64;
-    // The MiB written as zeros at 60 MiB: blocks 120 and 121.
-    let written_zeros = [120, 121];
     for (name, extra, zeros_sent) in [
         ("plain", &[][..], false),
         ("encrypted", &["--encrypted"][..], true),
@@ -742,7 +736,7 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
             "{name}: {counts}"
         );
         let blocks = snapshot_blocks(&standin, snapshot).await;
-        for index in written_zeros {
+        for index in WRITTEN_ZEROS {
             assert_eq!(
                 blocks.contains_key(&index),
                 zeros_sent,
@@ -752,14 +746,8 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
                 assert!(blocks[&index].iter().all(|&b| b == 0));
             }
         }
-        let described = ec2(&standin)
-            .describe_snapshots()
-            .snapshot_ids(snapshot)
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            described.snapshots()[0].encrypted(),
+            common::snapshot_encrypted(&ec2(&standin), snapshot).await,
             Some(name == "encrypted"),
             "{name}"
         );
@@ -826,13 +814,7 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
 async fn encryption_by_default_is_read_from_what_aws_made() {
     let standin = Standin::start();
     let dir = TempDir::new();
-    let raw = scattered_raw(
-        dir.path(),
-        "bydefault.raw",
-        128 * MIB,
-        &image_extents()[..3],
-        60 * MIB,
-    );
+    let raw = zeros_raw(dir.path(), "bydefault.raw");
     let nonzero = nonzero_blocks(&raw).len() as u64;
     ec2(&standin)
         .enable_ebs_encryption_by_default()
@@ -864,15 +846,12 @@ async fn encryption_by_default_is_read_from_what_aws_made() {
         nonzero + 2,
         "the two blocks written as zeros are sent too: {counts}"
     );
-    let described = ec2(&standin)
-        .describe_snapshots()
-        .snapshot_ids(snapshot)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(described.snapshots()[0].encrypted(), Some(true));
+    assert_eq!(
+        common::snapshot_encrypted(&ec2(&standin), snapshot).await,
+        Some(true)
+    );
     let blocks = snapshot_blocks(&standin, snapshot).await;
-    for index in [120, 121] {
+    for index in WRITTEN_ZEROS {
         assert!(blocks[&index].iter().all(|&b| b == 0), "block {index}");
     }
 }

@@ -402,36 +402,22 @@ async fn delete_image_takes_a_snapshot_alone() {
     let (ami, snapshot) = common::api_image(&standin, REGION, "old", &[]).await;
     // While the AMI is registered EC2 refuses to delete its root snapshot (DeleteSnapshot
     // API reference): refused before any call that changes something, naming the AMI.
+    let delete_snapshot = || {
+        standin
+            .imgpub()
+            .args(["aws", "delete-image", "--region", REGION])
+            .args(["--snapshot", &snapshot])
+            .run()
+    };
     standin.reset_requests();
-    let refused = standin
-        .imgpub()
-        .args([
-            "aws",
-            "delete-image",
-            "--region",
-            REGION,
-            "--snapshot",
-            &snapshot,
-        ])
-        .run();
+    let refused = delete_snapshot();
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.error_line().contains(&ami), "{}", refused.stderr);
     assert_eq!(standin.counts()["ec2.DeleteSnapshot"], json!(null));
     // The AMI went earlier; its snapshot is left over.
     let ec2 = ec2(&standin);
     ec2.deregister_image().image_id(&ami).send().await.unwrap();
-    let out = standin
-        .imgpub()
-        .args([
-            "aws",
-            "delete-image",
-            "--region",
-            REGION,
-            "--snapshot",
-            &snapshot,
-        ])
-        .run()
-        .json();
+    let out = delete_snapshot().json();
     assert_eq!(out["snapshot"], json!(snapshot), "{out}");
     let left = ec2
         .describe_snapshots()

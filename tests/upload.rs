@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{make_raw, qemu_convert, sha256_file, tempdir::TempDir, Run, Standin, SECRET_KEY};
 use serde_json::{json, Value};
@@ -282,19 +282,15 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
         "8MiB",
     ];
     let mut child = standin.upload_cmd(REGION, &raw).args(args).cmd;
-    let child = child
+    let mut child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while count(&standin.counts(), "s3.UploadPart") < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        standin.wait_for_calls("s3.UploadPart", 4, &mut child),
+        "the upload never started"
+    );
     let output = common::signal_and_wait(child, signal).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains(SECRET_KEY));
@@ -413,14 +409,12 @@ async fn an_upload_begun_over_http_is_restarted_over_https_and_says_why() {
         .env("AWS_ENDPOINT_URL", &standin.endpoint)
         .args(args)
         .cmd;
-    let child = child
+    let mut child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    while count(&standin.counts(), "s3.UploadPart") < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(standin.wait_for_calls("s3.UploadPart", 2, &mut child));
     common::signal_and_wait(child, "-KILL").await;
     standin.control("DELETE", "/_standin/faults", None);
     let payloads: Value =
@@ -913,7 +907,7 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
     ready(&standin);
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "slow.raw", 16, 8, 47);
-    let child = standin
+    let mut child = standin
         .upload_cmd(REGION, &raw)
         .args(["--name", "slow"])
         .cmd
@@ -921,14 +915,10 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while count(&standin.counts(), "ec2.DescribeImportSnapshotTasks") < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the import never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        standin.wait_for_calls("ec2.DescribeImportSnapshotTasks", 2, &mut child),
+        "the import never started"
+    );
     let output = common::signal_and_wait(child, "-INT").await;
     assert_eq!(output.status.code(), Some(130));
 
@@ -1493,7 +1483,7 @@ async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
     assert!(run.stderr.contains("already uploaded"), "{}", run.stderr);
 
     standin.reset_requests();
-    let child = upload_object()
+    let mut child = upload_object()
         .args(["-v"])
         .cmd
         .stdout(Stdio::null())
@@ -1501,9 +1491,7 @@ async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
         .spawn()
         .unwrap();
     // HeadObject answered: the hash of the whole file is under way.
-    while count(&standin.counts(), "s3.HeadObject") < 1 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(standin.wait_for_calls("s3.HeadObject", 1, &mut child));
     let output = common::signal_and_wait(child, "-INT").await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");

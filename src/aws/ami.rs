@@ -303,17 +303,25 @@ pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Resu
             "region {region} encrypts every new EBS snapshot (EBS encryption by default is on), and an encrypted snapshot cannot be public: drop --public (share with accounts instead), or an admin turns it off with `aws ec2 disable-ebs-encryption-by-default --region {region}`"
         ))),
         Ok(_) => Ok(()),
-        Err(e) => match aws(
-            Op::Ec2GetEbsEncryptionByDefault,
-            format!("reading whether {region} encrypts new snapshots by default"),
-            e,
-        ) {
-            err if err.kind() == Some(ErrorKind::AccessDenied) => {
-                tracing::warn!("{err}; not checked whether new snapshots there are encrypted");
-                Ok(())
-            }
-            err => Err(err),
-        },
+        Err(e) => unchecked_if_denied(
+            aws(
+                Op::Ec2GetEbsEncryptionByDefault,
+                format!("reading whether {region} encrypts new snapshots by default"),
+                e,
+            ),
+            "whether new snapshots there are encrypted",
+        ),
+    }
+}
+
+/// A setting the caller may not read is not checked: the run says so and goes on.
+fn unchecked_if_denied(err: Error, what: &str) -> Result<()> {
+    match err.kind() {
+        Some(ErrorKind::AccessDenied) => {
+            tracing::warn!("{err}; not checked {what}");
+            Ok(())
+        }
+        _ => Err(err),
     }
 }
 
@@ -321,13 +329,7 @@ pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Resu
 /// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
 /// upload and import. A caller that may not read the settings is told, and the run goes on.
 pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool) -> Result<()> {
-    let denied = |err: Error| match err.kind() {
-        Some(ErrorKind::AccessDenied) => {
-            tracing::warn!("{err}; not checked whether the region blocks public sharing");
-            Ok(())
-        }
-        _ => Err(err),
-    };
+    let denied = |err: Error| unchecked_if_denied(err, "whether the region blocks public sharing");
     match ec2.get_image_block_public_access_state().send().await {
         Ok(out) => {
             if let Some(state) = out

@@ -314,26 +314,28 @@ pub async fn write_snapshot(
             if let Err(d) = crate::aws::ami::delete_snapshot(ec2, &snapshot, true).await {
                 tracing::warn!("could not delete snapshot {snapshot}: {d}");
             }
-            if let Ok(journal) = Arc::try_unwrap(journal) {
-                crate::commands::blocking(move || {
-                    journal.remove();
-                    Ok(())
-                })
-                .await?;
-            }
+            remove_journal(journal).await?;
             return Err(e);
         }
         Err(Completion::Failed(e)) => return Err(e),
     }
     wait_completed(ec2, &snapshot, req.timeout).await?;
-    if let Ok(journal) = Arc::try_unwrap(journal) {
-        crate::commands::blocking(move || {
-            journal.remove();
-            Ok(())
-        })
-        .await?;
-    }
+    remove_journal(journal).await?;
     Ok(snapshot)
+}
+
+/// The snapshot is completed or gone: its journal goes (off the runtime).
+async fn remove_journal(journal: Arc<Journal>) -> Result<()> {
+    match Arc::try_unwrap(journal) {
+        Ok(journal) => {
+            crate::commands::blocking(move || {
+                journal.remove();
+                Ok(())
+            })
+            .await
+        }
+        Err(_) => Ok(()),
+    }
 }
 
 async fn open_journal(

@@ -179,6 +179,21 @@ impl Standin {
         panic!("the stand-in never went idle");
     }
 
+    /// Until the stand-in has seen `n` requests of `call` ("service.Action"), or `child` (the
+    /// run that makes them) has ended; returns whether the count was reached.
+    pub fn wait_for_calls(&self, call: &str, n: u64, child: &mut Child) -> bool {
+        for _ in 0..60_000 {
+            if self.counts()[call].as_u64().unwrap_or(0) >= n {
+                return true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("the stand-in never saw {n} {call}");
+    }
+
     /// Until `n` requests wait on a `hold` fault.
     pub fn wait_held(&self, n: u64) {
         for _ in 0..60_000 {
@@ -510,6 +525,17 @@ pub fn tag_pairs(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
         .collect();
     t.sort();
     t
+}
+
+/// Whether the snapshot is encrypted, as DescribeSnapshots says.
+pub async fn snapshot_encrypted(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Option<bool> {
+    let out = ec2
+        .describe_snapshots()
+        .snapshot_ids(snapshot_id)
+        .send()
+        .await
+        .unwrap();
+    out.snapshots()[0].encrypted()
 }
 
 /// An AMI's launch permissions read back through DescribeImageAttribute, sorted, as

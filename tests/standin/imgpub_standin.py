@@ -927,6 +927,14 @@ def assume_role(self: STSBackend, **kwargs: Any) -> Any:
     return _original_assume_role(self, **kwargs)
 
 
+def read_body(environ: dict) -> bytes:
+    """The request's body, read once and put back for whoever reads it next (moto)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
 def expired_session(environ: dict) -> Fault | None:
     """A request signed with an assumed role's credentials after they expired. AssumeRole's
     credentials last DurationSeconds (STS API reference: 900 s up to the role's maximum,
@@ -1808,9 +1816,7 @@ class StandinApp:
             })
         if given is None:
             return None
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = read_body(environ)
         actual = base64.b64encode(crc32c.crc32c(body).to_bytes(4, "big")).decode()
         if actual != given:
             return Fault({
@@ -1826,9 +1832,7 @@ class StandinApp:
             algorithm = self.upload_algorithms.get(upload_id)
         if algorithm != "CRC32C":
             return None
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = read_body(environ)
         for part in re.findall(rb"<Part>(.*?)</Part>", body, flags=re.S):
             number = int(re.search(rb"<PartNumber>(\d+)</PartNumber>", part).group(1))
             crc = re.search(rb"<ChecksumCRC32C>([^<]*)</ChecksumCRC32C>", part)
@@ -1882,9 +1886,7 @@ class StandinApp:
         between sees)."""
         from moto.ssm.models import ssm_backends
 
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = read_body(environ)
         doc = json.loads(body or b"{}")
         if doc.get("DataType") != "aws:ec2:image":
             return self.app(environ, start_response)
