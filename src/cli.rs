@@ -815,9 +815,21 @@ pub struct CreatePublisherArgs {
     /// A permissions boundary (policy ARN) for the role or user.
     #[arg(long, value_name = "ARN")]
     pub permissions_boundary: Option<String>,
-    /// With --user: a new access key even when the user has one.
+    /// Take over a role or user of that name that imgpub did not make (it is tagged
+    /// imgpub:publisher=adopted; its other policies are reported, not removed).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Replace the trust policy of an existing role when it differs (the difference is
+    /// shown, and without this flag nothing is changed).
+    #[arg(long)]
+    pub replace_trust: bool,
+    /// With --user: a new access key even when the user has one; the old one is
+    /// deactivated once the new one is written.
     #[arg(long)]
     pub rotate_key: bool,
+    /// With --rotate-key: delete the old key instead of deactivating it.
+    #[arg(long, requires = "rotate_key")]
+    pub delete_old_key: bool,
     /// With --user: the new shared-credentials file for the key (mode 0600; never
     /// replaced). Use it with `--credentials-file`.
     #[arg(long, value_name = "PATH")]
@@ -1030,7 +1042,10 @@ impl CreatePublisherArgs {
             github_repo: self.github_repo.clone(),
             github_any_ref: self.github_any_ref,
             permissions_boundary: self.permissions_boundary.clone(),
+            adopt: self.adopt,
+            replace_trust: self.replace_trust,
             rotate_key: self.rotate_key,
+            delete_old_key: self.delete_old_key,
             key_file: self.key_file.clone(),
             policy: self.scope.options(),
         }

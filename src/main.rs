@@ -176,7 +176,7 @@ async fn run(aws: AwsCommand) -> Result<()> {
     match aws.command {
         AwsSubcommand::Initialize(args) => {
             let (ctx, identity) = connect(flags).await?;
-            let c = Clients::new(&ctx);
+            let c = Clients::for_identity(&ctx, &identity);
             let plan = initialize::plan(&c, &identity, &(&args).into()).await?;
             if args.dry_run {
                 print_plan(&initialize::check(&plan));
@@ -324,7 +324,7 @@ async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) 
     let opts = args.into();
     let local = blocking(move || upload::plan_local(stage, opts)).await?;
     let (ctx, identity) = connect(flags).await?;
-    let c = Clients::new(&ctx);
+    let c = Clients::for_identity(&ctx, &identity);
     let plan = upload::plan(&c, local).await?;
     let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
     let calls = upload::check(&plan);

@@ -243,6 +243,143 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
 }
 
 #[tokio::test]
+async fn a_trust_that_admits_more_is_repaired_naming_what_went_and_wildcard_grants_are_listed() {
+    let standin = Standin::start();
+    let init = || {
+        standin
+            .imgpub()
+            .args(["aws", "initialize", "--region", "eu-west-1"])
+            .args(["--bucket", "images-trust"])
+            .run()
+    };
+    init().json();
+    let (ours, inline) = role_documents(&standin, "vmimport").await;
+    // An extra principal in the import statement, and a statement for a foreign account:
+    // both let someone other than VM Import/Export assume the role.
+    let mut widened = ours["Statement"][0].clone();
+    widened["Principal"]["AWS"] = json!("*");
+    let partner = json!({"Sid": "Partner", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::999988887777:root"}, "Action": "sts:AssumeRole"});
+    let mut wildcard = inline.clone();
+    wildcard["Statement"].as_array_mut().unwrap().push(json!({
+        "Sid": "AnyBucket", "Effect": "Allow",
+        "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+        "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"]
+    }));
+    let iam = standin.iam();
+    iam.put_role_policy()
+        .role_name("vmimport")
+        .policy_name("vmimport")
+        .policy_document(wildcard.to_string())
+        .send()
+        .await
+        .unwrap();
+    for (trust, named) in [
+        (
+            json!({"Version": "2012-10-17", "Statement": [widened]}),
+            "statement 1",
+        ),
+        (
+            json!({"Version": "2012-10-17", "Statement": [ours["Statement"][0].clone(), partner]}),
+            "Partner",
+        ),
+    ] {
+        iam.update_assume_role_policy()
+            .role_name("vmimport")
+            .policy_document(trust.to_string())
+            .send()
+            .await
+            .unwrap();
+        let run = init();
+        let out = run.json();
+        assert_eq!(strings(&out["repaired"]), ["trust-policy"], "{out}");
+        let removed = strings(&out["trust_removed"]);
+        assert_eq!(removed.len(), 1, "{out}");
+        assert!(removed[0].starts_with(named), "{out}");
+        assert!(run.stderr.contains(named), "{}", run.stderr);
+        // The wildcard grant is someone else's statement, listed, and not folded into ours.
+        assert_eq!(strings(&out["kept"]), ["AnyBucket"], "{out}");
+        let (trust, policy) = role_documents(&standin, "vmimport").await;
+        assert_eq!(trust, expected_trust("aws"));
+        assert_eq!(policy, wildcard);
+    }
+    let out = init().json();
+    assert_eq!(out["changed"], false, "{out}");
+    assert_eq!(out["trust_removed"], json!([]));
+}
+
+#[tokio::test]
+async fn a_bucket_of_the_expected_name_owned_by_another_account_is_refused() {
+    let standin = Standin::start();
+    let region = "eu-west-1";
+    let squatted = format!("imgpub-{ACCOUNT}-{region}");
+    // Someone else makes the predictable default bucket first; the stand-in, like a bucket
+    // policy open to all, lets every account read and write it.
+    let squatter = standin.s3_of_account(region, "999988887777").await;
+    squatter
+        .create_bucket()
+        .bucket(&squatted)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    standin.reset_requests();
+    let init = standin
+        .imgpub()
+        .args(["aws", "initialize", "--region", region])
+        .run();
+    assert_eq!(init.code, 2, "{}", init.stderr);
+    let line = init.error_line();
+    assert!(
+        line.contains(&squatted)
+            && line.contains("another AWS account")
+            && line.contains("--bucket"),
+        "{line}"
+    );
+    let counts = standin.counts();
+    assert!(counts.get("iam.CreateRole").is_none(), "{counts}");
+
+    // A publisher pointed at it sends nothing there.
+    standin.initialize(region, "images-own");
+    let dir = common::tempdir::TempDir::new();
+    let file = common::make_raw(dir.path(), "os.raw", 8, 2, 5);
+    standin.reset_requests();
+    let run = standin
+        .imgpub()
+        .args(["aws", "upload", "--region", region])
+        .args(["--bucket", &format!("s3://{squatted}/ci")])
+        .arg_path("--file", &file)
+        .args(["--ami-name", "os-squat"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.error_line().contains("another AWS account"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    for call in [
+        "s3.CreateMultipartUpload",
+        "s3.UploadPart",
+        "s3.PutObject",
+        "ec2.ImportSnapshot",
+    ] {
+        assert!(counts.get(call).is_none(), "{call}: {counts}");
+    }
+    let listed = squatter
+        .list_objects_v2()
+        .bucket(&squatted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0));
+}
+
+#[tokio::test]
 async fn bucket_in_another_region_is_a_clear_error() {
     let standin = Standin::start();
     standin

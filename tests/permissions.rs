@@ -1244,3 +1244,321 @@ fn a_publisher_that_could_widen_itself_is_refused_before_any_call() {
         admin.stderr
     );
 }
+
+/// `create-publisher` as an admin, returning the run (not only its JSON).
+fn create_publisher_run(standin: &Standin, args: &[&str]) -> Run {
+    standin
+        .imgpub()
+        .args(["aws", "create-publisher", "--region", REGION])
+        .args(args)
+        .run()
+}
+
+/// The writes create-publisher made since the last reset.
+fn iam_writes(standin: &Standin) -> Vec<String> {
+    let counts = standin.counts();
+    counts
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| {
+            let call = k.trim_start_matches("iam.");
+            k.starts_with("iam.")
+                && !["Get", "List", "Simulate"]
+                    .iter()
+                    .any(|read| call.starts_with(read))
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn an_existing_role_is_taken_over_only_when_asked_and_its_trust_only_replaced_when_asked() {
+    let standin = Standin::start();
+    let iam = standin.iam();
+    // A role of that name made by someone else, holding an admin policy, trusted by a
+    // principal narrower than the account.
+    let theirs = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/ci-runner")},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": "kept-id"}}}]});
+    iam.create_role()
+        .role_name("ci-publisher")
+        .assume_role_policy_document(theirs.to_string())
+        .send()
+        .await
+        .unwrap();
+    let admin = format!("arn:aws:iam::{ACCOUNT}:policy/Everything");
+    iam.create_policy()
+        .policy_name("Everything")
+        .policy_document(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    iam.attach_role_policy()
+        .role_name("ci-publisher")
+        .policy_arn(&admin)
+        .send()
+        .await
+        .unwrap();
+    let flags = [
+        &["--role", "ci-publisher", "--trust-account", ACCOUNT][..],
+        &["--external-id", "kept-id"],
+        UPLOAD_POLICY,
+    ]
+    .concat();
+
+    standin.reset_requests();
+    let refused = create_publisher_run(&standin, &flags);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let line = refused.error_line();
+    assert!(line.contains("--adopt") && line.contains(&admin), "{line}");
+    assert_eq!(iam_writes(&standin), Vec::<String>::new());
+
+    // Adopted: the trust differs (theirs names a role, ours the account), so nothing is
+    // changed until --replace-trust, and the error shows both.
+    let adopt = [&flags[..], &["--adopt"]].concat();
+    let differs = create_publisher_run(&standin, &adopt);
+    assert_eq!(differs.code, 2, "{}", differs.stderr);
+    let line = differs.error_line();
+    assert!(
+        line.contains("role/ci-runner") && line.contains("--replace-trust"),
+        "{line}"
+    );
+    assert_eq!(iam_writes(&standin), Vec::<String>::new());
+
+    let taken = create_publisher_run(&standin, &[&adopt[..], &["--replace-trust"]].concat());
+    let out = taken.json();
+    assert_eq!(out["other_policies"], json!([admin]), "{out}");
+    assert!(taken.stderr.contains("Everything"), "{}", taken.stderr);
+    assert!(
+        out["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("adopted")),
+        "{out}"
+    );
+    let role = iam
+        .get_role()
+        .role_name("ci-publisher")
+        .send()
+        .await
+        .unwrap();
+    let tags = role.role().unwrap().tags();
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == "imgpub:publisher" && t.value() == "adopted"),
+        "{tags:?}"
+    );
+    // The admin policy is reported, never removed.
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name("ci-publisher")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attached.attached_policies().len(), 1);
+    // A rerun knows it now, and changes nothing.
+    let again = create_publisher_run(&standin, &flags).json();
+    assert_eq!(again["changed"], json!([]), "{again}");
+
+    // A role create-publisher makes carries the tag from its creation.
+    let made = create_publisher_run(
+        &standin,
+        &[
+            &["--role", "fresh-publisher", "--trust-account", ACCOUNT][..],
+            &["--generate-external-id"],
+            UPLOAD_POLICY,
+        ]
+        .concat(),
+    )
+    .json();
+    assert!(made["role_arn"]
+        .as_str()
+        .unwrap()
+        .ends_with("role/fresh-publisher"));
+    let role = iam
+        .get_role()
+        .role_name("fresh-publisher")
+        .send()
+        .await
+        .unwrap();
+    assert!(role
+        .role()
+        .unwrap()
+        .tags()
+        .iter()
+        .any(|t| t.key() == "imgpub:publisher" && t.value() == "created"));
+}
+
+/// The access keys of a user, as (id, active).
+async fn keys_of(iam: &aws_sdk_iam::Client, user: &str) -> Vec<(String, bool)> {
+    let out = iam.list_access_keys().user_name(user).send().await.unwrap();
+    out.access_key_metadata()
+        .iter()
+        .map(|k| {
+            (
+                k.access_key_id().unwrap().to_string(),
+                k.status() == Some(&aws_sdk_iam::types::StatusType::Active),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn keys_are_made_only_for_our_users_and_rotation_retires_the_old_one() {
+    let standin = Standin::start();
+    let iam = standin.iam();
+    let dir = TempDir::new();
+    let user = |name: &str, file: &str, extra: &[&str]| {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "create-publisher",
+                "--region",
+                REGION,
+                "--user",
+                name,
+            ])
+            .arg_path("--key-file", &dir.path().join(file))
+            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+            .args(extra)
+            .run()
+    };
+    // A person's user, made elsewhere, without a key.
+    iam.create_user().user_name("alice").send().await.unwrap();
+    let refused = user("alice", "alice-1", &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.error_line().contains("--adopt"),
+        "{}",
+        refused.stderr
+    );
+    let adopted = user("alice", "alice-2", &["--adopt"]);
+    let out = adopted.json();
+    assert!(out.get("access_key_id").is_none(), "{out}");
+    assert!(
+        adopted.stderr.contains("--rotate-key"),
+        "{}",
+        adopted.stderr
+    );
+    assert!(!dir.path().join("alice-2").exists());
+    assert_eq!(keys_of(&iam, "alice").await, vec![]);
+    // Later runs know it was adopted, and still make no key unless told.
+    user("alice", "alice-3", &[]).json();
+    assert_eq!(keys_of(&iam, "alice").await, vec![]);
+
+    // Our own user: a key at once; --rotate-key makes a second and deactivates the first
+    // only once the second is written; --delete-old-key deletes it.
+    let first = user("ci", "ci-1", &[]).json()["access_key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotated = user("ci", "ci-2", &["--rotate-key"]).json();
+    let second = rotated["access_key_id"].as_str().unwrap().to_string();
+    assert_eq!(rotated["deactivated_keys"], json!([first]));
+    let mut keys = keys_of(&iam, "ci").await;
+    keys.sort_by_key(|(id, _)| id != &first);
+    assert_eq!(keys, vec![(first.clone(), false), (second.clone(), true)]);
+    assert!(std::fs::read_to_string(dir.path().join("ci-2"))
+        .unwrap()
+        .contains(&second));
+    // Two keys are IAM's most: the inactive one is deleted by hand first.
+    iam.delete_access_key()
+        .user_name("ci")
+        .access_key_id(&first)
+        .send()
+        .await
+        .unwrap();
+    let third = user("ci", "ci-3", &["--rotate-key", "--delete-old-key"]).json();
+    assert_eq!(third["deleted_keys"], json!([second]));
+    let keys = keys_of(&iam, "ci").await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(json!(keys[0].0), third["access_key_id"]);
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_be_written_is_not_left_behind() {
+    use std::os::unix::process::CommandExt;
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    // A directory that is not there: refused before anything is made.
+    standin.reset_requests();
+    let missing = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            "ci",
+        ])
+        .arg_path("--key-file", &dir.path().join("no-such-dir/key"))
+        .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+        .run();
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.error_line().contains("does not exist"),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(iam_writes(&standin), Vec::<String>::new());
+
+    // A file that can be created but not written (a file size limit of 0, as on a full
+    // disk): the key made for it is deleted again, and the empty file removed.
+    let key_file = dir.path().join("key");
+    let mut cmd = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            "ci",
+        ])
+        .arg_path("--key-file", &key_file)
+        .args(["--for", "ssm", "--ssm-prefix", "/os/"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &none);
+            Ok(())
+        });
+    }
+    let run = cmd.run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.error_line().contains("writing the new access key"),
+        "{}",
+        run.stderr
+    );
+    let counts = standin.counts();
+    assert_eq!(counts["iam.CreateAccessKey"], 1, "{counts}");
+    assert_eq!(counts["iam.DeleteAccessKey"], 1, "{counts}");
+    assert_eq!(keys_of(&standin.iam(), "ci").await, vec![]);
+    assert!(!key_file.exists());
+    // The rerun (with room to write) makes the key.
+    let out = standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            "ci",
+        ])
+        .arg_path("--key-file", &key_file)
+        .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+        .run()
+        .json();
+    assert_eq!(keys_of(&standin.iam(), "ci").await.len(), 1, "{out}");
+}

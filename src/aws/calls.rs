@@ -70,6 +70,13 @@ pub enum Op {
     IamAttachUserPolicy,
     IamListAccessKeys,
     IamCreateAccessKey,
+    IamListAttachedRolePolicies,
+    IamTagRole,
+    IamListUserPolicies,
+    IamListGroupsForUser,
+    IamTagUser,
+    IamUpdateAccessKey,
+    IamDeleteAccessKey,
     IamGetPolicy,
     IamGetPolicyVersion,
     IamListPolicyVersions,
@@ -186,6 +193,13 @@ impl Op {
         Op::IamAttachUserPolicy,
         Op::IamListAccessKeys,
         Op::IamCreateAccessKey,
+        Op::IamListAttachedRolePolicies,
+        Op::IamTagRole,
+        Op::IamListUserPolicies,
+        Op::IamListGroupsForUser,
+        Op::IamTagUser,
+        Op::IamUpdateAccessKey,
+        Op::IamDeleteAccessKey,
         Op::IamGetPolicy,
         Op::IamGetPolicyVersion,
         Op::IamListPolicyVersions,
@@ -784,6 +798,82 @@ impl Op {
                         R::User,
                         "the publisher user's access key",
                     )]
+                },
+            ),
+            Op::IamListAttachedRolePolicies => (
+                Iam,
+                "ListAttachedRolePolicies",
+                "list_attached_role_policies",
+                &const {
+                    [need("iam:ListAttachedRolePolicies", R::Role, "report the managed policies attached to the publisher role besides imgpub's")]
+                },
+            ),
+            Op::IamTagRole => (
+                Iam,
+                "TagRole",
+                "tag_role",
+                &const {
+                    [need(
+                        "iam:TagRole",
+                        R::Role,
+                        "mark the publisher role as imgpub's (at creation, or when adopted)",
+                    )]
+                },
+            ),
+            Op::IamListUserPolicies => (
+                Iam,
+                "ListUserPolicies",
+                "list_user_policies",
+                &const {
+                    [need(
+                        "iam:ListUserPolicies",
+                        R::User,
+                        "report the publisher user's inline policies",
+                    )]
+                },
+            ),
+            Op::IamListGroupsForUser => (
+                Iam,
+                "ListGroupsForUser",
+                "list_groups_for_user",
+                &const {
+                    [need(
+                        "iam:ListGroupsForUser",
+                        R::User,
+                        "report the groups (and so the policies) the publisher user is in",
+                    )]
+                },
+            ),
+            Op::IamTagUser => (
+                Iam,
+                "TagUser",
+                "tag_user",
+                &const {
+                    [need(
+                        "iam:TagUser",
+                        R::User,
+                        "mark the publisher user as imgpub's (at creation, or when adopted)",
+                    )]
+                },
+            ),
+            Op::IamUpdateAccessKey => (
+                Iam,
+                "UpdateAccessKey",
+                "update_access_key",
+                &const {
+                    [need(
+                        "iam:UpdateAccessKey",
+                        R::User,
+                        "deactivate the old key after --rotate-key",
+                    )]
+                },
+            ),
+            Op::IamDeleteAccessKey => (
+                Iam,
+                "DeleteAccessKey",
+                "delete_access_key",
+                &const {
+                    [need("iam:DeleteAccessKey", R::User, "delete a new key that could not be written, or the old one (--delete-old-key)")]
                 },
             ),
             Op::IamGetPolicy => (

@@ -160,6 +160,15 @@ fn import_buckets(statement: &Value, partition: &str) -> Option<Vec<String>> {
     let mut buckets = vec![];
     for arn in norm["Resource"].as_array()? {
         let rest = arn.as_str()?.strip_prefix(&prefix)?;
+        // A wildcard bucket (`*`, `imgpub-*`) grants buckets that are not ours to name: the
+        // statement is someone else's, kept and listed, never absorbed into ours.
+        if rest
+            .split('/')
+            .next()
+            .is_some_and(|b| b.contains(['*', '?', '$']))
+        {
+            return None;
+        }
         match rest.split_once('/') {
             None => buckets.push(rest.to_string()),
             Some((_, "*")) => {}
@@ -266,6 +275,8 @@ pub enum RoleState {
         role_policy: Option<String>,
         /// The permissions boundary's ARN, if the role has one.
         boundary: Option<String>,
+        /// The role's tags (key, value).
+        tags: Vec<(String, String)>,
     },
 }
 
@@ -301,6 +312,11 @@ pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<Ro
         },
     };
     Ok(RoleState::Present {
+        tags: role
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
         boundary: role
             .permissions_boundary()
             .and_then(|b| b.permissions_boundary_arn())
@@ -370,57 +386,87 @@ pub struct RolePlan {
     pub policy: Value,
     /// Statements someone else added to the role policy: kept, and reported.
     pub kept: Vec<String>,
+    /// Trust statements that admitted more than VM Import/Export for this account: the
+    /// repaired trust drops them, and they are reported.
+    pub trust_removed: Vec<String>,
     /// `None` when no boundary was asked for.
     pub boundary: Option<Outcome>,
 }
 
-/// Whether a trust policy lets VM Import/Export assume the role as AWS documents it: an
-/// Allow of `sts:AssumeRole` to the service with the `vmimport` external id (as ore writes
-/// it), and no conditions but that and ours.
-pub fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
-    let Some(doc) = parse_policy(raw) else {
-        return false;
-    };
+/// Whether one trust statement lets VM Import/Export, and only it, assume the role as AWS
+/// documents it: an Allow of `sts:AssumeRole` to the service alone, with the `vmimport`
+/// external id (as ore writes it), and no conditions but that and ours.
+fn admits_only_import(st: &Value, spec: &RoleSpec) -> bool {
     let source_arn = format!("arn:{}:vmie:*:{}:*", spec.partition, spec.account);
-    statements(&normalize_policy(&doc)).iter().any(|st| {
-        let has = |field: &Value, want: &str| {
-            field
-                .as_array()
-                .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(want)))
-        };
-        // The external id is required: without it any VM Import/Export job may assume it.
-        let external_id = st["Condition"]["StringEquals"]
-            .as_object()
-            .is_some_and(|keys| {
-                keys.iter().any(|(k, v)| {
-                    k.eq_ignore_ascii_case("sts:externalid") && v == &json!(["vmimport"])
+    let only = |field: &Value, want: &str| field == &json!([want]);
+    // The external id is required: without it any VM Import/Export job may assume it.
+    let external_id = st["Condition"]["StringEquals"]
+        .as_object()
+        .is_some_and(|keys| {
+            keys.iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("sts:externalid") && v == &json!(["vmimport"]))
+        });
+    let conditions_ok = match st.get("Condition").and_then(Value::as_object) {
+        None => false,
+        Some(ops) => ops.iter().all(|(op, keys)| {
+            keys.as_object().is_some_and(|keys| {
+                keys.iter().all(|(key, value)| {
+                    match (op.as_str(), key.to_ascii_lowercase().as_str()) {
+                        ("StringEquals", "sts:externalid") => value == &json!(["vmimport"]),
+                        ("StringEquals", "aws:sourceaccount") => value == &json!([spec.account]),
+                        ("ArnLike" | "ArnEquals", "aws:sourcearn") => value == &json!([source_arn]),
+                        _ => false,
+                    }
                 })
-            });
-        let conditions_ok = match st.get("Condition").and_then(Value::as_object) {
-            None => false,
-            Some(ops) => ops.iter().all(|(op, keys)| {
-                keys.as_object().is_some_and(|keys| {
-                    keys.iter().all(|(key, value)| {
-                        match (op.as_str(), key.to_ascii_lowercase().as_str()) {
-                            ("StringEquals", "sts:externalid") => value == &json!(["vmimport"]),
-                            ("StringEquals", "aws:sourceaccount") => {
-                                value == &json!([spec.account])
-                            }
-                            ("ArnLike" | "ArnEquals", "aws:sourcearn") => {
-                                value == &json!([source_arn])
-                            }
-                            _ => false,
-                        }
-                    })
-                })
-            }),
-        };
-        st["Effect"] == "Allow"
-            && has(&st["Action"], "sts:AssumeRole")
-            && has(&st["Principal"]["Service"], &spec.service_principal)
-            && external_id
-            && conditions_ok
-    })
+            })
+        }),
+    };
+    // Any other principal in the statement (`"AWS": "*"`, an account) could assume the role.
+    let principal_only_service = st["Principal"].as_object().is_some_and(|p| {
+        p.len() == 1
+            && p.get("Service")
+                .is_some_and(|s| only(s, &spec.service_principal))
+    });
+    st["Effect"] == "Allow"
+        && only(&st["Action"], "sts:AssumeRole")
+        && principal_only_service
+        && st.get("NotPrincipal").is_none()
+        && st.get("NotAction").is_none()
+        && external_id
+        && conditions_ok
+}
+
+/// The statements of a trust policy that admit anything beyond VM Import/Export assuming
+/// the role for this account, named (Sid, or position) with their principal.
+pub fn trust_extras(raw: &str, spec: &RoleSpec) -> Vec<String> {
+    let Some(doc) = parse_policy(raw) else {
+        return vec!["the whole trust policy (not a JSON policy document)".into()];
+    };
+    statements(&normalize_policy(&doc))
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| !admits_only_import(st, spec))
+        .map(|(i, st)| {
+            let name = st["Sid"]
+                .as_str()
+                .map_or_else(|| format!("statement {}", i + 1), str::to_owned);
+            match st.get("Principal").or_else(|| st.get("NotPrincipal")) {
+                Some(who) => format!("{name} (principal {who})"),
+                None => name,
+            }
+        })
+        .collect()
+}
+
+/// Whether a trust policy lets VM Import/Export assume the role as AWS documents it, and
+/// nobody else: every statement is such an Allow (see [`admits_only_import`]).
+pub fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
+    let any = parse_policy(raw).is_some_and(|doc| {
+        statements(&normalize_policy(&doc))
+            .iter()
+            .any(|st| admits_only_import(st, spec))
+    });
+    any && trust_extras(raw, spec).is_empty()
 }
 
 /// A role ore prepared: one inline policy per bucket, named after it. Fine when those
@@ -473,6 +519,7 @@ pub fn plan_role(
             policy_name: spec.role_name.clone(),
             policy: role_policy(spec),
             kept: vec![],
+            trust_removed: vec![],
             boundary: spec.permissions_boundary.as_ref().map(|_| Outcome::Created),
         },
         RoleState::Present {
@@ -487,6 +534,10 @@ pub fn plan_role(
                 Outcome::AlreadyFine
             } else {
                 Outcome::Repaired
+            };
+            let trust_removed = match trust_outcome {
+                Outcome::Repaired => trust_extras(trust_policy, spec),
+                _ => vec![],
             };
             let (policy_name, policy, kept, outcome) = match role_policy {
                 None if !others.is_empty() => {
@@ -512,6 +563,7 @@ pub fn plan_role(
                 policy_name,
                 policy,
                 kept,
+                trust_removed,
                 boundary: spec.permissions_boundary.as_ref().map(|want| {
                     if boundary.as_ref() == Some(want) {
                         Outcome::AlreadyFine
@@ -532,6 +584,8 @@ pub struct RoleDocuments<'a> {
     pub policy: &'a Value,
     pub boundary: Option<&'a str>,
     pub description: &'a str,
+    /// Tags the role is created with.
+    pub tags: Vec<aws_sdk_iam::types::Tag>,
 }
 
 /// Compares a role as it is with the documents it should hold (no merging: the policy is
@@ -570,6 +624,7 @@ pub fn plan_role_documents(
         policy_name: policy_name.to_string(),
         policy: policy.clone(),
         kept: vec![],
+        trust_removed: vec![],
         boundary: None,
     }
 }
@@ -589,6 +644,7 @@ pub async fn apply_role(
         policy: &plan.policy,
         boundary: spec.permissions_boundary.as_deref(),
         description: "Lets VM Import/Export read disk images for imgpub",
+        tags: vec![],
     };
     apply_role_documents(iam, &documents, state, plan).await
 }
@@ -625,6 +681,7 @@ pub async fn apply_role_documents(
                 .create_role()
                 .role_name(name)
                 .set_permissions_boundary(docs.boundary.map(str::to_owned))
+                .set_tags((!docs.tags.is_empty()).then(|| docs.tags.clone()))
                 .assume_role_policy_document(&trust)
                 .description(docs.description)
                 .send()
@@ -656,9 +713,15 @@ pub async fn apply_role_documents(
         }
         RoleState::Present { arn, .. } => {
             if plan.trust_policy == Outcome::Repaired {
-                tracing::warn!(
-                    "the trust policy of role {name} differs from what it should be; repairing it"
-                );
+                match plan.trust_removed.as_slice() {
+                    [] => tracing::warn!(
+                        "the trust policy of role {name} differs from what it should be; repairing it"
+                    ),
+                    removed => tracing::warn!(
+                        "the trust policy of role {name} let more than VM Import/Export for this account assume it; repairing it, which removes: {}",
+                        removed.join("; ")
+                    ),
+                }
                 update_trust(iam, name, &trust).await?;
             }
             if let (Some(Outcome::Repaired), Some(boundary)) = (plan.boundary, docs.boundary) {
@@ -798,6 +861,61 @@ mod tests {
     }
 
     #[test]
+    fn a_trust_that_admits_anyone_else_is_repaired_and_says_whom() {
+        let spec = spec();
+        let ours = trust_policy(&spec);
+        let import = ours["Statement"][0].clone();
+        let present = |trust: Value| RoleState::Present {
+            tags: vec![],
+            boundary: None,
+            arn: "arn".into(),
+            trust_policy: trust.to_string(),
+            role_policy: Some(role_policy(&spec).to_string()),
+        };
+        // Another principal in the same statement, and a statement for a foreign account.
+        let mut widened = import.clone();
+        widened["Principal"]["AWS"] = json!("*");
+        let foreign = json!({"Sid": "Partner", "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws-cn:iam::999988887777:root"}, "Action": "sts:AssumeRole"});
+        for (trust, named) in [
+            (json!({"Statement": [widened]}), "statement 1"),
+            (json!({"Statement": [import.clone(), foreign]}), "Partner"),
+        ] {
+            assert!(!trust_admits_import(&trust.to_string(), &spec), "{trust}");
+            let plan = plan_role(&spec, &present(trust.clone()), &[], false);
+            assert_eq!(plan.trust_policy, Outcome::Repaired, "{trust}");
+            assert_eq!(plan.trust_removed.len(), 1, "{trust}");
+            assert!(
+                plan.trust_removed[0].starts_with(named),
+                "{:?}",
+                plan.trust_removed
+            );
+        }
+        let plan = plan_role(&spec, &present(ours), &[], false);
+        assert_eq!(plan.trust_policy, Outcome::AlreadyFine);
+        assert!(plan.trust_removed.is_empty());
+    }
+
+    #[test]
+    fn a_wildcard_bucket_grant_is_kept_and_listed_not_absorbed() {
+        let spec = spec();
+        let mut current = role_policy(&spec);
+        current["Statement"].as_array_mut().unwrap().push(json!({
+            "Effect": "Allow", "Action": IMPORT_ACTIONS,
+            "Resource": ["arn:aws-cn:s3:::*", "arn:aws-cn:s3:::*/*"],
+        }));
+        let (merged, kept) = merge_role_policy(&spec, Some(&current));
+        assert_eq!(kept, vec!["statement 3".to_string()]);
+        // Our statement still names our bucket alone.
+        let ours = role_policy(&spec)["Statement"][0].clone();
+        assert!(merged["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| normalize_policy(st) == normalize_policy(&ours)));
+    }
+
+    #[test]
     fn plan_finds_drift() {
         let spec = spec();
         assert_eq!(
@@ -805,6 +923,7 @@ mod tests {
             Outcome::Created
         );
         let fine = RoleState::Present {
+            tags: vec![],
             boundary: None,
             arn: "arn:aws-cn:iam::123456789012:role/vmimport".into(),
             trust_policy: urlencoding::encode(&trust_policy(&spec).to_string()).into_owned(),
@@ -820,6 +939,7 @@ mod tests {
             )
         );
         let drifted = RoleState::Present {
+            tags: vec![],
             boundary: None,
             arn: "arn".into(),
             trust_policy: "{}".into(),

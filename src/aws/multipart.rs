@@ -68,6 +68,8 @@ pub struct UploadRequest {
     /// part's CRC32C, which S3 verifies, guard the bytes, and a SHA-256 pass over every byte
     /// is saved. Over plain HTTP the signature must cover the payload.
     pub over_tls: bool,
+    /// The account that must own the bucket, sent as ExpectedBucketOwner on every call.
+    pub expected_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
             let out = s3
                 .create_multipart_upload()
                 .bucket(&req.object.bucket)
+                .set_expected_bucket_owner(req.expected_owner.clone())
                 .key(&req.object.key)
                 .set_checksum_algorithm(req.over_tls.then_some(ChecksumAlgorithm::Crc32C))
                 .content_type("application/octet-stream")
@@ -323,6 +326,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     let completed = s3
         .complete_multipart_upload()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .key(&req.object.key)
         .upload_id(&upload_id)
         .multipart_upload(
@@ -471,6 +475,7 @@ impl PartSender<'_> {
             .s3
             .upload_part()
             .bucket(&req.object.bucket)
+            .set_expected_bucket_owner(req.expected_owner.clone())
             .key(&req.object.key)
             .upload_id(self.upload_id)
             .part_number(number)
@@ -671,6 +676,7 @@ async fn abort(s3: &Client, req: &UploadRequest, upload_id: &str) {
     match s3
         .abort_multipart_upload()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .key(&req.object.key)
         .upload_id(upload_id)
         .send()
@@ -693,6 +699,7 @@ async fn abort_leftovers(s3: &Client, req: &UploadRequest, ours: &str) {
     let listed = s3
         .list_multipart_uploads()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .prefix(&req.object.key)
         .send()
         .await;
@@ -741,6 +748,7 @@ async fn matching_object(
     let head = match s3
         .head_object()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .key(&req.object.key)
         .send()
         .await
@@ -783,6 +791,7 @@ async fn resumable_upload(
     let uploads = match s3
         .list_multipart_uploads()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .prefix(&req.object.key)
         .send()
         .await
@@ -833,6 +842,7 @@ async fn resumable_upload(
     let mut pages = s3
         .list_parts()
         .bucket(&req.object.bucket)
+        .set_expected_bucket_owner(req.expected_owner.clone())
         .key(&req.object.key)
         .upload_id(&upload_id)
         .into_paginator()

@@ -90,6 +90,11 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
             if let Some(op) = create_action {
                 context.push(("ec2:CreateAction".into(), vec![op.into()]));
             }
+            // imgpub reaches only buckets of its own account (ExpectedBucketOwner), and the
+            // printed policy says so with s3:ResourceAccount: the simulation must carry it.
+            if let (true, Some(account)) = (action.starts_with("s3:"), &arns.account) {
+                context.push(("s3:ResourceAccount".into(), vec![account.clone()]));
+            }
             let actions = groups
                 .entry((resource, call.region.clone(), context))
                 .or_default();

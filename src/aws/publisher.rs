@@ -105,25 +105,66 @@ pub async fn create_github_provider(iam: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The tag `create-publisher` puts on the identities it makes or adopts. Its value says
+/// which, so that a later run makes a key only for a user imgpub created.
+pub const PUBLISHER_TAG: &str = "imgpub:publisher";
+
+/// How an identity came to be imgpub's publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Created,
+    /// It existed, and `--adopt` took it over.
+    Adopted,
+}
+
+impl Origin {
+    pub fn tag_value(self) -> &'static str {
+        match self {
+            Origin::Created => "created",
+            Origin::Adopted => "adopted",
+        }
+    }
+
+    /// The origin an identity's tags record; `None` when it has no publisher tag.
+    pub fn from_tags<'a>(mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Origin> {
+        tags.find(|(k, _)| *k == PUBLISHER_TAG)
+            .map(|(_, v)| match v {
+                "created" => Origin::Created,
+                _ => Origin::Adopted,
+            })
+    }
+}
+
+/// One of a user's access keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub active: bool,
+}
+
 /// A publisher user as IAM has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserState {
     /// `None`: no such user.
     pub arn: Option<String>,
+    /// `None`: no publisher tag (or no user).
+    pub origin: Option<Origin>,
     /// The managed policy's default document, and its versions (id, is default).
     pub policy: Option<(String, Vec<(String, bool)>)>,
     pub attached: bool,
-    pub access_keys: usize,
+    /// What else grants the user permissions: other attached policies (ARNs), inline
+    /// policies and groups.
+    pub others: Vec<String>,
+    pub access_keys: Vec<AccessKey>,
 }
 
-/// Reads the user, its managed policy `policy_arn`, and its access keys.
+/// Reads the user, its managed policy `policy_arn`, what else it holds, and its keys.
 pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<UserState> {
-    let arn = match iam.get_user().user_name(name).send().await {
+    let user = match iam.get_user().user_name(name).send().await {
         Ok(out) => Some(
             out.user()
-                .ok_or_else(|| Error::missing(Op::IamGetUser, "User"))?
-                .arn()
-                .to_string(),
+                .cloned()
+                .ok_or_else(|| Error::missing(Op::IamGetUser, "User"))?,
         ),
         Err(e) => match aws(Op::IamGetUser, format!("reading IAM user {name}"), e) {
             err if err.kind() == Some(ErrorKind::NotFound) => None,
@@ -131,46 +172,145 @@ pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<Use
         },
     };
     let policy = read_managed_policy(iam, policy_arn).await?;
-    let (attached, access_keys) = match arn {
-        None => (false, 0),
-        Some(_) => {
-            let list = iam
-                .list_attached_user_policies()
-                .user_name(name)
-                .send()
-                .await
-                .map_err(|e| {
-                    aws(
-                        Op::IamListAttachedUserPolicies,
-                        format!("listing the policies of IAM user {name}"),
-                        e,
-                    )
-                })?;
-            let attached = list
-                .attached_policies()
-                .iter()
-                .any(|p| p.policy_arn() == Some(policy_arn));
-            let keys = iam
-                .list_access_keys()
-                .user_name(name)
-                .send()
-                .await
-                .map_err(|e| {
-                    aws(
-                        Op::IamListAccessKeys,
-                        format!("listing the access keys of IAM user {name}"),
-                        e,
-                    )
-                })?;
-            (attached, keys.access_key_metadata().len())
-        }
+    let Some(user) = user else {
+        return Ok(UserState {
+            arn: None,
+            origin: None,
+            policy,
+            attached: false,
+            others: vec![],
+            access_keys: vec![],
+        });
     };
+    let context = || format!("listing what IAM user {name} holds");
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListAttachedUserPolicies, context(), e))?;
+    let inline = iam
+        .list_user_policies()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListUserPolicies, context(), e))?;
+    let groups = iam
+        .list_groups_for_user()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListGroupsForUser, context(), e))?;
+    let keys = iam
+        .list_access_keys()
+        .user_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListAccessKeys, context(), e))?;
+    let mut others: Vec<String> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .filter(|arn| *arn != policy_arn)
+        .map(str::to_owned)
+        .collect();
+    others.extend(
+        inline
+            .policy_names()
+            .iter()
+            .map(|p| format!("inline policy {p}")),
+    );
+    others.extend(
+        groups
+            .groups()
+            .iter()
+            .map(|g| format!("group {}", g.group_name())),
+    );
     Ok(UserState {
-        arn,
+        arn: Some(user.arn().to_string()),
+        origin: Origin::from_tags(user.tags().iter().map(|t| (t.key(), t.value()))),
         policy,
-        attached,
-        access_keys,
+        attached: attached
+            .attached_policies()
+            .iter()
+            .any(|p| p.policy_arn() == Some(policy_arn)),
+        others,
+        access_keys: keys
+            .access_key_metadata()
+            .iter()
+            .filter_map(|k| {
+                Some(AccessKey {
+                    id: k.access_key_id()?.to_string(),
+                    active: k.status() == Some(&aws_sdk_iam::types::StatusType::Active),
+                })
+            })
+            .collect(),
     })
+}
+
+/// What else grants a role permissions: attached policies and inline ones but `ours`.
+pub async fn role_others(iam: &Client, name: &str, ours: &str) -> Result<Vec<String>> {
+    let context = || format!("listing what IAM role {name} holds");
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListAttachedRolePolicies, context(), e))?;
+    let inline = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamListRolePolicies, context(), e))?;
+    let mut others: Vec<String> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn().map(str::to_owned))
+        .collect();
+    others.extend(
+        inline
+            .policy_names()
+            .iter()
+            .filter(|p| *p != ours)
+            .map(|p| format!("inline policy {p}")),
+    );
+    Ok(others)
+}
+
+fn publisher_tag(origin: Origin) -> aws_sdk_iam::types::Tag {
+    aws_sdk_iam::types::Tag::builder()
+        .key(PUBLISHER_TAG)
+        .value(origin.tag_value())
+        .build()
+        .expect("key and value are set")
+}
+
+/// Marks an existing role as the adopted publisher.
+pub async fn tag_role(iam: &Client, name: &str, origin: Origin) -> Result<()> {
+    iam.tag_role()
+        .role_name(name)
+        .tags(publisher_tag(origin))
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamTagRole, format!("tagging IAM role {name}"), e))?;
+    Ok(())
+}
+
+/// Marks an existing user as the adopted publisher.
+pub async fn tag_user(iam: &Client, name: &str, origin: Origin) -> Result<()> {
+    iam.tag_user()
+        .user_name(name)
+        .tags(publisher_tag(origin))
+        .send()
+        .await
+        .map_err(|e| aws(Op::IamTagUser, format!("tagging IAM user {name}"), e))?;
+    Ok(())
+}
+
+/// The tags a role made by `create-publisher` carries from its creation.
+pub fn created_tags() -> Vec<aws_sdk_iam::types::Tag> {
+    vec![publisher_tag(Origin::Created)]
 }
 
 async fn read_managed_policy(
@@ -278,6 +418,7 @@ pub async fn create_user(iam: &Client, name: &str, boundary: Option<&str>) -> Re
         .create_user()
         .user_name(name)
         .set_permissions_boundary(boundary.map(str::to_owned))
+        .set_tags(Some(created_tags()))
         .send()
         .await
         .map_err(|e| aws(Op::IamCreateUser, format!("creating IAM user {name}"), e))?;
@@ -328,23 +469,72 @@ pub async fn create_access_key(iam: &Client, user: &str) -> Result<(String, Stri
     ))
 }
 
-/// Writes a shared-credentials file that only its owner can read, refusing to replace
-/// one (so an earlier key is never lost). Blocking: call it off the runtime.
-pub fn write_credentials_file(path: &std::path::Path, id: &str, secret: &str) -> Result<()> {
-    use std::io::Write;
+/// Deletes an access key (a new one that could not be written, or the old one).
+pub async fn delete_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
+    iam.delete_access_key()
+        .user_name(user)
+        .access_key_id(id)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::IamDeleteAccessKey,
+                format!("deleting the access key {id} of IAM user {user}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Deactivates an access key (the old one after `--rotate-key`): it stops working, and can
+/// be turned on again while CI moves to the new one.
+pub async fn deactivate_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
+    iam.update_access_key()
+        .user_name(user)
+        .access_key_id(id)
+        .status(aws_sdk_iam::types::StatusType::Inactive)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::IamUpdateAccessKey,
+                format!("deactivating the access key {id} of IAM user {user}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// Creates the file a new key goes to, readable only by its owner, refusing to replace one
+/// (an earlier key is never lost). Opened before the key exists, so a path that cannot be
+/// written fails before any key is made. Blocking: call it off the runtime.
+pub fn create_credentials_file(path: &std::path::Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let shown = path.display();
-    let mut file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io(format!("creating the credentials file {shown}"), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("creating the credentials file {}", path.display()),
+                e,
+            )
+        })
+}
+
+/// Writes the key into a file made by [`create_credentials_file`], and flushes it to disk.
+/// Blocking: call it off the runtime.
+pub fn write_credentials(
+    mut file: impl std::io::Write,
+    id: &str,
+    secret: &str,
+) -> std::io::Result<()> {
     writeln!(
         file,
         "[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}"
-    )
-    .map_err(|e| Error::io(format!("writing {shown}"), e))
+    )?;
+    file.flush()
 }
 
 #[cfg(test)]
@@ -382,13 +572,22 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("credentials");
         let _ = std::fs::remove_file(&path);
-        write_credentials_file(&path, "AKIA1", "s3cr3t").unwrap();
+        let file = create_credentials_file(&path).unwrap();
+        write_credentials(file, "AKIA1", "s3cr3t").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(std::fs::read_to_string(&path)
             .unwrap()
             .contains("aws_access_key_id = AKIA1"));
-        assert!(write_credentials_file(&path, "AKIA2", "x").is_err());
+        assert!(create_credentials_file(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_tag_says_whether_imgpub_made_the_identity() {
+        let tags = |v: &'static str| vec![("team", "os"), (PUBLISHER_TAG, v)].into_iter();
+        assert_eq!(Origin::from_tags(tags("created")), Some(Origin::Created));
+        assert_eq!(Origin::from_tags(tags("adopted")), Some(Origin::Adopted));
+        assert_eq!(Origin::from_tags(vec![("team", "os")].into_iter()), None);
     }
 }

@@ -122,18 +122,48 @@ fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
     }
 }
 
-/// Where an existing bucket lives, or `None` when there is no such bucket.
-pub async fn bucket_region(s3: &Client, bucket: &str) -> Result<Option<String>> {
+/// Where an existing bucket lives, or `None` when there is no such bucket. With `owner`, the
+/// account that must own it (ExpectedBucketOwner): bucket names are global, so a bucket of
+/// the expected name made first by someone else is an error that names it.
+pub async fn bucket_region(
+    s3: &Client,
+    bucket: &str,
+    owner: Option<&str>,
+) -> Result<Option<String>> {
     let context = format!("reading the location of bucket {bucket}");
-    match s3.get_bucket_location().bucket(bucket).send().await {
+    let location = |owner: Option<&str>| {
+        s3.get_bucket_location()
+            .bucket(bucket)
+            .set_expected_bucket_owner(owner.map(str::to_owned))
+            .send()
+    };
+    match location(owner).await {
         Ok(out) => Ok(Some(location_region(out.location_constraint()))),
         Err(e) => match aws(Op::S3GetBucketLocation, context, e) {
             err if err.kind() == Some(ErrorKind::NotFound) => Ok(None),
-            err if err.kind() == Some(ErrorKind::AccessDenied) => Err(err
-                .with_hint("or the bucket belongs to another account: choose another bucket name")),
+            err if err.kind() == Some(ErrorKind::AccessDenied) => {
+                // S3 answers 403 to a bucket of another account and to a caller without
+                // s3:GetBucketLocation alike; the same read without the owner condition
+                // tells them apart (it succeeds only on a bucket open to us).
+                if let Some(owner) = owner {
+                    if location(None).await.is_ok() {
+                        return Err(foreign_bucket(bucket, owner));
+                    }
+                }
+                Err(err.with_hint(
+                    "or the bucket belongs to another account: choose another bucket name",
+                ))
+            }
             err => Err(err),
         },
     }
+}
+
+/// The error for a bucket of the expected name that another account owns.
+pub fn foreign_bucket(bucket: &str, owner: &str) -> Error {
+    Error::Invalid(format!(
+        "bucket {bucket} belongs to another AWS account, not {owner} (bucket names are global, and it could read or replace the images); nothing was sent to it: choose another name with --bucket, and prepare it with `imgpub aws initialize --bucket NAME`"
+    ))
 }
 
 /// The error for a bucket that exists in another region than the command's.
@@ -144,8 +174,14 @@ pub fn wrong_region(bucket: &str, found: &str, region: &str) -> Error {
 }
 
 /// Creates `bucket` in `region`. One created meanwhile by another run of ours is fine if it
-/// is in the right region.
-pub async fn create_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Outcome> {
+/// is in the right region. (CreateBucket takes no ExpectedBucketOwner: S3 refuses a name
+/// another account holds with BucketAlreadyExists.)
+pub async fn create_bucket(
+    s3: &Client,
+    bucket: &str,
+    region: &str,
+    owner: Option<&str>,
+) -> Result<Outcome> {
     let mut req = s3.create_bucket().bucket(bucket);
     // us-east-1 is the one region that refuses an explicit LocationConstraint.
     if region != "us-east-1" {
@@ -164,7 +200,7 @@ pub async fn create_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Ou
             if e.as_service_error()
                 .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
         {
-            match bucket_region(s3, bucket).await? {
+            match bucket_region(s3, bucket, owner).await? {
                 Some(found) if found != region => Err(wrong_region(bucket, &found, region)),
                 _ => Ok(Outcome::AlreadyFine),
             }
@@ -189,11 +225,16 @@ pub async fn create_bucket(s3: &Client, bucket: &str, region: &str) -> Result<Ou
 pub const ABORT_RULE_ID: &str = "imgpub-abort-incomplete-uploads";
 
 /// The bucket's lifecycle rules (none when it has no lifecycle configuration).
-pub async fn lifecycle_rules(s3: &Client, bucket: &str) -> Result<Vec<LifecycleRule>> {
+pub async fn lifecycle_rules(
+    s3: &Client,
+    bucket: &str,
+    owner: Option<&str>,
+) -> Result<Vec<LifecycleRule>> {
     let context = format!("reading the lifecycle rules of bucket {bucket}");
     match s3
         .get_bucket_lifecycle_configuration()
         .bucket(bucket)
+        .set_expected_bucket_owner(owner.map(str::to_owned))
         .send()
         .await
     {
@@ -227,6 +268,7 @@ pub fn abort_rule_outcome(rules: &[LifecycleRule], days: i32) -> Outcome {
 pub async fn put_abort_rule(
     s3: &Client,
     bucket: &str,
+    owner: Option<&str>,
     rules: &[LifecycleRule],
     days: i32,
 ) -> Result<()> {
@@ -253,6 +295,7 @@ pub async fn put_abort_rule(
         .map_err(|e| Error::Invalid(format!("the lifecycle rules for {bucket}: {e}")))?;
     s3.put_bucket_lifecycle_configuration()
         .bucket(bucket)
+        .set_expected_bucket_owner(owner.map(str::to_owned))
         .lifecycle_configuration(config)
         .send()
         .await

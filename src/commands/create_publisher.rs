@@ -19,9 +19,9 @@ use serde_json::Value;
 use crate::aws::calls::{Arns, Call, Op, Resource};
 use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RoleState};
-use crate::aws::publisher::{self, Trust, UserState, GITHUB_ISSUER};
+use crate::aws::publisher::{self, Origin, Trust, UserState, GITHUB_ISSUER, PUBLISHER_TAG};
 use crate::commands::policy::{self, PolicyOptions};
-use crate::commands::Clients;
+use crate::commands::{blocking, Clients};
 use crate::error::{Error, Result};
 
 /// The inline policy's name on a publisher role.
@@ -39,7 +39,13 @@ pub struct PublisherOptions {
     /// Trust every ref of `github_repo` (a wildcard subject), asked for by name.
     pub github_any_ref: bool,
     pub permissions_boundary: Option<String>,
+    /// Take over an existing role or user that carries no publisher tag.
+    pub adopt: bool,
+    /// Replace an existing role's trust policy that differs from the one asked for.
+    pub replace_trust: bool,
     pub rotate_key: bool,
+    /// With `rotate_key`: delete the old key rather than deactivate it.
+    pub delete_old_key: bool,
     pub key_file: Option<PathBuf>,
     /// What the publisher may do: the same flags as `imgpub aws policy`.
     pub policy: PolicyOptions,
@@ -169,6 +175,10 @@ pub enum Plan {
         role: iam::RolePlan,
         document: Value,
         boundary: Option<String>,
+        /// An existing role without the publisher tag, taken over (`--adopt`).
+        adopt: bool,
+        /// What else grants the role permissions (reported, never removed).
+        others: Vec<String>,
     },
     User {
         name: String,
@@ -180,7 +190,33 @@ pub enum Plan {
         key_file: Option<PathBuf>,
         boundary: Option<String>,
         document: Value,
+        /// An existing user without the publisher tag, taken over (`--adopt`).
+        adopt: bool,
+        /// Keys to deactivate (or delete) once the new one is written (`--rotate-key`).
+        old_keys: Vec<String>,
+        delete_old_key: bool,
     },
+}
+
+/// The error for an existing identity that imgpub did not make, unless `--adopt`.
+fn not_ours(kind: &str, name: &str, others: &[String]) -> Error {
+    let holds = match others {
+        [] => String::new(),
+        others => format!("; it also holds {}", others.join(", ")),
+    };
+    Error::Invalid(format!(
+        "IAM {kind} {name} exists and was not made by imgpub (it has no {PUBLISHER_TAG} tag){holds}: pass --adopt to make it the publisher (what else it holds stays, and is reported), or choose another name"
+    ))
+}
+
+/// Warns of permissions a publisher holds beyond imgpub's policy.
+fn warn_others(kind: &str, name: &str, others: &[String]) {
+    if !others.is_empty() {
+        tracing::warn!(
+            "IAM {kind} {name} also holds {}: the publisher may do whatever those allow too",
+            others.join(", ")
+        );
+    }
 }
 
 /// A random External ID (128 bits, hex) from the system's generator.
@@ -247,7 +283,30 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
                 )
             }
         };
+        let (adopt, others) = match &state {
+            RoleState::Absent => (false, vec![]),
+            RoleState::Present { tags, .. } => {
+                let others = publisher::role_others(&c.iam, name, ROLE_POLICY).await?;
+                let origin = Origin::from_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                if origin.is_none() && !opts.adopt {
+                    return Err(not_ours("role", name, &others));
+                }
+                (origin.is_none(), others)
+            }
+        };
         let mut role = iam::plan_role_documents(&state, &trust.document(), ROLE_POLICY, &document);
+        if let (RoleState::Present { trust_policy, .. }, Outcome::Repaired, false) =
+            (&state, role.trust_policy, opts.replace_trust)
+        {
+            // Who may assume the publisher is the admin's call: an existing trust (perhaps
+            // tighter than ours: a role ARN, an environment) is replaced only when asked.
+            let now = iam::parse_policy(trust_policy).unwrap_or(Value::Null);
+            return Err(Error::Invalid(format!(
+                "the trust policy of role {name} differs from the one asked for, and nothing was changed; now: {now}; asked for: {}; pass --replace-trust to replace it",
+                trust.document()
+            )));
+        }
+        warn_others("role", name, &others);
         role.boundary = opts.permissions_boundary.as_ref().map(|want| match &state {
             RoleState::Present { boundary, .. } if boundary.as_ref() == Some(want) => {
                 Outcome::AlreadyFine
@@ -264,6 +323,8 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
             role,
             document,
             boundary: opts.permissions_boundary.clone(),
+            adopt,
+            others,
         });
     }
     // `validate` made sure of a --role (handled above) or a --user.
@@ -275,16 +336,26 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
     let policy_name = format!("imgpub-publisher-{name}");
     let policy_arn = arns.managed_policy(&policy_name);
     let state = publisher::read_user(&c.iam, &name, &policy_arn).await?;
+    let adopt = state.arn.is_some() && state.origin.is_none();
+    if adopt && !opts.adopt {
+        return Err(not_ours("user", &name, &state.others));
+    }
+    warn_others("user", &name, &state.others);
     let policy = match &state.policy {
         None => Outcome::Created,
         Some((doc, _)) if iam::same_policy(doc, &document) => Outcome::AlreadyFine,
         Some(_) => Outcome::Repaired,
     };
-    let new_key = state.access_keys == 0 || opts.rotate_key;
-    if opts.rotate_key && state.access_keys >= 2 {
+    if opts.rotate_key && state.access_keys.len() >= 2 {
         return Err(Error::Invalid(format!(
             "IAM user {name} has 2 access keys, the most IAM allows; delete the older one, then --rotate-key"
         )));
+    }
+    // A key for a user someone else made (perhaps a person) only when asked for.
+    let ours = state.arn.is_none() || state.origin == Some(Origin::Created);
+    let new_key = opts.rotate_key || (ours && state.access_keys.is_empty());
+    if !new_key && state.access_keys.is_empty() {
+        tracing::warn!("IAM user {name} was not made by imgpub and has no access key; imgpub makes one for it only with --rotate-key");
     }
     if let (true, Some(path)) = (new_key, &opts.key_file) {
         if path.exists() {
@@ -293,7 +364,18 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
                 path.display()
             )));
         }
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|dir| !dir.is_dir()) {
+            return Err(Error::Invalid(format!(
+                "the directory of --key-file {} does not exist: create it, or pass another path",
+                path.display()
+            )));
+        }
     }
+    let old_keys = match opts.rotate_key {
+        true => state.access_keys.iter().map(|k| k.id.clone()).collect(),
+        false => vec![],
+    };
     Ok(Plan::User {
         name,
         policy_name,
@@ -304,6 +386,9 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
         key_file: opts.key_file.clone(),
         boundary: opts.permissions_boundary.clone(),
         document,
+        adopt,
+        old_keys,
+        delete_old_key: opts.delete_old_key,
     })
 }
 
@@ -315,6 +400,7 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
             name,
             create_provider,
             role,
+            adopt,
             ..
         } => {
             let r = || vec![Resource::Role(name.clone())];
@@ -326,11 +412,18 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
                 ));
             }
             match (role.role, role.trust_policy) {
-                (Outcome::Created, _) => calls.push(Call::new(Op::IamCreateRole, region, r())),
+                // Created with the publisher tag.
+                (Outcome::Created, _) => {
+                    calls.push(Call::new(Op::IamCreateRole, region, r()));
+                    calls.push(Call::new(Op::IamTagRole, region, r()));
+                }
                 (_, Outcome::Repaired) => {
                     calls.push(Call::new(Op::IamUpdateAssumeRolePolicy, region, r()))
                 }
                 _ => {}
+            }
+            if *adopt {
+                calls.push(Call::new(Op::IamTagRole, region, r()));
             }
             if role.role_policy != Outcome::AlreadyFine {
                 calls.push(Call::new(Op::IamPutRolePolicy, region, r()));
@@ -340,10 +433,16 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
             state,
             policy,
             new_key,
+            adopt,
+            old_keys,
+            delete_old_key,
             ..
         } => {
             if state.arn.is_none() {
                 calls.push(Call::new(Op::IamCreateUser, region, vec![]));
+            }
+            if state.arn.is_none() || *adopt {
+                calls.push(Call::new(Op::IamTagUser, region, vec![]));
             }
             match policy {
                 Outcome::Created => calls.push(Call::new(Op::IamCreatePolicy, region, vec![])),
@@ -357,7 +456,14 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
             }
             if *new_key {
                 calls.push(Call::new(Op::IamCreateAccessKey, region, vec![]));
+                // Deleted again if it cannot be written.
+                calls.push(Call::new(Op::IamDeleteAccessKey, region, vec![]).on_failure());
             }
+            let retire = match delete_old_key {
+                true => Op::IamDeleteAccessKey,
+                false => Op::IamUpdateAccessKey,
+            };
+            calls.extend(old_keys.iter().map(|_| Call::new(retire, region, vec![])));
         }
     }
     calls
@@ -385,6 +491,14 @@ pub const MAY_CALL: &[Op] = &[
     Op::IamAttachUserPolicy,
     Op::IamListAccessKeys,
     Op::IamCreateAccessKey,
+    Op::IamListRolePolicies,
+    Op::IamListAttachedRolePolicies,
+    Op::IamTagRole,
+    Op::IamListUserPolicies,
+    Op::IamListGroupsForUser,
+    Op::IamTagUser,
+    Op::IamUpdateAccessKey,
+    Op::IamDeleteAccessKey,
 ];
 
 /// What `create-publisher` prints: the identity, how CI uses it, what changed. No secret.
@@ -409,6 +523,13 @@ pub struct Publisher {
     /// The imgpub flags CI runs with.
     pub imgpub_flags: String,
     pub changed: Vec<&'static str>,
+    /// What else grants the identity permissions: it can do what those allow too.
+    pub other_policies: Vec<String>,
+    /// Keys retired by `--rotate-key`: deactivated, or deleted with `--delete-old-key`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deactivated_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deleted_keys: Vec<String>,
 }
 
 /// Creates or repairs the publisher as planned.
@@ -423,6 +544,8 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
             role,
             document,
             boundary,
+            adopt,
+            others,
         } => {
             if *create_provider {
                 publisher::create_github_provider(&c.iam).await?;
@@ -434,9 +557,15 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 policy: document,
                 boundary: boundary.as_deref(),
                 description: "What CI publishes AMIs with (imgpub aws create-publisher)",
+                tags: publisher::created_tags(),
             };
-            let arn = iam::apply_role_documents(&c.iam, &spec, state, role).await?;
             let mut changed = vec![];
+            if *adopt {
+                // Tagged before anything else changes: a rerun knows it as the publisher.
+                publisher::tag_role(&c.iam, name, Origin::Adopted).await?;
+                changed.push("adopted");
+            }
+            let arn = iam::apply_role_documents(&c.iam, &spec, state, role).await?;
             for (what, outcome) in [
                 ("role", role.role),
                 ("trust-policy", role.trust_policy),
@@ -475,50 +604,60 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 assume_statement: assume,
                 imgpub_flags: flags,
                 changed,
+                other_policies: others.clone(),
+                deactivated_keys: vec![],
+                deleted_keys: vec![],
             })
         }
         Plan::User {
             name,
-            policy_name,
             policy_arn,
             state,
-            policy,
             new_key,
             key_file,
-            boundary,
-            document,
+            old_keys,
+            delete_old_key,
+            ..
         } => {
+            // The key's file first: a path that cannot be written fails before anything
+            // is made, and no key exists that nobody holds.
+            let file = match (*new_key, key_file) {
+                (true, Some(path)) => {
+                    let at = path.clone();
+                    let file = blocking(move || publisher::create_credentials_file(&at)).await?;
+                    Some((path.clone(), file))
+                }
+                _ => None,
+            };
             let mut changed = vec![];
-            let user_arn = match &state.arn {
-                Some(arn) => arn.clone(),
-                None => {
-                    changed.push("user");
-                    publisher::create_user(&c.iam, name, boundary.as_deref()).await?
+            let made = user_and_policy(c, plan, &mut changed).await;
+            let user_arn = match made {
+                Ok(arn) => arn,
+                Err(err) => {
+                    if let Some((path, _)) = file {
+                        discard(path).await;
+                    }
+                    return Err(err);
                 }
             };
-            if *policy != Outcome::AlreadyFine {
-                let current = state.policy.as_ref();
-                publisher::put_managed_policy(&c.iam, policy_name, policy_arn, document, current)
-                    .await?;
-                changed.push("policy");
-            }
-            if !state.attached {
-                publisher::attach_user_policy(&c.iam, name, policy_arn).await?;
-                changed.push("attachment");
-            }
             let (mut access_key_id, mut written) = (None, None);
-            if let (true, Some(path)) = (*new_key, key_file) {
-                let (id, secret) = publisher::create_access_key(&c.iam, name).await?;
-                let file = path.clone();
-                let key = id.clone();
-                crate::commands::blocking(move || {
-                    publisher::write_credentials_file(&file, &key, &secret)
-                })
-                .await?;
+            if let Some((path, file)) = file {
+                let id = issue_key(c, name, &path, file).await?;
                 tracing::info!("wrote the access key {id} of {name} to {}", path.display());
                 access_key_id = Some(id);
                 written = Some(path.display().to_string());
                 changed.push("access-key");
+            }
+            // The old keys only once the new one is safely written.
+            let (mut deactivated_keys, mut deleted_keys) = (vec![], vec![]);
+            for id in old_keys {
+                if *delete_old_key {
+                    publisher::delete_access_key(&c.iam, name, id).await?;
+                    deleted_keys.push(id.clone());
+                } else {
+                    publisher::deactivate_access_key(&c.iam, name, id).await?;
+                    deactivated_keys.push(id.clone());
+                }
             }
             let flags = match &written {
                 Some(path) => format!("--credentials-file {path}"),
@@ -534,9 +673,101 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 assume_statement: None,
                 imgpub_flags: flags,
                 changed,
+                other_policies: state.others.clone(),
+                deactivated_keys,
+                deleted_keys,
             })
         }
     }
+}
+
+/// The user (created with the publisher tag, or tagged when adopted), its policy and the
+/// attachment, as planned. Returns the user's ARN.
+async fn user_and_policy(
+    c: &Clients,
+    plan: &Plan,
+    changed: &mut Vec<&'static str>,
+) -> Result<String> {
+    let Plan::User {
+        name,
+        policy_name,
+        policy_arn,
+        state,
+        policy,
+        boundary,
+        document,
+        adopt,
+        ..
+    } = plan
+    else {
+        return Err(Error::Invalid("not a user plan".into()));
+    };
+    let user_arn = match &state.arn {
+        Some(arn) => arn.clone(),
+        None => {
+            changed.push("user");
+            publisher::create_user(&c.iam, name, boundary.as_deref()).await?
+        }
+    };
+    if *adopt {
+        publisher::tag_user(&c.iam, name, Origin::Adopted).await?;
+        changed.push("adopted");
+    }
+    if *policy != Outcome::AlreadyFine {
+        let current = state.policy.as_ref();
+        publisher::put_managed_policy(&c.iam, policy_name, policy_arn, document, current).await?;
+        changed.push("policy");
+    }
+    if !state.attached {
+        publisher::attach_user_policy(&c.iam, name, policy_arn).await?;
+        changed.push("attachment");
+    }
+    Ok(user_arn)
+}
+
+/// Creates an access key and writes it into the opened `file`. A key that cannot be written
+/// is deleted again (an active key that nobody holds is only a risk), and the file removed.
+async fn issue_key(
+    c: &Clients,
+    user: &str,
+    path: &std::path::Path,
+    file: std::fs::File,
+) -> Result<String> {
+    let (id, secret) = match publisher::create_access_key(&c.iam, user).await {
+        Ok(key) => key,
+        Err(err) => {
+            discard(path.to_path_buf()).await;
+            return Err(err);
+        }
+    };
+    let key = id.clone();
+    let shown = path.display().to_string();
+    let write = blocking(move || {
+        publisher::write_credentials(file, &key, &secret)
+            .map_err(|e| Error::io(format!("writing the new access key to {shown}"), e))
+    })
+    .await;
+    if let Err(err) = write {
+        discard(path.to_path_buf()).await;
+        match publisher::delete_access_key(&c.iam, user, &id).await {
+            Ok(()) => tracing::warn!(
+                "deleted the new access key {id} of {user} again: it could not be written"
+            ),
+            Err(e) => tracing::error!(
+                "the new access key {id} of {user} could not be written, nor deleted ({e}): delete it with `aws iam delete-access-key --user-name {user} --access-key-id {id}`"
+            ),
+        }
+        return Err(err);
+    }
+    Ok(id)
+}
+
+/// Removes a key file that holds no key (best effort: it is empty).
+async fn discard(path: PathBuf) {
+    let _ = blocking(move || {
+        std::fs::remove_file(&path).map_err(|e| Error::io("removing the unused key file", e))
+    })
+    .await;
 }
 
 #[cfg(test)]

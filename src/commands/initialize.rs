@@ -46,6 +46,9 @@ pub struct InitializeReport {
     pub already_fine: Vec<&'static str>,
     /// Statements in the role policy that imgpub did not write: kept as they are.
     pub kept: Vec<String>,
+    /// Trust statements that let more than VM Import/Export (for this account) assume the
+    /// role: removed by the repaired trust.
+    pub trust_removed: Vec<String>,
     /// Whether this run changed anything.
     pub changed: bool,
 }
@@ -130,7 +133,7 @@ fn validate(
 /// The local checks, then the bucket's region and the role as IAM has it.
 pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) -> Result<Plan> {
     let (bucket, export_bucket) = validate(opts, identity, &c.region)?;
-    let bucket_outcome = match s3::bucket_region(&c.s3, &bucket).await? {
+    let bucket_outcome = match s3::bucket_region(&c.s3, &bucket, c.owner()).await? {
         None => Outcome::Created,
         Some(found) if found == c.region => Outcome::AlreadyFine,
         Some(found) => return Err(s3::wrong_region(&bucket, &found, &c.region)),
@@ -163,7 +166,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
     }
     let days = opts.abort_incomplete_days.filter(|d| *d > 0);
     let lifecycle_rules = match (days, bucket_outcome) {
-        (Some(_), Outcome::AlreadyFine) => s3::lifecycle_rules(&c.s3, &bucket).await?,
+        (Some(_), Outcome::AlreadyFine) => s3::lifecycle_rules(&c.s3, &bucket, c.owner()).await?,
         _ => vec![],
     };
     let lifecycle = days.map(|d| (d, s3::abort_rule_outcome(&lifecycle_rules, d)));
@@ -238,12 +241,12 @@ pub const MAY_CALL: &[Op] = &[
 /// Creates or repairs the bucket and role as planned.
 pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
     let bucket_outcome = match plan.bucket_outcome {
-        Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region).await?,
+        Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region, c.owner()).await?,
         other => other,
     };
     let role_arn = iam::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
     if let Some((days, Outcome::Created | Outcome::Repaired)) = plan.lifecycle {
-        s3::put_abort_rule(&c.s3, &plan.bucket, &plan.lifecycle_rules, days).await?;
+        s3::put_abort_rule(&c.s3, &plan.bucket, c.owner(), &plan.lifecycle_rules, days).await?;
     }
     let mut report = InitializeReport {
         bucket: plan.bucket.clone(),
@@ -254,6 +257,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
         repaired: vec![],
         already_fine: vec![],
         kept: plan.role.kept.clone(),
+        trust_removed: plan.role.trust_removed.clone(),
         changed: false,
     };
     let optional = [

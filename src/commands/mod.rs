@@ -23,7 +23,7 @@ pub mod publish_ssm;
 pub mod upload;
 pub mod upload_object;
 
-use crate::aws::config::AwsContext;
+use crate::aws::config::{AwsContext, Identity};
 use crate::error::{Error, Result};
 
 /// The SDK clients of one region, ready to use.
@@ -37,6 +37,11 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub region: String,
+    /// The account that must own the buckets imgpub reads and writes, sent as
+    /// ExpectedBucketOwner on every S3 call (bucket names are global: one of the expected
+    /// name may be someone else's). `None` only where no account is known (`upload-object`,
+    /// for any S3-compatible server).
+    pub bucket_owner: Option<String>,
 }
 
 impl Clients {
@@ -49,7 +54,20 @@ impl Clients {
             iam: ctx.iam(),
             ssm: ctx.ssm(),
             region: ctx.region.clone(),
+            bucket_owner: None,
         }
+    }
+
+    /// Clients for the caller's account: its buckets must be its own.
+    pub fn for_identity(ctx: &AwsContext, identity: &Identity) -> Clients {
+        Clients {
+            bucket_owner: Some(identity.account.clone()),
+            ..Clients::new(ctx)
+        }
+    }
+
+    pub(crate) fn owner(&self) -> Option<&str> {
+        self.bucket_owner.as_deref()
     }
 }
 

@@ -466,6 +466,16 @@ fn statement_key(
 
 fn condition(scope: &Scope, sid: &str) -> Option<Value> {
     match sid {
+        "ImageBucket" | "ImageObjects" => {
+            // S3 ARNs carry no account, and bucket names are global: only a bucket of the
+            // publisher's own account (a squatted one of the same name is not).
+            let account = scope
+                .arns
+                .account
+                .clone()
+                .unwrap_or_else(|| "${aws:PrincipalAccount}".into());
+            Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
+        }
         "TagImagesOnRegister" => {
             Some(json!({"StringEquals": {"ec2:CreateAction": "RegisterImage"}}))
         }

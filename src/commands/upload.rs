@@ -677,7 +677,7 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
     let role = &local.role_name;
     // Both reads at once; the bucket's answer is looked at first.
     let (region, role_state) = tokio::join!(
-        s3::bucket_region(&c.s3, bucket),
+        s3::bucket_region(&c.s3, bucket, c.owner()),
         crate::aws::iam::read_role(&c.iam, role, role)
     );
     match region? {
@@ -719,6 +719,7 @@ async fn head_object(c: &Clients, object: &S3Object) -> Result<String> {
         .head_object()
         .bucket(&object.bucket)
         .key(&object.key)
+        .set_expected_bucket_owner(c.bucket_owner.clone())
         .send()
         .await
     {
@@ -1003,6 +1004,7 @@ async fn import_stage(c: &Clients, local: &LocalPlan) -> Result<String> {
                     concurrency: local.transfer.concurrency,
                     force: local.force,
                     over_tls: c.s3_over_tls,
+                    expected_owner: c.bucket_owner.clone(),
                 },
             )
             .await?;
@@ -1054,6 +1056,7 @@ async fn delete_object(c: &Clients, object: &S3Object, say_so: bool) -> Result<(
     c.s3.delete_object()
         .bucket(&object.bucket)
         .key(&object.key)
+        .set_expected_bucket_owner(c.bucket_owner.clone())
         .send()
         .await
         .map_err(|e| aws(Op::S3DeleteObject, format!("deleting {object}"), e))?;

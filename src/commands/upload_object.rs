@@ -84,6 +84,7 @@ pub async fn apply(
         concurrency: opts.transfer.concurrency,
         force: opts.force,
         over_tls: c.s3_over_tls,
+        expected_owner: c.bucket_owner.clone(),
     };
     multipart::upload_file(&c.s3, &request).await
 }

@@ -269,6 +269,38 @@ impl Standin {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// S3 as another account sees it: a role of that account assumed through STS (the
+    /// stand-in files what those credentials make under that account).
+    pub async fn s3_of_account(&self, region: &str, account: &str) -> aws_sdk_s3::Client {
+        let sts = aws_sdk_sts::Client::new(&self.sdk(region));
+        let out = sts
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{account}:role/other"))
+            .role_session_name("other-account")
+            .send()
+            .await
+            .expect("assume a role of the other account");
+        let c = out.credentials().expect("credentials");
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    None,
+                    "other-account",
+                )),
+            )
+            .build();
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
     pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk("us-east-1"))
     }

@@ -1168,12 +1168,20 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
     """What a request needs in IAM: (action, resource ARN, context) triples, all of which
     must be allowed. Mirrors the Service Authorization Reference for what imgpub calls."""
     partition = get_partition(region or "us-east-1")
-    ctx: dict[str, Any] = {"aws:RequestedRegion": region}
+    # aws:PrincipalAccount is in every request's context (IAM User Guide, "AWS global
+    # condition context keys").
+    ctx: dict[str, Any] = {"aws:RequestedRegion": region, "aws:PrincipalAccount": account}
     first = lambda name: (form.get(name) or [""])[0]  # noqa: E731
     if service == "s3":
         parts = [p for p in environ["PATH_INFO"].split("/") if p]
         bucket = parts[0] if parts else "*"
         key = "/".join(parts[1:])
+        # The account that owns the bucket (the caller's, for one not made yet): s3:ResourceAccount
+        # on every S3 action imgpub calls (Service Authorization Reference, Amazon S3), and
+        # aws:ResourceAccount (IAM User Guide, global condition keys; S3 is not excepted).
+        owner = s3_backends.bucket_accounts.get(bucket)
+        owner_account = owner[1] if owner else account
+        ctx = {**ctx, "s3:ResourceAccount": owner_account, "aws:ResourceAccount": owner_account}
         bucket_arn = f"arn:{partition}:s3:::{bucket}"
         object_arn = f"{bucket_arn}/{key}"
         on_bucket = {
@@ -1723,6 +1731,10 @@ class StandinApp:
         answer = self._authorize(environ, start_response, service, action, region, body)
         if answer is not None:
             return answer
+        if service == "s3":
+            foreign = self._bucket_owner_mismatch(environ, action)
+            if foreign is not None:
+                return self._error(environ, start_response, service, foreign)
         if service == "ec2":
             EBS.refresh()
         if service == "ebs":
@@ -1744,6 +1756,21 @@ class StandinApp:
         if service == "s3" and action == "CompleteMultipartUpload":
             return self._complete_once(environ, start_response)
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _bucket_owner_mismatch(environ: dict, action: str) -> Fault | None:
+        """S3 User Guide, "Verifying bucket ownership with bucket owner condition": a request
+        whose x-amz-expected-bucket-owner is not the account that owns the bucket fails with
+        403 Access Denied; CreateBucket ignores the header. moto ignores it everywhere, and
+        lets any account reach any bucket (as a bucket policy open to all would)."""
+        expected = environ.get("HTTP_X_AMZ_EXPECTED_BUCKET_OWNER")
+        if not expected or action == "CreateBucket":
+            return None
+        bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+        owner = s3_backends.bucket_accounts.get(bucket)
+        if owner is None or owner[1] == expected:
+            return None
+        return Fault({"status": 403, "code": "AccessDenied", "message": "Access Denied"})
 
     def _complete_once(self, environ: dict, start_response: Any) -> list[bytes]:
         """S3 forgets an upload once it is complete: completing it again (a client retrying

@@ -1338,3 +1338,61 @@ def _tasks_on_their_own(account, images):
         control(account, "/_standin/config", {"import_task_retention_seconds": 7 * 86400.0})
     assert task in [t["ImportTaskId"]
                     for t in ec2.describe_import_snapshot_tasks()["ImportSnapshotTasks"]]
+
+
+def test_expected_bucket_owner_is_checked(account):
+    """A bucket of another account answers a request that names our account as the
+    expected owner with 403 AccessDenied (S3 User Guide: bucket owner condition)."""
+    sts = client(account, "sts")
+    other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/squatter",
+                            RoleSessionName="squat")["Credentials"]
+    squatter = boto3.client(
+        "s3", endpoint_url=account, region_name="us-east-1",
+        aws_access_key_id=other["AccessKeyId"],
+        aws_secret_access_key=other["SecretAccessKey"],
+        aws_session_token=other["SessionToken"],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    squatter.create_bucket(Bucket="squatted")
+    squatter.put_object(Bucket="squatted", Key="k", Body=b"x")
+    s3 = client(account, "s3")
+    ours = "123456789012"
+    for call in (
+        lambda owner: s3.head_object(Bucket="squatted", Key="k", ExpectedBucketOwner=owner),
+        lambda owner: s3.get_bucket_location(Bucket="squatted", ExpectedBucketOwner=owner),
+        lambda owner: s3.create_multipart_upload(Bucket="squatted", Key="o",
+                                                 ExpectedBucketOwner=owner),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call(ours)
+        assert refused.value.response["Error"]["Code"] in ("AccessDenied", "403")
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        call("999988887777")
+    # Our own bucket, named as ours, is served.
+    s3.head_bucket(Bucket="images", ExpectedBucketOwner=ours)
+
+
+def test_s3_requests_carry_the_bucket_owners_account(enforcing):
+    """s3:ResourceAccount is the account that owns the bucket (Service Authorization
+    Reference, Amazon S3): a policy pinned to its own account reaches its own bucket and
+    not a bucket of the same kind that another account made."""
+    with unenforced(enforcing):
+        sts = client(enforcing, "sts")
+        other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/owner",
+                                RoleSessionName="owner")["Credentials"]
+        boto3.client(
+            "s3", endpoint_url=enforcing, region_name="us-east-1",
+            aws_access_key_id=other["AccessKeyId"],
+            aws_secret_access_key=other["SecretAccessKey"],
+            aws_session_token=other["SessionToken"],
+        ).create_bucket(Bucket="someone-elses")
+        client(enforcing, "s3").create_bucket(Bucket="our-own")
+    as_user, _ = user_with_policy(enforcing, "own-buckets-only", [
+        {"Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": "arn:aws:s3:::*",
+         "Condition": {"StringEquals": {"s3:ResourceAccount": "${aws:PrincipalAccount}"}}},
+    ])
+    s3 = as_user("s3")
+    s3.get_bucket_location(Bucket="our-own")
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_location(Bucket="someone-elses")
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
