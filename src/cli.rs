@@ -744,6 +744,11 @@ pub struct PolicyArgs {
     /// The account id in ARNs (default: the caller's, else *).
     #[arg(long, value_name = "ID")]
     pub account: Option<String>,
+    /// The role or user that will hold the policy: the preflight's
+    /// iam:SimulatePrincipalPolicy is granted on it alone (default: *, which lets the
+    /// holder read every principal's permissions).
+    #[arg(long, value_name = "ARN")]
+    pub principal: Option<String>,
     /// json (the document) or table (action, resource, why).
     #[arg(long, value_enum, default_value = "json")]
     pub format: PolicyFormat,
@@ -1010,6 +1015,7 @@ impl PolicyScopeArgs {
             partition: None,
             account: None,
             via: self.via.via,
+            principal: None,
         }
     }
 }
@@ -1019,6 +1025,7 @@ impl From<&PolicyArgs> for PolicyOptions {
         PolicyOptions {
             partition: a.partition.clone(),
             account: a.account.clone(),
+            principal: a.principal.clone(),
             ..a.scope.options()
         }
     }

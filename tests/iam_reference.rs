@@ -34,6 +34,7 @@ fn sample(arns: &Arns, kind: ResourceKind) -> String {
         ResourceKind::User => arns.user("ci"),
         ResourceKind::ManagedPolicy => arns.managed_policy("imgpub-publisher-ci"),
         ResourceKind::OidcProvider => arns.oidc_provider("token.actions.githubusercontent.com"),
+        ResourceKind::Principal => arns.role("ci-publisher"),
         ResourceKind::Any => "*".to_string(),
     }
 }
@@ -106,19 +107,25 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
 fn every_printed_policy_names_only_what_the_reference_has() {
     let mut entries = vec![];
     for command in For::value_variants() {
-        for via in [Via::S3, Via::EbsDirect] {
+        // Sharing allowed (the userId list) and not at all (the Null conditions).
+        let sharing = [(true, vec!["111122223333".to_string()]), (false, vec![])];
+        for (via, (public, share_with)) in [Via::S3, Via::EbsDirect]
+            .into_iter()
+            .flat_map(|via| sharing.clone().map(|s| (via, s)))
+        {
             let opts = PolicyOptions {
                 commands: vec![*command],
                 bucket: Some("images/ci".into()),
                 regions: vec!["us-east-1".into(), "eu-west-1".into()],
                 source_regions: vec!["us-west-2".into()],
                 ssm_prefix: Some("/os/".into()),
-                public: true,
-                share_with: vec!["111122223333".into()],
+                public,
+                share_with,
                 role_name: "vmimport".into(),
                 partition: Some("aws".into()),
                 account: Some(common::ACCOUNT.into()),
                 via,
+                principal: Some(format!("arn:aws:iam::{}:role/ci", common::ACCOUNT)),
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

@@ -484,8 +484,16 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
         .await
         .unwrap();
     let held = imgpub::aws::iam::parse_policy(held.policy_document()).unwrap();
-    let printed = policy(&standin, UPLOAD_POLICY);
+    // ... with the preflight's simulation granted on the role alone.
+    let printed = policy(&standin, &[UPLOAD_POLICY, &["--principal", &arn]].concat());
     assert_eq!(held, printed);
+    let preflight = held["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "Preflight")
+        .unwrap();
+    assert_eq!(preflight["Resource"], json!([arn]));
 
     // A rerun keeps the External ID CI already has and changes nothing.
     let again = create_publisher(&standin, &flags);
@@ -919,8 +927,12 @@ async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_p
             run.stderr
         );
 
-        // grant (the AMI is public, its snapshot shared: --public for the policy).
-        let publisher = who("grant", &["--for", "grant", "--public"]);
+        // grant (the AMI is public, its snapshot shared: --public and that account for
+        // the policy).
+        let publisher = who(
+            "grant",
+            &["--for", "grant", "--public", "--share-with", "444455556666"],
+        );
         let run = publisher.run(
             &standin,
             &[
@@ -936,7 +948,16 @@ async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_p
         assert_eq!(run.code, 0, "{mode} grant: {}", run.stderr);
 
         // copy-regions to two regions.
-        let publisher = who("copy", &["--for", "copy", "--public"]);
+        let publisher = who(
+            "copy",
+            &[
+                "--for",
+                "copy",
+                "--public",
+                "--share-with",
+                &format!("{SHARE_WITH},444455556666"),
+            ],
+        );
         let run = publisher.run(
             &standin,
             &[
@@ -999,6 +1020,8 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
             "ebs-direct",
             "--regions",
             REGION,
+            "--share-with",
+            SHARE_WITH,
         ],
     );
     let text = document.to_string();
@@ -1561,4 +1584,59 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
         .run()
         .json();
     assert_eq!(keys_of(&standin.iam(), "ci").await.len(), 1, "{out}");
+}
+
+#[tokio::test]
+async fn a_publisher_shares_snapshots_only_as_far_as_its_policy_names() {
+    let standin = initialized();
+    let (_, snap) = common::api_image(&standin, REGION, "admins-own", &[]).await;
+    let narrow = policy(&standin, &["--for", "upload,grant", "--regions", REGION]);
+    let wide = policy(
+        &standin,
+        &[
+            "--for",
+            "upload,grant",
+            "--regions",
+            REGION,
+            "--share-with",
+            SHARE_WITH,
+        ],
+    );
+    let narrow_key = user_with(&standin, "no-sharing", &narrow).await;
+    let wide_key = user_with(&standin, "shares-with-one", &wide).await;
+    enforce_iam(&standin);
+    let share = |(key, secret): &(String, String), account: &str| {
+        let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, key, secret));
+        let snap = snap.clone();
+        let account = account.to_string();
+        async move {
+            ec2.modify_snapshot_attribute()
+                .snapshot_id(snap)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .create_volume_permission(
+                    aws_sdk_ec2::types::CreateVolumePermissionModifications::builder()
+                        .add(
+                            aws_sdk_ec2::types::CreateVolumePermission::builder()
+                                .user_id(account)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| e.into_service_error().meta().code().map(str::to_owned))
+        }
+    };
+    // Without --share-with (and --public) a leaked credential shares with no account.
+    let code = share(&narrow_key, "999988887777").await.unwrap_err();
+    assert_eq!(code.as_deref(), Some("UnauthorizedOperation"));
+    // With it: those accounts, and no other.
+    let code = share(&wide_key, "999988887777").await.unwrap_err();
+    assert_eq!(code.as_deref(), Some("UnauthorizedOperation"));
+    share(&wide_key, SHARE_WITH).await.unwrap();
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    assert_eq!(
+        common::volume_permissions(&ec2, &snap).await,
+        [format!("user:{SHARE_WITH}")]
+    );
 }

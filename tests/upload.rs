@@ -1036,6 +1036,7 @@ async fn ami_features_read_back_and_refusals_come_first() {
     ready(&standin);
     let dir = TempDir::new();
     let raw = make_raw(dir.path(), "feat.raw", 8, 2, 81);
+    let raw_path = raw.to_str().unwrap();
     let store = base64::engine::general_purpose::STANDARD.encode(
         (0..300u32)
             .map(|i| (i * 7 % 251) as u8)
@@ -1152,6 +1153,11 @@ async fn ami_features_read_back_and_refusals_come_first() {
         ),
         (vec!["--deprecate-at", "2001-01-01T00:00:00Z"], "has passed"),
         (vec!["--deprecate-at", "next tuesday"], "RFC 3339"),
+        // The disk image itself, given by mistake: refused after a bounded read.
+        (
+            vec!["--uefi-data", raw_path, "--boot-mode", "uefi"],
+            "is over",
+        ),
     ] {
         standin.reset_requests();
         let mut args = vec!["--name", "refused"];
@@ -1502,37 +1508,103 @@ async fn ctrl_c_during_the_whole_file_hash_exits_at_once() {
     );
 }
 
-/// Another file under a name already imported gets the earlier snapshot and AMI back, as
-/// with ore, but not silently.
+/// A rerun never hands back an image other than the one asked for: another file under a
+/// name already imported, or the same file registered with other flags, is refused before
+/// anything changes; `--force` makes the image asked for.
 #[tokio::test]
-async fn another_image_under_a_used_name_is_warned_about() {
+async fn a_rerun_that_would_return_another_image_is_refused() {
     let standin = Standin::start();
     ready(&standin);
     let dir = TempDir::new();
     let first = make_raw(dir.path(), "v1.raw", 8, 4, 80);
     let second = make_raw(dir.path(), "v2.raw", 12, 4, 81);
-    let args = ["--name", "release", "--ami-name", "release"];
+    let args = [
+        "--name",
+        "release",
+        "--ami-name",
+        "release",
+        "--arch",
+        "aarch64",
+    ];
     let one = upload(&standin, &first, &args);
     let ami = one.json()["HVM"].as_str().unwrap().to_string();
     assert!(!one.stderr.contains("another image"), "{}", one.stderr);
-    // The same file again: nothing to say.
+    // The same file and flags again: the same AMI.
     let again = upload(&standin, &first, &args);
     assert_eq!(again.json()["HVM"], ami.as_str());
-    assert!(!again.stderr.contains("another image"), "{}", again.stderr);
 
+    standin.reset_requests();
     let other = upload(&standin, &second, &args);
-    assert_eq!(other.json()["HVM"], ami.as_str());
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    let line = other.error_line();
     assert!(
-        other
-            .stderr
-            .contains("was imported from a 8388608-byte image, but")
-            && other
-                .stderr
-                .contains("v2.raw is 12582912 bytes: it is another image")
-            && other.stderr.contains("--force"),
-        "{}",
-        other.stderr
+        line.contains("was imported from a 8388608-byte image, but")
+            && line.contains("v2.raw is 12582912 bytes: it is another image")
+            && line.contains("--force"),
+        "{line}"
     );
+    let counts = standin.counts();
+    for write in [
+        "s3.CreateMultipartUpload",
+        "ec2.ImportSnapshot",
+        "ec2.RegisterImage",
+        "ec2.CreateTags",
+    ] {
+        assert_eq!(count(&counts, write), 0, "{write}: {counts}");
+    }
+
+    // The same file, fixed flags: the arm64 AMI without IMDSv2 is not what is asked for.
+    let fixed = [
+        "--name",
+        "release",
+        "--ami-name",
+        "release",
+        "--arch",
+        "x86_64",
+        "--imdsv2-only",
+    ];
+    standin.reset_requests();
+    let refused = upload(&standin, &first, &fixed);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let line = refused.error_line();
+    assert!(
+        line.contains(&ami)
+            && line.contains("architecture arm64 (asked: x86_64)")
+            && line.contains("IMDS support unset (asked: v2.0)")
+            && line.contains("--force"),
+        "{line}"
+    );
+    assert_eq!(count(&standin.counts(), "ec2.RegisterImage"), 0);
+
+    // --force imports and registers it again as asked; the old AMI and its snapshot go.
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let forced = upload(&standin, &first, &[&fixed[..], &["--force"]].concat()).json();
+    let new_ami = forced["HVM"].as_str().unwrap();
+    assert_ne!(new_ami, ami);
+    let image = ec2
+        .describe_images()
+        .image_ids(new_ami)
+        .send()
+        .await
+        .unwrap();
+    let image = &image.images()[0];
+    assert_eq!(image.architecture().unwrap().as_str(), "x86_64");
+    assert_eq!(image.imds_support().unwrap().as_str(), "v2.0");
+    let gone = ec2.describe_images().image_ids(&ami).send().await;
+    assert!(gone.map(|o| o.images().is_empty()).unwrap_or(true));
+    let named = ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values("release")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.images().len(), 1);
 }
 
 /// The upload's calls carried out but their answers lost, so the SDK retries them:

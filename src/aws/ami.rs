@@ -174,6 +174,88 @@ pub struct FoundImage {
     pub root_snapshot: Option<String>,
     /// The image ended in `failed` or `error` (a copy that did not work out).
     pub failed: bool,
+    pub registered: Registered,
+}
+
+/// What an AMI was registered with, as DescribeImages reports it. `None` where AWS did not
+/// say (a setting that was never made), which is taken as AWS's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registered {
+    pub arch: Option<ArchitectureValues>,
+    pub boot_mode: Option<BootModeValues>,
+    pub imdsv2_only: bool,
+    pub tpm: bool,
+    pub sriov: bool,
+    pub volume_type: Option<Ec2VolumeType>,
+    pub volume_size_gib: Option<i32>,
+}
+
+impl Registered {
+    fn of(image: &aws_sdk_ec2::types::Image) -> Registered {
+        let root = image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == image.root_device_name())
+            .and_then(|m| m.ebs());
+        Registered {
+            arch: image.architecture().cloned(),
+            boot_mode: image.boot_mode().cloned(),
+            imdsv2_only: image.imds_support() == Some(&ImdsSupportValues::V20),
+            tpm: image.tpm_support() == Some(&TpmSupportValues::V20),
+            sriov: image.sriov_net_support() == Some("simple"),
+            volume_type: root.and_then(|e| e.volume_type()).cloned(),
+            volume_size_gib: root.and_then(|e| e.volume_size()),
+        }
+    }
+
+    /// How the AMI differs from one `want` would register: each setting as it is and as
+    /// asked. Empty: it is the image asked for.
+    pub fn differences(&self, want: &RegisterSettings) -> Vec<String> {
+        let mut out = vec![];
+        let mut differ = |what: &str, is: String, asked: String| {
+            if is != asked {
+                out.push(format!("{what} {is} (asked: {asked})"));
+            }
+        };
+        let shown = |v: Option<&str>| v.unwrap_or("unset").to_string();
+        differ(
+            "architecture",
+            shown(self.arch.as_ref().map(|a| a.as_str())),
+            want.arch.ec2().as_str().to_string(),
+        );
+        // An AMI registered without a boot mode boots AWS's default for its architecture.
+        if let Some(mode) = &self.boot_mode {
+            differ(
+                "boot mode",
+                mode.as_str().into(),
+                want.boot_mode.ec2().as_str().into(),
+            );
+        }
+        let on = |b: bool| if b { "v2.0" } else { "unset" }.to_string();
+        differ("IMDS support", on(self.imdsv2_only), on(want.imdsv2_only));
+        differ("TPM support", on(self.tpm), on(want.tpm.is_some()));
+        let sriov = |b: bool| if b { "simple" } else { "unset" }.to_string();
+        differ(
+            "SR-IOV support",
+            sriov(self.sriov),
+            sriov(want.sriov == SriovNetSupport::Simple),
+        );
+        if let Some(kind) = &self.volume_type {
+            differ(
+                "root volume type",
+                kind.as_str().into(),
+                want.volume_type.ec2().as_str().into(),
+            );
+        }
+        if let (Some(is), Some(asked)) = (self.volume_size_gib, want.volume_size_gib) {
+            differ(
+                "root volume size",
+                format!("{is} GiB"),
+                format!("{asked} GiB"),
+            );
+        }
+        out
+    }
 }
 
 pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
@@ -200,6 +282,7 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
             image.state(),
             Some(aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error)
         ),
+        registered: Registered::of(image),
     }))
 }
 

@@ -107,6 +107,8 @@ pub enum ResourceKind {
     User,
     ManagedPolicy,
     OidcProvider,
+    /// The identity the preflight simulates: the publisher itself.
+    Principal,
     /// Actions that take no resource-level permissions (`Describe*`, …): `*`.
     Any,
 }
@@ -730,7 +732,7 @@ impl Op {
                 "simulate_principal_policy",
                 &const {
                     [
-                need("iam:SimulatePrincipalPolicy", R::Any, "check before starting that every call this run makes is allowed (--preflight)"),
+                need("iam:SimulatePrincipalPolicy", R::Principal, "check before starting that every call this run makes is allowed (--preflight)"),
             ]
                 },
             ),
@@ -1128,7 +1130,8 @@ impl Call {
                 continue;
             }
             let arn = match need.resource {
-                ResourceKind::Any => Some("*".to_string()),
+                // The caller itself, whose ARN the check step does not know.
+                ResourceKind::Any | ResourceKind::Principal => Some("*".to_string()),
                 ResourceKind::ImportSnapshotTask => Some(arns.import_task(&self.region, "*")),
                 kind => self
                     .resources

@@ -266,6 +266,30 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
     }
 }
 
+/// `fix` with the sharing this run does: a policy shares snapshots only with the accounts
+/// it names (`--share-with`), and with everyone only with `--public`.
+fn with_sharing(fix: &str, calls: &[Call]) -> String {
+    let mut accounts: Vec<&str> = vec![];
+    let mut public = false;
+    for (key, values) in calls.iter().flat_map(|c| &c.context) {
+        match *key {
+            "ec2:Add/userId" => accounts.extend(values.iter().map(String::as_str)),
+            "ec2:Add/group" => public = true,
+            _ => {}
+        }
+    }
+    accounts.sort();
+    accounts.dedup();
+    let mut line = fix.to_string();
+    if public && !line.contains("--public") {
+        line.push_str(" --public");
+    }
+    if !accounts.is_empty() && !line.contains("--share-with") {
+        line.push_str(&format!(" --share-with {}", accounts.join(",")));
+    }
+    line
+}
+
 /// The preflight. `fix` is the `imgpub aws policy …` line that grants what a command needs.
 pub async fn run(
     ctx: &AwsContext,
@@ -345,6 +369,7 @@ pub async fn run(
         .iter()
         .map(|d| format!("{} on {}", d.action, d.resource))
         .collect();
+    let fix = with_sharing(fix, calls);
     Err(Error::failed(
         "permission preflight",
         ErrorKind::AccessDenied,
@@ -388,6 +413,27 @@ mod tests {
                 Principal::NotSimulable(not.into())
             );
         }
+    }
+
+    #[test]
+    fn the_fix_line_names_the_sharing_the_run_does() {
+        let mut share = Call::new(Op::Ec2ModifySnapshotAttribute, "eu-west-1", vec![]);
+        share.context = vec![
+            (
+                "ec2:Add/userId",
+                vec!["222233334444".into(), "111122223333".into()],
+            ),
+            ("ec2:Add/group", vec!["all".into()]),
+        ];
+        let calls = [share, Call::new(Op::Ec2DescribeImages, "eu-west-1", vec![])];
+        assert_eq!(
+            with_sharing("imgpub aws policy --for copy", &calls),
+            "imgpub aws policy --for copy --public --share-with 111122223333,222233334444"
+        );
+        assert_eq!(
+            with_sharing("imgpub aws policy --for copy", &calls[1..]),
+            "imgpub aws policy --for copy"
+        );
     }
 
     #[test]

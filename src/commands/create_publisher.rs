@@ -100,14 +100,15 @@ pub fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
     }
     let principal = match (&opts.trust_principal, &opts.trust_account) {
         (Some(_), Some(_)) => return bad("pass --trust-principal or --trust-account, not both"),
-        (Some(arn), None) if arn.starts_with("arn:") => Some(Trusted::Arn(arn.clone())),
-        (Some(arn), None) => {
-            return Err(Error::Invalid(format!(
-                "--trust-principal {arn:?} is not an ARN; use arn:PARTITION:iam::ACCOUNT:root (or a user or role ARN)"
-            )))
-        }
+        (Some(arn), None) => Some(Trusted::Arn(policy::principal_arn(
+            "--trust-principal",
+            arn,
+        )?)),
         (None, Some(account)) => {
-            crate::aws::ami::validate_account_ids("--trust-account", std::slice::from_ref(account))?;
+            crate::aws::ami::validate_account_ids(
+                "--trust-account",
+                std::slice::from_ref(account),
+            )?;
             Some(Trusted::Account(account.clone()))
         }
         (None, None) => None,
@@ -233,12 +234,22 @@ fn random_id() -> Result<String> {
 pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> Result<Plan> {
     let trust = validate(opts)?;
     let caller = Some((identity.partition.clone(), identity.account.clone()));
-    let scope = policy::scope(&opts.policy, caller, Some(&c.region))?;
-    let document = policy::build(&scope).document;
     let arns = Arns {
         partition: identity.partition.clone(),
         account: Some(identity.account.clone()),
     };
+    // The preflight's simulation is granted on the publisher itself, not every principal.
+    let principal = match (&opts.role, &opts.user) {
+        (Some(role), _) => Some(arns.role(role)),
+        (None, Some(user)) => Some(arns.user(user)),
+        (None, None) => None,
+    };
+    let for_publisher = PolicyOptions {
+        principal,
+        ..opts.policy.clone()
+    };
+    let scope = policy::scope(&for_publisher, caller, Some(&c.region))?;
+    let document = policy::build(&scope).document;
     if let (Some(name), Some(choice)) = (&opts.role, trust) {
         let state = iam::read_role(&c.iam, name, ROLE_POLICY).await?;
         let (trust, generated, create_provider) = match choice {
@@ -832,5 +843,26 @@ mod tests {
             assert_eq!(validate(&bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
         assert_eq!(random_id().unwrap().len(), 32);
+        for good in [
+            "arn:aws:iam::111122223333:root",
+            "arn:aws-cn:iam::111122223333:role/ci/publisher",
+            "arn:aws:iam::111122223333:user/ci",
+        ] {
+            assert_eq!(
+                policy::principal_arn("--trust-principal", good).unwrap(),
+                good
+            );
+        }
+        for bad in [
+            "arn:",
+            "arn:aws:iam::*:root",
+            "arn:aws:iam::111122223333:role/*",
+            "arn:aws:sts::111122223333:assumed-role/x/y",
+            "arn:aws:iam:us-east-1:111122223333:root",
+            "arn:aws:iam::111122223333:group/admins",
+        ] {
+            let err = policy::principal_arn("--trust-principal", bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
     }
 }

@@ -82,6 +82,9 @@ pub struct PolicyOptions {
     pub account: Option<String>,
     /// How `upload` makes its snapshot: S3 and ImportSnapshot, or EBS direct.
     pub via: upload::Via,
+    /// The identity that will hold the policy: the preflight's simulation is granted on it
+    /// alone (else on `*`: every principal's permissions readable).
+    pub principal: Option<String>,
 }
 
 /// Where the policy applies, every part resolved.
@@ -100,6 +103,7 @@ pub struct Scope {
     pub share_with: Vec<String>,
     pub role_name: String,
     pub via: upload::Via,
+    pub principal: Option<String>,
 }
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
@@ -137,7 +141,42 @@ pub fn validate(opts: &PolicyOptions) -> Result<()> {
     if let Some(account) = &opts.account {
         crate::aws::ami::validate_account_ids("--account", std::slice::from_ref(account))?;
     }
+    if let Some(arn) = &opts.principal {
+        principal_arn("--principal", arn)?;
+    }
     crate::aws::iam::validate_role_name(&opts.role_name)
+}
+
+/// An IAM principal ARN, parsed: `arn:PARTITION:iam::ACCOUNT:root`, `…:user/NAME` or
+/// `…:role/NAME` (paths allowed), with no wildcard (it names one principal).
+pub fn principal_arn(flag: &str, arn: &str) -> Result<String> {
+    let bad = || {
+        Error::Invalid(format!(
+            "{flag} {arn:?} is not an IAM principal ARN; use arn:aws:iam::ACCOUNT:root, arn:aws:iam::ACCOUNT:role/NAME or arn:aws:iam::ACCOUNT:user/NAME"
+        ))
+    };
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return Err(bad());
+    };
+    let partition_ok = partition == "aws" || partition.starts_with("aws-");
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let name_ok = |rest: &str| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+    };
+    let resource_ok = resource == "root"
+        || resource.strip_prefix("role/").is_some_and(name_ok)
+        || resource.strip_prefix("user/").is_some_and(name_ok);
+    let ok = prefix == "arn"
+        && partition_ok
+        && service == "iam"
+        && region.is_empty()
+        && account_ok
+        && resource_ok;
+    ok.then(|| arn.to_string()).ok_or_else(bad)
 }
 
 /// Checks the flags; `caller` is the partition and account of working credentials, if any,
@@ -244,6 +283,7 @@ pub fn scope(
         share_with: opts.share_with.clone(),
         role_name: opts.role_name.clone(),
         via: opts.via,
+        principal: opts.principal.clone(),
     })
 }
 
@@ -319,6 +359,7 @@ impl Scope {
             ResourceKind::OidcProvider => {
                 vec![a.oidc_provider(crate::aws::publisher::GITHUB_ISSUER)]
             }
+            ResourceKind::Principal => vec![self.principal.clone().unwrap_or_else(|| "*".into())],
             ResourceKind::Any => vec!["*".to_string()],
         }
     }
@@ -460,6 +501,7 @@ fn statement_key(
         (ResourceKind::ManagedPolicy, ..) => (12, "PublisherPolicies"),
         (ResourceKind::OidcProvider, ..) => (13, "OidcProvider"),
         (ResourceKind::Any, ..) => (9, "ReadOnlyOrUnscopable"),
+        (ResourceKind::Principal, ..) => (10, "Preflight"),
     };
     (order, sid, kind)
 }
@@ -485,13 +527,18 @@ fn condition(scope: &Scope, sid: &str) -> Option<Value> {
                 // No `all` unless asked for: the key must be absent.
                 c.insert("Null".into(), json!({"ec2:Add/group": "true"}));
             }
-            if !scope.share_with.is_empty() {
+            if scope.share_with.is_empty() {
+                // No account either unless named: without this, any snapshot the statement
+                // covers could be shared with any account.
+                let null = c.entry("Null").or_insert_with(|| json!({}));
+                null["ec2:Add/userId"] = json!("true");
+            } else {
                 c.insert(
                     "ForAllValues:StringEquals".into(),
                     json!({"ec2:Add/userId": scope.share_with}),
                 );
             }
-            (!c.is_empty()).then_some(Value::Object(c))
+            Some(Value::Object(c))
         }
         "ReadOnlyOrUnscopable" if !scope.regions.is_empty() => {
             // A copy reads its source in the source region as well as the targets.
@@ -659,14 +706,41 @@ mod tests {
         assert!(text.contains("\"arn:aws:s3:::images/p/*\""), "{text}");
         assert!(text.contains("\"arn:aws:s3:::images\""), "{text}");
         assert!(text.contains("arn:aws:ec2:*::image/*"), "{text}");
-        // Without --public no snapshot may be shared with everyone.
+        // Without --public and --share-with no snapshot may be shared with anyone.
         assert!(
-            text.contains("\"Null\":{\"ec2:Add/group\":\"true\"}"),
+            text.contains("\"Null\":{\"ec2:Add/group\":\"true\",\"ec2:Add/userId\":\"true\"}"),
             "{text}"
         );
         assert!(size_warnings(&policy.document)
             .iter()
             .all(|w| !w.contains("role")));
+    }
+
+    #[test]
+    fn the_preflight_is_granted_on_the_publisher_alone_when_named() {
+        let preflight = |principal: Option<&str>| {
+            let o = PolicyOptions {
+                account: Some("123456789012".into()),
+                principal: principal.map(str::to_owned),
+                ..opts(&[For::Upload])
+            };
+            let doc = build(&scope(&o, None, None).unwrap()).document;
+            doc["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == "Preflight")
+                .unwrap()["Resource"]
+                .clone()
+        };
+        let role = "arn:aws:iam::123456789012:role/ci-publisher";
+        assert_eq!(preflight(Some(role)), json!([role]));
+        assert_eq!(preflight(None), json!(["*"]));
+        let o = PolicyOptions {
+            principal: Some("arn:aws:iam::123456789012:role/*".into()),
+            ..opts(&[For::Upload])
+        };
+        assert_eq!(validate(&o).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -508,8 +508,20 @@ fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<String> {
             "--uefi-data {shown} needs a UEFI boot mode; use --boot-mode uefi"
         )));
     }
-    let text = std::fs::read_to_string(path)
+    // Read no more than a store AWS could take (with room for line breaks): a wrong path
+    // (an image, /dev/zero) fails at once instead of filling memory.
+    let limit = 2 * UEFI_DATA_MAX as u64;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_string(&mut std::io::Read::take(f, limit + 1), &mut text)
+        })
         .map_err(|e| Error::io(format!("reading --uefi-data {shown}"), e))?;
+    if text.len() as u64 > limit {
+        return Err(Error::Invalid(format!(
+            "--uefi-data {shown} is over {limit} bytes; AWS takes at most {UEFI_DATA_MAX} bytes of base64: give the variable store `uefivars -O aws` writes"
+        )));
+    }
     let data: String = text.split_whitespace().collect();
     let decoded = base64::engine::general_purpose::STANDARD.decode(&data);
     match decoded {
@@ -612,7 +624,7 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     if let (Some(SnapshotStep::Use(id)), Source::File { path, info, .. }) =
         (&found_snapshot, &local.source)
     {
-        warn_if_another_image(c, &local.name, id, path, info.file_size).await;
+        refuse_another_image(c, &local.name, id, path, info.file_size).await?;
     }
     let snapshot = match found_snapshot {
         Some(step) => step,
@@ -629,10 +641,27 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     let image = match (&local.register, existing_image) {
         (None, _) => ImageStep::None,
         (Some(_), None) => ImageStep::Register,
-        (Some(_), Some(found))
+        (Some(reg), Some(found))
             if matches!(&snapshot, SnapshotStep::Use(id) if found.root_snapshot.as_ref() == Some(id)) =>
         {
-            ImageStep::Reuse(found.image_id)
+            // The same disk, but registered otherwise: returning it would hand back an
+            // image other than the one asked for.
+            match found.registered.differences(reg) {
+                differences if differences.is_empty() => ImageStep::Reuse(found.image_id),
+                // Registered again from the same snapshot, which stays.
+                _ if local.force => ImageStep::Replace(ami::FoundImage {
+                    root_snapshot: None,
+                    ..found
+                }),
+                differences => {
+                    return Err(Error::Invalid(format!(
+                        "AMI {} named {} was registered from this image, but otherwise: {}; pass --force to register it again as asked (the old AMI is deregistered), or choose another --ami-name",
+                        found.image_id,
+                        reg.name,
+                        differences.join(", ")
+                    )))
+                }
+            }
         }
         (Some(_), Some(found)) if local.force => ImageStep::Replace(found),
         (Some(reg), Some(found)) => {
@@ -652,18 +681,27 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     })
 }
 
-/// A snapshot found by name is reused, as ore does, even when it was made from another
-/// image; say so when the import task shows that (its image had another size).
-async fn warn_if_another_image(c: &Clients, name: &str, snapshot: &str, path: &Path, size: u64) {
+/// A snapshot found by name is reused, as ore does; but not one made from another image
+/// (its import task shows another size), which would publish an image not asked for.
+async fn refuse_another_image(
+    c: &Clients,
+    name: &str,
+    snapshot: &str,
+    path: &Path,
+    size: u64,
+) -> Result<()> {
     match import::imported_image_size(&c.ec2, name, snapshot).await {
-        Ok(Some(imported)) if imported != size => tracing::warn!(
-            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; reusing the snapshot as ore would (pass --force to import {} instead, or choose another --name)",
+        Ok(Some(imported)) if imported != size => Err(Error::Invalid(format!(
+            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; pass --force to import {} instead, or choose another --name",
             path.display(),
             path.display()
-        ),
-        Ok(_) => {}
-        // Only a warning hangs on it.
-        Err(e) => tracing::debug!("could not read the import task of {snapshot}: {e}"),
+        ))),
+        Ok(_) => Ok(()),
+        // The task may have aged out of AWS's list: the size cannot be compared.
+        Err(e) => {
+            tracing::debug!("could not read the import task of {snapshot}: {e}");
+            Ok(())
+        }
     }
 }
 

@@ -1243,7 +1243,9 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             return [(f"ec2:{action}", ec2("image", first("ImageId")), ctx)]
         if action in by_snapshot:
             if action == "ModifySnapshotAttribute":
-                add_users = _form_list(form, "CreateVolumePermission.Add") and [
+                # The accounts and groups a request adds (Service Authorization Reference,
+                # EC2: ec2:Add/userId and ec2:Add/group on ModifySnapshotAttribute).
+                add_users = [
                     v for k, v in ((k, v[0]) for k, v in form.items())
                     if re.fullmatch(r"CreateVolumePermission\.Add\.\d+\.UserId", k)
                 ]
@@ -1252,7 +1254,7 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                     if re.fullmatch(r"CreateVolumePermission\.Add\.\d+\.Group", k)
                 ]
                 if first("OperationType") == "add":
-                    add_users = (add_users or []) + _form_list(form, "UserId")
+                    add_users += _form_list(form, "UserId")
                     add_groups += _form_list(form, "UserGroup")
                 ctx = dict(ctx)
                 if add_users:

@@ -1343,18 +1343,20 @@ def _tasks_on_their_own(account, images):
 def test_expected_bucket_owner_is_checked(account):
     """A bucket of another account answers a request that names our account as the
     expected owner with 403 AccessDenied (S3 User Guide: bucket owner condition)."""
-    sts = client(account, "sts")
-    other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/squatter",
-                            RoleSessionName="squat")["Credentials"]
-    squatter = boto3.client(
-        "s3", endpoint_url=account, region_name="us-east-1",
-        aws_access_key_id=other["AccessKeyId"],
-        aws_secret_access_key=other["SecretAccessKey"],
-        aws_session_token=other["SessionToken"],
-        config=Config(retries={"total_max_attempts": 1}),
-    )
-    squatter.create_bucket(Bucket="squatted")
-    squatter.put_object(Bucket="squatted", Key="k", Body=b"x")
+    # The other account's role exists only as STS's answer: its requests run unenforced.
+    with unenforced(account):
+        sts = client(account, "sts")
+        other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/squatter",
+                                RoleSessionName="squat")["Credentials"]
+        squatter = boto3.client(
+            "s3", endpoint_url=account, region_name="us-east-1",
+            aws_access_key_id=other["AccessKeyId"],
+            aws_secret_access_key=other["SecretAccessKey"],
+            aws_session_token=other["SessionToken"],
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        squatter.create_bucket(Bucket="squatted")
+        squatter.put_object(Bucket="squatted", Key="k", Body=b"x")
     s3 = client(account, "s3")
     ours = "123456789012"
     for call in (
@@ -1396,3 +1398,28 @@ def test_s3_requests_carry_the_bucket_owners_account(enforcing):
     with pytest.raises(ClientError) as err:
         s3.get_bucket_location(Bucket="someone-elses")
     assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_snapshot_sharing_carries_the_accounts_and_groups_added(enforcing):
+    """ModifySnapshotAttribute is evaluated with ec2:Add/userId and ec2:Add/group, the
+    accounts and groups the request adds (Service Authorization Reference, Amazon EC2)."""
+    with unenforced(enforcing):
+        snap = admin_snapshot(enforcing)
+    as_user, _ = user_with_policy(enforcing, "shares-with-one", [
+        {"Effect": "Allow", "Action": "ec2:ModifySnapshotAttribute",
+         "Resource": "arn:aws:ec2:us-east-1::snapshot/*",
+         "Condition": {"ForAllValues:StringEquals": {"ec2:Add/userId": ["111122223333"]},
+                       "Null": {"ec2:Add/group": "true"}}},
+    ])
+    ec2 = as_user("ec2")
+
+    def share(**add):
+        return ec2.modify_snapshot_attribute(
+            SnapshotId=snap, Attribute="createVolumePermission",
+            CreateVolumePermission={"Add": [add]})
+
+    share(UserId="111122223333")
+    for refused in ({"UserId": "999988887777"}, {"Group": "all"}):
+        with pytest.raises(ClientError) as err:
+            share(**refused)
+        assert err.value.response["Error"]["Code"] == "UnauthorizedOperation", refused
