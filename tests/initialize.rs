@@ -32,7 +32,8 @@ fn import_statement(bucket: &str) -> Value {
     json!({
         "Effect": "Allow",
         "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
-        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")]
+        "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+        "Condition": {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}
     })
 }
 
@@ -154,7 +155,8 @@ async fn eu_west_1_with_export_bucket_kms_and_license_manager() {
         {
             "Effect": "Allow",
             "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:GetBucketAcl"],
-            "Resource": ["arn:aws:s3:::exports-euw1", "arn:aws:s3:::exports-euw1/*"]
+            "Resource": ["arn:aws:s3:::exports-euw1", "arn:aws:s3:::exports-euw1/*"],
+            "Condition": {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}
         },
         ec2_statement(),
         {

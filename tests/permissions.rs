@@ -1640,3 +1640,78 @@ async fn a_publisher_shares_snapshots_only_as_far_as_its_policy_names() {
         [format!("user:{SHARE_WITH}")]
     );
 }
+
+#[tokio::test]
+async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "os-b", &[("stream", "stable")]).await;
+    let iam = standin.iam();
+    let boundary = iam
+        .create_policy()
+        .policy_name("describe-only")
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["ec2:Describe*", "iam:SimulatePrincipalPolicy"], "Resource": "*"}
+            ]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let dir = TempDir::new();
+    let key_file = dir.path().join("ci.credentials");
+    let make = |extra: &[&str]| {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "create-publisher",
+                "--region",
+                REGION,
+                "--user",
+                "ci",
+            ])
+            .arg_path("--key-file", &key_file)
+            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+            .args(extra)
+            .run()
+    };
+    make(&[]).json();
+    let out = make(&["--permissions-boundary", &boundary]).json();
+    assert_eq!(out["changed"], json!(["permissions-boundary"]), "{out}");
+    let user = iam.get_user().user_name("ci").send().await.unwrap();
+    let held = user
+        .user()
+        .unwrap()
+        .permissions_boundary()
+        .and_then(|b| b.permissions_boundary_arn())
+        .map(str::to_owned);
+    assert_eq!(held, Some(boundary.clone()));
+    let again = make(&["--permissions-boundary", &boundary]).json();
+    assert_eq!(again["changed"], json!([]), "{again}");
+
+    // The boundary holds: the publisher's own policy allows PutParameter, the boundary not.
+    enforce_iam(&standin);
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string();
+    let run = standin
+        .imgpub()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .secret(&secret)
+        .args(["aws", "publish-ssm", "--region", REGION, "--image", &ami])
+        .args(["--parameter", "/os/{tag:stream}/latest"])
+        .arg_path("--credentials-file", &key_file)
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.error_line().contains("ssm:"), "{}", run.stderr);
+}

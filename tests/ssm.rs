@@ -1,5 +1,5 @@
 //! `imgpub aws publish-ssm` against the stand-in: parameters written in three regions and read
-//! back through SSM; the refusals (private AMI under /aws/, a different value without
+//! back through SSM; the refusals (a name AWS reserves, a different value without
 //! --overwrite) write nothing; throttling is retried.
 
 mod common;
@@ -134,35 +134,34 @@ async fn parameters_in_three_regions_then_reruns_change_nothing() {
     assert_eq!(statuses.iter().filter(|s| *s == "created").count(), 3);
 }
 
+/// Names AWS reserves (PutParameter API reference: "A parameter name can't be prefixed with
+/// "aws" or "ssm" (case-insensitive)"), `/aws/…` included, are refused before any write.
 #[tokio::test]
-async fn a_private_ami_is_not_published_under_aws() {
+async fn reserved_parameter_names_are_refused_before_any_write() {
     let standin = Standin::start();
     let images = release(&standin, "os-2.0").await;
-    // Public in two regions, private in the third.
     for (region, ami) in &images[..2] {
         common::make_public(&standin, region, ami).await;
     }
-    standin.reset_requests();
-    let mut cmd = standin
-        .imgpub()
-        .args(["aws", "publish-ssm", "--region", REGIONS[0]]);
-    for (region, ami) in &images {
-        cmd = cmd.args(["--image", &format!("{region}={ami}")]);
+    for template in [
+        "/aws/service/os/{arch}/latest",
+        "/SSM/os/latest",
+        "awsome-{arch}",
+    ] {
+        standin.reset_requests();
+        let mut cmd = standin
+            .imgpub()
+            .args(["aws", "publish-ssm", "--region", REGIONS[0]]);
+        for (region, ami) in &images {
+            cmd = cmd.args(["--image", &format!("{region}={ami}")]);
+        }
+        let run = cmd.args(["--parameter", template]).run();
+        assert_eq!(run.code, 2, "{template}: {}", run.stderr);
+        let err = run.error_line();
+        assert!(err.contains("may not begin with aws or ssm"), "{err}");
+        let counts = standin.counts();
+        assert!(counts.get("ssm.PutParameter").is_none(), "{counts}");
     }
-    let run = cmd
-        .args(["--parameter", "/aws/service/os/{arch}/latest"])
-        .run();
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    let err = run.error_line();
-    assert!(
-        err.contains(&format!(
-            "refusing to point /aws/service/os/x86_64/latest in ap-southeast-2 at {}",
-            images[2].1
-        )) && err.contains("the AMI is private"),
-        "{err}"
-    );
-    let counts = standin.counts();
-    assert!(counts.get("ssm.PutParameter").is_none(), "{counts}");
 }
 
 #[tokio::test]

@@ -75,6 +75,7 @@ pub enum Op {
     IamListUserPolicies,
     IamListGroupsForUser,
     IamTagUser,
+    IamPutUserPermissionsBoundary,
     IamUpdateAccessKey,
     IamDeleteAccessKey,
     IamGetPolicy,
@@ -200,6 +201,7 @@ impl Op {
         Op::IamListUserPolicies,
         Op::IamListGroupsForUser,
         Op::IamTagUser,
+        Op::IamPutUserPermissionsBoundary,
         Op::IamUpdateAccessKey,
         Op::IamDeleteAccessKey,
         Op::IamGetPolicy,
@@ -855,6 +857,18 @@ impl Op {
                         "iam:TagUser",
                         R::User,
                         "mark the publisher user as imgpub's (at creation, or when adopted)",
+                    )]
+                },
+            ),
+            Op::IamPutUserPermissionsBoundary => (
+                Iam,
+                "PutUserPermissionsBoundary",
+                "put_user_permissions_boundary",
+                &const {
+                    [need(
+                        "iam:PutUserPermissionsBoundary",
+                        R::User,
+                        "put --permissions-boundary on a publisher user that exists",
                     )]
                 },
             ),

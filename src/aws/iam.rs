@@ -88,10 +88,14 @@ pub fn role_policy(spec: &RoleSpec) -> Value {
             })
             .collect()
     };
+    // S3 ARNs carry no account and bucket names are global: only buckets of this account,
+    // so the role never reads (or writes) a bucket of the same name someone else made.
+    let own_account = json!({"StringEquals": {"s3:ResourceAccount": spec.account}});
     let mut statements = vec![json!({
         "Effect": "Allow",
         "Action": IMPORT_ACTIONS,
         "Resource": s3_arns(&spec.import_buckets),
+        "Condition": own_account,
     })];
     if let Some(export) = &spec.export_bucket {
         statements.push(json!({
@@ -101,6 +105,7 @@ pub fn role_policy(spec: &RoleSpec) -> Value {
                 "s3:PutObject", "s3:GetBucketAcl"
             ],
             "Resource": s3_arns(std::slice::from_ref(export)),
+            "Condition": own_account,
         }));
     }
     statements.push(json!({
@@ -145,18 +150,23 @@ fn statements(doc: &Value) -> Vec<Value> {
 }
 
 /// The buckets an import statement of ours grants: one that allows exactly
-/// [`IMPORT_ACTIONS`] on buckets and their objects, without conditions.
-fn import_buckets(statement: &Value, partition: &str) -> Option<Vec<String>> {
+/// [`IMPORT_ACTIONS`] on buckets and their objects, limited to this account's buckets, or
+/// without conditions (as earlier imgpub and ore wrote it).
+fn import_buckets(statement: &Value, spec: &RoleSpec) -> Option<Vec<String>> {
     let norm = normalize_policy(statement);
     let mut want: Vec<Value> = IMPORT_ACTIONS.iter().map(|a| json!(a)).collect();
     want.sort_by_key(|v| v.to_string());
-    if norm["Effect"] != "Allow"
-        || norm["Action"] != Value::Array(want)
-        || norm.get("Condition").is_some()
-    {
+    let own_account = normalize_policy(&json!({
+        "Condition": {"StringEquals": {"s3:ResourceAccount": spec.account}}
+    }));
+    let condition_ours = match norm.get("Condition") {
+        None => true,
+        Some(c) => *c == own_account["Condition"],
+    };
+    if norm["Effect"] != "Allow" || norm["Action"] != Value::Array(want) || !condition_ours {
         return None;
     }
-    let prefix = format!("arn:{partition}:s3:::");
+    let prefix = format!("arn:{}:s3:::", spec.partition);
     let mut buckets = vec![];
     for arn in norm["Resource"].as_array()? {
         let rest = arn.as_str()?.strip_prefix(&prefix)?;
@@ -194,7 +204,7 @@ pub fn merge_role_policy(spec: &RoleSpec, current: Option<&Value>) -> (Value, Ve
         .into_iter()
         .enumerate()
     {
-        if let Some(found) = import_buckets(&statement, &spec.partition) {
+        if let Some(found) = import_buckets(&statement, spec) {
             buckets.extend(found);
         } else if !ours_normalized.contains(&normalize_policy(&statement)) {
             kept_names.push(
@@ -476,7 +486,7 @@ fn plan_ore_layout(spec: &RoleSpec, others: &[(String, Value)]) -> (String, Valu
     let theirs: Vec<Value> = others.iter().flat_map(|(_, doc)| statements(doc)).collect();
     let granted_buckets: Vec<String> = theirs
         .iter()
-        .filter_map(|st| import_buckets(st, &spec.partition))
+        .filter_map(|st| import_buckets(st, spec))
         .flatten()
         .collect();
     let theirs_normalized: Vec<Value> = theirs.iter().map(normalize_policy).collect();
@@ -487,7 +497,7 @@ fn plan_ore_layout(spec: &RoleSpec, others: &[(String, Value)]) -> (String, Valu
         .all(|b| granted_buckets.contains(b))
         && statements(&policy)
             .iter()
-            .filter(|st| import_buckets(st, &spec.partition).is_none())
+            .filter(|st| import_buckets(st, spec).is_none())
             .all(|st| theirs_normalized.contains(&normalize_policy(st)));
     let name = spec
         .import_buckets

@@ -149,6 +149,8 @@ pub struct UserState {
     pub arn: Option<String>,
     /// `None`: no publisher tag (or no user).
     pub origin: Option<Origin>,
+    /// The permissions boundary's ARN, if the user has one.
+    pub boundary: Option<String>,
     /// The managed policy's default document, and its versions (id, is default).
     pub policy: Option<(String, Vec<(String, bool)>)>,
     pub attached: bool,
@@ -176,6 +178,7 @@ pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<Use
         return Ok(UserState {
             arn: None,
             origin: None,
+            boundary: None,
             policy,
             attached: false,
             others: vec![],
@@ -229,6 +232,10 @@ pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<Use
     Ok(UserState {
         arn: Some(user.arn().to_string()),
         origin: Origin::from_tags(user.tags().iter().map(|t| (t.key(), t.value()))),
+        boundary: user
+            .permissions_boundary()
+            .and_then(|b| b.permissions_boundary_arn())
+            .map(str::to_owned),
         policy,
         attached: attached
             .attached_policies()
@@ -428,6 +435,23 @@ pub async fn create_user(iam: &Client, name: &str, boundary: Option<&str>) -> Re
         .ok_or_else(|| Error::missing(Op::IamCreateUser, "User"))?
         .arn()
         .to_string())
+}
+
+/// Puts (or replaces) an existing user's permissions boundary.
+pub async fn put_user_boundary(iam: &Client, user: &str, boundary: &str) -> Result<()> {
+    iam.put_user_permissions_boundary()
+        .user_name(user)
+        .permissions_boundary(boundary)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::IamPutUserPermissionsBoundary,
+                format!("setting the permissions boundary of IAM user {user}"),
+                e,
+            )
+        })?;
+    Ok(())
 }
 
 pub async fn attach_user_policy(iam: &Client, user: &str, policy_arn: &str) -> Result<()> {

@@ -1,9 +1,9 @@
 //! SSM parameters that point at published AMIs (`DataType aws:ec2:image`), so users launch
 //! `resolve:ssm:/os/stable/x86_64/latest` instead of tracking AMI ids per region.
 //!
-//! Everything is checked before the first write: the template, each AMI (it must be
-//! available, and public when the parameter is under `/aws/`, where everyone reads it), and
-//! each parameter's current value (a different one is only replaced with `--overwrite`).
+//! Everything is checked before the first write: the template (and each name it gives),
+//! each AMI (it must be available), and each parameter's current value (a different one is
+//! only replaced with `--overwrite`).
 
 use std::time::Duration;
 
@@ -140,17 +140,18 @@ fn validate_parameter_name(name: &str) -> std::result::Result<(), String> {
     if name.matches('/').count() > 15 {
         return Err("more than 15 levels".into());
     }
+    // "A parameter name can't be prefixed with "aws" or "ssm" (case-insensitive)"
+    // (PutParameter API reference); for a path that is its first segment (`/aws/…` is
+    // AWS's public namespace, refused as a reserved name).
     let lower = name.to_ascii_lowercase();
     let first = lower.trim_start_matches('/');
-    if first.starts_with("ssm") || (!name.starts_with('/') && first.starts_with("aws")) {
-        return Err("names may not begin with aws or ssm".into());
+    if first.starts_with("ssm") || first.starts_with("aws") {
+        return Err(
+            "names may not begin with aws or ssm, with or without a leading / (AWS reserves them)"
+                .into(),
+        );
     }
     Ok(())
-}
-
-/// Whether everyone can read the parameter: AWS's public namespace.
-fn is_public_namespace(name: &str) -> bool {
-    name.to_ascii_lowercase().starts_with("/aws/")
 }
 
 /// What the templates need to know about an AMI.
@@ -160,7 +161,6 @@ pub struct ImageFacts {
     pub image_id: String,
     pub name: String,
     pub arch: String,
-    pub public: bool,
     pub tags: Vec<(String, String)>,
 }
 
@@ -184,7 +184,6 @@ pub async fn describe(ec2: &aws_sdk_ec2::Client, image: &RegionalImage) -> Resul
             .ok_or_else(|| missing("Architecture"))?
             .as_str()
             .to_string(),
-        public: found.public() == Some(true),
         tags: found
             .tags()
             .iter()
@@ -203,8 +202,8 @@ pub struct Planned {
     pub current: Option<String>,
 }
 
-/// Renders every template for one AMI and checks each parameter: public AMIs only under
-/// `/aws/`, and a different current value only with `overwrite`.
+/// Renders every template for one AMI and checks each parameter: a different current value
+/// only with `overwrite`.
 pub async fn plan(
     ssm: &aws_sdk_ssm::Client,
     image: &ImageFacts,
@@ -214,12 +213,6 @@ pub async fn plan(
     let mut planned = vec![];
     for template in templates {
         let parameter = template.render(image)?;
-        if is_public_namespace(&parameter) && !image.public {
-            return Err(Error::Invalid(format!(
-                "refusing to point {parameter} in {} at {}: parameters under /aws/ are read by everyone, and the AMI is private; make it public first (imgpub aws grant --public)",
-                image.region, image.image_id
-            )));
-        }
         let current = read(ssm, &parameter, &image.region)
             .await?
             .map(|(value, _)| value);
@@ -401,7 +394,6 @@ mod tests {
             image_id: "ami-0123".into(),
             name: "os-1.0".into(),
             arch: "x86_64".into(),
-            public: false,
             tags: vec![("stream".into(), "stable".into())],
         }
     }
@@ -427,15 +419,16 @@ mod tests {
 
     #[test]
     fn parameter_names() {
-        validate_parameter_name("/aws/service/os/stable").unwrap();
+        assert!(validate_parameter_name("/aws/service/os/stable").is_err());
         validate_parameter_name("os-latest").unwrap();
         assert!(validate_parameter_name("os latest").is_err());
         assert!(validate_parameter_name("os/latest").is_err());
         assert!(validate_parameter_name("/ssm/x").is_err());
         assert!(validate_parameter_name("awsthing").is_err());
         assert!(validate_parameter_name("/a//b").is_err());
-        assert!(is_public_namespace("/AWS/service/x"));
-        assert!(!is_public_namespace("/awsome/x"));
+        assert!(validate_parameter_name("/AWS/service/x").is_err());
+        assert!(validate_parameter_name("/awsome/x").is_err());
+        assert!(validate_parameter_name("/os/aws").is_ok());
     }
 
     #[test]

@@ -17,6 +17,22 @@ pub fn parse(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `KEY=VALUE` arguments of `flag` as tags to put on a resource: as [`parse`], and no key
+/// in AWS's reserved `aws:` prefix ("The aws: prefix is reserved for AWS use", EC2 User
+/// Guide, tag restrictions), which EC2 would refuse after the image was made.
+pub fn parse_to_set(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
+    let tags = parse(flag, args)?;
+    match tags
+        .iter()
+        .find(|(k, _)| k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")))
+    {
+        Some((key, _)) => Err(Error::Invalid(format!(
+            "{flag}: the tag key {key:?} is in the aws: prefix, which AWS reserves for its own tags; choose another key"
+        ))),
+        None => Ok(tags),
+    }
+}
+
 /// The pairs as EC2 tags.
 pub fn to_ec2(tags: &[(String, String)]) -> Vec<Tag> {
     tags.iter()
@@ -58,5 +74,10 @@ mod tests {
         let err = parse("--tag", &["=v".into()]).unwrap_err().to_string();
         assert_eq!(err, "--tag \"=v\" is not key=value");
         assert!(parse("--tags", &["novalue".into()]).is_err());
+        let err = parse_to_set("--tags", &["AWS:owner=x".into()]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(parse_to_set("--tags", &["awsome=x".into()]).is_ok());
+        // Selecting by an AWS tag is fine.
+        assert!(parse("--tag", &["aws:cloudformation:stack-name=x".into()]).is_ok());
     }
 }

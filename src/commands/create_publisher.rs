@@ -190,6 +190,9 @@ pub enum Plan {
         new_key: bool,
         key_file: Option<PathBuf>,
         boundary: Option<String>,
+        /// What `boundary` needs: set at creation, already there, or put on the user
+        /// that exists; `None` when no boundary was asked for.
+        boundary_outcome: Option<Outcome>,
         document: Value,
         /// An existing user without the publisher tag, taken over (`--adopt`).
         adopt: bool,
@@ -387,6 +390,14 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
         true => state.access_keys.iter().map(|k| k.id.clone()).collect(),
         false => vec![],
     };
+    let boundary_outcome =
+        opts.permissions_boundary
+            .as_ref()
+            .map(|want| match (&state.arn, &state.boundary) {
+                (None, _) => Outcome::Created,
+                (Some(_), Some(have)) if have == want => Outcome::AlreadyFine,
+                (Some(_), _) => Outcome::Repaired,
+            });
     Ok(Plan::User {
         name,
         policy_name,
@@ -395,6 +406,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
         policy,
         new_key,
         key_file: opts.key_file.clone(),
+        boundary_outcome,
         boundary: opts.permissions_boundary.clone(),
         document,
         adopt,
@@ -447,6 +459,7 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
             adopt,
             old_keys,
             delete_old_key,
+            boundary_outcome,
             ..
         } => {
             if state.arn.is_none() {
@@ -454,6 +467,9 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
             }
             if state.arn.is_none() || *adopt {
                 calls.push(Call::new(Op::IamTagUser, region, vec![]));
+            }
+            if *boundary_outcome == Some(Outcome::Repaired) {
+                calls.push(Call::new(Op::IamPutUserPermissionsBoundary, region, vec![]));
             }
             match policy {
                 Outcome::Created => calls.push(Call::new(Op::IamCreatePolicy, region, vec![])),
@@ -508,6 +524,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::IamListUserPolicies,
     Op::IamListGroupsForUser,
     Op::IamTagUser,
+    Op::IamPutUserPermissionsBoundary,
     Op::IamUpdateAccessKey,
     Op::IamDeleteAccessKey,
 ];
@@ -706,6 +723,7 @@ async fn user_and_policy(
         state,
         policy,
         boundary,
+        boundary_outcome,
         document,
         adopt,
         ..
@@ -723,6 +741,10 @@ async fn user_and_policy(
     if *adopt {
         publisher::tag_user(&c.iam, name, Origin::Adopted).await?;
         changed.push("adopted");
+    }
+    if let (Some(Outcome::Repaired), Some(arn)) = (boundary_outcome, boundary) {
+        publisher::put_user_boundary(&c.iam, name, arn).await?;
+        changed.push("permissions-boundary");
     }
     if *policy != Outcome::AlreadyFine {
         let current = state.policy.as_ref();

@@ -240,7 +240,7 @@ fn file_name(path: &std::path::Path) -> Result<String> {
 /// Checks everything that can be checked without AWS, including the image itself.
 /// Blocking file reads: call it off the async runtime.
 pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
-    let tags = tags::parse("--tags", &opts.tags)?;
+    let tags = tags::parse_to_set("--tags", &opts.tags)?;
     ami::validate_account_ids("--grant-user", &opts.grant_user)?;
     ami::validate_account_ids("--grant-user-snapshot", &opts.grant_user_snapshot)?;
 
@@ -511,17 +511,22 @@ fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<String> {
     // Read no more than a store AWS could take (with room for line breaks): a wrong path
     // (an image, /dev/zero) fails at once instead of filling memory.
     let limit = 2 * UEFI_DATA_MAX as u64;
-    let mut text = String::new();
+    let mut bytes = vec![];
     std::fs::File::open(path)
         .and_then(|f| {
-            std::io::Read::read_to_string(&mut std::io::Read::take(f, limit + 1), &mut text)
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut bytes)
         })
         .map_err(|e| Error::io(format!("reading --uefi-data {shown}"), e))?;
-    if text.len() as u64 > limit {
+    if bytes.len() as u64 > limit {
         return Err(Error::Invalid(format!(
             "--uefi-data {shown} is over {limit} bytes; AWS takes at most {UEFI_DATA_MAX} bytes of base64: give the variable store `uefivars -O aws` writes"
         )));
     }
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Err(Error::Invalid(format!(
+            "--uefi-data {shown} is not base64 text; give the variable store `uefivars -O aws` writes"
+        )));
+    };
     let data: String = text.split_whitespace().collect();
     let decoded = base64::engine::general_purpose::STANDARD.decode(&data);
     match decoded {

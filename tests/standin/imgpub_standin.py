@@ -368,12 +368,18 @@ class ImportTask:
         backend = iam_backends[account][partition]
         role = identity_of_role(backend, account, self.role, None)
         bucket_arn = f"arn:{partition}:s3:::{self.bucket}"
+        # The bucket's account, as every S3 request carries it (see needed_for).
+        owner = s3_backends.bucket_accounts.get(self.bucket)
+        owner_account = owner[1] if owner else account
         for action, resource in [
             ("s3:GetBucketLocation", bucket_arn),
             ("s3:ListBucket", bucket_arn),
             ("s3:GetObject", f"{bucket_arn}/{self.key}"),
         ]:
-            context = {"aws:RequestedRegion": self.backend.region_name}
+            context = {"aws:RequestedRegion": self.backend.region_name,
+                       "aws:PrincipalAccount": account,
+                       "s3:ResourceAccount": owner_account,
+                       "aws:ResourceAccount": owner_account}
             if role.decide(action, resource, context) != "Allowed":
                 return action
         return None
@@ -993,6 +999,43 @@ def install_patches() -> None:
     EC2Response.modify_image_attribute = modify_image_attribute
     EC2Response.delete_snapshot = delete_snapshot
     STSBackend.assume_role = assume_role
+    _patch_user_boundaries()
+
+
+def _patch_user_boundaries() -> None:
+    """A user's permissions boundary: CreateUser and PutUserPermissionsBoundary set it,
+    GetUser returns it as User.PermissionsBoundary (IAM API reference), and it limits what
+    the user may do (IAM User Guide, "Permissions boundaries for IAM entities"; identities
+    below read it through _boundary). moto 5.2 drops CreateUser's and has no
+    PutUserPermissionsBoundary (HTTP 500)."""
+    from moto.core.responses import EmptyResult
+    from moto.core.serialize import return_if_not_empty
+    from moto.iam.models import User
+    from moto.iam.responses import IamResponse
+
+    User.permissions_boundary_arn = None
+    User.permissions_boundary = property(
+        lambda self: {"PermissionsBoundaryType": "PermissionsBoundaryPolicy",
+                      "PermissionsBoundaryArn": self.permissions_boundary_arn}
+        if self.permissions_boundary_arn else None)
+    create_user = IamResponse.create_user
+
+    def create_user_with_boundary(self: Any) -> Any:
+        result = create_user(self)
+        arn = self._get_param("PermissionsBoundary")
+        if arn:
+            self.backend.get_user(self._get_param("UserName")).permissions_boundary_arn = arn
+        return result
+
+    def put_user_permissions_boundary(self: Any) -> Any:
+        user = self.backend.get_user(self._get_param("UserName"))
+        user.permissions_boundary_arn = self._get_param("PermissionsBoundary")
+        return EmptyResult()
+
+    IamResponse.create_user = create_user_with_boundary
+    IamResponse.put_user_permissions_boundary = put_user_permissions_boundary
+    IamResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER[
+        "GetUserResponse.User.PermissionsBoundary"] = return_if_not_empty
 
 
 # --------------------------------------------------------------------------------------
@@ -1430,6 +1473,30 @@ def s3_action(method: str, path: str, query: dict[str, list[str]]) -> str:
     }.get(method, method)
 
 
+def _reserved_tag_key(service: str, action: str, body: bytes | None) -> "Fault | None":
+    """A tag key in AWS's reserved prefix: "The aws: prefix is reserved for AWS use" (EC2
+    User Guide, tag restrictions; EC2 API reference, Tag: "May not begin with aws:"), on
+    CreateTags and on the tags a create call puts on (TagSpecification.N.Tag.M.Key), and on
+    EBS StartSnapshot's Tags. moto takes them. AWS does not say which error it answers:
+    EC2's usual InvalidParameterValue, EBS's ValidationException."""
+    if service == "ec2" and body:
+        form = parse_qs(body.decode("utf-8", "replace"))
+        keys = [v[0] for k, v in form.items()
+                if re.fullmatch(r"(TagSpecification\.\d+\.)?Tag\.\d+\.Key", k)]
+        if any(key.lower().startswith("aws:") for key in keys):
+            return Fault({"status": 400, "code": "InvalidParameterValue",
+                          "message": "Tag keys starting with 'aws:' are reserved for internal use"})
+    if service == "ebs" and action == "StartSnapshot" and body:
+        try:
+            tags = json.loads(body).get("Tags") or []
+        except ValueError:
+            return None
+        if any(str(t.get("Key", "")).lower().startswith("aws:") for t in tags):
+            return Fault({"status": 400, "code": "ValidationException",
+                          "message": "Tag keys starting with 'aws:' are reserved"})
+    return None
+
+
 class Fault:
     def __init__(self, spec: dict[str, Any]):
         self.action = spec.get("action", "*")
@@ -1737,6 +1804,11 @@ class StandinApp:
             foreign = self._bucket_owner_mismatch(environ, action)
             if foreign is not None:
                 return self._error(environ, start_response, service, foreign)
+        if service == "ebs" and action == "StartSnapshot":
+            body = read_body(environ)
+        reserved = _reserved_tag_key(service, action, body)
+        if reserved is not None:
+            return self._error(environ, start_response, service, reserved)
         if service == "ec2":
             EBS.refresh()
         if service == "ebs":

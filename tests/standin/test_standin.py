@@ -1423,3 +1423,86 @@ def test_snapshot_sharing_carries_the_accounts_and_groups_added(enforcing):
         with pytest.raises(ClientError) as err:
             share(**refused)
         assert err.value.response["Error"]["Code"] == "UnauthorizedOperation", refused
+
+
+def test_tag_keys_in_the_aws_prefix_are_refused(account):
+    """EC2 User Guide, tag restrictions: "The aws: prefix is reserved for AWS use"."""
+    snap = admin_snapshot(account)
+    ec2 = client(account, "ec2")
+    with pytest.raises(ClientError) as err:
+        ec2.create_tags(Resources=[snap], Tags=[{"Key": "aws:owner", "Value": "x"}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError):
+        ec2.create_tags(Resources=[snap], Tags=[{"Key": "AWS:Owner", "Value": "x"}])
+    ec2.create_tags(Resources=[snap], Tags=[{"Key": "awsome", "Value": "x"}])
+    with pytest.raises(ClientError) as err:
+        register(ec2, snap, "reserved-tag", TagSpecifications=[
+            {"ResourceType": "image", "Tags": [{"Key": "aws:x", "Value": "y"}]}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    ebs = client(account, "ebs")
+    with pytest.raises(ClientError) as err:
+        ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": "aws:x", "Value": "y"}])
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_vm_import_reads_as_the_role_with_the_buckets_account(account, enforcing, images):
+    """VM Import/Export reads the image as the vmimport role (VM Import/Export User Guide,
+    "Required service role"), each S3 request carrying s3:ResourceAccount: a role limited
+    to its own account's buckets imports from them and not from another account's."""
+    iam = client(enforcing, "iam")
+    iam.create_role(RoleName="importer-own-account", AssumeRolePolicyDocument="{}")
+    iam.put_role_policy(RoleName="importer-own-account", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+                       "Resource": ["arn:aws:s3:::*"],
+                       "Condition": {"StringEquals": {"s3:ResourceAccount": "123456789012"}}}]}))
+    with unenforced(enforcing):
+        other = client(enforcing, "sts").assume_role(
+            RoleArn="arn:aws:iam::999988887777:role/owner", RoleSessionName="owner")["Credentials"]
+        theirs = boto3.client(
+            "s3", endpoint_url=enforcing, region_name="us-east-1",
+            aws_access_key_id=other["AccessKeyId"],
+            aws_secret_access_key=other["SecretAccessKey"],
+            aws_session_token=other["SessionToken"])
+        theirs.create_bucket(Bucket="not-ours-import")
+        theirs.upload_file(str(images["raw"]), "not-ours-import", "os.raw")
+    s3, ec2 = client(enforcing, "s3"), client(enforcing, "ec2")
+    s3.upload_file(str(images["raw"]), "images", "own-account.raw")
+
+    def imported(bucket: str, key: str):
+        task = ec2.import_snapshot(
+            Description=f"{bucket}/{key}", RoleName="importer-own-account",
+            DiskContainer={"Format": "RAW", "UserBucket": {"S3Bucket": bucket, "S3Key": key}})
+        detail, _ = wait_task(ec2, task["ImportTaskId"])
+        return detail
+
+    assert imported("images", "own-account.raw")["Status"] == "completed"
+    refused = imported("not-ours-import", "os.raw")
+    assert refused["Status"] == "deleted"
+    assert "Access Denied" in refused["StatusMessage"], refused
+
+
+def test_a_users_permissions_boundary_is_kept_and_enforced(enforcing):
+    """IAM API reference: CreateUser's PermissionsBoundary and PutUserPermissionsBoundary
+    set a user's boundary, GetUser returns it; IAM User Guide, "Permissions boundaries for
+    IAM entities": the user may do only what both its policies and the boundary allow."""
+    iam = client(enforcing, "iam")
+    boundary = iam.create_policy(PolicyName="only-describe", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeImages", "Resource": "*"}]}))
+    arn = boundary["Policy"]["Arn"]
+    as_user, _ = user_with_policy(enforcing, "bounded", [
+        {"Effect": "Allow", "Action": ["ec2:DescribeImages", "ec2:DescribeSnapshots"],
+         "Resource": "*"}])
+    as_user("ec2").describe_snapshots(OwnerIds=["self"])
+    iam.put_user_permissions_boundary(UserName="bounded", PermissionsBoundary=arn)
+    assert iam.get_user(UserName="bounded")["User"]["PermissionsBoundary"][
+        "PermissionsBoundaryArn"] == arn
+    as_user("ec2").describe_images(Owners=["self"])
+    with pytest.raises(ClientError) as err:
+        as_user("ec2").describe_snapshots(OwnerIds=["self"])
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    iam.create_user(UserName="born-bounded", PermissionsBoundary=arn)
+    assert iam.get_user(UserName="born-bounded")["User"]["PermissionsBoundary"][
+        "PermissionsBoundaryArn"] == arn
