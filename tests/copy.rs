@@ -77,10 +77,12 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
     let image = &image.images()[0];
     assert_eq!(image.name(), Some("os-1.0"), "{region}");
     assert_eq!(image.state().unwrap().as_str(), "available", "{region}");
+    // The source's tags, and imgpub's: the copy is imgpub's work.
     assert_eq!(
         common::tag_pairs(image.tags()),
         [
             ("Name".into(), "os-1.0".into()),
+            ("imgpub:managed".into(), "true".into()),
             ("os".into(), "demo".into()),
             ("stream".into(), "stable".into())
         ],
@@ -113,6 +115,7 @@ async fn check_copy(standin: &Standin, region: &str, ami: &str, snap: &str) {
         common::tag_pairs(snaps.snapshots()[0].tags()),
         [
             ("Name".into(), "os-1.0".into()),
+            ("imgpub:managed".into(), "true".into()),
             ("os".into(), "demo".into()),
             ("stream".into(), "stable".into())
         ],

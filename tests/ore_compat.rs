@@ -170,9 +170,13 @@ async fn upload_registers_tags_and_keys_as_ore_does() {
         devices.contains(&("/dev/xvdb".into(), None, Some("ephemeral0".into()))),
         "{devices:?}"
     );
+    // ore's Name, and imgpub's own mark (what its scoped policies let a publisher change).
     assert_eq!(
         tag_pairs(img.tags()),
-        [("Name".into(), "fcos-40-ami".into())]
+        [
+            ("Name".into(), "fcos-40-ami".into()),
+            ("imgpub:managed".into(), "true".into())
+        ]
     );
     let snap = ec2(&standin)
         .describe_snapshots()
@@ -182,7 +186,10 @@ async fn upload_registers_tags_and_keys_as_ore_does() {
         .unwrap();
     assert_eq!(
         tag_pairs(snap.snapshots()[0].tags()),
-        [("Name".into(), "fcos-40".into())]
+        [
+            ("Name".into(), "fcos-40".into()),
+            ("imgpub:managed".into(), "true".into())
+        ]
     );
 
     // A rerun reuses all of it and prints the same.

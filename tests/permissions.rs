@@ -355,7 +355,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
     iam.put_role_policy()
         .role_name("ci-publisher")
         .policy_name("imgpub")
-        .policy_document(without_statement(&document, "Images").to_string())
+        .policy_document(without_statement(&document, "NewImages").to_string())
         .send()
         .await
         .unwrap();
@@ -366,7 +366,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
         err.contains("ec2:RegisterImage") && err.contains(":role/ci-publisher"),
         "{err}"
     );
-    assert_nothing_changed(&standin, "role without Images");
+    assert_nothing_changed(&standin, "role without NewImages");
 
     for id in ["wrong", ""] {
         let run = upload_as(id, "role-3");
@@ -605,7 +605,8 @@ async fn create_publisher_makes_a_user_whose_key_is_only_in_a_private_file() {
 #[tokio::test]
 async fn every_statement_of_each_commands_policy_is_needed() {
     let standin = Standin::start();
-    let (ami, _) = common::api_image(&standin, REGION, "os-8", &[("stream", "stable")]).await;
+    let (ami, snap) = common::api_image(&standin, REGION, "os-8", &[("stream", "stable")]).await;
+    common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     common::make_public(&standin, REGION, &ami).await;
     enforce_iam(&standin);
     let mutating = [
@@ -633,7 +634,9 @@ async fn every_statement_of_each_commands_policy_is_needed() {
         ),
         (
             "copy",
-            vec![],
+            // Named, the region copied from is the only one whose AMIs CopyImage reads
+            // without imgpub's tag on the copy.
+            vec!["--source-region", REGION],
             vec![
                 "aws".into(),
                 "copy-regions".into(),
@@ -673,7 +676,9 @@ async fn every_statement_of_each_commands_policy_is_needed() {
         let document = policy(&standin, &args);
         for (i, statement) in document["Statement"].as_array().unwrap().iter().enumerate() {
             let sid = statement["Sid"].as_str().unwrap();
-            if sid == "Preflight" {
+            // A copy deletes a snapshot only to redo a failed copy (its own, tagged as
+            // imgpub's), which this run has none of.
+            if sid == "Preflight" || (command == "copy" && sid == "OwnSnapshots") {
                 continue;
             }
             let name = format!("{command}-without-{i}");
@@ -771,7 +776,8 @@ async fn create_publisher_trusts_github_actions_of_one_repository() {
 #[tokio::test]
 async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
     let standin = Standin::start();
-    let (ami, _) = common::api_image(&standin, REGION, "os-9", &[]).await;
+    let (ami, snap) = common::api_image(&standin, REGION, "os-9", &[]).await;
+    common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     let document = policy(&standin, &["--for", "grant"]);
     enforce_iam(&standin);
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
@@ -784,7 +790,7 @@ async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
     };
 
     // No simulation and no ModifyImageAttribute: DryRun finds it before the change.
-    let without_both = without_statement(&without_statement(&document, "Preflight"), "Images");
+    let without_both = without_statement(&without_statement(&document, "Preflight"), "OwnImages");
     let keys = user_with(&standin, "no-sim-no-images", &without_both).await;
     let run = grant(&keys, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -1034,15 +1040,23 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
     }
     // A resume reads its local block journal, never the pending snapshot (EBS refuses).
     assert!(!text.contains("ebs:ListSnapshotBlocks"), "{text}");
-    // StartSnapshot tags the snapshot as it starts it: ec2:CreateTags on snapshots.
-    let snapshots = document["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Resource"].to_string().contains(":snapshot/"))
-        .unwrap()
-        .to_string();
-    assert!(snapshots.contains("ec2:CreateTags"), "{snapshots}");
+    // StartSnapshot tags the snapshot as it starts it (ec2:CreateTags on snapshots), and
+    // only with imgpub's tag on (aws:RequestTag).
+    let statement = |sid: &str| {
+        document["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no {sid} in {document}"))
+            .to_string()
+    };
+    assert!(statement("Snapshots").contains("ec2:CreateTags"), "{text}");
+    let new = statement("NewSnapshots");
+    assert!(
+        new.contains("ebs:StartSnapshot") && new.contains("aws:RequestTag/imgpub:managed"),
+        "{new}"
+    );
     for absent in ["s3:", "ec2:ImportSnapshot", "iam:PassRole"] {
         assert!(!text.contains(absent), "{absent} in {text}");
     }
@@ -1120,12 +1134,13 @@ async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_regi
         images["Resource"],
         json!([format!("arn:aws:ec2:{REGION}::image/*")])
     );
+    assert_eq!(images["Action"], json!(["ec2:CopyImage"]));
     assert_eq!(
-        images["Action"],
-        json!(["ec2:CopyImage", "ec2:DescribeImageAttribute"])
+        statement("CopySourceImageReads")["Action"],
+        json!(["ec2:DescribeImageAttribute"])
     );
     assert_eq!(
-        statement("CopySourceSnapshots")["Action"],
+        statement("CopySourceSnapshotReads")["Action"],
         json!(["ec2:DescribeSnapshotAttribute"])
     );
     // Nothing else of the source region: the copy identity changes nothing there.
@@ -1147,10 +1162,7 @@ async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_regi
     let mut narrowed = document.clone();
     for statement in narrowed["Statement"].as_array_mut().unwrap() {
         if statement["Sid"] == "CopySourceImages" {
-            statement["Action"]
-                .as_array_mut()
-                .unwrap()
-                .retain(|a| a != "ec2:CopyImage");
+            statement["Resource"] = json!(["arn:aws:ec2:us-west-2::image/*"]);
         }
     }
     let narrow = user_with(&standin, "copier-no-source", &narrowed).await;
@@ -1589,7 +1601,8 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
 #[tokio::test]
 async fn a_publisher_shares_snapshots_only_as_far_as_its_policy_names() {
     let standin = initialized();
-    let (_, snap) = common::api_image(&standin, REGION, "admins-own", &[]).await;
+    let (ami, snap) = common::api_image(&standin, REGION, "admins-own", &[]).await;
+    common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     let narrow = policy(&standin, &["--for", "upload,grant", "--regions", REGION]);
     let wide = policy(
         &standin,
@@ -1714,4 +1727,204 @@ async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
         .run();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.error_line().contains("ssm:"), "{}", run.stderr);
+}
+
+/// What a leaked publisher credential can do to resources it did not make: the printed
+/// policy scopes every change to images and snapshots carrying imgpub's tag. The import
+/// path's one exposure (EC2 cannot tag an imported snapshot at creation, so CreateTags on
+/// snapshots is unscoped) and the copy's (CopyImage's source takes no tag condition) are
+/// shown as docs/permissions.md names them.
+#[tokio::test]
+async fn a_publisher_changes_only_what_imgpub_made() {
+    let standin = initialized();
+    let (theirs, their_snap) = common::api_image(&standin, REGION, "admins-release", &[]).await;
+    let flags = [
+        "--for",
+        "upload,copy,grant,delete",
+        "--public",
+        "--share-with",
+        SHARE_WITH,
+        "--bucket",
+        "images/ci",
+        "--regions",
+        "us-east-1,us-west-2",
+        "--source-region",
+        REGION,
+    ];
+    let document = policy(&standin, &flags);
+    let direct = policy(&standin, &[&flags[..], &["--via", "ebs-direct"]].concat());
+    let keys = user_with(&standin, "scoped", &document).await;
+    let direct_keys = user_with(&standin, "scoped-direct", &direct).await;
+    enforce_iam(&standin);
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
+    let refused = |result: Result<(), Option<String>>, what: &str| {
+        assert_eq!(
+            result.unwrap_err().as_deref(),
+            Some("UnauthorizedOperation"),
+            "{what}"
+        );
+    };
+    macro_rules! code {
+        ($call:expr) => {
+            $call
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_service_error().meta().code().map(str::to_owned))
+        };
+    }
+    use aws_sdk_ec2::types::{
+        CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission,
+        LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName, Tag,
+    };
+    let managed = Tag::builder().key("imgpub:managed").value("true").build();
+    refused(
+        code!(ec2
+            .modify_image_attribute()
+            .image_id(&theirs)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .add(
+                        LaunchPermission::builder()
+                            .group(PermissionGroup::All)
+                            .build()
+                    )
+                    .build()
+            )),
+        "make the admin's AMI public",
+    );
+    refused(
+        code!(ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(&their_snap)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(
+                CreateVolumePermissionModifications::builder()
+                    .add(
+                        CreateVolumePermission::builder()
+                            .user_id(SHARE_WITH)
+                            .build()
+                    )
+                    .build()
+            )),
+        "share the admin's snapshot, even with a --share-with account",
+    );
+    refused(
+        code!(ec2.deregister_image().image_id(&theirs)),
+        "deregister it",
+    );
+    refused(
+        code!(ec2.delete_snapshot().snapshot_id(&their_snap)),
+        "delete its snapshot",
+    );
+    refused(
+        code!(ec2.create_tags().resources(&theirs).tags(managed.clone())),
+        "mark the admin's AMI as imgpub's",
+    );
+    // No IAM at all.
+    let iam = aws_sdk_iam::Client::new(&standin.sdk_with("us-east-1", &keys.0, &keys.1));
+    let denied = iam.list_roles().send().await.unwrap_err();
+    assert_eq!(
+        denied.into_service_error().meta().code(),
+        Some("AccessDenied")
+    );
+
+    // The import path's exposure, as named: a snapshot can be marked (the import's must
+    // be tagged after EC2 made it), and a marked snapshot can then be deleted.
+    code!(ec2
+        .create_tags()
+        .resources(&their_snap)
+        .tags(managed.clone()))
+    .unwrap();
+    // The copy's: CopyImage takes no tag condition on its source, so the admin's AMI can
+    // be copied (the copy is the publisher's, tagged as imgpub's; the original stays).
+    let copy = aws_sdk_ec2::Client::new(&standin.sdk_with("us-west-2", &keys.0, &keys.1));
+    let copied = copy
+        .copy_image()
+        .source_region(REGION)
+        .source_image_id(&theirs)
+        .name("copied-by-publisher")
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Image)
+                .tags(managed.clone())
+                .build(),
+        )
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot)
+                .tags(managed.clone())
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(copied.is_ok(), "{copied:?}");
+
+    // Its own work goes through: publish (S3 and EBS direct), public and shared, copy,
+    // grant, delete.
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 23);
+    let run = signed_by(standin.imgpub(), &keys)
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--bucket",
+            "s3://images/ci",
+        ])
+        .arg_path("--file", &file)
+        .args([
+            "--name",
+            "scoped-s3",
+            "--public",
+            "--grant-user-snapshot",
+            SHARE_WITH,
+            "-v",
+        ])
+        .run();
+    let ami = run.json()["HVM"].as_str().unwrap().to_string();
+    assert!(
+        run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+    let run = signed_by(standin.imgpub(), &direct_keys)
+        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
+        .arg_path("--file", &file)
+        .args([
+            "--name",
+            "scoped-direct",
+            "--grant-user-snapshot",
+            SHARE_WITH,
+        ])
+        .run();
+    assert!(run.json()["HVM"].as_str().is_some(), "{}", run.stderr);
+    let run = signed_by(standin.imgpub(), &keys)
+        .args([
+            "aws",
+            "copy-regions",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "us-west-2",
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = signed_by(standin.imgpub(), &keys)
+        .args([
+            "aws", "grant", "--region", REGION, "--image", &ami, "--user", SHARE_WITH,
+        ])
+        .args(["--snapshot"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = signed_by(standin.imgpub(), &keys)
+        .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
+        .args(["--snapshot", "detectFromAMI"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // And the admin's AMI is still there, private.
+    let admin = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    assert!(common::launch_permissions(&admin, &theirs).await.is_empty());
 }

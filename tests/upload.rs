@@ -158,6 +158,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         common::tag_pairs(image.tags()),
         pairs(&[
             ("Name", "fcos-41.1-aarch64"),
+            ("imgpub:managed", "true"),
             ("os", "fcos"),
             ("stream", "stable")
         ])
@@ -173,6 +174,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         common::tag_pairs(snaps.snapshots()[0].tags()),
         pairs(&[
             ("Name", "fcos-41.1-aarch64"),
+            ("imgpub:managed", "true"),
             ("os", "fcos"),
             ("stream", "stable")
         ])
@@ -251,7 +253,7 @@ async fn raw_image_with_defaults_and_inspected_size() {
     assert_eq!(ebs.volume_type().unwrap().as_str(), "gp3");
     assert_eq!(
         common::tag_pairs(image.tags()),
-        [("Name".to_string(), "plain-raw".to_string())]
+        pairs(&[("Name", "plain-raw"), ("imgpub:managed", "true")])
     );
 
     // --delete-object=false keeps the object, and it is the file, byte for byte.
@@ -631,7 +633,7 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
         .unwrap();
     assert_eq!(
         common::tag_pairs(found.snapshots()[0].tags()),
-        pairs(&[("Name", "stage-snap")])
+        pairs(&[("Name", "stage-snap"), ("imgpub:managed", "true")])
     );
     assert!(!object_exists(&standin, "ci/stage.raw").await);
 

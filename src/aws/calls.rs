@@ -122,7 +122,22 @@ pub struct Need {
     /// A condition that must hold for this need: `ec2:CreateTags` on create is allowed
     /// only with `ec2:CreateAction` = the creating operation.
     pub create_action: Option<&'static str>,
+    /// How imgpub's tag ([`crate::aws::tags::MANAGED_KEY`]) scopes the need.
+    pub tagged: Tagged,
     pub why: &'static str,
+}
+
+/// How imgpub's tag scopes a need in the printed policy (and the preflight's simulation):
+/// only resources imgpub made may be changed, and whatever it makes carries the tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tagged {
+    /// Not scoped: a read, or a call EC2 offers no tag condition for (ImportSnapshot's
+    /// snapshot, CopyImage's source AMI, tagging a snapshot an import made).
+    No,
+    /// Only on a resource that carries the tag (`aws:ResourceTag`).
+    Resource,
+    /// Only when the request puts the tag on what it makes (`aws:RequestTag`).
+    Request,
 }
 
 const fn need(action: &'static str, resource: ResourceKind, why: &'static str) -> Need {
@@ -130,7 +145,26 @@ const fn need(action: &'static str, resource: ResourceKind, why: &'static str) -
         action,
         resource,
         create_action: None,
+        tagged: Tagged::No,
         why,
+    }
+}
+
+impl Need {
+    /// Only on resources that carry imgpub's tag.
+    const fn on_ours(self) -> Need {
+        Need {
+            tagged: Tagged::Resource,
+            ..self
+        }
+    }
+
+    /// Only when the request tags what it makes with imgpub's tag.
+    const fn tagging_new(self) -> Need {
+        Need {
+            tagged: Tagged::Request,
+            ..self
+        }
     }
 }
 
@@ -452,16 +486,18 @@ impl Op {
                 "register_image",
                 &const {
                     [
-                        need("ec2:RegisterImage", R::Image, "register the AMI"),
+                        need("ec2:RegisterImage", R::Image, "register the AMI").tagging_new(),
                         need(
                             "ec2:RegisterImage",
                             R::Snapshot,
                             "register the AMI from the snapshot",
-                        ),
+                        )
+                        .on_ours(),
                         Need {
                             action: "ec2:CreateTags",
                             resource: R::Image,
                             create_action: Some("RegisterImage"),
+                            tagged: Tagged::No,
                             why: "tag the AMI as it is registered",
                         },
                     ]
@@ -477,12 +513,14 @@ impl Op {
                             "ebs:StartSnapshot",
                             R::Snapshot,
                             "start the snapshot the image's blocks are written to",
-                        ),
+                        )
+                        .tagging_new(),
                         // The snapshot is tagged (Name, imgpub:content) as it is started.
                         Need {
                             action: "ec2:CreateTags",
                             resource: R::Snapshot,
                             create_action: Some("StartSnapshot"),
+                            tagged: Tagged::No,
                             why: "tag the snapshot as it is started (reruns find it by tag)",
                         },
                     ]
@@ -497,7 +535,8 @@ impl Op {
                         "ebs:PutSnapshotBlock",
                         R::Snapshot,
                         "write the image's blocks",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::EbsCompleteSnapshot => (
@@ -509,7 +548,8 @@ impl Op {
                         "ebs:CompleteSnapshot",
                         R::Snapshot,
                         "seal the snapshot with its block count and checksum",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2DeregisterImage => (
@@ -521,7 +561,8 @@ impl Op {
                         "ec2:DeregisterImage",
                         R::Image,
                         "replace (--force), delete, or redo a failed copy",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2EnableImageDeprecation => (
@@ -533,7 +574,8 @@ impl Op {
                         "ec2:EnableImageDeprecation",
                         R::Image,
                         "deprecate the AMI (--deprecate-in/--deprecate-at; copies keep it)",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2GetImageBlockPublicAccessState => (
@@ -581,7 +623,8 @@ impl Op {
                         "ec2:DeleteSnapshot",
                         R::Snapshot,
                         "delete the snapshot of a deleted AMI",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2CreateTags => (
@@ -594,7 +637,8 @@ impl Op {
                             "ec2:CreateTags",
                             R::Image,
                             "tag the AMI (Name, --tags, the source's tags on copies)",
-                        ),
+                        )
+                        .on_ours(),
                         need(
                             "ec2:CreateTags",
                             R::Snapshot,
@@ -612,7 +656,8 @@ impl Op {
                         "ec2:ModifyImageAttribute",
                         R::Image,
                         "launch permissions (--public, --grant-user, grant)",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2ModifySnapshotAttribute => (
@@ -624,7 +669,8 @@ impl Op {
                         "ec2:ModifySnapshotAttribute",
                         R::Snapshot,
                         "create-volume permissions (--public, --grant-user-snapshot)",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2CopyImage => (
@@ -633,7 +679,8 @@ impl Op {
                 "copy_image",
                 &const {
                     [
-                        need("ec2:CopyImage", R::Image, "copy the AMI to another region"),
+                        need("ec2:CopyImage", R::Image, "copy the AMI to another region")
+                            .tagging_new(),
                         // "Starting October 28, 2024, you can specify resource-level
                         // permissions for the CopyImage action on the source AMI." (EC2 User
                         // Guide, "Grant permissions to copy Amazon EC2 AMIs").
@@ -646,7 +693,23 @@ impl Op {
                             "ec2:CopyImage",
                             R::Snapshot,
                             "copy the AMI's snapshot with it",
-                        ),
+                        )
+                        .tagging_new(),
+                        // The copy and its snapshot are tagged as imgpub's as they are made.
+                        Need {
+                            action: "ec2:CreateTags",
+                            resource: R::Image,
+                            create_action: Some("CopyImage"),
+                            tagged: Tagged::No,
+                            why: "tag the copy as imgpub's as it is made",
+                        },
+                        Need {
+                            action: "ec2:CreateTags",
+                            resource: R::Snapshot,
+                            create_action: Some("CopyImage"),
+                            tagged: Tagged::No,
+                            why: "tag the copy's snapshot as imgpub's as it is made",
+                        },
                     ]
                 },
             ),
@@ -1137,7 +1200,7 @@ impl Call {
     /// with the real ids the plan knows and `*` for what does not exist yet. Needs on a
     /// kind of resource the call does not touch (a CreateTags on images, when only a
     /// snapshot is tagged) are left out.
-    pub fn checks(&self, arns: &Arns) -> Vec<(&'static str, String, Option<&'static str>)> {
+    pub fn checks(&self, arns: &Arns) -> Vec<(&'static str, String, &'static Need)> {
         let mut out = vec![];
         for need in self.op.info().needs {
             if need.create_action.is_some() && !self.tags_on_create {
@@ -1153,7 +1216,7 @@ impl Call {
                     .find_map(|r| arns.of(kind, &self.region, r)),
             };
             if let Some(arn) = arn {
-                out.push((need.action, arn, need.create_action));
+                out.push((need.action, arn, need));
             }
         }
         out
@@ -1400,7 +1463,13 @@ mod tests {
                 Resource::Snapshot(Some("snap-1".into())),
             ],
         );
-        let checks = register.checks(&arns);
+        let plain = |call: &Call| -> Vec<(&str, String, Option<&str>)> {
+            call.checks(&arns)
+                .into_iter()
+                .map(|(action, arn, need)| (action, arn, need.create_action))
+                .collect()
+        };
+        let checks = plain(&register);
         assert_eq!(
             checks,
             vec![
@@ -1417,14 +1486,14 @@ mod tests {
             ]
         );
         register.tags_on_create = true;
-        assert_eq!(register.checks(&arns)[2].2, Some("RegisterImage"));
+        assert_eq!(plain(&register)[2].2, Some("RegisterImage"));
         let put = Call::new(
             Op::SsmPutParameter,
             "us-gov-west-1",
             vec![Resource::Parameter("/os/x".into())],
         );
         assert_eq!(
-            put.checks(&arns),
+            plain(&put),
             vec![
                 (
                     "ssm:PutParameter",

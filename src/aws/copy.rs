@@ -295,11 +295,21 @@ async fn copy_image(
     region: &str,
     replacing: Option<&str>,
 ) -> Result<String> {
+    // Tagged as imgpub's as it is made, AMI and snapshot (CopyImage API reference,
+    // TagSpecifications): the scoped policies let the publisher change only what carries it.
+    let managed = |kind: aws_sdk_ec2::types::ResourceType| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(kind)
+            .set_tags(Some(tags::to_ec2(&tags::with_managed(&[]))))
+            .build()
+    };
     let out = ec2
         .copy_image()
         .source_region(&source.region)
         .source_image_id(&source.image_id)
         .name(&source.name)
+        .tag_specifications(managed(aws_sdk_ec2::types::ResourceType::Image))
+        .tag_specifications(managed(aws_sdk_ec2::types::ResourceType::Snapshot))
         .set_description(source.description.clone())
         .client_token(client_token(source, region, replacing))
         .send()

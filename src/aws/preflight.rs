@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
 use clap::ValueEnum;
 
-use crate::aws::calls::{Arns, Call, Op, Resource};
+use crate::aws::calls::{Arns, Call, Op, Resource, Tagged};
 use crate::aws::config::{AwsContext, Identity};
+use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
 use crate::error::{aws, Error, ErrorKind, Result};
 
 /// `--preflight`.
@@ -80,15 +81,27 @@ type Group = (String, String, Vec<(String, Vec<String>)>);
 fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
     let mut groups: BTreeMap<Group, Vec<&'static str>> = BTreeMap::new();
     for call in calls {
-        for (action, resource, create_action) in call.checks(arns) {
+        for (action, resource, need) in call.checks(arns) {
             let mut context: Vec<(String, Vec<String>)> = call
                 .context
                 .iter()
                 .filter(|_| action == "ec2:ModifySnapshotAttribute")
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
-            if let Some(op) = create_action {
+            if let Some(op) = need.create_action {
                 context.push(("ec2:CreateAction".into(), vec![op.into()]));
+            }
+            // imgpub's resources carry its tag, and what it makes is tagged as it is made:
+            // the simulation asks about those (a resource made otherwise is refused by the
+            // call itself, and the error names the action).
+            let tag = |key: &str| (format!("{key}/{MANAGED_KEY}"), vec![MANAGED_VALUE.into()]);
+            match need.tagged {
+                Tagged::No => {}
+                Tagged::Resource => context.push(tag("aws:ResourceTag")),
+                Tagged::Request => {
+                    context.push(tag("aws:RequestTag"));
+                    context.push(("aws:TagKeys".into(), vec![MANAGED_KEY.into()]));
+                }
             }
             // imgpub reaches only buckets of its own account (ExpectedBucketOwner), and the
             // printed policy says so with s3:ResourceAccount: the simulation must carry it.
@@ -110,11 +123,13 @@ fn entry(key: &str, values: &[String]) -> ContextEntry {
     ContextEntry::builder()
         .context_key_name(key)
         .set_context_key_values(Some(values.to_vec()))
-        .context_key_type(if values.len() > 1 || key.starts_with("ec2:Add/") {
-            ContextKeyTypeEnum::StringList
-        } else {
-            ContextKeyTypeEnum::String
-        })
+        .context_key_type(
+            if values.len() > 1 || key.starts_with("ec2:Add/") || key == "aws:TagKeys" {
+                ContextKeyTypeEnum::StringList
+            } else {
+                ContextKeyTypeEnum::String
+            },
+        )
         .build()
 }
 

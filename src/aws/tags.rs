@@ -17,20 +17,43 @@ pub fn parse(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The tag imgpub puts on every image and snapshot it makes, as it makes them where EC2
+/// allows (RegisterImage, CopyImage, EBS StartSnapshot) and right after an import (whose
+/// snapshot cannot be tagged at creation). The printed policies let a publisher change only
+/// what carries it (`aws:ResourceTag`) and make only what is tagged with it.
+pub const MANAGED_KEY: &str = "imgpub:managed";
+pub const MANAGED_VALUE: &str = "true";
+
+/// `tags` with imgpub's tag added.
+pub fn with_managed(tags: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = tags
+        .iter()
+        .filter(|(k, _)| k != MANAGED_KEY)
+        .cloned()
+        .collect();
+    all.push((MANAGED_KEY.to_string(), MANAGED_VALUE.to_string()));
+    all
+}
+
 /// `KEY=VALUE` arguments of `flag` as tags to put on a resource: as [`parse`], and no key
 /// in AWS's reserved `aws:` prefix ("The aws: prefix is reserved for AWS use", EC2 User
 /// Guide, tag restrictions), which EC2 would refuse after the image was made.
 pub fn parse_to_set(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
     let tags = parse(flag, args)?;
-    match tags
+    if let Some((key, _)) = tags
         .iter()
         .find(|(k, _)| k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")))
     {
-        Some((key, _)) => Err(Error::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "{flag}: the tag key {key:?} is in the aws: prefix, which AWS reserves for its own tags; choose another key"
-        ))),
-        None => Ok(tags),
+        )));
     }
+    if tags.iter().any(|(k, _)| k == MANAGED_KEY) {
+        return Err(Error::Invalid(format!(
+            "{flag}: the tag {MANAGED_KEY} is imgpub's own (it marks what imgpub made); choose another key"
+        )));
+    }
+    Ok(tags)
 }
 
 /// The pairs as EC2 tags.

@@ -117,10 +117,13 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                 region: plan.source.region.clone(),
                 id: plan.source.image_id.clone(),
             };
-            calls.push(call(
+            let mut copy = call(
                 Op::Ec2CopyImage,
                 vec![image.clone(), source, snapshot.clone()],
-            ));
+            );
+            // Tagged as imgpub's as it is made.
+            copy.tags_on_create = true;
+            calls.push(copy);
         }
         calls.push(call(Op::Ec2DescribeImages, vec![]));
         if !plan.source.tags.is_empty() || !plan.source.snapshot_tags.is_empty() {

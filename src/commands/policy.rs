@@ -9,9 +9,10 @@ use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::aws::calls::{Arns, Op, ResourceKind};
+use crate::aws::calls::{Arns, Op, ResourceKind, Tagged};
 use crate::aws::config::{validate_region, AwsSettings};
 use crate::aws::s3::S3Prefix;
+use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
 use crate::commands::{
     copy_regions, delete_image, ensure_public, gc, grant, initialize, list_regions, publish_ssm,
     upload, upload_object,
@@ -307,6 +308,8 @@ pub struct Policy {
 #[derive(Default)]
 struct Statement {
     actions: Vec<&'static str>,
+    /// The creating calls a tag-on-create statement allows tags with (`ec2:CreateAction`).
+    create_actions: Vec<&'static str>,
 }
 
 impl Scope {
@@ -375,12 +378,19 @@ pub fn build(scope: &Scope) -> Policy {
     for command in &scope.commands {
         for op in command.ops(scope.via) {
             for need in op.info().needs {
-                // A tag on create is covered when CreateTags is granted on that kind anyway.
+                // A tag on create is covered when CreateTags is granted on that kind anyway
+                // (and not only on what carries imgpub's tag, which a new resource does not
+                // yet).
                 let plain_tags = need.create_action.is_some()
                     && scope
                         .commands
                         .iter()
-                        .any(|c| c.ops(scope.via).contains(&Op::Ec2CreateTags));
+                        .any(|c| c.ops(scope.via).contains(&Op::Ec2CreateTags))
+                    && Op::Ec2CreateTags
+                        .info()
+                        .needs
+                        .iter()
+                        .any(|n| n.resource == need.resource && n.tagged == Tagged::No);
                 if plain_tags {
                     continue;
                 }
@@ -397,10 +407,16 @@ pub fn build(scope: &Scope) -> Policy {
                     }
                     continue;
                 }
-                let key = statement_key(need.resource, need.action, need.create_action);
+                let key =
+                    statement_key(need.resource, need.action, need.create_action, need.tagged);
                 let st = statements.entry(key).or_default();
                 if !st.actions.contains(&need.action) {
                     st.actions.push(need.action);
+                }
+                if let Some(op) = need.create_action {
+                    if !st.create_actions.contains(&op) {
+                        st.create_actions.push(op);
+                    }
                 }
                 rows.push(Row {
                     action: need.action,
@@ -411,49 +427,63 @@ pub fn build(scope: &Scope) -> Policy {
         }
     }
     let mut out = vec![];
-    // Regions copied from that the other statements do not already cover.
-    let sources: Vec<&String> = scope
-        .source_regions
-        .iter()
-        .filter(|r| !scope.regions.contains(r))
-        .collect();
-    // The source AMI's CopyImage goes into the statements below, with the reads beside it
-    // (or is covered by `Images` when the source region is among the targets).
+    // The source AMI's CopyImage goes into the statements below, with the reads beside it.
     statements.remove(&statement_key(
         ResourceKind::SourceImage,
         "ec2:CopyImage",
         None,
+        Tagged::No,
     ));
-    if scope.commands.contains(&For::Copy) && !scope.regions.is_empty() && !sources.is_empty() {
+    if scope.commands.contains(&For::Copy) {
         // The copy reads its source where it is: CopyImage is authorized on the source AMI
         // (EC2 User Guide, "Grant permissions to copy Amazon EC2 AMIs"), and the source's
         // launch and volume permissions are read to be carried over. Only these, and only
-        // in the regions copied from, so the copy identity changes nothing there.
+        // in the regions copied from, so the copy identity changes nothing there. Its own
+        // statement also where the source region is a target: CopyImage on the new AMI is
+        // scoped to tagging it as imgpub's, which the source AMI takes no condition for.
         let a = &scope.arns;
-        let images: Vec<String> = sources.iter().map(|r| a.image(r, "*")).collect();
-        let snapshots: Vec<String> = sources.iter().map(|r| a.snapshot(r, "*")).collect();
-        rows.push(Row {
-            action: "ec2:DescribeImageAttribute",
-            resources: images.clone(),
-            why: vec!["read the source AMI's launch permissions"],
-        });
-        rows.push(Row {
-            action: "ec2:DescribeSnapshotAttribute",
-            resources: snapshots.clone(),
-            why: vec!["read the source snapshot's volume permissions"],
-        });
+        let images = scope.source_arns(&|r| a.image(r, "*"));
+        let snapshots = scope.source_arns(&|r| a.snapshot(r, "*"));
+        let outside = |arns: &[String], region_of: &dyn Fn(&str) -> String| -> Vec<String> {
+            arns.iter()
+                .filter(|arn| !scope.regions.iter().any(|r| **arn == region_of(r)))
+                .cloned()
+                .collect()
+        };
+        let read_images = outside(&images, &|r| a.image(r, "*"));
+        let read_snapshots = outside(&snapshots, &|r| a.snapshot(r, "*"));
         out.push(json!({
             "Sid": "CopySourceImages",
             "Effect": "Allow",
-            "Action": ["ec2:CopyImage", "ec2:DescribeImageAttribute"],
+            "Action": ["ec2:CopyImage"],
             "Resource": images,
         }));
-        out.push(json!({
-            "Sid": "CopySourceSnapshots",
-            "Effect": "Allow",
-            "Action": ["ec2:DescribeSnapshotAttribute"],
-            "Resource": snapshots,
-        }));
+        // The reads where `Images` and `Snapshots` do not reach already (every region when
+        // --regions is not given).
+        if !scope.regions.is_empty() && !read_images.is_empty() {
+            rows.push(Row {
+                action: "ec2:DescribeImageAttribute",
+                resources: read_images.clone(),
+                why: vec!["read the source AMI's launch permissions"],
+            });
+            rows.push(Row {
+                action: "ec2:DescribeSnapshotAttribute",
+                resources: read_snapshots.clone(),
+                why: vec!["read the source snapshot's volume permissions"],
+            });
+            out.push(json!({
+                "Sid": "CopySourceImageReads",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeImageAttribute"],
+                "Resource": read_images,
+            }));
+            out.push(json!({
+                "Sid": "CopySourceSnapshotReads",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeSnapshotAttribute"],
+                "Resource": read_snapshots,
+            }));
+        }
     }
     for ((_, sid, kind), st) in statements {
         let mut actions = st.actions;
@@ -464,7 +494,7 @@ pub fn build(scope: &Scope) -> Policy {
             "Action": actions,
             "Resource": scope.resources(kind),
         });
-        if let Some(condition) = condition(scope, sid) {
+        if let Some(condition) = condition(scope, sid, &st.create_actions) {
             statement["Condition"] = condition;
         }
         out.push(statement);
@@ -477,23 +507,29 @@ pub fn build(scope: &Scope) -> Policy {
 }
 
 /// Statements by resource kind (order, Sid, the kind its resources are of); sharing a
-/// snapshot and tagging on create get their own, because they carry conditions.
+/// snapshot and tagging on create get their own, because they carry conditions, and so do
+/// changes to imgpub's own images and snapshots and the calls that make new ones.
 fn statement_key(
     kind: ResourceKind,
     action: &str,
     create_action: Option<&str>,
+    tagged: Tagged,
 ) -> (u8, &'static str, ResourceKind) {
-    let (order, sid) = match (kind, action, create_action) {
+    let (order, sid) = match (kind, action, create_action, tagged) {
         // Optional (the run goes on without it, saying what it could not check): its own
         // statement, so it can be left out.
-        (_, "iam:SimulatePrincipalPolicy", _) => (10, "Preflight"),
-        (_, _, Some(_)) => (6, "TagImagesOnRegister"),
-        (ResourceKind::Snapshot, "ec2:ModifySnapshotAttribute", _) => (5, "ShareSnapshots"),
+        (_, "iam:SimulatePrincipalPolicy", ..) => (10, "Preflight"),
+        (_, _, Some(_), _) => (6, "TagOnCreate"),
+        (ResourceKind::Snapshot, "ec2:ModifySnapshotAttribute", ..) => (5, "ShareSnapshots"),
         (ResourceKind::Bucket, ..) => (0, "ImageBucket"),
         (ResourceKind::Object, ..) => (1, "ImageObjects"),
         (ResourceKind::ImportSnapshotTask, ..) => (2, "ImportTasks"),
+        (ResourceKind::Image, .., Tagged::Request) => (3, "NewImages"),
+        (ResourceKind::Image, .., Tagged::Resource) => (3, "OwnImages"),
         (ResourceKind::Image, ..) => (3, "Images"),
         (ResourceKind::SourceImage, ..) => (3, "CopySourceImages"),
+        (ResourceKind::Snapshot, .., Tagged::Request) => (4, "NewSnapshots"),
+        (ResourceKind::Snapshot, .., Tagged::Resource) => (4, "OwnSnapshots"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
@@ -506,8 +542,13 @@ fn statement_key(
     (order, sid, kind)
 }
 
-fn condition(scope: &Scope, sid: &str) -> Option<Value> {
+fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value> {
+    let managed = |key: &str| json!({format!("{key}/{MANAGED_KEY}"): MANAGED_VALUE});
     match sid {
+        // Only what imgpub made (it carries imgpub's tag) is changed...
+        "OwnImages" | "OwnSnapshots" => Some(json!({"StringEquals": managed("aws:ResourceTag")})),
+        // ... and what it makes is tagged as imgpub's as it is made.
+        "NewImages" | "NewSnapshots" => Some(json!({"StringEquals": managed("aws:RequestTag")})),
         "ImageBucket" | "ImageObjects" => {
             // S3 ARNs carry no account, and bucket names are global: only a bucket of the
             // publisher's own account (a squatted one of the same name is not).
@@ -518,11 +559,10 @@ fn condition(scope: &Scope, sid: &str) -> Option<Value> {
                 .unwrap_or_else(|| "${aws:PrincipalAccount}".into());
             Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
         }
-        "TagImagesOnRegister" => {
-            Some(json!({"StringEquals": {"ec2:CreateAction": "RegisterImage"}}))
-        }
+        "TagOnCreate" => Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}})),
         "ShareSnapshots" => {
             let mut c = serde_json::Map::new();
+            c.insert("StringEquals".into(), managed("aws:ResourceTag"));
             if !scope.public {
                 // No `all` unless asked for: the key must be absent.
                 c.insert("Null".into(), json!({"ec2:Add/group": "true"}));
@@ -711,9 +751,9 @@ mod tests {
             text.contains("\"Null\":{\"ec2:Add/group\":\"true\",\"ec2:Add/userId\":\"true\"}"),
             "{text}"
         );
-        assert!(size_warnings(&policy.document)
-            .iter()
-            .all(|w| !w.contains("role")));
+        // Scoped to imgpub's own images and snapshots it is over a user's inline 2,048,
+        // well within a managed policy (create-publisher attaches one).
+        assert!(size(&policy.document) <= 6144, "{}", size(&policy.document));
     }
 
     #[test]

@@ -240,7 +240,9 @@ fn file_name(path: &std::path::Path) -> Result<String> {
 /// Checks everything that can be checked without AWS, including the image itself.
 /// Blocking file reads: call it off the async runtime.
 pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
-    let tags = tags::parse_to_set("--tags", &opts.tags)?;
+    let user_tags = tags::parse_to_set("--tags", &opts.tags)?;
+    // What imgpub makes carries its tag (the scoped policies change only that).
+    let tags = tags::with_managed(&user_tags);
     ami::validate_account_ids("--grant-user", &opts.grant_user)?;
     ami::validate_account_ids("--grant-user-snapshot", &opts.grant_user_snapshot)?;
 
@@ -1226,7 +1228,14 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        assert_eq!(reg.tags, pairs(&[("Name", "os-1.0"), ("stream", "stable")]));
+        assert_eq!(
+            reg.tags,
+            pairs(&[
+                ("Name", "os-1.0"),
+                ("stream", "stable"),
+                ("imgpub:managed", "true")
+            ])
+        );
         // A Name in --tags is the user's.
         assert_eq!(
             image_tags("ami", &pairs(&[("Name", "mine")])),

@@ -698,3 +698,20 @@ pub async fn access_key(iam: &aws_sdk_iam::Client, name: &str) -> (String, Strin
         key.secret_access_key().to_string(),
     )
 }
+
+/// Tags `ids` (AMIs, snapshots) as imgpub tags what it makes (`imgpub:managed=true`), as the
+/// test's admin: resources a publisher's scoped policy may change.
+pub async fn mark_managed(standin: &Standin, region: &str, ids: &[&str]) {
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+    ec2.create_tags()
+        .set_resources(Some(ids.iter().map(|s| s.to_string()).collect()))
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("imgpub:managed")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}

@@ -718,6 +718,18 @@ def copy_image(self: EC2Response) -> ActionResult:
     for ami in target.amis.values():
         if ami.name == name and ami.owner_id == target.account_id:
             raise _invalid("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}")
+    # "The tags to apply to the new AMI and new snapshots. You can tag the AMI, the
+    # snapshots, or both" (CopyImage API reference, TagSpecifications); any other resource
+    # type fails the request. moto ignores them.
+    new_tags: dict[str, dict[str, str]] = {"image": {}, "snapshot": {}}
+    for spec in params.get("TagSpecifications") or []:
+        kind = spec.get("ResourceType")
+        if kind not in new_tags:
+            raise _invalid(
+                "InvalidParameterValue",
+                f"'{kind}' is not a valid taggable resource type for this operation.",
+            )
+        new_tags[kind].update({t["Key"]: t.get("Value", "") for t in spec.get("Tags") or []})
     ami_id = random_ami_id()
     bdm = []
     for mapping in source.block_device_mappings:
@@ -739,6 +751,8 @@ def copy_image(self: EC2Response) -> ActionResult:
                         f"for SourceSnapshot {src_snap.id}")
             target.delete_volume(vol.id)
             snap.kms_key_id = key
+            if new_tags["snapshot"]:
+                target.create_tags([snap.id], new_tags["snapshot"])
             ebs["SnapshotId"] = snap.id
             ebs["Encrypted"] = encrypted
         bdm.append(mapping)
@@ -750,6 +764,8 @@ def copy_image(self: EC2Response) -> ActionResult:
     if params.get("CopyImageTags"):
         for key, value in source.get_tags().items() if hasattr(source, "get_tags") else []:
             ami.add_tag(key, value)
+    if new_tags["image"]:
+        target.create_tags([ami_id], new_tags["image"])
     target.amis[ami_id] = ami
     if token:
         tokens[token] = ami_id
@@ -1202,6 +1218,42 @@ def _form_list(form: dict[str, list[str]], prefix: str) -> list[str]:
     return [v for _, v in sorted(items)]
 
 
+def _resource_tags(account: str, region: str, resource_id: str) -> dict[str, Any]:
+    """aws:ResourceTag/KEY for each tag an existing image or snapshot has (Service
+    Authorization Reference, Amazon EC2 and Amazon EBS: the actions on an existing image or
+    snapshot take aws:ResourceTag)."""
+    from moto.ec2.models import ec2_backends
+
+    tags = ec2_backends[account][region].tags
+    have = tags[resource_id] if resource_id in tags else {}
+    return {f"aws:ResourceTag/{k}": v for k, v in have.items()}
+
+
+def _request_tags(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """aws:RequestTag/KEY and aws:TagKeys for the tags a request puts on (Service
+    Authorization Reference: on the creating actions and CreateTags)."""
+    if not pairs:
+        return {}
+    ctx: dict[str, Any] = {f"aws:RequestTag/{k}": v for k, v in pairs}
+    ctx["aws:TagKeys"] = [k for k, _ in pairs]
+    return ctx
+
+
+def _tag_specification(form: dict[str, list[str]], resource_type: str) -> list[tuple[str, str]]:
+    """The tags of the TagSpecification.N for `resource_type`."""
+    pairs = []
+    for key, values in form.items():
+        m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", key)
+        if m and values[0] == resource_type:
+            n = m.group(1)
+            i = 1
+            while f"TagSpecification.{n}.Tag.{i}.Key" in form:
+                pairs.append((form[f"TagSpecification.{n}.Tag.{i}.Key"][0],
+                              (form.get(f"TagSpecification.{n}.Tag.{i}.Value") or [""])[0]))
+                i += 1
+    return pairs
+
+
 def _ec2_arn(partition: str, region: str, kind: str, ident: str = "*") -> str:
     return f"arn:{partition}:ec2:{region}::{kind}/{ident}"
 
@@ -1251,15 +1303,17 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
     if service == "ec2":
         ec2 = lambda kind, ident="*": _ec2_arn(partition, region, kind, ident)  # noqa: E731
         if action == "RegisterImage":
-            needs = [("ec2:RegisterImage", ec2("image"), ctx)]
+            new_tags = _request_tags(_tag_specification(form, "image"))
+            needs = [("ec2:RegisterImage", ec2("image"), {**ctx, **new_tags})]
             for k, v in form.items():
                 if re.fullmatch(r"BlockDeviceMapping\.\d+\.Ebs\.SnapshotId", k):
-                    needs.append(("ec2:RegisterImage", ec2("snapshot", v[0]), ctx))
+                    needs.append(("ec2:RegisterImage", ec2("snapshot", v[0]),
+                                  {**ctx, **_resource_tags(account, region, v[0])}))
             if _form_list(form, "TagSpecification.1.Tag") or any(
                 k.startswith("TagSpecification.") for k in form
             ):
                 needs.append(("ec2:CreateTags", ec2("image"),
-                              {**ctx, "ec2:CreateAction": "RegisterImage"}))
+                              {**ctx, **new_tags, "ec2:CreateAction": "RegisterImage"}))
             return needs
         if action == "ImportSnapshot":
             task = f"arn:{partition}:ec2:{region}:{account}:import-snapshot-task/*"
@@ -1269,22 +1323,46 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             # permissions for the CopyImage action on the source AMI. Resource-level
             # permissions for the target AMI are available as before." (EC2 User Guide,
             # "Grant permissions to copy Amazon EC2 AMIs").
-            source = _ec2_arn(partition, first("SourceRegion") or region, "image",
-                              first("SourceImageId") or "*")
-            return [("ec2:CopyImage", ec2("image"), ctx), ("ec2:CopyImage", source, ctx),
-                    ("ec2:CopyImage", ec2("snapshot"), ctx)]
+            source_region = first("SourceRegion") or region
+            source = _ec2_arn(partition, source_region, "image", first("SourceImageId") or "*")
+            # The source AMI takes no aws:ResourceTag for CopyImage (Service Authorization
+            # Reference, Amazon EC2: CopyImage's image lists request tags only).
+            needs = [
+                ("ec2:CopyImage", ec2("image"),
+                 {**ctx, **_request_tags(_tag_specification(form, "image"))}),
+                ("ec2:CopyImage", source, ctx),
+                ("ec2:CopyImage", ec2("snapshot"),
+                 {**ctx, **_request_tags(_tag_specification(form, "snapshot"))}),
+            ]
+            # Tagging on create is CreateTags with ec2:CreateAction on each kind tagged.
+            for kind in ("image", "snapshot"):
+                pairs = _tag_specification(form, kind)
+                if pairs:
+                    needs.append(("ec2:CreateTags", ec2(kind),
+                                  {**ctx, **_request_tags(pairs), "ec2:CreateAction": "CopyImage"}))
+            return needs
         if action == "CreateTags":
+            pairs = []
+            i = 1
+            while f"Tag.{i}.Key" in form:
+                pairs.append((form[f"Tag.{i}.Key"][0], (form.get(f"Tag.{i}.Value") or [""])[0]))
+                i += 1
             needs = []
             for rid in _form_list(form, "ResourceId"):
                 kind = "image" if rid.startswith("ami-") else "snapshot" if rid.startswith("snap-") else "*"
-                needs.append(("ec2:CreateTags", ec2(kind, rid), ctx))
+                needs.append(("ec2:CreateTags", ec2(kind, rid),
+                              {**ctx, **_request_tags(pairs),
+                               **_resource_tags(account, region, rid)}))
             return needs or [("ec2:CreateTags", "*", ctx)]
         by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage",
                     "EnableImageDeprecation"}
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
         if action in by_image:
-            return [(f"ec2:{action}", ec2("image", first("ImageId")), ctx)]
+            image = first("ImageId")
+            return [(f"ec2:{action}", ec2("image", image),
+                     {**ctx, **_resource_tags(account, region, image)})]
         if action in by_snapshot:
+            ctx = {**ctx, **_resource_tags(account, region, first("SnapshotId"))}
             if action == "ModifySnapshotAttribute":
                 # The accounts and groups a request adds (Service Authorization Reference,
                 # EC2: ec2:Add/userId and ec2:Add/group on ModifySnapshotAttribute).
@@ -1338,6 +1416,12 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         snapshot = standin_ebs.EbsDirect.snapshot_of(environ["PATH_INFO"])
         snapshot_arn = _ec2_arn(partition, region, "snapshot",
                                 "*" if action == "StartSnapshot" else snapshot or "*")
+        if action == "StartSnapshot":
+            # StartSnapshot's Tags: aws:RequestTag/aws:TagKeys at the action's level.
+            tags = json.loads(body or b"{}").get("Tags") or []
+            ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", "")) for t in tags])}
+        elif snapshot:
+            ctx = {**ctx, **_resource_tags(account, region, snapshot)}
         needs = [(f"ebs:{action}", snapshot_arn, ctx)]
         if action == "StartSnapshot" and json.loads(body or b"{}").get("Tags"):
             needs.append(("ec2:CreateTags", snapshot_arn,

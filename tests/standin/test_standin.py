@@ -1506,3 +1506,65 @@ def test_a_users_permissions_boundary_is_kept_and_enforced(enforcing):
     iam.create_user(UserName="born-bounded", PermissionsBoundary=arn)
     assert iam.get_user(UserName="born-bounded")["User"]["PermissionsBoundary"][
         "PermissionsBoundaryArn"] == arn
+
+
+def test_image_and_snapshot_tags_are_in_the_request_context(enforcing, images):
+    """Service Authorization Reference, Amazon EC2: actions on an existing image or snapshot
+    take aws:ResourceTag; RegisterImage, CopyImage and CreateTags take aws:RequestTag and
+    aws:TagKeys. A policy scoped to a tag changes only what carries it, and creates only
+    what is tagged with it."""
+    ours = {"StringEquals": {"aws:ResourceTag/imgpub:managed": "true"}}
+    as_user, _ = user_with_policy(enforcing, "tag-scoped", [
+        {"Effect": "Allow", "Action": ["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+         "Resource": "*", "Condition": ours},
+        {"Effect": "Allow", "Action": "ec2:RegisterImage",
+         "Resource": "arn:aws:ec2:us-east-1::image/*",
+         "Condition": {"StringEquals": {"aws:RequestTag/imgpub:managed": "true"}}},
+        {"Effect": "Allow", "Action": "ec2:RegisterImage",
+         "Resource": "arn:aws:ec2:us-east-1::snapshot/*", "Condition": ours},
+        {"Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RegisterImage"}}},
+    ])
+    ec2 = as_user("ec2")
+    with unenforced(enforcing):
+        admin = client(enforcing, "ec2")
+        theirs, their_snap = admin_image(enforcing, "admins-image")
+        mine_snap = admin_snapshot(enforcing)
+        admin.create_tags(Resources=[mine_snap], Tags=[{"Key": "imgpub:managed", "Value": "true"}])
+    for refused in (lambda: ec2.deregister_image(ImageId=theirs),
+                    lambda: ec2.delete_snapshot(SnapshotId=their_snap)):
+        with pytest.raises(ClientError) as err:
+            refused()
+        assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    managed = [{"ResourceType": "image",
+                "Tags": [{"Key": "imgpub:managed", "Value": "true"}]}]
+    # An untagged snapshot, or an image without the tag: refused.
+    with pytest.raises(ClientError):
+        register(ec2, their_snap, "not-mine", TagSpecifications=managed, BillingProducts=[])
+    with pytest.raises(ClientError):
+        register(ec2, mine_snap, "untagged", TagSpecifications=[], BillingProducts=[])
+    mine = register(ec2, mine_snap, "mine", TagSpecifications=managed, BillingProducts=[])
+    ec2.deregister_image(ImageId=mine)
+
+
+def test_copy_image_tags_the_new_ami_and_snapshots_as_asked(account):
+    """CopyImage API reference, TagSpecifications: "The tags to apply to the new AMI and new
+    snapshots"; another resource type fails the request."""
+    source, _ = admin_image(account, "tag-on-copy")
+    ec2 = client(account, "ec2", "us-west-2")
+    with pytest.raises(ClientError) as err:
+        ec2.copy_image(Name="bad-spec", SourceImageId=source, SourceRegion="us-east-1",
+                       TagSpecifications=[{"ResourceType": "volume",
+                                           "Tags": [{"Key": "k", "Value": "v"}]}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    copied = ec2.copy_image(
+        Name="tagged-copy", SourceImageId=source, SourceRegion="us-east-1",
+        TagSpecifications=[
+            {"ResourceType": "image", "Tags": [{"Key": "imgpub:managed", "Value": "true"}]},
+            {"ResourceType": "snapshot", "Tags": [{"Key": "kind", "Value": "copy"}]}],
+    )["ImageId"]
+    image = ec2.describe_images(ImageIds=[copied])["Images"][0]
+    assert {"Key": "imgpub:managed", "Value": "true"} in image["Tags"]
+    snap = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    tags = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["Tags"]
+    assert tags == [{"Key": "kind", "Value": "copy"}]
