@@ -194,7 +194,18 @@ fn import_buckets(statement: &Value, spec: &RoleSpec) -> Option<Vec<String>> {
 /// Returns it and the names of the kept statements (Sid, or position).
 pub fn merge_role_policy(spec: &RoleSpec, current: Option<&Value>) -> (Value, Vec<String>) {
     let ours = statements(&role_policy(spec));
-    let ours_normalized: Vec<Value> = ours.iter().map(normalize_policy).collect();
+    // Ours as earlier versions wrote them too: without the bucket-owner condition, which
+    // the policy put now adds (such a statement is replaced, not kept beside ours).
+    let ours_normalized: Vec<Value> = ours
+        .iter()
+        .flat_map(|st| {
+            let mut earlier = st.clone();
+            if let Some(map) = earlier.as_object_mut() {
+                map.remove("Condition");
+            }
+            [normalize_policy(st), normalize_policy(&earlier)]
+        })
+        .collect();
     let mut buckets = spec.import_buckets.clone();
     let mut kept = vec![];
     let mut kept_names = vec![];
@@ -708,15 +719,27 @@ pub async fn apply_role_documents(
                 // There since the plan looked: our first attempt, whose answer was lost (the
                 // SDK retried), or another run. Its trust policy is made ours.
                 Err(err) if err.code() == Some("EntityAlreadyExists") => {
-                    update_trust(iam, name, &trust).await?;
                     let out =
                         iam.get_role().role_name(name).send().await.map_err(|e| {
                             aws(Op::IamGetRole, format!("reading IAM role {name}"), e)
                         })?;
-                    out.role()
-                        .ok_or_else(|| Error::missing(Op::IamGetRole, "Role"))?
-                        .arn()
-                        .to_string()
+                    let role = out
+                        .role()
+                        .ok_or_else(|| Error::missing(Op::IamGetRole, "Role"))?;
+                    // A role made with tags (a publisher) that lacks them is someone else's,
+                    // made since the plan looked: not taken over behind the checks.
+                    let ours = docs.tags.iter().all(|want| {
+                        role.tags()
+                            .iter()
+                            .any(|t| t.key() == want.key() && t.value() == want.value())
+                    });
+                    if !ours {
+                        return Err(Error::Invalid(format!(
+                            "IAM role {name} was made by someone else while this run was planning; nothing of it was changed: rerun to see it (and --adopt to take it over)"
+                        )));
+                    }
+                    update_trust(iam, name, &trust).await?;
+                    role.arn().to_string()
                 }
                 Err(err) => return Err(err),
             }
@@ -904,6 +927,24 @@ mod tests {
         let plan = plan_role(&spec, &present(ours), &[], false);
         assert_eq!(plan.trust_policy, Outcome::AlreadyFine);
         assert!(plan.trust_removed.is_empty());
+    }
+
+    #[test]
+    fn statements_written_before_the_owner_condition_are_replaced_not_kept() {
+        let spec = RoleSpec {
+            export_bucket: Some("exports".into()),
+            ..spec()
+        };
+        let mut earlier = role_policy(&spec);
+        for st in earlier["Statement"].as_array_mut().unwrap() {
+            st.as_object_mut().unwrap().remove("Condition");
+        }
+        let (merged, kept) = merge_role_policy(&spec, Some(&earlier));
+        assert!(kept.is_empty(), "{kept:?}");
+        assert_eq!(
+            normalize_policy(&merged),
+            normalize_policy(&role_policy(&spec))
+        );
     }
 
     #[test]

@@ -547,18 +547,16 @@ pub fn create_credentials_file(path: &std::path::Path) -> Result<std::fs::File> 
         })
 }
 
-/// Writes the key into a file made by [`create_credentials_file`], and flushes it to disk.
-/// Blocking: call it off the runtime.
-pub fn write_credentials(
-    mut file: impl std::io::Write,
-    id: &str,
-    secret: &str,
-) -> std::io::Result<()> {
+/// Writes the key into a file made by [`create_credentials_file`] and syncs it to disk, so
+/// an error a full disk or a network file system gives only then is seen before any old
+/// key is retired. Blocking: call it off the runtime.
+pub fn write_credentials(mut file: std::fs::File, id: &str, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
     writeln!(
         file,
         "[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}"
     )?;
-    file.flush()
+    file.sync_all()
 }
 
 #[cfg(test)]

@@ -558,6 +558,9 @@ pub struct Publisher {
     pub deactivated_keys: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deleted_keys: Vec<String>,
+    /// Old keys `--rotate-key` could not retire: still active.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub old_keys_still_active: Vec<String>,
 }
 
 /// Creates or repairs the publisher as planned.
@@ -635,6 +638,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 other_policies: others.clone(),
                 deactivated_keys: vec![],
                 deleted_keys: vec![],
+                old_keys_still_active: vec![],
             })
         }
         Plan::User {
@@ -677,14 +681,23 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 changed.push("access-key");
             }
             // The old keys only once the new one is safely written.
-            let (mut deactivated_keys, mut deleted_keys) = (vec![], vec![]);
+            // One that cannot be retired is reported, not an error: the new key is written
+            // and its id must be printed, and a rerun could not tell the keys apart.
+            let (mut deactivated_keys, mut deleted_keys, mut still_active) =
+                (vec![], vec![], vec![]);
             for id in old_keys {
-                if *delete_old_key {
-                    publisher::delete_access_key(&c.iam, name, id).await?;
-                    deleted_keys.push(id.clone());
+                let retired = if *delete_old_key {
+                    publisher::delete_access_key(&c.iam, name, id).await
                 } else {
-                    publisher::deactivate_access_key(&c.iam, name, id).await?;
-                    deactivated_keys.push(id.clone());
+                    publisher::deactivate_access_key(&c.iam, name, id).await
+                };
+                match (retired, *delete_old_key) {
+                    (Ok(()), true) => deleted_keys.push(id.clone()),
+                    (Ok(()), false) => deactivated_keys.push(id.clone()),
+                    (Err(err), _) => {
+                        tracing::error!("the old access key {id} of {name} is still active ({err}): deactivate it with `aws iam update-access-key --user-name {name} --access-key-id {id} --status Inactive`");
+                        still_active.push(id.clone());
+                    }
                 }
             }
             let flags = match &written {
@@ -704,6 +717,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 other_policies: state.others.clone(),
                 deactivated_keys,
                 deleted_keys,
+                old_keys_still_active: still_active,
             })
         }
     }

@@ -820,7 +820,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     if let SnapshotStep::Write(start) = &plan.snapshot {
         calls.extend(direct_calls(region, start));
     }
-    if let (Source::Snapshot(_), false) = (&local.source, local.tags.is_empty()) {
+    if retag_snapshot(plan) {
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
     }
     if let (true, Source::File { .. }, Some(object)) = (local.delete_object, &local.source, &object)
@@ -968,6 +968,14 @@ pub const MAY_CALL: &[Op] = &[
     Op::IamSimulatePrincipalPolicy,
 ];
 
+/// A snapshot this run did not make (named with `--source-snapshot`, or left by an earlier
+/// run, perhaps of an older imgpub or ore) is tagged before RegisterImage: the scoped
+/// policies register only from a snapshot that carries imgpub's tag.
+fn retag_snapshot(plan: &Plan) -> bool {
+    matches!(plan.local.source, Source::Snapshot(_))
+        || matches!(plan.snapshot, SnapshotStep::Use(_))
+}
+
 /// Runs the plan; see the module docs.
 pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     let local = &plan.local;
@@ -983,7 +991,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
             ))
         }
     };
-    if let Source::Snapshot(_) = local.source {
+    if retag_snapshot(plan) {
         tag(&c.ec2, &snapshot, &local.tags).await?;
     }
     // The image is in a snapshot now: the object has served its purpose.
@@ -1372,8 +1380,8 @@ mod tests {
             );
             assert_eq!(call.region, "eu-west-1");
         }
-        // A rerun that found everything: no upload, no import, no register; the AMI's
-        // Name tag is made sure of.
+        // A rerun that found everything: no upload, no import, no register; the snapshot's
+        // and the AMI's tags are made sure of.
         let done = Plan {
             snapshot: SnapshotStep::Use("snap-1".into()),
             image: ImageStep::Reuse("ami-1".into()),
@@ -1383,6 +1391,7 @@ mod tests {
         assert_eq!(
             ops,
             vec![
+                Op::Ec2CreateTags,
                 Op::Ec2CreateTags,
                 Op::Ec2ModifyImageAttribute,
                 Op::Ec2ModifySnapshotAttribute
