@@ -450,6 +450,33 @@ fn create_publisher(standin: &Standin, args: &[&str]) -> Value {
         .json()
 }
 
+/// `create-publisher --user NAME --key-file KEY_FILE --for ssm --ssm-prefix /os/`: a user
+/// publisher of the smallest policy, as the user-mode tests make it.
+fn ssm_user_publisher(standin: &Standin, name: &str, key_file: &Path) -> Imgpub {
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "create-publisher",
+            "--region",
+            REGION,
+            "--user",
+            name,
+        ])
+        .arg_path("--key-file", key_file)
+        .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+}
+
+/// The secret access key in a credentials file create-publisher wrote.
+fn secret_in(key_file: &Path) -> String {
+    std::fs::read_to_string(key_file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
     let standin = initialized();
@@ -530,28 +557,9 @@ async fn create_publisher_makes_a_user_whose_key_is_only_in_a_private_file() {
     let (ami, _) = common::api_image(&standin, REGION, "os-7", &[("stream", "stable")]).await;
     let dir = TempDir::new();
     let key_file = dir.path().join("publisher.credentials");
-    let make = || {
-        standin
-            .imgpub()
-            .args([
-                "aws",
-                "create-publisher",
-                "--region",
-                REGION,
-                "--user",
-                "ci",
-            ])
-            .arg_path("--key-file", &key_file)
-            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
-            .run()
-    };
+    let make = || ssm_user_publisher(&standin, "ci", &key_file).run();
     let out = make();
-    let text = std::fs::read_to_string(&key_file).unwrap();
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
-        .unwrap()
-        .to_string();
+    let secret = secret_in(&key_file);
     // The secret is in the file only.
     assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret));
     use std::os::unix::fs::PermissionsExt;
@@ -869,12 +877,7 @@ impl Publisher {
             .args(policy_flags)
             .run()
             .json();
-        let text = std::fs::read_to_string(&key_file).unwrap();
-        let secret = text
-            .lines()
-            .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
-            .unwrap()
-            .to_string();
+        let secret = secret_in(&key_file);
         Publisher::User { key_file, secret }
     }
 
@@ -1446,18 +1449,7 @@ async fn keys_are_made_only_for_our_users_and_rotation_retires_the_old_one() {
     let iam = standin.iam();
     let dir = TempDir::new();
     let user = |name: &str, file: &str, extra: &[&str]| {
-        standin
-            .imgpub()
-            .args([
-                "aws",
-                "create-publisher",
-                "--region",
-                REGION,
-                "--user",
-                name,
-            ])
-            .arg_path("--key-file", &dir.path().join(file))
-            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+        ssm_user_publisher(&standin, name, &dir.path().join(file))
             .args(extra)
             .run()
     };
@@ -1520,19 +1512,7 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
     let dir = TempDir::new();
     // A directory that is not there: refused before anything is made.
     standin.reset_requests();
-    let missing = standin
-        .imgpub()
-        .args([
-            "aws",
-            "create-publisher",
-            "--region",
-            REGION,
-            "--user",
-            "ci",
-        ])
-        .arg_path("--key-file", &dir.path().join("no-such-dir/key"))
-        .args(["--for", "ssm", "--ssm-prefix", "/os/"])
-        .run();
+    let missing = ssm_user_publisher(&standin, "ci", &dir.path().join("no-such-dir/key")).run();
     assert_eq!(missing.code, 2, "{}", missing.stderr);
     assert!(
         missing.error_line().contains("does not exist"),
@@ -1544,18 +1524,7 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
     // A file that can be created but not written (a file size limit of 0, as on a full
     // disk): the key made for it is deleted again, and the empty file removed.
     let key_file = dir.path().join("key");
-    let mut cmd = standin
-        .imgpub()
-        .args([
-            "aws",
-            "create-publisher",
-            "--region",
-            REGION,
-            "--user",
-            "ci",
-        ])
-        .arg_path("--key-file", &key_file)
-        .args(["--for", "ssm", "--ssm-prefix", "/os/"]);
+    let mut cmd = ssm_user_publisher(&standin, "ci", &key_file);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.cmd.pre_exec(|| {
@@ -1581,20 +1550,7 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
     assert_eq!(keys_of(&standin.iam(), "ci").await, vec![]);
     assert!(!key_file.exists());
     // The rerun (with room to write) makes the key.
-    let out = standin
-        .imgpub()
-        .args([
-            "aws",
-            "create-publisher",
-            "--region",
-            REGION,
-            "--user",
-            "ci",
-        ])
-        .arg_path("--key-file", &key_file)
-        .args(["--for", "ssm", "--ssm-prefix", "/os/"])
-        .run()
-        .json();
+    let out = ssm_user_publisher(&standin, "ci", &key_file).run().json();
     assert_eq!(keys_of(&standin.iam(), "ci").await.len(), 1, "{out}");
 }
 
@@ -1679,18 +1635,7 @@ async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
     let dir = TempDir::new();
     let key_file = dir.path().join("ci.credentials");
     let make = |extra: &[&str]| {
-        standin
-            .imgpub()
-            .args([
-                "aws",
-                "create-publisher",
-                "--region",
-                REGION,
-                "--user",
-                "ci",
-            ])
-            .arg_path("--key-file", &key_file)
-            .args(["--for", "ssm", "--ssm-prefix", "/os/"])
+        ssm_user_publisher(&standin, "ci", &key_file)
             .args(extra)
             .run()
     };
@@ -1710,12 +1655,7 @@ async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
 
     // The boundary holds: the publisher's own policy allows PutParameter, the boundary not.
     enforce_iam(&standin);
-    let text = std::fs::read_to_string(&key_file).unwrap();
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
-        .unwrap()
-        .to_string();
+    let secret = secret_in(&key_file);
     let run = standin
         .imgpub()
         .env_remove("AWS_ACCESS_KEY_ID")
@@ -1864,41 +1804,19 @@ async fn a_publisher_changes_only_what_imgpub_made() {
     // grant, delete.
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 23);
-    let run = signed_by(standin.imgpub(), &keys)
-        .args([
-            "aws",
-            "upload",
-            "--region",
-            REGION,
-            "--bucket",
-            "s3://images/ci",
-        ])
-        .arg_path("--file", &file)
-        .args([
-            "--name",
-            "scoped-s3",
-            "--public",
-            "--grant-user-snapshot",
-            SHARE_WITH,
-            "-v",
-        ])
-        .run();
+    let run = upload_with(signed_by(standin.imgpub(), &keys), &file, "scoped-s3", &[]);
     let ami = run.json()["HVM"].as_str().unwrap().to_string();
     assert!(
         run.stderr.contains("permission preflight: all"),
         "{}",
         run.stderr
     );
-    let run = signed_by(standin.imgpub(), &direct_keys)
-        .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
-        .arg_path("--file", &file)
-        .args([
-            "--name",
-            "scoped-direct",
-            "--grant-user-snapshot",
-            SHARE_WITH,
-        ])
-        .run();
+    let run = upload_with(
+        signed_by(standin.imgpub(), &direct_keys),
+        &file,
+        "scoped-direct",
+        &["--via", "ebs-direct"],
+    );
     assert!(run.json()["HVM"].as_str().is_some(), "{}", run.stderr);
     let run = signed_by(standin.imgpub(), &keys)
         .args([

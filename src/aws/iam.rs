@@ -88,9 +88,7 @@ pub fn role_policy(spec: &RoleSpec) -> Value {
             })
             .collect()
     };
-    // S3 ARNs carry no account and bucket names are global: only buckets of this account,
-    // so the role never reads (or writes) a bucket of the same name someone else made.
-    let own_account = json!({"StringEquals": {"s3:ResourceAccount": spec.account}});
+    let own_account = own_buckets(&spec.account);
     let mut statements = vec![json!({
         "Effect": "Allow",
         "Action": IMPORT_ACTIONS,
@@ -149,6 +147,13 @@ fn statements(doc: &Value) -> Vec<Value> {
     }
 }
 
+/// The role's S3 condition: S3 ARNs carry no account and bucket names are global, so only
+/// buckets of this account, and the role never reads (or writes) a bucket of the same name
+/// someone else made.
+fn own_buckets(account: &str) -> Value {
+    json!({"StringEquals": {"s3:ResourceAccount": account}})
+}
+
 /// The buckets an import statement of ours grants: one that allows exactly
 /// [`IMPORT_ACTIONS`] on buckets and their objects, limited to this account's buckets, or
 /// without conditions (as earlier imgpub and ore wrote it).
@@ -156,9 +161,7 @@ fn import_buckets(statement: &Value, spec: &RoleSpec) -> Option<Vec<String>> {
     let norm = normalize_policy(statement);
     let mut want: Vec<Value> = IMPORT_ACTIONS.iter().map(|a| json!(a)).collect();
     want.sort_by_key(|v| v.to_string());
-    let own_account = normalize_policy(&json!({
-        "Condition": {"StringEquals": {"s3:ResourceAccount": spec.account}}
-    }));
+    let own_account = normalize_policy(&json!({"Condition": own_buckets(&spec.account)}));
     let condition_ours = match norm.get("Condition") {
         None => true,
         Some(c) => *c == own_account["Condition"],

@@ -369,8 +369,7 @@ class ImportTask:
         role = identity_of_role(backend, account, self.role, None)
         bucket_arn = f"arn:{partition}:s3:::{self.bucket}"
         # The bucket's account, as every S3 request carries it (see needed_for).
-        owner = s3_backends.bucket_accounts.get(self.bucket)
-        owner_account = owner[1] if owner else account
+        owner_account = _bucket_account(self.bucket, account)
         for action, resource in [
             ("s3:GetBucketLocation", bucket_arn),
             ("s3:ListBucket", bucket_arn),
@@ -1239,19 +1238,30 @@ def _request_tags(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return ctx
 
 
+def _tag_pairs(form: dict[str, list[str]], prefix: str) -> list[tuple[str, str]]:
+    """The (key, value) pairs of a query-protocol tag list: PREFIX.1.Key, PREFIX.1.Value, …"""
+    pairs = []
+    i = 1
+    while f"{prefix}.{i}.Key" in form:
+        pairs.append((form[f"{prefix}.{i}.Key"][0], (form.get(f"{prefix}.{i}.Value") or [""])[0]))
+        i += 1
+    return pairs
+
+
 def _tag_specification(form: dict[str, list[str]], resource_type: str) -> list[tuple[str, str]]:
     """The tags of the TagSpecification.N for `resource_type`."""
     pairs = []
     for key, values in form.items():
         m = re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", key)
         if m and values[0] == resource_type:
-            n = m.group(1)
-            i = 1
-            while f"TagSpecification.{n}.Tag.{i}.Key" in form:
-                pairs.append((form[f"TagSpecification.{n}.Tag.{i}.Key"][0],
-                              (form.get(f"TagSpecification.{n}.Tag.{i}.Value") or [""])[0]))
-                i += 1
+            pairs += _tag_pairs(form, f"TagSpecification.{m.group(1)}.Tag")
     return pairs
+
+
+def _bucket_account(bucket: str, caller: str) -> str:
+    """The account that owns `bucket` (the caller's, for one not made yet)."""
+    owner = s3_backends.bucket_accounts.get(bucket)
+    return owner[1] if owner else caller
 
 
 def _ec2_arn(partition: str, region: str, kind: str, ident: str = "*") -> str:
@@ -1274,8 +1284,7 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         # The account that owns the bucket (the caller's, for one not made yet): s3:ResourceAccount
         # on every S3 action imgpub calls (Service Authorization Reference, Amazon S3), and
         # aws:ResourceAccount (IAM User Guide, global condition keys; S3 is not excepted).
-        owner = s3_backends.bucket_accounts.get(bucket)
-        owner_account = owner[1] if owner else account
+        owner_account = _bucket_account(bucket, account)
         ctx = {**ctx, "s3:ResourceAccount": owner_account, "aws:ResourceAccount": owner_account}
         bucket_arn = f"arn:{partition}:s3:::{bucket}"
         object_arn = f"{bucket_arn}/{key}"
@@ -1342,11 +1351,7 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                                   {**ctx, **_request_tags(pairs), "ec2:CreateAction": "CopyImage"}))
             return needs
         if action == "CreateTags":
-            pairs = []
-            i = 1
-            while f"Tag.{i}.Key" in form:
-                pairs.append((form[f"Tag.{i}.Key"][0], (form.get(f"Tag.{i}.Value") or [""])[0]))
-                i += 1
+            pairs = _tag_pairs(form, "Tag")
             needs = []
             for rid in _form_list(form, "ResourceId"):
                 kind = "image" if rid.startswith("ami-") else "snapshot" if rid.startswith("snap-") else "*"
@@ -1416,14 +1421,15 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         snapshot = standin_ebs.EbsDirect.snapshot_of(environ["PATH_INFO"])
         snapshot_arn = _ec2_arn(partition, region, "snapshot",
                                 "*" if action == "StartSnapshot" else snapshot or "*")
+        tags = json.loads(body or b"{}").get("Tags") if action == "StartSnapshot" else None
         if action == "StartSnapshot":
             # StartSnapshot's Tags: aws:RequestTag/aws:TagKeys at the action's level.
-            tags = json.loads(body or b"{}").get("Tags") or []
-            ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", "")) for t in tags])}
+            ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", ""))
+                                           for t in tags or []])}
         elif snapshot:
             ctx = {**ctx, **_resource_tags(account, region, snapshot)}
         needs = [(f"ebs:{action}", snapshot_arn, ctx)]
-        if action == "StartSnapshot" and json.loads(body or b"{}").get("Tags"):
+        if tags:
             needs.append(("ec2:CreateTags", snapshot_arn,
                           {**ctx, "ec2:CreateAction": "StartSnapshot"}))
         return needs
@@ -1881,6 +1887,8 @@ class StandinApp:
             mismatch = self._payload_sha256_mismatch(environ)
             if mismatch is not None:
                 return self._error(environ, start_response, service, mismatch)
+        if service == "ebs" and action == "StartSnapshot":
+            body = read_body(environ)  # its Tags: checked here and by _authorize
         answer = self._authorize(environ, start_response, service, action, region, body)
         if answer is not None:
             return answer
@@ -1888,8 +1896,6 @@ class StandinApp:
             foreign = self._bucket_owner_mismatch(environ, action)
             if foreign is not None:
                 return self._error(environ, start_response, service, foreign)
-        if service == "ebs" and action == "StartSnapshot":
-            body = read_body(environ)
         reserved = _reserved_tag_key(service, action, body)
         if reserved is not None:
             return self._error(environ, start_response, service, reserved)
@@ -1925,8 +1931,8 @@ class StandinApp:
         if not expected or action == "CreateBucket":
             return None
         bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
-        owner = s3_backends.bucket_accounts.get(bucket)
-        if owner is None or owner[1] == expected:
+        # No such bucket: S3's own answer (404).
+        if _bucket_account(bucket, expected) == expected:
             return None
         return Fault({"status": 403, "code": "AccessDenied", "message": "Access Denied"})
 

@@ -1340,21 +1340,29 @@ def _tasks_on_their_own(account, images):
                     for t in ec2.describe_import_snapshot_tasks()["ImportSnapshotTasks"]]
 
 
+OTHER_ACCOUNT = "999988887777"
+
+
+def other_accounts_s3(endpoint: str):
+    """S3 as another account sees it: a role of that account assumed through STS (it exists
+    only as STS's answer, so call this, and use the client, with enforcement off)."""
+    other = client(endpoint, "sts").assume_role(
+        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/other",
+        RoleSessionName="other")["Credentials"]
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=other["AccessKeyId"],
+        aws_secret_access_key=other["SecretAccessKey"],
+        aws_session_token=other["SessionToken"],
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
 def test_expected_bucket_owner_is_checked(account):
     """A bucket of another account answers a request that names our account as the
     expected owner with 403 AccessDenied (S3 User Guide: bucket owner condition)."""
-    # The other account's role exists only as STS's answer: its requests run unenforced.
     with unenforced(account):
-        sts = client(account, "sts")
-        other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/squatter",
-                                RoleSessionName="squat")["Credentials"]
-        squatter = boto3.client(
-            "s3", endpoint_url=account, region_name="us-east-1",
-            aws_access_key_id=other["AccessKeyId"],
-            aws_secret_access_key=other["SecretAccessKey"],
-            aws_session_token=other["SessionToken"],
-            config=Config(retries={"total_max_attempts": 1}),
-        )
+        squatter = other_accounts_s3(account)
         squatter.create_bucket(Bucket="squatted")
         squatter.put_object(Bucket="squatted", Key="k", Body=b"x")
     s3 = client(account, "s3")
@@ -1369,7 +1377,7 @@ def test_expected_bucket_owner_is_checked(account):
             call(ours)
         assert refused.value.response["Error"]["Code"] in ("AccessDenied", "403")
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-        call("999988887777")
+        call(OTHER_ACCOUNT)
     # Our own bucket, named as ours, is served.
     s3.head_bucket(Bucket="images", ExpectedBucketOwner=ours)
 
@@ -1379,15 +1387,7 @@ def test_s3_requests_carry_the_bucket_owners_account(enforcing):
     Reference, Amazon S3): a policy pinned to its own account reaches its own bucket and
     not a bucket of the same kind that another account made."""
     with unenforced(enforcing):
-        sts = client(enforcing, "sts")
-        other = sts.assume_role(RoleArn="arn:aws:iam::999988887777:role/owner",
-                                RoleSessionName="owner")["Credentials"]
-        boto3.client(
-            "s3", endpoint_url=enforcing, region_name="us-east-1",
-            aws_access_key_id=other["AccessKeyId"],
-            aws_secret_access_key=other["SecretAccessKey"],
-            aws_session_token=other["SessionToken"],
-        ).create_bucket(Bucket="someone-elses")
+        other_accounts_s3(enforcing).create_bucket(Bucket="someone-elses")
         client(enforcing, "s3").create_bucket(Bucket="our-own")
     as_user, _ = user_with_policy(enforcing, "own-buckets-only", [
         {"Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": "arn:aws:s3:::*",
@@ -1458,13 +1458,7 @@ def test_vm_import_reads_as_the_role_with_the_buckets_account(account, enforcing
                        "Resource": ["arn:aws:s3:::*"],
                        "Condition": {"StringEquals": {"s3:ResourceAccount": "123456789012"}}}]}))
     with unenforced(enforcing):
-        other = client(enforcing, "sts").assume_role(
-            RoleArn="arn:aws:iam::999988887777:role/owner", RoleSessionName="owner")["Credentials"]
-        theirs = boto3.client(
-            "s3", endpoint_url=enforcing, region_name="us-east-1",
-            aws_access_key_id=other["AccessKeyId"],
-            aws_secret_access_key=other["SecretAccessKey"],
-            aws_session_token=other["SessionToken"])
+        theirs = other_accounts_s3(enforcing)
         theirs.create_bucket(Bucket="not-ours-import")
         theirs.upload_file(str(images["raw"]), "not-ours-import", "os.raw")
     s3, ec2 = client(enforcing, "s3"), client(enforcing, "ec2")
