@@ -12,7 +12,7 @@ use imgpub::commands::copy_regions::CopyOptions;
 use imgpub::commands::create_publisher::PublisherOptions;
 use imgpub::commands::delete_image::DeleteOptions;
 use imgpub::commands::ensure_public::EnsurePublicOptions;
-use imgpub::commands::gc::GcOptions;
+use imgpub::commands::gc::{Collect, GcOptions};
 use imgpub::commands::grant::GrantOptions;
 use imgpub::commands::initialize::InitializeOptions;
 use imgpub::commands::policy::{For, PolicyOptions};
@@ -28,7 +28,8 @@ use imgpub::image::ObjectFormat;
     long_about = "Publish disk images as AWS AMIs.\n\nResults (JSON) go to stdout, logs to stderr."
 )]
 pub struct Cli {
-    /// Log level: CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG or TRACE (any case).
+    /// Log level: CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG or TRACE (any case), or
+    /// ore's C, E, W, N, I, D, T and 0 (ERROR) to 5 (TRACE).
     #[arg(help_heading = "Logging options", long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<LogLevel>,
 
@@ -82,13 +83,13 @@ impl Cli {
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
     }
 
-    /// The effective level: an explicit `--log-level` wins over `-d`, which wins over `-v`.
+    /// The effective level, as ore's: `-d` wins over `-v`, which wins over `--log-level`.
     pub fn effective_log_level(&self) -> LogLevel {
-        match (self.log_level, self.debug, self.verbose) {
-            (Some(level), _, _) => level,
-            (None, true, _) => LogLevel::Debug,
-            (None, false, true) => LogLevel::Info,
-            (None, false, false) => LogLevel::Notice,
+        match (self.debug, self.verbose, self.log_level) {
+            (true, ..) => LogLevel::Debug,
+            (false, true, _) => LogLevel::Info,
+            (false, false, Some(level)) => level,
+            (false, false, None) => LogLevel::Notice,
         }
     }
 }
@@ -131,18 +132,20 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// capnslog's spellings, as ore takes them (`C`/`E`/`W`/`N`/`I`/`D`/`T`, `0`–`5` for ERROR to
+/// TRACE, the names), and the names in any case besides (`info`, `WARN`).
 fn parse_log_level(s: &str) -> Result<LogLevel, String> {
     Ok(match s.to_ascii_uppercase().as_str() {
-        "CRITICAL" => LogLevel::Critical,
-        "ERROR" => LogLevel::Error,
-        "WARNING" | "WARN" => LogLevel::Warning,
-        "NOTICE" => LogLevel::Notice,
-        "INFO" => LogLevel::Info,
-        "DEBUG" => LogLevel::Debug,
-        "TRACE" => LogLevel::Trace,
+        "CRITICAL" | "C" => LogLevel::Critical,
+        "ERROR" | "E" | "0" => LogLevel::Error,
+        "WARNING" | "WARN" | "W" | "1" => LogLevel::Warning,
+        "NOTICE" | "N" | "2" => LogLevel::Notice,
+        "INFO" | "I" | "3" => LogLevel::Info,
+        "DEBUG" | "D" | "4" => LogLevel::Debug,
+        "TRACE" | "T" | "5" => LogLevel::Trace,
         _ => {
             return Err(format!(
-                "unknown log level {s:?}; use one of CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG, TRACE"
+                "unknown log level {s:?}; use one of CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG, TRACE (or ore's C, E, W, N, I, D, T, 0-5)"
             ))
         }
     })
@@ -301,9 +304,10 @@ pub enum AwsSubcommand {
         after_help = "Example:\n  imgpub aws ensure-public --region us-east-1 --tag production=true --all-regions"
     )]
     EnsurePublic(EnsurePublicArgs),
-    /// Delete this account's tagged AMIs (and snapshots) older than --duration.
+    /// Terminate this account's instances tagged CreatedBy=mantle (kola's) launched longer
+    /// ago than --duration, as ore; --images collects old tagged AMIs instead.
     #[command(
-        after_help = "Example:\n  imgpub aws gc --region us-east-1 --tag stream=testing --duration 72h --dry-run"
+        after_help = "Examples:\n  imgpub aws gc --region us-east-1 --duration 1h30m --dry-run\n  imgpub aws gc --region us-east-1 --images --tag stream=testing --duration 72h"
     )]
     Gc(GcArgs),
     /// Write SSM parameters that point at the AMI in each region.
@@ -556,22 +560,73 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is larger than any file"))
 }
 
-/// `90d`, `2h`, `90m`, `600s`, or a bare number of seconds.
+/// A duration in Go's forms, as ore's flags take them (`time.ParseDuration`): one or more
+/// number-and-unit pairs, `1h30m`, `1.5h`, `500ms`, `5h0m0s`; units ns, us (µs), ms, s, m, h,
+/// and imgpub's d. A bare number is refused (is `90` seconds or days?), except `0`, as Go.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    const FORMS: &str = "give a number with a unit, or several: 90m, 1h30m, 1.5h, 600s, 2d";
+    let bad = || format!("{s:?} is not a duration; {FORMS}");
     let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('d') => (&t[..t.len() - 1], 86400),
-        Some('h') => (&t[..t.len() - 1], 3600),
-        Some('m') => (&t[..t.len() - 1], 60),
-        Some('s') => (&t[..t.len() - 1], 1),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90d, 2h, 90m or 600s"))?;
-    n.checked_mul(mult)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long a duration"))
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative; {FORMS}"));
+    }
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let digits = |r: &str| r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+    let too_long = || format!("{s:?} is too long a duration");
+    let mut nanos: u128 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let (whole, after) = rest.split_at(digits(rest));
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(r) => r.split_at(digits(r)),
+            None => ("", after),
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(bad());
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let per: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "" => return Err(format!("{s:?} has a number without a unit; {FORMS}")),
+            _ => return Err(format!("{s:?} has an unknown unit {unit:?}; {FORMS}")),
+        };
+        let whole: u128 = match whole {
+            "" => 0,
+            w => w.parse().map_err(|_| too_long())?,
+        };
+        // The fraction to nanosecond precision at most: 18 digits are more than that.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let part = match fraction {
+            "" => 0,
+            f => f.parse::<u128>().map_err(|_| bad())? * per / 10u128.pow(f.len() as u32),
+        };
+        nanos = whole
+            .checked_mul(per)
+            .and_then(|n| n.checked_add(part))
+            .and_then(|n| n.checked_add(nanos))
+            .ok_or_else(too_long)?;
+        rest = after;
+    }
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long())?;
+    Ok(std::time::Duration::new(
+        secs,
+        (nanos % 1_000_000_000) as u32,
+    ))
 }
 
 #[derive(Debug, Args)]
@@ -681,20 +736,25 @@ pub struct EnsurePublicArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// How old an AMI must be to be garbage (e.g. 5h, 72h, 90m).
+    /// How long ago an instance must have been launched (or, with --images, an AMI
+    /// created) to be garbage: Go's forms, as ore (5h, 1h30m, 1.5h, 90m, 72h).
     #[arg(long, default_value = "5h", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: std::time::Duration,
-    /// The tag that marks AMIs to collect, KEY=VALUE (repeatable; all must match;
-    /// default: CreatedBy=mantle, ore's).
+    /// The tag that marks what to collect, KEY=VALUE (repeatable; all must match;
+    /// default: CreatedBy=mantle, the tag kola puts on its instances).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
-    /// Also delete public AMIs (kept by default: someone may launch them).
+    /// Collect AMIs and their snapshots instead of instances (never the default: ore's gc
+    /// terminates instances and leaves images alone).
     #[arg(long)]
+    pub images: bool,
+    /// With --images: also delete public AMIs (kept by default: someone may launch them).
+    #[arg(long, requires = "images")]
     pub include_public: bool,
     /// Look in every enabled region.
     #[arg(long)]
     pub all_regions: bool,
-    /// Print what would be deleted, one JSON line per AMI; delete nothing.
+    /// Print what would be collected, one JSON line each; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Regions to look in (default: the command's region).
@@ -706,7 +766,13 @@ impl From<&GcArgs> for GcOptions {
         GcOptions {
             duration: a.duration,
             tags: a.tags.clone(),
-            include_public: a.include_public,
+            collect: if a.images {
+                Collect::Images {
+                    include_public: a.include_public,
+                }
+            } else {
+                Collect::Instances
+            },
             regions: a.regions.clone(),
             all_regions: a.all_regions,
         }
@@ -789,6 +855,10 @@ pub struct PolicyScopeArgs {
     /// The VM Import/Export role.
     #[arg(long, default_value = "vmimport", value_name = "NAME")]
     pub role_name: String,
+    /// With --for gc: the tags of the instances gc may terminate, KEY=VALUE (repeatable;
+    /// default CreatedBy=mantle, as gc's --tag).
+    #[arg(long = "gc-tag", value_name = "KEY=VALUE")]
+    pub gc_tags: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1016,6 +1086,7 @@ impl PolicyScopeArgs {
             account: None,
             via: self.via.via,
             principal: None,
+            gc_tags: self.gc_tags.clone(),
         }
     }
 }
@@ -1089,7 +1160,7 @@ mod tests {
             ("gb", 1 << 30),
         ];
         const DURATION_UNITS: [(&str, u64); 5] =
-            [("", 1), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)];
+            [("", 0), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)];
 
         proptest! {
             #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
@@ -1109,6 +1180,8 @@ mod tests {
                 let (suffix, mult) = DURATION_UNITS[unit];
                 let got = parse_duration(&format!("{n}{suffix}"));
                 match n.checked_mul(mult) {
+                    // A bare number has no unit: refused, but for Go's "0".
+                    _ if suffix.is_empty() && n != 0 => prop_assert!(got.unwrap_err().contains("without a unit")),
                     Some(secs) => prop_assert_eq!(got, Ok(std::time::Duration::from_secs(secs))),
                     None => prop_assert!(got.unwrap_err().contains("too long")),
                 }
@@ -1224,6 +1297,59 @@ mod tests {
         assert!(parse_size("18446744073709551615GiB").is_err());
         assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86400);
         assert!(parse_duration("18446744073709551615d").is_err());
+    }
+
+    #[test]
+    fn durations_take_gos_forms_and_refuse_bare_numbers() {
+        let d = |s| parse_duration(s).map(|d| d.as_nanos());
+        let h = 3_600_000_000_000u128;
+        assert_eq!(d("1h30m"), Ok(h * 3 / 2));
+        assert_eq!(d("1.5h"), Ok(h * 3 / 2));
+        assert_eq!(d("5h0m0s"), Ok(5 * h));
+        assert_eq!(d("500ms"), Ok(500_000_000));
+        assert_eq!(d(".5s"), Ok(500_000_000));
+        assert_eq!(d("1µs"), Ok(1_000));
+        assert_eq!(
+            d("2h45m30.5s"),
+            Ok(2 * h + 45 * 60_000_000_000 + 30_500_000_000)
+        );
+        assert_eq!(d("0"), Ok(0));
+        for bad in ["90", "1h30", "h", ".s", "-5h", "5 h", "5x", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("90").unwrap_err().contains("1h30m"));
+    }
+
+    #[test]
+    fn ores_log_levels_and_precedence() {
+        let level = |extra: &[&str]| {
+            let mut argv = vec!["imgpub"];
+            argv.extend_from_slice(extra);
+            argv.extend(["aws", "list-regions"]);
+            Cli::try_parse_ore(argv).unwrap().effective_log_level()
+        };
+        for (form, want) in [
+            ("C", LogLevel::Critical),
+            ("E", LogLevel::Error),
+            ("0", LogLevel::Error),
+            ("W", LogLevel::Warning),
+            ("1", LogLevel::Warning),
+            ("N", LogLevel::Notice),
+            ("2", LogLevel::Notice),
+            ("I", LogLevel::Info),
+            ("3", LogLevel::Info),
+            ("D", LogLevel::Debug),
+            ("4", LogLevel::Debug),
+            ("T", LogLevel::Trace),
+            ("5", LogLevel::Trace),
+            ("WARNING", LogLevel::Warning),
+        ] {
+            assert_eq!(level(&["--log-level", form]), want, "{form}");
+        }
+        // ore: -d over -v over --log-level.
+        assert_eq!(level(&["--log-level", "E", "-v"]), LogLevel::Info);
+        assert_eq!(level(&["--log-level", "E", "-v", "-d"]), LogLevel::Debug);
+        assert_eq!(level(&[]), LogLevel::Notice);
     }
 
     #[test]

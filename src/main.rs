@@ -253,12 +253,17 @@ async fn run(aws: AwsCommand) -> Result<()> {
             ensure_public::apply(&ctx, &plan, args.dry_run, |line| print_json(&line)).await?;
         }
         AwsSubcommand::Gc(args) => {
-            let opts = (&args).into();
-            gc::validate(&opts)?;
+            let opts: gc::GcOptions = (&args).into();
+            let tags = gc::validate(&opts)?;
             let (ctx, identity) = connect(flags).await?;
             let plan = gc::plan(&ctx, &opts).await?;
-            let fix = policy::fix_line(For::Gc, None, None);
-            preflight::run(&ctx, &identity, &gc::check(&plan), flags.preflight, &fix).await?;
+            // Deleting AMIs is what `--for delete` grants; gc's own policy only terminates.
+            let fix = match opts.collect {
+                gc::Collect::Instances => policy::fix_line(For::Gc, None, None),
+                gc::Collect::Images { .. } => policy::fix_line(For::Delete, None, None),
+            };
+            let calls = gc::check(&plan, &tags);
+            preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             gc::apply(&ctx, &plan, args.dry_run, |line| print_json(&line))
                 .await
                 .map_err(|e| e.with_policy_hint(&fix))?;

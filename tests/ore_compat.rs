@@ -466,9 +466,203 @@ async fn source_object_with_source_snapshot_is_a_usage_error_and_key_keeps_the_p
     assert_eq!(out["S3Object"], "s3://images/uo/k");
 }
 
-// 8. gc: ore's `--duration`; old tagged AMIs and their snapshots go, with --dry-run first.
+// 8. gc does ore's job: it terminates kola's old test instances (tagged CreatedBy=mantle)
+// and touches no AMI or snapshot; `--duration` takes Go's forms.
+
+/// A running instance of `image` with `tags`, launched `hours_ago` (the stand-in's clock).
+async fn instance(standin: &Standin, image: &str, tags: &[(&str, &str)], hours_ago: i64) -> String {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let mut call = ec2(standin)
+        .run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1);
+    if !tags.is_empty() {
+        let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+        for (k, v) in tags {
+            spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        call = call.tag_specifications(spec.build());
+    }
+    let out = call.send().await.unwrap();
+    let id = out.instances()[0].instance_id().unwrap().to_string();
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(hours_ago as u64 * 3600);
+    let at = aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let body = json!({ "launch_time": at }).to_string();
+    standin.control("POST", &format!("/_standin/instances/{id}"), Some(&body));
+    id
+}
+
+async fn instance_states(standin: &Standin) -> std::collections::BTreeMap<String, String> {
+    let out = ec2(standin).describe_instances().send().await.unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .unwrap()
+                .as_str()
+                .to_string();
+            (i.instance_id().unwrap().to_string(), state)
+        })
+        .collect()
+}
+
+fn json_lines(run: &common::Run) -> Vec<Value> {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[tokio::test]
-async fn gc_deletes_old_tagged_amis_and_their_snapshots() {
+async fn gc_terminates_old_mantle_instances_and_no_image() {
+    let standin = Standin::start();
+    let (ami, snap) =
+        common::api_image(&standin, REGION, "kola-base", &[("CreatedBy", "mantle")]).await;
+    let mantle = [("CreatedBy", "mantle")];
+    let old = instance(&standin, &ami, &mantle, 6).await;
+    let two_hours = instance(&standin, &ami, &mantle, 2).await;
+    let young = instance(&standin, &ami, &mantle, 0).await;
+    let untagged = instance(&standin, &ami, &[], 6).await;
+    let other_tag = instance(&standin, &ami, &[("CreatedBy", "someone")], 6).await;
+    let gc = |extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws", "gc", "--region", REGION])
+            .args(extra)
+            .run()
+    };
+
+    // Go's forms, as ore takes them; a dry run changes nothing.
+    standin.reset_requests();
+    let lines = json_lines(&gc(&["--duration", "1h30m", "--dry-run"]));
+    let mut listed: Vec<&str> = lines
+        .iter()
+        .map(|l| l["instance"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut expected = vec![old.as_str(), two_hours.as_str()];
+    expected.sort();
+    assert_eq!(listed, expected, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["status"] == "would terminate"),
+        "{lines:?}"
+    );
+    let counts = standin.counts();
+    assert!(
+        counts
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.contains("Describe") || k.starts_with("sts.")),
+        "a dry run only reads: {counts}"
+    );
+
+    // ore's invocation: the default 5h.
+    standin.reset_requests();
+    let lines = json_lines(&gc(&[]));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["instance"], json!(old));
+    assert_eq!(lines[0]["status"], "terminated");
+    let states = instance_states(&standin).await;
+    assert_eq!(states[&old], "terminated", "{states:?}");
+    for kept in [&two_hours, &young, &untagged, &other_tag] {
+        assert_eq!(states[kept], "running", "{kept}: {states:?}");
+    }
+    let counts = standin.counts();
+    for call in ["ec2.DeregisterImage", "ec2.DeleteSnapshot"] {
+        assert!(counts.get(call).is_none(), "gc touched an image: {counts}");
+    }
+    assert_eq!(image(&standin, &ami).await.image_id(), Some(ami.as_str()));
+    let snaps = ec2(&standin)
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snaps.snapshots().len(), 1);
+
+    // A rerun finds nothing more (a terminated instance is not collected again).
+    assert_eq!(json_lines(&gc(&[])), Vec::<Value>::new());
+    // A bare number is refused with the forms, before any call.
+    let run = gc(&["--duration", "90"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("1h30m"), "{}", run.stderr);
+}
+
+// 8b. Holding exactly `policy --for gc`, a leaked credential terminates only instances
+// carrying gc's tag.
+#[tokio::test]
+async fn a_gc_credential_terminates_only_tagged_instances() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "kola-base", &[]).await;
+    let old = instance(&standin, &ami, &[("CreatedBy", "mantle")], 6).await;
+    let production = instance(&standin, &ami, &[("Name", "db")], 6).await;
+    let policy = standin
+        .imgpub()
+        .args([
+            "aws",
+            "policy",
+            "--for",
+            "gc",
+            "--region",
+            REGION,
+            "--regions",
+            REGION,
+        ])
+        .run()
+        .json_document();
+    let iam = standin.iam();
+    iam.create_user().user_name("gc").send().await.unwrap();
+    iam.put_user_policy()
+        .user_name("gc")
+        .policy_name("gc")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (key, secret) = common::access_key(&iam, "gc").await;
+    // The stand-in's evaluator: IAM's policy logic with EC2's ARNs and condition keys.
+    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    let as_gc = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &key, &secret));
+    let denied = as_gc
+        .terminate_instances()
+        .instance_ids(&production)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&denied),
+        Some("UnauthorizedOperation"),
+        "{denied:?}"
+    );
+    let run = standin
+        .imgpub()
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .secret(&secret)
+        .args(["aws", "gc", "--region", REGION])
+        .run();
+    let lines = json_lines(&run);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["instance"], json!(old));
+    let states = instance_states(&standin).await;
+    assert_eq!(
+        (states[&old].as_str(), states[&production].as_str()),
+        ("terminated", "running")
+    );
+}
+
+// 8c. Collecting AMIs is asked for by name (`--images`): old tagged AMIs and their
+// snapshots go, with --dry-run first.
+#[tokio::test]
+async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
     let standin = Standin::start();
     let (old, old_snap) =
         common::api_image(&standin, REGION, "nightly-1", &[("stream", "testing")]).await;
@@ -479,25 +673,26 @@ async fn gc_deletes_old_tagged_amis_and_their_snapshots() {
     let gc = |extra: &[&str]| {
         standin
             .imgpub()
-            .args(["aws", "gc", "--region", REGION])
+            .args(["aws", "gc", "--images", "--region", REGION])
             .args(extra)
             .run()
     };
 
-    // ore's invocation: nothing of that age (and nothing tagged CreatedBy=mantle).
+    // Nothing of that age (and nothing tagged CreatedBy=mantle).
     let run = gc(&["--duration", "5h"]);
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
 
     standin.reset_requests();
-    let run = gc(&["--tag", "stream=testing", "--duration", "0s", "--dry-run"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let lines: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&gc(&[
+        "--tag",
+        "stream=testing",
+        "--duration",
+        "0s",
+        "--dry-run",
+    ]));
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["garbage"]["image"], json!(old));
+    assert_eq!(lines[0]["image"], json!(old));
+    assert_eq!(lines[0]["status"], "would delete");
     let counts = standin.counts();
     assert!(
         counts
@@ -511,6 +706,7 @@ async fn gc_deletes_old_tagged_amis_and_their_snapshots() {
     let out = gc(&["--tag", "stream=testing", "--duration", "0s"]).json();
     assert_eq!(out["image"], json!(old), "{out}");
     assert_eq!(out["snapshot"], json!(old_snap), "{out}");
+    assert_eq!(out["status"], "deleted", "{out}");
     let left: Vec<String> = ec2(&standin)
         .describe_images()
         .owners("self")
@@ -528,4 +724,105 @@ async fn gc_deletes_old_tagged_amis_and_their_snapshots() {
         .send()
         .await;
     assert!(snap.map(|o| o.snapshots().is_empty()).unwrap_or(true));
+    // --include-public belongs to --images.
+    let run = standin
+        .imgpub()
+        .args(["aws", "gc", "--region", REGION, "--include-public"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+// 11. The bucket URL's path decides the key as ore's url.Parse does: no path, `ami-import/`;
+// an empty one (`s3://B/`), the bucket's top.
+#[tokio::test]
+async fn the_bucket_urls_path_decides_the_key_as_ores() {
+    let standin = ready();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 4, 1, 11);
+    for (bucket, name, key) in [
+        ("s3://images/", "top", "os.raw"),
+        ("s3://images", "default", "ami-import/os.raw"),
+        ("s3://images/a/b/", "nested", "a/b/os.raw"),
+    ] {
+        let out = standin
+            .imgpub()
+            .args(["aws", "upload", "--region", REGION, "--bucket", bucket])
+            .arg_path("--file", &file)
+            .args(["--name", name, "--delete-object=false"])
+            .run()
+            .json();
+        assert_eq!(
+            out["S3Object"],
+            format!("s3://images/{key}"),
+            "{bucket}: {out}"
+        );
+        let head = standin
+            .s3(REGION)
+            .head_object()
+            .bucket("images")
+            .key(key)
+            .send()
+            .await;
+        assert!(head.is_ok(), "{bucket}: no object {key}");
+    }
+}
+
+// 12. copy-image with the source region among the targets prints its line, naming the
+// source, as ore's: scripts build their region → AMI map from the lines.
+#[tokio::test]
+async fn copy_image_prints_the_source_regions_line() {
+    let standin = Standin::start();
+    let (ami, snap) = common::api_image(&standin, REGION, "os-2", &[]).await;
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "copy-image",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            REGION,
+        ])
+        .run();
+    let lines = json_lines(&run);
+    assert_eq!(lines, vec![json!({REGION: {"ami": ami, "snapshot": snap}})]);
+    let counts = standin.counts();
+    assert!(counts.get("ec2.CopyImage").is_none(), "{counts}");
+}
+
+// 13. ore's --log-level forms, and its default region.
+#[tokio::test]
+async fn ores_log_levels_and_default_region_are_taken() {
+    let standin = Standin::start();
+    for level in ["I", "3", "N", "W", "D"] {
+        let run = standin
+            .imgpub()
+            .args([
+                "--log-level",
+                level,
+                "aws",
+                "list-regions",
+                "--region",
+                REGION,
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{level}: {}", run.stderr);
+    }
+    // No --region and no $AWS_REGION: ore's us-west-2, said at INFO.
+    let run = standin.imgpub().args(["aws", "list-regions", "-v"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ore's default, us-west-2"),
+        "{}",
+        run.stderr
+    );
+    let log: Value = serde_json::from_str(&standin.control("GET", "/_standin/log", None)).unwrap();
+    let regions: Vec<&str> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["region"].as_str())
+        .collect();
+    assert!(regions.contains(&"us-west-2"), "{regions:?}");
 }

@@ -53,6 +53,8 @@ pub enum Op {
     Ec2ModifyImageAttribute,
     Ec2ModifySnapshotAttribute,
     Ec2CopyImage,
+    Ec2DescribeInstances,
+    Ec2TerminateInstances,
     EbsStartSnapshot,
     EbsPutSnapshotBlock,
     EbsCompleteSnapshot,
@@ -102,6 +104,8 @@ pub enum ResourceKind {
     /// The AMI a CopyImage copies, in its own region.
     SourceImage,
     Snapshot,
+    /// An EC2 instance (`gc` terminates kola's test instances).
+    Instance,
     ImportSnapshotTask,
     Role,
     Parameter,
@@ -213,6 +217,8 @@ impl Op {
         Op::Ec2ModifyImageAttribute,
         Op::Ec2ModifySnapshotAttribute,
         Op::Ec2CopyImage,
+        Op::Ec2DescribeInstances,
+        Op::Ec2TerminateInstances,
         Op::EbsStartSnapshot,
         Op::EbsPutSnapshotBlock,
         Op::EbsCompleteSnapshot,
@@ -501,6 +507,30 @@ impl Op {
                             why: "tag the AMI as it is registered",
                         },
                     ]
+                },
+            ),
+            Op::Ec2DescribeInstances => (
+                Ec2,
+                "DescribeInstances",
+                "describe_instances",
+                &const {
+                    [need(
+                        "ec2:DescribeInstances",
+                        R::Any,
+                        "find the tagged instances older than --duration (gc)",
+                    )]
+                },
+            ),
+            Op::Ec2TerminateInstances => (
+                Ec2,
+                "TerminateInstances",
+                "terminate_instances",
+                &const {
+                    [need(
+                        "ec2:TerminateInstances",
+                        R::Instance,
+                        "terminate the tagged instances older than --duration (gc)",
+                    )]
                 },
             ),
             Op::EbsStartSnapshot => (
@@ -1130,6 +1160,7 @@ pub enum Resource {
         id: String,
     },
     Snapshot(Option<String>),
+    Instance(String),
     Role(String),
     Parameter(String),
 }
@@ -1144,9 +1175,9 @@ pub struct Call {
     /// The call tags what it creates (TagSpecifications): it also needs the
     /// `ec2:CreateTags` allowed for its `ec2:CreateAction`.
     pub tags_on_create: bool,
-    /// Condition keys the request carries (`ec2:Add/group`, `ec2:Add/userId`), each with
-    /// its values.
-    pub context: Vec<(&'static str, Vec<String>)>,
+    /// Condition keys the request carries (`ec2:Add/group`, `ec2:Add/userId`, the
+    /// `aws:ResourceTag/KEY` of an instance `gc` terminates), each with its values.
+    pub context: Vec<(String, Vec<String>)>,
     /// Made only when a step fails (aborting an upload that cannot be resumed): checked by
     /// the preflight all the same, and marked so in a `--dry-run` plan.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -1187,11 +1218,11 @@ impl Call {
     pub fn sharing(mut self, sharing: &crate::aws::ami::Sharing) -> Call {
         if !sharing.snapshot_users.is_empty() {
             self.context
-                .push(("ec2:Add/userId", sharing.snapshot_users.clone()));
+                .push(("ec2:Add/userId".into(), sharing.snapshot_users.clone()));
         }
         if sharing.public {
             self.context
-                .push(("ec2:Add/group", vec!["all".to_string()]));
+                .push(("ec2:Add/group".into(), vec!["all".to_string()]));
         }
         self
     }
@@ -1252,6 +1283,14 @@ impl Arns {
         format!("arn:{}:ec2:{region}::snapshot/{id}", self.partition)
     }
 
+    pub fn instance(&self, region: &str, id: &str) -> String {
+        format!(
+            "arn:{}:ec2:{region}:{}:instance/{id}",
+            self.partition,
+            self.account()
+        )
+    }
+
     pub fn import_task(&self, region: &str, id: &str) -> String {
         format!(
             "arn:{}:ec2:{region}:{}:import-snapshot-task/{id}",
@@ -1307,6 +1346,7 @@ impl Arns {
                 self.image(region, id)
             }
             (ResourceKind::Snapshot, Resource::Snapshot(s)) => self.snapshot(region, &id(s)),
+            (ResourceKind::Instance, Resource::Instance(i)) => self.instance(region, i),
             (ResourceKind::Role, Resource::Role(name)) => self.role(name),
             (ResourceKind::Parameter, Resource::Parameter(name)) => self.parameter(region, name),
             _ => return None,
@@ -1326,6 +1366,7 @@ mod tests {
             ("config.rs", include_str!("config.rs")),
             ("copy.rs", include_str!("copy.rs")),
             ("ebs_direct.rs", include_str!("ebs_direct.rs")),
+            ("instances.rs", include_str!("instances.rs")),
             ("iam.rs", include_str!("iam.rs")),
             ("import.rs", include_str!("import.rs")),
             ("multipart.rs", include_str!("multipart.rs")),

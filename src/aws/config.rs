@@ -310,13 +310,16 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
     }
 
     let mut sdk = loader.load().await;
-    let region = match sdk.region() {
-        Some(r) => r.as_ref().to_string(),
+    let (region, region_source) = match sdk.region() {
+        Some(r) => (r.as_ref().to_string(), region_source),
         None => {
-            return Err(Error::Setup(
-                "no AWS region: pass --region, set $AWS_REGION, or set `region` in the profile"
-                    .into(),
-            ))
+            // ore's default when neither --region nor $AWS_REGION is set.
+            tracing::info!("no region given (--region, $AWS_REGION or the profile's): using ore's default, {ORE_DEFAULT_REGION}");
+            sdk = sdk
+                .into_builder()
+                .region(Region::new(ORE_DEFAULT_REGION))
+                .build();
+            (ORE_DEFAULT_REGION.to_string(), "ore's default".to_string())
         }
     };
     if settings.region.is_none() {
@@ -367,6 +370,9 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         endpoint_flag: settings.endpoint_url.is_some(),
     })
 }
+
+/// The region ore uses without --region or $AWS_REGION.
+pub const ORE_DEFAULT_REGION: &str = "us-west-2";
 
 impl AwsContext {
     /// A context around an SDK config built elsewhere (a test, an embedding program).

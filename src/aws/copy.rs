@@ -29,6 +29,8 @@ pub struct Source {
     pub region: String,
     pub name: String,
     pub description: Option<String>,
+    /// The root snapshot, when the AMI has one.
+    pub snapshot: Option<String>,
     pub tags: Vec<(String, String)>,
     pub snapshot_tags: Vec<(String, String)>,
     pub sharing: Sharing,
@@ -120,6 +122,7 @@ pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Resu
         region: region.to_string(),
         name,
         description: image.description().map(str::to_owned),
+        snapshot,
         tags: tags::from_ec2(image.tags()),
         snapshot_tags,
         sharing,

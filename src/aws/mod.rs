@@ -11,6 +11,7 @@ pub(crate) mod ebs_journal;
 pub mod iam;
 pub mod images;
 pub mod import;
+pub mod instances;
 pub mod multipart;
 pub mod permissions;
 pub mod preflight;

@@ -85,7 +85,11 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
             let mut context: Vec<(String, Vec<String>)> = call
                 .context
                 .iter()
-                .filter(|_| action == "ec2:ModifySnapshotAttribute")
+                // The sharing keys are ModifySnapshotAttribute's; others (an instance's tags)
+                // hold for every action on the call's resource.
+                .filter(|(k, _)| {
+                    !k.starts_with("ec2:Add/") || action == "ec2:ModifySnapshotAttribute"
+                })
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect();
             if let Some(op) = need.create_action {
@@ -224,6 +228,21 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
             .tags(Tag::builder().key("imgpub-preflight").value("").build())),
         (Op::Ec2DeregisterImage, Some(id), _) => ask!(ec2.deregister_image().image_id(id)),
         (Op::Ec2DeleteSnapshot, _, Some(id)) => ask!(ec2.delete_snapshot().snapshot_id(id)),
+        (Op::Ec2DescribeInstances, ..) => ask!(ec2.describe_instances()),
+        (Op::Ec2TerminateInstances, ..) => {
+            let ids: Vec<String> = call
+                .resources
+                .iter()
+                .filter_map(|r| match r {
+                    Resource::Instance(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                return DryRun::Unchecked;
+            }
+            ask!(ec2.terminate_instances().set_instance_ids(Some(ids)))
+        }
         (Op::Ec2ModifyImageAttribute, Some(id), _) => {
             ask!(ec2.modify_image_attribute().image_id(id).launch_permission(
                 LaunchPermissionModifications::builder()
@@ -240,7 +259,7 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
             let mut add = vec![];
             for (key, values) in &call.context {
                 for v in values {
-                    add.push(match *key {
+                    add.push(match key.as_str() {
                         "ec2:Add/group" => CreateVolumePermission::builder()
                             .group(PermissionGroup::from(v.as_str()))
                             .build(),
@@ -287,7 +306,7 @@ fn with_sharing(fix: &str, calls: &[Call]) -> String {
     let mut accounts: Vec<&str> = vec![];
     let mut public = false;
     for (key, values) in calls.iter().flat_map(|c| &c.context) {
-        match *key {
+        match key.as_str() {
             "ec2:Add/userId" => accounts.extend(values.iter().map(String::as_str)),
             "ec2:Add/group" => public = true,
             _ => {}
@@ -435,10 +454,10 @@ mod tests {
         let mut share = Call::new(Op::Ec2ModifySnapshotAttribute, "eu-west-1", vec![]);
         share.context = vec![
             (
-                "ec2:Add/userId",
+                "ec2:Add/userId".into(),
                 vec!["222233334444".into(), "111122223333".into()],
             ),
-            ("ec2:Add/group", vec!["all".into()]),
+            ("ec2:Add/group".into(), vec!["all".into()]),
         ];
         let calls = [share, Call::new(Op::Ec2DescribeImages, "eu-west-1", vec![])];
         assert_eq!(

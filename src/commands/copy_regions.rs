@@ -28,6 +28,9 @@ pub struct CopyOptions {
 pub struct Plan {
     pub source: Source,
     pub targets: Vec<(String, InRegion)>,
+    /// The source region was among the targets: its line names the source itself, as
+    /// ore's (a script builds its region → AMI map from the lines).
+    pub source_line: Option<Copied>,
     /// Regions that could not be looked at: named in the end, without holding up the others.
     pub failed: Vec<(String, String)>,
     pub concurrency: usize,
@@ -55,8 +58,17 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
     validate(opts)?;
     let ec2 = ctx.ec2();
     let mut regions = target_regions(&ec2, &opts.regions, opts.all_regions).await?;
+    let source_listed = regions.contains(&ctx.region);
     regions.retain(|r| *r != ctx.region);
     let source = copy::describe_source(&ec2, &ctx.region, &opts.image).await?;
+    let source_line = match (source_listed, &source.snapshot) {
+        (false, _) => None,
+        (true, Some(snapshot)) => Some(Copied {
+            ami: source.image_id.clone(),
+            snapshot: snapshot.clone(),
+        }),
+        (true, None) => return Err(Error::missing(Op::Ec2DescribeImages, "a root snapshot")),
+    };
     let mut targets = vec![];
     let failed = fan_out(
         regions,
@@ -84,6 +96,7 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
     Ok(Plan {
         source,
         targets,
+        source_line,
         failed: failed
             .into_iter()
             .map(|(r, e)| (r, e.to_string()))
@@ -173,6 +186,9 @@ pub async fn apply(
     plan: &Plan,
     mut emit: impl FnMut(serde_json::Value),
 ) -> Result<()> {
+    if let Some(line) = &plan.source_line {
+        emit(serde_json::json!({ &plan.source.region: line }));
+    }
     let regions: Vec<String> = plan.targets.iter().map(|(r, _)| r.clone()).collect();
     let done = fan_out(
         regions,

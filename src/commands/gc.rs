@@ -1,10 +1,13 @@
-//! `gc`: delete this account's AMIs (and their root snapshots) that carry every given tag
-//! and are older than `--duration`, in one region or many. [`plan`] finds them (all
-//! `--dry-run` does); [`apply`] deletes them, one JSON line per AMI.
+//! `gc`: what ore's `gc` does. It terminates this account's EC2 instances that carry every
+//! `--tag` (default `CreatedBy=mantle`, the tag kola puts on its test machines) and were
+//! launched longer ago than `--duration`, in one region or many. It touches no AMI.
 //!
-//! ore's `gc` terminates the test instances kola tagged `CreatedBy=mantle`; imgpub launches
-//! no instances, so its `gc` collects what it makes, images, with ore's flag and tag as the
-//! default selection. Public AMIs are kept unless `--include-public`: someone may launch them.
+//! `gc --images` instead deletes the tagged AMIs (and their root snapshots) older than
+//! `--duration`: never by default, because a cron job written for ore's `gc` must not lose
+//! its images. Public AMIs are kept unless `--include-public`: someone may launch them.
+//!
+//! [`plan`] finds what to collect (all `--dry-run` does); [`apply`] collects it, one JSON
+//! line per instance or AMI.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,20 +16,33 @@ use aws_sdk_ec2::types::Filter;
 use crate::aws::ami::{self, Deleted};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
+use crate::aws::instances::{self, OldInstance};
 use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{aws, Error, Result};
 
+/// What `gc` collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collect {
+    /// ore's meaning: instances (kola's test machines).
+    Instances,
+    /// AMIs and their root snapshots (`--images`).
+    Images { include_public: bool },
+}
+
 #[derive(Debug, Clone)]
 pub struct GcOptions {
-    /// AMIs created longer ago than this are garbage.
+    /// What was launched or created longer ago than this is garbage.
     pub duration: Duration,
-    /// KEY=VALUE tags every collected AMI carries (default ore's `CreatedBy=mantle`).
+    /// KEY=VALUE tags everything collected carries (default ore's `CreatedBy=mantle`).
     pub tags: Vec<String>,
-    pub include_public: bool,
+    pub collect: Collect,
     pub regions: Vec<String>,
     pub all_regions: bool,
 }
+
+/// The tag kola puts on what it launches, and ore's `gc` selects by.
+pub const ORE_TAG: (&str, &str) = ("CreatedBy", "mantle");
 
 /// One AMI to delete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,10 +54,26 @@ pub struct Garbage {
     pub snapshot: Option<String>,
 }
 
+/// What the plan found, of the kind asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Instances(Vec<OldInstance>),
+    Images(Vec<Garbage>),
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Found::Instances(v) => v.is_empty(),
+            Found::Images(v) => v.is_empty(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub regions: Vec<String>,
-    pub garbage: Vec<Garbage>,
+    pub found: Found,
     /// Regions that could not be looked at, named in the end.
     pub failed: Vec<(String, String)>,
 }
@@ -50,29 +82,42 @@ pub struct Plan {
 pub fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
     opts.regions.iter().try_for_each(|r| validate_region(r))?;
     if opts.tags.is_empty() {
-        return Ok(vec![("CreatedBy".to_string(), "mantle".to_string())]);
+        return Ok(vec![(ORE_TAG.0.to_string(), ORE_TAG.1.to_string())]);
     }
     crate::aws::tags::parse("--tag", &opts.tags)
 }
 
-/// Finds, in every region, the tagged AMIs older than the cutoff.
+/// Finds, in every region, the tagged instances (or AMIs) older than the cutoff.
 pub async fn plan(ctx: &AwsContext, opts: &GcOptions) -> Result<Plan> {
     let tags = validate(opts)?;
     let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
     let cutoff = SystemTime::now()
         .checked_sub(opts.duration)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let (garbage, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
-        let tags = &tags;
-        async move {
-            let ec2 = ctx.in_region(&region).ec2();
-            find_garbage(&ec2, &region, tags, cutoff, opts.include_public).await
+    let tags = &tags;
+    let (found, failed) = match opts.collect {
+        Collect::Instances => {
+            let (found, failed) =
+                gather(regions.clone(), REGION_CONCURRENCY, |region| async move {
+                    let ec2 = ctx.in_region(&region).ec2();
+                    instances::old_instances(&ec2, &region, tags, cutoff).await
+                })
+                .await;
+            (Found::Instances(found), failed)
         }
-    })
-    .await;
+        Collect::Images { include_public } => {
+            let (found, failed) =
+                gather(regions.clone(), REGION_CONCURRENCY, |region| async move {
+                    let ec2 = ctx.in_region(&region).ec2();
+                    find_garbage(&ec2, &region, tags, cutoff, include_public).await
+                })
+                .await;
+            (Found::Images(found), failed)
+        }
+    };
     Ok(Plan {
         regions,
-        garbage,
+        found,
         failed,
     })
 }
@@ -127,40 +172,65 @@ async fn find_garbage(
     Ok(found)
 }
 
-/// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+/// The calls [`apply`] will make. `tags` are the selection: TerminateInstances is checked
+/// on instances carrying them, as the printed policy allows it.
+pub fn check(plan: &Plan, tags: &[(String, String)]) -> Vec<Call> {
     let mut calls = vec![];
-    for g in &plan.garbage {
-        let image = vec![Resource::Image(Some(g.image.clone()))];
-        calls.push(Call::new(Op::Ec2DeregisterImage, &g.region, image));
-        if let Some(s) = &g.snapshot {
-            let snapshot = vec![Resource::Snapshot(Some(s.clone()))];
-            calls.push(Call::new(Op::Ec2DeleteSnapshot, &g.region, snapshot));
+    match &plan.found {
+        Found::Instances(found) => {
+            for i in found {
+                let instance = vec![Resource::Instance(i.instance.clone())];
+                let mut call = Call::new(Op::Ec2TerminateInstances, &i.region, instance);
+                call.context = tags
+                    .iter()
+                    .map(|(k, v)| (format!("aws:ResourceTag/{k}"), vec![v.clone()]))
+                    .collect();
+                calls.push(call);
+            }
+        }
+        Found::Images(found) => {
+            for g in found {
+                let image = vec![Resource::Image(Some(g.image.clone()))];
+                calls.push(Call::new(Op::Ec2DeregisterImage, &g.region, image));
+                if let Some(s) = &g.snapshot {
+                    let snapshot = vec![Resource::Snapshot(Some(s.clone()))];
+                    calls.push(Call::new(Op::Ec2DeleteSnapshot, &g.region, snapshot));
+                }
+            }
         }
     }
     calls
 }
 
-/// Every operation `gc` may make.
+/// Every operation `gc` may make (instances; `--images` needs `--for delete`'s).
 pub const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
-    Op::Ec2DescribeImages,
-    Op::Ec2DeregisterImage,
-    Op::Ec2DeleteSnapshot,
+    Op::Ec2DescribeInstances,
+    Op::Ec2TerminateInstances,
     Op::IamSimulatePrincipalPolicy,
 ];
 
-/// What one deleted AMI's JSON line says.
+/// What one collected instance's JSON line says.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Collected {
-    pub region: String,
-    pub name: Option<String>,
+pub struct Terminated<'a> {
     #[serde(flatten)]
-    pub deleted: Deleted,
+    pub instance: &'a OldInstance,
+    /// `terminated`, or `would terminate` under `--dry-run`.
+    pub status: &'static str,
 }
 
-/// With `dry_run`, emits what the plan found and deletes nothing; otherwise deletes each AMI
-/// and its snapshot (a rerun after a partial run finds the rest), one line each.
+/// What one collected AMI's JSON line says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Collected<'a> {
+    #[serde(flatten)]
+    pub image: &'a Garbage,
+    /// `deleted`, or `would delete` under `--dry-run`.
+    pub status: &'static str,
+}
+
+/// With `dry_run`, emits what the plan found and changes nothing; otherwise terminates each
+/// instance (or deletes each AMI and its snapshot), one line each. A rerun after a partial
+/// run finds the rest.
 pub async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
@@ -168,36 +238,93 @@ pub async fn apply(
     mut emit: impl FnMut(serde_json::Value),
 ) -> Result<()> {
     let mut failures = plan.failed.clone();
-    if dry_run {
-        plan.garbage
-            .iter()
-            .for_each(|g| emit(serde_json::json!({"dry_run": true, "garbage": g})));
-    } else {
-        let done = fan_out(
-            plan.regions.clone(),
-            REGION_CONCURRENCY,
-            |region| async move {
-                let ec2 = ctx.in_region(&region).ec2();
-                let mut deleted = vec![];
-                for g in plan.garbage.iter().filter(|g| g.region == region) {
-                    let gone =
-                        ami::deregister_image(&ec2, &g.image, g.snapshot.as_deref(), true).await?;
-                    deleted.push(Collected {
-                        region: region.clone(),
-                        name: g.name.clone(),
-                        deleted: gone,
-                    });
-                }
-                Ok(deleted)
-            },
-            |_, deleted| deleted.iter().for_each(|d| emit(serde_json::json!(d))),
-        )
-        .await;
-        failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
+    match &plan.found {
+        Found::Instances(found) if dry_run => found.iter().for_each(|instance| {
+            emit(serde_json::json!(Terminated {
+                instance,
+                status: "would terminate"
+            }))
+        }),
+        Found::Images(found) if dry_run => found.iter().for_each(|image| {
+            emit(serde_json::json!(Collected {
+                image,
+                status: "would delete"
+            }))
+        }),
+        Found::Instances(found) => {
+            let done = fan_out(
+                regions_with(&plan.regions, found.iter().map(|i| &i.region)),
+                REGION_CONCURRENCY,
+                |region| async move {
+                    let ec2 = ctx.in_region(&region).ec2();
+                    let ids: Vec<String> = found
+                        .iter()
+                        .filter(|i| i.region == region)
+                        .map(|i| i.instance.clone())
+                        .collect();
+                    instances::terminate(&ec2, &region, &ids).await?;
+                    Ok(region)
+                },
+                |_, region: String| {
+                    found
+                        .iter()
+                        .filter(|i| i.region == region)
+                        .for_each(|instance| {
+                            emit(serde_json::json!(Terminated {
+                                instance,
+                                status: "terminated"
+                            }))
+                        })
+                },
+            )
+            .await;
+            failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
+        }
+        Found::Images(found) => {
+            let done = fan_out(
+                regions_with(&plan.regions, found.iter().map(|g| &g.region)),
+                REGION_CONCURRENCY,
+                |region| async move {
+                    let ec2 = ctx.in_region(&region).ec2();
+                    let mut deleted: Vec<(&Garbage, Deleted)> = vec![];
+                    for g in found.iter().filter(|g| g.region == region) {
+                        let gone =
+                            ami::deregister_image(&ec2, &g.image, g.snapshot.as_deref(), true)
+                                .await?;
+                        deleted.push((g, gone));
+                    }
+                    Ok(deleted)
+                },
+                |_, deleted| {
+                    deleted.iter().for_each(|(image, _)| {
+                        emit(serde_json::json!(Collected {
+                            image,
+                            status: "deleted"
+                        }))
+                    })
+                },
+            )
+            .await;
+            failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
+        }
     }
     if failures.is_empty() {
         return Ok(());
     }
-    let context = format!("collecting old AMIs in {} regions", plan.regions.len());
+    let what = match plan.found {
+        Found::Instances(_) => "terminating old instances",
+        Found::Images(_) => "collecting old AMIs",
+    };
+    let context = format!("{what} in {} regions", plan.regions.len());
     Err(failure_summary(context, &failures))
+}
+
+/// The regions of `regions` that something was found in.
+fn regions_with<'a>(regions: &[String], found: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let found: std::collections::BTreeSet<&String> = found.collect();
+    regions
+        .iter()
+        .filter(|r| found.contains(r))
+        .cloned()
+        .collect()
 }

@@ -86,6 +86,8 @@ pub struct PolicyOptions {
     /// The identity that will hold the policy: the preflight's simulation is granted on it
     /// alone (else on `*`: every principal's permissions readable).
     pub principal: Option<String>,
+    /// `--gc-tag`: the tags of the instances `gc` terminates (default ore's).
+    pub gc_tags: Vec<String>,
 }
 
 /// Where the policy applies, every part resolved.
@@ -105,6 +107,8 @@ pub struct Scope {
     pub role_name: String,
     pub via: upload::Via,
     pub principal: Option<String>,
+    /// The tags an instance must carry for `gc` to terminate it.
+    pub gc_tags: Vec<(String, String)>,
 }
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
@@ -285,6 +289,10 @@ pub fn scope(
         role_name: opts.role_name.clone(),
         via: opts.via,
         principal: opts.principal.clone(),
+        gc_tags: match opts.gc_tags.as_slice() {
+            [] => vec![(gc::ORE_TAG.0.to_string(), gc::ORE_TAG.1.to_string())],
+            given => crate::aws::tags::parse("--gc-tag", given)?,
+        },
     })
 }
 
@@ -345,6 +353,7 @@ impl Scope {
             ResourceKind::Image => per_region(&|r| a.image(r, "*")),
             ResourceKind::SourceImage => self.source_arns(&|r| a.image(r, "*")),
             ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
+            ResourceKind::Instance => per_region(&|r| a.instance(r, "*")),
             ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
             ResourceKind::Role => vec![a.role(&self.role_name)],
             ResourceKind::Parameter => per_region(&|r| {
@@ -531,6 +540,7 @@ fn statement_key(
         (ResourceKind::Snapshot, .., Tagged::Request) => (4, "NewSnapshots"),
         (ResourceKind::Snapshot, .., Tagged::Resource) => (4, "OwnSnapshots"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
+        (ResourceKind::Instance, ..) => (7, "TestInstances"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
         (ResourceKind::User, ..) => (11, "PublisherUsers"),
@@ -560,6 +570,16 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
             Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
         }
         "TagOnCreate" => Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}})),
+        // gc terminates only instances carrying its tags (kola's): a leaked gc credential
+        // cannot stop the account's other machines.
+        "TestInstances" => {
+            let tags: serde_json::Map<String, Value> = scope
+                .gc_tags
+                .iter()
+                .map(|(k, v)| (format!("aws:ResourceTag/{k}"), json!(v)))
+                .collect();
+            Some(json!({"StringEquals": tags}))
+        }
         "ShareSnapshots" => {
             let mut c = serde_json::Map::new();
             c.insert("StringEquals".into(), managed("aws:ResourceTag"));

@@ -312,21 +312,19 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
                     "--bucket s3://BUCKET/PREFIX is needed to upload the image (create one with `imgpub aws initialize`)".into(),
                 )
             })?;
-            // ore's key: PREFIX/<file name> (`ami-import/` without a prefix), whatever --name.
+            // ore's key, whatever --name: PREFIX/<file name>; `ami-import/<file name>` when the
+            // URL has no path (`s3://B`), the bucket's top for an empty one (`s3://B/`).
             let location = S3Prefix::parse(url)?;
+            let has_path = url.trim_start_matches("s3://").contains('/');
             let prefix = match location.prefix {
-                Some(prefix) => prefix,
-                None => ORE_DEFAULT_PREFIX.to_string(),
+                None if !has_path => Some(ORE_DEFAULT_PREFIX.to_string()),
+                prefix => prefix,
             };
             Source::File {
                 path: path.clone(),
                 info,
                 format,
-                object: S3Prefix {
-                    prefix: Some(prefix),
-                    ..location
-                }
-                .object(&file_name(path)?),
+                object: S3Prefix { prefix, ..location }.object(&file_name(path)?),
             }
         }
         (None, None, None) => {
@@ -361,9 +359,15 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
         }
         .map(|g| u32::try_from(g).unwrap_or(u32::MAX));
         let volume_size_gib = match (opts.disk_size_gib, opts.disk_size_inspect, &source) {
-            (Some(gib), _, _) => Some(gib),
-            (None, true, Source::File { .. } | Source::Blocks(_)) => image_gib,
-            (None, true, _) => {
+            // As ore: the inspected size wins over an explicit one.
+            (given, true, Source::File { .. } | Source::Blocks(_)) => {
+                if let (Some(given), Some(image)) = (given, image_gib) {
+                    tracing::info!("--disk-size-inspect: the root volume is the image's {image} GiB, not --disk-size-gib {given} (as ore)");
+                }
+                image_gib
+            }
+            (Some(gib), false, _) => Some(gib),
+            (_, true, _) => {
                 return Err(Error::Invalid(
                     "--disk-size-inspect needs --file; pass --disk-size-gib instead".into(),
                 ))

@@ -1359,6 +1359,15 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                               {**ctx, **_request_tags(pairs),
                                **_resource_tags(account, region, rid)}))
             return needs or [("ec2:CreateTags", "*", ctx)]
+        if action == "TerminateInstances":
+            # Each instance, by its ARN (with the account, unlike images and snapshots), with
+            # its tags as aws:ResourceTag (Service Authorization Reference, Amazon EC2:
+            # TerminateInstances, resource type instance*, arn:${Partition}:ec2:${Region}:
+            # ${Account}:instance/${InstanceId}).
+            return [("ec2:TerminateInstances",
+                     f"arn:{partition}:ec2:{region}:{account}:instance/{iid}",
+                     {**ctx, **_resource_tags(account, region, iid)})
+                    for iid in _form_list(form, "InstanceId")] or [("ec2:TerminateInstances", "*", ctx)]
         by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage",
                     "EnableImageDeprecation"}
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
@@ -1737,6 +1746,23 @@ class StandinApp:
                 return self._json(start_response, "200 OK", report)
         if path == "/_standin/ebs/expire" and method == "POST":
             return self._json(start_response, "200 OK", {"expired": EBS.expire()})
+        if path.startswith("/_standin/instances/") and method == "POST":
+            # A test's clock: when an instance was launched (gc collects by LaunchTime).
+            instance_id = path.rsplit("/", 1)[1]
+            from moto.ec2.models import ec2_backends
+
+            for account in list(ec2_backends.keys()):
+                for backend in ec2_backends[account].values():
+                    for reservation in backend.reservations.values():
+                        for instance in reservation.instances:
+                            if instance.id == instance_id:
+                                # moto keeps naive UTC times.
+                                instance.launch_time = datetime.datetime.fromisoformat(
+                                    body["launch_time"].replace("Z", "+00:00")
+                                ).astimezone(datetime.timezone.utc).replace(tzinfo=None)
+                                return self._json(start_response, "200 OK",
+                                                  {"launch_time": body["launch_time"]})
+            return self._json(start_response, "404 Not Found", {"error": "no such instance"})
         if path.startswith("/_standin/images/"):
             ami_id = path.rsplit("/", 1)[1]
             from moto.ec2.models import ec2_backends

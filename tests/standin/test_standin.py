@@ -1562,3 +1562,34 @@ def test_copy_image_tags_the_new_ami_and_snapshots_as_asked(account):
     snap = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
     tags = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["Tags"]
     assert tags == [{"Key": "kind", "Value": "copy"}]
+
+
+def test_terminate_instances_is_authorized_on_each_instance_with_its_tags(enforcing):
+    image, _ = admin_image(enforcing, "gc-base")
+    ec2 = client(enforcing, "ec2")
+    tagged, plain = [
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=tags)
+        ["Instances"][0]["InstanceId"]
+        for tags in (
+            [{"ResourceType": "instance", "Tags": [{"Key": "CreatedBy", "Value": "mantle"}]}],
+            [],
+        )
+    ]
+    account = client(enforcing, "sts").get_caller_identity()["Account"]
+    as_user, _ = user_with_policy(enforcing, "gc-only", [
+        {"Effect": "Allow", "Action": "ec2:TerminateInstances",
+         "Resource": f"arn:aws:ec2:us-east-1:{account}:instance/*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/CreatedBy": "mantle"}}},
+    ])
+    # The untagged instance is refused; a request naming both is refused whole.
+    for ids in ([plain], [tagged, plain]):
+        with pytest.raises(ClientError) as err:
+            as_user("ec2").terminate_instances(InstanceIds=ids)
+        assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+        assert plain in err.value.response["Error"]["Message"]
+    out = as_user("ec2").terminate_instances(InstanceIds=[tagged])
+    assert [i["InstanceId"] for i in out["TerminatingInstances"]] == [tagged]
+    # The control endpoint sets when an instance was launched, read back through EC2.
+    control(enforcing, f"/_standin/instances/{plain}", {"launch_time": "2026-01-02T03:04:05Z"})
+    got = ec2.describe_instances(InstanceIds=[plain])["Reservations"][0]["Instances"][0]
+    assert got["LaunchTime"].isoformat().startswith("2026-01-02T03:04:05")
