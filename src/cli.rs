@@ -307,7 +307,7 @@ pub enum AwsSubcommand {
     /// Terminate this account's instances tagged CreatedBy=mantle (kola's) launched longer
     /// ago than --duration, as ore; --images collects old tagged AMIs instead.
     #[command(
-        after_help = "Examples:\n  imgpub aws gc --region us-east-1 --duration 1h30m --dry-run\n  imgpub aws gc --region us-east-1 --images --tag stream=testing --duration 72h"
+        after_help = "Example:\n  imgpub aws gc --region us-east-1 --duration 1h30m --dry-run\n  imgpub aws gc --region us-east-1 --images --tag stream=testing --duration 72h"
     )]
     Gc(GcArgs),
     /// Write SSM parameters that point at the AMI in each region.

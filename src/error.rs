@@ -127,6 +127,14 @@ impl Error {
         }
     }
 
+    /// The IAM actions the failed call needs, when it is an answer to one.
+    pub fn actions(&self) -> Option<String> {
+        match self {
+            Error::Aws { op: Some(op), .. } => Some(actions_of(*op)),
+            _ => None,
+        }
+    }
+
     /// The kind of an AWS failure; `None` for the others.
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {

@@ -48,6 +48,14 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(aws));
+    // What the credentials could not read, said once: the permissions ore needed suffice.
+    let skipped = imgpub::aws::unchecked::take();
+    if !skipped.is_empty() {
+        tracing::info!(
+            "not checked, for want of permissions ore did not need: {}; `imgpub aws policy` prints the full set",
+            skipped.join("; ")
+        );
+    }
     // Not waiting for blocking work still running (a whole-file hash when Ctrl-C came):
     // dropping the runtime would, and delay the exit until it ends.
     runtime.shutdown_background();

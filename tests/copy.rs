@@ -234,9 +234,10 @@ async fn all_regions_copies_to_every_enabled_region_and_skips_the_others() {
     let (mut enabled, mut disabled) = (vec![], vec![]);
     for r in regions.regions() {
         let name = r.region_name().unwrap().to_string();
+        // The source region is among them: its line names the source AMI itself.
         if r.opt_in_status() == Some("not-opted-in") {
             disabled.push(name);
-        } else if name != SOURCE {
+        } else {
             enabled.push(name);
         }
     }
@@ -246,7 +247,7 @@ async fn all_regions_copies_to_every_enabled_region_and_skips_the_others() {
     let run = standin
         .imgpub()
         .args(["aws", "copy-regions", "--region", SOURCE, "--image", &ami])
-        .args(["--all-regions", "--concurrency", "16"])
+        .args(["--all-regions", "--concurrency", "16", "-v"])
         .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let mut copied: Vec<String> = lines(&run).into_iter().map(|(r, _, _)| r).collect();
@@ -292,7 +293,7 @@ async fn a_copy_deleted_since_is_copied_again() {
         .run();
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
 
-    let again = copy(&standin, &ami, &["eu-west-1", "--timeout", "60s"]);
+    let again = copy(&standin, &ami, &["eu-west-1", "--timeout", "60s", "-v"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     let (region, new_ami, new_snap) = lines(&again).pop().unwrap();
     assert_ne!(new_ami, old_ami);

@@ -26,6 +26,7 @@ fn sample(arns: &Arns, kind: ResourceKind) -> String {
             arns.image(region, "ami-0123456789abcdef0")
         }
         ResourceKind::Snapshot => arns.snapshot(region, "snap-0123456789abcdef0"),
+        ResourceKind::Instance => arns.instance(region, "i-0123456789abcdef0"),
         ResourceKind::ImportSnapshotTask => {
             arns.import_task(region, "import-snap-0123456789abcdef0")
         }
@@ -86,7 +87,10 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
                 keys.push("ec2:CreateAction");
             }
             if op == Op::Ec2ModifySnapshotAttribute {
-                keys.extend(shared.context.iter().map(|(k, _)| *k));
+                keys.extend(shared.context.iter().map(|(k, _)| k.as_str()));
+            }
+            if op == Op::Ec2TerminateInstances {
+                keys.push("aws:ResourceTag/CreatedBy"); // gc's selection
             }
             entries.push(json!({
                 "op": op.name(),
@@ -126,6 +130,7 @@ fn every_printed_policy_names_only_what_the_reference_has() {
                 account: Some(common::ACCOUNT.into()),
                 via,
                 principal: Some(format!("arn:aws:iam::{}:role/ci", common::ACCOUNT)),
+                gc_tags: vec![],
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

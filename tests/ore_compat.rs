@@ -826,3 +826,91 @@ async fn ores_log_levels_and_default_region_are_taken() {
         .collect();
     assert!(regions.contains(&"us-west-2"), "{regions:?}");
 }
+
+/// What `ore aws upload` calls (read off ore's requests to the stand-in, side by side), as an
+/// ore user grants it: docs/ore.md lists it.
+fn ores_upload_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "arn:aws:s3:::images"},
+            {"Effect": "Allow",
+             "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+             "Resource": "arn:aws:s3:::images/*"},
+            {"Effect": "Allow",
+             "Action": [
+                 "ec2:ImportSnapshot", "ec2:DescribeImportSnapshotTasks", "ec2:DescribeSnapshots",
+                 "ec2:DescribeImages", "ec2:CreateTags", "ec2:RegisterImage",
+                 "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
+                 "ec2:DeregisterImage", "ec2:DeleteSnapshot"
+             ],
+             "Resource": "*"}
+        ]
+    })
+}
+
+// 14. What ore needed is enough: without s3:GetBucketLocation, ListBucketMultipartUploads,
+// the block-public-access and encryption reads and iam:SimulatePrincipalPolicy, imgpub
+// publishes, silent at the default level, and says once (INFO) what it could not check.
+#[tokio::test]
+async fn a_publisher_with_only_what_ore_needed_publishes() {
+    let standin = ready();
+    let iam = standin.iam();
+    iam.create_user().user_name("ore-ci").send().await.unwrap();
+    iam.put_user_policy()
+        .user_name("ore-ci")
+        .policy_name("ore")
+        .policy_document(ores_upload_policy().to_string())
+        .send()
+        .await
+        .unwrap();
+    let (key, secret) = common::access_key(&iam, "ore-ci").await;
+    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    let dir = TempDir::new();
+    let as_ore_ci = |name: &str, extra: &[&str]| {
+        let file = make_raw(dir.path(), &format!("{name}.raw"), 4, 1, 14);
+        standin
+            .imgpub()
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .secret(&secret)
+            .args([
+                "aws",
+                "upload",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://images/ci",
+            ])
+            .arg_path("--file", &file)
+            .args(["--name", name, "--grant-user", "111122223333", "--public"])
+            .args(extra)
+            .run()
+    };
+    let run = as_ore_ci("ore-1", &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr, "", "silent at ore's default level");
+    let ami = run.json()["HVM"].as_str().unwrap().to_string();
+    assert_eq!(
+        common::launch_permissions(&ec2(&standin), &ami).await,
+        ["group:all", "user:111122223333"]
+    );
+
+    let run = as_ore_ci("ore-2", &["-v"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not checked"))
+        .collect();
+    assert_eq!(said.len(), 1, "once: {}", run.stderr);
+    for what in [
+        "s3:GetBucketLocation",
+        "s3:ListBucketMultipartUploads",
+        "iam:SimulatePrincipalPolicy",
+        "imgpub aws policy",
+    ] {
+        assert!(said[0].contains(what), "{what}: {}", said[0]);
+    }
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+}

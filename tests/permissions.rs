@@ -275,10 +275,16 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
     .await;
     let run = upload(signed_by(standin.imgpub(), &keys), &file, "os-2");
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not checked"))
+        .collect();
+    assert_eq!(said.len(), 1, "once: {}", run.stderr);
     assert!(
-        run.stderr
-            .contains("permissions not checked before starting")
-            && run.stderr.contains("iam:SimulatePrincipalPolicy"),
+        said[0].contains("the permissions, before starting")
+            && said[0].contains("iam:SimulatePrincipalPolicy")
+            && said[0].contains("imgpub aws policy"),
         "{}",
         run.stderr
     );

@@ -401,7 +401,8 @@ pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Resu
 fn unchecked_if_denied(err: Error, what: &str) -> Result<()> {
     match err.kind() {
         Some(ErrorKind::AccessDenied) => {
-            tracing::warn!("{err}; not checked {what}");
+            let actions = err.actions().unwrap_or_default();
+            crate::aws::unchecked::note(format!("{what} ({actions})"));
             Ok(())
         }
         _ => Err(err),

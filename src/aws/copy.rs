@@ -343,7 +343,7 @@ pub async fn copy_to_region(
 ) -> Result<Copied> {
     let replacing = match found {
         InRegion::Failed(failed) => {
-            tracing::warn!(
+            tracing::info!(
                 "{region}: an earlier copy {} failed; copying again",
                 failed.image_id
             );
@@ -364,7 +364,7 @@ pub async fn copy_to_region(
                 // The token named a copy deregistered since (delete-image): a new token
                 // that names the copy it replaces, so a rerun finds this one again.
                 Err(e) if e.code() == Some("CopyGone") && replacing.is_none() => {
-                    tracing::warn!(
+                    tracing::info!(
                         "{region}: the earlier copy {id} is deregistered; copying again"
                     );
                     let id = copy_image(ec2, source, region, Some(&id)).await?;

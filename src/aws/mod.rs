@@ -20,6 +20,7 @@ pub mod regions;
 pub mod s3;
 pub mod ssm;
 pub mod tags;
+pub mod unchecked;
 
 /// How often a wait on AWS (an import, a copy) asks how it is going: once per task per
 /// `POLL`, on a fixed grid from the first ask (the time a call takes does not stretch it),

@@ -803,11 +803,19 @@ async fn resumable_upload(
             return Ok(None);
         }
         Err(e) => {
-            return Err(aws(
+            let err = aws(
                 Op::S3ListMultipartUploads,
                 format!("listing unfinished uploads to {url}"),
                 e,
-            ))
+            );
+            // ore needed no s3:ListBucketMultipartUploads: without it the upload starts over.
+            if err.kind() == Some(crate::error::ErrorKind::AccessDenied) {
+                crate::aws::unchecked::note(format!(
+                    "for an interrupted upload to {url} to resume (s3:ListBucketMultipartUploads)"
+                ));
+                return Ok(None);
+            }
+            return Err(err);
         }
     };
     let mut candidates: Vec<_> = uploads

@@ -194,7 +194,8 @@ pub async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic>
         .as_deref()
         .filter(|_| found.fixed.contains(&NotPublic::Snapshot));
     ami::share(ec2, image, snapshot, &sharing, Change::Grant).await?;
-    tracing::warn!(
+    // The JSON line says it too; stderr stays quiet at the default level, as ore's.
+    tracing::info!(
         "{}: {} was not public ({}); made it public",
         found.region,
         found.image,

@@ -346,7 +346,7 @@ pub async fn run(
                 "the permission preflight could not be made ({why}); nothing was changed. Run with --preflight auto to go on without it"
             ))),
             _ => {
-                tracing::warn!("permissions not checked before starting: {why}");
+                crate::aws::unchecked::note(format!("the permissions, before starting ({why})"));
                 Ok(())
             }
         }
@@ -355,7 +355,9 @@ pub async fn run(
         Principal::Simulable(arn) => arn,
         // The account root, a federated user: a note, not a warning.
         Principal::NotSimulable(arn) if mode == PreflightMode::Auto => {
-            tracing::info!("permissions not checked: IAM cannot simulate the policies of {arn}");
+            crate::aws::unchecked::note(format!(
+                "the permissions, before starting (IAM cannot simulate the policies of {arn})"
+            ));
             return Ok(());
         }
         Principal::NotSimulable(arn) => {

@@ -86,7 +86,7 @@ pub fn choose_regions(
             .map(String::as_str)
             .collect();
         if !disabled.is_empty() {
-            tracing::warn!(
+            tracing::info!(
                 "skipping regions not enabled for this account: {}",
                 disabled.join(", ")
             );

@@ -729,7 +729,19 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
         s3::bucket_region(&c.s3, bucket, c.owner()),
         crate::aws::iam::read_role(&c.iam, role, role)
     );
-    match region? {
+    let region = match region {
+        // ore needed no s3:GetBucketLocation: without it, --region is trusted, and an
+        // ImportSnapshot from a bucket elsewhere says so itself.
+        Err(e) if e.kind() == Some(crate::error::ErrorKind::AccessDenied) => {
+            crate::aws::unchecked::note(format!(
+                "that bucket {bucket} is in {} (s3:GetBucketLocation)",
+                c.region
+            ));
+            Some(c.region.clone())
+        }
+        region => region?,
+    };
+    match region {
         None => {
             return Err(Error::Invalid(format!(
                 "bucket {bucket} does not exist; create it with `imgpub aws initialize --region {} --bucket {bucket}`",
@@ -1010,7 +1022,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
             Some(id.clone())
         }
         (ImageStep::Replace(found), Some(reg)) => {
-            tracing::warn!(
+            tracing::info!(
                 "--force: replacing AMI {} named {}",
                 found.image_id,
                 reg.name

@@ -313,7 +313,8 @@ fn check_raw(path: &Path, file_size: u64, partition_table: bool) -> Result<()> {
         )));
     }
     if !partition_table {
-        tracing::warn!(
+        // Said with -v, not at ore's default level, where a successful run is silent.
+        tracing::info!(
             "{shown} has neither an MBR nor a GPT partition table; an instance may not boot from it"
         );
     }

@@ -824,6 +824,22 @@ def enable_image_deprecation(self: EC2Response) -> ActionResult:
 _original_delete_snapshot = EC2Response.delete_snapshot
 
 
+def describe_regions(self: EC2Response) -> ActionResult:
+    """DescribeRegions as the EC2 API Reference documents it: without AllRegions only the
+    Regions enabled for the account ("AllRegions: Indicates whether to display all Regions,
+    including Regions that are disabled for your account"), and the filters endpoint,
+    opt-in-status and region-name. moto lists every Region and ignores both."""
+    self.error_on_dryrun()
+    regions = self.ec2_backend.describe_regions(self._get_param("RegionNames", []))
+    if not self._get_bool_param("AllRegions", False):
+        regions = [r for r in regions if r.opt_in_status != "not-opted-in"]
+    attributes = {"endpoint": "endpoint", "opt-in-status": "opt_in_status", "region-name": "name"}
+    for name, values in self._filters_from_querystring().items():
+        if name in attributes:
+            regions = [r for r in regions if getattr(r, attributes[name]) in values]
+    return ActionResult({"Regions": regions})
+
+
 def delete_snapshot(self: EC2Response) -> Any:
     """"You cannot delete a snapshot of the root device of an EBS volume used by a registered
     AMI. You must first deregister the AMI before you can delete the snapshot." (DeleteSnapshot
@@ -1013,6 +1029,7 @@ def install_patches() -> None:
     EC2Response.get_snapshot_block_public_access_state = get_snapshot_block_public_access_state
     EC2Response.modify_image_attribute = modify_image_attribute
     EC2Response.delete_snapshot = delete_snapshot
+    EC2Response.describe_regions = describe_regions
     STSBackend.assume_role = assume_role
     _patch_user_boundaries()
 

@@ -1593,3 +1593,17 @@ def test_terminate_instances_is_authorized_on_each_instance_with_its_tags(enforc
     control(enforcing, f"/_standin/instances/{plain}", {"launch_time": "2026-01-02T03:04:05Z"})
     got = ec2.describe_instances(InstanceIds=[plain])["Reservations"][0]["Instances"][0]
     assert got["LaunchTime"].isoformat().startswith("2026-01-02T03:04:05")
+
+
+def test_describe_regions_lists_enabled_regions_unless_all_are_asked_for(account):
+    ec2 = client(account, "ec2")
+    listed = lambda **kw: {r["RegionName"]: r["OptInStatus"]  # noqa: E731
+                           for r in ec2.describe_regions(**kw)["Regions"]}
+    everything = listed(AllRegions=True)
+    disabled = {n for n, s in everything.items() if s == "not-opted-in"}
+    assert disabled and "us-east-1" in everything
+    assert set(listed()) == set(everything) - disabled
+    only_disabled = listed(AllRegions=True,
+                           Filters=[{"Name": "opt-in-status", "Values": ["not-opted-in"]}])
+    assert set(only_disabled) == disabled
+    assert set(listed(Filters=[{"Name": "region-name", "Values": ["eu-west-1"]}])) == {"eu-west-1"}
