@@ -179,8 +179,9 @@ pub struct AwsCommand {
     #[command(flatten)]
     pub aws: AwsFlags,
 
+    /// None: `imgpub aws` alone prints its help and exits 0, as `ore aws`.
     #[command(subcommand)]
-    pub command: AwsSubcommand,
+    pub command: Option<AwsSubcommand>,
 }
 
 /// Flags every AWS command takes; one loader turns them into an SDK config. Under their own

@@ -21,13 +21,25 @@ use imgpub::commands::{
 use imgpub::commands::{list_regions, publish_ssm, upload, upload_object};
 use imgpub::{Error, Result};
 
-use cli::{AwsCommand, AwsFlags, AwsSubcommand, Cli, ImageSelection, LogLevel, TopCommand};
+use cli::{AwsFlags, AwsSubcommand, Cli, ImageSelection, LogLevel, TopCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_ore();
     let level = cli.effective_log_level();
-    let aws = match cli.command {
-        TopCommand::Aws(aws) => *aws,
+    let (flags, command) = match cli.command {
+        TopCommand::Aws(aws) => match aws.command {
+            Some(command) => (aws.aws, command),
+            None => {
+                // As `ore aws`: the help on stdout, exit 0.
+                let mut cli = Cli::command_ore();
+                cli.build(); // names the usage line `imgpub aws`
+                let help = cli
+                    .find_subcommand_mut("aws")
+                    .map(|aws| aws.render_help().to_string())
+                    .unwrap_or_default();
+                return write_stdout(help.as_bytes());
+            }
+        },
         TopCommand::Completions { shell } => {
             // Into a buffer: clap_complete panics when it cannot write (a closed pipe).
             let mut script = Vec::new();
@@ -47,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(aws));
+    let result = runtime.block_on(run(flags, command));
     // What the credentials could not read, said once: the permissions ore needed suffice.
     let skipped = imgpub::aws::unchecked::take();
     if !skipped.is_empty() {
@@ -179,9 +191,9 @@ async fn select_images(selection: ImageSelection, region: &str) -> Result<Vec<Re
         .await
 }
 
-async fn run(aws: AwsCommand) -> Result<()> {
-    let flags = &aws.aws.clone().with_environment();
-    match aws.command {
+async fn run(flags: AwsFlags, command: AwsSubcommand) -> Result<()> {
+    let flags = &flags.with_environment();
+    match command {
         AwsSubcommand::Initialize(args) => {
             let (ctx, identity) = connect(flags).await?;
             let c = Clients::for_identity(&ctx, &identity);

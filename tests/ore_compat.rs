@@ -809,6 +809,10 @@ async fn ores_log_levels_and_default_region_are_taken() {
             .run();
         assert_eq!(run.code, 0, "{level}: {}", run.stderr);
     }
+    // `aws` alone: the help, exit 0, as ore.
+    let run = standin.imgpub().args(["aws"]).run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("Usage: imgpub aws"), "{}", run.stdout);
     // No --region and no $AWS_REGION: ore's us-west-2, said at INFO.
     let run = standin.imgpub().args(["aws", "list-regions", "-v"]).run();
     assert_eq!(run.code, 0, "{}", run.stderr);
