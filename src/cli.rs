@@ -1247,7 +1247,7 @@ mod tests {
             let TopCommand::Aws(aws) = cli.command else {
                 panic!("not aws")
             };
-            let AwsSubcommand::Upload(up) = aws.command else {
+            let Some(AwsSubcommand::Upload(up)) = aws.command else {
                 panic!("not upload")
             };
             assert_eq!(up.delete_object, want);
@@ -1263,7 +1263,7 @@ mod tests {
             let TopCommand::Aws(aws) = cli.command else {
                 panic!("not aws")
             };
-            let AwsSubcommand::Upload(up) = aws.command else {
+            let Some(AwsSubcommand::Upload(up)) = aws.command else {
                 panic!("not upload")
             };
             Ok::<_, clap::Error>((up.public, up.force, up.delete_object, cli.verbose))
