@@ -128,7 +128,7 @@ impl Error {
     }
 
     /// The IAM actions the failed call needs, when it is an answer to one.
-    pub fn actions(&self) -> Option<String> {
+    pub(crate) fn actions(&self) -> Option<String> {
         match self {
             Error::Aws { op: Some(op), .. } => Some(actions_of(*op)),
             _ => None,

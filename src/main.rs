@@ -60,13 +60,18 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(flags, command));
-    // What the credentials could not read, said once: the permissions ore needed suffice.
+    // What could not be checked, said once: at INFO on success (the permissions ore needed
+    // suffice), as a warning when the run failed, where it may be why.
     let skipped = imgpub::aws::unchecked::take();
     if !skipped.is_empty() {
-        tracing::info!(
-            "not checked, for want of permissions ore did not need: {}; `imgpub aws policy` prints the full set",
+        let line = format!(
+            "not checked: {}; `imgpub aws policy` prints the permissions that check them",
             skipped.join("; ")
         );
+        match &result {
+            Ok(()) => tracing::info!("{line}"),
+            Err(_) => tracing::warn!("{line}"),
+        }
     }
     // Not waiting for blocking work still running (a whole-file hash when Ctrl-C came):
     // dropping the runtime would, and delay the exit until it ends.
@@ -279,10 +284,17 @@ async fn run(flags: AwsFlags, command: AwsSubcommand) -> Result<()> {
             let plan = gc::plan(&ctx, &opts).await?;
             // Deleting AMIs is what `--for delete` grants; gc's own policy only terminates.
             let fix = match opts.collect {
-                gc::Collect::Instances => policy::fix_line(For::Gc, None, None),
+                gc::Collect::Instances if opts.tags.is_empty() => {
+                    policy::fix_line(For::Gc, None, None)
+                }
+                gc::Collect::Instances => tags
+                    .iter()
+                    .fold(policy::fix_line(For::Gc, None, None), |line, (k, v)| {
+                        format!("{line} --gc-tag {k}={v}")
+                    }),
                 gc::Collect::Images { .. } => policy::fix_line(For::Delete, None, None),
             };
-            let calls = gc::check(&plan, &tags);
+            let calls = gc::check(&plan);
             preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             gc::apply(&ctx, &plan, args.dry_run, |line| print_json(&line))
                 .await

@@ -590,10 +590,16 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
 
     // A rerun finds nothing more (a terminated instance is not collected again).
     assert_eq!(json_lines(&gc(&[])), Vec::<Value>::new());
-    // A bare number is refused with the forms, before any call.
+    // A bare number is refused with the forms, and a wildcard tag (EC2's filter would
+    // match every named instance), before any call.
+    standin.reset_requests();
     let run = gc(&["--duration", "90"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("1h30m"), "{}", run.stderr);
+    let run = gc(&["--tag", "Name=*"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("wildcard"), "{}", run.stderr);
+    assert_eq!(standin.counts(), json!({}));
 }
 
 // 8b. Holding exactly `policy --for gc`, a leaked credential terminates only instances
@@ -604,6 +610,13 @@ async fn a_gc_credential_terminates_only_tagged_instances() {
     let (ami, _) = common::api_image(&standin, REGION, "kola-base", &[]).await;
     let old = instance(&standin, &ami, &[("CreatedBy", "mantle")], 6).await;
     let production = instance(&standin, &ami, &[("Name", "db")], 6).await;
+    let nightly = instance(
+        &standin,
+        &ami,
+        &[("CreatedBy", "mantle"), ("stream", "x")],
+        6,
+    )
+    .await;
     let policy = standin
         .imgpub()
         .args([
@@ -642,14 +655,22 @@ async fn a_gc_credential_terminates_only_tagged_instances() {
         Some("UnauthorizedOperation"),
         "{denied:?}"
     );
-    let run = standin
-        .imgpub()
-        .env("AWS_ACCESS_KEY_ID", &key)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .secret(&secret)
-        .args(["aws", "gc", "--region", REGION])
-        .run();
-    let lines = json_lines(&run);
+    let as_gc = |extra: &[&str]| {
+        standin
+            .imgpub()
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .secret(&secret)
+            .args(["aws", "gc", "--region", REGION])
+            .args(extra)
+            .run()
+    };
+    // Selected by another tag, the instance still carries kola's: the preflight asks about
+    // the tags it has, as IAM will, and the policy allows it.
+    let lines = json_lines(&as_gc(&["--tag", "stream=x"]));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["instance"], json!(nightly));
+    let lines = json_lines(&as_gc(&[]));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["instance"], json!(old));
     let states = instance_states(&standin).await;
@@ -657,6 +678,7 @@ async fn a_gc_credential_terminates_only_tagged_instances() {
         (states[&old].as_str(), states[&production].as_str()),
         ("terminated", "running")
     );
+    assert_eq!(states[&nightly], "terminated");
 }
 
 // 8c. Collecting AMIs is asked for by name (`--images`): old tagged AMIs and their

@@ -372,7 +372,7 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
 }
 
 /// The region ore uses without --region or $AWS_REGION.
-pub const ORE_DEFAULT_REGION: &str = "us-west-2";
+pub(crate) const ORE_DEFAULT_REGION: &str = "us-west-2";
 
 impl AwsContext {
     /// A context around an SDK config built elsewhere (a test, an embedding program).

@@ -47,7 +47,7 @@ pub async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<Stri
 
 /// The regions a multi-region command acts on: the named ones, which must all be enabled
 /// (an opt-in region that is not is an error), or with `all` every enabled region (the
-/// others are skipped with a warning).
+/// others are skipped, named at INFO).
 pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result<Vec<String>> {
     for region in named {
         validate_region(region)?;

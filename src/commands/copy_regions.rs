@@ -67,7 +67,13 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
             ami: source.image_id.clone(),
             snapshot: snapshot.clone(),
         }),
-        (true, None) => return Err(Error::missing(Op::Ec2DescribeImages, "a root snapshot")),
+        (true, None) => {
+            tracing::info!(
+                "{}: the source AMI has no EBS root snapshot; no line for its own region",
+                ctx.region
+            );
+            None
+        }
     };
     let mut targets = vec![];
     let failed = fan_out(

@@ -42,7 +42,7 @@ pub struct GcOptions {
 }
 
 /// The tag kola puts on what it launches, and ore's `gc` selects by.
-pub const ORE_TAG: (&str, &str) = ("CreatedBy", "mantle");
+pub(crate) const ORE_TAG: (&str, &str) = ("CreatedBy", "mantle");
 
 /// One AMI to delete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -61,15 +61,6 @@ pub enum Found {
     Images(Vec<Garbage>),
 }
 
-impl Found {
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Found::Instances(v) => v.is_empty(),
-            Found::Images(v) => v.is_empty(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub regions: Vec<String>,
@@ -83,6 +74,15 @@ pub fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
     opts.regions.iter().try_for_each(|r| validate_region(r))?;
     if opts.tags.is_empty() {
         return Ok(vec![(ORE_TAG.0.to_string(), ORE_TAG.1.to_string())]);
+    }
+    // EC2's tag filters read `*` and `?` as wildcards: `--tag 'Name=*'` would select every
+    // named instance.
+    for tag in &opts.tags {
+        if tag.contains(['*', '?']) {
+            return Err(Error::Invalid(format!(
+                "--tag {tag:?} has a wildcard (* or ?); gc selects by exact tags: name them exactly"
+            )));
+        }
     }
     crate::aws::tags::parse("--tag", &opts.tags)
 }
@@ -172,18 +172,25 @@ async fn find_garbage(
     Ok(found)
 }
 
-/// The calls [`apply`] will make. `tags` are the selection: TerminateInstances is checked
-/// on instances carrying them, as the printed policy allows it.
-pub fn check(plan: &Plan, tags: &[(String, String)]) -> Vec<Call> {
-    let mut calls = vec![];
+/// The calls [`apply`] will make. TerminateInstances is checked with the tags of the
+/// instances it ends, as IAM sees them: once per region and set of tags (a policy condition
+/// reads only those), not once per instance.
+pub fn check(plan: &Plan) -> Vec<Call> {
+    let mut calls: Vec<Call> = vec![];
     match &plan.found {
         Found::Instances(found) => {
+            let mut seen = std::collections::BTreeSet::new();
             for i in found {
+                let mut tags = i.tags.clone();
+                tags.sort();
+                if !seen.insert((i.region.clone(), tags.clone())) {
+                    continue;
+                }
                 let instance = vec![Resource::Instance(i.instance.clone())];
                 let mut call = Call::new(Op::Ec2TerminateInstances, &i.region, instance);
                 call.context = tags
-                    .iter()
-                    .map(|(k, v)| (format!("aws:ResourceTag/{k}"), vec![v.clone()]))
+                    .into_iter()
+                    .map(|(k, v)| (format!("aws:ResourceTag/{k}"), vec![v]))
                     .collect();
                 calls.push(call);
             }
@@ -212,25 +219,25 @@ pub const MAY_CALL: &[Op] = &[
 
 /// What one collected instance's JSON line says.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Terminated<'a> {
+struct Terminated<'a> {
     #[serde(flatten)]
-    pub instance: &'a OldInstance,
+    instance: &'a OldInstance,
     /// `terminated`, or `would terminate` under `--dry-run`.
-    pub status: &'static str,
+    status: &'static str,
 }
 
 /// What one collected AMI's JSON line says.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Collected<'a> {
+struct Collected<'a> {
     #[serde(flatten)]
-    pub image: &'a Garbage,
+    image: &'a Garbage,
     /// `deleted`, or `would delete` under `--dry-run`.
-    pub status: &'static str,
+    status: &'static str,
 }
 
 /// With `dry_run`, emits what the plan found and changes nothing; otherwise terminates each
-/// instance (or deletes each AMI and its snapshot), one line each. A rerun after a partial
-/// run finds the rest.
+/// instance (or deletes each AMI and its snapshot), one line for each that went, and goes
+/// on past one that cannot: the error names every one left (a rerun finds them again).
 pub async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
@@ -262,19 +269,23 @@ pub async fn apply(
                         .filter(|i| i.region == region)
                         .map(|i| i.instance.clone())
                         .collect();
-                    instances::terminate(&ec2, &region, &ids).await?;
-                    Ok(region)
+                    Ok(instances::terminate(&ec2, &region, &ids).await)
                 },
-                |_, region: String| {
-                    found
-                        .iter()
-                        .filter(|i| i.region == region)
-                        .for_each(|instance| {
+                |region, ended: instances::Terminations| {
+                    for (id, _) in &ended.done {
+                        if let Some(instance) = found.iter().find(|i| &i.instance == id) {
                             emit(serde_json::json!(Terminated {
                                 instance,
                                 status: "terminated"
                             }))
-                        })
+                        }
+                    }
+                    failures.extend(
+                        ended
+                            .failed
+                            .into_iter()
+                            .map(|(id, e)| (format!("{region} {id}"), e.to_string())),
+                    );
                 },
             )
             .await;
@@ -286,22 +297,27 @@ pub async fn apply(
                 REGION_CONCURRENCY,
                 |region| async move {
                     let ec2 = ctx.in_region(&region).ec2();
-                    let mut deleted: Vec<(&Garbage, Deleted)> = vec![];
+                    let mut outcomes: Vec<(&Garbage, Result<Deleted>)> = vec![];
                     for g in found.iter().filter(|g| g.region == region) {
                         let gone =
                             ami::deregister_image(&ec2, &g.image, g.snapshot.as_deref(), true)
-                                .await?;
-                        deleted.push((g, gone));
+                                .await;
+                        outcomes.push((g, gone));
                     }
-                    Ok(deleted)
+                    Ok(outcomes)
                 },
-                |_, deleted| {
-                    deleted.iter().for_each(|(image, _)| {
-                        emit(serde_json::json!(Collected {
-                            image,
-                            status: "deleted"
-                        }))
-                    })
+                |region, outcomes| {
+                    for (image, outcome) in outcomes {
+                        match outcome {
+                            Ok(_) => emit(serde_json::json!(Collected {
+                                image,
+                                status: "deleted"
+                            })),
+                            Err(e) => {
+                                failures.push((format!("{region} {}", image.image), e.to_string()))
+                            }
+                        }
+                    }
                 },
             )
             .await;

@@ -291,7 +291,10 @@ pub fn scope(
         principal: opts.principal.clone(),
         gc_tags: match opts.gc_tags.as_slice() {
             [] => vec![(gc::ORE_TAG.0.to_string(), gc::ORE_TAG.1.to_string())],
-            given => crate::aws::tags::parse("--gc-tag", given)?,
+            given => {
+                given.iter().try_for_each(|t| no_wildcards("--gc-tag", t))?;
+                crate::aws::tags::parse("--gc-tag", given)?
+            }
         },
     })
 }

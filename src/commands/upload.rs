@@ -364,7 +364,7 @@ pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
                 if let (Some(given), Some(image)) = (given, image_gib) {
                     tracing::info!("--disk-size-inspect: the root volume is the image's {image} GiB, not --disk-size-gib {given} (as ore)");
                 }
-                image_gib
+                image_gib.or(given)
             }
             (Some(gib), false, _) => Some(gib),
             (_, true, _) => {

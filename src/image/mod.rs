@@ -313,8 +313,8 @@ fn check_raw(path: &Path, file_size: u64, partition_table: bool) -> Result<()> {
         )));
     }
     if !partition_table {
-        // Said with -v, not at ore's default level, where a successful run is silent.
-        tracing::info!(
+        // A warning even at ore's default level: most likely the wrong file.
+        tracing::warn!(
             "{shown} has neither an MBR nor a GPT partition table; an instance may not boot from it"
         );
     }

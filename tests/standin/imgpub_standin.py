@@ -1763,7 +1763,7 @@ class StandinApp:
                 return self._json(start_response, "200 OK", report)
         if path == "/_standin/ebs/expire" and method == "POST":
             return self._json(start_response, "200 OK", {"expired": EBS.expire()})
-        if path.startswith("/_standin/instances/") and method == "POST":
+        if path.startswith("/_standin/instances/") and method == "POST" and "launch_time" in body:
             # A test's clock: when an instance was launched (gc collects by LaunchTime).
             instance_id = path.rsplit("/", 1)[1]
             from moto.ec2.models import ec2_backends
@@ -1773,10 +1773,12 @@ class StandinApp:
                     for reservation in backend.reservations.values():
                         for instance in reservation.instances:
                             if instance.id == instance_id:
-                                # moto keeps naive UTC times.
-                                instance.launch_time = datetime.datetime.fromisoformat(
-                                    body["launch_time"].replace("Z", "+00:00")
-                                ).astimezone(datetime.timezone.utc).replace(tzinfo=None)
+                                # moto keeps naive UTC times; a time without a zone is UTC.
+                                at = datetime.datetime.fromisoformat(
+                                    body["launch_time"].replace("Z", "+00:00"))
+                                if at.tzinfo is not None:
+                                    at = at.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+                                instance.launch_time = at
                                 return self._json(start_response, "200 OK",
                                                   {"launch_time": body["launch_time"]})
             return self._json(start_response, "404 Not Found", {"error": "no such instance"})
