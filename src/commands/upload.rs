@@ -730,8 +730,8 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
         crate::aws::iam::read_role(&c.iam, role, role)
     );
     let region = match region {
-        // ore needed no s3:GetBucketLocation: without it, --region is trusted, and an
-        // ImportSnapshot from a bucket elsewhere says so itself.
+        // ore needed no s3:GetBucketLocation: without it, --region is trusted (a bucket
+        // elsewhere then fails at the upload, with S3's redirect, not before it).
         Err(e) if e.kind() == Some(crate::error::ErrorKind::AccessDenied) => {
             crate::aws::unchecked::note(format!(
                 "that bucket {bucket} is in {} (s3:GetBucketLocation)",
