@@ -940,3 +940,63 @@ async fn a_publisher_with_only_what_ore_needed_publishes() {
     }
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
 }
+
+// 15. `ore aws copy-image`'s permissions are enough too: without ec2:DescribeRegions the
+// named regions are taken as named, and the block-public-access and encryption reads are
+// noted, not needed.
+#[tokio::test]
+async fn a_copier_with_only_what_ore_needed_copies() {
+    let standin = Standin::start();
+    let (ami, _) = common::api_image(&standin, REGION, "os-3", &[]).await;
+    common::make_public(&standin, REGION, &ami).await;
+    let iam = standin.iam();
+    iam.create_user()
+        .user_name("ore-copy")
+        .send()
+        .await
+        .unwrap();
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:DescribeImageAttribute",
+            "ec2:DescribeSnapshotAttribute", "ec2:CopyImage", "ec2:CreateTags",
+            "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"
+        ]}]
+    });
+    iam.put_user_policy()
+        .user_name("ore-copy")
+        .policy_name("ore")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (key, secret) = common::access_key(&iam, "ore-copy").await;
+    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    let run = standin
+        .imgpub()
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .secret(&secret)
+        .args([
+            "aws",
+            "copy-image",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "eu-west-1",
+            "-v",
+        ])
+        .run();
+    let lines = json_lines(&run);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0]["eu-west-1"]["ami"].is_string(), "{lines:?}");
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not checked"))
+        .collect();
+    assert_eq!(said.len(), 1, "once: {}", run.stderr);
+    assert!(said[0].contains("ec2:DescribeRegions"), "{}", said[0]);
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+}

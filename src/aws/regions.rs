@@ -52,7 +52,22 @@ pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result
     for region in named {
         validate_region(region)?;
     }
-    let listed = list_regions(ec2, RegionFilter::All).await?;
+    let listed = match list_regions(ec2, RegionFilter::All).await {
+        // ore needed no ec2:DescribeRegions to copy to named regions: they are taken as
+        // named (a disabled one then fails there, with EC2's error).
+        Err(e) if !all && e.kind() == Some(ErrorKind::AccessDenied) => {
+            crate::aws::unchecked::note(format!(
+                "that {} enabled (ec2:DescribeRegions)",
+                if named.len() == 1 {
+                    format!("{} is", named[0])
+                } else {
+                    format!("{} are", named.join(", "))
+                }
+            ));
+            return Ok(named.to_vec());
+        }
+        listed => listed?,
+    };
     let enabled = list_regions(ec2, RegionFilter::Enabled).await?;
     choose_regions(named, all, &enabled, &listed)
 }
