@@ -728,7 +728,7 @@ async fn abort_rule(standin: &Standin, bucket: &str) -> Option<i32> {
 #[tokio::test]
 async fn a_second_region_adds_its_bucket_and_an_admins_statement_is_kept() {
     let standin = Standin::start();
-    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    standin.enforce_iam();
     let init = |region: &str, bucket: &str| {
         standin
             .imgpub()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{make_raw, tag_pairs, tempdir::TempDir, Standin, ACCOUNT};
+use common::{make_raw, signed_by, tag_pairs, tempdir::TempDir, user_with, Standin, ACCOUNT};
 use serde_json::{json, Value};
 
 const REGION: &str = "us-east-1";
@@ -512,6 +512,19 @@ async fn instance_states(standin: &Standin) -> std::collections::BTreeMap<String
         .collect()
 }
 
+/// Since the last reset the stand-in was only read (a dry run).
+fn assert_only_reads(standin: &Standin) {
+    let counts = standin.counts();
+    assert!(
+        counts
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.contains("Describe") || k.starts_with("sts.")),
+        "a dry run only reads: {counts}"
+    );
+}
+
 fn json_lines(run: &common::Run) -> Vec<Value> {
     assert_eq!(run.code, 0, "{}", run.stderr);
     run.stdout
@@ -554,15 +567,7 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
         lines.iter().all(|l| l["status"] == "would terminate"),
         "{lines:?}"
     );
-    let counts = standin.counts();
-    assert!(
-        counts
-            .as_object()
-            .unwrap()
-            .keys()
-            .all(|k| k.contains("Describe") || k.starts_with("sts.")),
-        "a dry run only reads: {counts}"
-    );
+    assert_only_reads(&standin);
 
     // ore's invocation: the default 5h.
     standin.reset_requests();
@@ -631,19 +636,9 @@ async fn a_gc_credential_terminates_only_tagged_instances() {
         ])
         .run()
         .json_document();
-    let iam = standin.iam();
-    iam.create_user().user_name("gc").send().await.unwrap();
-    iam.put_user_policy()
-        .user_name("gc")
-        .policy_name("gc")
-        .policy_document(policy.to_string())
-        .send()
-        .await
-        .unwrap();
-    let (key, secret) = common::access_key(&iam, "gc").await;
-    // The stand-in's evaluator: IAM's policy logic with EC2's ARNs and condition keys.
-    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
-    let as_gc = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &key, &secret));
+    let keys = user_with(&standin, "gc", &policy).await;
+    standin.enforce_iam();
+    let as_gc = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
     let denied = as_gc
         .terminate_instances()
         .instance_ids(&production)
@@ -656,11 +651,7 @@ async fn a_gc_credential_terminates_only_tagged_instances() {
         "{denied:?}"
     );
     let as_gc = |extra: &[&str]| {
-        standin
-            .imgpub()
-            .env("AWS_ACCESS_KEY_ID", &key)
-            .env("AWS_SECRET_ACCESS_KEY", &secret)
-            .secret(&secret)
+        signed_by(standin.imgpub(), &keys)
             .args(["aws", "gc", "--region", REGION])
             .args(extra)
             .run()
@@ -715,15 +706,7 @@ async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["image"], json!(old));
     assert_eq!(lines[0]["status"], "would delete");
-    let counts = standin.counts();
-    assert!(
-        counts
-            .as_object()
-            .unwrap()
-            .keys()
-            .all(|k| k.contains("Describe") || k.starts_with("sts.")),
-        "a dry run only reads: {counts}"
-    );
+    assert_only_reads(&standin);
 
     let out = gc(&["--tag", "stream=testing", "--duration", "0s"]).json();
     assert_eq!(out["image"], json!(old), "{out}");
@@ -881,25 +864,12 @@ fn ores_upload_policy() -> Value {
 #[tokio::test]
 async fn a_publisher_with_only_what_ore_needed_publishes() {
     let standin = ready();
-    let iam = standin.iam();
-    iam.create_user().user_name("ore-ci").send().await.unwrap();
-    iam.put_user_policy()
-        .user_name("ore-ci")
-        .policy_name("ore")
-        .policy_document(ores_upload_policy().to_string())
-        .send()
-        .await
-        .unwrap();
-    let (key, secret) = common::access_key(&iam, "ore-ci").await;
-    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    let keys = user_with(&standin, "ore-ci", &ores_upload_policy()).await;
+    standin.enforce_iam();
     let dir = TempDir::new();
     let as_ore_ci = |name: &str, extra: &[&str]| {
         let file = make_raw(dir.path(), &format!("{name}.raw"), 4, 1, 14);
-        standin
-            .imgpub()
-            .env("AWS_ACCESS_KEY_ID", &key)
-            .env("AWS_SECRET_ACCESS_KEY", &secret)
-            .secret(&secret)
+        signed_by(standin.imgpub(), &keys)
             .args([
                 "aws",
                 "upload",
@@ -949,12 +919,6 @@ async fn a_copier_with_only_what_ore_needed_copies() {
     let standin = Standin::start();
     let (ami, _) = common::api_image(&standin, REGION, "os-3", &[]).await;
     common::make_public(&standin, REGION, &ami).await;
-    let iam = standin.iam();
-    iam.create_user()
-        .user_name("ore-copy")
-        .send()
-        .await
-        .unwrap();
     let policy = json!({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
@@ -963,20 +927,9 @@ async fn a_copier_with_only_what_ore_needed_copies() {
             "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"
         ]}]
     });
-    iam.put_user_policy()
-        .user_name("ore-copy")
-        .policy_name("ore")
-        .policy_document(policy.to_string())
-        .send()
-        .await
-        .unwrap();
-    let (key, secret) = common::access_key(&iam, "ore-copy").await;
-    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
-    let run = standin
-        .imgpub()
-        .env("AWS_ACCESS_KEY_ID", &key)
-        .env("AWS_SECRET_ACCESS_KEY", &secret)
-        .secret(&secret)
+    let keys = user_with(&standin, "ore-copy", &policy).await;
+    standin.enforce_iam();
+    let run = signed_by(standin.imgpub(), &keys)
         .args([
             "aws",
             "copy-image",

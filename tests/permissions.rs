@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{make_raw, tempdir::TempDir, Imgpub, Run, Standin, ACCOUNT};
+use common::{make_raw, signed_by, tempdir::TempDir, user_with, Imgpub, Run, Standin, ACCOUNT};
 use serde_json::{json, Value};
 
 const REGION: &str = "us-east-1";
@@ -32,10 +32,6 @@ fn initialized() -> Standin {
     standin
 }
 
-fn enforce_iam(standin: &Standin) {
-    standin.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
-}
-
 /// `imgpub aws policy …` as JSON.
 fn policy(standin: &Standin, args: &[&str]) -> Value {
     standin
@@ -44,33 +40,6 @@ fn policy(standin: &Standin, args: &[&str]) -> Value {
         .args(args)
         .run()
         .json_document()
-}
-
-/// A user holding exactly `document` (as a customer-managed policy) and its access key.
-async fn user_with(standin: &Standin, name: &str, document: &Value) -> (String, String) {
-    let iam = standin.iam();
-    iam.create_user().user_name(name).send().await.unwrap();
-    let created = iam
-        .create_policy()
-        .policy_name(format!("{name}-policy"))
-        .policy_document(document.to_string())
-        .send()
-        .await
-        .unwrap();
-    let arn = created.policy().unwrap().arn().unwrap().to_string();
-    iam.attach_user_policy()
-        .user_name(name)
-        .policy_arn(arn)
-        .send()
-        .await
-        .unwrap();
-    common::access_key(&iam, name).await
-}
-
-fn signed_by(cmd: Imgpub, (key, secret): &(String, String)) -> Imgpub {
-    cmd.env("AWS_ACCESS_KEY_ID", key)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .secret(secret)
 }
 
 fn upload(cmd: Imgpub, file: &Path, name: &str) -> Run {
@@ -235,7 +204,7 @@ fn policy_needs_no_credentials_and_follows_the_partition() {
 async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_statement() {
     let standin = initialized();
     let document = policy(&standin, &[UPLOAD_POLICY, &["--regions", REGION]].concat());
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 7);
 
@@ -333,7 +302,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
         .send()
         .await
         .unwrap();
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 9);
 
@@ -414,7 +383,7 @@ async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
          "Resource": "*"},
         {"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", "Resource": "*"},
     ]});
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 11);
     for (name, doc, lacking) in [
@@ -533,7 +502,7 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
     assert_eq!(again["external_id"], external_id.as_str());
     assert_eq!(again["changed"], json!([]));
 
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 13);
     let run = upload_with(
@@ -586,7 +555,7 @@ async fn create_publisher_makes_a_user_whose_key_is_only_in_a_private_file() {
     let again = make().json();
     assert_eq!(again["changed"], json!([]));
 
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let as_ci = || {
         standin
             .imgpub()
@@ -622,7 +591,7 @@ async fn every_statement_of_each_commands_policy_is_needed() {
     let (ami, snap) = common::api_image(&standin, REGION, "os-8", &[("stream", "stable")]).await;
     common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     common::make_public(&standin, REGION, &ami).await;
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let mutating = [
         "ec2.ModifyImageAttribute",
         "ec2.ModifySnapshotAttribute",
@@ -793,7 +762,7 @@ async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
     let (ami, snap) = common::api_image(&standin, REGION, "os-9", &[]).await;
     common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     let document = policy(&standin, &["--for", "grant"]);
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
     let grant = |keys: &(String, String), extra: &[&str]| {
         signed_by(standin.imgpub(), keys)
@@ -907,7 +876,7 @@ impl Publisher {
 #[tokio::test]
 async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_policy() {
     let standin = initialized();
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 17);
     for mode in ["role", "user"] {
@@ -1070,7 +1039,7 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
         assert!(!text.contains(absent), "{absent} in {text}");
     }
 
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 7);
     let direct = |cmd: Imgpub, name: &str| {
@@ -1117,7 +1086,7 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
 async fn a_copy_publisher_holding_the_printed_policy_copies_from_the_source_region() {
     let standin = Standin::start();
     let (ami, _) = common::api_image(&standin, REGION, "os-copy-src", &[]).await;
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let document = policy(
         &standin,
         &[
@@ -1579,7 +1548,7 @@ async fn a_publisher_shares_snapshots_only_as_far_as_its_policy_names() {
     );
     let narrow_key = user_with(&standin, "no-sharing", &narrow).await;
     let wide_key = user_with(&standin, "shares-with-one", &wide).await;
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let share = |(key, secret): &(String, String), account: &str| {
         let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, key, secret));
         let snap = snap.clone();
@@ -1660,7 +1629,7 @@ async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
     assert_eq!(again["changed"], json!([]), "{again}");
 
     // The boundary holds: the publisher's own policy allows PutParameter, the boundary not.
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let secret = secret_in(&key_file);
     let run = standin
         .imgpub()
@@ -1701,7 +1670,7 @@ async fn a_publisher_changes_only_what_imgpub_made() {
     let direct = policy(&standin, &[&flags[..], &["--via", "ebs-direct"]].concat());
     let keys = user_with(&standin, "scoped", &document).await;
     let direct_keys = user_with(&standin, "scoped-direct", &direct).await;
-    enforce_iam(&standin);
+    standin.enforce_iam();
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
     let refused = |result: Result<(), Option<String>>, what: &str| {
         assert_eq!(

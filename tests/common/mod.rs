@@ -244,6 +244,12 @@ impl Standin {
         self.control("POST", "/moto-api/reset-auth", Some("0"));
     }
 
+    /// From now on the stand-in's evaluator decides every request: IAM's policy logic with
+    /// each service's ARNs and condition keys.
+    pub fn enforce_iam(&self) {
+        self.control("POST", "/_standin/config", Some(r#"{"enforce_iam": true}"#));
+    }
+
     /// SDK config for reading results back, as the test's own admin.
     pub fn sdk(&self, region: &str) -> SdkConfig {
         self.sdk_with(region, ACCESS_KEY, SECRET_KEY)
@@ -697,6 +703,36 @@ pub async fn access_key(iam: &aws_sdk_iam::Client, name: &str) -> (String, Strin
         key.access_key_id().to_string(),
         key.secret_access_key().to_string(),
     )
+}
+
+/// A new IAM user `name` holding exactly `document` (a managed policy attached to it), and
+/// its access key: (id, secret).
+pub async fn user_with(standin: &Standin, name: &str, document: &Value) -> (String, String) {
+    let iam = standin.iam();
+    iam.create_user().user_name(name).send().await.unwrap();
+    let created = iam
+        .create_policy()
+        .policy_name(format!("{name}-policy"))
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = created.policy().unwrap().arn().unwrap().to_string();
+    iam.attach_user_policy()
+        .user_name(name)
+        .policy_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    access_key(&iam, name).await
+}
+
+/// `cmd` signed with `keys` instead of the test's own credentials (the secret checked never
+/// to appear in its output).
+pub fn signed_by(cmd: Imgpub, (key, secret): &(String, String)) -> Imgpub {
+    cmd.env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .secret(secret)
 }
 
 /// Tags `ids` (AMIs, snapshots) as imgpub tags what it makes (`imgpub:managed=true`), as the
