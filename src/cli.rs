@@ -860,6 +860,11 @@ pub struct PolicyScopeArgs {
     /// default CreatedBy=mantle, as gc's --tag).
     #[arg(long = "gc-tag", value_name = "KEY=VALUE")]
     pub gc_tags: Vec<String>,
+    /// A customer managed KMS key the publisher encrypts with or copies from, by ARN
+    /// (repeatable): `upload --kms-key`'s, the account's default EBS key if it is one, the
+    /// key of an AMI copied. Grants the kms: actions EBS needs on it; none without.
+    #[arg(long = "kms-key", value_name = "ARN")]
+    pub kms_keys: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1088,6 +1093,7 @@ impl PolicyScopeArgs {
             via: self.via.via,
             principal: None,
             gc_tags: self.gc_tags.clone(),
+            kms_keys: self.kms_keys.clone(),
         }
     }
 }

@@ -9,7 +9,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::aws::calls::Op;
+use crate::aws::calls::{Op, ResourceKind};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -265,13 +265,22 @@ where
 
 /// The IAM actions `op` needs, for messages: `ec2:RegisterImage` (and the dependent ones).
 fn actions_of(op: Op) -> String {
-    let mut actions: Vec<&str> = op.info().needs.iter().map(|n| n.action).collect();
+    let needs = op.info().needs;
+    let mut actions: Vec<&str> = needs
+        .iter()
+        .filter(|n| n.resource != ResourceKind::Key)
+        .map(|n| n.action)
+        .collect();
     actions.dedup();
-    match actions.as_slice() {
+    let mut out = match actions.as_slice() {
         [] => op.name(),
         [one] => one.to_string(),
         many => many.join(" and "),
+    };
+    if needs.iter().any(|n| n.resource == ResourceKind::Key) {
+        out.push_str(" (and the kms: actions on a customer managed key the snapshot is encrypted with: `--kms-key ARN`)");
     }
+    out
 }
 
 /// Whether the failure is a TLS certificate that no trusted CA vouches for.

@@ -4,12 +4,16 @@
 //! - faults: the stand-in fails requests at a fixed rate on every service (5xx, throttling,
 //!   dropped connections, slow answers; half of them after the request took effect), and a
 //!   command that exits non-zero is rerun;
-//! - kills: each command is SIGKILLed at a seeded moment of its run, then rerun until it
-//!   exits 0.
+//! - kills: each command is SIGKILLed once the stand-in has seen a seeded number of its
+//!   requests (read from the stand-in's request counts, never the clock), then rerun until
+//!   it exits 0.
+//!
+//! Runs alternate the upload's path: even runs go through S3 and ImportSnapshot, odd runs
+//! through EBS direct (`--via ebs-direct`), so each series covers both.
 //!
 //! After each run the account is read back through the API: one AMI per region with the
-//! right name, tags and launch permission, exactly one snapshot per region (the AMI's), the
-//! uploaded object gone, no multipart upload left, the SSM parameter naming each region's AMI,
+//! right name, tags and launch permission, exactly one snapshot per region (the AMI's, public
+//! and tagged as imgpub's), no import task left running, the uploaded object gone, no multipart upload left, the SSM parameter naming each region's AMI,
 //! and the ids printed by the last run of each command equal to those.
 //!
 //! CI runs a short slice; `IMGPUB_CHAOS_RUNS=50 cargo test --test chaos -- --nocapture`
@@ -21,7 +25,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::Standin;
 use serde_json::Value;
@@ -62,10 +65,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in [0, max).
-    fn below(&mut self, max: Duration) -> Duration {
-        let nanos = max.as_nanos().max(1) as u64;
-        Duration::from_nanos(self.next() % nanos)
+    /// Uniform in [1, max].
+    fn upto(&mut self, max: u64) -> u64 {
+        1 + self.next() % max.max(1)
     }
 }
 
@@ -113,7 +115,25 @@ struct Printed {
     ssm: Vec<Value>,
 }
 
-fn args(step: &Step, image: &Path, work: &Path, printed: &Printed) -> Vec<String> {
+/// How the upload makes its snapshot in a run.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    S3,
+    EbsDirect,
+}
+
+impl Via {
+    /// Even runs through S3, odd ones through EBS direct.
+    fn of_run(n: u64) -> Via {
+        if n.is_multiple_of(2) {
+            Via::S3
+        } else {
+            Via::EbsDirect
+        }
+    }
+}
+
+fn args(step: &Step, image: &Path, work: &Path, printed: &Printed, via: Via) -> Vec<String> {
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match step {
         Step::Initialize => s(&["aws", "initialize", "--region", HOME, "--bucket", BUCKET]),
@@ -133,6 +153,9 @@ fn args(step: &Step, image: &Path, work: &Path, printed: &Printed) -> Vec<String
                 "--file",
             ]);
             a.push(image.display().to_string());
+            if let Via::EbsDirect = via {
+                a.extend(s(&["--via", "ebs-direct"]));
+            }
             a
         }
         Step::CopyRegions => {
@@ -179,38 +202,39 @@ fn record(step: &Step, printed: &mut Printed, stdout: &str) {
     }
 }
 
-/// Runs one command until it exits 0, first SIGKILLing it at `kill_at` when given.
-/// Returns its stdout and how long the run that exited 0 took.
+/// Runs one command until it exits 0, first SIGKILLing it once the stand-in has seen
+/// `kill_after` requests of it, when given. Returns its stdout and the requests the run that
+/// exited 0 made.
 fn until_done(
     standin: &Standin,
     args: &[String],
-    kill_at: Option<Duration>,
+    kill_after: Option<u64>,
     totals: &mut Totals,
-) -> (String, Duration) {
+) -> (String, u64) {
     totals.commands += 1;
-    if let Some(at) = kill_at {
+    if let Some(n) = kill_after {
+        standin.reset_requests();
         let mut cmd = standin.imgpub().args(args).cmd;
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(at);
-        if child.try_wait().unwrap().is_none() {
+        if standin.wait_for_requests(n, &mut child) && child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             totals.kills += 1;
         }
         child.wait().unwrap();
+        standin.wait_idle();
     }
     let mut failures = vec![];
     for rerun in 0..=MAX_RERUNS {
-        let started = Instant::now();
+        standin.reset_requests();
         let run = standin.imgpub().args(args).run();
-        let took = started.elapsed();
         if run.code == 0 {
             totals.reruns += rerun as u64;
             totals.most_reruns = totals.most_reruns.max(rerun);
-            return (run.stdout, took);
+            return (run.stdout, standin.total_requests());
         }
         // Why a rerun was needed: the figures in docs/reliability.md list these.
         eprintln!("chaos rerun after exit {}: {}", run.code, run.error_line());
@@ -239,12 +263,13 @@ async fn check(standin: &Standin, printed: &Printed) -> (Vec<String>, Vec<String
         if images.len() != 1 {
             leaks.push(format!("{region}: {} AMIs", images.len()));
         }
-        let snapshots: Vec<String> = ec2
+        let described = ec2
             .describe_snapshots()
             .owner_ids("self")
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        let snapshots: Vec<String> = described
             .snapshots()
             .iter()
             .filter_map(|s| s.snapshot_id().map(str::to_string))
@@ -277,6 +302,18 @@ async fn check(standin: &Standin, printed: &Printed) -> (Vec<String>, Vec<String
             wrong.push(format!("{region}: {ami} is not public"));
         }
         if let Some(snapshot) = &root {
+            // Tagged as imgpub's (what a scoped publisher may change later), on either path.
+            let tags = described
+                .snapshots()
+                .iter()
+                .find(|s| s.snapshot_id() == Some(snapshot.as_str()))
+                .map(|s| common::tag_pairs(s.tags()))
+                .unwrap_or_default();
+            if !tags.contains(&("imgpub:managed".to_string(), "true".to_string())) {
+                wrong.push(format!(
+                    "{region}: snapshot {snapshot} of {ami} is not tagged imgpub:managed: {tags:?}"
+                ));
+            }
             if !common::volume_permissions(&ec2, snapshot)
                 .await
                 .contains(&"group:all".to_string())
@@ -360,27 +397,29 @@ async fn check(standin: &Standin, printed: &Printed) -> (Vec<String>, Vec<String
     (leaks, wrong)
 }
 
-/// One run of the flow in a fresh account; `kills` seeds the SIGKILL moments (per command,
-/// within `durations`, the fault-free run's).
+/// One run of the flow in a fresh account, uploading `via`; `kills` seeds when each command
+/// is SIGKILLed: after a number of its requests, up to 1.2 times what it made in the
+/// fault-free run (`requests`), so that some runs end before their kill.
 async fn run_flow(
     standin: &Standin,
     image: &Path,
     work: &Path,
-    mut kills: Option<(&mut Rng, &[Duration])>,
+    via: Via,
+    mut kills: Option<(&mut Rng, &[u64])>,
     totals: &mut Totals,
-) -> (Printed, Vec<Duration>) {
+) -> (Printed, Vec<u64>) {
     let mut printed = Printed::default();
-    let mut durations = vec![];
+    let mut requests = vec![];
     for (i, step) in STEPS.iter().enumerate() {
-        let args = args(step, image, work, &printed);
-        let kill_at = kills
+        let args = args(step, image, work, &printed, via);
+        let kill_after = kills
             .as_mut()
-            .map(|(rng, durations)| rng.below(durations[i].mul_f64(1.2)));
-        let (stdout, took) = until_done(standin, &args, kill_at, totals);
+            .map(|(rng, requests)| rng.upto(requests[i] * 6 / 5));
+        let (stdout, made) = until_done(standin, &args, kill_after, totals);
         record(step, &mut printed, &stdout);
-        durations.push(took);
+        requests.push(made);
     }
-    (printed, durations)
+    (printed, requests)
 }
 
 fn fresh_account(standin: &Standin) {
@@ -418,11 +457,12 @@ async fn the_release_flow_survives_seeded_faults() {
 
     // Fault-free first: the reference the checks hold every faulty run to.
     fresh_account(&standin);
-    let (printed, _) = run_flow(&standin, &image, work.path(), None, &mut totals).await;
+    let (printed, _) = run_flow(&standin, &image, work.path(), Via::S3, None, &mut totals).await;
     verify(&standin, &printed, "fault-free run", &mut totals).await;
 
     for n in 0..runs() {
         let seed = base_seed() * 1000 + n;
+        let via = Via::of_run(n);
         fresh_account(&standin);
         standin.control(
             "POST",
@@ -431,14 +471,20 @@ async fn the_release_flow_survives_seeded_faults() {
                 r#"{{"seed": {seed}, "rate": {RATE}, "after_share": 0.5}}"#
             )),
         );
-        let (printed, _) = run_flow(&standin, &image, work.path(), None, &mut totals).await;
+        let (printed, _) = run_flow(&standin, &image, work.path(), via, None, &mut totals).await;
         let report: Value =
             serde_json::from_str(&standin.control("DELETE", "/_standin/chaos", None)).unwrap();
         totals.faults += report["injected"].as_u64().unwrap();
         totals.runs += 1;
-        verify(&standin, &printed, &format!("seed {seed}"), &mut totals).await;
+        verify(
+            &standin,
+            &printed,
+            &format!("seed {seed} ({via:?})"),
+            &mut totals,
+        )
+        .await;
         eprintln!(
-            "chaos faults: seed {seed}: {report}, reruns so far {}",
+            "chaos faults: seed {seed} ({via:?}): {report}, reruns so far {}",
             totals.reruns
         );
     }
@@ -455,26 +501,47 @@ async fn the_release_flow_survives_being_killed() {
     let (standin, work, image) = setup();
     let mut totals = Totals::default();
 
-    fresh_account(&standin);
-    let (printed, durations) = run_flow(&standin, &image, work.path(), None, &mut totals).await;
-    verify(&standin, &printed, "run without kills", &mut totals).await;
+    // Each path's fault-free run: how many requests each command makes.
+    let mut reference = vec![];
+    for via in [Via::S3, Via::EbsDirect] {
+        fresh_account(&standin);
+        let (printed, requests) =
+            run_flow(&standin, &image, work.path(), via, None, &mut totals).await;
+        verify(
+            &standin,
+            &printed,
+            &format!("{via:?} without kills"),
+            &mut totals,
+        )
+        .await;
+        eprintln!("chaos kills: {via:?} without kills made {requests:?} requests");
+        reference.push(requests);
+    }
 
     for n in 0..runs() {
         let seed = base_seed() * 1000 + n;
+        let via = Via::of_run(n);
         let mut rng = Rng(seed);
         fresh_account(&standin);
         let (printed, _) = run_flow(
             &standin,
             &image,
             work.path(),
-            Some((&mut rng, &durations)),
+            via,
+            Some((&mut rng, &reference[(n % 2) as usize])),
             &mut totals,
         )
         .await;
         totals.runs += 1;
-        verify(&standin, &printed, &format!("seed {seed}"), &mut totals).await;
+        verify(
+            &standin,
+            &printed,
+            &format!("seed {seed} ({via:?})"),
+            &mut totals,
+        )
+        .await;
         eprintln!(
-            "chaos kills: seed {seed}: kills so far {}, reruns so far {}",
+            "chaos kills: seed {seed} ({via:?}): kills so far {}, reruns so far {}",
             totals.kills, totals.reruns
         );
     }

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::tempdir::TempDir;
 
@@ -140,7 +139,6 @@ fn unreachable_endpoint_is_named_with_where_it_came_from() {
     ];
     let url = format!("http://127.0.0.1:{}", closed_port());
 
-    let started = Instant::now();
     let out = bare(
         home.path(),
         &keys,
@@ -153,7 +151,6 @@ fn unreachable_endpoint_is_named_with_where_it_came_from() {
             &url,
         ],
     );
-    let took = started.elapsed();
     let lines = stderr_lines(&out);
     assert_eq!(out.status.code(), Some(1), "{lines:?}");
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -165,7 +162,6 @@ fn unreachable_endpoint_is_named_with_where_it_came_from() {
         lines[0]
     );
     assert!(!lines[0].contains("credentials"), "{}", lines[0]);
-    assert!(took < Duration::from_secs(5), "took {took:?}");
 
     let mut env = keys.to_vec();
     env.push(("AWS_ENDPOINT_URL", url.clone()));

@@ -17,6 +17,9 @@ use imgpub::commands::upload::Via;
 use serde_json::{json, Value};
 
 /// An ARN of each kind, with ids as AWS makes them.
+/// A customer managed key (`--kms-key`).
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
 fn sample(arns: &Arns, kind: ResourceKind) -> String {
     let region = "us-east-1";
     match kind {
@@ -35,6 +38,7 @@ fn sample(arns: &Arns, kind: ResourceKind) -> String {
         ResourceKind::User => arns.user("ci"),
         ResourceKind::ManagedPolicy => arns.managed_policy("imgpub-publisher-ci"),
         ResourceKind::OidcProvider => arns.oidc_provider("token.actions.githubusercontent.com"),
+        ResourceKind::Key => KEY.to_string(),
         ResourceKind::Principal => arns.role("ci-publisher"),
         ResourceKind::Any => "*".to_string(),
     }
@@ -92,6 +96,9 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
             if op == Op::Ec2TerminateInstances {
                 keys.push("aws:ResourceTag/CreatedBy"); // gc's selection
             }
+            if need.action == "kms:CreateGrant" {
+                keys.push("kms:GrantIsForAWSResource"); // grants only for the snapshot
+            }
             entries.push(json!({
                 "op": op.name(),
                 "action": need.action,
@@ -131,6 +138,7 @@ fn every_printed_policy_names_only_what_the_reference_has() {
                 via,
                 principal: Some(format!("arn:aws:iam::{}:role/ci", common::ACCOUNT)),
                 gc_tags: vec![],
+                kms_keys: vec![KEY.to_string()],
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

@@ -1821,3 +1821,196 @@ async fn a_publisher_changes_only_what_imgpub_made() {
     let admin = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
     assert!(common::launch_permissions(&admin, &theirs).await.is_empty());
 }
+
+/// A customer managed KMS key made by the stand-in's admin (default key policy: IAM decides).
+fn customer_key(standin: &Standin) -> String {
+    let made: Value = serde_json::from_str(&standin.control(
+        "POST",
+        "/_standin/kms/keys",
+        Some(&json!({"region": REGION}).to_string()),
+    ))
+    .unwrap();
+    made["arn"].as_str().unwrap().to_string()
+}
+
+/// The snapshot behind an AMI and the key it is encrypted with (None: not encrypted).
+async fn snapshot_key(standin: &Standin, region: &str, ami: &str) -> (String, Option<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
+    let image = ec2.describe_images().image_ids(ami).send().await.unwrap();
+    let snapshot = image.images()[0].block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_string();
+    let described = ec2
+        .describe_snapshots()
+        .snapshot_ids(&snapshot)
+        .send()
+        .await
+        .unwrap();
+    let s = &described.snapshots()[0];
+    let key = s
+        .encrypted()
+        .unwrap_or(false)
+        .then(|| s.kms_key_id().unwrap_or("(default)").to_string());
+    (snapshot, key)
+}
+
+/// Every encrypted path under the enforcing stand-in (which checks the kms: actions on a
+/// customer managed key, as EBS documents them), each with exactly the policy `policy`
+/// prints: EBS direct and import with `--kms-key`, a copy of the AMI made under it, and
+/// the account's encryption by default with the AWS managed key (no kms: needed). A policy
+/// printed without `--kms-key` stops the keyed upload in the preflight, naming kms:.
+#[tokio::test]
+async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
+    let standin = Standin::start();
+    let key = customer_key(&standin);
+    let init = standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ])
+        .args(["--kms-key", &key])
+        .run();
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    standin.enforce_iam();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 16, 4, 23);
+    let printed = |extra: &[&str]| {
+        let mut args = vec!["--region", REGION, "--bucket", "images/ci"];
+        args.extend_from_slice(extra);
+        policy(&standin, &args)
+    };
+    let upload = |keys: &(String, String), name: &str, extra: &[&str]| {
+        signed_by(standin.imgpub(), keys)
+            .args(["aws", "upload", "--region", REGION, "-v"])
+            .args(["--bucket", "s3://images/ci"])
+            .arg_path("--file", &file)
+            .args(["--name", name])
+            .args(extra)
+            .run()
+    };
+    let direct_copy = [
+        "--for",
+        "upload,copy",
+        "--via",
+        "ebs-direct",
+        "--regions",
+        "us-east-1,us-west-2,eu-west-1",
+    ];
+
+    // The keyed policy: the kms: actions on that key alone, grants only for AWS resources.
+    let document = printed(&[&direct_copy[..], &["--kms-key", &key]].concat());
+    let statement = |sid: &str| {
+        document["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no {sid}: {document}"))
+            .clone()
+    };
+    assert_eq!(statement("EncryptionKeys")["Resource"], json!([key]));
+    assert_eq!(
+        statement("EncryptionKeyGrants")["Condition"],
+        json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})
+    );
+    let unkeyed = printed(&direct_copy);
+    assert!(!unkeyed.to_string().contains("kms:"), "{unkeyed}");
+
+    // EBS direct under the key, then a copy of that AMI.
+    let publisher = user_with(&standin, "keyed-direct", &document).await;
+    let run = upload(
+        &publisher,
+        "enc-direct",
+        &["--via", "ebs-direct", "--kms-key", &key],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+    let ami = run.json()["HVM"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshot_key(&standin, REGION, &ami).await.1,
+        Some(key.clone())
+    );
+    let copy = signed_by(standin.imgpub(), &publisher)
+        .args([
+            "aws",
+            "copy-regions",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "us-west-2",
+        ])
+        .run();
+    assert_eq!(copy.code, 0, "{}", copy.stderr);
+    let line: Value = serde_json::from_str(copy.stdout.lines().next().unwrap()).unwrap();
+    let copied = line["us-west-2"]["ami"].as_str().unwrap();
+    // Encrypted still, under the target region's default key.
+    let (_, copied_key) = snapshot_key(&standin, "us-west-2", copied).await;
+    assert!(copied_key.is_some_and(|k| k != key), "copy not encrypted");
+
+    // Without --kms-key in the policy: the keyed upload stops before it writes, and the copy
+    // of the keyed AMI is refused by EC2, each naming kms:.
+    let plain = user_with(&standin, "unkeyed-direct", &unkeyed).await;
+    standin.reset_requests();
+    let run = upload(
+        &plain,
+        "enc-denied",
+        &["--via", "ebs-direct", "--kms-key", &key],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.error_line().contains("kms:"), "{}", run.stderr);
+    assert_nothing_changed(&standin, "unkeyed ebs-direct");
+    let copy = signed_by(standin.imgpub(), &plain)
+        .args([
+            "aws",
+            "copy-regions",
+            "--region",
+            REGION,
+            "--image",
+            &ami,
+            "eu-west-1",
+        ])
+        .args(["--preflight", "off"])
+        .run();
+    assert_eq!(copy.code, 1, "{}", copy.stderr);
+    assert!(copy.error_line().contains("kms:"), "{}", copy.stderr);
+
+    // The import under the key: the vmimport role uses it (initialize --kms-key), the
+    // publisher needs no kms: for it.
+    let import_policy = printed(&["--for", "upload", "--kms-key", &key]);
+    let importer = user_with(&standin, "keyed-import", &import_policy).await;
+    let run = upload(&importer, "enc-import", &["--kms-key", &key]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ami = run.json()["HVM"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshot_key(&standin, REGION, &ami).await.1,
+        Some(key.clone())
+    );
+
+    // Encryption by default with the AWS managed key: the policy printed without --kms-key.
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    ec2.enable_ebs_encryption_by_default().send().await.unwrap();
+    let run = upload(&plain, "enc-default", &["--via", "ebs-direct"]);
+    ec2.disable_ebs_encryption_by_default()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ami = run.json()["HVM"].as_str().unwrap().to_string();
+    let (_, default_key) = snapshot_key(&standin, REGION, &ami).await;
+    assert!(
+        default_key.is_some_and(|k| k != key),
+        "not encrypted by default"
+    );
+}

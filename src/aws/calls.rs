@@ -112,6 +112,10 @@ pub enum ResourceKind {
     User,
     ManagedPolicy,
     OidcProvider,
+    /// A customer managed KMS key a snapshot is encrypted with (`--kms-key`). The AWS
+    /// managed `aws/ebs` key needs nothing in IAM: its key policy lets the account use it
+    /// through EC2.
+    Key,
     /// The identity the preflight simulates: the publisher itself.
     Principal,
     /// Actions that take no resource-level permissions (`Describe*`, …): `*`.
@@ -142,6 +146,20 @@ pub enum Tagged {
     Resource,
     /// Only when the request puts the tag on what it makes (`aws:RequestTag`).
     Request,
+}
+
+/// The KMS actions EBS takes on the caller's behalf with a customer managed key. For the
+/// EBS direct APIs: "kms:Encrypt, kms:Decrypt, kms:GenerateDataKey,
+/// kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*, kms:CreateGrant, kms:DescribeKey"
+/// (EBS User Guide, "Control access to EBS direct APIs using IAM"); for EBS encryption
+/// elsewhere (CopyImage) all but Encrypt and GenerateDataKey (EBS User Guide, "Amazon EBS
+/// encryption", "Permissions for IAM users"). ReEncrypt* is ReEncryptFrom and ReEncryptTo.
+const fn kms(action: &'static str) -> Need {
+    need(
+        action,
+        ResourceKind::Key,
+        "use the customer managed KMS key the snapshot is encrypted with (--kms-key)",
+    )
 }
 
 const fn need(action: &'static str, resource: ResourceKind, why: &'static str) -> Need {
@@ -553,6 +571,14 @@ impl Op {
                             tagged: Tagged::No,
                             why: "tag the snapshot as it is started (reruns find it by tag)",
                         },
+                        kms("kms:CreateGrant"),
+                        kms("kms:Decrypt"),
+                        kms("kms:DescribeKey"),
+                        kms("kms:Encrypt"),
+                        kms("kms:GenerateDataKey"),
+                        kms("kms:GenerateDataKeyWithoutPlaintext"),
+                        kms("kms:ReEncryptFrom"),
+                        kms("kms:ReEncryptTo"),
                     ]
                 },
             ),
@@ -561,12 +587,22 @@ impl Op {
                 "PutSnapshotBlock",
                 "put_snapshot_block",
                 &const {
-                    [need(
-                        "ebs:PutSnapshotBlock",
-                        R::Snapshot,
-                        "write the image's blocks",
-                    )
-                    .on_ours()]
+                    [
+                        need(
+                            "ebs:PutSnapshotBlock",
+                            R::Snapshot,
+                            "write the image's blocks",
+                        )
+                        .on_ours(),
+                        kms("kms:CreateGrant"),
+                        kms("kms:Decrypt"),
+                        kms("kms:DescribeKey"),
+                        kms("kms:Encrypt"),
+                        kms("kms:GenerateDataKey"),
+                        kms("kms:GenerateDataKeyWithoutPlaintext"),
+                        kms("kms:ReEncryptFrom"),
+                        kms("kms:ReEncryptTo"),
+                    ]
                 },
             ),
             Op::EbsCompleteSnapshot => (
@@ -740,6 +776,12 @@ impl Op {
                             tagged: Tagged::No,
                             why: "tag the copy's snapshot as imgpub's as it is made",
                         },
+                        kms("kms:CreateGrant"),
+                        kms("kms:Decrypt"),
+                        kms("kms:DescribeKey"),
+                        kms("kms:GenerateDataKeyWithoutPlaintext"),
+                        kms("kms:ReEncryptFrom"),
+                        kms("kms:ReEncryptTo"),
                     ]
                 },
             ),
@@ -1163,6 +1205,8 @@ pub enum Resource {
     Instance(String),
     Role(String),
     Parameter(String),
+    /// A KMS key, by ARN.
+    Key(String),
 }
 
 /// One call a plan will make: the check step's output, the input of the preflight,
@@ -1349,6 +1393,7 @@ impl Arns {
             (ResourceKind::Instance, Resource::Instance(i)) => self.instance(region, i),
             (ResourceKind::Role, Resource::Role(name)) => self.role(name),
             (ResourceKind::Parameter, Resource::Parameter(name)) => self.parameter(region, name),
+            (ResourceKind::Key, Resource::Key(arn)) => arn.clone(),
             _ => return None,
         })
     }

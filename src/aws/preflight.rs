@@ -95,6 +95,10 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
             if let Some(op) = need.create_action {
                 context.push(("ec2:CreateAction".into(), vec![op.into()]));
             }
+            // EBS makes its grants for the snapshot: the printed policy allows no other.
+            if action == "kms:CreateGrant" {
+                context.push((GRANT_FOR_AWS.into(), vec!["true".into()]));
+            }
             // imgpub's resources carry its tag, and what it makes is tagged as it is made:
             // the simulation asks about those (a resource made otherwise is refused by the
             // call itself, and the error names the action).
@@ -123,17 +127,20 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
     groups
 }
 
+/// Set (to true) when a service integrated with KMS calls CreateGrant for the caller.
+const GRANT_FOR_AWS: &str = "kms:GrantIsForAWSResource";
+
 fn entry(key: &str, values: &[String]) -> ContextEntry {
     ContextEntry::builder()
         .context_key_name(key)
         .set_context_key_values(Some(values.to_vec()))
-        .context_key_type(
-            if values.len() > 1 || key.starts_with("ec2:Add/") || key == "aws:TagKeys" {
-                ContextKeyTypeEnum::StringList
-            } else {
-                ContextKeyTypeEnum::String
-            },
-        )
+        .context_key_type(if key == GRANT_FOR_AWS {
+            ContextKeyTypeEnum::Boolean
+        } else if values.len() > 1 || key.starts_with("ec2:Add/") || key == "aws:TagKeys" {
+            ContextKeyTypeEnum::StringList
+        } else {
+            ContextKeyTypeEnum::String
+        })
         .build()
 }
 
@@ -320,6 +327,22 @@ fn with_sharing(fix: &str, calls: &[Call]) -> String {
     }
     if !accounts.is_empty() && !line.contains("--share-with") {
         line.push_str(&format!(" --share-with {}", accounts.join(",")));
+    }
+    // The customer managed keys the run encrypts with.
+    let mut keys: Vec<&str> = calls
+        .iter()
+        .flat_map(|c| &c.resources)
+        .filter_map(|r| match r {
+            Resource::Key(arn) => Some(arn.as_str()),
+            _ => None,
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        if !line.contains(key) {
+            line.push_str(&format!(" --kms-key {key}"));
+        }
     }
     line
 }

@@ -88,6 +88,8 @@ pub struct PolicyOptions {
     pub principal: Option<String>,
     /// `--gc-tag`: the tags of the instances `gc` terminates (default ore's).
     pub gc_tags: Vec<String>,
+    /// `--kms-key`: the customer managed keys the publisher uses (ARNs).
+    pub kms_keys: Vec<String>,
 }
 
 /// Where the policy applies, every part resolved.
@@ -109,6 +111,8 @@ pub struct Scope {
     pub principal: Option<String>,
     /// The tags an instance must carry for `gc` to terminate it.
     pub gc_tags: Vec<(String, String)>,
+    /// The customer managed KMS keys the `kms:` actions are granted on; none: no `kms:`.
+    pub kms_keys: Vec<String>,
 }
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
@@ -149,7 +153,34 @@ pub fn validate(opts: &PolicyOptions) -> Result<()> {
     if let Some(arn) = &opts.principal {
         principal_arn("--principal", arn)?;
     }
+    for key in &opts.kms_keys {
+        kms_key_arn("--kms-key", key)?;
+    }
     crate::aws::iam::validate_role_name(&opts.role_name)
+}
+
+/// A KMS key ARN, `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`: one key, no alias (IAM
+/// authorizes a key by its key ARN only) and no wildcard.
+fn kms_key_arn(flag: &str, arn: &str) -> Result<String> {
+    let bad = || {
+        Error::Invalid(format!(
+            "{flag} {arn:?} is not a KMS key ARN; use arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (`aws kms describe-key --key-id ALIAS` prints it)"
+        ))
+    };
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return Err(bad());
+    };
+    let ok = prefix == "arn"
+        && (partition == "aws" || partition.starts_with("aws-"))
+        && service == "kms"
+        && validate_region(region).is_ok()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("key/").is_some_and(|id| {
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then(|| arn.to_string()).ok_or_else(bad)
 }
 
 /// An IAM principal ARN, parsed: `arn:PARTITION:iam::ACCOUNT:root`, `…:user/NAME` or
@@ -296,6 +327,7 @@ pub fn scope(
                 crate::aws::tags::parse("--gc-tag", given)?
             }
         },
+        kms_keys: opts.kms_keys.clone(),
     })
 }
 
@@ -374,6 +406,7 @@ impl Scope {
             ResourceKind::OidcProvider => {
                 vec![a.oidc_provider(crate::aws::publisher::GITHUB_ISSUER)]
             }
+            ResourceKind::Key => self.kms_keys.clone(),
             ResourceKind::Principal => vec![self.principal.clone().unwrap_or_else(|| "*".into())],
             ResourceKind::Any => vec!["*".to_string()],
         }
@@ -389,7 +422,21 @@ pub fn build(scope: &Scope) -> Policy {
     let mut seen = std::collections::BTreeSet::new();
     for command in &scope.commands {
         for op in command.ops(scope.via) {
+            // A copy reads permissions on its source only: with --regions, those reads
+            // get their own statements below, not the targets'.
+            let source_read = matches!(
+                op,
+                Op::Ec2DescribeImageAttribute | Op::Ec2DescribeSnapshotAttribute
+            );
+            if *command == For::Copy && source_read && !scope.regions.is_empty() {
+                continue;
+            }
             for need in op.info().needs {
+                // No kms: at all unless keys are named: the AWS managed aws/ebs key needs
+                // none, and a customer managed key is named, never `*`.
+                if need.resource == ResourceKind::Key && scope.kms_keys.is_empty() {
+                    continue;
+                }
                 // A tag on create is covered when CreateTags is granted on that kind anyway
                 // (and not only on what carries imgpub's tag, which a new resource does not
                 // yet).
@@ -456,44 +503,36 @@ pub fn build(scope: &Scope) -> Policy {
         let a = &scope.arns;
         let images = scope.source_arns(&|r| a.image(r, "*"));
         let snapshots = scope.source_arns(&|r| a.snapshot(r, "*"));
-        let outside = |arns: &[String], region_of: &dyn Fn(&str) -> String| -> Vec<String> {
-            arns.iter()
-                .filter(|arn| !scope.regions.iter().any(|r| **arn == region_of(r)))
-                .cloned()
-                .collect()
-        };
-        let read_images = outside(&images, &|r| a.image(r, "*"));
-        let read_snapshots = outside(&snapshots, &|r| a.snapshot(r, "*"));
         out.push(json!({
             "Sid": "CopySourceImages",
             "Effect": "Allow",
             "Action": ["ec2:CopyImage"],
-            "Resource": images,
+            "Resource": images.clone(),
         }));
-        // The reads where `Images` and `Snapshots` do not reach already (every region when
-        // --regions is not given).
-        if !scope.regions.is_empty() && !read_images.is_empty() {
+        // The reads, where `Images` and `Snapshots` do not already reach every region
+        // (--regions given).
+        if !scope.regions.is_empty() {
             rows.push(Row {
                 action: "ec2:DescribeImageAttribute",
-                resources: read_images.clone(),
+                resources: images.clone(),
                 why: vec!["read the source AMI's launch permissions"],
             });
             rows.push(Row {
                 action: "ec2:DescribeSnapshotAttribute",
-                resources: read_snapshots.clone(),
+                resources: snapshots.clone(),
                 why: vec!["read the source snapshot's volume permissions"],
             });
             out.push(json!({
                 "Sid": "CopySourceImageReads",
                 "Effect": "Allow",
                 "Action": ["ec2:DescribeImageAttribute"],
-                "Resource": read_images,
+                "Resource": images,
             }));
             out.push(json!({
                 "Sid": "CopySourceSnapshotReads",
                 "Effect": "Allow",
                 "Action": ["ec2:DescribeSnapshotAttribute"],
-                "Resource": read_snapshots,
+                "Resource": snapshots,
             }));
         }
     }
@@ -549,6 +588,10 @@ fn statement_key(
         (ResourceKind::User, ..) => (11, "PublisherUsers"),
         (ResourceKind::ManagedPolicy, ..) => (12, "PublisherPolicies"),
         (ResourceKind::OidcProvider, ..) => (13, "OidcProvider"),
+        // Grants only for an AWS resource (EBS makes them for the snapshot), not for any
+        // grantee a leaked credential names.
+        (ResourceKind::Key, "kms:CreateGrant", ..) => (9, "EncryptionKeyGrants"),
+        (ResourceKind::Key, ..) => (9, "EncryptionKeys"),
         (ResourceKind::Any, ..) => (9, "ReadOnlyOrUnscopable"),
         (ResourceKind::Principal, ..) => (10, "Preflight"),
     };
@@ -573,6 +616,9 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
             Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
         }
         "TagOnCreate" => Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}})),
+        // "kms:GrantIsForAWSResource ... is true when an AWS service integrated with AWS KMS
+        // calls CreateGrant on the user's behalf" (KMS Developer Guide, condition keys).
+        "EncryptionKeyGrants" => Some(json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})),
         // gc terminates only instances carrying its tags (kola's): a leaked gc credential
         // cannot stop the account's other machines.
         "TestInstances" => {
@@ -777,6 +823,46 @@ mod tests {
         // Scoped to imgpub's own images and snapshots it is over a user's inline 2,048,
         // well within a managed policy (create-publisher attaches one).
         assert!(size(&policy.document) <= 6144, "{}", size(&policy.document));
+    }
+
+    #[test]
+    fn kms_actions_only_on_the_keys_named() {
+        let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let plain =
+            build(&scope(&opts(&[For::Upload, For::Copy]), None, Some("us-east-1")).unwrap());
+        assert!(!actions(&plain).iter().any(|a| a.starts_with("kms:")));
+        let keyed = PolicyOptions {
+            kms_keys: vec![key.into()],
+            via: upload::Via::EbsDirect,
+            ..opts(&[For::Upload])
+        };
+        let doc = build(&scope(&keyed, None, Some("us-east-1")).unwrap()).document;
+        let keyed_statements: Vec<&Value> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Action"].to_string().contains("kms:"))
+            .collect();
+        assert!(!keyed_statements.is_empty(), "{doc}");
+        for s in keyed_statements {
+            assert_eq!(s["Resource"], json!([key]), "{s}");
+        }
+        for bad in [
+            "arn:aws:kms:us-east-1:123456789012:alias/aws/ebs",
+            "arn:aws:kms:us-east-1:123456789012:key/*",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:nowhere:123456789012:key/abc",
+        ] {
+            let o = PolicyOptions {
+                kms_keys: vec![bad.into()],
+                ..opts(&[For::Upload])
+            };
+            let err = scope(&o, None, Some("us-east-1")).unwrap_err().to_string();
+            assert!(
+                err.contains("--kms-key") && err.contains("not a KMS key ARN"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -834,7 +834,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
     }
     if let SnapshotStep::Write(start) = &plan.snapshot {
-        calls.extend(direct_calls(region, start));
+        calls.extend(direct_calls(region, start, &local.encryption));
     }
     if retag_snapshot(plan) {
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
@@ -907,8 +907,16 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// The calls writing a snapshot with the EBS direct APIs makes.
-fn direct_calls(region: &str, start: &Start) -> Vec<Call> {
+fn direct_calls(region: &str, start: &Start, encryption: &Encryption) -> Vec<Call> {
     let call = |op, resources| Call::new(op, region, resources);
+    // The writes use `--kms-key`'s key: its kms: actions are checked with them.
+    let keyed = |op, snapshot: &Resource| {
+        let mut resources = vec![snapshot.clone()];
+        if let Encryption::Key(arn) = encryption {
+            resources.push(Resource::Key(arn.clone()));
+        }
+        call(op, resources)
+    };
     let mut calls = vec![];
     let snapshot = match start {
         Start::Resume(id) => Resource::Snapshot(Some(id.clone())),
@@ -921,12 +929,12 @@ fn direct_calls(region: &str, start: &Start) -> Vec<Call> {
             }
             calls.push(Call {
                 tags_on_create: true,
-                ..call(Op::EbsStartSnapshot, vec![Resource::Snapshot(None)])
+                ..keyed(Op::EbsStartSnapshot, &Resource::Snapshot(None))
             });
             Resource::Snapshot(None)
         }
     };
-    calls.push(call(Op::EbsPutSnapshotBlock, vec![snapshot.clone()]));
+    calls.push(keyed(Op::EbsPutSnapshotBlock, &snapshot));
     calls.push(call(Op::EbsCompleteSnapshot, vec![snapshot]));
     calls.push(call(Op::Ec2DescribeSnapshots, vec![]));
     calls

@@ -194,6 +194,29 @@ impl Standin {
         panic!("the stand-in never saw {n} {call}");
     }
 
+    /// AWS requests seen since start or the last reset, all actions together.
+    pub fn total_requests(&self) -> u64 {
+        self.counts()
+            .as_object()
+            .map(|calls| calls.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0)
+    }
+
+    /// Until the stand-in has seen `n` AWS requests of any action, or `child` has ended;
+    /// returns whether the count was reached.
+    pub fn wait_for_requests(&self, n: u64, child: &mut Child) -> bool {
+        for _ in 0..60_000 {
+            if self.total_requests() >= n {
+                return true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("the stand-in never saw {n} requests");
+    }
+
     /// Until `n` requests wait on a `hold` fault.
     pub fn wait_held(&self, n: u64) {
         for _ in 0..60_000 {

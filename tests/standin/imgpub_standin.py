@@ -67,6 +67,8 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      of them after the request took effect
     GET  /_standin/chaos             the faults injected so far, by kind
     DELETE /_standin/chaos           stop injecting
+    POST /_standin/kms/keys          {"region", "account"?}: makes a customer managed KMS
+                                     key (default key policy); answers {"arn"}
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
                                      including billing products (which DescribeImages,
                                      like AWS, does not show)
@@ -352,16 +354,15 @@ class ImportTask:
         denied = self._role_denied(account)
         if denied:
             self.error = (
-                f"ClientError: Access Denied: the role {self.role} may not {denied} "
-                f"s3://{self.bucket}/{self.key}"
+                f"ClientError: Access Denied: the role {self.role} may not {denied}"
             )
             return
         self.object_size = key.size
         self.virtual_size, self.error = check_image(self.format, key)
 
     def _role_denied(self, account: str) -> str | None:
-        """With enforce_iam, VM Import/Export reads the object as the role: the IAM action
-        the role's policies do not allow, or None."""
+        """With enforce_iam, VM Import/Export reads the object and encrypts the snapshot as
+        the role: the IAM action the role's policies do not allow and its resource, or None."""
         if not SETTINGS["enforce_iam"]:
             return None
         partition = get_partition(self.backend.region_name)
@@ -380,7 +381,23 @@ class ImportTask:
                        "s3:ResourceAccount": owner_account,
                        "aws:ResourceAccount": owner_account}
             if role.decide(action, resource, context) != "Allowed":
-                return action
+                return f"{action} s3://{self.bucket}/{self.key}"
+        # The role encrypts the snapshot: with a customer managed key it must be allowed
+        # "kms:CreateGrant, kms:Decrypt, kms:DescribeKey, kms:Encrypt, kms:GenerateDataKey*,
+        # kms:ReEncrypt*" on it (VM Import/Export User Guide, "Required service role",
+        # the policy for importing with an encrypted snapshot).
+        if self.encrypted or self.kms_key_id:
+            from moto.ec2.models import ec2_backends
+
+            key = self.kms_key_id or standin_ebs.default_ebs_key(
+                ec2_backends[account][self.backend.region_name])
+            actions = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                       "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+                       "kms:ReEncryptFrom", "kms:ReEncryptTo")
+            for action, resource, context in _kms_needs(
+                    account, self.backend.region_name, [key], actions):
+                if role.decide(action, resource, context) != "Allowed":
+                    return f"{action} on the key {resource}"
         return None
 
     def _finish(self) -> None:
@@ -1147,7 +1164,7 @@ class Identity:
         self.boundaries = boundaries
 
     def decide(self, action: str, resource: str, context: dict[str, Any]) -> str:
-        return EVALUATOR.decide({
+        request = {
             "principal": self.arn,
             "account": self.account,
             "action": action,
@@ -1155,7 +1172,28 @@ class Identity:
             "context": context,
             "identityPolicies": self.policies,
             "boundaries": self.boundaries,
-        })
+        }
+        key_policy = _key_policy(resource)
+        if key_policy is not None:
+            # "Every KMS key must have exactly one key policy"; IAM policies count only where
+            # it lets them (KMS Developer Guide, "Key policies in AWS KMS"): the evaluator
+            # weighs both.
+            request["resourcePolicy"] = key_policy
+        return EVALUATOR.decide(request)
+
+
+def _key_policy(resource: str) -> dict | None:
+    """The key policy of a KMS key ARN (moto's default: the account's root may use it, so
+    IAM policies decide), or None for any other resource."""
+    m = re.fullmatch(r"arn:[^:]+:kms:([^:]+):(\d{12}):key/(.+)", resource)
+    if not m:
+        return None
+    from moto.kms import kms_backends
+
+    try:
+        return json.loads(kms_backends[m.group(2)][m.group(1)].describe_key(m.group(3)).policy)
+    except Exception:  # noqa: BLE001 - an unknown key has no policy: nothing allows it
+        return None
 
 
 def _boundary(backend: Any, holder: Any) -> list[dict]:
@@ -1275,6 +1313,14 @@ def _tag_specification(form: dict[str, list[str]], resource_type: str) -> list[t
     return pairs
 
 
+def _object_exists(bucket: str, key: str, account: str, region: str) -> bool:
+    owner = _bucket_account(bucket, account)
+    try:
+        return s3_backends[owner][get_partition(region or "us-east-1")].get_object(bucket, key) is not None
+    except Exception:  # noqa: BLE001 - no such bucket: S3's own error follows
+        return True
+
+
 def _bucket_account(bucket: str, caller: str) -> str:
     """The account that owns `bucket` (the caller's, for one not made yet)."""
     owner = s3_backends.bucket_accounts.get(bucket)
@@ -1283,6 +1329,87 @@ def _bucket_account(bucket: str, caller: str) -> str:
 
 def _ec2_arn(partition: str, region: str, kind: str, ident: str = "*") -> str:
     return f"arn:{partition}:ec2:{region}::{kind}/{ident}"
+
+
+# KMS. An encrypted snapshot's key is used on the caller's behalf, so the caller must be
+# allowed to use it. The actions, per path:
+# - EBS direct APIs on encrypted snapshots: "kms:Encrypt, kms:Decrypt, kms:GenerateDataKey,
+#   kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*, kms:CreateGrant, kms:DescribeKey"
+#   (EBS User Guide, "Control access to EBS direct APIs using IAM", "Permissions to use AWS
+#   KMS keys").
+# - Everything else on EBS encryption (CopyImage's source and new snapshots): "kms:CreateGrant,
+#   kms:Decrypt, kms:DescribeKey, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*" (EBS
+#   User Guide, "Amazon EBS encryption", "Permissions for IAM users").
+# ReEncrypt* stands for its two actions (Service Authorization Reference, AWS KMS).
+KMS_EBS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
+           "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
+KMS_EBS_DIRECT = KMS_EBS + ("kms:Encrypt", "kms:GenerateDataKey")
+
+
+def _customer_key(account: str, region: str, key: str | None) -> str | None:
+    """The ARN of `key` (an id, ARN or alias) when IAM policies decide who may use it: a
+    customer managed key, whose default key policy delegates to IAM ("Allows access to the
+    AWS account and enables IAM policies", KMS Developer Guide, "Default key policy"). None
+    for an AWS managed key (alias/aws/ebs): its key policy allows every principal in the
+    account that is authorized to use EBS (KMS Developer Guide, "AWS managed keys"), and for
+    a key moto does not know."""
+    from moto.kms import kms_backends
+
+    if not key:
+        return None
+    key_region = key.split(":")[3] if key.startswith("arn:") else region
+    kms = kms_backends[account][key_region]
+    try:
+        found = kms.describe_key(key)
+    except Exception:  # noqa: BLE001 - an unknown key: the service's own error follows
+        return None
+    aliases = [a.alias_name for a in kms.list_aliases(found.id)]
+    if any(name.startswith("alias/aws/") for name in aliases):
+        return None
+    return found.arn
+
+
+def _kms_needs(account: str, region: str, keys: list[str | None],
+               actions: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """The KMS actions on each customer managed key among `keys`. CreateGrant's context says
+    the grant is for an AWS resource: "kms:GrantIsForAWSResource ... is true when an AWS
+    service integrated with AWS KMS calls CreateGrant on the user's behalf" (KMS Developer
+    Guide, "AWS KMS condition keys")."""
+    needs = []
+    # A request's own keys (tags, ...) are not the key's: only the global ones carry over.
+    ctx = {"aws:RequestedRegion": region, "aws:PrincipalAccount": account}
+    for arn in dict.fromkeys(a for a in (_customer_key(account, region, k) for k in keys) if a):
+        for action in actions:
+            extra = {"kms:GrantIsForAWSResource": "true"} if action == "kms:CreateGrant" else {}
+            needs.append((action, arn, {**ctx, **extra}))
+    return needs
+
+
+def _snapshot_key(account: str, region: str, snapshot_id: str | None) -> str | None:
+    from moto.ec2.models import ec2_backends
+
+    snap = ec2_backends[account][region].snapshots.get(snapshot_id or "")
+    return getattr(snap, "kms_key_id", None) if snap is not None and snap.encrypted else None
+
+
+def _copy_keys(account: str, region: str, first: Any) -> list[str | None]:
+    """The keys a CopyImage uses: each source snapshot's, and the copy's (the request's
+    KmsKeyId, else the target region's default EBS key when the copy is encrypted: see
+    copy_image)."""
+    from moto.ec2.models import ec2_backends
+
+    source_region = first("SourceRegion") or region
+    source = ec2_backends[account][source_region].amis.get(first("SourceImageId"))
+    keys: list[str | None] = []
+    encrypted = first("Encrypted").lower() == "true" or ec2_backends[account][region].ebs_encryption_by_default
+    for mapping in getattr(source, "block_device_mappings", None) or []:
+        snapshot = ((mapping.get("Ebs") or {}) if isinstance(mapping, dict) else {}).get("SnapshotId")
+        key = _snapshot_key(account, source_region, snapshot)
+        keys.append(key)
+        encrypted = encrypted or key is not None
+    if encrypted:
+        keys.append(first("KmsKeyId") or standin_ebs.default_ebs_key(ec2_backends[account][region]))
+    return keys
 
 
 def needed_for(service: str, action: str, environ: dict, form: dict[str, list[str]],
@@ -1366,7 +1493,8 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                 if pairs:
                     needs.append(("ec2:CreateTags", ec2(kind),
                                   {**ctx, **_request_tags(pairs), "ec2:CreateAction": "CopyImage"}))
-            return needs
+            return needs + _kms_needs(account, region, _copy_keys(account, region, first),
+                                      KMS_EBS)
         if action == "CreateTags":
             pairs = _tag_pairs(form, "Tag")
             needs = []
@@ -1458,6 +1586,20 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         if tags:
             needs.append(("ec2:CreateTags", snapshot_arn,
                           {**ctx, "ec2:CreateAction": "StartSnapshot"}))
+        # The key the snapshot is written under: StartSnapshot's (or the account's default
+        # EBS key, as start_snapshot decides), then the snapshot's own for each block.
+        if action == "StartSnapshot":
+            from moto.ec2.models import ec2_backends
+
+            doc = json.loads(body or b"{}")
+            backend = ec2_backends[account][region]
+            key = None
+            if doc.get("Encrypted") or backend.ebs_encryption_by_default:
+                key = doc.get("KmsKeyArn") or standin_ebs.default_ebs_key(backend)
+            needs += _kms_needs(account, region, [key], KMS_EBS_DIRECT)
+        elif action == "PutSnapshotBlock":
+            needs += _kms_needs(account, region, [_snapshot_key(account, region, snapshot)],
+                                KMS_EBS_DIRECT)
         return needs
     if service == "sts":
         if action == "GetCallerIdentity":
@@ -1761,6 +1903,17 @@ class StandinApp:
                 if method == "DELETE":
                     self.chaos = None
                 return self._json(start_response, "200 OK", report)
+        if path == "/_standin/kms/keys" and method == "POST":
+            # A customer managed key with KMS's default key policy (IAM policies decide who
+            # uses it), as an admin makes one for encrypted images.
+            from moto.kms import kms_backends
+
+            from moto.core import DEFAULT_ACCOUNT_ID
+
+            account = body.get("account") or DEFAULT_ACCOUNT_ID
+            key = kms_backends[account][body.get("region") or "us-east-1"].create_key(
+                None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", "imgpub test key", None)
+            return self._json(start_response, "200 OK", {"arn": key.arn})
         if path == "/_standin/ebs/expire" and method == "POST":
             return self._json(start_response, "200 OK", {"expired": EBS.expire()})
         if path.startswith("/_standin/instances/") and method == "POST" and "launch_time" in body:
@@ -2218,6 +2371,21 @@ class StandinApp:
                 if decision != "Allowed":
                     fault = denial(service, identity, needed, resource)
                     return self._error(environ, start_response, service, fault)
+        if identity is not None and service == "s3" and action in ("HeadObject", "GetObject"):
+            # "If the object you request doesn't exist, the error that Amazon S3 returns
+            # depends on whether you also have the s3:ListBucket permission ... If you don't
+            # have the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403"
+            # (S3 API reference, HeadObject and GetObject, Permissions).
+            parts = [p for p in environ["PATH_INFO"].split("/") if p]
+            if len(parts) >= 2 and not _object_exists(parts[0], "/".join(parts[1:]),
+                                                      identity.account, region):
+                bucket_arn = f"arn:{get_partition(region or 'us-east-1')}:s3:::{parts[0]}"
+                owner = _bucket_account(parts[0], identity.account)
+                context = {"aws:RequestedRegion": region, "aws:PrincipalAccount": identity.account,
+                           "s3:ResourceAccount": owner, "aws:ResourceAccount": owner}
+                if identity.decide("s3:ListBucket", bucket_arn, context) != "Allowed":
+                    return self._error(environ, start_response, service, Fault({
+                        "status": 403, "code": "AccessDenied", "message": "Access Denied"}))
         if service == "ec2" and (form.get("DryRun") or [""])[0].lower() == "true":
             # Authorized: EC2 answers that the request would have succeeded, whatever moto
             # implements of DryRun for that action.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -853,6 +854,124 @@ def test_an_import_reads_the_object_as_the_role(enforcing, images):
     assert results["granted"][0] == "completed"
     assert results["other"][0] == "deleted"
     assert "Access Denied" in results["other"][1] and "s3:" in results["other"][1]
+
+
+# KMS: a customer managed key is used only by those IAM allows (the default key policy
+# delegates to IAM); the AWS managed aws/ebs key by anyone in the account.
+KMS_EBS = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
+           "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+
+
+def _ebs_writer(endpoint: str, name: str, key: str | None):
+    """A user allowed the EBS direct writes, and the EBS direct actions on `key`."""
+    statements = [{"Effect": "Allow",
+                   "Action": ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"],
+                   "Resource": "arn:aws:ec2:*::snapshot/*"}]
+    if key:
+        statements.append({"Effect": "Allow",
+                           "Action": KMS_EBS + ["kms:Encrypt", "kms:GenerateDataKey"],
+                           "Resource": key})
+    return user_with_policy(endpoint, name, statements)[0]
+
+
+def test_ebs_direct_under_a_customer_key_needs_the_key(enforcing):
+    key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
+    without = _ebs_writer(enforcing, "kms-none", None)("ebs")
+    with pytest.raises(ClientError) as e:
+        without.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=key)
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "kms:" in str(e.value) and key in str(e.value)
+    # The account's AWS managed key needs nothing in IAM.
+    default = without.start_snapshot(VolumeSize=1, Encrypted=True)
+    assert ":key/" in default["KmsKeyArn"]
+    held = _ebs_writer(enforcing, "kms-held", key)("ebs")
+    snap = held.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=key)
+    assert snap["KmsKeyArn"] == key
+    block = b"\x01" * BLOCK
+    checksum = base64.b64encode(hashlib.sha256(block).digest()).decode()
+    held.put_snapshot_block(SnapshotId=snap["SnapshotId"], BlockIndex=0, BlockData=block,
+                            DataLength=BLOCK, Checksum=checksum, ChecksumAlgorithm="SHA256")
+    # Writing into that snapshot takes the key too.
+    with pytest.raises(ClientError) as e:
+        without.put_snapshot_block(SnapshotId=snap["SnapshotId"], BlockIndex=1, BlockData=block,
+                                   DataLength=BLOCK, Checksum=checksum, ChecksumAlgorithm="SHA256")
+    assert "kms:" in str(e.value)
+
+
+def _image_under(endpoint: str, name: str, key: str) -> str:
+    """An admin's AMI whose snapshot is encrypted under `key` (made through EBS direct)."""
+    ebs, ec2 = client(endpoint, "ebs"), client(endpoint, "ec2")
+    snap = ebs.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=key)["SnapshotId"]
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=0)
+    return ec2.register_image(
+        Name=name, RootDeviceName="/dev/xvda", Architecture="x86_64",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
+    )["ImageId"]
+
+
+def test_a_copy_under_a_customer_key_needs_the_key(enforcing):
+    key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
+    image = _image_under(enforcing, "cmk-source", key)
+    copy = [{"Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:DescribeImages"], "Resource": "*"}]
+    without, _ = user_with_policy(enforcing, "copy-no-kms", copy)
+    with pytest.raises(ClientError) as e:
+        without("ec2", "us-west-2").copy_image(Name="cmk-copy", SourceImageId=image,
+                                                SourceRegion="us-east-1")
+    assert e.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert "kms:" in str(e.value) and key in str(e.value)
+    held, _ = user_with_policy(enforcing, "copy-kms", copy + [
+        {"Effect": "Allow", "Action": KMS_EBS, "Resource": key}])
+    copied = held("ec2", "us-west-2").copy_image(Name="cmk-copy", SourceImageId=image,
+                                                  SourceRegion="us-east-1")["ImageId"]
+    west = client(enforcing, "ec2", "us-west-2")
+    mapping = west.describe_images(ImageIds=[copied])["Images"][0]["BlockDeviceMappings"][0]
+    snap = west.describe_snapshots(SnapshotIds=[mapping["Ebs"]["SnapshotId"]])["Snapshots"][0]
+    # Still encrypted, under the target region's default key (no KmsKeyId was given).
+    assert snap["Encrypted"] and snap["KmsKeyId"] != key
+
+
+def test_an_import_under_a_customer_key_needs_the_role_to_use_it(enforcing, images):
+    key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
+    reads = {"Effect": "Allow",
+             "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket"],
+             "Resource": ["arn:aws:s3:::kms-import", "arn:aws:s3:::kms-import/*"]}
+    use_key = {"Effect": "Allow",
+               "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                          "kms:GenerateDataKey*", "kms:ReEncrypt*"],
+               "Resource": key}
+    iam, s3, ec2 = client(enforcing, "iam"), client(enforcing, "s3"), client(enforcing, "ec2")
+    s3.create_bucket(Bucket="kms-import")
+    s3.put_object(Bucket="kms-import", Key="disk.raw", Body=images["raw"].read_bytes())
+    results = {}
+    for role, statements in (("no-key", [reads]), ("with-key", [reads, use_key])):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
+        iam.put_role_policy(RoleName=role, PolicyName="p", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": statements}))
+        task = ec2.import_snapshot(
+            RoleName=role, Encrypted=True, KmsKeyId=key,
+            DiskContainer={"Format": "RAW",
+                           "UserBucket": {"S3Bucket": "kms-import", "S3Key": "disk.raw"}})
+        results[role], _ = wait_task(ec2, task["ImportTaskId"])
+    assert results["no-key"]["Status"] == "deleted"
+    assert "kms:" in results["no-key"]["StatusMessage"], results["no-key"]
+    assert results["with-key"]["Status"] == "completed", results["with-key"]
+
+
+def test_a_missing_object_is_403_without_list_bucket(enforcing):
+    """HeadObject and GetObject of a key that is not there: 404 with s3:ListBucket, 403
+    without (S3 API reference, HeadObject and GetObject, Permissions)."""
+    client(enforcing, "s3").create_bucket(Bucket="listless")
+    reads = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::listless/*"}
+    lists = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::listless"}
+    blind, _ = user_with_policy(enforcing, "s3-blind", [reads])
+    seeing, _ = user_with_policy(enforcing, "s3-seeing", [reads, lists])
+    for as_user, status in ((blind, 403), (seeing, 404)):
+        with pytest.raises(ClientError) as e:
+            as_user("s3").head_object(Bucket="listless", Key="absent")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+        with pytest.raises(ClientError) as e:
+            as_user("s3").get_object(Bucket="listless", Key="absent")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
 
 
 def test_dry_run_answers_for_the_caller(enforcing):

@@ -3,7 +3,8 @@
 //
 // Request: {"principal": ARN, "account": ID, "action": "ec2:RegisterImage",
 //           "resource": ARN or "*", "context": {"aws:RequestedRegion": "eu-west-1", ...},
-//           "identityPolicies": [doc, ...], "boundaries": [doc, ...]}
+//           "identityPolicies": [doc, ...], "boundaries": [doc, ...],
+//           "resourcePolicy": doc (a KMS key's key policy; optional)}
 // Answer:  {"decision": "Allowed" | "ImplicitlyDenied" | "ExplicitlyDenied"}
 //          or {"error": "..."} when the evaluator refused the input.
 import { createInterface } from 'node:readline'
@@ -22,6 +23,9 @@ async function decide(req) {
     identityPolicies: named(req.identityPolicies || [], 'identity'),
     serviceControlPolicies: [],
     resourceControlPolicies: [],
+  }
+  if (req.resourcePolicy) {
+    simulation.resourcePolicy = req.resourcePolicy
   }
   if (req.boundaries && req.boundaries.length) {
     simulation.permissionBoundaryPolicies = named(req.boundaries, 'boundary')

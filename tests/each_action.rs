@@ -1,0 +1,680 @@
+//! Each action of each printed policy is needed, as AWS would judge it: with `--preflight
+//! off` (imgpub's own check out of the way), a publisher holding the printed policy with one
+//! action taken out of one statement runs the command against the enforcing stand-in in a
+//! fresh account. The run fails and its error names that action, unless the case lists the
+//! action as one this run does not reach (with the situation that does need it) or as one
+//! the run goes on without, saying what it could not check. The whole policy runs green.
+//!
+//! Every `--for` is covered, with the flags that change the policy (`--public`,
+//! `--share-with`, `--via ebs-direct`, `--kms-key`, `--ssm-prefix`, `--gc-tag`'s default),
+//! and the admin's `initialize`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{make_raw, signed_by, tempdir::TempDir, user_with, Run, Standin, ACCOUNT};
+use serde_json::{json, Value};
+
+const REGION: &str = "us-east-1";
+const TARGET: &str = "us-west-2";
+const SHARE_WITH: &str = "111122223333";
+
+/// What taking one action out of one statement does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Without {
+    /// The run fails, naming the action.
+    Fails,
+    /// The run goes on and says it could not check something (a "not checked" line).
+    Degrades,
+    /// This run never makes the call; the reason names the situation that does.
+    Unused(&'static str),
+}
+
+/// One command under one printed policy.
+struct Case {
+    name: &'static str,
+    /// `imgpub aws policy` flags.
+    policy: Vec<String>,
+    /// The statement and action that this run does not need, and how it goes without.
+    not_needed: Vec<(&'static str, &'static str, Without)>,
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The policy with `action` taken out of statement `sid` (the statement dropped when empty).
+fn without_action(document: &Value, sid: &str, action: &str) -> Value {
+    let mut doc = document.clone();
+    let statements = doc["Statement"].as_array_mut().unwrap();
+    for statement in statements.iter_mut() {
+        if statement["Sid"] == sid {
+            let actions = statement["Action"].as_array_mut().unwrap();
+            actions.retain(|a| a != action);
+        }
+    }
+    statements.retain(|s| !s["Action"].as_array().unwrap().is_empty());
+    if statements.is_empty() {
+        // IAM takes no policy without a statement: one that grants what needs no grant.
+        statements
+            .push(json!({"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}));
+    }
+    doc
+}
+
+/// A fresh account: no user, bucket, image or key of an earlier run.
+fn fresh_account(standin: &Standin) {
+    standin.control("POST", "/moto-api/reset", Some("{}"));
+}
+
+/// A running instance tagged as kola's, launched six hours ago.
+async fn kola_instance(standin: &Standin, image: &str) -> String {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let out = ec2
+        .run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key("CreatedBy").value("mantle").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = out.instances()[0].instance_id().unwrap().to_string();
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(6 * 3600);
+    let at = aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let body = json!({ "launch_time": at }).to_string();
+    standin.control("POST", &format!("/_standin/instances/{id}"), Some(&body));
+    id
+}
+
+/// A customer managed KMS key, made in the account by the stand-in's admin.
+fn customer_key(standin: &Standin) -> String {
+    let made: Value = serde_json::from_str(&standin.control(
+        "POST",
+        "/_standin/kms/keys",
+        Some(&json!({"region": REGION}).to_string()),
+    ))
+    .unwrap();
+    made["arn"].as_str().unwrap().to_string()
+}
+
+/// What the admin makes before the publisher's run, in a fresh account; the command's
+/// arguments. `key`: the customer managed key of the keyed case, made in that account.
+async fn prepare(
+    standin: &Standin,
+    case: &str,
+    file: &Path,
+    run: usize,
+    key: Option<&str>,
+) -> Vec<String> {
+    let name = format!("{case}-{run}");
+    let image = || async {
+        let (ami, snap) = common::api_image(standin, REGION, &name, &[("stream", "stable")]).await;
+        common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+        ami
+    };
+    let file = file.display().to_string();
+    let upload = |extra: &[&str]| {
+        let mut args = strings(&["aws", "upload", "--region", REGION, "-v", "--file"]);
+        args.extend([file.clone(), "--name".into(), name.clone()]);
+        args.extend(strings(&[
+            "--tags",
+            "stream=stable",
+            "--deprecate-in",
+            "30d",
+        ]));
+        args.extend(strings(extra));
+        args
+    };
+    let shared = [
+        "--public",
+        "--grant-user",
+        SHARE_WITH,
+        "--grant-user-snapshot",
+        SHARE_WITH,
+    ];
+    match case {
+        "upload" => {
+            standin.initialize(REGION, "images");
+            let mut args = upload(&["--bucket", "s3://images/ci"]);
+            args.extend(strings(&shared));
+            args
+        }
+        "upload-ebs-direct" => {
+            let mut args = upload(&["--via", "ebs-direct"]);
+            args.extend(strings(&shared));
+            args
+        }
+        "upload-kms" => upload(&["--via", "ebs-direct", "--kms-key", key.unwrap()]),
+        "copy" => {
+            let ami = image().await;
+            common::make_public(standin, REGION, &ami).await;
+            strings(&[
+                "aws",
+                "copy-regions",
+                "--region",
+                REGION,
+                "-v",
+                "--image",
+                &ami,
+                TARGET,
+            ])
+        }
+        "ssm" => {
+            let ami = image().await;
+            strings(&[
+                "aws",
+                "publish-ssm",
+                "--region",
+                REGION,
+                "--image",
+                &ami,
+                "--parameter",
+                "/os/latest",
+            ])
+        }
+        "delete" => {
+            let ami = image().await;
+            strings(&[
+                "aws",
+                "delete-image",
+                "--region",
+                REGION,
+                "--ami",
+                &ami,
+                "--snapshot",
+                "detectFromAMI",
+            ])
+        }
+        "grant" => {
+            let ami = image().await;
+            strings(&[
+                "aws",
+                "grant",
+                "--region",
+                REGION,
+                "--image",
+                &ami,
+                "--user",
+                SHARE_WITH,
+                "--snapshot",
+            ])
+        }
+        "ensure-public" => {
+            // Public AMI, private snapshot: ensure-public makes the snapshot public too.
+            let ami = image().await;
+            common::make_public(standin, REGION, &ami).await;
+            strings(&["aws", "ensure-public", "--region", REGION, "--ami", &ami])
+        }
+        "gc" => {
+            let ami = image().await;
+            kola_instance(standin, &ami).await;
+            strings(&["aws", "gc", "--region", REGION])
+        }
+        "initialize" => strings(&[
+            "aws",
+            "initialize",
+            "--region",
+            REGION,
+            "--bucket",
+            "images",
+        ]),
+        "object" => {
+            standin.initialize(REGION, "images");
+            let mut args = strings(&["aws", "upload-object", "--region", REGION, "-v", "--file"]);
+            args.extend([file, "--bucket".into(), "s3://images/ci".into()]);
+            args
+        }
+        "list-regions" => strings(&["aws", "list-regions", "--region", REGION]),
+        other => panic!("no case {other}"),
+    }
+}
+
+/// Runs `case` once with the whole policy and once per (statement, action) without it.
+/// A policy printed with `--kms-key KEY` names the key made in each fresh account.
+async fn sweep(standin: &Standin, case: Case, file: &Path) {
+    let keyed = case.policy.iter().any(|f| f == "KEY");
+    let mut run_no = 0;
+    let mut flags = strings(&["aws", "policy", "--account", ACCOUNT, "--region", REGION]);
+    flags.extend(case.policy.iter().map(|f| match f.as_str() {
+        "KEY" => PLACEHOLDER.to_string(),
+        _ => f.clone(),
+    }));
+    let document = standin.imgpub().args(&flags).run().json_document();
+
+    run_no += 1;
+    let run = attempt(standin, &case, file, run_no, keyed, document.clone()).await;
+    assert_eq!(
+        run.code, 0,
+        "{}: the whole policy: {}",
+        case.name, run.stderr
+    );
+
+    let mut outcomes = vec![];
+    for statement in document["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap();
+        if sid == "Preflight" {
+            continue; // --preflight off: iam:SimulatePrincipalPolicy is never asked
+        }
+        for action in statement["Action"].as_array().unwrap() {
+            let action = action.as_str().unwrap();
+            run_no += 1;
+            let doc = without_action(&document, sid, action);
+            let run = attempt(standin, &case, file, run_no, keyed, doc).await;
+            let expected = case
+                .not_needed
+                .iter()
+                .find(|(s, a, _)| *s == sid && *a == action)
+                .map_or(Without::Fails, |(_, _, w)| *w);
+            outcomes.push((sid.to_string(), action.to_string(), expected, run));
+        }
+    }
+    let mut wrong = vec![];
+    for (sid, action, expected, run) in &outcomes {
+        let ok = match expected {
+            Without::Fails => run.code == 1 && run.error_line().contains(action.as_str()),
+            Without::Degrades => {
+                run.code == 0
+                    && run.stderr.contains("not checked")
+                    && run.stderr.contains(action.as_str())
+            }
+            Without::Unused(_) => run.code == 0,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{sid} without {action}: expected {expected:?}, exit {}: {}",
+                run.code,
+                last_lines(run)
+            ));
+        }
+    }
+    // Every listed exception was met: none is stale.
+    for (sid, action, _) in &case.not_needed {
+        assert!(
+            outcomes.iter().any(|(s, a, ..)| s == sid && a == action),
+            "{}: {sid}/{action} is listed but not in the policy",
+            case.name
+        );
+    }
+    eprintln!("{}: {} single-action runs", case.name, outcomes.len());
+    assert!(wrong.is_empty(), "{}:\n{}", case.name, wrong.join("\n"));
+}
+
+/// One run of `case`'s command, in a fresh account, by a user holding `document`.
+async fn attempt(
+    standin: &Standin,
+    case: &Case,
+    file: &Path,
+    n: usize,
+    keyed: bool,
+    document: Value,
+) -> Run {
+    fresh_account(standin);
+    let key = keyed.then(|| customer_key(standin));
+    let document = match &key {
+        Some(key) => serde_json::from_str(&document.to_string().replace(PLACEHOLDER, key)).unwrap(),
+        None => document,
+    };
+    let args = prepare(standin, case.name, file, n, key.as_deref()).await;
+    let keys = user_with(standin, &format!("{}-{n}", case.name), &document).await;
+    signed_by(standin.imgpub(), &keys)
+        .args(&args)
+        .args(["--preflight", "off"])
+        .run()
+}
+
+fn last_lines(run: &Run) -> String {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    lines[lines.len().saturating_sub(2)..].join(" | ")
+}
+
+/// The key the keyed policy is printed for, replaced by each run's own.
+const PLACEHOLDER: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+
+fn setup() -> (Standin, TempDir, std::path::PathBuf) {
+    let standin = Standin::start_with_import_seconds(0.2);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"import_seconds": 0.2, "copy_seconds": 0.2}"#),
+    );
+    standin.enforce_iam();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 8, 2, 3);
+    (standin, dir, file)
+}
+
+const FORCE: &str = "a rerun with --force (replacing an AMI of that name)";
+const RESUME: &str = "a rerun that resumes an upload an earlier run left";
+const FAILED: &str = "a step failing mid-way (aborting the upload it cannot resume)";
+const REUSE: &str = "a rerun that finds the AMI and puts the tags on it";
+const REDO: &str = "a copy that failed (it is deregistered and made again)";
+const RERUN: &str = "a rerun that finds the bucket and the role and compares what they hold";
+
+#[tokio::test]
+async fn each_action_of_the_upload_policies_is_needed() {
+    let (standin, _dir, file) = setup();
+    let public = ["--public", "--share-with", SHARE_WITH];
+    let mut upload = strings(&[
+        "--for",
+        "upload",
+        "--bucket",
+        "images/ci",
+        "--regions",
+        REGION,
+    ]);
+    upload.extend(strings(&public));
+    let reads = |w| {
+        vec![
+            ("ReadOnlyOrUnscopable", "ec2:GetEbsEncryptionByDefault", w),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:GetImageBlockPublicAccessState",
+                w,
+            ),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:GetSnapshotBlockPublicAccessState",
+                w,
+            ),
+        ]
+    };
+    let mut not_needed = vec![
+        ("ImageBucket", "s3:GetBucketLocation", Without::Degrades),
+        (
+            "ImageBucket",
+            "s3:ListBucketMultipartUploads",
+            Without::Degrades,
+        ),
+        (
+            "ImageObjects",
+            "s3:ListMultipartUploadParts",
+            Without::Unused(RESUME),
+        ),
+        (
+            "ImageObjects",
+            "s3:AbortMultipartUpload",
+            Without::Unused(FAILED),
+        ),
+        ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
+        ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
+        ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+    ];
+    not_needed.extend(reads(Without::Degrades));
+    sweep(
+        &standin,
+        Case {
+            name: "upload",
+            policy: upload,
+            not_needed,
+        },
+        &file,
+    )
+    .await;
+
+    let mut direct = strings(&[
+        "--for",
+        "upload",
+        "--via",
+        "ebs-direct",
+        "--regions",
+        REGION,
+    ]);
+    direct.extend(strings(&public));
+    let mut not_needed = vec![
+        ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
+        ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
+        ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+    ];
+    not_needed.extend(reads(Without::Degrades));
+    sweep(
+        &standin,
+        Case {
+            name: "upload-ebs-direct",
+            policy: direct,
+            not_needed,
+        },
+        &file,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_kms_action_of_a_keyed_upload_is_needed() {
+    let (standin, _dir, file) = setup();
+    let policy = strings(&[
+        "--for",
+        "upload",
+        "--via",
+        "ebs-direct",
+        "--regions",
+        REGION,
+        "--kms-key",
+        "KEY",
+    ]);
+    sweep(
+        &standin,
+        Case {
+            name: "upload-kms",
+            policy,
+            not_needed: vec![
+                ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
+                ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
+                (
+                    "OwnImages",
+                    "ec2:ModifyImageAttribute",
+                    Without::Unused("--public or --grant-user"),
+                ),
+                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+                (
+                    "ShareSnapshots",
+                    "ec2:ModifySnapshotAttribute",
+                    Without::Unused("--grant-user-snapshot"),
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetEbsEncryptionByDefault",
+                    Without::Unused("--public"),
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetImageBlockPublicAccessState",
+                    Without::Unused("--public"),
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetSnapshotBlockPublicAccessState",
+                    Without::Unused("--public"),
+                ),
+            ],
+        },
+        &file,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_action_of_the_other_publisher_policies_is_needed() {
+    let (standin, _dir, file) = setup();
+    let cases = vec![
+        Case {
+            name: "copy",
+            policy: strings(&[
+                "--for",
+                "copy",
+                "--source-region",
+                REGION,
+                "--regions",
+                TARGET,
+                "--public",
+            ]),
+            not_needed: vec![
+                ("OwnImages", "ec2:DeregisterImage", Without::Unused(REDO)),
+                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(REDO)),
+                (
+                    "OwnImages",
+                    "ec2:EnableImageDeprecation",
+                    Without::Unused("a source AMI with a deprecation time"),
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:DescribeRegions",
+                    Without::Degrades,
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetEbsEncryptionByDefault",
+                    Without::Degrades,
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetImageBlockPublicAccessState",
+                    Without::Degrades,
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetSnapshotBlockPublicAccessState",
+                    Without::Degrades,
+                ),
+            ],
+        },
+        Case {
+            name: "ssm",
+            policy: strings(&["--for", "ssm", "--ssm-prefix", "/os/", "--regions", REGION]),
+            not_needed: vec![],
+        },
+        Case {
+            name: "delete",
+            policy: strings(&["--for", "delete", "--regions", REGION]),
+            not_needed: vec![],
+        },
+        Case {
+            name: "grant",
+            policy: strings(&[
+                "--for",
+                "grant",
+                "--share-with",
+                SHARE_WITH,
+                "--regions",
+                REGION,
+            ]),
+            not_needed: vec![
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetImageBlockPublicAccessState",
+                    Without::Unused("--public"),
+                ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:GetSnapshotBlockPublicAccessState",
+                    Without::Unused("--public"),
+                ),
+            ],
+        },
+        Case {
+            name: "ensure-public",
+            policy: strings(&["--for", "ensure-public", "--public", "--regions", REGION]),
+            not_needed: vec![
+                (
+                    "ReadOnlyOrUnscopable",
+                    "ec2:DescribeRegions",
+                    Without::Unused("--all-regions"),
+                ),
+                (
+                    "OwnImages",
+                    "ec2:ModifyImageAttribute",
+                    Without::Unused("an AMI that is not public yet (this one is)"),
+                ),
+            ],
+        },
+        Case {
+            name: "gc",
+            policy: strings(&["--for", "gc", "--regions", REGION]),
+            not_needed: vec![(
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeRegions",
+                Without::Unused("--all-regions"),
+            )],
+        },
+        Case {
+            name: "object",
+            policy: strings(&["--for", "object", "--bucket", "images/ci"]),
+            not_needed: vec![
+                (
+                    "ImageBucket",
+                    "s3:ListBucketMultipartUploads",
+                    Without::Degrades,
+                ),
+                (
+                    "ImageObjects",
+                    "s3:ListMultipartUploadParts",
+                    Without::Unused(RESUME),
+                ),
+                (
+                    "ImageObjects",
+                    "s3:AbortMultipartUpload",
+                    Without::Unused(FAILED),
+                ),
+            ],
+        },
+        Case {
+            name: "list-regions",
+            policy: strings(&["--for", "list-regions"]),
+            not_needed: vec![],
+        },
+    ];
+    for case in cases {
+        sweep(&standin, case, &file).await;
+    }
+}
+
+/// The admin's own command under its printed policy (never a publisher's).
+#[tokio::test]
+async fn each_action_of_the_initialize_policy_is_needed() {
+    let (standin, _dir, file) = setup();
+    sweep(
+        &standin,
+        Case {
+            name: "initialize",
+            policy: strings(&[
+                "--for",
+                "initialize",
+                "--bucket",
+                "images",
+                "--regions",
+                REGION,
+            ]),
+            not_needed: vec![
+                (
+                    "ImageBucket",
+                    "s3:GetLifecycleConfiguration",
+                    Without::Unused(RERUN),
+                ),
+                ("ImportRole", "iam:GetRolePolicy", Without::Unused(RERUN)),
+                ("ImportRole", "iam:ListRolePolicies", Without::Unused(RERUN)),
+                (
+                    "ImportRole",
+                    "iam:UpdateAssumeRolePolicy",
+                    Without::Unused("a vmimport role whose trust needs repair"),
+                ),
+                (
+                    "ImportRole",
+                    "iam:PutRolePermissionsBoundary",
+                    Without::Unused("--permissions-boundary"),
+                ),
+            ],
+        },
+        &file,
+    )
+    .await;
+}
