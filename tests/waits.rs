@@ -162,3 +162,63 @@ async fn copies_are_noticed_within_five_seconds_and_finished_at_once() {
         );
     }
 }
+
+/// EC2 is eventually consistent: a new snapshot or AMI is unknown for a while to requests
+/// that name it (EC2 Developer Guide, "Eventual consistency in the Amazon EC2 API"). With the
+/// stand-in holding each new one back for 10 s — longer than imgpub's 5 s poll, so the first
+/// request naming it is refused — the release flow still finishes on both upload paths, the
+/// refused calls repeated (counted in the stand-in's log).
+#[tokio::test]
+async fn a_release_goes_through_while_new_images_are_not_yet_visible() {
+    let standin = Standin::start();
+    standin.initialize(REGION, "images");
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"consistency_seconds": 10}"#),
+    );
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 8, 2, 9);
+    for (name, via) in [("consistent-s3", "s3"), ("consistent-direct", "ebs-direct")] {
+        standin.reset_requests();
+        let run = standin
+            .imgpub()
+            .args([
+                "aws",
+                "upload",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://images/ci",
+            ])
+            .arg_path("--file", &file)
+            .args(["--name", name, "--via", via, "--tags", "stream=stable"])
+            .args(["--public", "--grant-user-snapshot", "111122223333"])
+            .args(["--deprecate-in", "30d"])
+            .run();
+        assert_eq!(run.code, 0, "{via}: {}", run.stderr);
+        let ami = run.json()["HVM"].as_str().unwrap().to_string();
+        let counts = standin.counts();
+        // The AMI's first change after RegisterImage was refused and made again.
+        let after_register = ["ec2.EnableImageDeprecation", "ec2.ModifyImageAttribute"];
+        assert!(
+            after_register
+                .iter()
+                .any(|c| counts[*c].as_u64().unwrap_or(0) >= 2),
+            "{via}: no call was refused and repeated: {counts}"
+        );
+        let copy = standin
+            .imgpub()
+            .args([
+                "aws",
+                "copy-regions",
+                "--region",
+                REGION,
+                "--image",
+                &ami,
+                "us-west-2",
+            ])
+            .run();
+        assert_eq!(copy.code, 0, "{via}: {}", copy.stderr);
+    }
+}

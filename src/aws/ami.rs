@@ -12,6 +12,7 @@ use aws_sdk_ec2::Client;
 use clap::ValueEnum;
 
 use crate::aws::calls::Op;
+use crate::aws::propagation::until_seen;
 use crate::aws::tags;
 use crate::error::{aws, Error, ErrorKind, Result};
 use aws_smithy_types::DateTime;
@@ -362,13 +363,17 @@ pub async fn register_image(
                 .build(),
         );
     }
-    let out = call.send().await.map_err(|e| {
-        aws(
-            Op::Ec2RegisterImage,
-            format!("registering AMI {} from {snapshot_id}", settings.name),
-            e,
-        )
-    })?;
+    // The snapshot may be new (an import or EBS direct write just ended): not visible yet.
+    let what = format!("registering AMI {} from {snapshot_id}", settings.name);
+    let out = until_seen(&what, || {
+        let call = call.clone();
+        async {
+            call.send()
+                .await
+                .map_err(|e| aws(Op::Ec2RegisterImage, &what, e))
+        }
+    })
+    .await?;
     let id = out
         .image_id()
         .ok_or_else(|| Error::missing(Op::Ec2RegisterImage, "ImageId"))?
@@ -454,18 +459,16 @@ pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool
 
 /// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
 pub async fn enable_deprecation(ec2: &Client, image_id: &str, at: DateTime) -> Result<()> {
-    ec2.enable_image_deprecation()
-        .image_id(image_id)
-        .deprecate_at(at)
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2EnableImageDeprecation,
-                format!("deprecating AMI {image_id}"),
-                e,
-            )
-        })?;
+    let what = format!("deprecating AMI {image_id}");
+    until_seen(&what, || async {
+        ec2.enable_image_deprecation()
+            .image_id(image_id)
+            .deprecate_at(at)
+            .send()
+            .await
+            .map_err(|e| aws(Op::Ec2EnableImageDeprecation, &what, e))
+    })
+    .await?;
     tracing::info!(
         "AMI {image_id} deprecated from {}",
         at.fmt(aws_smithy_types::date_time::Format::DateTime)
@@ -705,18 +708,19 @@ pub async fn share(
             Change::Revoke => LaunchPermissionModifications::builder().set_remove(Some(launch)),
         };
         // The image first: when AWS refuses it (the Public AMIs quota), the snapshot below
-        // is left as it was, not made public on its own.
-        ec2.modify_image_attribute()
-            .image_id(image_id)
-            .launch_permission(mods.build())
-            .send()
-            .await
-            .map_err(|e| {
-                let err = aws(
-                    Op::Ec2ModifyImageAttribute,
-                    format!("{verb} launch permissions on {image_id}"),
-                    e,
-                );
+        // is left as it was, not made public on its own. A new AMI may not be visible yet.
+        let mods = mods.build();
+        let what = format!("{verb} launch permissions on {image_id}");
+        until_seen(&what, || async {
+            ec2.modify_image_attribute()
+                .image_id(image_id)
+                .launch_permission(mods.clone())
+                .send()
+                .await
+                .map_err(|e| aws(Op::Ec2ModifyImageAttribute, &what, e))
+        })
+        .await
+        .map_err(|err| {
                 match (err.code(), sharing.public, change) {
                     (Some("ResourceLimitExceeded"), true, Change::Grant) => err.with_hint(
                         "the region's \"Public AMIs\" quota (5 by default) is reached: the AMI stays private and its snapshot was not made public; make older AMIs private (`imgpub aws revoke --image AMI --public`) or ask for more in Service Quotas (Amazon EC2, \"Public AMIs\", Request quota increase), then rerun",
@@ -733,19 +737,18 @@ pub async fn share(
         Change::Grant => CreateVolumePermissionModifications::builder().set_add(Some(volume)),
         Change::Revoke => CreateVolumePermissionModifications::builder().set_remove(Some(volume)),
     };
-    ec2.modify_snapshot_attribute()
-        .snapshot_id(snapshot_id)
-        .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .create_volume_permission(mods.build())
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2ModifySnapshotAttribute,
-                format!("{verb} create-volume permissions on {snapshot_id}"),
-                e,
-            )
-        })?;
+    let mods = mods.build();
+    let what = format!("{verb} create-volume permissions on {snapshot_id}");
+    until_seen(&what, || async {
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(mods.clone())
+            .send()
+            .await
+            .map_err(|e| aws(Op::Ec2ModifySnapshotAttribute, &what, e))
+    })
+    .await?;
     Ok(())
 }
 

@@ -153,7 +153,7 @@ pub enum Tagged {
 /// kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*, kms:CreateGrant, kms:DescribeKey"
 /// (EBS User Guide, "Control access to EBS direct APIs using IAM"); for EBS encryption
 /// elsewhere (CopyImage) all but Encrypt and GenerateDataKey (EBS User Guide, "Amazon EBS
-/// encryption", "Permissions for IAM users"). ReEncrypt* is ReEncryptFrom and ReEncryptTo.
+/// encryption", "Permissions for users"). ReEncrypt* is ReEncryptFrom and ReEncryptTo.
 const fn kms(action: &'static str) -> Need {
     need(
         action,

@@ -35,6 +35,7 @@ use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
 use crate::aws::ebs_journal::{self, Journal, Record};
 use crate::aws::import::Encryption;
+use crate::aws::propagation::until_seen;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{Disk, ImageInfo, Reader, BLOCK_SIZE};
 use crate::progress::{Progress, Wait};
@@ -645,19 +646,17 @@ async fn wait_completed(
     let deadline = Instant::now() + timeout;
     let wait = Wait::new(format!("snapshot {snapshot}"));
     let mut poll = FIRST_POLL;
+    let what = format!("reading snapshot {snapshot}");
     loop {
-        let out = ec2
-            .describe_snapshots()
-            .snapshot_ids(snapshot)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
-                    Op::Ec2DescribeSnapshots,
-                    format!("reading snapshot {snapshot}"),
-                    e,
-                )
-            })?;
+        // Just started: EC2 may not know it yet.
+        let out = until_seen(&what, || async {
+            ec2.describe_snapshots()
+                .snapshot_ids(snapshot)
+                .send()
+                .await
+                .map_err(|e| aws(Op::Ec2DescribeSnapshots, &what, e))
+        })
+        .await?;
         let found = out.snapshots().first();
         match found.and_then(|s| s.state()) {
             Some(SnapshotState::Completed) => {

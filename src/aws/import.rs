@@ -9,6 +9,7 @@ use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
 use crate::aws::calls::Op;
+use crate::aws::propagation::until_seen;
 use crate::aws::s3::S3Object;
 use crate::aws::tags::tag;
 use crate::error::{aws, Error, ErrorKind, Result};
@@ -113,32 +114,37 @@ pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<St
 
 /// A snapshot's size in GiB.
 pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
-    let out = ec2
-        .describe_snapshots()
-        .snapshot_ids(id)
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2DescribeSnapshots,
-                format!("reading the size of {id}"),
-                e,
-            )
-        })?;
+    let what = format!("reading the size of {id}");
+    let out = until_seen(&what, || async {
+        ec2.describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .map_err(|e| aws(Op::Ec2DescribeSnapshots, &what, e))
+    })
+    .await?;
     out.snapshots()
         .first()
         .and_then(|s| s.volume_size())
         .ok_or_else(|| Error::missing(Op::Ec2DescribeSnapshots, "VolumeSize"))
 }
 
-/// Whether a snapshot still exists (a finished import's may have been deleted since).
+/// Whether a snapshot still exists (a finished import's may have been deleted since). One
+/// that an import has just made may not be visible yet: only a NotFound that lasts is gone.
 async fn snapshot_exists(ec2: &Client, id: &str) -> Result<bool> {
-    match ec2.describe_snapshots().snapshot_ids(id).send().await {
+    let what = format!("looking for {id}");
+    let found = until_seen(&what, || async {
+        ec2.describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .map_err(|e| aws(Op::Ec2DescribeSnapshots, &what, e))
+    })
+    .await;
+    match found {
         Ok(out) => Ok(!out.snapshots().is_empty()),
-        Err(e) => match aws(Op::Ec2DescribeSnapshots, format!("looking for {id}"), e) {
-            err if err.kind() == Some(ErrorKind::NotFound) => Ok(false),
-            err => Err(err),
-        },
+        Err(err) if err.kind() == Some(ErrorKind::NotFound) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 

@@ -76,12 +76,16 @@ pub async fn tag(ec2: &Client, id: &str, tags: &[(String, String)]) -> Result<()
     if tags.is_empty() {
         return Ok(());
     }
-    ec2.create_tags()
-        .resources(id)
-        .set_tags(Some(to_ec2(tags)))
-        .send()
-        .await
-        .map_err(|e| aws(Op::Ec2CreateTags, format!("tagging {id}"), e))?;
+    // What imgpub tags it has just made or found: maybe not visible yet.
+    crate::aws::propagation::until_seen(&format!("tagging {id}"), || async {
+        ec2.create_tags()
+            .resources(id)
+            .set_tags(Some(to_ec2(tags)))
+            .send()
+            .await
+            .map_err(|e| aws(Op::Ec2CreateTags, format!("tagging {id}"), e))
+    })
+    .await?;
     Ok(())
 }
 

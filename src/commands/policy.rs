@@ -616,8 +616,9 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
             Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
         }
         "TagOnCreate" => Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}})),
-        // "kms:GrantIsForAWSResource ... is true when an AWS service integrated with AWS KMS
-        // calls CreateGrant on the user's behalf" (KMS Developer Guide, condition keys).
+        // "do not allow full access to kms:CreateGrant. Instead, use the
+        // kms:GrantIsForAWSResource condition key" (EBS User Guide, "Amazon EBS encryption",
+        // Permissions for users): only grants EBS makes for the snapshot.
         "EncryptionKeyGrants" => Some(json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})),
         // gc terminates only instances carrying its tags (kola's): a leaked gc credential
         // cannot stop the account's other machines.

@@ -158,6 +158,9 @@ SETTINGS: dict[str, Any] = {
     # DescribeImportSnapshotTasks lists tasks "currently active or were completed or
     # canceled in the previous 7 days" (API reference); tests shorten it.
     "import_task_retention_seconds": 7 * 86400.0,
+    # EC2 is eventually consistent (see _not_yet_visible); how long a new AMI or snapshot
+    # stays unknown to requests naming it is not documented. 0: visible at once.
+    "consistency_seconds": 0.0,
     "ssm_reject_images": [],
 }
 
@@ -1313,6 +1316,43 @@ def _tag_specification(form: dict[str, list[str]], resource_type: str) -> list[t
     return pairs
 
 
+def _not_yet_visible(environ: dict, account: str, region: str) -> "Fault | None":
+    """EC2's eventual consistency: "If you run a command to modify or describe a resource
+    immediately after its creation, its ID might not have propagated throughout the system,
+    and you will get an error responding that the resource does not exist" (EC2 Developer
+    Guide, "Eventual consistency in the Amazon EC2 API"; the codes InvalidAMIID.NotFound
+    and InvalidSnapshot.NotFound). A request naming an AMI or snapshot made less than
+    consistency_seconds ago gets that error. Listings are not filtered."""
+    delay = SETTINGS["consistency_seconds"]
+    if not delay:
+        return None
+    from moto.core.utils import utcnow
+    from moto.ec2.models import ec2_backends
+
+    form = parse_qs(environ.get("QUERY_STRING", ""))
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form"):
+        form.update(parse_qs(read_body(environ).decode("utf-8", "replace")))
+    backend = ec2_backends[account][region]
+    named = re.compile(r"(ImageId|SnapshotId|ResourceId)(\.\d+)?|BlockDeviceMapping\.\d+\.Ebs\.SnapshotId")
+    for key, values in form.items():
+        if not named.fullmatch(key):
+            continue
+        for ident in values:
+            if ident.startswith("ami-"):
+                found, born = backend.amis.get(ident), "creation_date"
+                fault = ("InvalidAMIID.NotFound", f"The image id '[{ident}]' does not exist")
+            elif ident.startswith("snap-"):
+                found, born = backend.snapshots.get(ident), "start_time"
+                fault = ("InvalidSnapshot.NotFound", f"The snapshot '{ident}' does not exist.")
+            else:
+                continue
+            when = getattr(found, born, None)
+            if isinstance(when, datetime.datetime) and (
+                    utcnow().replace(tzinfo=None) - when.replace(tzinfo=None)).total_seconds() < delay:
+                return Fault({"status": 400, "code": fault[0], "message": fault[1]})
+    return None
+
+
 def _object_exists(bucket: str, key: str, account: str, region: str) -> bool:
     owner = _bucket_account(bucket, account)
     try:
@@ -1339,7 +1379,7 @@ def _ec2_arn(partition: str, region: str, kind: str, ident: str = "*") -> str:
 #   KMS keys").
 # - Everything else on EBS encryption (CopyImage's source and new snapshots): "kms:CreateGrant,
 #   kms:Decrypt, kms:DescribeKey, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*" (EBS
-#   User Guide, "Amazon EBS encryption", "Permissions for IAM users").
+#   User Guide, "Amazon EBS encryption", "Permissions for users").
 # ReEncrypt* stands for its two actions (Service Authorization Reference, AWS KMS).
 KMS_EBS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
            "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
@@ -1348,11 +1388,13 @@ KMS_EBS_DIRECT = KMS_EBS + ("kms:Encrypt", "kms:GenerateDataKey")
 
 def _customer_key(account: str, region: str, key: str | None) -> str | None:
     """The ARN of `key` (an id, ARN or alias) when IAM policies decide who may use it: a
-    customer managed key, whose default key policy delegates to IAM ("Allows access to the
-    AWS account and enables IAM policies", KMS Developer Guide, "Default key policy"). None
-    for an AWS managed key (alias/aws/ebs): its key policy allows every principal in the
-    account that is authorized to use EBS (KMS Developer Guide, "AWS managed keys"), and for
-    a key moto does not know."""
+    customer managed key ("If you are using a customer managed key, you must create a new
+    key policy or modify the existing key policy ... to grant the principal access"; with
+    KMS's default key policy IAM policies grant it). None for the AWS managed key
+    alias/aws/ebs ("By default, all principals in the account have access to the default
+    AWS managed KMS key for Amazon EBS encryption": EBS User Guide, "Control access to EBS
+    direct APIs using IAM", Permissions to use AWS KMS keys), and for a key moto does not
+    know."""
     from moto.kms import kms_backends
 
     if not key:
@@ -1371,10 +1413,11 @@ def _customer_key(account: str, region: str, key: str | None) -> str | None:
 
 def _kms_needs(account: str, region: str, keys: list[str | None],
                actions: tuple[str, ...]) -> list[tuple[str, str, dict]]:
-    """The KMS actions on each customer managed key among `keys`. CreateGrant's context says
-    the grant is for an AWS resource: "kms:GrantIsForAWSResource ... is true when an AWS
-    service integrated with AWS KMS calls CreateGrant on the user's behalf" (KMS Developer
-    Guide, "AWS KMS condition keys")."""
+    """The KMS actions on each customer managed key among `keys`. EBS creates its grants on
+    the user's behalf, so CreateGrant carries kms:GrantIsForAWSResource = true ("use the
+    kms:GrantIsForAWSResource condition key to allow the user to create grants on the KMS
+    key only when the grant is created on the user's behalf by an AWS service": EBS User
+    Guide, "Amazon EBS encryption", Permissions for users)."""
     needs = []
     # A request's own keys (tags, ...) are not the key's: only the global ones carry over.
     ctx = {"aws:RequestedRegion": region, "aws:PrincipalAccount": account}
@@ -2099,6 +2142,9 @@ class StandinApp:
             return self._error(environ, start_response, service, reserved)
         if service == "ec2":
             EBS.refresh()
+            unseen = _not_yet_visible(environ, account_of(environ), region)
+            if unseen is not None:
+                return self._error(environ, start_response, service, unseen)
         if service == "ebs":
             return EBS.serve(environ, start_response, account_of(environ), region)
         if service in ("sts", "iam"):

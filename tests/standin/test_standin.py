@@ -974,6 +974,36 @@ def test_a_missing_object_is_403_without_list_bucket(enforcing):
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
 
 
+def test_new_amis_and_snapshots_are_unknown_for_a_while(account):
+    """EC2's eventual consistency (EC2 Developer Guide, "Eventual consistency in the Amazon
+    EC2 API"): with consistency_seconds, a request naming a new snapshot or AMI gets
+    InvalidSnapshot.NotFound / InvalidAMIID.NotFound until it has propagated."""
+    ec2 = client(account, "ec2")
+    control(account, "/_standin/config", {"consistency_seconds": 600})
+    try:
+        vol = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")
+        snap = ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
+        with pytest.raises(ClientError) as e:
+            ec2.describe_snapshots(SnapshotIds=[snap])
+        assert _code(e) == "InvalidSnapshot.NotFound"
+        bdm = [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}]
+        with pytest.raises(ClientError) as e:
+            ec2.register_image(Name="young", RootDeviceName="/dev/xvda", BlockDeviceMappings=bdm)
+        assert _code(e) == "InvalidSnapshot.NotFound"
+        control(account, "/_standin/config", {"consistency_seconds": 0})
+        image = ec2.register_image(Name="young", RootDeviceName="/dev/xvda",
+                                   BlockDeviceMappings=bdm)["ImageId"]
+        control(account, "/_standin/config", {"consistency_seconds": 600})
+        for call in (lambda: ec2.describe_images(ImageIds=[image]),
+                     lambda: ec2.create_tags(Resources=[image], Tags=[{"Key": "a", "Value": "b"}])):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert _code(e) == "InvalidAMIID.NotFound"
+    finally:
+        control(account, "/_standin/config", {"consistency_seconds": 0})
+    assert ec2.describe_images(ImageIds=[image])["Images"][0]["ImageId"] == image
+
+
 def test_dry_run_answers_for_the_caller(enforcing):
     snap = admin_snapshot(enforcing)
     as_user, _ = user_with_policy(enforcing, "dry", [
