@@ -265,22 +265,20 @@ where
 
 /// The IAM actions `op` needs, for messages: `ec2:RegisterImage` (and the dependent ones).
 fn actions_of(op: Op) -> String {
-    let needs = op.info().needs;
-    let mut actions: Vec<&str> = needs
+    let mut actions: Vec<&str> = op
+        .info()
+        .needs
         .iter()
         .filter(|n| n.resource != ResourceKind::Key)
         .map(|n| n.action)
         .collect();
     actions.dedup();
-    let mut out = match actions.as_slice() {
+    // The kms: ones apply only to a customer managed key; AWS's own message names them.
+    match actions.as_slice() {
         [] => op.name(),
         [one] => one.to_string(),
         many => many.join(" and "),
-    };
-    if needs.iter().any(|n| n.resource == ResourceKind::Key) {
-        out.push_str(" (and the kms: actions on a customer managed key the snapshot is encrypted with: `--kms-key ARN`)");
     }
-    out
 }
 
 /// Whether the failure is a TLS certificate that no trusted CA vouches for.

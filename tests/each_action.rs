@@ -155,6 +155,27 @@ async fn prepare(
             args
         }
         "upload-kms" => upload(&["--via", "ebs-direct", "--kms-key", key.unwrap()]),
+        "copy-kms" => {
+            // The admin's AMI, encrypted under the key.
+            let made = standin
+                .imgpub()
+                .args(["aws", "upload", "--region", REGION, "--via", "ebs-direct"])
+                .arg_path("--file", Path::new(&file))
+                .args(["--name", &name, "--kms-key", key.unwrap()])
+                .run();
+            assert_eq!(made.code, 0, "{}", made.stderr);
+            let ami = made.json()["HVM"].as_str().unwrap().to_string();
+            strings(&[
+                "aws",
+                "copy-regions",
+                "--region",
+                REGION,
+                "-v",
+                "--image",
+                &ami,
+                TARGET,
+            ])
+        }
         "copy" => {
             let ami = image().await;
             common::make_public(standin, REGION, &ami).await;
@@ -470,31 +491,46 @@ async fn each_kms_action_of_a_keyed_upload_is_needed() {
             not_needed: vec![
                 ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
                 ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
+                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+            ],
+        },
+        &file,
+    )
+    .await;
+}
+
+/// A copy of an AMI encrypted under a customer managed key: the key's kms: actions for EBS
+/// encryption, each needed (the copy is encrypted under the target's AWS managed key).
+#[tokio::test]
+async fn each_kms_action_of_a_keyed_copy_is_needed() {
+    let (standin, _dir, file) = setup();
+    let policy = strings(&[
+        "--for",
+        "copy",
+        "--source-region",
+        REGION,
+        "--regions",
+        TARGET,
+        "--kms-key",
+        "KEY",
+    ]);
+    sweep(
+        &standin,
+        Case {
+            name: "copy-kms",
+            policy,
+            not_needed: vec![
+                ("OwnImages", "ec2:DeregisterImage", Without::Unused(REDO)),
+                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(REDO)),
                 (
                     "OwnImages",
-                    "ec2:ModifyImageAttribute",
-                    Without::Unused("--public or --grant-user"),
-                ),
-                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
-                (
-                    "ShareSnapshots",
-                    "ec2:ModifySnapshotAttribute",
-                    Without::Unused("--grant-user-snapshot"),
+                    "ec2:EnableImageDeprecation",
+                    Without::Unused("a source AMI with a deprecation time"),
                 ),
                 (
                     "ReadOnlyOrUnscopable",
-                    "ec2:GetEbsEncryptionByDefault",
-                    Without::Unused("--public"),
-                ),
-                (
-                    "ReadOnlyOrUnscopable",
-                    "ec2:GetImageBlockPublicAccessState",
-                    Without::Unused("--public"),
-                ),
-                (
-                    "ReadOnlyOrUnscopable",
-                    "ec2:GetSnapshotBlockPublicAccessState",
-                    Without::Unused("--public"),
+                    "ec2:DescribeRegions",
+                    Without::Degrades,
                 ),
             ],
         },
@@ -568,18 +604,7 @@ async fn each_action_of_the_other_publisher_policies_is_needed() {
                 "--regions",
                 REGION,
             ]),
-            not_needed: vec![
-                (
-                    "ReadOnlyOrUnscopable",
-                    "ec2:GetImageBlockPublicAccessState",
-                    Without::Unused("--public"),
-                ),
-                (
-                    "ReadOnlyOrUnscopable",
-                    "ec2:GetSnapshotBlockPublicAccessState",
-                    Without::Unused("--public"),
-                ),
-            ],
+            not_needed: vec![],
         },
         Case {
             name: "ensure-public",

@@ -16,10 +16,10 @@ use imgpub::commands::policy::{self, For, PolicyOptions};
 use imgpub::commands::upload::Via;
 use serde_json::{json, Value};
 
-/// An ARN of each kind, with ids as AWS makes them.
 /// A customer managed key (`--kms-key`).
 const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
+/// An ARN of each kind, with ids as AWS makes them.
 fn sample(arns: &Arns, kind: ResourceKind) -> String {
     let region = "us-east-1";
     match kind {
@@ -138,7 +138,11 @@ fn every_printed_policy_names_only_what_the_reference_has() {
                 via,
                 principal: Some(format!("arn:aws:iam::{}:role/ci", common::ACCOUNT)),
                 gc_tags: vec![],
-                kms_keys: vec![KEY.to_string()],
+                // Where a call uses a key as the caller.
+                kms_keys: match (command, via) {
+                    (For::Copy, _) | (For::Upload, Via::EbsDirect) => vec![KEY.to_string()],
+                    _ => vec![],
+                },
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

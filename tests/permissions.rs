@@ -1969,7 +1969,13 @@ async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
         &["--via", "ebs-direct", "--kms-key", &key],
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.error_line().contains("kms:"), "{}", run.stderr);
+    let err = run.error_line();
+    assert!(err.contains("permission preflight"), "{err}");
+    assert!(err.contains(&format!("kms:CreateGrant on {key}")), "{err}");
+    assert!(
+        err.contains(&format!("--kms-key {key}")),
+        "the fix line names the key: {err}"
+    );
     assert_nothing_changed(&standin, "unkeyed ebs-direct");
     let copy = signed_by(standin.imgpub(), &plain)
         .args([
@@ -1984,11 +1990,16 @@ async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
         .args(["--preflight", "off"])
         .run();
     assert_eq!(copy.code, 1, "{}", copy.stderr);
-    assert!(copy.error_line().contains("kms:"), "{}", copy.stderr);
+    let err = copy.error_line();
+    assert!(err.contains("kms:") && err.contains(&key), "{err}");
 
     // The import under the key: the vmimport role uses it (initialize --kms-key), the
-    // publisher needs no kms: for it.
-    let import_policy = printed(&["--for", "upload", "--kms-key", &key]);
+    // publisher needs no kms: for it (and `policy` refuses --kms-key where no call uses it).
+    let import_policy = printed(&["--for", "upload"]);
+    assert!(
+        !import_policy.to_string().contains("kms:"),
+        "{import_policy}"
+    );
     let importer = user_with(&standin, "keyed-import", &import_policy).await;
     let run = upload(&importer, "enc-import", &["--kms-key", &key]);
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -1226,6 +1226,10 @@ pub struct Call {
     /// the preflight all the same, and marked so in a `--dry-run` plan.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub on_failure: bool,
+    /// The accounts the call shares an AMI or snapshot with: what a policy's `--share-with`
+    /// must name for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shares_with: Vec<String>,
 }
 
 impl Call {
@@ -1237,6 +1241,7 @@ impl Call {
             tags_on_create: false,
             context: vec![],
             on_failure: false,
+            shares_with: vec![],
         }
     }
 
@@ -1258,8 +1263,14 @@ impl Call {
             || self.op == Op::IamSimulatePrincipalPolicy)
     }
 
-    /// The call shares a snapshot: the `ec2:Add/*` keys ModifySnapshotAttribute carries.
+    /// The call shares an AMI (its launch permissions) or a snapshot: the accounts, and
+    /// for a snapshot the `ec2:Add/*` keys ModifySnapshotAttribute carries.
     pub fn sharing(mut self, sharing: &crate::aws::ami::Sharing) -> Call {
+        if self.op == Op::Ec2ModifyImageAttribute {
+            self.shares_with = sharing.launch_users.clone();
+            return self;
+        }
+        self.shares_with = sharing.snapshot_users.clone();
         if !sharing.snapshot_users.is_empty() {
             self.context
                 .push(("ec2:Add/userId".into(), sharing.snapshot_users.clone()));

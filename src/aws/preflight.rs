@@ -312,12 +312,9 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
 fn with_sharing(fix: &str, calls: &[Call]) -> String {
     let mut accounts: Vec<&str> = vec![];
     let mut public = false;
-    for (key, values) in calls.iter().flat_map(|c| &c.context) {
-        match key.as_str() {
-            "ec2:Add/userId" => accounts.extend(values.iter().map(String::as_str)),
-            "ec2:Add/group" => public = true,
-            _ => {}
-        }
+    for call in calls {
+        accounts.extend(call.shares_with.iter().map(String::as_str));
+        public |= call.context.iter().any(|(key, _)| key == "ec2:Add/group");
     }
     accounts.sort();
     accounts.dedup();
@@ -444,6 +441,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::ami::Sharing;
 
     #[tokio::test]
     async fn principals_iam_can_simulate() {
@@ -476,14 +474,19 @@ mod tests {
 
     #[test]
     fn the_fix_line_names_the_sharing_the_run_does() {
-        let mut share = Call::new(Op::Ec2ModifySnapshotAttribute, "eu-west-1", vec![]);
-        share.context = vec![
-            (
-                "ec2:Add/userId".into(),
-                vec!["222233334444".into(), "111122223333".into()],
-            ),
-            ("ec2:Add/group".into(), vec!["all".into()]),
-        ];
+        let sharing = Sharing {
+            public: true,
+            snapshot_users: vec!["222233334444".into(), "111122223333".into()],
+            ..Sharing::default()
+        };
+        let launch_only = Sharing {
+            launch_users: vec!["333344445555".into()],
+            ..Sharing::default()
+        };
+        let share =
+            Call::new(Op::Ec2ModifySnapshotAttribute, "eu-west-1", vec![]).sharing(&sharing);
+        let launch =
+            Call::new(Op::Ec2ModifyImageAttribute, "eu-west-1", vec![]).sharing(&launch_only);
         let calls = [share, Call::new(Op::Ec2DescribeImages, "eu-west-1", vec![])];
         assert_eq!(
             with_sharing("imgpub aws policy --for copy", &calls),
@@ -492,6 +495,11 @@ mod tests {
         assert_eq!(
             with_sharing("imgpub aws policy --for copy", &calls[1..]),
             "imgpub aws policy --for copy"
+        );
+        // An AMI shared with an account (its launch permission) needs --share-with too.
+        assert_eq!(
+            with_sharing("imgpub aws policy --for upload", &[launch]),
+            "imgpub aws policy --for upload --share-with 333344445555"
         );
     }
 

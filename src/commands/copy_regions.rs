@@ -155,7 +155,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
         }
         if !sharing.launch_permissions().is_empty() {
-            calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
+            calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]).sharing(sharing));
         }
         if !sharing.volume_permissions().is_empty() {
             calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(sharing));

@@ -102,12 +102,8 @@ fn validate(
         .transpose()?;
     iam::validate_role_name(&opts.role_name)?;
     if let Some(key) = &opts.kms_key {
-        if !(key.starts_with("arn:") && key.contains(":kms:") && key.contains(":key/")) {
-            return Err(Error::Invalid(format!(
-                "--kms-key {key:?} is not a KMS key ARN; use arn:{}:kms:REGION:ACCOUNT:key/KEY-ID",
-                identity.partition
-            )));
-        }
+        // One key by its ARN: the role's kms: statement names it (never a wildcard).
+        crate::commands::policy::kms_key_region("--kms-key", key)?;
     }
     if let Some(arn) = &opts.permissions_boundary {
         if !(arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":policy/")) {

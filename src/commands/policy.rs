@@ -154,14 +154,14 @@ pub fn validate(opts: &PolicyOptions) -> Result<()> {
         principal_arn("--principal", arn)?;
     }
     for key in &opts.kms_keys {
-        kms_key_arn("--kms-key", key)?;
+        kms_key_region("--kms-key", key)?;
     }
     crate::aws::iam::validate_role_name(&opts.role_name)
 }
 
 /// A KMS key ARN, `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`: one key, no alias (IAM
-/// authorizes a key by its key ARN only) and no wildcard.
-fn kms_key_arn(flag: &str, arn: &str) -> Result<String> {
+/// authorizes a key by its key ARN only) and no wildcard. Returns the key's region.
+pub(crate) fn kms_key_region<'a>(flag: &str, arn: &'a str) -> Result<&'a str> {
     let bad = || {
         Error::Invalid(format!(
             "{flag} {arn:?} is not a KMS key ARN; use arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (`aws kms describe-key --key-id ALIAS` prints it)"
@@ -180,7 +180,7 @@ fn kms_key_arn(flag: &str, arn: &str) -> Result<String> {
         && resource.strip_prefix("key/").is_some_and(|id| {
             !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    ok.then(|| arn.to_string()).ok_or_else(bad)
+    ok.then_some(region).ok_or_else(bad)
 }
 
 /// An IAM principal ARN, parsed: `arn:PARTITION:iam::ACCOUNT:root`, `…:user/NAME` or
@@ -300,6 +300,29 @@ pub fn scope(
         (true, []) => region.map(|r| vec![r.to_string()]).unwrap_or_default(),
         (true, given) => given.to_vec(),
     };
+    let uses_keys = commands.iter().any(|c| {
+        c.ops(opts.via).iter().any(|op| {
+            op.info()
+                .needs
+                .iter()
+                .any(|n| n.resource == ResourceKind::Key)
+        })
+    });
+    if !opts.kms_keys.is_empty() && !uses_keys {
+        return Err(Error::Invalid(
+            "--kms-key has no use here: only `--for upload --via ebs-direct` and `--for copy` use a key as the caller (an import encrypts as the vmimport role: `imgpub aws initialize --kms-key`)".into(),
+        ));
+    }
+    // A key is regional: one outside the regions written to or copied from is of no use.
+    for key in &opts.kms_keys {
+        let region = kms_key_region("--kms-key", key)?;
+        let regions: Vec<&String> = opts.regions.iter().chain(&source_regions).collect();
+        if !opts.regions.is_empty() && !regions.iter().any(|r| *r == region) {
+            return Err(Error::Invalid(format!(
+                "--kms-key {key} is in {region}, outside the regions of this policy: name a key of those regions, or add {region} to --regions"
+            )));
+        }
+    }
     if commands.contains(&For::Copy) && !opts.regions.is_empty() && source_regions.is_empty() {
         // Without it the copy could not read its source (aws:RequestedRegion names only the
         // targets), or CopyImage would have to be granted on every region's AMIs.
@@ -429,6 +452,27 @@ pub fn build(scope: &Scope) -> Policy {
                 Op::Ec2DescribeImageAttribute | Op::Ec2DescribeSnapshotAttribute
             );
             if *command == For::Copy && source_read && !scope.regions.is_empty() {
+                continue;
+            }
+            // Sharing is granted only when asked for (--public, --share-with): upload and
+            // copy share nothing otherwise, and ModifyImageAttribute takes no condition
+            // that could limit whom an AMI is shared with. The block-public-access and
+            // encryption-by-default reads serve --public alone.
+            let shares = scope.public || !scope.share_with.is_empty();
+            let sharing_op = matches!(
+                op,
+                Op::Ec2ModifyImageAttribute | Op::Ec2ModifySnapshotAttribute
+            );
+            let public_read = matches!(
+                op,
+                Op::Ec2GetImageBlockPublicAccessState
+                    | Op::Ec2GetSnapshotBlockPublicAccessState
+                    | Op::Ec2GetEbsEncryptionByDefault
+            );
+            let publishes = matches!(command, For::Upload | For::Copy);
+            if (publishes && sharing_op && !shares)
+                || (publishes || *command == For::Grant) && public_read && !scope.public
+            {
                 continue;
             }
             for need in op.info().needs {
@@ -807,20 +851,31 @@ mod tests {
             "ec2:RegisterImage",
             "ec2:DeregisterImage",
             "ec2:DeleteSnapshot",
-            "ec2:ModifyImageAttribute",
         ] {
             assert!(have.contains(&want.to_string()), "{want} missing: {have:?}");
         }
         assert!(!have.iter().any(|a| a.starts_with("ssm:")), "{have:?}");
+        // Without --public and --share-with nothing may be shared at all: ModifyImageAttribute
+        // takes no condition that could limit it, so it is not granted.
+        for unasked in ["ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"] {
+            assert!(!have.contains(&unasked.to_string()), "{unasked}: {have:?}");
+        }
+        let shared = build(
+            &super::scope(
+                &PolicyOptions {
+                    share_with: vec!["111122223333".into()],
+                    ..opts(&[For::Upload])
+                },
+                None,
+                Some("us-east-1"),
+            )
+            .unwrap(),
+        );
+        assert!(actions(&shared).contains(&"ec2:ModifyImageAttribute".to_string()));
         let text = policy.document.to_string();
         assert!(text.contains("\"arn:aws:s3:::images/p/*\""), "{text}");
         assert!(text.contains("\"arn:aws:s3:::images\""), "{text}");
         assert!(text.contains("arn:aws:ec2:*::image/*"), "{text}");
-        // Without --public and --share-with no snapshot may be shared with anyone.
-        assert!(
-            text.contains("\"Null\":{\"ec2:Add/group\":\"true\",\"ec2:Add/userId\":\"true\"}"),
-            "{text}"
-        );
         // Scoped to imgpub's own images and snapshots it is over a user's inline 2,048,
         // well within a managed policy (create-publisher attaches one).
         assert!(size(&policy.document) <= 6144, "{}", size(&policy.document));

@@ -459,11 +459,12 @@ fn direct_request(
     let info = image::inspect(path)?;
     image::check_direct(path, &info, opts.object_format)?;
     if let Encryption::Key(key) = encryption {
-        if !key.starts_with("arn:") {
-            return Err(Error::Invalid(format!(
+        // StartSnapshot takes a key ARN only (the import takes an alias too).
+        crate::commands::policy::kms_key_region("--kms-key", key).map_err(|_| {
+            Error::Invalid(format!(
                 "--via ebs-direct needs the KMS key's ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not {key:?}"
-            )));
-        }
+            ))
+        })?;
     }
     let image_gib = info.virtual_size_gib().unwrap_or(1);
     let volume_gib = match opts.disk_size_gib {
@@ -631,6 +632,16 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
                 .map(SnapshotStep::Use)),
         }
     };
+    // A key is regional: StartSnapshot in another region cannot use it.
+    if let (Source::Blocks(_), Encryption::Key(key)) = (&local.source, &local.encryption) {
+        let key_region = crate::commands::policy::kms_key_region("--kms-key", key)?;
+        if key_region != c.region {
+            return Err(Error::Invalid(format!(
+                "--kms-key {key} is in {key_region}, but the snapshot is made in {}: use a key of {}",
+                c.region, c.region
+            )));
+        }
+    }
     let ((), existing_image, found_snapshot) = tokio::try_join!(public, image, snapshot)?;
     if let (Some(SnapshotStep::Use(id)), Source::File { path, info, .. }) =
         (&found_snapshot, &local.source)
@@ -898,7 +909,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
     }
     if let (Some(image), false) = (image, local.sharing.launch_permissions().is_empty()) {
-        calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]));
+        calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]).sharing(&local.sharing));
     }
     if !local.sharing.volume_permissions().is_empty() {
         calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(&local.sharing));

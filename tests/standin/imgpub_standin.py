@@ -389,7 +389,10 @@ class ImportTask:
         # "kms:CreateGrant, kms:Decrypt, kms:DescribeKey, kms:Encrypt, kms:GenerateDataKey*,
         # kms:ReEncrypt*" on it (VM Import/Export User Guide, "Required service role",
         # the policy for importing with an encrypted snapshot).
-        if self.encrypted or self.kms_key_id:
+        # Encrypted as _finish decides: asked for, or the account encrypts by default.
+        if self.encrypted or self.kms_key_id or (
+                self.backend.ebs_encryption_by_default
+                and SETTINGS["import_under_default_encryption"] == "encrypted"):
             from moto.ec2.models import ec2_backends
 
             key = self.kms_key_id or standin_ebs.default_ebs_key(
@@ -1399,11 +1402,11 @@ def _customer_key(account: str, region: str, key: str | None) -> str | None:
 
     if not key:
         return None
-    key_region = key.split(":")[3] if key.startswith("arn:") else region
-    kms = kms_backends[account][key_region]
+    key_region = key.split(":")[3] if key.startswith("arn:") and key.count(":") >= 5 else region
     try:
+        kms = kms_backends[account][key_region]
         found = kms.describe_key(key)
-    except Exception:  # noqa: BLE001 - an unknown key: the service's own error follows
+    except Exception:  # noqa: BLE001 - a key moto does not know (see the docstring)
         return None
     aliases = [a.alias_name for a in kms.list_aliases(found.id)]
     if any(name.startswith("alias/aws/") for name in aliases):

@@ -868,9 +868,15 @@ def _ebs_writer(endpoint: str, name: str, key: str | None):
                    "Action": ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"],
                    "Resource": "arn:aws:ec2:*::snapshot/*"}]
     if key:
-        statements.append({"Effect": "Allow",
-                           "Action": KMS_EBS + ["kms:Encrypt", "kms:GenerateDataKey"],
-                           "Resource": key})
+        # CreateGrant only for grants EBS makes on the user's behalf (EBS User Guide,
+        # "Permissions for users"): the request context must say so.
+        others = [a for a in KMS_EBS if a != "kms:CreateGrant"]
+        statements += [
+            {"Effect": "Allow", "Action": others + ["kms:Encrypt", "kms:GenerateDataKey"],
+             "Resource": key},
+            {"Effect": "Allow", "Action": "kms:CreateGrant", "Resource": key,
+             "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
+        ]
     return user_with_policy(endpoint, name, statements)[0]
 
 
@@ -896,6 +902,17 @@ def test_ebs_direct_under_a_customer_key_needs_the_key(enforcing):
         without.put_snapshot_block(SnapshotId=snap["SnapshotId"], BlockIndex=1, BlockData=block,
                                    DataLength=BLOCK, Checksum=checksum, ChecksumAlgorithm="SHA256")
     assert "kms:" in str(e.value)
+    # The account's default EBS key, when it is a customer managed one, is checked alike.
+    ec2 = client(enforcing, "ec2", "eu-central-1")
+    own_default = control(enforcing, "/_standin/kms/keys", {"region": "eu-central-1"})["arn"]
+    ec2.modify_ebs_default_kms_key_id(KmsKeyId=own_default)
+    try:
+        with pytest.raises(ClientError) as e:
+            _ebs_writer(enforcing, "kms-default", key)("ebs", "eu-central-1").start_snapshot(
+                VolumeSize=1, Encrypted=True)
+        assert own_default in str(e.value)
+    finally:
+        ec2.modify_ebs_default_kms_key_id(KmsKeyId="alias/aws/ebs")
 
 
 def _image_under(endpoint: str, name: str, key: str) -> str:
@@ -928,6 +945,13 @@ def test_a_copy_under_a_customer_key_needs_the_key(enforcing):
     snap = west.describe_snapshots(SnapshotIds=[mapping["Ebs"]["SnapshotId"]])["Snapshots"][0]
     # Still encrypted, under the target region's default key (no KmsKeyId was given).
     assert snap["Encrypted"] and snap["KmsKeyId"] != key
+    # A copy under a key of the target region needs that key too.
+    target_key = control(enforcing, "/_standin/kms/keys", {"region": "us-west-2"})["arn"]
+    with pytest.raises(ClientError) as e:
+        held("ec2", "us-west-2").copy_image(Name="cmk-copy-2", SourceImageId=image,
+                                            SourceRegion="us-east-1", Encrypted=True,
+                                            KmsKeyId=target_key)
+    assert target_key in str(e.value)
 
 
 def test_an_import_under_a_customer_key_needs_the_role_to_use_it(enforcing, images):
