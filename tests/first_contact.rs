@@ -130,6 +130,44 @@ fn debug_shows_the_sdk_details() {
         .starts_with("error: no AWS credentials"));
 }
 
+/// An endpoint that accepts each connection and closes it at once: imgpub's first call
+/// tries it twice at most (its first-contact retry budget), then says which endpoint failed.
+/// The count of connections, not the time taken, shows there is no retry storm.
+#[test]
+fn a_dead_endpoint_is_tried_twice_at_most() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let home = TempDir::new();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "secret-not-shown".to_string()),
+    ];
+    let args = [
+        "aws",
+        "list-regions",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        &url,
+    ];
+    let out = bare(home.path(), &keys, &args);
+    let lines = stderr_lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{lines:?}");
+    assert!(lines.last().unwrap().contains(&url), "{lines:?}");
+    let n = accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "{n} connections: {lines:?}");
+}
+
 #[test]
 fn unreachable_endpoint_is_named_with_where_it_came_from() {
     let home = TempDir::new();
