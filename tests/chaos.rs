@@ -4,17 +4,18 @@
 //! - faults: the stand-in fails requests at a fixed rate on every service (5xx, throttling,
 //!   dropped connections, slow answers; half of them after the request took effect), and a
 //!   command that exits non-zero is rerun;
-//! - kills: each command is SIGKILLed once the stand-in has seen a seeded number of its
-//!   requests (read from the stand-in's request counts, never the clock), then rerun until
-//!   it exits 0.
+//! - kills: each command is SIGKILLed while the stand-in holds its n-th request (n seeded;
+//!   a `hold` fault with `skip`, never the clock), the request then carried out, and the
+//!   command rerun until it exits 0.
 //!
 //! Runs alternate the upload's path: even runs go through S3 and ImportSnapshot, odd runs
 //! through EBS direct (`--via ebs-direct`), so each series covers both.
 //!
 //! After each run the account is read back through the API: one AMI per region with the
-//! right name, tags and launch permission, exactly one snapshot per region (the AMI's, public
-//! and tagged as imgpub's), no import task left running, the uploaded object gone, no multipart upload left, the SSM parameter naming each region's AMI,
-//! and the ids printed by the last run of each command equal to those.
+//! right name, tags and launch permission, exactly one snapshot per region (the AMI's,
+//! public and tagged as imgpub's), no import task left running, the uploaded object gone,
+//! no multipart upload left, the SSM parameter naming each region's AMI, and the ids
+//! printed by the last run of each command equal to those.
 //!
 //! CI runs a short slice; `IMGPUB_CHAOS_RUNS=50 cargo test --test chaos -- --nocapture`
 //! runs 50 of each (docs/reliability.md has the figures), `IMGPUB_CHAOS_SEED` moves the
@@ -202,8 +203,8 @@ fn record(step: &Step, printed: &mut Printed, stdout: &str) {
     }
 }
 
-/// Runs one command until it exits 0, first SIGKILLing it once the stand-in has seen
-/// `kill_after` requests of it, when given. Returns its stdout and the requests the run that
+/// Runs one command until it exits 0, first SIGKILLing it while the stand-in holds its
+/// `kill_after`-th request, when given. Returns its stdout and the requests the run that
 /// exited 0 made.
 fn until_done(
     standin: &Standin,
@@ -213,18 +214,25 @@ fn until_done(
 ) -> (String, u64) {
     totals.commands += 1;
     if let Some(n) = kill_after {
-        standin.reset_requests();
+        // The n-th request is held in the stand-in; the command is killed while it waits,
+        // then the request goes on (a call in flight when the job died).
+        standin.fault(&format!(
+            r#"{{"action": "*", "hold": true, "skip": {}}}"#,
+            n - 1
+        ));
         let mut cmd = standin.imgpub().args(args).cmd;
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if standin.wait_for_requests(n, &mut child) && child.try_wait().unwrap().is_none() {
+        if standin.wait_held_or_exit(&mut child) && child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             totals.kills += 1;
         }
         child.wait().unwrap();
+        standin.control("DELETE", "/_standin/faults", None);
+        standin.release();
         standin.wait_idle();
     }
     let mut failures = vec![];

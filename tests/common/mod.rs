@@ -202,11 +202,11 @@ impl Standin {
             .unwrap_or(0)
     }
 
-    /// Until the stand-in has seen `n` AWS requests of any action, or `child` has ended;
-    /// returns whether the count was reached.
-    pub fn wait_for_requests(&self, n: u64, child: &mut Child) -> bool {
+    /// Until a request waits on a `hold` fault, or `child` has ended; returns whether one
+    /// is held.
+    pub fn wait_held_or_exit(&self, child: &mut Child) -> bool {
         for _ in 0..60_000 {
-            if self.total_requests() >= n {
+            if self.inflight().1 >= 1 {
                 return true;
             }
             if child.try_wait().unwrap().is_some() {
@@ -214,7 +214,7 @@ impl Standin {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        panic!("the stand-in never saw {n} requests");
+        panic!("no request was held and the run did not end");
     }
 
     /// Until `n` requests wait on a `hold` fault.

@@ -54,7 +54,9 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
                                      completing it again answers 404 NoSuchUpload.)
                                      With "hold": true the request waits, unserved,
                                      until POST /_standin/release: a test changes
-                                     things while it is in flight.
+                                     things while it is in flight. "skip": n lets n
+                                     matching requests through first (the n+1-th is
+                                     the one faulted).
     DELETE /_standin/faults          clear all faults
     GET  /_standin/inflight          {"inflight": n, "held": m}: AWS requests being
                                      served now, and those waiting for a release
@@ -1823,6 +1825,8 @@ class Fault:
         self.after = bool(spec.get("after", False))
         self.hold = bool(spec.get("hold", False))
         self.region = spec.get("region")
+        # Matching requests let through before the fault applies (a test's "the n-th call").
+        self.skip = int(spec.get("skip", 0))
 
     def matches(self, service: str, action: str, region: str) -> bool:
         return (
@@ -2083,6 +2087,9 @@ class StandinApp:
                     seen["crc32c"] = seen.get("crc32c", 0) + 1
             for f in self.faults:
                 if f.count > 0 and f.matches(service, action, region):
+                    if f.skip > 0:
+                        f.skip -= 1
+                        continue
                     f.count -= 1
                     fault = f
                     break

@@ -981,6 +981,23 @@ def test_an_import_under_a_customer_key_needs_the_role_to_use_it(enforcing, imag
     assert results["with-key"]["Status"] == "completed", results["with-key"]
 
 
+def test_a_fault_can_skip_the_first_matching_requests(endpoint):
+    """A test's tool, not AWS: "skip": n lets n matching requests through first."""
+    control(endpoint, "/_standin/faults", {"action": "DescribeRegions", "status": 500,
+                                           "skip": 1})
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x",
+                       config=Config(retries={"total_max_attempts": 1}))
+    try:
+        ec2.describe_regions()
+        with pytest.raises(ClientError) as e:
+            ec2.describe_regions()
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        ec2.describe_regions()
+    finally:
+        control(endpoint, "/_standin/faults", method="DELETE")
+
+
 def test_a_missing_object_is_403_without_list_bucket(enforcing):
     """HeadObject and GetObject of a key that is not there: 404 with s3:ListBucket, 403
     without (S3 API reference, HeadObject and GetObject, Permissions)."""
