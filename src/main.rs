@@ -233,8 +233,9 @@ async fn run(flags: AwsFlags, command: AwsSubcommand) -> Result<()> {
             copy_regions::validate(&opts)?;
             let (ctx, identity) = connect(flags).await?;
             let plan = copy_regions::plan(&ctx, &opts).await?;
-            let fix = policy::fix_line(For::Copy, None, None);
             let calls = copy_regions::check(&plan);
+            // The sharing the run does is in the policy it needs (also for a later refusal).
+            let fix = preflight::with_sharing(&policy::fix_line(For::Copy, None, None), &calls);
             preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
             if dry_run {
                 print_plan(&calls);
@@ -363,8 +364,9 @@ async fn publish(stage: upload::Stage, flags: &AwsFlags, args: cli::UploadArgs) 
     let (ctx, identity) = connect(flags).await?;
     let c = Clients::for_identity(&ctx, &identity);
     let plan = upload::plan(&c, local).await?;
-    let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
     let calls = upload::check(&plan);
+    let fix = policy::fix_line(For::Upload, plan.local.source.object(), Some(&ctx.region));
+    let fix = preflight::with_sharing(&fix, &calls);
     preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
     if dry_run {
         print_plan(&calls);
@@ -391,8 +393,8 @@ async fn change_permissions(
     let targets = select_images(args.images, &ctx.region).await?;
     let identity = ctx.verify_identity().await?;
     let plan = grant::plan(&ctx, &opts, targets).await?;
-    let fix = policy::fix_line(For::Grant, None, None);
     let calls = grant::check(&plan);
+    let fix = preflight::with_sharing(&policy::fix_line(For::Grant, None, None), &calls);
     preflight::run(&ctx, &identity, &calls, flags.preflight, &fix).await?;
     if dry_run {
         print_plan(&calls);

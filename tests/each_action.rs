@@ -327,15 +327,20 @@ async fn sweep(standin: &Standin, case: Case, file: &Path) {
         );
     }
     eprintln!("{}: {} single-action runs", case.name, outcomes.len());
-    assert!(wrong.is_empty(), "{}:\n{}", case.name, wrong.join("\n"));
     // Every IAM check the stand-in made for these runs (its hand-written mapping of
     // requests to actions, resources and condition keys) is in AWS's own reference data.
     let seen: Value =
         serde_json::from_str(&standin.control("GET", "/_standin/needs", None)).unwrap();
     let seen = seen.as_array().unwrap();
+    assert!(
+        !seen.is_empty(),
+        "{}: the stand-in judged no request",
+        case.name
+    );
     let report = common::reference_check(seen);
     assert_eq!(report["checked"], seen.len(), "{report}");
     assert_eq!(report["problems"], json!([]), "{}: {report}", case.name);
+    assert!(wrong.is_empty(), "{}:\n{}", case.name, wrong.join("\n"));
 }
 
 /// One run of `case`'s command, in a fresh account, by a user holding `document`.

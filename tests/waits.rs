@@ -165,9 +165,10 @@ async fn copies_are_noticed_within_five_seconds_and_finished_at_once() {
 
 /// EC2 is eventually consistent: a new snapshot or AMI is unknown for a while to requests
 /// that name it (EC2 Developer Guide, "Eventual consistency in the Amazon EC2 API"). With the
-/// stand-in holding each new one back for 10 s — longer than imgpub's 5 s poll, so the first
-/// request naming it is refused — the release flow still finishes on both upload paths, the
-/// refused calls repeated (counted in the stand-in's log).
+/// stand-in holding each new one back for 15 s — longer than imgpub's 5 s poll, so the first
+/// request naming it is refused, and longer than two polls missing a new copy — the release
+/// flow still finishes on both upload paths, the refused calls repeated (counted in the
+/// stand-in's log), and each copy is made once.
 #[tokio::test]
 async fn a_release_goes_through_while_new_images_are_not_yet_visible() {
     let standin = Standin::start();
@@ -175,7 +176,7 @@ async fn a_release_goes_through_while_new_images_are_not_yet_visible() {
     standin.control(
         "POST",
         "/_standin/config",
-        Some(r#"{"consistency_seconds": 10}"#),
+        Some(r#"{"consistency_seconds": 15}"#),
     );
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 8, 2, 9);
@@ -220,5 +221,7 @@ async fn a_release_goes_through_while_new_images_are_not_yet_visible() {
             ])
             .run();
         assert_eq!(copy.code, 0, "{via}: {}", copy.stderr);
+        let copies = standin.counts()["ec2.CopyImage"].as_u64().unwrap_or(0);
+        assert_eq!(copies, 1, "{via}: a copy not yet visible was made again");
     }
 }

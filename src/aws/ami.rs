@@ -12,7 +12,7 @@ use aws_sdk_ec2::Client;
 use clap::ValueEnum;
 
 use crate::aws::calls::Op;
-use crate::aws::propagation::until_seen;
+use crate::aws::propagation::{naming, Age};
 use crate::aws::tags;
 use crate::error::{aws, Error, ErrorKind, Result};
 use aws_smithy_types::DateTime;
@@ -311,6 +311,7 @@ pub async fn register_image(
     ec2: &Client,
     settings: &RegisterSettings,
     snapshot_id: &str,
+    snapshot_age: Age,
 ) -> Result<String> {
     let mut call = ec2
         .register_image()
@@ -363,9 +364,9 @@ pub async fn register_image(
                 .build(),
         );
     }
-    // The snapshot may be new (an import or EBS direct write just ended): not visible yet.
+    // A snapshot an import or EBS direct write just made may not be visible yet.
     let what = format!("registering AMI {} from {snapshot_id}", settings.name);
-    let out = until_seen(&what, || {
+    let out = naming(snapshot_age, &what, || {
         let call = call.clone();
         async {
             call.send()
@@ -458,9 +459,14 @@ pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool
 }
 
 /// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
-pub async fn enable_deprecation(ec2: &Client, image_id: &str, at: DateTime) -> Result<()> {
+pub async fn enable_deprecation(
+    ec2: &Client,
+    image_id: &str,
+    at: DateTime,
+    age: Age,
+) -> Result<()> {
     let what = format!("deprecating AMI {image_id}");
-    until_seen(&what, || async {
+    naming(age, &what, || async {
         ec2.enable_image_deprecation()
             .image_id(image_id)
             .deprecate_at(at)
@@ -696,6 +702,7 @@ pub async fn share(
     snapshot_id: Option<&str>,
     sharing: &Sharing,
     change: Change,
+    age: Age,
 ) -> Result<()> {
     let verb = match change {
         Change::Grant => "granting",
@@ -711,7 +718,7 @@ pub async fn share(
         // is left as it was, not made public on its own. A new AMI may not be visible yet.
         let mods = mods.build();
         let what = format!("{verb} launch permissions on {image_id}");
-        until_seen(&what, || async {
+        naming(age, &what, || async {
             ec2.modify_image_attribute()
                 .image_id(image_id)
                 .launch_permission(mods.clone())
@@ -739,7 +746,7 @@ pub async fn share(
     };
     let mods = mods.build();
     let what = format!("{verb} create-volume permissions on {snapshot_id}");
-    until_seen(&what, || async {
+    naming(age, &what, || async {
         ec2.modify_snapshot_attribute()
             .snapshot_id(snapshot_id)
             .attribute(SnapshotAttributeName::CreateVolumePermission)

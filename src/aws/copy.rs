@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::ami::{self, Change, FoundImage, Sharing};
 use crate::aws::calls::Op;
+use crate::aws::propagation::{Age, PATIENCE};
 use crate::aws::tags::{self, tag};
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::progress::Wait;
@@ -151,8 +152,10 @@ fn client_token(source: &Source, region: &str, replacing: Option<&str>) -> Strin
     format!("imgpub-copy-{}", &hex::encode(digest)[..40])
 }
 
-/// Polls that must find no trace of a copy before it counts as gone.
-const GONE_AFTER_POLLS: u32 = 3;
+/// Polls that must find no trace of a copy before it counts as gone: as long as a new
+/// AMI may take to become visible (EC2 is eventually consistent), so a copy still
+/// propagating is never taken for a deregistered one and made again.
+const GONE_AFTER_POLLS: u32 = (PATIENCE.as_secs() / crate::aws::POLL.as_secs()) as u32;
 
 /// The copy CopyImage named is deregistered (or never showed up).
 fn gone(region: &str, image_id: &str) -> Error {
@@ -375,10 +378,11 @@ pub async fn copy_to_region(
             }
         }
     };
-    tag(ec2, &image_id, &source.tags).await?;
-    tag(ec2, &snapshot, &source.snapshot_tags).await?;
+    // The copy and its snapshot were made a moment ago (or by an earlier run).
+    tag(ec2, &image_id, &source.tags, Age::New).await?;
+    tag(ec2, &snapshot, &source.snapshot_tags, Age::New).await?;
     if let Some(at) = source.deprecate_at {
-        ami::enable_deprecation(ec2, &image_id, at).await?;
+        ami::enable_deprecation(ec2, &image_id, at, Age::New).await?;
     }
     ami::share(
         ec2,
@@ -386,6 +390,7 @@ pub async fn copy_to_region(
         Some(&snapshot),
         &source.sharing,
         Change::Grant,
+        Age::New,
     )
     .await?;
     Ok(Copied {

@@ -35,7 +35,7 @@ use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
 use crate::aws::ebs_journal::{self, Journal, Record};
 use crate::aws::import::Encryption;
-use crate::aws::propagation::until_seen;
+use crate::aws::propagation::{naming, Age};
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{Disk, ImageInfo, Reader, BLOCK_SIZE};
 use crate::progress::{Progress, Wait};
@@ -649,7 +649,7 @@ async fn wait_completed(
     let what = format!("reading snapshot {snapshot}");
     loop {
         // Just started: EC2 may not know it yet.
-        let out = until_seen(&what, || async {
+        let out = naming(Age::New, &what, || async {
             ec2.describe_snapshots()
                 .snapshot_ids(snapshot)
                 .send()

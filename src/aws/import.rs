@@ -9,7 +9,7 @@ use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
 use crate::aws::calls::Op;
-use crate::aws::propagation::until_seen;
+use crate::aws::propagation::{naming, Age};
 use crate::aws::s3::S3Object;
 use crate::aws::tags::tag;
 use crate::error::{aws, Error, ErrorKind, Result};
@@ -113,9 +113,9 @@ pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<St
 }
 
 /// A snapshot's size in GiB.
-pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
+pub async fn snapshot_size_gib(ec2: &Client, id: &str, age: Age) -> Result<i32> {
     let what = format!("reading the size of {id}");
-    let out = until_seen(&what, || async {
+    let out = naming(age, &what, || async {
         ec2.describe_snapshots()
             .snapshot_ids(id)
             .send()
@@ -129,22 +129,14 @@ pub async fn snapshot_size_gib(ec2: &Client, id: &str) -> Result<i32> {
         .ok_or_else(|| Error::missing(Op::Ec2DescribeSnapshots, "VolumeSize"))
 }
 
-/// Whether a snapshot still exists (a finished import's may have been deleted since). One
-/// that an import has just made may not be visible yet: only a NotFound that lasts is gone.
+/// Whether a snapshot still exists (a finished import's may have been deleted since).
 async fn snapshot_exists(ec2: &Client, id: &str) -> Result<bool> {
-    let what = format!("looking for {id}");
-    let found = until_seen(&what, || async {
-        ec2.describe_snapshots()
-            .snapshot_ids(id)
-            .send()
-            .await
-            .map_err(|e| aws(Op::Ec2DescribeSnapshots, &what, e))
-    })
-    .await;
-    match found {
+    match ec2.describe_snapshots().snapshot_ids(id).send().await {
         Ok(out) => Ok(!out.snapshots().is_empty()),
-        Err(err) if err.kind() == Some(ErrorKind::NotFound) => Ok(false),
-        Err(err) => Err(err),
+        Err(e) => match aws(Op::Ec2DescribeSnapshots, format!("looking for {id}"), e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(false),
+            err => Err(err),
+        },
     }
 }
 
@@ -448,7 +440,7 @@ pub async fn import_snapshot(
                 "import task {id} for {} already finished: snapshot {snapshot_id}",
                 req.name
             );
-            tag(ec2, &snapshot_id, &all_tags).await?;
+            tag(ec2, &snapshot_id, &all_tags, Age::Known).await?;
             return Ok(ImportOutcome {
                 snapshot_id,
                 task_id: Some(id),
@@ -479,7 +471,7 @@ pub async fn import_snapshot(
         None => (start_import(ec2, req, deadline).await?, true),
     };
     let snapshot_id = wait_for_import(ec2, &task_id, deadline, req.timeout).await?;
-    tag(ec2, &snapshot_id, &all_tags).await?;
+    tag(ec2, &snapshot_id, &all_tags, Age::New).await?;
     Ok(ImportOutcome {
         snapshot_id,
         task_id: Some(task_id),

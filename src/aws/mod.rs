@@ -15,7 +15,7 @@ pub mod instances;
 pub mod multipart;
 pub mod permissions;
 pub mod preflight;
-pub(crate) mod propagation;
+pub mod propagation;
 pub mod publisher;
 pub mod regions;
 pub mod s3;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::calls::Op;
+use crate::aws::propagation::Age;
 use crate::error::{aws, Error, Result};
 
 /// One AMI whose permissions were changed, printed as a JSON line.
@@ -28,7 +29,15 @@ pub async fn change_image(
     change: Change,
 ) -> Result<()> {
     let snapshot = changed.snapshot.as_deref();
-    ami::share(ec2, Some(&changed.image), snapshot, sharing, change).await
+    ami::share(
+        ec2,
+        Some(&changed.image),
+        snapshot,
+        sharing,
+        change,
+        Age::Known,
+    )
+    .await
 }
 
 impl std::fmt::Display for Changed {
@@ -193,7 +202,7 @@ pub async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic>
         .snapshot
         .as_deref()
         .filter(|_| found.fixed.contains(&NotPublic::Snapshot));
-    ami::share(ec2, image, snapshot, &sharing, Change::Grant).await?;
+    ami::share(ec2, image, snapshot, &sharing, Change::Grant, Age::Known).await?;
     // The JSON line says it too; stderr stays quiet at the default level, as ore's.
     tracing::info!(
         "{}: {} was not public ({}); made it public",

@@ -307,9 +307,10 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
     }
 }
 
-/// `fix` with the sharing this run does: a policy shares snapshots only with the accounts
-/// it names (`--share-with`), and with everyone only with `--public`.
-fn with_sharing(fix: &str, calls: &[Call]) -> String {
+/// `fix` with the sharing this run does and the keys it uses: a policy shares AMIs and
+/// snapshots only with the accounts it names (`--share-with`), with everyone only with
+/// `--public`, and grants `kms:` only on the keys it names (`--kms-key`).
+pub fn with_sharing(fix: &str, calls: &[Call]) -> String {
     let mut accounts: Vec<&str> = vec![];
     let mut public = false;
     for call in calls {

@@ -2,22 +2,35 @@
 //! immediately after its creation, its ID might not have propagated throughout the system,
 //! and you will get an error responding that the resource does not exist" (EC2 Developer
 //! Guide, "Eventual consistency in the Amazon EC2 API", which advises retrying with
-//! backoff). Calls naming an AMI or snapshot imgpub has just made or found go through
-//! [`until_seen`].
+//! backoff). A call naming an AMI or snapshot this run has just made goes through
+//! [`naming`] with [`Age::New`]: its NotFound is asked again for up to [`PATIENCE`]. One
+//! named by the user or found by a describe call is [`Age::Known`]: its NotFound is final.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 
-/// How long a resource may stay unknown before its NotFound is taken as final.
-const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a new resource may stay unknown before its NotFound is taken as final.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_WAIT: Duration = Duration::from_secs(8);
 
-/// Runs `call`, and again after a growing wait while it answers NotFound, for up to
-/// [`PATIENCE`]; any other answer, or a NotFound that lasts, is returned as it is.
-pub(crate) async fn until_seen<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+/// The codes EC2 answers for an AMI or snapshot it does not know (yet).
+const UNKNOWN: &[&str] = &["InvalidAMIID.NotFound", "InvalidSnapshot.NotFound"];
+
+/// How long ago the resource a call names was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    /// Named by the user, or found by an earlier describe call.
+    Known,
+    /// Made by this run a moment ago: maybe not visible everywhere yet.
+    New,
+}
+
+/// Runs `call`; for a [`Age::New`] resource, again after a growing wait while EC2 answers
+/// that it does not know it, for up to [`PATIENCE`]. Any other answer is returned as it is.
+pub(crate) async fn naming<T, F, Fut>(age: Age, what: &str, mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -25,7 +38,11 @@ where
     let (mut wait, mut waited) = (FIRST_WAIT, Duration::ZERO);
     loop {
         match call().await {
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) && waited < PATIENCE => {
+            Err(e)
+                if age == Age::New
+                    && UNKNOWN.contains(&e.code().unwrap_or(""))
+                    && waited < PATIENCE =>
+            {
                 tracing::debug!("{what}: not visible yet ({e}); asking again in {wait:?}");
                 tokio::time::sleep(wait).await;
                 waited += wait;

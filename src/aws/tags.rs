@@ -5,6 +5,7 @@ use aws_sdk_ec2::types::Tag;
 use aws_sdk_ec2::Client;
 
 use crate::aws::calls::Op;
+use crate::aws::propagation::{naming, Age};
 use crate::error::{aws, Error, Result};
 
 /// `KEY=VALUE` arguments of `flag` as pairs; an empty key or a missing `=` is refused.
@@ -71,13 +72,13 @@ pub fn from_ec2(tags: &[Tag]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Tags a resource (snapshot or image) with `tags`; setting a tag it has is a no-op.
-pub async fn tag(ec2: &Client, id: &str, tags: &[(String, String)]) -> Result<()> {
+/// Tags a resource (snapshot or image) with `tags`; setting a tag it has is a no-op. `age`:
+/// whether it was made a moment ago (then it may not be visible yet).
+pub(crate) async fn tag(ec2: &Client, id: &str, tags: &[(String, String)], age: Age) -> Result<()> {
     if tags.is_empty() {
         return Ok(());
     }
-    // What imgpub tags it has just made or found: maybe not visible yet.
-    crate::aws::propagation::until_seen(&format!("tagging {id}"), || async {
+    naming(age, &format!("tagging {id}"), || async {
         ec2.create_tags()
             .resources(id)
             .set_tags(Some(to_ec2(tags)))

@@ -20,6 +20,7 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::ebs_direct::{self, SnapshotRequest, Start};
 use crate::aws::import::{self, Encryption, ImportRequest};
 use crate::aws::multipart::{self, UploadRequest};
+use crate::aws::propagation::Age;
 use crate::aws::s3::{self, S3Object, S3Prefix};
 use crate::aws::tags::{self, tag};
 use crate::commands::Clients;
@@ -1026,18 +1027,29 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
             ))
         }
     };
+    // A snapshot made just now may not be visible yet; one named or found is.
+    let snapshot_age = match plan.snapshot {
+        SnapshotStep::Use(_) => Age::Known,
+        SnapshotStep::Import | SnapshotStep::Write(_) => Age::New,
+    };
     if retag_snapshot(plan) {
-        tag(&c.ec2, &snapshot, &local.tags).await?;
+        tag(&c.ec2, &snapshot, &local.tags, Age::Known).await?;
     }
     // The image is in a snapshot now: the object has served its purpose.
     // (A rerun also makes sure of it: an earlier run may have stopped before deleting.)
     if let (true, Source::File { object, .. }) = (local.delete_object, &local.source) {
         delete_object(c, object, plan.snapshot == SnapshotStep::Import).await?;
     }
+    // An AMI registered just now may not be visible yet; a reused one is.
+    let image_age = match plan.image {
+        ImageStep::Reuse(_) | ImageStep::None => Age::Known,
+        ImageStep::Register | ImageStep::Replace(_) => Age::New,
+    };
     let ami_id = match (&plan.image, &local.register) {
         (ImageStep::Reuse(id), reg) => {
             tracing::info!("AMI {id} already exists for {snapshot}; reusing it");
-            tag(&c.ec2, id, reg.as_ref().map_or(&[][..], |r| &r.tags)).await?;
+            let tags = reg.as_ref().map_or(&[][..], |r| &r.tags);
+            tag(&c.ec2, id, tags, Age::Known).await?;
             Some(id.clone())
         }
         (ImageStep::Replace(found), Some(reg)) => {
@@ -1048,16 +1060,16 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
             );
             let old_snapshot = found.root_snapshot.as_deref();
             ami::deregister_image(&c.ec2, &found.image_id, old_snapshot, false).await?;
-            Some(register(c, reg, &snapshot).await?)
+            Some(register(c, reg, &snapshot, snapshot_age).await?)
         }
-        (ImageStep::Register, Some(reg)) => Some(register(c, reg, &snapshot).await?),
+        (ImageStep::Register, Some(reg)) => Some(register(c, reg, &snapshot, snapshot_age).await?),
         _ => None,
     };
     if let (Some(id), Some(at)) = (
         &ami_id,
         local.register.as_ref().and_then(|r| r.deprecate_at),
     ) {
-        ami::enable_deprecation(&c.ec2, id, at).await?;
+        ami::enable_deprecation(&c.ec2, id, at, image_age).await?;
     }
     ami::share(
         &c.ec2,
@@ -1065,6 +1077,7 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         Some(&snapshot),
         &local.sharing,
         ami::Change::Grant,
+        image_age,
     )
     .await?;
     Ok(Published {
@@ -1156,9 +1169,14 @@ async fn delete_object(c: &Clients, object: &S3Object, say_so: bool) -> Result<(
 
 /// RegisterImage; a duplicate name registered meanwhile (a concurrent or earlier,
 /// interrupted run) for the same snapshot is that run's AMI.
-async fn register(c: &Clients, reg: &RegisterSettings, snapshot: &str) -> Result<String> {
+async fn register(
+    c: &Clients,
+    reg: &RegisterSettings,
+    snapshot: &str,
+    snapshot_age: Age,
+) -> Result<String> {
     if let Some(gib) = reg.volume_size_gib {
-        let snapshot_gib = import::snapshot_size_gib(&c.ec2, snapshot).await?;
+        let snapshot_gib = import::snapshot_size_gib(&c.ec2, snapshot, snapshot_age).await?;
         if gib < snapshot_gib {
             return Err(Error::failed(
                 format!("registering AMI {}", reg.name),
@@ -1168,7 +1186,7 @@ async fn register(c: &Clients, reg: &RegisterSettings, snapshot: &str) -> Result
             ));
         }
     }
-    match ami::register_image(&c.ec2, reg, snapshot).await {
+    match ami::register_image(&c.ec2, reg, snapshot, snapshot_age).await {
         Ok(id) => Ok(id),
         Err(err) if err.code() == Some("InvalidAMIName.Duplicate") => {
             match ami::find_image_by_name(&c.ec2, &reg.name).await? {

@@ -1323,6 +1323,13 @@ def _tag_specification(form: dict[str, list[str]], resource_type: str) -> list[t
     return pairs
 
 
+def _utc(when: datetime.datetime) -> datetime.datetime:
+    """`when` in UTC without a zone (moto keeps some times naive in UTC, some aware)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.timezone.utc)
+    return when.replace(tzinfo=None)
+
+
 def _not_yet_visible(environ: dict, account: str, region: str) -> "Fault | None":
     """EC2's eventual consistency: "If you run a command to modify or describe a resource
     immediately after its creation, its ID might not have propagated throughout the system,
@@ -1355,7 +1362,7 @@ def _not_yet_visible(environ: dict, account: str, region: str) -> "Fault | None"
                 continue
             when = getattr(found, born, None)
             if isinstance(when, datetime.datetime) and (
-                    utcnow().replace(tzinfo=None) - when.replace(tzinfo=None)).total_seconds() < delay:
+                    _utc(utcnow()) - _utc(when)).total_seconds() < delay:
                 return Fault({"status": 400, "code": fault[0], "message": fault[1]})
     return None
 

@@ -59,8 +59,12 @@ for (const { op, action, arn, condition_keys: keys } of input) {
     }
     matched.forEach((t) => seen.add(t.name));
   }
-  for (const key of keys) {
-    if (key.startsWith("aws:")) continue; // global condition keys
+  for (const raw of keys) {
+    // The tag keys depend on the action and resource type (listed with a ${TagKey}
+    // placeholder); the other aws: keys are global.
+    const key = raw.replace(/^(aws:(?:Request|Resource)Tag\/).+$/i, "$1${TagKey}");
+    const tagKey = /^aws:((Request|Resource)Tag\/|TagKeys$)/i.test(key);
+    if (key.startsWith("aws:") && !tagKey) continue;
     const known = [
       ...details.conditionKeys,
       ...matched.flatMap((t) => [...t.conditionKeys, ...t.typeKeys]),
