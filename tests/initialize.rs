@@ -867,3 +867,48 @@ async fn a_role_whose_creation_answer_was_lost_is_finished() {
         standin.counts()
     );
 }
+
+/// IAM is eventually consistent (IAM User Guide, "Changes that I make are not always
+/// immediately visible"): with the stand-in keeping each new role unknown to reads, and
+/// unusable, for 15 s, `initialize` still finishes, and a rerun at once (which cannot see
+/// the role yet, so tries to create it and is told it exists) finishes too, with one role
+/// holding the bucket's statement.
+#[tokio::test]
+async fn initialize_and_its_rerun_go_through_while_the_new_role_is_not_yet_visible() {
+    let standin = Standin::start();
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"consistency_seconds": 15}"#),
+    );
+    let init = || {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                "us-east-1",
+                "--bucket",
+                "young",
+            ])
+            .run()
+    };
+    let first = init();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let again = init();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"consistency_seconds": 0}"#),
+    );
+    let roles = standin.iam().list_roles().send().await.unwrap();
+    let names: Vec<&str> = roles.roles().iter().map(|r| r.role_name()).collect();
+    assert_eq!(names, ["vmimport"]);
+    let (_, inline) = role_documents(&standin, "vmimport").await;
+    assert!(
+        inline.to_string().contains("arn:aws:s3:::young/*"),
+        "{inline}"
+    );
+}

@@ -7,6 +7,7 @@ use aws_sdk_iam::Client;
 use serde_json::{json, Value};
 
 use crate::aws::calls::Op;
+use crate::aws::propagation::{naming, Age};
 use crate::error::{aws, Error, ErrorKind, Result};
 
 /// What a stage found and did to one resource.
@@ -722,10 +723,16 @@ pub async fn apply_role_documents(
                 // There since the plan looked: our first attempt, whose answer was lost (the
                 // SDK retried), or another run. Its trust policy is made ours.
                 Err(err) if err.code() == Some("EntityAlreadyExists") => {
-                    let out =
-                        iam.get_role().role_name(name).send().await.map_err(|e| {
-                            aws(Op::IamGetRole, format!("reading IAM role {name}"), e)
-                        })?;
+                    // IAM says it exists: one made a moment ago may not read back yet.
+                    let what = format!("reading IAM role {name}");
+                    let out = naming(Age::New, &what, || async {
+                        iam.get_role()
+                            .role_name(name)
+                            .send()
+                            .await
+                            .map_err(|e| aws(Op::IamGetRole, &what, e))
+                    })
+                    .await?;
                     let role = out
                         .role()
                         .ok_or_else(|| Error::missing(Op::IamGetRole, "Role"))?;

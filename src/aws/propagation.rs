@@ -5,6 +5,8 @@
 //! backoff). A call naming an AMI or snapshot this run has just made goes through
 //! [`naming`] with [`Age::New`]: its NotFound is asked again for up to [`PATIENCE`]. One
 //! named by the user or found by a describe call is [`Age::Known`]: its NotFound is final.
+//! IAM is eventually consistent too ("Changes that I make are not always immediately
+//! visible", IAM User Guide): a role IAM says exists may read as NoSuchEntity for a while.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +18,13 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_WAIT: Duration = Duration::from_secs(8);
 
-/// The codes EC2 answers for an AMI or snapshot it does not know (yet).
-const UNKNOWN: &[&str] = &["InvalidAMIID.NotFound", "InvalidSnapshot.NotFound"];
+/// The codes EC2 answers for an AMI or snapshot it does not know (yet), and IAM for a role
+/// or user.
+const UNKNOWN: &[&str] = &[
+    "InvalidAMIID.NotFound",
+    "InvalidSnapshot.NotFound",
+    "NoSuchEntity",
+];
 
 /// How long ago the resource a call names was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -773,7 +773,7 @@ async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()
     }
     match role_state {
         Ok(crate::aws::iam::RoleState::Absent) => Err(Error::Invalid(format!(
-            "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}`"
+            "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}` (a role made in the last minute may not be visible yet: IAM is eventually consistent, so rerun a little later)"
         ))),
         Ok(_) => Ok(()),
         Err(e) => {

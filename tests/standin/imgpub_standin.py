@@ -358,6 +358,11 @@ class ImportTask:
                 f"s3://{self.bucket}/{self.key}: it does not exist or the role cannot read it]"
             )
             return
+        if _young_iam_entity(account, "RoleName", self.role):
+            # See _iam_not_yet_visible; VM Import/Export's own words for a role it cannot use.
+            self.error = (f"ClientError: The service role {self.role} provided does not exist "
+                          "or does not have sufficient permissions")
+            return
         denied = self._role_denied(account)
         if denied:
             self.error = (
@@ -1367,6 +1372,63 @@ def _not_yet_visible(environ: dict, account: str, region: str) -> "Fault | None"
     return None
 
 
+IAM_READS_BY_NAME = {
+    "GetRole": "RoleName", "GetRolePolicy": "RoleName", "ListRolePolicies": "RoleName",
+    "ListAttachedRolePolicies": "RoleName", "GetUser": "UserName", "GetUserPolicy": "UserName",
+    "ListUserPolicies": "UserName", "ListAttachedUserPolicies": "UserName",
+    "ListAccessKeys": "UserName", "ListGroupsForUser": "UserName",
+}
+
+
+def _young_iam_entity(account: str, kind: str, name: str) -> bool:
+    """Whether the role or user `name` was made less than consistency_seconds ago."""
+    delay = SETTINGS["consistency_seconds"]
+    if not delay or not name:
+        return False
+    from moto.core.utils import utcnow
+
+    backend = iam_backends[account][get_partition("us-east-1")]
+    try:
+        entity = backend.get_role(name) if kind == "RoleName" else backend.get_user(name)
+    except Exception:  # noqa: BLE001 - not there at all: IAM's own answer
+        return False
+    when = getattr(entity, "create_date", None)
+    return isinstance(when, datetime.datetime) and (
+        _utc(utcnow()) - _utc(when)).total_seconds() < delay
+
+
+def _iam_not_yet_visible(environ: dict, service: str, action: str, account: str) -> "Fault | None":
+    """IAM is eventually consistent: "changes are not always immediately visible ... IAM ...
+    achieves high availability by replicating data across multiple servers ... a change that
+    you make ... might take time to become visible" (IAM User Guide, Troubleshooting IAM,
+    "Changes that I make are not always immediately visible"). With consistency_seconds, a
+    role or user younger than that is unknown to reads naming it (NoSuchEntity) and cannot
+    be assumed yet (AccessDenied); VM Import/Export cannot use such a role either (ImportTask).
+    How long is not documented. Writes go through."""
+    if not SETTINGS["consistency_seconds"] or service not in ("iam", "sts"):
+        return None
+    form = parse_qs(environ.get("QUERY_STRING", ""))
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form"):
+        form.update(parse_qs(read_body(environ).decode("utf-8", "replace")))
+    first = lambda key: (form.get(key) or [""])[0]  # noqa: E731
+    if service == "iam" and action in IAM_READS_BY_NAME:
+        kind = IAM_READS_BY_NAME[action]
+        name = first(kind)
+        if _young_iam_entity(account, kind, name):
+            what = "role" if kind == "RoleName" else "user"
+            return Fault({"status": 404, "code": "NoSuchEntity",
+                          "message": f"The {what} with name {name} cannot be found."})
+    if service == "sts" and action == "AssumeRole":
+        arn = first("RoleArn")
+        name = arn.rsplit("/", 1)[-1]
+        owner = arn.split(":")[4] if arn.count(":") >= 5 else account
+        if _young_iam_entity(owner, "RoleName", name):
+            return Fault({"status": 403, "code": "AccessDenied",
+                          "message": f"User is not authorized to perform: sts:AssumeRole on "
+                                     f"resource: {arn}"})
+    return None
+
+
 def _object_exists(bucket: str, key: str, account: str, region: str) -> bool:
     owner = _bucket_account(bucket, account)
     try:
@@ -2180,6 +2242,9 @@ class StandinApp:
         if service == "ebs":
             return EBS.serve(environ, start_response, account_of(environ), region)
         if service in ("sts", "iam"):
+            unseen = _iam_not_yet_visible(environ, service, action, account_of(environ))
+            if unseen is not None:
+                return self._error(environ, start_response, service, unseen)
             return self._query_error_shape(environ, start_response)
         if service == "ssm" and action == "PutParameter":
             return self._put_image_parameter(environ, start_response, region)

@@ -1063,6 +1063,39 @@ def test_new_amis_and_snapshots_are_unknown_for_a_while(account):
     assert ec2.describe_images(ImageIds=[image])["Images"][0]["ImageId"] == image
 
 
+def test_new_roles_and_users_are_unknown_for_a_while(account, images):
+    """IAM's eventual consistency (IAM User Guide, "Changes that I make are not always
+    immediately visible"): with consistency_seconds, a new role or user is unknown to reads
+    naming it, cannot be assumed, and VM Import/Export cannot use a new role."""
+    iam, sts, ec2 = client(account, "iam"), client(account, "sts"), client(account, "ec2")
+    control(account, "/_standin/config", {"consistency_seconds": 600})
+    try:
+        arn = iam.create_role(RoleName="fresh-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        iam.put_role_policy(RoleName="fresh-role", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                                                    "Resource": "*"}]}))  # writes go through
+        iam.create_user(UserName="fresh-user")
+        for call in (lambda: iam.get_role(RoleName="fresh-role"),
+                     lambda: iam.get_user(UserName="fresh-user")):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert _code(e) == "NoSuchEntity"
+        with pytest.raises(ClientError) as e:
+            sts.assume_role(RoleArn=arn, RoleSessionName="early")
+        assert _code(e) == "AccessDenied"
+        s3 = client(account, "s3")
+        s3.create_bucket(Bucket="fresh-role-images")
+        s3.put_object(Bucket="fresh-role-images", Key="disk.raw", Body=images["raw"].read_bytes())
+        task = ec2.import_snapshot(RoleName="fresh-role", DiskContainer={
+            "Format": "RAW", "UserBucket": {"S3Bucket": "fresh-role-images", "S3Key": "disk.raw"}})
+        detail, _ = wait_task(ec2, task["ImportTaskId"])
+        assert detail["Status"] == "deleted" and "fresh-role" in detail["StatusMessage"], detail
+    finally:
+        control(account, "/_standin/config", {"consistency_seconds": 0})
+    assert iam.get_role(RoleName="fresh-role")["Role"]["Arn"] == arn
+    sts.assume_role(RoleArn=arn, RoleSessionName="later")
+
+
 def test_dry_run_answers_for_the_caller(enforcing):
     snap = admin_snapshot(enforcing)
     as_user, _ = user_with_policy(enforcing, "dry", [
