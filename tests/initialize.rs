@@ -879,7 +879,7 @@ async fn initialize_and_its_rerun_go_through_while_the_new_role_is_not_yet_visib
     standin.control(
         "POST",
         "/_standin/config",
-        Some(r#"{"consistency_seconds": 15}"#),
+        Some(r#"{"iam_consistency_seconds": 15}"#),
     );
     let init = || {
         standin
@@ -901,7 +901,7 @@ async fn initialize_and_its_rerun_go_through_while_the_new_role_is_not_yet_visib
     standin.control(
         "POST",
         "/_standin/config",
-        Some(r#"{"consistency_seconds": 0}"#),
+        Some(r#"{"iam_consistency_seconds": 0}"#),
     );
     let roles = standin.iam().list_roles().send().await.unwrap();
     let names: Vec<&str> = roles.roles().iter().map(|r| r.role_name()).collect();

@@ -162,9 +162,11 @@ SETTINGS: dict[str, Any] = {
     # DescribeImportSnapshotTasks lists tasks "currently active or were completed or
     # canceled in the previous 7 days" (API reference); tests shorten it.
     "import_task_retention_seconds": 7 * 86400.0,
-    # EC2 is eventually consistent (see _not_yet_visible); how long a new AMI or snapshot
-    # stays unknown to requests naming it is not documented. 0: visible at once.
+    # EC2 and IAM are eventually consistent (see _not_yet_visible, _iam_not_yet_visible);
+    # how long a new AMI or snapshot, or role or user, stays unknown is not documented, and
+    # the two services propagate apart. 0: visible at once.
     "consistency_seconds": 0.0,
+    "iam_consistency_seconds": 0.0,
     "ssm_reject_images": [],
 }
 
@@ -1381,8 +1383,8 @@ IAM_READS_BY_NAME = {
 
 
 def _young_iam_entity(account: str, kind: str, name: str) -> bool:
-    """Whether the role or user `name` was made less than consistency_seconds ago."""
-    delay = SETTINGS["consistency_seconds"]
+    """Whether the role or user `name` was made less than iam_consistency_seconds ago."""
+    delay = SETTINGS["iam_consistency_seconds"]
     if not delay or not name:
         return False
     from moto.core.utils import utcnow
@@ -1401,11 +1403,11 @@ def _iam_not_yet_visible(environ: dict, service: str, action: str, account: str)
     """IAM is eventually consistent: "changes are not always immediately visible ... IAM ...
     achieves high availability by replicating data across multiple servers ... a change that
     you make ... might take time to become visible" (IAM User Guide, Troubleshooting IAM,
-    "Changes that I make are not always immediately visible"). With consistency_seconds, a
-    role or user younger than that is unknown to reads naming it (NoSuchEntity) and cannot
+    "Changes that I make are not always immediately visible"). With iam_consistency_seconds,
+    a role or user younger than that is unknown to reads naming it (NoSuchEntity) and cannot
     be assumed yet (AccessDenied); VM Import/Export cannot use such a role either (ImportTask).
     How long is not documented. Writes go through."""
-    if not SETTINGS["consistency_seconds"] or service not in ("iam", "sts"):
+    if not SETTINGS["iam_consistency_seconds"] or service not in ("iam", "sts"):
         return None
     form = parse_qs(environ.get("QUERY_STRING", ""))
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form"):

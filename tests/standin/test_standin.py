@@ -1065,10 +1065,10 @@ def test_new_amis_and_snapshots_are_unknown_for_a_while(account):
 
 def test_new_roles_and_users_are_unknown_for_a_while(account, images):
     """IAM's eventual consistency (IAM User Guide, "Changes that I make are not always
-    immediately visible"): with consistency_seconds, a new role or user is unknown to reads
+    immediately visible"): with iam_consistency_seconds, a new role or user is unknown to reads
     naming it, cannot be assumed, and VM Import/Export cannot use a new role."""
     iam, sts, ec2 = client(account, "iam"), client(account, "sts"), client(account, "ec2")
-    control(account, "/_standin/config", {"consistency_seconds": 600})
+    control(account, "/_standin/config", {"iam_consistency_seconds": 600})
     try:
         arn = iam.create_role(RoleName="fresh-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         iam.put_role_policy(RoleName="fresh-role", PolicyName="p", PolicyDocument=json.dumps({
@@ -1091,7 +1091,7 @@ def test_new_roles_and_users_are_unknown_for_a_while(account, images):
         detail, _ = wait_task(ec2, task["ImportTaskId"])
         assert detail["Status"] == "deleted" and "fresh-role" in detail["StatusMessage"], detail
     finally:
-        control(account, "/_standin/config", {"consistency_seconds": 0})
+        control(account, "/_standin/config", {"iam_consistency_seconds": 0})
     assert iam.get_role(RoleName="fresh-role")["Role"]["Arn"] == arn
     sts.assume_role(RoleArn=arn, RoleSessionName="later")
 
