@@ -30,6 +30,14 @@ pub enum ErrorKind {
     ImageRejected,
     /// We stopped waiting; the work goes on in AWS and a rerun picks it up.
     Timeout,
+    /// A task we waited on ended in failure (a copy's `failed` state, an import that
+    /// ended without AWS saying the image was at fault).
+    TaskFailed,
+    /// What we waited on went away: a copy deregistered before it was available.
+    Gone,
+    /// The permission preflight found calls IAM would refuse; nothing was changed, and the
+    /// message names the policy line.
+    PreflightDenied,
     /// No answer: connection, TLS or a 5xx after retries.
     Unavailable,
     Other,
@@ -101,10 +109,13 @@ pub enum Error {
         context: String,
         /// The operation, when the error is an answer to one.
         op: Option<Op>,
-        /// AWS's error code when the service answered (or ours for a wait: `ImportFailed`).
+        /// AWS's error code, when AWS gave one (never one of ours: those are kinds).
         code: Option<String>,
         kind: ErrorKind,
         detail: String,
+        /// The SDK's error, with its whole chain (`-d` prints it).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A local file could not be read.
     #[error("{context}: {source}")]
@@ -164,6 +175,7 @@ impl Error {
             code: code.map(str::to_owned),
             kind,
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -190,7 +202,7 @@ impl Error {
     /// needs; other errors as they are.
     pub fn with_policy_hint(self, fix: &str) -> Self {
         match self.kind() {
-            Some(ErrorKind::AccessDenied) if self.code() != Some("PreflightDenied") => {
+            Some(ErrorKind::AccessDenied) => {
                 self.with_hint(&format!("`{fix}` prints the policy this command needs"))
             }
             _ => self,
@@ -212,7 +224,7 @@ impl Error {
 /// (`context`), AWS's code and message, and a fix for the kinds whose fix we know. One line.
 pub fn aws<E>(op: Op, context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_owned);
     let status = err.raw_response().map(|r| r.status().as_u16());
@@ -260,6 +272,7 @@ where
         code,
         kind,
         detail,
+        source: Some(Box::new(err)),
     }
 }
 
@@ -363,12 +376,7 @@ mod tests {
     fn exit_codes() {
         assert_eq!(Error::Invalid("x".into()).exit_code(), 2);
         assert_eq!(Error::Interrupted.exit_code(), 130);
-        let e = Error::failed(
-            "importing",
-            ErrorKind::ImageRejected,
-            Some("ImportFailed"),
-            "no",
-        );
+        let e = Error::failed("importing", ErrorKind::ImageRejected, None, "no");
         assert_eq!(e.exit_code(), 1);
         assert_eq!(e.to_string(), "importing: no");
     }

@@ -5,9 +5,11 @@
 //! takes ready SDK clients and returns a typed result; `image` inspects files locally.
 
 pub mod aws;
+mod blocking;
 pub mod commands;
 pub mod error;
 pub mod image;
+pub mod names;
 pub mod progress;
 pub mod sha256;
 

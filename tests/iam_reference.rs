@@ -53,7 +53,11 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
         snapshot_users: vec!["111122223333".into()],
         ..Sharing::default()
     };
-    let shared = Call::new(Op::Ec2ModifySnapshotAttribute, "us-east-1", vec![]).sharing(&sharing);
+    let shared = sharing.on(Call::new(
+        Op::Ec2ModifySnapshotAttribute,
+        "us-east-1",
+        vec![],
+    ));
     let mut entries = vec![];
     for &op in Op::ALL {
         for need in op.info().needs {

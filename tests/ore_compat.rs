@@ -554,19 +554,16 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
 
     // Go's forms, as ore takes them; a dry run changes nothing.
     standin.reset_requests();
-    let lines = json_lines(&gc(&["--duration", "1h30m", "--dry-run"]));
-    let mut listed: Vec<&str> = lines
+    let planned = common::planned_calls(&gc(&["--duration", "1h30m", "--dry-run"]));
+    let mut expected: Vec<(String, String, String)> = [&old, &two_hours]
         .iter()
-        .map(|l| l["instance"].as_str().unwrap())
+        .map(|id| {
+            let op = "ec2:TerminateInstances".to_string();
+            (op, REGION.to_string(), id.to_string())
+        })
         .collect();
-    listed.sort();
-    let mut expected = vec![old.as_str(), two_hours.as_str()];
     expected.sort();
-    assert_eq!(listed, expected, "{lines:?}");
-    assert!(
-        lines.iter().all(|l| l["status"] == "would terminate"),
-        "{lines:?}"
-    );
+    assert_eq!(planned, expected);
     assert_only_reads(&standin);
 
     // ore's invocation: the default 5h.
@@ -696,16 +693,15 @@ async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
 
     standin.reset_requests();
-    let lines = json_lines(&gc(&[
-        "--tag",
-        "stream=testing",
-        "--duration",
-        "0s",
-        "--dry-run",
-    ]));
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["image"], json!(old));
-    assert_eq!(lines[0]["status"], "would delete");
+    let run = gc(&["--tag", "stream=testing", "--duration", "0s", "--dry-run"]);
+    let call = |op: &str, id: &str| (op.to_string(), REGION.to_string(), id.to_string());
+    assert_eq!(
+        common::planned_calls(&run),
+        vec![
+            call("ec2:DeleteSnapshot", &old_snap),
+            call("ec2:DeregisterImage", &old)
+        ]
+    );
     assert_only_reads(&standin);
 
     let out = gc(&["--tag", "stream=testing", "--duration", "0s"]).json();

@@ -9,12 +9,12 @@ use aws_sdk_ec2::types::{
     VolumeType as Ec2VolumeType,
 };
 use aws_sdk_ec2::Client;
-use clap::ValueEnum;
 
-use crate::aws::calls::Op;
+use crate::aws::calls::{Call, Op};
 use crate::aws::propagation::{naming, Age};
 use crate::aws::tags;
 use crate::error::{aws, Error, ErrorKind, Result};
+use crate::names::Named;
 use aws_smithy_types::DateTime;
 
 pub const ROOT_DEVICE: &str = "/dev/xvda";
@@ -42,33 +42,52 @@ pub fn validate_ami_name(name: &str) -> Result<()> {
 }
 
 /// `--arch`, in ore's spellings (Go's and the kernel's), any case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
-    #[value(name = "x86_64", alias = "amd64")]
     X86_64,
-    #[value(name = "arm64", alias = "aarch64")]
     Arm64,
 }
 
+impl Named for Arch {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (Arch::X86_64, "x86_64", &["amd64"]),
+        (Arch::Arm64, "arm64", &["aarch64"]),
+    ];
+}
+
 /// `--x86-boot-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMode {
     LegacyBios,
     Uefi,
     UefiPreferred,
 }
 
+impl Named for BootMode {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (BootMode::LegacyBios, "legacy-bios", &[]),
+        (BootMode::Uefi, "uefi", &[]),
+        (BootMode::UefiPreferred, "uefi-preferred", &[]),
+    ];
+}
+
 /// `--sriov-net-support`: enhanced networking with the Intel 82599 VF (`simple`, as ore and
 /// pubsys register), or left unset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SriovNetSupport {
     Simple,
     Off,
 }
 
+impl Named for SriovNetSupport {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (SriovNetSupport::Simple, "simple", &[]),
+        (SriovNetSupport::Off, "off", &[]),
+    ];
+}
+
 /// `--volume-type`: the root volume's EBS type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeType {
     Gp3,
     Gp2,
@@ -79,11 +98,27 @@ pub enum VolumeType {
     Standard,
 }
 
+impl Named for VolumeType {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (VolumeType::Gp3, "gp3", &[]),
+        (VolumeType::Gp2, "gp2", &[]),
+        (VolumeType::Io1, "io1", &[]),
+        (VolumeType::Io2, "io2", &[]),
+        (VolumeType::St1, "st1", &[]),
+        (VolumeType::Sc1, "sc1", &[]),
+        (VolumeType::Standard, "standard", &[]),
+    ];
+}
+
 /// `--tpm-support`: the one value EC2 has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpmSupport {
-    #[value(name = "v2.0")]
     V2,
+}
+
+impl Named for TpmSupport {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] =
+        &[(TpmSupport::V2, "v2.0", &[])];
 }
 
 impl Arch {
@@ -613,6 +648,28 @@ pub struct Sharing {
     pub snapshot_users: Vec<String>,
 }
 
+impl Sharing {
+    /// `call` (a ModifyImageAttribute or ModifySnapshotAttribute) as this sharing makes it:
+    /// the accounts it shares with and, for a snapshot, the `ec2:Add/*` condition keys the
+    /// request carries.
+    pub fn on(&self, mut call: Call) -> Call {
+        if call.op == Op::Ec2ModifyImageAttribute {
+            call.shares_with = self.launch_users.clone();
+            return call;
+        }
+        call.shares_with = self.snapshot_users.clone();
+        if !self.snapshot_users.is_empty() {
+            call.context
+                .push(("ec2:Add/userId".into(), self.snapshot_users.clone()));
+        }
+        if self.public {
+            call.context
+                .push(("ec2:Add/group".into(), vec!["all".to_string()]));
+        }
+        call
+    }
+}
+
 /// 12-digit AWS account ids for `--grant-user` and `--grant-user-snapshot`.
 pub fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
     match ids
@@ -794,16 +851,16 @@ mod tests {
 
     #[test]
     fn ore_spellings_and_boot_modes() {
-        assert_eq!(Arch::from_str("amd64", true).unwrap(), Arch::X86_64);
-        assert_eq!(Arch::from_str("AARCH64", true).unwrap(), Arch::Arm64);
-        assert!(Arch::from_str("riscv64", true).is_err());
+        assert_eq!(Arch::from_name("amd64").unwrap(), Arch::X86_64);
+        assert_eq!(Arch::from_name("AARCH64").unwrap(), Arch::Arm64);
+        assert!(Arch::from_name("riscv64").is_none());
         assert_eq!(
-            BootMode::from_str("uefi-preferred", true).unwrap(),
+            BootMode::from_name("uefi-preferred").unwrap(),
             BootMode::UefiPreferred
         );
-        assert_eq!(TpmSupport::from_str("v2.0", true).unwrap(), TpmSupport::V2);
+        assert_eq!(TpmSupport::from_name("v2.0").unwrap(), TpmSupport::V2);
         assert_eq!(
-            VolumeType::from_str("GP3", true).unwrap().ec2(),
+            VolumeType::from_name("GP3").unwrap().ec2(),
             Ec2VolumeType::Gp3
         );
         assert_eq!(

@@ -130,7 +130,7 @@ pub struct Need {
     /// A condition that must hold for this need: `ec2:CreateTags` on create is allowed
     /// only with `ec2:CreateAction` = the creating operation.
     pub create_action: Option<&'static str>,
-    /// How imgpub's tag ([`crate::aws::tags::MANAGED_KEY`]) scopes the need.
+    /// How imgpub's tag (`imgpub:managed`, aws/tags.rs) scopes the need.
     pub tagged: Tagged,
     pub why: &'static str,
 }
@@ -1261,25 +1261,6 @@ impl Call {
             .iter()
             .any(|read| name.starts_with(read))
             || self.op == Op::IamSimulatePrincipalPolicy)
-    }
-
-    /// The call shares an AMI (its launch permissions) or a snapshot: the accounts, and
-    /// for a snapshot the `ec2:Add/*` keys ModifySnapshotAttribute carries.
-    pub fn sharing(mut self, sharing: &crate::aws::ami::Sharing) -> Call {
-        if self.op == Op::Ec2ModifyImageAttribute {
-            self.shares_with = sharing.launch_users.clone();
-            return self;
-        }
-        self.shares_with = sharing.snapshot_users.clone();
-        if !sharing.snapshot_users.is_empty() {
-            self.context
-                .push(("ec2:Add/userId".into(), sharing.snapshot_users.clone()));
-        }
-        if sharing.public {
-            self.context
-                .push(("ec2:Add/group".into(), vec!["all".to_string()]));
-        }
-        self
     }
 
     /// The IAM checks this call needs: (action, resource ARN, `ec2:CreateAction` if any),

@@ -161,8 +161,8 @@ const GONE_AFTER_POLLS: u32 = (PATIENCE.as_secs() / crate::aws::POLL.as_secs()) 
 fn gone(region: &str, image_id: &str) -> Error {
     Error::failed(
         format!("copy {image_id} in {region}"),
-        ErrorKind::NotFound,
-        Some("CopyGone"),
+        ErrorKind::Gone,
+        None,
         "the copy is deregistered (or never appeared)",
     )
 }
@@ -222,8 +222,8 @@ async fn wait_available(
                         .unwrap_or("no reason given");
                     return Err(Error::failed(
                         format!("copy {image_id} in {region}"),
-                        ErrorKind::Other,
-                        Some("CopyFailed"),
+                        ErrorKind::TaskFailed,
+                        None,
                         format!("AWS ended the copy: {reason}"),
                     ));
                 }
@@ -241,7 +241,7 @@ async fn wait_available(
             return Err(Error::failed(
                 format!("copy {image_id} in {region}"),
                 ErrorKind::Timeout,
-                Some("CopyTimeout"),
+                None,
                 format!(
                     "not available after {}s; it keeps going in AWS, and a rerun picks it up",
                     timeout.as_secs()
@@ -366,7 +366,7 @@ pub async fn copy_to_region(
             match wait_available(ec2, region, &id, timeout).await {
                 // The token named a copy deregistered since (delete-image): a new token
                 // that names the copy it replaces, so a rerun finds this one again.
-                Err(e) if e.code() == Some("CopyGone") && replacing.is_none() => {
+                Err(e) if e.kind() == Some(ErrorKind::Gone) && replacing.is_none() => {
                     tracing::info!(
                         "{region}: the earlier copy {id} is deregistered; copying again"
                     );

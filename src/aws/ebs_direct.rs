@@ -226,7 +226,7 @@ pub async fn write_snapshot(
 ) -> Result<String> {
     let path = req.path.clone();
     let info = req.info.clone();
-    let disk = Arc::new(crate::commands::blocking(move || Disk::open(&path, &info)).await?);
+    let disk = Arc::new(crate::blocking::run(move || Disk::open(&path, &info)).await?);
     let region = ebs
         .config()
         .region()
@@ -241,7 +241,7 @@ pub async fn write_snapshot(
         // Before any snapshot is started: one that could not be journaled could not be
         // resumed, and each rerun would leave another behind.
         let (dir, region) = (dir.clone(), region.clone());
-        crate::commands::blocking(move || ebs_journal::ensure_writable(&dir, &region)).await?;
+        crate::blocking::run(move || ebs_journal::ensure_writable(&dir, &region)).await?;
     }
     let (snapshot, journal, record) = match start {
         Start::Resume(id) | Start::Abandon(id) => {
@@ -275,7 +275,7 @@ pub async fn write_snapshot(
             crate::aws::ami::delete_snapshot(ec2, old, true).await?;
             {
                 let (dir, region, old) = (dir.clone(), region.clone(), old.clone());
-                crate::commands::blocking(move || {
+                crate::blocking::run(move || {
                     ebs_journal::forget(&dir, &region, &old);
                     Ok(())
                 })
@@ -300,12 +300,12 @@ pub async fn write_snapshot(
         record.blocks.into_iter().collect()
     } else {
         let reading = Arc::clone(&disk);
-        let data_blocks = crate::commands::blocking(move || reading.data_blocks()).await?;
+        let data_blocks = crate::blocking::run(move || reading.data_blocks()).await?;
         put_blocks(ebs, &snapshot, disk, data_blocks, &record, &journal, req).await?
     };
     {
         let journal = Arc::clone(&journal);
-        crate::commands::blocking(move || journal.completing()).await?;
+        crate::blocking::run(move || journal.completing()).await?;
     }
     match complete(ebs, &snapshot, &digests).await {
         Ok(()) => {}
@@ -329,7 +329,7 @@ pub async fn write_snapshot(
 async fn remove_journal(journal: Arc<Journal>) -> Result<()> {
     match Arc::try_unwrap(journal) {
         Ok(journal) => {
-            crate::commands::blocking(move || {
+            crate::blocking::run(move || {
                 journal.remove();
                 Ok(())
             })
@@ -351,7 +351,7 @@ async fn open_journal(
         snapshot.to_string(),
         content.to_string(),
     );
-    crate::commands::blocking(move || Journal::open(&dir, &region, &snapshot, &content)).await
+    crate::blocking::run(move || Journal::open(&dir, &region, &snapshot, &content)).await
 }
 
 /// The journal of a snapshot just started: `(id, encrypted)` as StartSnapshot answered.
@@ -368,7 +368,7 @@ async fn new_journal(
         content.to_string(),
     );
     let journal =
-        crate::commands::blocking(move || Journal::create(&dir, &region, &id, &content, encrypted))
+        crate::blocking::run(move || Journal::create(&dir, &region, &id, &content, encrypted))
             .await?;
     let record = Record {
         encrypted,
@@ -470,7 +470,7 @@ async fn put_blocks(
             async move {
                 let index32 = i32::try_from(index)
                     .map_err(|_| Error::Invalid(format!("block {index} is past any EBS volume")))?;
-                let block = crate::commands::blocking(move || {
+                let block = crate::blocking::run(move || {
                     read_block(&disk, index, &buffers, &readers, zeros)
                 })
                 .await?;
@@ -482,7 +482,7 @@ async fn put_blocks(
                     Some((data, digest)) => {
                         put_block(ebs, snapshot, index32, data, &digest).await?;
                         let journal = Arc::clone(journal);
-                        crate::commands::blocking(move || journal.sent(index32, &digest)).await?;
+                        crate::blocking::run(move || journal.sent(index32, &digest)).await?;
                         sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Some((index32, digest))
                     }

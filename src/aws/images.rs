@@ -30,19 +30,25 @@ fn check_image_id(flag: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses one `--image` value; a bare id belongs to `default_region`.
-pub fn parse_image_arg(arg: &str, default_region: &str) -> Result<RegionalImage> {
+/// Parses one `--image` value: its region, if it names one, and the AMI id.
+fn parse_arg(arg: &str) -> Result<(Option<String>, String)> {
     let (region, id) = match arg.split_once('=') {
         Some((region, id)) => {
             validate_region(region)?;
-            (region, id)
+            (Some(region.to_string()), id)
         }
-        None => (default_region, arg),
+        None => (None, arg),
     };
     check_image_id("--image", id)?;
+    Ok((region, id.to_string()))
+}
+
+/// Parses one `--image` value; a bare id belongs to `default_region`.
+pub fn parse_image_arg(arg: &str, default_region: &str) -> Result<RegionalImage> {
+    let (region, image_id) = parse_arg(arg)?;
     Ok(RegionalImage {
-        region: region.to_string(),
-        image_id: id.to_string(),
+        region: region.unwrap_or_else(|| default_region.to_string()),
+        image_id,
     })
 }
 
@@ -96,27 +102,53 @@ pub fn read_copy_lines(path: &str) -> Result<Vec<RegionalImage>> {
     parse_copy_lines(&text, path)
 }
 
-/// All images named on the command line, in order, without repeats. At least one is needed.
-pub fn collect(
-    image_args: &[String],
-    images_from: Option<&str>,
-    default_region: &str,
-) -> Result<Vec<RegionalImage>> {
-    let mut all = vec![];
-    for arg in image_args {
-        all.push(parse_image_arg(arg, default_region)?);
+/// `--image` and `--images-from`, as given.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSelection {
+    pub images: Vec<String>,
+    pub images_from: Option<String>,
+}
+
+/// The AMIs a command was given, read and checked; a bare `ami-…` waits for the command's
+/// region, known once the configuration is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected(Vec<(Option<String>, String)>);
+
+impl ImageSelection {
+    /// Parses every `--image` and reads `--images-from` (it may be stdin: this blocks). At
+    /// least one AMI is needed.
+    pub fn read(&self) -> Result<Selected> {
+        let mut all: Vec<(Option<String>, String)> = self
+            .images
+            .iter()
+            .map(|a| parse_arg(a))
+            .collect::<Result<_>>()?;
+        if let Some(path) = &self.images_from {
+            let read = read_copy_lines(path)?;
+            all.extend(read.into_iter().map(|i| (Some(i.region), i.image_id)));
+        }
+        if all.is_empty() {
+            return Err(Error::Invalid(
+                "no AMI given: pass --image ami-… (or REGION=ami-…), or --images-from FILE with copy-regions output".into(),
+            ));
+        }
+        Ok(Selected(all))
     }
-    if let Some(path) = images_from {
-        all.extend(read_copy_lines(path)?);
+}
+
+impl Selected {
+    /// Every AMI with its region (a bare id's is `default_region`), in order, without repeats.
+    pub fn in_region(self, default_region: &str) -> Vec<RegionalImage> {
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .into_iter()
+            .map(|(region, image_id)| RegionalImage {
+                region: region.unwrap_or_else(|| default_region.to_string()),
+                image_id,
+            })
+            .filter(|i| seen.insert(i.clone()))
+            .collect()
     }
-    let mut seen = std::collections::HashSet::new();
-    all.retain(|i| seen.insert(i.clone()));
-    if all.is_empty() {
-        return Err(Error::Invalid(
-            "no AMI given: pass --image ami-… (or REGION=ami-…), or --images-from FILE with copy-regions output".into(),
-        ));
-    }
-    Ok(all)
 }
 
 #[cfg(test)]
@@ -156,9 +188,17 @@ mod tests {
     }
 
     #[test]
-    fn collect_needs_one_and_drops_repeats() {
-        assert!(collect(&[], None, "us-east-1").is_err());
-        let args = vec!["ami-1".to_string(), "us-east-1=ami-1".to_string()];
-        assert_eq!(collect(&args, None, "us-east-1").unwrap().len(), 1);
+    fn selection_needs_one_and_drops_repeats() {
+        assert!(ImageSelection::default().read().is_err());
+        let selection = ImageSelection {
+            images: vec!["ami-1".to_string(), "us-east-1=ami-1".to_string()],
+            images_from: None,
+        };
+        assert_eq!(selection.read().unwrap().in_region("us-east-1").len(), 1);
+        let bad = ImageSelection {
+            images: vec!["eu_west=ami-1".to_string()],
+            images_from: None,
+        };
+        assert!(bad.read().is_err());
     }
 }

@@ -367,12 +367,12 @@ async fn wait_for_import(
                 let kind = if image_rejected {
                     ErrorKind::ImageRejected
                 } else {
-                    ErrorKind::Other
+                    ErrorKind::TaskFailed
                 };
                 return Err(Error::failed(
                     format!("import task {task_id}"),
                     kind,
-                    Some("ImportFailed"),
+                    None,
                     format!("AWS ended the import: {message}"),
                 ));
             }
@@ -395,7 +395,7 @@ async fn wait_for_import(
             return Err(Error::failed(
                 format!("import task {task_id}"),
                 ErrorKind::Timeout,
-                Some("ImportTimeout"),
+                None,
                 format!(
                     "not finished within the import timeout ({}s, the wait for a free import slot included); it keeps running in AWS, and a rerun of the same command picks it up",
                     timeout.as_secs()

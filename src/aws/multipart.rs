@@ -26,13 +26,46 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use crate::aws::buffers::Buffers;
-use crate::aws::calls::Op;
+use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::s3::S3Object;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::sha256::{Kernel, Sha256Lanes};
 
 const MIB: u64 = 1 << 20;
+
+/// How the multipart upload sends the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub part_size: Option<u64>,
+    pub concurrency: usize,
+}
+
+/// The calls an upload of `object` may make (`upload-object`'s, and `upload`'s for its
+/// image): the look for a matching object, the resume, the upload, the abort.
+pub fn calls(region: &str, object: &S3Object) -> Vec<Call> {
+    let o = Resource::Object {
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+    };
+    let bucket = Resource::Bucket(object.bucket.clone());
+    let mut calls = vec![
+        Call::new(Op::S3HeadObject, region, vec![o.clone(), bucket.clone()]),
+        Call::new(Op::S3ListMultipartUploads, region, vec![bucket]),
+    ];
+    for op in [
+        Op::S3ListParts,
+        Op::S3CreateMultipartUpload,
+        Op::S3UploadPart,
+        Op::S3CompleteMultipartUpload,
+    ] {
+        calls.push(Call::new(op, region, vec![o.clone()]));
+    }
+    // An upload that cannot be resumed (a 4xx) is aborted, so no parts are left behind.
+    calls.push(Call::new(Op::S3AbortMultipartUpload, region, vec![o]).on_failure());
+    calls
+}
+
 /// S3's limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
 const MIN_PART_SIZE: u64 = 5 * MIB;
 const MAX_PART_SIZE: u64 = 5 << 30;

@@ -56,7 +56,7 @@ pub enum NotPublic {
     Snapshot,
 }
 
-/// What `ensure-public` found not public, and made (or, in a dry run, would make) public.
+/// What `ensure-public` found not public, and made public.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MadePublic {
     pub region: String,
@@ -65,7 +65,6 @@ pub struct MadePublic {
     pub snapshot: Option<String>,
     /// `image` (launch permission group all) and/or `snapshot` (createVolumePermission all).
     pub fixed: Vec<NotPublic>,
-    pub dry_run: bool,
 }
 
 /// The AMIs `ensure-public` looks at: those carrying every tag (ore's `production=true` by
@@ -178,7 +177,6 @@ pub async fn find_not_public(
             name: image.name().unwrap_or("").to_string(),
             snapshot,
             fixed: what,
-            dry_run: true,
         });
     }
     tracing::info!(
@@ -218,8 +216,5 @@ pub async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic>
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(MadePublic {
-        dry_run: false,
-        ..found.clone()
-    })
+    Ok(found.clone())
 }

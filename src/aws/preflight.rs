@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
-use clap::ValueEnum;
 
 use crate::aws::calls::{Arns, Call, Op, Resource, Tagged};
 use crate::aws::config::{AwsContext, Identity};
@@ -16,7 +15,7 @@ use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
 use crate::error::{aws, Error, ErrorKind, Result};
 
 /// `--preflight`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PreflightMode {
     /// Check when the caller may simulate its own policies; otherwise say so and go on.
     #[default]
@@ -24,6 +23,14 @@ pub enum PreflightMode {
     /// Stop when the check cannot be made.
     Require,
     Off,
+}
+
+impl crate::names::Named for PreflightMode {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (PreflightMode::Auto, "auto", &[]),
+        (PreflightMode::Require, "require", &[]),
+        (PreflightMode::Off, "off", &[]),
+    ];
 }
 
 /// Whose policies to simulate: IAM takes a user or a role, not a role's session.
@@ -429,8 +436,8 @@ pub async fn run(
     let fix = with_sharing(fix, calls);
     Err(Error::failed(
         "permission preflight",
-        ErrorKind::AccessDenied,
-        Some("PreflightDenied"),
+        ErrorKind::PreflightDenied,
+        None,
         format!(
             "{principal} may not make {} of the calls this run needs; nothing was changed: {}. Grant them: `{fix}` prints the policy",
             denied.len(),
@@ -484,10 +491,12 @@ mod tests {
             launch_users: vec!["333344445555".into()],
             ..Sharing::default()
         };
-        let share =
-            Call::new(Op::Ec2ModifySnapshotAttribute, "eu-west-1", vec![]).sharing(&sharing);
-        let launch =
-            Call::new(Op::Ec2ModifyImageAttribute, "eu-west-1", vec![]).sharing(&launch_only);
+        let share = sharing.on(Call::new(
+            Op::Ec2ModifySnapshotAttribute,
+            "eu-west-1",
+            vec![],
+        ));
+        let launch = launch_only.on(Call::new(Op::Ec2ModifyImageAttribute, "eu-west-1", vec![]));
         let calls = [share, Call::new(Op::Ec2DescribeImages, "eu-west-1", vec![])];
         assert_eq!(
             with_sharing("imgpub aws policy --for copy", &calls),

@@ -10,6 +10,8 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::copy::{self, Copied, InRegion, Source};
 use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, Result};
 
@@ -155,10 +157,10 @@ pub fn check(plan: &Plan) -> Vec<Call> {
             calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
         }
         if !sharing.launch_permissions().is_empty() {
-            calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]).sharing(sharing));
+            calls.push(sharing.on(call(Op::Ec2ModifyImageAttribute, vec![image])));
         }
         if !sharing.volume_permissions().is_empty() {
-            calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(sharing));
+            calls.push(sharing.on(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot])));
         }
     }
     calls
@@ -222,4 +224,32 @@ pub async fn apply(
         plan.targets.len() + plan.failed.len()
     );
     Err(failure_summary(context, &failures))
+}
+
+impl Command for CopyOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<()> {
+        validate(self)
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&a.ctx, self).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    /// With the sharing the copies carry (also for a refusal later in the run).
+    fn policy(&self, _: &Account, _: &Plan, calls: &[Call]) -> Option<String> {
+        let line = needs::fix_line(For::Copy, None, None);
+        Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+    }
 }

@@ -20,8 +20,9 @@ use crate::aws::calls::{Arns, Call, Op, Resource};
 use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RoleState};
 use crate::aws::publisher::{self, Origin, Trust, UserState, GITHUB_ISSUER, PUBLISHER_TAG};
+use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::policy::{self, PolicyOptions};
-use crate::commands::{blocking, Clients};
+use crate::commands::Clients;
 use crate::error::{Error, Result};
 
 /// The inline policy's name on a publisher role.
@@ -656,7 +657,9 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
             let file = match (*new_key, key_file) {
                 (true, Some(path)) => {
                     let at = path.clone();
-                    let file = blocking(move || publisher::create_credentials_file(&at)).await?;
+                    let file =
+                        crate::blocking::run(move || publisher::create_credentials_file(&at))
+                            .await?;
                     Some((path.clone(), file))
                 }
                 _ => None,
@@ -789,7 +792,7 @@ async fn issue_key(
     };
     let key = id.clone();
     let shown = path.display().to_string();
-    let write = blocking(move || {
+    let write = crate::blocking::run(move || {
         publisher::write_credentials(file, &key, &secret)
             .map_err(|e| Error::io(format!("writing the new access key to {shown}"), e))
     })
@@ -811,10 +814,39 @@ async fn issue_key(
 
 /// Removes a key file that holds no key (best effort: it is empty).
 async fn discard(path: PathBuf) {
-    let _ = blocking(move || {
+    let _ = crate::blocking::run(move || {
         std::fs::remove_file(&path).map_err(|e| Error::io("removing the unused key file", e))
     })
     .await;
+}
+
+impl Command for PublisherOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<()> {
+        validate(self).map(drop)
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&Clients::new(&a.ctx), &a.identity, self).await
+    }
+
+    fn check(&self, a: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan, &a.ctx.region)
+    }
+
+    /// An admin's command (it writes IAM): no publisher policy covers it, so there is no
+    /// preflight.
+    fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        emit(Output::json(&apply(&Clients::new(&a.ctx), plan).await?));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

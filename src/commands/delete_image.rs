@@ -4,6 +4,8 @@
 
 use crate::aws::ami::{self, Deleted, SnapshotChoice};
 use crate::aws::calls::{Call, Op, Resource};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
 
@@ -132,5 +134,32 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
                 None => None,
             },
         }),
+    }
+}
+
+impl Command for DeleteOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<()> {
+        snapshot_choice(self).map(drop)
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&a.clients(), self).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    fn policy(&self, a: &Account, _: &Plan, _: &[Call]) -> Option<String> {
+        Some(needs::fix_line(For::Delete, None, Some(&a.ctx.region)))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        emit(Output::json(&apply(&a.clients(), plan).await?));
+        Ok(())
     }
 }

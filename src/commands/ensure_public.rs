@@ -1,12 +1,14 @@
 //! `ensure-public`: AMIs carrying the given tags that are no longer public (or whose
-//! snapshot is not) are made public again. [`plan`] finds them in every region (all
-//! `--dry-run` does); [`apply`] fixes them, one line per AMI.
+//! snapshot is not) are made public again. [`plan`] finds them in every region;
+//! [`apply`] fixes them, one line per AMI.
 
 use crate::aws::ami::Sharing;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::permissions::{self, MadePublic, NotPublic, Selection};
 use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, Result};
 
@@ -77,9 +79,11 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                 public: true,
                 ..Sharing::default()
             };
-            calls.push(
-                Call::new(Op::Ec2ModifySnapshotAttribute, &image.region, vec![id]).sharing(&public),
-            );
+            calls.push(public.on(Call::new(
+                Op::Ec2ModifySnapshotAttribute,
+                &image.region,
+                vec![id],
+            )));
         }
     }
     calls
@@ -94,37 +98,60 @@ pub const MAY_CALL: &[Op] = &[
     Op::Ec2ModifySnapshotAttribute,
 ];
 
-/// Emits what the plan found (with `dry_run`, and changes nothing), or makes each public
-/// and emits it; fails naming the regions that could not be checked or fixed.
+/// Makes each AMI the plan found public and emits it; fails naming the regions that could
+/// not be checked or fixed.
 pub async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
-    dry_run: bool,
     mut emit: impl FnMut(serde_json::Value),
 ) -> Result<()> {
     let mut failures = plan.failed.clone();
-    if dry_run {
-        plan.found.iter().for_each(|f| emit(serde_json::json!(f)));
-    } else {
-        let done = fan_out(
-            plan.regions.clone(),
-            REGION_CONCURRENCY,
-            |region| async move {
-                let ec2 = ctx.in_region(&region).ec2();
-                let mut fixed = vec![];
-                for image in plan.found.iter().filter(|f| f.region == region) {
-                    fixed.push(permissions::make_public(&ec2, image).await?);
-                }
-                Ok(fixed)
-            },
-            |_, fixed| fixed.iter().for_each(|f| emit(serde_json::json!(f))),
-        )
-        .await;
-        failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
-    }
+    let done = fan_out(
+        plan.regions.clone(),
+        REGION_CONCURRENCY,
+        |region| async move {
+            let ec2 = ctx.in_region(&region).ec2();
+            let mut fixed = vec![];
+            for image in plan.found.iter().filter(|f| f.region == region) {
+                fixed.push(permissions::make_public(&ec2, image).await?);
+            }
+            Ok(fixed)
+        },
+        |_, fixed| fixed.iter().for_each(|f| emit(serde_json::json!(f))),
+    )
+    .await;
+    failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));
     if failures.is_empty() {
         return Ok(());
     }
     let context = format!("checking tagged AMIs in {} regions", plan.regions.len());
     Err(failure_summary(context, &failures))
+}
+
+impl Command for EnsurePublicOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<()> {
+        validate(self).map(drop)
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&a.ctx, self).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    /// With `--public`: the snapshots it shares with everyone need it.
+    fn policy(&self, _: &Account, _: &Plan, calls: &[Call]) -> Option<String> {
+        let line = needs::fix_line(For::EnsurePublic, None, None);
+        Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+    }
 }

@@ -6,8 +6,7 @@
 //! `--duration`: never by default, because a cron job written for ore's `gc` must not lose
 //! its images. Public AMIs are kept unless `--include-public`: someone may launch them.
 //!
-//! [`plan`] finds what to collect (all `--dry-run` does); [`apply`] collects it, one JSON
-//! line per instance or AMI.
+//! [`plan`] finds what to collect; [`apply`] collects it, one JSON line per instance or AMI.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +17,8 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::instances::{self, OldInstance};
 use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{aws, Error, Result};
 
@@ -173,21 +174,22 @@ async fn find_garbage(
 }
 
 /// The calls [`apply`] will make. TerminateInstances is checked with the tags of the
-/// instances it ends, as IAM sees them: once per region and set of tags (a policy condition
-/// reads only those), not once per instance.
+/// instances it ends, as IAM sees them: one call per region and set of tags (a policy
+/// condition reads only those), naming every instance of that set.
 pub fn check(plan: &Plan) -> Vec<Call> {
     let mut calls: Vec<Call> = vec![];
     match &plan.found {
         Found::Instances(found) => {
-            let mut seen = std::collections::BTreeSet::new();
+            let mut sets: std::collections::BTreeMap<_, Vec<Resource>> = Default::default();
             for i in found {
                 let mut tags = i.tags.clone();
                 tags.sort();
-                if !seen.insert((i.region.clone(), tags.clone())) {
-                    continue;
-                }
-                let instance = vec![Resource::Instance(i.instance.clone())];
-                let mut call = Call::new(Op::Ec2TerminateInstances, &i.region, instance);
+                sets.entry((i.region.clone(), tags))
+                    .or_default()
+                    .push(Resource::Instance(i.instance.clone()));
+            }
+            for ((region, tags), instances) in sets {
+                let mut call = Call::new(Op::Ec2TerminateInstances, &region, instances);
                 call.context = tags
                     .into_iter()
                     .map(|(k, v)| (format!("aws:ResourceTag/{k}"), vec![v]))
@@ -222,7 +224,7 @@ pub const MAY_CALL: &[Op] = &[
 struct Terminated<'a> {
     #[serde(flatten)]
     instance: &'a OldInstance,
-    /// `terminated`, or `would terminate` under `--dry-run`.
+    /// `terminated`.
     status: &'static str,
 }
 
@@ -231,33 +233,20 @@ struct Terminated<'a> {
 struct Collected<'a> {
     #[serde(flatten)]
     image: &'a Garbage,
-    /// `deleted`, or `would delete` under `--dry-run`.
+    /// `deleted`.
     status: &'static str,
 }
 
-/// With `dry_run`, emits what the plan found and changes nothing; otherwise terminates each
-/// instance (or deletes each AMI and its snapshot), one line for each that went, and goes
-/// on past one that cannot: the error names every one left (a rerun finds them again).
+/// Terminates each instance (or deletes each AMI and its snapshot), one line for each that
+/// went, and goes on past one that cannot: the error names every one left (a rerun finds
+/// them again).
 pub async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
-    dry_run: bool,
     mut emit: impl FnMut(serde_json::Value),
 ) -> Result<()> {
     let mut failures = plan.failed.clone();
     match &plan.found {
-        Found::Instances(found) if dry_run => found.iter().for_each(|instance| {
-            emit(serde_json::json!(Terminated {
-                instance,
-                status: "would terminate"
-            }))
-        }),
-        Found::Images(found) if dry_run => found.iter().for_each(|image| {
-            emit(serde_json::json!(Collected {
-                image,
-                status: "would delete"
-            }))
-        }),
         Found::Instances(found) => {
             let done = fan_out(
                 regions_with(&plan.regions, found.iter().map(|i| &i.region)),
@@ -343,4 +332,40 @@ fn regions_with<'a>(regions: &[String], found: impl Iterator<Item = &'a String>)
         .filter(|r| found.contains(r))
         .cloned()
         .collect()
+}
+
+impl Command for GcOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<()> {
+        validate(self).map(drop)
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&a.ctx, self).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    /// Deleting AMIs is what `--for delete` grants; gc's own policy only terminates, and
+    /// only what carries its tags.
+    fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
+        Some(match self.collect {
+            Collect::Instances => self
+                .tags
+                .iter()
+                .fold(needs::fix_line(For::Gc, None, None), |line, tag| {
+                    format!("{line} --gc-tag {tag}")
+                }),
+            Collect::Images { .. } => needs::fix_line(For::Delete, None, None),
+        })
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+    }
 }

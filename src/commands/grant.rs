@@ -6,9 +6,11 @@
 use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::AwsContext;
-use crate::aws::images::RegionalImage;
+use crate::aws::images::{ImageSelection, RegionalImage, Selected};
 use crate::aws::permissions::{self, Changed};
 use crate::aws::regions::{failure_summary, fan_out};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, Result};
 
@@ -121,7 +123,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
                 vec![snapshot],
             );
             calls.push(match plan.change {
-                Change::Grant => call.sharing(&plan.sharing),
+                Change::Grant => plan.sharing.on(call),
                 Change::Revoke => call,
             });
         }
@@ -175,4 +177,39 @@ pub async fn apply(
     let count = plan.images.len() + plan.failed.len();
     let context = format!("{verb} permissions on {count} AMIs");
     Err(failure_summary(context, &failures))
+}
+
+/// `grant` or `revoke`, on the AMIs given.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    pub opts: GrantOptions,
+    pub images: ImageSelection,
+}
+
+impl Command for Permissions {
+    type Connection = Account;
+    type Local = Selected;
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<Selected> {
+        sharing(&self.opts)?;
+        self.images.read()
+    }
+
+    async fn plan(&self, a: &Account, images: Selected) -> Result<Plan> {
+        plan(&a.ctx, &self.opts, images.in_region(&a.ctx.region)).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    fn policy(&self, _: &Account, _: &Plan, calls: &[Call]) -> Option<String> {
+        let line = needs::fix_line(For::Grant, None, None);
+        Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+    }
 }

@@ -8,6 +8,7 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RolePlan, RoleSpec, RoleState};
 use crate::aws::s3;
+use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
 
@@ -103,7 +104,7 @@ fn validate(
     iam::validate_role_name(&opts.role_name)?;
     if let Some(key) = &opts.kms_key {
         // One key by its ARN: the role's kms: statement names it (never a wildcard).
-        crate::commands::policy::kms_key_region("--kms-key", key)?;
+        crate::commands::needs::kms_key_region("--kms-key", key)?;
     }
     if let Some(arn) = &opts.permissions_boundary {
         if !(arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":policy/")) {
@@ -277,4 +278,36 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
     }
     report.changed = !(report.created.is_empty() && report.repaired.is_empty());
     Ok(report)
+}
+
+impl Command for InitializeOptions {
+    type Connection = Account;
+    type Local = ();
+    type Plan = Plan;
+
+    /// Its checks need the account and region (the default bucket name holds both): they
+    /// are the plan's first step, still before any change.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
+        plan(&a.clients(), &a.identity, self).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    /// An admin's command: no publisher policy covers it, so there is no preflight.
+    fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        let report = apply(&a.clients(), plan).await?;
+        tracing::info!("{}", report.summary());
+        emit(Output::json(&report));
+        Ok(())
+    }
 }

@@ -1,13 +1,21 @@
 //! `list-regions`: region names, sorted, one per line, as `ore aws list-regions` prints
 //! them. Read-only: its plan is the list.
 
-use crate::aws::calls::Op;
+use crate::aws::calls::{Call, Op};
 use crate::aws::regions::{list_regions, RegionFilter};
-use crate::commands::Clients;
+use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::error::Result;
 
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListRegionsOptions {
+    /// Only the regions not enabled for the account.
+    pub disabled: bool,
+    /// Every region, enabled or not.
+    pub all: bool,
+}
+
 /// `--disabled` / `--all` as a filter.
-pub fn filter(disabled: bool, all: bool) -> RegionFilter {
+fn filter(disabled: bool, all: bool) -> RegionFilter {
     match (all, disabled) {
         (true, _) => RegionFilter::All,
         (false, true) => RegionFilter::Disabled,
@@ -18,6 +26,31 @@ pub fn filter(disabled: bool, all: bool) -> RegionFilter {
 /// Every operation `list-regions` may make.
 pub const MAY_CALL: &[Op] = &[Op::Ec2DescribeRegions];
 
-pub async fn plan(c: &Clients, filter: RegionFilter) -> Result<Vec<String>> {
-    list_regions(&c.ec2, filter).await
+impl Command for ListRegionsOptions {
+    type Connection = Account;
+    type Local = RegionFilter;
+    type Plan = Vec<String>;
+
+    fn validate(&self) -> Result<RegionFilter> {
+        Ok(filter(self.disabled, self.all))
+    }
+
+    async fn plan(&self, a: &Account, filter: RegionFilter) -> Result<Vec<String>> {
+        list_regions(&a.ctx.ec2(), filter).await
+    }
+
+    /// The plan's one read is the whole command: nothing is left to call.
+    fn check(&self, _: &Account, _: &Vec<String>) -> Vec<Call> {
+        vec![]
+    }
+
+    /// Nothing to preflight: an AccessDenied on the one read names its action.
+    fn policy(&self, _: &Account, _: &Vec<String>, _: &[Call]) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, _: &Account, regions: &Vec<String>, emit: Emit<'_>) -> Result<()> {
+        regions.iter().for_each(|r| emit(Output::Text(r.clone())));
+        Ok(())
+    }
 }

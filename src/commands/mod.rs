@@ -13,18 +13,19 @@
 pub mod copy_regions;
 pub mod create_publisher;
 pub mod delete_image;
+pub mod driver;
 pub mod ensure_public;
 pub mod gc;
 pub mod grant;
 pub mod initialize;
 pub mod list_regions;
+pub mod needs;
 pub mod policy;
 pub mod publish_ssm;
 pub mod upload;
 pub mod upload_object;
 
 use crate::aws::config::{AwsContext, Identity};
-use crate::error::{Error, Result};
 
 /// The SDK clients of one region, ready to use.
 #[derive(Debug, Clone)]
@@ -69,15 +70,6 @@ impl Clients {
     pub(crate) fn owner(&self) -> Option<&str> {
         self.bucket_owner.as_deref()
     }
-}
-
-/// Runs blocking work (file reads, stdin) off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::io("a blocking task", std::io::Error::other(e)))?
 }
 
 /// Regions worked on side by side in grant/revoke, ensure-public and publish-ssm.

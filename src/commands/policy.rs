@@ -5,67 +5,21 @@
 
 use std::collections::BTreeMap;
 
-use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::aws::calls::{Arns, Op, ResourceKind, Tagged};
+use crate::aws::calls::{Arns, Call, Op, ResourceKind, Tagged};
 use crate::aws::config::{validate_region, AwsSettings};
 use crate::aws::s3::S3Prefix;
 use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
+use crate::commands::driver::{Command, Emit, Offline, Output};
+use crate::commands::needs::kms_key_region;
+pub use crate::commands::needs::{fix_line, For};
 use crate::commands::{
     copy_regions, delete_image, ensure_public, gc, grant, initialize, list_regions, publish_ssm,
     upload, upload_object,
 };
 use crate::error::{Error, Result};
-
-/// What a policy is for: `--for` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum For {
-    /// `upload`, `import-snapshot`, `register-ami`.
-    Upload,
-    /// `copy-regions`.
-    Copy,
-    /// `publish-ssm`.
-    Ssm,
-    /// `delete-image`.
-    Delete,
-    /// `grant` and `revoke`.
-    Grant,
-    EnsurePublic,
-    /// `gc`.
-    Gc,
-    Initialize,
-    /// `upload-object`.
-    Object,
-    ListRegions,
-}
-
-impl For {
-    /// Every operation the command may make; `via`: how `upload` makes its snapshot.
-    pub fn ops(self, via: upload::Via) -> &'static [Op] {
-        match self {
-            For::Upload if via == upload::Via::EbsDirect => upload::MAY_CALL_EBS_DIRECT,
-            For::Upload => upload::MAY_CALL,
-            For::Copy => copy_regions::MAY_CALL,
-            For::Ssm => publish_ssm::MAY_CALL,
-            For::Delete => delete_image::MAY_CALL,
-            For::Grant => grant::MAY_CALL,
-            For::EnsurePublic => ensure_public::MAY_CALL,
-            For::Gc => gc::MAY_CALL,
-            For::Initialize => initialize::MAY_CALL,
-            For::Object => upload_object::MAY_CALL,
-            For::ListRegions => list_regions::MAY_CALL,
-        }
-    }
-
-    pub fn name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct PolicyOptions {
@@ -126,6 +80,23 @@ pub fn no_wildcards(flag: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every operation `command` may make; `via`: how `upload` makes its snapshot.
+pub fn ops(command: For, via: upload::Via) -> &'static [Op] {
+    match command {
+        For::Upload if via == upload::Via::EbsDirect => upload::MAY_CALL_EBS_DIRECT,
+        For::Upload => upload::MAY_CALL,
+        For::Copy => copy_regions::MAY_CALL,
+        For::Ssm => publish_ssm::MAY_CALL,
+        For::Delete => delete_image::MAY_CALL,
+        For::Grant => grant::MAY_CALL,
+        For::EnsurePublic => ensure_public::MAY_CALL,
+        For::Gc => gc::MAY_CALL,
+        For::Initialize => initialize::MAY_CALL,
+        For::Object => upload_object::MAY_CALL,
+        For::ListRegions => list_regions::MAY_CALL,
+    }
+}
+
 /// The flags' own checks, without AWS (`create-publisher` runs them before any call).
 pub fn validate(opts: &PolicyOptions) -> Result<()> {
     for region in opts.regions.iter().chain(&opts.source_regions) {
@@ -157,30 +128,6 @@ pub fn validate(opts: &PolicyOptions) -> Result<()> {
         kms_key_region("--kms-key", key)?;
     }
     crate::aws::iam::validate_role_name(&opts.role_name)
-}
-
-/// A KMS key ARN, `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`: one key, no alias (IAM
-/// authorizes a key by its key ARN only) and no wildcard. Returns the key's region.
-pub(crate) fn kms_key_region<'a>(flag: &str, arn: &'a str) -> Result<&'a str> {
-    let bad = || {
-        Error::Invalid(format!(
-            "{flag} {arn:?} is not a KMS key ARN; use arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (`aws kms describe-key --key-id ALIAS` prints it)"
-        ))
-    };
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [prefix, partition, service, region, account, resource] = parts[..] else {
-        return Err(bad());
-    };
-    let ok = prefix == "arn"
-        && (partition == "aws" || partition.starts_with("aws-"))
-        && service == "kms"
-        && validate_region(region).is_ok()
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && resource.strip_prefix("key/").is_some_and(|id| {
-            !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    ok.then_some(region).ok_or_else(bad)
 }
 
 /// An IAM principal ARN, parsed: `arn:PARTITION:iam::ACCOUNT:root`, `…:user/NAME` or
@@ -301,7 +248,7 @@ pub fn scope(
         (true, given) => given.to_vec(),
     };
     let uses_keys = commands.iter().any(|c| {
-        c.ops(opts.via).iter().any(|op| {
+        ops(*c, opts.via).iter().any(|op| {
             op.info()
                 .needs
                 .iter()
@@ -444,7 +391,7 @@ pub fn build(scope: &Scope) -> Policy {
     let mut rows: Vec<Row> = vec![];
     let mut seen = std::collections::BTreeSet::new();
     for command in &scope.commands {
-        for op in command.ops(scope.via) {
+        for op in ops(*command, scope.via) {
             // A copy reads permissions on its source only: with --regions, those reads
             // get their own statements below, not the targets'.
             let source_read = matches!(
@@ -488,7 +435,7 @@ pub fn build(scope: &Scope) -> Policy {
                     && scope
                         .commands
                         .iter()
-                        .any(|c| c.ops(scope.via).contains(&Op::Ec2CreateTags))
+                        .any(|c| ops(*c, scope.via).contains(&Op::Ec2CreateTags))
                     && Op::Ec2CreateTags
                         .info()
                         .needs
@@ -732,29 +679,6 @@ pub async fn caller(
     }
 }
 
-/// The `imgpub aws policy` line that prints what `command` needs, for messages.
-pub fn fix_line(
-    command: For,
-    bucket: Option<&crate::aws::s3::S3Object>,
-    region: Option<&str>,
-) -> String {
-    let mut line = format!("imgpub aws policy --for {}", command.name());
-    if let Some(object) = bucket {
-        let prefix = object.key.rsplit_once('/').map(|(p, _)| p);
-        line.push_str(&format!(" --bucket {}", object.bucket));
-        if let Some(prefix) = prefix {
-            line.push_str(&format!("/{prefix}"));
-        }
-    }
-    if let Some(region) = region {
-        line.push_str(&format!(" --regions {region}"));
-    }
-    if command == For::Ssm {
-        line.push_str(" --ssm-prefix /PATH/");
-    }
-    line
-}
-
 /// Where a policy document can go, and how long it may be there (IAM counts the
 /// characters of the document without white space).
 pub const LIMITS: &[(&str, usize)] = &[
@@ -806,6 +730,61 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     out
+}
+
+/// How `imgpub aws policy` prints the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The policy document.
+    #[default]
+    Json,
+    /// One row per action: what it is for, on which resources.
+    Table,
+}
+
+/// `imgpub aws policy`: the policy of the chosen commands.
+#[derive(Debug, Clone)]
+pub struct PrintPolicy {
+    pub opts: PolicyOptions,
+    pub format: Format,
+}
+
+impl Command for PrintPolicy {
+    type Connection = Offline;
+    type Local = ();
+    type Plan = Policy;
+
+    fn validate(&self) -> Result<()> {
+        validate(&self.opts)
+    }
+
+    /// The caller's account and partition when credentials are at hand, else placeholders.
+    async fn plan(&self, o: &Offline, (): ()) -> Result<Policy> {
+        let (caller, region) = caller(&o.settings, &self.opts).await;
+        // Without usable credentials the configured region is still --region's.
+        let region = region.or_else(|| o.settings.region.clone());
+        Ok(build(&scope(&self.opts, caller, region.as_deref())?))
+    }
+
+    /// Prints; calls nothing.
+    fn check(&self, _: &Offline, _: &Policy) -> Vec<Call> {
+        vec![]
+    }
+
+    fn policy(&self, _: &Offline, _: &Policy, _: &[Call]) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, _: &Offline, built: &Policy, emit: Emit<'_>) -> Result<()> {
+        size_warnings(&built.document)
+            .iter()
+            .for_each(|w| tracing::warn!("{w}"));
+        emit(Output::Text(match self.format {
+            Format::Json => format!("{:#}", built.document),
+            Format::Table => table(&built.rows).trim_end_matches('\n').to_string(),
+        }));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

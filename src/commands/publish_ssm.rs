@@ -4,9 +4,11 @@
 
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::AwsContext;
-use crate::aws::images::RegionalImage;
+use crate::aws::images::{ImageSelection, RegionalImage, Selected};
 use crate::aws::regions::{failure_summary, fan_out};
 use crate::aws::ssm::{self, Planned, Template};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -111,4 +113,43 @@ pub async fn apply(
     }
     let context = format!("writing parameters in {} regions", regions.len());
     Err(failure_summary(context, &failures))
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishSsmOptions {
+    pub images: ImageSelection,
+    /// Parameter name templates.
+    pub parameters: Vec<String>,
+    /// Replace a parameter that points at a different AMI.
+    pub overwrite: bool,
+    /// How long each written parameter may take to hold its AMI.
+    pub validation_timeout: std::time::Duration,
+}
+
+impl Command for PublishSsmOptions {
+    type Connection = Account;
+    type Local = (Vec<Template>, Selected);
+    type Plan = Plan;
+
+    fn validate(&self) -> Result<(Vec<Template>, Selected)> {
+        Ok((templates(&self.parameters)?, self.images.read()?))
+    }
+
+    async fn plan(&self, a: &Account, (templates, images): Self::Local) -> Result<Plan> {
+        let images = images.in_region(&a.ctx.region);
+        plan(&a.ctx, &templates, images, self.overwrite).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
+        Some(needs::fix_line(For::Ssm, None, None))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        let timeout = self.validation_timeout;
+        apply(&a.ctx, plan, timeout, |line| emit(Output::Json(line))).await
+    }
 }

@@ -19,10 +19,12 @@ use crate::aws::ami::{
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::ebs_direct::{self, SnapshotRequest, Start};
 use crate::aws::import::{self, Encryption, ImportRequest};
-use crate::aws::multipart::{self, UploadRequest};
+use crate::aws::multipart::{self, Transfer, UploadRequest};
 use crate::aws::propagation::Age;
 use crate::aws::s3::{self, S3Object, S3Prefix};
 use crate::aws::tags::{self, tag};
+use crate::commands::driver::{Account, Command, Emit, Output};
+use crate::commands::needs::{self, For};
 use crate::commands::Clients;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{self, ImageInfo, ObjectFormat};
@@ -156,13 +158,6 @@ impl Source {
             Source::Snapshot(_) | Source::Blocks(_) => None,
         }
     }
-}
-
-/// How the multipart upload sends the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transfer {
-    pub part_size: Option<u64>,
-    pub concurrency: usize,
 }
 
 /// The flags, checked without AWS: the image inspected, names and settings validated.
@@ -461,7 +456,7 @@ fn direct_request(
     image::check_direct(path, &info, opts.object_format)?;
     if let Encryption::Key(key) = encryption {
         // StartSnapshot takes a key ARN only (the import takes an alias too).
-        crate::commands::policy::kms_key_region("--kms-key", key).map_err(|_| {
+        crate::commands::needs::kms_key_region("--kms-key", key).map_err(|_| {
             Error::Invalid(format!(
                 "--via ebs-direct needs the KMS key's ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not {key:?}"
             ))
@@ -635,7 +630,7 @@ pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     };
     // A key is regional: StartSnapshot in another region cannot use it.
     if let (Source::Blocks(_), Encryption::Key(key)) = (&local.source, &local.encryption) {
-        let key_region = crate::commands::policy::kms_key_region("--kms-key", key)?;
+        let key_region = crate::commands::needs::kms_key_region("--kms-key", key)?;
         if key_region != c.region {
             return Err(Error::Invalid(format!(
                 "--kms-key {key} is in {key_region}, but the snapshot is made in {}: use a key of {}",
@@ -830,7 +825,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     if let (SnapshotStep::Import, Some(object)) = (&plan.snapshot, &object) {
         if let Source::File { object: o, .. } = &local.source {
-            calls.extend(crate::commands::upload_object::check(region, o));
+            calls.extend(multipart::calls(region, o));
         } else {
             calls.push(call(Op::S3HeadObject, vec![object.clone()]));
         }
@@ -910,10 +905,18 @@ pub fn check(plan: &Plan) -> Vec<Call> {
         calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
     }
     if let (Some(image), false) = (image, local.sharing.launch_permissions().is_empty()) {
-        calls.push(call(Op::Ec2ModifyImageAttribute, vec![image]).sharing(&local.sharing));
+        calls.push(
+            local
+                .sharing
+                .on(call(Op::Ec2ModifyImageAttribute, vec![image])),
+        );
     }
     if !local.sharing.volume_permissions().is_empty() {
-        calls.push(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot]).sharing(&local.sharing));
+        calls.push(
+            local
+                .sharing
+                .on(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot])),
+        );
     }
     calls
 }
@@ -1197,6 +1200,44 @@ async fn register(
             }
         }
         Err(err) => Err(err),
+    }
+}
+
+/// `upload`, `import-snapshot`, `upload-snapshot` or `register-ami`: the stages of `stage`.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub stage: Stage,
+    pub opts: UploadOptions,
+}
+
+impl Command for Publish {
+    type Connection = Account;
+    type Local = LocalPlan;
+    type Plan = Plan;
+
+    /// Reads the image (its format, size and digest).
+    fn validate(&self) -> Result<LocalPlan> {
+        plan_local(self.stage, self.opts.clone())
+    }
+
+    async fn plan(&self, a: &Account, local: LocalPlan) -> Result<Plan> {
+        plan(&a.clients(), local).await
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        check(plan)
+    }
+
+    fn policy(&self, a: &Account, plan: &Plan, calls: &[Call]) -> Option<String> {
+        let object = plan.local.source.object();
+        let line = needs::fix_line(For::Upload, object, Some(&a.ctx.region));
+        Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        let published = apply(&a.clients(), plan).await?;
+        emit(Output::Json(published.output(self.stage)));
+        Ok(())
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use crate::aws::calls::{Call, Op, Resource};
-use crate::aws::multipart::{self, UploadReport, UploadRequest};
+use crate::aws::calls::{Call, Op};
+use crate::aws::multipart::{self, Transfer, UploadReport, UploadRequest};
 use crate::aws::s3::{S3Object, S3Prefix};
-use crate::commands::upload::Transfer;
+use crate::commands::driver::{Command, Emit, Endpoint, Output};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
 
@@ -36,31 +36,6 @@ pub fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
     })
 }
 
-/// The calls [`apply`] may make (also `upload`'s, for its image): the look for a matching
-/// object, the resume, the upload, the abort.
-pub fn check(region: &str, object: &S3Object) -> Vec<Call> {
-    let o = Resource::Object {
-        bucket: object.bucket.clone(),
-        key: object.key.clone(),
-    };
-    let bucket = Resource::Bucket(object.bucket.clone());
-    let mut calls = vec![
-        Call::new(Op::S3HeadObject, region, vec![o.clone(), bucket.clone()]),
-        Call::new(Op::S3ListMultipartUploads, region, vec![bucket]),
-    ];
-    for op in [
-        Op::S3ListParts,
-        Op::S3CreateMultipartUpload,
-        Op::S3UploadPart,
-        Op::S3CompleteMultipartUpload,
-    ] {
-        calls.push(Call::new(op, region, vec![o.clone()]));
-    }
-    // An upload that cannot be resumed (a 4xx) is aborted, so no parts are left behind.
-    calls.push(Call::new(Op::S3AbortMultipartUpload, region, vec![o]).on_failure());
-    calls
-}
-
 /// Every operation `upload-object` may make.
 pub const MAY_CALL: &[Op] = &[
     Op::S3HeadObject,
@@ -87,4 +62,35 @@ pub async fn apply(
         expected_owner: c.bucket_owner.clone(),
     };
     multipart::upload_file(&c.s3, &request).await
+}
+
+impl Command for UploadObjectOptions {
+    type Connection = Endpoint;
+    type Local = S3Object;
+    type Plan = S3Object;
+
+    fn validate(&self) -> Result<S3Object> {
+        plan(self)
+    }
+
+    async fn plan(&self, _: &Endpoint, object: S3Object) -> Result<S3Object> {
+        Ok(object)
+    }
+
+    fn check(&self, e: &Endpoint, object: &S3Object) -> Vec<Call> {
+        multipart::calls(&e.ctx.region, object)
+    }
+
+    /// Any S3-compatible server: no IAM to preflight against, no policy to name.
+    fn policy(&self, _: &Endpoint, _: &S3Object, _: &[Call]) -> Option<String> {
+        None
+    }
+
+    async fn apply(&self, e: &Endpoint, object: &S3Object, emit: Emit<'_>) -> Result<()> {
+        apply(&Clients::new(&e.ctx), self, object).await?;
+        emit(Output::json(
+            &serde_json::json!({"S3Object": object.to_string()}),
+        ));
+        Ok(())
+    }
 }

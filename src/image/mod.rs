@@ -16,16 +16,21 @@ pub use disk::{Disk, Reader, BLOCK_SIZE};
 pub const GIB: u64 = 1 << 30;
 
 /// The formats ImportSnapshot takes (`DiskContainer.Format`, ore's `--object-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectFormat {
-    #[value(name = "VMDK")]
     Vmdk,
-    #[value(name = "RAW")]
     Raw,
-    #[value(name = "VHD")]
     Vhd,
-    #[value(name = "VHDX")]
     Vhdx,
+}
+
+impl crate::names::Named for ObjectFormat {
+    const NAMES: &'static [(Self, &'static str, &'static [&'static str])] = &[
+        (ObjectFormat::Vmdk, "VMDK", &[]),
+        (ObjectFormat::Raw, "RAW", &[]),
+        (ObjectFormat::Vhd, "VHD", &[]),
+        (ObjectFormat::Vhdx, "VHDX", &[]),
+    ];
 }
 
 impl ObjectFormat {

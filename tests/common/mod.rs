@@ -802,3 +802,22 @@ pub fn reference_check(entries: &[Value]) -> Value {
     assert!(out.status.success(), "{}", script.display());
     serde_json::from_slice(&out.stdout).expect("one JSON report")
 }
+
+/// What a `--dry-run` printed: one JSON line per call that would change something, read as
+/// (op, region, id) per resource, sorted.
+pub fn planned_calls(run: &Run) -> Vec<(String, String, String)> {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut calls = vec![];
+    for line in run.stdout.lines() {
+        let call: Value = serde_json::from_str(line).unwrap();
+        for resource in call["resources"].as_array().unwrap() {
+            calls.push((
+                call["op"].as_str().unwrap().to_string(),
+                call["region"].as_str().unwrap().to_string(),
+                resource["id"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    calls.sort();
+    calls
+}

@@ -2,23 +2,30 @@
 //! renaming the binary). Global and AWS flags are `global = true` so, as with cobra's
 //! persistent flags, they are accepted anywhere after their command word.
 
+pub mod output;
+
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgpub::aws::ami::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
 use imgpub::aws::config::{AwsSettings, Secret};
+use imgpub::aws::multipart::Transfer;
 use imgpub::aws::preflight::PreflightMode;
 use imgpub::commands::copy_regions::CopyOptions;
 use imgpub::commands::create_publisher::PublisherOptions;
 use imgpub::commands::delete_image::DeleteOptions;
 use imgpub::commands::ensure_public::EnsurePublicOptions;
 use imgpub::commands::gc::{Collect, GcOptions};
-use imgpub::commands::grant::GrantOptions;
+use imgpub::commands::grant::{GrantOptions, Permissions};
 use imgpub::commands::initialize::InitializeOptions;
-use imgpub::commands::policy::{For, PolicyOptions};
-use imgpub::commands::upload::{Deprecate, Transfer, UploadOptions, Via};
+use imgpub::commands::list_regions::ListRegionsOptions;
+use imgpub::commands::policy::{self, For, PolicyOptions, PrintPolicy};
+use imgpub::commands::publish_ssm::PublishSsmOptions;
+use imgpub::commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
 use imgpub::commands::upload_object::UploadObjectOptions;
 use imgpub::image::ObjectFormat;
+use imgpub::names::Named;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -234,7 +241,7 @@ pub struct AwsFlags {
     #[arg(
         long,
         global = true,
-        value_enum,
+        value_parser = named::<PreflightMode>(),
         default_value = "auto",
         value_name = "MODE"
     )]
@@ -413,7 +420,7 @@ pub struct UploadArgs {
     #[arg(long, alias = "snapshot", value_name = "SNAPSHOT_ID")]
     pub source_snapshot: Option<String>,
     /// Image format (default: detected from the file).
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(long, value_parser = named::<ObjectFormat>(), ignore_case = true)]
     pub object_format: Option<ObjectFormat>,
     /// Make the AMI and its snapshot public.
     #[arg(long)]
@@ -431,23 +438,23 @@ pub struct UploadArgs {
     #[arg(long)]
     pub imdsv2_only: bool,
     /// Root volume type.
-    #[arg(long, value_enum, ignore_case = true, default_value = "gp3")]
+    #[arg(long, value_parser = named::<VolumeType>(), ignore_case = true, default_value = "gp3")]
     pub volume_type: VolumeType,
     /// x86_64 boot mode.
-    #[arg(long, value_enum, ignore_case = true, default_value = "uefi-preferred")]
+    #[arg(long, value_parser = named::<BootMode>(), ignore_case = true, default_value = "uefi-preferred")]
     pub x86_boot_mode: BootMode,
     /// Boot mode for any architecture (arm64: uefi only); over --x86-boot-mode.
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(long, value_parser = named::<BootMode>(), ignore_case = true)]
     pub boot_mode: Option<BootMode>,
     /// TPM support; needs UEFI.
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(long, value_parser = named::<TpmSupport>(), ignore_case = true)]
     pub tpm_support: Option<TpmSupport>,
     /// The UEFI variable store for Secure Boot: a file of base64, as `uefivars -O aws`
     /// writes it.
     #[arg(long, value_name = "FILE")]
     pub uefi_data: Option<PathBuf>,
     /// Enhanced networking with the Intel 82599 VF: simple (as ore registers), or off.
-    #[arg(long, value_enum, ignore_case = true, default_value = "simple")]
+    #[arg(long, value_parser = named::<SriovNetSupport>(), ignore_case = true, default_value = "simple")]
     pub sriov_net_support: SriovNetSupport,
     /// Deprecate the AMI this long from now (e.g. 90d, 2160h); copies keep the date.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "deprecate_at")]
@@ -537,10 +544,19 @@ pub struct UploadObjectArgs {
     pub transfer: TransferArgs,
 }
 
+/// A parser for the values of `T`, by name or another spelling; `--help` and the shell
+/// completions list them.
+fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<Value = T> {
+    let values = T::NAMES
+        .iter()
+        .map(|(_, name, aliases)| PossibleValue::new(*name).aliases(aliases.iter().copied()));
+    PossibleValuesParser::new(values).try_map(|s| T::from_name(&s).ok_or("not one of its values"))
+}
+
 /// `--arch` in ore's spellings, any case.
 fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::from_str(s, true)
-        .map_err(|_| format!("unknown --arch {s:?}; use x86_64 (or amd64) or arm64 (or aarch64)"))
+    Arch::from_name(s)
+        .ok_or_else(|| format!("unknown --arch {s:?}; use x86_64 (or amd64) or arm64 (or aarch64)"))
 }
 
 /// `16MiB`, `16M`, `1GiB`, `512KiB`, or a bare number of MiB.
@@ -728,7 +744,8 @@ pub struct EnsurePublicArgs {
     /// Check every enabled region.
     #[arg(long)]
     pub all_regions: bool,
-    /// Only report what is not public; change nothing.
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Regions to check (default: the command's region).
@@ -755,7 +772,8 @@ pub struct GcArgs {
     /// Look in every enabled region.
     #[arg(long)]
     pub all_regions: bool,
-    /// Print what would be collected, one JSON line each; change nothing.
+    /// Print the calls that would change something, one JSON line each, after every local
+    /// and read-only check; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Regions to look in (default: the command's region).
@@ -1065,14 +1083,68 @@ impl From<DeleteImageArgs> for DeleteOptions {
 }
 
 impl PermissionArgs {
-    pub fn options(&self, change: Change) -> GrantOptions {
-        GrantOptions {
-            change,
-            users: self.users.clone(),
-            public: self.public,
-            organizations: self.organizations.clone(),
-            organizational_units: self.organizational_units.clone(),
-            snapshot: self.snapshot,
+    pub fn command(&self, change: Change) -> Permissions {
+        Permissions {
+            opts: GrantOptions {
+                change,
+                users: self.users.clone(),
+                public: self.public,
+                organizations: self.organizations.clone(),
+                organizational_units: self.organizational_units.clone(),
+                snapshot: self.snapshot,
+            },
+            images: (&self.images).into(),
+        }
+    }
+}
+
+impl From<&ImageSelection> for imgpub::aws::images::ImageSelection {
+    fn from(a: &ImageSelection) -> Self {
+        imgpub::aws::images::ImageSelection {
+            images: a.images.clone(),
+            images_from: a.images_from.clone(),
+        }
+    }
+}
+
+impl From<&PublishSsmArgs> for PublishSsmOptions {
+    fn from(a: &PublishSsmArgs) -> Self {
+        PublishSsmOptions {
+            images: (&a.images).into(),
+            parameters: a.parameters.clone(),
+            overwrite: a.overwrite,
+            validation_timeout: a.validation_timeout,
+        }
+    }
+}
+
+impl From<&ListRegionsArgs> for ListRegionsOptions {
+    fn from(a: &ListRegionsArgs) -> Self {
+        ListRegionsOptions {
+            disabled: a.disabled,
+            all: a.all,
+        }
+    }
+}
+
+impl From<&PolicyArgs> for PrintPolicy {
+    fn from(a: &PolicyArgs) -> Self {
+        PrintPolicy {
+            opts: a.into(),
+            format: match a.format {
+                PolicyFormat::Json => policy::Format::Json,
+                PolicyFormat::Table => policy::Format::Table,
+            },
+        }
+    }
+}
+
+impl UploadArgs {
+    /// The stages of `stage`, as these flags ask.
+    pub fn publish(self, stage: Stage) -> Publish {
+        Publish {
+            stage,
+            opts: self.into(),
         }
     }
 }
@@ -1112,12 +1184,12 @@ impl From<&PolicyArgs> for PolicyOptions {
 impl CreatePublisherArgs {
     /// Without `--role-arn`, the global `--external-id` is the new role's (taken out of
     /// `flags`), not one to assume a role with.
-    pub fn options(&self, flags: &mut AwsFlags) -> PublisherOptions {
+    pub fn options(&self, mut flags: AwsFlags) -> (AwsFlags, PublisherOptions) {
         let external_id = match flags.role_arn {
             None => flags.external_id.take(),
             Some(_) => None,
         };
-        PublisherOptions {
+        let opts = PublisherOptions {
             role: self.role.clone(),
             user: self.user.clone(),
             trust_principal: self.trust_principal.clone(),
@@ -1133,7 +1205,8 @@ impl CreatePublisherArgs {
             delete_old_key: self.delete_old_key,
             key_file: self.key_file.clone(),
             policy: self.scope.options(),
-        }
+        };
+        (flags, opts)
     }
 }
 

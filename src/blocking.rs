@@ -1,0 +1,13 @@
+//! Blocking work (file reads, stdin, fsync) run off the async runtime: below both the
+//! stages in `aws` and the commands that use it.
+
+use crate::error::{Error, Result};
+
+/// Runs `work` on the runtime's blocking pool.
+pub(crate) async fn run<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::io("a blocking task", std::io::Error::other(e)))?
+}
