@@ -124,6 +124,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The input changed after the run began working on it (a file rewritten while it was
+    /// read): found after the first side effect, so not [`Error::Invalid`]. What was done
+    /// is kept or cleaned up; rerun once the input is final.
+    #[error("{0}")]
+    Changed(String),
     /// Ctrl-C: what was done is kept for a rerun to resume.
     #[error("interrupted; what was already uploaded or started is kept: rerun the same command to resume")]
     Interrupted,
@@ -189,10 +194,12 @@ impl Error {
         )
     }
 
-    /// The process exit code: 2 for bad input (nothing was done), 130 for Ctrl-C, else 1.
+    /// The process exit code: 2 for bad input (nothing was done), 3 for input that changed
+    /// during the run, 130 for Ctrl-C, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Invalid(_) => 2,
+            Error::Changed(_) => 3,
             Error::Interrupted => 130,
             _ => 1,
         }
@@ -376,6 +383,7 @@ mod tests {
     fn exit_codes() {
         assert_eq!(Error::Invalid("x".into()).exit_code(), 2);
         assert_eq!(Error::Interrupted.exit_code(), 130);
+        assert_eq!(Error::Changed("x".into()).exit_code(), 3);
         let e = Error::failed("importing", ErrorKind::ImageRejected, None, "no");
         assert_eq!(e.exit_code(), 1);
         assert_eq!(e.to_string(), "importing: no");

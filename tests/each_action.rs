@@ -68,45 +68,6 @@ fn fresh_account(standin: &Standin) {
     standin.control("POST", "/moto-api/reset", Some("{}"));
 }
 
-/// A running instance tagged as kola's, launched six hours ago.
-async fn kola_instance(standin: &Standin, image: &str) -> String {
-    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
-    let out = ec2
-        .run_instances()
-        .image_id(image)
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(Tag::builder().key("CreatedBy").value("mantle").build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = out.instances()[0].instance_id().unwrap().to_string();
-    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(6 * 3600);
-    let at = aws_smithy_types::DateTime::from(at)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap();
-    let body = json!({ "launch_time": at }).to_string();
-    standin.control("POST", &format!("/_standin/instances/{id}"), Some(&body));
-    id
-}
-
-/// A customer managed KMS key, made in the account by the stand-in's admin.
-fn customer_key(standin: &Standin) -> String {
-    let made: Value = serde_json::from_str(&standin.control(
-        "POST",
-        "/_standin/kms/keys",
-        Some(&json!({"region": REGION}).to_string()),
-    ))
-    .unwrap();
-    made["arn"].as_str().unwrap().to_string()
-}
-
 /// What the admin makes before the publisher's run, in a fresh account; the command's
 /// arguments. `key`: the customer managed key of the keyed case, made in that account.
 async fn prepare(
@@ -238,7 +199,7 @@ async fn prepare(
         }
         "gc" => {
             let ami = image().await;
-            kola_instance(standin, &ami).await;
+            common::instance(standin, REGION, &ami, &[("CreatedBy", "mantle")], 6).await;
             strings(&["aws", "gc", "--region", REGION])
         }
         "initialize" => strings(&[
@@ -353,7 +314,7 @@ async fn attempt(
     document: Value,
 ) -> Run {
     fresh_account(standin);
-    let key = keyed.then(|| customer_key(standin));
+    let key = keyed.then(|| common::customer_key(standin, REGION));
     let document = match &key {
         Some(key) => serde_json::from_str(&document.to_string().replace(PLACEHOLDER, key)).unwrap(),
         None => document,

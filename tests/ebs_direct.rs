@@ -16,10 +16,6 @@ const REGION: &str = "us-east-1";
 const BLOCK: usize = 512 * 1024;
 const MIB: u64 = 1 << 20;
 
-fn count(counts: &Value, key: &str) -> u64 {
-    counts[key].as_u64().unwrap_or(0)
-}
-
 /// A sparse raw disk of `size` bytes: an MBR signature, pseudo-random data at `extents`
 /// (offset, length), one MiB of zeros written out (allocated, but no data) at
 /// `zeros_at`, holes elsewhere.
@@ -91,10 +87,6 @@ fn ebs(standin: &Standin) -> aws_sdk_ebs::Client {
     aws_sdk_ebs::Client::new(&standin.sdk(REGION))
 }
 
-fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
-}
-
 /// The snapshot's blocks, read back through ListSnapshotBlocks and GetSnapshotBlock.
 async fn snapshot_blocks(standin: &Standin, snapshot: &str) -> BTreeMap<i32, Vec<u8>> {
     let ebs = ebs(standin);
@@ -129,7 +121,8 @@ async fn snapshot_blocks(standin: &Standin, snapshot: &str) -> BTreeMap<i32, Vec
 
 /// The snapshot's state and tags, and the AMI's root snapshot.
 async fn snapshot_state(standin: &Standin, snapshot: &str) -> (String, Vec<(String, String)>) {
-    let out = ec2(standin)
+    let out = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(snapshot)
         .send()
@@ -143,7 +136,8 @@ async fn snapshot_state(standin: &Standin, snapshot: &str) -> (String, Vec<(Stri
 }
 
 async fn root_snapshot(standin: &Standin, ami: &str) -> String {
-    let out = ec2(standin)
+    let out = standin
+        .ec2(REGION)
         .describe_images()
         .image_ids(ami)
         .send()
@@ -244,18 +238,22 @@ async fn a_stream_optimized_vmdk_becomes_an_ami_without_s3_or_the_import_service
         "{tags:?}"
     );
     assert_eq!(
-        common::launch_permissions(&ec2(&standin), ami).await,
+        common::launch_permissions(&standin.ec2(REGION), ami).await,
         ["group:all"]
     );
 
     let counts = standin.counts();
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         want.len() as u64,
         "{counts}"
     );
-    assert_eq!(count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
-    assert_eq!(count(&counts, "ebs.CompleteSnapshot"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
+    assert_eq!(
+        common::count(&counts, "ebs.CompleteSnapshot"),
+        1,
+        "{counts}"
+    );
     assert_no_s3_or_import(&counts);
     assert_snapshot_is_disk(&standin, snapshot, &raw).await;
 
@@ -270,7 +268,7 @@ async fn a_stream_optimized_vmdk_becomes_an_ami_without_s3_or_the_import_service
         "ebs.PutSnapshotBlock",
         "ec2.RegisterImage",
     ] {
-        assert_eq!(count(&counts, call), 0, "{call}: {counts}");
+        assert_eq!(common::count(&counts, call), 0, "{call}: {counts}");
     }
 }
 
@@ -349,13 +347,14 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
     let snapshot = out["SnapshotID"].as_str().unwrap().to_string();
     let counts = standin.counts();
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         want.len() as u64,
         "{counts}"
     );
     assert_no_s3_or_import(&counts);
     assert_snapshot_is_disk(&standin, &snapshot, &raw).await;
-    let size = ec2(&standin)
+    let size = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(&snapshot)
         .send()
@@ -387,9 +386,9 @@ async fn a_sparse_raw_file_and_a_monolithic_vmdk_send_only_their_data_blocks() {
     assert_eq!(out.as_object().unwrap().len(), 1, "{out}");
     let stage_snapshot = out["SnapshotID"].as_str().unwrap();
     let counts = standin.counts();
-    assert_eq!(count(&counts, "ec2.RegisterImage"), 0, "{counts}");
+    assert_eq!(common::count(&counts, "ec2.RegisterImage"), 0, "{counts}");
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         nonzero_blocks(&small).len() as u64
     );
     assert_snapshot_is_disk(&standin, stage_snapshot, &small).await;
@@ -476,7 +475,7 @@ fn journaled_blocks(standin: &Standin, snapshot: &str) -> Option<u64> {
 
 /// Every snapshot the account owns is the root of an AMI: nothing was left half-made.
 async fn assert_no_orphan_snapshots(standin: &Standin) {
-    let ec2 = ec2(standin);
+    let ec2 = standin.ec2(REGION);
     let images = ec2.describe_images().owners("self").send().await.unwrap();
     let roots: Vec<&str> = images
         .images()
@@ -524,7 +523,8 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     )
     .await;
 
-    let pending = ec2(&standin)
+    let pending = standin
+        .ec2(REGION)
         .describe_snapshots()
         .owner_ids("self")
         .send()
@@ -543,14 +543,18 @@ async fn interrupted_direct_upload_resumes(signal: &str) {
     let out = direct_upload(&standin, &raw, "resume-direct", &[]).json();
     assert_eq!(out["SnapshotID"], first.as_str(), "the same snapshot");
     let counts = standin.counts();
-    assert_eq!(count(&counts, "ebs.StartSnapshot"), 0, "{counts}");
-    assert_eq!(count(&counts, "ebs.ListSnapshotBlocks"), 0, "{counts}");
+    assert_eq!(common::count(&counts, "ebs.StartSnapshot"), 0, "{counts}");
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.ListSnapshotBlocks"),
+        0,
+        "{counts}"
+    );
+    assert_eq!(
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         total - journaled,
         "only the blocks the journal does not list: {counts}"
     );
-    assert_eq!(count(&counts, "ec2.RegisterImage"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "ec2.RegisterImage"), 1, "{counts}");
     assert_snapshot_is_disk(&standin, &first, &raw).await;
     assert_eq!(
         journaled_blocks(&standin, &first),
@@ -731,7 +735,7 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
         let want = nonzero + if zeros_sent { 2 } else { 0 };
         let counts = standin.counts();
         assert_eq!(
-            count(&counts, "ebs.PutSnapshotBlock"),
+            common::count(&counts, "ebs.PutSnapshotBlock"),
             want,
             "{name}: {counts}"
         );
@@ -747,7 +751,7 @@ async fn written_zero_blocks_go_to_encrypted_snapshots_holes_never() {
             }
         }
         assert_eq!(
-            common::snapshot_encrypted(&ec2(&standin), snapshot).await,
+            common::snapshot_encrypted(&standin.ec2(REGION), snapshot).await,
             Some(name == "encrypted"),
             "{name}"
         );
@@ -786,14 +790,15 @@ async fn a_snapshot_that_ended_in_error_is_replaced() {
     let snapshot = out["SnapshotID"].as_str().unwrap();
     assert_ne!(snapshot, old);
     let counts = standin.counts();
-    assert_eq!(count(&counts, "ec2.DeleteSnapshot"), 1, "{counts}");
-    assert_eq!(count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "ec2.DeleteSnapshot"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "ebs.StartSnapshot"), 1, "{counts}");
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         nonzero_blocks(&raw).len() as u64,
         "{counts}"
     );
-    let gone = ec2(&standin)
+    let gone = standin
+        .ec2(REGION)
         .describe_snapshots()
         .owner_ids("self")
         .send()
@@ -816,7 +821,8 @@ async fn encryption_by_default_is_read_from_what_aws_made() {
     let dir = TempDir::new();
     let raw = zeros_raw(dir.path(), "bydefault.raw");
     let nonzero = nonzero_blocks(&raw).len() as u64;
-    ec2(&standin)
+    standin
+        .ec2(REGION)
         .enable_ebs_encryption_by_default()
         .send()
         .await
@@ -834,7 +840,7 @@ async fn encryption_by_default_is_read_from_what_aws_made() {
     );
     let counts = standin.counts();
     for call in ["ebs.StartSnapshot", "ec2.RegisterImage", "ec2.CreateTags"] {
-        assert_eq!(count(&counts, call), 0, "{call}: {counts}");
+        assert_eq!(common::count(&counts, call), 0, "{call}: {counts}");
     }
 
     standin.reset_requests();
@@ -842,12 +848,12 @@ async fn encryption_by_default_is_read_from_what_aws_made() {
     let snapshot = out["SnapshotID"].as_str().unwrap();
     let counts = standin.counts();
     assert_eq!(
-        count(&counts, "ebs.PutSnapshotBlock"),
+        common::count(&counts, "ebs.PutSnapshotBlock"),
         nonzero + 2,
         "the two blocks written as zeros are sent too: {counts}"
     );
     assert_eq!(
-        common::snapshot_encrypted(&ec2(&standin), snapshot).await,
+        common::snapshot_encrypted(&standin.ec2(REGION), snapshot).await,
         Some(true)
     );
     let blocks = snapshot_blocks(&standin, snapshot).await;

@@ -485,19 +485,10 @@ async fn policy_asks_aws_only_who_is_calling() {
     assert_eq!(standin.counts(), json!({"sts.GetCallerIdentity": 1}));
 }
 
-/// Creates an IAM user with an admin inline policy and returns its access key pair.
+/// Creates an IAM user with an admin policy and returns its access key pair.
 async fn admin_user(standin: &Standin, name: &str) -> (String, String) {
-    let iam = standin.iam();
-    iam.create_user().user_name(name).send().await.unwrap();
     let admin = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]});
-    iam.put_user_policy()
-        .user_name(name)
-        .policy_name("admin")
-        .policy_document(admin.to_string())
-        .send()
-        .await
-        .unwrap();
-    common::access_key(&iam, name).await
+    common::user_with(standin, name, &admin).await
 }
 
 #[tokio::test]

@@ -9,17 +9,6 @@ use serde_json::{json, Value};
 
 const REGION: &str = "us-east-1";
 
-fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
-}
-
-/// A stand-in with the bucket `images` and the vmimport role, made by `initialize`.
-fn ready() -> Standin {
-    let standin = Standin::start();
-    standin.initialize(REGION, "images");
-    standin
-}
-
 /// `ore aws upload` of `file` with `extra` flags, as a script calls it.
 fn ore_upload(standin: &Standin, file: &std::path::Path, extra: &[&str]) -> common::Run {
     standin
@@ -38,7 +27,8 @@ fn ore_upload(standin: &Standin, file: &std::path::Path, extra: &[&str]) -> comm
 }
 
 async fn image(standin: &Standin, ami: &str) -> aws_sdk_ec2::types::Image {
-    let out = ec2(standin)
+    let out = standin
+        .ec2(REGION)
         .describe_images()
         .image_ids(ami)
         .send()
@@ -50,7 +40,7 @@ async fn image(standin: &Standin, ami: &str) -> aws_sdk_ec2::types::Image {
 // 1. Boolean flags take cobra's `=value`.
 #[tokio::test]
 async fn boolean_flags_take_a_value_as_cobra_does() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 4, 1, 1);
     let run = ore_upload(
@@ -69,7 +59,7 @@ async fn boolean_flags_take_a_value_as_cobra_does() {
     let out = run.json();
     let ami = out["HVM"].as_str().unwrap();
     assert_eq!(
-        common::launch_permissions(&ec2(&standin), ami).await,
+        common::launch_permissions(&standin.ec2(REGION), ami).await,
         ["group:all"]
     );
     let img = image(&standin, ami).await;
@@ -135,7 +125,7 @@ async fn access_id_and_secret_key_sign_the_run_and_are_never_shown() {
 // 3., 4., 5. ore's root volume, ephemeral mapping, Name tags and S3 key.
 #[tokio::test]
 async fn upload_registers_tags_and_keys_as_ore_does() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "fcos-40.raw", 4, 1, 2);
     let args = [
@@ -178,7 +168,8 @@ async fn upload_registers_tags_and_keys_as_ore_does() {
             ("imgpub:managed".into(), "true".into())
         ]
     );
-    let snap = ec2(&standin)
+    let snap = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(&snapshot)
         .send()
@@ -204,7 +195,7 @@ async fn upload_registers_tags_and_keys_as_ore_does() {
 // 3. A size below the image's is refused before any change.
 #[tokio::test]
 async fn a_root_volume_smaller_than_the_image_is_refused_before_upload() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let dir = TempDir::new();
     // 9 GiB virtual (sparse: 1 MiB written) is more than ore's default of 8.
     let file = make_raw(dir.path(), "big.raw", 9 * 1024, 1, 3);
@@ -225,7 +216,7 @@ async fn a_root_volume_smaller_than_the_image_is_refused_before_upload() {
 // 6. At ore's default level a successful run prints its JSON and nothing else.
 #[tokio::test]
 async fn default_level_prints_only_the_json() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "quiet.raw", 4, 1, 4);
     let run = ore_upload(&standin, &file, &["--name", "quiet"]);
@@ -367,10 +358,10 @@ async fn ensure_public_takes_ores_ami_flag_and_default_tag() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains(&tagged) && !out.stdout.contains(&untagged));
     assert_eq!(
-        common::launch_permissions(&ec2(&standin), &tagged).await,
+        common::launch_permissions(&standin.ec2(REGION), &tagged).await,
         ["group:all"]
     );
-    assert!(common::launch_permissions(&ec2(&standin), &untagged)
+    assert!(common::launch_permissions(&standin.ec2(REGION), &untagged)
         .await
         .is_empty());
 
@@ -387,7 +378,7 @@ async fn ensure_public_takes_ores_ami_flag_and_default_tag() {
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
-        common::launch_permissions(&ec2(&standin), &untagged).await,
+        common::launch_permissions(&standin.ec2(REGION), &untagged).await,
         ["group:all"]
     );
     let missing = standin
@@ -422,7 +413,7 @@ async fn delete_image_takes_a_snapshot_alone() {
     assert!(refused.error_line().contains(&ami), "{}", refused.stderr);
     assert_eq!(standin.counts()["ec2.DeleteSnapshot"], json!(null));
     // The AMI went earlier; its snapshot is left over.
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     ec2.deregister_image().image_id(&ami).send().await.unwrap();
     let out = delete_snapshot().json();
     assert_eq!(out["snapshot"], json!(snapshot), "{out}");
@@ -442,7 +433,7 @@ async fn delete_image_takes_a_snapshot_alone() {
 // 10. --source-object with --source-snapshot, and upload-object --key under the prefix.
 #[tokio::test]
 async fn source_object_with_source_snapshot_is_a_usage_error_and_key_keeps_the_prefix() {
-    let standin = ready();
+    let standin = Standin::initialized();
     standin.reset_requests();
     let run = standin
         .imgpub()
@@ -469,34 +460,13 @@ async fn source_object_with_source_snapshot_is_a_usage_error_and_key_keeps_the_p
 // 8. gc does ore's job: it terminates kola's old test instances (tagged CreatedBy=mantle)
 // and touches no AMI or snapshot; `--duration` takes Go's forms.
 
-/// A running instance of `image` with `tags`, launched `hours_ago` (the stand-in's clock).
-async fn instance(standin: &Standin, image: &str, tags: &[(&str, &str)], hours_ago: i64) -> String {
-    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-    let mut call = ec2(standin)
-        .run_instances()
-        .image_id(image)
-        .min_count(1)
-        .max_count(1);
-    if !tags.is_empty() {
-        let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
-        for (k, v) in tags {
-            spec = spec.tags(Tag::builder().key(*k).value(*v).build());
-        }
-        call = call.tag_specifications(spec.build());
-    }
-    let out = call.send().await.unwrap();
-    let id = out.instances()[0].instance_id().unwrap().to_string();
-    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(hours_ago as u64 * 3600);
-    let at = aws_smithy_types::DateTime::from(at)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap();
-    let body = json!({ "launch_time": at }).to_string();
-    standin.control("POST", &format!("/_standin/instances/{id}"), Some(&body));
-    id
-}
-
 async fn instance_states(standin: &Standin) -> std::collections::BTreeMap<String, String> {
-    let out = ec2(standin).describe_instances().send().await.unwrap();
+    let out = standin
+        .ec2(REGION)
+        .describe_instances()
+        .send()
+        .await
+        .unwrap();
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
@@ -525,12 +495,10 @@ fn assert_only_reads(standin: &Standin) {
     );
 }
 
+/// The JSON lines of a run that succeeded.
 fn json_lines(run: &common::Run) -> Vec<Value> {
     assert_eq!(run.code, 0, "{}", run.stderr);
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::json_lines(run)
 }
 
 #[tokio::test]
@@ -539,11 +507,11 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
     let (ami, snap) =
         common::api_image(&standin, REGION, "kola-base", &[("CreatedBy", "mantle")]).await;
     let mantle = [("CreatedBy", "mantle")];
-    let old = instance(&standin, &ami, &mantle, 6).await;
-    let two_hours = instance(&standin, &ami, &mantle, 2).await;
-    let young = instance(&standin, &ami, &mantle, 0).await;
-    let untagged = instance(&standin, &ami, &[], 6).await;
-    let other_tag = instance(&standin, &ami, &[("CreatedBy", "someone")], 6).await;
+    let old = common::instance(&standin, REGION, &ami, &mantle, 6).await;
+    let two_hours = common::instance(&standin, REGION, &ami, &mantle, 2).await;
+    let young = common::instance(&standin, REGION, &ami, &mantle, 0).await;
+    let untagged = common::instance(&standin, REGION, &ami, &[], 6).await;
+    let other_tag = common::instance(&standin, REGION, &ami, &[("CreatedBy", "someone")], 6).await;
     let gc = |extra: &[&str]| {
         standin
             .imgpub()
@@ -582,7 +550,8 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
         assert!(counts.get(call).is_none(), "gc touched an image: {counts}");
     }
     assert_eq!(image(&standin, &ami).await.image_id(), Some(ami.as_str()));
-    let snaps = ec2(&standin)
+    let snaps = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(&snap)
         .send()
@@ -610,10 +579,11 @@ async fn gc_terminates_old_mantle_instances_and_no_image() {
 async fn a_gc_credential_terminates_only_tagged_instances() {
     let standin = Standin::start();
     let (ami, _) = common::api_image(&standin, REGION, "kola-base", &[]).await;
-    let old = instance(&standin, &ami, &[("CreatedBy", "mantle")], 6).await;
-    let production = instance(&standin, &ami, &[("Name", "db")], 6).await;
-    let nightly = instance(
+    let old = common::instance(&standin, REGION, &ami, &[("CreatedBy", "mantle")], 6).await;
+    let production = common::instance(&standin, REGION, &ami, &[("Name", "db")], 6).await;
+    let nightly = common::instance(
         &standin,
+        REGION,
         &ami,
         &[("CreatedBy", "mantle"), ("stream", "x")],
         6,
@@ -708,7 +678,8 @@ async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
     assert_eq!(out["image"], json!(old), "{out}");
     assert_eq!(out["snapshot"], json!(old_snap), "{out}");
     assert_eq!(out["status"], "deleted", "{out}");
-    let left: Vec<String> = ec2(&standin)
+    let left: Vec<String> = standin
+        .ec2(REGION)
         .describe_images()
         .owners("self")
         .send()
@@ -719,7 +690,8 @@ async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
         .filter_map(|i| i.image_id().map(str::to_owned))
         .collect();
     assert!(!left.contains(&old) && left.contains(&public) && left.contains(&other));
-    let snap = ec2(&standin)
+    let snap = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(&old_snap)
         .send()
@@ -737,7 +709,7 @@ async fn gc_images_deletes_old_tagged_amis_and_their_snapshots() {
 // an empty one (`s3://B/`), the bucket's top.
 #[tokio::test]
 async fn the_bucket_urls_path_decides_the_key_as_ores() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 4, 1, 11);
     for (bucket, name, key) in [
@@ -859,7 +831,7 @@ fn ores_upload_policy() -> Value {
 // publishes, silent at the default level, and says once (INFO) what it could not check.
 #[tokio::test]
 async fn a_publisher_with_only_what_ore_needed_publishes() {
-    let standin = ready();
+    let standin = Standin::initialized();
     let keys = user_with(&standin, "ore-ci", &ores_upload_policy()).await;
     standin.enforce_iam();
     let dir = TempDir::new();
@@ -884,7 +856,7 @@ async fn a_publisher_with_only_what_ore_needed_publishes() {
     assert_eq!(run.stderr, "", "silent at ore's default level");
     let ami = run.json()["HVM"].as_str().unwrap().to_string();
     assert_eq!(
-        common::launch_permissions(&ec2(&standin), &ami).await,
+        common::launch_permissions(&standin.ec2(REGION), &ami).await,
         ["group:all", "user:111122223333"]
     );
 

@@ -25,13 +25,6 @@ const UPLOAD_POLICY: &[&str] = &[
     SHARE_WITH,
 ];
 
-/// A stand-in with the bucket `images` and the vmimport role, made by `initialize`.
-fn initialized() -> Standin {
-    let standin = Standin::start();
-    standin.initialize(REGION, "images");
-    standin
-}
-
 /// `imgpub aws policy …` as JSON.
 fn policy(standin: &Standin, args: &[&str]) -> Value {
     standin
@@ -93,10 +86,6 @@ fn assert_names_an_action(run: &Run, statement: &Value, what: &str) {
     );
 }
 
-fn count(counts: &Value, key: &str) -> u64 {
-    counts[key].as_u64().unwrap_or(0)
-}
-
 /// Nothing was written: no upload started, no import, no AMI, no permission changed.
 fn assert_nothing_changed(standin: &Standin, what: &str) {
     let counts = standin.counts();
@@ -113,7 +102,7 @@ fn assert_nothing_changed(standin: &Standin, what: &str) {
         "ebs.PutSnapshotBlock",
     ] {
         assert_eq!(
-            count(&counts, action),
+            common::count(&counts, action),
             0,
             "{what}: {action} was called: {counts}"
         );
@@ -202,7 +191,7 @@ fn policy_needs_no_credentials_and_follows_the_partition() {
 
 #[tokio::test]
 async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_statement() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     let document = policy(&standin, &[UPLOAD_POLICY, &["--regions", REGION]].concat());
     standin.enforce_iam();
     let dir = TempDir::new();
@@ -275,7 +264,7 @@ async fn a_publisher_with_exactly_the_printed_policy_publishes_and_needs_every_s
 
 #[tokio::test]
 async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     let document = policy(&standin, UPLOAD_POLICY);
     let iam = standin.iam();
     let trust = json!({
@@ -356,7 +345,7 @@ async fn a_role_assumed_with_its_external_id_publishes_and_a_wrong_id_is_refused
 
 #[tokio::test]
 async fn the_usual_doc_policies_stop_in_the_preflight_naming_what_they_lack() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     // What coreos-assembler's buildextend-aws doc has one attach to the bot account: the
     // vmimport role's policy.
     let cosa = json!({"Version": "2012-10-17", "Statement": [
@@ -454,7 +443,7 @@ fn secret_in(key_file: &Path) -> String {
 
 #[tokio::test]
 async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     let flags = [
         &[
             "--role",
@@ -676,7 +665,7 @@ async fn every_statement_of_each_commands_policy_is_needed() {
             let counts = standin.counts();
             for action in mutating {
                 assert_eq!(
-                    count(&counts, action),
+                    common::count(&counts, action),
                     0,
                     "{command} without {sid}: {action}: {counts}"
                 );
@@ -780,7 +769,10 @@ async fn without_simulate_principal_policy_ec2_dry_run_still_checks() {
     let err = run.error_line();
     assert!(err.contains("ec2:ModifyImageAttribute"), "{err}");
     assert!(common::launch_permissions(&ec2, &ami).await.is_empty());
-    assert_eq!(count(&standin.counts(), "ec2.ModifyImageAttribute"), 0);
+    assert_eq!(
+        common::count(&standin.counts(), "ec2.ModifyImageAttribute"),
+        0
+    );
 
     // No simulation only: DryRun allows every call grant makes, so nothing is unchecked
     // and the run goes on; require accepts that too.
@@ -875,7 +867,7 @@ impl Publisher {
 
 #[tokio::test]
 async fn publishers_made_by_create_publisher_run_each_command_with_exactly_its_policy() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     standin.enforce_iam();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 16, 4, 17);
@@ -1531,7 +1523,7 @@ async fn a_key_that_cannot_be_written_is_not_left_behind() {
 
 #[tokio::test]
 async fn a_publisher_shares_snapshots_only_as_far_as_its_policy_names() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     let (ami, snap) = common::api_image(&standin, REGION, "admins-own", &[]).await;
     common::mark_managed(&standin, REGION, &[&ami, &snap]).await;
     let narrow = policy(&standin, &["--for", "upload,grant", "--regions", REGION]);
@@ -1651,7 +1643,7 @@ async fn a_boundary_asked_for_later_is_put_on_the_existing_user() {
 /// shown as docs/permissions.md names them.
 #[tokio::test]
 async fn a_publisher_changes_only_what_imgpub_made() {
-    let standin = initialized();
+    let standin = Standin::initialized();
     let (theirs, their_snap) = common::api_image(&standin, REGION, "admins-release", &[]).await;
     let flags = [
         "--for",
@@ -1822,17 +1814,6 @@ async fn a_publisher_changes_only_what_imgpub_made() {
     assert!(common::launch_permissions(&admin, &theirs).await.is_empty());
 }
 
-/// A customer managed KMS key made by the stand-in's admin (default key policy: IAM decides).
-fn customer_key(standin: &Standin) -> String {
-    let made: Value = serde_json::from_str(&standin.control(
-        "POST",
-        "/_standin/kms/keys",
-        Some(&json!({"region": REGION}).to_string()),
-    ))
-    .unwrap();
-    made["arn"].as_str().unwrap().to_string()
-}
-
 /// The snapshot behind an AMI and the key it is encrypted with (None: not encrypted).
 async fn snapshot_key(standin: &Standin, region: &str, ami: &str) -> (String, Option<String>) {
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(region));
@@ -1864,7 +1845,7 @@ async fn snapshot_key(standin: &Standin, region: &str, ami: &str) -> (String, Op
 #[tokio::test]
 async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
     let standin = Standin::start();
-    let key = customer_key(&standin);
+    let key = common::customer_key(&standin, REGION);
     let init = standin
         .imgpub()
         .args([

@@ -204,8 +204,25 @@ proptest! {
             let again = imgpub::aws::s3::S3Object::parse("--source-object", &object.to_string());
             prop_assert_eq!(again.ok(), Some(object));
         }
-        let _ = imgpub::aws::s3::S3Prefix::parse(&url);
-        let _ = imgpub::aws::s3::parse_bucket_name(&url);
+        // A prefix names a valid bucket; a refusal is bad input (exit 2) naming the value.
+        match imgpub::aws::s3::S3Prefix::parse(&url) {
+            Ok(prefix) => prop_assert_eq!(
+                imgpub::aws::s3::parse_bucket_name(&prefix.bucket).ok(),
+                Some(prefix.bucket.clone())
+            ),
+            Err(e) => prop_assert_eq!(e.exit_code(), 2),
+        }
+        // A valid name is valid again as it came out; a refusal quotes the input.
+        match imgpub::aws::s3::parse_bucket_name(&url) {
+            Ok(name) => {
+                prop_assert!((3..=63).contains(&name.len()));
+                prop_assert_eq!(imgpub::aws::s3::parse_bucket_name(&name).ok(), Some(name));
+            }
+            Err(e) => {
+                prop_assert_eq!(e.exit_code(), 2);
+                prop_assert!(e.to_string().contains(&format!("{url:?}")), "{}", e);
+            }
+        }
     }
 
     #[test]
@@ -220,15 +237,37 @@ proptest! {
         if let Ok(image) = imgpub::aws::images::parse_image_arg(&arg, "us-east-1") {
             prop_assert!(image.image_id.starts_with("ami-") && !image.region.is_empty());
         }
-        let _ = imgpub::aws::images::parse_copy_lines(&arg, "test");
-        let _ = imgpub::aws::ssm::Template::parse(&arg);
+        check_copy_lines(&arg)?;
+        // A template parses, or the refusal quotes it (bad input, exit 2).
+        if let Err(e) = imgpub::aws::ssm::Template::parse(&arg) {
+            prop_assert_eq!(e.exit_code(), 2);
+            prop_assert!(e.to_string().contains(&format!("--parameter {arg:?}")), "{}", e);
+        }
     }
 
     #[test]
     fn copy_lines_parse_or_are_refused(lines in prop::collection::vec(
         r#"\{"[a-z]{2}-[a-z]+-[0-9]":\{"ami":"ami-[0-9a-f]{1,17}","snapshot":"snap-[0-9a-f]{1,17}"\}\}|\PC{0,60}"#, 0..5)) {
-        let _ = imgpub::aws::images::parse_copy_lines(&lines.join("\n"), "test");
+        check_copy_lines(&lines.join("\n"))?;
     }
+}
+
+/// copy-regions lines read back: each AMI an `ami-` id in a region, at most one per line
+/// (these lines name one region each); a refusal is bad input naming the input and line.
+fn check_copy_lines(text: &str) -> Result<(), TestCaseError> {
+    match imgpub::aws::images::parse_copy_lines(text, "out.json") {
+        Ok(images) => {
+            prop_assert!(images.len() <= text.lines().count(), "{images:?}");
+            for image in images {
+                prop_assert!(image.image_id.starts_with("ami-") && !image.region.is_empty());
+            }
+        }
+        Err(e) => {
+            prop_assert_eq!(e.exit_code(), 2);
+            prop_assert!(e.to_string().starts_with("out.json line "), "{}", e);
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -247,6 +286,8 @@ proptest! {
         let want: Vec<[u8; 32]> = messages.iter().map(|m| sha2::Sha256::digest(m).into()).collect();
         for kernel in [Kernel::Portable, Kernel::ShaNi, Kernel::Avx512] {
             if !kernel.runs_here() {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("{kernel:?} does not run on this CPU: not tested here"));
                 continue;
             }
             let mut sha = Sha256Lanes::with_kernel(lanes, kernel);

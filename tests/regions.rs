@@ -8,14 +8,11 @@ use serde_json::json;
 
 const REGION: &str = "us-east-1";
 
-fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
-}
-
 #[tokio::test]
 async fn list_regions_prints_sorted_names_as_ore_does() {
     let standin = Standin::start();
-    let described = ec2(&standin)
+    let described = standin
+        .ec2(REGION)
         .describe_regions()
         .all_regions(true)
         .send()
@@ -74,7 +71,7 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
         ])
         .run();
     assert_eq!(run.json(), json!({"image": ami, "snapshot": snap}));
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let left = ec2.describe_images().owners("self").send().await.unwrap();
     assert!(left.images().is_empty());
     assert!(ec2
@@ -164,7 +161,7 @@ async fn grant_and_revoke_round_trip() {
             ])
             .run()
     };
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let launch = || common::launch_permissions(&ec2, &ami);
     let volume = || common::volume_permissions(&ec2, &snap);
 
@@ -211,13 +208,6 @@ async fn grant_and_revoke_round_trip() {
 }
 
 /// The JSON lines of a run, parsed.
-fn json_lines(run: &common::Run) -> Vec<serde_json::Value> {
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
 #[tokio::test]
 async fn grant_and_revoke_in_several_regions() {
     let standin = Standin::start();
@@ -245,7 +235,7 @@ async fn grant_and_revoke_in_several_regions() {
     };
     let run = change("grant", &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let mut got = json_lines(&run);
+    let mut got = common::json_lines(&run);
     got.sort_by_key(|v| v["region"].as_str().unwrap().to_string());
     let mut want: Vec<_> = regions
         .iter()
@@ -263,7 +253,7 @@ async fn grant_and_revoke_in_several_regions() {
     // One AMI that is not there: the others still change, and it is named.
     let run = change("revoke", &["--image", "eu-central-1=ami-00000000deadbeef"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert_eq!(json_lines(&run).len(), 3, "{}", run.stdout);
+    assert_eq!(common::json_lines(&run).len(), 3, "{}", run.stdout);
     let err = run.error_line();
     assert!(
         err.contains("1 failed: ami-00000000deadbeef in eu-central-1"),
@@ -352,7 +342,7 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
     };
     let summary = |run: &common::Run| {
         assert_eq!(run.code, 0, "{}", run.stderr);
-        let mut v: Vec<(String, String, String)> = json_lines(run)
+        let mut v: Vec<(String, String, String)> = common::json_lines(run)
             .iter()
             .map(|l| {
                 (

@@ -13,10 +13,6 @@ use serde_json::{json, Value};
 const REGION: &str = "us-east-1";
 const BUCKET: &str = "images";
 
-fn ec2(standin: &Standin) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&standin.sdk(REGION))
-}
-
 /// An account made ready by `imgpub aws initialize`.
 fn ready(standin: &Standin) {
     standin.initialize(REGION, BUCKET);
@@ -28,10 +24,6 @@ fn upload(standin: &Standin, file: &Path, extra: &[&str]) -> Run {
         .args(["-v"])
         .args(extra)
         .run()
-}
-
-fn count(counts: &Value, key: &str) -> u64 {
-    counts[key].as_u64().unwrap_or(0)
 }
 
 /// Reads `s3://bucket/key` back and checks that it is `file`, byte for byte (by SHA-256).
@@ -65,7 +57,7 @@ async fn object_exists(standin: &Standin, key: &str) -> bool {
 
 /// Neither an AMI nor a snapshot of ours exists.
 async fn assert_no_image_or_snapshot(standin: &Standin) {
-    let ec2 = ec2(standin);
+    let ec2 = standin.ec2(REGION);
     let images = ec2.describe_images().owners("self").send().await.unwrap();
     assert!(images.images().is_empty(), "{:?}", images.images());
     let snapshots = ec2
@@ -134,7 +126,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
     assert_eq!(out["S3Object"], "s3://images/ci/fcos.vmdk");
     assert_eq!(out.as_object().unwrap().len(), 3, "{out}");
 
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let images = ec2.describe_images().image_ids(&ami).send().await.unwrap();
     let image = &images.images()[0];
     assert_eq!(image.name(), Some("fcos-41.1-aarch64"));
@@ -210,7 +202,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         "s3.CreateMultipartUpload",
         "s3.PutObject",
     ] {
-        assert_eq!(count(&counts, call), 0, "{call} in {counts}");
+        assert_eq!(common::count(&counts, call), 0, "{call} in {counts}");
     }
     let images = ec2.describe_images().owners("self").send().await.unwrap();
     assert_eq!(images.images().len(), 1);
@@ -237,7 +229,8 @@ async fn raw_image_with_defaults_and_inspected_size() {
     )
     .json();
     let ami = out["HVM"].as_str().unwrap();
-    let image = ec2(&standin)
+    let image = standin
+        .ec2(REGION)
         .describe_images()
         .image_ids(ami)
         .send()
@@ -364,11 +357,15 @@ async fn interrupted_upload_resumes(signal: &str, tls: bool) {
     );
     let counts = standin.counts();
     assert_eq!(
-        count(&counts, "s3.UploadPart"),
+        common::count(&counts, "s3.UploadPart"),
         10 - already + 1,
         "{counts}"
     );
-    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
+    assert_eq!(
+        common::count(&counts, "s3.CreateMultipartUpload"),
+        0,
+        "{counts}"
+    );
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
 
     assert_object_is_file(&s3, BUCKET, "ci/resume.raw", &raw).await;
@@ -435,8 +432,16 @@ async fn an_upload_begun_over_http_is_restarted_over_https_and_says_why() {
         run.stderr
     );
     let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.AbortMultipartUpload"), 1, "{counts}");
-    assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 1, "{counts}");
+    assert_eq!(
+        common::count(&counts, "s3.AbortMultipartUpload"),
+        1,
+        "{counts}"
+    );
+    assert_eq!(
+        common::count(&counts, "s3.CreateMultipartUpload"),
+        1,
+        "{counts}"
+    );
     let payloads: Value =
         serde_json::from_str(&standin.control("GET", "/_standin/payloads", None)).unwrap();
     assert_eq!(payloads["UploadPart"]["crc32c"], 6, "{payloads}");
@@ -498,6 +503,19 @@ async fn bad_inputs_fail_first_and_create_nothing() {
         ),
         (&raw, vec!["--name", &long_name], "is 129 characters long"),
         (&raw, vec!["--arch", "sparc"], "unknown --arch \"sparc\""),
+        // Checked before the upload (it was found only once parts were being sent).
+        (&raw, vec!["--part-size", "4MiB"], "outside S3's limits"),
+        // A bare number has no unit: seconds or days, bytes or MiB? Refused, with the forms.
+        (
+            &raw,
+            vec!["--deprecate-in", "90"],
+            "has a number without a unit",
+        ),
+        (
+            &raw,
+            vec!["--part-size", "6"],
+            "has no unit; give one: 16MiB",
+        ),
         (
             &raw,
             vec!["--tags", "novalue"],
@@ -572,7 +590,7 @@ async fn bad_inputs_fail_first_and_create_nothing() {
         "ec2.RegisterImage",
         "ec2.CreateTags",
     ] {
-        assert_eq!(count(&counts, call), 0, "{call} in {counts}");
+        assert_eq!(common::count(&counts, call), 0, "{call} in {counts}");
     }
     assert_no_image_or_snapshot(&standin).await;
 }
@@ -624,7 +642,7 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
     let out = run.json();
     assert_eq!(out.as_object().unwrap().len(), 1, "{out}");
     let snap = out["SnapshotID"].as_str().unwrap().to_string();
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let found = ec2
         .describe_snapshots()
         .snapshot_ids(&snap)
@@ -733,7 +751,7 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
     let out = upload(&standin, &raw, &args).json();
     assert!(out["HVM"].as_str().unwrap().starts_with("ami-"));
     // 3 parts of 8 MiB, plus the 2 refused attempts.
-    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 5);
+    assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 5);
 
     // AccessDenied is final: not retried, and the upload is aborted (no orphaned parts).
     // (Another file: ore's key is the file's name, and this one is there now.)
@@ -750,8 +768,12 @@ async fn throttling_is_retried_and_access_denied_aborts_the_upload_at_once() {
         "{err}"
     );
     let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.UploadPart"), 1, "{counts}");
-    assert_eq!(count(&counts, "s3.AbortMultipartUpload"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "s3.UploadPart"), 1, "{counts}");
+    assert_eq!(
+        common::count(&counts, "s3.AbortMultipartUpload"),
+        1,
+        "{counts}"
+    );
     let uploads = standin
         .s3(REGION)
         .list_multipart_uploads()
@@ -805,9 +827,10 @@ async fn an_image_that_changes_during_the_upload_is_an_error_not_a_crash() {
         standin.release();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
+        // Found after the upload began: not bad input (2) but input that changed (3).
         assert_eq!(
             out.status.code(),
-            Some(2),
+            Some(3),
             "{change}, TLS {tls}: {:?}\n{stderr}",
             out.status
         );
@@ -852,7 +875,7 @@ async fn a_4xx_a_rerun_gets_past_keeps_the_upload_for_the_rerun() {
         let err = run.error_line();
         assert!(err.contains(code) && err.contains("rerun"), "{err}");
         assert_eq!(
-            count(&standin.counts(), "s3.AbortMultipartUpload"),
+            common::count(&standin.counts(), "s3.AbortMultipartUpload"),
             0,
             "{code}"
         );
@@ -862,12 +885,12 @@ async fn a_4xx_a_rerun_gets_past_keeps_the_upload_for_the_rerun() {
         assert!(out["HVM"].as_str().unwrap().starts_with("ami-"), "{code}");
         let counts = standin.counts();
         assert_eq!(
-            count(&counts, "s3.CreateMultipartUpload"),
+            common::count(&counts, "s3.CreateMultipartUpload"),
             0,
             "{code}: {counts}"
         );
         assert_eq!(
-            count(&counts, "s3.CompleteMultipartUpload"),
+            common::count(&counts, "s3.CompleteMultipartUpload"),
             1,
             "{code}: {counts}"
         );
@@ -898,8 +921,8 @@ async fn rerun_after_a_failed_import_call_reuses_the_uploaded_object() {
         run.stderr
     );
     let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.UploadPart"), 0, "{counts}");
-    assert_eq!(count(&counts, "ec2.ImportSnapshot"), 1, "{counts}");
+    assert_eq!(common::count(&counts, "s3.UploadPart"), 0, "{counts}");
+    assert_eq!(common::count(&counts, "ec2.ImportSnapshot"), 1, "{counts}");
 }
 
 #[tokio::test]
@@ -933,8 +956,8 @@ async fn rerun_while_the_import_runs_waits_for_the_same_task() {
         run.stderr
     );
     let counts = standin.counts();
-    assert_eq!(count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
-    assert_eq!(count(&counts, "s3.UploadPart"), 0, "{counts}");
+    assert_eq!(common::count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
+    assert_eq!(common::count(&counts, "s3.UploadPart"), 0, "{counts}");
     assert!(out["SnapshotID"].as_str().unwrap().starts_with("snap-"));
 }
 
@@ -957,12 +980,12 @@ async fn force_replaces_an_ami_of_the_same_name() {
     );
     // As ore prints it: the object this run's file would go to.
     assert_eq!(same["S3Object"], "s3://images/ci/v2.raw");
-    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+    assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
 
     let new = upload(&standin, &second, &["--name", "nightly", "--force"]).json();
     assert_ne!(new["HVM"], old["HVM"]);
     assert_ne!(new["SnapshotID"], old["SnapshotID"]);
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let images = ec2.describe_images().owners("self").send().await.unwrap();
     let ids: Vec<&str> = images
         .images()
@@ -1005,7 +1028,7 @@ async fn upload_object_needs_only_s3() {
     let out = send().json();
     assert_eq!(out, json!({"S3Object": "s3://plain/some/prefix/blob.bin"}));
     let counts = standin.counts();
-    assert_eq!(count(&counts, "s3.UploadPart"), 4, "{counts}");
+    assert_eq!(common::count(&counts, "s3.UploadPart"), 4, "{counts}");
     // Plain HTTP: the signature covers each part's SHA-256.
     let payloads = standin.control("GET", "/_standin/payloads", None);
     let payloads: Value = serde_json::from_str(&payloads).unwrap();
@@ -1024,7 +1047,25 @@ async fn upload_object_needs_only_s3() {
     // Again: the object matches, nothing is sent.
     standin.reset_requests();
     send().json();
-    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+    assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
+
+    // Bad input is refused before any call (exit 2): an empty file, a part size S3 refuses.
+    let empty = common::write_file(dir.path(), "empty.bin", "");
+    for (path, part, why) in [
+        (&empty, "5MiB", "is empty"),
+        (&file, "4MiB", "outside S3's limits"),
+    ] {
+        standin.reset_requests();
+        let run = standin
+            .imgpub()
+            .args(["aws", "upload-object", "--region", REGION])
+            .args(["--bucket", "s3://plain/some/prefix", "--part-size", part])
+            .arg_path("--file", path)
+            .run();
+        assert_eq!(run.code, 2, "{why}: {}", run.stderr);
+        assert!(run.stderr.contains(why), "{why}: {}", run.stderr);
+        assert_eq!(standin.counts(), json!({}), "{why}: a call was made");
+    }
 }
 
 /// The AMI features release jobs ask for, read back: deprecation (on the AMI and its
@@ -1080,7 +1121,7 @@ async fn ami_features_read_back_and_refusals_come_first() {
     .json();
     let ami = out["HVM"].as_str().unwrap().to_string();
     let snap = out["SnapshotID"].as_str().unwrap().to_string();
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
     let image = image.images()[0].clone();
     let deprecation = image.deprecation_time().unwrap().to_string();
@@ -1200,7 +1241,8 @@ async fn an_upload_after_delete_image_imports_again() {
     );
     assert_ne!(out["SnapshotID"], first["SnapshotID"]);
     let snap = out["SnapshotID"].as_str().unwrap();
-    let found = ec2(&standin)
+    let found = standin
+        .ec2(REGION)
         .describe_snapshots()
         .snapshot_ids(snap)
         .send()
@@ -1244,8 +1286,12 @@ async fn block_public_access_is_found_before_anything_is_sent() {
             "{line}"
         );
         let counts = standin.counts();
-        assert_eq!(count(&counts, "s3.CreateMultipartUpload"), 0, "{counts}");
-        assert_eq!(count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
+        assert_eq!(
+            common::count(&counts, "s3.CreateMultipartUpload"),
+            0,
+            "{counts}"
+        );
+        assert_eq!(common::count(&counts, "ec2.ImportSnapshot"), 0, "{counts}");
     }
     set("block-new-sharing", "block-all-sharing");
     let out = upload(&standin, &raw, &["--name", "bpa"]).json();
@@ -1262,7 +1308,7 @@ async fn block_public_access_is_found_before_anything_is_sent() {
         "{}",
         run.stderr
     );
-    assert!(common::launch_permissions(&ec2(&standin), ami)
+    assert!(common::launch_permissions(&standin.ec2(REGION), ami)
         .await
         .is_empty());
     set("unblocked", "unblocked");
@@ -1289,7 +1335,7 @@ async fn the_public_ami_quota_leaves_nothing_half_shared() {
         line.contains("ResourceLimitExceeded") && line.contains("\"Public AMIs\" quota"),
         "{line}"
     );
-    let ec2 = ec2(&standin);
+    let ec2 = standin.ec2(REGION);
     let images = ec2.describe_images().owners("self").send().await.unwrap();
     let image = &images.images()[0];
     let ami = image.image_id().unwrap().to_string();
@@ -1414,7 +1460,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     // A rerun over TLS finds the object and sends nothing.
     standin.reset_requests();
     send().json();
-    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 0);
+    assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
 
     // Without the CA the server is not trusted, and the error says so.
     let run = send_with(standin.imgpub().env_remove("AWS_CA_BUNDLE"), "s3://tls/y");
@@ -1467,7 +1513,7 @@ async fn the_import_timeout_covers_the_wait_for_a_slot_and_the_import() {
         err.contains("not finished within the import timeout (35s"),
         "{err}"
     );
-    assert_eq!(count(&standin.counts(), "ec2.ImportSnapshot"), 2);
+    assert_eq!(common::count(&standin.counts(), "ec2.ImportSnapshot"), 2);
 }
 
 /// Ctrl-C while the whole file is hashed (to tell whether the object in S3 is this file)
@@ -1552,7 +1598,7 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
         "ec2.RegisterImage",
         "ec2.CreateTags",
     ] {
-        assert_eq!(count(&counts, write), 0, "{write}: {counts}");
+        assert_eq!(common::count(&counts, write), 0, "{write}: {counts}");
     }
 
     // The same file, fixed flags: the arm64 AMI without IMDSv2 is not what is asked for.
@@ -1576,7 +1622,7 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
             && line.contains("--force"),
         "{line}"
     );
-    assert_eq!(count(&standin.counts(), "ec2.RegisterImage"), 0);
+    assert_eq!(common::count(&standin.counts(), "ec2.RegisterImage"), 0);
 
     // --force imports and registers it again as asked; the old AMI and its snapshot go.
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
@@ -1632,7 +1678,11 @@ async fn lost_answers_of_the_upload_calls_leave_one_object_and_no_upload() {
         assert_eq!(run.code, 0, "{action}: {}", run.stderr);
         assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));
         let counts = standin.counts();
-        assert_eq!(count(&counts, &format!("s3.{action}")), 2, "{counts}");
+        assert_eq!(
+            common::count(&counts, &format!("s3.{action}")),
+            2,
+            "{counts}"
+        );
         let uploads = standin
             .s3(REGION)
             .list_multipart_uploads()
@@ -1678,7 +1728,7 @@ async fn an_import_that_outlives_the_role_session_finishes() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let counts = standin.counts();
     assert!(
-        count(&counts, "sts.AssumeRole") >= 2,
+        common::count(&counts, "sts.AssumeRole") >= 2,
         "the role was assumed again during the wait: {counts}"
     );
     assert!(run.json()["HVM"].as_str().unwrap().starts_with("ami-"));

@@ -833,6 +833,41 @@ pub async fn root_snapshot(ec2: &Client, region: &str, image_id: &str) -> Result
     Ok(root_snapshot_of(&image))
 }
 
+/// RegisterImage, after checking the root volume holds the snapshot; a duplicate name
+/// registered meanwhile (a concurrent or earlier, interrupted run) for the same snapshot is
+/// that run's AMI.
+pub async fn register_or_adopt(
+    ec2: &Client,
+    reg: &RegisterSettings,
+    snapshot: &str,
+    snapshot_age: Age,
+) -> Result<String> {
+    if let Some(gib) = reg.volume_size_gib {
+        let snapshot_gib =
+            crate::aws::import::snapshot_size_gib(ec2, snapshot, snapshot_age).await?;
+        if gib < snapshot_gib {
+            return Err(Error::failed(
+                format!("registering AMI {}", reg.name),
+                ErrorKind::Other,
+                None,
+                format!("the root volume ({gib} GiB) is smaller than snapshot {snapshot} ({snapshot_gib} GiB): pass --disk-size-gib {snapshot_gib} or more (a rerun reuses the snapshot)"),
+            ));
+        }
+    }
+    match register_image(ec2, reg, snapshot, snapshot_age).await {
+        Ok(id) => Ok(id),
+        Err(err) if err.code() == Some("InvalidAMIName.Duplicate") => {
+            match find_image_by_name(ec2, &reg.name).await? {
+                Some(found) if found.root_snapshot.as_deref() == Some(snapshot) => {
+                    Ok(found.image_id)
+                }
+                _ => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

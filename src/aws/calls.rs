@@ -1400,11 +1400,12 @@ mod tests {
     fn sources() -> Vec<(&'static str, &'static str)> {
         vec![
             ("ami.rs", include_str!("ami.rs")),
-            ("config.rs", include_str!("config.rs")),
+            ("config/mod.rs", include_str!("config/mod.rs")),
             ("copy.rs", include_str!("copy.rs")),
             ("ebs_direct.rs", include_str!("ebs_direct.rs")),
             ("instances.rs", include_str!("instances.rs")),
             ("iam.rs", include_str!("iam.rs")),
+            ("vmimport_role.rs", include_str!("vmimport_role.rs")),
             ("import.rs", include_str!("import.rs")),
             ("multipart.rs", include_str!("multipart.rs")),
             ("permissions.rs", include_str!("permissions.rs")),
@@ -1414,7 +1415,14 @@ mod tests {
             ("preflight.rs", include_str!("preflight.rs")),
             ("publisher.rs", include_str!("publisher.rs")),
             ("tags.rs", include_str!("tags.rs")),
-            ("commands/upload.rs", include_str!("../commands/upload.rs")),
+            (
+                "commands/upload/remote.rs",
+                include_str!("../commands/upload/remote.rs"),
+            ),
+            (
+                "commands/upload/stages.rs",
+                include_str!("../commands/upload/stages.rs"),
+            ),
             (
                 "commands/initialize.rs",
                 include_str!("../commands/initialize.rs"),

@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::ami::{self, Change, FoundImage, Sharing};
 use crate::aws::calls::Op;
+use crate::aws::poll::{poll_until, Grid, Look, POLL};
 use crate::aws::propagation::{Age, PATIENCE};
 use crate::aws::tags::{self, tag};
 use crate::error::{aws, Error, ErrorKind, Result};
-use crate::progress::Wait;
 
 /// AWS allows a few concurrent copies per destination region; copies to different regions
 /// run side by side, and this many at once is gentle on the source region's API rate.
@@ -155,7 +155,7 @@ fn client_token(source: &Source, region: &str, replacing: Option<&str>) -> Strin
 /// Polls that must find no trace of a copy before it counts as gone: as long as a new
 /// AMI may take to become visible (EC2 is eventually consistent), so a copy still
 /// propagating is never taken for a deregistered one and made again.
-const GONE_AFTER_POLLS: u32 = (PATIENCE.as_secs() / crate::aws::POLL.as_secs()) as u32;
+const GONE_AFTER_POLLS: u32 = (PATIENCE.as_secs() / POLL.as_secs()) as u32;
 
 /// The copy CopyImage named is deregistered (or never showed up).
 fn gone(region: &str, image_id: &str) -> Error {
@@ -174,82 +174,91 @@ async fn wait_available(
     image_id: &str,
     timeout: Duration,
 ) -> Result<String> {
-    let started = Instant::now();
-    let wait = Wait::new(format!("copy {image_id} in {region}"));
-    let mut missing = 0;
-    let (mut next, mut polls, mut percent) = (started, 0, None);
-    loop {
-        next += crate::aws::POLL;
-        polls += 1;
-        let found = match ec2.describe_images().image_ids(image_id).send().await {
-            Ok(out) => out.images().first().cloned(),
-            Err(e) => {
-                let err = aws(
-                    Op::Ec2DescribeImages,
-                    format!("checking the copy {image_id} in {region}"),
-                    e,
-                );
-                if err.kind() != Some(ErrorKind::NotFound) {
-                    return Err(err);
+    let what = format!("copy {image_id} in {region}");
+    let timed_out = || {
+        format!(
+            "not available after {}s; it keeps going in AWS, and a rerun picks it up",
+            timeout.as_secs()
+        )
+    };
+    // Looks in a row that found no copy, and the last percent read.
+    let missing = std::cell::Cell::new(0);
+    let percent = std::cell::Cell::new(None);
+    let deadline = Instant::now() + timeout;
+    poll_until(&what, Grid::Steady, deadline, timed_out, |n| {
+        let (missing, percent, what) = (&missing, &percent, &what);
+        async move {
+            let found = match ec2.describe_images().image_ids(image_id).send().await {
+                Ok(out) => out.images().first().cloned(),
+                Err(e) => {
+                    let err = aws(
+                        Op::Ec2DescribeImages,
+                        format!("checking the copy {image_id} in {region}"),
+                        e,
+                    );
+                    if err.kind() != Some(ErrorKind::NotFound) {
+                        return Err(err);
+                    }
+                    None
                 }
-                None
+            };
+            // Not there: a new copy not visible yet (EC2 is eventually consistent), or one
+            // deregistered since that CopyImage's token still names. Only the latter lasts.
+            missing.set(if found.is_none() {
+                missing.get() + 1
+            } else {
+                0
+            });
+            if missing.get() >= GONE_AFTER_POLLS {
+                return Err(gone(region, image_id));
             }
-        };
-        // Not there: a new copy not visible yet (EC2 is eventually consistent), or one
-        // deregistered since that CopyImage's token still names. Only the latter lasts.
-        missing = if found.is_none() { missing + 1 } else { 0 };
-        if missing >= GONE_AFTER_POLLS {
-            return Err(gone(region, image_id));
-        }
-        if let Some(image) = &found {
+            let Some(image) = found else {
+                return Ok(Look::Going {
+                    state: "not visible yet".into(),
+                    percent: None,
+                });
+            };
             match image.state() {
-                Some(ImageState::Deregistered) => return Err(gone(region, image_id)),
-                Some(ImageState::Available) => {
-                    wait.finish("available");
-                    return ami::root_snapshot_of(image).ok_or_else(|| {
-                        Error::failed(
-                            format!("copy {image_id} in {region}"),
-                            ErrorKind::Other,
-                            None,
-                            "the copy has no root snapshot",
-                        )
-                    });
-                }
+                Some(ImageState::Deregistered) => Err(gone(region, image_id)),
+                Some(ImageState::Available) => match ami::root_snapshot_of(&image) {
+                    Some(value) => Ok(Look::Done {
+                        value,
+                        said: "available".into(),
+                    }),
+                    None => Err(Error::failed(
+                        what.as_str(),
+                        ErrorKind::Other,
+                        None,
+                        "the copy has no root snapshot",
+                    )),
+                },
                 Some(ImageState::Failed | ImageState::Error | ImageState::Invalid) => {
                     let reason = image
                         .state_reason()
                         .and_then(|r| r.message())
                         .unwrap_or("no reason given");
-                    return Err(Error::failed(
-                        format!("copy {image_id} in {region}"),
+                    Err(Error::failed(
+                        what.as_str(),
                         ErrorKind::TaskFailed,
                         None,
                         format!("AWS ended the copy: {reason}"),
-                    ));
+                    ))
                 }
                 state => {
-                    if let Some(snapshot) = ami::root_snapshot_of(image) {
-                        if polls % PERCENT_EVERY == 1 {
-                            percent = snapshot_percent(ec2, &snapshot).await;
+                    if let Some(snapshot) = ami::root_snapshot_of(&image) {
+                        if n % PERCENT_EVERY == 1 {
+                            percent.set(snapshot_percent(ec2, &snapshot).await);
                         }
                     }
-                    wait.update(state.map_or("pending", |s| s.as_str()), percent);
+                    Ok(Look::Going {
+                        state: state.map_or("pending", |s| s.as_str()).to_string(),
+                        percent: percent.get(),
+                    })
                 }
             }
         }
-        if started.elapsed() >= timeout {
-            return Err(Error::failed(
-                format!("copy {image_id} in {region}"),
-                ErrorKind::Timeout,
-                None,
-                format!(
-                    "not available after {}s; it keeps going in AWS, and a rerun picks it up",
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        tokio::time::sleep_until(next.into()).await;
-    }
+    })
+    .await
 }
 
 /// How far the copy of a pending snapshot is (`Progress`, e.g. `45%`); `None` when it

@@ -35,10 +35,12 @@ use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
 use crate::aws::ebs_journal::{self, Journal, Record};
 use crate::aws::import::Encryption;
+use crate::aws::poll::{poll_until, Grid, Look};
 use crate::aws::propagation::{naming, Age};
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::{Disk, ImageInfo, Reader, BLOCK_SIZE};
-use crate::progress::{Progress, Wait};
+use crate::progress::Progress;
+use crate::sha256::{Kernel, Sha256Lanes};
 
 /// Blocks read and sent at once (memory is about this × 512 KiB).
 pub const DEFAULT_BLOCKS_IN_FLIGHT: u16 = 32;
@@ -47,10 +49,6 @@ pub const CONTENT_TAG: &str = "imgpub:content";
 /// How long EBS keeps a started snapshot pending before it ends in `error` (StartSnapshot's
 /// Timeout, minutes; AWS's default is 60): long enough for a rerun to resume it.
 const SNAPSHOT_TIMEOUT_MINUTES: i32 = 24 * 60;
-/// How often the wait for completion asks: soon at first (a small snapshot completes in
-/// moments), doubling up to `POLL`.
-const FIRST_POLL: Duration = Duration::from_millis(250);
-const POLL: Duration = Duration::from_secs(2);
 
 /// What to write, decided before any call.
 #[derive(Debug, Clone, PartialEq)]
@@ -462,18 +460,39 @@ async fn put_blocks(
         true => Zeros::Send,
         false => Zeros::Skip,
     };
-    let digests: BTreeMap<i32, [u8; 32]> = stream::iter(data_blocks)
-        .map(|index| {
+    // The blocks are read and hashed a group at a time: the multi-lane SHA-256 kernel
+    // hashes a group's blocks side by side, ~3× less CPU than one at a time
+    // (docs/benchmarks.md, bench/sha-blocks.sh). One group is read ahead while the blocks
+    // of the last are sent, `blocks_in_flight` at a time.
+    let kernel = Kernel::best();
+    let groups: Vec<Vec<u64>> = data_blocks
+        .chunks(kernel.lanes())
+        .map(<[u64]>::to_vec)
+        .collect();
+    let digests: BTreeMap<i32, [u8; 32]> = stream::iter(groups)
+        .map(|indices| {
             let (disk, buffers, readers) =
                 (Arc::clone(&disk), buffers.clone(), Arc::clone(&readers));
-            let (progress, sent, present) = (&progress, &sent, present);
             async move {
-                let index32 = i32::try_from(index)
-                    .map_err(|_| Error::Invalid(format!("block {index} is past any EBS volume")))?;
-                let block = crate::blocking::run(move || {
-                    read_block(&disk, index, &buffers, &readers, zeros)
+                let blocks = crate::blocking::run(move || {
+                    read_group(&disk, &indices, &buffers, &readers, zeros, kernel)
                 })
                 .await?;
+                Ok::<_, Error>(stream::iter(blocks.into_iter().map(Ok::<_, Error>)))
+            }
+        })
+        .buffered(2)
+        .try_flatten()
+        .map_ok(|(index, block)| {
+            let (progress, sent, present) = (&progress, &sent, present);
+            async move {
+                // The size was checked against EBS's 64 TiB before the run began.
+                let index32 = i32::try_from(index).map_err(|_| {
+                    Error::Changed(format!(
+                        "{} grew past any EBS volume after it was checked",
+                        req.path.display()
+                    ))
+                })?;
                 let out = match block {
                     None => None,
                     Some((_, digest)) if present.get(&index32) == Some(&digest) => {
@@ -491,7 +510,7 @@ async fn put_blocks(
                 Ok::<_, Error>(out)
             }
         })
-        .buffer_unordered(req.blocks_in_flight.max(1))
+        .try_buffer_unordered(req.blocks_in_flight.max(1))
         .try_filter_map(|b| std::future::ready(Ok(b)))
         .try_collect()
         .await?;
@@ -511,33 +530,59 @@ enum Zeros {
     Send,
 }
 
-/// Block `index` and its SHA-256, or `None` when it is all zeros and those are skipped.
+/// A block as read: its bytes and SHA-256, or `None` when it is all zeros and those are
+/// skipped.
+type Block = Option<(Bytes, [u8; 32])>;
+
+/// Blocks `indices`, each with its index, the ones with data hashed together with `kernel`.
 /// Blocking.
-fn read_block(
+fn read_group(
     disk: &Disk,
-    index: u64,
+    indices: &[u64],
     buffers: &Buffers,
     readers: &Mutex<Vec<Reader>>,
     zeros: Zeros,
-) -> Result<Option<(Bytes, [u8; 32])>> {
-    let mut buf = buffers.take(BLOCK_SIZE);
+    kernel: Kernel,
+) -> Result<Vec<(u64, Block)>> {
     let mut reader = readers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .pop()
         .unwrap_or_default();
-    let read = disk.read_block(index, buf.as_mut(), &mut reader);
+    let read: Result<Vec<_>> = indices
+        .iter()
+        .map(|&index| {
+            let mut buf = buffers.take(BLOCK_SIZE);
+            disk.read_block(index, buf.as_mut(), &mut reader)?;
+            let skip = zeros == Zeros::Skip && is_zero(buf.as_ref());
+            Ok((index, (!skip).then_some(buf)))
+        })
+        .collect();
     readers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(reader);
-    read?;
-    let bytes: &[u8] = buf.as_ref();
-    if zeros == Zeros::Skip && is_zero(bytes) {
-        return Ok(None);
+    let read = read?;
+    let data: Vec<&[u8]> = read
+        .iter()
+        .filter_map(|(_, b)| b.as_ref().map(|b| b.as_ref()))
+        .collect();
+    let mut digests = match data.len() {
+        0 => vec![],
+        n => {
+            let mut lanes = Sha256Lanes::with_kernel(n, kernel);
+            lanes.update(&data);
+            lanes.finish(&vec![&[][..]; n])
+        }
     }
-    let digest: [u8; 32] = Sha256::digest(bytes).into();
-    Ok(Some((Bytes::from_owner(buf), digest)))
+    .into_iter();
+    Ok(read
+        .into_iter()
+        .map(|(index, buf)| {
+            let block = buf.and_then(|buf| Some((Bytes::from_owner(buf), digests.next()?)));
+            (index, block)
+        })
+        .collect())
 }
 
 fn is_zero(bytes: &[u8]) -> bool {
@@ -643,55 +688,50 @@ async fn wait_completed(
     timeout: Duration,
 ) -> Result<()> {
     use aws_sdk_ec2::types::SnapshotState;
+    let what = format!("snapshot {snapshot}");
+    let timed_out = || {
+        format!(
+            "not completed within {}s; it keeps going in AWS and a rerun picks it up",
+            timeout.as_secs()
+        )
+    };
+    let reading = format!("reading snapshot {snapshot}");
     let deadline = Instant::now() + timeout;
-    let wait = Wait::new(format!("snapshot {snapshot}"));
-    let mut poll = FIRST_POLL;
-    let what = format!("reading snapshot {snapshot}");
-    loop {
+    // A snapshot completes in moments once its last block is in: looks start quick.
+    poll_until(&what, Grid::QuickStart, deadline, timed_out, |_| async {
         // Just started: EC2 may not know it yet.
-        let out = naming(Age::New, &what, || async {
+        let out = naming(Age::New, &reading, || async {
             ec2.describe_snapshots()
                 .snapshot_ids(snapshot)
                 .send()
                 .await
-                .map_err(|e| aws(Op::Ec2DescribeSnapshots, &what, e))
+                .map_err(|e| aws(Op::Ec2DescribeSnapshots, &reading, e))
         })
         .await?;
         let found = out.snapshots().first();
         match found.and_then(|s| s.state()) {
-            Some(SnapshotState::Completed) => {
-                wait.finish("completed");
-                return Ok(());
-            }
-            Some(SnapshotState::Error) => {
-                return Err(Error::failed(
-                    format!("completing snapshot {snapshot}"),
-                    ErrorKind::Other,
-                    None,
-                    format!(
-                        "EBS ended it in error ({}); a rerun writes it again",
-                        found
-                            .and_then(|s| s.state_message())
-                            .unwrap_or("no reason given")
-                    ),
-                ))
-            }
-            state => wait.update(state.map_or("unknown", |s| s.as_str()), None),
-        }
-        if Instant::now() + poll > deadline {
-            return Err(Error::failed(
+            Some(SnapshotState::Completed) => Ok(Look::Done {
+                value: (),
+                said: "completed".into(),
+            }),
+            Some(SnapshotState::Error) => Err(Error::failed(
                 format!("completing snapshot {snapshot}"),
-                ErrorKind::Other,
+                ErrorKind::TaskFailed,
                 None,
                 format!(
-                    "not completed within {}s; it keeps going in AWS and a rerun picks it up",
-                    timeout.as_secs()
+                    "EBS ended it in error ({}); a rerun writes it again",
+                    found
+                        .and_then(|s| s.state_message())
+                        .unwrap_or("no reason given")
                 ),
-            ));
+            )),
+            state => Ok(Look::Going {
+                state: state.map_or("unknown", |s| s.as_str()).to_string(),
+                percent: None,
+            }),
         }
-        tokio::time::sleep(poll).await;
-        poll = (poll * 2).min(POLL);
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use aws_sdk_ec2::Client;
 use sha2::{Digest, Sha256};
 
 use crate::aws::calls::Op;
+use crate::aws::poll::{poll_until, Grid, Look};
 use crate::aws::propagation::{naming, Age};
 use crate::aws::s3::S3Object;
 use crate::aws::tags::tag;
 use crate::error::{aws, Error, ErrorKind, Result};
 use crate::image::ObjectFormat;
-use crate::progress::Wait;
 
 /// How long to wait between tries while the region is at its concurrent-import limit.
 const LIMIT_WAIT: Duration = Duration::from_secs(30);
@@ -330,10 +330,14 @@ async fn wait_for_import(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String> {
-    let wait = Wait::new(format!("import {task_id}"));
-    let mut next = Instant::now();
-    loop {
-        next += crate::aws::POLL;
+    let timed_out = || {
+        format!(
+            "not finished within the import timeout ({}s, the wait for a free import slot included); it keeps running in AWS, and a rerun of the same command picks it up",
+            timeout.as_secs()
+        )
+    };
+    let what = format!("import task {task_id}");
+    poll_until(&what, Grid::Steady, deadline, timed_out, |_| async {
         let out = ec2
             .describe_import_snapshot_tasks()
             .import_task_ids(task_id)
@@ -356,9 +360,11 @@ async fn wait_for_import(
         })?;
         match task_state(task) {
             TaskState::Completed { snapshot_id } => {
-                wait.finish(&format!("completed: {snapshot_id}"));
                 tracing::info!("import task {task_id} finished: snapshot {snapshot_id}");
-                return Ok(snapshot_id);
+                Ok(Look::Done {
+                    said: format!("completed: {snapshot_id}"),
+                    value: snapshot_id,
+                })
             }
             TaskState::Failed {
                 message,
@@ -369,12 +375,12 @@ async fn wait_for_import(
                 } else {
                     ErrorKind::TaskFailed
                 };
-                return Err(Error::failed(
+                Err(Error::failed(
                     format!("import task {task_id}"),
                     kind,
                     None,
                     format!("AWS ended the import: {message}"),
-                ));
+                ))
             }
             TaskState::Running {
                 status,
@@ -388,22 +394,11 @@ async fn wait_for_import(
                     (None, None) => "running".to_string(),
                 };
                 let percent = progress.as_deref().and_then(|p| p.trim().parse().ok());
-                wait.update(&state, percent);
+                Ok(Look::Going { state, percent })
             }
         }
-        if Instant::now() >= deadline {
-            return Err(Error::failed(
-                format!("import task {task_id}"),
-                ErrorKind::Timeout,
-                None,
-                format!(
-                    "not finished within the import timeout ({}s, the wait for a free import slot included); it keeps running in AWS, and a rerun of the same command picks it up",
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        tokio::time::sleep_until(next.min(deadline).into()).await;
-    }
+    })
+    .await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod import;
 pub mod instances;
 pub mod multipart;
 pub mod permissions;
+pub(crate) mod poll;
 pub mod preflight;
 pub mod propagation;
 pub mod publisher;
@@ -22,8 +23,4 @@ pub mod s3;
 pub mod ssm;
 pub mod tags;
 pub mod unchecked;
-
-/// How often a wait on AWS (an import, a copy) asks how it is going: once per task per
-/// `POLL`, on a fixed grid from the first ask (the time a call takes does not stretch it),
-/// so the end is noticed within `POLL` at a steady, low rate of describe calls.
-pub const POLL: std::time::Duration = std::time::Duration::from_secs(5);
+pub mod vmimport_role;

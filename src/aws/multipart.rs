@@ -75,6 +75,21 @@ const MAX_PARTS: u64 = 10_000;
 pub const DEFAULT_PART_SIZE: u64 = 6 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 6;
 
+/// The local checks of an upload of `path`, before any call: the file can be read, is not
+/// empty, and fits in S3's parts at the requested part size.
+pub fn check_file(path: &std::path::Path, part_size: Option<u64>) -> Result<()> {
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading {shown}"), e))?
+        .len();
+    if size == 0 {
+        return Err(Error::Invalid(format!(
+            "{shown} is empty; nothing to upload"
+        )));
+    }
+    part_size_for(size, part_size).map(drop)
+}
+
 /// The part size for a file: the requested (or default) size, grown in whole MiB until the
 /// file fits in 10,000 parts.
 pub fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
@@ -183,9 +198,10 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
         .await
         .map_err(|e| Error::io(format!("reading {shown}"), e))?
         .len();
+    // Checked before the run began (`check_file`): empty now, it was emptied since.
     if size == 0 {
-        return Err(Error::Invalid(format!(
-            "{shown} is empty; nothing to upload"
+        return Err(Error::Changed(format!(
+            "{shown} became empty after the run began; rerun once it is written"
         )));
     }
     let layout = Layout {
@@ -333,7 +349,7 @@ pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadRepor
     };
     if changed {
         abort(s3, req, &upload_id).await;
-        return Err(Error::Invalid(format!(
+        return Err(Error::Changed(format!(
             "{shown} changed while it was being uploaded; let the tool that writes it finish, \
              then rerun"
         )));
@@ -634,7 +650,7 @@ fn part_groups(layout: Layout, over_tls: bool, existing: impl Fn(u64) -> bool) -
 fn read_image_at(file: &std::fs::File, buf: &mut [u8], offset: u64, shown: &str) -> Result<()> {
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Invalid(format!(
+            Error::Changed(format!(
                 "{shown} is shorter than when the upload began: it changed while it was being \
                  uploaded; let the tool that writes it finish, then rerun"
             ))

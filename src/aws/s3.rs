@@ -310,6 +310,45 @@ pub async fn put_abort_rule(
     Ok(())
 }
 
+/// The ETag of `object`, or `None` when it does not exist.
+pub async fn object_etag(
+    s3: &Client,
+    object: &S3Object,
+    owner: Option<&str>,
+) -> Result<Option<String>> {
+    let head = s3
+        .head_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .set_expected_bucket_owner(owner.map(str::to_owned))
+        .send()
+        .await;
+    match head {
+        Ok(head) => Ok(Some(
+            head.e_tag()
+                .ok_or_else(|| Error::missing(Op::S3HeadObject, "ETag"))?
+                .trim_matches('"')
+                .to_string(),
+        )),
+        Err(e) => match aws(Op::S3HeadObject, format!("checking {object}"), e) {
+            err if err.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            err => Err(err),
+        },
+    }
+}
+
+/// Deletes `object` (deleting a missing one is not an error in S3).
+pub async fn delete_object(s3: &Client, object: &S3Object, owner: Option<&str>) -> Result<()> {
+    s3.delete_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .set_expected_bucket_owner(owner.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| aws(Op::S3DeleteObject, format!("deleting {object}"), e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

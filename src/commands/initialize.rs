@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::Identity;
-use crate::aws::iam::{self, Outcome, RolePlan, RoleSpec, RoleState};
+use crate::aws::iam::{self, Outcome, RolePlan, RoleState};
 use crate::aws::s3;
+use crate::aws::vmimport_role::{self, RoleSpec};
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
@@ -154,7 +155,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
         } => iam::read_other_policies(&c.iam, &opts.role_name, &opts.role_name).await?,
         _ => vec![],
     };
-    let role = iam::plan_role(&spec, &role_state, &others, opts.harden_trust);
+    let role = vmimport_role::plan_role(&spec, &role_state, &others, opts.harden_trust);
     if role.trust_unhardened {
         tracing::warn!(
             "the trust policy of role {} lets VM Import/Export assume it on behalf of any account (no aws:SourceAccount/aws:SourceArn conditions); `imgpub aws initialize --harden-trust` adds them",
@@ -241,7 +242,8 @@ pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
         Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region, c.owner()).await?,
         other => other,
     };
-    let role_arn = iam::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
+    let role_arn =
+        vmimport_role::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
     if let Some((days, Outcome::Created | Outcome::Repaired)) = plan.lifecycle {
         s3::put_abort_rule(&c.s3, &plan.bucket, c.owner(), &plan.lifecycle_rules, days).await?;
     }

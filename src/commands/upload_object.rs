@@ -70,6 +70,7 @@ impl Command for UploadObjectOptions {
     type Plan = S3Object;
 
     fn validate(&self) -> Result<S3Object> {
+        multipart::check_file(&self.file, self.transfer.part_size)?;
         plan(self)
     }
 

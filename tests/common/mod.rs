@@ -330,6 +330,18 @@ impl Standin {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk(region))
+    }
+
+    /// A stand-in with the bucket `images` and the vmimport role in us-east-1, made by
+    /// `imgpub aws initialize`.
+    pub fn initialized() -> Standin {
+        let standin = Standin::start();
+        standin.initialize("us-east-1", "images");
+        standin
+    }
+
     pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk("us-east-1"))
     }
@@ -820,4 +832,60 @@ pub fn planned_calls(run: &Run) -> Vec<(String, String, String)> {
     }
     calls.sort();
     calls
+}
+
+/// How many requests of `key` (`ec2.RegisterImage`) the stand-in's counts hold.
+pub fn count(counts: &Value, key: &str) -> u64 {
+    counts[key].as_u64().unwrap_or(0)
+}
+
+/// Every line of a run's stdout, as JSON (whatever the exit code: a run that fails past
+/// some items has printed those).
+pub fn json_lines(run: &Run) -> Vec<Value> {
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// A running instance of `image` with `tags`, launched `hours_ago` (the stand-in's clock).
+pub async fn instance(
+    standin: &Standin,
+    region: &str,
+    image: &str,
+    tags: &[(&str, &str)],
+    hours_ago: u64,
+) -> String {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let mut call = standin
+        .ec2(region)
+        .run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1);
+    if !tags.is_empty() {
+        let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+        for (k, v) in tags {
+            spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        call = call.tag_specifications(spec.build());
+    }
+    let out = call.send().await.unwrap();
+    let id = out.instances()[0].instance_id().unwrap().to_string();
+    let at = std::time::SystemTime::now() - Duration::from_secs(hours_ago * 3600);
+    let at = aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let body = serde_json::json!({ "launch_time": at }).to_string();
+    standin.control("POST", &format!("/_standin/instances/{id}"), Some(&body));
+    id
+}
+
+/// A customer managed KMS key in `region`, made by the stand-in's admin (default key
+/// policy: IAM decides).
+pub fn customer_key(standin: &Standin, region: &str) -> String {
+    let body = serde_json::json!({ "region": region }).to_string();
+    let made: Value =
+        serde_json::from_str(&standin.control("POST", "/_standin/kms/keys", Some(&body))).unwrap();
+    made["arn"].as_str().unwrap().to_string()
 }

@@ -2,7 +2,7 @@
 //! with ready SDK clients, and [`AwsContext::verify_identity`] is the preflight that fails fast,
 //! before any side effect, naming the credential source and region it tried.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -13,66 +13,17 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
-use aws_smithy_http_client::{tls, Builder as HttpClientBuilder};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::aws::calls::Op;
 use crate::error::{aws, find_cause, one_line_chain, Error, Result};
 
-/// An HTTPS client that trusts exactly the CA certificates in the PEM file `path`.
-/// Certificates the TLS library cannot use as a root are left out (the client itself would
-/// panic on them); a file with none it can use is an error.
-async fn ca_bundle_client(path: &Path) -> Result<SharedHttpClient> {
-    use base64::Engine;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
+mod ca;
+mod chain;
 
-    let shown = path.display();
-    let pem = tokio::fs::read(path).await.map_err(|e| {
-        Error::Invalid(format!(
-            "AWS_CA_BUNDLE={shown} cannot be read ({e}); point it at a PEM file of CA certificates, or unset it"
-        ))
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    let mut usable = String::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| {
-            Error::Invalid(format!(
-                "AWS_CA_BUNDLE={shown} is not a PEM file of certificates ({e}); point it at one, or unset it"
-            ))
-        })?;
-        if roots.add(der.clone()).is_ok() {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-            usable.push_str("-----BEGIN CERTIFICATE-----\n");
-            for line in b64.as_bytes().chunks(64) {
-                // Base64 is ASCII.
-                usable.push_str(std::str::from_utf8(line).unwrap_or(""));
-                usable.push('\n');
-            }
-            usable.push_str("-----END CERTIFICATE-----\n");
-        }
-    }
-    if roots.is_empty() {
-        return Err(Error::Invalid(format!(
-            "AWS_CA_BUNDLE={shown} holds no CA certificate; point it at a PEM file of CA certificates, or unset it"
-        )));
-    }
-    let trust = tls::TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(usable.into_bytes());
-    let context = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| Error::Invalid(format!("AWS_CA_BUNDLE={shown}: {e}")))?;
-    Ok(HttpClientBuilder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
-}
+use ca::ca_bundle_client;
+use chain::{default_chain_report, Chain, SharedFiles};
 
 /// A secret key: its `Debug` shows nothing, so no log or error can carry it.
 #[derive(Clone)]
@@ -610,149 +561,6 @@ async fn default_session_name() -> String {
         true => "imgpub".to_string(),
         false => format!("imgpub-{id}"),
     }
-}
-
-/// Whether the credentials come from the SDK's default chain or a source the user chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chain {
-    Default,
-    Chosen,
-}
-
-/// The shared credentials and config files, as the SDK finds them, and what they hold.
-struct SharedFiles {
-    /// Both, as shown to the user: `~/.aws/credentials and ~/.aws/config`.
-    shown: String,
-    /// The profile the chain reads ($AWS_PROFILE, else `default`).
-    profile: String,
-    state: FilesState,
-}
-
-enum FilesState {
-    Missing,
-    NoProfile,
-    HasProfile,
-}
-
-impl SharedFiles {
-    /// Reads the files (with tokio: this runs on the runtime).
-    async fn read() -> SharedFiles {
-        let profile = std::env::var("AWS_PROFILE")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "default".into());
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let mut shown = vec![];
-        let mut texts = vec![];
-        for (var, name) in [
-            ("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
-            ("AWS_CONFIG_FILE", "config"),
-        ] {
-            let (label, path) = match std::env::var_os(var).filter(|p| !p.is_empty()) {
-                Some(path) => {
-                    let path = PathBuf::from(path);
-                    (format!("{} (${var})", path.display()), path)
-                }
-                None => match &home {
-                    Some(h) => (format!("~/.aws/{name}"), h.join(".aws").join(name)),
-                    None => continue,
-                },
-            };
-            shown.push(label);
-            if let Ok(text) = tokio::fs::read_to_string(&path).await {
-                texts.push(text);
-            }
-        }
-        let state = if texts.is_empty() {
-            FilesState::Missing
-        } else if texts.iter().any(|t| has_profile(t, &profile)) {
-            FilesState::HasProfile
-        } else {
-            FilesState::NoProfile
-        };
-        SharedFiles {
-            shown: shown.join(" and "),
-            profile,
-            state,
-        }
-    }
-}
-
-/// Each source of the default chain, in the SDK's order, and why it gave no credentials:
-/// told from the environment and the files (the chain's own error lists none of it in
-/// words). The chain stops at the first source that is set up, so the list does too, with
-/// that source's error.
-fn default_chain_report(err: &CredentialsError, files: &SharedFiles) -> String {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    let failed = one_line_chain(err);
-    let mut tried: Vec<String> = Vec::new();
-
-    if set("AWS_ACCESS_KEY_ID") {
-        return format!("environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: {failed}");
-    }
-    tried.push("environment (AWS_ACCESS_KEY_ID is not set)".into());
-
-    let (shown, profile) = (&files.shown, &files.profile);
-    match files.state {
-        FilesState::Missing => tried.push(format!("shared files ({shown} do not exist)")),
-        FilesState::NoProfile => {
-            tried.push(format!("shared files (no profile {profile:?} in {shown})"))
-        }
-        FilesState::HasProfile => {
-            tried.push(format!("profile {profile:?} in {shown}: {failed}"));
-            return format!("tried {}", tried.join("; "));
-        }
-    }
-
-    if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
-        tried.push(format!(
-            "web identity ($AWS_WEB_IDENTITY_TOKEN_FILE): {failed}"
-        ));
-        return format!("tried {}", tried.join("; "));
-    }
-    tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE is not set)".into());
-
-    if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") || set("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
-        tried.push(format!("container credentials: {failed}"));
-        return format!("tried {}", tried.join("; "));
-    }
-    tried.push(
-        "container (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI are not set)".into(),
-    );
-
-    let imds = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-        .unwrap_or_else(|| "http://169.254.169.254".into());
-    let why = if std::env::var("AWS_EC2_METADATA_DISABLED")
-        .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-    {
-        "disabled by AWS_EC2_METADATA_DISABLED".to_string()
-    } else {
-        match err {
-            // Nothing answered with a role: not on EC2, or an instance without one.
-            CredentialsError::CredentialsNotLoaded(_) => {
-                format!("{imds} gave no instance role: not on EC2, or the instance has none")
-            }
-            _ => format!("{imds}: {failed}"),
-        }
-    };
-    tried.push(format!("instance metadata ({why})"));
-    format!("tried {}", tried.join("; "))
-}
-
-/// Whether a shared credentials or config file's text has a section for `profile`.
-fn has_profile(text: &str, profile: &str) -> bool {
-    text.lines().any(|line| {
-        let line = line.trim();
-        line.strip_prefix('[')
-            .and_then(|l| l.strip_suffix(']'))
-            .map(|name| {
-                let name = name.trim();
-                name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile)
-            })
-            .unwrap_or(false)
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,211 @@
+//! The plan: read-only lookups of what an earlier run finished or left in flight.
+
+use super::*;
+
+/// The read-only lookups, in the command's region: what earlier runs left (the AMI and the
+/// snapshot by name), and, when something is to be imported, that the bucket is in this
+/// region, the source object exists and the import role exists.
+pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
+    // Independent reads, side by side: each is a round trip to the region.
+    let public = async {
+        if local.sharing.public {
+            ami::check_public_sharing(&c.ec2, &c.region, true).await
+        } else {
+            Ok(())
+        }
+    };
+    let image = async {
+        match &local.register {
+            Some(reg) => ami::find_image_by_name(&c.ec2, &reg.name).await,
+            None => Ok(None),
+        }
+    };
+    // An import unless an earlier run's snapshot of that name is found (never with --force).
+    let (force, name) = (local.force, &local.name);
+    let import_unless_found = |from: ImportFrom| async move {
+        let found = match force {
+            true => None,
+            false => import::find_snapshot_by_name(&c.ec2, name).await?,
+        };
+        Ok(found.map_or(SnapshotStep::Import(from), SnapshotStep::Use))
+    };
+    let snapshot = async {
+        match &local.source {
+            Source::Snapshot(id) => Ok(SnapshotStep::Use(id.clone())),
+            Source::Blocks(req) => Ok(match ebs_direct::find(&c.ec2, req).await? {
+                ebs_direct::Found::Completed(id) => SnapshotStep::Use(id),
+                ebs_direct::Found::Write(start) => SnapshotStep::Write(start, req.clone()),
+            }),
+            Source::File {
+                path,
+                format,
+                object,
+                ..
+            } => {
+                import_unless_found(ImportFrom::File {
+                    path: path.clone(),
+                    object: object.clone(),
+                    format: *format,
+                })
+                .await
+            }
+            Source::Object { object, format } => {
+                import_unless_found(ImportFrom::Object {
+                    object: object.clone(),
+                    format: *format,
+                })
+                .await
+            }
+        }
+    };
+    // A key is regional: StartSnapshot in another region cannot use it.
+    if let (Source::Blocks(_), Encryption::Key(key)) = (&local.source, &local.encryption) {
+        let key_region = crate::commands::needs::kms_key_region("--kms-key", key)?;
+        if key_region != c.region {
+            return Err(Error::Invalid(format!(
+                "--kms-key {key} is in {key_region}, but the snapshot is made in {}: use a key of {}",
+                c.region, c.region
+            )));
+        }
+    }
+    let ((), existing_image, snapshot) = tokio::try_join!(public, image, snapshot)?;
+    if let (SnapshotStep::Use(id), Source::File { path, info, .. }) = (&snapshot, &local.source) {
+        refuse_another_image(c, &local.name, id, path, info.file_size).await?;
+    }
+    if let SnapshotStep::Import(_) = snapshot {
+        check_import_prerequisites(c, &local).await?;
+    }
+    if local.sharing.public && !matches!(snapshot, SnapshotStep::Use(_)) {
+        // A new snapshot in a region that encrypts by default is encrypted whatever the
+        // request says, and could not be made public: say so before making it.
+        ami::check_new_snapshots_unencrypted(&c.ec2, &c.region).await?;
+    }
+    let image = match (&local.register, existing_image) {
+        (None, _) => ImageStep::None,
+        (Some(_), None) => ImageStep::Register,
+        (Some(reg), Some(found))
+            if matches!(&snapshot, SnapshotStep::Use(id) if found.root_snapshot.as_ref() == Some(id)) =>
+        {
+            // The same disk, but registered otherwise: returning it would hand back an
+            // image other than the one asked for.
+            match found.registered.differences(reg) {
+                differences if differences.is_empty() => ImageStep::Reuse(found.image_id),
+                // Registered again from the same snapshot, which stays.
+                _ if local.force => ImageStep::Replace(ami::FoundImage {
+                    root_snapshot: None,
+                    ..found
+                }),
+                differences => {
+                    return Err(Error::Invalid(format!(
+                        "AMI {} named {} was registered from this image, but otherwise: {}; pass --force to register it again as asked (the old AMI is deregistered), or choose another --ami-name",
+                        found.image_id,
+                        reg.name,
+                        differences.join(", ")
+                    )))
+                }
+            }
+        }
+        (Some(_), Some(found)) if local.force => ImageStep::Replace(found),
+        (Some(reg), Some(found)) => {
+            return Err(Error::Invalid(format!(
+                "AMI name {} is already used by {} (snapshot {}), which is not this image; pass --force to replace it, or choose another --ami-name",
+                reg.name,
+                found.image_id,
+                found.root_snapshot.as_deref().unwrap_or("unknown")
+            )))
+        }
+    };
+    Ok(Plan {
+        local,
+        region: c.region.clone(),
+        snapshot,
+        image,
+    })
+}
+
+/// A snapshot found by name is reused, as ore does; but not one made from another image
+/// (its import task shows another size), which would publish an image not asked for.
+pub(super) async fn refuse_another_image(
+    c: &Clients,
+    name: &str,
+    snapshot: &str,
+    path: &Path,
+    size: u64,
+) -> Result<()> {
+    match import::imported_image_size(&c.ec2, name, snapshot).await {
+        Ok(Some(imported)) if imported != size => Err(Error::Invalid(format!(
+            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; pass --force to import {} instead, or choose another --name",
+            path.display(),
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        // The task may have aged out of AWS's list: the size cannot be compared.
+        Err(e) => {
+            tracing::debug!("could not read the import task of {snapshot}: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Before an import: the bucket exists in this region, the source object exists, the
+/// import role exists.
+pub(super) async fn check_import_prerequisites(c: &Clients, local: &LocalPlan) -> Result<()> {
+    let Some(object) = local.source.object() else {
+        return Ok(());
+    };
+    let bucket = &object.bucket;
+    let role = &local.role_name;
+    // Both reads at once; the bucket's answer is looked at first.
+    let (region, role_state) = tokio::join!(
+        s3::bucket_region(&c.s3, bucket, c.owner()),
+        crate::aws::iam::read_role(&c.iam, role, role)
+    );
+    let region = match region {
+        // ore needed no s3:GetBucketLocation: without it, --region is trusted (a bucket
+        // elsewhere then fails at the upload, with S3's redirect, not before it).
+        Err(e) if e.kind() == Some(crate::error::ErrorKind::AccessDenied) => {
+            crate::aws::unchecked::note(format!(
+                "that bucket {bucket} is in {} (s3:GetBucketLocation)",
+                c.region
+            ));
+            Some(c.region.clone())
+        }
+        region => region?,
+    };
+    match region {
+        None => {
+            return Err(Error::Invalid(format!(
+                "bucket {bucket} does not exist; create it with `imgpub aws initialize --region {} --bucket {bucket}`",
+                c.region
+            )))
+        }
+        Some(r) if r != c.region => {
+            return Err(Error::Invalid(format!(
+                "bucket {bucket} is in {r}, but ImportSnapshot reads only from buckets in its own region ({}); use --region {r} or a bucket in {}",
+                c.region, c.region
+            )))
+        }
+        Some(_) => {}
+    }
+    if let Source::Object { object, .. } = &local.source {
+        head_object(c, object).await?;
+    }
+    match role_state {
+        Ok(crate::aws::iam::RoleState::Absent) => Err(Error::Invalid(format!(
+            "the IAM role {role} that VM Import/Export needs does not exist; create it with `imgpub aws initialize --bucket {bucket}` (a role made in the last minute may not be visible yet: IAM is eventually consistent, so rerun a little later)"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Publishing credentials often may not read IAM; ImportSnapshot will tell.
+            tracing::debug!("could not check IAM role {role}: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// The ETag of `--source-object`, which must exist.
+pub(super) async fn head_object(c: &Clients, object: &S3Object) -> Result<String> {
+    s3::object_etag(&c.s3, object, c.owner())
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("--source-object {object} does not exist")))
+}
