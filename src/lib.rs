@@ -1,8 +1,9 @@
 //! imgpub: publish disk images as AWS AMIs.
 //!
 //! Layers (docs/architecture.md): the `imgpub` binary parses flags and prints; `commands`
-//! holds each command's plan → check → apply; `aws` holds the stages, each a function that
-//! takes ready SDK clients and returns a typed result; `image` inspects files locally.
+//! holds each command's validate → plan → check → apply and the one driver that runs them;
+//! `aws` holds the stages, each a function that takes ready SDK clients and returns a typed
+//! result; `image` inspects files locally.
 
 pub mod aws;
 mod blocking;

@@ -1,14 +1,17 @@
-//! One module per command, each in the same three steps:
+//! One module per command, each a [`driver::Command`] that the one [`driver`] runs in the
+//! same steps:
 //!
-//! 1. **plan**: local checks and read-only AWS lookups → a typed plan (what exists, what
-//!    will be created or changed, in which region);
-//! 2. **check**: the calls the plan will make, as data ([`crate::aws::calls::Call`]): what
-//!    the permission preflight, `--dry-run` and `imgpub aws policy` read;
-//! 3. **apply**: does exactly the plan, step by step.
+//! 1. **validate**: flags and local files, without AWS;
+//! 2. **plan**: read-only AWS lookups → a typed plan (what exists, what will be created or
+//!    changed, in which region);
+//! 3. **check**: the calls the plan will make, as data ([`crate::aws::calls::Call`]): what
+//!    the permission preflight and `--dry-run` read;
+//! 4. **apply**: does exactly the plan, step by step.
 //!
 //! Commands take ready clients ([`Clients`], or an [`AwsContext`] for those that work in
 //! many regions) and return typed results; the binary only parses flags and prints.
-//! `MAY_CALL` in each module lists every operation the command can make, whatever the plan.
+//! `MAY_CALL` in each module lists every operation the command can make, whatever the plan
+//! (what `imgpub aws policy` grants).
 
 pub mod copy_regions;
 pub mod create_publisher;
