@@ -229,7 +229,7 @@ impl Error {
 
 /// Turns the SDK's error for `op` into an [`Error::Aws`] that says what we were doing
 /// (`context`), AWS's code and message, and a fix for the kinds whose fix we know. One line.
-pub fn aws<E>(op: Op, context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
+pub(crate) fn aws<E>(op: Op, context: impl Into<String>, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -311,7 +311,7 @@ fn has_untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The first error of type `T` in `err`'s cause chain. `io::Error`s are opened too, because
 /// their `source()` skips what they wrap (the TLS error of a failed handshake sits there).
-pub fn find_cause<'a, T: std::error::Error + 'static>(
+pub(crate) fn find_cause<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -336,7 +336,7 @@ pub fn find_cause<'a, T: std::error::Error + 'static>(
 
 /// The messages of an error and its sources, joined on one line, skipping the SDK's
 /// generic wrappers ("dispatch failure", "other") that say nothing to a user.
-pub fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {

@@ -1,24 +1,16 @@
 //! The `imgpub` binary: parses the flags, picks the command, and hands it to the library's
-//! one driver ([`imgpub::commands::driver`]), printing what it emits. Exit codes: 0 done,
-//! 1 failed, 2 bad usage or input, 130 interrupted.
+//! one driver ([`imgpub::Task::run`]), printing what it emits. Exit codes: 0 done,
+//! 1 failed, 2 bad usage or input, 3 the input changed during the run, 130 interrupted.
 
 mod cli;
 
 use std::process::ExitCode;
 
-use imgpub::aws::ami::Change;
-use imgpub::commands::copy_regions::CopyOptions;
-use imgpub::commands::delete_image::DeleteOptions;
-use imgpub::commands::driver::{self, Command, Run};
-use imgpub::commands::ensure_public::EnsurePublicOptions;
-use imgpub::commands::gc::GcOptions;
-use imgpub::commands::initialize::InitializeOptions;
-use imgpub::commands::list_regions::ListRegionsOptions;
-use imgpub::commands::policy::PrintPolicy;
-use imgpub::commands::publish_ssm::PublishSsmOptions;
-use imgpub::commands::upload::{Stage, Via};
-use imgpub::commands::upload_object::UploadObjectOptions;
-use imgpub::Result;
+use imgpub::{
+    Change, CopyOptions, DeleteOptions, EnsurePublicOptions, GcOptions, InitializeOptions,
+    ListRegionsOptions, PrintPolicy, PublishSsmOptions, Result, Run, Stage, Task,
+    UploadObjectOptions, Via,
+};
 
 use cli::{output, AwsFlags, AwsSubcommand as Aws, Cli, TopCommand};
 
@@ -88,14 +80,11 @@ async fn run(flags: AwsFlags, command: Aws) -> Result<()> {
 }
 
 /// Runs `command` with the flags every AWS command takes, printing what it emits.
-async fn drive<C>(flags: &AwsFlags, dry_run: bool, command: C) -> Result<()>
-where
-    C: Command + Send + 'static,
-{
+async fn drive(flags: &AwsFlags, dry_run: bool, command: impl Into<Task>) -> Result<()> {
     let run = Run {
         settings: flags.settings(),
         preflight: flags.preflight,
         dry_run,
     };
-    driver::drive(command, &run, &mut output::print).await
+    command.into().run(&run, &mut output::print).await
 }

@@ -46,14 +46,14 @@ pub fn log_writer() -> LogWriter {
 /// A wait on AWS (an import, a copy): on a terminal a bar with the state AWS reports, its
 /// percent and the time so far; elsewhere an INFO line each time the state or percent
 /// changes.
-pub struct Wait {
+pub(crate) struct Wait {
     label: String,
     bar: Option<ProgressBar>,
     last: Mutex<Option<(String, Option<u64>)>>,
 }
 
 impl Wait {
-    pub fn new(label: impl Into<String>) -> Wait {
+    pub(crate) fn new(label: impl Into<String>) -> Wait {
         let label = label.into();
         let bar = on_terminal().then(|| {
             let bar = bars().add(ProgressBar::new(100));
@@ -74,7 +74,7 @@ impl Wait {
     }
 
     /// What AWS says now: its state (`pending`, `active: converting`, …) and percent.
-    pub fn update(&self, state: &str, percent: Option<u64>) {
+    pub(crate) fn update(&self, state: &str, percent: Option<u64>) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let now = (state.to_string(), percent);
         if last.as_ref() == Some(&now) {
@@ -97,7 +97,7 @@ impl Wait {
     }
 
     /// The wait is over: the bar stays, full, with `state`.
-    pub fn finish(&self, state: &str) {
+    pub(crate) fn finish(&self, state: &str) {
         if let Some(bar) = &self.bar {
             bar.set_position(100);
             bar.finish_with_message(format!("{}: {state}", self.label));
@@ -118,7 +118,7 @@ impl Drop for Wait {
 /// How often a log line is written when there is no terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     total: u64,
     done: AtomicU64,
@@ -128,7 +128,7 @@ pub struct Progress {
 
 impl Progress {
     /// A byte counter for `label` (e.g. "uploading s3://b/k").
-    pub fn bytes(label: impl Into<String>, total: u64) -> Progress {
+    pub(crate) fn bytes(label: impl Into<String>, total: u64) -> Progress {
         let label = label.into();
         let bar = on_terminal().then(|| {
             let bar = bars().add(ProgressBar::new(total));
@@ -151,7 +151,7 @@ impl Progress {
         }
     }
 
-    pub fn inc(&self, n: u64) {
+    pub(crate) fn inc(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         match &self.bar {
             Some(bar) => bar.set_position(done),
@@ -172,7 +172,7 @@ impl Progress {
     }
 
     /// Done: the bar stays, full, as the record of the transfer.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
         }

@@ -192,3 +192,32 @@ fn no_two_library_files_need_each_other() {
         }
     }
 }
+
+#[test]
+fn the_library_has_one_front_door() {
+    let lib = read("src/lib.rs");
+    assert!(
+        lib.contains("#![deny(unreachable_pub)]"),
+        "src/lib.rs must deny unreachable pub items, so rustc reports what nothing uses"
+    );
+    // Every module is the crate's own; the API is what lib.rs re-exports. `testing` is the
+    // hidden door the integration tests use below the façade, `defaults` the flags' values.
+    for line in lib.lines().filter(|l| l.starts_with("pub mod ")) {
+        assert!(
+            line == "pub mod testing;" || line == "pub mod defaults {",
+            "a public module in src/lib.rs: {line}"
+        );
+    }
+    assert!(lib.contains("#[doc(hidden)]\npub mod testing;"));
+    // The binary uses the front door only.
+    for file in sources("src/cli")
+        .iter()
+        .chain([&"src/main.rs".to_string()])
+    {
+        let text = read(file);
+        assert!(
+            !text.contains("imgpub::testing"),
+            "{file} uses imgpub::testing, which is not API"
+        );
+    }
+}

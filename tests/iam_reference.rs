@@ -7,10 +7,9 @@
 mod common;
 
 use clap::ValueEnum;
-use imgpub::aws::ami::Sharing;
-use imgpub::aws::calls::{Arns, Call, Op, ResourceKind};
-use imgpub::commands::policy::{self, For, PolicyOptions};
-use imgpub::commands::upload::Via;
+use imgpub::testing::calls::{Arns, Call, Op, ResourceKind};
+use imgpub::testing::{policy, Sharing};
+use imgpub::{For, PolicyOptions, Via};
 use serde_json::{json, Value};
 
 /// A customer managed key (`--kms-key`).

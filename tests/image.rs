@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{make_raw, qemu_convert, qemu_virtual_size, tempdir::TempDir};
-use imgpub::image::{import_format, inspect, Format, ObjectFormat};
+use imgpub::testing::image::{import_format, inspect, Format};
+use imgpub::ObjectFormat;
 
 #[test]
 fn virtual_sizes_match_qemu_img() {

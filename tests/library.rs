@@ -1,66 +1,100 @@
-//! The library without the binary: a command's plan, check and apply driven with ready
-//! clients against the stand-in, as an embedding program (or a test) would.
+//! The library without the binary, through its front door only (lib.rs's façade): a command
+//! built as a value, run by the driver against the stand-in, as an embedding program would.
 
 mod common;
 
 use common::Standin;
-use imgpub::aws::ami::Change;
-use imgpub::aws::calls::{Op, Resource};
-use imgpub::aws::config::AwsContext;
-use imgpub::aws::images::RegionalImage;
-use imgpub::commands::{delete_image, grant, Clients};
+use imgpub::{
+    AwsSettings, Change, DeleteOptions, GrantOptions, ImageSelection, Output, Permissions,
+    PreflightMode, Run, Secret, Task,
+};
+use serde_json::{json, Value};
 
 const REGION: &str = "eu-west-1";
 
+fn run(standin: &Standin, dry_run: bool) -> Run {
+    Run {
+        settings: AwsSettings {
+            region: Some(REGION.into()),
+            endpoint_url: Some(standin.endpoint.clone()),
+            access_id: Some(common::ACCESS_KEY.into()),
+            secret_key: Some(Secret::new(common::SECRET_KEY.into())),
+            ..AwsSettings::default()
+        },
+        preflight: PreflightMode::Auto,
+        dry_run,
+    }
+}
+
+/// Runs `task`, returning its result and the JSON lines it emitted.
+async fn lines(task: impl Into<Task>, run: &Run) -> (imgpub::Result<()>, Vec<Value>) {
+    let mut out = vec![];
+    let result = task
+        .into()
+        .run(run, &mut |line| match line {
+            Output::Json(v) => out.push(v),
+            Output::Text(t) => panic!("a JSON command printed text: {t}"),
+        })
+        .await;
+    (result, out)
+}
+
+/// The calls a dry run printed, as (op, id of each resource).
+fn ops(lines: &[Value]) -> Vec<(String, Vec<Value>)> {
+    lines
+        .iter()
+        .map(|l| {
+            let ids = l["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect();
+            (l["op"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn grant_plan_check_apply_with_ready_clients() {
+async fn grant_as_a_task_dry_run_then_applied() {
     let standin = Standin::start();
     let (ami, snap) = common::api_image(&standin, REGION, "lib-grant", &[]).await;
-    let ctx = AwsContext::from_sdk(standin.sdk(REGION)).unwrap();
-    let opts = grant::GrantOptions {
-        change: Change::Grant,
-        users: vec!["111122223333".into()],
-        public: false,
-        organizations: vec![],
-        organizational_units: vec![],
-        snapshot: true,
+    let grant = Permissions {
+        opts: GrantOptions {
+            change: Change::Grant,
+            users: vec!["111122223333".into()],
+            public: false,
+            organizations: vec![],
+            organizational_units: vec![],
+            snapshot: true,
+        },
+        images: ImageSelection {
+            images: vec![ami.clone()],
+            images_from: None,
+        },
     };
-    let targets = vec![RegionalImage {
-        region: REGION.into(),
-        image_id: ami.clone(),
-    }];
 
-    let plan = grant::plan(&ctx, &opts, targets).await.unwrap();
-    assert_eq!(plan.images[0].snapshot.as_deref(), Some(snap.as_str()));
-    assert!(plan.failed.is_empty());
-    // The check step names exactly the two writes, on the real ids; the plan wrote nothing.
-    let calls = grant::check(&plan);
-    let ops: Vec<(Op, &Vec<Resource>)> = calls.iter().map(|c| (c.op, &c.resources)).collect();
+    // The dry run names exactly the two writes, on the real ids, and makes neither.
+    let (result, planned) = lines(grant.clone(), &run(&standin, true)).await;
+    result.unwrap();
     assert_eq!(
-        ops,
-        vec![
-            (
-                Op::Ec2ModifyImageAttribute,
-                &vec![Resource::Image(Some(ami.clone()))]
-            ),
-            (
-                Op::Ec2ModifySnapshotAttribute,
-                &vec![Resource::Snapshot(Some(snap.clone()))]
-            ),
-        ]
+        ops(&planned),
+        [
+            ("ec2:ModifyImageAttribute".to_string(), vec![json!(ami)]),
+            ("ec2:ModifySnapshotAttribute".to_string(), vec![json!(snap)]),
+        ],
+        "{planned:?}"
     );
     let counts = standin.counts();
     assert!(counts.get("ec2.ModifyImageAttribute").is_none(), "{counts}");
 
-    let mut lines = vec![];
-    grant::apply(&ctx, &plan, |line| lines.push(line))
-        .await
-        .unwrap();
+    let (result, done) = lines(grant, &run(&standin, false)).await;
+    result.unwrap();
     assert_eq!(
-        lines,
-        vec![serde_json::json!({"region": REGION, "image": ami, "snapshot": snap})]
+        done,
+        [json!({"region": REGION, "image": ami, "snapshot": snap})]
     );
-    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let ec2 = standin.ec2(REGION);
     assert_eq!(
         common::launch_permissions(&ec2, &ami).await,
         ["user:111122223333"]
@@ -72,26 +106,21 @@ async fn grant_plan_check_apply_with_ready_clients() {
 }
 
 #[tokio::test]
-async fn delete_image_plan_and_apply_with_ready_clients() {
+async fn delete_image_as_a_task_then_again() {
     let standin = Standin::start();
     let (ami, snap) = common::api_image(&standin, REGION, "lib-delete", &[]).await;
-    let clients = Clients::new(&AwsContext::from_sdk(standin.sdk(REGION)).unwrap());
-    let opts = delete_image::DeleteOptions {
+    let delete = DeleteOptions {
         ami: Some(ami.clone()),
         snapshot: Some("detectFromAMI".into()),
         allow_missing: false,
     };
-    let plan = delete_image::plan(&clients, &opts).await.unwrap();
-    assert_eq!(plan.image.as_deref(), Some(ami.as_str()));
-    assert_eq!(plan.snapshot.as_deref(), Some(snap.as_str()));
-    let ops: Vec<Op> = delete_image::check(&plan).iter().map(|c| c.op).collect();
-    assert_eq!(ops, [Op::Ec2DeregisterImage, Op::Ec2DeleteSnapshot]);
-
-    let deleted = delete_image::apply(&clients, &plan).await.unwrap();
-    assert_eq!(deleted.image.as_deref(), Some(ami.as_str()));
-    assert_eq!(deleted.snapshot.as_deref(), Some(snap.as_str()));
-    let described = clients
-        .ec2
+    let (result, done) = lines(delete.clone(), &run(&standin, false)).await;
+    result.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["image"], json!(ami), "{done:?}");
+    assert_eq!(done[0]["snapshot"], json!(snap), "{done:?}");
+    let described = standin
+        .ec2(REGION)
         .describe_images()
         .owners("self")
         .send()
@@ -102,13 +131,17 @@ async fn delete_image_plan_and_apply_with_ready_clients() {
         .iter()
         .all(|i| i.image_id() != Some(&ami)));
 
-    // The AMI is gone now: planning again is bad input, unless a missing one is fine.
-    let err = delete_image::plan(&clients, &opts).await.unwrap_err();
+    // The AMI is gone now: asking again is bad input (exit 2), unless a missing one is fine,
+    // and then a dry run has nothing to do.
+    let (result, _) = lines(delete.clone(), &run(&standin, false)).await;
+    let err = result.unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
-    let again = delete_image::DeleteOptions {
+    assert!(err.to_string().contains(&ami), "{err}");
+    let again = DeleteOptions {
         allow_missing: true,
-        ..opts
+        ..delete
     };
-    let plan = delete_image::plan(&clients, &again).await.unwrap();
-    assert!(delete_image::check(&plan).is_empty());
+    let (result, planned) = lines(again, &run(&standin, true)).await;
+    result.unwrap();
+    assert!(planned.is_empty(), "{planned:?}");
 }

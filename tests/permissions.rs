@@ -474,7 +474,7 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
         .send()
         .await
         .unwrap();
-    let held = imgpub::aws::iam::parse_policy(held.policy_document()).unwrap();
+    let held = imgpub::testing::parse_policy(held.policy_document()).unwrap();
     // ... with the preflight's simulation granted on the role alone.
     let printed = policy(&standin, &[UPLOAD_POLICY, &["--principal", &arn]].concat());
     assert_eq!(held, printed);
@@ -700,7 +700,7 @@ async fn create_publisher_trusts_github_actions_of_one_repository() {
         .await
         .unwrap();
     let trust =
-        imgpub::aws::iam::parse_policy(role.role().unwrap().assume_role_policy_document().unwrap())
+        imgpub::testing::parse_policy(role.role().unwrap().assume_role_policy_document().unwrap())
             .unwrap();
     let statement = &trust["Statement"][0];
     assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");

@@ -13,8 +13,8 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use imgpub::image;
-use imgpub::sha256::{Kernel, Sha256Lanes};
+use imgpub::testing::image;
+use imgpub::testing::sha256::{Kernel, Sha256Lanes};
 use proptest::prelude::*;
 use sha2::Digest;
 
@@ -199,24 +199,24 @@ proptest! {
 
     #[test]
     fn s3_urls_parse_or_are_refused_and_round_trip(url in "(s3://)?[a-z0-9.\\-]{0,70}(/[ -~]{0,40}){0,3}|\\PC{0,80}") {
-        if let Ok(object) = imgpub::aws::s3::S3Object::parse("--source-object", &url) {
+        if let Ok(object) = imgpub::testing::s3::S3Object::parse("--source-object", &url) {
             prop_assert!(!object.bucket.is_empty() && !object.key.is_empty());
-            let again = imgpub::aws::s3::S3Object::parse("--source-object", &object.to_string());
+            let again = imgpub::testing::s3::S3Object::parse("--source-object", &object.to_string());
             prop_assert_eq!(again.ok(), Some(object));
         }
         // A prefix names a valid bucket; a refusal is bad input (exit 2) naming the value.
-        match imgpub::aws::s3::S3Prefix::parse(&url) {
+        match imgpub::testing::s3::S3Prefix::parse(&url) {
             Ok(prefix) => prop_assert_eq!(
-                imgpub::aws::s3::parse_bucket_name(&prefix.bucket).ok(),
+                imgpub::testing::s3::parse_bucket_name(&prefix.bucket).ok(),
                 Some(prefix.bucket.clone())
             ),
             Err(e) => prop_assert_eq!(e.exit_code(), 2),
         }
         // A valid name is valid again as it came out; a refusal quotes the input.
-        match imgpub::aws::s3::parse_bucket_name(&url) {
+        match imgpub::testing::s3::parse_bucket_name(&url) {
             Ok(name) => {
                 prop_assert!((3..=63).contains(&name.len()));
-                prop_assert_eq!(imgpub::aws::s3::parse_bucket_name(&name).ok(), Some(name));
+                prop_assert_eq!(imgpub::testing::s3::parse_bucket_name(&name).ok(), Some(name));
             }
             Err(e) => {
                 prop_assert_eq!(e.exit_code(), 2);
@@ -227,19 +227,19 @@ proptest! {
 
     #[test]
     fn tags_parse_or_are_refused(args in prop::collection::vec("[a-zA-Z0-9=,:/ ._\\-]{0,30}|\\PC{0,30}", 0..4)) {
-        if let Ok(tags) = imgpub::aws::tags::parse("--tags", &args) {
+        if let Ok(tags) = imgpub::testing::tags::parse("--tags", &args) {
             prop_assert!(tags.iter().all(|(k, _)| !k.is_empty()));
         }
     }
 
     #[test]
     fn image_args_parse_or_are_refused(arg in "([a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}=)?ami-[0-9a-f]{0,20}|\\PC{0,40}") {
-        if let Ok(image) = imgpub::aws::images::parse_image_arg(&arg, "us-east-1") {
+        if let Ok(image) = imgpub::testing::images::parse_image_arg(&arg, "us-east-1") {
             prop_assert!(image.image_id.starts_with("ami-") && !image.region.is_empty());
         }
         check_copy_lines(&arg)?;
         // A template parses, or the refusal quotes it (bad input, exit 2).
-        if let Err(e) = imgpub::aws::ssm::Template::parse(&arg) {
+        if let Err(e) = imgpub::testing::ssm::Template::parse(&arg) {
             prop_assert_eq!(e.exit_code(), 2);
             prop_assert!(e.to_string().contains(&format!("--parameter {arg:?}")), "{}", e);
         }
@@ -255,7 +255,7 @@ proptest! {
 /// copy-regions lines read back: each AMI an `ami-` id in a region, at most one per line
 /// (these lines name one region each); a refusal is bad input naming the input and line.
 fn check_copy_lines(text: &str) -> Result<(), TestCaseError> {
-    match imgpub::aws::images::parse_copy_lines(text, "out.json") {
+    match imgpub::testing::images::parse_copy_lines(text, "out.json") {
         Ok(images) => {
             prop_assert!(images.len() <= text.lines().count(), "{images:?}");
             for image in images {

@@ -17,11 +17,11 @@ use crate::error::{aws, Error, ErrorKind, Result};
 use crate::names::Named;
 use aws_smithy_types::DateTime;
 
-pub const ROOT_DEVICE: &str = "/dev/xvda";
-pub const EPHEMERAL_DEVICE: &str = "/dev/xvdb";
+pub(crate) const ROOT_DEVICE: &str = "/dev/xvda";
+pub(crate) const EPHEMERAL_DEVICE: &str = "/dev/xvdb";
 
 /// AMI names AWS accepts: 3–128 of letters, digits and `()[] ./-'@_`.
-pub fn validate_ami_name(name: &str) -> Result<()> {
+pub(crate) fn validate_ami_name(name: &str) -> Result<()> {
     let bad: Vec<char> = name
         .chars()
         .filter(|c| !(c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(*c)))
@@ -157,7 +157,7 @@ impl VolumeType {
 /// Everything RegisterImage takes but the snapshot, checked: the plan holds this, and the
 /// snapshot id joins it at apply time ([`register_image`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisterSettings {
+pub(crate) struct RegisterSettings {
     pub name: String,
     pub description: Option<String>,
     pub arch: Arch,
@@ -179,7 +179,7 @@ pub struct RegisterSettings {
 /// The boot mode to register with: `--boot-mode` for any architecture, else
 /// `--x86-boot-mode` on x86_64 and UEFI on Graviton (which boots only UEFI; ore ignores
 /// `--x86-boot-mode` there too). TPM needs UEFI.
-pub fn boot_mode(
+pub(crate) fn boot_mode(
     arch: Arch,
     x86_boot_mode: BootMode,
     boot_mode: Option<BootMode>,
@@ -205,7 +205,7 @@ pub fn boot_mode(
 
 /// An AMI of ours with this name, and the snapshot behind its root device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundImage {
+pub(crate) struct FoundImage {
     pub image_id: String,
     pub root_snapshot: Option<String>,
     /// The image ended in `failed` or `error` (a copy that did not work out).
@@ -216,7 +216,7 @@ pub struct FoundImage {
 /// What an AMI was registered with, as DescribeImages reports it. `None` where AWS did not
 /// say (a setting that was never made), which is taken as AWS's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Registered {
+pub(crate) struct Registered {
     pub arch: Option<ArchitectureValues>,
     pub boot_mode: Option<BootModeValues>,
     pub imdsv2_only: bool,
@@ -246,7 +246,7 @@ impl Registered {
 
     /// How the AMI differs from one `want` would register: each setting as it is and as
     /// asked. Empty: it is the image asked for.
-    pub fn differences(&self, want: &RegisterSettings) -> Vec<String> {
+    pub(crate) fn differences(&self, want: &RegisterSettings) -> Vec<String> {
         let mut out = vec![];
         let mut differ = |what: &str, is: String, asked: String| {
             if is != asked {
@@ -294,7 +294,7 @@ impl Registered {
     }
 }
 
-pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
+pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
     let out = ec2
         .describe_images()
         .owners("self")
@@ -323,7 +323,7 @@ pub async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<Found
 }
 
 /// A described image's id (which DescribeImages always sends).
-pub fn image_id_of(image: &aws_sdk_ec2::types::Image) -> Result<String> {
+pub(crate) fn image_id_of(image: &aws_sdk_ec2::types::Image) -> Result<String> {
     image
         .image_id()
         .map(str::to_owned)
@@ -331,7 +331,7 @@ pub fn image_id_of(image: &aws_sdk_ec2::types::Image) -> Result<String> {
 }
 
 /// The snapshot behind an image's root device.
-pub fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
+pub(crate) fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
     image
         .block_device_mappings()
         .iter()
@@ -342,7 +342,7 @@ pub fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<String> {
 }
 
 /// Registers the AMI from `snapshot_id`. Returns its id.
-pub async fn register_image(
+pub(crate) async fn register_image(
     ec2: &Client,
     settings: &RegisterSettings,
     snapshot_id: &str,
@@ -421,7 +421,7 @@ pub async fn register_image(
 /// Refuses when the region encrypts every new snapshot ("EBS encryption by default"): a
 /// snapshot made there could not be public (ModifySnapshotAttribute refuses an encrypted
 /// one). Without the permission to read the setting, says so and goes on.
-pub async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Result<()> {
+pub(crate) async fn check_new_snapshots_unencrypted(ec2: &Client, region: &str) -> Result<()> {
     match ec2.get_ebs_encryption_by_default().send().await {
         Ok(out) if out.ebs_encryption_by_default() == Some(true) => Err(Error::Setup(format!(
             "region {region} encrypts every new EBS snapshot (EBS encryption by default is on), and an encrypted snapshot cannot be public: drop --public (share with accounts instead), or an admin turns it off with `aws ec2 disable-ebs-encryption-by-default --region {region}`"
@@ -453,7 +453,11 @@ fn unchecked_if_denied(err: Error, what: &str) -> Result<()> {
 /// Before anything is made public in `region`: AWS refuses it while the region blocks public
 /// access to AMIs (or, with `snapshot_too`, to snapshots), and would say so only after the
 /// upload and import. A caller that may not read the settings is told, and the run goes on.
-pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool) -> Result<()> {
+pub(crate) async fn check_public_sharing(
+    ec2: &Client,
+    region: &str,
+    snapshot_too: bool,
+) -> Result<()> {
     let denied = |err: Error| unchecked_if_denied(err, "whether the region blocks public sharing");
     match ec2.get_image_block_public_access_state().send().await {
         Ok(out) => {
@@ -494,7 +498,7 @@ pub async fn check_public_sharing(ec2: &Client, region: &str, snapshot_too: bool
 }
 
 /// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
-pub async fn enable_deprecation(
+pub(crate) async fn enable_deprecation(
     ec2: &Client,
     image_id: &str,
     at: DateTime,
@@ -520,7 +524,7 @@ pub async fn enable_deprecation(
 
 /// What `delete_image` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Deleted {
+pub(crate) struct Deleted {
     /// The AMI deregistered, if it existed.
     pub image: Option<String>,
     /// The snapshot deleted, if there was one.
@@ -529,7 +533,7 @@ pub struct Deleted {
 
 /// Which snapshot `delete_image` deletes with the AMI.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotChoice {
+pub(crate) enum SnapshotChoice {
     None,
     /// The AMI's root device snapshot.
     FromImage,
@@ -537,7 +541,7 @@ pub enum SnapshotChoice {
 }
 
 /// One AMI by id, or `None` when it does not exist (any more).
-pub async fn find_image(
+pub(crate) async fn find_image(
     ec2: &Client,
     region: &str,
     image_id: &str,
@@ -557,7 +561,7 @@ pub async fn find_image(
 
 /// Deregisters `image_id`, then deletes `snapshot` if given. With `allow_missing`, a
 /// snapshot that is already gone is not an error (so a cleanup job can be rerun).
-pub async fn deregister_image(
+pub(crate) async fn deregister_image(
     ec2: &Client,
     image_id: &str,
     snapshot: Option<&str>,
@@ -587,7 +591,7 @@ pub async fn deregister_image(
 
 /// The AMIs of this account that map `snapshot` (DescribeImages filter
 /// `block-device-mapping.snapshot-id`).
-pub async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {
+pub(crate) async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {
     let out = ec2
         .describe_images()
         .owners("self")
@@ -615,7 +619,7 @@ pub async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<S
 
 /// Deletes a snapshot; returns it when it was there. A missing one is an error unless
 /// `allow_missing`.
-pub async fn delete_snapshot(
+pub(crate) async fn delete_snapshot(
     ec2: &Client,
     id: &str,
     allow_missing: bool,
@@ -671,7 +675,7 @@ impl Sharing {
 }
 
 /// 12-digit AWS account ids for `--grant-user` and `--grant-user-snapshot`.
-pub fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
+pub(crate) fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
     match ids
         .iter()
         .find(|id| id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
@@ -684,7 +688,7 @@ pub fn validate_account_ids(flag: &str, ids: &[String]) -> Result<()> {
 }
 
 /// Organization and OU ARNs, checked for their shape.
-pub fn validate_org_arns(flag: &str, arns: &[String], kind: &str) -> Result<()> {
+pub(crate) fn validate_org_arns(flag: &str, arns: &[String], kind: &str) -> Result<()> {
     match arns
         .iter()
         .find(|a| !(a.starts_with("arn:") && a.contains(":organizations::") && a.contains(&format!(":{kind}/"))))
@@ -753,7 +757,7 @@ impl Sharing {
 /// Grants (or revokes) what `sharing` names: launch permissions on the image, create-volume
 /// permissions on the snapshot. Adding what is there, or removing what is not, is a no-op
 /// in EC2, so reruns are safe.
-pub async fn share(
+pub(crate) async fn share(
     ec2: &Client,
     image_id: Option<&str>,
     snapshot_id: Option<&str>,
@@ -817,7 +821,7 @@ pub async fn share(
 }
 
 /// One AMI by id; a missing one is an error naming it and its region.
-pub async fn describe_image(
+pub(crate) async fn describe_image(
     ec2: &Client,
     region: &str,
     image_id: &str,
@@ -827,16 +831,10 @@ pub async fn describe_image(
         .ok_or_else(|| Error::Invalid(format!("AMI {image_id} does not exist in {region}")))
 }
 
-/// The snapshot behind an AMI's root device.
-pub async fn root_snapshot(ec2: &Client, region: &str, image_id: &str) -> Result<Option<String>> {
-    let image = describe_image(ec2, region, image_id).await?;
-    Ok(root_snapshot_of(&image))
-}
-
 /// RegisterImage, after checking the root volume holds the snapshot; a duplicate name
 /// registered meanwhile (a concurrent or earlier, interrupted run) for the same snapshot is
 /// that run's AMI.
-pub async fn register_or_adopt(
+pub(crate) async fn register_or_adopt(
     ec2: &Client,
     reg: &RegisterSettings,
     snapshot: &str,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 /// Buffers the SDK sends, reused once it is done with them: memory stays at what is in
 /// flight, and a buffer is zeroed only when it is first made (or grows).
 #[derive(Clone, Default)]
-pub struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+pub(crate) struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
 impl Buffers {
     /// A buffer of `len` bytes (old contents, or zeros where it grew).
-    pub fn take(&self, len: usize) -> Pooled {
+    pub(crate) fn take(&self, len: usize) -> Pooled {
         let mut buf = self.lock().pop().unwrap_or_default();
         buf.resize(len, 0);
         Pooled {
@@ -24,7 +24,7 @@ impl Buffers {
 }
 
 /// A buffer that goes back to its pool when dropped.
-pub struct Pooled {
+pub(crate) struct Pooled {
     buf: Vec<u8>,
     home: Buffers,
 }

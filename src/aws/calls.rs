@@ -94,7 +94,7 @@ pub enum Op {
 }
 
 /// The kind of resource an IAM action is authorized against; the policy scopes it by the
-/// ARN of that kind (see [`ResourceKind::arn`]).
+/// ARN of that kind ([`Arns`] builds them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {

@@ -25,7 +25,7 @@ const PERCENT_EVERY: u32 = 3;
 
 /// What is copied along with the image.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     pub image_id: String,
     pub region: String,
     pub name: String,
@@ -41,13 +41,13 @@ pub struct Source {
 
 /// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Copied {
+pub(crate) struct Copied {
     pub ami: String,
     pub snapshot: String,
 }
 
 /// Reads what the copies need from the source image.
-pub async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Result<Source> {
+pub(crate) async fn describe_source(ec2: &Client, region: &str, image_id: &str) -> Result<Source> {
     let image = ami::describe_image(ec2, region, image_id).await?;
     let name = image
         .name()
@@ -285,7 +285,7 @@ async fn snapshot_percent(ec2: &Client, snapshot: &str) -> Option<u64> {
 
 /// What a region already has of the copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InRegion {
+pub(crate) enum InRegion {
     /// Nothing: copy.
     Absent,
     /// An AMI of the same name (a copy finished or under way): reuse it.
@@ -295,7 +295,7 @@ pub enum InRegion {
 }
 
 /// Looks for the AMI's name in a region (read-only: the plan step).
-pub async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRegion> {
+pub(crate) async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRegion> {
     Ok(match ami::find_image_by_name(ec2, &source.name).await? {
         None => InRegion::Absent,
         Some(found) if found.failed => InRegion::Failed(found),
@@ -346,7 +346,7 @@ async fn copy_image(
 
 /// Copies to one region (or reuses what `found` says is there), waits, and makes the copy
 /// look like the source (tags, permissions).
-pub async fn copy_to_region(
+pub(crate) async fn copy_to_region(
     ec2: &Client,
     source: &Source,
     region: &str,

@@ -45,14 +45,14 @@ use crate::sha256::{Kernel, Sha256Lanes};
 /// Blocks read and sent at once (memory is about this × 512 KiB).
 pub const DEFAULT_BLOCKS_IN_FLIGHT: u16 = 32;
 /// The tag that ties a snapshot to the image content it holds.
-pub const CONTENT_TAG: &str = "imgpub:content";
+pub(crate) const CONTENT_TAG: &str = "imgpub:content";
 /// How long EBS keeps a started snapshot pending before it ends in `error` (StartSnapshot's
 /// Timeout, minutes; AWS's default is 60): long enough for a rerun to resume it.
 const SNAPSHOT_TIMEOUT_MINUTES: i32 = 24 * 60;
 
 /// What to write, decided before any call.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotRequest {
+pub(crate) struct SnapshotRequest {
     pub path: PathBuf,
     pub info: ImageInfo,
     pub name: String,
@@ -73,7 +73,7 @@ pub struct SnapshotRequest {
 
 /// How the snapshot is begun, from what earlier runs left.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     New,
     /// A pending snapshot of this name and content with its block journal here: the blocks
     /// the journal does not list are written.
@@ -87,7 +87,7 @@ pub enum Start {
 
 /// What [`find`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// A completed snapshot of this name and content.
     Completed(String),
     Write(Start),
@@ -96,7 +96,7 @@ pub enum Found {
 /// The identity of what a snapshot holds, for reruns: the image's size, modification time
 /// and format (hashing the content would read the whole image before the first block is
 /// sent), the encryption and whether zero blocks are sent. Blocking.
-pub fn content_id(
+pub(crate) fn content_id(
     path: &std::path::Path,
     info: &ImageInfo,
     encryption: &Encryption,
@@ -164,7 +164,7 @@ impl SnapshotRequest {
 }
 
 /// Looks for what an earlier run left: the newest snapshot of this name and content.
-pub async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Found> {
+pub(crate) async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Found> {
     use aws_sdk_ec2::types::{Filter, SnapshotState};
     if req.force {
         return Ok(Found::Write(Start::New));
@@ -216,7 +216,7 @@ pub async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Fo
 }
 
 /// Writes the snapshot and waits until it is completed; returns its id.
-pub async fn write_snapshot(
+pub(crate) async fn write_snapshot(
     ebs: &aws_sdk_ebs::Client,
     ec2: &aws_sdk_ec2::Client,
     req: &SnapshotRequest,

@@ -12,14 +12,14 @@ use crate::error::{aws, Error, ErrorKind, Result};
 /// What a stage found and did to one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     Repaired,
     AlreadyFine,
 }
 
 /// Role names IAM accepts: 1–64 of letters, digits and `+=,.@_-`.
-pub fn validate_role_name(name: &str) -> Result<()> {
+pub(crate) fn validate_role_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -35,7 +35,7 @@ pub fn validate_role_name(name: &str) -> Result<()> {
 
 /// A policy in a form where equal meaning compares equal: IAM may return single values as
 /// strings or lists and in any order, and returns the document URL-encoded.
-pub fn normalize_policy(doc: &Value) -> Value {
+pub(crate) fn normalize_policy(doc: &Value) -> Value {
     fn norm(v: &Value) -> Value {
         match v {
             Value::Object(map) => Value::Object(
@@ -74,13 +74,13 @@ pub fn parse_policy(raw: &str) -> Option<Value> {
     })
 }
 
-pub fn same_policy(raw: &str, want: &Value) -> bool {
+pub(crate) fn same_policy(raw: &str, want: &Value) -> bool {
     parse_policy(raw).is_some_and(|have| normalize_policy(&have) == normalize_policy(want))
 }
 
 /// The role as IAM has it now (the plan step reads it; nothing is changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleState {
+pub(crate) enum RoleState {
     Absent,
     Present {
         arn: String,
@@ -96,7 +96,7 @@ pub enum RoleState {
 }
 
 /// Reads the role and its inline policy `policy_name`.
-pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<RoleState> {
+pub(crate) async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<RoleState> {
     // Both at once (a round trip each to IAM's one region); a missing role makes the
     // policy's answer moot.
     let (role, policy) = tokio::join!(
@@ -146,7 +146,7 @@ pub async fn read_role(iam: &Client, name: &str, policy_name: &str) -> Result<Ro
 }
 
 /// The role's inline policies other than `except`, parsed (ore's per-bucket ones).
-pub async fn read_other_policies(
+pub(crate) async fn read_other_policies(
     iam: &Client,
     name: &str,
     except: &str,
@@ -187,7 +187,7 @@ pub async fn read_other_policies(
 
 /// What [`apply_role`] will do to make the role match `spec`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolePlan {
+pub(crate) struct RolePlan {
     pub role: Outcome,
     pub trust_policy: Outcome,
     /// The trust policy admits VM Import/Export but lacks the confused-deputy conditions:
@@ -209,7 +209,7 @@ pub struct RolePlan {
 }
 
 /// A role's documents: what [`apply_role_documents`] makes it hold.
-pub struct RoleDocuments<'a> {
+pub(crate) struct RoleDocuments<'a> {
     pub name: &'a str,
     pub trust: &'a Value,
     pub policy_name: &'a str,
@@ -222,7 +222,7 @@ pub struct RoleDocuments<'a> {
 
 /// Compares a role as it is with the documents it should hold (no merging: the policy is
 /// ours whole).
-pub fn plan_role_documents(
+pub(crate) fn plan_role_documents(
     state: &RoleState,
     trust: &Value,
     policy_name: &str,
@@ -279,7 +279,7 @@ async fn update_trust(iam: &Client, name: &str, trust: &str) -> Result<()> {
 }
 
 /// Creates a role holding `docs`, or repairs what `plan` says drifted. Returns its ARN.
-pub async fn apply_role_documents(
+pub(crate) async fn apply_role_documents(
     iam: &Client,
     docs: &RoleDocuments<'_>,
     state: &RoleState,

@@ -87,7 +87,7 @@ pub fn parse_copy_lines(text: &str, origin: &str) -> Result<Vec<RegionalImage>> 
 }
 
 /// Reads `--images-from` (a file, or `-` for stdin).
-pub fn read_copy_lines(path: &str) -> Result<Vec<RegionalImage>> {
+pub(crate) fn read_copy_lines(path: &str) -> Result<Vec<RegionalImage>> {
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| Error::Io {
             context: "reading --images-from from stdin".into(),

@@ -20,7 +20,7 @@ use crate::image::ObjectFormat;
 const LIMIT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
-pub struct ImportRequest {
+pub(crate) struct ImportRequest {
     /// Becomes the task description and the snapshot's `Name` tag.
     pub name: String,
     pub object: S3Object,
@@ -34,7 +34,7 @@ pub struct ImportRequest {
 
 /// How the imported snapshot is encrypted (`--encrypted`, `--kms-key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encryption {
+pub(crate) enum Encryption {
     None,
     /// The account's default EBS key.
     DefaultKey,
@@ -43,7 +43,7 @@ pub enum Encryption {
 }
 
 impl Encryption {
-    pub fn is_encrypted(&self) -> bool {
+    pub(crate) fn is_encrypted(&self) -> bool {
         !matches!(self, Encryption::None)
     }
 
@@ -59,7 +59,7 @@ impl Encryption {
 
 impl ImportRequest {
     /// The same inputs give the same token, so a repeated call returns the same task.
-    pub fn client_token(&self) -> String {
+    pub(crate) fn client_token(&self) -> String {
         let mut h = Sha256::new();
         for part in [
             self.name.as_str(),
@@ -81,7 +81,7 @@ impl ImportRequest {
 }
 
 /// A completed snapshot of ours tagged `Name=<name>`.
-pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<String>> {
+pub(crate) async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<String>> {
     let out = ec2
         .describe_snapshots()
         .owner_ids("self")
@@ -113,7 +113,7 @@ pub async fn find_snapshot_by_name(ec2: &Client, name: &str) -> Result<Option<St
 }
 
 /// A snapshot's size in GiB.
-pub async fn snapshot_size_gib(ec2: &Client, id: &str, age: Age) -> Result<i32> {
+pub(crate) async fn snapshot_size_gib(ec2: &Client, id: &str, age: Age) -> Result<i32> {
     let what = format!("reading the size of {id}");
     let out = naming(age, &what, || async {
         ec2.describe_snapshots()
@@ -142,7 +142,7 @@ async fn snapshot_exists(ec2: &Client, id: &str) -> Result<bool> {
 
 /// What an import task looks like to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskState {
+pub(crate) enum TaskState {
     Running {
         /// `pending`, `active`, … as AWS says it.
         status: Option<String>,
@@ -229,7 +229,11 @@ async fn tasks_named(ec2: &Client, name: &str) -> Result<Vec<ImportSnapshotTask>
 
 /// The size of the image (the S3 object) that a finished task named `name` made `snapshot`
 /// from, when AWS still lists the task.
-pub async fn imported_image_size(ec2: &Client, name: &str, snapshot: &str) -> Result<Option<u64>> {
+pub(crate) async fn imported_image_size(
+    ec2: &Client,
+    name: &str,
+    snapshot: &str,
+) -> Result<Option<u64>> {
     Ok(tasks_named(ec2, name).await?.iter().find_map(|task| {
         let detail = task.snapshot_task_detail()?;
         (detail.snapshot_id() == Some(snapshot))
@@ -239,7 +243,10 @@ pub async fn imported_image_size(ec2: &Client, name: &str, snapshot: &str) -> Re
 }
 
 /// A task of ours with `name` as its description that is running or has finished well.
-pub async fn find_task_by_name(ec2: &Client, name: &str) -> Result<Option<(String, TaskState)>> {
+pub(crate) async fn find_task_by_name(
+    ec2: &Client,
+    name: &str,
+) -> Result<Option<(String, TaskState)>> {
     let mut best = None;
     for task in tasks_named(ec2, name).await? {
         let state = task_state(&task);
@@ -402,7 +409,7 @@ async fn wait_for_import(
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportOutcome {
+pub(crate) struct ImportOutcome {
     pub snapshot_id: String,
     /// The task this run started or waited for; `None` when a finished snapshot was reused.
     pub task_id: Option<String>,
@@ -412,7 +419,7 @@ pub struct ImportOutcome {
 
 /// The snapshot for `req.name`: a running or finished task's, or a new import (always a new
 /// one when `fresh`). The snapshot is tagged `Name=<name>` plus `tags`.
-pub async fn import_snapshot(
+pub(crate) async fn import_snapshot(
     ec2: &Client,
     req: &ImportRequest,
     tags: &[(String, String)],

@@ -22,7 +22,7 @@ const BATCH: usize = 100;
 
 /// An instance old enough to collect.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct OldInstance {
+pub(crate) struct OldInstance {
     pub region: String,
     pub instance: String,
     pub name: Option<String>,

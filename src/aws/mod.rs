@@ -1,26 +1,26 @@
 //! AWS stages, one module each; every function takes ready SDK clients. `calls` is the
 //! table of every operation they make.
 
-pub mod ami;
-pub mod buffers;
-pub mod calls;
-pub mod config;
-pub mod copy;
-pub mod ebs_direct;
+pub(crate) mod ami;
+pub(crate) mod buffers;
+pub(crate) mod calls;
+pub(crate) mod config;
+pub(crate) mod copy;
+pub(crate) mod ebs_direct;
 pub(crate) mod ebs_journal;
-pub mod iam;
-pub mod images;
-pub mod import;
-pub mod instances;
-pub mod multipart;
-pub mod permissions;
+pub(crate) mod iam;
+pub(crate) mod images;
+pub(crate) mod import;
+pub(crate) mod instances;
+pub(crate) mod multipart;
+pub(crate) mod permissions;
 pub(crate) mod poll;
-pub mod preflight;
-pub mod propagation;
-pub mod publisher;
-pub mod regions;
-pub mod s3;
-pub mod ssm;
-pub mod tags;
-pub mod unchecked;
-pub mod vmimport_role;
+pub(crate) mod preflight;
+pub(crate) mod propagation;
+pub(crate) mod publisher;
+pub(crate) mod regions;
+pub(crate) mod s3;
+pub(crate) mod ssm;
+pub(crate) mod tags;
+pub(crate) mod unchecked;
+pub(crate) mod vmimport_role;

@@ -43,7 +43,7 @@ pub struct Transfer {
 
 /// The calls an upload of `object` may make (`upload-object`'s, and `upload`'s for its
 /// image): the look for a matching object, the resume, the upload, the abort.
-pub fn calls(region: &str, object: &S3Object) -> Vec<Call> {
+pub(crate) fn calls(region: &str, object: &S3Object) -> Vec<Call> {
     let o = Resource::Object {
         bucket: object.bucket.clone(),
         key: object.key.clone(),
@@ -72,12 +72,12 @@ const MAX_PART_SIZE: u64 = 5 << 30;
 const MAX_PARTS: u64 = 10_000;
 /// 6 parts of 6 MiB on the wire: about 36 MiB of part buffers, and the hashing ahead reads
 /// through a window per part of a group (2 MiB).
-pub const DEFAULT_PART_SIZE: u64 = 6 * MIB;
+pub(crate) const DEFAULT_PART_SIZE: u64 = 6 * MIB;
 pub const DEFAULT_CONCURRENCY: usize = 6;
 
 /// The local checks of an upload of `path`, before any call: the file can be read, is not
 /// empty, and fits in S3's parts at the requested part size.
-pub fn check_file(path: &std::path::Path, part_size: Option<u64>) -> Result<()> {
+pub(crate) fn check_file(path: &std::path::Path, part_size: Option<u64>) -> Result<()> {
     let shown = path.display();
     let size = std::fs::metadata(path)
         .map_err(|e| Error::io(format!("reading {shown}"), e))?
@@ -92,7 +92,7 @@ pub fn check_file(path: &std::path::Path, part_size: Option<u64>) -> Result<()> 
 
 /// The part size for a file: the requested (or default) size, grown in whole MiB until the
 /// file fits in 10,000 parts.
-pub fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
+pub(crate) fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
     let wanted = requested.unwrap_or(DEFAULT_PART_SIZE);
     if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&wanted) {
         return Err(Error::Invalid(format!(
@@ -105,7 +105,7 @@ pub fn part_size_for(file_size: u64, requested: Option<u64>) -> Result<u64> {
 }
 
 #[derive(Debug, Clone)]
-pub struct UploadRequest {
+pub(crate) struct UploadRequest {
     pub path: PathBuf,
     pub object: S3Object,
     pub part_size: Option<u64>,
@@ -121,7 +121,7 @@ pub struct UploadRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadReport {
+pub(crate) struct UploadReport {
     pub size: u64,
     pub parts: usize,
     /// Parts sent by this run.
@@ -191,7 +191,7 @@ fn ends_the_upload(err: &Error) -> bool {
 }
 
 /// Uploads `req.path` to `s3://bucket/key`; see the module docs for what a rerun does.
-pub async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadReport> {
+pub(crate) async fn upload_file(s3: &Client, req: &UploadRequest) -> Result<UploadReport> {
     let shown = req.path.display().to_string();
     let url = format!("s3://{}/{}", req.object.bucket, req.object.key);
     let size = tokio::fs::metadata(&req.path)

@@ -13,7 +13,7 @@ use crate::error::{aws, Error, Result};
 
 /// One AMI whose permissions were changed, printed as a JSON line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Changed {
+pub(crate) struct Changed {
     pub region: String,
     pub image: String,
     pub snapshot: Option<String>,
@@ -22,7 +22,7 @@ pub struct Changed {
 /// Grants or revokes `sharing` on one AMI (and on `changed.snapshot`, its root snapshot,
 /// when the plan looked it up). Adding what is there or removing what is not changes
 /// nothing, so reruns are safe.
-pub async fn change_image(
+pub(crate) async fn change_image(
     ec2: &Client,
     changed: &Changed,
     sharing: &Sharing,
@@ -49,7 +49,7 @@ impl std::fmt::Display for Changed {
 /// What was not public: printed as `"image"` / `"snapshot"`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum NotPublic {
+pub(crate) enum NotPublic {
     /// The AMI's launch permissions lack group `all`.
     Image,
     /// The root snapshot's create-volume permissions lack group `all`.
@@ -58,7 +58,7 @@ pub enum NotPublic {
 
 /// What `ensure-public` found not public, and made public.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MadePublic {
+pub(crate) struct MadePublic {
     pub region: String,
     pub image: String,
     pub name: String,
@@ -70,12 +70,12 @@ pub struct MadePublic {
 /// The AMIs `ensure-public` looks at: those carrying every tag (ore's `production=true` by
 /// default), or one AMI (`--ami`, as ore's: whatever its tags).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     Tagged(Vec<(String, String)>),
     Image(String),
 }
 
-pub fn selection(tags: &[String], ami: Option<&str>) -> Result<Selection> {
+pub(crate) fn selection(tags: &[String], ami: Option<&str>) -> Result<Selection> {
     match (ami, tags.is_empty()) {
         (Some(_), false) => Err(Error::Invalid(
             "pass --ami or --tag, not both: --ami names the AMI whatever its tags".into(),
@@ -114,7 +114,7 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
 
 /// In one region: every available AMI this account owns that carries all `tags` and is not
 /// public (or whose root snapshot is not). Read-only: the plan step of `ensure-public`.
-pub async fn find_not_public(
+pub(crate) async fn find_not_public(
     ec2: &Client,
     region: &str,
     selection: &Selection,
@@ -187,7 +187,7 @@ pub async fn find_not_public(
 }
 
 /// Makes what [`find_not_public`] found public again (the apply step).
-pub async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic> {
+pub(crate) async fn make_public(ec2: &Client, found: &MadePublic) -> Result<MadePublic> {
     let sharing = Sharing {
         public: true,
         ..Sharing::default()

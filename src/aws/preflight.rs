@@ -35,7 +35,7 @@ impl crate::names::Named for PreflightMode {
 
 /// Whose policies to simulate: IAM takes a user or a role, not a role's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
+pub(crate) enum Principal {
     /// A user or a role's ARN.
     Simulable(String),
     /// The account root or a federated user: IAM cannot simulate them.
@@ -45,7 +45,7 @@ pub enum Principal {
 /// Maps the caller's ARN to what SimulatePrincipalPolicy takes. An assumed-role session
 /// `arn:P:sts::A:assumed-role/NAME/SESSION` is the role `NAME`, whose path (SSO roles live
 /// under /aws-reserved/…) GetRole tells; without iam:GetRole the path is taken as `/`.
-pub async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Principal {
+pub(crate) async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Principal {
     let arn = &identity.arn;
     let resource = arn.splitn(6, ':').nth(5).unwrap_or("");
     if let Some(rest) = resource.strip_prefix("assumed-role/") {
@@ -75,7 +75,7 @@ pub async fn principal(iam: &aws_sdk_iam::Client, identity: &Identity) -> Princi
 
 /// A call IAM would refuse.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
+pub(crate) struct Denied {
     pub action: String,
     pub resource: String,
 }
@@ -317,7 +317,7 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
 /// `fix` with the sharing this run does and the keys it uses: a policy shares AMIs and
 /// snapshots only with the accounts it names (`--share-with`), with everyone only with
 /// `--public`, and grants `kms:` only on the keys it names (`--kms-key`).
-pub fn with_sharing(fix: &str, calls: &[Call]) -> String {
+pub(crate) fn with_sharing(fix: &str, calls: &[Call]) -> String {
     let mut accounts: Vec<&str> = vec![];
     let mut public = false;
     for call in calls {
@@ -353,7 +353,7 @@ pub fn with_sharing(fix: &str, calls: &[Call]) -> String {
 }
 
 /// The preflight. `fix` is the `imgpub aws policy …` line that grants what a command needs.
-pub async fn run(
+pub(crate) async fn run(
     ctx: &AwsContext,
     identity: &Identity,
     calls: &[Call],

@@ -28,7 +28,7 @@ const UNKNOWN: &[&str] = &[
 
 /// How long ago the resource a call names was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Age {
+pub(crate) enum Age {
     /// Named by the user, or found by an earlier describe call.
     Known,
     /// Made by this run a moment ago: maybe not visible everywhere yet.

@@ -9,12 +9,12 @@ use crate::aws::calls::Op;
 use crate::error::{aws, Error, ErrorKind, Result};
 
 /// GitHub Actions' OIDC issuer, and the audience AWS's own action asks for.
-pub const GITHUB_ISSUER: &str = "token.actions.githubusercontent.com";
-pub const GITHUB_AUDIENCE: &str = "sts.amazonaws.com";
+pub(crate) const GITHUB_ISSUER: &str = "token.actions.githubusercontent.com";
+pub(crate) const GITHUB_AUDIENCE: &str = "sts.amazonaws.com";
 
 /// Who may assume the publisher role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// A principal (an account root, a user, a role) that must present the External ID.
     ExternalId {
         principal: String,
@@ -28,7 +28,7 @@ pub enum Trust {
 }
 
 impl Trust {
-    pub fn document(&self) -> Value {
+    pub(crate) fn document(&self) -> Value {
         let statement = match self {
             Trust::ExternalId {
                 principal,
@@ -58,7 +58,7 @@ impl Trust {
 
 /// The External ID a trust policy asks for, if it asks for one (so a rerun with
 /// `--generate-external-id` keeps the id CI already has).
-pub fn external_id_of(trust_policy: &str) -> Option<String> {
+pub(crate) fn external_id_of(trust_policy: &str) -> Option<String> {
     let doc = crate::aws::iam::parse_policy(trust_policy)?;
     let statements = match &doc["Statement"] {
         Value::Array(items) => items.clone(),
@@ -73,7 +73,7 @@ pub fn external_id_of(trust_policy: &str) -> Option<String> {
 }
 
 /// Whether the OIDC provider exists.
-pub async fn oidc_provider_exists(iam: &Client, arn: &str) -> Result<bool> {
+pub(crate) async fn oidc_provider_exists(iam: &Client, arn: &str) -> Result<bool> {
     match iam
         .get_open_id_connect_provider()
         .open_id_connect_provider_arn(arn)
@@ -88,7 +88,7 @@ pub async fn oidc_provider_exists(iam: &Client, arn: &str) -> Result<bool> {
     }
 }
 
-pub async fn create_github_provider(iam: &Client) -> Result<()> {
+pub(crate) async fn create_github_provider(iam: &Client) -> Result<()> {
     iam.create_open_id_connect_provider()
         .url(format!("https://{GITHUB_ISSUER}"))
         .client_id_list(GITHUB_AUDIENCE)
@@ -107,18 +107,18 @@ pub async fn create_github_provider(iam: &Client) -> Result<()> {
 
 /// The tag `create-publisher` puts on the identities it makes or adopts. Its value says
 /// which, so that a later run makes a key only for a user imgpub created.
-pub const PUBLISHER_TAG: &str = "imgpub:publisher";
+pub(crate) const PUBLISHER_TAG: &str = "imgpub:publisher";
 
 /// How an identity came to be imgpub's publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Created,
     /// It existed, and `--adopt` took it over.
     Adopted,
 }
 
 impl Origin {
-    pub fn tag_value(self) -> &'static str {
+    pub(crate) fn tag_value(self) -> &'static str {
         match self {
             Origin::Created => "created",
             Origin::Adopted => "adopted",
@@ -126,7 +126,9 @@ impl Origin {
     }
 
     /// The origin an identity's tags record; `None` when it has no publisher tag.
-    pub fn from_tags<'a>(mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Origin> {
+    pub(crate) fn from_tags<'a>(
+        mut tags: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Origin> {
         tags.find(|(k, _)| *k == PUBLISHER_TAG)
             .map(|(_, v)| match v {
                 "created" => Origin::Created,
@@ -137,14 +139,14 @@ impl Origin {
 
 /// One of a user's access keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessKey {
+pub(crate) struct AccessKey {
     pub id: String,
     pub active: bool,
 }
 
 /// A publisher user as IAM has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserState {
+pub(crate) struct UserState {
     /// `None`: no such user.
     pub arn: Option<String>,
     /// `None`: no publisher tag (or no user).
@@ -161,7 +163,7 @@ pub struct UserState {
 }
 
 /// Reads the user, its managed policy `policy_arn`, what else it holds, and its keys.
-pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<UserState> {
+pub(crate) async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<UserState> {
     let user = match iam.get_user().user_name(name).send().await {
         Ok(out) => Some(
             out.user()
@@ -256,7 +258,7 @@ pub async fn read_user(iam: &Client, name: &str, policy_arn: &str) -> Result<Use
 }
 
 /// What else grants a role permissions: attached policies and inline ones but `ours`.
-pub async fn role_others(iam: &Client, name: &str, ours: &str) -> Result<Vec<String>> {
+pub(crate) async fn role_others(iam: &Client, name: &str, ours: &str) -> Result<Vec<String>> {
     let context = || format!("listing what IAM role {name} holds");
     let attached = iam
         .list_attached_role_policies()
@@ -294,7 +296,7 @@ fn publisher_tag(origin: Origin) -> aws_sdk_iam::types::Tag {
 }
 
 /// Marks an existing role as the adopted publisher.
-pub async fn tag_role(iam: &Client, name: &str, origin: Origin) -> Result<()> {
+pub(crate) async fn tag_role(iam: &Client, name: &str, origin: Origin) -> Result<()> {
     iam.tag_role()
         .role_name(name)
         .tags(publisher_tag(origin))
@@ -305,7 +307,7 @@ pub async fn tag_role(iam: &Client, name: &str, origin: Origin) -> Result<()> {
 }
 
 /// Marks an existing user as the adopted publisher.
-pub async fn tag_user(iam: &Client, name: &str, origin: Origin) -> Result<()> {
+pub(crate) async fn tag_user(iam: &Client, name: &str, origin: Origin) -> Result<()> {
     iam.tag_user()
         .user_name(name)
         .tags(publisher_tag(origin))
@@ -316,7 +318,7 @@ pub async fn tag_user(iam: &Client, name: &str, origin: Origin) -> Result<()> {
 }
 
 /// The tags a role made by `create-publisher` carries from its creation.
-pub fn created_tags() -> Vec<aws_sdk_iam::types::Tag> {
+pub(crate) fn created_tags() -> Vec<aws_sdk_iam::types::Tag> {
     vec![publisher_tag(Origin::Created)]
 }
 
@@ -369,7 +371,7 @@ async fn read_managed_policy(
 
 /// Creates the managed policy, or makes `document` its default version (deleting the
 /// oldest other version when IAM's five are taken).
-pub async fn put_managed_policy(
+pub(crate) async fn put_managed_policy(
     iam: &Client,
     name: &str,
     arn: &str,
@@ -420,7 +422,11 @@ pub async fn put_managed_policy(
     Ok(())
 }
 
-pub async fn create_user(iam: &Client, name: &str, boundary: Option<&str>) -> Result<String> {
+pub(crate) async fn create_user(
+    iam: &Client,
+    name: &str,
+    boundary: Option<&str>,
+) -> Result<String> {
     let out = iam
         .create_user()
         .user_name(name)
@@ -438,7 +444,7 @@ pub async fn create_user(iam: &Client, name: &str, boundary: Option<&str>) -> Re
 }
 
 /// Puts (or replaces) an existing user's permissions boundary.
-pub async fn put_user_boundary(iam: &Client, user: &str, boundary: &str) -> Result<()> {
+pub(crate) async fn put_user_boundary(iam: &Client, user: &str, boundary: &str) -> Result<()> {
     iam.put_user_permissions_boundary()
         .user_name(user)
         .permissions_boundary(boundary)
@@ -454,7 +460,7 @@ pub async fn put_user_boundary(iam: &Client, user: &str, boundary: &str) -> Resu
     Ok(())
 }
 
-pub async fn attach_user_policy(iam: &Client, user: &str, policy_arn: &str) -> Result<()> {
+pub(crate) async fn attach_user_policy(iam: &Client, user: &str, policy_arn: &str) -> Result<()> {
     iam.attach_user_policy()
         .user_name(user)
         .policy_arn(policy_arn)
@@ -471,7 +477,7 @@ pub async fn attach_user_policy(iam: &Client, user: &str, policy_arn: &str) -> R
 }
 
 /// A new access key: (id, secret). The secret goes to a file, never to output.
-pub async fn create_access_key(iam: &Client, user: &str) -> Result<(String, String)> {
+pub(crate) async fn create_access_key(iam: &Client, user: &str) -> Result<(String, String)> {
     let out = iam
         .create_access_key()
         .user_name(user)
@@ -494,7 +500,7 @@ pub async fn create_access_key(iam: &Client, user: &str) -> Result<(String, Stri
 }
 
 /// Deletes an access key (a new one that could not be written, or the old one).
-pub async fn delete_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
+pub(crate) async fn delete_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
     iam.delete_access_key()
         .user_name(user)
         .access_key_id(id)
@@ -512,7 +518,7 @@ pub async fn delete_access_key(iam: &Client, user: &str, id: &str) -> Result<()>
 
 /// Deactivates an access key (the old one after `--rotate-key`): it stops working, and can
 /// be turned on again while CI moves to the new one.
-pub async fn deactivate_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
+pub(crate) async fn deactivate_access_key(iam: &Client, user: &str, id: &str) -> Result<()> {
     iam.update_access_key()
         .user_name(user)
         .access_key_id(id)
@@ -532,7 +538,7 @@ pub async fn deactivate_access_key(iam: &Client, user: &str, id: &str) -> Result
 /// Creates the file a new key goes to, readable only by its owner, refusing to replace one
 /// (an earlier key is never lost). Opened before the key exists, so a path that cannot be
 /// written fails before any key is made. Blocking: call it off the runtime.
-pub fn create_credentials_file(path: &std::path::Path) -> Result<std::fs::File> {
+pub(crate) fn create_credentials_file(path: &std::path::Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -550,7 +556,11 @@ pub fn create_credentials_file(path: &std::path::Path) -> Result<std::fs::File> 
 /// Writes the key into a file made by [`create_credentials_file`] and syncs it to disk, so
 /// an error a full disk or a network file system gives only then is seen before any old
 /// key is retired. Blocking: call it off the runtime.
-pub fn write_credentials(mut file: std::fs::File, id: &str, secret: &str) -> std::io::Result<()> {
+pub(crate) fn write_credentials(
+    mut file: std::fs::File,
+    id: &str,
+    secret: &str,
+) -> std::io::Result<()> {
     use std::io::Write;
     writeln!(
         file,

@@ -12,7 +12,7 @@ use crate::error::{aws, Error, ErrorKind, Result};
 
 /// Which regions `list_regions` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegionFilter {
+pub(crate) enum RegionFilter {
     /// Enabled for the account (no opt-in needed, or opted in).
     Enabled,
     /// Opt-in regions the account has not enabled.
@@ -21,7 +21,7 @@ pub enum RegionFilter {
 }
 
 /// Region names, sorted, as `ore aws list-regions` prints them.
-pub async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<String>> {
+pub(crate) async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<String>> {
     let out = ec2
         .describe_regions()
         .all_regions(true)
@@ -48,7 +48,11 @@ pub async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<Vec<Stri
 /// The regions a multi-region command acts on: the named ones, which must all be enabled
 /// (an opt-in region that is not is an error), or with `all` every enabled region (the
 /// others are skipped, named at INFO).
-pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result<Vec<String>> {
+pub(crate) async fn target_regions(
+    ec2: &Client,
+    named: &[String],
+    all: bool,
+) -> Result<Vec<String>> {
     for region in named {
         validate_region(region)?;
     }
@@ -75,7 +79,7 @@ pub async fn target_regions(ec2: &Client, named: &[String], all: bool) -> Result
 /// The regions of a command that works in its own region unless told otherwise: the named
 /// ones or every enabled one, as [`target_regions`] gives them, else only its own (no
 /// lookup).
-pub async fn regions_or_own(
+pub(crate) async fn regions_or_own(
     ec2: &Client,
     own: &str,
     named: &[String],
@@ -88,7 +92,7 @@ pub async fn regions_or_own(
 }
 
 /// [`target_regions`] once the account's regions are known (`enabled` among `listed`).
-pub fn choose_regions(
+pub(crate) fn choose_regions(
     named: &[String],
     all: bool,
     enabled: &[String],
@@ -122,7 +126,7 @@ pub fn choose_regions(
 /// Runs `work` on every item, at most `concurrency` at a time. `done` sees each success as
 /// soon as it finishes (so its line can be printed at once); failures are logged and
 /// returned, and never stop the other items.
-pub async fn fan_out<I, T, F, Fut>(
+pub(crate) async fn fan_out<I, T, F, Fut>(
     items: Vec<I>,
     concurrency: usize,
     work: F,
@@ -154,7 +158,7 @@ where
 
 /// Runs `find` in every region, `concurrency` at a time: all that was found, and the regions
 /// where it failed, each with why (named in the end, without holding up the others).
-pub async fn gather<T, F, Fut>(
+pub(crate) async fn gather<T, F, Fut>(
     regions: Vec<String>,
     concurrency: usize,
     find: F,
@@ -177,7 +181,7 @@ where
 
 /// The error a multi-region command ends with when some items failed: every failure named,
 /// and what a rerun does.
-pub fn failure_summary<I: std::fmt::Display, E: std::fmt::Display>(
+pub(crate) fn failure_summary<I: std::fmt::Display, E: std::fmt::Display>(
     context: String,
     failures: &[(I, E)],
 ) -> Error {

@@ -125,7 +125,7 @@ fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
 /// Where an existing bucket lives, or `None` when there is no such bucket. With `owner`, the
 /// account that must own it (ExpectedBucketOwner): bucket names are global, so a bucket of
 /// the expected name made first by someone else is an error that names it.
-pub async fn bucket_region(
+pub(crate) async fn bucket_region(
     s3: &Client,
     bucket: &str,
     owner: Option<&str>,
@@ -160,14 +160,14 @@ pub async fn bucket_region(
 }
 
 /// The error for a bucket of the expected name that another account owns.
-pub fn foreign_bucket(bucket: &str, owner: &str) -> Error {
+pub(crate) fn foreign_bucket(bucket: &str, owner: &str) -> Error {
     Error::Invalid(format!(
         "bucket {bucket} belongs to another AWS account, not {owner} (bucket names are global, and it could read or replace the images); nothing was sent to it: choose another name with --bucket, and prepare it with `imgpub aws initialize --bucket NAME`"
     ))
 }
 
 /// The error for a bucket that exists in another region than the command's.
-pub fn wrong_region(bucket: &str, found: &str, region: &str) -> Error {
+pub(crate) fn wrong_region(bucket: &str, found: &str, region: &str) -> Error {
     Error::Invalid(format!(
         "bucket {bucket} already exists in region {found}, not {region}; run with --region {found} or choose another bucket name"
     ))
@@ -176,7 +176,7 @@ pub fn wrong_region(bucket: &str, found: &str, region: &str) -> Error {
 /// Creates `bucket` in `region`. One created meanwhile by another run of ours is fine if it
 /// is in the right region. (CreateBucket takes no ExpectedBucketOwner: S3 refuses a name
 /// another account holds with BucketAlreadyExists.)
-pub async fn create_bucket(
+pub(crate) async fn create_bucket(
     s3: &Client,
     bucket: &str,
     region: &str,
@@ -222,10 +222,10 @@ pub async fn create_bucket(
 }
 
 /// The id of the lifecycle rule `initialize` puts on the image bucket.
-pub const ABORT_RULE_ID: &str = "imgpub-abort-incomplete-uploads";
+pub(crate) const ABORT_RULE_ID: &str = "imgpub-abort-incomplete-uploads";
 
 /// The bucket's lifecycle rules (none when it has no lifecycle configuration).
-pub async fn lifecycle_rules(
+pub(crate) async fn lifecycle_rules(
     s3: &Client,
     bucket: &str,
     owner: Option<&str>,
@@ -247,7 +247,7 @@ pub async fn lifecycle_rules(
 }
 
 /// Whether the rules already abort incomplete multipart uploads after `days` with our rule.
-pub fn abort_rule_outcome(rules: &[LifecycleRule], days: i32) -> Outcome {
+pub(crate) fn abort_rule_outcome(rules: &[LifecycleRule], days: i32) -> Outcome {
     match rules.iter().find(|r| r.id() == Some(ABORT_RULE_ID)) {
         None => Outcome::Created,
         Some(rule)
@@ -265,7 +265,7 @@ pub fn abort_rule_outcome(rules: &[LifecycleRule], days: i32) -> Outcome {
 
 /// Puts our rule (abort incomplete multipart uploads `days` after they start, bucket-wide)
 /// beside the bucket's other rules, which stay as they are.
-pub async fn put_abort_rule(
+pub(crate) async fn put_abort_rule(
     s3: &Client,
     bucket: &str,
     owner: Option<&str>,
@@ -311,7 +311,7 @@ pub async fn put_abort_rule(
 }
 
 /// The ETag of `object`, or `None` when it does not exist.
-pub async fn object_etag(
+pub(crate) async fn object_etag(
     s3: &Client,
     object: &S3Object,
     owner: Option<&str>,
@@ -338,7 +338,11 @@ pub async fn object_etag(
 }
 
 /// Deletes `object` (deleting a missing one is not an error in S3).
-pub async fn delete_object(s3: &Client, object: &S3Object, owner: Option<&str>) -> Result<()> {
+pub(crate) async fn delete_object(
+    s3: &Client,
+    object: &S3Object,
+    owner: Option<&str>,
+) -> Result<()> {
     s3.delete_object()
         .bucket(&object.bucket)
         .key(&object.key)

@@ -17,7 +17,7 @@ use crate::error::{aws, Error, ErrorKind, Result};
 
 /// Parameter Store allows only a few writes per second per account and region by default;
 /// staying under that keeps ThrottlingException (which the SDK retries with backoff) rare.
-pub const PUT_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PUT_INTERVAL: Duration = Duration::from_millis(500);
 const DATA_TYPE: &str = "aws:ec2:image";
 
 /// One piece of a parameter name template.
@@ -165,7 +165,10 @@ pub struct ImageFacts {
 }
 
 /// Reads an AMI's facts; it must exist and be available.
-pub async fn describe(ec2: &aws_sdk_ec2::Client, image: &RegionalImage) -> Result<ImageFacts> {
+pub(crate) async fn describe(
+    ec2: &aws_sdk_ec2::Client,
+    image: &RegionalImage,
+) -> Result<ImageFacts> {
     let (region, id) = (&image.region, &image.image_id);
     let found = crate::aws::ami::describe_image(ec2, region, id).await?;
     if found.state() != Some(&ImageState::Available) {
@@ -194,7 +197,7 @@ pub async fn describe(ec2: &aws_sdk_ec2::Client, image: &RegionalImage) -> Resul
 
 /// One parameter to write (or leave, when it already holds the AMI).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub region: String,
     pub parameter: String,
     pub image_id: String,
@@ -204,7 +207,7 @@ pub struct Planned {
 
 /// Renders every template for one AMI and checks each parameter: a different current value
 /// only with `overwrite`.
-pub async fn plan(
+pub(crate) async fn plan(
     ssm: &aws_sdk_ssm::Client,
     image: &ImageFacts,
     templates: &[Template],
@@ -235,7 +238,7 @@ pub async fn plan(
 }
 
 /// Two AMIs in one region must not claim the same parameter.
-pub fn check_conflicts(planned: &[Planned]) -> Result<()> {
+pub(crate) fn check_conflicts(planned: &[Planned]) -> Result<()> {
     for (i, a) in planned.iter().enumerate() {
         if let Some(b) = planned[i + 1..].iter().find(|b| {
             b.region == a.region && b.parameter == a.parameter && b.image_id != a.image_id
@@ -251,7 +254,7 @@ pub fn check_conflicts(planned: &[Planned]) -> Result<()> {
 
 /// A parameter after `write`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     pub region: String,
     pub parameter: String,
     pub ami: String,
@@ -266,7 +269,7 @@ pub struct Written {
 /// only after PutParameter answered and, when the check fails, writes nothing ("the
 /// PutParameter operation will return success, but the asynchronous validation will fail
 /// and the parameter will not be created or updated" — PutParameter API reference).
-pub async fn write(
+pub(crate) async fn write(
     ssm: &aws_sdk_ssm::Client,
     planned: &[Planned],
     validation: Duration,

@@ -22,11 +22,11 @@ pub fn parse(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
 /// allows (RegisterImage, CopyImage, EBS StartSnapshot) and right after an import (whose
 /// snapshot cannot be tagged at creation). The printed policies let a publisher change only
 /// what carries it (`aws:ResourceTag`) and make only what is tagged with it.
-pub const MANAGED_KEY: &str = "imgpub:managed";
-pub const MANAGED_VALUE: &str = "true";
+pub(crate) const MANAGED_KEY: &str = "imgpub:managed";
+pub(crate) const MANAGED_VALUE: &str = "true";
 
 /// `tags` with imgpub's tag added.
-pub fn with_managed(tags: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn with_managed(tags: &[(String, String)]) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = tags
         .iter()
         .filter(|(k, _)| k != MANAGED_KEY)
@@ -39,7 +39,7 @@ pub fn with_managed(tags: &[(String, String)]) -> Vec<(String, String)> {
 /// `KEY=VALUE` arguments of `flag` as tags to put on a resource: as [`parse`], and no key
 /// in AWS's reserved `aws:` prefix ("The aws: prefix is reserved for AWS use", EC2 User
 /// Guide, tag restrictions), which EC2 would refuse after the image was made.
-pub fn parse_to_set(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_to_set(flag: &str, args: &[String]) -> Result<Vec<(String, String)>> {
     let tags = parse(flag, args)?;
     if let Some((key, _)) = tags
         .iter()
@@ -58,14 +58,14 @@ pub fn parse_to_set(flag: &str, args: &[String]) -> Result<Vec<(String, String)>
 }
 
 /// The pairs as EC2 tags.
-pub fn to_ec2(tags: &[(String, String)]) -> Vec<Tag> {
+pub(crate) fn to_ec2(tags: &[(String, String)]) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
 }
 
 /// EC2 tags as pairs, without AWS's own (`aws:…`, which nobody may set).
-pub fn from_ec2(tags: &[Tag]) -> Vec<(String, String)> {
+pub(crate) fn from_ec2(tags: &[Tag]) -> Vec<(String, String)> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
         .filter(|(k, _)| !k.starts_with("aws:"))

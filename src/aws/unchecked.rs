@@ -17,6 +17,6 @@ pub(crate) fn note(what: impl Into<String>) {
 }
 
 /// Everything noted so far, once.
-pub fn take() -> Vec<String> {
+pub(crate) fn take() -> Vec<String> {
     std::mem::take(&mut *SKIPPED.lock().unwrap_or_else(|e| e.into_inner()))
 }

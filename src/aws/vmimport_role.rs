@@ -14,7 +14,7 @@ use crate::error::Result;
 
 /// Everything the role's policies depend on.
 #[derive(Debug, Clone)]
-pub struct RoleSpec {
+pub(crate) struct RoleSpec {
     pub role_name: String,
     /// The image buckets the role reads (this run's, plus those the role already grants).
     pub import_buckets: Vec<String>,
@@ -33,7 +33,7 @@ const IMPORT_ACTIONS: [&str; 3] = ["s3:GetBucketLocation", "s3:GetObject", "s3:L
 
 /// Trust policy: only VM Import/Export may assume the role, with the `vmimport` external id,
 /// and only on behalf of this account (the confused-deputy conditions AWS recommends).
-pub fn trust_policy(spec: &RoleSpec) -> Value {
+pub(crate) fn trust_policy(spec: &RoleSpec) -> Value {
     json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -55,7 +55,7 @@ pub fn trust_policy(spec: &RoleSpec) -> Value {
 
 /// The role's inline policy: read the import bucket, write the export bucket, make snapshots
 /// and images; KMS and License Manager only when asked for.
-pub fn role_policy(spec: &RoleSpec) -> Value {
+pub(crate) fn role_policy(spec: &RoleSpec) -> Value {
     let s3_arns = |buckets: &[String]| -> Vec<String> {
         buckets
             .iter()
@@ -174,7 +174,7 @@ fn import_buckets(statement: &Value, spec: &RoleSpec) -> Option<Vec<String>> {
 /// bucket an import statement of ours already grants, after every statement that is not
 /// ours (someone else's, or one for an earlier export bucket or KMS key), kept as it is.
 /// Returns it and the names of the kept statements (Sid, or position).
-pub fn merge_role_policy(spec: &RoleSpec, current: Option<&Value>) -> (Value, Vec<String>) {
+pub(crate) fn merge_role_policy(spec: &RoleSpec, current: Option<&Value>) -> (Value, Vec<String>) {
     let ours = statements(&role_policy(spec));
     // Ours as earlier versions wrote them too: without the bucket-owner condition, which
     // the policy put now adds (such a statement is replaced, not kept beside ours).
@@ -266,7 +266,7 @@ fn admits_only_import(st: &Value, spec: &RoleSpec) -> bool {
 
 /// The statements of a trust policy that admit anything beyond VM Import/Export assuming
 /// the role for this account, named (Sid, or position) with their principal.
-pub fn trust_extras(raw: &str, spec: &RoleSpec) -> Vec<String> {
+pub(crate) fn trust_extras(raw: &str, spec: &RoleSpec) -> Vec<String> {
     let Some(doc) = parse_policy(raw) else {
         return vec!["the whole trust policy (not a JSON policy document)".into()];
     };
@@ -288,7 +288,7 @@ pub fn trust_extras(raw: &str, spec: &RoleSpec) -> Vec<String> {
 
 /// Whether a trust policy lets VM Import/Export assume the role as AWS documents it, and
 /// nobody else: every statement is such an Allow (see [`admits_only_import`]).
-pub fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
+pub(crate) fn trust_admits_import(raw: &str, spec: &RoleSpec) -> bool {
     let any = parse_policy(raw).is_some_and(|doc| {
         statements(&normalize_policy(&doc))
             .iter()
@@ -332,7 +332,7 @@ fn plan_ore_layout(spec: &RoleSpec, others: &[(String, Value)]) -> (String, Valu
 /// Compares the role as it is with `spec`. `others` are the role's other inline policies
 /// (ore keeps one per bucket, named after it): the buckets and EC2 actions they grant
 /// count. `harden_trust` replaces a trust policy that works but lacks our conditions.
-pub fn plan_role(
+pub(crate) fn plan_role(
     spec: &RoleSpec,
     state: &RoleState,
     others: &[(String, Value)],
@@ -406,7 +406,7 @@ pub fn plan_role(
 
 /// Creates the `vmimport` role and its inline policy, or repairs whichever drifted, as
 /// `plan` says. Returns the role's ARN.
-pub async fn apply_role(
+pub(crate) async fn apply_role(
     iam: &Client,
     spec: &RoleSpec,
     state: &RoleState,

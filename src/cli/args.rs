@@ -148,7 +148,7 @@ pub struct UploadArgs {
     #[command(flatten)]
     pub via: ViaArgs,
     /// --via ebs-direct: 512 KiB blocks read and sent at once (memory is about this × 512 KiB).
-    #[arg(long, default_value_t = imgpub::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N", help_heading = "Transfer options")]
+    #[arg(long, default_value_t = imgpub::defaults::BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N", help_heading = "Transfer options")]
     pub blocks_in_flight: u16,
     /// --via ebs-direct: also send blocks the image wrote as all zeros to an unencrypted
     /// snapshot (an encrypted one always gets them: it reads unwritten blocks as garbage).
@@ -189,7 +189,7 @@ pub struct TransferArgs {
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub part_size: Option<u64>,
     /// Parts uploaded at once (memory is about this × part size).
-    #[arg(long, default_value_t = imgpub::aws::multipart::DEFAULT_CONCURRENCY, value_name = "N")]
+    #[arg(long, default_value_t = imgpub::defaults::UPLOAD_CONCURRENCY, value_name = "N")]
     pub upload_concurrency: usize,
 }
 
@@ -220,7 +220,7 @@ pub struct CopyRegionsArgs {
     #[arg(long)]
     pub all_regions: bool,
     /// Copies in flight at once.
-    #[arg(long, default_value_t = imgpub::aws::copy::DEFAULT_CONCURRENCY)]
+    #[arg(long, default_value_t = imgpub::defaults::COPY_CONCURRENCY)]
     pub concurrency: usize,
     /// Give up waiting for a copy after this long (e.g. 2h, 90m); it keeps going in AWS and a
     /// rerun picks it up.

@@ -152,9 +152,9 @@ impl PermissionArgs {
     }
 }
 
-impl From<&ImageSelection> for imgpub::aws::images::ImageSelection {
+impl From<&ImageSelection> for imgpub::ImageSelection {
     fn from(a: &ImageSelection) -> Self {
-        imgpub::aws::images::ImageSelection {
+        imgpub::ImageSelection {
             images: a.images.clone(),
             images_from: a.images_from.clone(),
         }
@@ -186,8 +186,8 @@ impl From<&PolicyArgs> for PrintPolicy {
         PrintPolicy {
             opts: a.into(),
             format: match a.format {
-                PolicyFormat::Json => policy::Format::Json,
-                PolicyFormat::Table => policy::Format::Table,
+                PolicyFormat::Json => imgpub::PolicyFormat::Json,
+                PolicyFormat::Table => imgpub::PolicyFormat::Table,
             },
         }
     }

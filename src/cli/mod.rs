@@ -14,24 +14,24 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use imgpub::aws::ami::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
-use imgpub::aws::config::{AwsSettings, Secret};
-use imgpub::aws::multipart::Transfer;
-use imgpub::aws::preflight::PreflightMode;
-use imgpub::commands::copy_regions::CopyOptions;
-use imgpub::commands::create_publisher::PublisherOptions;
-use imgpub::commands::delete_image::DeleteOptions;
-use imgpub::commands::ensure_public::EnsurePublicOptions;
-use imgpub::commands::gc::{Collect, GcOptions};
-use imgpub::commands::grant::{GrantOptions, Permissions};
-use imgpub::commands::initialize::InitializeOptions;
-use imgpub::commands::list_regions::ListRegionsOptions;
-use imgpub::commands::policy::{self, For, PolicyOptions, PrintPolicy};
-use imgpub::commands::publish_ssm::PublishSsmOptions;
-use imgpub::commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
-use imgpub::commands::upload_object::UploadObjectOptions;
-use imgpub::image::ObjectFormat;
-use imgpub::names::Named;
+use imgpub::CopyOptions;
+use imgpub::DeleteOptions;
+use imgpub::EnsurePublicOptions;
+use imgpub::InitializeOptions;
+use imgpub::ListRegionsOptions;
+use imgpub::Named;
+use imgpub::ObjectFormat;
+use imgpub::PreflightMode;
+use imgpub::PublishSsmOptions;
+use imgpub::PublisherOptions;
+use imgpub::Transfer;
+use imgpub::UploadObjectOptions;
+use imgpub::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
+use imgpub::{AwsSettings, Secret};
+use imgpub::{Collect, GcOptions};
+use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
+use imgpub::{For, PolicyOptions, PrintPolicy};
+use imgpub::{GrantOptions, Permissions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,7 +77,7 @@ impl Cli {
         let long_version = format!(
             "{}\nchecksums: {}",
             env!("CARGO_PKG_VERSION"),
-            imgpub::aws::multipart::kernels()
+            imgpub::kernels()
         );
         ore_bools(<Cli as clap::CommandFactory>::command().long_version(long_version))
     }

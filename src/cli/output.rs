@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use imgpub::commands::driver::Output;
+use imgpub::Output;
 
 use super::{Cli, LogLevel};
 
@@ -25,7 +25,7 @@ pub fn print(output: Output) {
 fn print_line(line: &str) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static LOST: AtomicBool = AtomicBool::new(false);
-    let written = imgpub::progress::suspend(|| writeln!(std::io::stdout().lock(), "{line}"));
+    let written = imgpub::suspend(|| writeln!(std::io::stdout().lock(), "{line}"));
     if let Err(e) = written {
         if !LOST.swap(true, Ordering::Relaxed) {
             tracing::warn!("cannot write the results to stdout ({e}); the run goes on");
@@ -105,7 +105,7 @@ pub fn init_logging(level: LogLevel) {
     let filter = tracing_subscriber::EnvFilter::new(format!("{theirs},imgpub={ours}"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(imgpub::progress::log_writer)
+        .with_writer(imgpub::log_writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -27,7 +27,7 @@ pub struct CopyOptions {
 
 /// The source and what each target region has of it.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub source: Source,
     pub targets: Vec<(String, InRegion)>,
     /// The source region was among the targets: its line names the source itself, as
@@ -40,7 +40,7 @@ pub struct Plan {
 }
 
 /// The flags, checked without AWS.
-pub fn validate(opts: &CopyOptions) -> Result<()> {
+pub(crate) fn validate(opts: &CopyOptions) -> Result<()> {
     if !opts.image.starts_with("ami-") {
         return Err(Error::Invalid(format!(
             "--image {:?} is not an AMI id (ami-…)",
@@ -56,7 +56,7 @@ pub fn validate(opts: &CopyOptions) -> Result<()> {
 }
 
 /// Describes the source in the command's region and looks for its name in every target.
-pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
+pub(crate) async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
     validate(opts)?;
     let ec2 = ctx.ec2();
     let mut regions = target_regions(&ec2, &opts.regions, opts.all_regions).await?;
@@ -115,7 +115,7 @@ pub async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
 }
 
 /// The calls [`apply`] will make in each target region.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     let sharing = &plan.source.sharing;
     for (region, found) in &plan.targets {
@@ -167,7 +167,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `copy-regions` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
     Op::Ec2DescribeImages,
     Op::Ec2GetImageBlockPublicAccessState,
@@ -189,7 +189,7 @@ pub const MAY_CALL: &[Op] = &[
 /// Copies to every target, `concurrency` at a time; `emit` gets each finished region's line
 /// `{"REGION":{"ami":…,"snapshot":…}}` at once. Fails naming every region that failed,
 /// after all successes were emitted.
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     mut emit: impl FnMut(serde_json::Value),

@@ -26,7 +26,7 @@ use crate::commands::Clients;
 use crate::error::{Error, Result};
 
 /// The inline policy's name on a publisher role.
-pub const ROLE_POLICY: &str = "imgpub-publisher";
+pub(crate) const ROLE_POLICY: &str = "imgpub-publisher";
 
 #[derive(Debug, Clone, Default)]
 pub struct PublisherOptions {
@@ -54,7 +54,7 @@ pub struct PublisherOptions {
 
 /// Who may assume the role, before the External ID is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustChoice {
+pub(crate) enum TrustChoice {
     ExternalId {
         principal: Trusted,
         external_id: Option<String>,
@@ -66,14 +66,14 @@ pub enum TrustChoice {
 
 /// The principal that assumes the role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trusted {
+pub(crate) enum Trusted {
     Arn(String),
     /// An account: its root, in the caller's partition.
     Account(String),
 }
 
 /// The flags, checked without AWS (before the credentials are).
-pub fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
+pub(crate) fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
     let bad = |m: &str| Err(Error::Invalid(m.to_string()));
     if opts.policy.commands.contains(&policy::For::Initialize) {
         // iam:CreateRole, PutRolePolicy and UpdateAssumeRolePolicy on the vmimport role let
@@ -165,7 +165,7 @@ pub fn validate(opts: &PublisherOptions) -> Result<Option<TrustChoice>> {
 
 /// What `create-publisher` found and will do.
 #[derive(Debug, Clone)]
-pub enum Plan {
+pub(crate) enum Plan {
     Role {
         name: String,
         trust: Trust,
@@ -235,7 +235,11 @@ fn random_id() -> Result<String> {
 }
 
 /// The local checks, the policy the publisher gets, and the identity as IAM has it.
-pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> Result<Plan> {
+pub(crate) async fn plan(
+    c: &Clients,
+    identity: &Identity,
+    opts: &PublisherOptions,
+) -> Result<Plan> {
     let trust = validate(opts)?;
     let caller = Some((identity.partition.clone(), identity.account.clone()));
     let arns = Arns {
@@ -417,7 +421,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &PublisherOptions) -> 
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan, region: &str) -> Vec<Call> {
     let mut calls = vec![];
     match plan {
         Plan::Role {
@@ -497,42 +501,9 @@ pub fn check(plan: &Plan, region: &str) -> Vec<Call> {
     calls
 }
 
-/// Every operation `create-publisher` may make.
-pub const MAY_CALL: &[Op] = &[
-    Op::IamGetRole,
-    Op::IamGetRolePolicy,
-    Op::IamCreateRole,
-    Op::IamUpdateAssumeRolePolicy,
-    Op::IamPutRolePolicy,
-    Op::IamPutRolePermissionsBoundary,
-    Op::IamGetOpenIdConnectProvider,
-    Op::IamCreateOpenIdConnectProvider,
-    Op::IamGetUser,
-    Op::IamCreateUser,
-    Op::IamGetPolicy,
-    Op::IamGetPolicyVersion,
-    Op::IamListPolicyVersions,
-    Op::IamCreatePolicy,
-    Op::IamCreatePolicyVersion,
-    Op::IamDeletePolicyVersion,
-    Op::IamListAttachedUserPolicies,
-    Op::IamAttachUserPolicy,
-    Op::IamListAccessKeys,
-    Op::IamCreateAccessKey,
-    Op::IamListRolePolicies,
-    Op::IamListAttachedRolePolicies,
-    Op::IamTagRole,
-    Op::IamListUserPolicies,
-    Op::IamListGroupsForUser,
-    Op::IamTagUser,
-    Op::IamPutUserPermissionsBoundary,
-    Op::IamUpdateAccessKey,
-    Op::IamDeleteAccessKey,
-];
-
 /// What `create-publisher` prints: the identity, how CI uses it, what changed. No secret.
 #[derive(Debug, Clone, Serialize)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -565,7 +536,7 @@ pub struct Publisher {
 }
 
 /// Creates or repairs the publisher as planned.
-pub async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
+pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
     match plan {
         Plan::Role {
             name,

@@ -19,7 +19,7 @@ pub struct DeleteOptions {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub region: String,
     /// The AMI, when it exists.
     pub image: Option<String>,
@@ -29,7 +29,7 @@ pub struct Plan {
 }
 
 /// The flags, checked without AWS.
-pub fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
+pub(crate) fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
     if let Some(ami) = opts.ami.as_deref().filter(|a| !a.starts_with("ami-")) {
         return Err(Error::Invalid(format!(
             "--ami {ami:?} is not an AMI id (ami-…)"
@@ -58,7 +58,7 @@ pub fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
 }
 
 /// Looks the AMI up; a missing one is an error unless `--allow-missing`.
-pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
+pub(crate) async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
     let choice = snapshot_choice(opts)?;
     let found = match &opts.ami {
         Some(id) => {
@@ -101,7 +101,7 @@ pub async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     if let Some(id) = &plan.image {
         let image = vec![Resource::Image(Some(id.clone()))];
@@ -115,14 +115,14 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `delete-image` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DeregisterImage,
     Op::Ec2DeleteSnapshot,
     Op::IamSimulatePrincipalPolicy,
 ];
 
-pub async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
+pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
     match &plan.image {
         Some(id) => {
             ami::deregister_image(&c.ec2, id, plan.snapshot.as_deref(), plan.allow_missing).await

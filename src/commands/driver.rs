@@ -10,7 +10,8 @@
 //!    `imgpub aws policy …` line that grants the command's permissions added to an
 //!    AccessDenied.
 //!
-//! A new command is a module with a [`Command`] impl and one line in the binary's dispatch.
+//! A new command is a module with a [`Command`] impl, one line in [`super::Task`]'s list and
+//! one in the binary's dispatch.
 
 use std::future::Future;
 
@@ -52,10 +53,10 @@ impl Output {
 }
 
 /// Where a command's results go, line by line, as they come.
-pub type Emit<'a> = &'a mut (dyn FnMut(Output) + Send);
+pub(crate) type Emit<'a> = &'a mut (dyn FnMut(Output) + Send);
 
 /// What a command works with once connected; the type says what it can do.
-pub trait Connection: Sized {
+pub(crate) trait Connection: Sized {
     /// Connects as `settings` say.
     fn connect(settings: &AwsSettings) -> impl Future<Output = Result<Self>>;
 
@@ -71,14 +72,14 @@ pub trait Connection: Sized {
 /// The caller's account: the configuration and who the credentials belong to (STS
 /// GetCallerIdentity, the first call of every command that acts on an account).
 #[derive(Debug, Clone)]
-pub struct Account {
+pub(crate) struct Account {
     pub ctx: AwsContext,
     pub identity: Identity,
 }
 
 impl Account {
     /// Clients of the command's region, for buckets of the caller's own account.
-    pub fn clients(&self) -> Clients {
+    pub(crate) fn clients(&self) -> Clients {
         Clients::for_identity(&self.ctx, &self.identity)
     }
 }
@@ -99,7 +100,7 @@ impl Connection for Account {
 /// has no STS and no IAM, so there is no identity and no preflight (an S3 error still names
 /// the problem).
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub ctx: AwsContext,
 }
 
@@ -118,7 +119,7 @@ impl Connection for Endpoint {
 /// No connection: `policy` needs no credentials; it looks up the caller itself, when it can,
 /// to fill in the account and partition.
 #[derive(Debug, Clone)]
-pub struct Offline {
+pub(crate) struct Offline {
     pub settings: AwsSettings,
 }
 
@@ -135,7 +136,7 @@ impl Connection for Offline {
 }
 
 /// One command: its steps, in the order the driver runs them.
-pub trait Command: Sync {
+pub(crate) trait Command: Sync {
     /// What the command connects as.
     type Connection: Connection + Sync;
     /// What validation found (a parsed image, the AMIs of `--images-from`), for the plan.
@@ -171,7 +172,7 @@ pub trait Command: Sync {
 
 /// Runs `command` through every step; results go to `emit`. What could not be checked for
 /// want of permission is said once at the end ([`crate::aws::unchecked`]).
-pub async fn drive<C>(command: C, run: &Run, emit: Emit<'_>) -> Result<()>
+pub(crate) async fn drive<C>(command: C, run: &Run, emit: Emit<'_>) -> Result<()>
 where
     C: Command + Send + 'static,
 {

@@ -22,7 +22,7 @@ pub struct EnsurePublicOptions {
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub regions: Vec<String>,
     /// What is not public, per AMI.
     pub found: Vec<MadePublic>,
@@ -31,7 +31,7 @@ pub struct Plan {
 }
 
 /// The flags, checked without AWS.
-pub fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
+pub(crate) fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
     let selection = permissions::selection(&opts.tags, opts.ami.as_deref())?;
     opts.regions.iter().try_for_each(|r| validate_region(r))?;
     if opts.ami.is_some() && (opts.all_regions || !opts.regions.is_empty()) {
@@ -43,7 +43,7 @@ pub fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
 }
 
 /// Finds, in every region, the tagged AMIs that are not public.
-pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
+pub(crate) async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
     let selection = validate(opts)?;
     let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
     let (found, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
@@ -62,7 +62,7 @@ pub async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> 
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     for image in &plan.found {
         if image.fixed.contains(&NotPublic::Image) {
@@ -90,7 +90,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `ensure-public` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshotAttribute,
@@ -100,7 +100,7 @@ pub const MAY_CALL: &[Op] = &[
 
 /// Makes each AMI the plan found public and emits it; fails naming the regions that could
 /// not be checked or fixed.
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     mut emit: impl FnMut(serde_json::Value),

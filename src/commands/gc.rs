@@ -47,7 +47,7 @@ pub(crate) const ORE_TAG: (&str, &str) = ("CreatedBy", "mantle");
 
 /// One AMI to delete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Garbage {
+pub(crate) struct Garbage {
     pub region: String,
     pub image: String,
     pub name: Option<String>,
@@ -57,13 +57,13 @@ pub struct Garbage {
 
 /// What the plan found, of the kind asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Instances(Vec<OldInstance>),
     Images(Vec<Garbage>),
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub regions: Vec<String>,
     pub found: Found,
     /// Regions that could not be looked at, named in the end.
@@ -71,7 +71,7 @@ pub struct Plan {
 }
 
 /// The tags to select by, checked without AWS.
-pub fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
+pub(crate) fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
     opts.regions.iter().try_for_each(|r| validate_region(r))?;
     if opts.tags.is_empty() {
         return Ok(vec![(ORE_TAG.0.to_string(), ORE_TAG.1.to_string())]);
@@ -89,7 +89,7 @@ pub fn validate(opts: &GcOptions) -> Result<Vec<(String, String)>> {
 }
 
 /// Finds, in every region, the tagged instances (or AMIs) older than the cutoff.
-pub async fn plan(ctx: &AwsContext, opts: &GcOptions) -> Result<Plan> {
+pub(crate) async fn plan(ctx: &AwsContext, opts: &GcOptions) -> Result<Plan> {
     let tags = validate(opts)?;
     let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
     let cutoff = SystemTime::now()
@@ -176,7 +176,7 @@ async fn find_garbage(
 /// The calls [`apply`] will make. TerminateInstances is checked with the tags of the
 /// instances it ends, as IAM sees them: one call per region and set of tags (a policy
 /// condition reads only those), naming every instance of that set.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls: Vec<Call> = vec![];
     match &plan.found {
         Found::Instances(found) => {
@@ -212,7 +212,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `gc` may make (instances; `--images` needs `--for delete`'s).
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
     Op::Ec2DescribeInstances,
     Op::Ec2TerminateInstances,
@@ -240,7 +240,7 @@ struct Collected<'a> {
 /// Terminates each instance (or deletes each AMI and its snapshot), one line for each that
 /// went, and goes on past one that cannot: the error names every one left (a rerun finds
 /// them again).
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     mut emit: impl FnMut(serde_json::Value),

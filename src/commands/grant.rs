@@ -26,7 +26,7 @@ pub struct GrantOptions {
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub change: Change,
     pub sharing: Sharing,
     /// Each AMI with its region and, with `--snapshot`, its root snapshot.
@@ -36,7 +36,7 @@ pub struct Plan {
 }
 
 /// Whom to change, checked without AWS.
-pub fn sharing(opts: &GrantOptions) -> Result<Sharing> {
+pub(crate) fn sharing(opts: &GrantOptions) -> Result<Sharing> {
     ami::validate_account_ids("--user", &opts.users)?;
     ami::validate_org_arns("--organization", &opts.organizations, "organization")?;
     ami::validate_org_arns("--organizational-unit", &opts.organizational_units, "ou")?;
@@ -63,7 +63,7 @@ pub fn sharing(opts: &GrantOptions) -> Result<Sharing> {
 }
 
 /// Checks that every AMI exists in its region (and finds its root snapshot).
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &AwsContext,
     opts: &GrantOptions,
     targets: Vec<RegionalImage>,
@@ -103,7 +103,7 @@ pub async fn plan(
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     for target in &plan.images {
         let image = Resource::Image(Some(target.image.clone()));
@@ -132,7 +132,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `grant` and `revoke` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
@@ -142,7 +142,7 @@ pub const MAY_CALL: &[Op] = &[
 ];
 
 /// Changes every AMI's permissions; `emit` gets each one's line as it is done.
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     mut emit: impl FnMut(serde_json::Value),

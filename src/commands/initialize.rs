@@ -34,7 +34,7 @@ pub struct InitializeOptions {
 
 /// The JSON summary `initialize` prints.
 #[derive(Debug, Clone, Serialize)]
-pub struct InitializeReport {
+pub(crate) struct InitializeReport {
     pub bucket: String,
     pub region: String,
     pub role: String,
@@ -57,7 +57,7 @@ pub struct InitializeReport {
 
 impl InitializeReport {
     /// One line for the log: what changed, or that nothing had to.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.changed {
             format!(
                 "created: [{}], repaired: [{}]",
@@ -75,7 +75,7 @@ impl InitializeReport {
 
 /// What `initialize` found and will do.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub region: String,
     pub bucket: String,
     pub bucket_outcome: Outcome,
@@ -129,7 +129,11 @@ fn validate(
 }
 
 /// The local checks, then the bucket's region and the role as IAM has it.
-pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) -> Result<Plan> {
+pub(crate) async fn plan(
+    c: &Clients,
+    identity: &Identity,
+    opts: &InitializeOptions,
+) -> Result<Plan> {
     let (bucket, export_bucket) = validate(opts, identity, &c.region)?;
     let bucket_outcome = match s3::bucket_region(&c.s3, &bucket, c.owner()).await? {
         None => Outcome::Created,
@@ -181,7 +185,7 @@ pub async fn plan(c: &Clients, identity: &Identity, opts: &InitializeOptions) ->
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let role = || vec![Resource::Role(plan.spec.role_name.clone())];
     let mut calls = vec![];
     if plan.bucket_outcome == Outcome::Created {
@@ -222,7 +226,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `initialize` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::S3GetBucketLocation,
     Op::S3CreateBucket,
     Op::IamGetRole,
@@ -237,7 +241,7 @@ pub const MAY_CALL: &[Op] = &[
 ];
 
 /// Creates or repairs the bucket and role as planned.
-pub async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
+pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
     let bucket_outcome = match plan.bucket_outcome {
         Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region, c.owner()).await?,
         other => other,

@@ -24,7 +24,7 @@ fn filter(disabled: bool, all: bool) -> RegionFilter {
 }
 
 /// Every operation `list-regions` may make.
-pub const MAY_CALL: &[Op] = &[Op::Ec2DescribeRegions];
+pub(crate) const MAY_CALL: &[Op] = &[Op::Ec2DescribeRegions];
 
 impl Command for ListRegionsOptions {
     type Connection = Account;

@@ -13,33 +13,32 @@
 //! `MAY_CALL` in each module lists every operation the command can make, whatever the plan
 //! (what `imgpub aws policy` grants).
 
-pub mod copy_regions;
-pub mod create_publisher;
-pub mod delete_image;
-pub mod driver;
-pub mod ensure_public;
-pub mod gc;
-pub mod grant;
-pub mod initialize;
-pub mod list_regions;
-pub mod needs;
-pub mod policy;
-pub mod publish_ssm;
-pub mod upload;
-pub mod upload_object;
+pub(crate) mod copy_regions;
+pub(crate) mod create_publisher;
+pub(crate) mod delete_image;
+pub(crate) mod driver;
+pub(crate) mod ensure_public;
+pub(crate) mod gc;
+pub(crate) mod grant;
+pub(crate) mod initialize;
+pub(crate) mod list_regions;
+pub(crate) mod needs;
+pub(crate) mod policy;
+pub(crate) mod publish_ssm;
+pub(crate) mod upload;
+pub(crate) mod upload_object;
 
 use crate::aws::config::{AwsContext, Identity};
 
 /// The SDK clients of one region, ready to use.
 #[derive(Debug, Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// S3 is reached over TLS (so uploads need not sign the payload).
     pub s3_over_tls: bool,
     pub ec2: aws_sdk_ec2::Client,
     pub ebs: aws_sdk_ebs::Client,
     pub iam: aws_sdk_iam::Client,
-    pub ssm: aws_sdk_ssm::Client,
     pub region: String,
     /// The account that must own the buckets imgpub reads and writes, sent as
     /// ExpectedBucketOwner on every S3 call (bucket names are global: one of the expected
@@ -49,21 +48,20 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(ctx: &AwsContext) -> Clients {
+    pub(crate) fn new(ctx: &AwsContext) -> Clients {
         Clients {
             s3: ctx.s3(),
             s3_over_tls: ctx.s3_over_tls(),
             ec2: ctx.ec2(),
             ebs: ctx.ebs(),
             iam: ctx.iam(),
-            ssm: ctx.ssm(),
             region: ctx.region.clone(),
             bucket_owner: None,
         }
     }
 
     /// Clients for the caller's account: its buckets must be its own.
-    pub fn for_identity(ctx: &AwsContext, identity: &Identity) -> Clients {
+    pub(crate) fn for_identity(ctx: &AwsContext, identity: &Identity) -> Clients {
         Clients {
             bucket_owner: Some(identity.account.clone()),
             ..Clients::new(ctx)
@@ -76,4 +74,64 @@ impl Clients {
 }
 
 /// Regions worked on side by side in grant/revoke, ensure-public and publish-ssm.
-pub const REGION_CONCURRENCY: usize = 8;
+pub(crate) const REGION_CONCURRENCY: usize = 8;
+
+/// Every command, as one value for [`Task::run`]: what the binary and an embedding program
+/// hand to the driver. A new command is one line here (and its module).
+macro_rules! tasks {
+    ($($(#[$doc:meta])* $name:ident($command:ty),)*) => {
+        /// One imgpub command with its options, ready to run.
+        #[derive(Debug)]
+        pub enum Task {
+            $($(#[$doc])* $name($command),)*
+        }
+
+        $(impl From<$command> for Task {
+            fn from(command: $command) -> Task {
+                Task::$name(command)
+            }
+        })*
+
+        impl Task {
+            /// Runs the command through the one driver's steps: validate, connect, plan,
+            /// check (the preflight, or the calls `--dry-run` prints), apply. Each result
+            /// line goes to `emit` as it comes.
+            pub async fn run(
+                self,
+                run: &driver::Run,
+                emit: &mut (dyn FnMut(driver::Output) + Send),
+            ) -> crate::Result<()> {
+                match self {
+                    $(Task::$name(command) => driver::drive(command, run, emit).await,)*
+                }
+            }
+        }
+    };
+}
+
+tasks! {
+    /// `initialize`: the bucket and the vmimport role.
+    Initialize(initialize::InitializeOptions),
+    /// `upload`, `import-snapshot`, `upload-snapshot`, `register-ami`.
+    Publish(upload::Publish),
+    /// `upload-object`.
+    UploadObject(upload_object::UploadObjectOptions),
+    /// `copy-regions`.
+    CopyRegions(copy_regions::CopyOptions),
+    /// `list-regions`.
+    ListRegions(list_regions::ListRegionsOptions),
+    /// `delete-image`.
+    DeleteImage(delete_image::DeleteOptions),
+    /// `grant` and `revoke`.
+    Permissions(grant::Permissions),
+    /// `ensure-public`.
+    EnsurePublic(ensure_public::EnsurePublicOptions),
+    /// `gc`.
+    Gc(gc::GcOptions),
+    /// `publish-ssm`.
+    PublishSsm(publish_ssm::PublishSsmOptions),
+    /// `policy`.
+    Policy(policy::PrintPolicy),
+    /// `create-publisher`.
+    CreatePublisher(create_publisher::PublisherOptions),
+}

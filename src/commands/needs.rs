@@ -41,7 +41,7 @@ impl For {
 }
 
 /// The `imgpub aws policy` line that prints what `command` needs, for messages.
-pub fn fix_line(
+pub(crate) fn fix_line(
     command: For,
     bucket: Option<&crate::aws::s3::S3Object>,
     region: Option<&str>,

@@ -14,7 +14,7 @@ use crate::aws::s3::S3Prefix;
 use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
 use crate::commands::driver::{Command, Emit, Offline, Output};
 use crate::commands::needs::kms_key_region;
-pub use crate::commands::needs::{fix_line, For};
+pub(crate) use crate::commands::needs::For;
 use crate::commands::{
     copy_regions, delete_image, ensure_public, gc, grant, initialize, list_regions, publish_ssm,
     upload, upload_object,
@@ -71,7 +71,7 @@ pub struct Scope {
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
 /// it would widen what the policy grants.
-pub fn no_wildcards(flag: &str, value: &str) -> Result<()> {
+pub(crate) fn no_wildcards(flag: &str, value: &str) -> Result<()> {
     if value.contains(['*', '?']) || value.contains("${") {
         return Err(Error::Invalid(format!(
             "{flag} {value:?} has a wildcard or a policy variable (*, ? or ${{…}}), which would widen the policy; name it exactly"
@@ -81,7 +81,7 @@ pub fn no_wildcards(flag: &str, value: &str) -> Result<()> {
 }
 
 /// Every operation `command` may make; `via`: how `upload` makes its snapshot.
-pub fn ops(command: For, via: upload::Via) -> &'static [Op] {
+pub(crate) fn ops(command: For, via: upload::Via) -> &'static [Op] {
     match command {
         For::Upload if via == upload::Via::EbsDirect => upload::MAY_CALL_EBS_DIRECT,
         For::Upload => upload::MAY_CALL,
@@ -98,7 +98,7 @@ pub fn ops(command: For, via: upload::Via) -> &'static [Op] {
 }
 
 /// The flags' own checks, without AWS (`create-publisher` runs them before any call).
-pub fn validate(opts: &PolicyOptions) -> Result<()> {
+pub(crate) fn validate(opts: &PolicyOptions) -> Result<()> {
     for region in opts.regions.iter().chain(&opts.source_regions) {
         validate_region(region)?;
     }
@@ -132,7 +132,7 @@ pub fn validate(opts: &PolicyOptions) -> Result<()> {
 
 /// An IAM principal ARN, parsed: `arn:PARTITION:iam::ACCOUNT:root`, `…:user/NAME` or
 /// `…:role/NAME` (paths allowed), with no wildcard (it names one principal).
-pub fn principal_arn(flag: &str, arn: &str) -> Result<String> {
+pub(crate) fn principal_arn(flag: &str, arn: &str) -> Result<String> {
     let bad = || {
         Error::Invalid(format!(
             "{flag} {arn:?} is not an IAM principal ARN; use arn:aws:iam::ACCOUNT:root, arn:aws:iam::ACCOUNT:role/NAME or arn:aws:iam::ACCOUNT:user/NAME"
@@ -658,7 +658,7 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
 /// The partition and account of working credentials, and the configured region, for
 /// `policy`; nothing when the flags name both, or when there are no usable credentials
 /// (the policy then says `*` for the account).
-pub async fn caller(
+pub(crate) async fn caller(
     settings: &AwsSettings,
     opts: &PolicyOptions,
 ) -> (Option<(String, String)>, Option<String>) {
@@ -681,14 +681,14 @@ pub async fn caller(
 
 /// Where a policy document can go, and how long it may be there (IAM counts the
 /// characters of the document without white space).
-pub const LIMITS: &[(&str, usize)] = &[
+pub(crate) const LIMITS: &[(&str, usize)] = &[
     ("a user's inline policy", 2_048),
     ("a customer-managed policy", 6_144),
     ("a role's inline policy", 10_240),
 ];
 
 /// The document's size as IAM counts it.
-pub fn size(document: &Value) -> usize {
+pub(crate) fn size(document: &Value) -> usize {
     document
         .to_string()
         .chars()
@@ -697,7 +697,7 @@ pub fn size(document: &Value) -> usize {
 }
 
 /// Warnings for the places the document does not fit, with what to do.
-pub fn size_warnings(document: &Value) -> Vec<String> {
+pub(crate) fn size_warnings(document: &Value) -> Vec<String> {
     let n = size(document);
     LIMITS
         .iter()
@@ -711,7 +711,7 @@ pub fn size_warnings(document: &Value) -> Vec<String> {
 }
 
 /// `--format table`: action, resources, why.
-pub fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let width = rows
         .iter()
         .map(|r| r.action.len())

@@ -13,17 +13,17 @@ use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub parameters: Vec<Planned>,
 }
 
 /// The templates, checked without AWS.
-pub fn templates(parameters: &[String]) -> Result<Vec<Template>> {
+pub(crate) fn templates(parameters: &[String]) -> Result<Vec<Template>> {
     parameters.iter().map(|t| Template::parse(t)).collect()
 }
 
 /// Reads every AMI and parameter; any refusal or failure stops the command before a write.
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &AwsContext,
     templates: &[Template],
     images: Vec<RegionalImage>,
@@ -60,7 +60,7 @@ pub async fn plan(
 }
 
 /// The calls [`apply`] will make.
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     plan.parameters
         .iter()
         .filter(|p| p.current.as_deref() != Some(p.image_id.as_str()))
@@ -75,7 +75,7 @@ pub fn check(plan: &Plan) -> Vec<Call> {
 }
 
 /// Every operation `publish-ssm` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::SsmGetParameter,
     Op::SsmPutParameter,
@@ -84,7 +84,7 @@ pub const MAY_CALL: &[Op] = &[
 
 /// Writes the parameters, region by region side by side; `emit` gets each one's line.
 /// `validation`: how long each written parameter may take to hold its AMI.
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     validation: std::time::Duration,

@@ -22,7 +22,7 @@ pub struct UploadObjectOptions {
 }
 
 /// Where the file goes, checked without AWS.
-pub fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
+pub(crate) fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
     let location = S3Prefix::parse(&opts.bucket)?;
     // --key replaces the file name under the prefix, not the prefix.
     Ok(match &opts.key {
@@ -37,7 +37,7 @@ pub fn plan(opts: &UploadObjectOptions) -> Result<S3Object> {
 }
 
 /// Every operation `upload-object` may make.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::S3HeadObject,
     Op::S3ListMultipartUploads,
     Op::S3ListParts,
@@ -47,7 +47,7 @@ pub const MAY_CALL: &[Op] = &[
     Op::S3AbortMultipartUpload,
 ];
 
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     opts: &UploadObjectOptions,
     object: &S3Object,

@@ -13,7 +13,7 @@ mod vmdk;
 
 pub use disk::{Disk, Reader, BLOCK_SIZE};
 
-pub const GIB: u64 = 1 << 30;
+pub(crate) const GIB: u64 = 1 << 30;
 
 /// The formats ImportSnapshot takes (`DiskContainer.Format`, ore's `--object-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

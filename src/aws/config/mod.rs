@@ -53,13 +53,13 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
-    /// `None`: imgpub-<CI job id or host name>.
+    /// `None`: `imgpub-<CI job id or host name>`.
     pub role_session_name: Option<String>,
 }
 
 /// A loaded configuration: the SDK config plus what we need to explain failures.
 #[derive(Debug, Clone)]
-pub struct AwsContext {
+pub(crate) struct AwsContext {
     pub sdk: SdkConfig,
     pub region: String,
     /// Where the region came from (`--region`, `$AWS_REGION`, a profile), for messages.
@@ -77,7 +77,7 @@ pub struct AwsContext {
 
 /// Who the credentials belong to, from STS GetCallerIdentity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub account: String,
     pub arn: String,
     /// `aws`, `aws-cn`, `aws-us-gov`, … taken from the caller's ARN.
@@ -96,7 +96,7 @@ const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 256 * 1024;
 /// Timeouts for a call that sends `bytes`: the defaults, or time to send them at the
 /// slowest upload speed plus the usual wait for the answer, whichever is longer. (The read
 /// timeout covers sending the body, so it grows too.)
-pub fn transfer_timeouts(bytes: u64) -> TimeoutConfig {
+pub(crate) fn transfer_timeouts(bytes: u64) -> TimeoutConfig {
     let sending = Duration::from_secs(bytes / SLOWEST_UPLOAD_BYTES_PER_SEC);
     TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)
@@ -110,7 +110,7 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// Checks the shape of a region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`, …). New
 /// regions appear every year, so the name is not checked against a list.
-pub fn validate_region(region: &str) -> Result<()> {
+pub(crate) fn validate_region(region: &str) -> Result<()> {
     let parts: Vec<&str> = region.split('-').collect();
     let ok = parts.len() >= 3
         && parts[..parts.len() - 1]
@@ -128,7 +128,7 @@ pub fn validate_region(region: &str) -> Result<()> {
 }
 
 /// The partition a region belongs to, for when no caller ARN is at hand.
-pub fn partition_for_region(region: &str) -> &'static str {
+pub(crate) fn partition_for_region(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {
@@ -145,7 +145,7 @@ pub fn partition_for_region(region: &str) -> &'static str {
 }
 
 /// Builds the SDK config from the settings. Reads files and the environment but sends nothing.
-pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
+pub(crate) async fn load(settings: &AwsSettings) -> Result<AwsContext> {
     if let Some(region) = &settings.region {
         validate_region(region)?;
     }
@@ -326,27 +326,10 @@ pub async fn load(settings: &AwsSettings) -> Result<AwsContext> {
 pub(crate) const ORE_DEFAULT_REGION: &str = "us-west-2";
 
 impl AwsContext {
-    /// A context around an SDK config built elsewhere (a test, an embedding program).
-    pub fn from_sdk(sdk: SdkConfig) -> Result<AwsContext> {
-        let region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| Error::Setup("the SDK config has no region".into()))?;
-        Ok(AwsContext {
-            sdk,
-            region,
-            region_source: "the SDK config".into(),
-            credentials_source: "the SDK config".into(),
-            credentials: Chain::Chosen,
-            endpoint_source: "the SDK config".into(),
-            endpoint_flag: false,
-        })
-    }
-
     /// The custom endpoint a service's requests go to, as the SDK chooses it: the
     /// `--endpoint-url` flag, else the service's own setting (`$AWS_ENDPOINT_URL_S3`, a
     /// profile's `services` section), else the global one; `None` for AWS's.
-    pub fn service_endpoint(&self, service_id: &str) -> Option<String> {
+    pub(crate) fn service_endpoint(&self, service_id: &str) -> Option<String> {
         if self.endpoint_flag {
             return self.sdk.endpoint_url().map(str::to_owned);
         }
@@ -362,7 +345,7 @@ impl AwsContext {
             .or_else(|| self.sdk.endpoint_url().map(str::to_owned))
     }
 
-    pub fn s3(&self) -> aws_sdk_s3::Client {
+    pub(crate) fn s3(&self) -> aws_sdk_s3::Client {
         // Checksums only where we ask for them: the upload engine picks one per part, and the
         // SDK's default (a CRC32 on every upload) would hash every byte a second time.
         // A custom endpoint cannot do virtual-hosted bucket names.
@@ -377,38 +360,38 @@ impl AwsContext {
 
     /// EBS direct: the SDK's adaptive retry mode, so throttling (PutSnapshotBlock has a
     /// per-snapshot request rate) also slows the client's own request rate down.
-    pub fn ebs(&self) -> aws_sdk_ebs::Client {
+    pub(crate) fn ebs(&self) -> aws_sdk_ebs::Client {
         let conf = aws_sdk_ebs::config::Builder::from(&self.sdk)
             .retry_config(RetryConfig::adaptive().with_max_attempts(MAX_ATTEMPTS))
             .build();
         aws_sdk_ebs::Client::from_conf(conf)
     }
 
-    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+    pub(crate) fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk)
     }
 
-    pub fn iam(&self) -> aws_sdk_iam::Client {
+    pub(crate) fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk)
     }
 
-    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+    pub(crate) fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
-    pub fn sts(&self) -> aws_sdk_sts::Client {
+    pub(crate) fn sts(&self) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.sdk)
     }
 
     /// Whether S3 requests go over TLS (then uploads need not sign the payload): AWS's own
     /// endpoint, or an https:// one, judged on the endpoint S3 actually uses.
-    pub fn s3_over_tls(&self) -> bool {
+    pub(crate) fn s3_over_tls(&self) -> bool {
         self.service_endpoint("S3")
             .is_none_or(|url| url.starts_with("https://"))
     }
 
     /// The endpoint requests to `service` go to, and where it came from, for messages.
-    pub fn endpoint_description(&self, service: &str) -> String {
+    pub(crate) fn endpoint_description(&self, service: &str) -> String {
         let own = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
         match self.service_endpoint(service) {
             Some(url) if self.sdk.endpoint_url() == Some(url.as_str()) => {
@@ -471,7 +454,7 @@ impl AwsContext {
     }
 
     /// The same credentials and endpoint in another region.
-    pub fn in_region(&self, region: &str) -> AwsContext {
+    pub(crate) fn in_region(&self, region: &str) -> AwsContext {
         let mut other = self.clone();
         other.sdk = self
             .sdk
@@ -486,7 +469,7 @@ impl AwsContext {
     /// The preflight every AWS command starts with: STS GetCallerIdentity. A failure here
     /// becomes one line: the endpoint that cannot be reached, or the credential sources tried
     /// and why each gave nothing, or what STS said, with the fix.
-    pub async fn verify_identity(&self) -> Result<Identity> {
+    pub(crate) async fn verify_identity(&self) -> Result<Identity> {
         // Two attempts, not the usual five: at first contact a wrong endpoint or a dead
         // network should be reported in a second, not after half a minute of backoff.
         let first_contact = aws_sdk_sts::config::Builder::default()

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The calls [`apply`] will make, in order (the input of the preflight and `--dry-run`).
-pub fn check(plan: &Plan) -> Vec<Call> {
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let local = &plan.local;
     let region = plan.region.as_str();
     let call = |op, resources| Call::new(op, region, resources);

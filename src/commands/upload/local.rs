@@ -4,7 +4,7 @@ use super::*;
 
 /// Checks everything that can be checked without AWS, including the image itself.
 /// Blocking file reads: call it off the async runtime.
-pub fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
+pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan> {
     let user_tags = tags::parse_to_set("--tags", &opts.tags)?;
     // What imgpub makes carries its tag (the scoped policies change only that).
     let tags = tags::with_managed(&user_tags);

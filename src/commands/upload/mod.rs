@@ -35,11 +35,11 @@ mod local;
 mod remote;
 mod stages;
 
-pub use calls::check;
-pub use local::plan_local;
+pub(crate) use calls::check;
+pub(crate) use local::plan_local;
 use remote::head_object;
-pub use remote::plan;
-pub use stages::apply;
+pub(crate) use remote::plan;
+pub(crate) use stages::apply;
 
 /// Which part of the pipeline a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ const UEFI_DATA_MAX: usize = 64 * 1024;
 
 /// What `upload` prints, with ore's field names.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     #[serde(rename = "HVM", skip_serializing_if = "Option::is_none")]
     pub ami_id: Option<String>,
     #[serde(rename = "SnapshotID")]
@@ -131,7 +131,7 @@ pub struct Published {
 impl Published {
     /// The JSON line a stage command prints: all of it for `upload`, the snapshot for
     /// `import-snapshot`, the AMI for `register-ami`.
-    pub fn output(&self, stage: Stage) -> serde_json::Value {
+    pub(crate) fn output(&self, stage: Stage) -> serde_json::Value {
         match stage {
             Stage::Upload => serde_json::json!(self),
             Stage::Import => serde_json::json!({"SnapshotID": self.snapshot_id}),
@@ -142,7 +142,7 @@ impl Published {
 
 /// Where the snapshot comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A local image, uploaded to `object`.
     File {
         path: PathBuf,
@@ -163,7 +163,7 @@ pub enum Source {
 
 impl Source {
     /// The S3 object the image is (or will be) in.
-    pub fn object(&self) -> Option<&S3Object> {
+    pub(crate) fn object(&self) -> Option<&S3Object> {
         match self {
             Source::File { object, .. } | Source::Object { object, .. } => Some(object),
             Source::Snapshot(_) | Source::Blocks(_) => None,
@@ -173,7 +173,7 @@ impl Source {
 
 /// The flags, checked without AWS: the image inspected, names and settings validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LocalPlan {
+pub(crate) struct LocalPlan {
     pub stage: Stage,
     /// The object's, import task's and snapshot's name.
     pub name: String,
@@ -192,7 +192,7 @@ pub struct LocalPlan {
 
 /// How the run gets its snapshot; each way carries what it needs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SnapshotStep {
+pub(crate) enum SnapshotStep {
     /// `--source-snapshot`, or the one an earlier run imported (tag `Name=<name>`).
     Use(String),
     /// Upload (for a file) and import.
@@ -203,7 +203,7 @@ pub enum SnapshotStep {
 
 /// Where an import takes the image from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImportFrom {
+pub(crate) enum ImportFrom {
     /// A local image, uploaded to `object` first.
     File {
         path: PathBuf,
@@ -219,7 +219,7 @@ pub enum ImportFrom {
 
 /// What the run does about the AMI.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageStep {
+pub(crate) enum ImageStep {
     /// `import-snapshot`: no AMI.
     None,
     Register,
@@ -231,7 +231,7 @@ pub enum ImageStep {
 
 /// The whole run, decided: what exists and what each step will do.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub local: LocalPlan,
     pub region: String,
     pub snapshot: SnapshotStep,
@@ -239,9 +239,9 @@ pub struct Plan {
 }
 
 /// ore's root volume size when no size flag is given.
-pub const ORE_DEFAULT_DISK_GIB: u32 = 8;
+pub(crate) const ORE_DEFAULT_DISK_GIB: u32 = 8;
 /// ore's key prefix when `--bucket` names only a bucket.
-pub const ORE_DEFAULT_PREFIX: &str = "ami-import";
+pub(crate) const ORE_DEFAULT_PREFIX: &str = "ami-import";
 
 /// The AMI's tags: `Name=<AMI name>` as ore sets it (copies inherit it), unless `--tags`
 /// names it, then `--tags`.
@@ -263,7 +263,7 @@ fn file_name(path: &std::path::Path) -> Result<String> {
 /// Every operation `upload --via ebs-direct` and `upload-snapshot` may make: the EBS direct
 /// calls instead of S3 and ImportSnapshot. What `imgpub aws policy --for upload --via
 /// ebs-direct` grants.
-pub const MAY_CALL_EBS_DIRECT: &[Op] = &[
+pub(crate) const MAY_CALL_EBS_DIRECT: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshots,
     Op::Ec2GetImageBlockPublicAccessState,
@@ -284,7 +284,7 @@ pub const MAY_CALL_EBS_DIRECT: &[Op] = &[
 
 /// Every operation `upload` and its stages may make, whatever the plan: the lookups, the
 /// resume and abort paths, `--force`. What `imgpub aws policy --for upload` grants.
-pub const MAY_CALL: &[Op] = &[
+pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshots,
     Op::Ec2GetImageBlockPublicAccessState,

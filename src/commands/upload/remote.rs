@@ -5,7 +5,7 @@ use super::*;
 /// The read-only lookups, in the command's region: what earlier runs left (the AMI and the
 /// snapshot by name), and, when something is to be imported, that the bucket is in this
 /// region, the source object exists and the import role exists.
-pub async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
+pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     // Independent reads, side by side: each is a round trip to the region.
     let public = async {
         if local.sharing.public {

@@ -4,7 +4,7 @@
 use super::*;
 
 /// Runs the plan; see the module docs.
-pub async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
+pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     let local = &plan.local;
     let snapshot = match &plan.snapshot {
         SnapshotStep::Use(id) => id.clone(),
