@@ -124,6 +124,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// What exists under the name asked for is not what was asked for, in a way that cannot
+    /// change in place (another image, another architecture): found before any change,
+    /// exit 1; `--force` replaces it.
+    #[error("{0}")]
+    Conflict(String),
     /// The input changed after the run began working on it (a file rewritten while it was
     /// read): found after the first side effect, so not [`Error::Invalid`]. What was done
     /// is kept or cleaned up; rerun once the input is final.
@@ -384,6 +389,7 @@ mod tests {
         assert_eq!(Error::Invalid("x".into()).exit_code(), 2);
         assert_eq!(Error::Interrupted.exit_code(), 130);
         assert_eq!(Error::Changed("x".into()).exit_code(), 3);
+        assert_eq!(Error::Conflict("x".into()).exit_code(), 1);
         let e = Error::failed("importing", ErrorKind::ImageRejected, None, "no");
         assert_eq!(e.exit_code(), 1);
         assert_eq!(e.to_string(), "importing: no");

@@ -861,3 +861,82 @@ async fn encryption_by_default_is_read_from_what_aws_made() {
         assert!(blocks[&index].iter().all(|&b| b == 0), "block {index}");
     }
 }
+
+/// A rerun over EBS direct behaves as one over S3 (issue #29): flags that cannot change in
+/// place (architecture, IMDS) stop it before any change with exit 1, naming each difference
+/// and --force; tags change in place on the AMI and its snapshot, and the line says so;
+/// --force registers the one asked for.
+#[tokio::test]
+async fn a_rerun_with_other_flags_is_refused_or_brought_to_the_request() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = zeros_raw(dir.path(), "rerun.raw");
+    let arm = ["--arch", "aarch64", "--tags", "stream=stable"];
+    let first = direct_upload(&standin, &raw, "rerun", &arm);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let ami = first.json()["HVM"].as_str().unwrap().to_string();
+
+    standin.reset_requests();
+    let fixed = [
+        "--arch",
+        "x86_64",
+        "--imdsv2-only",
+        "--tags",
+        "stream=stable",
+    ];
+    let refused = direct_upload(&standin, &raw, "rerun", &fixed);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let line = refused.error_line();
+    assert!(
+        line.contains(&ami)
+            && line.contains("architecture arm64 (asked: x86_64)")
+            && line.contains("IMDS support unset (asked: v2.0)")
+            && line.contains("--force"),
+        "{line}"
+    );
+    let counts = standin.counts();
+    for write in ["ebs.StartSnapshot", "ec2.RegisterImage", "ec2.CreateTags"] {
+        assert_eq!(common::count(&counts, write), 0, "{write}: {counts}");
+    }
+
+    // Tags change in place: the same AMI, both it and its snapshot carry the new value.
+    let retagged = direct_upload(
+        &standin,
+        &raw,
+        "rerun",
+        &["--arch", "aarch64", "--tags", "stream=next"],
+    );
+    assert_eq!(retagged.json()["HVM"], ami.as_str());
+    assert!(
+        retagged.stderr.contains(&format!("reused {ami}"))
+            && retagged.stderr.contains("tagged stream=next"),
+        "{}",
+        retagged.stderr
+    );
+    let snapshot = root_snapshot(&standin, &ami).await;
+    let (_, tags) = snapshot_state(&standin, &snapshot).await;
+    assert!(tags.contains(&("stream".into(), "next".into())), "{tags:?}");
+    let ec2 = standin.ec2(REGION);
+    let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+    let image_tags = common::tag_pairs(image.images()[0].tags());
+    assert!(
+        image_tags.contains(&("stream".into(), "next".into())),
+        "{image_tags:?}"
+    );
+
+    let forced = direct_upload(
+        &standin,
+        &raw,
+        "rerun",
+        &[&fixed[..], &["--force"]].concat(),
+    );
+    let new_ami = forced.json()["HVM"].as_str().unwrap().to_string();
+    assert_ne!(new_ami, ami);
+    let image = ec2
+        .describe_images()
+        .image_ids(&new_ami)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.images()[0].architecture().unwrap().as_str(), "x86_64");
+}

@@ -202,7 +202,7 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
         ["bucket", "role", "trust-policy", "role-policy", "lifecycle"]
     );
     assert!(
-        second.stderr.contains("nothing to change"),
+        second.stderr.contains("initialize: nothing to do"),
         "{}",
         second.stderr
     );

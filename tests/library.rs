@@ -26,16 +26,22 @@ fn run(standin: &Standin, dry_run: bool) -> Run {
     }
 }
 
-/// Runs `task`, returning its result and the JSON lines it emitted.
+/// Runs `task`, returning its result and the JSON lines it emitted; a run that ends well
+/// ends with its summary.
 async fn lines(task: impl Into<Task>, run: &Run) -> (imgpub::Result<()>, Vec<Value>) {
     let mut out = vec![];
+    let mut summary = None;
     let result = task
         .into()
         .run(run, &mut |line| match line {
             Output::Json(v) => out.push(v),
-            Output::Text(t) => panic!("a JSON command printed text: {t}"),
+            Output::Summary(s) => summary = Some(s),
+            other => panic!("a JSON command printed {other:?}"),
         })
         .await;
+    if result.is_ok() {
+        assert!(summary.is_some(), "no summary after {out:?}");
+    }
     (result, out)
 }
 

@@ -213,15 +213,28 @@ async fn a_root_volume_smaller_than_the_image_is_refused_before_upload() {
     assert_eq!(run.code, 2);
 }
 
-// 6. At ore's default level a successful run prints its JSON and nothing else.
+// 6. At ore's default level a successful run prints its JSON and one summary line on
+// stderr (issue #29); `--log-level WARNING` nothing but the JSON.
 #[tokio::test]
-async fn default_level_prints_only_the_json() {
+async fn default_level_prints_the_json_and_one_summary_line() {
     let standin = Standin::initialized();
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "quiet.raw", 4, 1, 4);
     let run = ore_upload(&standin, &file, &["--name", "quiet"]);
     run.json();
-    assert_eq!(run.stderr, "", "stderr at NOTICE");
+    assert!(
+        run.summary().starts_with("upload: "),
+        "stderr at NOTICE: {}",
+        run.stderr
+    );
+    let file = make_raw(dir.path(), "silent.raw", 4, 1, 6);
+    let run = ore_upload(
+        &standin,
+        &file,
+        &["--name", "silent", "--log-level", "WARNING"],
+    );
+    run.json();
+    assert_eq!(run.stderr, "", "stderr at WARNING");
     let file = make_raw(dir.path(), "loud.raw", 4, 1, 5);
     let run = ore_upload(&standin, &file, &["--name", "loud", "-v"]);
     run.json();
@@ -853,7 +866,11 @@ async fn a_publisher_with_only_what_ore_needed_publishes() {
     };
     let run = as_ore_ci("ore-1", &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stderr, "", "silent at ore's default level");
+    assert!(
+        run.summary().starts_with("upload: "),
+        "only the summary at ore's default level: {}",
+        run.stderr
+    );
     let ami = run.json()["HVM"].as_str().unwrap().to_string();
     assert_eq!(
         common::launch_permissions(&standin.ec2(REGION), &ami).await,

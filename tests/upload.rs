@@ -697,7 +697,8 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
         .run()
         .json();
     let run = register("stage-ami", other["SnapshotID"].as_str().unwrap());
-    assert_eq!(run.code, 2);
+    // Not bad input: what exists differs from what was asked (issue #29: exit 1).
+    assert_eq!(run.code, 1);
     let err = run.error_line();
     assert!(
         err.contains(&format!("AMI name stage-ami is already used by {ami}"))
@@ -1390,7 +1391,8 @@ async fn waits_are_plain_lines_without_a_terminal() {
         .args(["--name", "quiet"])
         .run();
     quiet.json();
-    assert_eq!(quiet.stderr, "");
+    // No progress on CI: only the run's summary.
+    assert!(quiet.summary().starts_with("upload: "), "{}", quiet.stderr);
 }
 
 /// The endpoint S3 really uses decides whether the payload is signed: with every other
@@ -1583,7 +1585,7 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
 
     standin.reset_requests();
     let other = upload(&standin, &second, &args);
-    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert_eq!(other.code, 1, "{}", other.stderr);
     let line = other.error_line();
     assert!(
         line.contains("was imported from a 8388608-byte image, but")
@@ -1613,7 +1615,7 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
     ];
     standin.reset_requests();
     let refused = upload(&standin, &first, &fixed);
-    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
     let line = refused.error_line();
     assert!(
         line.contains(&ami)

@@ -653,6 +653,28 @@ pub struct Sharing {
 }
 
 impl Sharing {
+    /// Whom this shares with, in words (`None`: nobody).
+    pub(crate) fn describe(&self) -> Option<String> {
+        let mut whom = vec![];
+        if self.public {
+            whom.push("everyone (public)".to_string());
+        }
+        let list = |what: &str, ids: &[String]| format!("{what} {}", ids.join(", "));
+        if !self.launch_users.is_empty() {
+            whom.push(list("accounts", &self.launch_users));
+        }
+        if !self.organizations.is_empty() {
+            whom.push(list("organizations", &self.organizations));
+        }
+        if !self.organizational_units.is_empty() {
+            whom.push(list("OUs", &self.organizational_units));
+        }
+        if !self.snapshot_users.is_empty() {
+            whom.push(list("snapshot volumes to accounts", &self.snapshot_users));
+        }
+        (!whom.is_empty()).then(|| whom.join("; "))
+    }
+
     /// `call` (a ModifyImageAttribute or ModifySnapshotAttribute) as this sharing makes it:
     /// the accounts it shares with and, for a snapshot, the `ec2:Add/*` condition keys the
     /// request carries.

@@ -392,7 +392,8 @@ pub(crate) async fn apply_role_documents(
                 )
             })?;
         if plan.role_policy == Outcome::Repaired {
-            tracing::warn!("repaired the inline policy {policy_name} of role {name}");
+            // Often no repair at all: another region's bucket added to the policy.
+            tracing::info!("updated the inline policy {policy_name} of role {name}");
         }
     }
     Ok(arn)

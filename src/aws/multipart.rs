@@ -133,6 +133,21 @@ pub(crate) struct UploadReport {
     pub etag: String,
 }
 
+impl UploadReport {
+    /// What the upload did, in words.
+    pub(crate) fn describe(&self, object: &S3Object) -> String {
+        let size = format!("{:.1} MiB", self.size as f64 / f64::from(1 << 20));
+        match (self.already_there, self.parts_reused) {
+            (true, _) => format!("{object} already held this file ({size}): nothing sent"),
+            (false, 0) => format!("uploaded {object} ({size} in {} parts)", self.parts),
+            (false, kept) => format!(
+                "uploaded {object} ({size}): {} parts sent, {kept} kept from an earlier run",
+                self.parts_sent
+            ),
+        }
+    }
+}
+
 /// CRC32C (Castagnoli), the checksum S3 verifies per part.
 fn crc32c_digest() -> crc_fast::Digest {
     crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)

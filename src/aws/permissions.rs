@@ -114,11 +114,20 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
 
 /// In one region: every available AMI this account owns that carries all `tags` and is not
 /// public (or whose root snapshot is not). Read-only: the plan step of `ensure-public`.
+/// What [`find_not_public`] saw in one region.
+#[derive(Debug, Default)]
+pub(crate) struct Looked {
+    /// Available AMIs selected.
+    pub checked: usize,
+    /// Those of them not public, with what is not.
+    pub not_public: Vec<MadePublic>,
+}
+
 pub(crate) async fn find_not_public(
     ec2: &Client,
     region: &str,
     selection: &Selection,
-) -> Result<Vec<MadePublic>> {
+) -> Result<Looked> {
     // Deprecated AMIs too: AWS takes deprecated public AMIs private, the case this is for.
     let call = ec2
         .describe_images()
@@ -183,7 +192,10 @@ pub(crate) async fn find_not_public(
         "{region}: {checked} tagged AMIs checked, {} not public",
         found.len()
     );
-    Ok(found)
+    Ok(Looked {
+        checked,
+        not_public: found,
+    })
 }
 
 /// Makes what [`find_not_public`] found public again (the apply step).

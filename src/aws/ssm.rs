@@ -261,6 +261,7 @@ pub(crate) struct Written {
     /// `created`, `updated` or `unchanged`.
     pub status: &'static str,
     /// The parameter's version after the write (absent when unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
 }
 

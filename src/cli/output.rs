@@ -8,9 +8,18 @@ use imgpub::Output;
 
 use super::{Cli, LogLevel};
 
-/// One result on stdout.
+/// Whether the summary line is written: at ore's default level (NOTICE) and above.
+static SUMMARY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// One result on stdout, or the run's summary on stderr.
 pub fn print(output: Output) {
     match output {
+        Output::Summary(line) => {
+            if SUMMARY.load(std::sync::atomic::Ordering::Relaxed) {
+                // A closed stderr leaves nowhere to say so.
+                let _ = imgpub::suspend(|| writeln!(std::io::stderr().lock(), "{line}"));
+            }
+        }
         Output::Json(value) => match serde_json::to_string(&value) {
             Ok(line) => print_line(&line),
             Err(e) => tracing::error!("cannot print the result as JSON: {e}"),
@@ -89,12 +98,16 @@ pub fn man(dir: Option<std::path::PathBuf>) -> ExitCode {
     }
 }
 
-/// Logs go to stderr. At ore's default level (NOTICE) a successful run prints only its JSON:
-/// our own stage lines need `-v`. The SDK's own logging (credential providers, IMDS, retries)
+/// Logs go to stderr. At ore's default level (NOTICE) a successful run prints its JSON and,
+/// on stderr, one summary line; our own stage lines need `-v`. The SDK's own logging (credential providers, IMDS, retries)
 /// never shows below DEBUG, since our error line already says what failed, in words; and it is
 /// capped at `debug` even under TRACE, because its trace output carries request and response
 /// bodies, and an AssumeRole response body holds a secret key.
 pub fn init_logging(level: LogLevel) {
+    SUMMARY.store(
+        level >= LogLevel::Notice,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let (ours, theirs) = match level {
         LogLevel::Critical | LogLevel::Error => ("error", "off"),
         LogLevel::Warning | LogLevel::Notice => ("warn", "off"),

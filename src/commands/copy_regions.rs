@@ -226,6 +226,26 @@ pub(crate) async fn apply(
     Err(failure_summary(context, &failures))
 }
 
+/// How many regions got a new copy, and how many had one already.
+fn summary(plan: &Plan) -> String {
+    let source = format!("{} ({})", plan.source.image_id, plan.source.region);
+    let present = plan
+        .targets
+        .iter()
+        .filter(|(_, found)| matches!(found, InRegion::Present(_)))
+        .count();
+    let copied = plan.targets.len() - present;
+    match (copied, present) {
+        (0, 0) => {
+            format!("copy-regions: nothing to do: no region to copy {source} to besides its own")
+        }
+        (0, n) => format!("copy-regions: nothing to do: {n} regions already have {source}"),
+        (copied, present) => {
+            format!("copy-regions: copied {source} to {copied} regions; {present} already had it")
+        }
+    }
+}
+
 impl Command for CopyOptions {
     type Connection = Account;
     type Local = ();
@@ -250,6 +270,8 @@ impl Command for CopyOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
+        emit(Output::Summary(summary(plan)));
+        Ok(())
     }
 }

@@ -815,7 +815,21 @@ impl Command for PublisherOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        emit(Output::json(&apply(&Clients::new(&a.ctx), plan).await?));
+        let publisher = apply(&Clients::new(&a.ctx), plan).await?;
+        emit(Output::json(&publisher));
+        let who = match plan {
+            Plan::Role { name, .. } => format!("role {name}"),
+            Plan::User { name, .. } => format!("user {name}"),
+        };
+        emit(Output::Summary(match publisher.changed.as_slice() {
+            [] => format!(
+                "create-publisher: nothing to do: {who} already has the trust and policy asked for"
+            ),
+            changed => format!(
+                "create-publisher: {who}: created or changed {}",
+                changed.join(", ")
+            ),
+        }));
         Ok(())
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Plan {
     pub image: Option<String>,
     /// The snapshot to delete.
     pub snapshot: Option<String>,
+    /// The AMI's snapshot, left as ore leaves it without `--snapshot`.
+    pub kept: Option<String>,
     pub allow_missing: bool,
 }
 
@@ -75,6 +77,10 @@ pub(crate) async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
         }
         None => None,
     };
+    let kept = match (&choice, &found) {
+        (SnapshotChoice::None, Some(image)) => ami::root_snapshot_of(image),
+        _ => None,
+    };
     let snapshot = match (choice, &found) {
         (SnapshotChoice::None, _) => None,
         (SnapshotChoice::Id(id), _) => Some(id),
@@ -96,6 +102,7 @@ pub(crate) async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
         region: c.region.clone(),
         image: found.and(opts.ami.clone()),
         snapshot,
+        kept,
         allow_missing: opts.allow_missing,
     })
 }
@@ -137,6 +144,28 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
     }
 }
 
+/// What was deleted, and the snapshot left when only the AMI was asked for.
+fn summary(plan: &Plan, deleted: &Deleted) -> String {
+    let region = &plan.region;
+    let mut done = vec![];
+    if let Some(image) = &deleted.image {
+        done.push(format!("deregistered {image}"));
+    }
+    if let Some(snapshot) = &deleted.snapshot {
+        done.push(format!("deleted snapshot {snapshot}"));
+    }
+    let mut line = match done.is_empty() {
+        true => format!("delete-image: nothing to do in {region}: nothing named exists"),
+        false => format!("delete-image: {} in {region}", done.join(" and ")),
+    };
+    if let Some(kept) = &plan.kept {
+        line.push_str(&format!(
+            "; kept its snapshot {kept} (without --snapshot, as ore): delete it with `imgpub aws delete-image --region {region} --snapshot {kept}`"
+        ));
+    }
+    line
+}
+
 impl Command for DeleteOptions {
     type Connection = Account;
     type Local = ();
@@ -159,7 +188,9 @@ impl Command for DeleteOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        emit(Output::json(&apply(&a.clients(), plan).await?));
+        let deleted = apply(&a.clients(), plan).await?;
+        emit(Output::json(&deleted));
+        emit(Output::Summary(summary(plan, &deleted)));
         Ok(())
     }
 }

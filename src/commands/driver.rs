@@ -37,6 +37,10 @@ pub enum Output {
     Json(serde_json::Value),
     /// A line as it is (`list-regions`' region names, `policy`'s document or table).
     Text(String),
+    /// What the run did, in one sentence for a person: created, reused, changed (and what),
+    /// or nothing to do (and what it looked at). The last line of every command; the binary
+    /// writes it on stderr at the default level.
+    Summary(String),
 }
 
 impl Output {
@@ -222,10 +226,10 @@ where
     if run.dry_run {
         let changes: Vec<&Call> = calls.iter().filter(|c| c.changes()).collect();
         changes.iter().for_each(|call| emit(Output::json(call)));
-        match changes.len() {
-            0 => tracing::info!("dry run: nothing to do"),
-            n => tracing::info!("dry run: {n} calls would change something; none was made"),
-        }
+        emit(Output::Summary(match changes.len() {
+            0 => "dry run: nothing to do; all is in place".to_string(),
+            n => format!("dry run: {n} calls would change something; none was made"),
+        }));
         return Ok(());
     }
     let applied = tokio::select! {

@@ -24,6 +24,8 @@ pub struct EnsurePublicOptions {
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub regions: Vec<String>,
+    /// The available AMIs selected, public or not.
+    pub checked: usize,
     /// What is not public, per AMI.
     pub found: Vec<MadePublic>,
     /// Regions that could not be looked at: named in the end, without holding up the others.
@@ -50,13 +52,16 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result
         let selection = &selection;
         async move {
             let ec2 = ctx.in_region(&region).ec2();
-            permissions::find_not_public(&ec2, &region, selection).await
+            permissions::find_not_public(&ec2, &region, selection)
+                .await
+                .map(|looked| vec![looked])
         }
     })
     .await;
     Ok(Plan {
         regions,
-        found,
+        checked: found.iter().map(|l| l.checked).sum(),
+        found: found.into_iter().flat_map(|l| l.not_public).collect(),
         failed,
     })
 }
@@ -128,6 +133,28 @@ pub(crate) async fn apply(
     Err(failure_summary(context, &failures))
 }
 
+/// What was looked at and what was made public: a typo in a tag matches nothing, and says
+/// so.
+fn summary(opts: &EnsurePublicOptions, plan: &Plan) -> String {
+    let selected = match &opts.ami {
+        Some(id) => format!("AMI {id}"),
+        None => format!("AMIs tagged {}", opts.tags.join(" ")),
+    };
+    let regions = match plan.regions.len() {
+        1 => plan.regions[0].clone(),
+        n => format!("{n} regions"),
+    };
+    match (plan.found.len(), plan.checked) {
+        (_, 0) => format!("ensure-public: nothing to do: no available {selected} in {regions}"),
+        (0, checked) => format!(
+            "ensure-public: nothing to do: the {checked} available {selected} in {regions} are all public"
+        ),
+        (n, checked) => format!(
+            "ensure-public: made {n} of the {checked} available {selected} in {regions} public"
+        ),
+    }
+}
+
 impl Command for EnsurePublicOptions {
     type Connection = Account;
     type Local = ();
@@ -152,6 +179,8 @@ impl Command for EnsurePublicOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
+        emit(Output::Summary(summary(self, plan)));
+        Ok(())
     }
 }

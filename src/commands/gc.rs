@@ -334,6 +334,43 @@ fn regions_with<'a>(regions: &[String], found: impl Iterator<Item = &'a String>)
         .collect()
 }
 
+/// `d` as `--duration` takes it (`5h`, `1h30m`, `90s`).
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// What was ended, or what was looked at when nothing was.
+fn summary(opts: &GcOptions, plan: &Plan) -> String {
+    let tags = match opts.tags.is_empty() {
+        true => format!("{}={}", ORE_TAG.0, ORE_TAG.1),
+        false => opts.tags.join(" "),
+    };
+    let regions = match plan.regions.len() {
+        1 => plan.regions[0].clone(),
+        n => format!("{n} regions"),
+    };
+    let age = go_duration(opts.duration);
+    let (n, what, done) = match &plan.found {
+        Found::Instances(found) => (found.len(), "instances", "terminated"),
+        Found::Images(found) => (found.len(), "AMIs", "deregistered (with their snapshots)"),
+    };
+    match n {
+        0 => format!("gc: nothing to do: no {what} tagged {tags} older than {age} in {regions}"),
+        n => format!("gc: {done} {n} {what} tagged {tags} older than {age} in {regions}"),
+    }
+}
+
 impl Command for GcOptions {
     type Connection = Account;
     type Local = ();
@@ -366,6 +403,8 @@ impl Command for GcOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
+        emit(Output::Summary(summary(self, plan)));
+        Ok(())
     }
 }

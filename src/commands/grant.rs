@@ -210,6 +210,18 @@ impl Command for Permissions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await
+        apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
+        let (verb, to) = match plan.change {
+            Change::Grant => ("granted", "to"),
+            Change::Revoke => ("revoked", "from"),
+        };
+        let whom = plan.sharing.describe().unwrap_or_default();
+        emit(Output::Summary(match plan.images.len() {
+            0 => format!("{verb}: nothing to do: no AMI was named"),
+            n => format!(
+                "{verb} launch permission {to} {whom} on {n} AMIs (AWS keeps one grant however often it is made)"
+            ),
+        }));
+        Ok(())
     }
 }

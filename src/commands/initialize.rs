@@ -58,18 +58,28 @@ pub(crate) struct InitializeReport {
 impl InitializeReport {
     /// One line for the log: what changed, or that nothing had to.
     pub(crate) fn summary(&self) -> String {
-        if self.changed {
-            format!(
-                "created: [{}], repaired: [{}]",
-                self.created.join(", "),
-                self.repaired.join(", ")
-            )
-        } else {
-            format!(
-                "nothing to change: bucket {} and role {} are already fine",
-                self.bucket, self.role
-            )
+        let what = format!(
+            "bucket {} and role {} in {}",
+            self.bucket, self.role, self.region
+        );
+        if !self.changed {
+            return format!("initialize: nothing to do: {what} are already as imgpub needs them");
         }
+        let mut done = vec![];
+        if !self.created.is_empty() {
+            done.push(format!("created {}", self.created.join(", ")));
+        }
+        if !self.repaired.is_empty() {
+            // A changed role policy is often a new bucket added, not a repair.
+            done.push(format!("updated {}", self.repaired.join(", ")));
+        }
+        if !self.already_fine.is_empty() {
+            done.push(format!(
+                "already in place: {}",
+                self.already_fine.join(", ")
+            ));
+        }
+        format!("initialize: {what}: {}", done.join("; "))
     }
 }
 
@@ -312,8 +322,8 @@ impl Command for InitializeOptions {
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         let report = apply(&a.clients(), plan).await?;
-        tracing::info!("{}", report.summary());
         emit(Output::json(&report));
+        emit(Output::Summary(report.summary()));
         Ok(())
     }
 }

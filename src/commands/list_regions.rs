@@ -51,6 +51,15 @@ impl Command for ListRegionsOptions {
 
     async fn apply(&self, _: &Account, regions: &Vec<String>, emit: Emit<'_>) -> Result<()> {
         regions.iter().for_each(|r| emit(Output::Text(r.clone())));
+        let which = match (self.all, self.disabled) {
+            (true, _) => "regions in all",
+            (false, true) => "disabled regions",
+            (false, false) => "enabled regions",
+        };
+        emit(Output::Summary(format!(
+            "list-regions: {} {which}",
+            regions.len()
+        )));
         Ok(())
     }
 }

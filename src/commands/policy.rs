@@ -783,6 +783,11 @@ impl Command for PrintPolicy {
             Format::Json => format!("{:#}", built.document),
             Format::Table => table(&built.rows).trim_end_matches('\n').to_string(),
         }));
+        let statements = built.document["Statement"].as_array().map_or(0, Vec::len);
+        emit(Output::Summary(format!(
+            "policy: {statements} statements granting {} actions; nothing was changed in AWS",
+            built.rows.len()
+        )));
         Ok(())
     }
 }

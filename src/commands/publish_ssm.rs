@@ -126,6 +126,28 @@ pub struct PublishSsmOptions {
     pub validation_timeout: std::time::Duration,
 }
 
+/// How many parameters were created, updated and already held their AMI.
+fn summary(plan: &Plan) -> String {
+    let all = &plan.parameters;
+    let unchanged = all
+        .iter()
+        .filter(|p| p.current.as_deref() == Some(p.image_id.as_str()))
+        .count();
+    let created = all.iter().filter(|p| p.current.is_none()).count();
+    let updated = all.len() - unchanged - created;
+    let mut regions: Vec<&str> = all.iter().map(|p| p.region.as_str()).collect();
+    regions.sort();
+    regions.dedup();
+    match (created + updated, regions.len()) {
+        (0, n) => format!(
+            "publish-ssm: nothing to do: the {unchanged} parameters in {n} regions already hold their AMIs"
+        ),
+        (_, n) => format!(
+            "publish-ssm: created {created} and updated {updated} parameters in {n} regions; {unchanged} already held their AMIs"
+        ),
+    }
+}
+
 impl Command for PublishSsmOptions {
     type Connection = Account;
     type Local = (Vec<Template>, Selected);
@@ -150,6 +172,8 @@ impl Command for PublishSsmOptions {
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         let timeout = self.validation_timeout;
-        apply(&a.ctx, plan, timeout, |line| emit(Output::Json(line))).await
+        apply(&a.ctx, plan, timeout, |line| emit(Output::Json(line))).await?;
+        emit(Output::Summary(summary(plan)));
+        Ok(())
     }
 }

@@ -88,10 +88,14 @@ impl Command for UploadObjectOptions {
     }
 
     async fn apply(&self, e: &Endpoint, object: &S3Object, emit: Emit<'_>) -> Result<()> {
-        apply(&Clients::new(&e.ctx), self, object).await?;
+        let report = apply(&Clients::new(&e.ctx), self, object).await?;
         emit(Output::json(
             &serde_json::json!({"S3Object": object.to_string()}),
         ));
+        emit(Output::Summary(format!(
+            "upload-object: {}",
+            report.describe(object)
+        )));
         Ok(())
     }
 }

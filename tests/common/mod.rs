@@ -468,6 +468,19 @@ impl Run {
     }
 
     /// The `error: …` line on stderr of a failed run.
+    /// The run's summary: at ore's default level, a successful run's one line on stderr.
+    pub fn summary(&self) -> String {
+        assert_eq!(self.code, 0, "{}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one summary line expected: {:?}",
+            self.stderr
+        );
+        lines[0].to_string()
+    }
+
     pub fn error_line(&self) -> String {
         assert_ne!(self.code, 0, "expected failure, stdout: {}", self.stdout);
         let errors: Vec<&str> = self

@@ -320,6 +320,55 @@ fn retag_snapshot(plan: &Plan) -> bool {
         || matches!(plan.snapshot, SnapshotStep::Use(_))
 }
 
+/// What the run made, reused or replaced, and the tags and sharing it set.
+fn summary(stage: Stage, plan: &Plan, published: &Published) -> String {
+    let local = &plan.local;
+    let command = match (stage, &local.source) {
+        (Stage::Upload, _) => "upload",
+        (Stage::Import, Source::Blocks(_)) => "upload-snapshot",
+        (Stage::Import, _) => "import-snapshot",
+        (Stage::Register, _) => "register-ami",
+    };
+    let snapshot = &published.snapshot_id;
+    let mut done = vec![match &plan.snapshot {
+        SnapshotStep::Use(_) if matches!(local.source, Source::Snapshot(_)) => {
+            format!("used snapshot {snapshot}")
+        }
+        SnapshotStep::Use(_) => format!(
+            "reused snapshot {snapshot} named {} (an earlier run's)",
+            local.name
+        ),
+        SnapshotStep::Import(
+            ImportFrom::File { object, .. } | ImportFrom::Object { object, .. },
+        ) => {
+            format!("imported snapshot {snapshot} from {object}")
+        }
+        SnapshotStep::Write(..) => format!("wrote snapshot {snapshot} with EBS direct"),
+    }];
+    let name = local.register.as_ref().map(|r| r.name.as_str());
+    match (&plan.image, &published.ami_id, name) {
+        (ImageStep::Register, Some(id), Some(name)) => {
+            done.push(format!("registered {id} named {name}"))
+        }
+        (ImageStep::Reuse(_), Some(id), Some(name)) => {
+            done.push(format!("reused {id} named {name}, registered as asked"))
+        }
+        (ImageStep::Replace(old), Some(id), Some(name)) => done.push(format!(
+            "registered {id} named {name} in place of {} (--force)",
+            old.image_id
+        )),
+        _ => {}
+    }
+    let tags: Vec<String> = local.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !tags.is_empty() {
+        done.push(format!("tagged {}", tags.join(" ")));
+    }
+    if let Some(whom) = local.sharing.describe() {
+        done.push(format!("shared with {whom}"));
+    }
+    format!("{command}: {} in {}", done.join("; "), plan.region)
+}
+
 /// `upload`, `import-snapshot`, `upload-snapshot` or `register-ami`: the stages of `stage`.
 #[derive(Debug, Clone)]
 pub struct Publish {
@@ -354,6 +403,7 @@ impl Command for Publish {
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         let published = apply(&a.clients(), plan).await?;
         emit(Output::Json(published.output(self.stage)));
+        emit(Output::Summary(summary(self.stage, plan, &published)));
         Ok(())
     }
 }

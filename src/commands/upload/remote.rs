@@ -96,7 +96,7 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
                     ..found
                 }),
                 differences => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Conflict(format!(
                         "AMI {} named {} was registered from this image, but otherwise: {}; pass --force to register it again as asked (the old AMI is deregistered), or choose another --ami-name",
                         found.image_id,
                         reg.name,
@@ -107,7 +107,7 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         }
         (Some(_), Some(found)) if local.force => ImageStep::Replace(found),
         (Some(reg), Some(found)) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "AMI name {} is already used by {} (snapshot {}), which is not this image; pass --force to replace it, or choose another --ami-name",
                 reg.name,
                 found.image_id,
@@ -133,7 +133,7 @@ pub(super) async fn refuse_another_image(
     size: u64,
 ) -> Result<()> {
     match import::imported_image_size(&c.ec2, name, snapshot).await {
-        Ok(Some(imported)) if imported != size => Err(Error::Invalid(format!(
+        Ok(Some(imported)) if imported != size => Err(Error::Conflict(format!(
             "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; pass --force to import {} instead, or choose another --name",
             path.display(),
             path.display()

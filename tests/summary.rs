@@ -1,0 +1,225 @@
+//! Every command says what it did in one line on stderr at ore's default level: what it
+//! created, reused or changed, or that there was nothing to do and what it looked at
+//! (issue #29). `--log-level WARNING` keeps stderr silent for scripts that want it.
+
+mod common;
+
+use common::{make_raw, tempdir::TempDir, Standin};
+
+const REGION: &str = "us-east-1";
+
+fn starts(line: &str, prefix: &str) {
+    assert!(line.starts_with(prefix), "{line:?} should start {prefix:?}");
+}
+
+fn has(line: &str, part: &str) {
+    assert!(line.contains(part), "{line:?} should name {part:?}");
+}
+
+#[tokio::test]
+async fn upload_says_what_it_made_then_what_it_reused_and_changed() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 4, 1, 61);
+    let upload = |extra: &[&str]| {
+        standin
+            .upload_cmd(REGION, &file)
+            .args(["--name", "os-1"])
+            .args(extra)
+            .run()
+    };
+
+    let made = upload(&[]);
+    let ami = made.json()["HVM"].as_str().unwrap().to_string();
+    let line = made.summary();
+    starts(&line, "upload: imported snapshot snap-");
+    has(&line, &format!("registered {ami} named os-1"));
+    has(&line, REGION);
+
+    let again = upload(&[]);
+    assert_eq!(again.json()["HVM"], made.json()["HVM"]);
+    let line = again.summary();
+    starts(&line, "upload: reused snapshot snap-");
+    has(
+        &line,
+        &format!("reused {ami} named os-1, registered as asked"),
+    );
+
+    // Tags and sharing change in place: the same AMI, and the line says what was set.
+    let changed = upload(&["--tags", "stream=next", "--grant-user", "111122223333"]);
+    assert_eq!(changed.json()["HVM"], made.json()["HVM"]);
+    let line = changed.summary();
+    has(&line, &format!("reused {ami}"));
+    has(&line, "tagged stream=next");
+    has(&line, "shared with accounts 111122223333");
+    let ec2 = standin.ec2(REGION);
+    let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+    let tags = common::tag_pairs(image.images()[0].tags());
+    assert!(tags.contains(&("stream".into(), "next".into())), "{tags:?}");
+    assert_eq!(
+        common::launch_permissions(&ec2, &ami).await,
+        ["user:111122223333"]
+    );
+
+    // A script that wants stderr silent says so with the level.
+    let quiet = upload(&["--log-level", "WARNING"]);
+    quiet.json();
+    assert_eq!(quiet.stderr, "");
+}
+
+#[tokio::test]
+async fn nothing_to_do_names_what_was_looked_at() {
+    let standin = Standin::initialized();
+    let run = |args: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws"])
+            .args(args)
+            .args(["--region", REGION])
+            .run()
+    };
+
+    // A typo in a tag matches nothing: exit 0, no JSON, and the line says so.
+    let typo = run(&["ensure-public", "--tag", "stream=stabel"]);
+    assert_eq!(typo.stdout, "");
+    assert_eq!(
+        typo.summary(),
+        "ensure-public: nothing to do: no available AMIs tagged stream=stabel in us-east-1"
+    );
+
+    let gc = run(&["gc"]);
+    assert_eq!(gc.stdout, "");
+    assert_eq!(
+        gc.summary(),
+        "gc: nothing to do: no instances tagged CreatedBy=mantle older than 5h in us-east-1"
+    );
+
+    let (ami, _) = common::api_image(&standin, REGION, "only-here", &[]).await;
+    let copy = run(&["copy-regions", "--image", &ami, REGION]);
+    assert_eq!(
+        copy.summary(),
+        format!(
+            "copy-regions: nothing to do: no region to copy {ami} ({REGION}) to besides its own"
+        )
+    );
+
+    let init = run(&["initialize", "--bucket", "images", "--dry-run"]);
+    assert_eq!(init.stdout, "");
+    assert_eq!(init.summary(), "dry run: nothing to do; all is in place");
+
+    let init = run(&["initialize", "--bucket", "images"]);
+    starts(
+        &init.summary(),
+        "initialize: nothing to do: bucket images and role vmimport in us-east-1",
+    );
+
+    let regions = run(&["list-regions"]);
+    let listed = regions.stdout.lines().count();
+    assert!(listed > 1, "{}", regions.stdout);
+    assert_eq!(
+        regions.summary(),
+        format!("list-regions: {listed} enabled regions")
+    );
+
+    let policy = run(&["policy", "--for", "upload", "--bucket", "s3://images/ci"]);
+    starts(&policy.summary(), "policy: ");
+    has(&policy.summary(), "nothing was changed in AWS");
+}
+
+#[tokio::test]
+async fn delete_image_names_the_snapshot_it_kept() {
+    let standin = Standin::initialized();
+    let (ami, snap) = common::api_image(&standin, REGION, "old", &[]).await;
+    let run = standin
+        .imgpub()
+        .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
+        .run();
+    assert_eq!(
+        run.summary(),
+        format!(
+            "delete-image: deregistered {ami} in {REGION}; kept its snapshot {snap} (without --snapshot, as ore): delete it with `imgpub aws delete-image --region {REGION} --snapshot {snap}`"
+        )
+    );
+    // The line's command does what it says.
+    let rest = standin
+        .imgpub()
+        .args([
+            "aws",
+            "delete-image",
+            "--region",
+            REGION,
+            "--snapshot",
+            &snap,
+        ])
+        .run();
+    assert_eq!(
+        rest.summary(),
+        format!("delete-image: deleted snapshot {snap} in {REGION}")
+    );
+}
+
+#[tokio::test]
+async fn grant_publish_ssm_and_upload_object_say_what_changed() {
+    let standin = Standin::initialized();
+    let (ami, _) = common::api_image(&standin, REGION, "shared", &[]).await;
+    let imgpub = |args: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws"])
+            .args(args)
+            .args(["--region", REGION])
+            .run()
+    };
+
+    let grant = imgpub(&["grant", "--image", &ami, "--user", "111122223333"]);
+    starts(
+        &grant.summary(),
+        "granted launch permission to accounts 111122223333 on 1 AMIs",
+    );
+
+    let ssm = |args: &[&str]| {
+        imgpub(
+            &[
+                &["publish-ssm", "--image", &ami, "--parameter", "/os/latest"][..],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    assert_eq!(
+        ssm(&[]).summary(),
+        "publish-ssm: created 1 and updated 0 parameters in 1 regions; 0 already held their AMIs"
+    );
+    let again = ssm(&[]);
+    assert!(!again.stdout.contains("version"), "{}", again.stdout);
+    assert_eq!(
+        again.summary(),
+        "publish-ssm: nothing to do: the 1 parameters in 1 regions already hold their AMIs"
+    );
+
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "blob.raw", 6, 1, 62);
+    let object = || {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "upload-object",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://images/objects",
+            ])
+            .arg_path("--file", &file)
+            .run()
+    };
+    let first = object().summary();
+    starts(
+        &first,
+        "upload-object: uploaded s3://images/objects/blob.raw (6.0 MiB in ",
+    );
+    assert_eq!(
+        object().summary(),
+        "upload-object: s3://images/objects/blob.raw already held this file (6.0 MiB): nothing sent"
+    );
+}
