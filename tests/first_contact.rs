@@ -107,6 +107,46 @@ fn a_profile_that_is_not_there_is_named() {
     );
 }
 
+/// `--profile nope` (issue #29, item 7): the SDK says only "the credential provider was
+/// not enabled"; imgpub names the profile, the ones there are and how to make it, as bad
+/// input before any request.
+#[test]
+fn a_profile_flag_naming_no_profile_says_which_there_are() {
+    let home = TempDir::new();
+    for (files, there) in [(false, "define no profile"), (true, "define other")] {
+        if files {
+            std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+            common::write_file(
+                &home.path().join(".aws"),
+                "config",
+                "[profile other]\nregion = us-east-1\n",
+            );
+        }
+        let out = bare(
+            home.path(),
+            &[],
+            &[
+                "aws",
+                "list-regions",
+                "--region",
+                "us-east-1",
+                "--profile",
+                "nope",
+            ],
+        );
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        for part in [
+            "profile \"nope\" is not defined",
+            there,
+            "aws configure --profile nope",
+        ] {
+            assert!(lines[0].contains(part), "{part:?} not in {}", lines[0]);
+        }
+    }
+}
+
 #[test]
 fn debug_shows_the_sdk_details() {
     let home = TempDir::new();

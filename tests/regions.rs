@@ -251,12 +251,12 @@ async fn grant_and_revoke_in_several_regions() {
     }
 
     // One AMI that is not there: the others still change, and it is named.
-    let run = change("revoke", &["--image", "eu-central-1=ami-00000000deadbeef"]);
+    let run = change("revoke", &["--image", "eu-central-1=ami-000000000deadbeef"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(common::json_lines(&run).len(), 3, "{}", run.stdout);
     let err = run.error_line();
     assert!(
-        err.contains("1 failed: ami-00000000deadbeef in eu-central-1"),
+        err.contains("1 failed: ami-000000000deadbeef in eu-central-1"),
         "{err}"
     );
     for (region, (ami, snap)) in regions.iter().zip(&images) {

@@ -20,11 +20,22 @@ impl std::fmt::Display for RegionalImage {
     }
 }
 
-fn check_image_id(flag: &str, id: &str) -> Result<()> {
-    let hex = id.strip_prefix("ami-").unwrap_or_default();
-    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+pub(crate) fn check_image_id(flag: &str, id: &str) -> Result<()> {
+    check_id(flag, id, "ami-", "an AMI id")
+}
+
+/// `snap-` and hex digits, as EC2 makes snapshot ids.
+pub(crate) fn check_snapshot_id(flag: &str, id: &str) -> Result<()> {
+    check_id(flag, id, "snap-", "a snapshot id")
+}
+
+/// EC2's ids: the prefix, then 8 or 17 hex digits (a typo such as `ami-zzz` is refused
+/// before any lookup).
+fn check_id(flag: &str, id: &str, prefix: &str, what: &str) -> Result<()> {
+    let hex = id.strip_prefix(prefix).unwrap_or_default();
+    if !matches!(hex.len(), 8 | 17) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::Invalid(format!(
-            "{flag} {id:?} is not an AMI id (ami- and hex digits)"
+            "{flag} {id:?} is not {what} ({prefix} and 8 or 17 hex digits)"
         )));
     }
     Ok(())
@@ -94,9 +105,11 @@ pub(crate) fn read_copy_lines(path: &str) -> Result<Vec<RegionalImage>> {
             source: e,
         })?
     } else {
-        std::fs::read_to_string(path).map_err(|e| Error::Io {
-            context: format!("reading --images-from {path}"),
-            source: e,
+        // A file that is not there is bad input: nothing was done yet.
+        std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read --images-from {path} ({e}): pass the file copy-regions' output was saved to, or - to read it from stdin"
+            ))
         })?
     };
     parse_copy_lines(&text, path)
@@ -158,25 +171,32 @@ mod tests {
     #[test]
     fn image_args() {
         assert_eq!(
-            parse_image_arg("ami-0abc", "us-east-1").unwrap(),
+            parse_image_arg("ami-0abc1234", "us-east-1").unwrap(),
             RegionalImage {
                 region: "us-east-1".into(),
-                image_id: "ami-0abc".into()
+                image_id: "ami-0abc1234".into()
             }
         );
         assert_eq!(
-            parse_image_arg("eu-west-1=ami-12", "us-east-1")
+            parse_image_arg("eu-west-1=ami-12345678", "us-east-1")
                 .unwrap()
                 .region,
             "eu-west-1"
         );
         assert!(parse_image_arg("snap-12", "us-east-1").is_err());
-        assert!(parse_image_arg("eu_west=ami-12", "us-east-1").is_err());
+        assert!(parse_image_arg("eu_west=ami-12345678", "us-east-1").is_err());
+        // Typos are refused before any lookup: EC2's ids have 8 or 17 hex digits.
+        for typo in ["ami-zzz", "ami-123", "ami-0123456789abcdef", "ami-"] {
+            let err = parse_image_arg(typo, "us-east-1").unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{typo}");
+            assert!(err.to_string().contains("8 or 17 hex digits"), "{err}");
+        }
+        assert!(parse_image_arg("ami-0123456789abcdef0", "us-east-1").is_ok());
     }
 
     #[test]
     fn copy_lines() {
-        let text = "{\"us-west-2\":{\"ami\":\"ami-01\",\"snapshot\":\"snap-1\"}}\n\n{\"eu-west-1\":{\"ami\":\"ami-02\",\"snapshot\":\"snap-2\"}}\n";
+        let text = "{\"us-west-2\":{\"ami\":\"ami-00000001\",\"snapshot\":\"snap-1\"}}\n\n{\"eu-west-1\":{\"ami\":\"ami-00000002\",\"snapshot\":\"snap-2\"}}\n";
         let images = parse_copy_lines(text, "out.json").unwrap();
         assert_eq!(images.len(), 2);
         assert_eq!(images[1].region, "eu-west-1");
@@ -191,12 +211,15 @@ mod tests {
     fn selection_needs_one_and_drops_repeats() {
         assert!(ImageSelection::default().read().is_err());
         let selection = ImageSelection {
-            images: vec!["ami-1".to_string(), "us-east-1=ami-1".to_string()],
+            images: vec![
+                "ami-0000000a".to_string(),
+                "us-east-1=ami-0000000a".to_string(),
+            ],
             images_from: None,
         };
         assert_eq!(selection.read().unwrap().in_region("us-east-1").len(), 1);
         let bad = ImageSelection {
-            images: vec!["eu_west=ami-1".to_string()],
+            images: vec!["eu_west=ami-0000000a".to_string()],
             images_from: None,
         };
         assert!(bad.read().is_err());

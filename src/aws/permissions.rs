@@ -80,10 +80,10 @@ pub(crate) fn selection(tags: &[String], ami: Option<&str>) -> Result<Selection>
         (Some(_), false) => Err(Error::Invalid(
             "pass --ami or --tag, not both: --ami names the AMI whatever its tags".into(),
         )),
-        (Some(id), true) if !id.starts_with("ami-") => Err(Error::Invalid(format!(
-            "--ami {id:?} is not an AMI id (ami-…)"
-        ))),
-        (Some(id), true) => Ok(Selection::Image(id.to_string())),
+        (Some(id), true) => {
+            crate::aws::images::check_image_id("--ami", id)?;
+            Ok(Selection::Image(id.to_string()))
+        }
         (None, true) => Ok(Selection::Tagged(vec![(
             "production".to_string(),
             "true".to_string(),

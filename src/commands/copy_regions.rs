@@ -41,12 +41,7 @@ pub(crate) struct Plan {
 
 /// The flags, checked without AWS.
 pub(crate) fn validate(opts: &CopyOptions) -> Result<()> {
-    if !opts.image.starts_with("ami-") {
-        return Err(Error::Invalid(format!(
-            "--image {:?} is not an AMI id (ami-…)",
-            opts.image
-        )));
-    }
+    crate::aws::images::check_image_id("--image", &opts.image)?;
     if opts.regions.is_empty() && !opts.all_regions {
         return Err(Error::Invalid(
             "name the target regions, or pass --all-regions".into(),

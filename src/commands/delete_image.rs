@@ -32,10 +32,8 @@ pub(crate) struct Plan {
 
 /// The flags, checked without AWS.
 pub(crate) fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
-    if let Some(ami) = opts.ami.as_deref().filter(|a| !a.starts_with("ami-")) {
-        return Err(Error::Invalid(format!(
-            "--ami {ami:?} is not an AMI id (ami-…)"
-        )));
+    if let Some(ami) = &opts.ami {
+        crate::aws::images::check_image_id("--ami", ami)?;
     }
     Ok(match (opts.snapshot.as_deref(), &opts.ami) {
         (None, None) => {
@@ -50,11 +48,9 @@ pub(crate) fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
                 "--snapshot detectFromAMI reads the snapshot off --ami: pass --ami too".into(),
             ))
         }
-        (Some(id), _) if id.starts_with("snap-") => SnapshotChoice::Id(id.to_string()),
-        (Some(other), _) => {
-            return Err(Error::Invalid(format!(
-                "--snapshot {other:?} is neither a snapshot id (snap-…) nor detectFromAMI"
-            )))
+        (Some(id), _) => {
+            crate::aws::images::check_snapshot_id("--snapshot (or detectFromAMI)", id)?;
+            SnapshotChoice::Id(id.to_string())
         }
     })
 }

@@ -78,6 +78,33 @@ impl SharedFiles {
     }
 }
 
+/// A profile named on the command line must be in the shared files (`files`): the SDK's
+/// own error says only that its "credential provider was not enabled".
+pub(super) async fn check_profile(
+    profile: &str,
+    files: &aws_runtime::env_config::file::EnvConfigFiles,
+    shown: &str,
+) -> crate::error::Result<()> {
+    let (fs, env) = (Fs::real(), Env::real());
+    let set = match aws_config::profile::load(&fs, &env, files, None).await {
+        Ok(set) => set,
+        // A file the SDK cannot parse: its own error, from the chain, says where.
+        Err(_) => return Ok(()),
+    };
+    if set.get_profile(profile).is_some() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = set.profiles().collect();
+    names.sort();
+    let there = match names.is_empty() {
+        true => format!("{shown} define no profile"),
+        false => format!("{shown} define {}", names.join(", ")),
+    };
+    Err(crate::error::Error::Invalid(format!(
+        "profile {profile:?} is not defined ({there}): create it with `aws configure --profile {profile}`, or pass --profile with one that is"
+    )))
+}
+
 /// Each source of the default chain, in the SDK's order, and why it gave no credentials:
 /// told from the environment and the files (the chain's own error lists none of it in
 /// words). The chain stops at the first source that is set up, so the list does too, with

@@ -218,6 +218,8 @@ pub(crate) async fn load(settings: &AwsSettings) -> Result<AwsContext> {
             .include_default_config_file(true)
             .with_file(EnvConfigFileKind::Credentials, file)
             .build();
+        let shown = format!("{} and the config file", file.display());
+        chain::check_profile(&profile, &files, &shown).await?;
         let provider = ProfileFileCredentialsProvider::builder()
             .profile_files(files.clone())
             .profile_name(&profile)
@@ -228,6 +230,8 @@ pub(crate) async fn load(settings: &AwsSettings) -> Result<AwsContext> {
             .credentials_provider(provider);
         format!("profile {profile:?} in {}", file.display())
     } else if let Some(profile) = &settings.profile {
+        let files = EnvConfigFiles::default();
+        chain::check_profile(profile, &files, "the shared config and credentials files").await?;
         loader = loader.profile_name(profile).credentials_provider(
             ProfileFileCredentialsProvider::builder()
                 .profile_name(profile)

@@ -43,9 +43,7 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
             ))
         }
         (Some(snap), _, _) => {
-            if !snap.starts_with("snap-") {
-                return Err(Error::Invalid(format!("{snap:?} is not a snapshot id (snap-…)")));
-            }
+            crate::aws::images::check_snapshot_id("--source-snapshot", snap)?;
             Source::Snapshot(snap.clone())
         }
         _ if stage == Stage::Register => {

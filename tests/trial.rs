@@ -1,0 +1,58 @@
+//! Issue #29's trial, item by item: what a newcomer ran from the README and docs/, and
+//! what imgpub now says or refuses. (Items about the summary line are in tests/summary.rs.)
+
+mod common;
+
+use common::Standin;
+
+const REGION: &str = "us-east-1";
+
+/// Item 8: a typo in an AMI or snapshot id is bad input (exit 2), refused before any
+/// request; so is an `--images-from` file that is not there.
+#[test]
+fn typos_in_ids_and_missing_files_are_bad_input_before_any_request() {
+    let standin = Standin::start();
+    for args in [
+        &["copy-regions", "--image", "ami-zzz", "eu-west-1"][..],
+        &["delete-image", "--ami", "ami-zzz"],
+        &["delete-image", "--snapshot", "snap-123"],
+        &["ensure-public", "--ami", "ami-12"],
+        &["grant", "--image", "ami-zzz", "--user", "111122223333"],
+        &[
+            "register-ami",
+            "--source-snapshot",
+            "snap-zz",
+            "--name",
+            "x",
+        ],
+    ] {
+        standin.reset_requests();
+        let run = standin
+            .imgpub()
+            .args(["aws"])
+            .args(args)
+            .args(["--region", REGION])
+            .run();
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let line = run.error_line();
+        assert!(line.contains("8 or 17 hex digits"), "{args:?}: {line}");
+        assert_eq!(standin.total_requests(), 0, "{args:?} made requests");
+    }
+    let run = standin
+        .imgpub()
+        .args(["aws", "publish-ssm", "--region", REGION])
+        .args([
+            "--images-from",
+            "/nonexistent/copies.json",
+            "--parameter",
+            "/os/latest",
+        ])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.error_line();
+    assert!(
+        line.contains("--images-from /nonexistent/copies.json")
+            && line.contains("- to read it from stdin"),
+        "{line}"
+    );
+}
