@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{make_raw, qemu_convert, qemu_virtual_size, tempdir::TempDir};
-use imgpub::testing::image::{import_format, inspect, Format};
+use imgpub::testing::image::{check_direct, import_format, inspect, Format};
 use imgpub::ObjectFormat;
 
 #[test]
@@ -128,4 +128,50 @@ fn missing_and_empty_files() {
     let empty = common::write_file(dir.path(), "empty.raw", "");
     let err = inspect(&empty).unwrap_err().to_string();
     assert!(err.contains("is empty"), "{err}");
+}
+
+/// Runs the `qemu-img convert …` an error suggests, as a person would paste it.
+fn run_suggested(err: &str) {
+    let start = err.find("`qemu-img convert").expect("a qemu-img line") + 1;
+    let line = &err[start..start + err[start..].find('`').unwrap()];
+    let out = std::process::Command::new("sh")
+        .args(["-c", line])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue #29, item 7: the suggested conversion works as pasted. For a monolithicSparse
+/// `m.vmdk` it once wrote `m.vmdk` onto itself (qemu-img fails on its own lock); for qcow2
+/// under `--via ebs-direct` it once offered `--via s3`, which refuses qcow2 too.
+#[test]
+fn the_suggested_conversions_work_as_pasted() {
+    let dir = TempDir::new();
+    let raw = make_raw(dir.path(), "m.raw", 8, 1, 3);
+    let sparse = dir.path().join("m.vmdk");
+    qemu_convert(&raw, &sparse, "vmdk", &["-o", "subformat=monolithicSparse"]);
+    let err = import_format(&sparse, &inspect(&sparse).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("m-converted.vmdk"), "{err}");
+    run_suggested(&err);
+    let made = dir.path().join("m-converted.vmdk");
+    assert_eq!(
+        import_format(&made, &inspect(&made).unwrap(), None).unwrap(),
+        ObjectFormat::Vmdk
+    );
+
+    let qcow2 = dir.path().join("q.qcow2");
+    qemu_convert(&raw, &qcow2, "qcow2", &[]);
+    let err = check_direct(&qcow2, &inspect(&qcow2).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("--via s3"), "{err}");
+    run_suggested(&err);
+    let made = dir.path().join("q.raw");
+    check_direct(&made, &inspect(&made).unwrap(), None).unwrap();
 }

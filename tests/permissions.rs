@@ -508,10 +508,11 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
         &["--role-arn", &arn, "--external-id", "not-the-one"],
     );
     assert_eq!(run.code, 1);
+    let line = run.error_line();
+    // Issue #29, item 7: the fix is named, not only the SDK's AccessDenied.
     assert!(
-        run.error_line().contains(&format!("role {arn}")),
-        "{}",
-        run.stderr
+        line.contains(&format!("role {arn}")) && line.contains("check --external-id"),
+        "{line}"
     );
 }
 

@@ -56,3 +56,22 @@ fn typos_in_ids_and_missing_files_are_bad_input_before_any_request() {
         "{line}"
     );
 }
+
+/// Item 7: `ensure-public --ami` of an AMI that is not there once said "listing this
+/// account's tagged AMIs … rerun to retry"; it is bad input, named as such.
+#[test]
+fn ensure_public_of_a_missing_ami_names_it() {
+    let standin = Standin::start();
+    let missing = "ami-0000000000000beef";
+    let run = standin
+        .imgpub()
+        .args(["aws", "ensure-public", "--region", REGION, "--ami", missing])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.error_line();
+    assert!(
+        line.contains(&format!("AMI {missing} does not exist in {REGION}"))
+            && !line.contains("rerun"),
+        "{line}"
+    );
+}

@@ -146,13 +146,26 @@ pub(crate) async fn find_not_public(
         )),
         Selection::Image(id) => call.image_ids(id),
     };
-    let out = call.send().await.map_err(|e| {
-        aws(
-            Op::Ec2DescribeImages,
-            format!("listing this account's tagged AMIs in {region}"),
-            e,
-        )
-    })?;
+    let what = match selection {
+        Selection::Tagged(_) => format!("listing this account's tagged AMIs in {region}"),
+        Selection::Image(id) => format!("looking up AMI {id} in {region}"),
+    };
+    let out = match call
+        .send()
+        .await
+        .map_err(|e| aws(Op::Ec2DescribeImages, what, e))
+    {
+        // EC2 answers a named AMI that is not there with InvalidAMIID.NotFound.
+        Err(e) if e.kind() == Some(crate::error::ErrorKind::NotFound) => {
+            if let Selection::Image(id) = selection {
+                return Err(Error::Invalid(format!(
+                    "AMI {id} does not exist in {region}; check the id, or pass the region it is in with --region"
+                )));
+            }
+            return Err(e);
+        }
+        out => out?,
+    };
     if let (Selection::Image(id), []) = (selection, out.images()) {
         return Err(Error::Invalid(format!(
             "AMI {id} is not an AMI of this account in {region}"

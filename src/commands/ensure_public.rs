@@ -48,6 +48,18 @@ pub(crate) fn validate(opts: &EnsurePublicOptions) -> Result<Selection> {
 pub(crate) async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result<Plan> {
     let selection = validate(opts)?;
     let regions = regions_or_own(&ctx.ec2(), &ctx.region, &opts.regions, opts.all_regions).await?;
+    // One AMI in one region: its lookup's error is the run's (an AMI that is not there is
+    // bad input, not a region to retry).
+    if let (Selection::Image(_), [region]) = (&selection, regions.as_slice()) {
+        let ec2 = ctx.in_region(region).ec2();
+        let looked = permissions::find_not_public(&ec2, region, &selection).await?;
+        return Ok(Plan {
+            regions,
+            checked: looked.checked,
+            found: looked.not_public,
+            failed: vec![],
+        });
+    }
     let (found, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
         let selection = &selection;
         async move {

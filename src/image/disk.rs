@@ -50,10 +50,7 @@ impl Disk {
                 (Layout::Vmdk(grains), info.virtual_size.unwrap_or(0))
             }
             Format::Qcow2 | Format::Vhd { fixed: false } | Format::Vhdx => {
-                return Err(Error::Invalid(format!(
-                    "{shown} is a {} image; --via ebs-direct reads raw, VMDK and fixed VHD images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
-                    info.format.name()
-                )))
+                return Err(Error::Invalid(super::not_direct(path, info)))
             }
         };
         Ok(Disk {

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -173,7 +173,8 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
     }
     if head.starts_with(b"# Disk DescriptorFile") {
         return Err(Error::Invalid(format!(
-            "{shown} is only a VMDK descriptor, the data is in other files; make one image with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} image.vmdk`"
+            "{shown} is only a VMDK descriptor, the data is in other files; make one image with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} {}`",
+            converted(path, "vmdk").display()
         )));
     }
     if head.starts_with(b"vhdxfile") {
@@ -219,9 +220,9 @@ pub fn import_format(
     let shown = path.display();
     let Some(detected) = info.format.import_format() else {
         return Err(Error::Invalid(format!(
-            "{shown} is a {} image, which AWS cannot import; convert it with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} {}.vmdk`",
+            "{shown} is a {} image, which AWS cannot import; convert it with `qemu-img convert -O vmdk -o subformat=streamOptimized {shown} {}`",
             info.format.name(),
-            path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default()
+            converted(path, "vmdk").display()
         )));
     };
     match requested {
@@ -240,16 +241,41 @@ pub fn import_format(
     Ok(detected)
 }
 
+/// Where a suggested `qemu-img convert` writes: beside the input, with the format's
+/// extension, but never the input itself (qemu-img cannot convert a file onto itself).
+pub(crate) fn converted(path: &Path, ext: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let plain = path.with_file_name(format!("{stem}.{ext}"));
+    match plain == path {
+        true => path.with_file_name(format!("{stem}-converted.{ext}")),
+        false => plain,
+    }
+}
+
+/// Why `--via ebs-direct` cannot read `path`, and the fix: a conversion to raw, or `--via
+/// s3` only for what ImportSnapshot takes.
+pub(crate) fn not_direct(path: &Path, info: &ImageInfo) -> String {
+    let shown = path.display();
+    let s3 = match info.format.import_format() {
+        Some(_) => ", or publish it with --via s3",
+        None => "",
+    };
+    format!(
+        "{shown} is a {} image; --via ebs-direct reads raw, VMDK and fixed VHD images: convert it with `qemu-img convert -O raw {shown} {}`{s3}",
+        info.format.name(),
+        converted(path, "raw").display()
+    )
+}
+
 /// Refuses what `--via ebs-direct` cannot read (qcow2, VHD, VHDX: it reads raw and VMDK),
 /// a name the content does not bear out, and a raw file that is no disk.
 pub fn check_direct(path: &Path, info: &ImageInfo, requested: Option<ObjectFormat>) -> Result<()> {
     let shown = path.display();
     match (info.format, requested) {
         (Format::Qcow2 | Format::Vhd { fixed: false } | Format::Vhdx, _) => {
-            return Err(Error::Invalid(format!(
-                "{shown} is a {} image; --via ebs-direct reads raw, VMDK and fixed VHD images: convert it with `qemu-img convert -O raw {shown} image.raw`, or publish it with --via s3",
-                info.format.name()
-            )))
+            return Err(Error::Invalid(not_direct(path, info)))
         }
         (format, Some(req)) if format.import_format() != Some(req) && !(req == ObjectFormat::Vmdk && matches!(format, Format::Vmdk { .. })) => {
             return Err(Error::Invalid(format!(

@@ -73,6 +73,8 @@ pub(crate) struct AwsContext {
     endpoint_source: String,
     /// `--endpoint-url` was given: it is every service's, over any service's own setting.
     endpoint_flag: bool,
+    /// The credentials are a role's, assumed with `--external-id`.
+    external_id: bool,
 }
 
 /// Who the credentials belong to, from STS GetCallerIdentity.
@@ -323,7 +325,19 @@ pub(crate) async fn load(settings: &AwsSettings) -> Result<AwsContext> {
         credentials: chain,
         endpoint_source,
         endpoint_flag: settings.endpoint_url.is_some(),
+        external_id: settings.role_arn.is_some() && settings.external_id.is_some(),
     })
+}
+
+/// STS refused the AssumeRole (its AccessDenied, as AWS's code says).
+fn assume_denied(cause: &CredentialsError) -> bool {
+    use aws_sdk_sts::error::ProvideErrorMetadata;
+    type Denied =
+        aws_sdk_sts::error::SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError>;
+    find_cause::<Denied>(cause)
+        .and_then(|e| e.as_service_error())
+        .and_then(|e| e.code())
+        == Some("AccessDenied")
 }
 
 /// The region ore uses without --region or $AWS_REGION.
@@ -431,9 +445,14 @@ impl AwsContext {
                     default_chain_report(cause, &SharedFiles::read().await)
                 ),
                 Chain::Chosen => format!(
-                    "could not load AWS credentials from {}: {}",
+                    "could not load AWS credentials from {}: {}{}",
                     self.credentials_source,
-                    one_line_chain(cause)
+                    one_line_chain(cause),
+                    match (assume_denied(cause), self.external_id) {
+                        (true, true) => "; check --external-id: it must be the one the role's trust policy names (create-publisher printed it), and the trust must admit these credentials",
+                        (true, false) => "; the role's trust policy does not admit these credentials: check --role-arn, and whether the role wants an --external-id",
+                        (false, _) => "",
+                    }
                 ),
             });
         }
