@@ -940,3 +940,42 @@ async fn a_rerun_with_other_flags_is_refused_or_brought_to_the_request() {
         .unwrap();
     assert_eq!(image.images()[0].architecture().unwrap().as_str(), "x86_64");
 }
+
+/// Two runs of the same image at once (issue #29, item 7): the second resumes the first's
+/// pending snapshot from its journal and completes it while a block of the first is held;
+/// the first's block then meets a snapshot that takes no more, and its error says what
+/// happened and that a rerun uses the completed snapshot.
+#[tokio::test]
+async fn the_loser_of_two_runs_at_once_is_told_to_rerun() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let raw = zeros_raw(dir.path(), "twice.raw");
+    standin.fault(
+        r#"{"service": "ebs", "action": "PutSnapshotBlock", "hold": true, "skip": 1, "count": 1}"#,
+    );
+    let mut first = direct_cmd(&standin, &raw, "twice")
+        .args(["--blocks-in-flight", "1"])
+        .cmd;
+    let mut first = first
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(standin.wait_held_or_exit(&mut first), "the first run ended");
+    let second = direct_upload(&standin, &raw, "twice", &[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    second.json();
+    standin.release();
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(
+        error.contains("another run of this image may have completed it")
+            && error.contains("rerun once that run ends"),
+        "{error}"
+    );
+    // And the rerun does as it says.
+    let rerun = direct_upload(&standin, &raw, "twice", &[]);
+    assert_eq!(rerun.json()["HVM"], second.json()["HVM"]);
+}

@@ -610,11 +610,26 @@ async fn put_block(
         .send()
         .await
         .map_err(|e| {
-            aws(
+            use aws_sdk_ebs::operation::put_snapshot_block::PutSnapshotBlockError;
+            use aws_sdk_ebs::types::ValidationExceptionReason;
+            // The snapshot takes no more blocks: another run of the same image (the same
+            // journal) completed it, or EBS gave up on it.
+            let closed = matches!(
+                e.as_service_error(),
+                Some(PutSnapshotBlockError::ValidationException(v))
+                    if v.reason() == Some(&ValidationExceptionReason::InvalidSnapshotId)
+            );
+            let err = aws(
                 Op::EbsPutSnapshotBlock,
                 format!("writing block {index} of snapshot {snapshot}"),
                 e,
-            )
+            );
+            match closed {
+                true => err.with_hint(
+                    "it takes no more blocks: another run of this image may have completed it; rerun once that run ends, and the rerun uses the completed snapshot",
+                ),
+                false => err,
+            }
         })?;
     Ok(())
 }
