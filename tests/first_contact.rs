@@ -376,6 +376,24 @@ fn bash_completes_commands_and_flags() {
     );
     let flags = bash_completes(&script, "imgpub aws upload --x86-");
     assert_eq!(flags, ["--x86-boot-mode"]);
+    // Issue #29: --arch completes to its values, not to file names.
+    let mut arches = bash_completes(&script, "imgpub aws upload --arch ");
+    arches.sort();
+    assert_eq!(arches, ["arm64", "x86_64"]);
+    // register-ami's help shows its own flags, not upload's image and transfer ones.
+    let help =
+        String::from_utf8_lossy(&bare(home.path(), &[], &["aws", "register-ami", "--help"]).stdout)
+            .into_owned();
+    for hidden in [
+        "--file",
+        "--bucket",
+        "--part-size",
+        "--via",
+        "--source-object",
+    ] {
+        assert!(!help.contains(hidden), "{hidden} in register-ami --help");
+    }
+    assert!(help.contains("--source-snapshot"), "{help}");
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let out = bare(home.path(), &[], &["completions", shell]);
         assert_eq!(out.status.code(), Some(0), "{shell}");
@@ -410,6 +428,16 @@ fn man_pages_render() {
         String::from_utf8_lossy(&rendered.stderr)
     );
     assert!(text.contains("Publish disk images as AWS AMIs"), "{text}");
+    // Issue #29: `imgpub man` covers every command, not only the top-level flags.
+    for (command, flag) in [
+        ("imgpub aws upload", "--part-size"),
+        ("imgpub aws copy-regions", "--concurrency"),
+        ("imgpub aws gc", "--duration"),
+        ("imgpub aws create-publisher", "--github-repo"),
+    ] {
+        assert!(text.contains(command), "{command} not in the page");
+        assert!(text.contains(flag), "{flag} not in the page");
+    }
 
     let dir = home.path().join("man1");
     std::fs::create_dir_all(&dir).unwrap();

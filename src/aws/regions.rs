@@ -148,7 +148,8 @@ where
         match result {
             Ok(value) => done(&item, value),
             Err(err) => {
-                tracing::error!("{item}: {err}");
+                // Said once, in the error the command ends with; as it happens only with -v.
+                tracing::info!("{item} failed: {err}");
                 failures.push((item, err));
             }
         }

@@ -66,7 +66,7 @@ pub struct UploadArgs {
     #[arg(long)]
     pub ami_description: Option<String>,
     /// Architecture: x86_64 (amd64) or arm64 (aarch64).
-    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
+    #[arg(long, default_value = "x86_64", value_parser = named::<Arch>(), ignore_case = true)]
     pub arch: Arch,
     /// Root volume size in GiB.
     #[arg(long)]

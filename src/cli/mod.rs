@@ -79,7 +79,18 @@ impl Cli {
             env!("CARGO_PKG_VERSION"),
             imgpub::kernels()
         );
-        ore_bools(<Cli as clap::CommandFactory>::command().long_version(long_version))
+        let cmd = <Cli as clap::CommandFactory>::command().long_version(long_version);
+        // register-ami shares upload's flags but takes no image: its help shows only its own.
+        let cmd = cmd.mut_subcommand("aws", |aws| {
+            aws.mut_subcommand("register-ami", |register| {
+                register.mut_args(|arg| {
+                    let id = arg.get_id().as_str();
+                    let upload_only = UPLOAD_ONLY.contains(&id);
+                    arg.hide(upload_only)
+                })
+            })
+        });
+        ore_bools(cmd)
     }
 
     /// Parses the process's arguments; a usage error exits 2 with clap's message.
@@ -106,6 +117,26 @@ impl Cli {
         }
     }
 }
+
+/// upload's flags about the image and its transfer, which register-ami (it registers a
+/// snapshot) leaves out of its help and refuses.
+const UPLOAD_ONLY: &[&str] = &[
+    "file",
+    "bucket",
+    "disk_size_inspect",
+    "delete_object",
+    "source_object",
+    "object_format",
+    "encrypted",
+    "kms_key",
+    "role_name",
+    "part_size",
+    "upload_concurrency",
+    "via",
+    "blocks_in_flight",
+    "send_zero_blocks",
+    "import_timeout",
+];
 
 /// ore's (capnslog's) levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

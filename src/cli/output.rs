@@ -75,10 +75,29 @@ pub fn completions(shell: clap_complete::Shell) -> ExitCode {
 
 /// `imgpub man`: the top page on stdout, or every command's page into `dir`.
 pub fn man(dir: Option<std::path::PathBuf>) -> ExitCode {
-    let cmd = Cli::command_ore();
+    let mut cmd = Cli::command_ore();
     let Some(dir) = dir else {
+        // One page for the whole tool: the top command, then every command under it, each
+        // under its full name (`imgpub aws upload`), so `imgpub man | man -l -` covers all.
+        cmd.build();
         let mut page = Vec::new();
-        return match clap_mangen::Man::new(cmd).render(&mut page) {
+        let mut rendered = clap_mangen::Man::new(cmd.clone()).render(&mut page);
+        let mut stack: Vec<(String, clap::Command)> = cmd
+            .get_subcommands()
+            .map(|s| (format!("imgpub-{}", s.get_name()), s.clone()))
+            .collect();
+        stack.reverse();
+        while let (Ok(()), Some((name, sub))) = (&rendered, stack.pop()) {
+            let children: Vec<(String, clap::Command)> = sub
+                .get_subcommands()
+                .filter(|c| c.get_name() != "help")
+                .map(|c| (format!("{name}-{}", c.get_name()), c.clone()))
+                .collect();
+            stack.extend(children.into_iter().rev());
+            let sub = sub.name(name.clone()).bin_name(name.replace('-', " "));
+            rendered = clap_mangen::Man::new(sub).render(&mut page);
+        }
+        return match rendered {
             Ok(()) => write_stdout(&page),
             Err(e) => {
                 eprintln!("error: cannot render the man page: {e}");

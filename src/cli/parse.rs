@@ -11,12 +11,6 @@ pub(super) fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<
     PossibleValuesParser::new(values).try_map(|s| T::from_name(&s).ok_or("not one of its values"))
 }
 
-/// `--arch` in ore's spellings, any case.
-pub(super) fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::from_name(s)
-        .ok_or_else(|| format!("unknown --arch {s:?}; use x86_64 (or amd64) or arm64 (or aarch64)"))
-}
-
 /// `16MiB`, `16M`, `1GiB`, `512KiB`: a number with its unit.
 pub(super) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();

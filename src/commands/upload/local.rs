@@ -42,6 +42,11 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
                 "pass at most one of --source-object and --source-snapshot".into(),
             ))
         }
+        (_, Some(_), _) | (_, _, Some(_)) if stage == Stage::Register => {
+            return Err(Error::Invalid(
+                "register-ami registers --source-snapshot; --file and --source-object are upload's and import-snapshot's".into(),
+            ))
+        }
         (Some(snap), _, _) => {
             crate::aws::images::check_snapshot_id("--source-snapshot", snap)?;
             Source::Snapshot(snap.clone())
