@@ -75,3 +75,41 @@ fn ensure_public_of_a_missing_ami_names_it() {
         "{line}"
     );
 }
+
+/// Item 10: without credentials or `--account`, `policy` printed a policy for every
+/// account (`*`) silently; it warns at the default level, and not once the account is named.
+#[test]
+fn a_policy_for_any_account_is_said() {
+    let home = common::tempdir::TempDir::new();
+    let policy = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imgpub"))
+            .env_clear()
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args([
+                "aws",
+                "policy",
+                "--region",
+                REGION,
+                "--bucket",
+                "s3://images/ci",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = policy(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(":*:"),
+        "the account is * without credentials"
+    );
+    assert!(
+        stderr.contains("pass --account ACCOUNT to scope it"),
+        "{stderr}"
+    );
+    let out = policy(&["--account", common::ACCOUNT]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("--account"), "{stderr}");
+}

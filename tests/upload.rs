@@ -502,7 +502,11 @@ async fn bad_inputs_fail_first_and_create_nothing() {
             "has characters AWS does not allow ('*')",
         ),
         (&raw, vec!["--name", &long_name], "is 129 characters long"),
-        (&raw, vec!["--arch", "sparc"], "invalid value 'sparc' for '--arch"),
+        (
+            &raw,
+            vec!["--arch", "sparc"],
+            "invalid value 'sparc' for '--arch",
+        ),
         // Checked before the upload (it was found only once parts were being sent).
         (&raw, vec!["--part-size", "4MiB"], "outside S3's limits"),
         // A bare number has no unit: seconds or days, bytes or MiB? Refused, with the forms.

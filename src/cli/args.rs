@@ -249,7 +249,8 @@ pub struct DeleteImageArgs {
     /// The AMI to deregister.
     #[arg(long)]
     pub ami: Option<String>,
-    /// The snapshot to delete, or detectFromAMI.
+    /// The snapshot to delete (snap-…), or detectFromAMI for the AMI's own; left out, the
+    /// snapshot stays.
     #[arg(long)]
     pub snapshot: Option<String>,
     /// A missing AMI or snapshot is not an error.

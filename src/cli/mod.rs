@@ -329,9 +329,10 @@ pub enum AwsSubcommand {
     /// List the regions enabled for the account.
     #[command(after_help = "Example:\n  imgpub aws list-regions --region us-east-1")]
     ListRegions(ListRegionsArgs),
-    /// Deregister an AMI and delete its snapshot.
+    /// Deregister an AMI; with --snapshot, delete its snapshot too (without it, as ore,
+    /// the snapshot stays, and the summary names it).
     #[command(
-        after_help = "Example:\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0"
+        after_help = "Example:\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0 --snapshot detectFromAMI"
     )]
     DeleteImage(DeleteImageArgs),
     /// Grant launch permissions on an AMI (and create-volume permissions on its snapshot).

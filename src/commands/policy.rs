@@ -662,7 +662,15 @@ pub(crate) async fn caller(
     settings: &AwsSettings,
     opts: &PolicyOptions,
 ) -> (Option<(String, String)>, Option<String>) {
+    let unscoped = || {
+        if opts.account.is_none() {
+            // Said at the default level: a policy for every account is not what an admin
+            // pasting it expects.
+            tracing::warn!("no usable credentials: the policy names * for the account, so it grants the same in any account; pass --account ACCOUNT to scope it");
+        }
+    };
     let Ok(ctx) = crate::aws::config::load(settings).await else {
+        unscoped();
         return (None, None);
     };
     let region = Some(ctx.region.clone());
@@ -673,7 +681,7 @@ pub(crate) async fn caller(
     match lookup.await {
         Ok(Ok(identity)) => (Some((identity.partition, identity.account)), region),
         _ => {
-            tracing::info!("no usable credentials: the policy says * for the account (pass --account to name it)");
+            unscoped();
             (None, region)
         }
     }
