@@ -134,6 +134,13 @@ pub enum Error {
     /// is kept or cleaned up; rerun once the input is final.
     #[error("{0}")]
     Changed(String),
+    /// A release is not (yet) what its manifest declares: regions not done, or drift that
+    /// `release verify` found. Only best-effort regions: exit 77, as plume's; else exit 1.
+    #[error("{detail}")]
+    Incomplete {
+        detail: String,
+        best_effort_only: bool,
+    },
     /// Ctrl-C: what was done is kept for a rerun to resume.
     #[error("interrupted; what was already uploaded or started is kept: rerun the same command to resume")]
     Interrupted,
@@ -206,6 +213,10 @@ impl Error {
             Error::Invalid(_) => 2,
             Error::Changed(_) => 3,
             Error::Interrupted => 130,
+            Error::Incomplete {
+                best_effort_only: true,
+                ..
+            } => 77,
             _ => 1,
         }
     }
@@ -390,6 +401,12 @@ mod tests {
         assert_eq!(Error::Interrupted.exit_code(), 130);
         assert_eq!(Error::Changed("x".into()).exit_code(), 3);
         assert_eq!(Error::Conflict("x".into()).exit_code(), 1);
+        let incomplete = |best_effort_only| Error::Incomplete {
+            detail: "x".into(),
+            best_effort_only,
+        };
+        assert_eq!(incomplete(true).exit_code(), 77);
+        assert_eq!(incomplete(false).exit_code(), 1);
         let e = Error::failed("importing", ErrorKind::ImageRejected, None, "no");
         assert_eq!(e.exit_code(), 1);
         assert_eq!(e.to_string(), "importing: no");

@@ -46,6 +46,7 @@ mod progress;
 mod sha256;
 #[doc(hidden)]
 pub mod testing;
+mod units;
 
 // Running a command.
 pub use aws::config::{AwsSettings, Secret};
@@ -66,6 +67,7 @@ pub use commands::list_regions::ListRegionsOptions;
 pub use commands::needs::For;
 pub use commands::policy::{Format as PolicyFormat, PolicyOptions, PrintPolicy};
 pub use commands::publish_ssm::PublishSsmOptions;
+pub use commands::release::{ReleaseOptions, ReleaseStep};
 pub use commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
 pub use commands::upload_object::UploadObjectOptions;
 
@@ -75,6 +77,7 @@ pub use aws::images::ImageSelection;
 pub use aws::multipart::Transfer;
 pub use image::ObjectFormat;
 pub use names::Named;
+pub use units::parse_duration;
 
 /// The defaults the binary's flags show.
 pub mod defaults {

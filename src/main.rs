@@ -1,6 +1,7 @@
 //! The `imgpub` binary: parses the flags, picks the command, and hands it to the library's
 //! one driver ([`imgpub::Task::run`]), printing what it emits. Exit codes: 0 done,
-//! 1 failed, 2 bad usage or input, 3 the input changed during the run, 130 interrupted.
+//! 1 failed, 2 bad usage or input, 3 the input changed during the run, 77 a release is done
+//! but for best-effort regions, 130 interrupted.
 
 mod cli;
 
@@ -12,16 +13,17 @@ use imgpub::{
     UploadObjectOptions, Via,
 };
 
-use cli::{output, AwsFlags, AwsSubcommand as Aws, Cli, TopCommand};
+use cli::{output, AwsFlags, AwsSubcommand as Aws, Cli, ReleaseSubcommand, TopCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_ore();
     let level = cli.effective_log_level();
     let (flags, command) = match cli.command {
         TopCommand::Aws(aws) => match aws.command {
-            Some(command) => (aws.aws, command),
+            Some(command) => (aws.aws, Work::Aws(Box::new(command))),
             None => return output::aws_help(),
         },
+        TopCommand::Release(release) => (release.aws, Work::Release(release.step)),
         TopCommand::Completions { shell } => return output::completions(shell),
         TopCommand::Man { dir } => return output::man(dir),
     };
@@ -50,9 +52,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the command line asks for: an `aws` command or a `release` step.
+enum Work {
+    Aws(Box<Aws>),
+    Release(ReleaseSubcommand),
+}
+
 /// Every command, through the one driver.
-async fn run(flags: AwsFlags, command: Aws) -> Result<()> {
+async fn run(flags: AwsFlags, work: Work) -> Result<()> {
     let f = &flags;
+    let command = match work {
+        Work::Aws(command) => *command,
+        Work::Release(step) => return drive(f, false, step.options()).await,
+    };
     match command {
         Aws::Initialize(a) => drive(f, a.dry_run, InitializeOptions::from(&a)).await,
         Aws::Upload(a) => drive(f, a.dry_run, a.publish(Stage::Upload)).await,

@@ -353,6 +353,23 @@ const FORCE: &str = "a rerun with --force (replacing an AMI of that name)";
 const RESUME: &str = "a rerun that resumes an upload an earlier run left";
 const FAILED: &str = "a step failing mid-way (aborting the upload it cannot resume)";
 const REUSE: &str = "a rerun that finds the AMI and puts the tags on it";
+const SHARED: &str = "a rerun that reads the sharing an earlier run left";
+
+/// What only a rerun reads (the sharing an earlier run left), in every upload policy.
+fn rerun_reads() -> Vec<(&'static str, &'static str, Without)> {
+    vec![
+        (
+            "Images",
+            "ec2:DescribeImageAttribute",
+            Without::Unused(SHARED),
+        ),
+        (
+            "Snapshots",
+            "ec2:DescribeSnapshotAttribute",
+            Without::Unused(SHARED),
+        ),
+    ]
+}
 const REDO: &str = "a copy that failed (it is deregistered and made again)";
 const RERUN: &str = "a rerun that finds the bucket and the role and compares what they hold";
 
@@ -406,6 +423,7 @@ async fn each_action_of_the_upload_policies_is_needed() {
         ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
     ];
     not_needed.extend(reads(Without::Degrades));
+    not_needed.extend(rerun_reads());
     sweep(
         &standin,
         Case {
@@ -432,6 +450,7 @@ async fn each_action_of_the_upload_policies_is_needed() {
         ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
     ];
     not_needed.extend(reads(Without::Degrades));
+    not_needed.extend(rerun_reads());
     sweep(
         &standin,
         Case {
@@ -462,11 +481,15 @@ async fn each_kms_action_of_a_keyed_upload_is_needed() {
         Case {
             name: "upload-kms",
             policy,
-            not_needed: vec![
-                ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
-                ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
-                ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
-            ],
+            not_needed: [
+                vec![
+                    ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
+                    ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
+                    ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+                ],
+                rerun_reads(),
+            ]
+            .concat(),
         },
         &file,
     )

@@ -399,11 +399,12 @@ async fn ensure_public_takes_ores_ami_flag_and_default_tag() {
         .args(["aws", "ensure-public", "--region", REGION])
         .args(["--ami", "ami-0000000000000dead"])
         .run();
-    assert_eq!(
-        missing.code, 1,
-        "as ore: an AMI that is not there fails the run"
-    );
-    assert!(missing.error_line().contains("ami-0000000000000dead"));
+    // As ore, an AMI that is not there fails the run; as bad input (exit 2, issue #29),
+    // named, not as a region to retry.
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(missing
+        .error_line()
+        .contains("AMI ami-0000000000000dead does not exist"));
 }
 
 // 9. delete-image --snapshot alone.

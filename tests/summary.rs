@@ -36,6 +36,11 @@ async fn upload_says_what_it_made_then_what_it_reused_and_changed() {
     has(&line, &format!("registered {ami} named os-1"));
     has(&line, REGION);
 
+    // A finished release: the dry run has nothing to do, and the rerun changes nothing.
+    let dry = upload(&["--dry-run"]);
+    assert_eq!(dry.stdout, "", "no call would change anything");
+    assert_eq!(dry.summary(), "dry run: nothing to do; all is in place");
+    standin.reset_requests();
     let again = upload(&[]);
     assert_eq!(again.json()["HVM"], made.json()["HVM"]);
     let line = again.summary();
@@ -44,6 +49,16 @@ async fn upload_says_what_it_made_then_what_it_reused_and_changed() {
         &line,
         &format!("reused {ami} named os-1, registered as asked"),
     );
+    has(&line, "nothing changed");
+    let counts = standin.counts();
+    for write in [
+        "ec2.CreateTags",
+        "ec2.ModifyImageAttribute",
+        "ec2.ModifySnapshotAttribute",
+        "s3.DeleteObject",
+    ] {
+        assert_eq!(common::count(&counts, write), 0, "{write}: {counts}");
+    }
 
     // Tags and sharing change in place: the same AMI, and the line says what was set.
     let changed = upload(&["--tags", "stream=next", "--grant-user", "111122223333"]);
@@ -65,6 +80,55 @@ async fn upload_says_what_it_made_then_what_it_reused_and_changed() {
     let quiet = upload(&["--log-level", "WARNING"]);
     quiet.json();
     assert_eq!(quiet.stderr, "");
+}
+
+/// Issue #29, item 4: a fully published release (public, shared, tags), rerun as it was
+/// made: its dry run lists no call, and the rerun changes nothing (sharing read back with
+/// DescribeImageAttribute and DescribeSnapshotAttribute, tags with the lookups).
+#[tokio::test]
+async fn a_finished_public_release_reruns_without_a_change() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "pub.raw", 4, 1, 63);
+    let flags = [
+        "--name",
+        "pub-1",
+        "--public",
+        "--grant-user",
+        "111122223333",
+        "--grant-user-snapshot",
+        "111122223333",
+        "--tags",
+        "stream=stable",
+    ];
+    let upload = |extra: &[&str]| {
+        standin
+            .upload_cmd(REGION, &file)
+            .args(flags)
+            .args(extra)
+            .run()
+    };
+    let made = upload(&[]);
+    made.json();
+    has(&made.summary(), "shared with everyone (public)");
+
+    let dry = upload(&["--dry-run"]);
+    assert_eq!(dry.stdout, "", "no call would change anything");
+    assert_eq!(dry.summary(), "dry run: nothing to do; all is in place");
+
+    standin.reset_requests();
+    let again = upload(&[]);
+    assert_eq!(again.json()["HVM"], made.json()["HVM"]);
+    has(&again.summary(), "nothing changed");
+    let counts = standin.counts();
+    for write in [
+        "ec2.CreateTags",
+        "ec2.ModifyImageAttribute",
+        "ec2.ModifySnapshotAttribute",
+        "s3.DeleteObject",
+    ] {
+        assert_eq!(common::count(&counts, write), 0, "{write}: {counts}");
+    }
 }
 
 #[tokio::test]

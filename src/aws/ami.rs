@@ -122,7 +122,7 @@ impl Named for TpmSupport {
 }
 
 impl Arch {
-    fn ec2(self) -> ArchitectureValues {
+    pub(crate) fn ec2(self) -> ArchitectureValues {
         match self {
             Arch::X86_64 => ArchitectureValues::X8664,
             Arch::Arm64 => ArchitectureValues::Arm64,
@@ -174,6 +174,9 @@ pub(crate) struct RegisterSettings {
     pub sriov: SriovNetSupport,
     /// When AWS marks the AMI deprecated (EnableImageDeprecation, after registering).
     pub deprecate_at: Option<DateTime>,
+    /// The time counts from the first publish (`--deprecate-in`): a rerun keeps the one an
+    /// earlier run set, rather than moving it on by the time since.
+    pub deprecation_kept: bool,
 }
 
 /// The boot mode to register with: `--boot-mode` for any architecture, else
@@ -211,6 +214,10 @@ pub(crate) struct FoundImage {
     /// The image ended in `failed` or `error` (a copy that did not work out).
     pub failed: bool,
     pub registered: Registered,
+    /// Its tags now.
+    pub tags: Vec<(String, String)>,
+    /// When AWS marks it deprecated, if it does.
+    pub deprecation: Option<DateTime>,
 }
 
 /// What an AMI was registered with, as DescribeImages reports it. `None` where AWS did not
@@ -319,6 +326,10 @@ pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Optio
             Some(aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error)
         ),
         registered: Registered::of(image),
+        tags: tags::from_ec2(image.tags()),
+        deprecation: image.deprecation_time().and_then(|t| {
+            DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok()
+        }),
     }))
 }
 
@@ -719,6 +730,84 @@ pub(crate) fn validate_org_arns(flag: &str, arns: &[String], kind: &str) -> Resu
             "{flag} {bad:?} is not an organizations {kind} ARN (arn:aws:organizations::ACCOUNT:{kind}/…)"
         ))),
         None => Ok(()),
+    }
+}
+
+/// Who may launch `image_id` now (its launch permissions, as a [`Sharing`] of the launch
+/// side only).
+pub(crate) async fn read_launch(ec2: &Client, image_id: &str) -> Result<Sharing> {
+    let launch = ec2
+        .describe_image_attribute()
+        .image_id(image_id)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImageAttribute,
+                format!("reading the launch permissions of {image_id}"),
+                e,
+            )
+        })?;
+    let mut sharing = Sharing::default();
+    for p in launch.launch_permissions() {
+        if let Some(u) = p.user_id() {
+            sharing.launch_users.push(u.to_string());
+        }
+        if p.group() == Some(&aws_sdk_ec2::types::PermissionGroup::All) {
+            sharing.public = true;
+        }
+        if let Some(a) = p.organization_arn() {
+            sharing.organizations.push(a.to_string());
+        }
+        if let Some(a) = p.organizational_unit_arn() {
+            sharing.organizational_units.push(a.to_string());
+        }
+    }
+    Ok(sharing)
+}
+
+/// Who may create volumes from `snapshot` now: (public, the accounts named).
+pub(crate) async fn read_volume(ec2: &Client, snapshot: &str) -> Result<(bool, Vec<String>)> {
+    let volume = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshotAttribute,
+                format!("reading the permissions of {snapshot}"),
+                e,
+            )
+        })?;
+    let permissions = volume.create_volume_permissions();
+    let public = permissions
+        .iter()
+        .any(|p| p.group() == Some(&aws_sdk_ec2::types::PermissionGroup::All));
+    let users = permissions
+        .iter()
+        .filter_map(|p| p.user_id().map(str::to_owned))
+        .collect();
+    Ok((public, users))
+}
+
+impl Sharing {
+    /// Whether the AMI's launch permissions lack some of what this grants (`now`: as
+    /// [`read_launch`] found them).
+    pub(crate) fn launch_missing(&self, now: &Sharing) -> bool {
+        let lacks = |want: &[String], have: &[String]| want.iter().any(|w| !have.contains(w));
+        (self.public && !now.public)
+            || lacks(&self.launch_users, &now.launch_users)
+            || lacks(&self.organizations, &now.organizations)
+            || lacks(&self.organizational_units, &now.organizational_units)
+    }
+
+    /// Whether the snapshot's volume permissions lack some of what this grants (`now`: as
+    /// [`read_volume`] found them).
+    pub(crate) fn volume_missing(&self, (public, users): &(bool, Vec<String>)) -> bool {
+        (self.public && !public) || self.snapshot_users.iter().any(|u| !users.contains(u))
     }
 }
 

@@ -18,11 +18,26 @@ pub enum Service {
     Ebs,
 }
 
-/// Every AWS operation imgpub makes. Adding a call site means adding it here (the error
-/// helper takes an `Op`), and a unit test checks the table against the code.
-/// Serialized (in `--dry-run` plans) as its IAM-style name, `ec2:RegisterImage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Op {
+/// Defines `Op` and `Op::ALL` from one list: a new operation is one line, and the table of
+/// every operation cannot miss it.
+macro_rules! ops {
+    ($($op:ident,)*) => {
+        /// Every AWS operation imgpub makes. Adding a call site means adding it here (the error
+        /// helper takes an `Op`), and a unit test checks the table against the code.
+        /// Serialized (in `--dry-run` plans) as its IAM-style name, `ec2:RegisterImage`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Op {
+            $($op,)*
+        }
+
+        impl Op {
+            /// Every operation, in the list's order.
+            pub const ALL: &'static [Op] = &[$(Op::$op,)*];
+        }
+    };
+}
+
+ops! {
     S3GetBucketLocation,
     S3CreateBucket,
     S3HeadObject,
@@ -204,77 +219,6 @@ pub struct OpInfo {
 use ResourceKind as R;
 
 impl Op {
-    pub const ALL: &'static [Op] = &[
-        Op::S3GetBucketLocation,
-        Op::S3CreateBucket,
-        Op::S3HeadObject,
-        Op::S3DeleteObject,
-        Op::S3CreateMultipartUpload,
-        Op::S3UploadPart,
-        Op::S3CompleteMultipartUpload,
-        Op::S3AbortMultipartUpload,
-        Op::S3ListMultipartUploads,
-        Op::S3ListParts,
-        Op::S3GetBucketLifecycleConfiguration,
-        Op::S3PutBucketLifecycleConfiguration,
-        Op::Ec2DescribeRegions,
-        Op::Ec2DescribeImages,
-        Op::Ec2DescribeImageAttribute,
-        Op::Ec2DescribeSnapshots,
-        Op::Ec2DescribeSnapshotAttribute,
-        Op::Ec2DescribeImportSnapshotTasks,
-        Op::Ec2ImportSnapshot,
-        Op::Ec2RegisterImage,
-        Op::Ec2DeregisterImage,
-        Op::Ec2EnableImageDeprecation,
-        Op::Ec2GetImageBlockPublicAccessState,
-        Op::Ec2GetSnapshotBlockPublicAccessState,
-        Op::Ec2GetEbsEncryptionByDefault,
-        Op::Ec2DeleteSnapshot,
-        Op::Ec2CreateTags,
-        Op::Ec2ModifyImageAttribute,
-        Op::Ec2ModifySnapshotAttribute,
-        Op::Ec2CopyImage,
-        Op::Ec2DescribeInstances,
-        Op::Ec2TerminateInstances,
-        Op::EbsStartSnapshot,
-        Op::EbsPutSnapshotBlock,
-        Op::EbsCompleteSnapshot,
-        Op::IamGetRole,
-        Op::IamCreateRole,
-        Op::IamUpdateAssumeRolePolicy,
-        Op::IamGetRolePolicy,
-        Op::IamListRolePolicies,
-        Op::IamPutRolePolicy,
-        Op::IamPutRolePermissionsBoundary,
-        Op::IamSimulatePrincipalPolicy,
-        Op::IamGetUser,
-        Op::IamCreateUser,
-        Op::IamListAttachedUserPolicies,
-        Op::IamAttachUserPolicy,
-        Op::IamListAccessKeys,
-        Op::IamCreateAccessKey,
-        Op::IamListAttachedRolePolicies,
-        Op::IamTagRole,
-        Op::IamListUserPolicies,
-        Op::IamListGroupsForUser,
-        Op::IamTagUser,
-        Op::IamPutUserPermissionsBoundary,
-        Op::IamUpdateAccessKey,
-        Op::IamDeleteAccessKey,
-        Op::IamGetPolicy,
-        Op::IamGetPolicyVersion,
-        Op::IamListPolicyVersions,
-        Op::IamCreatePolicy,
-        Op::IamCreatePolicyVersion,
-        Op::IamDeletePolicyVersion,
-        Op::IamGetOpenIdConnectProvider,
-        Op::IamCreateOpenIdConnectProvider,
-        Op::SsmGetParameter,
-        Op::SsmPutParameter,
-        Op::StsGetCallerIdentity,
-    ];
-
     /// The table: what each operation needs in IAM, and why.
     pub fn info(self) -> OpInfo {
         use Service::*;

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{ImageAttributeName, ImageState, SnapshotAttributeName};
+use aws_sdk_ec2::types::ImageState;
 use aws_sdk_ec2::Client;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::aws::ami::{self, Change, FoundImage, Sharing};
-use crate::aws::calls::Op;
+use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::poll::{poll_until, Grid, Look, POLL};
 use crate::aws::propagation::{Age, PATIENCE};
 use crate::aws::tags::{self, tag};
@@ -53,70 +53,12 @@ pub(crate) async fn describe_source(ec2: &Client, region: &str, image_id: &str) 
         .name()
         .ok_or_else(|| Error::missing(Op::Ec2DescribeImages, "Name"))?
         .to_string();
-    let launch = ec2
-        .describe_image_attribute()
-        .image_id(image_id)
-        .attribute(ImageAttributeName::LaunchPermission)
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2DescribeImageAttribute,
-                format!("reading the launch permissions of {image_id}"),
-                e,
-            )
-        })?;
-    let mut sharing = Sharing::default();
-    for p in launch.launch_permissions() {
-        if let Some(u) = p.user_id() {
-            sharing.launch_users.push(u.to_string());
-        }
-        if p.group().is_some_and(|g| g.as_str() == "all") {
-            sharing.public = true;
-        }
-        if let Some(a) = p.organization_arn() {
-            sharing.organizations.push(a.to_string());
-        }
-        if let Some(a) = p.organizational_unit_arn() {
-            sharing.organizational_units.push(a.to_string());
-        }
-    }
+    let mut sharing = ami::read_launch(ec2, image_id).await?;
     let snapshot = ami::root_snapshot_of(&image);
     let mut snapshot_tags = vec![];
     if let Some(snap) = &snapshot {
-        let volume = ec2
-            .describe_snapshot_attribute()
-            .snapshot_id(snap)
-            .attribute(SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
-                    Op::Ec2DescribeSnapshotAttribute,
-                    format!("reading the permissions of {snap}"),
-                    e,
-                )
-            })?;
-        sharing.snapshot_users = volume
-            .create_volume_permissions()
-            .iter()
-            .filter_map(|p| p.user_id().map(str::to_owned))
-            .collect();
-        let described = ec2
-            .describe_snapshots()
-            .snapshot_ids(snap)
-            .send()
-            .await
-            .map_err(|e| {
-                aws(
-                    Op::Ec2DescribeSnapshots,
-                    format!("reading snapshot {snap}"),
-                    e,
-                )
-            })?;
-        if let Some(s) = described.snapshots().first() {
-            snapshot_tags = tags::from_ec2(s.tags());
-        }
+        sharing.snapshot_users = ami::read_volume(ec2, snap).await?.1;
+        snapshot_tags = tags::of_snapshot(ec2, snap).await?;
     }
     Ok(Source {
         image_id: image_id.to_string(),
@@ -288,10 +230,142 @@ async fn snapshot_percent(ec2: &Client, snapshot: &str) -> Option<u64> {
 pub(crate) enum InRegion {
     /// Nothing: copy.
     Absent,
-    /// An AMI of the same name (a copy finished or under way): reuse it.
-    Present(String),
+    /// An AMI of the same name (a copy finished or under way): reuse it, setting only what
+    /// it lacks.
+    Present(Box<Earlier>),
     /// An earlier copy that failed: delete it and copy again.
     Failed(FoundImage),
+}
+
+/// A copy an earlier run made, and what of it is not yet as the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Earlier {
+    pub found: FoundImage,
+    pub lacks: Lacks,
+}
+
+/// What of an earlier run's copy is not yet as the source: only that is set again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lacks {
+    pub image_tags: bool,
+    pub snapshot_tags: bool,
+    pub deprecation: bool,
+    pub launch: bool,
+    pub volume: bool,
+}
+
+impl Lacks {
+    /// Everything: the copy is new.
+    pub(crate) const ALL: Lacks = Lacks {
+        image_tags: true,
+        snapshot_tags: true,
+        deprecation: true,
+        launch: true,
+        volume: true,
+    };
+
+    pub(crate) fn any(self) -> bool {
+        self.image_tags || self.snapshot_tags || self.deprecation || self.launch || self.volume
+    }
+
+    /// Reads the copy's tags, deprecation and sharing against the source's.
+    async fn of(ec2: &Client, source: &Source, copy: &FoundImage, snapshot: &str) -> Result<Lacks> {
+        let id = &copy.image_id;
+        let sharing = &source.sharing;
+        let launch = match sharing.launch_permissions().is_empty() {
+            true => false,
+            false => crate::aws::unchecked::or_make_again(
+                ami::read_launch(ec2, id)
+                    .await
+                    .map(|now| sharing.launch_missing(&now)),
+                &format!(
+                    "whether {id} is already shared as its source (ec2:DescribeImageAttribute)"
+                ),
+            )?,
+        };
+        let volume = match sharing.volume_permissions().is_empty() {
+            true => false,
+            false => crate::aws::unchecked::or_make_again(
+                ami::read_volume(ec2, snapshot).await.map(|now| sharing.volume_missing(&now)),
+                &format!("whether {snapshot} is already shared as its source's (ec2:DescribeSnapshotAttribute)"),
+            )?,
+        };
+        Ok(Lacks {
+            image_tags: tags::lacks(&source.tags, &copy.tags),
+            snapshot_tags: tags::lacks(
+                &source.snapshot_tags,
+                &tags::of_snapshot(ec2, snapshot).await?,
+            ),
+            // AWS keeps it to the minute.
+            deprecation: match (source.deprecate_at, copy.deprecation) {
+                (None, _) => false,
+                (Some(at), Some(now)) => (at.secs() - now.secs()).abs() >= 60,
+                (Some(_), None) => true,
+            },
+            launch,
+            volume,
+        })
+    }
+}
+
+/// The calls [`copy_to_region`] makes in `region`, given what is there: the check step of
+/// every command that copies. `source.image_id` may be `*`: a source not yet made.
+pub(crate) fn calls(source: &Source, region: &str, found: &InRegion) -> Vec<Call> {
+    let mut calls = vec![];
+    let call = |op, resources| Call::new(op, region, resources);
+    let (mut image, mut snapshot) = (Resource::Image(None), Resource::Snapshot(None));
+    let mut lacks = Lacks::ALL;
+    match found {
+        InRegion::Absent => {}
+        InRegion::Present(earlier) => {
+            image = Resource::Image(Some(earlier.found.image_id.clone()));
+            snapshot = Resource::Snapshot(earlier.found.root_snapshot.clone());
+            if earlier.found.root_snapshot.is_some() {
+                lacks = earlier.lacks;
+            }
+        }
+        InRegion::Failed(failed) => {
+            let old = Resource::Image(Some(failed.image_id.clone()));
+            calls.push(call(Op::Ec2DeregisterImage, vec![old]));
+            if let Some(s) = &failed.root_snapshot {
+                let old = Resource::Snapshot(Some(s.clone()));
+                calls.push(call(Op::Ec2DeleteSnapshot, vec![old]));
+            }
+        }
+    }
+    if !matches!(found, InRegion::Present(_)) {
+        let from = Resource::SourceImage {
+            region: source.region.clone(),
+            id: source.image_id.clone(),
+        };
+        let mut copy = call(
+            Op::Ec2CopyImage,
+            vec![image.clone(), from, snapshot.clone()],
+        );
+        // Tagged as imgpub's as it is made.
+        copy.tags_on_create = true;
+        calls.push(copy);
+    }
+    calls.push(call(Op::Ec2DescribeImages, vec![]));
+    let tags = (lacks.image_tags && !source.tags.is_empty())
+        || (lacks.snapshot_tags && !source.snapshot_tags.is_empty());
+    if tags {
+        calls.push(call(
+            Op::Ec2CreateTags,
+            vec![image.clone(), snapshot.clone()],
+        ));
+    }
+    if source.deprecate_at.is_some() && lacks.deprecation {
+        calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
+    }
+    let sharing = &source.sharing;
+    if !sharing.launch_permissions().is_empty() && lacks.launch {
+        calls.push(sharing.on(call(Op::Ec2ModifyImageAttribute, vec![image])));
+    }
+    if !sharing.volume_permissions().is_empty() && lacks.volume {
+        calls.push(sharing.on(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot])));
+    }
+    calls
 }
 
 /// Looks for the AMI's name in a region (read-only: the plan step).
@@ -299,7 +373,14 @@ pub(crate) async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRe
     Ok(match ami::find_image_by_name(ec2, &source.name).await? {
         None => InRegion::Absent,
         Some(found) if found.failed => InRegion::Failed(found),
-        Some(found) => InRegion::Present(found.image_id),
+        Some(found) => {
+            // A copy still under way has no snapshot to read yet: all is set once it is done.
+            let lacks = match &found.root_snapshot {
+                Some(snapshot) => Lacks::of(ec2, source, &found, snapshot).await?,
+                None => Lacks::ALL,
+            };
+            InRegion::Present(Box::new(Earlier { found, lacks }))
+        }
     })
 }
 
@@ -366,7 +447,8 @@ pub(crate) async fn copy_to_region(
         _ => None,
     };
     let (image_id, snapshot) = match found {
-        InRegion::Present(id) => {
+        InRegion::Present(earlier) => {
+            let id = &earlier.found.image_id;
             tracing::info!("{region}: AMI {id} named {} is already there", source.name);
             (id.clone(), wait_available(ec2, region, id, timeout).await?)
         }
@@ -387,21 +469,38 @@ pub(crate) async fn copy_to_region(
             }
         }
     };
+    // What an earlier run's copy already has is left as it is: a rerun changes nothing.
+    let lacks = match found {
+        InRegion::Present(earlier) if earlier.found.root_snapshot.is_some() => earlier.lacks,
+        _ => Lacks::ALL,
+    };
     // The copy and its snapshot were made a moment ago (or by an earlier run).
-    tag(ec2, &image_id, &source.tags, Age::New).await?;
-    tag(ec2, &snapshot, &source.snapshot_tags, Age::New).await?;
-    if let Some(at) = source.deprecate_at {
+    if lacks.image_tags {
+        tag(ec2, &image_id, &source.tags, Age::New).await?;
+    }
+    if lacks.snapshot_tags {
+        tag(ec2, &snapshot, &source.snapshot_tags, Age::New).await?;
+    }
+    if let (Some(at), true) = (source.deprecate_at, lacks.deprecation) {
         ami::enable_deprecation(ec2, &image_id, at, Age::New).await?;
     }
-    ami::share(
-        ec2,
-        Some(&image_id),
-        Some(&snapshot),
-        &source.sharing,
-        Change::Grant,
-        Age::New,
-    )
-    .await?;
+    let sharing = Sharing {
+        public: source.sharing.public && (lacks.launch || lacks.volume),
+        launch_users: match lacks.launch {
+            true => source.sharing.launch_users.clone(),
+            false => vec![],
+        },
+        snapshot_users: match lacks.volume {
+            true => source.sharing.snapshot_users.clone(),
+            false => vec![],
+        },
+        ..source.sharing.clone()
+    };
+    let (image, volume) = (
+        lacks.launch.then_some(&*image_id),
+        lacks.volume.then_some(&*snapshot),
+    );
+    ami::share(ec2, image, volume, &sharing, Change::Grant, Age::New).await?;
     Ok(Copied {
         ami: image_id,
         snapshot,

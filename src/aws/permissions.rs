@@ -112,8 +112,6 @@ async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
         .any(|p| p.group() == Some(&PermissionGroup::All)))
 }
 
-/// In one region: every available AMI this account owns that carries all `tags` and is not
-/// public (or whose root snapshot is not). Read-only: the plan step of `ensure-public`.
 /// What [`find_not_public`] saw in one region.
 #[derive(Debug, Default)]
 pub(crate) struct Looked {
@@ -123,6 +121,8 @@ pub(crate) struct Looked {
     pub not_public: Vec<MadePublic>,
 }
 
+/// In one region: every available AMI this account owns that carries all `tags` and is not
+/// public (or whose root snapshot is not). Read-only: the plan step of `ensure-public`.
 pub(crate) async fn find_not_public(
     ec2: &Client,
     region: &str,

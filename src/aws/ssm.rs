@@ -371,7 +371,7 @@ async fn held(
 }
 
 /// A parameter's value and version; `None` when there is no such parameter.
-async fn read(
+pub(crate) async fn read(
     ssm: &aws_sdk_ssm::Client,
     parameter: &str,
     region: &str,

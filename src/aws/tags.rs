@@ -90,6 +90,31 @@ pub(crate) async fn tag(ec2: &Client, id: &str, tags: &[(String, String)], age: 
     Ok(())
 }
 
+/// The tags `snapshot` carries now.
+pub(crate) async fn of_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<(String, String)>> {
+    let out = ec2
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!("reading snapshot {snapshot}"),
+                e,
+            )
+        })?;
+    Ok(out
+        .snapshots()
+        .first()
+        .map_or_else(Vec::new, |s| from_ec2(s.tags())))
+}
+
+/// Whether `have` lacks one of `want` (a key, or its value).
+pub(crate) fn lacks(want: &[(String, String)], have: &[(String, String)]) -> bool {
+    want.iter().any(|t| !have.contains(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,21 @@ pub(crate) fn note(what: impl Into<String>) {
     }
 }
 
+/// A read that tells whether a setting still has to be made: refused for want of
+/// permission, it is noted (`what`) and the setting made again, as ore would.
+pub(crate) fn or_make_again(
+    read: crate::error::Result<bool>,
+    what: &str,
+) -> crate::error::Result<bool> {
+    match read {
+        Err(e) if e.kind() == Some(crate::error::ErrorKind::AccessDenied) => {
+            note(what);
+            Ok(true)
+        }
+        other => other,
+    }
+}
+
 /// Everything noted so far, once.
 pub(crate) fn take() -> Vec<String> {
     std::mem::take(&mut *SKIPPED.lock().unwrap_or_else(|e| e.into_inner()))

@@ -32,6 +32,7 @@ use imgpub::{Collect, GcOptions};
 use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
 use imgpub::{For, PolicyOptions, PrintPolicy};
 use imgpub::{GrantOptions, Permissions};
+use imgpub::{ReleaseOptions, ReleaseStep};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -199,6 +200,8 @@ fn parse_log_level(s: &str) -> Result<LogLevel, String> {
 pub enum TopCommand {
     /// Amazon Web Services commands.
     Aws(Box<AwsCommand>),
+    /// A whole release, declared in a manifest: plan it, apply it, verify it.
+    Release(Box<ReleaseCommand>),
     /// Print a completion script for SHELL.
     #[command(
         after_help = "Example:\n  source <(imgpub completions bash)    # or into /usr/share/bash-completion/completions/imgpub"
@@ -226,6 +229,59 @@ pub struct AwsCommand {
     /// None: `imgpub aws` alone prints its help and exits 0, as `ore aws`.
     #[command(subcommand)]
     pub command: Option<AwsSubcommand>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseCommand {
+    #[command(flatten)]
+    pub aws: AwsFlags,
+
+    #[command(subcommand)]
+    pub step: ReleaseSubcommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseSubcommand {
+    /// Read-only: per image and region what exists and what apply would make, the
+    /// permission preflight, and why the release could not complete (exit 1, nothing made).
+    #[command(after_help = "Example:\n  imgpub release plan release.toml")]
+    Plan(ReleaseArgs),
+    /// Publish what the manifest declares and is not yet there; a rerun continues where
+    /// the last stopped. Exit 77 when only best-effort regions are missing.
+    #[command(
+        after_help = "Example:\n  imgpub release apply release.toml --record out/release.json"
+    )]
+    Apply(ReleaseArgs),
+    /// Read every claim of the manifest back in every region: exit 1 on drift (77 when
+    /// only best-effort regions differ).
+    #[command(after_help = "Example:\n  imgpub release verify release.toml")]
+    Verify(ReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The release manifest (TOML; docs/release.md documents every key).
+    #[arg(value_name = "MANIFEST", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: PathBuf,
+    /// Where apply and verify write the release record (JSON; default:
+    /// RELEASE.record.json beside the manifest).
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub record: Option<PathBuf>,
+}
+
+impl ReleaseSubcommand {
+    pub fn options(self) -> ReleaseOptions {
+        let (step, a) = match self {
+            ReleaseSubcommand::Plan(a) => (ReleaseStep::Plan, a),
+            ReleaseSubcommand::Apply(a) => (ReleaseStep::Apply, a),
+            ReleaseSubcommand::Verify(a) => (ReleaseStep::Verify, a),
+        };
+        ReleaseOptions {
+            step,
+            manifest: a.manifest,
+            record: a.record,
+        }
+    }
 }
 
 /// Flags every AWS command takes; one loader turns them into an SDK config. Under their own
@@ -372,6 +428,9 @@ pub enum AwsSubcommand {
     )]
     CreatePublisher(Box<CreatePublisherArgs>),
 }
+
+#[cfg(test)]
+mod docs_commands;
 
 #[cfg(test)]
 mod tests {

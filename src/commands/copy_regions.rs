@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::aws::ami;
-use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::calls::{Call, Op};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::copy::{self, Copied, InRegion, Source};
 use crate::aws::regions::{failure_summary, fan_out, target_regions};
@@ -111,54 +111,10 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
 
 /// The calls [`apply`] will make in each target region.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
-    let mut calls = vec![];
-    let sharing = &plan.source.sharing;
-    for (region, found) in &plan.targets {
-        let (image, snapshot) = (Resource::Image(None), Resource::Snapshot(None));
-        let call = |op, resources| Call::new(op, region, resources);
-        match found {
-            InRegion::Absent => {}
-            InRegion::Present(_) => {}
-            InRegion::Failed(failed) => {
-                let old = Resource::Image(Some(failed.image_id.clone()));
-                calls.push(call(Op::Ec2DeregisterImage, vec![old]));
-                if let Some(s) = &failed.root_snapshot {
-                    let old = Resource::Snapshot(Some(s.clone()));
-                    calls.push(call(Op::Ec2DeleteSnapshot, vec![old]));
-                }
-            }
-        }
-        if !matches!(found, InRegion::Present(_)) {
-            let source = Resource::SourceImage {
-                region: plan.source.region.clone(),
-                id: plan.source.image_id.clone(),
-            };
-            let mut copy = call(
-                Op::Ec2CopyImage,
-                vec![image.clone(), source, snapshot.clone()],
-            );
-            // Tagged as imgpub's as it is made.
-            copy.tags_on_create = true;
-            calls.push(copy);
-        }
-        calls.push(call(Op::Ec2DescribeImages, vec![]));
-        if !plan.source.tags.is_empty() || !plan.source.snapshot_tags.is_empty() {
-            calls.push(call(
-                Op::Ec2CreateTags,
-                vec![image.clone(), snapshot.clone()],
-            ));
-        }
-        if plan.source.deprecate_at.is_some() {
-            calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
-        }
-        if !sharing.launch_permissions().is_empty() {
-            calls.push(sharing.on(call(Op::Ec2ModifyImageAttribute, vec![image])));
-        }
-        if !sharing.volume_permissions().is_empty() {
-            calls.push(sharing.on(call(Op::Ec2ModifySnapshotAttribute, vec![snapshot])));
-        }
-    }
-    calls
+    plan.targets
+        .iter()
+        .flat_map(|(region, found)| copy::calls(&plan.source, region, found))
+        .collect()
 }
 
 /// Every operation `copy-regions` may make.
@@ -224,19 +180,30 @@ pub(crate) async fn apply(
 /// How many regions got a new copy, and how many had one already.
 fn summary(plan: &Plan) -> String {
     let source = format!("{} ({})", plan.source.image_id, plan.source.region);
-    let present = plan
+    let earlier: Vec<&copy::Earlier> = plan
         .targets
         .iter()
-        .filter(|(_, found)| matches!(found, InRegion::Present(_)))
-        .count();
+        .filter_map(|(_, found)| match found {
+            InRegion::Present(earlier) => Some(&**earlier),
+            _ => None,
+        })
+        .collect();
+    let present = earlier.len();
+    let fixed = earlier.iter().filter(|e| e.lacks.any()).count();
     let copied = plan.targets.len() - present;
+    let fixed = match fixed {
+        0 => String::new(),
+        n => format!(" ({n} of them given the source's tags, deprecation or sharing again)"),
+    };
     match (copied, present) {
         (0, 0) => {
             format!("copy-regions: nothing to do: no region to copy {source} to besides its own")
         }
-        (0, n) => format!("copy-regions: nothing to do: {n} regions already have {source}"),
+        (0, n) if fixed.is_empty() => {
+            format!("copy-regions: nothing to do: {n} regions already have {source}")
+        }
         (copied, present) => {
-            format!("copy-regions: copied {source} to {copied} regions; {present} already had it")
+            format!("copy-regions: copied {source} to {copied} regions; {present} already had it{fixed}")
         }
     }
 }

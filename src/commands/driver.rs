@@ -151,6 +151,12 @@ pub(crate) trait Command: Sync {
     /// off the async runtime.
     fn validate(&self) -> Result<Self::Local>;
 
+    /// The region to connect in when the flags name none (a release manifest names its
+    /// source region).
+    fn region(&self, _local: &Self::Local) -> Option<String> {
+        None
+    }
+
     /// Read-only lookups → the plan.
     fn plan(
         &self,
@@ -216,7 +222,16 @@ where
         Ok((command, local))
     })
     .await?;
-    let conn = C::Connection::connect(&run.settings).await?;
+    let conn = match (&run.settings.region, command.region(&local)) {
+        (None, Some(region)) => {
+            let settings = AwsSettings {
+                region: Some(region),
+                ..run.settings.clone()
+            };
+            C::Connection::connect(&settings).await?
+        }
+        _ => C::Connection::connect(&run.settings).await?,
+    };
     let plan = command.plan(&conn, local).await?;
     let calls = command.check(&conn, &plan);
     let fix = command.policy(&conn, &plan, &calls);

@@ -25,6 +25,7 @@ pub(crate) mod list_regions;
 pub(crate) mod needs;
 pub(crate) mod policy;
 pub(crate) mod publish_ssm;
+pub(crate) mod release;
 pub(crate) mod upload;
 pub(crate) mod upload_object;
 
@@ -134,4 +135,6 @@ tasks! {
     Policy(policy::PrintPolicy),
     /// `create-publisher`.
     CreatePublisher(create_publisher::PublisherOptions),
+    /// `release plan`, `release apply` and `release verify`.
+    Release(release::ReleaseOptions),
 }

@@ -855,6 +855,19 @@ def enable_image_deprecation(self: EC2Response) -> ActionResult:
     return ActionResult({"Return": True})
 
 
+def disable_image_deprecation(self: EC2Response) -> ActionResult:
+    """DisableImageDeprecation (moto has none): "Cancels the deprecation of the specified
+    AMI" (EC2 API Reference, DisableImageDeprecation); DescribeImages then shows no
+    DeprecationTime. An unknown image is InvalidAMIID.NotFound, as for every image call."""
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    ami = self.ec2_backend.amis.get(image_id)
+    if ami is None:
+        raise _invalid("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    ami.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
 _original_delete_snapshot = EC2Response.delete_snapshot
 
 
@@ -1059,6 +1072,7 @@ def install_patches() -> None:
     EC2Response.copy_image = copy_image
     EC2Response.modify_snapshot_attribute = modify_snapshot_attribute
     EC2Response.enable_image_deprecation = enable_image_deprecation
+    EC2Response.disable_image_deprecation = disable_image_deprecation
     EC2Response.get_image_block_public_access_state = get_image_block_public_access_state
     EC2Response.get_snapshot_block_public_access_state = get_snapshot_block_public_access_state
     EC2Response.modify_image_attribute = modify_image_attribute
@@ -1635,7 +1649,7 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                      {**ctx, **_resource_tags(account, region, iid)})
                     for iid in _form_list(form, "InstanceId")] or [("ec2:TerminateInstances", "*", ctx)]
         by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage",
-                    "EnableImageDeprecation"}
+                    "EnableImageDeprecation", "DisableImageDeprecation"}
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
         if action in by_image:
             image = first("ImageId")

@@ -1412,6 +1412,23 @@ def test_deprecation_times_have_aws_limits(account):
     ec2.enable_image_deprecation(ImageId=image, DeprecateAt=now + datetime.timedelta(days=700))
 
 
+def test_a_deprecation_can_be_cancelled(account):
+    """DisableImageDeprecation cancels it: DescribeImages shows no DeprecationTime after
+    (EC2 API Reference). moto has no DisableImageDeprecation."""
+    import datetime
+
+    ec2 = client(account, "ec2")
+    image, _ = admin_image(account, "deprecation-cancelled")
+    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
+    ec2.enable_image_deprecation(ImageId=image, DeprecateAt=at)
+    assert "DeprecationTime" in ec2.describe_images(ImageIds=[image])["Images"][0]
+    ec2.disable_image_deprecation(ImageId=image)
+    assert "DeprecationTime" not in ec2.describe_images(ImageIds=[image])["Images"][0]
+    with pytest.raises(ClientError) as e:
+        ec2.disable_image_deprecation(ImageId="ami-0123456789abcdef0")
+    assert _code(e) == "InvalidAMIID.NotFound"
+
+
 def _wait_event(endpoint: str, kind: str, ident: str) -> None:
     """Until the stand-in's log holds the event (the asynchronous check has run)."""
     deadline = time.monotonic() + 10

@@ -36,11 +36,16 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     if let SnapshotStep::Write(start, _) = &plan.snapshot {
         calls.extend(direct_calls(region, start, &local.encryption));
     }
-    if retag_snapshot(plan) {
+    let touch = plan.touch;
+    if retag_snapshot(plan) && touch.snapshot_tags {
         calls.push(call(Op::Ec2CreateTags, vec![snapshot.clone()]));
     }
-    if let (true, Source::File { .. }, Some(object)) = (local.delete_object, &local.source, &object)
-    {
+    if let (true, true, Source::File { .. }, Some(object)) = (
+        local.delete_object,
+        touch.delete_object,
+        &local.source,
+        &object,
+    ) {
         calls.push(call(Op::S3DeleteObject, vec![object.clone()]));
     }
     let image_tags = local.register.as_ref().is_some_and(|r| !r.tags.is_empty());
@@ -82,7 +87,7 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
         }
         ImageStep::Reuse(id) => {
             let image = Resource::Image(Some(id.clone()));
-            if image_tags {
+            if image_tags && touch.image_tags {
                 calls.push(call(Op::Ec2CreateTags, vec![image.clone()]));
             }
             Some(image)
@@ -93,18 +98,23 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
         local
             .register
             .as_ref()
-            .is_some_and(|r| r.deprecate_at.is_some()),
+            .is_some_and(|r| r.deprecate_at.is_some())
+            && touch.deprecation,
     ) {
         calls.push(call(Op::Ec2EnableImageDeprecation, vec![image.clone()]));
     }
-    if let (Some(image), false) = (image, local.sharing.launch_permissions().is_empty()) {
+    if let (Some(image), false, true) = (
+        image,
+        local.sharing.launch_permissions().is_empty(),
+        touch.launch,
+    ) {
         calls.push(
             local
                 .sharing
                 .on(call(Op::Ec2ModifyImageAttribute, vec![image])),
         );
     }
-    if !local.sharing.volume_permissions().is_empty() {
+    if !local.sharing.volume_permissions().is_empty() && touch.volume {
         calls.push(
             local
                 .sharing

@@ -183,6 +183,7 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
                 .as_ref()
                 .map(|d| deprecation_time(d, opts.public))
                 .transpose()?,
+            deprecation_kept: matches!(opts.deprecate, Some(Deprecate::In(_))),
             imdsv2_only: opts.imdsv2_only,
             tpm: opts.tpm_support,
             volume_type: opts.volume_type,

@@ -236,6 +236,43 @@ pub(crate) struct Plan {
     pub region: String,
     pub snapshot: SnapshotStep,
     pub image: ImageStep,
+    /// What of the tags, sharing, deprecation and object is not yet as asked.
+    pub touch: Touch,
+}
+
+/// The changes in place a run makes; what an earlier run left as asked is not made again
+/// (so a rerun of a finished release changes nothing, and its dry run says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Touch {
+    pub snapshot_tags: bool,
+    pub image_tags: bool,
+    pub deprecation: bool,
+    pub launch: bool,
+    pub volume: bool,
+    pub delete_object: bool,
+}
+
+impl Touch {
+    /// Everything: what this run makes is new.
+    pub(crate) const ALL: Touch = Touch {
+        snapshot_tags: true,
+        image_tags: true,
+        deprecation: true,
+        launch: true,
+        volume: true,
+        delete_object: true,
+    };
+
+    pub(crate) fn any(self) -> bool {
+        self != Touch {
+            snapshot_tags: false,
+            image_tags: false,
+            deprecation: false,
+            launch: false,
+            volume: false,
+            delete_object: false,
+        }
+    }
 }
 
 /// ore's root volume size when no size flag is given.
@@ -266,6 +303,9 @@ fn file_name(path: &std::path::Path) -> Result<String> {
 pub(crate) const MAY_CALL_EBS_DIRECT: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshots,
+    // A rerun reads the sharing an earlier run left (optional: without it, set again).
+    Op::Ec2DescribeImageAttribute,
+    Op::Ec2DescribeSnapshotAttribute,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2GetEbsEncryptionByDefault,
@@ -287,6 +327,9 @@ pub(crate) const MAY_CALL_EBS_DIRECT: &[Op] = &[
 pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
     Op::Ec2DescribeSnapshots,
+    // A rerun reads the sharing an earlier run left (optional: without it, set again).
+    Op::Ec2DescribeImageAttribute,
+    Op::Ec2DescribeSnapshotAttribute,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2GetEbsEncryptionByDefault,
@@ -359,12 +402,16 @@ fn summary(stage: Stage, plan: &Plan, published: &Published) -> String {
         )),
         _ => {}
     }
+    let touch = plan.touch;
     let tags: Vec<String> = local.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if !tags.is_empty() {
+    if !tags.is_empty() && (touch.image_tags || touch.snapshot_tags) {
         done.push(format!("tagged {}", tags.join(" ")));
     }
-    if let Some(whom) = local.sharing.describe() {
+    if let (Some(whom), true) = (local.sharing.describe(), touch.launch || touch.volume) {
         done.push(format!("shared with {whom}"));
+    }
+    if matches!(plan.image, ImageStep::Reuse(_)) && !touch.any() {
+        done.push("tags and sharing already as asked: nothing changed".into());
     }
     format!("{command}: {} in {}", done.join("; "), plan.region)
 }
@@ -622,6 +669,7 @@ mod tests {
             region: "eu-west-1".into(),
             snapshot: SnapshotStep::Import(from),
             image: ImageStep::Register,
+            touch: Touch::ALL,
         };
         let ops: Vec<Op> = check(&plan).iter().map(|c| c.op).collect();
         assert_eq!(
@@ -662,5 +710,18 @@ mod tests {
                 Op::Ec2ModifySnapshotAttribute
             ]
         );
+        // The same rerun where an earlier run left everything as asked: nothing to call.
+        let finished = Plan {
+            touch: Touch {
+                snapshot_tags: false,
+                image_tags: false,
+                deprecation: false,
+                launch: false,
+                volume: false,
+                delete_object: false,
+            },
+            ..done
+        };
+        assert_eq!(check(&finished), vec![]);
     }
 }

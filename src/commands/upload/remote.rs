@@ -80,6 +80,7 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         // request says, and could not be made public: say so before making it.
         ami::check_new_snapshots_unencrypted(&c.ec2, &c.region).await?;
     }
+    let found = existing_image.clone();
     let image = match (&local.register, existing_image) {
         (None, _) => ImageStep::None,
         (Some(_), None) => ImageStep::Register,
@@ -115,12 +116,70 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
             )))
         }
     };
+    let touch = in_place(c, &local, &snapshot, &image, found.as_ref()).await?;
     Ok(Plan {
         local,
         region: c.region.clone(),
         snapshot,
         image,
+        touch,
     })
+}
+
+/// What of the tags, sharing, deprecation and the object an earlier run left otherwise
+/// than asked: only that is changed (everything, for what this run makes anew). A setting
+/// that cannot be read for want of permission is set again, and said at the end.
+async fn in_place(
+    c: &Clients,
+    local: &LocalPlan,
+    snapshot: &SnapshotStep,
+    image: &ImageStep,
+    found: Option<&ami::FoundImage>,
+) -> Result<Touch> {
+    let SnapshotStep::Use(snap) = snapshot else {
+        return Ok(Touch::ALL);
+    };
+    let denied_means_unknown = crate::aws::unchecked::or_make_again;
+    let mut touch = Touch::ALL;
+    touch.snapshot_tags = tags::lacks(&local.tags, &tags::of_snapshot(&c.ec2, snap).await?);
+    touch.volume = match local.sharing.volume_permissions().is_empty() {
+        true => false,
+        false => denied_means_unknown(
+            ami::read_volume(&c.ec2, snap)
+                .await
+                .map(|now| local.sharing.volume_missing(&now)),
+            &format!("whether {snap} is already shared as asked (ec2:DescribeSnapshotAttribute)"),
+        )?,
+    };
+    touch.delete_object = match (&local.source, local.delete_object) {
+        (Source::File { object, .. }, true) => denied_means_unknown(
+            s3::object_etag(&c.s3, object, c.owner())
+                .await
+                .map(|etag| etag.is_some()),
+            &format!("whether {object} is still there to delete (s3:GetObject)"),
+        )?,
+        _ => false,
+    };
+    if let (ImageStep::Reuse(id), Some(found), Some(reg)) = (image, found, &local.register) {
+        touch.image_tags = tags::lacks(&reg.tags, &found.tags);
+        // Set to the second; AWS keeps it to the minute.
+        touch.deprecation = match (reg.deprecate_at, found.deprecation) {
+            (None, _) => false,
+            (Some(_), Some(_)) if reg.deprecation_kept => false,
+            (Some(at), Some(now)) => (at.secs() - now.secs()).abs() >= 60,
+            (Some(_), None) => true,
+        };
+        touch.launch = match local.sharing.launch_permissions().is_empty() {
+            true => false,
+            false => denied_means_unknown(
+                ami::read_launch(&c.ec2, id)
+                    .await
+                    .map(|now| local.sharing.launch_missing(&now)),
+                &format!("whether {id} is already shared as asked (ec2:DescribeImageAttribute)"),
+            )?,
+        };
+    }
+    Ok(touch)
 }
 
 /// A snapshot found by name is reused, as ore does; but not one made from another image

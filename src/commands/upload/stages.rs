@@ -18,12 +18,14 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         SnapshotStep::Use(_) => Age::Known,
         SnapshotStep::Import(_) | SnapshotStep::Write(..) => Age::New,
     };
-    if retag_snapshot(plan) {
+    if retag_snapshot(plan) && plan.touch.snapshot_tags {
         tag(&c.ec2, &snapshot, &local.tags, Age::Known).await?;
     }
     // The image is in a snapshot now: the object has served its purpose.
     // (A rerun also makes sure of it: an earlier run may have stopped before deleting.)
-    if let (true, Source::File { object, .. }) = (local.delete_object, &local.source) {
+    if let (true, true, Source::File { object, .. }) =
+        (local.delete_object, plan.touch.delete_object, &local.source)
+    {
         delete_object(c, object, matches!(plan.snapshot, SnapshotStep::Import(_))).await?;
     }
     // An AMI registered just now may not be visible yet; a reused one is.
@@ -34,8 +36,10 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     let ami_id = match (&plan.image, &local.register) {
         (ImageStep::Reuse(id), reg) => {
             tracing::info!("AMI {id} already exists for {snapshot}; reusing it");
-            let tags = reg.as_ref().map_or(&[][..], |r| &r.tags);
-            tag(&c.ec2, id, tags, Age::Known).await?;
+            if plan.touch.image_tags {
+                let tags = reg.as_ref().map_or(&[][..], |r| &r.tags);
+                tag(&c.ec2, id, tags, Age::Known).await?;
+            }
             Some(id.clone())
         }
         (ImageStep::Replace(found), Some(reg)) => {
@@ -53,16 +57,17 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         }
         _ => None,
     };
-    if let (Some(id), Some(at)) = (
+    if let (Some(id), Some(at), true) = (
         &ami_id,
         local.register.as_ref().and_then(|r| r.deprecate_at),
+        plan.touch.deprecation,
     ) {
         ami::enable_deprecation(&c.ec2, id, at, image_age).await?;
     }
     ami::share(
         &c.ec2,
-        ami_id.as_deref(),
-        Some(&snapshot),
+        ami_id.as_deref().filter(|_| plan.touch.launch),
+        Some(snapshot.as_str()).filter(|_| plan.touch.volume),
         &local.sharing,
         ami::Change::Grant,
         image_age,

@@ -1,0 +1,496 @@
+//! The release manifest: one TOML file that declares a release (docs/release.md documents
+//! every key). Read and checked without AWS; relative image paths are relative to the
+//! manifest's own directory, so a manifest and its images move together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::aws::ami::{Arch, BootMode, Sharing, TpmSupport, VolumeType};
+use crate::aws::config::validate_region;
+use crate::aws::ssm::Template;
+use crate::commands::upload::{Deprecate, UploadOptions, Via};
+use crate::error::{Error, Result};
+use crate::names::Named;
+use crate::units::parse_duration;
+
+/// A release as its manifest declares it, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Manifest {
+    pub path: PathBuf,
+    pub release: String,
+    /// Where each image is uploaded and registered; the copies start from there.
+    pub source_region: String,
+    pub targets: Targets,
+    /// Regions whose failure does not fail the release (exit 77 instead of 1).
+    pub best_effort: Vec<String>,
+    pub via: Via,
+    /// `s3://bucket/prefix`, for `via = "s3"`.
+    pub bucket: Option<String>,
+    pub images: Vec<Image>,
+    pub sharing: Sharing,
+    pub tags: Vec<(String, String)>,
+    pub deprecate: Option<Deprecate>,
+    pub parameters: Vec<Template>,
+    /// Move a parameter that holds another AMI (a channel such as `latest`) to this one.
+    pub overwrite_parameters: bool,
+    pub copy_concurrency: usize,
+    pub import_timeout: Duration,
+    pub copy_timeout: Duration,
+}
+
+/// Where the release is published besides its source region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Targets {
+    /// Every region enabled for the account (opt-in regions once enabled).
+    All,
+    Named(Vec<String>),
+}
+
+/// One image of the release.
+#[derive(Debug, Clone)]
+pub(crate) struct Image {
+    pub file: PathBuf,
+    pub arch: Arch,
+    pub boot_mode: Option<BootMode>,
+    pub imdsv2_only: bool,
+    pub volume_type: VolumeType,
+    pub tpm: Option<TpmSupport>,
+    pub disk_size_gib: Option<u32>,
+    /// The AMI's name: the manifest's `name` with `{release}` and `{arch}` filled in.
+    pub name: String,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    release: String,
+    source_region: String,
+    #[serde(default)]
+    regions: RawRegions,
+    #[serde(default)]
+    best_effort: Vec<String>,
+    #[serde(default)]
+    transport: Option<String>,
+    bucket: Option<String>,
+    name: String,
+    description: Option<String>,
+    deprecate_in: Option<String>,
+    deprecate_at: Option<String>,
+    #[serde(default)]
+    sharing: RawSharing,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    ssm: RawSsm,
+    copy_concurrency: Option<usize>,
+    import_timeout: Option<String>,
+    copy_timeout: Option<String>,
+    #[serde(rename = "image")]
+    images: Vec<RawImage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRegions {
+    /// `"all"`.
+    Word(String),
+    List(Vec<String>),
+}
+
+impl Default for RawRegions {
+    fn default() -> Self {
+        RawRegions::List(vec![])
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSharing {
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    accounts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsm {
+    #[serde(default)]
+    parameters: Vec<String>,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    file: PathBuf,
+    arch: String,
+    boot_mode: Option<String>,
+    #[serde(default)]
+    imdsv2_only: bool,
+    volume_type: Option<String>,
+    tpm: Option<String>,
+    disk_size_gib: Option<u32>,
+}
+
+/// Reads and checks the manifest at `path` (no AWS).
+pub(crate) fn read(path: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot read the release manifest {}: {e}; docs/release.md shows one",
+            path.display()
+        ))
+    })?;
+    parse(path, &text)
+}
+
+/// Checks `text`, the manifest at `path`.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
+    let here = path.display();
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        // toml's message names the line, the column and the key.
+        Error::Invalid(format!(
+            "release manifest {here}: {}",
+            e.to_string().trim_end()
+        ))
+    })?;
+    let bad = |why: String| Error::Invalid(format!("release manifest {here}: {why}"));
+    if raw.release.trim().is_empty() {
+        return Err(bad(
+            "`release` is empty; name the release, e.g. \"1.2.3\"".into()
+        ));
+    }
+    validate_region(&raw.source_region)?;
+    let targets = match raw.regions {
+        RawRegions::Word(w) if w == "all" => Targets::All,
+        RawRegions::Word(w) => {
+            return Err(bad(format!(
+                "`regions = {w:?}`: give a list of regions, or \"all\""
+            )))
+        }
+        RawRegions::List(list) => {
+            list.iter().try_for_each(|r| validate_region(r))?;
+            Targets::Named(list)
+        }
+    };
+    raw.best_effort
+        .iter()
+        .try_for_each(|r| validate_region(r))?;
+    if let Targets::Named(list) = &targets {
+        if let Some(r) = raw.best_effort.iter().find(|r| !list.contains(r)) {
+            return Err(bad(format!(
+                "best-effort region {r} is not in `regions`; add it there too"
+            )));
+        }
+    }
+    if raw.best_effort.contains(&raw.source_region) {
+        return Err(bad(format!(
+            "the source region {} cannot be best-effort: every copy starts there",
+            raw.source_region
+        )));
+    }
+    let via = match raw.transport.as_deref() {
+        None | Some("s3") => Via::S3,
+        Some("ebs-direct") => Via::EbsDirect,
+        Some(other) => {
+            return Err(bad(format!(
+                "`transport = {other:?}`: use \"s3\" or \"ebs-direct\""
+            )))
+        }
+    };
+    if via == Via::S3 && raw.bucket.is_none() {
+        return Err(bad(
+            "`transport = \"s3\"` needs `bucket = \"s3://BUCKET/PREFIX\"` (or use \"ebs-direct\")"
+                .into(),
+        ));
+    }
+    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| bad(format!("`{key}`: {e}"))),
+    };
+    let deprecate = match (&raw.deprecate_in, raw.deprecate_at) {
+        (Some(_), Some(_)) => {
+            return Err(bad("give `deprecate_in` or `deprecate_at`, not both".into()))
+        }
+        (Some(_), None) => Some(Deprecate::In(duration(
+            "deprecate_in",
+            &raw.deprecate_in,
+            Duration::ZERO,
+        )?)),
+        (None, Some(at)) => Some(Deprecate::At(at)),
+        (None, None) => None,
+    };
+    if raw.images.is_empty() {
+        return Err(bad("no [[image]]: declare at least one".into()));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let images = raw
+        .images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let at = |key: &str| format!("[[image]] {} `{key}`", i + 1);
+            let named = |key: &str, value: &str| {
+                bad(format!(
+                    "{} = {value:?} is not one of {}",
+                    at(key),
+                    names_of_key(key)
+                ))
+            };
+            let arch = Arch::from_name(&image.arch).ok_or_else(|| named("arch", &image.arch))?;
+            let boot_mode = image
+                .boot_mode
+                .as_deref()
+                .map(|b| BootMode::from_name(b).ok_or_else(|| named("boot_mode", b)))
+                .transpose()?;
+            let volume_type = match image.volume_type.as_deref() {
+                None => VolumeType::Gp3,
+                Some(v) => VolumeType::from_name(v).ok_or_else(|| named("volume_type", v))?,
+            };
+            let tpm = image
+                .tpm
+                .as_deref()
+                .map(|t| TpmSupport::from_name(t).ok_or_else(|| named("tpm", t)))
+                .transpose()?;
+            let fill = |template: &str| {
+                template
+                    .replace("{release}", &raw.release)
+                    .replace("{arch}", arch.name())
+            };
+            Ok(Image {
+                file: base.join(&image.file),
+                arch,
+                boot_mode,
+                imdsv2_only: image.imdsv2_only,
+                volume_type,
+                tpm,
+                disk_size_gib: image.disk_size_gib,
+                name: fill(&raw.name),
+                description: raw.description.as_deref().map(fill),
+            })
+        })
+        .collect::<Result<Vec<Image>>>()?;
+    for (i, a) in images.iter().enumerate() {
+        if images[i + 1..].iter().any(|b| b.name == a.name) {
+            return Err(bad(format!(
+                "two images would both be named {:?}; put {{arch}} in `name`",
+                a.name
+            )));
+        }
+    }
+    let parameters = raw
+        .ssm
+        .parameters
+        .iter()
+        .map(|t| Template::parse(t))
+        .collect::<Result<Vec<_>>>()?;
+    let sharing = Sharing {
+        public: raw.sharing.public,
+        launch_users: raw.sharing.accounts.clone(),
+        snapshot_users: raw.sharing.accounts,
+        ..Sharing::default()
+    };
+    for account in &sharing.launch_users {
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!(
+                "`sharing.accounts`: {account:?} is not a 12-digit account id"
+            )));
+        }
+    }
+    Ok(Manifest {
+        path: path.to_path_buf(),
+        release: raw.release,
+        source_region: raw.source_region,
+        targets,
+        best_effort: raw.best_effort,
+        via,
+        bucket: raw.bucket,
+        images,
+        sharing,
+        tags: raw.tags.into_iter().collect(),
+        deprecate,
+        parameters,
+        overwrite_parameters: raw.ssm.overwrite,
+        copy_concurrency: raw
+            .copy_concurrency
+            .unwrap_or(crate::aws::copy::DEFAULT_CONCURRENCY)
+            .max(1),
+        import_timeout: duration("import_timeout", &raw.import_timeout, HOURS_2)?,
+        copy_timeout: duration("copy_timeout", &raw.copy_timeout, HOURS_2)?,
+    })
+}
+
+const HOURS_2: Duration = Duration::from_secs(2 * 3600);
+
+/// The accepted values of an image key, for its error.
+fn names_of_key(key: &str) -> String {
+    fn all<T: Named>() -> String {
+        T::NAMES
+            .iter()
+            .map(|(_, name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    match key {
+        "arch" => all::<Arch>(),
+        "boot_mode" => all::<BootMode>(),
+        "volume_type" => all::<VolumeType>(),
+        _ => all::<TpmSupport>(),
+    }
+}
+
+impl Manifest {
+    /// What `upload` is asked for one image: the same pipeline as the command's.
+    pub(crate) fn upload_options(&self, image: &Image) -> UploadOptions {
+        let tags = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        UploadOptions {
+            file: Some(image.file.clone()),
+            bucket: self.bucket.clone(),
+            name: Some(image.name.clone()),
+            ami_name: None,
+            ami_description: image.description.clone(),
+            arch: image.arch,
+            x86_boot_mode: BootMode::UefiPreferred,
+            tpm_support: image.tpm,
+            imdsv2_only: image.imdsv2_only,
+            volume_type: image.volume_type,
+            disk_size_gib: image.disk_size_gib,
+            disk_size_inspect: image.disk_size_gib.is_none(),
+            delete_object: true,
+            force: false,
+            source_object: None,
+            source_snapshot: None,
+            object_format: None,
+            public: self.sharing.public,
+            grant_user: self.sharing.launch_users.clone(),
+            grant_user_snapshot: self.sharing.snapshot_users.clone(),
+            tags,
+            billing_product_codes: vec![],
+            role_name: "vmimport".into(),
+            part_size: None,
+            upload_concurrency: crate::aws::multipart::DEFAULT_CONCURRENCY,
+            import_timeout: self.import_timeout,
+            boot_mode: image.boot_mode,
+            uefi_data: None,
+            sriov: crate::aws::ami::SriovNetSupport::Simple,
+            deprecate: self.deprecate.clone(),
+            encrypted: false,
+            kms_key: None,
+            via: self.via,
+            blocks_in_flight: usize::from(crate::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT),
+            send_zero_blocks: false,
+        }
+    }
+
+    pub(crate) fn best_effort(&self, region: &str) -> bool {
+        self.best_effort.iter().any(|r| r == region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+release = "1.2.3"
+source_region = "us-east-1"
+regions = ["us-west-2", "eu-west-1"]
+best_effort = ["eu-west-1"]
+bucket = "s3://images/ci"
+name = "os-{release}-{arch}"
+deprecate_in = "730d"
+
+[sharing]
+public = true
+
+[tags]
+stream = "stable"
+
+[ssm]
+parameters = ["/os/stable/{arch}/latest"]
+
+[[image]]
+file = "x86_64.raw"
+arch = "x86_64"
+
+[[image]]
+file = "/abs/arm64.raw"
+arch = "arm64"
+boot_mode = "uefi"
+"#;
+
+    fn parsed(text: &str) -> Result<Manifest> {
+        parse(Path::new("/releases/os/release.toml"), text)
+    }
+
+    #[test]
+    fn a_manifest_names_its_images_and_resolves_their_files() {
+        let m = parsed(MINIMAL).unwrap();
+        assert_eq!(m.images[0].name, "os-1.2.3-x86_64");
+        assert_eq!(m.images[1].name, "os-1.2.3-arm64");
+        assert_eq!(m.images[0].file, Path::new("/releases/os/x86_64.raw"));
+        assert_eq!(m.images[1].file, Path::new("/abs/arm64.raw"));
+        assert_eq!(m.images[1].boot_mode, Some(BootMode::Uefi));
+        assert_eq!(
+            m.deprecate,
+            Some(Deprecate::In(Duration::from_secs(730 * 86400)))
+        );
+        assert!(m.best_effort("eu-west-1") && !m.best_effort("us-west-2"));
+        assert_eq!(m.tags, vec![("stream".into(), "stable".into())]);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_the_fix() {
+        let cases = [
+            (
+                MINIMAL.replace("arch = \"arm64\"", "arch = \"sparc\""),
+                "not one of",
+            ),
+            (MINIMAL.replace("\"730d\"", "\"90\""), "without a unit"),
+            (
+                MINIMAL.replace("name = \"os-{release}-{arch}\"", "name = \"os\""),
+                "put {arch}",
+            ),
+            (
+                MINIMAL.replace(
+                    "best_effort = [\"eu-west-1\"]",
+                    "best_effort = [\"ap-south-1\"]",
+                ),
+                "not in `regions`",
+            ),
+            (
+                MINIMAL.replace("bucket = \"s3://images/ci\"", ""),
+                "needs `bucket",
+            ),
+            (MINIMAL.replace("[tags]", "[tagz]"), "unknown field"),
+            (
+                MINIMAL.replace("regions = [", "regions = \"every\"\nx = ["),
+                "unknown field",
+            ),
+            (MINIMAL.replace("us-west-2", "us_west_2"), "us_west_2"),
+        ];
+        for (text, want) in cases {
+            let err = parsed(&text).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want:?} not in: {err}");
+        }
+    }
+
+    #[test]
+    fn all_regions_is_a_word() {
+        let m = parsed(&MINIMAL.replace(
+            "regions = [\"us-west-2\", \"eu-west-1\"]\nbest_effort = [\"eu-west-1\"]",
+            "regions = \"all\"",
+        ))
+        .unwrap();
+        assert_eq!(m.targets, Targets::All);
+        let err =
+            parsed(&MINIMAL.replace("[\"us-west-2\", \"eu-west-1\"]", "\"most\"")).unwrap_err();
+        assert!(err.to_string().contains("or \"all\""), "{err}");
+    }
+}

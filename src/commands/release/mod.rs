@@ -1,0 +1,123 @@
+//! `imgpub release plan | apply | verify MANIFEST`: a release declared once (images ×
+//! regions, sharing, tags, deprecation, SSM parameters) in a manifest ([`manifest`]),
+//! planned read-only before anything is made, applied with the commands' own stages
+//! (upload in the source region, then a copy and the parameters per region as soon as
+//! each is ready), and verified by reading every claim back. Both apply and verify write a
+//! [`record`]. AWS is the journal: every step finds what an earlier run made by name, so a
+//! rerun after a kill or a failed region continues where it stopped.
+
+use std::path::PathBuf;
+
+use crate::aws::calls::Call;
+use crate::commands::driver::{Account, Command, Emit};
+use crate::commands::upload::{self, LocalPlan, Stage};
+use crate::error::Result;
+
+pub(crate) mod manifest;
+mod publish;
+pub(crate) mod record;
+mod verify;
+
+use manifest::Manifest;
+
+/// Which step of a release to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// Read-only: what exists, what will be made, and whether it can be.
+    Plan,
+    /// Publish what is missing.
+    Apply,
+    /// Read every claim back; exit 1 on drift.
+    Verify,
+}
+
+/// `imgpub release STEP MANIFEST`.
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub step: ReleaseStep,
+    pub manifest: PathBuf,
+    /// Where the record goes (default: `<release>.record.json` beside the manifest).
+    pub record: Option<PathBuf>,
+}
+
+impl ReleaseOptions {
+    fn record_path(&self, manifest: &Manifest) -> PathBuf {
+        self.record.clone().unwrap_or_else(|| {
+            let dir = manifest.path.parent().unwrap_or(std::path::Path::new("."));
+            dir.join(format!("{}.record.json", manifest.release))
+        })
+    }
+}
+
+/// What the step found before it acts.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    Publish(publish::Plan),
+    Verify(verify::Plan),
+}
+
+impl Command for ReleaseOptions {
+    type Connection = Account;
+    type Local = (Manifest, Vec<LocalPlan>);
+    type Plan = Plan;
+
+    /// The manifest, and for plan and apply each image as `upload` reads it.
+    fn validate(&self) -> Result<Self::Local> {
+        let manifest = manifest::read(&self.manifest)?;
+        let locals = match self.step {
+            ReleaseStep::Verify => vec![],
+            ReleaseStep::Plan | ReleaseStep::Apply => manifest
+                .images
+                .iter()
+                .map(|image| upload::plan_local(Stage::Upload, manifest.upload_options(image)))
+                .collect::<Result<_>>()?,
+        };
+        Ok((manifest, locals))
+    }
+
+    fn region(&self, (manifest, _): &Self::Local) -> Option<String> {
+        Some(manifest.source_region.clone())
+    }
+
+    async fn plan(&self, a: &Account, (manifest, locals): Self::Local) -> Result<Plan> {
+        Ok(match self.step {
+            ReleaseStep::Verify => Plan::Verify(verify::plan(a, manifest).await?),
+            ReleaseStep::Plan | ReleaseStep::Apply => {
+                let plan = publish::plan(a, manifest, locals).await?;
+                // Apply stops here when the release cannot complete; plan prints it first.
+                if self.step == ReleaseStep::Apply {
+                    plan.can_complete()?;
+                }
+                Plan::Publish(plan)
+            }
+        })
+    }
+
+    fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
+        match plan {
+            Plan::Publish(plan) => publish::check(plan),
+            Plan::Verify(_) => vec![],
+        }
+    }
+
+    fn policy(&self, _: &Account, plan: &Plan, calls: &[Call]) -> Option<String> {
+        match plan {
+            Plan::Publish(plan) => Some(publish::policy_line(plan, calls)),
+            Plan::Verify(_) => None,
+        }
+    }
+
+    async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
+        match (self.step, plan) {
+            (ReleaseStep::Plan, Plan::Publish(plan)) => publish::show(plan, emit),
+            (_, Plan::Publish(plan)) => {
+                let path = self.record_path(&plan.manifest);
+                publish::apply(a, plan, &path, emit).await
+            }
+            (_, Plan::Verify(plan)) => {
+                let path = self.record_path(&plan.manifest);
+                verify::report(a, plan, &path, emit)
+            }
+        }
+    }
+}

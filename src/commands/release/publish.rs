@@ -1,0 +1,515 @@
+//! `release plan` and `release apply`: each image's upload plan in the source region, and
+//! what every target region has of it; then the uploads, and per region a copy and its SSM
+//! parameters as soon as that region's copy is ready, all regions side by side.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::aws::ami;
+use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::copy::{self, Copied, InRegion, Source};
+use crate::aws::images::RegionalImage;
+use crate::aws::regions::{fan_out, target_regions};
+use crate::aws::ssm::{self, ImageFacts};
+use crate::commands::driver::{Account, Emit, Output};
+use crate::commands::release::manifest::{Manifest, Targets};
+use crate::commands::release::record::{Parameter, Placed, Record};
+use crate::commands::upload::{self, ImageStep, LocalPlan};
+use crate::error::{Error, Result};
+
+/// What the release has and lacks, and whether it can complete.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub manifest: Manifest,
+    /// The regions the release is published to besides the source, sorted.
+    pub targets: Vec<String>,
+    pub images: Vec<ImagePlan>,
+    /// Each image's source as asked (what the copies must look like).
+    pub sources: Vec<Source>,
+    /// Why the release cannot complete as declared, each with its fix.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ImagePlan {
+    /// `upload`'s own plan in the source region.
+    pub upload: upload::Plan,
+    /// Each target region, in `Plan::targets`' order.
+    pub found: Vec<Found>,
+}
+
+/// What a target region has of an image.
+#[derive(Debug, Clone)]
+pub(crate) enum Found {
+    /// Looked at: nothing, an earlier copy (and what it lacks), or a failed one.
+    In(InRegion),
+    /// The region could not be looked at (a best-effort region; for another one this is a
+    /// problem of the plan).
+    Unknown(String),
+}
+
+/// Whether an image in a region exists or will be made, as `plan` prints it.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    image: &'a str,
+    region: &'a str,
+    /// `exists`, `fix` (it exists, but lacks tags, sharing or deprecation), `upload`,
+    /// `copy`, `recopy` or `unknown`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ami: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    best_effort: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<&'a str>,
+}
+
+/// Reads what exists: `upload`'s plan for each image, then every target region.
+pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>) -> Result<Plan> {
+    let source = Account {
+        ctx: a.ctx.in_region(&manifest.source_region),
+        identity: a.identity.clone(),
+    };
+    let ec2 = source.ctx.ec2();
+    let (named, all) = match &manifest.targets {
+        Targets::All => (vec![], true),
+        Targets::Named(list) => (list.clone(), false),
+    };
+    // A named region that is not enabled is bad input (exit 2), before anything is made.
+    let mut targets = target_regions(&ec2, &named, all).await?;
+    targets.retain(|r| *r != manifest.source_region);
+    let mut uploads = vec![];
+    for local in locals {
+        uploads.push(upload::plan(&source.clients(), local).await?);
+    }
+    let sources: Vec<Source> = uploads
+        .iter()
+        .enumerate()
+        .map(|(i, upload)| asked_source(&manifest, i, upload))
+        .collect();
+    let public = manifest.sharing.public;
+    let mut found_in: Vec<(String, Vec<Found>)> = vec![];
+    let failed = fan_out(
+        targets.clone(),
+        crate::commands::REGION_CONCURRENCY,
+        |region| {
+            let sources = &sources;
+            let ctx = &a.ctx;
+            async move {
+                let ec2 = ctx.in_region(&region).ec2();
+                if public {
+                    ami::check_public_sharing(&ec2, &region, true).await?;
+                }
+                let mut found = vec![];
+                for source in sources {
+                    found.push(Found::In(copy::find_in_region(&ec2, source).await?));
+                }
+                let absent = |f: &Found| !matches!(f, Found::In(InRegion::Present(_)));
+                if public && found.iter().any(absent) {
+                    // A copy made there would be encrypted, and so could not be public.
+                    ami::check_new_snapshots_unencrypted(&ec2, &region).await?;
+                }
+                Ok(found)
+            }
+        },
+        |region, found| found_in.push((region.clone(), found)),
+    )
+    .await;
+    let mut problems = vec![];
+    for (region, err) in &failed {
+        let why = err.to_string();
+        if !manifest.best_effort(region) {
+            problems.push(format!("{region}: {why}"));
+        }
+        found_in.push((region.clone(), vec![Found::Unknown(why); sources.len()]));
+    }
+    let images = uploads
+        .into_iter()
+        .enumerate()
+        .map(|(i, upload)| ImagePlan {
+            upload,
+            found: targets
+                .iter()
+                .map(|t| {
+                    found_in
+                        .iter()
+                        .find(|(r, _)| r == t)
+                        .map_or(Found::In(InRegion::Absent), |(_, f)| f[i].clone())
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Plan {
+        manifest,
+        targets,
+        images,
+        sources,
+        problems,
+    })
+}
+
+/// Image `i`'s source AMI as the manifest asks for it, to compare the copies with: the AMI
+/// an earlier run made (`*` while there is none), its tags, sharing and deprecation.
+fn asked_source(m: &Manifest, i: usize, upload: &upload::Plan) -> Source {
+    let image = &m.images[i];
+    let id = match &upload.image {
+        ImageStep::Reuse(id) => id.clone(),
+        _ => "*".to_string(),
+    };
+    let tags = crate::aws::tags::with_managed(&m.tags);
+    Source {
+        image_id: id,
+        region: m.source_region.clone(),
+        name: image.name.clone(),
+        description: image.description.clone(),
+        snapshot: None,
+        tags: tags.clone(),
+        snapshot_tags: tags,
+        sharing: m.sharing.clone(),
+        deprecate_at: upload.local.register.as_ref().and_then(|r| r.deprecate_at),
+    }
+}
+
+impl Plan {
+    /// Fails, naming every problem, when the release cannot complete.
+    pub(crate) fn can_complete(&self) -> Result<()> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Incomplete {
+            detail: format!(
+                "release {} cannot complete as declared; nothing was made: {}",
+                self.manifest.release,
+                self.problems.join("; ")
+            ),
+            best_effort_only: false,
+        })
+    }
+
+    /// The source AMI of image `i` when it exists already.
+    fn source_ami(&self, i: usize) -> Option<&str> {
+        match &self.images[i].upload.image {
+            ImageStep::Reuse(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// The calls apply will make: each upload's, then each copy's (what a region lacks) and
+/// each parameter's.
+pub(crate) fn check(plan: &Plan) -> Vec<Call> {
+    let m = &plan.manifest;
+    let mut calls = vec![];
+    for (i, image) in plan.images.iter().enumerate() {
+        calls.extend(upload::check(&image.upload));
+        for (region, found) in plan.targets.iter().zip(&image.found) {
+            if let Found::In(found) = found {
+                calls.extend(copy::calls(&plan.sources[i], region, found));
+            }
+        }
+        for region in std::iter::once(&m.source_region).chain(&plan.targets) {
+            for parameter in parameters(m, i, region) {
+                let resource = vec![Resource::Parameter(parameter)];
+                calls.push(Call::new(Op::SsmPutParameter, region, resource));
+            }
+        }
+    }
+    calls
+}
+
+/// The parameter names of image `i` in `region` (the templates need only the name, the
+/// architecture and the manifest's tags, all known before the AMI exists).
+fn parameters(m: &Manifest, i: usize, region: &str) -> Vec<String> {
+    let image = &m.images[i];
+    let facts = ImageFacts {
+        region: region.to_string(),
+        image_id: String::new(),
+        name: image.name.clone(),
+        arch: image.arch.ec2().as_str().to_string(),
+        tags: m.tags.clone(),
+    };
+    m.parameters
+        .iter()
+        .filter_map(|t| t.render(&facts).ok())
+        .collect()
+}
+
+/// The `imgpub aws policy` line that grants the whole release.
+pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
+    let m = &plan.manifest;
+    let mut line = String::from("imgpub aws policy --for upload,copy");
+    if !m.parameters.is_empty() {
+        line.push_str(",ssm --ssm-prefix /PATH/");
+    }
+    if let Some(bucket) = &m.bucket {
+        line.push_str(&format!(" --bucket {}", bucket.trim_start_matches("s3://")));
+    }
+    line.push_str(&format!(" --regions {}", m.source_region));
+    for region in &plan.targets {
+        line.push_str(&format!(",{region}"));
+    }
+    crate::aws::preflight::with_sharing(&line, calls)
+}
+
+/// `release plan`: a line per image and region, then the problems, if any.
+pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
+    let m = &plan.manifest;
+    let (mut exist, mut make) = (0, 0);
+    for (i, image) in plan.images.iter().enumerate() {
+        let name = m.images[i].name.as_str();
+        let source = plan.source_ami(i);
+        let status = match (source, image.upload.touch.any()) {
+            (None, _) => "upload",
+            (Some(_), true) => "fix",
+            (Some(_), false) => "exists",
+        };
+        emit(Output::json(&Line {
+            image: name,
+            region: &m.source_region,
+            status,
+            ami: source,
+            best_effort: false,
+            why: None,
+        }));
+        exist += usize::from(status == "exists");
+        make += usize::from(status != "exists");
+        for (region, found) in plan.targets.iter().zip(&image.found) {
+            let (status, ami, why) = match found {
+                Found::In(InRegion::Present(e)) if e.lacks.any() => {
+                    ("fix", Some(e.found.image_id.as_str()), None)
+                }
+                Found::In(InRegion::Present(e)) => {
+                    ("exists", Some(e.found.image_id.as_str()), None)
+                }
+                Found::In(InRegion::Absent) => ("copy", None, None),
+                Found::In(InRegion::Failed(old)) => ("recopy", Some(old.image_id.as_str()), None),
+                Found::Unknown(why) => ("unknown", None, Some(why.as_str())),
+            };
+            exist += usize::from(status == "exists");
+            make += usize::from(status != "exists");
+            emit(Output::json(&Line {
+                image: name,
+                region,
+                status,
+                ami,
+                best_effort: m.best_effort(region),
+                why,
+            }));
+        }
+    }
+    let regions = plan.targets.len() + 1;
+    let images = plan.images.len();
+    emit(Output::Summary(match make {
+        0 => format!(
+            "release plan: nothing to do: all {exist} AMIs of release {} ({images} images in {regions} regions) exist",
+            m.release
+        ),
+        _ => format!(
+            "release plan: {make} AMIs to make or put right and {exist} in place for release {} ({images} images in {regions} regions); nothing was changed",
+            m.release
+        ),
+    }));
+    plan.can_complete()
+}
+
+/// One image in one target region, the unit of the fan-out.
+#[derive(Debug, Clone)]
+struct Spot {
+    image: usize,
+    name: String,
+    region: String,
+}
+
+impl std::fmt::Display for Spot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.name, self.region)
+    }
+}
+
+/// What apply prints per image and region.
+#[derive(Debug, Serialize)]
+struct Done<'a> {
+    image: &'a str,
+    region: &'a str,
+    ami: &'a str,
+    snapshot: &'a str,
+    /// `created`, `fixed` (it existed, but lacked tags, sharing or deprecation) or
+    /// `exists`.
+    status: &'static str,
+    parameters: Vec<&'a str>,
+}
+
+/// `release apply`: the uploads, then every copy with its region's parameters; writes the
+/// record, even when regions failed (it names them as missing).
+pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_>) -> Result<()> {
+    let m = &plan.manifest;
+    let source = Account {
+        ctx: a.ctx.in_region(&m.source_region),
+        identity: a.identity.clone(),
+    };
+    let mut placed: Vec<Placed> = vec![];
+    let mut sources = vec![];
+    let mut made = 0;
+    for (i, image) in plan.images.iter().enumerate() {
+        let published = upload::apply(&source.clients(), &image.upload).await?;
+        let ami = published.ami_id.clone().ok_or_else(|| {
+            Error::Setup(format!(
+                "the upload of {} registered no AMI",
+                m.images[i].name
+            ))
+        })?;
+        let copied = Copied {
+            ami: ami.clone(),
+            snapshot: published.snapshot_id.clone(),
+        };
+        let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
+        let status = if plan.source_ami(i).is_some() {
+            "exists"
+        } else {
+            "created"
+        };
+        made += usize::from(status == "created");
+        emit(Output::json(&Done {
+            image: &m.images[i].name,
+            region: &m.source_region,
+            ami: &copied.ami,
+            snapshot: &copied.snapshot,
+            status,
+            parameters: parameters.iter().map(|p| p.parameter.as_str()).collect(),
+        }));
+        placed.push(Placed {
+            image: i,
+            region: m.source_region.clone(),
+            copy: Some(copied),
+            parameters,
+        });
+        sources.push(copy::describe_source(&source.ctx.ec2(), &m.source_region, &ami).await?);
+    }
+    let spots: Vec<Spot> = plan
+        .images
+        .iter()
+        .enumerate()
+        .flat_map(|(i, _)| {
+            plan.targets.iter().map(move |region| Spot {
+                image: i,
+                name: m.images[i].name.clone(),
+                region: region.clone(),
+            })
+        })
+        .collect();
+    let failures = fan_out(
+        spots,
+        m.copy_concurrency,
+        |spot| {
+            let (ctx, sources) = (&a.ctx, &sources);
+            async move {
+                let regional = ctx.in_region(&spot.region);
+                let ec2 = regional.ec2();
+                let source = &sources[spot.image];
+                // Looked at again: the plan may be minutes old, and another run may have
+                // copied meanwhile.
+                let found = copy::find_in_region(&ec2, source).await?;
+                let status = match &found {
+                    InRegion::Present(e) if e.lacks.any() => "fixed",
+                    InRegion::Present(_) => "exists",
+                    _ => "created",
+                };
+                let copied =
+                    copy::copy_to_region(&ec2, source, &spot.region, &found, m.copy_timeout)
+                        .await?;
+                let parameters = write_parameters(&regional, m, &spot.region, &copied.ami).await?;
+                Ok((copied, parameters, status))
+            }
+        },
+        |spot, (copied, parameters, status): (Copied, Vec<Parameter>, &'static str)| {
+            made += usize::from(status != "exists");
+            emit(Output::json(&Done {
+                image: &spot.name,
+                region: &spot.region,
+                ami: &copied.ami,
+                snapshot: &copied.snapshot,
+                status,
+                parameters: parameters.iter().map(|p| p.parameter.as_str()).collect(),
+            }));
+            placed.push(Placed {
+                image: spot.image,
+                region: spot.region.clone(),
+                copy: Some(copied),
+                parameters,
+            });
+        },
+    )
+    .await;
+    let regions: Vec<String> = std::iter::once(m.source_region.clone())
+        .chain(plan.targets.iter().cloned())
+        .collect();
+    let partition = &a.identity.partition;
+    Record::of(m, &a.identity.account, partition, &regions, &placed).write(record)?;
+    let total = regions.len() * m.images.len();
+    let done = total - failures.len();
+    if failures.is_empty() {
+        emit(Output::Summary(match made {
+            0 => format!(
+                "release apply: nothing to do: all {total} AMIs of release {} were in place; record {}",
+                m.release,
+                record.display()
+            ),
+            _ => format!(
+                "release apply: made or put right {made} of {total} AMIs of release {} ({} images in {} regions); record {}",
+                m.release,
+                m.images.len(),
+                regions.len(),
+                record.display()
+            ),
+        }));
+        return Ok(());
+    }
+    let best_effort_only = failures.iter().all(|(s, _)| m.best_effort(&s.region));
+    let each: Vec<String> = failures.iter().map(|(s, e)| format!("{s} ({e})")).collect();
+    emit(Output::Summary(format!(
+        "release apply: {done} of {total} AMIs of release {} in place; record {}",
+        m.release,
+        record.display()
+    )));
+    Err(Error::Incomplete {
+        detail: format!(
+            "release {}: {} not done{}: {}; rerun `imgpub release apply` to finish them (what is done is kept)",
+            m.release,
+            failures.len(),
+            if best_effort_only { ", all in best-effort regions" } else { "" },
+            each.join("; ")
+        ),
+        best_effort_only,
+    })
+}
+
+/// Writes the parameters in `region` to `ami`, once it is available.
+async fn write_parameters(
+    ctx: &crate::aws::config::AwsContext,
+    m: &Manifest,
+    region: &str,
+    ami: &str,
+) -> Result<Vec<Parameter>> {
+    if m.parameters.is_empty() {
+        return Ok(vec![]);
+    }
+    let target = RegionalImage {
+        region: region.to_string(),
+        image_id: ami.to_string(),
+    };
+    let facts = ssm::describe(&ctx.ec2(), &target).await?;
+    let planned = ssm::plan(&ctx.ssm(), &facts, &m.parameters, m.overwrite_parameters).await?;
+    let written = ssm::write(&ctx.ssm(), &planned, VALIDATION).await?;
+    Ok(written
+        .into_iter()
+        .map(|w| Parameter {
+            region: w.region,
+            parameter: w.parameter,
+            ami: w.ami,
+        })
+        .collect())
+}
+
+/// How long each written parameter may take to hold its AMI (as `publish-ssm`'s default).
+const VALIDATION: std::time::Duration = std::time::Duration::from_secs(120);

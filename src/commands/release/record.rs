@@ -1,0 +1,147 @@
+//! The release record: what a release is in AWS, written by `release apply` and
+//! `release verify` as JSON: every image's AMI and snapshot per region, the regions it is
+//! missing from, its SSM parameters, coreos-assembler's `amis` list, and an Allowed AMIs
+//! criterion for consumers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::aws::copy::Copied;
+use crate::commands::release::manifest::Manifest;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub release: String,
+    pub account: String,
+    pub partition: String,
+    pub source_region: String,
+    pub images: Vec<ImageRecord>,
+    /// Paste into the consumer account's Allowed AMIs settings
+    /// (`ec2 replace-image-criteria-in-allowed-images-settings`): AMIs of this account whose
+    /// names are this release's.
+    pub allowed_amis: AllowedAmis,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct ImageRecord {
+    pub name: String,
+    pub arch: String,
+    /// Region → AMI and snapshot.
+    pub regions: BTreeMap<String, Copied>,
+    /// Declared regions without the AMI (a failed or best-effort region, or drift).
+    pub missing: Vec<String>,
+    pub parameters: Vec<Parameter>,
+    /// coreos-assembler's meta.json `amis` shape.
+    pub amis: Vec<CosaAmi>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Parameter {
+    pub region: String,
+    pub parameter: String,
+    pub ami: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct CosaAmi {
+    pub name: String,
+    pub hvm: String,
+    pub snapshot: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct AllowedAmis {
+    pub image_criteria: Vec<ImageCriterion>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ImageCriterion {
+    pub image_providers: Vec<String>,
+    pub image_names: Vec<String>,
+}
+
+/// One image's state in one region, as apply left it or verify found it.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub image: usize,
+    pub region: String,
+    pub copy: Option<Copied>,
+    pub parameters: Vec<Parameter>,
+}
+
+impl Record {
+    /// The record of `placed`, every declared image × region (`regions`: the source first).
+    pub(crate) fn of(
+        manifest: &Manifest,
+        account: &str,
+        partition: &str,
+        regions: &[String],
+        placed: &[Placed],
+    ) -> Record {
+        let images = manifest
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let mine = || placed.iter().filter(move |p| p.image == i);
+                let found: BTreeMap<String, Copied> = mine()
+                    .filter_map(|p| Some((p.region.clone(), p.copy.clone()?)))
+                    .collect();
+                let missing = regions
+                    .iter()
+                    .filter(|r| !found.contains_key(*r))
+                    .cloned()
+                    .collect();
+                let mut parameters: Vec<Parameter> =
+                    mine().flat_map(|p| p.parameters.clone()).collect();
+                parameters
+                    .sort_by(|a, b| (&a.region, &a.parameter).cmp(&(&b.region, &b.parameter)));
+                let amis = found
+                    .iter()
+                    .map(|(region, c)| CosaAmi {
+                        name: region.clone(),
+                        hvm: c.ami.clone(),
+                        snapshot: c.snapshot.clone(),
+                    })
+                    .collect();
+                ImageRecord {
+                    name: image.name.clone(),
+                    arch: crate::names::Named::name(image.arch).to_string(),
+                    regions: found,
+                    missing,
+                    parameters,
+                    amis,
+                }
+            })
+            .collect();
+        Record {
+            release: manifest.release.clone(),
+            account: account.to_string(),
+            partition: partition.to_string(),
+            source_region: manifest.source_region.clone(),
+            images,
+            allowed_amis: AllowedAmis {
+                image_criteria: vec![ImageCriterion {
+                    image_providers: vec![account.to_string()],
+                    image_names: manifest.images.iter().map(|i| i.name.clone()).collect(),
+                }],
+            },
+        }
+    }
+
+    /// Writes the record to `path` whole: to a temporary file beside it, then renamed, so a
+    /// kill never leaves half a record.
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Setup(format!("cannot write the release record as JSON: {e}")))?;
+        let tmp = path.with_extension("json.partial");
+        let context = || format!("writing the release record {}", path.display());
+        std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(context(), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(context(), e))
+    }
+}
