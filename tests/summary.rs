@@ -240,6 +240,36 @@ async fn grant_publish_ssm_and_upload_object_say_what_changed() {
         &grant.summary(),
         "granted launch permission to accounts 111122223333 on 1 AMIs",
     );
+    assert!(
+        grant.stdout.contains(r#""status":"changed""#),
+        "{}",
+        grant.stdout
+    );
+    // Again: read back, nothing to change, nothing sent.
+    standin.reset_requests();
+    let again = imgpub(&["grant", "--image", &ami, "--user", "111122223333"]);
+    assert_eq!(
+        again.summary(),
+        "grant: nothing to do: the 1 AMIs already were as asked for accounts 111122223333"
+    );
+    assert!(
+        again.stdout.contains(r#""status":"unchanged""#),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        common::count(&standin.counts(), "ec2.ModifyImageAttribute"),
+        0
+    );
+    let revoke = |_: ()| imgpub(&["revoke", "--image", &ami, "--user", "111122223333"]);
+    starts(
+        &revoke(()).summary(),
+        "revoked launch permission from accounts 111122223333 on 1 AMIs",
+    );
+    assert_eq!(
+        revoke(()).summary(),
+        "revoke: nothing to do: the 1 AMIs already were as asked for accounts 111122223333"
+    );
 
     let ssm = |args: &[&str]| {
         imgpub(

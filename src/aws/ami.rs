@@ -809,6 +809,20 @@ impl Sharing {
     pub(crate) fn volume_missing(&self, (public, users): &(bool, Vec<String>)) -> bool {
         (self.public && !public) || self.snapshot_users.iter().any(|u| !users.contains(u))
     }
+
+    /// Whether the AMI's launch permissions hold some of what this revokes.
+    pub(crate) fn launch_present(&self, now: &Sharing) -> bool {
+        let holds = |want: &[String], have: &[String]| want.iter().any(|w| have.contains(w));
+        (self.public && now.public)
+            || holds(&self.launch_users, &now.launch_users)
+            || holds(&self.organizations, &now.organizations)
+            || holds(&self.organizational_units, &now.organizational_units)
+    }
+
+    /// Whether the snapshot's volume permissions hold some of what this revokes.
+    pub(crate) fn volume_present(&self, (public, users): &(bool, Vec<String>)) -> bool {
+        (self.public && *public) || self.snapshot_users.iter().any(|u| users.contains(u))
+    }
 }
 
 /// Whether a permission change adds or removes.

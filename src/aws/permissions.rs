@@ -11,33 +11,43 @@ use crate::aws::calls::Op;
 use crate::aws::propagation::Age;
 use crate::error::{aws, Error, Result};
 
-/// One AMI whose permissions were changed, printed as a JSON line.
+/// One AMI whose permissions `grant`/`revoke` change, printed as a JSON line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct Changed {
     pub region: String,
     pub image: String,
     pub snapshot: Option<String>,
+    /// `changed`, or `unchanged` when the AMI (and snapshot) already were as asked.
+    pub status: Status,
+    /// The AMI's launch permissions are not yet as asked.
+    #[serde(skip)]
+    pub launch: bool,
+    /// The snapshot's volume permissions are not yet as asked.
+    #[serde(skip)]
+    pub volume: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Changed,
+    Unchanged,
 }
 
 /// Grants or revokes `sharing` on one AMI (and on `changed.snapshot`, its root snapshot,
-/// when the plan looked it up). Adding what is there or removing what is not changes
-/// nothing, so reruns are safe.
+/// when the plan looked it up), where the plan found it not yet so.
 pub(crate) async fn change_image(
     ec2: &Client,
     changed: &Changed,
     sharing: &Sharing,
     change: Change,
 ) -> Result<()> {
-    let snapshot = changed.snapshot.as_deref();
-    ami::share(
-        ec2,
-        Some(&changed.image),
-        snapshot,
-        sharing,
-        change,
-        Age::Known,
-    )
-    .await
+    let image = changed.launch.then_some(changed.image.as_str());
+    let snapshot = changed.snapshot.as_deref().filter(|_| changed.volume);
+    if image.is_none() && snapshot.is_none() {
+        return Ok(());
+    }
+    ami::share(ec2, image, snapshot, sharing, change, Age::Known).await
 }
 
 impl std::fmt::Display for Changed {

@@ -7,7 +7,7 @@ use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::AwsContext;
 use crate::aws::images::{ImageSelection, RegionalImage, Selected};
-use crate::aws::permissions::{self, Changed};
+use crate::aws::permissions::{self, Changed, Status};
 use crate::aws::regions::{failure_summary, fan_out};
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::needs::{self, For};
@@ -62,13 +62,47 @@ pub(crate) fn sharing(opts: &GrantOptions) -> Result<Sharing> {
     })
 }
 
-/// Checks that every AMI exists in its region (and finds its root snapshot).
+/// Whether the AMI's launch permissions and the snapshot's volume permissions are not yet
+/// as `change` of `sharing` asks: read back, so a rerun changes nothing. A read refused
+/// for want of permission (ore's policy) counts as "not yet", and is said at the end.
+async fn to_change(
+    ec2: &aws_sdk_ec2::Client,
+    image: &str,
+    snapshot: Option<&str>,
+    sharing: &Sharing,
+    change: Change,
+) -> Result<(bool, bool)> {
+    use crate::aws::unchecked::or_make_again;
+    let launch = or_make_again(
+        ami::read_launch(ec2, image).await.map(|now| match change {
+            Change::Grant => sharing.launch_missing(&now),
+            Change::Revoke => sharing.launch_present(&now),
+        }),
+        &format!("whether {image} already is as asked (ec2:DescribeImageAttribute)"),
+    )?;
+    let volume = match (snapshot, sharing.volume_permissions().is_empty()) {
+        (Some(snapshot), false) => or_make_again(
+            ami::read_volume(ec2, snapshot)
+                .await
+                .map(|now| match change {
+                    Change::Grant => sharing.volume_missing(&now),
+                    Change::Revoke => sharing.volume_present(&now),
+                }),
+            &format!("whether {snapshot} already is as asked (ec2:DescribeSnapshotAttribute)"),
+        )?,
+        _ => false,
+    };
+    Ok((launch, volume))
+}
+
+/// Checks that every AMI exists in its region (and finds its root snapshot), and what of
+/// its permissions is not yet as asked.
 pub(crate) async fn plan(
     ctx: &AwsContext,
     opts: &GrantOptions,
     targets: Vec<RegionalImage>,
 ) -> Result<Plan> {
-    let sharing = sharing(opts)?;
+    let sharing = &sharing(opts)?;
     let mut images = vec![];
     let failed = fan_out(
         targets,
@@ -79,13 +113,28 @@ pub(crate) async fn plan(
                 ami::check_public_sharing(&ec2, &target.region, opts.snapshot).await?;
             }
             let image = ami::describe_image(&ec2, &target.region, &target.image_id).await?;
+            let snapshot = opts
+                .snapshot
+                .then(|| ami::root_snapshot_of(&image))
+                .flatten();
+            let (launch, volume) = to_change(
+                &ec2,
+                &target.image_id,
+                snapshot.as_deref(),
+                sharing,
+                opts.change,
+            )
+            .await?;
             Ok(Changed {
-                snapshot: opts
-                    .snapshot
-                    .then(|| ami::root_snapshot_of(&image))
-                    .flatten(),
+                snapshot,
                 region: target.region,
                 image: target.image_id,
+                status: match launch || volume {
+                    true => Status::Changed,
+                    false => Status::Unchanged,
+                },
+                launch,
+                volume,
             })
         },
         |_, changed| images.push(changed),
@@ -93,7 +142,7 @@ pub(crate) async fn plan(
     .await;
     Ok(Plan {
         change: opts.change,
-        sharing,
+        sharing: sharing.clone(),
         images,
         failed: failed
             .into_iter()
@@ -107,15 +156,14 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
     for target in &plan.images {
         let image = Resource::Image(Some(target.image.clone()));
-        calls.push(Call::new(
-            Op::Ec2ModifyImageAttribute,
-            &target.region,
-            vec![image],
-        ));
-        if let (Some(s), false) = (
-            &target.snapshot,
-            plan.sharing.volume_permissions().is_empty(),
-        ) {
+        if target.launch {
+            calls.push(Call::new(
+                Op::Ec2ModifyImageAttribute,
+                &target.region,
+                vec![image],
+            ));
+        }
+        if let (Some(s), true) = (&target.snapshot, target.volume) {
             let snapshot = Resource::Snapshot(Some(s.clone()));
             let call = Call::new(
                 Op::Ec2ModifySnapshotAttribute,
@@ -134,6 +182,8 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
 /// Every operation `grant` and `revoke` may make.
 pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeImages,
+    Op::Ec2DescribeImageAttribute,
+    Op::Ec2DescribeSnapshotAttribute,
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2ModifyImageAttribute,
@@ -216,10 +266,24 @@ impl Command for Permissions {
             Change::Revoke => ("revoked", "from"),
         };
         let whom = plan.sharing.describe().unwrap_or_default();
-        emit(Output::Summary(match plan.images.len() {
-            0 => format!("{verb}: nothing to do: no AMI was named"),
-            n => format!(
-                "{verb} launch permission {to} {whom} on {n} AMIs (AWS keeps one grant however often it is made)"
+        let changed = plan
+            .images
+            .iter()
+            .filter(|i| i.status == Status::Changed)
+            .count();
+        let already = plan.images.len() - changed;
+        let command = match plan.change {
+            Change::Grant => "grant",
+            Change::Revoke => "revoke",
+        };
+        emit(Output::Summary(match (changed, already) {
+            (0, 0) => format!("{command}: nothing to do: no AMI was named"),
+            (0, n) => {
+                format!("{command}: nothing to do: the {n} AMIs already were as asked for {whom}")
+            }
+            (n, 0) => format!("{verb} launch permission {to} {whom} on {n} AMIs"),
+            (n, m) => format!(
+                "{verb} launch permission {to} {whom} on {n} AMIs; {m} already were as asked"
             ),
         }));
         Ok(())
