@@ -98,7 +98,7 @@ async fn grant_as_a_task_dry_run_then_applied() {
     result.unwrap();
     assert_eq!(
         done,
-        [json!({"region": REGION, "image": ami, "snapshot": snap})]
+        [json!({"region": REGION, "image": ami, "snapshot": snap, "status": "changed"})]
     );
     let ec2 = standin.ec2(REGION);
     assert_eq!(
