@@ -167,7 +167,7 @@ async fn grant_and_revoke_round_trip() {
 
     assert_eq!(
         change("grant").json(),
-        json!({"region": REGION, "image": ami, "snapshot": snap})
+        json!({"region": REGION, "image": ami, "snapshot": snap, "status": "changed"})
     );
     assert_eq!(
         launch().await,
@@ -179,8 +179,8 @@ async fn grant_and_revoke_round_trip() {
         ]
     );
     assert_eq!(volume().await, ["group:all", "user:111122223333"]);
-    // Granting again changes nothing.
-    change("grant").json();
+    // Granting again changes nothing, and says so.
+    assert_eq!(change("grant").json()["status"], "unchanged");
     assert_eq!(launch().await.len(), 4);
 
     change("revoke").json();
@@ -240,7 +240,7 @@ async fn grant_and_revoke_in_several_regions() {
     let mut want: Vec<_> = regions
         .iter()
         .zip(&images)
-        .map(|(r, (ami, snap))| json!({"region": r, "image": ami, "snapshot": snap}))
+        .map(|(r, (ami, snap))| json!({"region": r, "image": ami, "snapshot": snap, "status": "changed"}))
         .collect();
     want.sort_by_key(|v| v["region"].as_str().unwrap().to_string());
     assert_eq!(got, want);
