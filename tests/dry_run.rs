@@ -176,3 +176,104 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
         ],
     );
 }
+
+/// A dry run says, for a person, what each step would make: names, sizes, tags, grants and
+/// the documents in full (on stderr; the calls stay on stdout as JSON).
+#[tokio::test]
+async fn a_dry_run_says_in_words_what_it_would_do() {
+    let standin = Standin::start();
+    let dry = |args: &[&str]| {
+        let run = standin
+            .imgpub()
+            .args(args)
+            .args(["--region", REGION, "--dry-run"])
+            .run();
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run.stderr
+    };
+    let says = |stderr: &str, words: &str| {
+        assert!(stderr.contains(words), "no {words:?} in:\n{stderr}");
+    };
+
+    let init = dry(&["aws", "initialize", "--bucket", "images"]);
+    says(&init, "would create bucket images in us-east-1");
+    says(&init, "would create role vmimport");
+    says(&init, "would create the trust policy of role vmimport:\n{");
+    says(&init, "\"Service\": \"vmie.amazonaws.com\"");
+    says(
+        &init,
+        "would create the inline policy vmimport of role vmimport:\n{",
+    );
+
+    standin.initialize(REGION, "images");
+    let dir = TempDir::new();
+    let file = make_raw(dir.path(), "os.raw", 12, 4, 9);
+    let upload = dry(&[
+        "aws",
+        "upload",
+        "--bucket",
+        "s3://images/ci",
+        "--file",
+        file.to_str().unwrap(),
+        "--name",
+        "os-1",
+        "--arch",
+        "aarch64",
+        "--imdsv2-only",
+        "--tags",
+        "stream=stable",
+        "--grant-user",
+        "111122223333",
+    ]);
+    says(
+        &upload,
+        &format!(
+            "would upload {} (RAW, 12.0 MiB on disk, 12.0 MiB virtual) to s3://images/ci/os.raw,",
+            file.display()
+        ),
+    );
+    says(&upload, "then import it as snapshot os-1 in us-east-1");
+    says(
+        &upload,
+        "would register AMI os-1 (arm64, uefi, gp3, 8 GiB, IMDSv2 only) in us-east-1",
+    );
+    says(
+        &upload,
+        "would tag the snapshot and AMI stream=stable imgpub:managed=true in us-east-1",
+    );
+    says(
+        &upload,
+        "would share with accounts 111122223333 in us-east-1",
+    );
+
+    let publisher = dry(&[
+        "aws",
+        "create-publisher",
+        "--role",
+        "ci-publisher",
+        "--trust-account",
+        common::ACCOUNT,
+        "--external-id",
+        "0123456789abcdef0123",
+        "--for",
+        "upload",
+        "--bucket",
+        "images/ci",
+    ]);
+    says(&publisher, "would create role ci-publisher");
+    says(
+        &publisher,
+        "would create the trust policy of role ci-publisher:\n{",
+    );
+    says(&publisher, "\"sts:ExternalId\": \"0123456789abcdef0123\"");
+    says(
+        &publisher,
+        "would create the permission policy imgpub-publisher of role ci-publisher:\n{",
+    );
+    says(&publisher, "\"aws:ResourceTag/imgpub:managed\": \"true\"");
+
+    // Where nothing would change, no words: the summary says so.
+    let again = dry(&["aws", "initialize", "--bucket", "images"]);
+    assert!(!again.contains("would "), "{again}");
+    says(&again, "dry run: nothing to do; all is in place");
+}

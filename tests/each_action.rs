@@ -590,7 +590,11 @@ async fn each_action_of_the_other_publisher_policies_is_needed() {
         Case {
             name: "delete",
             policy: strings(&["--for", "delete", "--regions", REGION]),
-            not_needed: vec![],
+            not_needed: vec![(
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeRegions",
+                Without::Unused("delete-image --all-regions lists the enabled regions"),
+            )],
         },
         Case {
             name: "grant",

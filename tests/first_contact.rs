@@ -319,7 +319,7 @@ fn every_command_has_an_example() {
         let out = bare(home.path(), &[], &["aws", command, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(
-            help.contains("Example:\n  imgpub aws "),
+            help.contains("Example:\n  imgpub aws ") || help.contains("Examples:\n  imgpub aws "),
             "{command} --help has no example"
         );
     }

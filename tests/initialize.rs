@@ -111,6 +111,7 @@ async fn us_east_1_creates_bucket_and_role_with_exact_policies() {
         ["bucket", "role", "trust-policy", "role-policy", "lifecycle"]
     );
     assert_eq!(out["changed"], true);
+    assert_eq!(out["status"], "changed");
 
     // us-east-1 buckets have no LocationConstraint.
     assert_eq!(bucket_location(&standin, "images-use1").await, "");
@@ -195,6 +196,7 @@ async fn rerun_changes_nothing_and_drift_is_repaired() {
     let second = init();
     let out = second.json();
     assert_eq!(out["changed"], false);
+    assert_eq!(out["status"], "unchanged");
     assert_eq!(out["created"], json!([]));
     assert_eq!(out["repaired"], json!([]));
     assert_eq!(

@@ -36,6 +36,8 @@ async fn lines(task: impl Into<Task>, run: &Run) -> (imgpub::Result<()>, Vec<Val
         .run(run, &mut |line| match line {
             Output::Json(v) => out.push(v),
             Output::Summary(s) => summary = Some(s),
+            // A dry run's plan in words, for a person.
+            Output::Step(s) => assert!(run.dry_run && s.starts_with("would "), "{s}"),
             other => panic!("a JSON command printed {other:?}"),
         })
         .await;
@@ -118,7 +120,7 @@ async fn delete_image_as_a_task_then_again() {
     let delete = DeleteOptions {
         ami: Some(ami.clone()),
         snapshot: Some("detectFromAMI".into()),
-        allow_missing: false,
+        ..DeleteOptions::default()
     };
     let (result, done) = lines(delete.clone(), &run(&standin, false)).await;
     result.unwrap();

@@ -542,6 +542,7 @@ async fn create_publisher_makes_a_role_with_an_external_id_that_publishes() {
     let again = create_publisher(&standin, &flags);
     assert_eq!(again["external_id"], external_id.as_str());
     assert_eq!(again["changed"], json!([]));
+    assert_eq!(again["status"], "unchanged");
 
     standin.enforce_iam();
     let dir = TempDir::new();

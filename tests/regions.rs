@@ -70,7 +70,10 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
             "detectFromAMI",
         ])
         .run();
-    assert_eq!(run.json(), json!({"image": ami, "snapshot": snap}));
+    assert_eq!(
+        run.json(),
+        json!({"region": REGION, "image": ami, "snapshot": snap, "status": "deleted"})
+    );
     let ec2 = standin.ec2(REGION);
     let left = ec2.describe_images().owners("self").send().await.unwrap();
     assert!(left.images().is_empty());
@@ -108,12 +111,12 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
     );
     assert_eq!(
         again(&["--allow-missing"]).json(),
-        json!({"image": null, "snapshot": null})
+        json!({"region": REGION, "image": null, "snapshot": null, "missing": [ami, snap], "status": "missing"})
     );
 
     // An explicit snapshot that is gone while the AMI is there (EC2 does not let an AMI's
     // root snapshot go first, so: one deleted earlier, named by its id).
-    let (ami2, _) = image(&standin, "half-gone").await;
+    let (ami2, root2) = image(&standin, "half-gone").await;
     let snap2 = "snap-0123456789abcdef0".to_string();
     let run = standin
         .imgpub()
@@ -129,7 +132,157 @@ async fn delete_image_deregisters_and_deletes_the_snapshot() {
             "--allow-missing",
         ])
         .run();
-    assert_eq!(run.json(), json!({"image": ami2, "snapshot": null}));
+    assert_eq!(
+        run.json(),
+        json!({"region": REGION, "image": ami2, "snapshot": null, "kept": [root2], "missing": [snap2], "status": "deleted"})
+    );
+}
+
+/// The AMIs and snapshots of this account in `region`.
+async fn owned(standin: &Standin, region: &str) -> (Vec<String>, Vec<String>) {
+    let ec2 = standin.ec2(region);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    (
+        images
+            .images()
+            .iter()
+            .map(|i| i.image_id().unwrap().to_string())
+            .collect(),
+        snapshots
+            .snapshots()
+            .iter()
+            .map(|s| s.snapshot_id().unwrap().to_string())
+            .collect(),
+    )
+}
+
+/// Copies `ami` to the targets; returns copy-regions' stdout.
+fn copied(standin: &Standin, ami: &str, targets: &[&str]) -> String {
+    let run = standin
+        .imgpub()
+        .args(["aws", "copy-regions", "--region", REGION, "--image", ami])
+        .args(targets)
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+}
+
+#[tokio::test]
+async fn delete_image_removes_a_release_in_every_region() {
+    let standin = Standin::start();
+    let targets = ["us-west-2", "eu-west-1"];
+    let (ami, _) = image(&standin, "os-1").await;
+    copied(&standin, &ami, &targets);
+    let delete = |extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
+            .args(["--all-regions", "--with-snapshots"])
+            .args(extra)
+            .run()
+    };
+
+    // The dry run names the AMI and its snapshot in each of the three regions.
+    standin.reset_requests();
+    let run = delete(&["--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let planned = common::planned_calls(&run);
+    let ops = |op: &str| {
+        let mut regions: Vec<String> = planned
+            .iter()
+            .filter(|(o, _, _)| o == op)
+            .map(|(_, r, _)| r.clone())
+            .collect();
+        regions.sort();
+        regions
+    };
+    let all = vec!["eu-west-1", "us-east-1", "us-west-2"];
+    assert_eq!(ops("ec2:DeregisterImage"), all);
+    assert_eq!(ops("ec2:DeleteSnapshot"), all);
+    assert_eq!(common::count(&standin.counts(), "ec2.DeregisterImage"), 0);
+
+    let run = delete(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = common::json_lines(&run);
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines.iter().all(|l| l["status"] == "deleted"),
+        "{}",
+        run.stdout
+    );
+    let enabled = regions_enabled(&standin).await;
+    assert_eq!(
+        run.summary(),
+        format!(
+            "delete-image: deregistered 3 AMIs and deleted 3 snapshots in 3 of {enabled} regions"
+        )
+    );
+    for region in [REGION, "us-west-2", "eu-west-1"] {
+        assert_eq!(owned(&standin, region).await, (vec![], vec![]), "{region}");
+    }
+}
+
+/// How many regions the stand-in's account has enabled.
+async fn regions_enabled(standin: &Standin) -> usize {
+    let out = standin.ec2(REGION).describe_regions().send().await.unwrap();
+    out.regions().len()
+}
+
+#[tokio::test]
+async fn delete_image_takes_copy_regions_output_and_names_what_it_keeps() {
+    let standin = Standin::start();
+    let (ami, snap) = image(&standin, "os-2").await;
+    let dir = common::tempdir::TempDir::new();
+    let file = common::write_file(
+        dir.path(),
+        "copies.json",
+        &copied(&standin, &ami, &["us-west-2"]),
+    );
+    let (copy, copy_snap) = {
+        let (images, snapshots) = owned(&standin, "us-west-2").await;
+        (images[0].clone(), snapshots[0].clone())
+    };
+    let run = standin
+        .imgpub()
+        .args(["aws", "delete-image", "--region", REGION, "--image", &ami])
+        .arg_path("--images-from", &file)
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut lines = common::json_lines(&run);
+    lines.sort_by_key(|l| l["region"].as_str().unwrap().to_string());
+    assert_eq!(
+        lines,
+        [
+            json!({"region": REGION, "image": ami, "snapshot": null, "kept": [snap], "status": "deleted"}),
+            json!({"region": "us-west-2", "image": copy, "snapshot": null, "kept": [copy_snap], "status": "deleted"}),
+        ]
+    );
+    assert!(
+        run.summary().ends_with("kept their 2 snapshots (without --with-snapshots, as ore): each line's \"kept\" names them"),
+        "{}",
+        run.summary()
+    );
+    assert_eq!(
+        owned(&standin, "us-west-2").await,
+        (vec![], vec![copy_snap])
+    );
+
+    // Naming the AMI too is refused before any request.
+    standin.reset_requests();
+    let run = standin
+        .imgpub()
+        .args(["aws", "delete-image", "--region", REGION, "--ami", &ami])
+        .arg_path("--images-from", &file)
+        .run();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.error_line().contains("drop --ami"), "{}", run.stderr);
+    assert_eq!(standin.counts(), json!({}));
 }
 
 #[tokio::test]
@@ -348,7 +501,7 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
                 (
                     l["region"].as_str().unwrap().to_string(),
                     l["name"].as_str().unwrap().to_string(),
-                    l["fixed"].to_string(),
+                    format!("{} {}", l["fixed"], l["status"]),
                 )
             })
             .collect();
@@ -359,12 +512,12 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
         (
             "eu-west-1".to_string(),
             "snapshot-private".to_string(),
-            r#"["snapshot"]"#.to_string(),
+            r#"["snapshot"] "changed""#.to_string(),
         ),
         (
             "us-east-1".to_string(),
             "went-private".to_string(),
-            r#"["image","snapshot"]"#.to_string(),
+            r#"["image","snapshot"] "changed""#.to_string(),
         ),
     ];
 

@@ -1031,7 +1031,10 @@ async fn upload_object_needs_only_s3() {
     };
     standin.reset_requests();
     let out = send().json();
-    assert_eq!(out, json!({"S3Object": "s3://plain/some/prefix/blob.bin"}));
+    assert_eq!(
+        out,
+        json!({"S3Object": "s3://plain/some/prefix/blob.bin", "status": "changed"})
+    );
     let counts = standin.counts();
     assert_eq!(common::count(&counts, "s3.UploadPart"), 4, "{counts}");
     // Plain HTTP: the signature covers each part's SHA-256.
@@ -1051,7 +1054,7 @@ async fn upload_object_needs_only_s3() {
 
     // Again: the object matches, nothing is sent.
     standin.reset_requests();
-    send().json();
+    assert_eq!(send().json()["status"], "unchanged");
     assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
 
     // Bad input is refused before any call (exit 2): an empty file, a part size S3 refuses.
@@ -1424,7 +1427,10 @@ async fn a_service_endpoint_of_its_own_decides_for_s3() {
         .args(["--part-size", "5MiB"])
         .run()
         .json();
-    assert_eq!(out, json!({"S3Object": "s3://split/blob.bin"}));
+    assert_eq!(
+        out,
+        json!({"S3Object": "s3://split/blob.bin", "status": "changed"})
+    );
     let payloads = standin.control("GET", "/_standin/payloads", None);
     let payloads: Value = serde_json::from_str(&payloads).unwrap();
     assert_eq!(payloads["UploadPart"], json!({"signed": 3}), "{payloads}");
@@ -1452,7 +1458,10 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
     };
     let send = || send_with(standin.imgpub(), "s3://tls/x");
     standin.reset_requests();
-    assert_eq!(send().json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
+    assert_eq!(
+        send().json(),
+        json!({"S3Object": "s3://tls/x/blob.bin", "status": "changed"})
+    );
     let payloads = standin.control("GET", "/_standin/payloads", None);
     let payloads: Value = serde_json::from_str(&payloads).unwrap();
     assert_eq!(
@@ -1465,7 +1474,7 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
 
     // A rerun over TLS finds the object and sends nothing.
     standin.reset_requests();
-    send().json();
+    assert_eq!(send().json()["status"], "unchanged");
     assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
 
     // Without the CA the server is not trusted, and the error says so.
@@ -1483,7 +1492,10 @@ async fn upload_object_over_tls_sends_a_crc32c_instead_of_signing_the_payload() 
         .env_remove("AWS_CA_BUNDLE")
         .env("SSL_CERT_FILE", &ca);
     let run = send_with(system_way, "s3://tls/x");
-    assert_eq!(run.json(), json!({"S3Object": "s3://tls/x/blob.bin"}));
+    assert_eq!(
+        run.json(),
+        json!({"S3Object": "s3://tls/x/blob.bin", "status": "unchanged"})
+    );
 
     // A bundle that is missing or is no PEM is refused before any request, naming it.
     let not_pem = dir.path().join("not.pem");

@@ -302,6 +302,30 @@ impl Registered {
 }
 
 pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
+    let Some(image) = image_named(ec2, name).await? else {
+        return Ok(None);
+    };
+    Ok(Some(FoundImage {
+        image_id: image_id_of(&image)?,
+        root_snapshot: root_snapshot_of(&image),
+        failed: matches!(
+            image.state(),
+            Some(aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error)
+        ),
+        registered: Registered::of(&image),
+        tags: tags::from_ec2(image.tags()),
+        deprecation: image.deprecation_time().and_then(|t| {
+            DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok()
+        }),
+    }))
+}
+
+/// This account's AMI named `name`, as EC2 describes it (names are unique per account and
+/// region).
+pub(crate) async fn image_named(
+    ec2: &Client,
+    name: &str,
+) -> Result<Option<aws_sdk_ec2::types::Image>> {
     let out = ec2
         .describe_images()
         .owners("self")
@@ -315,22 +339,11 @@ pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Optio
                 e,
             )
         })?;
-    let Some(image) = out.images().iter().find(|i| i.name() == Some(name)) else {
-        return Ok(None);
-    };
-    Ok(Some(FoundImage {
-        image_id: image_id_of(image)?,
-        root_snapshot: root_snapshot_of(image),
-        failed: matches!(
-            image.state(),
-            Some(aws_sdk_ec2::types::ImageState::Failed | aws_sdk_ec2::types::ImageState::Error)
-        ),
-        registered: Registered::of(image),
-        tags: tags::from_ec2(image.tags()),
-        deprecation: image.deprecation_time().and_then(|t| {
-            DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok()
-        }),
-    }))
+    Ok(out
+        .images()
+        .iter()
+        .find(|i| i.name() == Some(name))
+        .cloned())
 }
 
 /// A described image's id (which DescribeImages always sends).
@@ -350,6 +363,21 @@ pub(crate) fn root_snapshot_of(image: &aws_sdk_ec2::types::Image) -> Option<Stri
         .and_then(|m| m.ebs())
         .and_then(|e| e.snapshot_id())
         .map(str::to_owned)
+}
+
+/// Every EBS snapshot the AMI maps, the root device's first.
+pub(crate) fn snapshots_of(image: &aws_sdk_ec2::types::Image) -> Vec<String> {
+    let mut all: Vec<String> = root_snapshot_of(image).into_iter().collect();
+    for id in image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+    {
+        if !all.iter().any(|s| s == id) {
+            all.push(id.to_string());
+        }
+    }
+    all
 }
 
 /// Registers the AMI from `snapshot_id`. Returns its id.
@@ -548,6 +576,8 @@ pub(crate) enum SnapshotChoice {
     None,
     /// The AMI's root device snapshot.
     FromImage,
+    /// Every snapshot the AMI maps (`--with-snapshots`).
+    All,
     Id(String),
 }
 

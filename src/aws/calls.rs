@@ -1153,6 +1153,23 @@ pub enum Resource {
     Key(String),
 }
 
+impl Resource {
+    fn in_words(&self) -> String {
+        match self {
+            Resource::Bucket(b) => format!("bucket {b}"),
+            Resource::Object { bucket, key } => format!("s3://{bucket}/{key}"),
+            Resource::Image(Some(id)) | Resource::Snapshot(Some(id)) => id.clone(),
+            Resource::Image(None) => "a new AMI".into(),
+            Resource::Snapshot(None) => "a new snapshot".into(),
+            Resource::SourceImage { region, id } => format!("from {id} ({region})"),
+            Resource::Instance(id) => format!("instance {id}"),
+            Resource::Role(name) => format!("role {name}"),
+            Resource::Parameter(name) => format!("parameter {name}"),
+            Resource::Key(arn) => format!("with key {arn}"),
+        }
+    }
+}
+
 /// One call a plan will make: the check step's output, the input of the preflight,
 /// `--dry-run` and `policy`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -1199,6 +1216,23 @@ impl Call {
 
     /// Whether the call changes something: what a `--dry-run` plan lists. Reads
     /// (`Describe*`, `Get*`, `List*`, `Head*`) and the permission simulation do not.
+    /// The call in words, for a dry run: `would ec2:DeregisterImage ami-… in us-east-1`.
+    pub fn in_words(&self) -> String {
+        let what: Vec<String> = self.resources.iter().map(Resource::in_words).collect();
+        let mut line = format!("would {}", self.op);
+        if !what.is_empty() {
+            line.push_str(&format!(" {}", what.join(", ")));
+        }
+        line.push_str(&format!(" in {}", self.region));
+        if !self.shares_with.is_empty() {
+            line.push_str(&format!(", sharing with {}", self.shares_with.join(", ")));
+        }
+        if self.on_failure {
+            line.push_str(" (only if a step fails)");
+        }
+        line
+    }
+
     pub fn changes(&self) -> bool {
         let name = self.op.info().name;
         !(["Describe", "Get", "List", "Head"]

@@ -18,6 +18,23 @@ pub(crate) enum Outcome {
     AlreadyFine,
 }
 
+impl Outcome {
+    /// What a dry run would do about it, in words: `would create`, `would change`, or
+    /// `None` when it is already as asked.
+    pub(crate) fn would(self) -> Option<&'static str> {
+        match self {
+            Outcome::Created => Some("would create"),
+            Outcome::Repaired => Some("would change"),
+            Outcome::AlreadyFine => None,
+        }
+    }
+}
+
+/// A policy document as a person reads it in a dry run: indented JSON.
+pub(crate) fn pretty(document: &Value) -> String {
+    serde_json::to_string_pretty(document).unwrap_or_else(|_| document.to_string())
+}
+
 /// Role names IAM accepts: 1–64 of letters, digits and `+=,.@_-`.
 pub(crate) fn validate_role_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())

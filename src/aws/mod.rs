@@ -24,3 +24,22 @@ pub(crate) mod ssm;
 pub(crate) mod tags;
 pub(crate) mod unchecked;
 pub(crate) mod vmimport_role;
+
+/// Whether a run changed an item: the `status` of the JSON lines of the commands that
+/// bring something to a state (grant, ensure-public, initialize, create-publisher,
+/// upload-object).
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Changed,
+    Unchanged,
+}
+
+impl Status {
+    pub(crate) fn of(changed: bool) -> Status {
+        match changed {
+            true => Status::Changed,
+            false => Status::Unchanged,
+        }
+    }
+}

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::calls::Op;
 use crate::aws::propagation::Age;
+use crate::aws::Status;
 use crate::error::{aws, Error, Result};
 
 /// One AMI whose permissions `grant`/`revoke` change, printed as a JSON line.
@@ -25,13 +26,6 @@ pub(crate) struct Changed {
     /// The snapshot's volume permissions are not yet as asked.
     #[serde(skip)]
     pub volume: bool,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
-    Changed,
-    Unchanged,
 }
 
 /// Grants or revokes `sharing` on one AMI (and on `changed.snapshot`, its root snapshot,

@@ -246,13 +246,23 @@ pub struct ListRegionsArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteImageArgs {
-    /// The AMI to deregister.
+    /// The AMI to deregister. Its snapshot stays, as in ore, unless --snapshot or
+    /// --with-snapshots says otherwise.
     #[arg(long)]
     pub ami: Option<String>,
-    /// The snapshot to delete (snap-…), or detectFromAMI for the AMI's own; left out, the
-    /// snapshot stays.
-    #[arg(long)]
+    /// The snapshot to delete (snap-…), or detectFromAMI for the AMI's root snapshot.
+    #[arg(long, conflicts_with = "with_snapshots")]
     pub snapshot: Option<String>,
+    /// Delete every snapshot of each AMI with it.
+    #[arg(long)]
+    pub with_snapshots: bool,
+    /// Also delete the AMI's copies: this account's AMIs of its name in every enabled
+    /// region (what copy-regions made).
+    #[arg(long, requires = "ami")]
+    pub all_regions: bool,
+    /// AMIs to delete instead of --ami, in any region.
+    #[command(flatten)]
+    pub images: ImageSelection,
     /// A missing AMI or snapshot is not an error.
     #[arg(long)]
     pub allow_missing: bool,

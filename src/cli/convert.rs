@@ -129,9 +129,12 @@ impl From<CopyRegionsArgs> for CopyOptions {
 impl From<DeleteImageArgs> for DeleteOptions {
     fn from(a: DeleteImageArgs) -> Self {
         DeleteOptions {
+            images: (&a.images).into(),
             ami: a.ami,
             snapshot: a.snapshot,
             allow_missing: a.allow_missing,
+            with_snapshots: a.with_snapshots,
+            all_regions: a.all_regions,
         }
     }
 }

@@ -385,10 +385,11 @@ pub enum AwsSubcommand {
     /// List the regions enabled for the account.
     #[command(after_help = "Example:\n  imgpub aws list-regions --region us-east-1")]
     ListRegions(ListRegionsArgs),
-    /// Deregister an AMI; with --snapshot, delete its snapshot too (without it, as ore,
-    /// the snapshot stays, and the summary names it).
+    /// Deregister an AMI; with --snapshot or --with-snapshots, delete its snapshots too
+    /// (without them, as ore, the snapshot stays, and the summary names it). With
+    /// --all-regions or --images-from, a release's copies everywhere.
     #[command(
-        after_help = "Example:\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0 --snapshot detectFromAMI"
+        after_help = "Examples:\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0 --snapshot detectFromAMI\n  imgpub aws delete-image --region us-east-1 --ami ami-0123456789abcdef0 --with-snapshots --all-regions\n  imgpub aws delete-image --images-from copies.json --with-snapshots"
     )]
     DeleteImage(DeleteImageArgs),
     /// Grant launch permissions on an AMI (and create-volume permissions on its snapshot).

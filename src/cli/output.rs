@@ -14,7 +14,7 @@ static SUMMARY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// One result on stdout, or the run's summary on stderr.
 pub fn print(output: Output) {
     match output {
-        Output::Summary(line) => {
+        Output::Summary(line) | Output::Step(line) => {
             if SUMMARY.load(std::sync::atomic::Ordering::Relaxed) {
                 // A closed stderr leaves nowhere to say so.
                 let _ = imgpub::suspend(|| writeln!(std::io::stderr().lock(), "{line}"));

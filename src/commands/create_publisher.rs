@@ -20,6 +20,7 @@ use crate::aws::calls::{Arns, Call, Op, Resource};
 use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RoleState};
 use crate::aws::publisher::{self, Origin, Trust, UserState, GITHUB_ISSUER, PUBLISHER_TAG};
+use crate::aws::Status;
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::policy::{self, PolicyOptions};
 use crate::commands::Clients;
@@ -201,6 +202,107 @@ pub(crate) enum Plan {
         old_keys: Vec<String>,
         delete_old_key: bool,
     },
+}
+
+/// The plan in words: the identity, its trust and its permission policy, each in full where
+/// it would be created or changed.
+fn describe(plan: &Plan) -> Vec<String> {
+    let mut lines = vec![];
+    match plan {
+        Plan::Role {
+            name,
+            trust,
+            create_provider,
+            role,
+            document,
+            boundary,
+            adopt,
+            ..
+        } => {
+            if *create_provider {
+                lines.push(format!(
+                    "would create GitHub's OIDC provider {GITHUB_ISSUER}"
+                ));
+            }
+            if let Some(would) = role.role.would() {
+                lines.push(format!("{would} role {name}"));
+            }
+            if *adopt {
+                lines.push(format!(
+                    "would adopt role {name} (--adopt): tag it as the publisher"
+                ));
+            }
+            if let Some(would) = role.trust_policy.would() {
+                let trust = iam::pretty(&trust.document());
+                lines.push(format!("{would} the trust policy of role {name}:\n{trust}"));
+            }
+            if let Some(would) = role.role_policy.would() {
+                let policy = iam::pretty(document);
+                lines.push(format!(
+                    "{would} the permission policy {} of role {name}:\n{policy}",
+                    role.policy_name
+                ));
+            }
+            if let (Some(arn), Some(would)) = (boundary, role.boundary.and_then(Outcome::would)) {
+                lines.push(format!(
+                    "{would} the permissions boundary of role {name}: {arn}"
+                ));
+            }
+        }
+        Plan::User {
+            name,
+            policy_name,
+            state,
+            policy,
+            new_key,
+            key_file,
+            boundary,
+            boundary_outcome,
+            document,
+            adopt,
+            old_keys,
+            delete_old_key,
+            ..
+        } => {
+            if state.arn.is_none() {
+                lines.push(format!("would create user {name}"));
+            }
+            if *adopt {
+                lines.push(format!(
+                    "would adopt user {name} (--adopt): tag it as the publisher"
+                ));
+            }
+            if let Some(would) = policy.would() {
+                let document = iam::pretty(document);
+                lines.push(format!(
+                    "{would} managed policy {policy_name}, attached to user {name}:\n{document}"
+                ));
+            }
+            if let (Some(arn), Some(would)) = (boundary, boundary_outcome.and_then(Outcome::would))
+            {
+                lines.push(format!(
+                    "{would} the permissions boundary of user {name}: {arn}"
+                ));
+            }
+            if *new_key {
+                let to = key_file
+                    .as_ref()
+                    .map_or("stdout's JSON".to_string(), |f| f.display().to_string());
+                lines.push(format!(
+                    "would create an access key for user {name}, written to {to}"
+                ));
+            }
+            if !old_keys.is_empty() {
+                let how = if *delete_old_key {
+                    "delete"
+                } else {
+                    "deactivate"
+                };
+                lines.push(format!("would {how} the old keys {}", old_keys.join(", ")));
+            }
+        }
+    }
+    lines
 }
 
 /// The error for an existing identity that imgpub did not make, unless `--adopt`.
@@ -522,6 +624,8 @@ pub(crate) struct Publisher {
     pub assume_statement: Option<Value>,
     /// The imgpub flags CI runs with.
     pub imgpub_flags: String,
+    /// `changed` when this run created or changed anything (named in `changed`).
+    pub status: Status,
     pub changed: Vec<&'static str>,
     /// What else grants the identity permissions: it can do what those allow too.
     pub other_policies: Vec<String>,
@@ -606,6 +710,7 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 key_file: None,
                 assume_statement: assume,
                 imgpub_flags: flags,
+                status: Status::of(!changed.is_empty()),
                 changed,
                 other_policies: others.clone(),
                 deactivated_keys: vec![],
@@ -687,6 +792,7 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Publisher> {
                 key_file: written,
                 assume_statement: None,
                 imgpub_flags: flags,
+                status: Status::of(!changed.is_empty()),
                 changed,
                 other_policies: state.others.clone(),
                 deactivated_keys,
@@ -812,6 +918,11 @@ impl Command for PublisherOptions {
     /// preflight.
     fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
         None
+    }
+
+    /// The trust and the permission policy in full: what a dry run is read for.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        describe(plan)
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {

@@ -1,44 +1,95 @@
-//! `delete-image`: deregister an AMI and delete its snapshot. [`plan`] finds the AMI (and,
-//! with `detectFromAMI`, its snapshot); [`apply`] prints `{"image":…,"snapshot":…}`, what
-//! it removed. With `--allow-missing` a rerun after a partial cleanup is fine.
+//! `delete-image`: deregister AMIs and delete their snapshots. [`plan`] finds each AMI (in
+//! one region, in every region by its name with `--all-regions`, or as `--image` /
+//! `--images-from` name them) and the snapshots to delete; [`apply`] prints one line per
+//! AMI, what it removed and what it left. With `--allow-missing` a rerun after a partial
+//! cleanup is fine.
 
-use crate::aws::ami::{self, Deleted, SnapshotChoice};
+use serde::Serialize;
+
+use crate::aws::ami::{self, SnapshotChoice};
 use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::config::AwsContext;
+use crate::aws::images::{ImageSelection, Selected};
+use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::needs::{self, For};
-use crate::commands::Clients;
+use crate::commands::REGION_CONCURRENCY;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
     /// The AMI; without it, only `snapshot` (an id) is deleted, as ore allows.
     pub ami: Option<String>,
     /// A snapshot id, or `detectFromAMI`.
     pub snapshot: Option<String>,
     pub allow_missing: bool,
+    /// Delete every snapshot each AMI maps with it.
+    pub with_snapshots: bool,
+    /// The AMI's copies too: this account's AMIs of its name in every enabled region.
+    pub all_regions: bool,
+    /// AMIs in any region (`--image REGION=AMI`, `--images-from` copy-regions' output).
+    pub images: ImageSelection,
+}
+
+/// What the flags ask for, checked without AWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Asked {
+    pub snapshots: SnapshotChoice,
+    /// `--image` / `--images-from`, read.
+    pub images: Option<Selected>,
+}
+
+/// One AMI (or, with `--snapshot` alone, one snapshot) to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub region: String,
+    /// The AMI, when it exists.
+    pub image: Option<String>,
+    /// The snapshots to delete.
+    pub snapshots: Vec<String>,
+    /// The AMI's snapshots left, as ore leaves them without `--snapshot`.
+    pub kept: Vec<String>,
+    /// What was named but is not there (`--allow-missing`).
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
-    pub region: String,
-    /// The AMI, when it exists.
-    pub image: Option<String>,
-    /// The snapshot to delete.
-    pub snapshot: Option<String>,
-    /// The AMI's snapshot, left as ore leaves it without `--snapshot`.
-    pub kept: Option<String>,
+    pub targets: Vec<Target>,
+    /// Where AMIs were looked for.
+    pub regions: Vec<String>,
+    /// Regions that could not be looked at (`--all-regions`): named in the end.
+    pub failed: Vec<(String, String)>,
     pub allow_missing: bool,
 }
 
-/// The flags, checked without AWS.
-pub(crate) fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
+/// The flags, checked without AWS. Reads `--images-from` (it may be stdin: this blocks).
+pub(crate) fn asked(opts: &DeleteOptions) -> Result<Asked> {
     if let Some(ami) = &opts.ami {
         crate::aws::images::check_image_id("--ami", ami)?;
     }
-    Ok(match (opts.snapshot.as_deref(), &opts.ami) {
+    let listed = !opts.images.images.is_empty() || opts.images.images_from.is_some();
+    if listed && (opts.ami.is_some() || opts.snapshot.is_some() || opts.all_regions) {
+        return Err(Error::Invalid(
+            "--image and --images-from name the AMIs themselves: drop --ami, --snapshot and --all-regions (add --with-snapshots to delete their snapshots)".into(),
+        ));
+    }
+    if opts.all_regions && opts.ami.is_none() {
+        return Err(Error::Invalid(
+            "--all-regions deletes the copies of --ami (this account's AMIs of its name in every enabled region): pass --ami ami-…".into(),
+        ));
+    }
+    if opts.with_snapshots && opts.snapshot.is_some() {
+        return Err(Error::Invalid(
+            "--with-snapshots deletes every snapshot of each AMI: drop --snapshot".into(),
+        ));
+    }
+    let snapshots = match (opts.snapshot.as_deref(), &opts.ami) {
+        _ if opts.with_snapshots => SnapshotChoice::All,
+        (None, None) if listed => SnapshotChoice::None,
         (None, None) => {
             return Err(Error::Invalid(
-                "nothing to delete: pass --ami ami-… (and --snapshot), or --snapshot snap-…".into(),
+                "nothing to delete: pass --ami ami-… (and --snapshot or --with-snapshots), --snapshot snap-…, or --image / --images-from".into(),
             ))
         }
         (None, Some(_)) => SnapshotChoice::None,
@@ -48,145 +99,370 @@ pub(crate) fn snapshot_choice(opts: &DeleteOptions) -> Result<SnapshotChoice> {
                 "--snapshot detectFromAMI reads the snapshot off --ami: pass --ami too".into(),
             ))
         }
+        (Some(_), Some(_)) if opts.all_regions => {
+            return Err(Error::Invalid(
+                "--snapshot snap-… names one snapshot in one region: with --all-regions use --with-snapshots (or detectFromAMI)".into(),
+            ))
+        }
         (Some(id), _) => {
             crate::aws::images::check_snapshot_id("--snapshot (or detectFromAMI)", id)?;
             SnapshotChoice::Id(id.to_string())
         }
-    })
+    };
+    let images = match listed {
+        true => Some(opts.images.read()?),
+        false => None,
+    };
+    if opts.with_snapshots && opts.ami.is_none() && images.is_none() {
+        return Err(Error::Invalid(
+            "--with-snapshots deletes the snapshots of AMIs: pass --ami, --image or --images-from"
+                .into(),
+        ));
+    }
+    Ok(Asked { snapshots, images })
 }
 
-/// Looks the AMI up; a missing one is an error unless `--allow-missing`.
-pub(crate) async fn plan(c: &Clients, opts: &DeleteOptions) -> Result<Plan> {
-    let choice = snapshot_choice(opts)?;
-    let found = match &opts.ami {
-        Some(id) => {
-            let found = ami::find_image(&c.ec2, &c.region, id).await?;
-            if found.is_none() {
-                if !opts.allow_missing {
-                    return Err(Error::Invalid(format!(
-                        "AMI {id} does not exist in this region; pass --allow-missing if that is fine"
-                    )));
-                }
-                tracing::info!("AMI {id} does not exist; nothing to deregister");
-            }
-            found
+/// The target for one AMI as EC2 describes it (or `None`: it does not exist).
+async fn target(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    image: Option<&aws_sdk_ec2::types::Image>,
+    choice: &SnapshotChoice,
+) -> Result<Target> {
+    let id = image.and_then(|i| i.image_id()).map(str::to_owned);
+    let all = image.map(ami::snapshots_of).unwrap_or_default();
+    let root = image.and_then(ami::root_snapshot_of);
+    let (snapshots, kept) = match choice {
+        SnapshotChoice::None => (vec![], all),
+        SnapshotChoice::All => (all, vec![]),
+        SnapshotChoice::FromImage => {
+            let kept = all
+                .into_iter()
+                .filter(|s| Some(s) != root.as_ref())
+                .collect();
+            (root.into_iter().collect(), kept)
         }
-        None => None,
+        SnapshotChoice::Id(snapshot) => {
+            let kept = all.into_iter().filter(|s| s != snapshot).collect();
+            (vec![snapshot.clone()], kept)
+        }
     };
-    let kept = match (&choice, &found) {
-        (SnapshotChoice::None, Some(image)) => ami::root_snapshot_of(image),
-        _ => None,
-    };
-    let snapshot = match (choice, &found) {
-        (SnapshotChoice::None, _) => None,
-        (SnapshotChoice::Id(id), _) => Some(id),
-        (SnapshotChoice::FromImage, Some(image)) => ami::root_snapshot_of(image),
-        (SnapshotChoice::FromImage, None) => None,
-    };
-    if let Some(snapshot) = &snapshot {
-        // EC2 refuses to delete the root snapshot of a registered AMI (DeleteSnapshot API
+    for snapshot in &snapshots {
+        // EC2 refuses to delete the snapshot of a registered AMI (DeleteSnapshot API
         // reference): say which AMI holds it before anything is deregistered.
-        let deregistered = found.as_ref().and(opts.ami.as_deref());
-        let users = ami::images_using_snapshot(&c.ec2, snapshot).await?;
-        if let Some(other) = users.iter().find(|id| Some(id.as_str()) != deregistered) {
+        let users = ami::images_using_snapshot(ec2, snapshot).await?;
+        if let Some(other) = users.iter().find(|u| Some(*u) != id.as_ref()) {
             return Err(Error::Invalid(format!(
-                "snapshot {snapshot} is used by AMI {other}, and EC2 refuses to delete the snapshot of a registered AMI; remove both: imgpub aws delete-image --ami {other} --snapshot {snapshot}"
+                "snapshot {snapshot} in {region} is used by AMI {other}, and EC2 refuses to delete the snapshot of a registered AMI; remove both: imgpub aws delete-image --region {region} --ami {other} --snapshot {snapshot}"
             )));
         }
     }
-    Ok(Plan {
-        region: c.region.clone(),
-        image: found.and(opts.ami.clone()),
-        snapshot,
+    Ok(Target {
+        region: region.to_string(),
+        image: id,
+        snapshots,
         kept,
-        allow_missing: opts.allow_missing,
+        missing: vec![],
     })
+}
+
+/// An AMI that is not there: an error naming it, unless `--allow-missing`. A snapshot named
+/// by its id is still deleted.
+fn missing(
+    opts: &DeleteOptions,
+    region: &str,
+    id: &str,
+    choice: &SnapshotChoice,
+) -> Result<Target> {
+    if !opts.allow_missing {
+        return Err(Error::Invalid(format!(
+            "AMI {id} does not exist in {region}; pass --allow-missing if that is fine"
+        )));
+    }
+    tracing::info!("AMI {id} does not exist in {region}; nothing to deregister");
+    Ok(Target {
+        region: region.to_string(),
+        image: None,
+        snapshots: match choice {
+            SnapshotChoice::Id(snapshot) => vec![snapshot.clone()],
+            _ => vec![],
+        },
+        kept: vec![],
+        missing: vec![id.to_string()],
+    })
+}
+
+/// Looks every AMI up (read-only); a missing one is an error unless `--allow-missing`.
+pub(crate) async fn plan(ctx: &AwsContext, opts: &DeleteOptions, asked: Asked) -> Result<Plan> {
+    let own = ctx.region.clone();
+    let mut plan = Plan {
+        targets: vec![],
+        regions: vec![own.clone()],
+        failed: vec![],
+        allow_missing: opts.allow_missing,
+    };
+    let choice = &asked.snapshots;
+    if let Some(selected) = asked.images {
+        let images = selected.in_region(&own);
+        let mut regions: Vec<String> = images.iter().map(|i| i.region.clone()).collect();
+        regions.dedup();
+        plan.regions = regions;
+        for image in images {
+            let ec2 = ctx.in_region(&image.region).ec2();
+            match ami::find_image(&ec2, &image.region, &image.image_id).await? {
+                Some(found) => {
+                    let t = target(&ec2, &image.region, Some(&found), choice).await?;
+                    plan.targets.push(t);
+                }
+                None => {
+                    let t = missing(opts, &image.region, &image.image_id, choice)?;
+                    plan.targets.push(t);
+                }
+            }
+        }
+        return Ok(plan);
+    }
+    let ec2 = ctx.ec2();
+    let found = match &opts.ami {
+        Some(id) => ami::find_image(&ec2, &own, id).await?,
+        None => None,
+    };
+    match (&found, &opts.ami, opts.all_regions) {
+        (Some(image), _, true) => {
+            let name = image.name().unwrap_or_default().to_string();
+            let regions = regions_or_own(&ec2, &own, &[], true).await?;
+            let (mut targets, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
+                let name = &name;
+                async move {
+                    let ec2 = ctx.in_region(&region).ec2();
+                    match ami::image_named(&ec2, name).await? {
+                        Some(copy) => Ok(vec![target(&ec2, &region, Some(&copy), choice).await?]),
+                        None => Ok(vec![]),
+                    }
+                }
+            })
+            .await;
+            // In the order of the regions, the command's own first.
+            targets.sort_by_key(|t| (t.region != own, t.region.clone()));
+            plan.targets = targets;
+            plan.regions = regions;
+            plan.failed = failed;
+        }
+        (None, Some(id), _) => plan.targets.push(missing(opts, &own, id, choice)?),
+        _ => plan
+            .targets
+            .push(target(&ec2, &own, found.as_ref(), choice).await?),
+    }
+    Ok(plan)
 }
 
 /// The calls [`apply`] will make.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
-    if let Some(id) = &plan.image {
-        let image = vec![Resource::Image(Some(id.clone()))];
-        calls.push(Call::new(Op::Ec2DeregisterImage, &plan.region, image));
-    }
-    if let Some(id) = &plan.snapshot {
-        let snapshot = vec![Resource::Snapshot(Some(id.clone()))];
-        calls.push(Call::new(Op::Ec2DeleteSnapshot, &plan.region, snapshot));
+    for t in &plan.targets {
+        if let Some(id) = &t.image {
+            let image = vec![Resource::Image(Some(id.clone()))];
+            calls.push(Call::new(Op::Ec2DeregisterImage, &t.region, image));
+        }
+        for id in &t.snapshots {
+            let snapshot = vec![Resource::Snapshot(Some(id.clone()))];
+            calls.push(Call::new(Op::Ec2DeleteSnapshot, &t.region, snapshot));
+        }
     }
     calls
 }
 
 /// Every operation `delete-image` may make.
 pub(crate) const MAY_CALL: &[Op] = &[
+    Op::Ec2DescribeRegions,
     Op::Ec2DescribeImages,
     Op::Ec2DeregisterImage,
     Op::Ec2DeleteSnapshot,
     Op::IamSimulatePrincipalPolicy,
 ];
 
-pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Deleted> {
-    match &plan.image {
-        Some(id) => {
-            ami::deregister_image(&c.ec2, id, plan.snapshot.as_deref(), plan.allow_missing).await
-        }
-        None => Ok(Deleted {
-            image: None,
-            snapshot: match &plan.snapshot {
-                Some(id) => ami::delete_snapshot(&c.ec2, id, plan.allow_missing).await?,
-                None => None,
-            },
-        }),
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Status {
+    /// The AMI was deregistered, or a snapshot deleted.
+    Deleted,
+    /// Nothing named was there any more (`--allow-missing`).
+    Missing,
 }
 
-/// What was deleted, and the snapshot left when only the AMI was asked for.
-fn summary(plan: &Plan, deleted: &Deleted) -> String {
-    let region = &plan.region;
-    let mut done = vec![];
-    if let Some(image) = &deleted.image {
-        done.push(format!("deregistered {image}"));
-    }
-    if let Some(snapshot) = &deleted.snapshot {
-        done.push(format!("deleted snapshot {snapshot}"));
-    }
-    let mut line = match done.is_empty() {
-        true => format!("delete-image: nothing to do in {region}: nothing named exists"),
-        false => format!("delete-image: {} in {region}", done.join(" and ")),
+/// One line of output: what was removed in one region, and what was left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Removed {
+    pub region: String,
+    /// The AMI deregistered.
+    pub image: Option<String>,
+    /// The (first) snapshot deleted.
+    pub snapshot: Option<String>,
+    /// More snapshots deleted with the AMI (`--with-snapshots`, an AMI of several volumes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_snapshots: Vec<String>,
+    /// The AMI's snapshots left (no `--snapshot` or `--with-snapshots`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+    /// What was named but was not there (`--allow-missing`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    pub status: Status,
+}
+
+async fn remove(ctx: &AwsContext, t: &Target, allow_missing: bool) -> Result<Removed> {
+    let ec2 = ctx.in_region(&t.region).ec2();
+    let image = match &t.image {
+        Some(id) => {
+            ami::deregister_image(&ec2, id, None, allow_missing)
+                .await?
+                .image
+        }
+        None => None,
     };
-    if let Some(kept) = &plan.kept {
-        line.push_str(&format!(
-            "; kept its snapshot {kept} (without --snapshot, as ore): delete it with `imgpub aws delete-image --region {region} --snapshot {kept}`"
-        ));
+    let mut deleted = vec![];
+    let mut missing = t.missing.clone();
+    for id in &t.snapshots {
+        match ami::delete_snapshot(&ec2, id, allow_missing).await? {
+            Some(id) => deleted.push(id),
+            None => missing.push(id.clone()),
+        }
+    }
+    let status = match image.is_some() || !deleted.is_empty() {
+        true => Status::Deleted,
+        false => Status::Missing,
+    };
+    let mut deleted = deleted.into_iter();
+    Ok(Removed {
+        region: t.region.clone(),
+        image,
+        snapshot: deleted.next(),
+        more_snapshots: deleted.collect(),
+        kept: t.kept.clone(),
+        missing,
+        status,
+    })
+}
+
+/// Removes every target, region by region, printing a line for each; fails naming the
+/// regions that could not be looked at or cleaned.
+pub(crate) async fn apply(
+    ctx: &AwsContext,
+    plan: &Plan,
+    mut emit: impl FnMut(&Removed),
+) -> Result<Vec<Removed>> {
+    let mut regions: Vec<String> = plan.targets.iter().map(|t| t.region.clone()).collect();
+    regions.dedup();
+    let mut all = vec![];
+    let failed = fan_out(
+        regions,
+        REGION_CONCURRENCY,
+        |region| async move {
+            let mut done = vec![];
+            for t in plan.targets.iter().filter(|t| t.region == region) {
+                done.push(remove(ctx, t, plan.allow_missing).await?);
+            }
+            Ok(done)
+        },
+        |_, done: Vec<Removed>| {
+            done.iter().for_each(&mut emit);
+            all.extend(done);
+        },
+    )
+    .await;
+    let mut failures = plan.failed.clone();
+    failures.extend(failed.into_iter().map(|(r, e)| (r, e.to_string())));
+    if failures.is_empty() {
+        return Ok(all);
+    }
+    let context = format!("deleting AMIs in {} regions", plan.regions.len());
+    Err(failure_summary(context, &failures))
+}
+
+/// What was deleted, and the snapshots left when only the AMI was asked for.
+fn summary(plan: &Plan, removed: &[Removed]) -> String {
+    let images: Vec<&Removed> = removed.iter().filter(|r| r.image.is_some()).collect();
+    let snapshots: usize = removed
+        .iter()
+        .map(|r| r.snapshot.iter().count() + r.more_snapshots.len())
+        .sum();
+    let kept: Vec<(&str, &str)> = removed
+        .iter()
+        .flat_map(|r| r.kept.iter().map(|s| (r.region.as_str(), s.as_str())))
+        .collect();
+    let mut regions: Vec<&str> = removed.iter().map(|r| r.region.as_str()).collect();
+    regions.dedup();
+    let whole = match plan.regions.as_slice() {
+        [one] => one.clone(),
+        more => format!("{} regions", more.len()),
+    };
+    let mut line = match (images.as_slice(), snapshots, removed) {
+        (_, _, []) | ([], 0, _) => {
+            return format!("delete-image: nothing to do in {whole}: nothing named exists")
+        }
+        ([one], n, [_]) => {
+            let id = one.image.as_deref().unwrap_or_default();
+            let mut line = format!("delete-image: deregistered {id}");
+            if let Some(s) = &one.snapshot {
+                line.push_str(&format!(" and deleted snapshot {s}"));
+            }
+            if n > 1 {
+                line.push_str(&format!(" and {} more", n - 1));
+            }
+            format!("{line} in {}", one.region)
+        }
+        ([], _, [one]) => format!(
+            "delete-image: deleted snapshot {} in {}",
+            one.snapshot.as_deref().unwrap_or_default(),
+            one.region
+        ),
+        (images, n, _) => format!(
+            "delete-image: deregistered {} AMIs and deleted {n} snapshots in {} of {whole}",
+            images.len(),
+            regions.len()
+        ),
+    };
+    match kept.as_slice() {
+        [] => {}
+        [(region, snapshot)] => line.push_str(&format!(
+            "; kept its snapshot {snapshot} (without --snapshot, as ore): delete it with `imgpub aws delete-image --region {region} --snapshot {snapshot}`"
+        )),
+        more => line.push_str(&format!(
+            "; kept their {} snapshots (without --with-snapshots, as ore): each line's \"kept\" names them",
+            more.len()
+        )),
     }
     line
 }
 
 impl Command for DeleteOptions {
     type Connection = Account;
-    type Local = ();
+    type Local = Asked;
     type Plan = Plan;
 
-    fn validate(&self) -> Result<()> {
-        snapshot_choice(self).map(drop)
+    fn validate(&self) -> Result<Asked> {
+        asked(self)
     }
 
-    async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
-        plan(&a.clients(), self).await
+    async fn plan(&self, a: &Account, asked: Asked) -> Result<Plan> {
+        plan(&a.ctx, self, asked).await
     }
 
     fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
         check(plan)
     }
 
-    fn policy(&self, a: &Account, _: &Plan, _: &[Call]) -> Option<String> {
-        Some(needs::fix_line(For::Delete, None, Some(&a.ctx.region)))
+    fn policy(&self, a: &Account, plan: &Plan, _: &[Call]) -> Option<String> {
+        let region = match plan.regions.as_slice() {
+            [one] if *one == a.ctx.region => Some(one.as_str()),
+            _ => None,
+        };
+        Some(needs::fix_line(For::Delete, None, region))
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        let deleted = apply(&a.clients(), plan).await?;
-        emit(Output::json(&deleted));
-        emit(Output::Summary(summary(plan, &deleted)));
+        let removed = apply(&a.ctx, plan, |r| emit(Output::json(r))).await?;
+        emit(Output::Summary(summary(plan, &removed)));
         Ok(())
     }
 }

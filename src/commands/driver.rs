@@ -37,6 +37,10 @@ pub enum Output {
     Json(serde_json::Value),
     /// A line as it is (`list-regions`' region names, `policy`'s document or table).
     Text(String),
+    /// A line of a dry run's plan, for a person: what would be created or changed, with
+    /// the names, sizes, tags, grants and documents to check. The binary writes it on
+    /// stderr at the default level, as the summary; the calls follow as JSON on stdout.
+    Step(String),
     /// What the run did, in one sentence for a person: created, reused, changed (and what),
     /// or nothing to do (and what it looked at). The last line of every command; the binary
     /// writes it on stderr at the default level.
@@ -171,6 +175,22 @@ pub(crate) trait Command: Sync {
     /// refuses a call; `None` for commands no policy covers.
     fn policy(&self, conn: &Self::Connection, plan: &Self::Plan, calls: &[Call]) -> Option<String>;
 
+    /// The plan in words, for `--dry-run`: one line per step that would create or change
+    /// something. By default each changing call, named; commands whose plan holds more (a
+    /// name, a size, tags, a policy) say it.
+    fn describe(
+        &self,
+        _conn: &Self::Connection,
+        _plan: &Self::Plan,
+        calls: &[Call],
+    ) -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.changes())
+            .map(Call::in_words)
+            .collect()
+    }
+
     /// Does the plan; results go to `emit`.
     fn apply(
         &self,
@@ -240,6 +260,10 @@ where
     }
     if run.dry_run {
         let changes: Vec<&Call> = calls.iter().filter(|c| c.changes()).collect();
+        if !changes.is_empty() {
+            let steps = command.describe(&conn, &plan, &calls);
+            steps.into_iter().for_each(|line| emit(Output::Step(line)));
+        }
         changes.iter().for_each(|call| emit(Output::json(call)));
         emit(Output::Summary(match changes.len() {
             0 => "dry run: nothing to do; all is in place".to_string(),

@@ -7,6 +7,7 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::{validate_region, AwsContext};
 use crate::aws::permissions::{self, MadePublic, NotPublic, Selection};
 use crate::aws::regions::{failure_summary, fan_out, gather, regions_or_own};
+use crate::aws::Status;
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
@@ -115,6 +116,14 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2ModifySnapshotAttribute,
 ];
 
+/// One line of output: an AMI made public.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    made: &'a MadePublic,
+    status: Status,
+}
+
 /// Makes each AMI the plan found public and emits it; fails naming the regions that could
 /// not be checked or fixed.
 pub(crate) async fn apply(
@@ -134,7 +143,14 @@ pub(crate) async fn apply(
             }
             Ok(fixed)
         },
-        |_, fixed| fixed.iter().for_each(|f| emit(serde_json::json!(f))),
+        |_, fixed| {
+            fixed.iter().for_each(|made| {
+                emit(serde_json::json!(Line {
+                    made,
+                    status: Status::Changed
+                }))
+            })
+        },
     )
     .await;
     failures.extend(done.into_iter().map(|(r, e)| (r, e.to_string())));

@@ -7,8 +7,9 @@ use crate::aws::ami::{self, Change, Sharing};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::AwsContext;
 use crate::aws::images::{ImageSelection, RegionalImage, Selected};
-use crate::aws::permissions::{self, Changed, Status};
+use crate::aws::permissions::{self, Changed};
 use crate::aws::regions::{failure_summary, fan_out};
+use crate::aws::Status;
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::needs::{self, For};
 use crate::commands::REGION_CONCURRENCY;
@@ -129,10 +130,7 @@ pub(crate) async fn plan(
                 snapshot,
                 region: target.region,
                 image: target.image_id,
-                status: match launch || volume {
-                    true => Status::Changed,
-                    false => Status::Unchanged,
-                },
+                status: Status::of(launch || volume),
                 launch,
                 volume,
             })

@@ -9,6 +9,7 @@ use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RolePlan, RoleState};
 use crate::aws::s3;
 use crate::aws::vmimport_role::{self, RoleSpec};
+use crate::aws::Status;
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
@@ -53,6 +54,7 @@ pub(crate) struct InitializeReport {
     pub trust_removed: Vec<String>,
     /// Whether this run changed anything.
     pub changed: bool,
+    pub status: Status,
 }
 
 impl InitializeReport {
@@ -272,6 +274,7 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> 
         kept: plan.role.kept.clone(),
         trust_removed: plan.role.trust_removed.clone(),
         changed: false,
+        status: Status::Unchanged,
     };
     let optional = [
         ("permissions-boundary", plan.role.boundary),
@@ -293,7 +296,46 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> 
         }
     }
     report.changed = !(report.created.is_empty() && report.repaired.is_empty());
+    report.status = Status::of(report.changed);
     Ok(report)
+}
+
+/// The plan in words: what would be created or changed, documents in full.
+fn describe(plan: &Plan) -> Vec<String> {
+    let role = &plan.spec.role_name;
+    let mut lines = vec![];
+    if let Some(would) = plan.bucket_outcome.would() {
+        lines.push(format!("{would} bucket {} in {}", plan.bucket, plan.region));
+    }
+    if let Some(would) = plan.role.role.would() {
+        lines.push(format!("{would} role {role} (assumed by VM Import/Export)"));
+    }
+    if let Some(would) = plan.role.trust_policy.would() {
+        let trust = iam::pretty(&vmimport_role::trust_policy(&plan.spec));
+        lines.push(format!("{would} the trust policy of role {role}:\n{trust}"));
+    }
+    if let Some(would) = plan.role.role_policy.would() {
+        let policy = iam::pretty(&plan.role.policy);
+        lines.push(format!(
+            "{would} the inline policy {} of role {role}:\n{policy}",
+            plan.role.policy_name
+        ));
+    }
+    if let (Some(arn), Some(would)) = (
+        &plan.spec.permissions_boundary,
+        plan.role.boundary.and_then(Outcome::would),
+    ) {
+        lines.push(format!(
+            "{would} the permissions boundary of role {role}: {arn}"
+        ));
+    }
+    if let Some((days, would)) = plan.lifecycle.and_then(|(d, o)| Some((d, o.would()?))) {
+        lines.push(format!(
+            "{would} the lifecycle rule of bucket {} that aborts uploads left unfinished for {days} days",
+            plan.bucket
+        ));
+    }
+    lines
 }
 
 impl Command for InitializeOptions {
@@ -318,6 +360,11 @@ impl Command for InitializeOptions {
     /// An admin's command: no publisher policy covers it, so there is no preflight.
     fn policy(&self, _: &Account, _: &Plan, _: &[Call]) -> Option<String> {
         None
+    }
+
+    /// The bucket, the role, its trust and its policy in full.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        describe(plan)
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::aws::calls::{Call, Op};
 use crate::aws::multipart::{self, Transfer, UploadReport, UploadRequest};
 use crate::aws::s3::{S3Object, S3Prefix};
+use crate::aws::Status;
 use crate::commands::driver::{Command, Emit, Endpoint, Output};
 use crate::commands::Clients;
 use crate::error::{Error, Result};
@@ -89,9 +90,10 @@ impl Command for UploadObjectOptions {
 
     async fn apply(&self, e: &Endpoint, object: &S3Object, emit: Emit<'_>) -> Result<()> {
         let report = apply(&Clients::new(&e.ctx), self, object).await?;
-        emit(Output::json(
-            &serde_json::json!({"S3Object": object.to_string()}),
-        ));
+        emit(Output::json(&serde_json::json!({
+            "S3Object": object.to_string(),
+            "status": Status::of(!report.already_there),
+        })));
         emit(Output::Summary(format!(
             "upload-object: {}",
             report.describe(object)

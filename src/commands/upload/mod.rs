@@ -28,6 +28,7 @@ use crate::commands::needs::{self, For};
 use crate::commands::Clients;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::{self, ImageInfo, ObjectFormat};
+use crate::names::Named;
 use aws_smithy_types::DateTime;
 
 mod calls;
@@ -416,6 +417,121 @@ fn summary(stage: Stage, plan: &Plan, published: &Published) -> String {
     format!("{command}: {} in {}", done.join("; "), plan.region)
 }
 
+/// The plan in words for `--dry-run`: the file and its size, the snapshot's and AMI's names
+/// and settings, the tags, sharing and deprecation each would get.
+fn describe(plan: &Plan) -> Vec<String> {
+    let local = &plan.local;
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    let name = &local.name;
+    let mut lines = vec![match (&plan.snapshot, &local.source) {
+        (SnapshotStep::Use(id), Source::Snapshot(_)) => format!("would use snapshot {id}"),
+        (SnapshotStep::Use(id), _) => {
+            format!("would reuse snapshot {id} named {name} (an earlier run's)")
+        }
+        (
+            SnapshotStep::Import(ImportFrom::File {
+                path,
+                object,
+                format,
+            }),
+            Source::File { info, .. },
+        ) => {
+            format!(
+                "would upload {} ({format}, {} on disk, {} virtual) to {object}, then import it as snapshot {name}",
+                path.display(),
+                mib(info.file_size),
+                info.virtual_size.map_or("unknown".into(), mib),
+            )
+        }
+        (
+            SnapshotStep::Import(
+                ImportFrom::File { object, format, .. } | ImportFrom::Object { object, format },
+            ),
+            _,
+        ) => {
+            format!("would import {object} ({format}) as snapshot {name}")
+        }
+        (SnapshotStep::Write(start, request), _) => {
+            let how = match start {
+                Start::New => "a new snapshot".to_string(),
+                Start::Resume(id) => format!("the rest of pending snapshot {id}"),
+                Start::Abandon(id) | Start::Replace(id) => {
+                    format!("a new snapshot in place of {id} (deleted first)")
+                }
+            };
+            format!(
+                "would write {} ({} of data, a {} GiB volume) with EBS direct as {how} named {name}",
+                request.path.display(),
+                mib(request.info.file_size),
+                request.volume_size_gib
+            )
+        }
+    }];
+    let registered = |r: &RegisterSettings| {
+        let mut what = vec![
+            r.arch.name().to_string(),
+            r.boot_mode.name().to_string(),
+            r.volume_type.name().to_string(),
+        ];
+        if let Some(gib) = r.volume_size_gib {
+            what.push(format!("{gib} GiB"));
+        }
+        if r.imdsv2_only {
+            what.push("IMDSv2 only".into());
+        }
+        format!("AMI {} ({})", r.name, what.join(", "))
+    };
+    match (&plan.image, &local.register) {
+        (ImageStep::Register, Some(r)) => lines.push(format!("would register {}", registered(r))),
+        (ImageStep::Replace(old), Some(r)) => lines.push(format!(
+            "would deregister {} and delete its snapshot (--force), then register {}",
+            old.image_id,
+            registered(r)
+        )),
+        (ImageStep::Reuse(id), Some(r)) => lines.push(format!(
+            "would reuse {id} named {}, registered as asked",
+            r.name
+        )),
+        _ => {}
+    }
+    let touch = plan.touch;
+    let tags: Vec<String> = local.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let tagged: Vec<&str> = [(touch.snapshot_tags, "snapshot"), (touch.image_tags, "AMI")]
+        .into_iter()
+        .filter(|(t, what)| *t && (*what == "snapshot" || local.register.is_some()))
+        .map(|(_, what)| what)
+        .collect();
+    if !tagged.is_empty() {
+        lines.push(format!(
+            "would tag the {} {}",
+            tagged.join(" and "),
+            tags.join(" ")
+        ));
+    }
+    if let (Some(whom), true) = (local.sharing.describe(), touch.launch || touch.volume) {
+        lines.push(format!("would share with {whom}"));
+    }
+    if let (Some(at), true) = (
+        local.register.as_ref().and_then(|r| r.deprecate_at),
+        touch.deprecation,
+    ) {
+        let at = at
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        lines.push(format!("would deprecate the AMI at {at}"));
+    }
+    if let (Some(object), true) = (
+        local.source.object(),
+        local.delete_object && touch.delete_object,
+    ) {
+        lines.push(format!("would delete {object} once the snapshot exists"));
+    }
+    lines
+        .iter_mut()
+        .for_each(|l| l.push_str(&format!(" in {}", plan.region)));
+    lines
+}
+
 /// `upload`, `import-snapshot`, `upload-snapshot` or `register-ami`: the stages of `stage`.
 #[derive(Debug, Clone)]
 pub struct Publish {
@@ -445,6 +561,10 @@ impl Command for Publish {
         let object = plan.local.source.object();
         let line = needs::fix_line(For::Upload, object, Some(&a.ctx.region));
         Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        describe(plan)
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
