@@ -519,3 +519,45 @@ async fn a_release_killed_anywhere_finishes_on_rerun() {
         exactly_the_release(&standin, &label).await;
     }
 }
+
+/// An upload that fails stops the run, but what was done before it is recorded: the record
+/// names every other image and region as missing, and a rerun finishes from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_upload_still_writes_the_record_of_what_was_done() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let manifest = manifest(dir.path(), &TARGETS, &[]);
+    // The second image's RegisterImage is refused (not retried: a client error).
+    standin.fault(
+        r#"{"action": "RegisterImage", "status": 400, "code": "InvalidParameter", "skip": 1, "count": 1}"#,
+    );
+    let applied = release(&standin, "apply", &manifest);
+    assert_eq!(applied.code, 1, "{}", applied.stderr);
+    let made = record(dir.path());
+    let images = made["images"].as_array().unwrap();
+    let regions = |image: &Value, key: &str| -> Vec<String> {
+        let mut v: Vec<String> = match &image[key] {
+            Value::Array(list) => list.iter().map(|r| r.as_str().unwrap().into()).collect(),
+            Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("{key}: {other}"),
+        };
+        v.sort();
+        v
+    };
+    let mut targets: Vec<String> = TARGETS.iter().map(|r| r.to_string()).collect();
+    targets.sort();
+    let mut all = targets.clone();
+    all.push(SOURCE.to_string());
+    all.sort();
+    assert_eq!(images[0]["name"], "os-1.0-x86_64");
+    assert_eq!(regions(&images[0], "regions"), [SOURCE]);
+    assert_eq!(regions(&images[0], "missing"), targets);
+    assert_eq!(regions(&images[1], "regions"), Vec::<String>::new());
+    assert_eq!(regions(&images[1], "missing"), all);
+
+    let again = release(&standin, "apply", &manifest);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for image in record(dir.path())["images"].as_array().unwrap() {
+        assert_eq!(image["missing"], serde_json::json!([]), "{image}");
+    }
+}

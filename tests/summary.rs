@@ -317,3 +317,37 @@ async fn grant_publish_ssm_and_upload_object_say_what_changed() {
         "upload-object: s3://images/objects/blob.raw already held this file (6.0 MiB): nothing sent"
     );
 }
+
+/// A copy-regions rerun that only gives the copies the source's new tags says that, not
+/// "copied to 0 regions".
+#[tokio::test]
+async fn copy_regions_that_only_retags_says_so() {
+    let standin = Standin::initialized();
+    let (ami, _) = common::api_image(&standin, REGION, "retag", &[]).await;
+    let copy = || {
+        let run = standin
+            .imgpub()
+            .args(["aws", "copy-regions", "--region", REGION, "--image", &ami])
+            .args(["us-west-2"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run
+    };
+    copy();
+    let tag = aws_sdk_ec2::types::Tag::builder()
+        .key("stream")
+        .value("next")
+        .build();
+    standin
+        .ec2(REGION)
+        .create_tags()
+        .resources(&ami)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copy().summary(),
+        format!("copy-regions: gave 1 of the 1 regions that have {ami} ({REGION}) its tags, deprecation or sharing again")
+    );
+}

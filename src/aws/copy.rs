@@ -109,8 +109,9 @@ fn gone(region: &str, image_id: &str) -> Error {
     )
 }
 
-/// Waits until the image is available; returns its root snapshot.
-async fn wait_available(
+/// Waits until the image (a copy, or a new source AMI) is available; returns its root
+/// snapshot.
+pub(crate) async fn wait_available(
     ec2: &Client,
     region: &str,
     image_id: &str,

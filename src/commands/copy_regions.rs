@@ -189,9 +189,9 @@ fn summary(plan: &Plan) -> String {
         })
         .collect();
     let present = earlier.len();
-    let fixed = earlier.iter().filter(|e| e.lacks.any()).count();
+    let fixes = earlier.iter().filter(|e| e.lacks.any()).count();
     let copied = plan.targets.len() - present;
-    let fixed = match fixed {
+    let fixed = match fixes {
         0 => String::new(),
         n => format!(" ({n} of them given the source's tags, deprecation or sharing again)"),
     };
@@ -199,9 +199,12 @@ fn summary(plan: &Plan) -> String {
         (0, 0) => {
             format!("copy-regions: nothing to do: no region to copy {source} to besides its own")
         }
-        (0, n) if fixed.is_empty() => {
+        (0, n) if fixes == 0 => {
             format!("copy-regions: nothing to do: {n} regions already have {source}")
         }
+        (0, n) => format!(
+            "copy-regions: gave {fixes} of the {n} regions that have {source} its tags, deprecation or sharing again"
+        ),
         (copied, present) => {
             format!("copy-regions: copied {source} to {copied} regions; {present} already had it{fixed}")
         }

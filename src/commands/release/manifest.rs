@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::aws::ami::{Arch, BootMode, Sharing, TpmSupport, VolumeType};
 use crate::aws::config::validate_region;
-use crate::aws::ssm::Template;
+use crate::aws::ssm::{ImageFacts, Template};
 use crate::commands::upload::{Deprecate, UploadOptions, Via};
 use crate::error::{Error, Result};
 use crate::names::Named;
@@ -175,12 +175,18 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         }
         RawRegions::List(list) => {
             list.iter().try_for_each(|r| validate_region(r))?;
+            if let Some(r) = twice(&list) {
+                return Err(bad(format!("region {r} is listed twice in `regions`")));
+            }
             Targets::Named(list)
         }
     };
     raw.best_effort
         .iter()
         .try_for_each(|r| validate_region(r))?;
+    if let Some(r) = twice(&raw.best_effort) {
+        return Err(bad(format!("region {r} is listed twice in `best_effort`")));
+    }
     if let Targets::Named(list) = &targets {
         if let Some(r) = raw.best_effort.iter().find(|r| !list.contains(r)) {
             return Err(bad(format!(
@@ -283,12 +289,46 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             )));
         }
     }
+    // The object's key is the file's name under `bucket`: two files of one name would
+    // overwrite each other.
+    let file_names: Vec<_> = images.iter().map(|i| i.file.file_name()).collect();
+    if let (Via::S3, Some(Some(name))) = (via, twice(&file_names)) {
+        return Err(bad(format!(
+            "two images upload a file named {}, and the object's key is the file's name under `bucket`; rename one",
+            Path::new(name).display()
+        )));
+    }
     let parameters = raw
         .ssm
         .parameters
         .iter()
         .map(|t| Template::parse(t))
         .collect::<Result<Vec<_>>>()?;
+    // Every template renders for every image (the tags it names are the manifest's), and
+    // no two images write the same parameter.
+    let tags: Vec<(String, String)> = raw.tags.clone().into_iter().collect();
+    for template in &parameters {
+        let mut names = vec![];
+        for image in &images {
+            let facts = ImageFacts {
+                region: raw.source_region.clone(),
+                image_id: image.name.clone(),
+                name: image.name.clone(),
+                arch: image.arch.ec2().as_str().to_string(),
+                tags: tags.clone(),
+            };
+            names.push(
+                template
+                    .render(&facts)
+                    .map_err(|e| bad(format!("[ssm] {e}")))?,
+            );
+        }
+        if let Some(name) = twice(&names) {
+            return Err(bad(format!(
+                "[ssm] two images would write the parameter {name}; put {{arch}} or {{name}} in the template"
+            )));
+        }
+    }
     let sharing = Sharing {
         public: raw.sharing.public,
         launch_users: raw.sharing.accounts.clone(),
@@ -326,6 +366,14 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
 }
 
 const HOURS_2: Duration = Duration::from_secs(2 * 3600);
+
+/// The first item that is in `list` twice.
+fn twice<T: PartialEq>(list: &[T]) -> Option<&T> {
+    list.iter()
+        .enumerate()
+        .find(|(i, a)| list[i + 1..].contains(a))
+        .map(|(_, a)| a)
+}
 
 /// The accepted values of an image key, for its error.
 fn names_of_key(key: &str) -> String {
@@ -473,6 +521,25 @@ boot_mode = "uefi"
                 "unknown field",
             ),
             (MINIMAL.replace("us-west-2", "us_west_2"), "us_west_2"),
+            (
+                MINIMAL.replace(
+                    "\"us-west-2\", \"eu-west-1\"",
+                    "\"us-west-2\", \"us-west-2\"",
+                ),
+                "region us-west-2 is listed twice",
+            ),
+            (
+                MINIMAL.replace("/abs/arm64.raw", "/abs/x86_64.raw"),
+                "two images upload a file named x86_64.raw",
+            ),
+            (
+                MINIMAL.replace("/os/stable/{arch}/latest", "/os/stable/latest"),
+                "two images would write the parameter /os/stable/latest",
+            ),
+            (
+                MINIMAL.replace("/os/stable/{arch}/latest", "/os/{tag:channel}/latest"),
+                "has no tag \"channel\"",
+            ),
         ];
         for (text, want) in cases {
             let err = parsed(&text).unwrap_err();

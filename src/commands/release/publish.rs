@@ -83,11 +83,22 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     for local in locals {
         uploads.push(upload::plan(&source.clients(), local).await?);
     }
-    let sources: Vec<Source> = uploads
-        .iter()
-        .enumerate()
-        .map(|(i, upload)| asked_source(&manifest, i, upload))
-        .collect();
+    let mut sources: Vec<Source> = vec![];
+    for (i, upload) in uploads.iter().enumerate() {
+        let mut asked = asked_source(&manifest, i, upload);
+        // `deprecate_in` counts from the first publish: the copies are compared with the
+        // time the source already has, not with one counted from now.
+        let kept = upload
+            .local
+            .register
+            .as_ref()
+            .is_some_and(|r| r.deprecation_kept);
+        if let (ImageStep::Reuse(id), true) = (&upload.image, kept) {
+            let now = copy::describe_source(&ec2, &manifest.source_region, id).await?;
+            asked.deprecate_at = now.deprecate_at.or(asked.deprecate_at);
+        }
+        sources.push(asked);
+    }
     let public = manifest.sharing.public;
     let mut found_in: Vec<(String, Vec<Found>)> = vec![];
     let failed = fan_out(
@@ -351,25 +362,24 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
     let mut placed: Vec<Placed> = vec![];
     let mut sources = vec![];
     let mut made = 0;
-    for (i, image) in plan.images.iter().enumerate() {
-        let published = upload::apply(&source.clients(), &image.upload).await?;
-        let ami = published.ami_id.clone().ok_or_else(|| {
-            Error::Setup(format!(
-                "the upload of {} registered no AMI",
-                m.images[i].name
-            ))
-        })?;
-        let copied = Copied {
-            ami: ami.clone(),
-            snapshot: published.snapshot_id.clone(),
+    let regions: Vec<String> = std::iter::once(m.source_region.clone())
+        .chain(plan.targets.iter().cloned())
+        .collect();
+    let partition = &a.identity.partition;
+    let write_record = |placed: &[Placed]| {
+        Record::of(m, &a.identity.account, partition, &regions, placed).write(record)
+    };
+    for i in 0..plan.images.len() {
+        let done = match publish_source(&source, plan, i).await {
+            Ok(done) => done,
+            Err(e) => {
+                // What is done so far is recorded: the record names the rest as missing.
+                write_record(&placed)?;
+                return Err(e);
+            }
         };
-        let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
-        let status = if plan.source_ami(i).is_some() {
-            "exists"
-        } else {
-            "created"
-        };
-        made += usize::from(status == "created");
+        let (copied, parameters, described, status) = done;
+        made += usize::from(status != "exists");
         emit(Output::json(&Done {
             image: &m.images[i].name,
             region: &m.source_region,
@@ -384,7 +394,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
             copy: Some(copied),
             parameters,
         });
-        sources.push(copy::describe_source(&source.ctx.ec2(), &m.source_region, &ami).await?);
+        sources.push(described);
     }
     let spots: Vec<Spot> = plan
         .images
@@ -441,11 +451,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
         },
     )
     .await;
-    let regions: Vec<String> = std::iter::once(m.source_region.clone())
-        .chain(plan.targets.iter().cloned())
-        .collect();
-    let partition = &a.identity.partition;
-    Record::of(m, &a.identity.account, partition, &regions, &placed).write(record)?;
+    write_record(&placed)?;
     let total = regions.len() * m.images.len();
     let done = total - failures.len();
     if failures.is_empty() {
@@ -482,6 +488,41 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
         ),
         best_effort_only,
     })
+}
+
+/// Image `i` in the source region: uploaded (or found), available, its parameters written.
+/// Returns the AMI, the parameters, the source as the copies must look, and the status:
+/// `created`, `fixed` (it existed, but lacked tags, sharing or deprecation) or `exists`.
+async fn publish_source(
+    source: &Account,
+    plan: &Plan,
+    i: usize,
+) -> Result<(Copied, Vec<Parameter>, Source, &'static str)> {
+    let m = &plan.manifest;
+    let upload = &plan.images[i].upload;
+    let published = upload::apply(&source.clients(), upload).await?;
+    let ami = published.ami_id.clone().ok_or_else(|| {
+        Error::Setup(format!(
+            "the upload of {} registered no AMI",
+            m.images[i].name
+        ))
+    })?;
+    // A new AMI is pending for a while (RegisterImage API reference: "pending" until
+    // available); SSM takes only an available AMI, and a copy starts from one.
+    let ec2 = source.ctx.ec2();
+    copy::wait_available(&ec2, &m.source_region, &ami, m.copy_timeout).await?;
+    let copied = Copied {
+        ami: ami.clone(),
+        snapshot: published.snapshot_id.clone(),
+    };
+    let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
+    let status = match (plan.source_ami(i), upload.touch.any()) {
+        (None, _) => "created",
+        (Some(_), true) => "fixed",
+        (Some(_), false) => "exists",
+    };
+    let described = copy::describe_source(&ec2, &m.source_region, &ami).await?;
+    Ok((copied, parameters, described, status))
 }
 
 /// Writes the parameters in `region` to `ami`, once it is available.
