@@ -21,8 +21,8 @@
 //! };
 //! let task = Task::from(DeleteOptions {
 //!     ami: Some("ami-0123456789abcdef0".into()),
-//!     snapshot: Some("detectFromAMI".into()),
-//!     allow_missing: false,
+//!     with_snapshots: true,
+//!     ..DeleteOptions::default()
 //! });
 //! let mut lines = Vec::new();
 //! task.run(&run, &mut |line: Output| lines.push(line)).await?;

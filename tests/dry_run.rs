@@ -33,9 +33,10 @@ fn changing_calls_in_log(standin: &Standin) -> BTreeSet<String> {
         .collect()
 }
 
-/// Runs `args` with `--dry-run` (checking it only read) and then without; returns the
-/// run's stdout. The calls the plan named are the calls the run made.
-fn dry_then_real(standin: &Standin, args: &[&str]) -> String {
+/// Runs `args` with `--dry-run` (checking it only read, and said in words what it would
+/// do) and then without; returns the dry run's words and the run's stdout. The calls the
+/// plan named are the calls the run made.
+fn dry_then_real(standin: &Standin, args: &[&str]) -> (String, String) {
     standin.reset_requests();
     let dry = standin
         .imgpub()
@@ -58,6 +59,31 @@ fn dry_then_real(standin: &Standin, args: &[&str]) -> String {
         .collect();
     assert!(!planned.is_empty(), "{args:?}: an empty plan");
     assert!(planned.iter().all(|op| changes(op)), "{planned:?}");
+    // The plan in words on stderr, for a person: what, by name, not the bare call.
+    let words: Vec<&str> = dry
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("would "))
+        .collect();
+    assert!(
+        !words.is_empty(),
+        "{args:?}: no plan in words: {}",
+        dry.stderr
+    );
+    let bare = |l: &&str| {
+        let op = l["would ".len()..].split(' ').next().unwrap_or_default();
+        op.contains(':')
+            && op
+                .chars()
+                .nth(op.find(':').unwrap() + 1)
+                .is_some_and(|c| c.is_ascii_uppercase())
+    };
+    assert!(
+        !words.iter().any(bare),
+        "{args:?}: a bare call: {}",
+        dry.stderr
+    );
+    let words = words.join("\n");
 
     standin.reset_requests();
     let real = standin.imgpub().args(args).args(["--region", REGION]).run();
@@ -67,7 +93,7 @@ fn dry_then_real(standin: &Standin, args: &[&str]) -> String {
         planned,
         "{args:?}: the run made other calls than the plan named"
     );
-    real.stdout
+    (words, real.stdout)
 }
 
 #[tokio::test]
@@ -78,7 +104,7 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
     let dir = TempDir::new();
     let file = make_raw(dir.path(), "os.raw", 12, 4, 9);
     let file = file.to_str().unwrap();
-    let out = dry_then_real(
+    let (_, out) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -99,7 +125,7 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
     let ami = ami["HVM"].as_str().unwrap().to_string();
 
     let stage = make_raw(dir.path(), "stage.raw", 8, 2, 10);
-    let out = dry_then_real(
+    let (_, out) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -126,7 +152,7 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
         ],
     );
 
-    dry_then_real(
+    let (words, _) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -137,7 +163,14 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
             "ap-south-1",
         ],
     );
-    dry_then_real(
+    assert!(
+        words.contains(&format!(
+            "would copy os-1 ({ami}, us-east-1) to eu-west-1: tags "
+        )) && words.contains("stream=stable")
+            && words.contains("shared with accounts 111122223333"),
+        "{words}"
+    );
+    let (words, _) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -149,11 +182,16 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
             "--snapshot",
         ],
     );
+    assert!(
+        words.contains(&format!("would share {ami} and its snapshot snap-"))
+            && words.contains("with accounts 444455556666"),
+        "{words}"
+    );
     dry_then_real(
         &standin,
         &["aws", "revoke", "--image", &ami, "--user", "444455556666"],
     );
-    dry_then_real(
+    let (words, _) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -164,7 +202,11 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
             "/os/{arch}/latest",
         ],
     );
-    dry_then_real(
+    assert_eq!(
+        words,
+        format!("would create /os/x86_64/latest in us-east-1 holding {ami}")
+    );
+    let (words, _) = dry_then_real(
         &standin,
         &[
             "aws",
@@ -174,6 +216,10 @@ async fn every_command_plans_with_reads_only_and_then_does_what_it_planned() {
             "--snapshot",
             "detectFromAMI",
         ],
+    );
+    assert!(
+        words.starts_with(&format!("would deregister {ami} and delete snapshot snap-")),
+        "{words}"
     );
 }
 
@@ -265,7 +311,11 @@ async fn a_dry_run_says_in_words_what_it_would_do() {
         &publisher,
         "would create the trust policy of role ci-publisher:\n{",
     );
-    says(&publisher, "\"sts:ExternalId\": \"0123456789abcdef0123\"");
+    says(
+        &publisher,
+        "\"sts:ExternalId\": \"<the --external-id given>\"",
+    );
+    assert!(!publisher.contains("0123456789abcdef0123"), "{publisher}");
     says(
         &publisher,
         "would create the permission policy imgpub-publisher of role ci-publisher:\n{",

@@ -872,6 +872,8 @@ async fn a_publisher_with_only_what_ore_needed_publishes() {
         "only the summary at ore's default level: {}",
         run.stderr
     );
+    // What could not be checked is said at the default level, in the summary, not warned.
+    assert!(run.summary().contains("; not checked: "), "{}", run.stderr);
     let ami = run.json()["HVM"].as_str().unwrap().to_string();
     assert_eq!(
         common::launch_permissions(&standin.ec2(REGION), &ami).await,

@@ -207,10 +207,32 @@ async fn delete_image_removes_a_release_in_every_region() {
     assert_eq!(ops("ec2:DeleteSnapshot"), all);
     assert_eq!(common::count(&standin.counts(), "ec2.DeregisterImage"), 0);
 
+    // A region that refuses: the other copy goes, the AMI the copies are found by stays
+    // (so the rerun finds the rest by its name), and the error names both.
+    standin.fault(
+        r#"{"action": "DeregisterImage", "region": "eu-west-1", "status": 400, "code": "InvalidParameter", "count": 1000}"#,
+    );
+    let run = delete(&[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines = common::json_lines(&run);
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert_eq!(lines[0]["region"], "us-west-2");
+    let error = run.error_line();
+    assert!(
+        error.contains(&format!(
+            "{ami} in {REGION} (kept until its copies are gone"
+        )),
+        "{error}"
+    );
+    assert!(error.contains("in eu-west-1 ("), "{error}");
+    assert_eq!(owned(&standin, "us-west-2").await, (vec![], vec![]));
+    assert_eq!(owned(&standin, REGION).await.0, vec![ami.clone()]);
+    standin.control("DELETE", "/_standin/faults", None);
+
     let run = delete(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines = common::json_lines(&run);
-    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
     assert!(
         lines.iter().all(|l| l["status"] == "deleted"),
         "{}",
@@ -220,7 +242,7 @@ async fn delete_image_removes_a_release_in_every_region() {
     assert_eq!(
         run.summary(),
         format!(
-            "delete-image: deregistered 3 AMIs and deleted 3 snapshots in 3 of {enabled} regions"
+            "delete-image: deregistered 2 AMIs and deleted 2 snapshots in 2 of {enabled} regions"
         )
     );
     for region in [REGION, "us-west-2", "eu-west-1"] {
@@ -574,4 +596,43 @@ async fn ensure_public_republishes_tagged_amis_that_went_private() {
         .args(["aws", "ensure-public", "--region", REGION])
         .run();
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{}", run.stderr);
+}
+
+/// AMIs listed region after region in any order: each is deleted once.
+#[tokio::test]
+async fn delete_image_of_interleaved_regions_deletes_each_once() {
+    let standin = Standin::start();
+    let west = "us-west-2";
+    let (a, _) = common::api_image(&standin, west, "img-a", &[]).await;
+    let (b, _) = image(&standin, "img-b").await;
+    let (c, _) = common::api_image(&standin, west, "img-c", &[]).await;
+    let run = standin
+        .imgpub()
+        .args([
+            "aws",
+            "delete-image",
+            "--region",
+            REGION,
+            "--with-snapshots",
+        ])
+        .args(["--image", &format!("{west}={a}"), "--image", &b])
+        .args(["--image", &format!("{west}={c}")])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut deleted: Vec<String> = common::json_lines(&run)
+        .iter()
+        .map(|l| l["image"].as_str().unwrap().to_string())
+        .collect();
+    deleted.sort();
+    let mut want = vec![a, b, c];
+    want.sort();
+    assert_eq!(deleted, want);
+    assert_eq!(common::count(&standin.counts(), "ec2.DeregisterImage"), 3);
+    assert_eq!(
+        run.summary(),
+        "delete-image: deregistered 3 AMIs and deleted 3 snapshots in 2 of 2 regions"
+    );
+    for region in [REGION, west] {
+        assert_eq!(owned(&standin, region).await, (vec![], vec![]), "{region}");
+    }
 }

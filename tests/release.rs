@@ -561,3 +561,30 @@ async fn a_failed_upload_still_writes_the_record_of_what_was_done() {
         assert_eq!(image["missing"], serde_json::json!([]), "{image}");
     }
 }
+
+/// `deprecate_in` counts from the first publish: a plan long after it compares the copies
+/// with the time the source has, not with one counted from now. (Here the time is moved by
+/// hand on every AMI alike, as if the release were 165 days old.)
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_compares_copies_with_the_deprecation_the_source_has() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let manifest = manifest(dir.path(), &TARGETS, &[]);
+    let made = published(&standin, &manifest).await;
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(200 * 86400);
+    let at = aws_smithy_types::DateTime::from(later);
+    for image in made["images"].as_array().unwrap() {
+        for (region, ids) in image["regions"].as_object().unwrap() {
+            let ec2 = standin.ec2(region);
+            ec2.enable_image_deprecation()
+                .image_id(ids["ami"].as_str().unwrap())
+                .deprecate_at(at)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let planned = release(&standin, "plan", &manifest);
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    assert_eq!(statuses(&planned), every("exists"), "{}", planned.stdout);
+}

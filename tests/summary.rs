@@ -351,3 +351,57 @@ async fn copy_regions_that_only_retags_says_so() {
         format!("copy-regions: gave 1 of the 1 regions that have {ami} ({REGION}) its tags, deprecation or sharing again")
     );
 }
+
+/// The summary of each command that changes something, for the change itself: what was
+/// made, copied, made public, terminated, and for whom.
+#[tokio::test]
+async fn changes_are_summed_up_by_what_they_did() {
+    let standin = Standin::start();
+    let run = |args: &[&str]| {
+        let run = standin
+            .imgpub()
+            .args(["aws"])
+            .args(args)
+            .args(["--region", REGION])
+            .run();
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        run.summary()
+    };
+    assert_eq!(
+        run(&["initialize", "--bucket", "images"]),
+        "initialize: bucket images and role vmimport in us-east-1: created bucket, role, trust-policy, role-policy, lifecycle"
+    );
+
+    let (ami, _) = common::api_image(&standin, REGION, "summed", &[("production", "true")]).await;
+    assert_eq!(
+        run(&["copy-regions", "--image", &ami, "us-west-2"]),
+        format!("copy-regions: copied {ami} ({REGION}) to 1 regions; 0 already had it")
+    );
+    assert_eq!(
+        run(&["ensure-public", "--ami", &ami]),
+        format!("ensure-public: made 1 of the 1 available AMI {ami} in {REGION} public")
+    );
+
+    common::instance(&standin, REGION, &ami, &[("CreatedBy", "mantle")], 6).await;
+    assert_eq!(
+        run(&["gc"]),
+        "gc: terminated 1 instances tagged CreatedBy=mantle older than 5h in us-east-1"
+    );
+
+    let made = run(&[
+        "create-publisher",
+        "--role",
+        "summed-publisher",
+        "--trust-account",
+        common::ACCOUNT,
+        "--generate-external-id",
+        "--for",
+        "upload",
+        "--bucket",
+        "images/ci",
+    ]);
+    assert_eq!(
+        made,
+        "create-publisher: role summed-publisher: created or changed role, trust-policy, role-policy, external-id"
+    );
+}

@@ -1214,8 +1214,6 @@ impl Call {
         }
     }
 
-    /// Whether the call changes something: what a `--dry-run` plan lists. Reads
-    /// (`Describe*`, `Get*`, `List*`, `Head*`) and the permission simulation do not.
     /// The call in words, for a dry run: `would ec2:DeregisterImage ami-… in us-east-1`.
     pub fn in_words(&self) -> String {
         let what: Vec<String> = self.resources.iter().map(Resource::in_words).collect();
@@ -1233,6 +1231,8 @@ impl Call {
         line
     }
 
+    /// Whether the call changes something: what a `--dry-run` plan lists. Reads
+    /// (`Describe*`, `Get*`, `List*`, `Head*`) and the permission simulation do not.
     pub fn changes(&self) -> bool {
         let name = self.op.info().name;
         !(["Describe", "Get", "List", "Head"]

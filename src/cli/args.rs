@@ -258,7 +258,7 @@ pub struct DeleteImageArgs {
     pub with_snapshots: bool,
     /// Also delete the AMI's copies: this account's AMIs of its name in every enabled
     /// region (what copy-regions made).
-    #[arg(long, requires = "ami")]
+    #[arg(long)]
     pub all_regions: bool,
     /// AMIs to delete instead of --ami, in any region.
     #[command(flatten)]

@@ -402,7 +402,8 @@ pub enum AwsSubcommand {
         after_help = "Example:\n  imgpub aws revoke --region us-east-1 --image ami-0123456789abcdef0 --public"
     )]
     Revoke(PermissionArgs),
-    /// Make AMIs tagged for publication public again where they went private.
+    /// Make every AMI tagged for publication public (and its snapshot), whether it went
+    /// private or never was public.
     #[command(
         after_help = "Example:\n  imgpub aws ensure-public --region us-east-1 --tag production=true --all-regions"
     )]

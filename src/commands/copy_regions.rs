@@ -211,6 +211,46 @@ fn summary(plan: &Plan) -> String {
     }
 }
 
+/// The plan in words: the AMI by name, where it would be copied, and what each copy gets.
+fn describe(plan: &Plan) -> Vec<String> {
+    let s = &plan.source;
+    let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut gets = vec![format!("tags {}", tags.join(" "))];
+    if let Some(whom) = s.sharing.describe() {
+        gets.push(format!("shared with {whom}"));
+    }
+    if let Some(at) = s.deprecate_at {
+        let at = at.fmt(aws_smithy_types::date_time::Format::DateTime);
+        gets.push(format!("deprecated at {}", at.unwrap_or_default()));
+    }
+    let mut lines = vec![];
+    for (region, found) in &plan.targets {
+        match found {
+            InRegion::Absent => lines.push(format!(
+                "would copy {} ({}, {}) to {region}: {}",
+                s.name,
+                s.image_id,
+                s.region,
+                gets.join(", ")
+            )),
+            InRegion::Failed(old) => lines.push(format!(
+                "would deregister the failed copy {} in {region} and copy {} ({}) again: {}",
+                old.image_id,
+                s.name,
+                s.image_id,
+                gets.join(", ")
+            )),
+            InRegion::Present(earlier) if earlier.lacks.any() => lines.push(format!(
+                "would give the copy {} in {region} the source's {}",
+                earlier.found.image_id,
+                gets.join(", ")
+            )),
+            InRegion::Present(_) => {}
+        }
+    }
+    lines
+}
+
 impl Command for CopyOptions {
     type Connection = Account;
     type Local = ();
@@ -232,6 +272,10 @@ impl Command for CopyOptions {
     fn policy(&self, _: &Account, _: &Plan, calls: &[Call]) -> Option<String> {
         let line = needs::fix_line(For::Copy, None, None);
         Some(crate::aws::preflight::with_sharing(&line, calls))
+    }
+
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        describe(plan)
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {

@@ -53,11 +53,26 @@ pub(crate) struct Target {
     pub missing: Vec<String>,
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = self.image.as_ref().or(self.snapshots.first());
+        let what = what
+            .or(self.missing.first())
+            .map_or("nothing", String::as_str);
+        write!(f, "{what} in {}", self.region)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub targets: Vec<Target>,
+    /// `--all-regions`: the AMI its copies are found by (their name is its name). Removed
+    /// last, and only once every copy is, so that a rerun after a failure finds them again.
+    pub anchor: Option<Target>,
     /// Where AMIs were looked for.
     pub regions: Vec<String>,
+    /// Which snapshots go with each AMI.
+    pub choice: SnapshotChoice,
     /// Regions that could not be looked at (`--all-regions`): named in the end.
     pub failed: Vec<(String, String)>,
     pub allow_missing: bool,
@@ -193,20 +208,28 @@ fn missing(
 }
 
 /// Looks every AMI up (read-only); a missing one is an error unless `--allow-missing`.
-pub(crate) async fn plan(ctx: &AwsContext, opts: &DeleteOptions, asked: Asked) -> Result<Plan> {
+/// `account` is the caller's: `--all-regions` deletes only this account's AMIs.
+pub(crate) async fn plan(
+    ctx: &AwsContext,
+    account: &str,
+    opts: &DeleteOptions,
+    asked: Asked,
+) -> Result<Plan> {
     let own = ctx.region.clone();
     let mut plan = Plan {
         targets: vec![],
+        anchor: None,
         regions: vec![own.clone()],
+        choice: asked.snapshots.clone(),
         failed: vec![],
         allow_missing: opts.allow_missing,
     };
     let choice = &asked.snapshots;
     if let Some(selected) = asked.images {
         let images = selected.in_region(&own);
-        let mut regions: Vec<String> = images.iter().map(|i| i.region.clone()).collect();
-        regions.dedup();
-        plan.regions = regions;
+        let regions: std::collections::BTreeSet<String> =
+            images.iter().map(|i| i.region.clone()).collect();
+        plan.regions = regions.into_iter().collect();
         for image in images {
             let ec2 = ctx.in_region(&image.region).ec2();
             match ami::find_image(&ec2, &image.region, &image.image_id).await? {
@@ -228,10 +251,19 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &DeleteOptions, asked: Asked) -
         None => None,
     };
     match (&found, &opts.ami, opts.all_regions) {
-        (Some(image), _, true) => {
+        (Some(image), Some(id), true) => {
+            // The copies are found by name among this account's AMIs: the AMI named must be
+            // this account's too, or another account's name would pick ours.
+            if image.owner_id() != Some(account) {
+                return Err(Error::Invalid(format!(
+                    "AMI {id} belongs to account {}, not this one ({account}): --all-regions deletes this account's copies of its own AMI",
+                    image.owner_id().unwrap_or("unknown")
+                )));
+            }
             let name = image.name().unwrap_or_default().to_string();
             let regions = regions_or_own(&ec2, &own, &[], true).await?;
-            let (mut targets, failed) = gather(regions.clone(), REGION_CONCURRENCY, |region| {
+            let others: Vec<String> = regions.iter().filter(|r| **r != own).cloned().collect();
+            let (mut targets, failed) = gather(others, REGION_CONCURRENCY, |region| {
                 let name = &name;
                 async move {
                     let ec2 = ctx.in_region(&region).ec2();
@@ -242,13 +274,19 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &DeleteOptions, asked: Asked) -
                 }
             })
             .await;
-            // In the order of the regions, the command's own first.
-            targets.sort_by_key(|t| (t.region != own, t.region.clone()));
+            targets.sort_by(|a, b| a.region.cmp(&b.region));
             plan.targets = targets;
+            plan.anchor = Some(target(&ec2, &own, Some(image), choice).await?);
             plan.regions = regions;
             plan.failed = failed;
         }
-        (None, Some(id), _) => plan.targets.push(missing(opts, &own, id, choice)?),
+        // Without the AMI there is no name to find its copies by.
+        (None, Some(id), true) => {
+            return Err(Error::Invalid(format!(
+                "AMI {id} does not exist in {own}, and --all-regions finds its copies by its name: delete them with --image REGION=ami-… for each, or --images-from with copy-regions' output"
+            )))
+        }
+        (None, Some(id), false) => plan.targets.push(missing(opts, &own, id, choice)?),
         _ => plan
             .targets
             .push(target(&ec2, &own, found.as_ref(), choice).await?),
@@ -259,7 +297,7 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &DeleteOptions, asked: Asked) -
 /// The calls [`apply`] will make.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let mut calls = vec![];
-    for t in &plan.targets {
+    for t in plan.targets.iter().chain(&plan.anchor) {
         if let Some(id) = &t.image {
             let image = vec![Resource::Image(Some(id.clone()))];
             calls.push(Call::new(Op::Ec2DeregisterImage, &t.region, image));
@@ -322,10 +360,29 @@ async fn remove(ctx: &AwsContext, t: &Target, allow_missing: bool) -> Result<Rem
     };
     let mut deleted = vec![];
     let mut missing = t.missing.clone();
-    for id in &t.snapshots {
-        match ami::delete_snapshot(&ec2, id, allow_missing).await? {
-            Some(id) => deleted.push(id),
-            None => missing.push(id.clone()),
+    for (k, id) in t.snapshots.iter().enumerate() {
+        match ami::delete_snapshot(&ec2, id, allow_missing).await {
+            Ok(Some(id)) => deleted.push(id),
+            Ok(None) => missing.push(id.clone()),
+            Err(e) => {
+                // The AMI is gone now: a rerun cannot read its snapshots off it any more.
+                let left: Vec<String> = t.snapshots[k..]
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "imgpub aws delete-image --region {} --snapshot {s}",
+                            t.region
+                        )
+                    })
+                    .collect();
+                let done = image
+                    .as_ref()
+                    .map_or(String::new(), |i| format!("{i} is deregistered; "));
+                return Err(e.with_hint(&format!(
+                    "{done}delete what is left with: {}",
+                    left.join("; ")
+                )));
+            }
         }
     }
     let status = match image.is_some() || !deleted.is_empty() {
@@ -344,39 +401,58 @@ async fn remove(ctx: &AwsContext, t: &Target, allow_missing: bool) -> Result<Rem
     })
 }
 
-/// Removes every target, region by region, printing a line for each; fails naming the
-/// regions that could not be looked at or cleaned.
+/// Removes every target (the anchor last), printing a line for each; fails naming what
+/// could not be looked at or removed.
 pub(crate) async fn apply(
     ctx: &AwsContext,
     plan: &Plan,
     mut emit: impl FnMut(&Removed),
 ) -> Result<Vec<Removed>> {
-    let mut regions: Vec<String> = plan.targets.iter().map(|t| t.region.clone()).collect();
-    regions.dedup();
     let mut all = vec![];
     let failed = fan_out(
-        regions,
+        plan.targets.clone(),
         REGION_CONCURRENCY,
-        |region| async move {
-            let mut done = vec![];
-            for t in plan.targets.iter().filter(|t| t.region == region) {
-                done.push(remove(ctx, t, plan.allow_missing).await?);
-            }
-            Ok(done)
-        },
-        |_, done: Vec<Removed>| {
-            done.iter().for_each(&mut emit);
-            all.extend(done);
+        |t| async move { remove(ctx, &t, plan.allow_missing).await },
+        |_, removed: Removed| {
+            emit(&removed);
+            all.push(removed);
         },
     )
     .await;
     let mut failures = plan.failed.clone();
-    failures.extend(failed.into_iter().map(|(r, e)| (r, e.to_string())));
+    failures.extend(
+        failed
+            .into_iter()
+            .map(|(t, e)| (t.to_string(), e.to_string())),
+    );
+    if let Some(anchor) = &plan.anchor {
+        match failures.is_empty() {
+            true => match remove(ctx, anchor, plan.allow_missing).await {
+                Ok(removed) => {
+                    emit(&removed);
+                    all.push(removed);
+                }
+                Err(e) => failures.push((anchor.to_string(), e.to_string())),
+            },
+            false => failures.push((
+                anchor.to_string(),
+                "kept until its copies are gone: they are found by its name".into(),
+            )),
+        }
+    }
     if failures.is_empty() {
         return Ok(all);
     }
     let context = format!("deleting AMIs in {} regions", plan.regions.len());
     Err(failure_summary(context, &failures))
+}
+
+/// `n` things, in words: "1 AMI", "3 AMIs".
+fn plural(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
 }
 
 /// What was deleted, and the snapshots left when only the AMI was asked for.
@@ -390,8 +466,11 @@ fn summary(plan: &Plan, removed: &[Removed]) -> String {
         .iter()
         .flat_map(|r| r.kept.iter().map(|s| (r.region.as_str(), s.as_str())))
         .collect();
-    let mut regions: Vec<&str> = removed.iter().map(|r| r.region.as_str()).collect();
-    regions.dedup();
+    let regions: std::collections::BTreeSet<&str> = removed
+        .iter()
+        .filter(|r| r.status == Status::Deleted)
+        .map(|r| r.region.as_str())
+        .collect();
     let whole = match plan.regions.as_slice() {
         [one] => one.clone(),
         more => format!("{} regions", more.len()),
@@ -417,15 +496,20 @@ fn summary(plan: &Plan, removed: &[Removed]) -> String {
             one.region
         ),
         (images, n, _) => format!(
-            "delete-image: deregistered {} AMIs and deleted {n} snapshots in {} of {whole}",
-            images.len(),
+            "delete-image: deregistered {} and deleted {} in {} of {whole}",
+            plural(images.len(), "AMI"),
+            plural(n, "snapshot"),
             regions.len()
         ),
     };
     match kept.as_slice() {
         [] => {}
         [(region, snapshot)] => line.push_str(&format!(
-            "; kept its snapshot {snapshot} (without --snapshot, as ore): delete it with `imgpub aws delete-image --region {region} --snapshot {snapshot}`"
+            "; kept its snapshot {snapshot}{}: delete it with `imgpub aws delete-image --region {region} --snapshot {snapshot}`",
+            match plan.choice {
+                SnapshotChoice::None => " (without --snapshot, as ore)",
+                _ => "",
+            }
         )),
         more => line.push_str(&format!(
             "; kept their {} snapshots (without --with-snapshots, as ore): each line's \"kept\" names them",
@@ -445,7 +529,7 @@ impl Command for DeleteOptions {
     }
 
     async fn plan(&self, a: &Account, asked: Asked) -> Result<Plan> {
-        plan(&a.ctx, self, asked).await
+        plan(&a.ctx, &a.identity.account, self, asked).await
     }
 
     fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
@@ -458,6 +542,29 @@ impl Command for DeleteOptions {
             _ => None,
         };
         Some(needs::fix_line(For::Delete, None, region))
+    }
+
+    /// Each AMI, the snapshots that would go with it and those that would stay.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        let mut lines = vec![];
+        for t in plan.targets.iter().chain(&plan.anchor) {
+            let mut done = vec![];
+            if let Some(image) = &t.image {
+                done.push(format!("deregister {image}"));
+            }
+            if !t.snapshots.is_empty() {
+                done.push(format!("delete snapshot {}", t.snapshots.join(", ")));
+            }
+            if done.is_empty() {
+                continue;
+            }
+            let mut line = format!("would {} in {}", done.join(" and "), t.region);
+            if !t.kept.is_empty() {
+                line.push_str(&format!("; its snapshot {} stays", t.kept.join(", ")));
+            }
+            lines.push(line);
+        }
+        lines
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {

@@ -206,7 +206,15 @@ pub(crate) async fn drive<C>(command: C, run: &Run, emit: Emit<'_>) -> Result<()
 where
     C: Command + Send + 'static,
 {
-    let result = steps(command, run, emit).await;
+    // The summary waits for the end of the run: what could not be checked is part of it.
+    let mut summary = None;
+    let result = {
+        let mut held = |line: Output| match line {
+            Output::Summary(line) => summary = Some(line),
+            other => emit(other),
+        };
+        steps(command, run, &mut held).await
+    };
     // The whole cause chain (the SDK's, for an AWS error) with `-d`: the error line the
     // binary prints is one line, for a person.
     if let Err(e) = &result {
@@ -216,18 +224,27 @@ where
             cause = c.source();
         }
     }
-    // At INFO on success (the permissions ore needed suffice), as a warning when the run
-    // failed, where it may be why.
+    // In the summary on success (the permissions ore needed suffice: said, not warned), as a
+    // warning when the run failed, where it may be why.
     let skipped = crate::aws::unchecked::take();
-    if !skipped.is_empty() {
-        let line = format!(
+    let unchecked = (!skipped.is_empty()).then(|| {
+        format!(
             "not checked: {}; `imgpub aws policy` prints the permissions that check them",
             skipped.join("; ")
-        );
-        match &result {
-            Ok(()) => tracing::info!("{line}"),
-            Err(_) => tracing::warn!("{line}"),
+        )
+    });
+    match (&result, summary, unchecked) {
+        (Ok(()), Some(line), Some(unchecked)) => {
+            emit(Output::Summary(format!("{line}; {unchecked}")))
         }
+        (_, Some(line), None) => emit(Output::Summary(line)),
+        (_, summary, Some(unchecked)) => {
+            summary
+                .into_iter()
+                .for_each(|line| emit(Output::Summary(line)));
+            tracing::warn!("{unchecked}");
+        }
+        (_, None, None) => {}
     }
     result
 }

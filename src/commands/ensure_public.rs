@@ -206,6 +206,30 @@ impl Command for EnsurePublicOptions {
         Some(crate::aws::preflight::with_sharing(&line, calls))
     }
 
+    /// Each AMI by name, and what of it would be made public.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        plan.found
+            .iter()
+            .map(|f| {
+                let what: Vec<String> = f
+                    .fixed
+                    .iter()
+                    .map(|n| match (n, &f.snapshot) {
+                        (NotPublic::Image, _) => format!("AMI {}", f.image),
+                        (NotPublic::Snapshot, Some(s)) => format!("its snapshot {s}"),
+                        (NotPublic::Snapshot, None) => "its snapshot".to_string(),
+                    })
+                    .collect();
+                format!(
+                    "would make {} public ({} in {})",
+                    what.join(" and "),
+                    f.name,
+                    f.region
+                )
+            })
+            .collect()
+    }
+
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
         emit(Output::Summary(summary(self, plan)));

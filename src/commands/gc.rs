@@ -402,6 +402,41 @@ impl Command for GcOptions {
         })
     }
 
+    /// Each instance or AMI by name and age.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        match &plan.found {
+            Found::Instances(all) => all
+                .iter()
+                .map(|i| {
+                    format!(
+                        "would terminate {} ({}, {}, launched {}) in {}",
+                        i.instance,
+                        i.name.as_deref().unwrap_or("no Name tag"),
+                        i.state,
+                        i.launched,
+                        i.region
+                    )
+                })
+                .collect(),
+            Found::Images(all) => all
+                .iter()
+                .map(|g| {
+                    let snapshot = g
+                        .snapshot
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(" and delete its snapshot {s}"));
+                    format!(
+                        "would deregister {} ({}, created {}){snapshot} in {}",
+                        g.image,
+                        g.name.as_deref().unwrap_or("no name"),
+                        g.created,
+                        g.region
+                    )
+                })
+                .collect(),
+        }
+    }
+
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
         emit(Output::Summary(summary(self, plan)));

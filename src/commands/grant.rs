@@ -257,6 +257,27 @@ impl Command for Permissions {
         Some(crate::aws::preflight::with_sharing(&line, calls))
     }
 
+    /// Each AMI (and snapshot) and whom it would be shared with, or no longer.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        let whom = plan.sharing.describe().unwrap_or_default();
+        let how = match plan.change {
+            Change::Grant => "share",
+            Change::Revoke => "stop sharing",
+        };
+        plan.images
+            .iter()
+            .filter(|i| i.launch || i.volume)
+            .map(|i| {
+                let what = match (&i.snapshot, i.launch, i.volume) {
+                    (Some(s), true, true) => format!("{} and its snapshot {s}", i.image),
+                    (Some(s), false, true) => format!("snapshot {s} of {}", i.image),
+                    _ => i.image.clone(),
+                };
+                format!("would {how} {what} in {} with {whom}", i.region)
+            })
+            .collect()
+    }
+
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         apply(&a.ctx, plan, |line| emit(Output::Json(line))).await?;
         let (verb, to) = match plan.change {

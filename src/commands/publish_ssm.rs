@@ -170,6 +170,24 @@ impl Command for PublishSsmOptions {
         Some(needs::fix_line(For::Ssm, None, None))
     }
 
+    /// Each parameter, the AMI it would hold and what it holds now.
+    fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
+        plan.parameters
+            .iter()
+            .filter(|p| p.current.as_deref() != Some(p.image_id.as_str()))
+            .map(|p| match &p.current {
+                None => format!(
+                    "would create {} in {} holding {}",
+                    p.parameter, p.region, p.image_id
+                ),
+                Some(now) => format!(
+                    "would point {} in {} at {} (it holds {now})",
+                    p.parameter, p.region, p.image_id
+                ),
+            })
+            .collect()
+    }
+
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
         let timeout = self.validation_timeout;
         apply(&a.ctx, plan, timeout, |line| emit(Output::Json(line))).await?;

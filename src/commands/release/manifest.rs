@@ -306,7 +306,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         .collect::<Result<Vec<_>>>()?;
     // Every template renders for every image (the tags it names are the manifest's), and
     // no two images write the same parameter.
-    let tags: Vec<(String, String)> = raw.tags.clone().into_iter().collect();
+    // The AMIs carry imgpub's own tag too.
+    let tags = crate::aws::tags::with_managed(&raw.tags.clone().into_iter().collect::<Vec<_>>());
     for template in &parameters {
         let mut names = vec![];
         for image in &images {
@@ -320,7 +321,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             names.push(
                 template
                     .render(&facts)
-                    .map_err(|e| bad(format!("[ssm] {e}")))?,
+                    .map_err(|e| bad(format!("[ssm] {e}; a {{tag:KEY}} needs KEY in [tags]")))?,
             );
         }
         if let Some(name) = twice(&names) {

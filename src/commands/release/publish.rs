@@ -270,7 +270,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
     for (i, image) in plan.images.iter().enumerate() {
         let name = m.images[i].name.as_str();
         let source = plan.source_ami(i);
-        let status = match (source, image.upload.touch.any()) {
+        let status = match (source, image.upload.touch.on_image()) {
             (None, _) => "upload",
             (Some(_), true) => "fix",
             (Some(_), false) => "exists",
@@ -374,7 +374,9 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
             Ok(done) => done,
             Err(e) => {
                 // What is done so far is recorded: the record names the rest as missing.
-                write_record(&placed)?;
+                if let Err(w) = write_record(&placed) {
+                    tracing::error!("{w}");
+                }
                 return Err(e);
             }
         };
@@ -516,7 +518,7 @@ async fn publish_source(
         snapshot: published.snapshot_id.clone(),
     };
     let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
-    let status = match (plan.source_ami(i), upload.touch.any()) {
+    let status = match (plan.source_ami(i), upload.touch.on_image()) {
         (None, _) => "created",
         (Some(_), true) => "fixed",
         (Some(_), false) => "exists",

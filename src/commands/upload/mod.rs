@@ -239,6 +239,8 @@ pub(crate) struct Plan {
     pub image: ImageStep,
     /// What of the tags, sharing, deprecation and object is not yet as asked.
     pub touch: Touch,
+    /// The file's object is in S3 already (a reused snapshot's, kept by an earlier run).
+    pub object_there: bool,
 }
 
 /// The changes in place a run makes; what an earlier run left as asked is not made again
@@ -263,6 +265,16 @@ impl Touch {
         volume: true,
         delete_object: true,
     };
+
+    /// Whether the AMI or its snapshot lacks tags, sharing or deprecation (the object left
+    /// to delete is not the image's).
+    pub(crate) fn on_image(self) -> bool {
+        Touch {
+            delete_object: false,
+            ..self
+        }
+        .any()
+    }
 
     pub(crate) fn any(self) -> bool {
         self != Touch {
@@ -484,8 +496,11 @@ fn describe(plan: &Plan) -> Vec<String> {
     match (&plan.image, &local.register) {
         (ImageStep::Register, Some(r)) => lines.push(format!("would register {}", registered(r))),
         (ImageStep::Replace(old), Some(r)) => lines.push(format!(
-            "would deregister {} and delete its snapshot (--force), then register {}",
+            "would deregister {}{} (--force), then register {}",
             old.image_id,
+            old.root_snapshot
+                .as_ref()
+                .map_or(String::new(), |s| format!(" and delete its snapshot {s}")),
             registered(r)
         )),
         (ImageStep::Reuse(id), Some(r)) => lines.push(format!(
@@ -790,6 +805,7 @@ mod tests {
             snapshot: SnapshotStep::Import(from),
             image: ImageStep::Register,
             touch: Touch::ALL,
+            object_there: false,
         };
         let ops: Vec<Op> = check(&plan).iter().map(|c| c.op).collect();
         assert_eq!(

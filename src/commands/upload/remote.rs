@@ -116,13 +116,30 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
             )))
         }
     };
-    let touch = in_place(c, &local, &snapshot, &image, found.as_ref()).await?;
+    // A reused snapshot's file may have been uploaded by an earlier run and still be in S3:
+    // to delete it, or (kept) to name it in the output.
+    let object_there = match (&snapshot, &local.source) {
+        (SnapshotStep::Use(_), Source::File { object, .. }) => {
+            crate::aws::unchecked::or_make_again(
+                s3::object_etag(&c.s3, object, c.owner())
+                    .await
+                    .map(|etag| etag.is_some()),
+                &format!("whether {object} is still there (s3:GetObject)"),
+            )?
+        }
+        _ => false,
+    };
+    let mut touch = in_place(c, &local, &snapshot, &image, found.as_ref()).await?;
+    if let SnapshotStep::Use(_) = snapshot {
+        touch.delete_object = local.delete_object && object_there;
+    }
     Ok(Plan {
         local,
         region: c.region.clone(),
         snapshot,
         image,
         touch,
+        object_there,
     })
 }
 
@@ -150,15 +167,6 @@ async fn in_place(
                 .map(|now| local.sharing.volume_missing(&now)),
             &format!("whether {snap} is already shared as asked (ec2:DescribeSnapshotAttribute)"),
         )?,
-    };
-    touch.delete_object = match (&local.source, local.delete_object) {
-        (Source::File { object, .. }, true) => denied_means_unknown(
-            s3::object_etag(&c.s3, object, c.owner())
-                .await
-                .map(|etag| etag.is_some()),
-            &format!("whether {object} is still there to delete (s3:GetObject)"),
-        )?,
-        _ => false,
     };
     if let (ImageStep::Reuse(id), Some(found), Some(reg)) = (image, found, &local.register) {
         touch.image_tags = tags::lacks(&reg.tags, &found.tags);

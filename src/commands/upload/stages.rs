@@ -76,8 +76,21 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     Ok(Published {
         ami_id,
         snapshot_id: snapshot,
-        s3_object: local.source.object().map(S3Object::to_string),
+        s3_object: object_left(plan).map(S3Object::to_string),
     })
+}
+
+/// The S3 object the image is in once the run is done: `--source-object`'s, or a file's
+/// kept (`--delete-object=false`), uploaded by this run or an earlier one. Not one deleted,
+/// nor one never uploaded because the snapshot was reused.
+fn object_left(plan: &Plan) -> Option<&S3Object> {
+    match (&plan.local.source, &plan.snapshot) {
+        (Source::Object { object, .. }, _) => Some(object),
+        (Source::File { .. }, _) if plan.local.delete_object => None,
+        (Source::File { object, .. }, SnapshotStep::Import(_)) => Some(object),
+        (Source::File { object, .. }, SnapshotStep::Use(_)) if plan.object_there => Some(object),
+        _ => None,
+    }
 }
 
 /// Uploads (when the source is a file) and imports; returns the snapshot id.
