@@ -588,3 +588,98 @@ async fn plan_compares_copies_with_the_deprecation_the_source_has() {
     assert_eq!(planned.code, 0, "{}", planned.stderr);
     assert_eq!(statuses(&planned), every("exists"), "{}", planned.stdout);
 }
+
+/// Parameters named by channel (`{channel}`): apply writes the manifest's channel, and
+/// promote points another channel at the release in every region, once, after checking.
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_points_a_channel_at_the_release_everywhere() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let manifest = manifest(dir.path(), &TARGETS, &[]);
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        r#"parameters = ["/os/stable/{arch}/latest"]"#,
+        "parameters = [\"/os/{channel}/{arch}\"]\nchannel = \"latest\"",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let made = published(&standin, &manifest).await;
+    let promote = |from: &str, extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["release", "promote"])
+            .arg(&manifest)
+            .args(["--from", from, "--to", "stable"])
+            .args(extra)
+            .run()
+    };
+    let amis: Vec<(String, String, String)> = made["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|image| {
+            let arch = image["arch"].as_str().unwrap().to_string();
+            image["regions"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(move |(region, ids)| {
+                    let ami = ids["ami"].as_str().unwrap().to_string();
+                    (region.clone(), arch.clone(), ami)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(amis.len(), 6);
+    for (region, arch, ami) in &amis {
+        assert_eq!(
+            &parameter(&standin, region, &format!("/os/latest/{arch}")).await,
+            ami
+        );
+    }
+
+    // The dry run names each write and makes none.
+    standin.reset_requests();
+    let dry = promote("latest", &["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.stdout.lines().count(), 6, "{}", dry.stdout);
+    assert!(
+        dry.stderr
+            .contains("would point /os/stable/x86_64 in us-east-1 at ami-"),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 0);
+
+    let run = promote("latest", &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json_lines(&run).len(), 6, "{}", run.stdout);
+    for (region, arch, ami) in &amis {
+        assert_eq!(
+            &parameter(&standin, region, &format!("/os/stable/{arch}")).await,
+            ami
+        );
+    }
+
+    // Again: every parameter already holds the release; nothing is written.
+    standin.reset_requests();
+    let again = promote("latest", &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 0);
+    assert!(
+        again.stderr.contains("release promote: nothing to do"),
+        "{}",
+        again.stderr
+    );
+
+    // A channel that does not hold the release stops before any write, naming it.
+    standin.reset_requests();
+    let wrong = promote("beta", &[]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .error_line()
+            .contains("/os/beta/x86_64 does not exist"),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 0);
+}

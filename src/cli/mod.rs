@@ -32,7 +32,7 @@ use imgpub::{Collect, GcOptions};
 use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
 use imgpub::{For, PolicyOptions, PrintPolicy};
 use imgpub::{GrantOptions, Permissions};
-use imgpub::{ReleaseOptions, ReleaseStep};
+use imgpub::{Promotion, ReleaseOptions, ReleaseStep};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -256,6 +256,28 @@ pub enum ReleaseSubcommand {
     /// only best-effort regions differ).
     #[command(after_help = "Example:\n  imgpub release verify release.toml")]
     Verify(ReleaseArgs),
+    /// Point one channel's SSM parameters at the release in every region, as another
+    /// channel already does ({channel} in the manifest's parameters); each is checked
+    /// first and read back after. Rollback: promote from a channel holding the older release.
+    #[command(
+        after_help = "Example:\n  imgpub release promote release.toml --from latest --to stable"
+    )]
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// The channel whose parameters hold the release (e.g. latest).
+    #[arg(long, value_name = "CHANNEL")]
+    pub from: String,
+    /// The channel to point at it (e.g. stable).
+    #[arg(long, value_name = "CHANNEL")]
+    pub to: String,
+    /// Print the writes it would make, after every check; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -270,11 +292,23 @@ pub struct ReleaseArgs {
 }
 
 impl ReleaseSubcommand {
+    /// `promote --dry-run` (`plan` is apply's dry run).
+    pub fn dry_run(&self) -> bool {
+        matches!(self, ReleaseSubcommand::Promote(p) if p.dry_run)
+    }
+
     pub fn options(self) -> ReleaseOptions {
         let (step, a) = match self {
             ReleaseSubcommand::Plan(a) => (ReleaseStep::Plan, a),
             ReleaseSubcommand::Apply(a) => (ReleaseStep::Apply, a),
             ReleaseSubcommand::Verify(a) => (ReleaseStep::Verify, a),
+            ReleaseSubcommand::Promote(p) => (
+                ReleaseStep::Promote(Promotion {
+                    from: p.from,
+                    to: p.to,
+                }),
+                p.release,
+            ),
         };
         ReleaseOptions {
             step,

@@ -33,7 +33,12 @@ pub(crate) struct Manifest {
     pub sharing: Sharing,
     pub tags: Vec<(String, String)>,
     pub deprecate: Option<Deprecate>,
+    /// The parameter templates, `{channel}` filled in with `channel`.
     pub parameters: Vec<Template>,
+    /// The templates as written, for `promote` to fill `{channel}` in with other channels.
+    pub parameter_texts: Vec<String>,
+    /// The channel `apply` writes (`{channel}` in the templates), e.g. `latest`.
+    pub channel: Option<String>,
     /// Move a parameter that holds another AMI (a channel such as `latest`) to this one.
     pub overwrite_parameters: bool,
     pub copy_concurrency: usize,
@@ -123,6 +128,7 @@ struct RawSsm {
     parameters: Vec<String>,
     #[serde(default)]
     overwrite: bool,
+    channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,12 +304,22 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             Path::new(name).display()
         )));
     }
-    let parameters = raw
-        .ssm
-        .parameters
-        .iter()
-        .map(|t| Template::parse(t))
-        .collect::<Result<Vec<_>>>()?;
+    let channeled = raw.ssm.parameters.iter().any(|t| t.contains(CHANNEL));
+    let channel = match (&raw.ssm.channel, channeled) {
+        (Some(c), true) => Some(check_channel(c).map_err(|why| bad(format!("[ssm] channel: {why}")))?),
+        (None, false) => None,
+        (None, true) => {
+            return Err(bad(
+                "[ssm] a parameter names {channel}: set `channel`, the one apply writes (e.g. \"latest\")".into(),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(bad(
+                "[ssm] `channel` is set, but no parameter names {channel}".into(),
+            ))
+        }
+    };
+    let parameters = fill_channel(&raw.ssm.parameters, channel.as_deref().unwrap_or_default())?;
     // Every template renders for every image (the tags it names are the manifest's), and
     // no two images write the same parameter.
     // The AMIs carry imgpub's own tag too.
@@ -356,6 +372,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         tags: raw.tags.into_iter().collect(),
         deprecate,
         parameters,
+        parameter_texts: raw.ssm.parameters,
+        channel,
         overwrite_parameters: raw.ssm.overwrite,
         copy_concurrency: raw
             .copy_concurrency
@@ -367,6 +385,52 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
 }
 
 const HOURS_2: Duration = Duration::from_secs(2 * 3600);
+
+/// The placeholder of a channel in a parameter template.
+const CHANNEL: &str = "{channel}";
+
+/// A channel's name goes into parameter names: SSM's characters, no `/`.
+fn check_channel(name: &str) -> std::result::Result<String, String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    match ok {
+        true => Ok(name.to_string()),
+        false => Err(format!(
+            "{name:?} is not a channel name: letters, digits, '_', '.' and '-'"
+        )),
+    }
+}
+
+/// The templates with `{channel}` filled in, parsed.
+fn fill_channel(texts: &[String], channel: &str) -> Result<Vec<Template>> {
+    texts
+        .iter()
+        .map(|t| Template::parse(&t.replace(CHANNEL, channel)))
+        .collect()
+}
+
+impl Manifest {
+    /// The templates that name a channel, filled in with `channel` (for `promote`).
+    pub(crate) fn channel_templates(&self, channel: &str) -> Result<Vec<Template>> {
+        let name = check_channel(channel)
+            .map_err(|why| Error::Invalid(format!("release promote: {why}")))?;
+        let channeled: Vec<String> = self
+            .parameter_texts
+            .iter()
+            .filter(|t| t.contains(CHANNEL))
+            .cloned()
+            .collect();
+        if channeled.is_empty() {
+            return Err(Error::Invalid(format!(
+                "release manifest {}: no [ssm] parameter names {{channel}}, so there is no channel to promote; write them as \"/os/{{channel}}/{{arch}}\" with `channel = \"latest\"`",
+                self.path.display()
+            )));
+        }
+        fill_channel(&channeled, &name)
+    }
+}
 
 /// The first item that is in `list` twice.
 fn twice<T: PartialEq>(list: &[T]) -> Option<&T> {
@@ -541,12 +605,49 @@ boot_mode = "uefi"
                 MINIMAL.replace("/os/stable/{arch}/latest", "/os/{tag:channel}/latest"),
                 "has no tag \"channel\"",
             ),
+            (
+                MINIMAL.replace("/os/stable/{arch}/latest", "/os/{channel}/{arch}"),
+                "set `channel`",
+            ),
+            (
+                MINIMAL.replace("[ssm]", "[ssm]\nchannel = \"latest\""),
+                "no parameter names {channel}",
+            ),
+            (
+                MINIMAL
+                    .replace("/os/stable/{arch}/latest", "/os/{channel}/{arch}")
+                    .replace("[ssm]", "[ssm]\nchannel = \"a/b\""),
+                "is not a channel name",
+            ),
         ];
         for (text, want) in cases {
             let err = parsed(&text).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{err}");
             assert!(err.to_string().contains(want), "{want:?} not in: {err}");
         }
+    }
+
+    #[test]
+    fn channels_fill_the_templates() {
+        let text = MINIMAL
+            .replace("/os/stable/{arch}/latest", "/os/{channel}/{arch}")
+            .replace("[ssm]", "[ssm]\nchannel = \"latest\"");
+        let m = parsed(&text).unwrap();
+        assert_eq!(m.channel.as_deref(), Some("latest"));
+        let facts = crate::aws::ssm::ImageFacts {
+            region: "us-east-1".into(),
+            image_id: "ami-1".into(),
+            name: "os".into(),
+            arch: "x86_64".into(),
+            tags: vec![],
+        };
+        assert_eq!(m.parameters[0].render(&facts).unwrap(), "/os/latest/x86_64");
+        let stable = m.channel_templates("stable").unwrap();
+        assert_eq!(stable[0].render(&facts).unwrap(), "/os/stable/x86_64");
+        assert!(parsed(MINIMAL)
+            .unwrap()
+            .channel_templates("stable")
+            .is_err());
     }
 
     #[test]

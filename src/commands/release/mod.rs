@@ -1,10 +1,11 @@
-//! `imgpub release plan | apply | verify MANIFEST`: a release declared once (images ×
+//! `imgpub release plan | apply | verify | promote MANIFEST`: a release declared once (images ×
 //! regions, sharing, tags, deprecation, SSM parameters) in a manifest ([`manifest`]),
 //! planned read-only before anything is made, applied with the commands' own stages
 //! (upload in the source region, then a copy and the parameters per region as soon as
 //! each is ready), and verified by reading every claim back. Both apply and verify write a
 //! [`record`]. AWS is the journal: every step finds what an earlier run made by name, so a
-//! rerun after a kill or a failed region continues where it stopped.
+//! rerun after a kill or a failed region continues where it stopped. [`promote`] moves a
+//! channel's SSM parameters to the release.
 
 use std::path::PathBuf;
 
@@ -14,14 +15,16 @@ use crate::commands::upload::{self, LocalPlan, Stage};
 use crate::error::Result;
 
 pub(crate) mod manifest;
+mod promote;
 mod publish;
 pub(crate) mod record;
 mod verify;
 
 use manifest::Manifest;
+pub use promote::Promotion;
 
 /// Which step of a release to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseStep {
     /// Read-only: what exists, what will be made, and whether it can be.
     Plan,
@@ -29,6 +32,8 @@ pub enum ReleaseStep {
     Apply,
     /// Read every claim back; exit 1 on drift.
     Verify,
+    /// Point one channel's parameters at the release, as another channel does.
+    Promote(Promotion),
 }
 
 /// `imgpub release STEP MANIFEST`.
@@ -54,6 +59,7 @@ impl ReleaseOptions {
 pub(crate) enum Plan {
     Publish(publish::Plan),
     Verify(verify::Plan),
+    Promote(promote::Plan),
 }
 
 impl Command for ReleaseOptions {
@@ -65,7 +71,7 @@ impl Command for ReleaseOptions {
     fn validate(&self) -> Result<Self::Local> {
         let manifest = manifest::read(&self.manifest)?;
         let locals = match self.step {
-            ReleaseStep::Verify => vec![],
+            ReleaseStep::Verify | ReleaseStep::Promote(_) => vec![],
             ReleaseStep::Plan | ReleaseStep::Apply => manifest
                 .images
                 .iter()
@@ -80,8 +86,9 @@ impl Command for ReleaseOptions {
     }
 
     async fn plan(&self, a: &Account, (manifest, locals): Self::Local) -> Result<Plan> {
-        Ok(match self.step {
+        Ok(match &self.step {
             ReleaseStep::Verify => Plan::Verify(verify::plan(a, manifest).await?),
+            ReleaseStep::Promote(p) => Plan::Promote(promote::plan(a, manifest, p.clone()).await?),
             ReleaseStep::Plan | ReleaseStep::Apply => {
                 let plan = publish::plan(a, manifest, locals).await?;
                 // Apply stops here when the release cannot complete; plan prints it first.
@@ -97,6 +104,7 @@ impl Command for ReleaseOptions {
         match plan {
             Plan::Publish(plan) => publish::check(plan),
             Plan::Verify(_) => vec![],
+            Plan::Promote(plan) => promote::check(plan),
         }
     }
 
@@ -104,12 +112,25 @@ impl Command for ReleaseOptions {
         match plan {
             Plan::Publish(plan) => Some(publish::policy_line(plan, calls)),
             Plan::Verify(_) => None,
+            Plan::Promote(plan) => Some(promote::policy_line(plan)),
+        }
+    }
+
+    fn describe(&self, _: &Account, plan: &Plan, calls: &[Call]) -> Vec<String> {
+        match plan {
+            Plan::Promote(plan) => promote::describe(plan),
+            _ => calls
+                .iter()
+                .filter(|c| c.changes())
+                .map(Call::in_words)
+                .collect(),
         }
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        match (self.step, plan) {
+        match (&self.step, plan) {
             (ReleaseStep::Plan, Plan::Publish(plan)) => publish::show(plan, emit),
+            (_, Plan::Promote(plan)) => promote::apply(a, plan, emit).await,
             (_, Plan::Publish(plan)) => {
                 let path = self.record_path(&plan.manifest);
                 publish::apply(a, plan, &path, emit).await
