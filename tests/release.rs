@@ -595,12 +595,7 @@ async fn plan_compares_copies_with_the_deprecation_the_source_has() {
 async fn promote_points_a_channel_at_the_release_everywhere() {
     let standin = Standin::initialized();
     let dir = TempDir::new();
-    let manifest = manifest(dir.path(), &TARGETS, &[]);
-    let text = std::fs::read_to_string(&manifest).unwrap().replace(
-        r#"parameters = ["/os/stable/{arch}/latest"]"#,
-        "parameters = [\"/os/{channel}/{arch}\"]\nchannel = \"latest\"",
-    );
-    std::fs::write(&manifest, text).unwrap();
+    let manifest = channel_manifest(dir.path(), &[]);
     let made = published(&standin, &manifest).await;
     let promote = |from: &str, extra: &[&str]| {
         standin
@@ -636,6 +631,61 @@ async fn promote_points_a_channel_at_the_release_everywhere() {
         );
     }
 
+    let put = |region: &str, name: &str, value: &str| {
+        let ssm = aws_sdk_ssm::Client::new(&standin.sdk(region));
+        let (name, value) = (name.to_string(), value.to_string());
+        async move {
+            ssm.put_parameter()
+                .name(&name)
+                .value(&value)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .data_type("aws:ec2:image")
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+            // SSM checks an aws:ec2:image value after answering, then writes it: read until
+            // it holds it.
+            loop {
+                let out = ssm.get_parameter().name(&name).send().await.unwrap();
+                if out.parameter().and_then(|p| p.value()) == Some(value.as_str()) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let ami_of = |region: &str, arch: &str| {
+        let found = amis.iter().find(|(r, a, _)| r == region && a == arch);
+        found.unwrap().2.clone()
+    };
+
+    // A `--from` parameter that holds another AMI in one region: nothing is written
+    // anywhere, and the error names it.
+    put(
+        "eu-west-1",
+        "/os/latest/arm64",
+        &ami_of("eu-west-1", "x86_64"),
+    )
+    .await;
+    standin.reset_requests();
+    let wrong = promote("latest", &[]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .error_line()
+            .contains("eu-west-1: /os/latest/arm64 holds ami-"),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 0);
+    put(
+        "eu-west-1",
+        "/os/latest/arm64",
+        &ami_of("eu-west-1", "arm64"),
+    )
+    .await;
+
     // The dry run names each write and makes none.
     standin.reset_requests();
     let dry = promote("latest", &["--dry-run"]);
@@ -658,6 +708,24 @@ async fn promote_points_a_channel_at_the_release_everywhere() {
             ami
         );
     }
+
+    // The channel manifest verifies, and `latest` still holds the release.
+    let verified = release(&standin, "verify", &manifest);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+
+    // A `--to` parameter moved elsewhere since is pointed back: updated.
+    put(SOURCE, "/os/stable/x86_64", &ami_of(SOURCE, "arm64")).await;
+    standin.reset_requests();
+    let back = promote("latest", &[]);
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    let updated: Vec<Value> = json_lines(&back)
+        .into_iter()
+        .filter(|l| l["status"] == "updated")
+        .collect();
+    assert_eq!(updated.len(), 1, "{}", back.stdout);
+    assert_eq!(updated[0]["parameter"], "/os/stable/x86_64");
+    assert_eq!(updated[0]["region"], SOURCE);
+    assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 1);
 
     // Again: every parameter already holds the release; nothing is written.
     standin.reset_requests();
@@ -682,4 +750,51 @@ async fn promote_points_a_channel_at_the_release_everywhere() {
         wrong.stderr
     );
     assert_eq!(count(&standin.counts(), "ssm.PutParameter"), 0);
+}
+
+/// [`manifest`] with its parameters named by channel, apply writing `latest`.
+fn channel_manifest(dir: &Path, best_effort: &[&str]) -> PathBuf {
+    let manifest = manifest(dir, &TARGETS, best_effort);
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        r#"parameters = ["/os/stable/{arch}/latest"]"#,
+        "parameters = [\"/os/{channel}/{arch}\"]\nchannel = \"latest\"",
+    );
+    std::fs::write(&manifest, text).unwrap();
+    manifest
+}
+
+/// A best-effort region the release did not reach is left out of a promote, and said: the
+/// others are promoted, and the exit is 77, as apply's.
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_leaves_out_a_best_effort_region_the_release_is_not_in() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let manifest = channel_manifest(dir.path(), &["eu-west-1"]);
+    standin.fault(
+        r#"{"action": "CopyImage", "region": "eu-west-1", "status": 400, "code": "InvalidRequest", "count": 1000}"#,
+    );
+    let applied = release(&standin, "apply", &manifest);
+    assert_eq!(applied.code, 77, "{}", applied.stderr);
+    let run = standin
+        .imgpub()
+        .args(["release", "promote"])
+        .arg(&manifest)
+        .args(["--from", "latest", "--to", "stable"])
+        .run();
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    let regions: std::collections::BTreeSet<String> = json_lines(&run)
+        .iter()
+        .map(|l| l["region"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        regions.into_iter().collect::<Vec<_>>(),
+        [SOURCE, "us-west-2"]
+    );
+    assert!(
+        run.stderr
+            .contains("left out best-effort regions the release is not in: eu-west-1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(json_lines(&run).len(), 4, "{}", run.stdout);
 }

@@ -267,8 +267,9 @@ pub enum ReleaseSubcommand {
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
-    #[command(flatten)]
-    pub release: ReleaseArgs,
+    /// The release manifest (TOML; docs/release.md documents every key).
+    #[arg(value_name = "MANIFEST", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: PathBuf,
     /// The channel whose parameters hold the release (e.g. latest).
     #[arg(long, value_name = "CHANNEL")]
     pub from: String,
@@ -307,7 +308,10 @@ impl ReleaseSubcommand {
                     from: p.from,
                     to: p.to,
                 }),
-                p.release,
+                ReleaseArgs {
+                    manifest: p.manifest,
+                    record: None,
+                },
             ),
         };
         ReleaseOptions {

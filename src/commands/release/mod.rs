@@ -70,6 +70,9 @@ impl Command for ReleaseOptions {
     /// The manifest, and for plan and apply each image as `upload` reads it.
     fn validate(&self) -> Result<Self::Local> {
         let manifest = manifest::read(&self.manifest)?;
+        if let ReleaseStep::Promote(p) = &self.step {
+            promote::validate(&manifest, p)?;
+        }
         let locals = match self.step {
             ReleaseStep::Verify | ReleaseStep::Promote(_) => vec![],
             ReleaseStep::Plan | ReleaseStep::Apply => manifest

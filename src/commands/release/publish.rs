@@ -509,8 +509,8 @@ async fn publish_source(
             m.images[i].name
         ))
     })?;
-    // A new AMI is pending for a while (RegisterImage API reference: "pending" until
-    // available); SSM takes only an available AMI, and a copy starts from one.
+    // A new AMI may still be `pending` (EC2's ImageState); SSM takes only an available AMI,
+    // and a copy starts from one.
     let ec2 = source.ctx.ec2();
     copy::wait_available(&ec2, &m.source_region, &ami, m.copy_timeout).await?;
     let copied = Copied {
