@@ -205,6 +205,21 @@ pub(crate) struct Planned {
     pub current: Option<String>,
 }
 
+impl Planned {
+    /// Whether the parameter does not hold its AMI yet: `write` puts it.
+    pub(crate) fn to_write(&self) -> bool {
+        self.current.as_deref() != Some(self.image_id.as_str())
+    }
+
+    /// The PutParameter `write` makes for it, for the preflight and `--dry-run`.
+    pub(crate) fn call(&self) -> crate::aws::calls::Call {
+        let resource = vec![crate::aws::calls::Resource::Parameter(
+            self.parameter.clone(),
+        )];
+        crate::aws::calls::Call::new(Op::SsmPutParameter, &self.region, resource)
+    }
+}
+
 /// Renders every template for one AMI and checks each parameter: a different current value
 /// only with `overwrite`.
 pub(crate) async fn plan(
@@ -278,7 +293,7 @@ pub(crate) async fn write(
     let mut written = vec![];
     let mut first = true;
     for p in planned {
-        if p.current.as_deref() == Some(p.image_id.as_str()) {
+        if !p.to_write() {
             written.push(Written {
                 region: p.region.clone(),
                 parameter: p.parameter.clone(),

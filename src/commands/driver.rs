@@ -184,11 +184,7 @@ pub(crate) trait Command: Sync {
         _plan: &Self::Plan,
         calls: &[Call],
     ) -> Vec<String> {
-        calls
-            .iter()
-            .filter(|c| c.changes())
-            .map(Call::in_words)
-            .collect()
+        calls_in_words(calls)
     }
 
     /// Does the plan; results go to `emit`.
@@ -198,6 +194,15 @@ pub(crate) trait Command: Sync {
         plan: &Self::Plan,
         emit: Emit<'_>,
     ) -> impl Future<Output = Result<()>>;
+}
+
+/// Each call that changes something, named: what a dry run says without a plan in words.
+pub(crate) fn calls_in_words(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.changes())
+        .map(Call::in_words)
+        .collect()
 }
 
 /// Runs `command` through every step; results go to `emit`. What could not be checked for

@@ -2,7 +2,7 @@
 //! [`plan`] checks every AMI and parameter first (nothing is written if any check fails);
 //! [`apply`] writes each region's parameters, one line per parameter.
 
-use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::calls::{Call, Op};
 use crate::aws::config::AwsContext;
 use crate::aws::images::{ImageSelection, RegionalImage, Selected};
 use crate::aws::regions::{failure_summary, fan_out};
@@ -63,14 +63,8 @@ pub(crate) async fn plan(
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     plan.parameters
         .iter()
-        .filter(|p| p.current.as_deref() != Some(p.image_id.as_str()))
-        .map(|p| {
-            Call::new(
-                Op::SsmPutParameter,
-                &p.region,
-                vec![Resource::Parameter(p.parameter.clone())],
-            )
-        })
+        .filter(|p| p.to_write())
+        .map(Planned::call)
         .collect()
 }
 
@@ -174,7 +168,7 @@ impl Command for PublishSsmOptions {
     fn describe(&self, _: &Account, plan: &Plan, _: &[Call]) -> Vec<String> {
         plan.parameters
             .iter()
-            .filter(|p| p.current.as_deref() != Some(p.image_id.as_str()))
+            .filter(|p| p.to_write())
             .map(|p| match &p.current {
                 None => format!(
                     "would create {} in {} holding {}",

@@ -327,13 +327,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
     for template in &parameters {
         let mut names = vec![];
         for image in &images {
-            let facts = ImageFacts {
-                region: raw.source_region.clone(),
-                image_id: image.name.clone(),
-                name: image.name.clone(),
-                arch: image.arch.ec2().as_str().to_string(),
-                tags: tags.clone(),
-            };
+            let facts = image.facts(&raw.source_region, &image.name, tags.clone());
             names.push(
                 template
                     .render(&facts)
@@ -411,7 +405,31 @@ fn fill_channel(texts: &[String], channel: &str) -> Result<Vec<Template>> {
         .collect()
 }
 
+impl Image {
+    /// What a parameter template knows of this image's AMI in `region`.
+    pub(crate) fn facts(
+        &self,
+        region: &str,
+        image_id: &str,
+        tags: Vec<(String, String)>,
+    ) -> ImageFacts {
+        ImageFacts {
+            region: region.to_string(),
+            image_id: image_id.to_string(),
+            name: self.name.clone(),
+            arch: self.arch.ec2().as_str().to_string(),
+            tags,
+        }
+    }
+}
+
 impl Manifest {
+    /// The facts of `image`'s AMI in `region`, with the tags every AMI of the release
+    /// carries (the manifest's and imgpub's).
+    pub(crate) fn facts(&self, image: &Image, region: &str, image_id: &str) -> ImageFacts {
+        image.facts(region, image_id, crate::aws::tags::with_managed(&self.tags))
+    }
+
     /// The templates that name a channel, filled in with `channel` (for `promote`).
     pub(crate) fn channel_templates(&self, channel: &str) -> Result<Vec<Template>> {
         let name = check_channel(channel)

@@ -122,11 +122,8 @@ impl Command for ReleaseOptions {
     fn describe(&self, _: &Account, plan: &Plan, calls: &[Call]) -> Vec<String> {
         match plan {
             Plan::Promote(plan) => promote::describe(plan),
-            _ => calls
-                .iter()
-                .filter(|c| c.changes())
-                .map(Call::in_words)
-                .collect(),
+            // Apply's dry run is `release plan`; here, the calls named.
+            _ => crate::commands::driver::calls_in_words(calls),
         }
     }
 

@@ -6,9 +6,9 @@
 use serde::Serialize;
 
 use crate::aws::ami;
-use crate::aws::calls::{Call, Op, Resource};
+use crate::aws::calls::Call;
 use crate::aws::regions::{fan_out, target_regions};
-use crate::aws::ssm::{self, ImageFacts, Planned};
+use crate::aws::ssm::{self, Planned};
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Targets};
 use crate::error::{Error, Result};
@@ -45,13 +45,7 @@ pub(crate) fn validate(manifest: &Manifest, promotion: &Promotion) -> Result<()>
     for channel in [&promotion.from, &promotion.to] {
         for template in manifest.channel_templates(channel)? {
             for image in &manifest.images {
-                let facts = ImageFacts {
-                    region: manifest.source_region.clone(),
-                    image_id: image.name.clone(),
-                    name: image.name.clone(),
-                    arch: image.arch.ec2().as_str().to_string(),
-                    tags: crate::aws::tags::with_managed(&manifest.tags),
-                };
+                let facts = manifest.facts(image, &manifest.source_region, &image.name);
                 template.render(&facts)?;
             }
         }
@@ -76,13 +70,7 @@ async fn look(
             problems.push(format!("{region}: no AMI named {}", image.name));
             continue;
         };
-        let facts = ImageFacts {
-            region: region.to_string(),
-            image_id: found.image_id.clone(),
-            name: image.name.clone(),
-            arch: image.arch.ec2().as_str().to_string(),
-            tags: crate::aws::tags::with_managed(&manifest.tags),
-        };
+        let facts = manifest.facts(image, region, &found.image_id);
         for template in from {
             let parameter = template.render(&facts)?;
             match ssm::read(&ssm_client, &parameter, region).await? {
@@ -196,11 +184,8 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, promotion: Promotion) 
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     plan.moves
         .iter()
-        .filter(|(_, p)| p.current.as_deref() != Some(p.image_id.as_str()))
-        .map(|(_, p)| {
-            let resource = vec![Resource::Parameter(p.parameter.clone())];
-            Call::new(Op::SsmPutParameter, &p.region, resource)
-        })
+        .filter(|(_, p)| p.to_write())
+        .map(|(_, p)| p.call())
         .collect()
 }
 
@@ -221,7 +206,7 @@ pub(crate) fn policy_line(plan: &Plan) -> String {
 pub(crate) fn describe(plan: &Plan) -> Vec<String> {
     plan.moves
         .iter()
-        .filter(|(_, p)| p.current.as_deref() != Some(p.image_id.as_str()))
+        .filter(|(_, p)| p.to_write())
         .map(|(_, p)| {
             let now = p
                 .current

@@ -11,7 +11,7 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::copy::{self, Copied, InRegion, Source};
 use crate::aws::images::RegionalImage;
 use crate::aws::regions::{fan_out, target_regions};
-use crate::aws::ssm::{self, ImageFacts};
+use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Targets};
 use crate::commands::release::record::{Parameter, Placed, Record};
@@ -232,14 +232,7 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
 /// The parameter names of image `i` in `region` (the templates need only the name, the
 /// architecture and the manifest's tags, all known before the AMI exists).
 fn parameters(m: &Manifest, i: usize, region: &str) -> Vec<String> {
-    let image = &m.images[i];
-    let facts = ImageFacts {
-        region: region.to_string(),
-        image_id: String::new(),
-        name: image.name.clone(),
-        arch: image.arch.ec2().as_str().to_string(),
-        tags: m.tags.clone(),
-    };
+    let facts = m.facts(&m.images[i], region, "");
     m.parameters
         .iter()
         .filter_map(|t| t.render(&facts).ok())

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::aws::ami;
 use crate::aws::copy::Copied;
 use crate::aws::regions::{fan_out, target_regions};
-use crate::aws::ssm::{self, ImageFacts};
+use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Targets};
 use crate::commands::release::record::{Parameter, Placed, Record};
@@ -156,13 +156,8 @@ async fn inspect(
             "snapshot {snapshot} of {id} is not shared as the AMI is"
         ));
     }
-    let facts = ImageFacts {
-        region: region.to_string(),
-        image_id: id.clone(),
-        name: image.name.clone(),
-        arch: image.arch.ec2().as_str().to_string(),
-        tags: found.tags.clone(),
-    };
+    // The tags the AMI has now: a template naming one that was removed says so.
+    let facts = image.facts(region, &id, found.tags.clone());
     let ssm = ctx.ssm();
     for template in &m.parameters {
         let parameter = template.render(&facts)?;
