@@ -883,6 +883,8 @@ async fn a_rerun_with_other_flags_is_refused_or_brought_to_the_request() {
         "--imdsv2-only",
         "--tags",
         "stream=stable",
+        "--ami-description",
+        "build 2",
     ];
     let refused = direct_upload(&standin, &raw, "rerun", &fixed);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
@@ -891,6 +893,7 @@ async fn a_rerun_with_other_flags_is_refused_or_brought_to_the_request() {
         line.contains(&ami)
             && line.contains("architecture arm64 (asked: x86_64)")
             && line.contains("IMDS support unset (asked: v2.0)")
+            && line.contains("description unset (asked: \"build 2\")")
             && line.contains("--force"),
         "{line}"
     );
@@ -939,6 +942,7 @@ async fn a_rerun_with_other_flags_is_refused_or_brought_to_the_request() {
         .await
         .unwrap();
     assert_eq!(image.images()[0].architecture().unwrap().as_str(), "x86_64");
+    assert_eq!(image.images()[0].description(), Some("build 2"));
 }
 
 /// Two runs of the same image at once (issue #29, item 7): the second resumes the first's

@@ -164,7 +164,7 @@ async fn vmdk_becomes_the_ami_the_flags_ask_for_and_a_rerun_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(
-        common::tag_pairs(snaps.snapshots()[0].tags()),
+        common::tags_but_content(snaps.snapshots()[0].tags()),
         pairs(&[
             ("Name", "fcos-41.1-aarch64"),
             ("imgpub:managed", "true"),
@@ -655,7 +655,7 @@ async fn import_snapshot_and_register_ami_run_the_stages_alone() {
         .await
         .unwrap();
     assert_eq!(
-        common::tag_pairs(found.snapshots()[0].tags()),
+        common::tags_but_content(found.snapshots()[0].tags()),
         pairs(&[("Name", "stage-snap"), ("imgpub:managed", "true")])
     );
     assert!(!object_exists(&standin, "ci/stage.raw").await);
@@ -976,17 +976,20 @@ async fn force_replaces_an_ami_of_the_same_name() {
     let second = make_raw(dir.path(), "v2.raw", 16, 4, 52);
     let old = upload(&standin, &first, &["--name", "nightly"]).json();
 
-    // Like ore, the name identifies the image: without --force a rerun under the same name
-    // returns what is there, even for another file, and sends nothing.
+    // The same file again returns what is there and sends nothing.
     standin.reset_requests();
-    let same = upload(&standin, &second, &["--name", "nightly"]).json();
+    let same = upload(&standin, &first, &["--name", "nightly"]).json();
     assert_eq!(
         (&same["HVM"], &same["SnapshotID"]),
         (&old["HVM"], &old["SnapshotID"])
     );
-    // No object: the file was never uploaded (ore names the one it would have gone to).
+    // No object: the file was not uploaded again (ore names the one it would have gone to).
     assert_eq!(same.get("S3Object"), None, "{same}");
     assert_eq!(common::count(&standin.counts(), "s3.UploadPart"), 0);
+    // Another file under that name (ore returns the old image): refused, naming --force.
+    let other = upload(&standin, &second, &["--name", "nightly"]);
+    assert_eq!(other.code, 1, "{}", other.stderr);
+    assert!(other.error_line().contains("--force"), "{}", other.stderr);
 
     let new = upload(&standin, &second, &["--name", "nightly", "--force"]).json();
     assert_ne!(new["HVM"], old["HVM"]);
@@ -1584,7 +1587,9 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
     ready(&standin);
     let dir = TempDir::new();
     let first = make_raw(dir.path(), "v1.raw", 8, 4, 80);
-    let second = make_raw(dir.path(), "v2.raw", 12, 4, 81);
+    // Another image of the same size: the size alone cannot tell it from the first.
+    let second = make_raw(dir.path(), "v2.raw", 8, 4, 81);
+    let larger = make_raw(dir.path(), "v3.raw", 12, 4, 82);
     let args = [
         "--name",
         "release",
@@ -1605,20 +1610,48 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
     assert_eq!(other.code, 1, "{}", other.stderr);
     let line = other.error_line();
     assert!(
-        line.contains("was imported from a 8388608-byte image, but")
-            && line.contains("v2.raw is 12582912 bytes: it is another image")
+        line.contains("was imported from another file than")
+            && line.contains("v2.raw")
             && line.contains("--force"),
         "{line}"
     );
-    let counts = standin.counts();
-    for write in [
-        "s3.CreateMultipartUpload",
-        "ec2.ImportSnapshot",
-        "ec2.RegisterImage",
-        "ec2.CreateTags",
-    ] {
-        assert_eq!(common::count(&counts, write), 0, "{write}: {counts}");
-    }
+    let no_writes = |counts: &serde_json::Value| {
+        for write in [
+            "s3.CreateMultipartUpload",
+            "ec2.ImportSnapshot",
+            "ec2.RegisterImage",
+            "ec2.CreateTags",
+        ] {
+            assert_eq!(common::count(counts, write), 0, "{write}: {counts}");
+        }
+    };
+    no_writes(&standin.counts());
+
+    // A snapshot without imgpub's content tag (ore's, an older imgpub's) is compared by the
+    // size its import task read.
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let snapshot = one.json()["SnapshotID"].as_str().unwrap().to_string();
+    ec2.delete_tags()
+        .resources(&snapshot)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("imgpub:content")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    standin.reset_requests();
+    let other = upload(&standin, &larger, &args);
+    assert_eq!(other.code, 1, "{}", other.stderr);
+    let line = other.error_line();
+    assert!(
+        line.contains("was imported from a 8388608-byte image, but")
+            && line.contains("v3.raw is 12582912 bytes: it is another image")
+            && line.contains("--force"),
+        "{line}"
+    );
+    no_writes(&standin.counts());
 
     // The same file, fixed flags: the arm64 AMI without IMDSv2 is not what is asked for.
     let fixed = [
@@ -1644,7 +1677,6 @@ async fn a_rerun_that_would_return_another_image_is_refused() {
     assert_eq!(common::count(&standin.counts(), "ec2.RegisterImage"), 0);
 
     // --force imports and registers it again as asked; the old AMI and its snapshot go.
-    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
     let forced = upload(&standin, &first, &[&fixed[..], &["--force"]].concat()).json();
     let new_ami = forced["HVM"].as_str().unwrap();
     assert_ne!(new_ami, ami);

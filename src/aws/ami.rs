@@ -231,6 +231,8 @@ pub(crate) struct Registered {
     pub sriov: bool,
     pub volume_type: Option<Ec2VolumeType>,
     pub volume_size_gib: Option<i32>,
+    /// `None` when it has none (AWS answers an empty one).
+    pub description: Option<String>,
 }
 
 impl Registered {
@@ -248,6 +250,10 @@ impl Registered {
             sriov: image.sriov_net_support() == Some("simple"),
             volume_type: root.and_then(|e| e.volume_type()).cloned(),
             volume_size_gib: root.and_then(|e| e.volume_size()),
+            description: image
+                .description()
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
         }
     }
 
@@ -297,6 +303,14 @@ impl Registered {
                 format!("{asked} GiB"),
             );
         }
+        // Changing it in place would take ec2:ModifyImageAttribute, which a publisher that
+        // shares nothing is not given (it cannot be limited to the description).
+        let quoted = |d: Option<&str>| d.map_or("unset".to_string(), |d| format!("{d:?}"));
+        differ(
+            "description",
+            quoted(self.description.as_deref()),
+            quoted(want.description.as_deref().filter(|d| !d.is_empty())),
+        );
         out
     }
 }

@@ -235,7 +235,7 @@ pub(crate) enum InRegion {
     /// it lacks.
     Present(Box<Earlier>),
     /// An earlier copy that failed: delete it and copy again.
-    Failed(FoundImage),
+    Failed(Box<FoundImage>),
 }
 
 /// A copy an earlier run made, and what of it is not yet as the source.
@@ -373,7 +373,7 @@ pub(crate) fn calls(source: &Source, region: &str, found: &InRegion) -> Vec<Call
 pub(crate) async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRegion> {
     Ok(match ami::find_image_by_name(ec2, &source.name).await? {
         None => InRegion::Absent,
-        Some(found) if found.failed => InRegion::Failed(found),
+        Some(found) if found.failed => InRegion::Failed(Box::new(found)),
         Some(found) => {
             // A copy still under way has no snapshot to read yet: all is set once it is done.
             let lacks = match &found.root_snapshot {

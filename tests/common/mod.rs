@@ -623,6 +623,16 @@ pub fn tag_pairs(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
 }
 
 /// Whether the snapshot is encrypted, as DescribeSnapshots says.
+/// A snapshot's tags without imgpub's `imgpub:content` (the file's identity, whose value
+/// is a hash of the file's size, time and format), which must be there.
+pub fn tags_but_content(list: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    let mut tags = tag_pairs(list);
+    let before = tags.len();
+    tags.retain(|(k, _)| k != "imgpub:content");
+    assert_eq!(tags.len() + 1, before, "one imgpub:content tag: {list:?}");
+    tags
+}
+
 pub async fn snapshot_encrypted(ec2: &aws_sdk_ec2::Client, snapshot_id: &str) -> Option<bool> {
     let out = ec2
         .describe_snapshots()

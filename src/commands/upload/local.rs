@@ -91,6 +91,7 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
                 prefix => prefix,
             };
             Source::File {
+                content: ebs_direct::content_id(path, &info, &encryption, false)?,
                 path: path.clone(),
                 info,
                 format,

@@ -150,6 +150,9 @@ pub(crate) enum Source {
         info: ImageInfo,
         format: ObjectFormat,
         object: S3Object,
+        /// The file's identity (`ebs_direct::content_id`), tagged on the imported snapshot
+        /// so that a rerun tells another file under the same name from this one.
+        content: String,
     },
     /// An object already in S3 (`--source-object`).
     Object {

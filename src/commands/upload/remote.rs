@@ -69,8 +69,8 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         }
     }
     let ((), existing_image, snapshot) = tokio::try_join!(public, image, snapshot)?;
-    if let (SnapshotStep::Use(id), Source::File { path, info, .. }) = (&snapshot, &local.source) {
-        refuse_another_image(c, &local.name, id, path, info.file_size).await?;
+    if let (SnapshotStep::Use(id), Source::File { .. }) = (&snapshot, &local.source) {
+        refuse_another_image(c, &local.name, id, &local.source).await?;
     }
     if let SnapshotStep::Import(_) = snapshot {
         check_import_prerequisites(c, &local).await?;
@@ -190,20 +190,43 @@ async fn in_place(
     Ok(touch)
 }
 
-/// A snapshot found by name is reused, as ore does; but not one made from another image
-/// (its import task shows another size), which would publish an image not asked for.
+/// A snapshot found by name is reused, as ore does; but not one made from another file,
+/// which would publish an image not asked for. imgpub tags what it imports with the file's
+/// identity (size, modification time, format); an untagged snapshot (ore's, or an older
+/// imgpub's) is compared by the size its import task read, while AWS still lists the task.
 pub(super) async fn refuse_another_image(
     c: &Clients,
     name: &str,
     snapshot: &str,
-    path: &Path,
-    size: u64,
+    source: &Source,
 ) -> Result<()> {
+    let Source::File {
+        path,
+        info,
+        content,
+        ..
+    } = source
+    else {
+        return Ok(());
+    };
+    let (path, size) = (path.display(), info.file_size);
+    let tagged = tags::of_snapshot(&c.ec2, snapshot).await?;
+    let imported = tagged
+        .iter()
+        .find(|(k, _)| k == ebs_direct::CONTENT_TAG)
+        .map(|(_, v)| v);
+    match imported {
+        Some(imported) if imported == content => return Ok(()),
+        Some(_) => {
+            return Err(Error::Conflict(format!(
+                "snapshot {snapshot} named {name} was imported from another file than {path} (its size, modification time or format differ; a copy of the same file with a new time counts as another): pass --force to import {path} instead, or choose another --name"
+            )))
+        }
+        None => {}
+    }
     match import::imported_image_size(&c.ec2, name, snapshot).await {
         Ok(Some(imported)) if imported != size => Err(Error::Conflict(format!(
-            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {} is {size} bytes: it is another image; pass --force to import {} instead, or choose another --name",
-            path.display(),
-            path.display()
+            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {path} is {size} bytes: it is another image; pass --force to import {path} instead, or choose another --name",
         ))),
         Ok(_) => Ok(()),
         // The task may have aged out of AWS's list: the size cannot be compared.

@@ -139,7 +139,11 @@ pub(super) async fn import_stage(
         encryption: local.encryption.clone(),
         timeout: local.import_timeout,
     };
-    match import::import_snapshot(&c.ec2, &request, &local.tags, local.force).await {
+    let mut tags = local.tags.clone();
+    if let Source::File { content, .. } = &local.source {
+        tags.push((ebs_direct::CONTENT_TAG.to_string(), content.clone()));
+    }
+    match import::import_snapshot(&c.ec2, &request, &tags, local.force).await {
         Ok(outcome) => Ok(outcome.snapshot_id),
         Err(err) => {
             // AWS refused the image itself: the object is of no use to a rerun.
