@@ -70,6 +70,7 @@ pub use commands::publish_ssm::PublishSsmOptions;
 pub use commands::release::{Promotion, ReleaseOptions, ReleaseStep};
 pub use commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
 pub use commands::upload_object::UploadObjectOptions;
+pub use commands::verify_snapshot::VerifySnapshotOptions;
 
 // The values those options hold.
 pub use aws::ami::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use imgpub::{
     Change, CopyOptions, DeleteOptions, EnsurePublicOptions, GcOptions, InitializeOptions,
     ListRegionsOptions, PrintPolicy, PublishSsmOptions, Result, Run, Stage, Task,
-    UploadObjectOptions, Via,
+    UploadObjectOptions, VerifySnapshotOptions, Via,
 };
 
 use cli::{output, AwsFlags, AwsSubcommand as Aws, Cli, ReleaseSubcommand, TopCommand};
@@ -77,6 +77,7 @@ async fn run(flags: AwsFlags, work: Work) -> Result<()> {
         Aws::UploadObject(a) => drive(f, false, UploadObjectOptions::from(a)).await,
         Aws::CopyRegions(a) => drive(f, a.dry_run, CopyOptions::from(a)).await,
         Aws::ListRegions(a) => drive(f, false, ListRegionsOptions::from(&a)).await,
+        Aws::VerifySnapshot(a) => drive(f, false, VerifySnapshotOptions::from(a)).await,
         Aws::DeleteImage(a) => drive(f, a.dry_run, DeleteOptions::from(a)).await,
         Aws::Grant(a) => drive(f, a.dry_run, a.command(Change::Grant)).await,
         Aws::Revoke(a) => drive(f, a.dry_run, a.command(Change::Revoke)).await,

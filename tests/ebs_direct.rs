@@ -429,11 +429,25 @@ async fn stop_at(
     moment: Moment,
     delay: f64,
 ) {
+    stop_at_with(standin, raw, name, &[], signal, moment, delay).await;
+}
+
+/// `stop_at` with more flags.
+async fn stop_at_with(
+    standin: &Standin,
+    raw: &Path,
+    name: &str,
+    extra: &[&str],
+    signal: &str,
+    moment: Moment,
+    delay: f64,
+) {
     standin.fault(&format!(
         r#"{{"service": "ebs", "action": "PutSnapshotBlock", "delay": {delay}, "count": 100000}}"#
     ));
     let mut child = direct_cmd(standin, raw, name)
         .args(["--blocks-in-flight", "2"])
+        .args(extra)
         .cmd;
     let mut child = child
         .stdout(Stdio::piped())
@@ -982,4 +996,275 @@ async fn the_loser_of_two_runs_at_once_is_told_to_rerun() {
     // And the rerun does as it says.
     let rerun = direct_upload(&standin, &raw, "twice", &[]);
     assert_eq!(rerun.json()["HVM"], second.json()["HVM"]);
+}
+
+/// Release N+1 from N: every block of `base` (a raw file) copied, except `changed` blocks
+/// (new pseudo-random data), `zeroed` (written as zeros) and `holed` (left a hole).
+fn next_release(
+    dir: &Path,
+    name: &str,
+    base: &Path,
+    changed: &[usize],
+    zeroed: &[usize],
+    holed: &[usize],
+) -> PathBuf {
+    let data = std::fs::read(base).unwrap();
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.set_len(data.len() as u64).unwrap();
+    let mut x: u64 = 0xD1B5_4A32_D192_ED03 ^ data.len() as u64;
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        let mut out = block.to_vec();
+        if holed.contains(&i) || (!changed.contains(&i) && block.iter().all(|&b| b == 0)) {
+            continue;
+        }
+        if zeroed.contains(&i) {
+            out.iter_mut().for_each(|b| *b = 0);
+        } else if changed.contains(&i) {
+            for b in out.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+            }
+        }
+        file.seek(SeekFrom::Start((i * BLOCK) as u64)).unwrap();
+        file.write_all(&out).unwrap();
+    }
+    path
+}
+
+/// Every block of the snapshot, read back, is the image's: a block the snapshot does not
+/// list reads as zeros (it is unencrypted), and so must the image's.
+async fn assert_snapshot_reads_as_disk(standin: &Standin, snapshot: &str, raw: &Path) {
+    let want = nonzero_blocks(raw);
+    let got = snapshot_blocks(standin, snapshot).await;
+    for (index, data) in &got {
+        match want.get(index) {
+            Some(block) => assert!(block == data, "block {index} differs"),
+            None => assert!(
+                data.iter().all(|&b| b == 0),
+                "block {index} is zeros in the image, not in the snapshot"
+            ),
+        }
+    }
+    for index in want.keys() {
+        assert!(got.contains_key(index), "block {index} is missing");
+    }
+}
+
+fn owned_blocks(standin: &Standin, snapshot: &str) -> u64 {
+    let storage: Value =
+        serde_json::from_str(&standin.control("GET", "/_standin/ebs/storage", None)).unwrap();
+    storage[snapshot]["owned_blocks"].as_u64().unwrap()
+}
+
+/// Issue #33: release N+1 with 10 % of its blocks changed (some to zeros, one to a hole)
+/// is written on release N's snapshot: it sends at most 11 % of its data blocks, stores
+/// only those, and reads back as the image block by block (the zeroed and holed blocks as
+/// zeros, not N's data); verify-snapshot says so too.
+#[tokio::test]
+async fn a_delta_release_sends_only_what_changed_and_reads_back_whole() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    // 100 blocks of data (50 MiB) in a 1 GiB disk.
+    let n = scattered_raw(
+        dir.path(),
+        "rel-1.raw",
+        1 << 30,
+        &[(4 * MIB, 50 * MIB)],
+        80 * MIB,
+    );
+    let data: Vec<i32> = nonzero_blocks(&n).keys().copied().collect();
+    assert!(data.len() >= 100, "{}", data.len());
+    let pick = |k: usize| data[k * 7 % data.len()] as usize;
+    let changed: Vec<usize> = (1..=8).map(pick).collect();
+    let (zeroed, holed) = (vec![pick(9)], vec![pick(10)]);
+    let all: Vec<usize> = [&changed[..], &zeroed, &holed].concat();
+    let next = next_release(dir.path(), "rel-2.raw", &n, &all, &zeroed, &holed);
+    let tags = ["--tags", "stream=stable"];
+
+    let first = direct_upload(&standin, &n, "rel-1", &tags);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let parent = first.json()["SnapshotID"].as_str().unwrap().to_string();
+
+    standin.reset_requests();
+    let second = direct_upload(
+        &standin,
+        &next,
+        "rel-2",
+        &[&tags[..], &["--parent", "auto"]].concat(),
+    );
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let child = second.json()["SnapshotID"].as_str().unwrap().to_string();
+    let sent = common::count(&standin.counts(), "ebs.PutSnapshotBlock");
+    let data_blocks = nonzero_blocks(&next).len() as u64;
+    assert_eq!(sent, all.len() as u64, "{}", second.stderr);
+    assert!(sent * 100 <= data_blocks * 11, "{sent} of {data_blocks}");
+    assert!(
+        second
+            .stderr
+            .contains(&format!("on {parent} ({sent} blocks sent")),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(owned_blocks(&standin, &child), sent);
+    assert_snapshot_reads_as_disk(&standin, &child, &next).await;
+
+    let verified = standin
+        .imgpub()
+        .args([
+            "aws",
+            "verify-snapshot",
+            "--region",
+            REGION,
+            "--snapshot",
+            &child,
+        ])
+        .arg_path("--file", &next)
+        .run();
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert_eq!(verified.json()["status"], "verified");
+    // And of another image it names the blocks that differ (exit 1).
+    let other = standin
+        .imgpub()
+        .args([
+            "aws",
+            "verify-snapshot",
+            "--region",
+            REGION,
+            "--snapshot",
+            &child,
+        ])
+        .arg_path("--file", &n)
+        .run();
+    assert_eq!(other.code, 1, "{}", other.stderr);
+    assert_eq!(common::json_lines(&other)[0]["blocks_differing"], all.len());
+    assert!(
+        other.error_line().contains("blocks differ"),
+        "{}",
+        other.stderr
+    );
+}
+
+/// Issue #33: a parent that cannot be used means the whole image, and the run says why:
+/// one of another size, one without a block map here, one under another KMS key.
+#[tokio::test]
+async fn a_parent_that_cannot_be_used_means_a_whole_upload_and_says_why() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let small = scattered_raw(dir.path(), "small.raw", 1 << 30, &[(MIB, 4 * MIB)], 8 * MIB);
+    let large = scattered_raw(dir.path(), "large.raw", 2 << 30, &[(MIB, 4 * MIB)], 8 * MIB);
+    let whole = nonzero_blocks(&small).len() as u64;
+    let parent = direct_upload(&standin, &small, "p-small", &[]).json()["SnapshotID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fell_back = |run: &Run, why: &str| {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("--parent: writing the whole image"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(why), "{why}: {}", run.stderr);
+    };
+
+    let run = direct_upload(&standin, &large, "c-large", &["--parent", &parent]);
+    fell_back(&run, "is a 1 GiB snapshot, and this one is 2 GiB");
+
+    let map = standin
+        .home
+        .path()
+        .join(".cache/imgpub/block-maps")
+        .join(REGION)
+        .join(&parent);
+    std::fs::remove_file(&map).unwrap();
+    let copy = dir.path().join("copy.raw");
+    std::fs::copy(&small, &copy).unwrap();
+    standin.reset_requests();
+    let run = direct_upload(&standin, &copy, "c-nomap", &["--parent", &parent]);
+    fell_back(&run, "has no block map here");
+    assert_eq!(
+        common::count(&standin.counts(), "ebs.PutSnapshotBlock"),
+        whole
+    );
+
+    let (one, two) = (
+        common::customer_key(&standin, REGION),
+        common::customer_key(&standin, REGION),
+    );
+    let sealed = direct_upload(&standin, &small, "p-sealed", &["--kms-key", &one]);
+    let sealed = sealed.json()["SnapshotID"].as_str().unwrap().to_string();
+    let run = direct_upload(
+        &standin,
+        &copy,
+        "c-key",
+        &["--kms-key", &two, "--parent", &sealed],
+    );
+    fell_back(&run, "is encrypted with another key");
+    let child = run.json()["SnapshotID"].as_str().unwrap().to_string();
+    let described = standin
+        .ec2(REGION)
+        .describe_snapshots()
+        .snapshot_ids(&child)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.snapshots()[0].kms_key_id(), Some(two.as_str()));
+}
+
+/// Issue #33: killed mid-delta at 10 seeded moments, every rerun finishes with the image's
+/// blocks, still written on the parent (the journal names it), and no snapshot is left
+/// that no AMI uses.
+#[tokio::test]
+async fn a_delta_killed_at_ten_moments_is_finished_by_a_rerun() {
+    let standin = Standin::start();
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"ebs_complete_seconds": 0.5}"#),
+    );
+    let dir = TempDir::new();
+    let n = scattered_raw(
+        dir.path(),
+        "parent.raw",
+        1 << 30,
+        &[(MIB, 24 * MIB)],
+        40 * MIB,
+    );
+    let data: Vec<i32> = nonzero_blocks(&n).keys().copied().collect();
+    let parent = direct_upload(&standin, &n, "k-1", &[]).json()["SnapshotID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for seed in 0u64..10 {
+        let pick = |k: u64| data[((seed * 13 + k * 7) % data.len() as u64) as usize] as usize;
+        let changed: Vec<usize> = (0..6).map(pick).collect();
+        let zeroed = vec![pick(6)];
+        let all = [&changed[..], &zeroed].concat();
+        let next = next_release(dir.path(), &format!("k-{seed}.raw"), &n, &all, &zeroed, &[]);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 31;
+        let moment = match x % 8 {
+            n if n < 6 => Moment::Blocks(n + 1),
+            6 => Moment::CompleteSnapshot,
+            _ => Moment::RegisterImage,
+        };
+        let name = format!("k-next-{seed}");
+        let parent_flag = ["--parent", parent.as_str()];
+        standin.reset_requests();
+        stop_at_with(&standin, &next, &name, &parent_flag, "-KILL", moment, 0.01).await;
+        let run = direct_upload(&standin, &next, &name, &parent_flag);
+        assert_eq!(run.code, 0, "seed {seed} ({moment:?}): {}", run.stderr);
+        let child = run.json()["SnapshotID"].as_str().unwrap().to_string();
+        let owned = owned_blocks(&standin, &child);
+        assert!(
+            owned <= all.len() as u64,
+            "seed {seed} ({moment:?}): {owned} blocks written, not on the parent: {}",
+            run.stderr
+        );
+        assert_snapshot_reads_as_disk(&standin, &child, &next).await;
+    }
+    assert_no_orphan_snapshots(&standin).await;
 }

@@ -117,6 +117,8 @@ fn every_printed_policy_names_only_what_the_reference_has() {
                     (For::Copy, _) | (For::Upload, Via::EbsDirect) => vec![KEY.to_string()],
                     _ => vec![],
                 },
+                // Both forms of the new-snapshots statement (ebs:ParentSnapshot or not).
+                delta: public,
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

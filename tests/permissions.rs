@@ -1080,11 +1080,13 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
             .to_string()
     };
     assert!(statement("Snapshots").contains("ec2:CreateTags"), "{text}");
-    let new = statement("NewSnapshots");
+    let new = statement("StartedSnapshots");
     assert!(
         new.contains("ebs:StartSnapshot") && new.contains("aws:RequestTag/imgpub:managed"),
         "{new}"
     );
+    // Never on a parent (without --delta): a child reads every block of its parent.
+    assert!(new.contains("\"ebs:ParentSnapshot\":\"true\""), "{new}");
     for absent in ["s3:", "ec2:ImportSnapshot", "iam:PassRole"] {
         assert!(!text.contains(absent), "{absent} in {text}");
     }
@@ -1118,6 +1120,72 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
     assert!(out["HVM"].as_str().is_some(), "{out}");
     assert!(
         run.stderr.contains("permission preflight: all"),
+        "{}",
+        run.stderr
+    );
+
+    // A leaked credential holding it cannot start a snapshot on another one (the child
+    // would read every block of it, and could be registered and shared); it can start one
+    // on none, as publishing does.
+    let parent = out["SnapshotID"].as_str().unwrap().to_string();
+    let ebs = aws_sdk_ebs::Client::new(&standin.sdk_with(REGION, &publisher.0, &publisher.1));
+    let managed = aws_sdk_ebs::types::Tag::builder()
+        .key("imgpub:managed")
+        .value("true")
+        .build();
+    let start = |parent: Option<&str>| {
+        ebs.start_snapshot()
+            .volume_size(1)
+            .tags(managed.clone())
+            .set_parent_snapshot_id(parent.map(str::to_string))
+            .send()
+    };
+    let denied = start(Some(&parent)).await.unwrap_err();
+    assert_eq!(
+        denied.as_service_error().and_then(|e| e.meta().code()),
+        Some("AccessDeniedException"),
+        "{denied:?}"
+    );
+    start(None).await.unwrap();
+    // `--delta` allows it: a delta upload on that snapshot publishes.
+    let delta = policy(
+        &standin,
+        &[
+            "--for",
+            "upload",
+            "--via",
+            "ebs-direct",
+            "--regions",
+            REGION,
+            "--share-with",
+            SHARE_WITH,
+            "--delta",
+        ],
+    );
+    let delta_publisher = user_with(&standin, "delta-publisher", &delta).await;
+    let run = signed_by(standin.imgpub(), &delta_publisher)
+        .args([
+            "aws",
+            "upload",
+            "--region",
+            REGION,
+            "--via",
+            "ebs-direct",
+            "-v",
+        ])
+        .arg_path("--file", &file)
+        .args([
+            "--name",
+            "direct-2",
+            "--tags",
+            "stream=stable",
+            "--parent",
+            &parent,
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("on {parent} (0 blocks sent")),
         "{}",
         run.stderr
     );

@@ -798,3 +798,58 @@ async fn promote_leaves_out_a_best_effort_region_the_release_is_not_in() {
     );
     assert_eq!(json_lines(&run).len(), 4, "{}", run.stdout);
 }
+
+/// Issue #33: `delta = true` writes each release on the last one's snapshot. The plan of
+/// release 2 shows, per image, the blocks and bytes it would send on release 1's snapshot
+/// and the storage it adds; apply sends those, and no more.
+#[tokio::test]
+async fn a_delta_release_plans_and_sends_only_what_changed() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let write = |release: &str, file: &str| {
+        let text = format!(
+            r#"
+release = "{release}"
+source_region = "{SOURCE}"
+regions = []
+transport = "ebs-direct"
+delta = true
+name = "os-{{release}}-{{arch}}"
+
+[tags]
+stream = "stable"
+
+[[image]]
+file = "{file}"
+arch = "x86_64"
+"#
+        );
+        common::write_file(dir.path(), &format!("{release}.toml"), &text)
+    };
+    let one = make_raw(dir.path(), "one.raw", 16, 8, 21);
+    let mut bytes = std::fs::read(&one).unwrap();
+    // Release 2: the same disk with two of its 512 KiB blocks rewritten.
+    for at in [0usize, 3] {
+        let block = &mut bytes[at * 524288..(at + 1) * 524288];
+        block.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    }
+    std::fs::write(dir.path().join("two.raw"), &bytes).unwrap();
+    let first = write("1", "one.raw");
+    let run = release(&standin, "apply", &first);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The first release has no parent: whole, and the plan said why.
+    let second = write("2", "two.raw");
+    let plan = release(&standin, "plan", &second);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let line = json_lines(&plan)
+        .into_iter()
+        .find(|l| l["status"] == "upload")
+        .unwrap();
+    assert_eq!(line["delta"]["blocks_to_send"], 2, "{line}");
+    assert_eq!(line["delta"]["bytes_to_send"], 2 * 524288, "{line}");
+    assert_eq!(line["delta"]["storage_added_bytes"], 2 * 524288, "{line}");
+    standin.reset_requests();
+    let run = release(&standin, "apply", &second);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(count(&standin.counts(), "ebs.PutSnapshotBlock"), 2);
+}

@@ -73,6 +73,8 @@ ops! {
     EbsStartSnapshot,
     EbsPutSnapshotBlock,
     EbsCompleteSnapshot,
+    EbsListSnapshotBlocks,
+    EbsGetSnapshotBlock,
     IamGetRole,
     IamCreateRole,
     IamUpdateAssumeRolePolicy,
@@ -560,6 +562,33 @@ impl Op {
                         "seal the snapshot with its block count and checksum",
                     )
                     .on_ours()]
+                },
+            ),
+            Op::EbsListSnapshotBlocks => (
+                Ebs,
+                "ListSnapshotBlocks",
+                "list_snapshot_blocks",
+                &const {
+                    [need(
+                        "ebs:ListSnapshotBlocks",
+                        R::Snapshot,
+                        "list the blocks of the snapshot read back (verify-snapshot)",
+                    )]
+                },
+            ),
+            Op::EbsGetSnapshotBlock => (
+                Ebs,
+                "GetSnapshotBlock",
+                "get_snapshot_block",
+                &const {
+                    [
+                        need(
+                            "ebs:GetSnapshotBlock",
+                            R::Snapshot,
+                            "read the snapshot's blocks back (verify-snapshot)",
+                        ),
+                        kms("kms:Decrypt"),
+                    ]
                 },
             ),
             Op::Ec2DeregisterImage => (
@@ -1381,6 +1410,11 @@ mod tests {
             ("config/mod.rs", include_str!("config/mod.rs")),
             ("copy.rs", include_str!("copy.rs")),
             ("ebs_direct.rs", include_str!("ebs_direct.rs")),
+            ("ebs_read.rs", include_str!("ebs_read.rs")),
+            (
+                "commands/verify_snapshot.rs",
+                include_str!("../commands/verify_snapshot.rs"),
+            ),
             ("instances.rs", include_str!("instances.rs")),
             ("iam.rs", include_str!("iam.rs")),
             ("vmimport_role.rs", include_str!("vmimport_role.rs")),

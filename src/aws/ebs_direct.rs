@@ -18,6 +18,15 @@
 //! cache) the pending snapshot is deleted and written anew, never left. An `error` one is
 //! deleted and written again. StartSnapshot's ClientToken comes from the same inputs, so a
 //! retried start returns the snapshot the lost answer named.
+//!
+//! Delta (`--parent`): a snapshot started with `ParentSnapshotId` inherits every block of
+//! its parent it is not written (EBS User Guide, "How Amazon EBS snapshots work": later
+//! snapshots "include only changed and new data blocks"). The parent's block map
+//! (`block_map`) says what it holds, so only the blocks whose digest differs are sent, and
+//! zeros where the parent has data and the image a hole or zeros (else the child would
+//! read the parent's stale data). A parent that cannot be used (missing, another size,
+//! another key, no map here) means a whole upload, and the run says why. Every completed
+//! snapshot's map is kept, for the next release.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +40,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
+use crate::aws::block_map::{self, BlockMap, ZERO_BLOCK_DIGEST};
 use crate::aws::buffers::Buffers;
 use crate::aws::calls::Op;
 use crate::aws::ebs_journal::{self, Journal, Record};
@@ -46,6 +56,10 @@ use crate::sha256::{Kernel, Sha256Lanes};
 pub const DEFAULT_BLOCKS_IN_FLIGHT: u16 = 32;
 /// The tag that ties a snapshot to the image content it holds.
 pub(crate) const CONTENT_TAG: &str = "imgpub:content";
+/// The tag `--parent auto` finds a release's predecessor by: stream, architecture, size.
+pub(crate) const LINEAGE_TAG: &str = "imgpub:lineage";
+/// A block of zeros, written where a parent has data and the image has none.
+static ZERO_BLOCK: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
 /// How long EBS keeps a started snapshot pending before it ends in `error` (StartSnapshot's
 /// Timeout, minutes; AWS's default is 60): long enough for a rerun to resume it.
 const SNAPSHOT_TIMEOUT_MINUTES: i32 = 24 * 60;
@@ -69,6 +83,41 @@ pub(crate) struct SnapshotRequest {
     pub timeout: Duration,
     /// A new snapshot even where one of the same content exists.
     pub force: bool,
+    /// The snapshot to write this one on top of, as asked (`--parent`).
+    pub parent: Option<ParentAsk>,
+    /// What the plan found to write it on ([`choose_base`]).
+    pub base: Base,
+    /// Where `--parent auto` looks: `<stream>/<arch>/<GiB>` (`-` for a stream not tagged).
+    pub lineage: String,
+}
+
+/// `--parent`: a snapshot, or the newest of this image's lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParentAsk {
+    Snapshot(String),
+    Auto,
+}
+
+/// What a new snapshot is written on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Base {
+    /// Every block of the image is sent; `why` a parent asked for is not used.
+    Whole { why: Option<String> },
+    /// A child of the map's snapshot: only the blocks that differ from it are sent.
+    Parent(Arc<BlockMap>),
+}
+
+/// What [`write_snapshot`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub snapshot: String,
+    /// The parent it was written on, if any.
+    pub parent: Option<String>,
+    /// Blocks sent by this run.
+    pub sent: u64,
+    /// Blocks the snapshot holds without this run sending them: inherited from the parent,
+    /// or sent by an earlier run (the block journal).
+    pub kept: u64,
 }
 
 /// How the snapshot is begun, from what earlier runs left.
@@ -150,11 +199,12 @@ impl SnapshotRequest {
         let own = [
             ("Name", self.name.as_str()),
             (CONTENT_TAG, self.content.as_str()),
+            (LINEAGE_TAG, self.lineage.as_str()),
         ];
         let user = self
             .tags
             .iter()
-            .filter(|(k, _)| k != "Name" && k != CONTENT_TAG)
+            .filter(|(k, _)| k != "Name" && k != CONTENT_TAG && k != LINEAGE_TAG)
             .map(|(k, v)| (k.as_str(), v.as_str()));
         own.into_iter()
             .chain(user)
@@ -215,13 +265,201 @@ pub(crate) async fn find(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Re
     })
 }
 
-/// Writes the snapshot and waits until it is completed; returns its id.
+/// What the new snapshot is written on: the parent `--parent` names (or, for `auto`, the
+/// newest completed snapshot of this lineage), when it can be used; else the whole image,
+/// with the reason. Read-only.
+pub(crate) async fn choose_base(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest) -> Result<Base> {
+    use aws_sdk_ec2::types::Filter;
+    let Some(ask) = &req.parent else {
+        return Ok(Base::Whole { why: None });
+    };
+    let whole = |why: String| {
+        tracing::warn!("--parent: writing the whole image: {why}");
+        Ok(Base::Whole { why: Some(why) })
+    };
+    let region = region_of(ec2);
+    let Some(dir) = ebs_journal::cache_dir() else {
+        return whole("no cache directory holds block maps (set IMGPUB_CACHE_DIR)".into());
+    };
+    let what = "looking for the parent snapshot".to_string();
+    let request = ec2.describe_snapshots().owner_ids("self");
+    let request = match ask {
+        ParentAsk::Snapshot(id) => request.snapshot_ids(id),
+        ParentAsk::Auto => request
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{LINEAGE_TAG}"))
+                    .values(&req.lineage)
+                    .build(),
+            )
+            .filters(Filter::builder().name("status").values("completed").build()),
+    };
+    let found = match request.send().await {
+        Ok(out) => out.snapshots().to_vec(),
+        Err(e) => {
+            let err = aws(Op::Ec2DescribeSnapshots, &what, e);
+            match err.code() {
+                Some("InvalidSnapshot.NotFound") => vec![],
+                _ => return Err(err),
+            }
+        }
+    };
+    let mut found: Vec<_> = found
+        .into_iter()
+        .filter(|s| s.snapshot_id().is_some())
+        .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(s.start_time().copied()));
+    if found.is_empty() {
+        return whole(match ask {
+            ParentAsk::Snapshot(id) => {
+                format!("parent {id} is not a snapshot of this account in {region}")
+            }
+            ParentAsk::Auto => format!(
+                "no completed snapshot of lineage {} in {region} (tag {LINEAGE_TAG})",
+                req.lineage
+            ),
+        });
+    }
+    let mut reasons = vec![];
+    for snapshot in &found {
+        let id = snapshot.snapshot_id().unwrap_or_default().to_string();
+        if let Err(why) = usable(snapshot, req) {
+            reasons.push(why);
+            continue;
+        }
+        let (at, region_at, load) = (dir.clone(), region.clone(), id.clone());
+        match crate::blocking::run(move || BlockMap::load(&at, &region_at, &load)).await {
+            Ok(Some(map)) if map.volume_size_gib == req.volume_size_gib => {
+                tracing::info!(
+                    "--parent: writing on {id}: only the blocks that differ from it are sent"
+                );
+                return Ok(Base::Parent(Arc::new(map)));
+            }
+            Ok(Some(_)) => reasons.push(format!("{id}'s block map is of another volume size")),
+            Ok(None) => reasons.push(format!(
+                "{id} has no block map here ({}); `imgpub aws verify-snapshot --snapshot {id} --file IMAGE` rebuilds it from the snapshot and its image",
+                block_map::path_for(&dir, &region, &id).display()
+            )),
+            Err(e) => reasons.push(e.to_string()),
+        }
+        if matches!(ask, ParentAsk::Snapshot(_)) || reasons.len() >= 3 {
+            break;
+        }
+    }
+    whole(reasons.join("; "))
+}
+
+/// Whether a child of `snapshot` can be the snapshot asked for: completed, of the same
+/// size, and encrypted as asked. A child takes its parent's encryption: StartSnapshot
+/// refuses `Encrypted` beside `ParentSnapshotId`, and "The snapshot is encrypted using the
+/// same KMS key as the parent snapshot" (EBS User Guide, "Encryption outcomes for EBS
+/// direct APIs").
+fn usable(
+    snapshot: &aws_sdk_ec2::types::Snapshot,
+    req: &SnapshotRequest,
+) -> std::result::Result<(), String> {
+    use aws_sdk_ec2::types::SnapshotState;
+    let id = snapshot.snapshot_id().unwrap_or_default();
+    if snapshot.state() != Some(&SnapshotState::Completed) {
+        return Err(format!(
+            "{id} is {}, not completed",
+            snapshot.state().map_or("unknown", |s| s.as_str())
+        ));
+    }
+    let gib = snapshot.volume_size().unwrap_or_default();
+    if gib != req.volume_size_gib {
+        return Err(format!(
+            "{id} is a {gib} GiB snapshot, and this one is {} GiB",
+            req.volume_size_gib
+        ));
+    }
+    let key = snapshot.kms_key_id();
+    match (&req.encryption, snapshot.encrypted().unwrap_or(false)) {
+        (Encryption::None, false) => Ok(()),
+        (Encryption::None, true) => Err(format!(
+            "{id} is encrypted, and a child takes its parent's key; this image is asked unencrypted"
+        )),
+        (Encryption::Key(asked), true) if key == Some(asked.as_str()) => Ok(()),
+        (Encryption::Key(asked), true) => Err(format!(
+            "{id} is encrypted with another key ({}); a child takes its parent's key, not --kms-key {asked}",
+            key.unwrap_or("unknown")
+        )),
+        (Encryption::DefaultKey, true) => Err(format!(
+            "a child takes its parent's key ({}), which cannot be told to be the account's default key: pass that key as --kms-key",
+            key.unwrap_or("unknown")
+        )),
+        (Encryption::Key(_) | Encryption::DefaultKey, false) => Err(format!(
+            "{id} is unencrypted, and a child of it cannot be encrypted"
+        )),
+    }
+}
+
+fn region_of(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.config()
+        .region()
+        .map_or_else(|| "no-region".to_string(), |r| r.to_string())
+}
+
+/// What a write on `base` would send, for `release plan`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Estimate {
+    pub parent: String,
+    /// Blocks that differ from the parent's (zeros over its data included).
+    pub blocks_to_send: u64,
+    /// Blocks the image holds data in.
+    pub data_blocks: u64,
+    pub bytes_to_send: u64,
+    /// What the snapshot stores: the blocks written to it.
+    pub storage_added_bytes: u64,
+}
+
+/// Reads and hashes the image's data blocks and counts those `base` does not hold, as
+/// [`write_snapshot`] would send them. Blocking: it reads the whole image.
+pub(crate) fn estimate(req: &SnapshotRequest, base: &BlockMap) -> Result<Estimate> {
+    let disk = Disk::open(&req.path, &req.info)?;
+    let data = disk.data_blocks()?;
+    let zeros_sent = req.send_zero_blocks || base.encrypted;
+    let mut reader = Reader::default();
+    let mut buf = vec![0u8; BLOCK_SIZE];
+    let (mut send, mut data_blocks) = (0u64, 0u64);
+    let mut seen = std::collections::BTreeSet::new();
+    for &index in &data {
+        disk.read_block(index, &mut buf, &mut reader)?;
+        let Ok(index) = i32::try_from(index) else {
+            continue;
+        };
+        seen.insert(index);
+        let zero = is_zero(&buf);
+        data_blocks += u64::from(!zero);
+        let digest: [u8; 32] = match (zero, zeros_sent) {
+            (true, false) => ZERO_BLOCK_DIGEST,
+            _ => Sha256::digest(&buf).into(),
+        };
+        send += u64::from(!base.holds(index, &digest));
+    }
+    // The parent's data where the image has a hole: zeros are written there.
+    send += base
+        .blocks
+        .iter()
+        .filter(|(i, d)| **d != ZERO_BLOCK_DIGEST && !seen.contains(i))
+        .count() as u64;
+    let bytes = send * BLOCK_SIZE as u64;
+    Ok(Estimate {
+        parent: base.snapshot.clone(),
+        blocks_to_send: send,
+        data_blocks,
+        bytes_to_send: bytes,
+        storage_added_bytes: bytes,
+    })
+}
+
+/// Writes the snapshot and waits until it is completed; keeps its block map.
 pub(crate) async fn write_snapshot(
     ebs: &aws_sdk_ebs::Client,
     ec2: &aws_sdk_ec2::Client,
     req: &SnapshotRequest,
     start: &Start,
-) -> Result<String> {
+) -> Result<Written> {
     let path = req.path.clone();
     let info = req.info.clone();
     let disk = Arc::new(crate::blocking::run(move || Disk::open(&path, &info)).await?);
@@ -241,30 +479,36 @@ pub(crate) async fn write_snapshot(
         let (dir, region) = (dir.clone(), region.clone());
         crate::blocking::run(move || ebs_journal::ensure_writable(&dir, &region)).await?;
     }
-    let (snapshot, journal, record) = match start {
+    let planned = match &req.base {
+        Base::Parent(map) => Some(Arc::clone(map)),
+        Base::Whole { .. } => None,
+    };
+    let (snapshot, journal, record, base) = match start {
         Start::Resume(id) | Start::Abandon(id) => {
             let found = match start {
-                Start::Resume(_) => open_journal(&dir, &region, id, &req.content).await?,
+                Start::Resume(_) => resume(&dir, &region, id, &req.content).await?,
                 _ => None,
             };
             match found {
-                Some((journal, record)) => {
+                Some((journal, record, base)) => {
                     tracing::info!(
                         "resuming snapshot {id}: {} blocks already written (block journal)",
                         record.blocks.len()
                     );
-                    (id.clone(), journal, record)
+                    (id.clone(), journal, record, base)
                 }
                 None => {
                     // EBS cannot say what a pending snapshot holds, and leaving it would
                     // leave a snapshot no AMI uses: delete it and write a new one.
                     tracing::warn!(
-                        "snapshot {id} was left pending by a run whose block journal is not on this machine (in {}); EBS cannot list a pending snapshot's blocks, so it is deleted and written anew",
+                        "snapshot {id} was left pending by a run whose block journal (or its parent's block map) is not on this machine (in {}); EBS cannot list a pending snapshot's blocks, so it is deleted and written anew",
                         dir.display()
                     );
                     crate::aws::ami::delete_snapshot(ec2, id, true).await?;
-                    let new = start_snapshot(ebs, req, Some(id)).await?;
-                    new_journal(&dir, &region, new, &req.content).await?
+                    let (new, base) = start_snapshot(ebs, req, Some(id), planned).await?;
+                    let (id, journal, record) =
+                        new_journal(&dir, &region, new, &req.content, &base).await?;
+                    (id, journal, record, base)
                 }
             }
         }
@@ -279,27 +523,54 @@ pub(crate) async fn write_snapshot(
                 })
                 .await?;
             }
-            let new = start_snapshot(ebs, req, Some(old)).await?;
-            new_journal(&dir, &region, new, &req.content).await?
+            let (new, base) = start_snapshot(ebs, req, Some(old), planned).await?;
+            let (id, journal, record) =
+                new_journal(&dir, &region, new, &req.content, &base).await?;
+            (id, journal, record, base)
         }
         Start::New => {
-            let new = start_snapshot(ebs, req, None).await?;
+            let (new, base) = start_snapshot(ebs, req, None, planned).await?;
             // A retried start with the same ClientToken names a snapshot an earlier run
             // began: its journal, if any, still holds.
-            match open_journal(&dir, &region, &new.0, &req.content).await? {
-                Some((journal, record)) => (new.0, journal, record),
-                None => new_journal(&dir, &region, new, &req.content).await?,
+            match resume(&dir, &region, &new.0, &req.content).await? {
+                Some((journal, record, base)) => (new.0, journal, record, base),
+                None => {
+                    let (id, journal, record) =
+                        new_journal(&dir, &region, new, &req.content, &base).await?;
+                    (id, journal, record, base)
+                }
             }
         }
     };
     let journal = Arc::new(journal);
-    let digests = if record.completing {
+    let (digests, sent, inherited) = if record.completing {
         // CompleteSnapshot went out before the stop: the blocks are all there.
-        record.blocks.into_iter().collect()
+        (record.blocks.into_iter().collect(), 0, 0)
     } else {
         let reading = Arc::clone(&disk);
-        let data_blocks = crate::blocking::run(move || reading.data_blocks()).await?;
-        put_blocks(ebs, &snapshot, disk, data_blocks, &record, &journal, req).await?
+        let mut indices = crate::blocking::run(move || reading.data_blocks()).await?;
+        if let Some(base) = &base {
+            // Where the parent has data and the image none, zeros are written.
+            indices.extend(
+                base.blocks
+                    .iter()
+                    .filter(|(_, d)| **d != ZERO_BLOCK_DIGEST)
+                    .filter_map(|(i, _)| u64::try_from(*i).ok()),
+            );
+            indices.sort_unstable();
+            indices.dedup();
+        }
+        put_blocks(
+            ebs,
+            &snapshot,
+            disk,
+            indices,
+            &record,
+            &journal,
+            req,
+            base.as_deref(),
+        )
+        .await?
     };
     {
         let journal = Arc::clone(&journal);
@@ -319,8 +590,59 @@ pub(crate) async fn write_snapshot(
         Err(Completion::Failed(e)) => return Err(e),
     }
     wait_completed(ec2, &snapshot, req.timeout).await?;
+    // The map goes before the journal: a stop between them leaves both, never neither.
+    let map = BlockMap::of_child(
+        &snapshot,
+        req.volume_size_gib,
+        record.encrypted,
+        base.as_deref(),
+        &digests,
+    );
+    {
+        let (dir, region) = (dir.clone(), region.clone());
+        let kept = crate::blocking::run(move || map.save(&dir, &region)).await;
+        match kept {
+            Ok(path) => tracing::info!("block map of {snapshot} kept in {}", path.display()),
+            // The snapshot is fine; only a later --parent on it will send every block.
+            Err(e) => tracing::warn!("{e}; a later --parent {snapshot} writes the whole image"),
+        }
+    }
     remove_journal(journal).await?;
-    Ok(snapshot)
+    Ok(Written {
+        snapshot,
+        parent: base.map(|b| b.snapshot.clone()),
+        sent,
+        kept: inherited + (digests.len() as u64).saturating_sub(sent),
+    })
+}
+
+/// The journal an earlier run left for `snapshot`, with the map of the parent it names:
+/// `None` when there is no journal, or its parent's map is gone (what was skipped as the
+/// parent's could no longer be told from what is missing).
+async fn resume(
+    dir: &std::path::Path,
+    region: &str,
+    snapshot: &str,
+    content: &str,
+) -> Result<Option<(Journal, Record, Option<Arc<BlockMap>>)>> {
+    let Some((journal, record)) = open_journal(dir, region, snapshot, content).await? else {
+        return Ok(None);
+    };
+    let Some(parent) = record.parent.clone() else {
+        return Ok(Some((journal, record, None)));
+    };
+    let (dir, region) = (dir.to_path_buf(), region.to_string());
+    let map = {
+        let parent = parent.clone();
+        crate::blocking::run(move || BlockMap::load(&dir, &region, &parent)).await
+    };
+    match map {
+        Ok(Some(map)) => Ok(Some((journal, record, Some(Arc::new(map))))),
+        Ok(None) | Err(_) => {
+            tracing::warn!("snapshot {snapshot} is written on {parent}, whose block map is gone");
+            Ok(None)
+        }
+    }
 }
 
 /// The snapshot is completed or gone: its journal goes (off the runtime).
@@ -352,24 +674,30 @@ async fn open_journal(
     crate::blocking::run(move || Journal::open(&dir, &region, &snapshot, &content)).await
 }
 
-/// The journal of a snapshot just started: `(id, encrypted)` as StartSnapshot answered.
+/// The journal of a snapshot just started: `(id, encrypted)` as StartSnapshot answered,
+/// and the parent it was started on.
 async fn new_journal(
     dir: &std::path::Path,
     region: &str,
     (snapshot, encrypted): (String, bool),
     content: &str,
+    base: &Option<Arc<BlockMap>>,
 ) -> Result<(String, Journal, Record)> {
-    let (dir, region, id, content) = (
+    let parent = base.as_ref().map(|b| b.snapshot.clone());
+    let (dir, region, id, content, named) = (
         dir.to_path_buf(),
         region.to_string(),
         snapshot.clone(),
         content.to_string(),
+        parent.clone(),
     );
-    let journal =
-        crate::blocking::run(move || Journal::create(&dir, &region, &id, &content, encrypted))
-            .await?;
+    let journal = crate::blocking::run(move || {
+        Journal::create(&dir, &region, &id, &content, encrypted, named.as_deref())
+    })
+    .await?;
     let record = Record {
         encrypted,
+        parent,
         ..Record::default()
     };
     Ok((snapshot, journal, record))
@@ -383,11 +711,14 @@ async fn start_snapshot(
     ebs: &aws_sdk_ebs::Client,
     req: &SnapshotRequest,
     replaces: Option<&str>,
-) -> Result<(String, bool)> {
-    let (encrypted, key) = match &req.encryption {
-        Encryption::None => (None, None),
-        Encryption::DefaultKey => (Some(true), None),
-        Encryption::Key(key) => (Some(true), Some(key.clone())),
+    base: Option<Arc<BlockMap>>,
+) -> Result<((String, bool), Option<Arc<BlockMap>>)> {
+    // A child takes its parent's encryption: StartSnapshot refuses Encrypted beside
+    // ParentSnapshotId (the plan chose a parent encrypted as asked).
+    let (encrypted, key) = match (&req.encryption, &base) {
+        (_, Some(_)) | (Encryption::None, None) => (None, None),
+        (Encryption::DefaultKey, None) => (Some(true), None),
+        (Encryption::Key(key), None) => (Some(true), Some(key.clone())),
     };
     let out = ebs
         .start_snapshot()
@@ -397,16 +728,38 @@ async fn start_snapshot(
         .set_tags(Some(req.all_tags()))
         .set_encrypted(encrypted)
         .set_kms_key_arn(key)
+        .set_parent_snapshot_id(base.as_ref().map(|b| b.snapshot.clone()))
         .timeout(SNAPSHOT_TIMEOUT_MINUTES)
         .send()
-        .await
-        .map_err(|e| {
-            aws(
+        .await;
+    let out = match (out, base) {
+        (Ok(out), base) => (out, base),
+        (Err(e), Some(parent)) => {
+            let err = aws(
+                Op::EbsStartSnapshot,
+                format!(
+                    "starting a snapshot for {} on {}",
+                    req.name, parent.snapshot
+                ),
+                e,
+            );
+            // EBS refused the parent (under encryption by default an unencrypted parent is
+            // refused, EBS User Guide): the whole image is written instead.
+            if err.code() != Some("ValidationException") {
+                return Err(err);
+            }
+            tracing::warn!("--parent: writing the whole image: {err}");
+            return Box::pin(start_snapshot(ebs, req, replaces, None)).await;
+        }
+        (Err(e), None) => {
+            return Err(aws(
                 Op::EbsStartSnapshot,
                 format!("starting a snapshot for {}", req.name),
                 e,
-            )
-        })?;
+            ))
+        }
+    };
+    let (out, base) = out;
     let id = out
         .snapshot_id()
         .ok_or_else(|| Error::missing(Op::EbsStartSnapshot, "SnapshotId"))?
@@ -429,16 +782,21 @@ async fn start_snapshot(
         );
     }
     tracing::info!(
-        "started snapshot {id} ({} GiB) for {}",
+        "started snapshot {id} ({} GiB) for {}{}",
         req.volume_size_gib,
-        req.name
+        req.name,
+        base.as_ref()
+            .map_or(String::new(), |b| format!(" on {}", b.snapshot))
     );
-    Ok((id, encrypted))
+    Ok(((id, encrypted), base))
 }
 
 /// Reads every block that may hold data, `blocks_in_flight` at a time; sends the non-zero
-/// ones the snapshot lacks (`written`: what the journal says it holds), recording each in
-/// the journal once EBS took it. Returns the digest of every block the snapshot holds.
+/// ones the snapshot lacks (`written`: what the journal says it holds; `base`: what it
+/// inherits from its parent), recording each in the journal once EBS took it. Where the
+/// parent has data and the image zeros, zeros are sent. Returns the digest of every block
+/// written to the snapshot, how many of them this run sent, and how many it inherits.
+#[allow(clippy::too_many_arguments)]
 async fn put_blocks(
     ebs: &aws_sdk_ebs::Client,
     snapshot: &str,
@@ -447,7 +805,8 @@ async fn put_blocks(
     written: &Record,
     journal: &Arc<Journal>,
     req: &SnapshotRequest,
-) -> Result<BTreeMap<i32, [u8; 32]>> {
+    base: Option<&BlockMap>,
+) -> Result<(BTreeMap<i32, [u8; 32]>, u64, u64)> {
     let progress = Progress::bytes(
         format!("writing {snapshot}"),
         data_blocks.len() as u64 * BLOCK_SIZE as u64,
@@ -455,6 +814,7 @@ async fn put_blocks(
     let buffers = Buffers::default();
     let readers: Arc<Mutex<Vec<Reader>>> = Arc::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
+    let inherited = std::sync::atomic::AtomicU64::new(0);
     let present = &written.blocks;
     let zeros = match req.send_zero_blocks || req.encryption.is_encrypted() || written.encrypted {
         true => Zeros::Send,
@@ -484,7 +844,7 @@ async fn put_blocks(
         .buffered(2)
         .try_flatten()
         .map_ok(|(index, block)| {
-            let (progress, sent, present) = (&progress, &sent, present);
+            let (progress, sent, present, inherited) = (&progress, &sent, present, &inherited);
             async move {
                 // The size was checked against EBS's 64 TiB before the run began.
                 let index32 = i32::try_from(index).map_err(|_| {
@@ -493,6 +853,17 @@ async fn put_blocks(
                         req.path.display()
                     ))
                 })?;
+                let block = match (block, base) {
+                    // Zeros where the parent has data: the child must not read the parent's.
+                    (None, Some(base)) if !base.holds(index32, &ZERO_BLOCK_DIGEST) => {
+                        Some((Bytes::from_static(&ZERO_BLOCK), ZERO_BLOCK_DIGEST))
+                    }
+                    (Some((_, digest)), Some(base)) if base.holds(index32, &digest) => {
+                        inherited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        None
+                    }
+                    (block, _) => block,
+                };
                 let out = match block {
                     None => None,
                     Some((_, digest)) if present.get(&index32) == Some(&digest) => {
@@ -515,12 +886,16 @@ async fn put_blocks(
         .try_collect()
         .await?;
     progress.finish();
-    let sent = sent.into_inner();
+    let (sent, inherited) = (sent.into_inner(), inherited.into_inner());
     tracing::info!(
-        "{snapshot}: {sent} blocks sent, {} already there",
-        digests.len() as u64 - sent
+        "{snapshot}: {sent} blocks sent, {} already there{}",
+        digests.len() as u64 - sent,
+        match base {
+            Some(base) => format!(", {inherited} the same as in {}", base.snapshot),
+            None => String::new(),
+        }
     );
-    Ok(digests)
+    Ok((digests, sent, inherited))
 }
 
 /// What becomes of a written block that is all zeros.

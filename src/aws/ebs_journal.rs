@@ -5,7 +5,8 @@
 //!
 //! One file per snapshot under the cache directory (`$IMGPUB_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/imgpub`, else `~/.cache/imgpub`), `ebs-direct/<region>/<snapshot>`:
-//! a header naming the snapshot and the image content, then a line per block EBS accepted
+//! a header naming the snapshot and the image content (with `encrypted` and `parent <id>`
+//! lines when the snapshot is so started), then a line per block EBS accepted
 //! (`<index> <sha256 hex>`), and `complete` once CompleteSnapshot was sent. A line is
 //! written only after EBS answered, so a block that is not listed may still be there: it
 //! is sent again, which PutSnapshotBlock allows ("If the specified block contains data, the
@@ -42,6 +43,9 @@ pub(crate) struct Record {
     pub completing: bool,
     /// EBS made the snapshot encrypted (asked for, or the account's default).
     pub encrypted: bool,
+    /// The snapshot it was started on (`ParentSnapshotId`): the blocks skipped as the
+    /// parent's are told by its block map.
+    pub parent: Option<String>,
 }
 
 /// An open journal, appended to as blocks are accepted. Its calls are blocking (small
@@ -68,6 +72,7 @@ impl Journal {
         snapshot: &str,
         content: &str,
         encrypted: bool,
+        parent: Option<&str>,
     ) -> Result<Self> {
         let path = path_for(dir, region, snapshot);
         let shown = path.display().to_string();
@@ -80,6 +85,9 @@ impl Journal {
         let mut head = format!("{}\n", header(snapshot, content));
         if encrypted {
             head.push_str("encrypted\n");
+        }
+        if let Some(parent) = parent {
+            head.push_str(&format!("parent {parent}\n"));
         }
         file.write_all(head.as_bytes()).map_err(io)?;
         Ok(Journal {
@@ -115,6 +123,8 @@ impl Journal {
                 record.completing = true;
             } else if line == "encrypted" {
                 record.encrypted = true;
+            } else if let Some(parent) = line.strip_prefix("parent ") {
+                record.parent = Some(parent.to_string());
             } else if let Some((index, digest)) = parse_block(&line) {
                 record.blocks.insert(index, digest);
             }
@@ -208,7 +218,7 @@ mod tests {
     #[test]
     fn a_journal_reads_back_what_was_sent_and_skips_a_torn_line() {
         let dir = temp_dir("torn");
-        let j = Journal::create(&dir, "us-east-1", "snap-1", "c1", true).unwrap();
+        let j = Journal::create(&dir, "us-east-1", "snap-1", "c1", true, Some("snap-0")).unwrap();
         j.sent(3, &[7; 32]).unwrap();
         j.sent(9, &[8; 32]).unwrap();
         drop(j);
@@ -226,6 +236,7 @@ mod tests {
         assert_eq!(record.blocks[&3], [7; 32]);
         assert!(!record.completing);
         assert!(record.encrypted);
+        assert_eq!(record.parent.as_deref(), Some("snap-0"));
         j.completing().unwrap();
         drop(j);
         let (_, record) = Journal::open(&dir, "us-east-1", "snap-1", "c1")

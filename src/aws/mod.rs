@@ -2,12 +2,14 @@
 //! table of every operation they make.
 
 pub(crate) mod ami;
+pub(crate) mod block_map;
 pub(crate) mod buffers;
 pub(crate) mod calls;
 pub(crate) mod config;
 pub(crate) mod copy;
 pub(crate) mod ebs_direct;
 pub(crate) mod ebs_journal;
+pub(crate) mod ebs_read;
 pub(crate) mod iam;
 pub(crate) mod images;
 pub(crate) mod import;

@@ -155,6 +155,12 @@ pub struct UploadArgs {
     /// For AMIs that will be launched as encrypted volumes. Holes are never sent.
     #[arg(long)]
     pub send_zero_blocks: bool,
+    /// --via ebs-direct: write the snapshot on an earlier release's (a snapshot id, or
+    /// `auto`: the newest of the same `stream` tag, architecture and size), sending only
+    /// the blocks that differ. Without that snapshot's block map on this machine, or for
+    /// another size or key, the whole image is written and the run says why.
+    #[arg(long, value_name = "SNAPSHOT|auto")]
+    pub parent: Option<String>,
     /// Give up waiting for the import after this long, the wait for a free import slot
     /// included (e.g. 2h, 90m, 600s); the task keeps running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]
@@ -232,6 +238,19 @@ pub struct CopyRegionsArgs {
     /// and read-only check; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifySnapshotArgs {
+    /// The image the snapshot should hold (raw or VMDK).
+    #[arg(long, value_name = "IMAGE")]
+    pub file: PathBuf,
+    /// The completed snapshot to read back (snap-…).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Blocks read at once.
+    #[arg(long, default_value_t = imgpub::defaults::BLOCKS_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    pub blocks_in_flight: u16,
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +460,11 @@ pub struct PolicyScopeArgs {
     /// key of an AMI copied. Grants the kms: actions EBS needs on it; none without.
     #[arg(long = "kms-key", value_name = "ARN")]
     pub kms_keys: Vec<String>,
+    /// With --via ebs-direct: allow `upload --parent` (a snapshot written on an earlier
+    /// one). A parent cannot be limited by its tags: its holder may start a snapshot on any
+    /// snapshot of the account.
+    #[arg(long)]
+    pub delta: bool,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,7 @@ impl From<UploadArgs> for UploadOptions {
             upload_concurrency: a.transfer.upload_concurrency,
             blocks_in_flight: usize::from(a.blocks_in_flight),
             send_zero_blocks: a.send_zero_blocks,
+            parent: a.parent,
             via: a.via.via,
             file: a.file,
             bucket: a.bucket,
@@ -175,6 +176,16 @@ impl From<&PublishSsmArgs> for PublishSsmOptions {
     }
 }
 
+impl From<VerifySnapshotArgs> for VerifySnapshotOptions {
+    fn from(a: VerifySnapshotArgs) -> Self {
+        VerifySnapshotOptions {
+            file: a.file,
+            snapshot: a.snapshot,
+            blocks_in_flight: usize::from(a.blocks_in_flight),
+        }
+    }
+}
+
 impl From<&ListRegionsArgs> for ListRegionsOptions {
     fn from(a: &ListRegionsArgs) -> Self {
         ListRegionsOptions {
@@ -223,6 +234,7 @@ impl PolicyScopeArgs {
             principal: None,
             gc_tags: self.gc_tags.clone(),
             kms_keys: self.kms_keys.clone(),
+            delta: self.delta,
         }
     }
 }

@@ -26,6 +26,7 @@ use imgpub::PublishSsmOptions;
 use imgpub::PublisherOptions;
 use imgpub::Transfer;
 use imgpub::UploadObjectOptions;
+use imgpub::VerifySnapshotOptions;
 use imgpub::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
 use imgpub::{AwsSettings, Secret};
 use imgpub::{Collect, GcOptions};
@@ -136,6 +137,7 @@ const UPLOAD_ONLY: &[&str] = &[
     "via",
     "blocks_in_flight",
     "send_zero_blocks",
+    "parent",
     "import_timeout",
 ];
 
@@ -423,6 +425,12 @@ pub enum AwsSubcommand {
     /// List the regions enabled for the account.
     #[command(after_help = "Example:\n  imgpub aws list-regions --region us-east-1")]
     ListRegions(ListRegionsArgs),
+    /// Read a completed snapshot back with the EBS direct read APIs and compare every
+    /// block with an image; keeps the snapshot's block map (for a later --parent).
+    #[command(
+        after_help = "Example:\n  imgpub aws verify-snapshot --region us-east-1 --file os.raw --snapshot snap-0123456789abcdef0"
+    )]
+    VerifySnapshot(VerifySnapshotArgs),
     /// Deregister an AMI; with --snapshot or --with-snapshots, delete its snapshots too
     /// (without them, as ore, the snapshot stays, and the summary names it). With
     /// --all-regions or --images-from, a release's copies everywhere.

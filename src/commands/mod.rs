@@ -28,6 +28,7 @@ pub(crate) mod publish_ssm;
 pub(crate) mod release;
 pub(crate) mod upload;
 pub(crate) mod upload_object;
+pub(crate) mod verify_snapshot;
 
 use crate::aws::config::{AwsContext, Identity};
 
@@ -121,6 +122,8 @@ tasks! {
     CopyRegions(copy_regions::CopyOptions),
     /// `list-regions`.
     ListRegions(list_regions::ListRegionsOptions),
+    /// `verify-snapshot`.
+    VerifySnapshot(verify_snapshot::VerifySnapshotOptions),
     /// `delete-image`.
     DeleteImage(delete_image::DeleteOptions),
     /// `grant` and `revoke`.

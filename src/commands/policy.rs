@@ -44,6 +44,8 @@ pub struct PolicyOptions {
     pub gc_tags: Vec<String>,
     /// `--kms-key`: the customer managed keys the publisher uses (ARNs).
     pub kms_keys: Vec<String>,
+    /// `--delta`: `upload --parent` may write a snapshot on an earlier one.
+    pub delta: bool,
 }
 
 /// Where the policy applies, every part resolved.
@@ -67,6 +69,7 @@ pub struct Scope {
     pub gc_tags: Vec<(String, String)>,
     /// The customer managed KMS keys the `kms:` actions are granted on; none: no `kms:`.
     pub kms_keys: Vec<String>,
+    pub delta: bool,
 }
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
@@ -298,6 +301,7 @@ pub fn scope(
             }
         },
         kms_keys: opts.kms_keys.clone(),
+        delta: opts.delta,
     })
 }
 
@@ -570,6 +574,9 @@ fn statement_key(
         (ResourceKind::Image, .., Tagged::Resource) => (3, "OwnImages"),
         (ResourceKind::Image, ..) => (3, "Images"),
         (ResourceKind::SourceImage, ..) => (3, "CopySourceImages"),
+        (ResourceKind::Snapshot, "ebs:StartSnapshot", _, Tagged::Request) => {
+            (4, "StartedSnapshots")
+        }
         (ResourceKind::Snapshot, .., Tagged::Request) => (4, "NewSnapshots"),
         (ResourceKind::Snapshot, .., Tagged::Resource) => (4, "OwnSnapshots"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
@@ -596,6 +603,17 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
         "OwnImages" | "OwnSnapshots" => Some(json!({"StringEquals": managed("aws:ResourceTag")})),
         // ... and what it makes is tagged as imgpub's as it is made.
         "NewImages" | "NewSnapshots" => Some(json!({"StringEquals": managed("aws:RequestTag")})),
+        // A snapshot started on a parent reads every block of it: without `--delta`, none
+        // (ebs:ParentSnapshot, Service Authorization Reference), or a leaked credential could
+        // copy any snapshot of the account into one it may register and share. A parent
+        // cannot be limited by its tags: with `--delta`, any snapshot may be one.
+        "StartedSnapshots" if scope.delta => {
+            Some(json!({"StringEquals": managed("aws:RequestTag")}))
+        }
+        "StartedSnapshots" => Some(json!({
+            "StringEquals": managed("aws:RequestTag"),
+            "Null": {"ebs:ParentSnapshot": "true"}
+        })),
         "ImageBucket" | "ImageObjects" => {
             // S3 ARNs carry no account, and bucket names are global: only a bucket of the
             // publisher's own account (a squatted one of the same name is not).

@@ -1712,9 +1712,14 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                                 "*" if action == "StartSnapshot" else snapshot or "*")
         tags = json.loads(body or b"{}").get("Tags") if action == "StartSnapshot" else None
         if action == "StartSnapshot":
-            # StartSnapshot's Tags: aws:RequestTag/aws:TagKeys at the action's level.
+            # StartSnapshot's Tags: aws:RequestTag/aws:TagKeys at the action's level; its
+            # ParentSnapshotId: ebs:ParentSnapshot (Service Authorization Reference, EBS).
             ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", ""))
                                            for t in tags or []])}
+            parent = json.loads(body or b"{}").get("ParentSnapshotId")
+            if parent:
+                ctx = {**ctx, "ebs:ParentSnapshot": _ec2_arn(partition, region, "snapshot",
+                                                             parent)}
         elif snapshot:
             ctx = {**ctx, **_resource_tags(account, region, snapshot)}
         needs = [(f"ebs:{action}", snapshot_arn, ctx)]
@@ -1729,7 +1734,11 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             doc = json.loads(body or b"{}")
             backend = ec2_backends[account][region]
             key = None
-            if doc.get("Encrypted") or backend.ebs_encryption_by_default:
+            if doc.get("ParentSnapshotId"):
+                # "If you specify an encrypted parent snapshot, you must have permission to
+                # use the KMS key that was used to encrypt the parent snapshot." (StartSnapshot)
+                key = _snapshot_key(account, region, doc["ParentSnapshotId"])
+            elif doc.get("Encrypted") or backend.ebs_encryption_by_default:
                 key = doc.get("KmsKeyArn") or standin_ebs.default_ebs_key(backend)
             needs += _kms_needs(account, region, [key], KMS_EBS_DIRECT)
         elif action == "PutSnapshotBlock":
@@ -2066,6 +2075,8 @@ class StandinApp:
             return self._json(start_response, "200 OK", {"arn": key.arn})
         if path == "/_standin/ebs/expire" and method == "POST":
             return self._json(start_response, "200 OK", {"expired": EBS.expire()})
+        if path == "/_standin/ebs/storage" and method == "GET":
+            return self._json(start_response, "200 OK", EBS.storage())
         if path.startswith("/_standin/instances/") and method == "POST" and "launch_time" in body:
             # A test's clock: when an instance was launched (gc collects by LaunchTime).
             instance_id = path.rsplit("/", 1)[1]

@@ -8,7 +8,16 @@ The snapshots are moto's EC2 snapshots (so DescribeSnapshots, RegisterImage and 
 them), held `pending` until CompleteSnapshot and then for `ebs_complete_seconds` more; one
 not completed within its Timeout turns `error`. A pending snapshot cannot be read
 (ListSnapshotBlocks, GetSnapshotBlock, ListChangedBlocks): "Can a snapshot be accessed using
-the EBS direct APIs if it has a pending status? No." (Amazon EBS FAQs, EBS direct APIs)."""
+the EBS direct APIs if it has a pending status? No." (Amazon EBS FAQs, EBS direct APIs).
+
+A snapshot started with ParentSnapshotId is an incremental snapshot of it: it holds the
+blocks written to it, and reads every other block through its parent ("Subsequent snapshots
+... are incremental snapshots. They include only changed and new data blocks written to the
+volume since the last snapshot" — EBS User Guide, "How Amazon EBS snapshots work"). Its
+ChangedBlocksCount and checksum count the blocks written to it ("The number of blocks that
+were written to the snapshot" — CompleteSnapshot API reference). A child keeps its parent's
+blocks when the parent is deleted (only data no other snapshot needs goes).
+GET /_standin/ebs/storage reports the blocks each snapshot owns (what it is billed for)."""
 
 from __future__ import annotations
 
@@ -62,6 +71,14 @@ class Snapshot:
     completes_at: float | None = None
     # Every block token handed out, to tell a made-up one (GetSnapshotBlock needs one).
     tokens: set[str] = field(default_factory=set)
+    # The snapshot named by ParentSnapshotId, kept whole even once deleted through EC2.
+    parent: "Snapshot | None" = None
+
+    def resolved(self) -> dict[int, tuple[bytes, bytes]]:
+        """Every block a read sees: the parent's, overlaid with the blocks written here."""
+        out = self.parent.resolved() if self.parent is not None else {}
+        out.update(self.blocks)
+        return out
 
     def status(self, now: float) -> str:
         if self.completes_at is not None:
@@ -145,6 +162,13 @@ class EbsDirect:
             raise _validation("Timeout must be 10 to 4320 minutes.", "INVALID_PARAMETER_VALUE")
         if doc.get("KmsKeyArn") and not doc.get("Encrypted"):
             raise _validation("KmsKeyArn needs Encrypted set to true.", "INVALID_CUSTOMER_KEY")
+        parent_id = doc.get("ParentSnapshotId")
+        if parent_id and "Encrypted" in doc:
+            # StartSnapshot API reference: "You can't specify ParentSnapshotId and Encrypted
+            # in the same request. If you specify both parameters, the request fails with
+            # ValidationException."
+            raise _validation("ParentSnapshotId and Encrypted cannot both be given.",
+                              "INVALID_PARAMETER_VALUE")
         token = doc.get("ClientToken")
         params = {k: v for k, v in doc.items() if k != "ClientToken"}
         with self.lock:
@@ -160,6 +184,25 @@ class EbsDirect:
                                        "but non-identical request.")
                     return self._describe(self.snapshots[seen[1]])
             backend = ec2_backends[account][region]
+            parent = None
+            if parent_id:
+                parent = self._snapshot(account, region, parent_id)
+                # Undocumented, taken from the FAQ's rule for reads ("The snapshot can be
+                # accessed only if it has a completed status") and a volume that cannot
+                # shrink: a pending parent, or a smaller volume than the parent's, is refused.
+                self._readable(parent)
+                if size < parent.volume_size:
+                    raise _validation(
+                        f"VolumeSize {size} is smaller than the parent snapshot's "
+                        f"{parent.volume_size} GiB.", "INVALID_VOLUME_SIZE")
+                # EBS User Guide, "Encryption outcomes for EBS direct APIs": "If Amazon EBS
+                # encryption by default is enabled on your AWS account, you cannot start a
+                # new snapshot using an unencrypted parent snapshot"; an encrypted parent's
+                # child "is encrypted using the same KMS key as the parent snapshot".
+                if not parent.ec2.encrypted and backend.ebs_encryption_by_default:
+                    raise _validation(
+                        "Encryption by default is enabled: the parent snapshot "
+                        f"{parent_id} is unencrypted.", "INVALID_PARAMETER_VALUE")
             volume = backend.create_volume(size=size, zone_name=f"{region}a")
             ec2 = backend.create_snapshot(volume_id=volume.id,
                                           description=doc.get("Description") or "")
@@ -171,15 +214,30 @@ class EbsDirect:
             # "If Amazon EBS encryption by default is enabled on your AWS account, you can't
             # create unencrypted snapshots." (EBS User Guide, "Encryption outcomes for EBS
             # direct APIs"): encrypted with the default key unless the request names one.
-            if doc.get("Encrypted") or backend.ebs_encryption_by_default:
+            if parent is not None:
+                ec2.encrypted = bool(parent.ec2.encrypted)
+                if ec2.encrypted:
+                    ec2.kms_key_id = parent.ec2.kms_key_id
+            elif doc.get("Encrypted") or backend.ebs_encryption_by_default:
                 ec2.encrypted = True
                 ec2.kms_key_id = doc.get("KmsKeyArn") or default_ebs_key(backend)
-            snap = Snapshot(ec2.id, account, region, size, timeout, time.monotonic(), ec2)
+            snap = Snapshot(ec2.id, account, region, size, timeout, time.monotonic(), ec2,
+                            parent=parent)
             ec2.status = "pending"
             self.snapshots[snap.snapshot_id] = snap
             if token is not None:
                 self.tokens[(account, region, token)] = (params, snap.snapshot_id)
             return self._describe(snap)
+
+    def storage(self) -> dict[str, dict]:
+        """What each snapshot stores: the blocks written to it, not those it reads through
+        its parent (GET /_standin/ebs/storage)."""
+        with self.lock:
+            return {s.snapshot_id: {
+                "owned_blocks": len(s.blocks),
+                "owned_bytes": len(s.blocks) * BLOCK_SIZE,
+                "parent": s.parent.snapshot_id if s.parent is not None else None,
+            } for s in self.snapshots.values()}
 
     def _describe(self, snap: Snapshot) -> dict:
         out = {
@@ -264,12 +322,13 @@ class EbsDirect:
             if not 100 <= max_results <= 10000:
                 raise _validation("MaxResults must be 100 to 10000.", "INVALID_PARAMETER_VALUE")
             start = int(first("pageToken", first("startingBlockIndex", "0")))
-            indexes = [i for i in sorted(snap.blocks) if i >= start]
+            blocks_now = snap.resolved()
+            indexes = [i for i in sorted(blocks_now) if i >= start]
             page, rest = indexes[:max_results], indexes[max_results:]
             blocks = []
             for i in page:
                 token = base64.b64encode(hashlib.sha256(
-                    f"{snapshot_id}/{i}/{snap.blocks[i][1].hex()}".encode()).digest()).decode()
+                    f"{snapshot_id}/{i}/{blocks_now[i][1].hex()}".encode()).digest()).decode()
                 snap.tokens.add(token)
                 blocks.append({"BlockIndex": i, "BlockToken": token})
             out = {"Blocks": blocks, "VolumeSize": snap.volume_size, "BlockSize": BLOCK_SIZE,
@@ -284,10 +343,11 @@ class EbsDirect:
             snap = self._snapshot(account, region, snapshot_id)
             self._readable(snap)
             token = (query.get("blockToken") or [""])[0]
-            if not index.isdigit() or int(index) not in snap.blocks or token not in snap.tokens:
+            blocks_now = snap.resolved()
+            if not index.isdigit() or int(index) not in blocks_now or token not in snap.tokens:
                 raise _validation("The block token is not valid for this block.",
                                   "INVALID_BLOCK_TOKEN")
-            data, digest = snap.blocks[int(index)]
+            data, digest = blocks_now[int(index)]
         return {
             "x-amz-Data-Length": str(len(data)),
             "x-amz-Checksum": base64.b64encode(digest).decode(),

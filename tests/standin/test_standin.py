@@ -1225,6 +1225,87 @@ def test_ebs_completion_checks_the_count_and_the_linear_checksum(account):
         time.sleep(0.2)
 
 
+def test_ebs_a_child_snapshot_reads_through_its_parent_and_owns_what_was_written(account):
+    """StartSnapshot's ParentSnapshotId: the child is incremental (EBS User Guide, "How
+    Amazon EBS snapshots work"); CompleteSnapshot counts "the blocks that were written to the
+    snapshot" (API reference); the child keeps what it reads once the parent is deleted."""
+    ebs, ec2 = client(account, "ebs"), client(account, "ec2")
+    parent = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    old = {1: os.urandom(BLOCK), 2: os.urandom(BLOCK), 5: os.urandom(BLOCK)}
+    for index, data in old.items():
+        _put(ebs, parent, index, data)
+    _complete(ebs, parent, old)
+    child = ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=parent)["SnapshotId"]
+    new = {2: os.urandom(BLOCK), 7: os.urandom(BLOCK)}
+    for index, data in new.items():
+        _put(ebs, child, index, data)
+    # Counted over what a read sees (4 blocks), the completion is refused.
+    with pytest.raises(ClientError) as e:
+        ebs.complete_snapshot(SnapshotId=child, ChangedBlocksCount=4,
+                              Checksum=_linear({**old, **new}), ChecksumAlgorithm="SHA256",
+                              ChecksumAggregationMethod="LINEAR")
+    assert _code(e) == "ValidationException"
+    _complete(ebs, child, new)
+    listed = ebs.list_snapshot_blocks(SnapshotId=child)["Blocks"]
+    assert [b["BlockIndex"] for b in listed] == [1, 2, 5, 7]
+    expected = {**old, **new}
+    tokens = {b["BlockIndex"]: b["BlockToken"] for b in listed}
+
+    def read(index):
+        return ebs.get_snapshot_block(SnapshotId=child, BlockIndex=index,
+                                      BlockToken=tokens[index])["BlockData"].read()
+
+    assert all(read(i) == expected[i] for i in expected)
+    storage = control(account, "/_standin/ebs/storage")
+    assert storage[child] == {"owned_blocks": 2, "owned_bytes": 2 * BLOCK, "parent": parent}
+    assert storage[parent]["owned_blocks"] == 3
+    ec2.delete_snapshot(SnapshotId=parent)
+    assert read(1) == old[1] and read(5) == old[5]
+
+
+def test_ebs_a_parent_must_be_usable_and_sets_the_encryption(account):
+    """StartSnapshot API reference: ParentSnapshotId and Encrypted cannot go together; EBS
+    User Guide, "Encryption outcomes for EBS direct APIs": an encrypted parent's child is
+    encrypted with the parent's key, and under encryption by default an unencrypted parent
+    is refused. A missing parent is not found; a pending one, or a smaller volume than the
+    parent's, is refused (undocumented; see standin_ebs)."""
+    ebs, ec2 = client(account, "ebs"), client(account, "ec2")
+    plain = ebs.start_snapshot(VolumeSize=2)["SnapshotId"]
+    with pytest.raises(ClientError) as e:  # pending
+        ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain)
+    assert _code(e) == "ValidationException"
+    block = {0: os.urandom(BLOCK)}
+    _put(ebs, plain, 0, block[0])
+    _complete(ebs, plain, block)
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain, Encrypted=False)
+    assert _code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=plain)
+    assert _code(e) == "ValidationException"
+    assert e.value.response["Reason"] == "INVALID_VOLUME_SIZE"
+    with pytest.raises(ClientError) as e:
+        ebs.start_snapshot(VolumeSize=2, ParentSnapshotId="snap-0123456789abcdef0")
+    assert _code(e) == "ResourceNotFoundException"
+    child = ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain)
+    assert "KmsKeyArn" not in child
+    key = control(account, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
+    sealed = ebs.start_snapshot(VolumeSize=2, Encrypted=True, KmsKeyArn=key)["SnapshotId"]
+    _put(ebs, sealed, 0, block[0])
+    _complete(ebs, sealed, block)
+    child = ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=sealed)
+    assert child["KmsKeyArn"] == key
+    described = ec2.describe_snapshots(SnapshotIds=[child["SnapshotId"]])["Snapshots"][0]
+    assert described["Encrypted"] and described["KmsKeyId"] == key
+    ec2.enable_ebs_encryption_by_default()
+    try:
+        with pytest.raises(ClientError) as e:
+            ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain)
+        assert _code(e) == "ValidationException"
+    finally:
+        ec2.disable_ebs_encryption_by_default()
+
+
 def test_ebs_client_token_makes_start_snapshot_idempotent(account):
     ebs = client(account, "ebs")
     first = ebs.start_snapshot(VolumeSize=2, ClientToken="tok-ebs-1")["SnapshotId"]

@@ -27,6 +27,9 @@ pub(crate) struct Manifest {
     /// Regions whose failure does not fail the release (exit 77 instead of 1).
     pub best_effort: Vec<String>,
     pub via: Via,
+    /// `delta = true`: each image is written on the newest snapshot of its lineage
+    /// (`upload --parent auto`; EBS direct only).
+    pub delta: bool,
     /// `s3://bucket/prefix`, for `via = "s3"`.
     pub bucket: Option<String>,
     pub images: Vec<Image>,
@@ -80,6 +83,8 @@ struct Raw {
     best_effort: Vec<String>,
     #[serde(default)]
     transport: Option<String>,
+    #[serde(default)]
+    delta: bool,
     bucket: Option<String>,
     name: String,
     description: Option<String>,
@@ -215,6 +220,11 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             )))
         }
     };
+    if raw.delta && via != Via::EbsDirect {
+        return Err(bad(
+            "`delta = true` writes each image on the last release's snapshot with EBS direct: it needs `transport = \"ebs-direct\"`".into(),
+        ));
+    }
     if via == Via::S3 && raw.bucket.is_none() {
         return Err(bad(
             "`transport = \"s3\"` needs `bucket = \"s3://BUCKET/PREFIX\"` (or use \"ebs-direct\")"
@@ -360,6 +370,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         targets,
         best_effort: raw.best_effort,
         via,
+        delta: raw.delta,
         bucket: raw.bucket,
         images,
         sharing,
@@ -515,6 +526,7 @@ impl Manifest {
             via: self.via,
             blocks_in_flight: usize::from(crate::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT),
             send_zero_blocks: false,
+            parent: self.delta.then(|| "auto".to_string()),
         }
     }
 

@@ -3,12 +3,14 @@
 //! parameters as soon as that region's copy is ready, all regions side by side.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::aws::ami;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::copy::{self, Copied, InRegion, Source};
+use crate::aws::ebs_direct;
 use crate::aws::images::RegionalImage;
 use crate::aws::regions::{fan_out, target_regions};
 use crate::aws::ssm;
@@ -37,6 +39,16 @@ pub(crate) struct ImagePlan {
     pub upload: upload::Plan,
     /// Each target region, in `Plan::targets`' order.
     pub found: Vec<Found>,
+    /// `delta = true`: what the upload would send on its parent, or why it is whole.
+    pub delta: Option<Delta>,
+}
+
+/// `delta = true` in the plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Delta {
+    On(ebs_direct::Estimate),
+    Whole { whole: String },
 }
 
 /// What a target region has of an image.
@@ -63,6 +75,27 @@ struct Line<'a> {
     best_effort: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     why: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a Delta>,
+}
+
+/// With `delta = true`, what an image's upload would send on its parent (the image read
+/// and hashed), or why it is written whole.
+async fn delta_of(planned: &upload::Plan) -> Result<Option<Delta>> {
+    let upload::SnapshotStep::Write(_, req) = &planned.snapshot else {
+        return Ok(None);
+    };
+    match (&req.parent, &req.base) {
+        (None, _) => Ok(None),
+        (Some(_), ebs_direct::Base::Whole { why }) => Ok(Some(Delta::Whole {
+            whole: why.clone().unwrap_or_default(),
+        })),
+        (Some(_), ebs_direct::Base::Parent(map)) => {
+            let (req, map) = (req.clone(), Arc::clone(map));
+            let estimate = crate::blocking::run(move || ebs_direct::estimate(&req, &map)).await?;
+            Ok(Some(Delta::On(estimate)))
+        }
+    }
 }
 
 /// Reads what exists: `upload`'s plan for each image, then every target region.
@@ -80,8 +113,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     let mut targets = target_regions(&ec2, &named, all).await?;
     targets.retain(|r| *r != manifest.source_region);
     let mut uploads = vec![];
+    let mut deltas = vec![];
     for local in locals {
-        uploads.push(upload::plan(&source.clients(), local).await?);
+        let planned = upload::plan(&source.clients(), local).await?;
+        deltas.push(delta_of(&planned).await?);
+        uploads.push(planned);
     }
     let mut sources: Vec<Source> = vec![];
     for (i, upload) in uploads.iter().enumerate() {
@@ -138,8 +174,10 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     let images = uploads
         .into_iter()
         .enumerate()
-        .map(|(i, upload)| ImagePlan {
+        .zip(deltas)
+        .map(|((i, upload), delta)| ImagePlan {
             upload,
+            delta,
             found: targets
                 .iter()
                 .map(|t| {
@@ -275,6 +313,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             ami: source,
             best_effort: false,
             why: None,
+            delta: image.delta.as_ref(),
         }));
         exist += usize::from(status == "exists");
         make += usize::from(status != "exists");
@@ -299,6 +338,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
                 ami,
                 best_effort: m.best_effort(region),
                 why,
+                delta: None,
             }));
         }
     }

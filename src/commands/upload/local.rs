@@ -36,6 +36,12 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
         ));
     }
 
+    if opts.parent.is_some() && !(opts.via == Via::EbsDirect && opts.file.is_some()) {
+        return Err(Error::Invalid(
+            "--parent writes a snapshot on an earlier one with EBS direct: it needs --via ebs-direct and --file (ImportSnapshot always writes the whole image)".into(),
+        ));
+    }
+
     let source = match (&opts.source_snapshot, &opts.source_object, &opts.file) {
         (Some(_), Some(_), _) => {
             return Err(Error::Invalid(
@@ -262,6 +268,20 @@ pub(super) fn direct_request(
         Some(name) => name.clone(),
         None => file_name(path)?,
     };
+    let parent = match opts.parent.as_deref() {
+        None => None,
+        Some("auto") => Some(ebs_direct::ParentAsk::Auto),
+        Some(id) => {
+            crate::aws::images::check_snapshot_id("--parent", id)?;
+            Some(ebs_direct::ParentAsk::Snapshot(id.to_string()))
+        }
+    };
+    // `--parent auto` finds the newest snapshot of the same stream, architecture and size.
+    let stream = tags
+        .iter()
+        .find(|(k, _)| k == "stream")
+        .map_or("-", |(_, v)| v.as_str());
+    let lineage = format!("{stream}/{}/{volume_size_gib}GiB", opts.arch.ec2().as_str());
     Ok(SnapshotRequest {
         content: ebs_direct::content_id(path, &info, encryption, opts.send_zero_blocks)?,
         path: path.to_path_buf(),
@@ -274,6 +294,9 @@ pub(super) fn direct_request(
         send_zero_blocks: opts.send_zero_blocks,
         timeout: opts.import_timeout,
         force: opts.force,
+        parent,
+        base: ebs_direct::Base::Whole { why: None },
+        lineage,
     })
 }
 

@@ -106,6 +106,8 @@ pub struct UploadOptions {
     pub blocks_in_flight: usize,
     /// EBS direct: send written all-zero blocks to an unencrypted snapshot too.
     pub send_zero_blocks: bool,
+    /// EBS direct: `--parent SNAPSHOT|auto`, the snapshot to write on.
+    pub parent: Option<String>,
 }
 
 /// When the AMI is deprecated: `--deprecate-in 90d` or `--deprecate-at 2027-06-01T00:00:00Z`.
@@ -127,6 +129,9 @@ pub(crate) struct Published {
     pub snapshot_id: String,
     #[serde(rename = "S3Object", skip_serializing_if = "Option::is_none")]
     pub s3_object: Option<String>,
+    /// What an EBS direct write sent, for the summary (ore's JSON has no place for it).
+    #[serde(skip)]
+    pub written: Option<ebs_direct::Written>,
 }
 
 impl Published {
@@ -402,7 +407,22 @@ fn summary(stage: Stage, plan: &Plan, published: &Published) -> String {
         ) => {
             format!("imported snapshot {snapshot} from {object}")
         }
-        SnapshotStep::Write(..) => format!("wrote snapshot {snapshot} with EBS direct"),
+        SnapshotStep::Write(_, req) => {
+            let how = match (&published.written, &req.base) {
+                (Some(w), _) if w.parent.is_some() => format!(
+                    " on {} ({} blocks sent, {} the same)",
+                    w.parent.as_deref().unwrap_or_default(),
+                    w.sent,
+                    w.kept
+                ),
+                (Some(w), ebs_direct::Base::Whole { why: Some(why) }) => {
+                    format!(" whole ({} blocks sent; not on a parent: {why})", w.sent)
+                }
+                (Some(w), _) => format!(" ({} blocks sent)", w.sent),
+                (None, _) => String::new(),
+            };
+            format!("wrote snapshot {snapshot} with EBS direct{how}")
+        }
     }];
     let name = local.register.as_ref().map(|r| r.name.as_str());
     match (&plan.image, &published.ami_id, name) {
@@ -577,7 +597,13 @@ impl Command for Publish {
 
     fn policy(&self, a: &Account, plan: &Plan, calls: &[Call]) -> Option<String> {
         let object = plan.local.source.object();
-        let line = needs::fix_line(For::Upload, object, Some(&a.ctx.region));
+        let mut line = needs::fix_line(For::Upload, object, Some(&a.ctx.region));
+        if let Source::Blocks(req) = &plan.local.source {
+            line.push_str(" --via ebs-direct");
+            if req.parent.is_some() {
+                line.push_str(" --delta");
+            }
+        }
         Some(crate::aws::preflight::with_sharing(&line, calls))
     }
 
@@ -634,6 +660,7 @@ mod tests {
             via: Via::S3,
             blocks_in_flight: 32,
             send_zero_blocks: false,
+            parent: None,
         }
     }
 

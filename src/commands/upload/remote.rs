@@ -34,7 +34,16 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
             Source::Snapshot(id) => Ok(SnapshotStep::Use(id.clone())),
             Source::Blocks(req) => Ok(match ebs_direct::find(&c.ec2, req).await? {
                 ebs_direct::Found::Completed(id) => SnapshotStep::Use(id),
-                ebs_direct::Found::Write(start) => SnapshotStep::Write(start, req.clone()),
+                ebs_direct::Found::Write(start) => {
+                    let base = ebs_direct::choose_base(&c.ec2, req).await?;
+                    SnapshotStep::Write(
+                        start,
+                        Box::new(SnapshotRequest {
+                            base,
+                            ..(**req).clone()
+                        }),
+                    )
+                }
             }),
             Source::File {
                 path,

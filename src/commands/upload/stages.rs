@@ -6,10 +6,14 @@ use super::*;
 /// Runs the plan; see the module docs.
 pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
     let local = &plan.local;
+    let mut written = None;
     let snapshot = match &plan.snapshot {
         SnapshotStep::Use(id) => id.clone(),
         SnapshotStep::Write(start, req) => {
-            ebs_direct::write_snapshot(&c.ebs, &c.ec2, req, start).await?
+            let done = ebs_direct::write_snapshot(&c.ebs, &c.ec2, req, start).await?;
+            let id = done.snapshot.clone();
+            written = Some(done);
+            id
         }
         SnapshotStep::Import(from) => import_stage(c, local, from).await?,
     };
@@ -77,6 +81,7 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<Published> {
         ami_id,
         snapshot_id: snapshot,
         s3_object: object_left(plan).map(S3Object::to_string),
+        written,
     })
 }
 
