@@ -1189,6 +1189,28 @@ async fn a_parent_that_cannot_be_used_means_a_whole_upload_and_says_why() {
         common::count(&standin.counts(), "ebs.PutSnapshotBlock"),
         whole
     );
+    // Rebuilt from the snapshot alone, the map makes the next --parent on it a delta.
+    let mapped = standin
+        .imgpub()
+        .args([
+            "aws",
+            "verify-snapshot",
+            "--region",
+            REGION,
+            "--snapshot",
+            &parent,
+        ])
+        .run();
+    assert_eq!(mapped.code, 0, "{}", mapped.stderr);
+    assert_eq!(mapped.json()["status"], "mapped");
+    assert!(map.exists());
+    let run = direct_upload(&standin, &copy, "c-mapped", &["--parent", &parent]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("on {parent} (0 blocks sent")),
+        "{}",
+        run.stderr
+    );
 
     let (one, two) = (
         common::customer_key(&standin, REGION),

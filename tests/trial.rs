@@ -203,7 +203,8 @@ async fn ensure_public_dry_run_says_what_it_would_do() {
         .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stderr.contains(&format!("would make AMI {ami} and its snapshot")),
+        run.stderr
+            .contains(&format!("would make AMI {ami} and its snapshot")),
         "{}",
         run.stderr
     );

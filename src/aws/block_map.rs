@@ -110,7 +110,7 @@ impl BlockMap {
         };
         Self::parse(snapshot, &bytes).map(Some).ok_or_else(|| {
             Error::Invalid(format!(
-                "the block map {} is damaged; delete it, or rebuild it with `imgpub aws verify-snapshot --snapshot {snapshot} --file IMAGE`",
+                "the block map {} is damaged; delete it, or rebuild it with `imgpub aws verify-snapshot --snapshot {snapshot}`",
                 path.display()
             ))
         })

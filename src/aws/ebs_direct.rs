@@ -337,7 +337,7 @@ pub(crate) async fn choose_base(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest
             }
             Ok(Some(_)) => reasons.push(format!("{id}'s block map is of another volume size")),
             Ok(None) => reasons.push(format!(
-                "{id} has no block map here ({}); `imgpub aws verify-snapshot --snapshot {id} --file IMAGE` rebuilds it from the snapshot and its image",
+                "{id} has no block map here ({}); `imgpub aws verify-snapshot --snapshot {id}` rebuilds it by reading the snapshot",
                 block_map::path_for(&dir, &region, &id).display()
             )),
             Err(e) => reasons.push(e.to_string()),

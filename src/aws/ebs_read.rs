@@ -90,45 +90,50 @@ pub(crate) struct Compared {
 }
 
 /// Reads every block the snapshot lists or the image has data in, `in_flight` at a time,
-/// and compares them; the snapshot's block map comes with the answer.
+/// and compares them; the snapshot's block map comes with the answer. Without an image,
+/// only the map (what a lost one is rebuilt from).
 pub(crate) async fn compare(
     ebs: &aws_sdk_ebs::Client,
     snapshot: &str,
     volume_size_gib: i32,
     encrypted: bool,
     listed: &BTreeMap<i32, String>,
-    disk: Arc<Disk>,
+    disk: Option<Arc<Disk>>,
     in_flight: usize,
 ) -> Result<Compared> {
-    let reading = Arc::clone(&disk);
-    let image_blocks = crate::blocking::run(move || reading.data_blocks()).await?;
-    let image_end = disk.size().div_ceil(BLOCK_SIZE as u64);
     let mut indices: BTreeSet<i32> = listed.keys().copied().collect();
-    indices.extend(image_blocks.iter().filter_map(|i| i32::try_from(*i).ok()));
+    if let Some(disk) = &disk {
+        let reading = Arc::clone(disk);
+        let image_blocks = crate::blocking::run(move || reading.data_blocks()).await?;
+        indices.extend(image_blocks.iter().filter_map(|i| i32::try_from(*i).ok()));
+    }
     let progress = Progress::bytes(
         format!("reading {snapshot} back"),
         indices.len() as u64 * BLOCK_SIZE as u64,
     );
     let results: Vec<(i32, Option<[u8; 32]>, bool)> = stream::iter(indices)
         .map(|index| {
-            let (disk, progress) = (Arc::clone(&disk), &progress);
+            let (disk, progress) = (disk.clone(), &progress);
             async move {
                 let from_snapshot = match listed.get(&index) {
                     Some(token) => Some(get_block(ebs, snapshot, index, token).await?),
                     None => None,
                 };
-                let image = crate::blocking::run(move || {
-                    let mut buf = vec![0u8; BLOCK_SIZE];
-                    if (index as u64) < image_end {
-                        disk.read_block(index as u64, &mut buf, &mut Reader::default())?;
-                    }
-                    Ok(buf)
-                })
-                .await?;
-                let image_digest: [u8; 32] = Sha256::digest(&image).into();
                 let snapshot_digest: [u8; 32] = match &from_snapshot {
                     Some(data) => Sha256::digest(data).into(),
                     None => ZERO_BLOCK_DIGEST,
+                };
+                let image_digest: [u8; 32] = match disk {
+                    // Past the disk's end a read gives zeros.
+                    Some(disk) => {
+                        crate::blocking::run(move || {
+                            let mut buf = vec![0u8; BLOCK_SIZE];
+                            disk.read_block(index as u64, &mut buf, &mut Reader::default())?;
+                            Ok(Sha256::digest(&buf).into())
+                        })
+                        .await?
+                    }
+                    None => snapshot_digest,
                 };
                 progress.inc(BLOCK_SIZE as u64);
                 let held = from_snapshot.is_some().then_some(snapshot_digest);

@@ -242,9 +242,10 @@ pub struct CopyRegionsArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifySnapshotArgs {
-    /// The image the snapshot should hold (raw or VMDK).
+    /// The image the snapshot should hold (raw or VMDK). Without it the snapshot is read
+    /// for its block map alone (a lost one rebuilt, for a later --parent).
     #[arg(long, value_name = "IMAGE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     /// The completed snapshot to read back (snap-…).
     #[arg(long, value_name = "SNAPSHOT")]
     pub snapshot: String,

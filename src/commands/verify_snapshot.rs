@@ -1,6 +1,6 @@
 //! `verify-snapshot`: reads a completed snapshot back with the EBS direct read APIs and
-//! compares every block with an image; it keeps the snapshot's block map as read (so it
-//! also rebuilds a lost one, for `--parent`). Read-only in AWS.
+//! compares every block with an image; it keeps the snapshot's block map as read (without
+//! `--file`, that is all it does: a lost map rebuilt, for `--parent`). Read-only in AWS.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use crate::image::{self, Disk, ImageInfo};
 
 #[derive(Debug, Clone)]
 pub struct VerifySnapshotOptions {
-    /// The image the snapshot should hold (raw or VMDK).
-    pub file: PathBuf,
+    /// The image the snapshot should hold (raw or VMDK); without one, only the map.
+    pub file: Option<PathBuf>,
     pub snapshot: String,
     /// Blocks read at once.
     pub blocks_in_flight: usize,
@@ -25,7 +25,7 @@ pub struct VerifySnapshotOptions {
 /// The snapshot, as EC2 and EBS describe it.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    info: ImageInfo,
+    info: Option<ImageInfo>,
     volume_size_gib: i32,
     encrypted: bool,
     /// The blocks it holds, with their tokens.
@@ -36,7 +36,8 @@ pub(crate) struct Plan {
 #[derive(Debug, Serialize)]
 struct Verified<'a> {
     snapshot: &'a str,
-    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
     blocks_compared: u64,
     blocks_differing: usize,
     /// The first differing blocks (at most 20).
@@ -49,17 +50,20 @@ struct Verified<'a> {
 
 impl Command for VerifySnapshotOptions {
     type Connection = Account;
-    type Local = ImageInfo;
+    type Local = Option<ImageInfo>;
     type Plan = Plan;
 
-    fn validate(&self) -> Result<ImageInfo> {
+    fn validate(&self) -> Result<Option<ImageInfo>> {
         crate::aws::images::check_snapshot_id("--snapshot", &self.snapshot)?;
-        let info = image::inspect(&self.file)?;
-        image::check_direct(&self.file, &info, None)?;
-        Ok(info)
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let info = image::inspect(file)?;
+        image::check_direct(file, &info, None)?;
+        Ok(Some(info))
     }
 
-    async fn plan(&self, a: &Account, info: ImageInfo) -> Result<Plan> {
+    async fn plan(&self, a: &Account, info: Option<ImageInfo>) -> Result<Plan> {
         use aws_sdk_ec2::types::SnapshotState;
         let id = &self.snapshot;
         let what = format!("reading snapshot {id}");
@@ -90,12 +94,14 @@ impl Command for VerifySnapshotOptions {
             )));
         }
         let volume_size_gib = snapshot.volume_size().unwrap_or_default();
-        let image_gib = info.virtual_size_gib().unwrap_or(0);
-        if image_gib > volume_size_gib as u64 {
-            return Err(Error::Invalid(format!(
-                "{} is a {image_gib} GiB disk, larger than snapshot {id} ({volume_size_gib} GiB): it is another image",
-                self.file.display()
-            )));
+        if let (Some(info), Some(file)) = (&info, &self.file) {
+            let image_gib = info.virtual_size_gib().unwrap_or(0);
+            if image_gib > volume_size_gib as u64 {
+                return Err(Error::Invalid(format!(
+                    "{} is a {image_gib} GiB disk, larger than snapshot {id} ({volume_size_gib} GiB): it is another image",
+                    file.display()
+                )));
+            }
         }
         let listed = ebs_read::list_blocks(&a.clients().ebs, id).await?;
         Ok(Plan {
@@ -122,8 +128,15 @@ impl Command for VerifySnapshotOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        let (path, info) = (self.file.clone(), plan.info.clone());
-        let disk = Arc::new(crate::blocking::run(move || Disk::open(&path, &info)).await?);
+        let disk = match (&self.file, &plan.info) {
+            (Some(path), Some(info)) => {
+                let (path, info) = (path.clone(), info.clone());
+                Some(Arc::new(
+                    crate::blocking::run(move || Disk::open(&path, &info)).await?,
+                ))
+            }
+            _ => None,
+        };
         let compared = ebs_read::compare(
             &a.clients().ebs,
             &self.snapshot,
@@ -134,7 +147,8 @@ impl Command for VerifySnapshotOptions {
             self.blocks_in_flight,
         )
         .await?;
-        let file = self.file.display().to_string();
+        let file = self.file.as_ref().map(|f| f.display().to_string());
+        let shown = file.clone().unwrap_or_default();
         let id = &self.snapshot;
         if !compared.differing.is_empty() {
             let first: Vec<String> = compared
@@ -153,7 +167,7 @@ impl Command for VerifySnapshotOptions {
                 status: "differs",
             }));
             return Err(Error::Conflict(format!(
-                "snapshot {id} is not {file}: {} of {} blocks differ (first: {}); publish the image again with --force",
+                "snapshot {id} is not {shown}: {} of {} blocks differ (first: {}); publish the image again with --force",
                 compared.differing.len(),
                 compared.compared,
                 first.join(", ")
@@ -178,14 +192,23 @@ impl Command for VerifySnapshotOptions {
             blocks_differing: 0,
             differing: vec![],
             block_map: kept.clone(),
-            status: "verified",
+            status: if self.file.is_some() {
+                "verified"
+            } else {
+                "mapped"
+            },
         }));
-        emit(Output::Summary(format!(
-            "verify-snapshot: {id} holds {}: {} blocks read back equal{}",
-            self.file.display(),
-            compared.compared,
-            kept.map_or(String::new(), |p| format!("; its block map is in {p}"))
-        )));
+        let kept = kept.map_or(String::new(), |p| format!("; its block map is in {p}"));
+        emit(Output::Summary(match &self.file {
+            Some(_) => format!(
+                "verify-snapshot: {id} holds {shown}: {} blocks read back equal{kept}",
+                compared.compared
+            ),
+            None => format!(
+                "verify-snapshot: read the {} blocks of {id}{kept}",
+                compared.compared
+            ),
+        }));
         Ok(())
     }
 }

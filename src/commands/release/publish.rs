@@ -291,6 +291,12 @@ pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
     for region in &plan.targets {
         line.push_str(&format!(",{region}"));
     }
+    if m.via == upload::Via::EbsDirect {
+        line.push_str(" --via ebs-direct");
+        if m.delta {
+            line.push_str(" --delta");
+        }
+    }
     crate::aws::preflight::with_sharing(&line, calls)
 }
 
