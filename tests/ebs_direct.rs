@@ -1053,6 +1053,23 @@ async fn assert_snapshot_reads_as_disk(standin: &Standin, snapshot: &str, raw: &
     }
 }
 
+/// `imgpub aws verify-snapshot --snapshot SNAPSHOT [--file FILE]`.
+fn verify_snapshot(standin: &Standin, snapshot: &str, file: Option<&Path>) -> Run {
+    let cmd = standin.imgpub().args([
+        "aws",
+        "verify-snapshot",
+        "--region",
+        REGION,
+        "--snapshot",
+        snapshot,
+    ]);
+    match file {
+        Some(file) => cmd.arg_path("--file", file),
+        None => cmd,
+    }
+    .run()
+}
+
 fn owned_blocks(standin: &Standin, snapshot: &str) -> u64 {
     let storage: Value =
         serde_json::from_str(&standin.control("GET", "/_standin/ebs/storage", None)).unwrap();
@@ -1088,6 +1105,22 @@ async fn a_delta_release_sends_only_what_changed_and_reads_back_whole() {
     assert_eq!(first.code, 0, "{}", first.stderr);
     let parent = first.json()["SnapshotID"].as_str().unwrap().to_string();
 
+    // The dry run names the parent.
+    let dry = direct_upload(
+        &standin,
+        &next,
+        "rel-2",
+        &[&tags[..], &["--parent", "auto", "--dry-run"]].concat(),
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains(&format!(
+            "on {parent} (only the blocks that differ from it)"
+        )),
+        "{}",
+        dry.stderr
+    );
+
     standin.reset_requests();
     let second = direct_upload(
         &standin,
@@ -1111,33 +1144,11 @@ async fn a_delta_release_sends_only_what_changed_and_reads_back_whole() {
     assert_eq!(owned_blocks(&standin, &child), sent);
     assert_snapshot_reads_as_disk(&standin, &child, &next).await;
 
-    let verified = standin
-        .imgpub()
-        .args([
-            "aws",
-            "verify-snapshot",
-            "--region",
-            REGION,
-            "--snapshot",
-            &child,
-        ])
-        .arg_path("--file", &next)
-        .run();
+    let verified = verify_snapshot(&standin, &child, Some(&next));
     assert_eq!(verified.code, 0, "{}", verified.stderr);
     assert_eq!(verified.json()["status"], "verified");
     // And of another image it names the blocks that differ (exit 1).
-    let other = standin
-        .imgpub()
-        .args([
-            "aws",
-            "verify-snapshot",
-            "--region",
-            REGION,
-            "--snapshot",
-            &child,
-        ])
-        .arg_path("--file", &n)
-        .run();
+    let other = verify_snapshot(&standin, &child, Some(&n));
     assert_eq!(other.code, 1, "{}", other.stderr);
     assert_eq!(common::json_lines(&other)[0]["blocks_differing"], all.len());
     assert!(
@@ -1190,17 +1201,7 @@ async fn a_parent_that_cannot_be_used_means_a_whole_upload_and_says_why() {
         whole
     );
     // Rebuilt from the snapshot alone, the map makes the next --parent on it a delta.
-    let mapped = standin
-        .imgpub()
-        .args([
-            "aws",
-            "verify-snapshot",
-            "--region",
-            REGION,
-            "--snapshot",
-            &parent,
-        ])
-        .run();
+    let mapped = verify_snapshot(&standin, &parent, None);
     assert_eq!(mapped.code, 0, "{}", mapped.stderr);
     assert_eq!(mapped.json()["status"], "mapped");
     assert!(map.exists());

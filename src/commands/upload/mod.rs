@@ -409,12 +409,15 @@ fn summary(stage: Stage, plan: &Plan, published: &Published) -> String {
         }
         SnapshotStep::Write(_, req) => {
             let how = match (&published.written, &req.base) {
-                (Some(w), _) if w.parent.is_some() => format!(
-                    " on {} ({} blocks sent, {} the same)",
-                    w.parent.as_deref().unwrap_or_default(),
-                    w.sent,
-                    w.kept
-                ),
+                (
+                    Some(ebs_direct::Written {
+                        parent: Some(parent),
+                        sent,
+                        kept,
+                        ..
+                    }),
+                    _,
+                ) => format!(" on {parent} ({sent} blocks sent, {kept} the same)"),
                 (Some(w), ebs_direct::Base::Whole { why: Some(why) }) => {
                     format!(" whole ({} blocks sent; not on a parent: {why})", w.sent)
                 }
@@ -494,8 +497,20 @@ fn describe(plan: &Plan) -> Vec<String> {
                     format!("a new snapshot in place of {id} (deleted first)")
                 }
             };
+            let base = match &request.base {
+                ebs_direct::Base::Parent(map) => {
+                    format!(
+                        ", on {} (only the blocks that differ from it)",
+                        map.snapshot
+                    )
+                }
+                ebs_direct::Base::Whole { why: Some(why) } => {
+                    format!(", whole (not on a parent: {why})")
+                }
+                ebs_direct::Base::Whole { why: None } => String::new(),
+            };
             format!(
-                "would write {} ({} of data, a {} GiB volume) with EBS direct as {how} named {name}",
+                "would write {} ({} of data, a {} GiB volume) with EBS direct as {how} named {name}{base}",
                 request.path.display(),
                 mib(request.info.file_size),
                 request.volume_size_gib
