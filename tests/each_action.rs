@@ -580,6 +580,11 @@ async fn each_action_of_the_other_publisher_policies_is_needed() {
                     "ec2:GetSnapshotBlockPublicAccessState",
                     Without::Degrades,
                 ),
+                (
+                    "ReadOnlyOrUnscopable",
+                    "servicequotas:GetServiceQuota",
+                    Without::Degrades,
+                ),
             ],
         },
         Case {

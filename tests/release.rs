@@ -373,8 +373,37 @@ async fn a_release_that_cannot_complete_stops_in_the_plan_before_anything_is_mad
     }
     assert_eq!(changes(&standin), vec![]);
 
+    // A region whose "Public AMIs" quota (3 here) cannot take the release's 2 beside the
+    // 2 public AMIs the account has there: plan and apply stop, naming the region, the
+    // quota and the request that raises it.
+    let full = manifest(dir.path(), &TARGETS, &[]);
+    for name in ["older-1", "older-2"] {
+        let (ami, _) = common::api_image(&standin, TARGETS[1], name, &[]).await;
+        common::make_public(&standin, TARGETS[1], &ami).await;
+    }
+    let body = format!(r#"{{"public_ami_quota": {{"{}": 3}}}}"#, TARGETS[1]);
+    standin.control("POST", "/_standin/config", Some(&body));
+    standin.reset_requests();
+    for step in ["plan", "apply"] {
+        let run = release(&standin, step, &full);
+        assert_eq!(run.code, 1, "{step}: {}", run.stderr);
+        let line = run.error_line();
+        assert!(
+            line.contains(&format!("region {} has 2 public AMIs", TARGETS[1]))
+                && line.contains("quota of 3")
+                && line.contains("--quota-code L-0E3CBAB9 --desired-value 4"),
+            "{line}"
+        );
+    }
+    assert_eq!(changes(&standin), vec![]);
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"public_ami_quota": null}"#),
+    );
+
     // Block public access on, for a public release: plan and apply stop, naming it.
-    let blocked = manifest(dir.path(), &TARGETS, &[]);
+    let blocked = full;
     let body = r#"{"image_block_public_access": "block-new-sharing"}"#;
     standin.control("POST", "/_standin/config", Some(body));
     for step in ["plan", "apply"] {
@@ -837,7 +866,14 @@ arch = "x86_64"
     let first = write("1", "one.raw");
     let run = release(&standin, "apply", &first);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    // The first release has no parent: whole, and the plan said why.
+    // The map is kept beside the record too: a CI runner whose cache is gone by the next
+    // release (here, deleted) finds it among the release's kept files.
+    let beside = dir.path().join("block-maps").join(SOURCE);
+    let maps: Vec<_> = std::fs::read_dir(&beside).unwrap().collect();
+    assert_eq!(maps.len(), 1, "{}", beside.display());
+    let cache = standin.home.path().join(".cache/imgpub/block-maps");
+    assert!(cache.is_dir(), "{}", cache.display());
+    std::fs::remove_dir_all(&cache).unwrap();
     let second = write("2", "two.raw");
     let plan = release(&standin, "plan", &second);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
@@ -852,4 +888,48 @@ arch = "x86_64"
     let run = release(&standin, "apply", &second);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(count(&standin.counts(), "ebs.PutSnapshotBlock"), 2);
+}
+
+/// A destination takes 20 snapshot copies at once (here 1): a copy beyond it waits for a
+/// slot, whether AWS refuses it (ResourceLimitExceeded, asked again as the wait looks) or
+/// queues it (seeded: AWS documents CopySnapshot's answer only), and the release ends
+/// complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_beyond_a_destinations_limit_wait_for_a_slot() {
+    for answer in ["refused", "queued"] {
+        let standin = Standin::initialized();
+        let dir = TempDir::new();
+        let manifest = manifest(dir.path(), &TARGETS[..1], &[]);
+        let body = format!(
+            r#"{{"snapshot_copies_per_destination": 1, "copy_image_over_limit": "{answer}", "copy_seconds": 1}}"#
+        );
+        standin.control("POST", "/_standin/config", Some(&body));
+        standin.reset_requests();
+        let run = release(&standin, "apply", &manifest);
+        assert_eq!(run.code, 0, "{answer}: {}", run.stderr);
+        let copies = count(&standin.counts(), "ec2.CopyImage");
+        match answer {
+            "refused" => assert!(copies > 2, "{answer}: {copies} CopyImage"),
+            _ => assert_eq!(copies, 2, "{answer}"),
+        }
+        let images = standin
+            .ec2(TARGETS[0])
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap();
+        let states: Vec<_> = images
+            .images()
+            .iter()
+            .map(|i| i.state().map(|s| s.as_str().to_string()))
+            .collect();
+        assert_eq!(states.len(), 2, "{answer}: {states:?}");
+        assert!(
+            states.iter().all(|s| s.as_deref() == Some("available")),
+            "{answer}: {states:?}"
+        );
+        let verify = release(&standin, "verify", &manifest);
+        assert_eq!(verify.code, 0, "{answer}: {}", verify.stderr);
+    }
 }

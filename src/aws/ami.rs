@@ -550,6 +550,71 @@ pub(crate) async fn check_public_sharing(
     }
 }
 
+/// Service Quotas' code for EC2's "Public AMIs" quota (per region, adjustable).
+pub(crate) const PUBLIC_AMIS_QUOTA: &str = "L-0E3CBAB9";
+/// Its default: "You can have a maximum of 5 public AMIs per Region" (EC2 User Guide,
+/// "Make your AMI publicly available"). Taken when Service Quotas has no value for it.
+const DEFAULT_PUBLIC_AMIS: usize = 5;
+
+/// Before `adding` AMIs are made public in `region`: whether its "Public AMIs" quota has
+/// room for them beside the public AMIs the account has there. A caller who may not read
+/// the quota is told it was not checked, as for the other settings.
+pub(crate) async fn check_public_ami_quota(
+    ec2: &Client,
+    quotas: &aws_sdk_servicequotas::Client,
+    region: &str,
+    adding: usize,
+) -> Result<()> {
+    if adding == 0 {
+        return Ok(());
+    }
+    let denied = |err: Error| unchecked_if_denied(err, "the region's \"Public AMIs\" quota");
+    let what = format!("reading the \"Public AMIs\" quota of {region}");
+    let quota = match quotas
+        .get_service_quota()
+        .service_code("ec2")
+        .quota_code(PUBLIC_AMIS_QUOTA)
+        .send()
+        .await
+    {
+        Ok(out) => out.quota().and_then(|q| q.value()),
+        Err(e) => {
+            let err = aws(Op::ServiceQuotasGetServiceQuota, &what, e);
+            match err.code() {
+                Some("NoSuchResourceException") => None,
+                _ => return denied(err),
+            }
+        }
+    };
+    // A fraction never counts: a quota of 5.0 allows 5.
+    let quota = quota.map_or(DEFAULT_PUBLIC_AMIS, |v| v.max(0.0) as usize);
+    let what = format!("counting this account's public AMIs in {region}");
+    let public = match ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("is-public")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+    {
+        Ok(out) => out.images().len(),
+        Err(e) => return Err(aws(Op::Ec2DescribeImages, &what, e)),
+    };
+    if public + adding <= quota {
+        tracing::debug!("{region}: {public} public AMIs of a quota of {quota}, {adding} to add");
+        return Ok(());
+    }
+    Err(Error::Setup(format!(
+        "region {region} has {public} public AMIs of its \"Public AMIs\" quota of {quota}, and {adding} more would be made public: ask for {} before the run (`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {PUBLIC_AMIS_QUOTA} --desired-value {} --region {region}`), or make older AMIs private (`imgpub aws revoke --image AMI --public --region {region}`)",
+        public + adding,
+        public + adding
+    )))
+}
+
 /// Marks the AMI deprecated from `at` (AWS keeps it launchable, hides it from searches).
 pub(crate) async fn enable_deprecation(
     ec2: &Client,

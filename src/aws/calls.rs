@@ -16,6 +16,9 @@ pub enum Service {
     Ssm,
     Sts,
     Ebs,
+    /// Service Quotas.
+    #[serde(rename = "servicequotas")]
+    Quotas,
 }
 
 /// Defines `Op` and `Op::ALL` from one list: a new operation is one line, and the table of
@@ -50,6 +53,7 @@ ops! {
     S3ListParts,
     S3GetBucketLifecycleConfiguration,
     S3PutBucketLifecycleConfiguration,
+    ServiceQuotasGetServiceQuota,
     Ec2DescribeRegions,
     Ec2DescribeImages,
     Ec2DescribeImageAttribute,
@@ -641,6 +645,18 @@ impl Op {
                     )]
                 },
             ),
+            Op::ServiceQuotasGetServiceQuota => (
+                Quotas,
+                "GetServiceQuota",
+                "get_service_quota",
+                &const {
+                    [need(
+                        "servicequotas:GetServiceQuota",
+                        R::Any,
+                        "before --public: how many public AMIs the region allows (its \"Public AMIs\" quota)",
+                    )]
+                },
+            ),
             Op::Ec2GetEbsEncryptionByDefault => (
                 Ec2,
                 "GetEbsEncryptionByDefault",
@@ -1142,6 +1158,7 @@ impl Op {
             Service::Ssm => "ssm",
             Service::Sts => "sts",
             Service::Ebs => "ebs",
+            Service::Quotas => "servicequotas",
         };
         format!("{service}:{}", info.name)
     }
@@ -1461,7 +1478,7 @@ mod tests {
     }
 
     /// The SDK operations called in `text`: a method called on a client (`ec2.`, `s3.`,
-    /// `iam.`, `ssm.`, `sts().`), also where rustfmt split the chain over lines.
+    /// `iam.`, `ssm.`, `sts().`, `quotas.`), also where rustfmt split the chain over lines.
     fn called_methods(text: &str) -> BTreeSet<String> {
         // Drop the white space before a `.`, so `ec2\n    .describe_images()` reads as one.
         let mut flat = String::with_capacity(text.len());
@@ -1485,6 +1502,7 @@ mod tests {
             "iam",
             "ssm",
             "sts()",
+            "quotas",
             "s3_client",
             "iam_client",
         ] {

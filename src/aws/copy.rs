@@ -385,8 +385,50 @@ pub(crate) async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRe
     })
 }
 
-/// CopyImage with the token for `replacing`; returns the copy's id.
+/// CopyImage with the token for `replacing`; returns the copy's id. A destination already
+/// copying as many snapshots as it takes at once (20, not adjustable: EBS User Guide,
+/// "Copy an Amazon EBS snapshot") refuses with ResourceLimitExceeded: the copy then waits
+/// for a free slot, up to `timeout`, asking again as a wait looks.
 async fn copy_image(
+    ec2: &Client,
+    source: &Source,
+    region: &str,
+    replacing: Option<&str>,
+    timeout: Duration,
+) -> Result<String> {
+    let at_limit = |e: &Error| e.code() == Some("ResourceLimitExceeded");
+    match start_copy(ec2, source, region, replacing).await {
+        Err(e) if at_limit(&e) => tracing::info!(
+            "{region} is copying as many snapshots as it takes at once; waiting for a free slot"
+        ),
+        started => return started,
+    }
+    let what = format!(
+        "{region}: a free snapshot copy slot for {}",
+        source.image_id
+    );
+    let deadline = Instant::now() + timeout;
+    let timed_out = || {
+        format!("{region} had no free snapshot copy slot within the copy timeout ({}s); a rerun tries again", timeout.as_secs())
+    };
+    poll_until(&what, Grid::Steady, deadline, timed_out, |_| async {
+        match start_copy(ec2, source, region, replacing).await {
+            Ok(id) => Ok(Look::Done {
+                value: id,
+                said: "started".into(),
+            }),
+            Err(e) if at_limit(&e) => Ok(Look::Going {
+                state: "every snapshot copy slot taken".into(),
+                percent: None,
+            }),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// One CopyImage request.
+async fn start_copy(
     ec2: &Client,
     source: &Source,
     region: &str,
@@ -454,7 +496,7 @@ pub(crate) async fn copy_to_region(
             (id.clone(), wait_available(ec2, region, id, timeout).await?)
         }
         _ => {
-            let id = copy_image(ec2, source, region, replacing).await?;
+            let id = copy_image(ec2, source, region, replacing, timeout).await?;
             match wait_available(ec2, region, &id, timeout).await {
                 // The token named a copy deregistered since (delete-image): a new token
                 // that names the copy it replaces, so a rerun finds this one again.
@@ -462,7 +504,7 @@ pub(crate) async fn copy_to_region(
                     tracing::info!(
                         "{region}: the earlier copy {id} is deregistered; copying again"
                     );
-                    let id = copy_image(ec2, source, region, Some(&id)).await?;
+                    let id = copy_image(ec2, source, region, Some(&id), timeout).await?;
                     let snapshot = wait_available(ec2, region, &id, timeout).await?;
                     (id, snapshot)
                 }

@@ -89,6 +89,10 @@ pub(crate) struct SnapshotRequest {
     pub base: Base,
     /// Where `--parent auto` looks: `<stream>/<arch>/<GiB>` (`-` for a stream not tagged).
     pub lineage: String,
+    /// `--block-maps DIR` (a release: the record's directory): block maps are also kept
+    /// there, and looked for there after the cache, so a CI runner whose cache is gone
+    /// finds the previous release's map among its kept files.
+    pub maps_also: Option<PathBuf>,
 }
 
 /// `--parent`: a snapshot, or the newest of this image's lineage.
@@ -327,8 +331,8 @@ pub(crate) async fn choose_base(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest
             reasons.push(why);
             continue;
         }
-        let (at, region_at, load) = (dir.clone(), region.clone(), id.clone());
-        match crate::blocking::run(move || BlockMap::load(&at, &region_at, &load)).await {
+        let dirs = map_dirs(&dir, req);
+        match load_map(dirs.clone(), &region, &id).await {
             Ok(Some(map)) if map.volume_size_gib == req.volume_size_gib => {
                 tracing::info!(
                     "--parent: writing on {id}: only the blocks that differ from it are sent"
@@ -338,7 +342,10 @@ pub(crate) async fn choose_base(ec2: &aws_sdk_ec2::Client, req: &SnapshotRequest
             Ok(Some(_)) => reasons.push(format!("{id}'s block map is of another volume size")),
             Ok(None) => reasons.push(format!(
                 "{id} has no block map here ({}); `imgpub aws verify-snapshot --snapshot {id}` rebuilds it by reading the snapshot",
-                block_map::path_for(&dir, &region, &id).display()
+                dirs.iter()
+                    .map(|d| block_map::path_for(d, &region, &id).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Err(e) => reasons.push(e.to_string()),
         }
@@ -486,7 +493,7 @@ pub(crate) async fn write_snapshot(
     let (snapshot, journal, record, base) = match start {
         Start::Resume(id) | Start::Abandon(id) => {
             let found = match start {
-                Start::Resume(_) => resume(&dir, &region, id, &req.content).await?,
+                Start::Resume(_) => resume(&dir, req, &region, id).await?,
                 _ => None,
             };
             match found {
@@ -532,7 +539,7 @@ pub(crate) async fn write_snapshot(
             let (new, base) = start_snapshot(ebs, req, None, planned).await?;
             // A retried start with the same ClientToken names a snapshot an earlier run
             // began: its journal, if any, still holds.
-            match resume(&dir, &region, &new.0, &req.content).await? {
+            match resume(&dir, req, &region, &new.0).await? {
                 Some((journal, record, base)) => (new.0, journal, record, base),
                 None => {
                     let (id, journal, record) =
@@ -598,9 +605,10 @@ pub(crate) async fn write_snapshot(
         base.as_deref(),
         &digests,
     );
-    {
-        let (dir, region) = (dir.clone(), region.clone());
-        let kept = crate::blocking::run(move || map.save(&dir, &region)).await;
+    let map = Arc::new(map);
+    for at in map_dirs(&dir, req) {
+        let (map, region) = (map.clone(), region.clone());
+        let kept = crate::blocking::run(move || map.save(&at, &region)).await;
         match kept {
             Ok(path) => tracing::info!("block map of {snapshot} kept in {}", path.display()),
             // The snapshot is fine; only a later --parent on it will send every block.
@@ -621,28 +629,48 @@ pub(crate) async fn write_snapshot(
 /// parent's could no longer be told from what is missing).
 async fn resume(
     dir: &std::path::Path,
+    req: &SnapshotRequest,
     region: &str,
     snapshot: &str,
-    content: &str,
 ) -> Result<Option<(Journal, Record, Option<Arc<BlockMap>>)>> {
-    let Some((journal, record)) = open_journal(dir, region, snapshot, content).await? else {
+    let Some((journal, record)) = open_journal(dir, region, snapshot, &req.content).await? else {
         return Ok(None);
     };
     let Some(parent) = record.parent.clone() else {
         return Ok(Some((journal, record, None)));
     };
-    let (dir, region) = (dir.to_path_buf(), region.to_string());
-    let map = {
-        let parent = parent.clone();
-        crate::blocking::run(move || BlockMap::load(&dir, &region, &parent)).await
-    };
-    match map {
+    match load_map(map_dirs(dir, req), region, &parent).await {
         Ok(Some(map)) => Ok(Some((journal, record, Some(Arc::new(map))))),
         Ok(None) | Err(_) => {
             tracing::warn!("snapshot {snapshot} is written on {parent}, whose block map is gone");
             Ok(None)
         }
     }
+}
+
+/// Where block maps are kept and looked for: the cache, then `--block-maps`.
+fn map_dirs(cache: &std::path::Path, req: &SnapshotRequest) -> Vec<PathBuf> {
+    std::iter::once(cache.to_path_buf())
+        .chain(req.maps_also.clone())
+        .collect()
+}
+
+/// The first of `dirs` that holds `snapshot`'s map (off the runtime). A damaged map is an
+/// error only when no other directory holds a good one.
+async fn load_map(dirs: Vec<PathBuf>, region: &str, snapshot: &str) -> Result<Option<BlockMap>> {
+    let (region, snapshot) = (region.to_string(), snapshot.to_string());
+    crate::blocking::run(move || {
+        let mut damaged = None;
+        for dir in &dirs {
+            match BlockMap::load(dir, &region, &snapshot) {
+                Ok(Some(map)) => return Ok(Some(map)),
+                Ok(None) => {}
+                Err(e) => damaged = Some(e),
+            }
+        }
+        damaged.map_or(Ok(None), Err)
+    })
+    .await
 }
 
 /// The snapshot is completed or gone: its journal goes (off the runtime).

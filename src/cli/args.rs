@@ -161,6 +161,12 @@ pub struct UploadArgs {
     /// another size or key, the whole image is written and the run says why.
     #[arg(long, value_name = "SNAPSHOT|auto")]
     pub parent: Option<String>,
+    /// --via ebs-direct: also keep each snapshot's block map in DIR
+    /// (`DIR/block-maps/REGION/SNAPSHOT`), and look there for a parent's map after the
+    /// cache. For CI runners whose cache is gone by the next release: keep DIR as an
+    /// artifact, or restore it before the run.
+    #[arg(long, value_name = "DIR")]
+    pub block_maps: Option<std::path::PathBuf>,
     /// Give up waiting for the import after this long, the wait for a free import slot
     /// included (e.g. 2h, 90m, 600s); the task keeps running in AWS and a rerun picks it up.
     #[arg(long, default_value = "2h", value_parser = parse_duration, value_name = "DURATION")]

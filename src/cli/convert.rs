@@ -64,6 +64,7 @@ impl From<UploadArgs> for UploadOptions {
             blocks_in_flight: usize::from(a.blocks_in_flight),
             send_zero_blocks: a.send_zero_blocks,
             parent: a.parent,
+            block_maps: a.block_maps,
             via: a.via.via,
             file: a.file,
             bucket: a.bucket,

@@ -79,7 +79,8 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
         |region| {
             let source = &source;
             async move {
-                let ec2 = ctx.in_region(&region).ec2();
+                let here = ctx.in_region(&region);
+                let ec2 = here.ec2();
                 // The copies are shared as the source is: public there too.
                 if source.sharing.public {
                     ami::check_public_sharing(&ec2, &region, true).await?;
@@ -88,6 +89,14 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &CopyOptions) -> Result<Plan> {
                 if source.sharing.public && !matches!(found, InRegion::Present(_)) {
                     // A copy made there would be encrypted, and so could not be public.
                     ami::check_new_snapshots_unencrypted(&ec2, &region).await?;
+                }
+                let adding = match &found {
+                    InRegion::Present(earlier) => earlier.lacks.launch,
+                    _ => true,
+                };
+                if source.sharing.public && adding {
+                    let quotas = here.service_quotas();
+                    ami::check_public_ami_quota(&ec2, &quotas, &region, 1).await?;
                 }
                 Ok(found)
             }
@@ -124,6 +133,7 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2GetImageBlockPublicAccessState,
     Op::Ec2GetSnapshotBlockPublicAccessState,
     Op::Ec2GetEbsEncryptionByDefault,
+    Op::ServiceQuotasGetServiceQuota,
     Op::Ec2DescribeImageAttribute,
     Op::Ec2DescribeSnapshots,
     Op::Ec2DescribeSnapshotAttribute,

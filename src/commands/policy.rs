@@ -419,6 +419,7 @@ pub fn build(scope: &Scope) -> Policy {
                 Op::Ec2GetImageBlockPublicAccessState
                     | Op::Ec2GetSnapshotBlockPublicAccessState
                     | Op::Ec2GetEbsEncryptionByDefault
+                    | Op::ServiceQuotasGetServiceQuota
             );
             let publishes = matches!(command, For::Upload | For::Copy);
             if (publishes && sharing_op && !shares)

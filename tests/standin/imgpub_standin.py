@@ -110,6 +110,7 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
     create_backend_app,
 )
 from moto.s3.models import s3_backends  # noqa: E402
+from moto.servicequotas.models import ServiceQuotasBackend  # noqa: E402
 from moto.sts.exceptions import STSClientError  # noqa: E402
 from moto.sts.models import STSBackend  # noqa: E402
 from moto.utilities.utils import get_partition  # noqa: E402
@@ -139,14 +140,20 @@ SETTINGS: dict[str, Any] = {
     # CopyImage: how long a copy stays pending, and regions where copies fail.
     "copy_seconds": float(os.environ.get("STANDIN_COPY_SECONDS", "2")),
     "copy_fail_regions": [],
+    # "There is a limit of 20 concurrent snapshot copy requests per destination. If you
+    # exceed this quota, you receive a ResourceLimitExceeded error" (EBS User Guide, "Copy
+    # an Amazon EBS snapshot"; EBS quotas: not adjustable). A test may lower it.
+    "snapshot_copies_per_destination": 20,
     # Requests signed by created users' and roles' keys are checked against their policies.
     "enforce_iam": False,
     # The account's block public access (moto has none): "unblocked", "block-new-sharing",
     # and for snapshots also "block-all-sharing". While on, nothing can be made public.
     "image_block_public_access": "unblocked",
     "snapshot_block_public_access": "unblocked",
-    # AWS's "Public AMIs" quota per region (5 by default); None: not enforced, so tests
-    # that make many AMIs public need not raise it.
+    # AWS's "Public AMIs" quota per region (5 by default): a number for every region, or
+    # {region: number}. None, and a region not named: an account whose quota was raised
+    # (RAISED_PUBLIC_AMI_QUOTA), so tests that make many AMIs public need not raise it.
+    # ModifyImageAttribute enforces it and Service Quotas' GetServiceQuota reports it.
     "public_ami_quota": None,
     # Seconds every AWS request waits before it is served: a round trip to a region far
     # away, for measuring what a client does in sequence.
@@ -189,6 +196,11 @@ UNDOCUMENTED = {
     # The code of a request signed with expired session credentials: AWS's common errors
     # name ExpiredTokenException (403), services are seen answering ExpiredToken (400).
     "expired_token_code": ["ExpiredToken", "ExpiredTokenException"],
+    # A CopyImage beyond the concurrent snapshot copies a destination takes: the EBS User
+    # Guide says CopySnapshot answers ResourceLimitExceeded; of CopyImage (which copies
+    # the AMI's snapshots) nothing is said. Refused the same way, or accepted with its
+    # snapshot copy queued until a running one ends.
+    "copy_image_over_limit": ["refused", "queued"],
 }
 
 
@@ -703,13 +715,37 @@ def register_image(self: EC2Response) -> ActionResult:
 # `pending` for copy_seconds, then is `available` (or `failed` in copy_fail_regions).
 
 
+def _copy_slot(target: Any, source: Any) -> float:
+    """When a new copy into `target` can start: now, while the snapshot copies in flight
+    there leave room for its snapshots; else refused, or queued behind the copy that ends
+    first (copy_image_over_limit, seeded: AWS documents CopySnapshot's answer only)."""
+    now = time.monotonic()
+    def snapshots_of(ami: Any) -> int:
+        return sum(1 for m in ami.block_device_mappings if (m.get("Ebs") or {}).get("SnapshotId"))
+
+    snapshots = snapshots_of(source)
+    # One entry per snapshot copy still running, by when it ends.
+    in_flight = sorted(a.ready_at for a in target.amis.values()
+                       if isinstance(a, CopiedAmi) and a.ready_at > now
+                       for _ in range(snapshots_of(a)))
+    limit = int(SETTINGS["snapshot_copies_per_destination"])
+    if len(in_flight) + snapshots <= limit:
+        return now
+    if SETTINGS["copy_image_over_limit"] == "refused":
+        raise _invalid("ResourceLimitExceeded",
+                       "Too many snapshot copies in progress. "
+                       f"The limit is {limit} for this destination region.")
+    # Queued: it starts as the copies ahead of it end.
+    return in_flight[len(in_flight) + snapshots - limit - 1]
+
+
 class CopiedAmi(RegisteredAmi):
     __module__ = "moto.ec2.standin"
 
     def __init__(self, backend: Any, ami_id: str, params: dict[str, Any], bdm: list[dict],
-                 fail: bool):
+                 fail: bool, starts_at: float | None = None):
         super().__init__(backend, ami_id, params, bdm)
-        self.ready_at = time.monotonic() + SETTINGS["copy_seconds"]
+        self.ready_at = (starts_at or time.monotonic()) + SETTINGS["copy_seconds"]
         schedule_event("copy-ends", ami_id, self.ready_at)
         self.fail = fail
         self.state_reason = None
@@ -764,6 +800,7 @@ def copy_image(self: EC2Response) -> ActionResult:
             )
         new_tags[kind].update({t["Key"]: t.get("Value", "") for t in spec.get("Tags") or []})
     ami_id = random_ami_id()
+    starts_at = _copy_slot(target, source)
     bdm = []
     for mapping in source.block_device_mappings:
         mapping = json.loads(json.dumps(mapping))
@@ -793,7 +830,7 @@ def copy_image(self: EC2Response) -> ActionResult:
     register_params.update(Name=name, Description=params.get("Description") or source.description)
     register_params.pop("TagSpecifications", None)
     ami = CopiedAmi(target, ami_id, register_params, bdm,
-                    fail=target.region_name in SETTINGS["copy_fail_regions"])
+                    fail=target.region_name in SETTINGS["copy_fail_regions"], starts_at=starts_at)
     if params.get("CopyImageTags"):
         for key, value in source.get_tags().items() if hasattr(source, "get_tags") else []:
             ami.add_tag(key, value)
@@ -905,6 +942,37 @@ def delete_snapshot(self: EC2Response) -> Any:
 
 
 _original_modify_image_attribute = EC2Response.modify_image_attribute
+_original_get_service_quota = ServiceQuotasBackend.get_service_quota
+
+
+# Service Quotas: "Public AMIs", service code ec2 (Service Quotas console, Amazon EC2;
+# EC2 User Guide, "Make your AMI available for use in other AWS accounts": "You can have a
+# maximum of 5 public AMIs per Region"). The one quota imgpub reads.
+PUBLIC_AMI_QUOTA_CODE = "L-0E3CBAB9"
+RAISED_PUBLIC_AMI_QUOTA = 1000
+
+
+def public_ami_quota(region: str) -> int:
+    quota = SETTINGS["public_ami_quota"]
+    if isinstance(quota, dict):
+        quota = quota.get(region)
+    return RAISED_PUBLIC_AMI_QUOTA if quota is None else int(quota)
+
+
+def get_service_quota(self: Any, service_code: str, quota_code: str) -> dict[str, Any]:
+    """GetServiceQuota for the public-AMI quota, as AWS answers it (Service Quotas API
+    reference, GetServiceQuota and ServiceQuota): moto knows only vpc's quotas."""
+    if service_code == "ec2" and quota_code == PUBLIC_AMI_QUOTA_CODE:
+        region = self.region_name
+        return {
+            "ServiceCode": "ec2", "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+            "QuotaArn": f"arn:{get_partition(region)}:servicequotas:{region}:"
+                        f"{self.account_id}:ec2/{PUBLIC_AMI_QUOTA_CODE}",
+            "QuotaCode": PUBLIC_AMI_QUOTA_CODE, "QuotaName": "Public AMIs",
+            "Value": float(public_ami_quota(region)), "Unit": "None",
+            "Adjustable": True, "GlobalQuota": False,
+        }
+    return _original_get_service_quota(self, service_code, quota_code)
 
 
 def modify_image_attribute(self: EC2Response) -> Any:
@@ -916,9 +984,9 @@ def modify_image_attribute(self: EC2Response) -> Any:
     if public and SETTINGS["image_block_public_access"] != "unblocked":
         raise _invalid("OperationNotPermitted",
                        "Block public access for AMIs is enabled in this region.")
-    quota = SETTINGS["public_ami_quota"]
+    quota = public_ami_quota(self.ec2_backend.region_name)
     image = self.ec2_backend.amis.get(self._get_param("ImageId"))
-    if public and quota is not None and image is not None and not image.is_public:
+    if public and image is not None and not image.is_public:
         owned = [a for a in self.ec2_backend.amis.values()
                  if a.owner_id == self.ec2_backend.account_id and a.is_public]
         if len(owned) >= quota:
@@ -1078,6 +1146,7 @@ def install_patches() -> None:
     EC2Response.modify_image_attribute = modify_image_attribute
     EC2Response.delete_snapshot = delete_snapshot
     EC2Response.describe_regions = describe_regions
+    ServiceQuotasBackend.get_service_quota = get_service_quota
     STSBackend.assume_role = assume_role
     _patch_user_boundaries()
 

@@ -343,6 +343,45 @@ def test_the_public_ami_quota_is_enforced(account, images):
         control(account, "/_standin/config", {"public_ami_quota": None})
 
 
+def test_service_quotas_reports_the_public_ami_quota_per_region(account):
+    """GetServiceQuota answers the quota the region enforces (Service Quotas API reference,
+    GetServiceQuota; "Public AMIs" is per region), and ModifyImageAttribute counts only
+    that region's public AMIs against it."""
+    def quota(region):
+        sq = client(account, "service-quotas", region)
+        return sq.get_service_quota(ServiceCode="ec2", QuotaCode="L-0E3CBAB9")["Quota"]
+
+    got = quota("eu-south-1")
+    assert (got["QuotaName"], got["Adjustable"], got["GlobalQuota"]) == ("Public AMIs", True, False)
+    assert got["QuotaArn"].endswith(":servicequotas:eu-south-1:123456789012:ec2/L-0E3CBAB9")
+    raised = got["Value"]
+    control(account, "/_standin/config", {"public_ami_quota": {"eu-south-2": 1}})
+    try:
+        assert quota("eu-south-2")["Value"] == 1.0
+        assert quota("eu-south-1")["Value"] == raised
+        for region, refused in (("eu-south-1", False), ("eu-south-2", True)):
+            ec2 = client(account, "ec2", region)
+            vol = ec2.create_volume(Size=1, AvailabilityZone=f"{region}a")
+            snap = ec2.create_snapshot(VolumeId=vol["VolumeId"])["SnapshotId"]
+            bdm = [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}]
+            amis = [ec2.register_image(Name=f"per-region-{i}", RootDeviceName="/dev/xvda",
+                                       BlockDeviceMappings=bdm)["ImageId"] for i in range(2)]
+            ec2.modify_image_attribute(ImageId=amis[0], LaunchPermission={"Add": [{"Group": "all"}]})
+            if refused:
+                with pytest.raises(ClientError) as err:
+                    ec2.modify_image_attribute(ImageId=amis[1],
+                                               LaunchPermission={"Add": [{"Group": "all"}]})
+                assert err.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+            else:
+                ec2.modify_image_attribute(ImageId=amis[1],
+                                           LaunchPermission={"Add": [{"Group": "all"}]})
+    finally:
+        control(account, "/_standin/config", {"public_ami_quota": None})
+    with pytest.raises(ClientError) as err:
+        client(account, "service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode="L-NOPE")
+    assert err.value.response["Error"]["Code"] == "NoSuchResourceException"
+
+
 @pytest.fixture(scope="module")
 def taken_name(account, images):
     ec2 = client(account, "ec2")
@@ -1901,6 +1940,44 @@ def test_copy_image_tags_the_new_ami_and_snapshots_as_asked(account):
     snap = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
     tags = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["Tags"]
     assert tags == [{"Key": "kind", "Value": "copy"}]
+
+
+@pytest.mark.parametrize("answer", ["refused", "queued"])
+def test_snapshot_copies_per_destination_are_limited(account, answer):
+    """EBS User Guide, "Copy an Amazon EBS snapshot": "There is a limit of 20 concurrent
+    snapshot copy requests per destination. If you exceed this quota, you receive a
+    ResourceLimitExceeded error." CopyImage's answer is undocumented: refused the same
+    way, or queued behind the copy that ends first (seeded)."""
+    source, _ = admin_image(account, f"copy-limit-{answer}")
+    ec2 = client(account, "ec2", "ca-central-1")
+    before = control(account, "/_standin/config")
+    control(account, "/_standin/config", {"snapshot_copies_per_destination": 1,
+                                          "copy_seconds": 60, "copy_image_over_limit": answer})
+    try:
+        first = ec2.copy_image(Name=f"first-{answer}", SourceImageId=source,
+                               SourceRegion="us-east-1")["ImageId"]
+        # Another destination has its own limit.
+        client(account, "ec2", "ca-west-1").copy_image(
+            Name=f"elsewhere-{answer}", SourceImageId=source, SourceRegion="us-east-1")
+        if answer == "refused":
+            with pytest.raises(ClientError) as err:
+                ec2.copy_image(Name=f"second-{answer}", SourceImageId=source,
+                               SourceRegion="us-east-1")
+            assert err.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+            return
+        second = ec2.copy_image(Name=f"second-{answer}", SourceImageId=source,
+                                SourceRegion="us-east-1")["ImageId"]
+        ends = {e["id"]: e["t"] for e in control(account, "/_standin/log")["events"]
+                if e["event"] == "copy-ends"}
+        # It starts when the first ends, and takes as long.
+        assert ends[second] - ends[first] == pytest.approx(60, abs=1)
+    finally:
+        control(account, "/_standin/config", {
+            k: before[k] for k in ("snapshot_copies_per_destination", "copy_seconds",
+                                   "copy_image_over_limit")})
+        # The pending copies stay pending for a minute: out of the other tests' way.
+        for image in ec2.describe_images(Owners=["self"])["Images"]:
+            ec2.deregister_image(ImageId=image["ImageId"])
 
 
 def test_terminate_instances_is_authorized_on_each_instance_with_its_tags(enforcing):

@@ -397,6 +397,10 @@ impl AwsContext {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    pub(crate) fn service_quotas(&self) -> aws_sdk_servicequotas::Client {
+        aws_sdk_servicequotas::Client::new(&self.sdk)
+    }
+
     pub(crate) fn sts(&self) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.sdk)
     }

@@ -527,6 +527,8 @@ impl Manifest {
             blocks_in_flight: usize::from(crate::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT),
             send_zero_blocks: false,
             parent: self.delta.then(|| "auto".to_string()),
+            // Set by the release to the record's directory.
+            block_maps: None,
         }
     }
 

@@ -78,7 +78,17 @@ impl Command for ReleaseOptions {
             ReleaseStep::Plan | ReleaseStep::Apply => manifest
                 .images
                 .iter()
-                .map(|image| upload::plan_local(Stage::Upload, manifest.upload_options(image)))
+                .map(|image| {
+                    let mut options = manifest.upload_options(image);
+                    // EBS direct's block maps are kept beside the record too, so the next
+                    // release's delta finds them wherever the record is kept.
+                    if options.via == upload::Via::EbsDirect {
+                        let record = self.record_path(&manifest);
+                        let dir = record.parent().filter(|d| !d.as_os_str().is_empty());
+                        options.block_maps = Some(dir.map_or(".".into(), PathBuf::from));
+                    }
+                    upload::plan_local(Stage::Upload, options)
+                })
                 .collect::<Result<_>>()?,
         };
         Ok((manifest, locals))

@@ -144,7 +144,8 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
             let sources = &sources;
             let ctx = &a.ctx;
             async move {
-                let ec2 = ctx.in_region(&region).ec2();
+                let here = ctx.in_region(&region);
+                let ec2 = here.ec2();
                 if public {
                     ami::check_public_sharing(&ec2, &region, true).await?;
                 }
@@ -157,6 +158,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
                     // A copy made there would be encrypted, and so could not be public.
                     ami::check_new_snapshots_unencrypted(&ec2, &region).await?;
                 }
+                if public {
+                    let adding = found.iter().filter(|f| not_yet_public(f)).count();
+                    let quotas = here.service_quotas();
+                    ami::check_public_ami_quota(&ec2, &quotas, &region, adding).await?;
+                }
                 Ok(found)
             }
         },
@@ -164,6 +170,18 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     )
     .await;
     let mut problems = vec![];
+    if public {
+        // The source region's new AMIs count against its quota too.
+        let adding = uploads
+            .iter()
+            .filter(|u| !matches!(u.image, ImageStep::Reuse(_)))
+            .count();
+        let quotas = source.ctx.service_quotas();
+        let region = &manifest.source_region;
+        if let Err(err) = ami::check_public_ami_quota(&ec2, &quotas, region, adding).await {
+            problems.push(format!("{region}: {err}"));
+        }
+    }
     for (region, err) in &failed {
         let why = err.to_string();
         if !manifest.best_effort(region) {
@@ -196,6 +214,15 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         sources,
         problems,
     })
+}
+
+/// Whether a public release makes this region's copy public: it is not there yet, or
+/// lacks its launch permissions.
+fn not_yet_public(found: &Found) -> bool {
+    match found {
+        Found::In(InRegion::Present(earlier)) => earlier.lacks.launch,
+        _ => true,
+    }
 }
 
 /// Image `i`'s source AMI as the manifest asks for it, to compare the copies with: the AMI

@@ -41,6 +41,11 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
             "--parent writes a snapshot on an earlier one with EBS direct: it needs --via ebs-direct and --file (ImportSnapshot always writes the whole image)".into(),
         ));
     }
+    if opts.block_maps.is_some() && !(opts.via == Via::EbsDirect && opts.file.is_some()) {
+        return Err(Error::Invalid(
+            "--block-maps keeps the block maps EBS direct writes: it needs --via ebs-direct and --file".into(),
+        ));
+    }
 
     let source = match (&opts.source_snapshot, &opts.source_object, &opts.file) {
         (Some(_), Some(_), _) => {
@@ -297,6 +302,7 @@ pub(super) fn direct_request(
         parent,
         base: ebs_direct::Base::Whole { why: None },
         lineage,
+        maps_also: opts.block_maps.clone(),
     })
 }
 

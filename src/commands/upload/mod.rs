@@ -108,6 +108,8 @@ pub struct UploadOptions {
     pub send_zero_blocks: bool,
     /// EBS direct: `--parent SNAPSHOT|auto`, the snapshot to write on.
     pub parent: Option<String>,
+    /// EBS direct: `--block-maps DIR`, where block maps are also kept and looked for.
+    pub block_maps: Option<PathBuf>,
 }
 
 /// When the AMI is deprecated: `--deprecate-in 90d` or `--deprecate-at 2027-06-01T00:00:00Z`.
@@ -676,6 +678,7 @@ mod tests {
             blocks_in_flight: 32,
             send_zero_blocks: false,
             parent: None,
+            block_maps: None,
         }
     }
 
