@@ -156,6 +156,16 @@ async fn a_release_is_planned_applied_rerun_and_verified() {
     want.sort();
     assert_eq!(statuses(&plan), want);
     assert!(plan.summary().contains("6 AMIs to make"), "{}", plan.stderr);
+    // The storage estimate: each new snapshot stores at most the image's blocks that hold
+    // data (the MBR's and 4 MiB: 9 of 512 KiB), in every region; 6 of them in all.
+    for line in json_lines(&plan) {
+        assert_eq!(line["storage_added_bytes"], 9 * 524288, "{line}");
+    }
+    assert!(
+        plan.summary().contains("store at most 27 MiB"),
+        "{}",
+        plan.stderr
+    );
     assert_eq!(changes(&standin), vec![], "the plan changed something");
 
     // Apply: every AMI made, public, shared, with its parameter; the record lists them.

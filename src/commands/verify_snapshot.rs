@@ -45,7 +45,19 @@ struct Verified<'a> {
     differing: Vec<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     block_map: Option<String>,
-    status: &'static str,
+    status: Status,
+}
+
+/// What the read found.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    /// Every block equals the file's.
+    Verified,
+    /// No file: the snapshot was read for its block map.
+    Mapped,
+    /// Some blocks are not the file's.
+    Differs,
 }
 
 impl Command for VerifySnapshotOptions {
@@ -164,7 +176,7 @@ impl Command for VerifySnapshotOptions {
                 blocks_differing: compared.differing.len(),
                 differing: compared.differing.iter().take(20).copied().collect(),
                 block_map: None,
-                status: "differs",
+                status: Status::Differs,
             }));
             return Err(Error::Conflict(format!(
                 "snapshot {id} is not {shown}: {} of {} blocks differ (first: {}); publish the image again with --force",
@@ -192,10 +204,9 @@ impl Command for VerifySnapshotOptions {
             blocks_differing: 0,
             differing: vec![],
             block_map: kept.clone(),
-            status: if self.file.is_some() {
-                "verified"
-            } else {
-                "mapped"
+            status: match self.file {
+                Some(_) => Status::Verified,
+                None => Status::Mapped,
             },
         }));
         let kept = kept.map_or(String::new(), |p| format!("; its block map is in {p}"));

@@ -144,6 +144,8 @@ SETTINGS: dict[str, Any] = {
     # exceed this quota, you receive a ResourceLimitExceeded error" (EBS User Guide, "Copy
     # an Amazon EBS snapshot"; EBS quotas: not adjustable). A test may lower it.
     "snapshot_copies_per_destination": 20,
+    # Opt-in Regions enabled for the account (DescribeRegions lists them, "opted-in").
+    "opted_in_regions": [],
     # Requests signed by created users' and roles' keys are checked against their policies.
     "enforce_iam": False,
     # The account's block public access (moto has none): "unblocked", "block-new-sharing",
@@ -201,6 +203,9 @@ UNDOCUMENTED = {
     # the AMI's snapshots) nothing is said. Refused the same way, or accepted with its
     # snapshot copy queued until a running one ends.
     "copy_image_over_limit": ["refused", "queued"],
+    # DeregisterImage of an AMI under deregistration protection: refused, but the
+    # EnableImageDeregistrationProtection and DeregisterImage references name no code.
+    "deregister_protected_code": ["OperationNotPermitted", "InvalidParameterValue"],
 }
 
 
@@ -906,6 +911,99 @@ def disable_image_deprecation(self: EC2Response) -> ActionResult:
 
 
 _original_delete_snapshot = EC2Response.delete_snapshot
+_original_describe_images = EC2Response.describe_images
+_original_describe_image_attribute = EC2Response.describe_image_attribute
+_original_deregister_image = EC2Response.deregister_image
+
+
+def _owned_ami(self: EC2Response, image_id: str) -> Any:
+    ami = self.ec2_backend.amis.get(image_id)
+    if ami is None:
+        raise _invalid("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    return ami
+
+
+def disable_image(self: EC2Response) -> ActionResult:
+    """DisableImage: "Sets the AMI state to disabled and removes all launch permissions
+    from the AMI ... If an AMI was public or previously shared, it is made private" (EC2
+    API Reference, DisableImage). moto only sets the state."""
+    self.error_on_dryrun()
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    ami.launch_permissions = []
+    ami.state = "disabled"
+    return ActionResult({"Return": True})
+
+
+def describe_images(self: EC2Response) -> ActionResult:
+    """DescribeImages leaves disabled AMIs out unless IncludeDisabled ("Default: No
+    disabled AMIs are included in the response": EC2 API Reference, DescribeImages)."""
+    result = _original_describe_images(self)
+    if self._get_bool_param("IncludeDisabled", False):
+        return result
+    images = [i for i in result.result["Images"] if getattr(i, "state", "") != "disabled"]
+    return ActionResult({**result.result, "Images": images})
+
+
+def _protected_until(ami: Any) -> bool:
+    """Whether deregistration protection (or its cooldown) is in force now."""
+    if getattr(ami, "deregistration_protection", "disabled") != "disabled":
+        return True
+    return time.time() < getattr(ami, "protection_cooldown_until", 0.0)
+
+
+def enable_image_deregistration_protection(self: EC2Response) -> ActionResult:
+    """EnableImageDeregistrationProtection (moto has none): "WithCooldown: If true, enforces
+    deregistration protection for 24 hours after deregistration protection is disabled"
+    (EC2 API Reference). Answers and DescribeImages' DeregistrationProtection as the AWS
+    CLI's examples show them ("enabled-without-cooldown", "disabled")."""
+    self.error_on_dryrun()
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    cooldown = self._get_bool_param("WithCooldown", False)
+    ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+def disable_image_deregistration_protection(self: EC2Response) -> ActionResult:
+    """DisableImageDeregistrationProtection: "If you chose to include a 24-hour cooldown
+    period when you enabled deregistration protection for the AMI, then, when you disable
+    deregistration protection, you won't immediately be able to deregister the AMI" (EC2
+    API Reference). The cooldown's own DescribeImages value is undocumented: "disabled"."""
+    self.error_on_dryrun()
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    if getattr(ami, "deregistration_protection", "disabled") == "enabled-with-cooldown":
+        ami.protection_cooldown_until = time.time() + 24 * 3600
+    ami.deregistration_protection = "disabled"
+    return ActionResult({"Return": "disabled"})
+
+
+def deregister_image(self: EC2Response) -> Any:
+    """Refused while deregistration protection (or its cooldown) is on (EC2 User Guide,
+    "Protect an AMI from deregistration"); the code is seeded: AWS names none."""
+    ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    if ami is not None and _protected_until(ami):
+        raise _invalid(SETTINGS["deregister_protected_code"],
+                       f"The image {ami.id} has deregistration protection enabled.")
+    return _original_deregister_image(self)
+
+
+def describe_image_attribute(self: EC2Response) -> Any:
+    """lastLaunchedTime ("the date and time, in ISO 8601 date-time format, when the AMI was
+    last used to launch an EC2 instance"; EC2 API Reference, DescribeImageAttribute and
+    ImageAttribute) and deregistrationProtection, which moto cannot answer. The launch
+    time is set through the control API: AWS reports a launch up to 24 hours late."""
+    attribute = self._get_param("Attribute")
+    if attribute not in ("lastLaunchedTime", "deregistrationProtection"):
+        return _original_describe_image_attribute(self)
+    self.error_on_dryrun()
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    if attribute == "deregistrationProtection":
+        value = getattr(ami, "deregistration_protection", "disabled")
+        return ActionResult({"ImageId": ami.id, "DeregistrationProtection": {"Value": value}})
+    launched = getattr(ami, "last_launched_time", None)
+    body: dict[str, Any] = {"ImageId": ami.id}
+    if launched:
+        body["LastLaunchedTime"] = {"Value": launched}
+    return ActionResult(body)
 
 
 def describe_regions(self: EC2Response) -> ActionResult:
@@ -915,6 +1013,15 @@ def describe_regions(self: EC2Response) -> ActionResult:
     opt-in-status and region-name. moto lists every Region and ignores both."""
     self.error_on_dryrun()
     regions = self.ec2_backend.describe_regions(self._get_param("RegionNames", []))
+    # Opt-in Regions the account enabled (Account Management's EnableRegion; a setting
+    # here) answer "opted-in" (DescribeRegions API reference, Region.OptInStatus:
+    # "opt-in-not-required | opted-in | not-opted-in"). moto never says opted-in.
+    opted_in = set(SETTINGS["opted_in_regions"])
+    for region in regions:
+        if region.name in opted_in and region.opt_in_status == "not-opted-in":
+            region.opt_in_status = "opted-in"
+        elif region.opt_in_status == "opted-in" and region.name not in opted_in:
+            region.opt_in_status = "not-opted-in"
     if not self._get_bool_param("AllRegions", False):
         regions = [r for r in regions if r.opt_in_status != "not-opted-in"]
     attributes = {"endpoint": "endpoint", "opt-in-status": "opt_in_status", "region-name": "name"}
@@ -1146,6 +1253,12 @@ def install_patches() -> None:
     EC2Response.modify_image_attribute = modify_image_attribute
     EC2Response.delete_snapshot = delete_snapshot
     EC2Response.describe_regions = describe_regions
+    EC2Response.disable_image = disable_image
+    EC2Response.describe_images = describe_images
+    EC2Response.enable_image_deregistration_protection = enable_image_deregistration_protection
+    EC2Response.disable_image_deregistration_protection = disable_image_deregistration_protection
+    EC2Response.deregister_image = deregister_image
+    EC2Response.describe_image_attribute = describe_image_attribute
     ServiceQuotasBackend.get_service_quota = get_service_quota
     STSBackend.assume_role = assume_role
     _patch_user_boundaries()
@@ -2172,6 +2285,16 @@ class StandinApp:
             for account in list(ec2_backends.keys()):
                 for region, backend in ec2_backends[account].items():
                     ami = backend.amis.get(ami_id)
+                    if ami is not None and method == "POST":
+                        # A test's clock: when the AMI was made, deprecated, last launched
+                        # (ISO 8601 strings, as DescribeImages shows them).
+                        for key in ("deprecation_time", "last_launched_time"):
+                            if key in body:
+                                setattr(ami, key, body[key])
+                        if "creation_date" in body:  # moto keeps a datetime
+                            ami.creation_date = datetime.datetime.fromisoformat(
+                                body["creation_date"].replace("Z", "+00:00"))
+                        return self._json(start_response, "200 OK", {"region": region})
                     if isinstance(ami, RegisteredAmi):
                         return self._json(
                             start_response,

@@ -2023,3 +2023,84 @@ def test_describe_regions_lists_enabled_regions_unless_all_are_asked_for(account
                            Filters=[{"Name": "opt-in-status", "Values": ["not-opted-in"]}])
     assert set(only_disabled) == disabled
     assert set(listed(Filters=[{"Name": "region-name", "Values": ["eu-west-1"]}])) == {"eu-west-1"}
+
+
+def test_an_opted_in_region_is_listed_as_opted_in(account):
+    """DescribeRegions API reference, Region.OptInStatus: opt-in-not-required | opted-in |
+    not-opted-in; an opt-in Region the account enabled is listed without AllRegions."""
+    ec2 = client(account, "ec2")
+    listed = lambda **kw: {r["RegionName"]: r["OptInStatus"]  # noqa: E731
+                           for r in ec2.describe_regions(**kw)["Regions"]}
+    assert listed(AllRegions=True)["me-central-1"] == "not-opted-in"
+    control(account, "/_standin/config", {"opted_in_regions": ["me-central-1"]})
+    try:
+        assert listed()["me-central-1"] == "opted-in"
+        assert "me-south-1" not in listed()
+        opted = listed(Filters=[{"Name": "opt-in-status", "Values": ["opted-in"]}])
+        assert set(opted) == {"me-central-1"}
+    finally:
+        control(account, "/_standin/config", {"opted_in_regions": []})
+    assert listed(AllRegions=True)["me-central-1"] == "not-opted-in"
+
+
+def test_disable_image_makes_the_ami_private_and_hides_it(account):
+    """DisableImage: "Sets the AMI state to disabled and removes all launch permissions ...
+    If an AMI was public or previously shared, it is made private"; DescribeImages:
+    "Default: No disabled AMIs are included in the response" (EC2 API Reference)."""
+    ec2 = client(account, "ec2")
+    image, _ = admin_image(account, "to-disable")
+    ec2.modify_image_attribute(ImageId=image, LaunchPermission={"Add": [{"Group": "all"}]})
+    ec2.disable_image(ImageId=image)
+    assert ec2.describe_images(ImageIds=[image])["Images"] == []
+    shown = ec2.describe_images(ImageIds=[image], IncludeDisabled=True)["Images"]
+    assert [(i["ImageId"], i["State"], i["Public"]) for i in shown] == [(image, "disabled", False)]
+    launch = ec2.describe_image_attribute(ImageId=image, Attribute="launchPermission")
+    assert launch["LaunchPermissions"] == []
+    ec2.enable_image(ImageId=image)
+    again = ec2.describe_images(ImageIds=[image])["Images"]
+    # "do not regain access automatically" (EnableImage): still private.
+    assert [(i["State"], i["Public"]) for i in again] == [("available", False)]
+
+
+@pytest.mark.parametrize("code", ["OperationNotPermitted", "InvalidParameterValue"])
+def test_deregistration_protection_refuses_deregister_and_keeps_its_cooldown(account, code):
+    """EnableImageDeregistrationProtection (WithCooldown: "enforces deregistration
+    protection for 24 hours after deregistration protection is disabled") and
+    DisableImageDeregistrationProtection (EC2 API Reference); the refusal's code is
+    undocumented (seeded)."""
+    ec2 = client(account, "ec2")
+    control(account, "/_standin/config", {"deregister_protected_code": code})
+    plain, _ = admin_image(account, f"protected-{code}")
+    cooled, _ = admin_image(account, f"cooled-{code}")
+    assert ec2.enable_image_deregistration_protection(ImageId=plain)["Return"] == \
+        "enabled-without-cooldown"
+    ec2.enable_image_deregistration_protection(ImageId=cooled, WithCooldown=True)
+    shown = {i["ImageId"]: i["DeregistrationProtection"]
+             for i in ec2.describe_images(ImageIds=[plain, cooled])["Images"]}
+    assert shown == {plain: "enabled-without-cooldown", cooled: "enabled-with-cooldown"}
+    for image in (plain, cooled):
+        with pytest.raises(ClientError) as err:
+            ec2.deregister_image(ImageId=image)
+        assert err.value.response["Error"]["Code"] == code
+        assert ec2.disable_image_deregistration_protection(ImageId=image)["Return"] == "disabled"
+    attr = ec2.describe_image_attribute(ImageId=plain, Attribute="deregistrationProtection")
+    assert attr["DeregistrationProtection"]["Value"] == "disabled"
+    ec2.deregister_image(ImageId=plain)
+    # The cooldown: still refused for 24 hours after protection was turned off.
+    with pytest.raises(ClientError) as err:
+        ec2.deregister_image(ImageId=cooled)
+    assert err.value.response["Error"]["Code"] == code
+
+
+def test_last_launched_time_reads_back_as_set(account):
+    """DescribeImageAttribute lastLaunchedTime and DescribeImages LastLaunchedTime (EC2 API
+    Reference); AWS reports a launch up to 24 hours late, so tests set it."""
+    ec2 = client(account, "ec2")
+    image, _ = admin_image(account, "launched")
+    attr = ec2.describe_image_attribute(ImageId=image, Attribute="lastLaunchedTime")
+    assert "LastLaunchedTime" not in attr or not attr["LastLaunchedTime"].get("Value")
+    control(account, f"/_standin/images/{image}", {"last_launched_time": "2026-11-30T10:00:00Z"})
+    attr = ec2.describe_image_attribute(ImageId=image, Attribute="lastLaunchedTime")
+    assert attr["LastLaunchedTime"]["Value"] == "2026-11-30T10:00:00Z"
+    shown = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert shown["LastLaunchedTime"] == "2026-11-30T10:00:00Z"

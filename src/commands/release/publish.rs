@@ -41,6 +41,9 @@ pub(crate) struct ImagePlan {
     pub found: Vec<Found>,
     /// `delta = true`: what the upload would send on its parent, or why it is whole.
     pub delta: Option<Delta>,
+    /// At most what a whole snapshot of the image stores (its blocks that hold data), for
+    /// the storage estimate; `None` when the image is not a local file.
+    pub stored_bytes: Option<u64>,
 }
 
 /// `delta = true` in the plan.
@@ -77,6 +80,26 @@ struct Line<'a> {
     why: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     delta: Option<&'a Delta>,
+    /// What the new snapshot adds to the account's snapshot storage, at most (a copy of a
+    /// lineage already in the region can be incremental, and store less).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_added_bytes: Option<u64>,
+}
+
+/// At most what a snapshot of the image stores: its 512 KiB blocks that hold data (EBS
+/// stores no block never written), from the file's extents rather than its bytes.
+async fn stored_bytes(local: &LocalPlan) -> Result<Option<u64>> {
+    let (path, info) = match &local.source {
+        upload::Source::File { path, info, .. } => (path.clone(), info.clone()),
+        upload::Source::Blocks(req) => (req.path.clone(), req.info.clone()),
+        upload::Source::Object { .. } | upload::Source::Snapshot(_) => return Ok(None),
+    };
+    crate::blocking::run(move || {
+        let disk = crate::image::Disk::open(&path, &info)?;
+        let blocks = disk.data_blocks()?.len() as u64;
+        Ok(Some(blocks * crate::image::BLOCK_SIZE as u64))
+    })
+    .await
 }
 
 /// With `delta = true`, what an image's upload would send on its parent (the image read
@@ -114,9 +137,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     targets.retain(|r| *r != manifest.source_region);
     let mut uploads = vec![];
     let mut deltas = vec![];
+    let mut stored = vec![];
     for local in locals {
         let planned = upload::plan(&source.clients(), local).await?;
         deltas.push(delta_of(&planned).await?);
+        stored.push(stored_bytes(&planned.local).await?);
         uploads.push(planned);
     }
     let mut sources: Vec<Source> = vec![];
@@ -192,10 +217,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     let images = uploads
         .into_iter()
         .enumerate()
-        .zip(deltas)
-        .map(|((i, upload), delta)| ImagePlan {
+        .zip(deltas.into_iter().zip(stored))
+        .map(|((i, upload), (delta, stored_bytes))| ImagePlan {
             upload,
             delta,
+            stored_bytes,
             found: targets
                 .iter()
                 .map(|t| {
@@ -331,6 +357,7 @@ pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
 pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
     let m = &plan.manifest;
     let (mut exist, mut make) = (0, 0);
+    let mut storage: Option<u64> = Some(0);
     for (i, image) in plan.images.iter().enumerate() {
         let name = m.images[i].name.as_str();
         let source = plan.source_ami(i);
@@ -339,6 +366,13 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             (Some(_), true) => "fix",
             (Some(_), false) => "exists",
         };
+        // A new snapshot in the source region: a delta's own blocks, else the whole image.
+        let added = match (status, &image.delta) {
+            ("upload", Some(Delta::On(estimate))) => Some(estimate.storage_added_bytes),
+            ("upload", _) => image.stored_bytes,
+            _ => Some(0),
+        };
+        storage = storage.zip(added).map(|(a, b)| a + b);
         emit(Output::json(&Line {
             image: name,
             region: &m.source_region,
@@ -347,6 +381,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             best_effort: false,
             why: None,
             delta: image.delta.as_ref(),
+            storage_added_bytes: added.filter(|_| status == "upload" && image.delta.is_none()),
         }));
         exist += usize::from(status == "exists");
         make += usize::from(status != "exists");
@@ -364,6 +399,12 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             };
             exist += usize::from(status == "exists");
             make += usize::from(status != "exists");
+            // A copy stores the whole snapshot at most.
+            let added = match status {
+                "copy" | "recopy" | "unknown" => image.stored_bytes,
+                _ => Some(0),
+            };
+            storage = storage.zip(added).map(|(a, b)| a + b);
             emit(Output::json(&Line {
                 image: name,
                 region,
@@ -372,6 +413,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
                 best_effort: m.best_effort(region),
                 why,
                 delta: None,
+                storage_added_bytes: added.filter(|_| matches!(status, "copy" | "recopy")),
             }));
         }
     }
@@ -383,8 +425,19 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             m.release
         ),
         _ => format!(
-            "release plan: {make} AMIs to make or put right and {exist} in place for release {} ({images} images in {regions} regions); nothing was changed",
-            m.release
+            "release plan: {make} AMIs to make or put right and {exist} in place for release {} ({images} images in {regions} regions){}; nothing was changed",
+            m.release,
+            match storage {
+                Some(bytes) if bytes >= 1 << 30 => format!(
+                    "; the new snapshots store at most {:.1} GiB (billed per GiB-month in each region)",
+                    bytes as f64 / (1u64 << 30) as f64
+                ),
+                Some(bytes) => format!(
+                    "; the new snapshots store at most {} MiB (billed per GiB-month in each region)",
+                    bytes.div_ceil(1 << 20)
+                ),
+                None => String::new(),
+            }
         ),
     }));
     plan.can_complete()

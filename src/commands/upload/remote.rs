@@ -78,8 +78,13 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         }
     }
     let ((), existing_image, snapshot) = tokio::try_join!(public, image, snapshot)?;
-    if let (SnapshotStep::Use(id), Source::File { .. }) = (&snapshot, &local.source) {
-        refuse_another_image(c, &local.name, id, &local.source).await?;
+    // A snapshot an earlier run made: its tags, read once for what it holds and what it lacks.
+    let snapshot_tags = match &snapshot {
+        SnapshotStep::Use(id) => Some(tags::of_snapshot(&c.ec2, id).await?),
+        _ => None,
+    };
+    if let (SnapshotStep::Use(id), Some(tagged)) = (&snapshot, &snapshot_tags) {
+        refuse_another_image(c, &local.name, id, tagged, &local.source).await?;
     }
     if let SnapshotStep::Import(_) = snapshot {
         check_import_prerequisites(c, &local).await?;
@@ -138,7 +143,15 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         }
         _ => false,
     };
-    let mut touch = in_place(c, &local, &snapshot, &image, found.as_ref()).await?;
+    let mut touch = in_place(
+        c,
+        &local,
+        &snapshot,
+        snapshot_tags.as_deref(),
+        &image,
+        found.as_ref(),
+    )
+    .await?;
     if let SnapshotStep::Use(_) = snapshot {
         touch.delete_object = local.delete_object && object_there;
     }
@@ -159,15 +172,16 @@ async fn in_place(
     c: &Clients,
     local: &LocalPlan,
     snapshot: &SnapshotStep,
+    snapshot_tags: Option<&[(String, String)]>,
     image: &ImageStep,
     found: Option<&ami::FoundImage>,
 ) -> Result<Touch> {
-    let SnapshotStep::Use(snap) = snapshot else {
+    let (SnapshotStep::Use(snap), Some(snapshot_tags)) = (snapshot, snapshot_tags) else {
         return Ok(Touch::ALL);
     };
     let denied_means_unknown = crate::aws::unchecked::or_make_again;
     let mut touch = Touch::ALL;
-    touch.snapshot_tags = tags::lacks(&local.tags, &tags::of_snapshot(&c.ec2, snap).await?);
+    touch.snapshot_tags = tags::lacks(&local.tags, snapshot_tags);
     touch.volume = match local.sharing.volume_permissions().is_empty() {
         true => false,
         false => denied_means_unknown(
@@ -207,6 +221,7 @@ pub(super) async fn refuse_another_image(
     c: &Clients,
     name: &str,
     snapshot: &str,
+    tagged: &[(String, String)],
     source: &Source,
 ) -> Result<()> {
     let Source::File {
@@ -219,7 +234,6 @@ pub(super) async fn refuse_another_image(
         return Ok(());
     };
     let (path, size) = (path.display(), info.file_size);
-    let tagged = tags::of_snapshot(&c.ec2, snapshot).await?;
     let imported = tagged
         .iter()
         .find(|(k, _)| k == ebs_direct::CONTENT_TAG)
