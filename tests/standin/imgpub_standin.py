@@ -206,6 +206,10 @@ UNDOCUMENTED = {
     # DeregisterImage of an AMI under deregistration protection: refused, but the
     # EnableImageDeregistrationProtection and DeregisterImage references name no code.
     "deregister_protected_code": ["OperationNotPermitted", "InvalidParameterValue"],
+    # EBS direct StartSnapshot on a parent still pending, or larger than the new volume: the
+    # StartSnapshot reference says neither; refused (ValidationException) or taken.
+    "ebs_parent_pending": ["refused", "accepted"],
+    "ebs_parent_larger": ["refused", "accepted"],
 }
 
 

@@ -187,11 +187,14 @@ class EbsDirect:
             parent = None
             if parent_id:
                 parent = self._snapshot(account, region, parent_id)
-                # Undocumented, taken from the FAQ's rule for reads ("The snapshot can be
-                # accessed only if it has a completed status") and a volume that cannot
-                # shrink: a pending parent, or a smaller volume than the parent's, is refused.
-                self._readable(parent)
-                if size < parent.volume_size:
+                # Undocumented, so seeded (docs/testing.md): a pending parent, or a smaller
+                # volume than the parent's, is refused (the FAQ's rule for reads, "The
+                # snapshot can be accessed only if it has a completed status", and a volume
+                # that cannot shrink), or taken (the child reads through the parent, up to
+                # its own size).
+                if self.settings["ebs_parent_pending"] == "refused":
+                    self._readable(parent)
+                if size < parent.volume_size and self.settings["ebs_parent_larger"] == "refused":
                     raise _validation(
                         f"VolumeSize {size} is smaller than the parent snapshot's "
                         f"{parent.volume_size} GiB.", "INVALID_VOLUME_SIZE")

@@ -1302,27 +1302,45 @@ def test_ebs_a_child_snapshot_reads_through_its_parent_and_owns_what_was_written
     assert read(1) == old[1] and read(5) == old[5]
 
 
-def test_ebs_a_parent_must_be_usable_and_sets_the_encryption(account):
+@pytest.mark.parametrize("answer", ["refused", "accepted"])
+def test_ebs_a_parent_must_be_usable_and_sets_the_encryption(account, answer):
     """StartSnapshot API reference: ParentSnapshotId and Encrypted cannot go together; EBS
     User Guide, "Encryption outcomes for EBS direct APIs": an encrypted parent's child is
     encrypted with the parent's key, and under encryption by default an unencrypted parent
     is refused. A missing parent is not found; a pending one, or a smaller volume than the
-    parent's, is refused (undocumented; see standin_ebs)."""
+    parent's, is refused or taken, as the seed says (undocumented; see standin_ebs)."""
     ebs, ec2 = client(account, "ebs"), client(account, "ec2")
+    before = control(account, "/_standin/config")
+    control(account, "/_standin/config", {"ebs_parent_pending": answer,
+                                          "ebs_parent_larger": answer})
+    try:
+        _a_parent_must_be_usable(account, ebs, ec2, answer)
+    finally:
+        control(account, "/_standin/config", {k: before[k] for k in (
+            "ebs_parent_pending", "ebs_parent_larger")})
+
+
+def _a_parent_must_be_usable(account, ebs, ec2, answer):
     plain = ebs.start_snapshot(VolumeSize=2)["SnapshotId"]
-    with pytest.raises(ClientError) as e:  # pending
+    if answer == "refused":
+        with pytest.raises(ClientError) as e:  # pending
+            ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain)
+        assert _code(e) == "ValidationException"
+    else:
         ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain)
-    assert _code(e) == "ValidationException"
     block = {0: os.urandom(BLOCK)}
     _put(ebs, plain, 0, block[0])
     _complete(ebs, plain, block)
     with pytest.raises(ClientError) as e:
         ebs.start_snapshot(VolumeSize=2, ParentSnapshotId=plain, Encrypted=False)
     assert _code(e) == "ValidationException"
-    with pytest.raises(ClientError) as e:
-        ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=plain)
-    assert _code(e) == "ValidationException"
-    assert e.value.response["Reason"] == "INVALID_VOLUME_SIZE"
+    if answer == "refused":
+        with pytest.raises(ClientError) as e:
+            ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=plain)
+        assert _code(e) == "ValidationException"
+        assert e.value.response["Reason"] == "INVALID_VOLUME_SIZE"
+    else:
+        assert ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=plain)["VolumeSize"] == 1
     with pytest.raises(ClientError) as e:
         ebs.start_snapshot(VolumeSize=2, ParentSnapshotId="snap-0123456789abcdef0")
     assert _code(e) == "ResourceNotFoundException"
