@@ -63,6 +63,14 @@ fn without_action(document: &Value, sid: &str, action: &str) -> Value {
     doc
 }
 
+/// An ISO 8601 time `days` before now, as DescribeImages shows times.
+fn days_ago(days: u64) -> String {
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
 /// A fresh account: no user, bucket, image or key of an earlier run.
 fn fresh_account(standin: &Standin) {
     standin.control("POST", "/moto-api/reset", Some("{}"));
@@ -218,6 +226,73 @@ async fn prepare(
             args
         }
         "list-regions" => strings(&["aws", "list-regions", "--region", REGION]),
+        "prune" => {
+            // A stream of five releases, keep 1: r5 stays, r4 is due to be deprecated, r3
+            // (deprecated 8 days ago) disabled, r2 (disabled) deregistered with its
+            // snapshot, and a snapshot of r2 no AMI maps deleted.
+            let ec2 = standin.ec2(REGION);
+            let mut amis = vec![];
+            for n in 2..=5 {
+                let name = format!("os-r{n}-x86_64");
+                let (ami, snap) = common::api_image(standin, REGION, &name, &[]).await;
+                common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+                let body = format!(r#"{{"creation_date": "{}"}}"#, days_ago(6 - n));
+                standin.control("POST", &format!("/_standin/images/{ami}"), Some(&body));
+                amis.push(ami);
+            }
+            for (ami, days) in [(&amis[0], 15), (&amis[1], 8)] {
+                let body = format!(r#"{{"deprecation_time": "{}"}}"#, days_ago(days));
+                standin.control("POST", &format!("/_standin/images/{ami}"), Some(&body));
+            }
+            ec2.disable_image().image_id(&amis[0]).send().await.unwrap();
+            let volume = ec2
+                .create_volume()
+                .size(1)
+                .availability_zone(format!("{REGION}a"))
+                .send()
+                .await
+                .unwrap();
+            let left = ec2
+                .create_snapshot()
+                .volume_id(volume.volume_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let left = left.snapshot_id().unwrap();
+            common::mark_managed(standin, REGION, &[left]).await;
+            ec2.create_tags()
+                .resources(left)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("Name")
+                        .value("os-r2-x86_64")
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let manifest = format!(
+                r#"
+release = "r5"
+source_region = "{REGION}"
+transport = "ebs-direct"
+name = "os-{{release}}-{{arch}}"
+
+[prune]
+keep = 1
+grace = "7d"
+
+[[image]]
+file = "{file}"
+arch = "x86_64"
+"#
+            );
+            let dir = Path::new(&file).parent().unwrap();
+            let path = common::write_file(dir, &format!("prune-{run}.toml"), &manifest);
+            let mut args = strings(&["release", "prune", "--apply", "-v"]);
+            args.push(path.display().to_string());
+            args
+        }
         other => panic!("no case {other}"),
     }
 }
@@ -677,6 +752,30 @@ async fn each_action_of_the_other_publisher_policies_is_needed() {
     for case in cases {
         sweep(&standin, case, &file).await;
     }
+}
+
+/// `release prune --apply` doing every stage at once (deprecate, disable, deregister with
+/// the snapshot, a leftover snapshot deleted) under `policy --for prune`.
+#[tokio::test]
+async fn each_action_of_the_prune_policy_is_needed() {
+    let (standin, _dir, file) = setup();
+    let case = Case {
+        name: "prune",
+        policy: strings(&["--for", "prune", "--regions", REGION]),
+        not_needed: vec![
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeRegions",
+                Without::Degrades,
+            ),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeSnapshots",
+                Without::Degrades,
+            ),
+        ],
+    };
+    sweep(&standin, case, &file).await;
 }
 
 /// The admin's own command under its printed policy (never a publisher's).

@@ -2132,3 +2132,141 @@ async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
         "not encrypted by default"
     );
 }
+
+/// A leaked `--for prune` credential: it retires only what imgpub made. The admin's AMI of
+/// the same name pattern cannot be deprecated, disabled, deregistered, marked as imgpub's or
+/// shared; nothing can be made or shared. `release prune --apply` with it retires the
+/// stream's old release and leaves the admin's AMI alone.
+#[tokio::test]
+async fn a_prune_credential_retires_only_what_imgpub_made() {
+    let standin = Standin::start();
+    let (theirs, their_snap) = common::api_image(&standin, REGION, "os-r0-x86_64", &[]).await;
+    let (old, old_snap) = common::api_image(&standin, REGION, "os-r1-x86_64", &[]).await;
+    let (new, new_snap) = common::api_image(&standin, REGION, "os-r2-x86_64", &[]).await;
+    common::mark_managed(&standin, REGION, &[&old, &old_snap, &new, &new_snap]).await;
+    for (ami, created) in [
+        (&old, "2026-01-01T00:00:00.000Z"),
+        (&new, "2026-02-01T00:00:00.000Z"),
+    ] {
+        let body = format!(r#"{{"creation_date": "{created}"}}"#);
+        standin.control("POST", &format!("/_standin/images/{ami}"), Some(&body));
+    }
+    let document = policy(&standin, &["--for", "prune", "--regions", REGION]);
+    let keys = user_with(&standin, "pruner", &document).await;
+    standin.enforce_iam();
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
+    macro_rules! refused {
+        ($call:expr, $what:expr) => {
+            let code = $call
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into_service_error().meta().code().map(str::to_owned));
+            assert_eq!(
+                code.unwrap_err().as_deref(),
+                Some("UnauthorizedOperation"),
+                $what
+            );
+        };
+    }
+    let at = aws_smithy_types::DateTime::from_secs(4_102_444_800); // 2100
+    refused!(
+        ec2.enable_image_deprecation()
+            .image_id(&theirs)
+            .deprecate_at(at),
+        "deprecate the admin's AMI"
+    );
+    refused!(ec2.disable_image().image_id(&theirs), "disable it");
+    refused!(ec2.deregister_image().image_id(&theirs), "deregister it");
+    refused!(
+        ec2.delete_snapshot().snapshot_id(&their_snap),
+        "delete its snapshot"
+    );
+    refused!(
+        ec2.create_tags().resources(&theirs).tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("imgpub:managed")
+                .value("true")
+                .build()
+        ),
+        "mark it as imgpub's"
+    );
+    refused!(
+        ec2.modify_image_attribute()
+            .image_id(&new)
+            .launch_permission(
+                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                    .add(
+                        aws_sdk_ec2::types::LaunchPermission::builder()
+                            .group(aws_sdk_ec2::types::PermissionGroup::All)
+                            .build()
+                    )
+                    .build()
+            ),
+        "make imgpub's own AMI public"
+    );
+    refused!(
+        ec2.copy_image()
+            .source_region(REGION)
+            .source_image_id(&new)
+            .name("copied"),
+        "copy an AMI"
+    );
+
+    let dir = TempDir::new();
+    let manifest = common::write_file(
+        dir.path(),
+        "prune.toml",
+        &format!(
+            r#"
+release = "r2"
+source_region = "{REGION}"
+transport = "ebs-direct"
+name = "os-{{release}}-{{arch}}"
+
+[[image]]
+file = "os.raw"
+arch = "x86_64"
+"#
+        ),
+    );
+    let retention = common::write_file(
+        dir.path(),
+        "retention.toml",
+        "[prune]\nkeep = 1\ngrace = \"7d\"\n",
+    );
+    let run = signed_by(standin.imgpub(), &keys)
+        .args(["release", "prune", "--apply"])
+        .arg_path("--policy", &retention)
+        .args([manifest.to_str().unwrap()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let acted: Vec<(String, String)> = common::json_lines(&run)
+        .iter()
+        .map(|l| {
+            (
+                l["ami"].as_str().unwrap().to_string(),
+                l["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acted,
+        [
+            (new.clone(), "keep".to_string()),
+            (old.clone(), "deprecate".to_string())
+        ]
+    );
+    let admin = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
+    let described = admin
+        .describe_images()
+        .image_ids(&theirs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.images()[0].deprecation_time(),
+        None,
+        "the admin's AMI"
+    );
+}

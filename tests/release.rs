@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{count, json_lines, launch_permissions, make_raw, tempdir::TempDir, Standin};
@@ -949,4 +950,298 @@ async fn copies_beyond_a_destinations_limit_wait_for_a_slot() {
         let verify = release(&standin, "verify", &manifest);
         assert_eq!(verify.code, 0, "{answer}: {}", verify.stderr);
     }
+}
+
+/// Release `release` of a stream published by EBS direct to the three regions, with a
+/// retention policy: keep 4, keep the barrier r03, keep what was launched within 30 days,
+/// a week between stages.
+fn weekly_manifest(dir: &Path, release: &str, seed: u64) -> PathBuf {
+    make_raw(dir, &format!("{release}-x86_64.raw"), 2, 1, seed);
+    make_raw(dir, &format!("{release}-arm64.raw"), 2, 1, seed + 100);
+    let text = format!(
+        r#"
+release = "{release}"
+source_region = "{SOURCE}"
+regions = ["{}", "{}"]
+transport = "ebs-direct"
+name = "os-{{release}}-{{arch}}"
+deprecate_in = "365d"
+
+[tags]
+stream = "stable"
+
+[prune]
+keep = 4
+barriers = ["r03"]
+keep_launched_within = "30d"
+grace = "7d"
+
+[[image]]
+file = "{release}-x86_64.raw"
+arch = "x86_64"
+
+[[image]]
+file = "{release}-arm64.raw"
+arch = "arm64"
+boot_mode = "uefi"
+"#,
+        TARGETS[0], TARGETS[1]
+    );
+    common::write_file(dir, &format!("{release}.toml"), &text)
+}
+
+/// An ISO 8601 time `days` before now, as DescribeImages shows times.
+fn days_ago(days: u64) -> String {
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
+/// Every AMI of the account in `region`, disabled ones too: name → (id, state, snapshots).
+async fn amis_in(
+    standin: &Standin,
+    region: &str,
+) -> BTreeMap<String, (String, String, Vec<String>)> {
+    let images = standin
+        .ec2(region)
+        .describe_images()
+        .owners("self")
+        .include_disabled(true)
+        .include_deprecated(true)
+        .send()
+        .await
+        .unwrap();
+    images
+        .images()
+        .iter()
+        .map(|i| {
+            let snapshots = i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| Some(m.ebs()?.snapshot_id()?.to_string()))
+                .collect();
+            (
+                i.name().unwrap().to_string(),
+                (
+                    i.image_id().unwrap().to_string(),
+                    i.state().unwrap().as_str().to_string(),
+                    snapshots,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The requests that change something, by name, seen since the last reset.
+fn changing(standin: &Standin) -> Vec<String> {
+    let counts = standin.counts();
+    let reads = ["Describe", "Get", "List", "Head", "SimulatePrincipalPolicy"];
+    counts
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| {
+            let action = k.split_once('.').map_or(k.as_str(), |(_, a)| a);
+            !reads.iter().any(|r| action.starts_with(r))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Twelve weekly releases, pruned stage by stage as the clock moves (the deprecation times
+/// set back through the stand-in): afterwards every region holds exactly the 4 newest, the
+/// barrier, the old release launched lately, and the AMI under deregistration protection;
+/// every other AMI was deprecated, then disabled, then deregistered with its snapshots, and
+/// no snapshot is left without an AMI. Without --apply nothing but reads is asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_keeps() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let regions = [SOURCE, TARGETS[0], TARGETS[1]];
+    let releases: Vec<String> = (1..=12).map(|n| format!("r{n:02}")).collect();
+    let mut last = PathBuf::new();
+    for (n, r) in releases.iter().enumerate() {
+        last = weekly_manifest(dir.path(), r, 40 + n as u64);
+        let applied = release(&standin, "apply", &last);
+        assert_eq!(applied.code, 0, "{r}: {}", applied.stderr);
+        // A week apart: release rNN was made (12 - NN) weeks ago.
+        for region in regions {
+            for (name, (id, ..)) in amis_in(&standin, region).await {
+                if name.starts_with(&format!("os-{r}-")) {
+                    let body = format!(
+                        r#"{{"creation_date": "{}"}}"#,
+                        days_ago(7 * (11 - n as u64) + 1)
+                    );
+                    standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
+                }
+            }
+        }
+    }
+    // r05's x86_64 AMI was launched 10 days ago in one region; r02's arm64 AMI in another is
+    // under deregistration protection.
+    let launched = amis_in(&standin, TARGETS[0]).await["os-r05-x86_64"]
+        .0
+        .clone();
+    let body = format!(r#"{{"last_launched_time": "{}"}}"#, days_ago(10));
+    standin.control("POST", &format!("/_standin/images/{launched}"), Some(&body));
+    let protected = amis_in(&standin, TARGETS[1]).await["os-r02-arm64"]
+        .0
+        .clone();
+    standin
+        .ec2(TARGETS[1])
+        .enable_image_deregistration_protection()
+        .image_id(&protected)
+        .send()
+        .await
+        .unwrap();
+
+    let kept_everywhere: Vec<String> = ["r03", "r09", "r10", "r11", "r12"]
+        .iter()
+        .flat_map(|r| [format!("os-{r}-arm64"), format!("os-{r}-x86_64")])
+        .chain(["os-r05-x86_64".to_string()])
+        .collect();
+    let removed = |region: &str| -> usize {
+        let protected = usize::from(region == TARGETS[1]);
+        24 - kept_everywhere.len() - protected
+    };
+    let prune = |apply: bool| {
+        let mut cmd = standin.imgpub().args(["release", "prune"]).arg(&last);
+        if apply {
+            cmd = cmd.args(["--apply"]);
+        }
+        cmd.run()
+    };
+    let actions = |run: &common::Run, action: &str| -> usize {
+        json_lines(run)
+            .iter()
+            .filter(|l| l["action"] == action)
+            .count()
+    };
+    let total_removed: usize = regions.iter().map(|r| removed(r)).sum();
+
+    // Without --apply: the plan, and only reads.
+    standin.reset_requests();
+    let plan = prune(false);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(
+        actions(&plan, "deprecate"),
+        total_removed,
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "the plan changed something"
+    );
+    assert!(plan.summary().contains("--apply"), "{}", plan.summary());
+
+    // Stage 1: deprecate; a rerun right after finds nothing due.
+    let run = prune(true);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(actions(&run, "deprecate"), total_removed, "{}", run.stdout);
+    standin.reset_requests();
+    let again = prune(true);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(actions(&again, "wait"), total_removed, "{}", again.stdout);
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "a rerun within the grace"
+    );
+
+    // A week and a day later, stage 2: disable.
+    let move_clock = |days: u64| {
+        let body = format!(r#"{{"deprecation_time": "{}"}}"#, days_ago(days));
+        for line in json_lines(&run) {
+            if line["action"] == "deprecate" {
+                let id = line["ami"].as_str().unwrap();
+                standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
+            }
+        }
+    };
+    move_clock(8);
+    let run2 = prune(true);
+    assert_eq!(run2.code, 0, "{}", run2.stderr);
+    assert_eq!(actions(&run2, "disable"), total_removed, "{}", run2.stdout);
+    for region in regions {
+        let disabled = amis_in(&standin, region)
+            .await
+            .values()
+            .filter(|(_, state, _)| state == "disabled")
+            .count();
+        assert_eq!(disabled, removed(region), "{region}");
+    }
+
+    // Another week: stage 3, deregister with the snapshots.
+    move_clock(15);
+    // One AMI deregistered by hand, its snapshot left (as a prune stopped midway leaves it).
+    let (by_hand, _, left) = amis_in(&standin, SOURCE).await["os-r01-x86_64"].clone();
+    standin
+        .ec2(SOURCE)
+        .deregister_image()
+        .image_id(&by_hand)
+        .send()
+        .await
+        .unwrap();
+
+    let run3 = prune(true);
+    assert_eq!(run3.code, 0, "{}", run3.stderr);
+    assert_eq!(
+        actions(&run3, "deregister"),
+        total_removed - 1,
+        "{}",
+        run3.stdout
+    );
+    assert_eq!(actions(&run3, "delete-snapshot"), 1, "{}", run3.stdout);
+    assert!(run3.stdout.contains(&left[0]), "{}", run3.stdout);
+
+    for region in regions {
+        let now = amis_in(&standin, region).await;
+        let mut names: Vec<&String> = now.keys().collect();
+        names.sort();
+        let mut expected: Vec<String> = kept_everywhere.clone();
+        if region == TARGETS[1] {
+            expected.push("os-r02-arm64".into());
+        }
+        expected.sort();
+        assert_eq!(names, expected.iter().collect::<Vec<_>>(), "{region}");
+        assert!(
+            now.values().all(|(_, state, _)| state == "available"),
+            "{region}: {now:?}"
+        );
+        let mapped: Vec<&String> = now.values().flat_map(|(.., s)| s).collect();
+        let snapshots = standin
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        let unmapped: Vec<&str> = snapshots
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id())
+            .filter(|s| !mapped.iter().any(|m| m.as_str() == *s))
+            .collect();
+        assert_eq!(
+            unmapped,
+            Vec::<&str>::new(),
+            "{region}: snapshots without an AMI"
+        );
+    }
+    // The protected AMI stayed as it was: never deprecated by prune.
+    let described = standin
+        .ec2(TARGETS[1])
+        .describe_images()
+        .image_ids(&protected)
+        .send()
+        .await
+        .unwrap();
+    let deprecation = described.images()[0]
+        .deprecation_time()
+        .unwrap_or_default()
+        .to_string();
+    assert!(deprecation.as_str() > days_ago(0).as_str(), "{deprecation}");
 }

@@ -709,6 +709,106 @@ pub(crate) async fn deregister_image(
     })
 }
 
+/// Disables `image_id`: hidden from DescribeImages, not launchable, private; EnableImage
+/// brings it back (but not its sharing).
+pub(crate) async fn disable_image(ec2: &Client, image_id: &str) -> Result<()> {
+    ec2.disable_image()
+        .image_id(image_id)
+        .send()
+        .await
+        .map_err(|e| aws(Op::Ec2DisableImage, format!("disabling AMI {image_id}"), e))?;
+    tracing::info!("disabled AMI {image_id}");
+    Ok(())
+}
+
+/// This account's AMIs named by any of `patterns` (EC2's `*` wildcards) and tagged with
+/// imgpub's tag, deprecated and disabled ones included.
+pub(crate) async fn images_named_like(
+    ec2: &Client,
+    region: &str,
+    patterns: &[String],
+) -> Result<Vec<aws_sdk_ec2::types::Image>> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .include_deprecated(true)
+        .include_disabled(true)
+        .filters(
+            Filter::builder()
+                .name("name")
+                .set_values(Some(patterns.to_vec()))
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::MANAGED_KEY))
+                .values(tags::MANAGED_VALUE)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!(
+                    "listing the AMIs named {} in {region}",
+                    patterns.join(" or ")
+                ),
+                e,
+            )
+        })?;
+    Ok(out.images().to_vec())
+}
+
+/// This account's completed snapshots whose Name tag matches any of `patterns` and that
+/// carry imgpub's tag: each id, Name and start time.
+pub(crate) async fn snapshots_named_like(
+    ec2: &Client,
+    region: &str,
+    patterns: &[String],
+) -> Result<Vec<(String, String, Option<DateTime>)>> {
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name("tag:Name")
+                .set_values(Some(patterns.to_vec()))
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::MANAGED_KEY))
+                .values(tags::MANAGED_VALUE)
+                .build(),
+        )
+        .filters(Filter::builder().name("status").values("completed").build())
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!(
+                    "listing the snapshots named {} in {region}",
+                    patterns.join(" or ")
+                ),
+                e,
+            )
+        })?;
+    Ok(out
+        .snapshots()
+        .iter()
+        .filter_map(|s| {
+            let name = s.tags().iter().find(|t| t.key() == Some("Name"))?.value()?;
+            Some((
+                s.snapshot_id()?.to_string(),
+                name.to_string(),
+                s.start_time().copied(),
+            ))
+        })
+        .collect())
+}
+
 /// The AMIs of this account that map `snapshot` (DescribeImages filter
 /// `block-device-mapping.snapshot-id`).
 pub(crate) async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {

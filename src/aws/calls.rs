@@ -64,6 +64,7 @@ ops! {
     Ec2RegisterImage,
     Ec2DeregisterImage,
     Ec2EnableImageDeprecation,
+    Ec2DisableImage,
     Ec2GetImageBlockPublicAccessState,
     Ec2GetSnapshotBlockPublicAccessState,
     Ec2GetEbsEncryptionByDefault,
@@ -617,6 +618,19 @@ impl Op {
                         "ec2:EnableImageDeprecation",
                         R::Image,
                         "deprecate the AMI (--deprecate-in/--deprecate-at; copies keep it)",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2DisableImage => (
+                Ec2,
+                "DisableImage",
+                "disable_image",
+                &const {
+                    [need(
+                        "ec2:DisableImage",
+                        R::Image,
+                        "disable an AMI a release prune retires (hidden, not launchable, restorable)",
                     )
                     .on_ours()]
                 },

@@ -241,6 +241,7 @@ async fn dry_run(ctx: &AwsContext, call: &Call) -> DryRun {
             .resources(id)
             .tags(Tag::builder().key("imgpub-preflight").value("").build())),
         (Op::Ec2DeregisterImage, Some(id), _) => ask!(ec2.deregister_image().image_id(id)),
+        (Op::Ec2DisableImage, Some(id), _) => ask!(ec2.disable_image().image_id(id)),
         (Op::Ec2DeleteSnapshot, _, Some(id)) => ask!(ec2.delete_snapshot().snapshot_id(id)),
         (Op::Ec2DescribeInstances, ..) => ask!(ec2.describe_instances()),
         (Op::Ec2TerminateInstances, ..) => {

@@ -138,6 +138,7 @@ const UPLOAD_ONLY: &[&str] = &[
     "blocks_in_flight",
     "send_zero_blocks",
     "parent",
+    "block_maps",
     "import_timeout",
 ];
 
@@ -265,6 +266,27 @@ pub enum ReleaseSubcommand {
         after_help = "Example:\n  imgpub release promote release.toml --from latest --to stable"
     )]
     Promote(PromoteArgs),
+    /// Retire the releases of the manifest's stream that its retention policy ([prune])
+    /// does not keep, one stage per run: deprecate, then disable, then deregister with the
+    /// snapshots, each after the grace period. Prints what each AMI is due for and changes
+    /// nothing without --apply.
+    #[command(
+        after_help = "Example:\n  imgpub release prune release.toml            # the plan\n  imgpub release prune release.toml --apply    # do what is due"
+    )]
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The release manifest (TOML; docs/release.md documents every key).
+    #[arg(value_name = "MANIFEST", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: PathBuf,
+    /// A retention policy file (a [prune] table) instead of the manifest's own.
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub policy: Option<PathBuf>,
+    /// Do the stages that are due; without it nothing is changed.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +332,16 @@ impl ReleaseSubcommand {
                     from: p.from,
                     to: p.to,
                 }),
+                ReleaseArgs {
+                    manifest: p.manifest,
+                    record: None,
+                },
+            ),
+            ReleaseSubcommand::Prune(p) => (
+                ReleaseStep::Prune {
+                    apply: p.apply,
+                    policy: p.policy,
+                },
                 ReleaseArgs {
                     manifest: p.manifest,
                     record: None,

@@ -25,6 +25,8 @@ pub enum For {
     EnsurePublic,
     /// `gc`.
     Gc,
+    /// `release prune`.
+    Prune,
     Initialize,
     /// `upload-object`.
     Object,

@@ -763,6 +763,8 @@ class CopiedAmi(RegisteredAmi):
     def state(self) -> str:
         if time.monotonic() < getattr(self, "ready_at", 0):
             return "pending"
+        if getattr(self, "set_state", None):  # DisableImage, EnableImage: as any AMI
+            return self.set_state
         if getattr(self, "fail", False):
             self.state_reason = {"Code": "Client.CopyImageFailed",
                                  "Message": "The copy failed (stand-in: region set to fail)"}
@@ -770,8 +772,11 @@ class CopiedAmi(RegisteredAmi):
         return "available"
 
     @state.setter
-    def state(self, value: str) -> None:  # Ami.__init__ assigns it; the clock decides
-        pass
+    def state(self, value: str) -> None:
+        # Ami.__init__ assigns it, and the clock decides until the copy ends; what is set
+        # after (DisableImage) holds as for any other AMI.
+        if hasattr(self, "ready_at"):
+            self.set_state = value
 
 
 _original_copy_image = EC2Response.copy_image
@@ -1834,8 +1839,12 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                      f"arn:{partition}:ec2:{region}:{account}:instance/{iid}",
                      {**ctx, **_resource_tags(account, region, iid)})
                     for iid in _form_list(form, "InstanceId")] or [("ec2:TerminateInstances", "*", ctx)]
+        # Each on its image (Service Authorization Reference, Amazon EC2: resource type
+        # image* for every one of them; the reference check below holds it to AWS's data).
         by_image = {"ModifyImageAttribute", "DescribeImageAttribute", "DeregisterImage",
-                    "EnableImageDeprecation", "DisableImageDeprecation"}
+                    "EnableImageDeprecation", "DisableImageDeprecation", "DisableImage",
+                    "EnableImage", "EnableImageDeregistrationProtection",
+                    "DisableImageDeregistrationProtection"}
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
         if action in by_image:
             image = first("ImageId")

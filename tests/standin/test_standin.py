@@ -2122,3 +2122,41 @@ def test_last_launched_time_reads_back_as_set(account):
     assert attr["LastLaunchedTime"]["Value"] == "2026-11-30T10:00:00Z"
     shown = ec2.describe_images(ImageIds=[image])["Images"][0]
     assert shown["LastLaunchedTime"] == "2026-11-30T10:00:00Z"
+
+
+def test_a_copied_ami_is_disabled_as_any_other(account):
+    """DisableImage: "Sets the AMI state to disabled" (EC2 API Reference) holds for every
+    AMI the account owns, copies included; EnableImage makes it available again."""
+    source, _ = admin_image(account, "copy-to-disable")
+    ec2 = client(account, "ec2", "eu-west-1")
+    copied = ec2.copy_image(Name="copy-to-disable", SourceImageId=source,
+                            SourceRegion="us-east-1")["ImageId"]
+    ec2.get_waiter("image_available").wait(ImageIds=[copied],
+                                          WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ec2.disable_image(ImageId=copied)
+    shown = ec2.describe_images(ImageIds=[copied], IncludeDisabled=True)["Images"]
+    assert [i["State"] for i in shown] == ["disabled"]
+    ec2.enable_image(ImageId=copied)
+    assert [i["State"] for i in ec2.describe_images(ImageIds=[copied])["Images"]] == ["available"]
+
+
+def test_disable_image_is_authorized_on_the_image(enforcing):
+    """Service Authorization Reference, Amazon EC2: DisableImage (and EnableImage, and the
+    deregistration protection actions) act on resource type image*, with its
+    aws:ResourceTag keys: a policy scoped to one tagged image allows it there only."""
+    mine, _ = admin_image(enforcing, "disable-mine")
+    other, _ = admin_image(enforcing, "disable-other")
+    ec2 = client(enforcing, "ec2")
+    ec2.create_tags(Resources=[mine], Tags=[{"Key": "imgpub:managed", "Value": "true"}])
+    as_user, _ = user_with_policy(enforcing, "disabler", [
+        {"Effect": "Allow", "Action": "ec2:DisableImage",
+         "Resource": "arn:aws:ec2:us-east-1::image/*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/imgpub:managed": "true"}}},
+    ])
+    with pytest.raises(ClientError) as err:
+        as_user("ec2", "us-east-1").disable_image(ImageId=other)
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert f"image/{other}" in err.value.response["Error"]["Message"]
+    as_user("ec2", "us-east-1").disable_image(ImageId=mine)
+    shown = ec2.describe_images(ImageIds=[mine], IncludeDisabled=True)["Images"]
+    assert [i["State"] for i in shown] == ["disabled"]

@@ -47,6 +47,25 @@ pub(crate) struct Manifest {
     pub copy_concurrency: usize,
     pub import_timeout: Duration,
     pub copy_timeout: Duration,
+    /// `name` as written, `{release}` and `{arch}` unfilled: how `prune` knows the AMIs of
+    /// every release of this stream.
+    pub name_template: String,
+    /// `[prune]`: which releases `release prune` keeps.
+    pub prune: Option<Retention>,
+}
+
+/// `[prune]`: the releases of this stream to keep; the others are removed in stages
+/// (deprecate, disable, deregister), `grace` apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retention {
+    /// The newest releases kept, per architecture.
+    pub keep: usize,
+    /// Release names (`*` and `?` wildcards) kept always.
+    pub barriers: Vec<String>,
+    /// An AMI of a release launched within this long keeps the release's image.
+    pub keep_launched_within: Option<Duration>,
+    /// The time between one stage and the next.
+    pub grace: Duration,
 }
 
 /// Where the release is published besides its source region.
@@ -101,6 +120,24 @@ struct Raw {
     copy_timeout: Option<String>,
     #[serde(rename = "image")]
     images: Vec<RawImage>,
+    prune: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep: usize,
+    #[serde(default)]
+    barriers: Vec<String>,
+    keep_launched_within: Option<String>,
+    grace: String,
+}
+
+/// A retention policy file of its own (`release prune --policy FILE`): a `[prune]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    prune: RawRetention,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +400,10 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             )));
         }
     }
+    let prune = raw
+        .prune
+        .map(|p| retention(p).map_err(|why| bad(format!("[prune] {why}"))))
+        .transpose()?;
     Ok(Manifest {
         path: path.to_path_buf(),
         release: raw.release,
@@ -386,6 +427,52 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             .max(1),
         import_timeout: duration("import_timeout", &raw.import_timeout, HOURS_2)?,
         copy_timeout: duration("copy_timeout", &raw.copy_timeout, HOURS_2)?,
+        name_template: raw.name,
+        prune,
+    })
+}
+
+/// Reads a retention policy file: a `[prune]` table, as a manifest's.
+pub(crate) fn read_retention(path: &Path) -> Result<Retention> {
+    let here = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot read the retention policy {here}: {e}; docs/lifecycle.md shows one"
+        ))
+    })?;
+    let raw: RetentionFile = toml::from_str(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "retention policy {here}: {}",
+            e.to_string().trim_end()
+        ))
+    })?;
+    retention(raw.prune)
+        .map_err(|why| Error::Invalid(format!("retention policy {here}: [prune] {why}")))
+}
+
+/// `[prune]`, checked.
+fn retention(raw: RawRetention) -> std::result::Result<Retention, String> {
+    if raw.keep == 0 {
+        return Err(
+            "`keep = 0` would remove every release, the newest too; keep at least 1".into(),
+        );
+    }
+    for pattern in &raw.barriers {
+        if pattern.trim().is_empty() {
+            return Err("a barrier pattern is empty; name releases, e.g. \"*.0.0\"".into());
+        }
+    }
+    let grace = parse_duration(&raw.grace).map_err(|e| format!("`grace`: {e}"))?;
+    let keep_launched_within = raw
+        .keep_launched_within
+        .as_deref()
+        .map(|d| parse_duration(d).map_err(|e| format!("`keep_launched_within`: {e}")))
+        .transpose()?;
+    Ok(Retention {
+        keep: raw.keep,
+        barriers: raw.barriers,
+        keep_launched_within,
+        grace,
     })
 }
 

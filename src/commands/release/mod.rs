@@ -5,7 +5,8 @@
 //! each is ready), and verified by reading every claim back. Both apply and verify write a
 //! [`record`]. AWS is the journal: every step finds what an earlier run made by name, so a
 //! rerun after a kill or a failed region continues where it stopped. [`promote`] moves a
-//! channel's SSM parameters to the release.
+//! channel's SSM parameters to the release. [`prune`] retires the stream's old releases in
+//! stages, as its retention policy says.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use crate::error::Result;
 
 pub(crate) mod manifest;
 mod promote;
+pub(crate) mod prune;
 mod publish;
 pub(crate) mod record;
 mod verify;
@@ -34,6 +36,13 @@ pub enum ReleaseStep {
     Verify,
     /// Point one channel's parameters at the release, as another channel does.
     Promote(Promotion),
+    /// Retire the stream's releases the retention policy does not keep, a stage per run;
+    /// without `apply`, only say what is due.
+    Prune {
+        apply: bool,
+        /// A retention policy file (`[prune]`) instead of the manifest's own.
+        policy: Option<PathBuf>,
+    },
 }
 
 /// `imgpub release STEP MANIFEST`.
@@ -60,6 +69,7 @@ pub(crate) enum Plan {
     Publish(publish::Plan),
     Verify(verify::Plan),
     Promote(promote::Plan),
+    Prune(prune::Plan),
 }
 
 impl Command for ReleaseOptions {
@@ -69,12 +79,21 @@ impl Command for ReleaseOptions {
 
     /// The manifest, and for plan and apply each image as `upload` reads it.
     fn validate(&self) -> Result<Self::Local> {
-        let manifest = manifest::read(&self.manifest)?;
+        let mut manifest = manifest::read(&self.manifest)?;
         if let ReleaseStep::Promote(p) = &self.step {
             promote::validate(&manifest, p)?;
         }
+        if let ReleaseStep::Prune {
+            policy: Some(path), ..
+        } = &self.step
+        {
+            manifest.prune = Some(manifest::read_retention(path)?);
+        }
+        if let ReleaseStep::Prune { .. } = &self.step {
+            prune::validate(&manifest)?;
+        }
         let locals = match self.step {
-            ReleaseStep::Verify | ReleaseStep::Promote(_) => vec![],
+            ReleaseStep::Verify | ReleaseStep::Promote(_) | ReleaseStep::Prune { .. } => vec![],
             ReleaseStep::Plan | ReleaseStep::Apply => manifest
                 .images
                 .iter()
@@ -102,6 +121,10 @@ impl Command for ReleaseOptions {
         Ok(match &self.step {
             ReleaseStep::Verify => Plan::Verify(verify::plan(a, manifest).await?),
             ReleaseStep::Promote(p) => Plan::Promote(promote::plan(a, manifest, p.clone()).await?),
+            ReleaseStep::Prune { apply, .. } => {
+                let retention = prune::validate(&manifest)?;
+                Plan::Prune(prune::plan(a, manifest, retention, *apply).await?)
+            }
             ReleaseStep::Plan | ReleaseStep::Apply => {
                 let plan = publish::plan(a, manifest, locals).await?;
                 // Apply stops here when the release cannot complete; plan prints it first.
@@ -118,6 +141,7 @@ impl Command for ReleaseOptions {
             Plan::Publish(plan) => publish::check(plan),
             Plan::Verify(_) => vec![],
             Plan::Promote(plan) => promote::check(plan),
+            Plan::Prune(plan) => prune::check(plan),
         }
     }
 
@@ -126,12 +150,14 @@ impl Command for ReleaseOptions {
             Plan::Publish(plan) => Some(publish::policy_line(plan, calls)),
             Plan::Verify(_) => None,
             Plan::Promote(plan) => Some(promote::policy_line(plan)),
+            Plan::Prune(plan) => Some(prune::policy_line(plan)),
         }
     }
 
     fn describe(&self, _: &Account, plan: &Plan, calls: &[Call]) -> Vec<String> {
         match plan {
             Plan::Promote(plan) => promote::describe(plan),
+            Plan::Prune(plan) => prune::describe(plan),
             // Apply's dry run is `release plan`; here, the calls named.
             _ => crate::commands::driver::calls_in_words(calls),
         }
@@ -141,6 +167,7 @@ impl Command for ReleaseOptions {
         match (&self.step, plan) {
             (ReleaseStep::Plan, Plan::Publish(plan)) => publish::show(plan, emit),
             (_, Plan::Promote(plan)) => promote::apply(a, plan, emit).await,
+            (_, Plan::Prune(plan)) => prune::apply(a, plan, emit).await,
             (_, Plan::Publish(plan)) => {
                 let path = self.record_path(&plan.manifest);
                 publish::apply(a, plan, &path, emit).await
