@@ -63,7 +63,7 @@ async fn run(flags: AwsFlags, work: Work) -> Result<()> {
     let f = &flags;
     let command = match work {
         Work::Aws(command) => *command,
-        Work::Release(step) => return drive(f, step.dry_run(), step.options()).await,
+        Work::Release(step) => return drive(f, step.dry_run(), step.task()).await,
     };
     match command {
         Aws::Initialize(a) => drive(f, a.dry_run, InitializeOptions::from(&a)).await,

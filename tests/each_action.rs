@@ -293,6 +293,37 @@ arch = "x86_64"
             args.push(path.display().to_string());
             args
         }
+        "watch" => {
+            // A public release's AMI that went private (--fix makes it public again), and
+            // its parameter.
+            let (ami, snap) = common::api_image(standin, REGION, &name, &[]).await;
+            common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+            let ssm = aws_sdk_ssm::Client::new(&standin.sdk(REGION));
+            ssm.put_parameter()
+                .name("/os/latest")
+                .value(&ami)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send()
+                .await
+                .unwrap();
+            let record = json!({
+                "release": name, "account": ACCOUNT, "partition": "aws",
+                "source_region": REGION, "public": true,
+                "images": [{
+                    "name": name, "arch": "x86_64",
+                    "regions": {REGION: {"ami": ami, "snapshot": snap}},
+                    "missing": [],
+                    "parameters": [{"region": REGION, "parameter": "/os/latest", "ami": ami}],
+                    "amis": [],
+                }],
+                "allowed_amis": {"ImageCriteria": []},
+            });
+            let dir = Path::new(&file).parent().unwrap();
+            let path = common::write_file(dir, &format!("watch-{run}.json"), &record.to_string());
+            let mut args = strings(&["release", "watch", "--fix", "-v"]);
+            args.push(path.display().to_string());
+            args
+        }
         other => panic!("no case {other}"),
     }
 }
@@ -752,6 +783,38 @@ async fn each_action_of_the_other_publisher_policies_is_needed() {
     for case in cases {
         sweep(&standin, case, &file).await;
     }
+}
+
+/// `release watch --fix` over a public release whose AMI went private, with a parameter,
+/// under `policy --for watch --public --ssm-prefix`.
+#[tokio::test]
+async fn each_action_of_the_watch_policy_is_needed() {
+    let (standin, _dir, file) = setup();
+    let case = Case {
+        name: "watch",
+        policy: strings(&[
+            "--for",
+            "watch",
+            "--public",
+            "--ssm-prefix",
+            "/os/",
+            "--regions",
+            REGION,
+        ]),
+        not_needed: vec![
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeRegions",
+                Without::Unused("a record of a release to every region"),
+            ),
+            (
+                "ReadOnlyOrUnscopable",
+                "servicequotas:GetServiceQuota",
+                Without::Degrades,
+            ),
+        ],
+    };
+    sweep(&standin, case, &file).await;
 }
 
 /// `release prune --apply` doing every stage at once (deprecate, disable, deregister with

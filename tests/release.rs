@@ -1245,3 +1245,144 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
         .to_string();
     assert!(deprecation.as_str() > days_ago(0).as_str(), "{deprecation}");
 }
+
+/// `release watch` over a release to every region: each drift made by hand (made private,
+/// the parameter moved, a copy deregistered, a region enabled since, a deprecation five days
+/// off) is named in one run, exit 1; `--fix` makes the private one public again, and the
+/// watch reads only until then.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_names_each_drift_and_fix_makes_the_private_one_public() {
+    let standin = Standin::initialized();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.5}"#));
+    let dir = TempDir::new();
+    let manifest = manifest(dir.path(), &[], &[]);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("regions = []", "regions = \"all\"");
+    std::fs::write(&manifest, text).unwrap();
+    let record = published(&standin, &manifest).await;
+    let path = dir.path().join("1.0.record.json");
+    let watch = |fix: bool| {
+        let mut cmd = standin.imgpub().args(["release", "watch"]).arg(&path);
+        if fix {
+            cmd = cmd.args(["--fix"]);
+        }
+        cmd.run()
+    };
+    standin.reset_requests();
+    let clean = watch(false);
+    assert_eq!(clean.code, 0, "{}", clean.stderr);
+    assert!(clean.summary().contains("no drift"), "{}", clean.summary());
+    assert_eq!(changing(&standin), Vec::<String>::new());
+
+    let x86 = record["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "os-1.0-x86_64")
+        .unwrap();
+    let ami_in = |region: &str| x86["regions"][region]["ami"].as_str().unwrap().to_string();
+    // Made private in eu-west-1.
+    let private = ami_in("eu-west-1");
+    standin
+        .ec2("eu-west-1")
+        .modify_image_attribute()
+        .image_id(&private)
+        .launch_permission(
+            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                .remove(
+                    aws_sdk_ec2::types::LaunchPermission::builder()
+                        .group(aws_sdk_ec2::types::PermissionGroup::All)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The parameter in us-west-2 moved to another AMI.
+    let ssm = aws_sdk_ssm::Client::new(&standin.sdk("us-west-2"));
+    ssm.put_parameter()
+        .name("/os/stable/x86_64/latest")
+        .value(ami_in("eu-west-2"))
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // The copy in ap-south-1 deregistered.
+    let deleted = ami_in("ap-south-1");
+    standin
+        .ec2("ap-south-1")
+        .deregister_image()
+        .image_id(&deleted)
+        .send()
+        .await
+        .unwrap();
+    // Deprecated five days from now in ca-central-1.
+    let soon = ami_in("ca-central-1");
+    let in_five_days = std::time::SystemTime::now() + std::time::Duration::from_secs(5 * 86_400);
+    let at = aws_smithy_types::DateTime::from(in_five_days)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let body = format!(r#"{{"deprecation_time": "{at}"}}"#);
+    standin.control("POST", &format!("/_standin/images/{soon}"), Some(&body));
+    // An opt-in region enabled since the release.
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"opted_in_regions": ["me-south-1"]}"#),
+    );
+
+    standin.reset_requests();
+    let drifted = watch(false);
+    assert_eq!(drifted.code, 1, "{}", drifted.stderr);
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "watch changed something"
+    );
+    let found: Vec<(String, String, String)> = json_lines(&drifted)
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            (s("drift"), s("region"), s("image"))
+        })
+        .collect();
+    let x = "os-1.0-x86_64".to_string();
+    for expected in [
+        ("private".to_string(), "eu-west-1".to_string(), x.clone()),
+        ("parameter".into(), "us-west-2".into(), String::new()),
+        ("deleted".into(), "ap-south-1".into(), x.clone()),
+        ("deprecation-soon".into(), "ca-central-1".into(), x.clone()),
+        ("missing-region".into(), "me-south-1".into(), x.clone()),
+        (
+            "missing-region".into(),
+            "me-south-1".into(),
+            "os-1.0-arm64".into(),
+        ),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+    }
+    assert_eq!(found.len(), 6, "{found:?}");
+    let error = drifted.error_line();
+    assert!(
+        error.contains("eu-west-1") && error.contains("me-south-1"),
+        "{error}"
+    );
+
+    let fixed = watch(true);
+    assert_eq!(fixed.code, 1, "{}", fixed.stderr);
+    let line = json_lines(&fixed)
+        .into_iter()
+        .find(|l| l["drift"] == "private")
+        .unwrap();
+    assert_eq!(line["fixed"], true, "{line}");
+    let launch = launch_permissions(&standin.ec2("eu-west-1"), &private).await;
+    assert_eq!(launch, ["group:all", "user:111122223333"], "{launch:?}");
+    let again = watch(false);
+    assert!(
+        !json_lines(&again).iter().any(|l| l["drift"] == "private"),
+        "{}",
+        again.stdout
+    );
+}

@@ -40,7 +40,7 @@ pub(crate) struct Source {
 }
 
 /// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct Copied {
     pub ami: String,
     pub snapshot: String,

@@ -96,7 +96,7 @@ pub(crate) fn selection(tags: &[String], ami: Option<&str>) -> Result<Selection>
     }
 }
 
-async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
+pub(crate) async fn snapshot_is_public(ec2: &Client, snapshot: &str) -> Result<bool> {
     let out = ec2
         .describe_snapshot_attribute()
         .snapshot_id(snapshot)

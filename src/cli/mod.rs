@@ -33,7 +33,7 @@ use imgpub::{Collect, GcOptions};
 use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
 use imgpub::{For, PolicyOptions, PrintPolicy};
 use imgpub::{GrantOptions, Permissions};
-use imgpub::{Promotion, ReleaseOptions, ReleaseStep};
+use imgpub::{Promotion, ReleaseOptions, ReleaseStep, Task, WatchOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -274,6 +274,27 @@ pub enum ReleaseSubcommand {
         after_help = "Example:\n  imgpub release prune release.toml            # the plan\n  imgpub release prune release.toml --apply    # do what is due"
     )]
     Prune(PruneArgs),
+    /// Check live releases against their records, for cron or CI (read-only; exit 1 on
+    /// drift): AMIs or snapshots deleted or disabled, public ones gone private, deprecation
+    /// passed or near, SSM parameters moved, regions enabled since where a release to "all"
+    /// is missing, quota headroom for the next release. --fix makes the private ones public.
+    #[command(
+        after_help = "Example:\n  imgpub release watch out/42.0.record.json out/41.0.record.json --fix"
+    )]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Release records (JSON, as `release apply` and `release verify` write them).
+    #[arg(value_name = "RECORD", required = true, value_hint = clap::ValueHint::FilePath)]
+    pub records: Vec<PathBuf>,
+    /// Make public AMIs (and their snapshots) that went private public again.
+    #[arg(long)]
+    pub fix: bool,
+    /// Report a deprecation time this close (e.g. 14d, 72h).
+    #[arg(long, default_value = "14d", value_parser = parse_duration, value_name = "DURATION")]
+    pub warn_within: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -322,8 +343,17 @@ impl ReleaseSubcommand {
         matches!(self, ReleaseSubcommand::Promote(p) if p.dry_run)
     }
 
-    pub fn options(self) -> ReleaseOptions {
+    /// The step as the driver runs it.
+    pub fn task(self) -> Task {
         let (step, a) = match self {
+            ReleaseSubcommand::Watch(w) => {
+                return WatchOptions {
+                    records: w.records,
+                    fix: w.fix,
+                    warn_within: w.warn_within,
+                }
+                .into()
+            }
             ReleaseSubcommand::Plan(a) => (ReleaseStep::Plan, a),
             ReleaseSubcommand::Apply(a) => (ReleaseStep::Apply, a),
             ReleaseSubcommand::Verify(a) => (ReleaseStep::Verify, a),
@@ -353,6 +383,7 @@ impl ReleaseSubcommand {
             manifest: a.manifest,
             record: a.record,
         }
+        .into()
     }
 }
 

@@ -81,8 +81,13 @@ pub(crate) async fn plan(ctx: &AwsContext, opts: &EnsurePublicOptions) -> Result
 
 /// The calls [`apply`] will make.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
+    calls(&plan.found)
+}
+
+/// The calls that make `found` public (`release watch --fix` makes them too).
+pub(crate) fn calls<'a>(found: impl IntoIterator<Item = &'a MadePublic>) -> Vec<Call> {
     let mut calls = vec![];
-    for image in &plan.found {
+    for image in found {
         if image.fixed.contains(&NotPublic::Image) {
             let id = Resource::Image(Some(image.image.clone()));
             calls.push(Call::new(

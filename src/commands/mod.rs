@@ -140,4 +140,6 @@ tasks! {
     CreatePublisher(create_publisher::PublisherOptions),
     /// `release plan`, `release apply` and `release verify`.
     Release(release::ReleaseOptions),
+    /// `release watch`.
+    Watch(release::WatchOptions),
 }

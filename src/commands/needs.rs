@@ -27,6 +27,8 @@ pub enum For {
     Gc,
     /// `release prune`.
     Prune,
+    /// `release watch`.
+    Watch,
     Initialize,
     /// `upload-object`.
     Object,

@@ -95,6 +95,7 @@ pub(crate) fn ops(command: For, via: upload::Via) -> &'static [Op] {
         For::EnsurePublic => ensure_public::MAY_CALL,
         For::Gc => gc::MAY_CALL,
         For::Prune => crate::commands::release::prune::MAY_CALL,
+        For::Watch => crate::commands::release::watch::MAY_CALL,
         For::Initialize => initialize::MAY_CALL,
         For::Object => upload_object::MAY_CALL,
         For::ListRegions => list_regions::MAY_CALL,
@@ -422,9 +423,14 @@ pub fn build(scope: &Scope) -> Policy {
                     | Op::Ec2GetEbsEncryptionByDefault
                     | Op::ServiceQuotasGetServiceQuota
             );
-            let publishes = matches!(command, For::Upload | For::Copy);
+            // `release watch` shares only with `--fix` (its policy line says --public then),
+            // and reads parameters only under a prefix.
+            let publishes = matches!(command, For::Upload | For::Copy | For::Watch);
+            let unscoped_read =
+                *command == For::Watch && *op == Op::SsmGetParameter && scope.ssm_prefix.is_none();
             if (publishes && sharing_op && !shares)
                 || (publishes || *command == For::Grant) && public_read && !scope.public
+                || unscoped_read
             {
                 continue;
             }
@@ -1066,6 +1072,7 @@ mod tests {
             For::EnsurePublic,
             For::Gc,
             For::Prune,
+            For::Watch,
             For::Initialize,
             For::Object,
             For::ListRegions,

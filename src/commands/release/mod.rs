@@ -21,9 +21,11 @@ pub(crate) mod prune;
 mod publish;
 pub(crate) mod record;
 mod verify;
+pub(crate) mod watch;
 
 use manifest::Manifest;
 pub use promote::Promotion;
+pub use watch::WatchOptions;
 
 /// Which step of a release to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

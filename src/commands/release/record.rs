@@ -6,18 +6,28 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aws::copy::Copied;
 use crate::commands::release::manifest::Manifest;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Record {
     pub release: String,
     pub account: String,
     pub partition: String,
     pub source_region: String,
+    /// The manifest's `regions = "all"`: every region enabled for the account, those
+    /// enabled later included (`release watch` names them).
+    #[serde(default)]
+    pub all_regions: bool,
+    /// Launch permission `all` on every AMI (and its snapshot).
+    #[serde(default)]
+    pub public: bool,
+    /// The accounts every AMI and snapshot is shared with.
+    #[serde(default)]
+    pub shared_with: Vec<String>,
     pub images: Vec<ImageRecord>,
     /// Paste into the consumer account's Allowed AMIs settings
     /// (`ec2 replace-image-criteria-in-allowed-images-settings`): AMIs of this account whose
@@ -25,7 +35,7 @@ pub(crate) struct Record {
     pub allowed_amis: AllowedAmis,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct ImageRecord {
     pub name: String,
     pub arch: String,
@@ -38,27 +48,27 @@ pub(crate) struct ImageRecord {
     pub amis: Vec<CosaAmi>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Parameter {
     pub region: String,
     pub parameter: String,
     pub ami: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct CosaAmi {
     pub name: String,
     pub hvm: String,
     pub snapshot: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct AllowedAmis {
     pub image_criteria: Vec<ImageCriterion>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ImageCriterion {
     pub image_providers: Vec<String>,
@@ -124,6 +134,9 @@ impl Record {
             account: account.to_string(),
             partition: partition.to_string(),
             source_region: manifest.source_region.clone(),
+            all_regions: manifest.targets == crate::commands::release::manifest::Targets::All,
+            public: manifest.sharing.public,
+            shared_with: manifest.sharing.launch_users.clone(),
             images,
             allowed_amis: AllowedAmis {
                 image_criteria: vec![ImageCriterion {
@@ -132,6 +145,21 @@ impl Record {
                 }],
             },
         }
+    }
+
+    /// Reads a record `release apply` or `release verify` wrote.
+    pub(crate) fn read(path: &Path) -> Result<Record> {
+        let here = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the release record {here}: {e}; `imgpub release verify MANIFEST` writes one"
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Invalid(format!(
+                "{here} is not a release record ({e}); `imgpub release verify MANIFEST` writes one"
+            ))
+        })
     }
 
     /// Writes the record to `path` whole: to a temporary file beside it, then renamed, so a
