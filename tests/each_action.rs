@@ -226,7 +226,7 @@ async fn prepare(
             args
         }
         "list-regions" => strings(&["aws", "list-regions", "--region", REGION]),
-        "prune" => {
+        "prune" | "prune-protect" => {
             // A stream of five releases, keep 1: r5 stays, r4 is due to be deprecated, r3
             // (deprecated 8 days ago) disabled, r2 (disabled) deregistered with its
             // snapshot, and a snapshot of r2 no AMI maps deleted.
@@ -245,6 +245,19 @@ async fn prepare(
                 standin.control("POST", &format!("/_standin/images/{ami}"), Some(&body));
             }
             ec2.disable_image().image_id(&amis[0]).send().await.unwrap();
+            let protect = case == "prune-protect";
+            if protect {
+                // An older release of a protected stream: its protection is lifted.
+                let (ami, snap) = common::api_image(standin, REGION, "os-r1-x86_64", &[]).await;
+                common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+                let body = format!(r#"{{"creation_date": "{}"}}"#, days_ago(5));
+                standin.control("POST", &format!("/_standin/images/{ami}"), Some(&body));
+                ec2.enable_image_deregistration_protection()
+                    .image_id(&ami)
+                    .send()
+                    .await
+                    .unwrap();
+            }
             let volume = ec2
                 .create_volume()
                 .size(1)
@@ -277,6 +290,7 @@ release = "r5"
 source_region = "{REGION}"
 transport = "ebs-direct"
 name = "os-{{release}}-{{arch}}"
+protect = {protect}
 
 [prune]
 keep = 1
@@ -810,6 +824,30 @@ async fn each_action_of_the_watch_policy_is_needed() {
             (
                 "ReadOnlyOrUnscopable",
                 "servicequotas:GetServiceQuota",
+                Without::Degrades,
+            ),
+        ],
+    };
+    sweep(&standin, case, &file).await;
+}
+
+/// The same under `policy --for prune --protect`, in a stream with `protect = true` whose
+/// oldest release is still protected: its protection is lifted.
+#[tokio::test]
+async fn each_action_of_the_protected_prune_policy_is_needed() {
+    let (standin, _dir, file) = setup();
+    let case = Case {
+        name: "prune-protect",
+        policy: strings(&["--for", "prune", "--protect", "--regions", REGION]),
+        not_needed: vec![
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeRegions",
+                Without::Degrades,
+            ),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeSnapshots",
                 Without::Degrades,
             ),
         ],

@@ -119,6 +119,7 @@ fn every_printed_policy_names_only_what_the_reference_has() {
                 },
                 // Both forms of the new-snapshots statement (ebs:ParentSnapshot or not).
                 delta: public,
+                protect: public,
             };
             let scope = policy::scope(&opts, None, Some("us-east-1")).unwrap();
             let document = policy::build(&scope).document;

@@ -127,6 +127,24 @@ fn every(status: &str) -> Vec<(String, String, String)> {
     all
 }
 
+/// Takes launch permission group `all` off `ami`, by hand (not by imgpub).
+async fn make_private(ec2: &aws_sdk_ec2::Client, ami: &str) {
+    ec2.modify_image_attribute()
+        .image_id(ami)
+        .launch_permission(
+            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                .remove(
+                    aws_sdk_ec2::types::LaunchPermission::builder()
+                        .group(aws_sdk_ec2::types::PermissionGroup::All)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn parameter(standin: &Standin, region: &str, name: &str) -> String {
     let ssm = aws_sdk_ssm::Client::new(&standin.sdk(region));
     let out = ssm.get_parameter().name(name).send().await.unwrap();
@@ -246,20 +264,7 @@ async fn verify_names_each_drift_and_apply_puts_it_right() {
         (ami(0, "us-west-2"), ami(0, "eu-west-1"), ami(0, SOURCE));
     let (repointed, deleted) = (ami(1, "eu-west-1"), ami(1, "us-west-2"));
     let west = standin.ec2("us-west-2");
-    west.modify_image_attribute()
-        .image_id(&private)
-        .launch_permission(
-            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                .remove(
-                    aws_sdk_ec2::types::LaunchPermission::builder()
-                        .group(aws_sdk_ec2::types::PermissionGroup::All)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    make_private(&west, &private).await;
     standin
         .ec2("eu-west-1")
         .delete_tags()
@@ -1284,22 +1289,7 @@ async fn watch_names_each_drift_and_fix_makes_the_private_one_public() {
     let ami_in = |region: &str| x86["regions"][region]["ami"].as_str().unwrap().to_string();
     // Made private in eu-west-1.
     let private = ami_in("eu-west-1");
-    standin
-        .ec2("eu-west-1")
-        .modify_image_attribute()
-        .image_id(&private)
-        .launch_permission(
-            aws_sdk_ec2::types::LaunchPermissionModifications::builder()
-                .remove(
-                    aws_sdk_ec2::types::LaunchPermission::builder()
-                        .group(aws_sdk_ec2::types::PermissionGroup::All)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    make_private(&standin.ec2("eu-west-1"), &private).await;
     // The parameter in us-west-2 moved to another AMI.
     let ssm = aws_sdk_ssm::Client::new(&standin.sdk("us-west-2"));
     ssm.put_parameter()
@@ -1384,5 +1374,109 @@ async fn watch_names_each_drift_and_fix_makes_the_private_one_public() {
         !json_lines(&again).iter().any(|l| l["drift"] == "private"),
         "{}",
         again.stdout
+    );
+}
+
+/// `protect = true`: apply turns deregistration protection on for every AMI (verify reads it
+/// back); once a release leaves the retention policy, prune lifts its protection as a stage
+/// of its own, then deprecates it on the next run, and the release it keeps stays protected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protected_stream_is_protected_while_kept_and_unprotected_when_it_leaves() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.5}"#));
+    let dir = TempDir::new();
+    let protected = |release: &str, seed: u64| {
+        let path = weekly_manifest(dir.path(), release, seed);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "deprecate_in = \"365d\"",
+                "deprecate_in = \"365d\"\nprotect = true",
+            )
+            .replace("keep = 4", "keep = 1");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let regions = [SOURCE, TARGETS[0], TARGETS[1]];
+    let old = protected("p1", 70);
+    assert_eq!(release(&standin, "apply", &old).code, 0);
+    for region in regions {
+        for (_, (id, ..)) in amis_in(&standin, region).await {
+            let body = format!(r#"{{"creation_date": "{}"}}"#, days_ago(7));
+            standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
+        }
+    }
+    let new = protected("p2", 80);
+    let applied = release(&standin, "apply", &new);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let protection = |region: &'static str| {
+        let standin = &standin;
+        async move {
+            let images = standin
+                .ec2(region)
+                .describe_images()
+                .owners("self")
+                .include_deprecated(true)
+                .send()
+                .await
+                .unwrap();
+            images
+                .images()
+                .iter()
+                .map(|i| {
+                    let value = i.deregistration_protection().unwrap_or("disabled");
+                    (i.name().unwrap().to_string(), value.to_string())
+                })
+                .collect::<BTreeMap<String, String>>()
+        }
+    };
+    for region in regions {
+        let all = protection(region).await;
+        assert_eq!(all.len(), 4, "{region}: {all:?}");
+        assert!(
+            all.values().all(|v| v == "enabled-with-cooldown"),
+            "{region}: {all:?}"
+        );
+    }
+    let verify = release(&standin, "verify", &new);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+
+    let prune = || {
+        standin
+            .imgpub()
+            .args(["release", "prune", "--apply"])
+            .arg(&new)
+            .run()
+    };
+    standin.reset_requests();
+    let first = prune();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let counts = standin.counts();
+    assert_eq!(
+        count(&counts, "ec2.DisableImageDeregistrationProtection"),
+        6
+    );
+    assert_eq!(count(&counts, "ec2.EnableImageDeprecation"), 0);
+    for region in regions {
+        let all = protection(region).await;
+        for (name, value) in &all {
+            let want = match name.starts_with("os-p1-") {
+                true => "disabled",
+                false => "enabled-with-cooldown",
+            };
+            assert_eq!(value, want, "{region} {name}");
+        }
+    }
+    let second = prune();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let deprecated: Vec<String> = json_lines(&second)
+        .iter()
+        .filter(|l| l["action"] == "deprecate")
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deprecated.len(), 6, "{}", second.stdout);
+    assert!(
+        deprecated.iter().all(|n| n.starts_with("os-p1-")),
+        "{deprecated:?}"
     );
 }

@@ -721,6 +721,45 @@ pub(crate) async fn disable_image(ec2: &Client, image_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Turns deregistration protection on (with its 24-hour cooldown once turned off) or off.
+pub(crate) async fn set_protection(ec2: &Client, image_id: &str, on: bool) -> Result<()> {
+    let result = match on {
+        true => ec2
+            .enable_image_deregistration_protection()
+            .image_id(image_id)
+            .with_cooldown(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                aws(
+                    Op::Ec2EnableImageDeregistrationProtection,
+                    format!("protecting AMI {image_id} from deregistration"),
+                    e,
+                )
+            }),
+        false => ec2
+            .disable_image_deregistration_protection()
+            .image_id(image_id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                aws(
+                    Op::Ec2DisableImageDeregistrationProtection,
+                    format!("lifting the deregistration protection of AMI {image_id}"),
+                    e,
+                )
+            }),
+    };
+    result?;
+    tracing::info!(
+        "AMI {image_id}: deregistration protection {}",
+        if on { "on" } else { "off" }
+    );
+    Ok(())
+}
+
 /// This account's AMIs named by any of `patterns` (EC2's `*` wildcards) and tagged with
 /// imgpub's tag, deprecated and disabled ones included.
 pub(crate) async fn images_named_like(

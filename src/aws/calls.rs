@@ -65,6 +65,8 @@ ops! {
     Ec2DeregisterImage,
     Ec2EnableImageDeprecation,
     Ec2DisableImage,
+    Ec2EnableImageDeregistrationProtection,
+    Ec2DisableImageDeregistrationProtection,
     Ec2GetImageBlockPublicAccessState,
     Ec2GetSnapshotBlockPublicAccessState,
     Ec2GetEbsEncryptionByDefault,
@@ -631,6 +633,32 @@ impl Op {
                         "ec2:DisableImage",
                         R::Image,
                         "disable an AMI a release prune retires (hidden, not launchable, restorable)",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2EnableImageDeregistrationProtection => (
+                Ec2,
+                "EnableImageDeregistrationProtection",
+                "enable_image_deregistration_protection",
+                &const {
+                    [need(
+                        "ec2:EnableImageDeregistrationProtection",
+                        R::Image,
+                        "protect a supported release's AMI from deregistration (protect = true)",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2DisableImageDeregistrationProtection => (
+                Ec2,
+                "DisableImageDeregistrationProtection",
+                "disable_image_deregistration_protection",
+                &const {
+                    [need(
+                        "ec2:DisableImageDeregistrationProtection",
+                        R::Image,
+                        "lift the protection of a release that left support (prune, protect = true)",
                     )
                     .on_ours()]
                 },

@@ -472,6 +472,10 @@ pub struct PolicyScopeArgs {
     /// snapshot of the account.
     #[arg(long)]
     pub delta: bool,
+    /// A release with `protect = true`: with --for copy, turning deregistration protection
+    /// on (release apply); with --for prune, turning it off (release prune).
+    #[arg(long)]
+    pub protect: bool,
 }
 
 #[derive(Debug, Args)]

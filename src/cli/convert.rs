@@ -236,6 +236,7 @@ impl PolicyScopeArgs {
             gc_tags: self.gc_tags.clone(),
             kms_keys: self.kms_keys.clone(),
             delta: self.delta,
+            protect: self.protect,
         }
     }
 }

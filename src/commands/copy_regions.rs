@@ -142,6 +142,8 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2CopyImage,
     Op::Ec2CreateTags,
     Op::Ec2EnableImageDeprecation,
+    // A release's `protect = true` (granted with `policy --protect` only).
+    Op::Ec2EnableImageDeregistrationProtection,
     Op::Ec2ModifyImageAttribute,
     Op::Ec2ModifySnapshotAttribute,
     Op::IamSimulatePrincipalPolicy,

@@ -46,6 +46,9 @@ pub struct PolicyOptions {
     pub kms_keys: Vec<String>,
     /// `--delta`: `upload --parent` may write a snapshot on an earlier one.
     pub delta: bool,
+    /// `--protect`: a release's `protect = true`: deregistration protection turned on by
+    /// apply (with `--for copy`) and off by prune.
+    pub protect: bool,
 }
 
 /// Where the policy applies, every part resolved.
@@ -70,6 +73,7 @@ pub struct Scope {
     /// The customer managed KMS keys the `kms:` actions are granted on; none: no `kms:`.
     pub kms_keys: Vec<String>,
     pub delta: bool,
+    pub protect: bool,
 }
 
 /// Refuses `*`, `?` and `${…}` in a value that lands in a policy: a pipeline that templates
@@ -304,6 +308,7 @@ pub fn scope(
         },
         kms_keys: opts.kms_keys.clone(),
         delta: opts.delta,
+        protect: opts.protect,
     })
 }
 
@@ -428,9 +433,16 @@ pub fn build(scope: &Scope) -> Policy {
             let publishes = matches!(command, For::Upload | For::Copy | For::Watch);
             let unscoped_read =
                 *command == For::Watch && *op == Op::SsmGetParameter && scope.ssm_prefix.is_none();
+            // Deregistration protection only for a release that asks for it.
+            let protection = matches!(
+                op,
+                Op::Ec2EnableImageDeregistrationProtection
+                    | Op::Ec2DisableImageDeregistrationProtection
+            );
             if (publishes && sharing_op && !shares)
                 || (publishes || *command == For::Grant) && public_read && !scope.public
                 || unscoped_read
+                || protection && !scope.protect
             {
                 continue;
             }

@@ -52,6 +52,9 @@ pub(crate) struct Manifest {
     pub name_template: String,
     /// `[prune]`: which releases `release prune` keeps.
     pub prune: Option<Retention>,
+    /// `protect = true`: apply turns deregistration protection on for every AMI of the
+    /// release; prune turns it off once the release leaves the retention policy.
+    pub protect: bool,
 }
 
 /// `[prune]`: the releases of this stream to keep; the others are removed in stages
@@ -121,6 +124,8 @@ struct Raw {
     #[serde(rename = "image")]
     images: Vec<RawImage>,
     prune: Option<RawRetention>,
+    #[serde(default)]
+    protect: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,6 +434,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         copy_timeout: duration("copy_timeout", &raw.copy_timeout, HOURS_2)?,
         name_template: raw.name,
         prune,
+        protect: raw.protect,
     })
 }
 

@@ -65,6 +65,21 @@ impl ReleaseOptions {
     }
 }
 
+/// The manifest's regions as the account has them now: the source first, then the targets
+/// (`all`: every region enabled for the account).
+pub(crate) async fn regions_of(a: &Account, manifest: &Manifest) -> Result<Vec<String>> {
+    let ec2 = a.ctx.in_region(&manifest.source_region).ec2();
+    let (named, all) = match &manifest.targets {
+        manifest::Targets::All => (vec![], true),
+        manifest::Targets::Named(list) => (list.clone(), false),
+    };
+    let mut targets = crate::aws::regions::target_regions(&ec2, &named, all).await?;
+    targets.retain(|r| *r != manifest.source_region);
+    Ok(std::iter::once(manifest.source_region.clone())
+        .chain(targets)
+        .collect())
+}
+
 /// What the step found before it acts.
 #[derive(Debug)]
 pub(crate) enum Plan {

@@ -20,9 +20,9 @@ use serde::Serialize;
 use crate::aws::ami::{self, Arch};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::propagation::Age;
-use crate::aws::regions::{failure_summary, fan_out, target_regions};
+use crate::aws::regions::{failure_summary, fan_out};
 use crate::commands::driver::{Account, Emit, Output};
-use crate::commands::release::manifest::{Manifest, Retention, Targets};
+use crate::commands::release::manifest::{Manifest, Retention};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::Named;
 
@@ -30,6 +30,8 @@ use crate::names::Named;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Stage {
+    /// Lift deregistration protection (`protect = true`: the release left support).
+    Unprotect,
     Deprecate,
     Disable,
     /// Deregister, and delete the AMI's snapshots.
@@ -39,6 +41,7 @@ pub(crate) enum Stage {
 impl Stage {
     fn done(self) -> &'static str {
         match self {
+            Stage::Unprotect => "unprotected",
             Stage::Deprecate => "deprecated",
             Stage::Disable => "disabled",
             Stage::Deregister => "deregistered",
@@ -283,8 +286,15 @@ fn decide(all: Vec<Seen>, m: &Manifest, r: &Retention, now: SystemTime) -> Vec<A
     all.into_iter()
         .map(|s| {
             let key = (s.ami.arch.name(), s.ami.release.clone());
+            let usable = matches!(s.state, Some(ImageState::Available | ImageState::Disabled));
             let verdict = match (&s.protection, &s.state) {
-                (Some(v), _) => Verdict::Keep(Keep::Protected(v.clone())),
+                // A protected stream's release that left support loses its protection
+                // first; any other protection is a person's, and prune leaves it be.
+                (Some(v), _) => match kept(&key) {
+                    Some(keep) => Verdict::Keep(keep),
+                    None if m.protect && usable => Verdict::Due(Stage::Unprotect),
+                    None => Verdict::Keep(Keep::Protected(v.clone())),
+                },
                 (None, Some(ImageState::Available | ImageState::Disabled)) => match kept(&key) {
                     Some(keep) => Verdict::Keep(keep),
                     None => due(&s, r.grace, now),
@@ -326,16 +336,7 @@ pub(crate) async fn plan(
     retention: Retention,
     apply: bool,
 ) -> Result<Plan> {
-    let ec2 = a.ctx.in_region(&manifest.source_region).ec2();
-    let (named, all) = match &manifest.targets {
-        Targets::All => (vec![], true),
-        Targets::Named(list) => (list.clone(), false),
-    };
-    let mut targets = target_regions(&ec2, &named, all).await?;
-    targets.retain(|r| *r != manifest.source_region);
-    let regions: Vec<String> = std::iter::once(manifest.source_region.clone())
-        .chain(targets)
-        .collect();
+    let regions = super::regions_of(a, &manifest).await?;
     let patterns = patterns(&manifest.name_template);
     let template = manifest.name_template.as_str();
     let mut seen_all: Vec<Seen> = vec![];
@@ -472,6 +473,11 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     for ami in &plan.amis {
         let image = || vec![Resource::Image(Some(ami.id.clone()))];
         match ami.verdict {
+            Verdict::Due(Stage::Unprotect) => calls.push(Call::new(
+                Op::Ec2DisableImageDeregistrationProtection,
+                &ami.region,
+                image(),
+            )),
             Verdict::Due(Stage::Deprecate) => calls.push(Call::new(
                 Op::Ec2EnableImageDeprecation,
                 &ami.region,
@@ -506,14 +512,21 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DisableImage,
     Op::Ec2DeregisterImage,
     Op::Ec2DeleteSnapshot,
+    // A stream with `protect = true` (granted with `policy --protect` only).
+    Op::Ec2DisableImageDeregistrationProtection,
     Op::IamSimulatePrincipalPolicy,
 ];
 
 /// `imgpub aws policy --for prune` for the regions pruned.
 pub(crate) fn policy_line(plan: &Plan) -> String {
     format!(
-        "{} --regions {}",
+        "{}{} --regions {}",
         crate::commands::needs::fix_line(crate::commands::needs::For::Prune, None, None),
+        if plan.manifest.protect {
+            " --protect"
+        } else {
+            ""
+        },
         plan.regions.join(",")
     )
 }
@@ -527,6 +540,7 @@ pub(crate) fn describe(plan: &Plan) -> Vec<String> {
             Verdict::Due(stage) => Some(format!(
                 "would {} {} ({}) in {}{}",
                 match stage {
+                    Stage::Unprotect => "lift the deregistration protection of",
                     Stage::Deprecate => "deprecate",
                     Stage::Disable => "disable",
                     Stage::Deregister => "deregister",
@@ -582,6 +596,7 @@ fn line<'a>(a: &'a Ami, status_due: &'static str) -> Line<'a> {
             Some(format!("{:?} due after the grace period", stage).to_lowercase()),
             Some(show_time(*at)),
         ),
+        Verdict::Due(Stage::Unprotect) => ("unprotect", status_due, None, None),
         Verdict::Due(Stage::Deprecate) => ("deprecate", status_due, None, None),
         Verdict::Due(Stage::Disable) => ("disable", status_due, None, None),
         Verdict::Due(Stage::Deregister) => ("deregister", status_due, None, None),
@@ -613,6 +628,7 @@ fn next_minute(now: SystemTime) -> DateTime {
 /// Does one AMI's stage.
 async fn act(ec2: &aws_sdk_ec2::Client, a: &Ami, stage: Stage) -> Result<()> {
     match stage {
+        Stage::Unprotect => ami::set_protection(ec2, &a.id, false).await,
         Stage::Deprecate => {
             ami::enable_deprecation(ec2, &a.id, next_minute(SystemTime::now()), Age::Known).await
         }
@@ -647,7 +663,13 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
         .iter()
         .filter(|a| matches!(a.verdict, Verdict::Wait(..)))
         .count();
-    let due = [Stage::Deprecate, Stage::Disable, Stage::Deregister].map(|s| (s, count(s)));
+    let due = [
+        Stage::Unprotect,
+        Stage::Deprecate,
+        Stage::Disable,
+        Stage::Deregister,
+    ]
+    .map(|s| (s, count(s)));
     let stream = &plan.manifest.name_template;
     let regions = plan.regions.len();
     if !plan.apply {
@@ -734,13 +756,18 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
             "action": "delete-snapshot", "status": "done",
         })));
     }
-    let did: Vec<String> = [Stage::Deprecate, Stage::Disable, Stage::Deregister]
-        .iter()
-        .map(|s| {
-            let n = done.iter().filter(|(_, d)| d == s).count();
-            format!("{} {n}", s.done())
-        })
-        .collect();
+    let did: Vec<String> = [
+        Stage::Unprotect,
+        Stage::Deprecate,
+        Stage::Disable,
+        Stage::Deregister,
+    ]
+    .iter()
+    .map(|s| {
+        let n = done.iter().filter(|(_, d)| d == s).count();
+        format!("{} {n}", s.done())
+    })
+    .collect();
     emit(Output::Summary(format!(
         "release prune: {stream} in {regions} regions: {} AMIs, deleted {} leftover snapshots; {kept} kept, {waiting} waiting for a grace period",
         did.join(", "),

@@ -315,6 +315,11 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
                 let resource = vec![Resource::Parameter(parameter)];
                 calls.push(Call::new(Op::SsmPutParameter, region, resource));
             }
+            if m.protect {
+                let image = vec![Resource::Image(None)];
+                let op = Op::Ec2EnableImageDeregistrationProtection;
+                calls.push(Call::new(op, region, image));
+            }
         }
     }
     calls
@@ -349,6 +354,9 @@ pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
         if m.delta {
             line.push_str(" --delta");
         }
+    }
+    if m.protect {
+        line.push_str(" --protect");
     }
     crate::aws::preflight::with_sharing(&line, calls)
 }
@@ -549,6 +557,9 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
                 let copied =
                     copy::copy_to_region(&ec2, source, &spot.region, &found, m.copy_timeout)
                         .await?;
+                if m.protect {
+                    ami::set_protection(&ec2, &copied.ami, true).await?;
+                }
                 let parameters = write_parameters(&regional, m, &spot.region, &copied.ami).await?;
                 Ok((copied, parameters, status))
             }
@@ -632,6 +643,9 @@ async fn publish_source(
     // and a copy starts from one.
     let ec2 = source.ctx.ec2();
     copy::wait_available(&ec2, &m.source_region, &ami, m.copy_timeout).await?;
+    if m.protect {
+        ami::set_protection(&ec2, &ami, true).await?;
+    }
     let copied = Copied {
         ami: ami.clone(),
         snapshot: published.snapshot_id.clone(),

@@ -1,6 +1,7 @@
 //! `release verify`: every claim of the manifest read back in every region: the AMI exists
-//! and is available, with its architecture, tags, deprecation and sharing, its snapshot
-//! shared the same way, and every SSM parameter holding that region's AMI. Read-only.
+//! and is available, with its architecture, tags, deprecation, sharing and (with
+//! `protect = true`) deregistration protection, its snapshot shared the same way, and every
+//! SSM parameter holding that region's AMI. Read-only.
 
 use std::path::Path;
 
@@ -9,10 +10,10 @@ use serde::Serialize;
 
 use crate::aws::ami;
 use crate::aws::copy::Copied;
-use crate::aws::regions::{fan_out, target_regions};
+use crate::aws::regions::fan_out;
 use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
-use crate::commands::release::manifest::{Manifest, Targets};
+use crate::commands::release::manifest::Manifest;
 use crate::commands::release::record::{Parameter, Placed, Record};
 use crate::error::{Error, Result};
 
@@ -37,16 +38,7 @@ pub(crate) struct Finding {
 
 /// Reads every image in every region.
 pub(crate) async fn plan(a: &Account, manifest: Manifest) -> Result<Plan> {
-    let ec2 = a.ctx.in_region(&manifest.source_region).ec2();
-    let (named, all) = match &manifest.targets {
-        Targets::All => (vec![], true),
-        Targets::Named(list) => (list.clone(), false),
-    };
-    let mut targets = target_regions(&ec2, &named, all).await?;
-    targets.retain(|r| *r != manifest.source_region);
-    let regions: Vec<String> = std::iter::once(manifest.source_region.clone())
-        .chain(targets)
-        .collect();
+    let regions = super::regions_of(a, &manifest).await?;
     let mut findings = vec![];
     let failed = fan_out(
         regions.clone(),
@@ -135,6 +127,12 @@ async fn inspect(
     }
     if m.deprecate.is_some() && found.deprecation.is_none() {
         problems.push(format!("{id} has no deprecation time"));
+    }
+    let protected = described
+        .deregistration_protection()
+        .is_some_and(|v| v != "disabled");
+    if m.protect && !protected {
+        problems.push(format!("{id} has no deregistration protection"));
     }
     let launch = ami::read_launch(&ec2, &id).await?;
     if m.sharing.launch_missing(&launch) {
