@@ -469,6 +469,13 @@ fn retention(raw: RawRetention) -> std::result::Result<Retention, String> {
         }
     }
     let grace = parse_duration(&raw.grace).map_err(|e| format!("`grace`: {e}"))?;
+    // AWS deprecates at most 10 years ahead; a longer grace would never end.
+    if grace > Duration::from_secs(3650 * 86_400) {
+        return Err(format!(
+            "`grace = {:?}` is over 10 years; give days or weeks, e.g. \"14d\"",
+            raw.grace
+        ));
+    }
     let keep_launched_within = raw
         .keep_launched_within
         .as_deref()
@@ -786,5 +793,33 @@ boot_mode = "uefi"
         let err =
             parsed(&MINIMAL.replace("[\"us-west-2\", \"eu-west-1\"]", "\"most\"")).unwrap_err();
         assert!(err.to_string().contains("or \"all\""), "{err}");
+    }
+
+    #[test]
+    fn a_retention_policy_is_checked() {
+        let with = |prune: &str| parsed(&format!("{MINIMAL}\n[prune]\n{prune}\n"));
+        let m =
+            with("keep = 4\nbarriers = [\"*.0\"]\nkeep_launched_within = \"30d\"\ngrace = \"7d\"")
+                .unwrap();
+        let r = m.prune.unwrap();
+        assert_eq!((r.keep, r.grace), (4, Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            r.keep_launched_within,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(m.name_template, "os-{release}-{arch}");
+        for (prune, says) in [
+            ("keep = 0\ngrace = \"7d\"", "keep at least 1"),
+            ("keep = 2\ngrace = \"7\"", "`grace`"),
+            ("keep = 2\ngrace = \"4000d\"", "over 10 years"),
+            (
+                "keep = 2\ngrace = \"1d\"\nbarriers = [\" \"]",
+                "barrier pattern is empty",
+            ),
+            ("keep = 2\ngrace = \"1d\"\nkep = 3", "unknown field"),
+        ] {
+            let err = with(prune).unwrap_err().to_string();
+            assert!(err.contains(says), "{prune}: {err}");
+        }
     }
 }

@@ -218,10 +218,11 @@ async fn look(
                 Drift::Deprecated,
                 format!("{} was deprecated at {}", p.ami, show_time(at)),
             )),
-            Some(at) if at <= now + warn_within => findings.push(finding(
-                Drift::DeprecationSoon,
-                format!("{} is deprecated at {}", p.ami, show_time(at)),
-            )),
+            Some(at) if now.checked_add(warn_within).is_none_or(|soon| at <= soon) => findings
+                .push(finding(
+                    Drift::DeprecationSoon,
+                    format!("{} is deprecated at {}", p.ami, show_time(at)),
+                )),
             _ => {}
         }
     }
