@@ -312,6 +312,22 @@ arch = "x86_64"
             // its parameter.
             let (ami, snap) = common::api_image(standin, REGION, &name, &[]).await;
             common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+            standin
+                .ec2(REGION)
+                .modify_image_attribute()
+                .image_id(&ami)
+                .launch_permission(
+                    aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                        .add(
+                            aws_sdk_ec2::types::LaunchPermission::builder()
+                                .user_id(SHARE_WITH)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
             let ssm = aws_sdk_ssm::Client::new(&standin.sdk(REGION));
             ssm.put_parameter()
                 .name("/os/latest")
@@ -322,7 +338,8 @@ arch = "x86_64"
                 .unwrap();
             let record = json!({
                 "release": name, "account": ACCOUNT, "partition": "aws",
-                "source_region": REGION, "public": true,
+                "source_region": REGION, "public": true, "all_regions": false,
+                "shared_with": [SHARE_WITH],
                 "images": [{
                     "name": name, "arch": "x86_64",
                     "regions": {REGION: {"ami": ami, "snapshot": snap}},

@@ -2257,6 +2257,8 @@ arch = "x86_64"
             (old.clone(), "deprecate".to_string())
         ]
     );
+    // Prune itself never lists the admin's AMI (it selects imgpub's tag); what the policy
+    // denies is the refused calls above.
     let admin = aws_sdk_ec2::Client::new(&standin.sdk(REGION));
     let described = admin
         .describe_images()

@@ -1178,6 +1178,17 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
             .count();
         assert_eq!(disabled, removed(region), "{region}");
     }
+    // Their deprecation was a week old, but the disable restarts the clock: a rerun right
+    // after deregisters nothing.
+    standin.reset_requests();
+    let again = prune(true);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(actions(&again, "wait"), total_removed, "{}", again.stdout);
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "a rerun after the disable"
+    );
 
     // Another week: stage 3, deregister with the snapshots.
     move_clock(15);

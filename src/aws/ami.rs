@@ -760,28 +760,32 @@ pub(crate) async fn set_protection(ec2: &Client, image_id: &str, on: bool) -> Re
     Ok(())
 }
 
-/// This account's AMIs named by any of `patterns` (EC2's `*` wildcards) and tagged with
-/// imgpub's tag, deprecated and disabled ones included.
+/// EC2 filters for resources carrying imgpub's tag and every one of `tags`.
+fn tagged(tags: &[(String, String)]) -> Vec<Filter> {
+    tags::with_managed(tags)
+        .into_iter()
+        .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+        .collect()
+}
+
+/// This account's AMIs named by any of `patterns` (EC2's `*` wildcards), tagged with
+/// imgpub's tag and `tags`, deprecated and disabled ones included.
 pub(crate) async fn images_named_like(
     ec2: &Client,
     region: &str,
     patterns: &[String],
+    tags: &[(String, String)],
 ) -> Result<Vec<aws_sdk_ec2::types::Image>> {
     let out = ec2
         .describe_images()
         .owners("self")
         .include_deprecated(true)
         .include_disabled(true)
+        .set_filters(Some(tagged(tags)))
         .filters(
             Filter::builder()
                 .name("name")
                 .set_values(Some(patterns.to_vec()))
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::MANAGED_KEY))
-                .values(tags::MANAGED_VALUE)
                 .build(),
         )
         .send()
@@ -800,25 +804,21 @@ pub(crate) async fn images_named_like(
 }
 
 /// This account's completed snapshots whose Name tag matches any of `patterns` and that
-/// carry imgpub's tag: each id, Name and start time.
+/// carry imgpub's tag and `tags`: each id, Name and start time.
 pub(crate) async fn snapshots_named_like(
     ec2: &Client,
     region: &str,
     patterns: &[String],
+    tags: &[(String, String)],
 ) -> Result<Vec<(String, String, Option<DateTime>)>> {
     let out = ec2
         .describe_snapshots()
         .owner_ids("self")
+        .set_filters(Some(tagged(tags)))
         .filters(
             Filter::builder()
                 .name("tag:Name")
                 .set_values(Some(patterns.to_vec()))
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::MANAGED_KEY))
-                .values(tags::MANAGED_VALUE)
                 .build(),
         )
         .filters(Filter::builder().name("status").values("completed").build())
@@ -849,11 +849,13 @@ pub(crate) async fn snapshots_named_like(
 }
 
 /// The AMIs of this account that map `snapshot` (DescribeImages filter
-/// `block-device-mapping.snapshot-id`).
+/// `block-device-mapping.snapshot-id`), disabled ones included (EC2 keeps their snapshots
+/// from being deleted too).
 pub(crate) async fn images_using_snapshot(ec2: &Client, snapshot: &str) -> Result<Vec<String>> {
     let out = ec2
         .describe_images()
         .owners("self")
+        .include_disabled(true)
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("block-device-mapping.snapshot-id")

@@ -430,7 +430,8 @@ pub fn build(scope: &Scope) -> Policy {
             );
             // `release watch` shares only with `--fix` (its policy line says --public then),
             // and reads parameters only under a prefix.
-            let publishes = matches!(command, For::Upload | For::Copy | For::Watch);
+            let publishes = matches!(command, For::Upload | For::Copy);
+            let shares_to_fix = publishes || *command == For::Watch;
             let unscoped_read =
                 *command == For::Watch && *op == Op::SsmGetParameter && scope.ssm_prefix.is_none();
             // Deregistration protection only for a release that asks for it.
@@ -439,7 +440,7 @@ pub fn build(scope: &Scope) -> Policy {
                 Op::Ec2EnableImageDeregistrationProtection
                     | Op::Ec2DisableImageDeregistrationProtection
             );
-            if (publishes && sharing_op && !shares)
+            if (shares_to_fix && sharing_op && !shares)
                 || (publishes || *command == For::Grant) && public_read && !scope.public
                 || unscoped_read
                 || protection && !scope.protect

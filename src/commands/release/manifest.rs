@@ -469,6 +469,14 @@ fn retention(raw: RawRetention) -> std::result::Result<Retention, String> {
         }
     }
     let grace = parse_duration(&raw.grace).map_err(|e| format!("`grace`: {e}"))?;
+    // AWS reports a launch up to 24 hours late: a shorter grace could disable an AMI
+    // launched since its deprecation before anyone can see it.
+    if grace < Duration::from_secs(86_400) {
+        return Err(format!(
+            "`grace = {:?}` is under a day, and AWS reports an AMI's last launch up to 24 hours late; give at least \"1d\"",
+            raw.grace
+        ));
+    }
     // AWS deprecates at most 10 years ahead; a longer grace would never end.
     if grace > Duration::from_secs(3650 * 86_400) {
         return Err(format!(
@@ -812,6 +820,7 @@ boot_mode = "uefi"
             ("keep = 0\ngrace = \"7d\"", "keep at least 1"),
             ("keep = 2\ngrace = \"7\"", "`grace`"),
             ("keep = 2\ngrace = \"4000d\"", "over 10 years"),
+            ("keep = 2\ngrace = \"12h\"", "under a day"),
             (
                 "keep = 2\ngrace = \"1d\"\nbarriers = [\" \"]",
                 "barrier pattern is empty",

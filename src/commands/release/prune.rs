@@ -238,8 +238,9 @@ fn seen(template: &str, region: &str, image: &Ec2Image) -> Option<Seen> {
     })
 }
 
-/// A deprecation time this close is taken as set by the deprecate stage a moment ago.
-const JUST_DEPRECATED: Duration = Duration::from_secs(5 * 60);
+/// A deprecation time this close is taken as set by a stage a moment ago; a stage this
+/// close to its time is due (a weekly run a minute early does not wait another week).
+const SLACK: Duration = Duration::from_secs(5 * 60);
 
 /// Every AMI's verdict, now.
 fn decide(all: Vec<Seen>, m: &Manifest, r: &Retention, now: SystemTime) -> Vec<Ami> {
@@ -288,8 +289,9 @@ fn decide(all: Vec<Seen>, m: &Manifest, r: &Retention, now: SystemTime) -> Vec<A
             let key = (s.ami.arch.name(), s.ami.release.clone());
             let usable = matches!(s.state, Some(ImageState::Available | ImageState::Disabled));
             let verdict = match (&s.protection, &s.state) {
-                // A protected stream's release that left support loses its protection
-                // first; any other protection is a person's, and prune leaves it be.
+                // In a `protect = true` stream protection is the stream's: a release that
+                // left the policy loses it first (a person's too: keep such an AMI with a
+                // barrier). Elsewhere protection is a person's, and prune leaves it be.
                 (Some(v), _) => match kept(&key) {
                     Some(keep) => Verdict::Keep(keep),
                     None if m.protect && usable => Verdict::Due(Stage::Unprotect),
@@ -311,19 +313,20 @@ fn decide(all: Vec<Seen>, m: &Manifest, r: &Retention, now: SystemTime) -> Vec<A
         .collect()
 }
 
-/// The stage an AMI that is not kept is due for: the deprecation time starts one grace
-/// period to disabling and a second to deregistering.
+/// The stage an AMI that is not kept is due for. The deprecation time is the clock: the
+/// deprecate stage sets it, and the disable stage sets it again as it disables, so each
+/// stage comes one grace period after the one before, however long ago the AMI was
+/// deprecated (a manifest's `deprecate_in`) and however far apart the runs are.
 fn due(s: &Seen, grace: Duration, now: SystemTime) -> Verdict {
-    let at = |d: SystemTime, n: u32| d.checked_add(grace * n).unwrap_or(d);
+    let at = |d: SystemTime| d.checked_add(grace).unwrap_or(d);
+    let soon = now + SLACK;
     match (s.state == Some(ImageState::Disabled), s.deprecation) {
-        // Disabled by hand, with no deprecation to count from: its last stage.
-        (true, None) => Verdict::Due(Stage::Deregister),
-        (true, Some(d)) if now >= at(d, 2) => Verdict::Due(Stage::Deregister),
-        (true, Some(d)) => Verdict::Wait(Stage::Deregister, at(d, 2)),
-        (false, Some(d)) if d <= now + JUST_DEPRECATED && now >= at(d, 1) => {
-            Verdict::Due(Stage::Disable)
-        }
-        (false, Some(d)) if d <= now + JUST_DEPRECATED => Verdict::Wait(Stage::Disable, at(d, 1)),
+        // Disabled by hand, with no time to count from: the clock starts now.
+        (true, None) => Verdict::Due(Stage::Deprecate),
+        (true, Some(d)) if soon >= at(d) => Verdict::Due(Stage::Deregister),
+        (true, Some(d)) => Verdict::Wait(Stage::Deregister, at(d)),
+        (false, Some(d)) if d <= soon && soon >= at(d) => Verdict::Due(Stage::Disable),
+        (false, Some(d)) if d <= soon => Verdict::Wait(Stage::Disable, at(d)),
         // Not deprecated, or only later (the manifest's deprecate_in): deprecate now.
         (false, _) => Verdict::Due(Stage::Deprecate),
     }
@@ -345,11 +348,11 @@ pub(crate) async fn plan(
         regions.clone(),
         crate::commands::REGION_CONCURRENCY,
         |region| {
-            let (ctx, patterns) = (&a.ctx, &patterns);
+            let (ctx, patterns, tags) = (&a.ctx, &patterns, &manifest.tags);
             async move {
                 let ec2 = ctx.in_region(&region).ec2();
-                let images = ami::images_named_like(&ec2, &region, patterns).await?;
-                let snaps = match ami::snapshots_named_like(&ec2, &region, patterns).await {
+                let images = ami::images_named_like(&ec2, &region, patterns, tags).await?;
+                let snaps = match ami::snapshots_named_like(&ec2, &region, patterns, tags).await {
                     Ok(s) => s,
                     Err(e) if e.kind() == Some(ErrorKind::AccessDenied) => {
                         crate::aws::unchecked::note(
@@ -397,8 +400,13 @@ pub(crate) async fn plan(
                 .map(|id| (s.ami.region.clone(), id.clone()))
         })
         .collect();
-    let newest_ami = seen_all.iter().map(|s| s.ami.created).max();
     let amis = decide(seen_all, &manifest, &retention, now);
+    // The oldest of the newest releases kept: an upload in flight is newer than all of them.
+    let oldest_kept = amis
+        .iter()
+        .filter(|a| a.verdict == Verdict::Keep(Keep::Newest))
+        .map(|a| a.created)
+        .min();
     let images = |keep: bool| -> BTreeSet<(&'static str, &str)> {
         amis.iter()
             .filter(|a| matches!(a.verdict, Verdict::Keep(_)) == keep)
@@ -407,8 +415,8 @@ pub(crate) async fn plan(
     };
     let (kept, retiring) = (images(true), images(false));
     // A snapshot of the stream that no AMI maps, of a release's image not kept: one being
-    // retired in some region, or older than the newest AMI (a newer one may be an upload about to
-    // register).
+    // retired in some region, or older than every release kept as newest (an upload about
+    // to register is newer than all of them).
     let orphans = snapshots
         .into_iter()
         .filter(|(region, id, name, started)| {
@@ -423,7 +431,7 @@ pub(crate) async fn plan(
             let image = (arch, release.as_str());
             let older = match (
                 started.and_then(|s| SystemTime::try_from(s).ok()),
-                newest_ami,
+                oldest_kept,
             ) {
                 (Some(s), Some(n)) => s < n,
                 _ => false,
@@ -438,7 +446,25 @@ pub(crate) async fn plan(
             snapshot,
             name,
         })
-        .collect();
+        .collect::<Vec<Orphan>>();
+    // Mapped by an AMI outside the stream (another name, no tag): not a leftover.
+    let mut orphans_left = vec![];
+    for o in orphans {
+        let ec2 = a.ctx.in_region(&o.region).ec2();
+        match ami::images_using_snapshot(&ec2, &o.snapshot)
+            .await?
+            .as_slice()
+        {
+            [] => orphans_left.push(o),
+            users => tracing::info!(
+                "snapshot {} in {} is named as the stream's but {} maps it: left alone",
+                o.snapshot,
+                o.region,
+                users.join(", ")
+            ),
+        }
+    }
+    let orphans = orphans_left;
     // A snapshot another AMI maps stays (EC2 would refuse to delete it anyway).
     let mut uses: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for a in &amis {
@@ -632,11 +658,21 @@ async fn act(ec2: &aws_sdk_ec2::Client, a: &Ami, stage: Stage) -> Result<()> {
         Stage::Deprecate => {
             ami::enable_deprecation(ec2, &a.id, next_minute(SystemTime::now()), Age::Known).await
         }
-        Stage::Disable => ami::disable_image(ec2, &a.id).await,
+        Stage::Disable => {
+            // The deprecation time marks the disable: the deregister stage counts from it.
+            let now = next_minute(SystemTime::now());
+            ami::enable_deprecation(ec2, &a.id, now, Age::Known).await?;
+            ami::disable_image(ec2, &a.id).await
+        }
         Stage::Deregister => {
             ami::deregister_image(ec2, &a.id, None, true).await?;
             // A run stopped here leaves snapshots no AMI maps: the next finds them.
             for s in &a.snapshots {
+                let users = ami::images_using_snapshot(ec2, s).await?;
+                if !users.is_empty() {
+                    tracing::info!("snapshot {s} stays: {} maps it", users.join(", "));
+                    continue;
+                }
                 ami::delete_snapshot(ec2, s, true).await?;
             }
             Ok(())
@@ -831,38 +867,35 @@ mod tests {
         };
         let a = ImageState::Available;
         let d = ImageState::Disabled;
-        assert_eq!(
-            due(&s(a.clone(), None), grace, now),
-            Verdict::Due(Stage::Deprecate)
-        );
+        let due_now = |state: &ImageState, at| due(&s(state.clone(), at), grace, now);
+        assert_eq!(due_now(&a, None), Verdict::Due(Stage::Deprecate));
         // The manifest's deprecation, months ahead, is brought forward.
-        let later = now + 90 * day;
         assert_eq!(
-            due(&s(a.clone(), Some(later)), grace, now),
+            due_now(&a, Some(now + 90 * day)),
             Verdict::Due(Stage::Deprecate)
         );
         let soon = now + Duration::from_secs(90);
         assert_eq!(
-            due(&s(a.clone(), Some(soon)), grace, now),
+            due_now(&a, Some(soon)),
             Verdict::Wait(Stage::Disable, soon + grace)
         );
-        let past = now - 8 * day;
         assert_eq!(
-            due(&s(a, Some(past)), grace, now),
+            due_now(&a, Some(now - 8 * day)),
             Verdict::Due(Stage::Disable)
         );
+        // A week to the minute, run a minute early: due.
+        let week = now - grace + Duration::from_secs(60);
+        assert_eq!(due_now(&a, Some(week)), Verdict::Due(Stage::Disable));
+        // Disabled a moment ago (the stage set the time): the deregister waits a grace.
         assert_eq!(
-            due(&s(d.clone(), Some(past)), grace, now),
-            Verdict::Wait(Stage::Deregister, past + 2 * grace)
+            due_now(&d, Some(soon)),
+            Verdict::Wait(Stage::Deregister, soon + grace)
         );
-        let long_ago = now - 15 * day;
         assert_eq!(
-            due(&s(d.clone(), Some(long_ago)), grace, now),
+            due_now(&d, Some(now - 8 * day)),
             Verdict::Due(Stage::Deregister)
         );
-        assert_eq!(
-            due(&s(d, None), grace, now),
-            Verdict::Due(Stage::Deregister)
-        );
+        // Disabled by hand without a deprecation: the clock starts.
+        assert_eq!(due_now(&d, None), Verdict::Due(Stage::Deprecate));
     }
 }

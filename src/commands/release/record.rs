@@ -19,15 +19,16 @@ pub(crate) struct Record {
     pub partition: String,
     pub source_region: String,
     /// The manifest's `regions = "all"`: every region enabled for the account, those
-    /// enabled later included (`release watch` names them).
+    /// enabled later included (`release watch` names them). `None` in a record written
+    /// before it was kept.
     #[serde(default)]
-    pub all_regions: bool,
+    pub all_regions: Option<bool>,
     /// Launch permission `all` on every AMI (and its snapshot).
     #[serde(default)]
-    pub public: bool,
+    pub public: Option<bool>,
     /// The accounts every AMI and snapshot is shared with.
     #[serde(default)]
-    pub shared_with: Vec<String>,
+    pub shared_with: Option<Vec<String>>,
     pub images: Vec<ImageRecord>,
     /// Paste into the consumer account's Allowed AMIs settings
     /// (`ec2 replace-image-criteria-in-allowed-images-settings`): AMIs of this account whose
@@ -134,9 +135,9 @@ impl Record {
             account: account.to_string(),
             partition: partition.to_string(),
             source_region: manifest.source_region.clone(),
-            all_regions: manifest.targets == crate::commands::release::manifest::Targets::All,
-            public: manifest.sharing.public,
-            shared_with: manifest.sharing.launch_users.clone(),
+            all_regions: Some(manifest.targets == crate::commands::release::manifest::Targets::All),
+            public: Some(manifest.sharing.public),
+            shared_with: Some(manifest.sharing.launch_users.clone()),
             images,
             allowed_amis: AllowedAmis {
                 image_criteria: vec![ImageCriterion {

@@ -48,6 +48,8 @@ pub(crate) enum Drift {
     SnapshotDeleted,
     /// A public release's AMI, or its snapshot, is not public.
     Private,
+    /// The AMI is not shared with an account the release was shared with.
+    Unshared,
     /// Its deprecation time has passed.
     Deprecated,
     /// Its deprecation time is within `--warn-within`.
@@ -58,6 +60,8 @@ pub(crate) enum Drift {
     MissingRegion,
     /// The region's "Public AMIs" quota has no room for the next release.
     Quota,
+    /// The region could not be read.
+    Unreadable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +107,6 @@ async fn look(
     ctx: &crate::aws::config::AwsContext,
     region: &str,
     placed: &[Placed<'_>],
-    next_public: usize,
     warn_within: Duration,
 ) -> Result<Vec<Finding>> {
     let ec2 = ctx.in_region(region).ec2();
@@ -184,7 +187,23 @@ async fn look(
                 format!("its snapshot {} is gone", p.snapshot),
             ));
         }
-        if p.record.public && image.state() == Some(&ImageState::Available) {
+        let available = image.state() == Some(&ImageState::Available);
+        let shared_with = p.record.shared_with.as_deref().unwrap_or_default();
+        if available && !shared_with.is_empty() {
+            let now = ami::read_launch(&ec2, p.ami).await?;
+            let lacking: Vec<&str> = shared_with
+                .iter()
+                .filter(|u| !now.launch_users.contains(u))
+                .map(String::as_str)
+                .collect();
+            if !lacking.is_empty() {
+                findings.push(finding(
+                    Drift::Unshared,
+                    format!("{} is not shared with {}", p.ami, lacking.join(", ")),
+                ));
+            }
+        }
+        if p.record.public == Some(true) && available {
             let mut not = vec![];
             if image.public() != Some(true) {
                 not.push(NotPublic::Image);
@@ -256,12 +275,19 @@ async fn look(
             });
         }
     }
-    if next_public > 0 {
+    // The next release of a public stream here makes as many AMIs public as its record has
+    // images; the newest such record names it.
+    let public = placed
+        .iter()
+        .filter(|p| p.record.public == Some(true))
+        .max_by_key(|p| p.record.images.len());
+    if let Some(next) = public {
         let quotas = ctx.in_region(region).service_quotas();
-        match ami::check_public_ami_quota(&ec2, &quotas, region, next_public).await {
+        let adding = next.record.images.len();
+        match ami::check_public_ami_quota(&ec2, &quotas, region, adding).await {
             Ok(()) => {}
             Err(Error::Setup(why)) => findings.push(Finding {
-                release: placed[0].record.release.clone(),
+                release: next.record.release.clone(),
                 image: None,
                 region: region.to_string(),
                 ami: None,
@@ -300,13 +326,14 @@ pub(crate) async fn plan(a: &Account, opts: &WatchOptions, records: Vec<Record>)
             }
         }
     }
-    // The next release of a public stream makes as many AMIs public as the newest record.
-    let next_public = records
-        .iter()
-        .filter(|r| r.public)
-        .map(|r| r.images.len())
-        .max()
-        .unwrap_or(0);
+    for record in &records {
+        if record.public.is_none() || record.all_regions.is_none() {
+            crate::aws::unchecked::note(format!(
+                "the sharing and regions of release {} (its record predates them: `imgpub release verify MANIFEST` writes it anew)",
+                record.release
+            ));
+        }
+    }
     let checked = per_region.values().map(Vec::len).sum();
     let regions: Vec<String> = per_region.keys().cloned().collect();
     let mut findings = vec![];
@@ -317,18 +344,34 @@ pub(crate) async fn plan(a: &Account, opts: &WatchOptions, records: Vec<Record>)
             let placed = &per_region[&region];
             let ctx = &a.ctx;
             let warn = opts.warn_within;
-            async move { look(ctx, &region, placed, next_public, warn).await }
+            async move { look(ctx, &region, placed, warn).await }
         },
         |_, mut found| findings.append(&mut found),
     )
     .await;
-    if let Some((region, err)) = failed.into_iter().next() {
-        return Err(err.with_hint(&format!("while watching {region}")));
+    // A region that cannot be read is drift too: nothing there is known to be as recorded.
+    for (region, err) in failed {
+        for record in per_region[&region]
+            .iter()
+            .map(|p| p.record.release.clone())
+            .collect::<BTreeSet<_>>()
+        {
+            findings.push(Finding {
+                release: record,
+                image: None,
+                region: region.clone(),
+                ami: None,
+                drift: Drift::Unreadable,
+                detail: format!("{region} could not be read: {err}"),
+                fix: None,
+            });
+        }
     }
     // Regions enabled since a release made to every region.
-    if records.iter().any(|r| r.all_regions) {
+    let everywhere = |r: &&Record| r.all_regions == Some(true);
+    if records.iter().any(|r| everywhere(&r)) {
         let enabled = list_regions(&a.ctx.ec2(), RegionFilter::Enabled).await?;
-        for record in records.iter().filter(|r| r.all_regions) {
+        for record in records.iter().filter(everywhere) {
             for image in &record.images {
                 for region in enabled.iter().filter(|r| !image.regions.contains_key(*r)) {
                     findings.push(Finding {
@@ -361,6 +404,7 @@ pub(crate) async fn plan(a: &Account, opts: &WatchOptions, records: Vec<Record>)
 pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DescribeRegions,
     Op::Ec2DescribeImages,
+    Op::Ec2DescribeImageAttribute,
     Op::Ec2DescribeSnapshots,
     Op::Ec2DescribeSnapshotAttribute,
     Op::SsmGetParameter,
