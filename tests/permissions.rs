@@ -2153,6 +2153,13 @@ async fn a_prune_credential_retires_only_what_imgpub_made() {
     }
     let document = policy(&standin, &["--for", "prune", "--regions", REGION]);
     let keys = user_with(&standin, "pruner", &document).await;
+    // Planning needs only reads.
+    let reads = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Action": ["ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:DescribeRegions"],
+        "Resource": "*",
+    }]});
+    let reader = user_with(&standin, "prune-reader", &reads).await;
     standin.enforce_iam();
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
     macro_rules! refused {
@@ -2234,6 +2241,19 @@ arch = "x86_64"
         dir.path(),
         "retention.toml",
         "[prune]\nkeep = 1\ngrace = \"7d\"\n",
+    );
+    let planned = signed_by(standin.imgpub(), &reader)
+        .args(["release", "prune"])
+        .arg_path("--policy", &retention)
+        .args([manifest.to_str().unwrap()])
+        .run();
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    assert_eq!(common::json_lines(&planned).len(), 2, "{}", planned.stdout);
+    // Nothing it would change is checked, or named as unchecked: the plan changes nothing.
+    assert!(
+        !planned.stderr.contains("not checked"),
+        "{}",
+        planned.stderr
     );
     let run = signed_by(standin.imgpub(), &keys)
         .args(["release", "prune", "--apply"])

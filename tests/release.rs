@@ -1100,6 +1100,18 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
         .send()
         .await
         .unwrap();
+    let deprecation_of = |id: String| {
+        let ec2 = standin.ec2(TARGETS[1]);
+        async move {
+            let out = ec2.describe_images().image_ids(id).send().await.unwrap();
+            out.images()[0].deprecation_time().map(str::to_owned)
+        }
+    };
+    let protected_deprecation = deprecation_of(protected.clone()).await;
+    assert!(
+        protected_deprecation.is_some(),
+        "the manifest's deprecate_in"
+    );
 
     let kept_everywhere: Vec<String> = ["r03", "r09", "r10", "r11", "r12"]
         .iter()
@@ -1247,19 +1259,23 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
             "{region}: snapshots without an AMI"
         );
     }
-    // The protected AMI stayed as it was: never deprecated by prune.
-    let described = standin
-        .ec2(TARGETS[1])
-        .describe_images()
-        .image_ids(&protected)
-        .send()
-        .await
-        .unwrap();
-    let deprecation = described.images()[0]
-        .deprecation_time()
-        .unwrap_or_default()
-        .to_string();
-    assert!(deprecation.as_str() > days_ago(0).as_str(), "{deprecation}");
+    // The protected AMI stayed as it was: its deprecation (the manifest's, a year ahead)
+    // untouched by prune, every run's line keeping it for its protection.
+    assert_eq!(
+        deprecation_of(protected.clone()).await,
+        protected_deprecation
+    );
+    for run in [&plan, &run, &run2, &run3] {
+        let line = json_lines(run)
+            .into_iter()
+            .find(|l| l["ami"] == protected.as_str())
+            .unwrap();
+        assert_eq!(line["action"], "keep", "{line}");
+        assert!(
+            line["why"].as_str().unwrap().contains("protection"),
+            "{line}"
+        );
+    }
 }
 
 /// `release watch` over a release to every region: each drift made by hand (made private,

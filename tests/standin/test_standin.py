@@ -2087,7 +2087,15 @@ def test_deregistration_protection_refuses_deregister_and_keeps_its_cooldown(acc
     DisableImageDeregistrationProtection (EC2 API Reference); the refusal's code is
     undocumented (seeded)."""
     ec2 = client(account, "ec2")
+    before = control(account, "/_standin/config")["deregister_protected_code"]
     control(account, "/_standin/config", {"deregister_protected_code": code})
+    try:
+        _refuses_while_protected(account, ec2, code)
+    finally:
+        control(account, "/_standin/config", {"deregister_protected_code": before})
+
+
+def _refuses_while_protected(account, ec2, code):
     plain, _ = admin_image(account, f"protected-{code}")
     cooled, _ = admin_image(account, f"cooled-{code}")
     assert ec2.enable_image_deregistration_protection(ImageId=plain)["Return"] == \

@@ -216,9 +216,11 @@ fn seen(template: &str, region: &str, image: &Ec2Image) -> Option<Seen> {
         .find(|a| image.architecture() == Some(&a.ec2()))?;
     let name = image.name()?.to_string();
     let release = release_of(template, arch, &name)?;
+    // "enabled-…" while on; what AWS shows once turned off (during a cooldown too) is
+    // taken as off whatever follows "disabled".
     let protection = image
         .deregistration_protection()
-        .filter(|v| *v != "disabled")
+        .filter(|v| !v.starts_with("disabled"))
         .map(str::to_owned);
     Some(Seen {
         ami: Ami {
@@ -495,6 +497,10 @@ pub(crate) async fn plan(
 
 /// The calls apply makes: each due stage, and each leftover snapshot deleted.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
+    // Without --apply nothing is changed: a read-only credential may plan.
+    if !plan.apply {
+        return vec![];
+    }
     let mut calls = vec![];
     for ami in &plan.amis {
         let image = || vec![Resource::Image(Some(ami.id.clone()))];
@@ -600,9 +606,9 @@ struct Line<'a> {
     region: &'a str,
     ami: &'a str,
     name: &'a str,
-    /// `keep`, `wait`, or the stage: `deprecate`, `disable`, `deregister`.
+    /// `keep`, `wait`, or the stage: `unprotect`, `deprecate`, `disable`, `deregister`.
     action: &'static str,
-    /// `kept`, `waiting`, `planned` (without --apply), `done`.
+    /// `kept`, `waiting`, `planned` (without --apply), `done` or `failed`.
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     why: Option<String>,

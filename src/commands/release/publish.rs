@@ -196,10 +196,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     .await;
     let mut problems = vec![];
     if public {
-        // The source region's new AMIs count against its quota too.
+        // The source region's new AMIs count against its quota too, and so does one found
+        // there that is not public yet (it lacks its launch permissions).
         let adding = uploads
             .iter()
-            .filter(|u| !matches!(u.image, ImageStep::Reuse(_)))
+            .filter(|u| !matches!(u.image, ImageStep::Reuse(_)) || u.touch.launch)
             .count();
         let quotas = source.ctx.service_quotas();
         let region = &manifest.source_region;

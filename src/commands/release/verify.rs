@@ -130,7 +130,7 @@ async fn inspect(
     }
     let protected = described
         .deregistration_protection()
-        .is_some_and(|v| v != "disabled");
+        .is_some_and(|v| v.starts_with("enabled"));
     if m.protect && !protected {
         problems.push(format!("{id} has no deregistration protection"));
     }

@@ -276,7 +276,7 @@ async fn look(
         }
     }
     // The next release of a public stream here makes as many AMIs public as its record has
-    // images; the newest such record names it.
+    // images; the public record with the most images here names it.
     let public = placed
         .iter()
         .filter(|p| p.record.public == Some(true))
