@@ -995,14 +995,6 @@ boot_mode = "uefi"
     common::write_file(dir, &format!("{release}.toml"), &text)
 }
 
-/// An ISO 8601 time `days` before now, as DescribeImages shows times.
-fn days_ago(days: u64) -> String {
-    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
-    aws_smithy_types::DateTime::from(at)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap()
-}
-
 /// Every AMI of the account in `region`, disabled ones too: name → (id, state, snapshots).
 async fn amis_in(
     standin: &Standin,
@@ -1076,7 +1068,7 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
                 if name.starts_with(&format!("os-{r}-")) {
                     let body = format!(
                         r#"{{"creation_date": "{}"}}"#,
-                        days_ago(7 * (11 - n as u64) + 1)
+                        common::days_ago(7 * (11 - n as u64) + 1)
                     );
                     standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
                 }
@@ -1088,7 +1080,7 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
     let launched = amis_in(&standin, TARGETS[0]).await["os-r05-x86_64"]
         .0
         .clone();
-    let body = format!(r#"{{"last_launched_time": "{}"}}"#, days_ago(10));
+    let body = format!(r#"{{"last_launched_time": "{}"}}"#, common::days_ago(10));
     standin.control("POST", &format!("/_standin/images/{launched}"), Some(&body));
     let protected = amis_in(&standin, TARGETS[1]).await["os-r02-arm64"]
         .0
@@ -1170,7 +1162,7 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
 
     // A week and a day later, stage 2: disable.
     let move_clock = |days: u64| {
-        let body = format!(r#"{{"deprecation_time": "{}"}}"#, days_ago(days));
+        let body = format!(r#"{{"deprecation_time": "{}"}}"#, common::days_ago(days));
         for line in json_lines(&run) {
             if line["action"] == "deprecate" {
                 let id = line["ami"].as_str().unwrap();
@@ -1429,7 +1421,7 @@ async fn a_protected_stream_is_protected_while_kept_and_unprotected_when_it_leav
     assert_eq!(release(&standin, "apply", &old).code, 0);
     for region in regions {
         for (_, (id, ..)) in amis_in(&standin, region).await {
-            let body = format!(r#"{{"creation_date": "{}"}}"#, days_ago(7));
+            let body = format!(r#"{{"creation_date": "{}"}}"#, common::days_ago(7));
             standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
         }
     }

@@ -866,6 +866,15 @@ pub fn planned_calls(run: &Run) -> Vec<(String, String, String)> {
     calls
 }
 
+/// An ISO 8601 time `days` before now, as DescribeImages shows times (the stand-in's test
+/// clock takes them).
+pub fn days_ago(days: u64) -> String {
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    aws_smithy_types::DateTime::from(at)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
 /// How many requests of `key` (`ec2.RegisterImage`) the stand-in's counts hold.
 pub fn count(counts: &Value, key: &str) -> u64 {
     counts[key].as_u64().unwrap_or(0)

@@ -80,6 +80,20 @@ pub(crate) async fn regions_of(a: &Account, manifest: &Manifest) -> Result<Vec<S
         .collect())
 }
 
+/// A time as DescribeImages writes it (ISO 8601), or `None` when it is not one.
+pub(crate) fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    use aws_smithy_types::{date_time::Format, DateTime};
+    std::time::SystemTime::try_from(DateTime::from_str(text, Format::DateTime).ok()?).ok()
+}
+
+/// A time as AWS writes it, for messages and JSON lines.
+pub(crate) fn show_time(at: std::time::SystemTime) -> String {
+    use aws_smithy_types::{date_time::Format, DateTime};
+    DateTime::from(at)
+        .fmt(Format::DateTime)
+        .unwrap_or_else(|_| "a time AWS cannot show".into())
+}
+
 /// What the step found before it acts.
 #[derive(Debug)]
 pub(crate) enum Plan {
@@ -174,7 +188,6 @@ impl Command for ReleaseOptions {
     fn describe(&self, _: &Account, plan: &Plan, calls: &[Call]) -> Vec<String> {
         match plan {
             Plan::Promote(plan) => promote::describe(plan),
-            Plan::Prune(plan) => prune::describe(plan),
             // Apply's dry run is `release plan`; here, the calls named.
             _ => crate::commands::driver::calls_in_words(calls),
         }

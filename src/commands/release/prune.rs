@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::types::{Image as Ec2Image, ImageState};
-use aws_smithy_types::date_time::Format;
 use aws_smithy_types::DateTime;
 use serde::Serialize;
 
@@ -23,6 +22,7 @@ use crate::aws::propagation::Age;
 use crate::aws::regions::{failure_summary, fan_out};
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Retention};
+use crate::commands::release::{parse_time, show_time};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::Named;
 
@@ -187,17 +187,6 @@ fn glob(pattern: &str, name: &str) -> bool {
     }
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     go(&p, &n)
-}
-
-fn parse_time(text: &str) -> Option<SystemTime> {
-    let at = DateTime::from_str(text, Format::DateTime).ok()?;
-    SystemTime::try_from(at).ok()
-}
-
-fn show_time(at: SystemTime) -> String {
-    DateTime::from(at)
-        .fmt(Format::DateTime)
-        .unwrap_or_else(|_| "a time AWS cannot show".into())
 }
 
 /// One AMI as DescribeImages shows it, before the verdict.
@@ -561,41 +550,6 @@ pub(crate) fn policy_line(plan: &Plan) -> String {
         },
         plan.regions.join(",")
     )
-}
-
-/// The stages due, in words (what `--apply` would do).
-pub(crate) fn describe(plan: &Plan) -> Vec<String> {
-    let mut lines: Vec<String> = plan
-        .amis
-        .iter()
-        .filter_map(|a| match a.verdict {
-            Verdict::Due(stage) => Some(format!(
-                "would {} {} ({}) in {}{}",
-                match stage {
-                    Stage::Unprotect => "lift the deregistration protection of",
-                    Stage::Deprecate => "deprecate",
-                    Stage::Disable => "disable",
-                    Stage::Deregister => "deregister",
-                },
-                a.id,
-                a.name,
-                a.region,
-                match stage {
-                    Stage::Deregister if !a.snapshots.is_empty() =>
-                        format!(" and delete {}", a.snapshots.join(", ")),
-                    _ => String::new(),
-                }
-            )),
-            _ => None,
-        })
-        .collect();
-    lines.extend(plan.orphans.iter().map(|o| {
-        format!(
-            "would delete snapshot {} ({}, no AMI maps it) in {}",
-            o.snapshot, o.name, o.region
-        )
-    }));
-    lines
 }
 
 /// One AMI's line.

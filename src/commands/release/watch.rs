@@ -12,8 +12,6 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::types::{Filter, Image as Ec2Image, ImageState};
-use aws_smithy_types::date_time::Format;
-use aws_smithy_types::DateTime;
 use serde::Serialize;
 
 use crate::aws::ami;
@@ -23,6 +21,7 @@ use crate::aws::regions::{fan_out, list_regions, RegionFilter};
 use crate::aws::ssm;
 use crate::commands::driver::{Account, Command, Emit, Output};
 use crate::commands::release::record::Record;
+use crate::commands::release::{parse_time, show_time};
 use crate::commands::REGION_CONCURRENCY;
 use crate::error::{aws, Error, Result};
 
@@ -94,12 +93,6 @@ struct Placed<'a> {
     image: &'a str,
     ami: &'a str,
     snapshot: &'a str,
-}
-
-fn show_time(at: SystemTime) -> String {
-    DateTime::from(at)
-        .fmt(Format::DateTime)
-        .unwrap_or_else(|_| "a time AWS cannot show".into())
 }
 
 /// What one region holds of the records.
@@ -229,9 +222,7 @@ async fn look(
                 });
             }
         }
-        let deprecation = image
-            .deprecation_time()
-            .and_then(|t| SystemTime::try_from(DateTime::from_str(t, Format::DateTime).ok()?).ok());
+        let deprecation = image.deprecation_time().and_then(parse_time);
         match deprecation {
             Some(at) if at <= now => findings.push(finding(
                 Drift::Deprecated,
