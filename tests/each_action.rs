@@ -210,6 +210,8 @@ async fn prepare(
             REGION,
             "--bucket",
             "images",
+            "--recycle-bin",
+            "30",
         ]),
         "object" => {
             standin.initialize(REGION, "images");
@@ -904,6 +906,12 @@ async fn each_action_of_the_initialize_policy_is_needed() {
                 ),
                 ("ImportRole", "iam:GetRolePolicy", Without::Unused(RERUN)),
                 ("ImportRole", "iam:ListRolePolicies", Without::Unused(RERUN)),
+                ("RecycleBinRules", "rbin:GetRule", Without::Unused(RERUN)),
+                (
+                    "RecycleBinRules",
+                    "rbin:UpdateRule",
+                    Without::Unused("a rerun with another --recycle-bin"),
+                ),
                 (
                     "ImportRole",
                     "iam:UpdateAssumeRolePolicy",

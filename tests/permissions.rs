@@ -2292,3 +2292,118 @@ arch = "x86_64"
         "the admin's AMI"
     );
 }
+
+/// A leaked `release restore` credential brings back only what imgpub made: the admin's AMI
+/// and snapshot in the Recycle Bin stay there, and it can neither share nor make public
+/// what it restores beyond what its policy names.
+#[tokio::test]
+async fn a_restore_credential_brings_back_only_what_imgpub_made() {
+    let standin = Standin::start();
+    let rbin = aws_sdk_rbin::Client::new(&standin.sdk(REGION));
+    for kind in [
+        aws_sdk_rbin::types::ResourceType::Ec2Image,
+        aws_sdk_rbin::types::ResourceType::EbsSnapshot,
+    ] {
+        // A Region-level rule: everything deleted here is kept.
+        rbin.create_rule()
+            .resource_type(kind)
+            .retention_period(
+                aws_sdk_rbin::types::RetentionPeriod::builder()
+                    .retention_period_value(7)
+                    .retention_period_unit(aws_sdk_rbin::types::RetentionPeriodUnit::Days)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let (theirs, their_snap) = common::api_image(&standin, REGION, "admin-image", &[]).await;
+    let (ours, our_snap) = common::api_image(&standin, REGION, "os-r1-x86_64", &[]).await;
+    common::mark_managed(&standin, REGION, &[&ours, &our_snap]).await;
+    let admin = standin.ec2(REGION);
+    for (ami, snap) in [(&theirs, &their_snap), (&ours, &our_snap)] {
+        admin.deregister_image().image_id(ami).send().await.unwrap();
+        admin
+            .delete_snapshot()
+            .snapshot_id(snap)
+            .send()
+            .await
+            .unwrap();
+    }
+    let document = policy(&standin, &["--for", "restore", "--regions", REGION]);
+    let keys = user_with(&standin, "restorer", &document).await;
+    standin.enforce_iam();
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
+    let code = |r: Result<(), Option<String>>| r.unwrap_err();
+    let refused = code(
+        ec2.restore_snapshot_from_recycle_bin()
+            .snapshot_id(&their_snap)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
+    );
+    assert_eq!(
+        refused.as_deref(),
+        Some("UnauthorizedOperation"),
+        "their snapshot"
+    );
+    let refused = code(
+        ec2.restore_image_from_recycle_bin()
+            .image_id(&theirs)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
+    );
+    assert_eq!(
+        refused.as_deref(),
+        Some("UnauthorizedOperation"),
+        "their AMI"
+    );
+    ec2.restore_snapshot_from_recycle_bin()
+        .snapshot_id(&our_snap)
+        .send()
+        .await
+        .expect("imgpub's snapshot");
+    ec2.restore_image_from_recycle_bin()
+        .image_id(&ours)
+        .send()
+        .await
+        .expect("imgpub's AMI");
+    // Without --public in its policy, it cannot make what it restored public.
+    let refused = code(
+        ec2.modify_image_attribute()
+            .image_id(&ours)
+            .launch_permission(
+                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                    .add(
+                        aws_sdk_ec2::types::LaunchPermission::builder()
+                            .group(aws_sdk_ec2::types::PermissionGroup::All)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
+    );
+    assert_eq!(
+        refused.as_deref(),
+        Some("UnauthorizedOperation"),
+        "made public"
+    );
+    let listed = ec2
+        .list_images_in_recycle_bin()
+        .send()
+        .await
+        .expect("listing the bin is a read");
+    let left: Vec<&str> = listed
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
+    assert_eq!(left, vec![theirs.as_str()]);
+}

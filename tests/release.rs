@@ -1057,6 +1057,33 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
     let dir = TempDir::new();
     let regions = [SOURCE, TARGETS[0], TARGETS[1]];
     let releases: Vec<String> = (1..=12).map(|n| format!("r{n:02}")).collect();
+    // Recycle Bin rules in two of the three regions: what prune deletes there stays
+    // restorable for 30 days; in the third it is gone for good.
+    for region in [SOURCE, TARGETS[0]] {
+        let init = standin
+            .imgpub()
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                region,
+                "--recycle-bin",
+                "30",
+            ])
+            .run();
+        assert_eq!(init.code, 0, "{}", init.stderr);
+        let report = &json_lines(&init)[0];
+        assert_eq!(
+            report["created"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c.as_str().unwrap().starts_with("recycle-bin-"))
+                .count(),
+            2,
+            "{report}"
+        );
+    }
     let mut last = PathBuf::new();
     for (n, r) in releases.iter().enumerate() {
         last = weekly_manifest(dir.path(), r, 40 + n as u64);
@@ -1268,6 +1295,77 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
             "{line}"
         );
     }
+
+    // r04, pruned, brought back from the Recycle Bin where a rule kept it: restored with its
+    // snapshot, launchable, undeprecated. Where no rule kept it, the run names it and fails.
+    let restore = || {
+        standin
+            .imgpub()
+            .args(["release", "restore"])
+            .arg(&dir.path().join("r04.record.json"))
+            .run()
+    };
+    let back = restore();
+    assert_eq!(back.code, 1, "{}", back.stderr);
+    let lines = json_lines(&back);
+    assert_eq!(lines.len(), 6, "{}", back.stdout);
+    for line in &lines {
+        let region = line["region"].as_str().unwrap();
+        let done: Vec<&str> = line["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        if region == TARGETS[1] {
+            assert_eq!(line["found"], "gone", "{line}");
+            assert!(
+                back.stderr.contains(line["ami"].as_str().unwrap()),
+                "{}",
+                back.stderr
+            );
+            continue;
+        }
+        assert_eq!(line["found"], "in-bin", "{line}");
+        for step in ["snapshot-restored", "image-restored", "undeprecated"] {
+            assert!(done.contains(&step), "{line}");
+        }
+        let ami = line["ami"].as_str().unwrap();
+        let snapshot = line["snapshot"].as_str().unwrap();
+        let ec2 = standin.ec2(region);
+        let image = ec2.describe_images().image_ids(ami).send().await.unwrap();
+        let image = &image.images()[0];
+        assert_eq!(image.state().unwrap().as_str(), "available", "{ami}");
+        assert_eq!(image.deprecation_time(), None, "{ami}");
+        let snaps = ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(snaps.snapshots().len(), 1, "{snapshot}");
+        ec2.run_instances()
+            .image_id(ami)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("RunInstances {ami} in {region}: {e:?}"));
+    }
+    assert!(
+        back.stderr.contains("initialize --recycle-bin"),
+        "{}",
+        back.stderr
+    );
+    // A rerun finds them back: nothing restored twice.
+    standin.reset_requests();
+    let again = restore();
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "a rerun of restore"
+    );
 }
 
 /// `release watch` over a release to every region: each drift made by hand (made private,

@@ -721,6 +721,34 @@ pub(crate) async fn disable_image(ec2: &Client, image_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes a disabled AMI launchable again. Its sharing does not come back with it ("do not
+/// regain access automatically": EnableImage).
+pub(crate) async fn enable_image(ec2: &Client, image_id: &str) -> Result<()> {
+    ec2.enable_image()
+        .image_id(image_id)
+        .send()
+        .await
+        .map_err(|e| aws(Op::Ec2EnableImage, format!("enabling AMI {image_id}"), e))?;
+    tracing::info!("enabled AMI {image_id}");
+    Ok(())
+}
+
+/// Cancels the AMI's deprecation.
+pub(crate) async fn undeprecate(ec2: &Client, image_id: &str) -> Result<()> {
+    ec2.disable_image_deprecation()
+        .image_id(image_id)
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DisableImageDeprecation,
+                format!("cancelling the deprecation of AMI {image_id}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
 /// Turns deregistration protection on (with its 24-hour cooldown once turned off) or off.
 pub(crate) async fn set_protection(ec2: &Client, image_id: &str, on: bool) -> Result<()> {
     let result = match on {

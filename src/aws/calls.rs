@@ -16,6 +16,8 @@ pub enum Service {
     Ssm,
     Sts,
     Ebs,
+    /// The Recycle Bin's retention rules.
+    Rbin,
     /// Service Quotas.
     #[serde(rename = "servicequotas")]
     Quotas,
@@ -77,6 +79,16 @@ ops! {
     Ec2CopyImage,
     Ec2DescribeInstances,
     Ec2TerminateInstances,
+    Ec2ListImagesInRecycleBin,
+    Ec2ListSnapshotsInRecycleBin,
+    Ec2RestoreSnapshotFromRecycleBin,
+    Ec2RestoreImageFromRecycleBin,
+    Ec2EnableImage,
+    Ec2DisableImageDeprecation,
+    RbinListRules,
+    RbinGetRule,
+    RbinCreateRule,
+    RbinUpdateRule,
     EbsStartSnapshot,
     EbsPutSnapshotBlock,
     EbsCompleteSnapshot,
@@ -130,6 +142,8 @@ pub enum ResourceKind {
     Snapshot,
     /// An EC2 instance (`gc` terminates kola's test instances).
     Instance,
+    /// A Recycle Bin retention rule.
+    RecycleBinRule,
     ImportSnapshotTask,
     Role,
     Parameter,
@@ -635,6 +649,130 @@ impl Op {
                         "disable an AMI a release prune retires (hidden, not launchable, restorable)",
                     )
                     .on_ours()]
+                },
+            ),
+            Op::Ec2ListImagesInRecycleBin => (
+                Ec2,
+                "ListImagesInRecycleBin",
+                "list_images_in_recycle_bin",
+                &const {
+                    [need(
+                        "ec2:ListImagesInRecycleBin",
+                        R::Any,
+                        "find a pruned release's AMIs in the Recycle Bin (release restore)",
+                    )]
+                },
+            ),
+            Op::Ec2ListSnapshotsInRecycleBin => (
+                Ec2,
+                "ListSnapshotsInRecycleBin",
+                "list_snapshots_in_recycle_bin",
+                &const {
+                    [need(
+                        "ec2:ListSnapshotsInRecycleBin",
+                        R::Any,
+                        "find a pruned release's snapshots in the Recycle Bin (release restore)",
+                    )]
+                },
+            ),
+            Op::Ec2RestoreSnapshotFromRecycleBin => (
+                Ec2,
+                "RestoreSnapshotFromRecycleBin",
+                "restore_snapshot_from_recycle_bin",
+                &const {
+                    [need(
+                        "ec2:RestoreSnapshotFromRecycleBin",
+                        R::Snapshot,
+                        "bring a pruned release's snapshot back (before its AMI)",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2RestoreImageFromRecycleBin => (
+                Ec2,
+                "RestoreImageFromRecycleBin",
+                "restore_image_from_recycle_bin",
+                &const {
+                    [need(
+                        "ec2:RestoreImageFromRecycleBin",
+                        R::Image,
+                        "bring a pruned release's AMI back",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2EnableImage => (
+                Ec2,
+                "EnableImage",
+                "enable_image",
+                &const {
+                    [need(
+                        "ec2:EnableImage",
+                        R::Image,
+                        "make a restored AMI launchable again (prune had disabled it)",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::Ec2DisableImageDeprecation => (
+                Ec2,
+                "DisableImageDeprecation",
+                "disable_image_deprecation",
+                &const {
+                    [need(
+                        "ec2:DisableImageDeprecation",
+                        R::Image,
+                        "cancel the deprecation prune gave a restored AMI",
+                    )
+                    .on_ours()]
+                },
+            ),
+            Op::RbinListRules => (
+                Rbin,
+                "ListRules",
+                "list_rules",
+                &const {
+                    [need(
+                        "rbin:ListRules",
+                        R::Any,
+                        "find the Recycle Bin rules of the region (initialize --recycle-bin)",
+                    )]
+                },
+            ),
+            Op::RbinGetRule => (
+                Rbin,
+                "GetRule",
+                "get_rule",
+                &const {
+                    [need(
+                        "rbin:GetRule",
+                        R::RecycleBinRule,
+                        "read which resources a Recycle Bin rule retains, and for how long",
+                    )]
+                },
+            ),
+            Op::RbinCreateRule => (
+                Rbin,
+                "CreateRule",
+                "create_rule",
+                &const {
+                    [need(
+                        "rbin:CreateRule",
+                        R::RecycleBinRule,
+                        "keep what imgpub deletes restorable (initialize --recycle-bin)",
+                    )]
+                },
+            ),
+            Op::RbinUpdateRule => (
+                Rbin,
+                "UpdateRule",
+                "update_rule",
+                &const {
+                    [need(
+                        "rbin:UpdateRule",
+                        R::RecycleBinRule,
+                        "change the retention of imgpub's Recycle Bin rule",
+                    )]
                 },
             ),
             Op::Ec2EnableImageDeregistrationProtection => (
@@ -1200,6 +1338,7 @@ impl Op {
             Service::Ssm => "ssm",
             Service::Sts => "sts",
             Service::Ebs => "ebs",
+            Service::Rbin => "rbin",
             Service::Quotas => "servicequotas",
         };
         format!("{service}:{}", info.name)
@@ -1239,6 +1378,8 @@ pub enum Resource {
     Parameter(String),
     /// A KMS key, by ARN.
     Key(String),
+    /// A Recycle Bin retention rule by its identifier (`None`: a new one).
+    Rule(Option<String>),
 }
 
 impl Resource {
@@ -1254,6 +1395,8 @@ impl Resource {
             Resource::Role(name) => format!("role {name}"),
             Resource::Parameter(name) => format!("parameter {name}"),
             Resource::Key(arn) => format!("with key {arn}"),
+            Resource::Rule(Some(id)) => format!("Recycle Bin rule {id}"),
+            Resource::Rule(None) => "a new Recycle Bin rule".into(),
         }
     }
 }
@@ -1426,6 +1569,15 @@ impl Arns {
     }
 
     /// A parameter (`/os/latest`), or with a name ending in `*` those under a path.
+    /// A Recycle Bin rule (Service Authorization Reference, Recycle Bin: `rule`).
+    pub fn rule(&self, region: &str, id: &str) -> String {
+        format!(
+            "arn:{}:rbin:{region}:{}:rule/{id}",
+            self.partition,
+            self.account()
+        )
+    }
+
     pub fn parameter(&self, region: &str, name: &str) -> String {
         format!(
             "arn:{}:ssm:{region}:{}:parameter/{}",
@@ -1452,6 +1604,7 @@ impl Arns {
             (ResourceKind::Role, Resource::Role(name)) => self.role(name),
             (ResourceKind::Parameter, Resource::Parameter(name)) => self.parameter(region, name),
             (ResourceKind::Key, Resource::Key(arn)) => arn.clone(),
+            (ResourceKind::RecycleBinRule, Resource::Rule(r)) => self.rule(region, &id(r)),
             _ => return None,
         })
     }
@@ -1485,6 +1638,7 @@ mod tests {
             ("ssm.rs", include_str!("ssm.rs")),
             ("preflight.rs", include_str!("preflight.rs")),
             ("publisher.rs", include_str!("publisher.rs")),
+            ("recycle_bin.rs", include_str!("recycle_bin.rs")),
             ("tags.rs", include_str!("tags.rs")),
             (
                 "commands/upload/remote.rs",
@@ -1545,6 +1699,7 @@ mod tests {
             "ssm",
             "sts()",
             "quotas",
+            "rbin",
             "s3_client",
             "iam_client",
         ] {

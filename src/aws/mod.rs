@@ -20,6 +20,7 @@ pub(crate) mod poll;
 pub(crate) mod preflight;
 pub(crate) mod propagation;
 pub(crate) mod publisher;
+pub(crate) mod recycle_bin;
 pub(crate) mod regions;
 pub(crate) mod s3;
 pub(crate) mod ssm;

@@ -42,6 +42,12 @@ pub struct InitializeArgs {
     #[arg(long)]
     pub harden_trust: bool,
 
+    /// Keep the AMIs and snapshots imgpub deletes (release prune, delete-image, gc)
+    /// restorable for DAYS (1 to 365) with Recycle Bin rules in this region; `release
+    /// restore` brings them back. Rules are per region: run it in every region published to.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i32).range(1..=365))]
+    pub recycle_bin: Option<i32>,
+
     /// Print what would be created or changed, one JSON line per call; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -52,6 +52,7 @@ impl From<&InitializeArgs> for InitializeOptions {
             permissions_boundary: a.permissions_boundary,
             abort_incomplete_days: Some(a.abort_incomplete_days).filter(|d| *d != 0),
             harden_trust: a.harden_trust,
+            recycle_bin: a.recycle_bin,
         }
     }
 }

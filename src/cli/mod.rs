@@ -33,7 +33,7 @@ use imgpub::{Collect, GcOptions};
 use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
 use imgpub::{For, PolicyOptions, PrintPolicy};
 use imgpub::{GrantOptions, Permissions};
-use imgpub::{Promotion, ReleaseOptions, ReleaseStep, Task, WatchOptions};
+use imgpub::{Promotion, ReleaseOptions, ReleaseStep, RestoreOptions, Task, WatchOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -282,6 +282,18 @@ pub enum ReleaseSubcommand {
         after_help = "Example:\n  imgpub release watch out/42.0.record.json out/41.0.record.json --fix"
     )]
     Watch(WatchArgs),
+    /// Bring pruned releases back from the Recycle Bin (see `initialize --recycle-bin`):
+    /// each AMI and its snapshot restored, enabled, its deprecation cancelled and shared as
+    /// its record says. Exit 1 names what is no longer restorable.
+    #[command(after_help = "Example:\n  imgpub release restore out/38.0.record.json")]
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Release records (JSON, as `release apply` and `release verify` write them).
+    #[arg(value_name = "RECORD", required = true, value_hint = clap::ValueHint::FilePath)]
+    pub records: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +358,7 @@ impl ReleaseSubcommand {
     /// The step as the driver runs it.
     pub fn task(self) -> Task {
         let (step, a) = match self {
+            ReleaseSubcommand::Restore(r) => return RestoreOptions { records: r.records }.into(),
             ReleaseSubcommand::Watch(w) => {
                 return WatchOptions {
                     records: w.records,

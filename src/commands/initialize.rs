@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::config::Identity;
 use crate::aws::iam::{self, Outcome, RolePlan, RoleState};
+use crate::aws::recycle_bin::{self, Kind};
 use crate::aws::s3;
 use crate::aws::vmimport_role::{self, RoleSpec};
 use crate::aws::Status;
@@ -31,6 +32,8 @@ pub struct InitializeOptions {
     /// Replace a trust policy that admits VM Import/Export but lacks the confused-deputy
     /// conditions (ore's) with ours.
     pub harden_trust: bool,
+    /// Recycle Bin rules that keep what imgpub deletes in this region for this many days.
+    pub recycle_bin: Option<i32>,
 }
 
 /// The JSON summary `initialize` prints.
@@ -41,7 +44,7 @@ pub(crate) struct InitializeReport {
     pub role: String,
     pub role_arn: String,
     /// Resources made by this run: `bucket`, `role`, `trust-policy`, `role-policy`,
-    /// `permissions-boundary`, `lifecycle`.
+    /// `permissions-boundary`, `lifecycle`, `recycle-bin-images`, `recycle-bin-snapshots`.
     pub created: Vec<&'static str>,
     /// Resources that existed but had drifted, now fixed.
     pub repaired: Vec<&'static str>,
@@ -97,6 +100,27 @@ pub(crate) struct Plan {
     /// The bucket's lifecycle rules now, and what our abort rule needs (`None`: left alone).
     pub lifecycle_rules: Vec<aws_sdk_s3::types::LifecycleRule>,
     pub lifecycle: Option<(i32, Outcome)>,
+    /// `--recycle-bin`: imgpub's rule for each kind, what it becomes and its retention.
+    pub recycle_bin: Vec<BinRule>,
+}
+
+/// imgpub's Recycle Bin rule for one kind of resource in the region.
+#[derive(Debug, Clone)]
+pub(crate) struct BinRule {
+    pub kind: Kind,
+    /// The rule there is (`None`: created by this run).
+    pub id: Option<String>,
+    pub days: i32,
+    pub outcome: Outcome,
+}
+
+impl BinRule {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Image => "recycle-bin-images",
+            Kind::Snapshot => "recycle-bin-snapshots",
+        }
+    }
 }
 
 /// Checks everything that can be checked locally; returns the bucket names to use.
@@ -143,6 +167,7 @@ fn validate(
 /// The local checks, then the bucket's region and the role as IAM has it.
 pub(crate) async fn plan(
     c: &Clients,
+    rbin: &aws_sdk_rbin::Client,
     identity: &Identity,
     opts: &InitializeOptions,
 ) -> Result<Plan> {
@@ -184,6 +209,25 @@ pub(crate) async fn plan(
         _ => vec![],
     };
     let lifecycle = days.map(|d| (d, s3::abort_rule_outcome(&lifecycle_rules, d)));
+    let mut recycle_bin = vec![];
+    if let Some(days) = opts.recycle_bin {
+        for kind in Kind::BOTH {
+            let rules = recycle_bin::rules(rbin, &c.region, kind).await?;
+            // Ours: the tag-level rule for exactly imgpub's tag; its retention is the one
+            // asked for (longer or shorter: the flag says how long).
+            let ours = rules.iter().find(|r| r.imgpubs);
+            recycle_bin.push(BinRule {
+                kind,
+                id: ours.map(|r| r.id.clone()),
+                days,
+                outcome: match ours {
+                    None => Outcome::Created,
+                    Some(r) if r.days != days => Outcome::Repaired,
+                    Some(_) => Outcome::AlreadyFine,
+                },
+            });
+        }
+    }
     Ok(Plan {
         region: c.region.clone(),
         bucket,
@@ -193,6 +237,7 @@ pub(crate) async fn plan(
         role,
         lifecycle_rules,
         lifecycle,
+        recycle_bin,
     })
 }
 
@@ -234,6 +279,18 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
             bucket,
         ));
     }
+    for rule in &plan.recycle_bin {
+        let op = match rule.outcome {
+            Outcome::Created => Op::RbinCreateRule,
+            Outcome::Repaired => Op::RbinUpdateRule,
+            Outcome::AlreadyFine => continue,
+        };
+        calls.push(Call::new(
+            op,
+            &plan.region,
+            vec![Resource::Rule(rule.id.clone())],
+        ));
+    }
     calls
 }
 
@@ -250,10 +307,18 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::IamPutRolePermissionsBoundary,
     Op::S3GetBucketLifecycleConfiguration,
     Op::S3PutBucketLifecycleConfiguration,
+    Op::RbinListRules,
+    Op::RbinGetRule,
+    Op::RbinCreateRule,
+    Op::RbinUpdateRule,
 ];
 
 /// Creates or repairs the bucket and role as planned.
-pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> {
+pub(crate) async fn apply(
+    c: &Clients,
+    rbin: &aws_sdk_rbin::Client,
+    plan: &Plan,
+) -> Result<InitializeReport> {
     let bucket_outcome = match plan.bucket_outcome {
         Outcome::Created => s3::create_bucket(&c.s3, &plan.bucket, &plan.region, c.owner()).await?,
         other => other,
@@ -262,6 +327,18 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> 
         vmimport_role::apply_role(&c.iam, &plan.spec, &plan.role_state, &plan.role).await?;
     if let Some((days, Outcome::Created | Outcome::Repaired)) = plan.lifecycle {
         s3::put_abort_rule(&c.s3, &plan.bucket, c.owner(), &plan.lifecycle_rules, days).await?;
+    }
+    for rule in &plan.recycle_bin {
+        match (&rule.id, rule.outcome) {
+            (_, Outcome::Created) => {
+                let id = recycle_bin::create_rule(rbin, &plan.region, rule.kind, rule.days).await?;
+                tracing::info!("created Recycle Bin rule {id} in {}", plan.region);
+            }
+            (Some(id), Outcome::Repaired) => {
+                recycle_bin::update_rule(rbin, &plan.region, id, rule.days).await?
+            }
+            _ => {}
+        }
     }
     let mut report = InitializeReport {
         bucket: plan.bucket.clone(),
@@ -279,7 +356,9 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> 
     let optional = [
         ("permissions-boundary", plan.role.boundary),
         ("lifecycle", plan.lifecycle.map(|(_, o)| o)),
-    ];
+    ]
+    .into_iter()
+    .chain(plan.recycle_bin.iter().map(|r| (r.name(), Some(r.outcome))));
     for (what, outcome) in [
         ("bucket", bucket_outcome),
         ("role", plan.role.role),
@@ -287,7 +366,7 @@ pub(crate) async fn apply(c: &Clients, plan: &Plan) -> Result<InitializeReport> 
         ("role-policy", plan.role.role_policy),
     ]
     .into_iter()
-    .chain(optional.into_iter().filter_map(|(w, o)| Some((w, o?))))
+    .chain(optional.filter_map(|(w, o)| Some((w, o?))))
     {
         match outcome {
             Outcome::Created => report.created.push(what),
@@ -335,6 +414,18 @@ fn describe(plan: &Plan) -> Vec<String> {
             plan.bucket
         ));
     }
+    for rule in &plan.recycle_bin {
+        if let Some(would) = rule.outcome.would() {
+            let what = match rule.kind {
+                Kind::Image => "AMIs",
+                Kind::Snapshot => "snapshots",
+            };
+            lines.push(format!(
+                "{would} the Recycle Bin rule in {} that keeps the {what} imgpub deletes (tagged {}) restorable for {} days",
+                plan.region, crate::aws::tags::MANAGED_KEY, rule.days
+            ));
+        }
+    }
     lines
 }
 
@@ -350,7 +441,7 @@ impl Command for InitializeOptions {
     }
 
     async fn plan(&self, a: &Account, (): ()) -> Result<Plan> {
-        plan(&a.clients(), &a.identity, self).await
+        plan(&a.clients(), &a.ctx.rbin(), &a.identity, self).await
     }
 
     fn check(&self, _: &Account, plan: &Plan) -> Vec<Call> {
@@ -368,7 +459,7 @@ impl Command for InitializeOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        let report = apply(&a.clients(), plan).await?;
+        let report = apply(&a.clients(), &a.ctx.rbin(), plan).await?;
         emit(Output::json(&report));
         emit(Output::Summary(report.summary()));
         Ok(())

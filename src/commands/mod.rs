@@ -142,4 +142,6 @@ tasks! {
     Release(release::ReleaseOptions),
     /// `release watch`.
     Watch(release::WatchOptions),
+    /// `release restore`.
+    Restore(release::RestoreOptions),
 }

@@ -29,6 +29,8 @@ pub enum For {
     Prune,
     /// `release watch`.
     Watch,
+    /// `release restore`.
+    Restore,
     Initialize,
     /// `upload-object`.
     Object,

@@ -100,6 +100,7 @@ pub(crate) fn ops(command: For, via: upload::Via) -> &'static [Op] {
         For::Gc => gc::MAY_CALL,
         For::Prune => crate::commands::release::prune::MAY_CALL,
         For::Watch => crate::commands::release::watch::MAY_CALL,
+        For::Restore => crate::commands::release::restore::MAY_CALL,
         For::Initialize => initialize::MAY_CALL,
         For::Object => upload_object::MAY_CALL,
         For::ListRegions => list_regions::MAY_CALL,
@@ -370,6 +371,7 @@ impl Scope {
             ResourceKind::SourceImage => self.source_arns(&|r| a.image(r, "*")),
             ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
             ResourceKind::Instance => per_region(&|r| a.instance(r, "*")),
+            ResourceKind::RecycleBinRule => per_region(&|r| a.rule(r, "*")),
             ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
             ResourceKind::Role => vec![a.role(&self.role_name)],
             ResourceKind::Parameter => per_region(&|r| {
@@ -431,7 +433,7 @@ pub fn build(scope: &Scope) -> Policy {
             // `release watch` shares only with `--fix` (its policy line says --public then),
             // and reads parameters only under a prefix.
             let publishes = matches!(command, For::Upload | For::Copy);
-            let shares_to_fix = publishes || *command == For::Watch;
+            let shares_to_fix = publishes || matches!(command, For::Watch | For::Restore);
             let unscoped_read =
                 *command == For::Watch && *op == Op::SsmGetParameter && scope.ssm_prefix.is_none();
             // Deregistration protection only for a release that asks for it.
@@ -441,7 +443,9 @@ pub fn build(scope: &Scope) -> Policy {
                     | Op::Ec2DisableImageDeregistrationProtection
             );
             if (shares_to_fix && sharing_op && !shares)
-                || (publishes || *command == For::Grant) && public_read && !scope.public
+                || (publishes || matches!(command, For::Grant | For::Restore))
+                    && public_read
+                    && !scope.public
                 || unscoped_read
                 || protection && !scope.protect
             {
@@ -602,6 +606,7 @@ fn statement_key(
         (ResourceKind::Snapshot, .., Tagged::Resource) => (4, "OwnSnapshots"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Instance, ..) => (7, "TestInstances"),
+        (ResourceKind::RecycleBinRule, ..) => (8, "RecycleBinRules"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
         (ResourceKind::User, ..) => (11, "PublisherUsers"),

@@ -76,6 +76,9 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
                                      including billing products (which DescribeImages,
                                      like AWS, does not show)
+    POST /_standin/rbin/elapse       {"days": N}: the Recycle Bin's clock moves N days
+                                     (what outlives its retention is gone); see
+                                     standin_rbin.py for the rules and the bin
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import standin_ebs  # noqa: E402
+import standin_rbin  # noqa: E402
 
 GIB = 1 << 30
 
@@ -177,6 +181,9 @@ SETTINGS: dict[str, Any] = {
     "consistency_seconds": 0.0,
     "iam_consistency_seconds": 0.0,
     "ssm_reject_images": [],
+    # Recycle Bin: how long an account's first retention rule in a Region stays pending
+    # ("it can take up to 30 minutes for the rule to become active": Recycle Bin User Guide).
+    "rbin_rule_pending_seconds": 0.0,
 }
 
 # Where AWS documents no answer, the stand-in gives each plausible one, picked by a seed
@@ -210,6 +217,11 @@ UNDOCUMENTED = {
     # StartSnapshot reference says neither; refused (ValidationException) or taken.
     "ebs_parent_pending": ["refused", "accepted"],
     "ebs_parent_larger": ["refused", "accepted"],
+    # A disabled AMI deregistered into the Recycle Bin and restored: "the AMI is immediately
+    # available for use" (Recycle Bin User Guide) was written before AMIs could be disabled,
+    # and "Retention rules also apply to disabled AMIs" says nothing of the state restored.
+    # Back as it was (disabled), or available.
+    "rbin_restored_disabled": ["disabled", "available"],
 }
 
 
@@ -224,6 +236,7 @@ SETTINGS["seed"] = SEED
 SETTINGS.update(_choose_undocumented(SEED))
 
 EBS = standin_ebs.EbsDirect(SETTINGS)
+RBIN = standin_rbin.RecycleBin(SETTINGS)
 
 
 # --------------------------------------------------------------------------------------
@@ -987,12 +1000,116 @@ def disable_image_deregistration_protection(self: EC2Response) -> ActionResult:
 
 def deregister_image(self: EC2Response) -> Any:
     """Refused while deregistration protection (or its cooldown) is on (EC2 User Guide,
-    "Protect an AMI from deregistration"); the code is seeded: AWS names none."""
+    "Protect an AMI from deregistration"); the code is seeded: AWS names none. An AMI a
+    Recycle Bin rule matches goes to the bin, restorable until its retention ends ("If a
+    deleted resource matches a retention rule, it is retained in the Recycle Bin instead of
+    being immediately deleted": Recycle Bin User Guide)."""
     ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
     if ami is not None and _protected_until(ami):
         raise _invalid(SETTINGS["deregister_protected_code"],
                        f"The image {ami.id} has deregistration protection enabled.")
-    return _original_deregister_image(self)
+    keep = None
+    if ami is not None and not self._get_bool_param("DryRun", False):
+        keep = RBIN.retention(self.current_account, self.region, "EC2_IMAGE",
+                              _tags_of(self.ec2_backend, ami.id))
+    result = _original_deregister_image(self)
+    if keep is not None:
+        # Unshared in the bin, shared again on restore (Recycle Bin User Guide).
+        shared, ami.launch_permissions = list(ami.launch_permissions), []
+        RBIN.put(RBIN.images, self.current_account, self.region, ami.id, ami, keep, shared)
+    return result
+
+
+def _tags_of(backend: Any, resource_id: str) -> dict[str, str]:
+    return dict(backend.tags[resource_id]) if resource_id in backend.tags else {}
+
+
+def _mapped_snapshots(ami: Any) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in ami.block_device_mappings
+            if (m.get("Ebs") or {}).get("SnapshotId")]
+
+
+def list_images_in_recycle_bin(self: EC2Response) -> ActionResult:
+    """ListImagesInRecycleBin (EC2 API Reference): the AMIs in the bin, with when each
+    entered and when it leaves."""
+    self.error_on_dryrun()
+    wanted = set(self._get_param("ImageIds", []))
+    held = RBIN.held(RBIN.images, self.current_account, self.region)
+    images = [{"ImageId": rid, "Name": b.obj.name, "Description": b.obj.description,
+               "RecycleBinEnterTime": standin_rbin.iso(b.entered),
+               "RecycleBinExitTime": standin_rbin.iso(b.leaves)}
+              for rid, b in held.items() if not wanted or rid in wanted]
+    return ActionResult({"Images": images})
+
+
+def list_snapshots_in_recycle_bin(self: EC2Response) -> ActionResult:
+    """ListSnapshotsInRecycleBin (EC2 API Reference)."""
+    self.error_on_dryrun()
+    wanted = set(self._get_param("SnapshotIds", []))
+    held = RBIN.held(RBIN.snapshots, self.current_account, self.region)
+    snapshots = [{"SnapshotId": rid, "Description": b.obj.description,
+                  "VolumeId": b.obj.volume.id,
+                  "RecycleBinEnterTime": standin_rbin.iso(b.entered),
+                  "RecycleBinExitTime": standin_rbin.iso(b.leaves)}
+                 for rid, b in held.items() if not wanted or rid in wanted]
+    return ActionResult({"Snapshots": snapshots})
+
+
+def restore_snapshot_from_recycle_bin(self: EC2Response) -> ActionResult:
+    """RestoreSnapshotFromRecycleBin: the snapshot is back as it was (EC2 API Reference)."""
+    self.error_on_dryrun()
+    snapshot_id = self._get_param("SnapshotId")
+    binned = RBIN.take(RBIN.snapshots, self.current_account, self.region, snapshot_id)
+    if binned is None:
+        raise _invalid("InvalidSnapshot.NotFound",
+                       f"The snapshot '{snapshot_id}' does not exist in the Recycle Bin.")
+    snap = binned.obj
+    self.ec2_backend.snapshots[snapshot_id] = snap
+    return ActionResult({
+        "SnapshotId": snapshot_id, "Description": snap.description,
+        "Encrypted": bool(snap.encrypted), "OwnerId": snap.owner_id, "Progress": "100%",
+        "StartTime": snap.start_time, "State": snap.status, "VolumeId": snap.volume.id,
+        "VolumeSize": snap.volume.size})
+
+
+def restore_image_from_recycle_bin(self: EC2Response) -> ActionResult:
+    """RestoreImageFromRecycleBin (EC2 API Reference). "You can't restore an AMI from the
+    Recycle Bin if its associated snapshots are in the Recycle Bin. You must first restore
+    the snapshots" (Recycle Bin User Guide, "Restore deleted AMIs from the Recycle Bin")."""
+    self.error_on_dryrun()
+    image_id = self._get_param("ImageId")
+    held = RBIN.held(RBIN.images, self.current_account, self.region)
+    binned = held.get(image_id)
+    if binned is None:
+        raise _invalid("InvalidAMIID.NotFound",
+                       f"The image id '[{image_id}]' does not exist in the Recycle Bin")
+    in_bin = RBIN.held(RBIN.snapshots, self.current_account, self.region)
+    waiting = [s for s in _mapped_snapshots(binned.obj) if s in in_bin]
+    if waiting:
+        raise _invalid("InvalidParameterValue",
+                       f"Restore the image's snapshots first: {', '.join(waiting)} "
+                       "are in the Recycle Bin")
+    RBIN.take(RBIN.images, self.current_account, self.region, image_id)
+    ami = binned.obj
+    ami.launch_permissions = binned.shared
+    if getattr(ami, "state", "") == "disabled" and SETTINGS["rbin_restored_disabled"] == "available":
+        ami.state = "available"
+    self.ec2_backend.amis[image_id] = ami
+    if image_id in self.ec2_backend.deleted_amis:
+        self.ec2_backend.deleted_amis.remove(image_id)
+    return ActionResult({"Return": True})
+
+
+_original_run_instances = EC2Response.run_instances
+
+
+def run_instances(self: EC2Response) -> Any:
+    """A disabled AMI launches nothing ("When an AMI is disabled ... you can't launch new
+    instances from it": EC2 User Guide, "Disable an Amazon EC2 AMI"); moto launches it."""
+    ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    if ami is not None and getattr(ami, "state", "") == "disabled":
+        raise _invalid("InvalidAMIID.Unavailable", f"The image {ami.id} is disabled.")
+    return _original_run_instances(self)
 
 
 def describe_image_attribute(self: EC2Response) -> Any:
@@ -1054,7 +1171,16 @@ def delete_snapshot(self: EC2Response) -> Any:
         if root and (root.get("Ebs") or {}).get("SnapshotId") == snapshot_id:
             raise _invalid("InvalidSnapshot.InUse",
                            f"The snapshot {snapshot_id} is currently in use by {ami.id}")
-    return _original_delete_snapshot(self)
+    snap = self.ec2_backend.snapshots.get(snapshot_id)
+    keep = None
+    if snap is not None and not self._get_bool_param("DryRun", False):
+        # Into the Recycle Bin when a rule matches it (Recycle Bin User Guide).
+        keep = RBIN.retention(self.current_account, self.region, "EBS_SNAPSHOT",
+                              _tags_of(self.ec2_backend, snapshot_id))
+    result = _original_delete_snapshot(self)
+    if keep is not None:
+        RBIN.put(RBIN.snapshots, self.current_account, self.region, snapshot_id, snap, keep)
+    return result
 
 
 _original_modify_image_attribute = EC2Response.modify_image_attribute
@@ -1105,7 +1231,11 @@ def modify_image_attribute(self: EC2Response) -> Any:
     if public and image is not None and not image.is_public:
         owned = [a for a in self.ec2_backend.amis.values()
                  if a.owner_id == self.ec2_backend.account_id and a.is_public]
-        if len(owned) >= quota:
+        # "The maximum number of public AMIs, including public AMIs in the Recycle Bin"
+        # (EC2 User Guide, AMI quotas).
+        binned = [b for b in RBIN.held(RBIN.images, self.current_account, self.region).values()
+                  if any(p.get("Group") == "all" for p in b.shared)]
+        if len(owned) + len(binned) >= quota:
             raise _invalid("ResourceLimitExceeded",
                            f"You have reached your quota of {quota} public AMIs in this Region.")
     return _original_modify_image_attribute(self)
@@ -1268,6 +1398,11 @@ def install_patches() -> None:
     EC2Response.disable_image_deregistration_protection = disable_image_deregistration_protection
     EC2Response.deregister_image = deregister_image
     EC2Response.describe_image_attribute = describe_image_attribute
+    EC2Response.list_images_in_recycle_bin = list_images_in_recycle_bin
+    EC2Response.list_snapshots_in_recycle_bin = list_snapshots_in_recycle_bin
+    EC2Response.restore_image_from_recycle_bin = restore_image_from_recycle_bin
+    EC2Response.restore_snapshot_from_recycle_bin = restore_snapshot_from_recycle_bin
+    EC2Response.run_instances = run_instances
     ServiceQuotasBackend.get_service_quota = get_service_quota
     STSBackend.assume_role = assume_role
     _patch_user_boundaries()
@@ -1845,7 +1980,9 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                     "EnableImageDeprecation", "DisableImageDeprecation", "DisableImage",
                     "EnableImage", "EnableImageDeregistrationProtection",
                     "DisableImageDeregistrationProtection"}
-        by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot"}
+        by_image |= {"RestoreImageFromRecycleBin"}
+        by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot",
+                       "RestoreSnapshotFromRecycleBin"}
         if action in by_image:
             image = first("ImageId")
             return [(f"ec2:{action}", ec2("image", image),
@@ -1940,6 +2077,27 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             needs += _kms_needs(account, region, [_snapshot_key(account, region, snapshot)],
                                 KMS_EBS_DIRECT)
         return needs
+    if service == "rbin":
+        # Service Authorization Reference, Recycle Bin: CreateRule on rule* with
+        # aws:RequestTag, aws:TagKeys and rbin:Request/ResourceType; ListRules on * with
+        # rbin:Request/ResourceType; the actions on one rule on its ARN with
+        # aws:ResourceTag and rbin:Attribute/ResourceType.
+        doc = json.loads(body or b"{}") if body else {}
+        rule_arn = f"arn:{partition}:rbin:{region}:{account}:rule/"
+        if action == "CreateRule":
+            pairs = [(t.get("Key", ""), t.get("Value", "")) for t in doc.get("Tags") or []]
+            return [("rbin:CreateRule", rule_arn + "*",
+                     {**ctx, **_request_tags(pairs),
+                      "rbin:Request/ResourceType": doc.get("ResourceType", "")})]
+        if action == "ListRules":
+            return [("rbin:ListRules", "*",
+                     {**ctx, "rbin:Request/ResourceType": doc.get("ResourceType", "")})]
+        ident = standin_rbin.RecycleBin.rule_of(environ["PATH_INFO"])
+        rule = RBIN.rules.get((account, region), {}).get(ident or "")
+        if rule is not None:
+            ctx = {**ctx, "rbin:Attribute/ResourceType": rule.resource_type,
+                   **{f"aws:ResourceTag/{t['Key']}": t["Value"] for t in rule.tags}}
+        return [(f"rbin:{action}", rule_arn + (ident or "*"), ctx)]
     if service == "sts":
         if action == "GetCallerIdentity":
             return []  # needs no permission, even under an explicit deny
@@ -1957,7 +2115,7 @@ NEEDS_LOCK = threading.Lock()
 
 
 DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException",
-               "ebs": "AccessDeniedException"}
+               "ebs": "AccessDeniedException", "rbin": "AccessDeniedException"}
 
 
 def account_of(environ: dict) -> str:
@@ -2268,6 +2426,9 @@ class StandinApp:
             key = kms_backends[account][body.get("region") or "us-east-1"].create_key(
                 None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", "imgpub test key", None)
             return self._json(start_response, "200 OK", {"arn": key.arn})
+        if path == "/_standin/rbin/elapse" and method == "POST":
+            RBIN.elapse(float(body.get("days", 0)))
+            return self._json(start_response, "200 OK", {"now": standin_rbin.iso(RBIN.now())})
         if path == "/_standin/ebs/expire" and method == "POST":
             return self._json(start_response, "200 OK", {"expired": EBS.expire()})
         if path == "/_standin/ebs/storage" and method == "GET":
@@ -2332,6 +2493,8 @@ class StandinApp:
             return service, s3_action(environ["REQUEST_METHOD"], environ["PATH_INFO"], query), None
         if service == "ebs":
             return service, EBS.action(environ["REQUEST_METHOD"], environ["PATH_INFO"]), None
+        if service == "rbin":
+            return service, RBIN.action(environ["REQUEST_METHOD"], environ["PATH_INFO"]), None
         if "Action" in query:
             return service, query["Action"][0], None
         target = environ.get("HTTP_X_AMZ_TARGET")
@@ -2354,6 +2517,8 @@ class StandinApp:
             # answering with a blocking read, which waits for a client waiting for the close.
             length = int(environ.get("CONTENT_LENGTH") or 0)
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+            if environ["PATH_INFO"] == "/moto-api/reset":
+                RBIN.reset()  # moto's reset empties every account: the bin goes with it
             return self.app(environ, start_response)
         with self.lock:
             self.inflight += 1
@@ -2473,6 +2638,9 @@ class StandinApp:
                 return self._error(environ, start_response, service, unseen)
         if service == "ebs":
             return EBS.serve(environ, start_response, account_of(environ), region)
+        if service == "rbin":
+            return RBIN.serve(environ, start_response, account_of(environ), region,
+                              get_partition(region or "us-east-1"))
         if service in ("sts", "iam"):
             unseen = _iam_not_yet_visible(environ, service, action, account_of(environ))
             if unseen is not None:
@@ -2718,6 +2886,7 @@ class StandinApp:
         if body is None and (
             service == "ssm"
             or (service == "ebs" and action == "StartSnapshot")
+            or service == "rbin"
             or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")
         ):
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -2859,11 +3028,14 @@ class StandinApp:
                 f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                 f"<Message>{fault.message}</Message><RequestId>standin-fault</RequestId></Error>"
             )
-        elif service == "ebs":
+        elif service in ("ebs", "rbin"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length:
                 environ["wsgi.input"].read(length)
             code = "InternalServerException" if fault.code == "InternalError" else fault.code
+            if service == "rbin":
+                return standin_rbin.error_response(start_response, fault.status, code,
+                                                   fault.message)
             return standin_ebs.error_response(start_response, fault.status, code, fault.message)
         elif environ.get("HTTP_X_AMZ_TARGET"):
             body = json.dumps({"__type": fault.code, "message": fault.message})

@@ -393,6 +393,10 @@ impl AwsContext {
         aws_sdk_iam::Client::new(&self.sdk)
     }
 
+    pub(crate) fn rbin(&self) -> aws_sdk_rbin::Client {
+        aws_sdk_rbin::Client::new(&self.sdk)
+    }
+
     pub(crate) fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk)
     }

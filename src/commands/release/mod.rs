@@ -20,11 +20,13 @@ mod promote;
 pub(crate) mod prune;
 mod publish;
 pub(crate) mod record;
+pub(crate) mod restore;
 mod verify;
 pub(crate) mod watch;
 
 use manifest::Manifest;
 pub use promote::Promotion;
+pub use restore::RestoreOptions;
 pub use watch::WatchOptions;
 
 /// Which step of a release to run.
