@@ -301,6 +301,62 @@ arch = "x86_64"
             args.push(path.display().to_string());
             args
         }
+        "restore" => {
+            // A public release's AMI and snapshot, disabled and deregistered (as prune
+            // leaves them) where Region-level Recycle Bin rules keep both. It comes back
+            // disabled (the seeded choice, fixed so each run needs the same actions).
+            standin.control(
+                "POST",
+                "/_standin/config",
+                Some(r#"{"rbin_restored_disabled": "disabled"}"#),
+            );
+            let rbin = aws_sdk_rbin::Client::new(&standin.sdk(REGION));
+            for kind in [
+                aws_sdk_rbin::types::ResourceType::Ec2Image,
+                aws_sdk_rbin::types::ResourceType::EbsSnapshot,
+            ] {
+                let days = aws_sdk_rbin::types::RetentionPeriod::builder()
+                    .retention_period_value(7)
+                    .retention_period_unit(aws_sdk_rbin::types::RetentionPeriodUnit::Days)
+                    .build()
+                    .unwrap();
+                rbin.create_rule()
+                    .resource_type(kind)
+                    .retention_period(days)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            let (ami, snap) = common::api_image(standin, REGION, &name, &[]).await;
+            common::mark_managed(standin, REGION, &[&ami, &snap]).await;
+            let ec2 = standin.ec2(REGION);
+            // Deprecated a while ago (a test's clock: EC2 takes only future times).
+            let past = r#"{"deprecation_time": "2026-01-01T00:00:00.000Z"}"#;
+            standin.control("POST", &format!("/_standin/images/{ami}"), Some(past));
+            ec2.disable_image().image_id(&ami).send().await.unwrap();
+            ec2.deregister_image().image_id(&ami).send().await.unwrap();
+            ec2.delete_snapshot()
+                .snapshot_id(&snap)
+                .send()
+                .await
+                .unwrap();
+            let record = json!({
+                "release": name, "account": ACCOUNT, "partition": "aws",
+                "source_region": REGION, "public": true, "all_regions": false,
+                "shared_with": [SHARE_WITH],
+                "images": [{
+                    "name": name, "arch": "x86_64",
+                    "regions": {REGION: {"ami": ami, "snapshot": snap}},
+                    "missing": [], "parameters": [], "amis": [],
+                }],
+                "allowed_amis": {"ImageCriteria": []},
+            });
+            let dir = Path::new(&file).parent().unwrap();
+            let path = common::write_file(dir, &format!("restore-{run}.json"), &record.to_string());
+            let mut args = strings(&["release", "restore", "-v"]);
+            args.push(path.display().to_string());
+            args
+        }
         "watch" => {
             // A public release's AMI that went private (--fix makes it public again), and
             // its parameter.
@@ -842,6 +898,39 @@ async fn each_action_of_the_watch_policy_is_needed() {
     sweep(&standin, case, &file).await;
 }
 
+/// A disabled AMI has no sharing to read: restore reads it for one found enabled.
+const SHARED_LATER: &str = "a rerun that finds an AMI enabled but not yet shared";
+
+#[tokio::test]
+async fn each_action_of_the_restore_policy_is_needed() {
+    let (standin, _dir, file) = setup();
+    let case = Case {
+        name: "restore",
+        policy: strings(&[
+            "--for",
+            "restore",
+            "--public",
+            "--share-with",
+            SHARE_WITH,
+            "--regions",
+            REGION,
+        ]),
+        not_needed: vec![
+            (
+                "Images",
+                "ec2:DescribeImageAttribute",
+                Without::Unused(SHARED_LATER),
+            ),
+            (
+                "Snapshots",
+                "ec2:DescribeSnapshotAttribute",
+                Without::Unused(SHARED_LATER),
+            ),
+        ],
+    };
+    sweep(&standin, case, &file).await;
+}
+
 /// A prune case: `policy --for prune` with `extra` flags. The reads it goes on without,
 /// saying "not checked": the region list (its regions are the manifest's) and the search
 /// for leftover snapshots.
@@ -862,9 +951,32 @@ fn prune_case(name: &'static str, extra: &[&str]) -> Case {
                 "ec2:DescribeSnapshots",
                 Without::Degrades,
             ),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeImageUsageReports",
+                Without::Unused(IN_USE),
+            ),
+            (
+                "ReadOnlyOrUnscopable",
+                "ec2:DescribeImageUsageReportEntries",
+                Without::Unused(IN_USE),
+            ),
+            (
+                "OwnImages",
+                "ec2:CreateImageUsageReport",
+                Without::Unused(IN_USE),
+            ),
+            (
+                "UsageReports",
+                "ec2:CreateImageUsageReport",
+                Without::Unused(IN_USE),
+            ),
         ],
     }
 }
+
+/// What asks who uses an AMI before prune retires it.
+const IN_USE: &str = "a [prune] with keep_in_use = true (tests/release.rs runs one)";
 
 /// The same under `policy --for prune --protect`, in a stream with `protect = true` whose
 /// oldest release is still protected: its protection is lifted.
@@ -906,9 +1018,13 @@ async fn each_action_of_the_initialize_policy_is_needed() {
                 ),
                 ("ImportRole", "iam:GetRolePolicy", Without::Unused(RERUN)),
                 ("ImportRole", "iam:ListRolePolicies", Without::Unused(RERUN)),
-                ("RecycleBinRules", "rbin:GetRule", Without::Unused(RERUN)),
                 (
                     "RecycleBinRules",
+                    "rbin:ListTagsForResource",
+                    Without::Unused(RERUN),
+                ),
+                (
+                    "OwnRecycleBinRules",
                     "rbin:UpdateRule",
                     Without::Unused("a rerun with another --recycle-bin"),
                 ),

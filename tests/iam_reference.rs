@@ -27,6 +27,7 @@ fn sample(arns: &Arns, kind: ResourceKind) -> String {
         ResourceKind::Snapshot => arns.snapshot(region, "snap-0123456789abcdef0"),
         ResourceKind::Instance => arns.instance(region, "i-0123456789abcdef0"),
         ResourceKind::RecycleBinRule => arns.rule(region, "a1b2c3d4e5f"),
+        ResourceKind::ImageUsageReport => arns.usage_report(region, "amiur-0123456789abcdef0"),
         ResourceKind::ImportSnapshotTask => {
             arns.import_task(region, "import-snap-0123456789abcdef0")
         }

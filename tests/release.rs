@@ -1297,26 +1297,43 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
     }
 
     // r04, pruned, brought back from the Recycle Bin where a rule kept it: restored with its
-    // snapshot, launchable, undeprecated. Where no rule kept it, the run names it and fails.
+    // snapshot, launchable, undeprecated, public as its record says (the record is made to
+    // say so here: the stream is private). Where no rule kept it, the run names it and fails.
+    let record_path = dir.path().join("r04.record.json");
+    let mut r04: Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    r04["public"] = Value::Bool(true);
+    std::fs::write(&record_path, r04.to_string()).unwrap();
     let restore = || {
         standin
             .imgpub()
             .args(["release", "restore"])
-            .arg(&dir.path().join("r04.record.json"))
+            .arg(&record_path)
             .run()
     };
+    // The first try stops after the AMIs are back: cancelling a deprecation fails once in
+    // each region (as a throttled or refused call would), and the rerun finishes the job.
+    for region in [SOURCE, TARGETS[0]] {
+        standin.fault(&format!(
+            r#"{{"action": "DisableImageDeprecation", "region": "{region}", "status": 400, "code": "InvalidParameterValue", "count": 1}}"#
+        ));
+    }
+    let first = restore();
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    standin.control("DELETE", "/_standin/faults", None);
     let back = restore();
     assert_eq!(back.code, 1, "{}", back.stderr);
-    let lines = json_lines(&back);
-    assert_eq!(lines.len(), 6, "{}", back.stdout);
-    for line in &lines {
+    let mut restored = 0;
+    for (line, before) in json_lines(&back).iter().zip(json_lines(&first)) {
         let region = line["region"].as_str().unwrap();
-        let done: Vec<&str> = line["done"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_str().unwrap())
-            .collect();
+        let done = |l: &Value| -> Vec<String> {
+            l["done"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_str().unwrap().to_string())
+                .collect()
+        };
         if region == TARGETS[1] {
             assert_eq!(line["found"], "gone", "{line}");
             assert!(
@@ -1326,9 +1343,19 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
             );
             continue;
         }
-        assert_eq!(line["found"], "in-bin", "{line}");
-        for step in ["snapshot-restored", "image-restored", "undeprecated"] {
-            assert!(done.contains(&step), "{line}");
+        assert_eq!(before["found"], "in-bin", "{before}");
+        for step in ["snapshot-restored", "image-restored"] {
+            assert!(done(&before).contains(&step.to_string()), "{before}");
+        }
+        // Back, and the rerun finished what the first left: no restore twice.
+        assert_ne!(line["found"], "in-bin", "{line}");
+        let all: Vec<String> = done(&before).into_iter().chain(done(line)).collect();
+        for step in ["undeprecated", "shared"] {
+            assert_eq!(
+                all.iter().filter(|d| *d == step).count(),
+                1,
+                "{before} {line}"
+            );
         }
         let ami = line["ami"].as_str().unwrap();
         let snapshot = line["snapshot"].as_str().unwrap();
@@ -1337,6 +1364,7 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
         let image = &image.images()[0];
         assert_eq!(image.state().unwrap().as_str(), "available", "{ami}");
         assert_eq!(image.deprecation_time(), None, "{ami}");
+        assert_eq!(image.public(), Some(true), "{ami}");
         let snaps = ec2
             .describe_snapshots()
             .snapshot_ids(snapshot)
@@ -1351,13 +1379,15 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
             .send()
             .await
             .unwrap_or_else(|e| panic!("RunInstances {ami} in {region}: {e:?}"));
+        restored += 1;
     }
+    assert_eq!(restored, 4, "{}", back.stdout);
     assert!(
         back.stderr.contains("initialize --recycle-bin"),
         "{}",
         back.stderr
     );
-    // A rerun finds them back: nothing restored twice.
+    // A third run finds them as their record says: it changes nothing.
     standin.reset_requests();
     let again = restore();
     assert_eq!(again.code, 1, "{}", again.stderr);
@@ -1365,6 +1395,41 @@ async fn twelve_weekly_releases_are_pruned_stage_by_stage_to_what_the_policy_kee
         changing(&standin),
         Vec::<String>::new(),
         "a rerun of restore"
+    );
+
+    // initialize again: the rules are found (tagged as imgpub's), and a new DAYS changes them.
+    let init = |days: &str| {
+        standin
+            .imgpub()
+            .args([
+                "aws",
+                "initialize",
+                "--region",
+                SOURCE,
+                "--recycle-bin",
+                days,
+            ])
+            .run()
+    };
+    let same = init("30");
+    assert_eq!(same.code, 0, "{}", same.stderr);
+    assert!(
+        json_lines(&same)[0]["already_fine"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("recycle-bin-images")),
+        "{}",
+        same.stdout
+    );
+    let longer = init("45");
+    assert_eq!(longer.code, 0, "{}", longer.stderr);
+    assert!(
+        json_lines(&longer)[0]["repaired"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("recycle-bin-snapshots")),
+        "{}",
+        longer.stdout
     );
 }
 
@@ -1596,4 +1661,165 @@ async fn a_protected_stream_is_protected_while_kept_and_unprotected_when_it_leav
         deprecated.iter().all(|n| n.starts_with("os-p1-")),
         "{deprecated:?}"
     );
+}
+
+/// `keep_in_use`: nothing is retired before an AMI usage report says no other account uses
+/// it. The first run asks for a report on every AMI due and changes nothing else; the next
+/// keeps the image another account uses (in every region) and retires the rest; a report
+/// older than a grace period is asked for again, and a pending one is waited for.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_what_other_accounts_use_as_usage_reports_show() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let regions = [SOURCE, TARGETS[0], TARGETS[1]];
+    let mut last = PathBuf::new();
+    for (n, r) in ["u1", "u2", "u3"].iter().enumerate() {
+        let path = weekly_manifest(dir.path(), r, 70 + n as u64);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("keep = 4", "keep = 1\nkeep_in_use = true");
+        std::fs::write(&path, text).unwrap();
+        let applied = release(&standin, "apply", &path);
+        assert_eq!(applied.code, 0, "{r}: {}", applied.stderr);
+        for region in regions {
+            for (name, (id, ..)) in amis_in(&standin, region).await {
+                if name.starts_with(&format!("os-{r}-")) {
+                    let body = format!(
+                        r#"{{"creation_date": "{}"}}"#,
+                        common::days_ago(7 * (2 - n as u64) + 1)
+                    );
+                    standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
+                }
+            }
+        }
+        last = path;
+    }
+    // Another account runs 2 instances of u1's x86_64 AMI in one region.
+    let used = amis_in(&standin, TARGETS[0]).await["os-u1-x86_64"]
+        .0
+        .clone();
+    let usage = r#"{"usage": [{"account_id": "111122223333", "resource_type": "ec2:Instance", "count": 2}]}"#;
+    standin.control("POST", &format!("/_standin/images/{used}"), Some(usage));
+    let prune = |apply: bool| {
+        let mut cmd = standin.imgpub().args(["release", "prune"]).arg(&last);
+        if apply {
+            cmd = cmd.args(["--apply"]);
+        }
+        cmd.run()
+    };
+    let count = |run: &common::Run, action: &str| {
+        json_lines(run)
+            .iter()
+            .filter(|l| l["action"] == action)
+            .count()
+    };
+    // u1 and u2, 2 architectures, 3 regions.
+    let retiring = 12;
+
+    // Without --apply: only reads, no report asked for.
+    standin.reset_requests();
+    let plan = prune(false);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert_eq!(changing(&standin), Vec::<String>::new());
+
+    // First run: a report for each AMI due, and nothing deprecated.
+    standin.reset_requests();
+    let first = prune(true);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        changing(&standin),
+        vec!["ec2.CreateImageUsageReport".to_string()],
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        common::count(&standin.counts(), "ec2.CreateImageUsageReport"),
+        retiring as u64
+    );
+    let asked: Vec<Value> = json_lines(&first)
+        .into_iter()
+        .filter(|l| l["usage_report"].is_string())
+        .collect();
+    assert_eq!(asked.len(), retiring, "{}", first.stdout);
+    assert!(
+        asked.iter().all(|l| l["action"] == "wait"),
+        "{}",
+        first.stdout
+    );
+
+    // Second: the reports say who uses what. u1's x86_64 image is kept in every region;
+    // the rest is deprecated.
+    let second = prune(true);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(
+        count(&second, "deprecate"),
+        retiring - 3,
+        "{}",
+        second.stdout
+    );
+    let kept: Vec<Value> = json_lines(&second)
+        .into_iter()
+        .filter(|l| l["name"] == "os-u1-x86_64")
+        .collect();
+    assert_eq!(kept.len(), 3, "{}", second.stdout);
+    for line in &kept {
+        assert_eq!(line["action"], "keep", "{line}");
+        assert!(
+            line["why"].as_str().unwrap().contains("111122223333"),
+            "{line}"
+        );
+    }
+
+    // A week and a day later the disable is due, but the reports are as old: asked for
+    // again (and pending a while), so nothing is disabled until they are made.
+    let body = format!(r#"{{"deprecation_time": "{}"}}"#, common::days_ago(8));
+    let old = format!(r#"{{"creation_time": "{}"}}"#, common::days_ago(8));
+    for region in regions {
+        let ec2 = standin.ec2(region);
+        let reports = ec2.describe_image_usage_reports().send().await.unwrap();
+        for r in reports.image_usage_reports() {
+            let id = r.report_id().unwrap();
+            standin.control("POST", &format!("/_standin/usage-reports/{id}"), Some(&old));
+        }
+    }
+    for line in json_lines(&second) {
+        if line["action"] == "deprecate" {
+            let id = line["ami"].as_str().unwrap();
+            standin.control("POST", &format!("/_standin/images/{id}"), Some(&body));
+        }
+    }
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"usage_report_seconds": 3600}"#),
+    );
+    standin.reset_requests();
+    let third = prune(true);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert_eq!(count(&third, "disable"), 0, "{}", third.stdout);
+    // The 9 due, and the 3 kept (a use that ends is seen).
+    assert_eq!(
+        common::count(&standin.counts(), "ec2.CreateImageUsageReport"),
+        retiring as u64,
+        "{}",
+        third.stdout
+    );
+    standin.reset_requests();
+    let fourth = prune(true);
+    assert_eq!(fourth.code, 0, "{}", fourth.stderr);
+    assert_eq!(count(&fourth, "disable"), 0, "{}", fourth.stdout);
+    assert_eq!(
+        changing(&standin),
+        Vec::<String>::new(),
+        "a pending report is waited for, not asked for again"
+    );
+    let pending = json_lines(&fourth)
+        .into_iter()
+        .filter(|l| {
+            l["usage_report"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("(pending)"))
+        })
+        .count();
+    assert_eq!(pending, retiring - 3, "{}", fourth.stdout);
 }

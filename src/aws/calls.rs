@@ -85,8 +85,11 @@ ops! {
     Ec2RestoreImageFromRecycleBin,
     Ec2EnableImage,
     Ec2DisableImageDeprecation,
+    Ec2CreateImageUsageReport,
+    Ec2DescribeImageUsageReports,
+    Ec2DescribeImageUsageReportEntries,
     RbinListRules,
-    RbinGetRule,
+    RbinListTagsForResource,
     RbinCreateRule,
     RbinUpdateRule,
     EbsStartSnapshot,
@@ -144,6 +147,8 @@ pub enum ResourceKind {
     Instance,
     /// A Recycle Bin retention rule.
     RecycleBinRule,
+    /// An AMI usage report (made new: `*`).
+    ImageUsageReport,
     ImportSnapshotTask,
     Role,
     Parameter,
@@ -727,6 +732,50 @@ impl Op {
                     .on_ours()]
                 },
             ),
+            Op::Ec2CreateImageUsageReport => (
+                Ec2,
+                "CreateImageUsageReport",
+                "create_image_usage_report",
+                &const {
+                    [
+                        need(
+                            "ec2:CreateImageUsageReport",
+                            R::Image,
+                            "ask which accounts use an AMI before prune retires it (keep_in_use)",
+                        )
+                        .on_ours(),
+                        need(
+                            "ec2:CreateImageUsageReport",
+                            R::ImageUsageReport,
+                            "the usage report it makes",
+                        ),
+                    ]
+                },
+            ),
+            Op::Ec2DescribeImageUsageReports => (
+                Ec2,
+                "DescribeImageUsageReports",
+                "describe_image_usage_reports",
+                &const {
+                    [need(
+                        "ec2:DescribeImageUsageReports",
+                        R::Any,
+                        "find each AMI's newest usage report (keep_in_use)",
+                    )]
+                },
+            ),
+            Op::Ec2DescribeImageUsageReportEntries => (
+                Ec2,
+                "DescribeImageUsageReportEntries",
+                "describe_image_usage_report_entries",
+                &const {
+                    [need(
+                        "ec2:DescribeImageUsageReportEntries",
+                        R::Any,
+                        "read which accounts a usage report found using the AMI (keep_in_use)",
+                    )]
+                },
+            ),
             Op::RbinListRules => (
                 Rbin,
                 "ListRules",
@@ -739,15 +788,15 @@ impl Op {
                     )]
                 },
             ),
-            Op::RbinGetRule => (
+            Op::RbinListTagsForResource => (
                 Rbin,
-                "GetRule",
-                "get_rule",
+                "ListTagsForResource",
+                "list_tags_for_resource",
                 &const {
                     [need(
-                        "rbin:GetRule",
+                        "rbin:ListTagsForResource",
                         R::RecycleBinRule,
-                        "read which resources a Recycle Bin rule retains, and for how long",
+                        "tell imgpub's Recycle Bin rule (tagged imgpub:managed) from another's",
                     )]
                 },
             ),
@@ -760,7 +809,8 @@ impl Op {
                         "rbin:CreateRule",
                         R::RecycleBinRule,
                         "keep what imgpub deletes restorable (initialize --recycle-bin)",
-                    )]
+                    )
+                    .tagging_new()]
                 },
             ),
             Op::RbinUpdateRule => (
@@ -772,7 +822,8 @@ impl Op {
                         "rbin:UpdateRule",
                         R::RecycleBinRule,
                         "change the retention of imgpub's Recycle Bin rule",
-                    )]
+                    )
+                    .on_ours()]
                 },
             ),
             Op::Ec2EnableImageDeregistrationProtection => (
@@ -1486,6 +1537,7 @@ impl Call {
                 // The caller itself, whose ARN the check step does not know.
                 ResourceKind::Any | ResourceKind::Principal => Some("*".to_string()),
                 ResourceKind::ImportSnapshotTask => Some(arns.import_task(&self.region, "*")),
+                ResourceKind::ImageUsageReport => Some(arns.usage_report(&self.region, "*")),
                 kind => self
                     .resources
                     .iter()
@@ -1568,7 +1620,15 @@ impl Arns {
         format!("arn:{}:iam::{}:role/{name}", self.partition, self.account())
     }
 
-    /// A parameter (`/os/latest`), or with a name ending in `*` those under a path.
+    /// An AMI usage report (Service Authorization Reference, EC2: `image-usage-report`).
+    pub fn usage_report(&self, region: &str, id: &str) -> String {
+        format!(
+            "arn:{}:ec2:{region}:{}:image-usage-report/{id}",
+            self.partition,
+            self.account()
+        )
+    }
+
     /// A Recycle Bin rule (Service Authorization Reference, Recycle Bin: `rule`).
     pub fn rule(&self, region: &str, id: &str) -> String {
         format!(
@@ -1578,6 +1638,7 @@ impl Arns {
         )
     }
 
+    /// A parameter (`/os/latest`), or with a name ending in `*` those under a path.
     pub fn parameter(&self, region: &str, name: &str) -> String {
         format!(
             "arn:{}:ssm:{region}:{}:parameter/{}",
@@ -1639,6 +1700,7 @@ mod tests {
             ("preflight.rs", include_str!("preflight.rs")),
             ("publisher.rs", include_str!("publisher.rs")),
             ("recycle_bin.rs", include_str!("recycle_bin.rs")),
+            ("usage_reports.rs", include_str!("usage_reports.rs")),
             ("tags.rs", include_str!("tags.rs")),
             (
                 "commands/upload/remote.rs",

@@ -26,6 +26,7 @@ pub(crate) mod s3;
 pub(crate) mod ssm;
 pub(crate) mod tags;
 pub(crate) mod unchecked;
+pub(crate) mod usage_reports;
 pub(crate) mod vmimport_role;
 
 /// Whether a run changed an item: the `status` of the JSON lines of the commands that

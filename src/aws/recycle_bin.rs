@@ -30,57 +30,74 @@ impl Kind {
     }
 }
 
-/// A rule of the region.
+/// imgpub's rule for a kind of resource in a region: a tag-level rule for resources tagged
+/// `imgpub:managed=true`, itself tagged `imgpub:managed=true` (what `initialize
+/// --recycle-bin` made; another's rule for the same resources is not ours to change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
     pub id: String,
     pub days: i32,
-    /// A tag-level rule for exactly imgpub's tag: the one `initialize --recycle-bin` keeps.
-    pub imgpubs: bool,
+    /// Locked rules cannot be changed ("You can't modify ... a locked retention rule":
+    /// Recycle Bin User Guide, "Lock retention rules").
+    pub locked: bool,
 }
 
-fn is_ours(tag: &ResourceTag) -> bool {
-    tag.resource_tag_key() == MANAGED_KEY
-        && tag
-            .resource_tag_value()
-            .is_none_or(|v| v.is_empty() || v == MANAGED_VALUE)
+fn managed_tag() -> Result<ResourceTag> {
+    ResourceTag::builder()
+        .resource_tag_key(MANAGED_KEY)
+        .resource_tag_value(MANAGED_VALUE)
+        .build()
+        .map_err(|e| Error::Invalid(format!("Recycle Bin rule tag: {e}")))
 }
 
-/// The region's rules for `kind`: ListRules, then GetRule for what each retains.
-pub(crate) async fn rules(rbin: &Rbin, region: &str, kind: Kind) -> Result<Vec<Rule>> {
-    let mut ids = vec![];
+/// imgpub's rule for `kind` in the region, if there is one: ListRules for the tag-level
+/// rules that retain imgpub's resources, then each one's own tags.
+pub(crate) async fn ours(rbin: &Rbin, region: &str, kind: Kind) -> Result<Option<Rule>> {
+    let mut found = vec![];
     let mut pages = rbin
         .list_rules()
         .resource_type(kind.resource_type())
+        .resource_tags(managed_tag()?)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| aws(Op::RbinListRules, format!("in {region}"), e))?;
-        ids.extend(
-            page.rules()
-                .iter()
-                .filter_map(|r| r.identifier().map(str::to_owned)),
-        );
+        found.extend(page.rules().iter().cloned());
     }
-    let mut out = vec![];
-    for id in ids {
-        let rule = rbin
-            .get_rule()
-            .identifier(&id)
+    for rule in found {
+        let (Some(id), Some(arn)) = (rule.identifier(), rule.rule_arn()) else {
+            continue;
+        };
+        let tags = rbin
+            .list_tags_for_resource()
+            .resource_arn(arn)
             .send()
             .await
-            .map_err(|e| aws(Op::RbinGetRule, format!("rule {id} in {region}"), e))?;
-        let tags = rule.resource_tags();
-        out.push(Rule {
-            imgpubs: tags.len() == 1 && tags.iter().all(is_ours),
-            days: rule
-                .retention_period()
-                .map(|p| p.retention_period_value())
-                .unwrap_or(0),
-            id,
-        });
+            .map_err(|e| {
+                aws(
+                    Op::RbinListTagsForResource,
+                    format!("rule {id} in {region}"),
+                    e,
+                )
+            })?;
+        let mine = tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == MANAGED_KEY && t.value() == MANAGED_VALUE);
+        if mine {
+            return Ok(Some(Rule {
+                id: id.to_string(),
+                days: rule
+                    .retention_period()
+                    .map(|p| p.retention_period_value())
+                    .unwrap_or(0),
+                locked: rule
+                    .lock_state()
+                    .is_some_and(|l| *l != aws_sdk_rbin::types::LockState::Unlocked),
+            }));
+        }
     }
-    Ok(out)
+    Ok(None)
 }
 
 /// Creates imgpub's tag-level rule: resources tagged `imgpub:managed=true`, kept `days`.
@@ -90,16 +107,19 @@ pub(crate) async fn create_rule(
     kind: Kind,
     days: i32,
 ) -> Result<String> {
-    let tag = ResourceTag::builder()
-        .resource_tag_key(MANAGED_KEY)
-        .resource_tag_value(MANAGED_VALUE)
+    // The rule is tagged as imgpub's: that is how a rerun finds it, and what lets a policy
+    // allow changing imgpub's rules only.
+    let own = aws_sdk_rbin::types::Tag::builder()
+        .key(MANAGED_KEY)
+        .value(MANAGED_VALUE)
         .build()
         .map_err(|e| Error::Invalid(format!("Recycle Bin rule tag: {e}")))?;
     let out = rbin
         .create_rule()
         .resource_type(kind.resource_type())
         .retention_period(period(days)?)
-        .resource_tags(tag)
+        .resource_tags(managed_tag()?)
+        .tags(own)
         .description("imgpub: what imgpub deletes stays restorable")
         .send()
         .await
@@ -130,12 +150,11 @@ fn period(days: i32) -> Result<RetentionPeriod> {
 
 /// Which of `ids` (AMIs) are in the region's Recycle Bin.
 pub(crate) async fn images_in_bin(ec2: &Ec2, region: &str, ids: &[String]) -> Result<Vec<String>> {
-    let mut found = vec![];
-    // "You can specify up to 20 IDs in a single request" (ListImagesInRecycleBin).
-    for chunk in ids.chunks(20) {
+    let list = |chunk: Option<Vec<String>>| async move {
+        let mut found = vec![];
         let mut pages = ec2
             .list_images_in_recycle_bin()
-            .set_image_ids(Some(chunk.to_vec()))
+            .set_image_ids(chunk)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -147,8 +166,9 @@ pub(crate) async fn images_in_bin(ec2: &Ec2, region: &str, ids: &[String]) -> Re
                     .filter_map(|i| i.image_id().map(str::to_owned)),
             );
         }
-    }
-    Ok(found)
+        Ok(found)
+    };
+    in_bin(ids, "InvalidAMIID.NotFound", list).await
 }
 
 /// Which of `ids` (snapshots) are in the region's Recycle Bin.
@@ -157,11 +177,11 @@ pub(crate) async fn snapshots_in_bin(
     region: &str,
     ids: &[String],
 ) -> Result<Vec<String>> {
-    let mut found = vec![];
-    for chunk in ids.chunks(20) {
+    let list = |chunk: Option<Vec<String>>| async move {
+        let mut found = vec![];
         let mut pages = ec2
             .list_snapshots_in_recycle_bin()
-            .set_snapshot_ids(Some(chunk.to_vec()))
+            .set_snapshot_ids(chunk)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -172,6 +192,29 @@ pub(crate) async fn snapshots_in_bin(
                     .iter()
                     .filter_map(|s| s.snapshot_id().map(str::to_owned)),
             );
+        }
+        Ok(found)
+    };
+    in_bin(ids, "InvalidSnapshot.NotFound", list).await
+}
+
+/// Asks the bin about `ids`, 20 at a time ("You can specify up to 20 IDs in a single
+/// request"). Whether an id not in the bin is left out of the answer or refused as not
+/// found AWS does not say: when refused, the whole bin is listed and `ids` looked up in it.
+async fn in_bin<F, Fut>(ids: &[String], not_found: &str, list: F) -> Result<Vec<String>>
+where
+    F: Fn(Option<Vec<String>>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>>>,
+{
+    let mut found = vec![];
+    for chunk in ids.chunks(20) {
+        match list(Some(chunk.to_vec())).await {
+            Ok(some) => found.extend(some),
+            Err(e) if e.code() == Some(not_found) => {
+                let all = list(None).await?;
+                return Ok(ids.iter().filter(|id| all.contains(id)).cloned().collect());
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(found)

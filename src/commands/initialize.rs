@@ -104,17 +104,32 @@ pub(crate) struct Plan {
     pub recycle_bin: Vec<BinRule>,
 }
 
-/// imgpub's Recycle Bin rule for one kind of resource in the region.
+/// imgpub's Recycle Bin rule for one kind of resource in the region, and its retention.
 #[derive(Debug, Clone)]
 pub(crate) struct BinRule {
     pub kind: Kind,
-    /// The rule there is (`None`: created by this run).
-    pub id: Option<String>,
     pub days: i32,
-    pub outcome: Outcome,
+    pub step: BinStep,
+}
+
+/// What becomes of the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BinStep {
+    Create,
+    /// imgpub's rule keeps them for another number of days.
+    Update(String),
+    AlreadyFine,
 }
 
 impl BinRule {
+    fn outcome(&self) -> Outcome {
+        match self.step {
+            BinStep::Create => Outcome::Created,
+            BinStep::Update(_) => Outcome::Repaired,
+            BinStep::AlreadyFine => Outcome::AlreadyFine,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self.kind {
             Kind::Image => "recycle-bin-images",
@@ -212,20 +227,19 @@ pub(crate) async fn plan(
     let mut recycle_bin = vec![];
     if let Some(days) = opts.recycle_bin {
         for kind in Kind::BOTH {
-            let rules = recycle_bin::rules(rbin, &c.region, kind).await?;
-            // Ours: the tag-level rule for exactly imgpub's tag; its retention is the one
-            // asked for (longer or shorter: the flag says how long).
-            let ours = rules.iter().find(|r| r.imgpubs);
-            recycle_bin.push(BinRule {
-                kind,
-                id: ours.map(|r| r.id.clone()),
-                days,
-                outcome: match ours {
-                    None => Outcome::Created,
-                    Some(r) if r.days != days => Outcome::Repaired,
-                    Some(_) => Outcome::AlreadyFine,
-                },
-            });
+            // The flag says how long, longer or shorter than the rule keeps them now.
+            let step = match recycle_bin::ours(rbin, &c.region, kind).await? {
+                None => BinStep::Create,
+                Some(rule) if rule.days == days => BinStep::AlreadyFine,
+                Some(rule) if rule.locked => {
+                    return Err(Error::Invalid(format!(
+                        "imgpub's Recycle Bin rule {} in {} keeps them {} days and is locked, so it cannot become {days}: unlock it (aws rbin unlock-rule) and wait out its unlock delay, or ask for --recycle-bin {}",
+                        rule.id, c.region, rule.days, rule.days
+                    )))
+                }
+                Some(rule) => BinStep::Update(rule.id),
+            };
+            recycle_bin.push(BinRule { kind, days, step });
         }
     }
     Ok(Plan {
@@ -280,16 +294,14 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
         ));
     }
     for rule in &plan.recycle_bin {
-        let op = match rule.outcome {
-            Outcome::Created => Op::RbinCreateRule,
-            Outcome::Repaired => Op::RbinUpdateRule,
-            Outcome::AlreadyFine => continue,
+        let (op, id) = match &rule.step {
+            BinStep::Create => (Op::RbinCreateRule, None),
+            BinStep::Update(id) => (Op::RbinUpdateRule, Some(id.clone())),
+            BinStep::AlreadyFine => continue,
         };
-        calls.push(Call::new(
-            op,
-            &plan.region,
-            vec![Resource::Rule(rule.id.clone())],
-        ));
+        let mut call = Call::new(op, &plan.region, vec![Resource::Rule(id)]);
+        call.tags_on_create = op == Op::RbinCreateRule;
+        calls.push(call);
     }
     calls
 }
@@ -308,7 +320,7 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::S3GetBucketLifecycleConfiguration,
     Op::S3PutBucketLifecycleConfiguration,
     Op::RbinListRules,
-    Op::RbinGetRule,
+    Op::RbinListTagsForResource,
     Op::RbinCreateRule,
     Op::RbinUpdateRule,
 ];
@@ -329,15 +341,15 @@ pub(crate) async fn apply(
         s3::put_abort_rule(&c.s3, &plan.bucket, c.owner(), &plan.lifecycle_rules, days).await?;
     }
     for rule in &plan.recycle_bin {
-        match (&rule.id, rule.outcome) {
-            (_, Outcome::Created) => {
+        match &rule.step {
+            BinStep::Create => {
                 let id = recycle_bin::create_rule(rbin, &plan.region, rule.kind, rule.days).await?;
                 tracing::info!("created Recycle Bin rule {id} in {}", plan.region);
             }
-            (Some(id), Outcome::Repaired) => {
+            BinStep::Update(id) => {
                 recycle_bin::update_rule(rbin, &plan.region, id, rule.days).await?
             }
-            _ => {}
+            BinStep::AlreadyFine => {}
         }
     }
     let mut report = InitializeReport {
@@ -358,7 +370,11 @@ pub(crate) async fn apply(
         ("lifecycle", plan.lifecycle.map(|(_, o)| o)),
     ]
     .into_iter()
-    .chain(plan.recycle_bin.iter().map(|r| (r.name(), Some(r.outcome))));
+    .chain(
+        plan.recycle_bin
+            .iter()
+            .map(|r| (r.name(), Some(r.outcome()))),
+    );
     for (what, outcome) in [
         ("bucket", bucket_outcome),
         ("role", plan.role.role),
@@ -415,7 +431,7 @@ fn describe(plan: &Plan) -> Vec<String> {
         ));
     }
     for rule in &plan.recycle_bin {
-        if let Some(would) = rule.outcome.would() {
+        if let Some(would) = rule.outcome().would() {
             let what = match rule.kind {
                 Kind::Image => "AMIs",
                 Kind::Snapshot => "snapshots",

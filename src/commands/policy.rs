@@ -372,6 +372,7 @@ impl Scope {
             ResourceKind::Snapshot => per_region(&|r| a.snapshot(r, "*")),
             ResourceKind::Instance => per_region(&|r| a.instance(r, "*")),
             ResourceKind::RecycleBinRule => per_region(&|r| a.rule(r, "*")),
+            ResourceKind::ImageUsageReport => per_region(&|r| a.usage_report(r, "*")),
             ResourceKind::ImportSnapshotTask => per_region(&|r| a.import_task(r, "*")),
             ResourceKind::Role => vec![a.role(&self.role_name)],
             ResourceKind::Parameter => per_region(&|r| {
@@ -606,7 +607,10 @@ fn statement_key(
         (ResourceKind::Snapshot, .., Tagged::Resource) => (4, "OwnSnapshots"),
         (ResourceKind::Snapshot, ..) => (4, "Snapshots"),
         (ResourceKind::Instance, ..) => (7, "TestInstances"),
+        (ResourceKind::RecycleBinRule, .., Tagged::Request) => (8, "NewRecycleBinRules"),
+        (ResourceKind::RecycleBinRule, .., Tagged::Resource) => (8, "OwnRecycleBinRules"),
         (ResourceKind::RecycleBinRule, ..) => (8, "RecycleBinRules"),
+        (ResourceKind::ImageUsageReport, ..) => (8, "UsageReports"),
         (ResourceKind::Parameter, ..) => (7, "Parameters"),
         (ResourceKind::Role, ..) => (8, "ImportRole"),
         (ResourceKind::User, ..) => (11, "PublisherUsers"),
@@ -626,9 +630,13 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
     let managed = |key: &str| json!({format!("{key}/{MANAGED_KEY}"): MANAGED_VALUE});
     match sid {
         // Only what imgpub made (it carries imgpub's tag) is changed...
-        "OwnImages" | "OwnSnapshots" => Some(json!({"StringEquals": managed("aws:ResourceTag")})),
+        "OwnImages" | "OwnSnapshots" | "OwnRecycleBinRules" => {
+            Some(json!({"StringEquals": managed("aws:ResourceTag")}))
+        }
         // ... and what it makes is tagged as imgpub's as it is made.
-        "NewImages" | "NewSnapshots" => Some(json!({"StringEquals": managed("aws:RequestTag")})),
+        "NewImages" | "NewSnapshots" | "NewRecycleBinRules" => {
+            Some(json!({"StringEquals": managed("aws:RequestTag")}))
+        }
         // A snapshot started on a parent reads every block of it: without `--delta`, none
         // (ebs:ParentSnapshot, Service Authorization Reference), or a leaked credential could
         // copy any snapshot of the account into one it may register and share. A parent

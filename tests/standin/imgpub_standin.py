@@ -76,6 +76,9 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
                                      including billing products (which DescribeImages,
                                      like AWS, does not show)
+    POST /_standin/usage-reports/<id> {"creation_time"}: when an AMI usage report was made
+                                     (a test's clock; reports go 30 days after); who uses
+                                     an AMI is POST /_standin/images/<ami-id> {"usage"}
     POST /_standin/rbin/elapse       {"days": N}: the Recycle Bin's clock moves N days
                                      (what outlives its retention is gone); see
                                      standin_rbin.py for the rules and the bin
@@ -181,6 +184,10 @@ SETTINGS: dict[str, Any] = {
     "consistency_seconds": 0.0,
     "iam_consistency_seconds": 0.0,
     "ssm_reject_images": [],
+    # AMI usage reports: how long a new one stays pending (AWS does not say), and AMIs whose
+    # reports end in `error` (AWS's reasons are its own: a test's control).
+    "usage_report_seconds": 0.0,
+    "usage_report_errors": [],
     # Recycle Bin: how long an account's first retention rule in a Region stays pending
     # ("it can take up to 30 minutes for the rule to become active": Recycle Bin User Guide).
     "rbin_rule_pending_seconds": 0.0,
@@ -222,6 +229,25 @@ UNDOCUMENTED = {
     # and "Retention rules also apply to disabled AMIs" says nothing of the state restored.
     # Back as it was (disabled), or available.
     "rbin_restored_disabled": ["disabled", "available"],
+    # An AMI usage report's entries: whether the owner's own account is listed ("how your
+    # image is used across other AWS accounts" leaves it open), and whether an account
+    # asked for that uses none is listed with UsageCount 0 or left out.
+    "usage_report_owner": ["omitted", "listed"],
+    "usage_report_zero": ["omitted", "listed"],
+    # A second report for an AMI while one is pending ("In-progress (pending) AMI usage
+    # reports per AMI: 1", EC2 User Guide, "View your AMI usage"): refused, code unnamed.
+    "usage_report_pending_code": ["ResourceLimitExceeded", "IncorrectState"],
+    # RestoreImageFromRecycleBin while the AMI's snapshots are still in the bin, or gone
+    # ("you must first restore all of its associated snapshots"; "If the snapshots ... are
+    # deleted from the Recycle Bin, the AMI is no longer recoverable": Recycle Bin User
+    # Guide): refused, with no code named.
+    "rbin_restore_refused_code": ["InvalidParameterValue", "IncorrectState"],
+    # ListImagesInRecycleBin or ListSnapshotsInRecycleBin naming an id not in the bin:
+    # the API reference says nothing. Left out of the answer, or refused as not found.
+    "rbin_list_unknown": ["omitted", "not-found"],
+    # RunInstances from a disabled AMI: refused ("you can't launch new instances from it":
+    # EC2 User Guide, "Disable an AMI"), with no code named.
+    "run_disabled_code": ["InvalidAMIID.Unavailable", "IncorrectState"],
 }
 
 
@@ -1029,12 +1055,23 @@ def _mapped_snapshots(ami: Any) -> list[str]:
             if (m.get("Ebs") or {}).get("SnapshotId")]
 
 
+def _check_bin_ids(wanted: set[str], held: dict, name: str, not_found: str) -> None:
+    """"You can specify up to 20 IDs in a single request" (ListImagesInRecycleBin,
+    ListSnapshotsInRecycleBin); an id not in the bin is answered as seeded."""
+    if len(wanted) > 20:
+        raise _invalid("InvalidParameterValue", f"At most 20 {name} values in one request")
+    missing = sorted(wanted - set(held))
+    if missing and SETTINGS["rbin_list_unknown"] == "not-found":
+        raise _invalid(not_found, f"The ID '{missing[0]}' is not in the Recycle Bin")
+
+
 def list_images_in_recycle_bin(self: EC2Response) -> ActionResult:
     """ListImagesInRecycleBin (EC2 API Reference): the AMIs in the bin, with when each
     entered and when it leaves."""
     self.error_on_dryrun()
     wanted = set(self._get_param("ImageIds", []))
     held = RBIN.held(RBIN.images, self.current_account, self.region)
+    _check_bin_ids(wanted, held, "ImageId", "InvalidAMIID.NotFound")
     images = [{"ImageId": rid, "Name": b.obj.name, "Description": b.obj.description,
                "RecycleBinEnterTime": standin_rbin.iso(b.entered),
                "RecycleBinExitTime": standin_rbin.iso(b.leaves)}
@@ -1047,6 +1084,7 @@ def list_snapshots_in_recycle_bin(self: EC2Response) -> ActionResult:
     self.error_on_dryrun()
     wanted = set(self._get_param("SnapshotIds", []))
     held = RBIN.held(RBIN.snapshots, self.current_account, self.region)
+    _check_bin_ids(wanted, held, "SnapshotId", "InvalidSnapshot.NotFound")
     snapshots = [{"SnapshotId": rid, "Description": b.obj.description,
                   "VolumeId": b.obj.volume.id,
                   "RecycleBinEnterTime": standin_rbin.iso(b.entered),
@@ -1084,11 +1122,17 @@ def restore_image_from_recycle_bin(self: EC2Response) -> ActionResult:
         raise _invalid("InvalidAMIID.NotFound",
                        f"The image id '[{image_id}]' does not exist in the Recycle Bin")
     in_bin = RBIN.held(RBIN.snapshots, self.current_account, self.region)
-    waiting = [s for s in _mapped_snapshots(binned.obj) if s in in_bin]
+    mapped = _mapped_snapshots(binned.obj)
+    waiting = [s for s in mapped if s in in_bin]
     if waiting:
-        raise _invalid("InvalidParameterValue",
+        raise _invalid(SETTINGS["rbin_restore_refused_code"],
                        f"Restore the image's snapshots first: {', '.join(waiting)} "
                        "are in the Recycle Bin")
+    gone = [s for s in mapped if s not in self.ec2_backend.snapshots]
+    if gone:
+        raise _invalid(SETTINGS["rbin_restore_refused_code"],
+                       f"The image's snapshots {', '.join(gone)} are deleted: it cannot be "
+                       "restored")
     RBIN.take(RBIN.images, self.current_account, self.region, image_id)
     ami = binned.obj
     ami.launch_permissions = binned.shared
@@ -1100,6 +1144,130 @@ def restore_image_from_recycle_bin(self: EC2Response) -> ActionResult:
     return ActionResult({"Return": True})
 
 
+# --------------------------------------------------------------------------------------
+# AMI usage reports (moto has none): CreateImageUsageReport, DescribeImageUsageReports,
+# DescribeImageUsageReportEntries (EC2 API Reference; EC2 User Guide, "View your AMI
+# usage"). A report is pending for usage_report_seconds, then available with the entries
+# the AMI's usage (a control) gives, or error; it is deleted 30 days after it was made.
+
+USAGE_REPORTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+USAGE_REPORT_TYPES = ("ec2:Instance", "ec2:LaunchTemplate", "imagebuilder:ImageRecipe",
+                      "imagebuilder:ContainerRecipe")
+# "Amazon EC2 automatically deletes a report 30 days after creation."
+USAGE_REPORT_LIFE = datetime.timedelta(days=30)
+
+
+def _find_usage_report(report_id: str) -> dict[str, Any] | None:
+    for reports in USAGE_REPORTS.values():
+        if report_id in reports:
+            return reports[report_id]
+    return None
+
+
+def _usage_reports(account: str, region: str) -> dict[str, dict[str, Any]]:
+    """The region's reports as they are now: a pending one turns available (or error) when
+    its time comes; one made 30 days ago is gone."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    reports = USAGE_REPORTS.setdefault((account, region), {})
+    for rid in [r for r, rep in reports.items() if rep["CreationTime"] + USAGE_REPORT_LIFE <= now]:
+        del reports[rid]
+    for rep in reports.values():
+        if rep["State"] == "pending" and time.time() >= rep["ready_at"]:
+            if rep["ImageId"] in SETTINGS["usage_report_errors"]:
+                rep["State"], rep["StateReason"] = "error", "The report could not be created."
+            else:
+                rep["State"] = "available"
+    return reports
+
+
+def create_image_usage_report(self: EC2Response) -> ActionResult:
+    """CreateImageUsageReport: ImageId and ResourceType.N required, ResourceType one of
+    ec2:Instance | ec2:LaunchTemplate (and Image Builder's recipes), AccountId.N up to 200
+    ("To include all accounts, omit this parameter"); one pending report per AMI (EC2 API
+    Reference; EC2 User Guide, "View your AMI usage", Report quotas)."""
+    self.error_on_dryrun()
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    types = [t.get("ResourceType") for t in self._get_param("ResourceTypes", [])]
+    if not types or any(t not in USAGE_REPORT_TYPES for t in types):
+        raise _invalid("InvalidParameterValue",
+                       f"ResourceType must be one of {', '.join(USAGE_REPORT_TYPES)}")
+    accounts = self._get_param("AccountIds", [])
+    if len(accounts) > 200:
+        raise _invalid("InvalidParameterValue", "At most 200 AccountId values")
+    reports = _usage_reports(self.current_account, self.region)
+    if any(r["ImageId"] == ami.id and r["State"] == "pending" for r in reports.values()):
+        raise _invalid(SETTINGS["usage_report_pending_code"],
+                       f"An AMI usage report for {ami.id} is already in progress.")
+    from moto.ec2.utils import random_id
+
+    rid = random_id(prefix="amiur")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    owner = self.current_account
+    entries = []
+    by_account: dict[str, dict[str, int]] = {a: {} for a in accounts}
+    for use in getattr(ami, "usage", []):
+        if use["resource_type"] in types and (not accounts or use["account_id"] in accounts):
+            counts = by_account.setdefault(use["account_id"], {})
+            counts[use["resource_type"]] = counts.get(use["resource_type"], 0) + int(use["count"])
+    for account_id, counts in sorted(by_account.items()):
+        if account_id == owner and SETTINGS["usage_report_owner"] == "omitted":
+            continue
+        for kind in types:
+            count = counts.get(kind, 0)
+            if count == 0 and SETTINGS["usage_report_zero"] == "omitted":
+                continue
+            entries.append({"ResourceType": kind, "ReportId": rid, "UsageCount": count,
+                            "AccountId": account_id, "ImageId": ami.id})
+    reports[rid] = {
+        "ImageId": ami.id, "ReportId": rid,
+        "ResourceTypes": [{"ResourceType": t} for t in types],
+        "AccountIds": accounts, "State": "pending", "CreationTime": now,
+        "ready_at": time.time() + float(SETTINGS["usage_report_seconds"]),
+        "entries": entries,
+    }
+    return ActionResult({"ReportId": rid})
+
+
+def _wanted_reports(self: EC2Response) -> list[dict[str, Any]]:
+    images = set(self._get_param("ImageIds", []))
+    ids = set(self._get_param("ReportIds", []))
+    reports = _usage_reports(self.current_account, self.region).values()
+    return [r for r in reports if (not images or r["ImageId"] in images)
+            and (not ids or r["ReportId"] in ids)]
+
+
+def describe_image_usage_reports(self: EC2Response) -> ActionResult:
+    """DescribeImageUsageReports (EC2 API Reference): by ImageId.N or ReportId.N, with the
+    filter state; ExpirationTime is 30 days after CreationTime."""
+    self.error_on_dryrun()
+    reports = _wanted_reports(self)
+    for name, values in self._filters_from_querystring().items():
+        if name == "state":
+            reports = [r for r in reports if r["State"] in values]
+    shown = []
+    for r in reports:
+        doc = {k: r[k] for k in ("ImageId", "ReportId", "ResourceTypes", "AccountIds", "State")}
+        doc["CreationTime"] = standin_rbin.iso(r["CreationTime"])
+        doc["ExpirationTime"] = standin_rbin.iso(r["CreationTime"] + USAGE_REPORT_LIFE)
+        if r.get("StateReason"):
+            doc["StateReason"] = r["StateReason"]
+        shown.append(doc)
+    return ActionResult({"ImageUsageReports": shown})
+
+
+def describe_image_usage_report_entries(self: EC2Response) -> ActionResult:
+    """DescribeImageUsageReportEntries: "This information is only available when the report
+    is in the ... available (AWS CLI) state" (EC2 User Guide, "View your AMI usage")."""
+    self.error_on_dryrun()
+    entries = []
+    for r in _wanted_reports(self):
+        if r["State"] != "available":
+            continue
+        for e in r["entries"]:
+            entries.append({**e, "ReportCreationTime": standin_rbin.iso(r["CreationTime"])})
+    return ActionResult({"ImageUsageReportEntries": entries})
+
+
 _original_run_instances = EC2Response.run_instances
 
 
@@ -1108,7 +1276,7 @@ def run_instances(self: EC2Response) -> Any:
     instances from it": EC2 User Guide, "Disable an Amazon EC2 AMI"); moto launches it."""
     ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
     if ami is not None and getattr(ami, "state", "") == "disabled":
-        raise _invalid("InvalidAMIID.Unavailable", f"The image {ami.id} is disabled.")
+        raise _invalid(SETTINGS["run_disabled_code"], f"The image {ami.id} is disabled.")
     return _original_run_instances(self)
 
 
@@ -1403,6 +1571,9 @@ def install_patches() -> None:
     EC2Response.restore_image_from_recycle_bin = restore_image_from_recycle_bin
     EC2Response.restore_snapshot_from_recycle_bin = restore_snapshot_from_recycle_bin
     EC2Response.run_instances = run_instances
+    EC2Response.create_image_usage_report = create_image_usage_report
+    EC2Response.describe_image_usage_reports = describe_image_usage_reports
+    EC2Response.describe_image_usage_report_entries = describe_image_usage_report_entries
     ServiceQuotasBackend.get_service_quota = get_service_quota
     STSBackend.assume_role = assume_role
     _patch_user_boundaries()
@@ -1981,6 +2152,14 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                     "EnableImage", "EnableImageDeregistrationProtection",
                     "DisableImageDeregistrationProtection"}
         by_image |= {"RestoreImageFromRecycleBin"}
+        if action == "CreateImageUsageReport":
+            # On the image (with its tags) and on the new report (Service Authorization
+            # Reference, Amazon EC2: image* and image-usage-report*).
+            image = first("ImageId")
+            report = f"arn:{partition}:ec2:{region}:{account}:image-usage-report/*"
+            return [("ec2:CreateImageUsageReport", ec2("image", image),
+                     {**ctx, **_resource_tags(account, region, image)}),
+                    ("ec2:CreateImageUsageReport", report, ctx)]
         by_snapshot = {"ModifySnapshotAttribute", "DescribeSnapshotAttribute", "DeleteSnapshot",
                        "RestoreSnapshotFromRecycleBin"}
         if action in by_image:
@@ -2097,6 +2276,9 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         if rule is not None:
             ctx = {**ctx, "rbin:Attribute/ResourceType": rule.resource_type,
                    **{f"aws:ResourceTag/{t['Key']}": t["Value"] for t in rule.tags}}
+        if action == "TagResource":
+            ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", ""))
+                                           for t in doc.get("Tags") or []])}
         return [(f"rbin:{action}", rule_arn + (ident or "*"), ctx)]
     if service == "sts":
         if action == "GetCallerIdentity":
@@ -2426,6 +2608,14 @@ class StandinApp:
             key = kms_backends[account][body.get("region") or "us-east-1"].create_key(
                 None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", "imgpub test key", None)
             return self._json(start_response, "200 OK", {"arn": key.arn})
+        if path.startswith("/_standin/usage-reports/") and method == "POST":
+            # A test's clock: when a report was made (it expires 30 days after).
+            report = _find_usage_report(path.rsplit("/", 1)[1])
+            if report is None:
+                return self._json(start_response, "404 Not Found", {"error": "no such report"})
+            report["CreationTime"] = datetime.datetime.fromisoformat(
+                body["creation_time"].replace("Z", "+00:00"))
+            return self._json(start_response, "200 OK", {})
         if path == "/_standin/rbin/elapse" and method == "POST":
             RBIN.elapse(float(body.get("days", 0)))
             return self._json(start_response, "200 OK", {"now": standin_rbin.iso(RBIN.now())})
@@ -2465,6 +2655,10 @@ class StandinApp:
                         for key in ("deprecation_time", "last_launched_time"):
                             if key in body:
                                 setattr(ami, key, body[key])
+                        if "usage" in body:
+                            # Who uses the AMI: [{"account_id", "resource_type", "count"}]
+                            # (what a usage report then finds).
+                            ami.usage = body["usage"]
                         if "creation_date" in body:  # moto keeps a datetime
                             ami.creation_date = datetime.datetime.fromisoformat(
                                 body["creation_date"].replace("Z", "+00:00"))
@@ -2517,8 +2711,10 @@ class StandinApp:
             # answering with a blocking read, which waits for a client waiting for the close.
             length = int(environ.get("CONTENT_LENGTH") or 0)
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
-            if environ["PATH_INFO"] == "/moto-api/reset":
-                RBIN.reset()  # moto's reset empties every account: the bin goes with it
+            if environ["PATH_INFO"] == "/moto-api/reset" and environ["REQUEST_METHOD"] == "POST":
+                # moto's reset empties every account: the bin and the reports go with it.
+                RBIN.reset()
+                USAGE_REPORTS.clear()
             return self.app(environ, start_response)
         with self.lock:
             self.inflight += 1

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import uuid
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -134,15 +135,20 @@ class RecycleBin:
         if len(parts) == 2 and parts[0] == "rules":
             return {"GET": "GetRule", "PATCH": "UpdateRule", "DELETE": "DeleteRule"}.get(
                 method, f"{method} {path}")
-        if len(parts) == 2 and parts[0] == "tags":
+        if len(parts) >= 2 and parts[0] == "tags":  # /tags/{ARN}, its slashes unescaped
             return {"POST": "TagResource", "GET": "ListTagsForResource"}.get(
                 method, f"{method} {path}")
         return f"{method} {path}"
 
     @staticmethod
     def rule_of(path: str) -> str | None:
+        """The rule a path names: /rules/{id}, or /tags/{rule ARN} (URL-encoded)."""
         parts = [p for p in path.split("/") if p]
-        return parts[1] if len(parts) == 2 and parts[0] == "rules" else None
+        if len(parts) == 2 and parts[0] == "rules":
+            return parts[1]
+        if len(parts) >= 2 and parts[0] == "tags":
+            return unquote("/".join(parts[1:])).rsplit("/", 1)[-1]
+        return None
 
     def serve(self, environ: dict, start_response: Callable, account: str, region: str,
               partition: str) -> list[bytes]:
@@ -158,7 +164,8 @@ class RecycleBin:
                                                                   partition)
                 elif action == "ListRules":
                     status, answer = "200 OK", self._list(rules, body)
-                elif action in ("GetRule", "UpdateRule", "DeleteRule"):
+                elif action in ("GetRule", "UpdateRule", "DeleteRule", "ListTagsForResource",
+                                "TagResource"):
                     ident = self.rule_of(path) or ""
                     rule = rules.get(ident)
                     if rule is None:
@@ -167,6 +174,13 @@ class RecycleBin:
                                         f"Rule {ident} does not exist")
                     if action == "GetRule":
                         status, answer = "200 OK", rule.doc()
+                    elif action == "ListTagsForResource":
+                        status, answer = "200 OK", {"Tags": rule.tags}
+                    elif action == "TagResource":
+                        added = {t["Key"]: t["Value"] for t in body.get("Tags") or []}
+                        rule.tags = [t for t in rule.tags if t["Key"] not in added] + [
+                            {"Key": k, "Value": v} for k, v in added.items()]
+                        status, answer = "201 Created", {}
                     elif action == "DeleteRule":
                         del rules[ident]
                         status, answer = "204 No Content", None

@@ -2220,8 +2220,10 @@ def test_recycle_bin_keeps_what_a_rule_matches_and_restores_it_shared(account):
     assert [(i["ImageId"], i["Name"]) for i in listed] == [(image, "binned")]
     assert (listed[0]["RecycleBinExitTime"] - listed[0]["RecycleBinEnterTime"]).days == 7
     assert [s["SnapshotId"] for s in ec2.list_snapshots_in_recycle_bin()["Snapshots"]] == [snap]
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError) as err:
         ec2.restore_image_from_recycle_bin(ImageId=image)  # its snapshot is still in the bin
+    assert err.value.response["Error"]["Code"] == \
+        control(account, "/_standin/config")["rbin_restore_refused_code"]
     assert ec2.restore_snapshot_from_recycle_bin(SnapshotId=snap)["SnapshotId"] == snap
     assert ec2.restore_image_from_recycle_bin(ImageId=image)["Return"] is True
     back = ec2.describe_images(ImageIds=[image])["Images"]
@@ -2271,6 +2273,15 @@ def test_recycle_bin_rules_take_what_the_api_reference_allows(account):
     for image in (kept, scratch):
         ec2.deregister_image(ImageId=image)
     assert [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]] == [kept]
+    # Two rules match: "the retention rule with the longest retention period takes
+    # precedence" (Recycle Bin User Guide, "Considerations").
+    rbin.create_rule(ResourceType="EC2_IMAGE",
+                     RetentionPeriod={"RetentionPeriodValue": 9, "RetentionPeriodUnit": "DAYS"},
+                     ResourceTags=[{"ResourceTagKey": "team", "ResourceTagValue": "os"}])
+    both, _ = regional_image(account, region, "two-rules", {"team": "os"})
+    ec2.deregister_image(ImageId=both)
+    shown = ec2.list_images_in_recycle_bin(ImageIds=[both])["Images"][0]
+    assert (shown["RecycleBinExitTime"] - shown["RecycleBinEnterTime"]).days == 9
 
 
 def test_recycle_bin_retention_runs_out_and_pending_rules_retain_nothing(account):
@@ -2283,7 +2294,8 @@ def test_recycle_bin_retention_runs_out_and_pending_rules_retain_nothing(account
     ec2.deregister_image(ImageId=image)
     assert len(ec2.list_images_in_recycle_bin(ImageIds=[image])["Images"]) == 1
     control(account, "/_standin/rbin/elapse", {"days": 2.5})
-    assert ec2.list_images_in_recycle_bin(ImageIds=[image])["Images"] == []
+    # (Not by id: an id not in the bin is answered as seeded.)
+    assert image not in [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]]
     with pytest.raises(ClientError):
         ec2.restore_image_from_recycle_bin(ImageId=image)
     before = control(account, "/_standin/config")["rbin_rule_pending_seconds"]
@@ -2387,3 +2399,183 @@ def test_recycle_bin_actions_are_authorized_on_their_resources(enforcing):
         user_rbin.create_rule(ResourceType="EC2_IMAGE", RetentionPeriod={
             "RetentionPeriodValue": 3, "RetentionPeriodUnit": "DAYS"})
     assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+# --- AMI usage reports -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("owner,zero", [("omitted", "omitted"), ("listed", "listed")])
+def test_an_ami_usage_report_names_the_accounts_that_use_the_ami(account, owner, zero):
+    """CreateImageUsageReport, DescribeImageUsageReports, DescribeImageUsageReportEntries
+    (EC2 API Reference): a report is pending, then available; its entries count each
+    resource type per account, and are there only once it is available (EC2 User Guide,
+    "View your AMI usage"). Undocumented (seeded): the owner's own entry, zero counts."""
+    ec2 = client(account, "ec2", "eu-west-2")
+    before = control(account, "/_standin/config")
+    control(account, "/_standin/config", {"usage_report_owner": owner, "usage_report_zero": zero,
+                                         "usage_report_seconds": 3600})
+    try:
+        image, _ = regional_image(account, "eu-west-2", f"used-{owner}", {})
+        usage = [{"account_id": "111122223333", "resource_type": "ec2:Instance", "count": 3},
+                 {"account_id": "123456789012", "resource_type": "ec2:Instance", "count": 1}]
+        control(account, f"/_standin/images/{image}", {"usage": usage})
+        rid = ec2.create_image_usage_report(
+            ImageId=image, ResourceTypes=[{"ResourceType": "ec2:Instance"},
+                                          {"ResourceType": "ec2:LaunchTemplate"}])["ReportId"]
+        assert rid.startswith("amiur-")
+        shown = ec2.describe_image_usage_reports(ImageIds=[image])["ImageUsageReports"]
+        assert [(r["ReportId"], r["State"]) for r in shown] == [(rid, "pending")]
+        assert (shown[0]["ExpirationTime"] - shown[0]["CreationTime"]).days == 30
+        assert ec2.describe_image_usage_report_entries(ReportIds=[rid])[
+            "ImageUsageReportEntries"] == []
+        # One pending report per AMI ("In-progress (pending) AMI usage reports per AMI: 1").
+        with pytest.raises(ClientError) as err:
+            ec2.create_image_usage_report(ImageId=image,
+                                          ResourceTypes=[{"ResourceType": "ec2:Instance"}])
+        assert err.value.response["Error"]["Code"] == before["usage_report_pending_code"]
+        control(account, "/_standin/config", {"usage_report_seconds": 0})
+        # Still pending: its time was fixed when it was made.
+        assert ec2.describe_image_usage_reports(ReportIds=[rid])["ImageUsageReports"][0][
+            "State"] == "pending"
+        other, _ = regional_image(account, "eu-west-2", f"used-now-{owner}", {})
+        control(account, f"/_standin/images/{other}", {"usage": usage})
+        rid2 = ec2.create_image_usage_report(
+            ImageId=other, ResourceTypes=[{"ResourceType": "ec2:Instance"},
+                                          {"ResourceType": "ec2:LaunchTemplate"}])["ReportId"]
+        entries = ec2.describe_image_usage_report_entries(ImageIds=[other])[
+            "ImageUsageReportEntries"]
+        got = sorted((e["AccountId"], e["ResourceType"], e["UsageCount"]) for e in entries)
+        expected = [("111122223333", "ec2:Instance", 3)]
+        if zero == "listed":
+            expected.append(("111122223333", "ec2:LaunchTemplate", 0))
+        if owner == "listed":
+            expected.append(("123456789012", "ec2:Instance", 1))
+            if zero == "listed":
+                expected.append(("123456789012", "ec2:LaunchTemplate", 0))
+        assert got == sorted(expected)
+        assert all(e["ReportId"] == rid2 for e in entries)
+    finally:
+        control(account, "/_standin/config", {k: before[k] for k in (
+            "usage_report_owner", "usage_report_zero", "usage_report_seconds")})
+
+
+def test_ami_usage_reports_refuse_bad_input_end_in_error_and_expire(account):
+    """ResourceType is one of the documented values; a report can end in `error` ("The
+    report could not be created"); "Amazon EC2 automatically deletes a report 30 days after
+    creation" (EC2 API Reference; EC2 User Guide, "View your AMI usage")."""
+    ec2 = client(account, "ec2", "eu-west-2")
+    image, _ = regional_image(account, "eu-west-2", "report-errors", {})
+    with pytest.raises(ClientError) as err:
+        ec2.create_image_usage_report(ImageId=image, ResourceTypes=[{"ResourceType": "ec2:Volume"}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as err:
+        ec2.create_image_usage_report(ImageId="ami-0000000000000000f",
+                                      ResourceTypes=[{"ResourceType": "ec2:Instance"}])
+    assert err.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"
+    before = control(account, "/_standin/config")["usage_report_errors"]
+    control(account, "/_standin/config", {"usage_report_errors": [image]})
+    try:
+        rid = ec2.create_image_usage_report(
+            ImageId=image, ResourceTypes=[{"ResourceType": "ec2:Instance"}])["ReportId"]
+        shown = ec2.describe_image_usage_reports(ReportIds=[rid])["ImageUsageReports"][0]
+        assert (shown["State"], bool(shown.get("StateReason"))) == ("error", True)
+        assert [r["ReportId"] for r in ec2.describe_image_usage_reports(
+            ImageIds=[image], Filters=[{"Name": "state", "Values": ["error"]}])[
+            "ImageUsageReports"]] == [rid]
+    finally:
+        control(account, "/_standin/config", {"usage_report_errors": before})
+    control(account, f"/_standin/usage-reports/{rid}",
+            {"creation_time": "2020-01-01T00:00:00Z"})
+    assert ec2.describe_image_usage_reports(ReportIds=[rid])["ImageUsageReports"] == []
+
+
+def test_create_image_usage_report_is_authorized_on_the_image_and_the_report(enforcing):
+    """Service Authorization Reference, Amazon EC2: CreateImageUsageReport on image* (with
+    aws:ResourceTag) and image-usage-report*."""
+    with unenforced(enforcing):
+        mine, _ = regional_image(enforcing, "eu-west-2", "report-mine", {"imgpub:managed": "true"})
+        other, _ = regional_image(enforcing, "eu-west-2", "report-other", {})
+    as_user, _ = user_with_policy(enforcing, "reporter", [
+        {"Effect": "Allow", "Action": "ec2:CreateImageUsageReport",
+         "Resource": "arn:aws:ec2:eu-west-2::image/*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/imgpub:managed": "true"}}},
+        {"Effect": "Allow", "Action": "ec2:CreateImageUsageReport",
+         "Resource": "arn:aws:ec2:eu-west-2:*:image-usage-report/*"},
+    ])
+    ec2 = as_user("ec2", "eu-west-2")
+    ec2.create_image_usage_report(ImageId=mine, ResourceTypes=[{"ResourceType": "ec2:Instance"}])
+    with pytest.raises(ClientError) as err:
+        ec2.create_image_usage_report(ImageId=other,
+                                      ResourceTypes=[{"ResourceType": "ec2:Instance"}])
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+
+
+def test_an_ami_whose_snapshot_left_the_bin_cannot_be_restored(account):
+    """"If the snapshots that are associated with the AMI are deleted from the Recycle Bin,
+    the AMI is no longer recoverable" (Recycle Bin User Guide): an AMI rule without a
+    snapshot rule keeps the AMI, but its snapshot is deleted for good."""
+    region = "us-east-2"
+    ec2 = client(account, "ec2", region)
+    client(account, "rbin", region).create_rule(
+        ResourceType="EC2_IMAGE",
+        RetentionPeriod={"RetentionPeriodValue": 5, "RetentionPeriodUnit": "DAYS"})
+    image, snap = regional_image(account, region, "snapshot-gone", {})
+    ec2.deregister_image(ImageId=image)
+    ec2.delete_snapshot(SnapshotId=snap)
+    assert ec2.list_snapshots_in_recycle_bin()["Snapshots"] == []
+    with pytest.raises(ClientError) as err:
+        ec2.restore_image_from_recycle_bin(ImageId=image)
+    assert err.value.response["Error"]["Code"] == \
+        control(account, "/_standin/config")["rbin_restore_refused_code"]
+
+
+@pytest.mark.parametrize("unknown", ["omitted", "not-found"])
+def test_recycle_bin_lists_take_up_to_20_ids_and_answer_unknown_ones_as_seeded(account, unknown):
+    """"You can specify up to 20 IDs in a single request" (ListImagesInRecycleBin);
+    an id that is not in the bin: undocumented (seeded)."""
+    ec2 = client(account, "ec2", "us-east-2")
+    with pytest.raises(ClientError) as err:
+        ec2.list_images_in_recycle_bin(ImageIds=[f"ami-{i:017x}" for i in range(21)])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    before = control(account, "/_standin/config")["rbin_list_unknown"]
+    control(account, "/_standin/config", {"rbin_list_unknown": unknown})
+    try:
+        if unknown == "omitted":
+            assert ec2.list_snapshots_in_recycle_bin(
+                SnapshotIds=["snap-0000000000000000f"])["Snapshots"] == []
+        else:
+            with pytest.raises(ClientError) as err:
+                ec2.list_snapshots_in_recycle_bin(SnapshotIds=["snap-0000000000000000f"])
+            assert err.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    finally:
+        control(account, "/_standin/config", {"rbin_list_unknown": before})
+
+
+def test_recycle_bin_rules_are_tagged_listed_by_resource_tags_updated_and_deleted(account):
+    """Recycle Bin API Reference: CreateRule's Tags read back by ListTagsForResource and
+    added by TagResource; ListRules' ResourceTags lists the tag-level rules that retain
+    resources with those tags; UpdateRule changes the retention; DeleteRule removes it."""
+    region = "ap-southeast-2"
+    rbin = client(account, "rbin", region)
+    period = {"RetentionPeriodValue": 4, "RetentionPeriodUnit": "DAYS"}
+    ours = rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=period,
+                            ResourceTags=[{"ResourceTagKey": "imgpub:managed",
+                                           "ResourceTagValue": "true"}],
+                            Tags=[{"Key": "imgpub:managed", "Value": "true"}])
+    theirs = rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=period,
+                              ResourceTags=[{"ResourceTagKey": "team", "ResourceTagValue": "a"}])
+    found = rbin.list_rules(ResourceType="EBS_SNAPSHOT", ResourceTags=[
+        {"ResourceTagKey": "imgpub:managed", "ResourceTagValue": "true"}])["Rules"]
+    assert [r["Identifier"] for r in found] == [ours["Identifier"]]
+    assert rbin.list_tags_for_resource(ResourceArn=ours["RuleArn"])["Tags"] == [
+        {"Key": "imgpub:managed", "Value": "true"}]
+    rbin.tag_resource(ResourceArn=theirs["RuleArn"], Tags=[{"Key": "owner", "Value": "sec"}])
+    assert rbin.list_tags_for_resource(ResourceArn=theirs["RuleArn"])["Tags"] == [
+        {"Key": "owner", "Value": "sec"}]
+    rbin.update_rule(Identifier=ours["Identifier"], RetentionPeriod={
+        "RetentionPeriodValue": 9, "RetentionPeriodUnit": "DAYS"})
+    assert rbin.get_rule(Identifier=ours["Identifier"])["RetentionPeriod"][
+        "RetentionPeriodValue"] == 9
+    rbin.delete_rule(Identifier=theirs["Identifier"])
+    assert [r["Identifier"] for r in rbin.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"]] == [
+        ours["Identifier"]]

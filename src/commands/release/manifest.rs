@@ -69,6 +69,9 @@ pub(crate) struct Retention {
     pub keep_launched_within: Option<Duration>,
     /// The time between one stage and the next.
     pub grace: Duration,
+    /// Keep a release's image while an AMI usage report finds another account using one
+    /// of its AMIs; retire nothing before a report says so.
+    pub keep_in_use: bool,
 }
 
 /// Where the release is published besides its source region.
@@ -136,6 +139,8 @@ struct RawRetention {
     barriers: Vec<String>,
     keep_launched_within: Option<String>,
     grace: String,
+    #[serde(default)]
+    keep_in_use: bool,
 }
 
 /// A retention policy file of its own (`release prune --policy FILE`): a `[prune]` table.
@@ -494,6 +499,7 @@ fn retention(raw: RawRetention) -> std::result::Result<Retention, String> {
         barriers: raw.barriers,
         keep_launched_within,
         grace,
+        keep_in_use: raw.keep_in_use,
     })
 }
 

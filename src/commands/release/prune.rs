@@ -20,6 +20,7 @@ use crate::aws::ami::{self, Arch};
 use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::propagation::Age;
 use crate::aws::regions::{failure_summary, fan_out};
+use crate::aws::usage_reports;
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Retention};
 use crate::commands::release::{parse_time, show_time};
@@ -64,6 +65,8 @@ pub(crate) enum Keep {
     Protected(String),
     /// Not available (a copy in flight, or a failed one): not prune's to touch.
     NotAvailable(String),
+    /// An AMI usage report found other accounts using one of its AMIs (`keep_in_use`).
+    InUse(String),
 }
 
 impl Keep {
@@ -75,6 +78,7 @@ impl Keep {
             Keep::Launched(at) => format!("launched {at}, within keep_launched_within"),
             Keep::Protected(v) => format!("deregistration protection is on ({v})"),
             Keep::NotAvailable(state) => format!("{state}, not available"),
+            Keep::InUse(uses) => format!("in use by other accounts: {uses}"),
         }
     }
 }
@@ -86,6 +90,18 @@ pub(crate) enum Verdict {
     Due(Stage),
     /// The next stage, and when its grace period ends.
     Wait(Stage, SystemTime),
+    /// The stage is due, but who uses the AMI is not known yet (`keep_in_use`: its usage
+    /// report is requested or pending).
+    Unknown(Stage),
+}
+
+/// `keep_in_use`: the usage report an AMI needs before its next stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReportStep {
+    /// None recent enough: this run asks for one.
+    Request,
+    /// Asked for, not yet made.
+    Pending(String),
 }
 
 /// One AMI of the stream in one region.
@@ -99,6 +115,7 @@ pub(crate) struct Ami {
     pub created: SystemTime,
     pub snapshots: Vec<String>,
     pub verdict: Verdict,
+    pub report: Option<ReportStep>,
 }
 
 /// A snapshot of a removed release that no AMI maps (a run stopped between deregistering
@@ -221,6 +238,7 @@ fn seen(template: &str, region: &str, image: &Ec2Image) -> Option<Seen> {
             created: image.creation_date().and_then(parse_time)?,
             snapshots: ami::snapshots_of(image),
             verdict: Verdict::Keep(Keep::Current),
+            report: None,
         },
         state: image.state().cloned(),
         deprecation: image.deprecation_time().and_then(parse_time),
@@ -391,7 +409,10 @@ pub(crate) async fn plan(
                 .map(|id| (s.ami.region.clone(), id.clone()))
         })
         .collect();
-    let amis = decide(seen_all, &manifest, &retention, now);
+    let mut amis = decide(seen_all, &manifest, &retention, now);
+    if retention.keep_in_use {
+        weigh_usage(a, &mut amis, retention.grace, now).await?;
+    }
     // The oldest of the newest releases kept: an upload in flight is newer than all of them.
     let oldest_kept = amis
         .iter()
@@ -468,7 +489,6 @@ pub(crate) async fn plan(
         .filter(|(_, n)| *n > 1)
         .map(|((r, s), _)| (r.to_string(), s.to_string()))
         .collect();
-    let mut amis = amis;
     for a in &mut amis {
         let region = a.region.clone();
         a.snapshots
@@ -482,6 +502,122 @@ pub(crate) async fn plan(
         orphans,
         apply,
     })
+}
+
+/// `keep_in_use`: an image (release × architecture) that another account uses in any
+/// region is kept; one whose stage is due moves only once every AMI of it has a report
+/// made within a grace period saying nobody else uses it. A report is asked for ahead of
+/// a stage, so it is ready when the stage comes. Without permission to read reports, the
+/// rule is left out of this run, and the run says so.
+async fn weigh_usage(
+    a: &Account,
+    amis: &mut [Ami],
+    grace: Duration,
+    now: SystemTime,
+) -> Result<()> {
+    let asked = |v: &Verdict| {
+        matches!(
+            v,
+            Verdict::Due(Stage::Deprecate | Stage::Disable | Stage::Deregister) | Verdict::Wait(..)
+        )
+    };
+    let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ami in amis.iter().filter(|x| asked(&x.verdict)) {
+        by_region
+            .entry(ami.region.clone())
+            .or_default()
+            .push(ami.id.clone());
+    }
+    let owner = a.identity.account.clone();
+    let mut reports: BTreeMap<(String, String), usage_reports::Usage> = BTreeMap::new();
+    for (region, ids) in by_region {
+        let ec2 = a.ctx.in_region(&region).ec2();
+        match usage_reports::usage(&ec2, &region, &ids, &owner).await {
+            Ok(found) => reports.extend(found.into_iter().map(|(id, u)| ((region.clone(), id), u))),
+            Err(e) if e.kind() == Some(ErrorKind::AccessDenied) => {
+                crate::aws::unchecked::note(
+                    "who uses the AMIs (keep_in_use: ec2:DescribeImageUsageReports); nothing was kept for it",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let none = usage_reports::Usage::default();
+    let usage_of = |x: &Ami| {
+        reports
+            .get(&(x.region.clone(), x.id.clone()))
+            .unwrap_or(&none)
+    };
+    // Good for a stage at `at`: made within a grace period before it.
+    let fresh = |u: &usage_reports::Usage, at: SystemTime| {
+        u.available
+            .as_ref()
+            .is_some_and(|r| r.created + grace + SLACK >= at)
+    };
+    let mut in_use: BTreeMap<(&'static str, String), String> = BTreeMap::new();
+    let mut unknown: BTreeSet<(&'static str, String)> = BTreeSet::new();
+    for x in amis.iter().filter(|x| asked(&x.verdict)) {
+        let key = (x.arch.name(), x.release.clone());
+        let u = usage_of(x);
+        match &u.available {
+            // A use seen by the newest report made, however old (EC2 keeps reports 30
+            // days): kept until a newer one says otherwise.
+            Some(r) if !r.uses.is_empty() => {
+                let who: Vec<String> = r
+                    .uses
+                    .iter()
+                    .map(|u| format!("{} ({} {})", u.account, u.count, u.resource_type))
+                    .collect();
+                in_use.entry(key).or_insert(format!(
+                    "{} in {} (usage report {} of {})",
+                    who.join(", "),
+                    x.region,
+                    r.id,
+                    show_time(r.created)
+                ));
+            }
+            _ if matches!(x.verdict, Verdict::Due(_)) && !fresh(u, now) => {
+                unknown.insert(key);
+            }
+            _ => {}
+        }
+    }
+    for x in amis.iter_mut() {
+        let key = (x.arch.name(), x.release.clone());
+        if !asked(&x.verdict) {
+            continue;
+        }
+        let u = usage_of(x);
+        // Asked for now when none is pending and none will be fresh when its stage comes
+        // (for kept ones too, so a use that ends is seen).
+        let needs = |at: SystemTime| match (&u.pending, fresh(u, at)) {
+            (Some(id), _) => Some(ReportStep::Pending(id.clone())),
+            (None, true) => None,
+            (None, false) => Some(ReportStep::Request),
+        };
+        if let Some(uses) = in_use.get(&key) {
+            x.verdict = Verdict::Keep(Keep::InUse(uses.clone()));
+            x.report = needs(now).filter(|s| *s == ReportStep::Request);
+            continue;
+        }
+        if let Some(reason) = &u.error {
+            tracing::info!(
+                "the last usage report of {} in {} failed: {reason}",
+                x.id,
+                x.region
+            );
+        }
+        match x.verdict {
+            Verdict::Due(stage) if unknown.contains(&key) => {
+                x.verdict = Verdict::Unknown(stage);
+                x.report = needs(now);
+            }
+            Verdict::Wait(_, at) => x.report = needs(at).filter(|s| *s == ReportStep::Request),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The calls apply makes: each due stage, and each leftover snapshot deleted.
@@ -521,6 +657,14 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
         let snapshot = vec![Resource::Snapshot(Some(o.snapshot.clone()))];
         calls.push(Call::new(Op::Ec2DeleteSnapshot, &o.region, snapshot));
     }
+    for ami in plan
+        .amis
+        .iter()
+        .filter(|a| a.report == Some(ReportStep::Request))
+    {
+        let image = vec![Resource::Image(Some(ami.id.clone()))];
+        calls.push(Call::new(Op::Ec2CreateImageUsageReport, &ami.region, image));
+    }
     calls
 }
 
@@ -535,6 +679,10 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DeleteSnapshot,
     // A stream with `protect = true` (granted with `policy --protect` only).
     Op::Ec2DisableImageDeregistrationProtection,
+    // `keep_in_use`.
+    Op::Ec2DescribeImageUsageReports,
+    Op::Ec2DescribeImageUsageReportEntries,
+    Op::Ec2CreateImageUsageReport,
     Op::IamSimulatePrincipalPolicy,
 ];
 
@@ -571,9 +719,13 @@ struct Line<'a> {
     next_at: Option<String>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     snapshots: &'a [String],
+    /// `keep_in_use`: the usage report asked for by this run, or pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_report: Option<String>,
 }
 
-fn line<'a>(a: &'a Ami, status_due: &'static str) -> Line<'a> {
+/// `requested`: the report this run asked for (`None`: not asked, as without --apply).
+fn line<'a>(a: &'a Ami, status_due: &'static str, requested: Option<&'a str>) -> Line<'a> {
     let (action, status, why, next_at) = match &a.verdict {
         Verdict::Keep(k) => ("keep", "kept", Some(k.why()), None),
         Verdict::Wait(stage, at) => (
@@ -586,6 +738,15 @@ fn line<'a>(a: &'a Ami, status_due: &'static str) -> Line<'a> {
         Verdict::Due(Stage::Deprecate) => ("deprecate", status_due, None, None),
         Verdict::Due(Stage::Disable) => ("disable", status_due, None, None),
         Verdict::Due(Stage::Deregister) => ("deregister", status_due, None, None),
+        Verdict::Unknown(stage) => (
+            "wait",
+            "waiting",
+            Some(
+                format!("{stage:?} due once an AMI usage report says no other account uses it")
+                    .to_lowercase(),
+            ),
+            None,
+        ),
     };
     let removes = matches!(a.verdict, Verdict::Due(Stage::Deregister));
     Line {
@@ -599,6 +760,11 @@ fn line<'a>(a: &'a Ami, status_due: &'static str) -> Line<'a> {
         why,
         next_at,
         snapshots: if removes { &a.snapshots } else { &[] },
+        usage_report: match &a.report {
+            None => None,
+            Some(ReportStep::Pending(id)) => Some(format!("{id} (pending)")),
+            Some(ReportStep::Request) => Some(requested.unwrap_or("to request").to_string()),
+        },
     }
 }
 
@@ -657,7 +823,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
     let waiting = plan
         .amis
         .iter()
-        .filter(|a| matches!(a.verdict, Verdict::Wait(..)))
+        .filter(|a| matches!(a.verdict, Verdict::Wait(..) | Verdict::Unknown(_)))
         .count();
     let due = [
         Stage::Unprotect,
@@ -671,7 +837,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
     if !plan.apply {
         plan.amis
             .iter()
-            .for_each(|a| emit(Output::json(&line(a, "planned"))));
+            .for_each(|a| emit(Output::json(&line(a, "planned", None))));
         plan.orphans.iter().for_each(|o| {
             emit(Output::json(&serde_json::json!({
                 "region": o.region, "snapshot": o.snapshot, "name": o.name,
@@ -696,11 +862,12 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
     }
     let mut done: Vec<(&Ami, Stage)> = vec![];
     let mut deleted: Vec<&Orphan> = vec![];
+    let mut requested: BTreeMap<(&str, &str), String> = BTreeMap::new();
     let mut failures: Vec<(String, String)> = vec![];
     let busy: BTreeSet<&String> = plan
         .amis
         .iter()
-        .filter(|a| matches!(a.verdict, Verdict::Due(_)))
+        .filter(|a| matches!(a.verdict, Verdict::Due(_)) || a.report == Some(ReportStep::Request))
         .map(|a| &a.region)
         .chain(plan.orphans.iter().map(|o| &o.region))
         .collect();
@@ -720,9 +887,25 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
             for o in plan.orphans.iter().filter(|o| o.region == region) {
                 gone.push((o, ami::delete_snapshot(&ec2, &o.snapshot, true).await));
             }
-            Ok((outcomes, gone))
+            let mut reports = vec![];
+            for ami in plan.amis.iter().filter(|x| x.region == region) {
+                if ami.report == Some(ReportStep::Request) {
+                    let asked = usage_reports::request(&ec2, &region, &ami.id).await;
+                    reports.push((ami, asked));
+                }
+            }
+            Ok((outcomes, gone, reports))
         },
-        |region, (outcomes, gone)| {
+        |region, (outcomes, gone, reports)| {
+            for (ami, asked) in reports {
+                match asked {
+                    Ok(id) => {
+                        let id = id.unwrap_or_else(|| "requested".into());
+                        requested.insert((ami.region.as_str(), ami.id.as_str()), id);
+                    }
+                    Err(e) => failures.push((format!("{region} {}", ami.id), e.to_string())),
+                }
+            }
             for (ami, stage, outcome) in outcomes {
                 match outcome {
                     Ok(()) => done.push((ami, stage)),
@@ -741,9 +924,13 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
     failures.extend(failed.into_iter().map(|(r, e)| (r, e.to_string())));
     for ami in &plan.amis {
         let did = done.iter().any(|(d, _)| std::ptr::eq(*d, ami));
+        let report = requested
+            .get(&(ami.region.as_str(), ami.id.as_str()))
+            .map(String::as_str);
         emit(Output::json(&line(
             ami,
             if did { "done" } else { "failed" },
+            report,
         )));
     }
     for o in &deleted {
@@ -764,8 +951,12 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
         format!("{} {n}", s.done())
     })
     .collect();
+    let reports = match requested.len() {
+        0 => String::new(),
+        n => format!("; asked for {n} AMI usage reports (keep_in_use)"),
+    };
     emit(Output::Summary(format!(
-        "release prune: {stream} in {regions} regions: {} AMIs, deleted {} leftover snapshots; {kept} kept, {waiting} waiting for a grace period",
+        "release prune: {stream} in {regions} regions: {} AMIs, deleted {} leftover snapshots; {kept} kept, {waiting} waiting for a grace period or a usage report{reports}",
         did.join(", "),
         deleted.len()
     )));
@@ -819,6 +1010,7 @@ mod tests {
                 created: now,
                 snapshots: vec![],
                 verdict: Verdict::Keep(Keep::Current),
+                report: None,
             },
             state: Some(state),
             deprecation,
