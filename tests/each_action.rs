@@ -953,6 +953,11 @@ fn prune_case(name: &'static str, extra: &[&str]) -> Case {
             ),
             (
                 "ReadOnlyOrUnscopable",
+                "servicequotas:GetServiceQuota",
+                Without::Unused("a public stream (its quota headroom is read)"),
+            ),
+            (
+                "ReadOnlyOrUnscopable",
                 "ec2:DescribeImageUsageReports",
                 Without::Unused(IN_USE),
             ),

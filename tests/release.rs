@@ -1823,3 +1823,41 @@ async fn prune_keeps_what_other_accounts_use_as_usage_reports_show() {
         .count();
     assert_eq!(pending, retiring - 3, "{}", fourth.stdout);
 }
+
+/// A public stream in a region whose "Public AMIs" quota has no room for the next release:
+/// prune says so, naming the region, the quota, the Recycle Bin (its public AMIs count too)
+/// and how many AMIs its disable stage makes private there.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_says_when_a_public_streams_quota_is_near() {
+    let standin = Standin::start();
+    let dir = TempDir::new();
+    let mut last = PathBuf::new();
+    for (n, r) in ["q1", "q2"].iter().enumerate() {
+        let path = weekly_manifest(dir.path(), r, 90 + n as u64);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[tags]", "[sharing]\npublic = true\n\n[tags]");
+        std::fs::write(&path, text).unwrap();
+        let applied = release(&standin, "apply", &path);
+        assert_eq!(applied.code, 0, "{r}: {}", applied.stderr);
+        last = path;
+    }
+    // 4 public AMIs in eu-west-1, and a quota of 5: no room for 2 more.
+    let quota = format!(r#"{{"public_ami_quota": {{"{}": 5}}}}"#, TARGETS[0]);
+    standin.control("POST", "/_standin/config", Some(&quota));
+    let plan = standin.imgpub().args(["release", "prune"]).arg(&last).run();
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let warning = plan
+        .stderr
+        .lines()
+        .find(|l| l.contains("quota"))
+        .unwrap_or_else(|| panic!("{}", plan.stderr));
+    for said in [TARGETS[0], "4 public AMIs", "quota of 5", "Recycle Bin"] {
+        assert!(warning.contains(said), "{said}: {warning}");
+    }
+    assert!(
+        !plan.stderr.contains(&format!("region {SOURCE} has")),
+        "{}",
+        plan.stderr
+    );
+}

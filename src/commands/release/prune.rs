@@ -133,6 +133,9 @@ pub(crate) struct Plan {
     pub regions: Vec<String>,
     pub amis: Vec<Ami>,
     pub orphans: Vec<Orphan>,
+    /// A public stream: the regions whose "Public AMIs" quota has no room for its next
+    /// release, each said in words.
+    pub quota_near: Vec<String>,
     /// `--apply`: do what is due; otherwise only say it.
     pub apply: bool,
 }
@@ -495,11 +498,16 @@ pub(crate) async fn plan(
             .retain(|s| !shared.contains(&(region.clone(), s.clone())));
     }
     amis.sort_by(|a, b| (b.created, &a.region).cmp(&(a.created, &b.region)));
+    let quota_near = match manifest.sharing.public {
+        true => quota_near(a, &manifest, &regions, &amis).await?,
+        false => vec![],
+    };
     Ok(Plan {
         manifest,
         regions,
         amis,
         orphans,
+        quota_near,
         apply,
     })
 }
@@ -620,6 +628,44 @@ async fn weigh_usage(
     Ok(())
 }
 
+/// A public stream's regions without room in their "Public AMIs" quota for the next
+/// release, in words: public AMIs in the Recycle Bin count against it too ("including
+/// public AMIs in the Recycle Bin": EC2 User Guide, AMI quotas), and prune's disable stage
+/// makes the AMIs it retires private, so that is what frees room.
+async fn quota_near(
+    a: &Account,
+    manifest: &Manifest,
+    regions: &[String],
+    amis: &[Ami],
+) -> Result<Vec<String>> {
+    let mut near = vec![];
+    for region in regions {
+        let ec2 = a.ctx.in_region(region).ec2();
+        let quotas = a.ctx.in_region(region).service_quotas();
+        let adding = manifest.images.len();
+        match ami::check_public_ami_quota(&ec2, &quotas, region, adding).await {
+            Ok(()) => {}
+            Err(Error::Setup(why)) => {
+                let freed = amis
+                    .iter()
+                    .filter(|x| {
+                        x.region == *region
+                            && matches!(
+                                x.verdict,
+                                Verdict::Due(Stage::Disable) | Verdict::Unknown(Stage::Disable)
+                            )
+                    })
+                    .count();
+                near.push(format!(
+                    "{why}. Public AMIs in the Recycle Bin count against it too; prune's disable stage makes what it retires private ({freed} due now in {region})"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(near)
+}
+
 /// The calls apply makes: each due stage, and each leftover snapshot deleted.
 pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     // Without --apply nothing is changed: a read-only credential may plan.
@@ -679,6 +725,8 @@ pub(crate) const MAY_CALL: &[Op] = &[
     Op::Ec2DeleteSnapshot,
     // A stream with `protect = true` (granted with `policy --protect` only).
     Op::Ec2DisableImageDeregistrationProtection,
+    // A public stream's quota headroom.
+    Op::ServiceQuotasGetServiceQuota,
     // `keep_in_use`.
     Op::Ec2DescribeImageUsageReports,
     Op::Ec2DescribeImageUsageReportEntries,
@@ -834,6 +882,9 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()
     .map(|s| (s, count(s)));
     let stream = &plan.manifest.name_template;
     let regions = plan.regions.len();
+    for near in &plan.quota_near {
+        tracing::warn!("{near}");
+    }
     if !plan.apply {
         plan.amis
             .iter()
