@@ -805,12 +805,22 @@ impl Op {
                 "CreateRule",
                 "create_rule",
                 &const {
-                    [need(
-                        "rbin:CreateRule",
-                        R::RecycleBinRule,
-                        "keep what imgpub deletes restorable (initialize --recycle-bin)",
-                    )
-                    .tagging_new()]
+                    [
+                        need(
+                            "rbin:CreateRule",
+                            R::RecycleBinRule,
+                            "keep what imgpub deletes restorable (initialize --recycle-bin)",
+                        )
+                        .tagging_new(),
+                        // Tags on create (Service Authorization Reference, Recycle Bin:
+                        // CreateRule's dependent actions).
+                        need(
+                            "rbin:TagResource",
+                            R::RecycleBinRule,
+                            "tag the new rule as imgpub's",
+                        )
+                        .tagging_new(),
+                    ]
                 },
             ),
             Op::RbinUpdateRule => (

@@ -73,6 +73,18 @@ pub(crate) async fn usage(
                 ) else {
                     continue;
                 };
+                // Only a report over every account and both kinds of use answers the
+                // question (one made by hand may look at less).
+                let counts: Vec<&str> = r
+                    .resource_types()
+                    .iter()
+                    .filter_map(|t| t.resource_type())
+                    .collect();
+                let whole =
+                    r.account_ids().is_empty() && RESOURCE_TYPES.iter().all(|t| counts.contains(t));
+                if !whole {
+                    continue;
+                }
                 let usage = out.entry(ami.to_string()).or_default();
                 let is_newest = newest.get(ami).is_none_or(|at| *at < created);
                 if is_newest {

@@ -1056,9 +1056,9 @@ def _mapped_snapshots(ami: Any) -> list[str]:
 
 
 def _check_bin_ids(wanted: set[str], held: dict, name: str, not_found: str) -> None:
-    """"You can specify up to 20 IDs in a single request" (ListImagesInRecycleBin,
-    ListSnapshotsInRecycleBin); an id not in the bin is answered as seeded."""
-    if len(wanted) > 20:
+    """"You can specify up to 20 IDs in a single request" (ListImagesInRecycleBin; its
+    snapshot twin states no limit); an id not in the bin is answered as seeded."""
+    if name == "ImageId" and len(wanted) > 20:
         raise _invalid("InvalidParameterValue", f"At most 20 {name} values in one request")
     missing = sorted(wanted - set(held))
     if missing and SETTINGS["rbin_list_unknown"] == "not-found":
@@ -2265,9 +2265,15 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         rule_arn = f"arn:{partition}:rbin:{region}:{account}:rule/"
         if action == "CreateRule":
             pairs = [(t.get("Key", ""), t.get("Value", "")) for t in doc.get("Tags") or []]
-            return [("rbin:CreateRule", rule_arn + "*",
-                     {**ctx, **_request_tags(pairs),
-                      "rbin:Request/ResourceType": doc.get("ResourceType", "")})]
+            needs = [("rbin:CreateRule", rule_arn + "*",
+                      {**ctx, **_request_tags(pairs),
+                       "rbin:Request/ResourceType": doc.get("ResourceType", "")})]
+            if pairs:
+                # Tags on create need rbin:TagResource too (Service Authorization
+                # Reference, Recycle Bin: CreateRule's dependent actions).
+                needs.append(("rbin:TagResource", rule_arn + "*",
+                              {**ctx, **_request_tags(pairs)}))
+            return needs
         if action == "ListRules":
             return [("rbin:ListRules", "*",
                      {**ctx, "rbin:Request/ResourceType": doc.get("ResourceType", "")})]

@@ -2255,13 +2255,17 @@ def test_recycle_bin_rules_take_what_the_api_reference_allows(account):
                          ResourceTags=[{"ResourceTagKey": "a"}],
                          ExcludeResourceTags=[{"ResourceTagKey": "b"}])
     assert err.value.response["Error"]["Code"] == "ValidationException"
+    # The longer of two matching rules is made first: the longest wins, not the newest.
+    rbin.create_rule(ResourceType="EC2_IMAGE",
+                     RetentionPeriod={"RetentionPeriodValue": 9, "RetentionPeriodUnit": "DAYS"},
+                     ResourceTags=[{"ResourceTagKey": "team", "ResourceTagValue": "os"}])
     rule = rbin.create_rule(ResourceType="EC2_IMAGE",
                             RetentionPeriod={"RetentionPeriodValue": 3, "RetentionPeriodUnit": "DAYS"},
                             ExcludeResourceTags=[{"ResourceTagKey": "scratch"}])
     assert rule["Status"] == "available"
     assert rule["RuleArn"].endswith(f":rule/{rule['Identifier']}")
-    assert [r["Identifier"] for r in rbin.list_rules(ResourceType="EC2_IMAGE")["Rules"]] == [
-        rule["Identifier"]]
+    assert rule["Identifier"] in [
+        r["Identifier"] for r in rbin.list_rules(ResourceType="EC2_IMAGE")["Rules"]]
     assert rbin.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"] == []
     assert rbin.get_rule(Identifier=rule["Identifier"])["RetentionPeriod"][
         "RetentionPeriodValue"] == 3
@@ -2275,9 +2279,6 @@ def test_recycle_bin_rules_take_what_the_api_reference_allows(account):
     assert [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]] == [kept]
     # Two rules match: "the retention rule with the longest retention period takes
     # precedence" (Recycle Bin User Guide, "Considerations").
-    rbin.create_rule(ResourceType="EC2_IMAGE",
-                     RetentionPeriod={"RetentionPeriodValue": 9, "RetentionPeriodUnit": "DAYS"},
-                     ResourceTags=[{"ResourceTagKey": "team", "ResourceTagValue": "os"}])
     both, _ = regional_image(account, region, "two-rules", {"team": "os"})
     ec2.deregister_image(ImageId=both)
     shown = ec2.list_images_in_recycle_bin(ImageIds=[both])["Images"][0]

@@ -540,16 +540,10 @@ async fn weigh_usage(
     let mut reports: BTreeMap<(String, String), usage_reports::Usage> = BTreeMap::new();
     for (region, ids) in by_region {
         let ec2 = a.ctx.in_region(&region).ec2();
-        match usage_reports::usage(&ec2, &region, &ids, &owner).await {
-            Ok(found) => reports.extend(found.into_iter().map(|(id, u)| ((region.clone(), id), u))),
-            Err(e) if e.kind() == Some(ErrorKind::AccessDenied) => {
-                crate::aws::unchecked::note(
-                    "who uses the AMIs (keep_in_use: ec2:DescribeImageUsageReports); nothing was kept for it",
-                );
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
+        // Not read, not known: keep_in_use fails the run rather than retire what may be
+        // in use (the error names the permission).
+        let found = usage_reports::usage(&ec2, &region, &ids, &owner).await?;
+        reports.extend(found.into_iter().map(|(id, u)| ((region.clone(), id), u)));
     }
     let none = usage_reports::Usage::default();
     let usage_of = |x: &Ami| {
@@ -588,6 +582,11 @@ async fn weigh_usage(
             _ if matches!(x.verdict, Verdict::Due(_)) && !fresh(u, now) => {
                 unknown.insert(key);
             }
+            // An AMI of the image not yet due that no report has looked at could be the
+            // one in use: its siblings wait for it.
+            None if matches!(x.verdict, Verdict::Wait(..)) => {
+                unknown.insert(key);
+            }
             _ => {}
         }
     }
@@ -620,6 +619,11 @@ async fn weigh_usage(
             Verdict::Due(stage) if unknown.contains(&key) => {
                 x.verdict = Verdict::Unknown(stage);
                 x.report = needs(now);
+            }
+            // Done now, and the next stage's report asked for with it, so the next run a
+            // grace later finds one ready.
+            Verdict::Due(Stage::Deprecate | Stage::Disable) => {
+                x.report = needs(now + grace).filter(|s| *s == ReportStep::Request);
             }
             Verdict::Wait(_, at) => x.report = needs(at).filter(|s| *s == ReportStep::Request),
             _ => {}

@@ -185,9 +185,17 @@ async fn plan(a: &Account, records: &[Record]) -> Result<Plan> {
             .send()
             .await
             .map_err(|e| aws(Op::Ec2DescribeSnapshots, format!("in {region}"), e))?;
+        // "Recently deregistered images appear in the returned results for a short
+        // interval" (DescribeImages): only an available or disabled AMI is still there.
         let in_ec2: BTreeMap<&str, &Ec2Image> = images
             .images()
             .iter()
+            .filter(|i| {
+                matches!(
+                    i.state(),
+                    Some(ImageState::Available | ImageState::Disabled)
+                )
+            })
             .filter_map(|i| Some((i.image_id()?, i)))
             .collect();
         let snapshots_in_ec2: BTreeSet<&str> = snapshots
