@@ -26,6 +26,22 @@ const UPLOAD_POLICY: &[&str] = &[
 ];
 
 /// `imgpub aws policy …` as JSON.
+/// An EC2 call that IAM refuses (UnauthorizedOperation), with what it would have done.
+macro_rules! refused {
+    ($call:expr, $what:expr) => {
+        let code = $call
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned));
+        assert_eq!(
+            code.unwrap_err().as_deref(),
+            Some("UnauthorizedOperation"),
+            $what
+        );
+    };
+}
+
 fn policy(standin: &Standin, args: &[&str]) -> Value {
     standin
         .imgpub()
@@ -2162,20 +2178,6 @@ async fn a_prune_credential_retires_only_what_imgpub_made() {
     let reader = user_with(&standin, "prune-reader", &reads).await;
     standin.enforce_iam();
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
-    macro_rules! refused {
-        ($call:expr, $what:expr) => {
-            let code = $call
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.into_service_error().meta().code().map(str::to_owned));
-            assert_eq!(
-                code.unwrap_err().as_deref(),
-                Some("UnauthorizedOperation"),
-                $what
-            );
-        };
-    }
     let at = aws_smithy_types::DateTime::from_secs(4_102_444_800); // 2100
     refused!(
         ec2.enable_image_deprecation()
@@ -2335,31 +2337,13 @@ async fn a_restore_credential_brings_back_only_what_imgpub_made() {
     let keys = user_with(&standin, "restorer", &document).await;
     standin.enforce_iam();
     let ec2 = aws_sdk_ec2::Client::new(&standin.sdk_with(REGION, &keys.0, &keys.1));
-    let code = |r: Result<(), Option<String>>| r.unwrap_err();
-    let refused = code(
+    refused!(
         ec2.restore_snapshot_from_recycle_bin()
-            .snapshot_id(&their_snap)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
-    );
-    assert_eq!(
-        refused.as_deref(),
-        Some("UnauthorizedOperation"),
+            .snapshot_id(&their_snap),
         "their snapshot"
     );
-    let refused = code(
-        ec2.restore_image_from_recycle_bin()
-            .image_id(&theirs)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
-    );
-    assert_eq!(
-        refused.as_deref(),
-        Some("UnauthorizedOperation"),
+    refused!(
+        ec2.restore_image_from_recycle_bin().image_id(&theirs),
         "their AMI"
     );
     ec2.restore_snapshot_from_recycle_bin()
@@ -2373,7 +2357,7 @@ async fn a_restore_credential_brings_back_only_what_imgpub_made() {
         .await
         .expect("imgpub's AMI");
     // Without --public in its policy, it cannot make what it restored public.
-    let refused = code(
+    refused!(
         ec2.modify_image_attribute()
             .image_id(&ours)
             .launch_permission(
@@ -2384,15 +2368,7 @@ async fn a_restore_credential_brings_back_only_what_imgpub_made() {
                             .build(),
                     )
                     .build(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.into_service_error().meta().code().map(str::to_owned)),
-    );
-    assert_eq!(
-        refused.as_deref(),
-        Some("UnauthorizedOperation"),
+            ),
         "made public"
     );
     let listed = ec2

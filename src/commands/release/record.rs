@@ -149,6 +149,17 @@ impl Record {
     }
 
     /// Reads a record `release apply` or `release verify` wrote.
+    /// The records a command over release records (`watch`, `restore`) is given: at least
+    /// one, each read.
+    pub(crate) fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<Record>> {
+        if paths.is_empty() {
+            return Err(Error::Invalid(
+                "name at least one release record (RECORD.json, as `release apply` or `release verify` writes it)".into(),
+            ));
+        }
+        paths.iter().map(|p| Record::read(p)).collect()
+    }
+
     pub(crate) fn read(path: &Path) -> Result<Record> {
         let here = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| {

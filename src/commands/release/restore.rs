@@ -400,12 +400,7 @@ impl Command for RestoreOptions {
     type Plan = Plan;
 
     fn validate(&self) -> Result<Vec<Record>> {
-        if self.records.is_empty() {
-            return Err(Error::Invalid(
-                "name at least one release record (RECORD.json, as `release apply` or `release verify` writes it)".into(),
-            ));
-        }
-        self.records.iter().map(|p| Record::read(p)).collect()
+        Record::read_all(&self.records)
     }
 
     fn region(&self, records: &Vec<Record>) -> Option<String> {
