@@ -141,6 +141,13 @@ pub enum Error {
         detail: String,
         best_effort_only: bool,
     },
+    /// What failed in one account of a release of several (`[[account]]`).
+    #[error("account {account}: {source}")]
+    InAccount {
+        account: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// Ctrl-C: what was done is kept for a rerun to resume.
     #[error("interrupted; what was already uploaded or started is kept: rerun the same command to resume")]
     Interrupted,
@@ -151,6 +158,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Aws { code, .. } => code.as_deref(),
+            Error::InAccount { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -159,6 +167,7 @@ impl Error {
     pub(crate) fn actions(&self) -> Option<String> {
         match self {
             Error::Aws { op: Some(op), .. } => Some(actions_of(*op)),
+            Error::InAccount { source, .. } => source.actions(),
             _ => None,
         }
     }
@@ -167,6 +176,7 @@ impl Error {
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Error::Aws { kind, .. } => Some(*kind),
+            Error::InAccount { source, .. } => source.kind(),
             _ => None,
         }
     }
@@ -213,6 +223,7 @@ impl Error {
             Error::Invalid(_) => 2,
             Error::Changed(_) => 3,
             Error::Interrupted => 130,
+            Error::InAccount { source, .. } => source.exit_code(),
             Error::Incomplete {
                 best_effort_only: true,
                 ..

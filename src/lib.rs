@@ -67,7 +67,9 @@ pub use commands::list_regions::ListRegionsOptions;
 pub use commands::needs::For;
 pub use commands::policy::{Format as PolicyFormat, PolicyOptions, PrintPolicy};
 pub use commands::publish_ssm::PublishSsmOptions;
-pub use commands::release::{Promotion, ReleaseOptions, ReleaseStep, RestoreOptions, WatchOptions};
+pub use commands::release::{
+    Only, Promotion, ReleaseOptions, ReleaseStep, RestoreOptions, WatchOptions,
+};
 pub use commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
 pub use commands::upload_object::UploadObjectOptions;
 pub use commands::verify_snapshot::VerifySnapshotOptions;

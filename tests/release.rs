@@ -526,12 +526,14 @@ async fn a_release_killed_anywhere_finishes_on_rerun() {
     assert_eq!(release(&standin, "apply", &manifest).code, 0);
     let requests = standin.total_requests();
     exactly_the_release(&standin, "without a kill").await;
+    std::fs::remove_file(dir.path().join("1.0.record.json")).unwrap();
     // The steps that make something, as a run without a kill makes them: a killed run and
     // its rerun together make each no more often (a rerun finds what the killed run made).
     let steps = ["ec2.ImportSnapshot", "ec2.RegisterImage", "ec2.CopyImage"];
     let once: Vec<u64> = steps.iter().map(|s| count(&standin.counts(), s)).collect();
 
     let mut seed: u64 = 0x5eed;
+    let mut journals = 0;
     for n in 0..kills() {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -561,6 +563,19 @@ async fn a_release_killed_anywhere_finishes_on_rerun() {
         standin.release();
         standin.wait_idle();
         let label = format!("killed at request {kill_after} of {requests} (run {n})");
+        // The record is the journal: what the killed run finished, every AMI of it there.
+        if let Ok(text) = std::fs::read_to_string(dir.path().join("1.0.record.json")) {
+            let journal: Value = serde_json::from_str(&text).expect("a whole record");
+            for image in journal["images"].as_array().unwrap() {
+                for (region, at) in image["regions"].as_object().unwrap() {
+                    let ami = at["ami"].as_str().unwrap();
+                    let there = standin.ec2(region).describe_images().image_ids(ami).send();
+                    assert_eq!(there.await.unwrap().images().len(), 1, "{label}: {ami}");
+                    journals += 1;
+                }
+            }
+            std::fs::remove_file(dir.path().join("1.0.record.json")).unwrap();
+        }
         let again = release(&standin, "apply", &manifest);
         assert_eq!(again.code, 0, "{label}: {}", again.stderr);
         assert_eq!(statuses(&again).len(), 6, "{label}");
@@ -569,7 +584,13 @@ async fn a_release_killed_anywhere_finishes_on_rerun() {
         exactly_the_release(&standin, &label).await;
         let made: Vec<u64> = steps.iter().map(|s| count(&standin.counts(), s)).collect();
         assert_eq!(made, once, "{label}: {steps:?} made again");
+        std::fs::remove_file(dir.path().join("1.0.record.json")).unwrap();
     }
+    // Runs killed after an AMI was done left it in the journal.
+    assert!(
+        kills() < 5 || journals > 0,
+        "no killed run journaled an AMI"
+    );
 }
 
 /// An upload that fails stops the run, but what was done before it is recorded: the record
@@ -1859,5 +1880,335 @@ async fn prune_says_when_a_public_streams_quota_is_near() {
         !plan.stderr.contains(&format!("region {SOURCE} has")),
         "{}",
         plan.stderr
+    );
+}
+
+const SECOND: &str = "arn:aws:iam::222233334444:role/publisher";
+const GOV: &str = "arn:aws-us-gov:iam::333344445555:role/publisher";
+const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abc123defg";
+
+/// A release of two images to every enabled region of two `aws` accounts (the caller's
+/// through a profile, another through a role) and to two GovCloud regions of a third:
+/// public in `aws`, private in GovCloud, with a parameter per image and deprecation.
+fn accounts_manifest(dir: &Path, gov_id: &str) -> PathBuf {
+    make_raw(dir, "x86_64.raw", 8, 2, 41);
+    make_raw(dir, "arm64.raw", 8, 2, 42);
+    let text = format!(
+        r#"
+release = "2.0"
+source_region = "{SOURCE}"
+regions = "all"
+transport = "ebs-direct"
+name = "os-{{release}}-{{arch}}"
+deprecate_in = "365d"
+copy_concurrency = 16
+
+[sharing]
+public = true
+organizations = ["{ORG}"]
+
+[ssm]
+parameters = ["/os/{{arch}}/latest"]
+
+[[image]]
+file = "x86_64.raw"
+arch = "x86_64"
+
+[[image]]
+file = "arm64.raw"
+arch = "arm64"
+
+[[account]]
+name = "main"
+id = "{}"
+profile = "main"
+
+[[account]]
+name = "second"
+id = "222233334444"
+role_arn = "{SECOND}"
+
+[[account]]
+name = "gov"
+id = "{gov_id}"
+role_arn = "{GOV}"
+source_region = "us-gov-west-1"
+regions = ["us-gov-east-1"]
+sharing = {{ public = false }}
+"#,
+        common::ACCOUNT
+    );
+    common::write_file(dir, "release.toml", &text)
+}
+
+/// What `role` (None: the test's own account) owns in `region`: AMI name → (id, public).
+async fn owned(
+    standin: &Standin,
+    region: &str,
+    role: Option<&str>,
+) -> BTreeMap<String, (String, bool)> {
+    let sdk = match role {
+        Some(role) => standin.sdk_of_role(region, role).await,
+        None => standin.sdk(region),
+    };
+    let out = aws_sdk_ec2::Client::new(&sdk)
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap();
+    out.images()
+        .iter()
+        .map(|i| {
+            let name = i.name().unwrap_or_default().to_string();
+            (
+                name,
+                (i.image_id().unwrap().to_string(), i.public() == Some(true)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_verified() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.2}"#));
+    // Every opt-in region enabled but one, which `all` leaves out.
+    let listed = standin
+        .ec2(SOURCE)
+        .describe_regions()
+        .all_regions(true)
+        .send()
+        .await
+        .unwrap();
+    let mut opt_in: Vec<String> = listed
+        .regions()
+        .iter()
+        .filter(|r| r.opt_in_status() != Some("opt-in-not-required"))
+        .map(|r| r.region_name().unwrap().to_string())
+        .filter(|r| r != "me-south-1")
+        .collect();
+    opt_in.sort();
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(&serde_json::json!({ "opted_in_regions": opt_in }).to_string()),
+    );
+    let enabled: Vec<String> = {
+        let mut all: Vec<String> = listed
+            .regions()
+            .iter()
+            .map(|r| r.region_name().unwrap().to_string())
+            .filter(|r| r != "me-south-1")
+            .collect();
+        all.sort();
+        all
+    };
+    assert!(enabled.len() >= 25, "{enabled:?}");
+    let dir = TempDir::new();
+    // The main account's credentials come from a profile.
+    let aws_dir = standin.home.path().join(".aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    common::write_file(
+        &aws_dir,
+        "credentials",
+        &format!(
+            "[main]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            common::ACCESS_KEY,
+            common::SECRET_KEY
+        ),
+    );
+    let run = |step: &str, manifest: &Path, extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["release", step])
+            .arg(manifest)
+            .args(extra)
+            .run()
+    };
+    let makes = || {
+        let counts = standin.counts();
+        [
+            "ebs.StartSnapshot",
+            "ec2.RegisterImage",
+            "ec2.CopyImage",
+            "ssm.PutParameter",
+        ]
+        .iter()
+        .map(|c| count(&counts, c))
+        .sum::<u64>()
+    };
+
+    // Credentials of another account than the manifest says: nothing is made anywhere.
+    let wrong = accounts_manifest(dir.path(), "444455556666");
+    let refused = run("apply", &wrong, &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("account gov")
+            && refused.stderr.contains("333344445555")
+            && refused.stderr.contains("444455556666"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        makes(),
+        0,
+        "made something before every account was checked"
+    );
+    let unknown = run("apply", &wrong, &["--only", "account=nope"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown
+            .stderr
+            .contains("main (aws), second (aws), gov (aws-us-gov)"),
+        "{}",
+        unknown.stderr
+    );
+
+    let manifest = accounts_manifest(dir.path(), "333344445555");
+    let plan = run("plan", &manifest, &[]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    // `all` says which opt-in regions it takes and which it leaves out.
+    let included = format!("opt-in regions enabled and included: {}", opt_in.join(", "));
+    assert!(
+        plan.stderr.contains("left out: me-south-1 (enable one") && plan.stderr.contains(&included),
+        "{included}: {}",
+        plan.stderr
+    );
+    let planned = json_lines(&plan);
+    for (account, regions) in [
+        ("main", enabled.len()),
+        ("second", enabled.len()),
+        ("gov", 2),
+    ] {
+        let mine: Vec<&Value> = planned.iter().filter(|l| l["account"] == account).collect();
+        assert_eq!(mine.len(), 2 * regions, "{account}: {mine:?}");
+    }
+    assert_eq!(makes(), 0);
+
+    // GovCloud in its own job first, as Fedora CoreOS runs it.
+    let gov = run("apply", &manifest, &["--only", "partition=aws-us-gov"]);
+    assert_eq!(gov.code, 0, "{}", gov.stderr);
+    assert!(json_lines(&gov).iter().all(|l| l["account"] == "gov"));
+    let merged: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("2.0.record.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        merged["missing_accounts"],
+        serde_json::json!(["main", "second"])
+    );
+    assert_eq!(merged["accounts"][0]["partition"], "aws-us-gov");
+    assert_eq!(merged["accounts"][0]["account"], "333344445555");
+
+    let all = run("apply", &manifest, &[]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    for line in json_lines(&all) {
+        let want = if line["account"] == "gov" {
+            "exists"
+        } else {
+            "created"
+        };
+        assert_eq!(line["status"], want, "{line}");
+    }
+    let merged: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("2.0.record.json")).unwrap())
+            .unwrap();
+    assert_eq!(merged["missing_accounts"], serde_json::json!([]));
+    let parts = merged["accounts"].as_array().unwrap();
+    let ids: Vec<&str> = parts
+        .iter()
+        .map(|p| p["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [common::ACCOUNT, "222233334444", "333344445555"]);
+    for part in parts {
+        let regions = if part["partition"] == "aws" {
+            enabled.len()
+        } else {
+            2
+        };
+        for image in part["images"].as_array().unwrap() {
+            assert_eq!(
+                image["regions"].as_object().unwrap().len(),
+                regions,
+                "{part}"
+            );
+            assert_eq!(image["amis"].as_array().unwrap().len(), regions);
+            assert_eq!(image["missing"], serde_json::json!([]));
+        }
+    }
+    let mut providers = merged["allowed_amis"]["ImageCriteria"][0]["ImageProviders"]
+        .as_array()
+        .unwrap()
+        .clone();
+    providers.sort_by_key(|v| v.to_string());
+    assert_eq!(providers.len(), 3);
+
+    // Read back as each account: public in aws, private in GovCloud, in every region.
+    for (role, regions, public) in [
+        (None, &enabled, true),
+        (Some(SECOND), &enabled, true),
+        (
+            Some(GOV),
+            &vec!["us-gov-east-1".to_string(), "us-gov-west-1".to_string()],
+            false,
+        ),
+    ] {
+        for region in regions {
+            let found = owned(&standin, region, role).await;
+            for name in ["os-2.0-x86_64", "os-2.0-arm64"] {
+                let (_, is_public) = found
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{name} not in {region} of {role:?}"));
+                assert_eq!(*is_public, public, "{name} in {region} of {role:?}");
+            }
+        }
+    }
+    // Shared with the organization as declared, in the second account too.
+    let second = standin.sdk_of_role("eu-west-1", SECOND).await;
+    let ami = &owned(&standin, "eu-west-1", Some(SECOND)).await["os-2.0-x86_64"].0;
+    let launch = aws_sdk_ec2::Client::new(&second)
+        .describe_image_attribute()
+        .image_id(ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let orgs: Vec<&str> = launch
+        .launch_permissions()
+        .iter()
+        .filter_map(|p| p.organization_arn())
+        .collect();
+    assert_eq!(orgs, [ORG]);
+    let gov_sdk = standin.sdk_of_role("us-gov-east-1", GOV).await;
+    let held = aws_sdk_ssm::Client::new(&gov_sdk)
+        .get_parameter()
+        .name("/os/arm64/latest")
+        .send()
+        .await
+        .unwrap();
+    let gov_ami = &owned(&standin, "us-gov-east-1", Some(GOV)).await["os-2.0-arm64"].0;
+    assert_eq!(held.parameter().unwrap().value(), Some(gov_ami.as_str()));
+
+    // Verify passes in every account; a rerun makes nothing.
+    let verified = run("verify", &manifest, &[]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(json_lines(&verified).iter().all(|l| l["status"] == "ok"));
+    let before = makes();
+    let again = run("apply", &manifest, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(json_lines(&again).iter().all(|l| l["status"] == "exists"));
+    assert_eq!(makes(), before, "a rerun made something");
+
+    // A merged record is not one account's: watch names the parts to pass.
+    let watch = standin
+        .imgpub()
+        .args(["release", "watch"])
+        .arg(&dir.path().join("2.0.record.json"))
+        .run();
+    assert_eq!(watch.code, 2);
+    assert!(
+        watch.stderr.contains("2.0.NAME.record.json"),
+        "{}",
+        watch.stderr
     );
 }

@@ -17,6 +17,8 @@ pub(crate) enum RegionFilter {
     Enabled,
     /// Opt-in regions the account has not enabled.
     Disabled,
+    /// Opt-in regions the account has enabled.
+    OptedIn,
     All,
 }
 
@@ -36,6 +38,7 @@ pub(crate) async fn list_regions(ec2: &Client, filter: RegionFilter) -> Result<V
             match filter {
                 RegionFilter::Enabled => enabled,
                 RegionFilter::Disabled => !enabled,
+                RegionFilter::OptedIn => r.opt_in_status() == Some("opted-in"),
                 RegionFilter::All => true,
             }
         })

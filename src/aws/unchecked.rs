@@ -2,18 +2,26 @@
 //! needed are enough for imgpub, which uses the extra reads when they are allowed. Each
 //! stage notes what it skipped; the binary says it once, at the end.
 
+use std::future::Future;
 use std::sync::Mutex;
 
-static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+tokio::task_local! {
+    /// The notes of the run under way: a task-local, so runs side by side (a release's
+    /// accounts) each say their own.
+    static SKIPPED: Mutex<Vec<String>>;
+}
 
 /// Notes a check skipped for want of permission: `what` names it and the action.
 pub(crate) fn note(what: impl Into<String>) {
     let what = what.into();
     tracing::debug!("not checked: {what}");
-    let mut skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
-    if !skipped.contains(&what) {
-        skipped.push(what);
-    }
+    // Outside a run (a library call of its own) the debug line is all.
+    let _ = SKIPPED.try_with(|skipped| {
+        let mut skipped = skipped.lock().unwrap_or_else(|e| e.into_inner());
+        if !skipped.contains(&what) {
+            skipped.push(what);
+        }
+    });
 }
 
 /// A read that tells whether a setting still has to be made: refused for want of
@@ -31,7 +39,14 @@ pub(crate) fn or_make_again(
     }
 }
 
-/// Everything noted so far, once.
-pub(crate) fn take() -> Vec<String> {
-    std::mem::take(&mut *SKIPPED.lock().unwrap_or_else(|e| e.into_inner()))
+/// Runs `run`, and returns with its result everything it noted, once each.
+pub(crate) async fn collect<F: Future>(run: F) -> (F::Output, Vec<String>) {
+    SKIPPED
+        .scope(Mutex::new(vec![]), async {
+            let out = run.await;
+            let notes =
+                SKIPPED.with(|s| std::mem::take(&mut *s.lock().unwrap_or_else(|e| e.into_inner())));
+            (out, notes)
+        })
+        .await
 }

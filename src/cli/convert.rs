@@ -87,6 +87,8 @@ impl From<UploadArgs> for UploadOptions {
             public: a.public,
             grant_user: a.grant_user,
             grant_user_snapshot: a.grant_user_snapshot,
+            grant_organizations: vec![],
+            grant_organizational_units: vec![],
             tags: a.tags,
             billing_product_codes: a.billing_product_code,
             role_name: a.role_name,

@@ -320,6 +320,10 @@ pub struct PruneArgs {
     /// Do the stages that are due; without it nothing is changed.
     #[arg(long)]
     pub apply: bool,
+    /// With [[account]] in the manifest: only these accounts, this runner's share of the
+    /// release (account=NAME or partition=P; repeat for more). The record merges the parts.
+    #[arg(long, value_name = "account=NAME|partition=P")]
+    pub only: Vec<imgpub::Only>,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +340,10 @@ pub struct PromoteArgs {
     /// Print the writes it would make, after every check; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With [[account]] in the manifest: only these accounts, this runner's share of the
+    /// release (account=NAME or partition=P; repeat for more). The record merges the parts.
+    #[arg(long, value_name = "account=NAME|partition=P")]
+    pub only: Vec<imgpub::Only>,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +355,10 @@ pub struct ReleaseArgs {
     /// RELEASE.record.json beside the manifest).
     #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub record: Option<PathBuf>,
+    /// With [[account]] in the manifest: only these accounts, this runner's share of the
+    /// release (account=NAME or partition=P; repeat for more). The record merges the parts.
+    #[arg(long, value_name = "account=NAME|partition=P")]
+    pub only: Vec<imgpub::Only>,
 }
 
 impl ReleaseSubcommand {
@@ -378,6 +390,7 @@ impl ReleaseSubcommand {
                 ReleaseArgs {
                     manifest: p.manifest,
                     record: None,
+                    only: p.only,
                 },
             ),
             ReleaseSubcommand::Prune(p) => (
@@ -388,6 +401,7 @@ impl ReleaseSubcommand {
                 ReleaseArgs {
                     manifest: p.manifest,
                     record: None,
+                    only: p.only,
                 },
             ),
         };
@@ -395,6 +409,7 @@ impl ReleaseSubcommand {
             step,
             manifest: a.manifest,
             record: a.record,
+            only: a.only,
         }
         .into()
     }

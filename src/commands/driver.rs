@@ -213,12 +213,12 @@ where
 {
     // The summary waits for the end of the run: what could not be checked is part of it.
     let mut summary = None;
-    let result = {
+    let (result, skipped) = {
         let mut held = |line: Output| match line {
             Output::Summary(line) => summary = Some(line),
             other => emit(other),
         };
-        steps(command, run, &mut held).await
+        crate::aws::unchecked::collect(steps(command, run, &mut held)).await
     };
     // The whole cause chain (the SDK's, for an AWS error) with `-d`: the error line the
     // binary prints is one line, for a person.
@@ -231,7 +231,6 @@ where
     }
     // In the summary on success (the permissions ore needed suffice: said, not warned), as a
     // warning when the run failed, where it may be why.
-    let skipped = crate::aws::unchecked::take();
     let unchecked = (!skipped.is_empty()).then(|| {
         format!(
             "not checked: {}; `imgpub aws policy` prints the permissions that check them",

@@ -79,9 +79,10 @@ impl Clients {
 pub(crate) const REGION_CONCURRENCY: usize = 8;
 
 /// Every command, as one value for [`Task::run`]: what the binary and an embedding program
-/// hand to the driver. A new command is one line here (and its module).
+/// hand to the driver. A new command is one line here (and its module); `via` names what
+/// runs it when that is not the driver alone (a release of several accounts drives each).
 macro_rules! tasks {
-    ($($(#[$doc:meta])* $name:ident($command:ty),)*) => {
+    ($($(#[$doc:meta])* $name:ident($command:ty) $(via $runner:path)?,)*) => {
         /// One imgpub command with its options, ready to run.
         #[derive(Debug)]
         pub enum Task {
@@ -104,10 +105,20 @@ macro_rules! tasks {
                 emit: &mut (dyn FnMut(driver::Output) + Send),
             ) -> crate::Result<()> {
                 match self {
-                    $(Task::$name(command) => driver::drive(command, run, emit).await,)*
+                    $(Task::$name(command) => runner!($($runner)?)(command, run, emit).await,)*
                 }
             }
         }
+    };
+}
+
+/// What runs a task: the driver, unless the task names another.
+macro_rules! runner {
+    () => {
+        driver::drive
+    };
+    ($runner:path) => {
+        $runner
     };
 }
 
@@ -139,7 +150,7 @@ tasks! {
     /// `create-publisher`.
     CreatePublisher(create_publisher::PublisherOptions),
     /// `release plan`, `release apply` and `release verify`.
-    Release(release::ReleaseOptions),
+    Release(release::ReleaseOptions) via release::run,
     /// `release watch`.
     Watch(release::WatchOptions),
     /// `release restore`.

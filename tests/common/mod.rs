@@ -304,16 +304,28 @@ impl Standin {
     /// S3 as another account sees it: a role of that account assumed through STS (the
     /// stand-in files what those credentials make under that account).
     pub async fn s3_of_account(&self, region: &str, account: &str) -> aws_sdk_s3::Client {
+        let sdk = self
+            .sdk_of_role(region, &format!("arn:aws:iam::{account}:role/other"))
+            .await;
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// SDK config of the account `role_arn` is in, the role assumed through STS in
+    /// `region`: how a test reads back what imgpub made in another account.
+    pub async fn sdk_of_role(&self, region: &str, role_arn: &str) -> SdkConfig {
         let sts = aws_sdk_sts::Client::new(&self.sdk(region));
         let out = sts
             .assume_role()
-            .role_arn(format!("arn:aws:iam::{account}:role/other"))
+            .role_arn(role_arn)
             .role_session_name("other-account")
             .send()
             .await
             .expect("assume a role of the other account");
         let c = out.credentials().expect("credentials");
-        let sdk = SdkConfig::builder()
+        SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .endpoint_url(&self.endpoint)
@@ -326,11 +338,7 @@ impl Standin {
                     "other-account",
                 )),
             )
-            .build();
-        let conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+            .build()
     }
 
     pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {

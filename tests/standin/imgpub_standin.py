@@ -248,6 +248,10 @@ UNDOCUMENTED = {
     # RunInstances from a disabled AMI: refused ("you can't launch new instances from it":
     # EC2 User Guide, "Disable an AMI"), with no code named.
     "run_disabled_code": ["InvalidAMIID.Unavailable", "IncorrectState"],
+    # CopyImage from a Region of another partition: not supported ("CopyImage does not
+    # support ... Cross-partition copies (use CreateStoreImageTask instead)", CopyImage API
+    # reference), with no code named.
+    "copy_cross_partition_code": ["InvalidParameterValue", "InvalidRequest"],
 }
 
 
@@ -821,6 +825,17 @@ class CopiedAmi(RegisteredAmi):
 _original_copy_image = EC2Response.copy_image
 
 
+def _refuse_cross_partition(source_region: str, region: str) -> None:
+    """"CopyImage does not support ... Cross-partition copies (use CreateStoreImageTask
+    instead)" (CopyImage API reference). moto copies from any Region it serves."""
+    if get_partition(source_region) != get_partition(region):
+        raise _invalid(
+            SETTINGS["copy_cross_partition_code"],
+            f"Cannot copy an image from {source_region} ({get_partition(source_region)}) "
+            f"to {region} ({get_partition(region)}): copies cannot cross partitions.",
+        )
+
+
 def copy_image(self: EC2Response) -> ActionResult:
     from moto.ec2.models import ec2_backends
     from moto.ec2.utils import random_ami_id
@@ -828,6 +843,7 @@ def copy_image(self: EC2Response) -> ActionResult:
     params = self._get_params()
     self.error_on_dryrun()
     target = self.ec2_backend
+    _refuse_cross_partition(params["SourceRegion"], target.region_name)
     source_backend = ec2_backends[target.account_id][params["SourceRegion"]]
     source = source_backend.amis.get(params["SourceImageId"])
     if not isinstance(source, RegisteredAmi):
@@ -1307,6 +1323,12 @@ def describe_regions(self: EC2Response) -> ActionResult:
     opt-in-status and region-name. moto lists every Region and ignores both."""
     self.error_on_dryrun()
     regions = self.ec2_backend.describe_regions(self._get_param("RegionNames", []))
+    # An account is in one partition, and so are the Regions it can use: "Every Region is
+    # in exactly one partition ... You cannot use IAM credentials from one partition to
+    # interact with resources in a different partition" (AWS Fault Isolation Boundaries,
+    # "Partitions"). moto lists every partition's Regions in each.
+    here = get_partition(self.region)
+    regions = [r for r in regions if get_partition(r.name) == here]
     # Opt-in Regions the account enabled (Account Management's EnableRegion; a setting
     # here) answer "opted-in" (DescribeRegions API reference, Region.OptInStatus:
     # "opt-in-not-required | opted-in | not-opted-in"). moto never says opted-in.

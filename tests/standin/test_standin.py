@@ -2043,6 +2043,34 @@ def test_describe_regions_lists_enabled_regions_unless_all_are_asked_for(account
     assert set(listed(Filters=[{"Name": "region-name", "Values": ["eu-west-1"]}])) == {"eu-west-1"}
 
 
+def test_describe_regions_lists_only_the_partitions_regions(account):
+    """AWS Fault Isolation Boundaries, "Partitions": every Region is in exactly one
+    partition, and credentials of one cannot act in another; an account in aws-us-gov
+    sees GovCloud's Regions, one in aws the commercial ones."""
+    listed = lambda region: {r["RegionName"] for r in client(account, "ec2", region)  # noqa: E731
+                             .describe_regions(AllRegions=True)["Regions"]}
+    assert listed("us-gov-west-1") == {"us-gov-west-1", "us-gov-east-1"}
+    assert listed("cn-north-1") == {"cn-north-1", "cn-northwest-1"}
+    commercial = listed("us-east-1")
+    assert "us-east-1" in commercial and len(commercial) >= 25
+    assert not any(r.startswith(("us-gov-", "cn-")) for r in commercial)
+
+
+def test_copy_image_cannot_cross_partitions(account):
+    """CopyImage API reference: "CopyImage does not support ... Cross-partition copies
+    (use CreateStoreImageTask instead)"; the code is not named (seeded)."""
+    source, _ = admin_image(account, "no-cross-partition")
+    gov = client(account, "ec2", "us-gov-west-1")
+    with pytest.raises(ClientError) as err:
+        gov.copy_image(Name="into-gov", SourceImageId=source, SourceRegion="us-east-1")
+    assert err.value.response["Error"]["Code"] in ("InvalidParameterValue", "InvalidRequest")
+    assert not gov.describe_images(Owners=["self"], Filters=[
+        {"Name": "name", "Values": ["into-gov"]}])["Images"]
+    # Within the partition the same copy goes through.
+    assert client(account, "ec2", "us-west-2").copy_image(
+        Name="same-partition", SourceImageId=source, SourceRegion="us-east-1")["ImageId"]
+
+
 def test_an_opted_in_region_is_listed_as_opted_in(account):
     """DescribeRegions API reference, Region.OptInStatus: opt-in-not-required | opted-in |
     not-opted-in; an opt-in Region the account enabled is listed without AllRegions."""

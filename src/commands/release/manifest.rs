@@ -55,6 +55,34 @@ pub(crate) struct Manifest {
     /// `protect = true`: apply turns deregistration protection on for every AMI of the
     /// release; prune turns it off once the release leaves the retention policy.
     pub protect: bool,
+    /// `[[account]]`: the accounts the release is published in, each on its own (its own
+    /// upload in its source region, then its copies). Empty: the caller's account only.
+    pub accounts: Vec<AccountDecl>,
+    /// In the view of one `[[account]]` ([`Manifest::for_account`]): that account.
+    pub part: Option<AccountDecl>,
+}
+
+/// `[[account]]`: an account the release is published in, how to reach it, and where in
+/// its partition. Unset keys are the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AccountDecl {
+    /// A label: `--only account=NAME`, the record's name, the output's `account`.
+    pub name: String,
+    /// The account id the credentials must belong to, checked before anything is made.
+    pub id: Option<String>,
+    /// `aws`, `aws-us-gov`, `aws-cn`: its source region's; every region of it is too.
+    pub partition: &'static str,
+    /// A profile of the shared config files (static keys, SSO, or `web_identity_token_file`
+    /// with `role_arn`); `None`: the credentials the AWS flags give.
+    pub profile: Option<String>,
+    /// A role to assume with those credentials, with its External ID when its trust asks.
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub source_region: String,
+    pub targets: Targets,
+    pub best_effort: Vec<String>,
+    pub bucket: Option<String>,
+    pub sharing: Sharing,
 }
 
 /// `[prune]`: the releases of this stream to keep; the others are removed in stages
@@ -129,6 +157,23 @@ struct Raw {
     prune: Option<RawRetention>,
     #[serde(default)]
     protect: bool,
+    #[serde(default, rename = "account")]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    id: Option<String>,
+    profile: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    source_region: Option<String>,
+    regions: Option<RawRegions>,
+    best_effort: Option<Vec<String>>,
+    bucket: Option<String>,
+    sharing: Option<RawSharing>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,7 +195,7 @@ struct RetentionFile {
     prune: RawRetention,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum RawRegions {
     /// `"all"`.
@@ -164,13 +209,17 @@ impl Default for RawRegions {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSharing {
     #[serde(default)]
     public: bool,
     #[serde(default)]
     accounts: Vec<String>,
+    #[serde(default)]
+    organizations: Vec<String>,
+    #[serde(default)]
+    organizational_units: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,41 +272,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             "`release` is empty; name the release, e.g. \"1.2.3\"".into()
         ));
     }
-    validate_region(&raw.source_region)?;
-    let targets = match raw.regions {
-        RawRegions::Word(w) if w == "all" => Targets::All,
-        RawRegions::Word(w) => {
-            return Err(bad(format!(
-                "`regions = {w:?}`: give a list of regions, or \"all\""
-            )))
-        }
-        RawRegions::List(list) => {
-            list.iter().try_for_each(|r| validate_region(r))?;
-            if let Some(r) = twice(&list) {
-                return Err(bad(format!("region {r} is listed twice in `regions`")));
-            }
-            Targets::Named(list)
-        }
-    };
-    raw.best_effort
-        .iter()
-        .try_for_each(|r| validate_region(r))?;
-    if let Some(r) = twice(&raw.best_effort) {
-        return Err(bad(format!("region {r} is listed twice in `best_effort`")));
-    }
-    if let Targets::Named(list) = &targets {
-        if let Some(r) = raw.best_effort.iter().find(|r| !list.contains(r)) {
-            return Err(bad(format!(
-                "best-effort region {r} is not in `regions`; add it there too"
-            )));
-        }
-    }
-    if raw.best_effort.contains(&raw.source_region) {
-        return Err(bad(format!(
-            "the source region {} cannot be best-effort: every copy starts there",
-            raw.source_region
-        )));
-    }
+    let targets = places(&raw.source_region, &raw.regions, &raw.best_effort)
+        .map_err(|why| bad(why.to_string()))?;
     let via = match raw.transport.as_deref() {
         None | Some("s3") => Via::S3,
         Some("ebs-direct") => Via::EbsDirect,
@@ -278,6 +294,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
                 .into(),
         ));
     }
+    let sharing = sharing_of(&raw.sharing).map_err(&bad)?;
+    let accounts = accounts(&raw, via, &sharing).map_err(&bad)?;
     let duration = |key: &str, value: &Option<String>, default: Duration| match value {
         None => Ok(default),
         Some(v) => parse_duration(v).map_err(|e| bad(format!("`{key}`: {e}"))),
@@ -397,19 +415,6 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             )));
         }
     }
-    let sharing = Sharing {
-        public: raw.sharing.public,
-        launch_users: raw.sharing.accounts.clone(),
-        snapshot_users: raw.sharing.accounts,
-        ..Sharing::default()
-    };
-    for account in &sharing.launch_users {
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(format!(
-                "`sharing.accounts`: {account:?} is not a 12-digit account id"
-            )));
-        }
-    }
     let prune = raw
         .prune
         .map(|p| retention(p).map_err(|why| bad(format!("[prune] {why}"))))
@@ -440,7 +445,189 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         name_template: raw.name,
         prune,
         protect: raw.protect,
+        accounts,
+        part: None,
     })
+}
+
+/// Where a release goes from `source`, checked: the targets, every region valid, none
+/// twice, each best-effort one listed, the source not best-effort.
+fn places(
+    source: &str,
+    regions: &RawRegions,
+    best_effort: &[String],
+) -> std::result::Result<Targets, String> {
+    let region = |r: &str| validate_region(r).map_err(|e| e.to_string());
+    region(source)?;
+    let targets = match regions {
+        RawRegions::Word(w) if w == "all" => Targets::All,
+        RawRegions::Word(w) => {
+            return Err(format!(
+                "`regions = {w:?}`: give a list of regions, or \"all\""
+            ))
+        }
+        RawRegions::List(list) => {
+            list.iter().try_for_each(|r| region(r))?;
+            if let Some(r) = twice(list) {
+                return Err(format!("region {r} is listed twice in `regions`"));
+            }
+            Targets::Named(list.clone())
+        }
+    };
+    best_effort.iter().try_for_each(|r| region(r))?;
+    if let Some(r) = twice(best_effort) {
+        return Err(format!("region {r} is listed twice in `best_effort`"));
+    }
+    if let Targets::Named(list) = &targets {
+        if let Some(r) = best_effort.iter().find(|r| !list.contains(r)) {
+            return Err(format!(
+                "best-effort region {r} is not in `regions`; add it there too"
+            ));
+        }
+    }
+    if best_effort.iter().any(|r| r == source) {
+        return Err(format!(
+            "the source region {source} cannot be best-effort: every copy starts there"
+        ));
+    }
+    Ok(targets)
+}
+
+/// `[sharing]` (or an account's), checked.
+fn sharing_of(raw: &RawSharing) -> std::result::Result<Sharing, String> {
+    for account in &raw.accounts {
+        if !is_account_id(account) {
+            return Err(format!(
+                "`sharing.accounts`: {account:?} is not a 12-digit account id"
+            ));
+        }
+    }
+    let org = |key: &str, arns: &[String], kind: &str| {
+        crate::aws::ami::validate_org_arns(&format!("`sharing.{key}`"), arns, kind)
+            .map_err(|e| e.to_string())
+    };
+    org("organizations", &raw.organizations, "organization")?;
+    org("organizational_units", &raw.organizational_units, "ou")?;
+    // Snapshots cannot be shared with organizations (createVolumePermission names accounts
+    // and `all` only): an organization's accounts launch the AMI without a share of it.
+    Ok(Sharing {
+        public: raw.public,
+        launch_users: raw.accounts.clone(),
+        snapshot_users: raw.accounts.clone(),
+        organizations: raw.organizations.clone(),
+        organizational_units: raw.organizational_units.clone(),
+    })
+}
+
+fn is_account_id(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `[[account]]`, checked: names, ids, credentials, and that each account's regions are
+/// in its source region's partition (CopyImage cannot cross partitions).
+fn accounts(
+    raw: &Raw,
+    via: Via,
+    sharing: &Sharing,
+) -> std::result::Result<Vec<AccountDecl>, String> {
+    let mut out: Vec<AccountDecl> = vec![];
+    for a in &raw.accounts {
+        let at = format!("[[account]] {:?}", a.name);
+        let ok_name = !a.name.is_empty()
+            && a.name.len() <= 32
+            && a.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok_name {
+            return Err(format!(
+                "[[account]] `name = {:?}`: use 1 to 32 lowercase letters, digits and '-' (it names the account's record file)",
+                a.name
+            ));
+        }
+        if out.iter().any(|o| o.name == a.name) {
+            return Err(format!(
+                "{at} is declared twice; give each account its own name"
+            ));
+        }
+        if let Some(id) = a.id.as_deref().filter(|id| !is_account_id(id)) {
+            return Err(format!("{at} `id = {id:?}` is not a 12-digit account id"));
+        }
+        if let Some(other) = out.iter().find(|o| o.id.is_some() && o.id == a.id) {
+            return Err(format!(
+                "{at} and [[account]] {:?} are both account {}; declare it once",
+                other.name,
+                a.id.as_deref().unwrap_or_default()
+            ));
+        }
+        if a.external_id.is_some() && a.role_arn.is_none() {
+            return Err(format!(
+                "{at} `external_id` is the External ID to assume `role_arn` with: give `role_arn` too"
+            ));
+        }
+        if let Some(role) = a.role_arn.as_deref() {
+            if !role.starts_with("arn:") || !role.contains(":role/") {
+                return Err(format!(
+                    "{at} `role_arn = {role:?}` is not a role ARN; use arn:PARTITION:iam::ACCOUNT:role/NAME"
+                ));
+            }
+        }
+        let source = a.source_region.clone().unwrap_or(raw.source_region.clone());
+        let regions = a.regions.clone().unwrap_or(raw.regions.clone());
+        let best_effort = a.best_effort.clone().unwrap_or(raw.best_effort.clone());
+        let targets =
+            places(&source, &regions, &best_effort).map_err(|why| format!("{at}: {why}"))?;
+        let partition = crate::aws::config::partition_for_region(&source);
+        let named = match &targets {
+            Targets::Named(list) => list.as_slice(),
+            Targets::All => &[],
+        };
+        if let Some(r) = named
+            .iter()
+            .find(|r| crate::aws::config::partition_for_region(r) != partition)
+        {
+            return Err(format!(
+                "{at}: region {r} is in partition {}, but its source region {source} is in {partition}, and AMIs cannot be copied across partitions; give the account `source_region` and `regions` of one partition",
+                crate::aws::config::partition_for_region(r)
+            ));
+        }
+        if let Some(role) = a.role_arn.as_deref() {
+            if !role.starts_with(&format!("arn:{partition}:")) {
+                return Err(format!(
+                    "{at} `role_arn = {role:?}` is not a role of partition {partition}, where its source region {source} is"
+                ));
+            }
+        }
+        let bucket = a.bucket.clone().or(raw.bucket.clone());
+        // Every request to a bucket names its owner (the publishing account): two accounts
+        // cannot upload to one bucket, and a bucket is in one partition.
+        if via == Via::S3 {
+            if let Some(other) = out.iter().find(|o| o.bucket == bucket) {
+                return Err(format!(
+                    "{at} and [[account]] {:?} would both upload to {}, but each account uploads to a bucket of its own; give `bucket` in each [[account]]",
+                    other.name,
+                    bucket.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        let sharing = match &a.sharing {
+            Some(s) => sharing_of(s).map_err(|why| format!("{at}: {why}"))?,
+            None => sharing.clone(),
+        };
+        out.push(AccountDecl {
+            name: a.name.clone(),
+            id: a.id.clone(),
+            partition,
+            profile: a.profile.clone(),
+            role_arn: a.role_arn.clone(),
+            external_id: a.external_id.clone(),
+            source_region: source,
+            targets,
+            best_effort,
+            bucket,
+            sharing,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads a retention policy file: a `[prune]` table, as a manifest's.
@@ -625,6 +812,8 @@ impl Manifest {
             public: self.sharing.public,
             grant_user: self.sharing.launch_users.clone(),
             grant_user_snapshot: self.sharing.snapshot_users.clone(),
+            grant_organizations: self.sharing.organizations.clone(),
+            grant_organizational_units: self.sharing.organizational_units.clone(),
             tags,
             billing_product_codes: vec![],
             role_name: "vmimport".into(),
@@ -648,6 +837,28 @@ impl Manifest {
 
     pub(crate) fn best_effort(&self, region: &str) -> bool {
         self.best_effort.iter().any(|r| r == region)
+    }
+
+    /// The release as account `name` publishes it: its source region, regions, bucket and
+    /// sharing in place of the manifest's.
+    pub(crate) fn for_account(&self, name: &str) -> Result<(Manifest, AccountDecl)> {
+        let Some(decl) = self.accounts.iter().find(|a| a.name == name) else {
+            return Err(Error::Invalid(format!(
+                "release manifest {} declares no [[account]] named {name:?}",
+                self.path.display()
+            )));
+        };
+        let view = Manifest {
+            source_region: decl.source_region.clone(),
+            targets: decl.targets.clone(),
+            best_effort: decl.best_effort.clone(),
+            bucket: decl.bucket.clone(),
+            sharing: decl.sharing.clone(),
+            accounts: vec![],
+            part: Some(decl.clone()),
+            ..self.clone()
+        };
+        Ok((view, decl.clone()))
     }
 }
 
@@ -764,6 +975,99 @@ boot_mode = "uefi"
                     .replace("/os/stable/{arch}/latest", "/os/{channel}/{arch}")
                     .replace("[ssm]", "[ssm]\nchannel = \"a/b\""),
                 "is not a channel name",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parsed(&text).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want:?} not in: {err}");
+        }
+    }
+
+    /// Two accounts of `aws` and one of GovCloud, as a release of both partitions says it.
+    const ACCOUNTS: &str = r#"
+[[account]]
+name = "main"
+id = "111122223333"
+bucket = "s3://main-images/ci"
+
+[[account]]
+name = "second"
+role_arn = "arn:aws:iam::222233334444:role/publisher"
+external_id = "release-42"
+bucket = "s3://second-images/ci"
+
+[[account]]
+name = "gov"
+profile = "gov"
+source_region = "us-gov-west-1"
+regions = ["us-gov-east-1"]
+best_effort = []
+bucket = "s3://gov-images/ci"
+sharing = { public = false }
+"#;
+
+    #[test]
+    fn accounts_take_the_manifests_keys_unless_they_set_their_own() {
+        let m = parsed(&format!("{MINIMAL}{ACCOUNTS}")).unwrap();
+        let names: Vec<_> = m.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["main", "second", "gov"]);
+        let (main, decl) = m.for_account("main").unwrap();
+        assert_eq!(decl.partition, "aws");
+        assert_eq!(main.source_region, "us-east-1");
+        assert_eq!(main.bucket.as_deref(), Some("s3://main-images/ci"));
+        assert!(main.sharing.public && main.best_effort("eu-west-1"));
+        let (gov, decl) = m.for_account("gov").unwrap();
+        assert_eq!(decl.partition, "aws-us-gov");
+        assert_eq!(gov.source_region, "us-gov-west-1");
+        assert_eq!(gov.targets, Targets::Named(vec!["us-gov-east-1".into()]));
+        assert!(!gov.sharing.public && !gov.best_effort("eu-west-1"));
+        assert!(gov.accounts.is_empty());
+        assert!(m.for_account("nope").is_err());
+    }
+
+    #[test]
+    fn account_mistakes_are_named_with_the_fix() {
+        let both = format!("{MINIMAL}{ACCOUNTS}");
+        let cases = [
+            (
+                both.replace("regions = [\"us-gov-east-1\"]", "regions = [\"us-east-2\"]"),
+                "cannot be copied across partitions",
+            ),
+            (
+                both.replace("regions = [\"us-gov-east-1\"]\n", ""),
+                "cannot be copied across partitions",
+            ),
+            (
+                both.replace("s3://second-images/ci", "s3://main-images/ci"),
+                "a bucket of its own",
+            ),
+            (
+                both.replace("name = \"second\"", "name = \"main\""),
+                "declared twice",
+            ),
+            (
+                both.replace("name = \"gov\"", "name = \"Gov Cloud\""),
+                "lowercase",
+            ),
+            (
+                both.replace("111122223333", "1111"),
+                "not a 12-digit account id",
+            ),
+            (
+                both.replace(
+                    "role_arn = \"arn:aws:iam::222233334444:role/publisher\"\n",
+                    "",
+                ),
+                "give `role_arn` too",
+            ),
+            (
+                both.replace("profile = \"gov\"", "role_arn = \"arn:aws:iam::1:role/x\""),
+                "not a role of partition aws-us-gov",
+            ),
+            (
+                both.replace("sharing = {", "sharing = { everyone = 1,"),
+                "unknown field",
             ),
         ];
         for (text, want) in cases {

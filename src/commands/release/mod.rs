@@ -11,9 +11,10 @@
 use std::path::PathBuf;
 
 use crate::aws::calls::Call;
-use crate::commands::driver::{Account, Command, Emit};
+use crate::aws::config::AwsSettings;
+use crate::commands::driver::{self, Account, Command, Emit, Output, Run};
 use crate::commands::upload::{self, LocalPlan, Stage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub(crate) mod manifest;
 mod promote;
@@ -54,16 +55,295 @@ pub enum ReleaseStep {
 pub struct ReleaseOptions {
     pub step: ReleaseStep,
     pub manifest: PathBuf,
-    /// Where the record goes (default: `<release>.record.json` beside the manifest).
+    /// Where the record goes (default: `<release>.record.json` beside the manifest). With
+    /// `[[account]]`, the merged record; each account's part is beside it.
     pub record: Option<PathBuf>,
+    /// `--only`: the `[[account]]`s this run takes (one CI runner's share of the release);
+    /// empty: all.
+    pub only: Vec<Only>,
+}
+
+/// `--only account=NAME` or `--only partition=P`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Only {
+    Account(String),
+    Partition(String),
+}
+
+impl std::str::FromStr for Only {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Only, String> {
+        match text.split_once('=') {
+            Some(("account", name)) if !name.is_empty() => Ok(Only::Account(name.into())),
+            Some(("partition", p)) if !p.is_empty() => Ok(Only::Partition(p.into())),
+            _ => Err(format!(
+                "{text:?}: use account=NAME (an [[account]] of the manifest) or partition=P (aws, aws-us-gov, aws-cn)"
+            )),
+        }
+    }
 }
 
 impl ReleaseOptions {
+    /// The record of the whole release (the merged one, with `[[account]]`).
     fn record_path(&self, manifest: &Manifest) -> PathBuf {
         self.record.clone().unwrap_or_else(|| {
             let dir = manifest.path.parent().unwrap_or(std::path::Path::new("."));
             dir.join(format!("{}.record.json", manifest.release))
         })
+    }
+
+    /// Account `name`'s part of the record, beside the merged one.
+    fn part_path(&self, manifest: &Manifest, name: &str) -> PathBuf {
+        let merged = self.record_path(manifest);
+        let dir = merged.parent().unwrap_or(std::path::Path::new("."));
+        dir.join(format!("{}.{name}.record.json", manifest.release))
+    }
+}
+
+/// Runs the step: once, as the AWS flags say, or with `[[account]]` once per account (those
+/// `--only` names), side by side, each through the one driver with its own credentials and
+/// its own part of the record; then the record's parts are merged.
+pub(crate) async fn run(options: ReleaseOptions, run: &Run, emit: Emit<'_>) -> Result<()> {
+    let path = options.manifest.clone();
+    let read = crate::blocking::run(move || manifest::read(&path)).await;
+    // A manifest that does not read is reported by the step's own validation.
+    let accounts = read
+        .as_ref()
+        .map(|m| m.accounts.clone())
+        .unwrap_or_default();
+    if accounts.is_empty() {
+        if !options.only.is_empty() && read.is_ok() {
+            return Err(Error::Invalid(
+                "--only picks among the manifest's [[account]]s, and it declares none".into(),
+            ));
+        }
+        let part = Part {
+            options,
+            account: None,
+        };
+        return driver::drive(part, run, emit).await;
+    }
+    let manifest = read?;
+    let chosen = choose(&accounts, &options.only)?;
+    // Apply makes nothing until every account's plan says it can complete.
+    if options.step == ReleaseStep::Apply && chosen.len() > 1 {
+        let planned = each(&options, ReleaseStep::Plan, &chosen, run, &mut |_| {}).await;
+        combine(planned, "nothing was made in any account")?;
+    }
+    let step = options.step.clone();
+    let results = each(&options, step, &chosen, run, emit).await;
+    if matches!(options.step, ReleaseStep::Apply | ReleaseStep::Verify) {
+        merge(&options, &manifest)?;
+    }
+    combine(results, "")
+}
+
+/// The accounts `only` names (all when it names none).
+fn choose(accounts: &[manifest::AccountDecl], only: &[Only]) -> Result<Vec<manifest::AccountDecl>> {
+    for o in only {
+        let known = match o {
+            Only::Account(name) => accounts.iter().any(|a| &a.name == name),
+            Only::Partition(p) => accounts.iter().any(|a| a.partition == p),
+        };
+        if !known {
+            let names: Vec<String> = accounts
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.partition))
+                .collect();
+            return Err(Error::Invalid(format!(
+                "--only {}: the manifest has no such account; its [[account]]s are {}",
+                match o {
+                    Only::Account(n) => format!("account={n}"),
+                    Only::Partition(p) => format!("partition={p}"),
+                },
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(accounts
+        .iter()
+        .filter(|a| {
+            only.is_empty()
+                || only.iter().any(|o| match o {
+                    Only::Account(name) => &a.name == name,
+                    Only::Partition(p) => a.partition == p,
+                })
+        })
+        .cloned()
+        .collect())
+}
+
+/// Runs `step` in every account of `chosen` side by side; each line they emit says its
+/// account.
+async fn each(
+    options: &ReleaseOptions,
+    step: ReleaseStep,
+    chosen: &[manifest::AccountDecl],
+    run: &Run,
+    emit: Emit<'_>,
+) -> Vec<(String, Result<()>)> {
+    let shared = std::sync::Mutex::new(emit);
+    let parts = chosen.iter().map(|decl| {
+        let shared = &shared;
+        let part = Part {
+            options: ReleaseOptions {
+                step: step.clone(),
+                ..options.clone()
+            },
+            account: Some(decl.name.clone()),
+        };
+        let run = Run {
+            settings: settings_for(&run.settings, decl),
+            ..run.clone()
+        };
+        async move {
+            let name = decl.name.clone();
+            let mut tagged = |line: Output| {
+                let line = in_account(&name, line);
+                let mut emit = shared.lock().unwrap_or_else(|p| p.into_inner());
+                (*emit)(line)
+            };
+            let result = driver::drive(part, &run, &mut tagged).await;
+            (decl.name.clone(), result)
+        }
+    });
+    futures_util::future::join_all(parts).await
+}
+
+/// The AWS settings of one `[[account]]`: its region, and its profile or role in place of
+/// the flags' when it names them.
+fn settings_for(base: &AwsSettings, decl: &manifest::AccountDecl) -> AwsSettings {
+    let mut settings = AwsSettings {
+        region: Some(decl.source_region.clone()),
+        ..base.clone()
+    };
+    if let Some(profile) = &decl.profile {
+        settings.profile = Some(profile.clone());
+        settings.access_id = None;
+        settings.secret_key = None;
+        settings.role_arn = None;
+        settings.external_id = None;
+    }
+    if let Some(role) = &decl.role_arn {
+        settings.role_arn = Some(role.clone());
+        settings.external_id = decl.external_id.clone();
+    }
+    settings
+}
+
+/// `line` as account `name`'s: JSON lines gain `"account"`, lines for a person start with
+/// the name.
+fn in_account(name: &str, line: Output) -> Output {
+    match line {
+        Output::Json(serde_json::Value::Object(mut map)) => {
+            map.insert("account".into(), name.into());
+            Output::Json(serde_json::Value::Object(map))
+        }
+        Output::Step(text) => Output::Step(format!("account {name}: {text}")),
+        Output::Summary(text) => Output::Summary(format!("account {name}: {text}")),
+        other => other,
+    }
+}
+
+/// One result of the accounts' results: done when all are; 77 when only best-effort
+/// regions are missing anywhere; else the first other failure, the rest logged.
+fn combine(results: Vec<(String, Result<()>)>, then: &str) -> Result<()> {
+    let failed: Vec<(String, Error)> = results
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| (name, e)))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let all_77 = failed.iter().all(|(_, e)| e.exit_code() == 77);
+    if all_77 && failed.len() > 1 {
+        let detail: Vec<String> = failed
+            .iter()
+            .map(|(n, e)| format!("account {n}: {e}"))
+            .collect();
+        return Err(Error::Incomplete {
+            detail: detail.join("; "),
+            best_effort_only: true,
+        });
+    }
+    let first = failed
+        .iter()
+        .position(|(_, e)| e.exit_code() != 77)
+        .unwrap_or(0);
+    let mut failed = failed;
+    let (name, error) = failed.remove(first);
+    for (other, e) in &failed {
+        tracing::error!("account {other}: {e}");
+    }
+    let error = match (then.is_empty(), error) {
+        (
+            false,
+            Error::Incomplete {
+                detail,
+                best_effort_only,
+            },
+        ) => Error::Incomplete {
+            detail: format!("{detail} ({then})"),
+            best_effort_only,
+        },
+        (_, error) => error,
+    };
+    Err(Error::InAccount {
+        account: name,
+        source: Box::new(error),
+    })
+}
+
+/// Writes the merged record from every declared account's part found beside it (this
+/// run's, and those other runners wrote with `--only`).
+fn merge(options: &ReleaseOptions, manifest: &Manifest) -> Result<()> {
+    let names: Vec<String> = manifest.accounts.iter().map(|a| a.name.clone()).collect();
+    let found = names
+        .iter()
+        .map(|name| {
+            let path = options.part_path(manifest, name);
+            path.exists()
+                .then(|| record::Record::read(&path))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    record::Merged::of(&manifest.release, &names, found).write(&options.record_path(manifest))
+}
+
+/// The credentials of `decl` are its account's, in its partition: checked before any
+/// lookup, so a profile or role of the wrong account publishes nothing.
+fn check_identity(a: &Account, decl: &manifest::AccountDecl) -> Result<()> {
+    let who = &a.identity;
+    if let Some(id) = decl.id.as_deref().filter(|id| *id != who.account) {
+        return Err(Error::Invalid(format!(
+            "the credentials for [[account]] {:?} are account {}'s ({}), but it declares `id = \"{id}\"`; fix its `profile` or `role_arn`, or the id",
+            decl.name, who.account, a.ctx.credentials_source
+        )));
+    }
+    if who.partition != decl.partition {
+        return Err(Error::Invalid(format!(
+            "the credentials for [[account]] {:?} are of partition {}, but its source region {} is in {}; give it credentials of that partition (`profile` or `role_arn`)",
+            decl.name, who.partition, decl.source_region, decl.partition
+        )));
+    }
+    Ok(())
+}
+
+/// One run of a step: the whole release, or one `[[account]]`'s part of it.
+#[derive(Debug, Clone)]
+struct Part {
+    options: ReleaseOptions,
+    /// The `[[account]]` this part is; `None`: a manifest without accounts.
+    account: Option<String>,
+}
+
+impl Part {
+    fn record_path(&self, manifest: &Manifest) -> PathBuf {
+        match &self.account {
+            Some(name) => self.options.part_path(manifest, name),
+            None => self.options.record_path(manifest),
+        }
     }
 }
 
@@ -105,27 +385,31 @@ pub(crate) enum Plan {
     Prune(prune::Plan),
 }
 
-impl Command for ReleaseOptions {
+impl Command for Part {
     type Connection = Account;
     type Local = (Manifest, Vec<LocalPlan>);
     type Plan = Plan;
 
-    /// The manifest, and for plan and apply each image as `upload` reads it.
+    /// The manifest (an account's view of it), and for plan and apply each image as
+    /// `upload` reads it.
     fn validate(&self) -> Result<Self::Local> {
-        let mut manifest = manifest::read(&self.manifest)?;
-        if let ReleaseStep::Promote(p) = &self.step {
+        let mut manifest = manifest::read(&self.options.manifest)?;
+        if let Some(name) = &self.account {
+            manifest = manifest.for_account(name)?.0;
+        }
+        if let ReleaseStep::Promote(p) = &self.options.step {
             promote::validate(&manifest, p)?;
         }
         if let ReleaseStep::Prune {
             policy: Some(path), ..
-        } = &self.step
+        } = &self.options.step
         {
             manifest.prune = Some(manifest::read_retention(path)?);
         }
-        if let ReleaseStep::Prune { .. } = &self.step {
+        if let ReleaseStep::Prune { .. } = &self.options.step {
             prune::validate(&manifest)?;
         }
-        let locals = match self.step {
+        let locals = match self.options.step {
             ReleaseStep::Verify | ReleaseStep::Promote(_) | ReleaseStep::Prune { .. } => vec![],
             ReleaseStep::Plan | ReleaseStep::Apply => manifest
                 .images
@@ -151,7 +435,10 @@ impl Command for ReleaseOptions {
     }
 
     async fn plan(&self, a: &Account, (manifest, locals): Self::Local) -> Result<Plan> {
-        Ok(match &self.step {
+        if let Some(decl) = &manifest.part {
+            check_identity(a, decl)?;
+        }
+        Ok(match &self.options.step {
             ReleaseStep::Verify => Plan::Verify(verify::plan(a, manifest).await?),
             ReleaseStep::Promote(p) => Plan::Promote(promote::plan(a, manifest, p.clone()).await?),
             ReleaseStep::Prune { apply, .. } => {
@@ -161,7 +448,7 @@ impl Command for ReleaseOptions {
             ReleaseStep::Plan | ReleaseStep::Apply => {
                 let plan = publish::plan(a, manifest, locals).await?;
                 // Apply stops here when the release cannot complete; plan prints it first.
-                if self.step == ReleaseStep::Apply {
+                if self.options.step == ReleaseStep::Apply {
                     plan.can_complete()?;
                 }
                 Plan::Publish(plan)
@@ -196,7 +483,7 @@ impl Command for ReleaseOptions {
     }
 
     async fn apply(&self, a: &Account, plan: &Plan, emit: Emit<'_>) -> Result<()> {
-        match (&self.step, plan) {
+        match (&self.options.step, plan) {
             (ReleaseStep::Plan, Plan::Publish(plan)) => publish::show(plan, emit),
             (_, Plan::Promote(plan)) => promote::apply(a, plan, emit).await,
             (_, Plan::Prune(plan)) => prune::apply(a, plan, emit).await,

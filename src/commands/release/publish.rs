@@ -12,7 +12,7 @@ use crate::aws::calls::{Call, Op, Resource};
 use crate::aws::copy::{self, Copied, InRegion, Source};
 use crate::aws::ebs_direct;
 use crate::aws::images::RegionalImage;
-use crate::aws::regions::{fan_out, target_regions};
+use crate::aws::regions::{fan_out, list_regions, target_regions, RegionFilter};
 use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
 use crate::commands::release::manifest::{Manifest, Targets};
@@ -31,6 +31,15 @@ pub(crate) struct Plan {
     pub sources: Vec<Source>,
     /// Why the release cannot complete as declared, each with its fix.
     pub problems: Vec<String>,
+    /// With `regions = "all"`: the opt-in regions it includes (enabled for the account) and
+    /// those it leaves out (not enabled), for the plan to say.
+    pub opt_in: Option<OptIn>,
+}
+
+#[derive(Debug)]
+pub(crate) struct OptIn {
+    pub included: Vec<String>,
+    pub left_out: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -135,6 +144,13 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     // A named region that is not enabled is bad input (exit 2), before anything is made.
     let mut targets = target_regions(&ec2, &named, all).await?;
     targets.retain(|r| *r != manifest.source_region);
+    let opt_in = match all {
+        true => Some(OptIn {
+            included: list_regions(&ec2, RegionFilter::OptedIn).await?,
+            left_out: list_regions(&ec2, RegionFilter::Disabled).await?,
+        }),
+        false => None,
+    };
     let mut uploads = vec![];
     let mut deltas = vec![];
     let mut stored = vec![];
@@ -240,6 +256,7 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         images,
         sources,
         problems,
+        opt_in,
     })
 }
 
@@ -428,7 +445,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
     }
     let regions = plan.targets.len() + 1;
     let images = plan.images.len();
-    emit(Output::Summary(match make {
+    let said = match make {
         0 => format!(
             "release plan: nothing to do: all {exist} AMIs of release {} ({images} images in {regions} regions) exist",
             m.release
@@ -448,8 +465,30 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
                 None => String::new(),
             }
         ),
-    }));
+    };
+    emit(Output::Summary(said + &opt_in_words(plan.opt_in.as_ref())));
     plan.can_complete()
+}
+
+/// What `regions = "all"` took and left of the opt-in regions, for the plan's summary.
+fn opt_in_words(opt_in: Option<&OptIn>) -> String {
+    let Some(o) = opt_in else {
+        return String::new();
+    };
+    let mut words = String::new();
+    if !o.included.is_empty() {
+        words += &format!(
+            "; opt-in regions enabled and included: {}",
+            o.included.join(", ")
+        );
+    }
+    if !o.left_out.is_empty() {
+        words += &format!(
+            "; opt-in regions not enabled for the account, left out: {} (enable one in the account's settings to publish there)",
+            o.left_out.join(", ")
+        );
+    }
+    words
 }
 
 /// One image in one target region, the unit of the fan-out.
@@ -481,7 +520,12 @@ struct Done<'a> {
 
 /// `release apply`: the uploads, then every copy with its region's parameters; writes the
 /// record, even when regions failed (it names them as missing).
-pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_>) -> Result<()> {
+pub(crate) async fn apply(
+    a: &Account,
+    plan: &Plan,
+    record_path: &Path,
+    emit: Emit<'_>,
+) -> Result<()> {
     let m = &plan.manifest;
     let source = Account {
         ctx: a.ctx.in_region(&m.source_region),
@@ -495,7 +539,15 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
         .collect();
     let partition = &a.identity.partition;
     let write_record = |placed: &[Placed]| {
-        Record::of(m, &a.identity.account, partition, &regions, placed).write(record)
+        let record = Record::of(m, &a.identity.account, partition, &regions, placed);
+        crate::blocking::now(|| record.write(record_path))
+    };
+    // The record is the release's journal too: written as each AMI is done, so a kill
+    // leaves it naming what was finished (a CI artifact; a rerun reads AWS itself).
+    let journal = |placed: &[Placed]| {
+        if let Err(e) = write_record(placed) {
+            tracing::warn!("{e}");
+        }
     };
     for i in 0..plan.images.len() {
         let done = match publish_source(&source, plan, i).await {
@@ -524,6 +576,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
             copy: Some(copied),
             parameters,
         });
+        journal(&placed);
         sources.push(described);
     }
     let spots: Vec<Spot> = plan
@@ -581,6 +634,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
                 copy: Some(copied),
                 parameters,
             });
+            journal(&placed);
         },
     )
     .await;
@@ -592,14 +646,14 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
             0 => format!(
                 "release apply: nothing to do: all {total} AMIs of release {} were in place; record {}",
                 m.release,
-                record.display()
+                record_path.display()
             ),
             _ => format!(
                 "release apply: made or put right {made} of {total} AMIs of release {} ({} images in {} regions); record {}",
                 m.release,
                 m.images.len(),
                 regions.len(),
-                record.display()
+                record_path.display()
             ),
         }));
         return Ok(());
@@ -609,7 +663,7 @@ pub(crate) async fn apply(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_
     emit(Output::Summary(format!(
         "release apply: {done} of {total} AMIs of release {} in place; record {}",
         m.release,
-        record.display()
+        record_path.display()
     )));
     Err(Error::Incomplete {
         detail: format!(

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Record {
     pub release: String,
+    /// The manifest's `[[account]]` name, when it declares accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub account: String,
     pub partition: String,
     pub source_region: String,
@@ -29,6 +32,9 @@ pub(crate) struct Record {
     /// The accounts every AMI and snapshot is shared with.
     #[serde(default)]
     pub shared_with: Option<Vec<String>>,
+    /// The organizations and organizational units every AMI is shared with (ARNs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with_organizations: Vec<String>,
     pub images: Vec<ImageRecord>,
     /// Paste into the consumer account's Allowed AMIs settings
     /// (`ec2 replace-image-criteria-in-allowed-images-settings`): AMIs of this account whose
@@ -132,12 +138,20 @@ impl Record {
             .collect();
         Record {
             release: manifest.release.clone(),
+            name: manifest.part.as_ref().map(|d| d.name.clone()),
             account: account.to_string(),
             partition: partition.to_string(),
             source_region: manifest.source_region.clone(),
             all_regions: Some(manifest.targets == crate::commands::release::manifest::Targets::All),
             public: Some(manifest.sharing.public),
             shared_with: Some(manifest.sharing.launch_users.clone()),
+            shared_with_organizations: manifest
+                .sharing
+                .organizations
+                .iter()
+                .chain(&manifest.sharing.organizational_units)
+                .cloned()
+                .collect(),
             images,
             allowed_amis: AllowedAmis {
                 image_criteria: vec![ImageCriterion {
@@ -167,6 +181,19 @@ impl Record {
                 "cannot read the release record {here}: {e}; `imgpub release verify MANIFEST` writes one"
             ))
         })?;
+        // A merged record holds several accounts' parts; these commands act as one account.
+        if let Ok(merged) = serde_json::from_str::<Merged>(&text) {
+            let parts: Vec<String> = merged
+                .accounts
+                .iter()
+                .map(|r| r.name.clone().unwrap_or_else(|| r.account.clone()))
+                .collect();
+            return Err(Error::Invalid(format!(
+                "{here} is the merged record of accounts {}; pass each account's own record ({}.NAME.record.json beside it) with that account's credentials",
+                parts.join(", "),
+                merged.release
+            )));
+        }
         serde_json::from_str(&text).map_err(|e| {
             Error::Invalid(format!(
                 "{here} is not a release record ({e}); `imgpub release verify MANIFEST` writes one"
@@ -174,14 +201,69 @@ impl Record {
         })
     }
 
-    /// Writes the record to `path` whole: to a temporary file beside it, then renamed, so a
-    /// kill never leaves half a record.
+    /// Writes the record to `path` whole.
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Setup(format!("cannot write the release record as JSON: {e}")))?;
-        let tmp = path.with_extension("json.partial");
-        let context = || format!("writing the release record {}", path.display());
-        std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(context(), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(context(), e))
+        write_json(self, path)
     }
+}
+
+/// The record of a release in several accounts: each account's part (as its own record
+/// file holds it), the accounts with no part yet, and one Allowed AMIs criterion naming
+/// every publishing account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Merged {
+    pub release: String,
+    pub accounts: Vec<Record>,
+    /// Declared accounts without a record yet (not applied, or `--only` left them to
+    /// another runner).
+    pub missing_accounts: Vec<String>,
+    pub allowed_amis: AllowedAmis,
+}
+
+impl Merged {
+    /// The parts found, in the manifest's order of `names`.
+    pub(crate) fn of(release: &str, names: &[String], found: Vec<Option<Record>>) -> Merged {
+        let missing_accounts = names
+            .iter()
+            .zip(&found)
+            .filter(|(_, r)| r.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let accounts: Vec<Record> = found.into_iter().flatten().collect();
+        let mut providers: Vec<String> = accounts.iter().map(|r| r.account.clone()).collect();
+        providers.sort();
+        providers.dedup();
+        let mut names: Vec<String> = accounts
+            .iter()
+            .flat_map(|r| r.images.iter().map(|i| i.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        Merged {
+            release: release.to_string(),
+            accounts,
+            missing_accounts,
+            allowed_amis: AllowedAmis {
+                image_criteria: vec![ImageCriterion {
+                    image_providers: providers,
+                    image_names: names,
+                }],
+            },
+        }
+    }
+
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
+        write_json(self, path)
+    }
+}
+
+/// Writes `value` to `path` whole: to a temporary file beside it, then renamed, so a kill
+/// never leaves half a record.
+fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Setup(format!("cannot write the release record as JSON: {e}")))?;
+    let tmp = path.with_extension("json.partial");
+    let context = || format!("writing the release record {}", path.display());
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(context(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(context(), e))
 }

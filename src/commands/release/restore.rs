@@ -88,11 +88,17 @@ fn sharing_of(record: &Record) -> Sharing {
         );
     }
     let users = record.shared_with.clone().unwrap_or_default();
+    let (ous, orgs) = record
+        .shared_with_organizations
+        .iter()
+        .cloned()
+        .partition(|arn| arn.contains(":ou/"));
     Sharing {
         public: record.public == Some(true),
         launch_users: users.clone(),
         snapshot_users: users,
-        ..Sharing::default()
+        organizations: orgs,
+        organizational_units: ous,
     }
 }
 

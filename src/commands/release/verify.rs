@@ -140,7 +140,7 @@ async fn inspect(
             (true, false) => format!("{id} is private, not public"),
             _ => format!(
                 "{id} is not shared with {}",
-                m.sharing.launch_users.join(", ")
+                m.sharing.describe().unwrap_or_default()
             ),
         });
     }

@@ -182,11 +182,15 @@ async fn look(
         }
         let available = image.state() == Some(&ImageState::Available);
         let shared_with = p.record.shared_with.as_deref().unwrap_or_default();
-        if available && !shared_with.is_empty() {
+        let organizations = &p.record.shared_with_organizations;
+        if available && !(shared_with.is_empty() && organizations.is_empty()) {
             let now = ami::read_launch(&ec2, p.ami).await?;
             let lacking: Vec<&str> = shared_with
                 .iter()
                 .filter(|u| !now.launch_users.contains(u))
+                .chain(organizations.iter().filter(|arn| {
+                    !(now.organizations.contains(arn) || now.organizational_units.contains(arn))
+                }))
                 .map(String::as_str)
                 .collect();
             if !lacking.is_empty() {

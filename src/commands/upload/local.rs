@@ -215,7 +215,8 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
             public: opts.public,
             launch_users: opts.grant_user,
             snapshot_users: opts.grant_user_snapshot,
-            ..Sharing::default()
+            organizations: opts.grant_organizations,
+            organizational_units: opts.grant_organizational_units,
         },
         tags,
         delete_object: opts.delete_object,

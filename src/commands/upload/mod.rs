@@ -87,6 +87,10 @@ pub struct UploadOptions {
     pub public: bool,
     pub grant_user: Vec<String>,
     pub grant_user_snapshot: Vec<String>,
+    /// Organizations and organizational units (ARNs) to share the AMI with (a release's
+    /// `[sharing]`; ore has no such flag).
+    pub grant_organizations: Vec<String>,
+    pub grant_organizational_units: Vec<String>,
     pub tags: Vec<String>,
     pub billing_product_codes: Vec<String>,
     pub role_name: String,
@@ -662,6 +666,8 @@ mod tests {
             public: false,
             grant_user: vec![],
             grant_user_snapshot: vec![],
+            grant_organizations: vec![],
+            grant_organizational_units: vec![],
             tags: vec![],
             billing_product_codes: vec![],
             role_name: "vmimport".into(),
