@@ -119,7 +119,7 @@ from moto.s3.models import s3_backends  # noqa: E402
 from moto.servicequotas.models import ServiceQuotasBackend  # noqa: E402
 from moto.sts.exceptions import STSClientError  # noqa: E402
 from moto.sts.models import STSBackend  # noqa: E402
-from moto.utilities.utils import get_partition  # noqa: E402
+from moto.utilities.utils import PARTITION_NAMES, get_partition  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -252,6 +252,10 @@ UNDOCUMENTED = {
     # support ... Cross-partition copies (use CreateStoreImageTask instead)", CopyImage API
     # reference), with no code named.
     "copy_cross_partition_code": ["InvalidParameterValue", "InvalidRequest"],
+    # Credentials used in a partition they do not belong to are unknown there; AWS's common
+    # errors list both codes for a key "that does not exist in our records" without saying
+    # which service answers which.
+    "foreign_key_code": ["InvalidClientTokenId", "UnrecognizedClientException"],
 }
 
 
@@ -1547,6 +1551,28 @@ def expired_session(environ: dict) -> Fault | None:
     return None
 
 
+def foreign_partition_key(environ: dict, region: str) -> Fault | None:
+    """Credentials of one partition used in another: "Partitions have independent instances
+    of AWS Identity and Access Management (IAM) ... You cannot use IAM credentials from one
+    partition to interact with resources in a different partition" (AWS Fault Isolation
+    Boundaries, "Partitions"). moto files every key, a user's or an assumed role's, under
+    the partition it was made in (a role's: where AssumeRole was called) and accepts it in
+    all. A key filed nowhere (the stand-in's default keys) is left alone."""
+    from moto.iam.models import iam_backends
+
+    m = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    if not m or not region:
+        return None
+    homes = {partition
+             for account in list(iam_backends.keys())
+             for partition in PARTITION_NAMES
+             if m.group(1) in iam_backends[account][partition].access_keys}
+    if not homes or get_partition(region) in homes:
+        return None
+    return Fault({"status": 403, "code": SETTINGS["foreign_key_code"],
+                  "message": "The security token included in the request is invalid."})
+
+
 # --------------------------------------------------------------------------------------
 # Signature checks (when auth is enforced) over the bytes the client sent.
 #
@@ -2836,7 +2862,7 @@ class StandinApp:
     def _serve(self, environ: dict, start_response: Any, service: str, action: str,
                region: str, body: bytes | None) -> Any:
         """The request as AWS would carry it out, after any injected fault."""
-        expired = expired_session(environ)
+        expired = expired_session(environ) or foreign_partition_key(environ, region)
         if expired is not None:
             return self._error(environ, start_response, service, expired)
         if service == "s3":

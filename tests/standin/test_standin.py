@@ -1673,6 +1673,34 @@ def _import_under_default_encryption(account, images, choice):
         ec2.disable_ebs_encryption_by_default()
 
 
+def test_credentials_work_only_in_their_partition(account):
+    """AWS Fault Isolation Boundaries, "Partitions": "You cannot use IAM credentials from one
+    partition to interact with resources in a different partition". A role assumed through
+    STS in a partition's Region gives credentials of that partition."""
+    def session(region, role_region, role):
+        creds = client(account, "sts", role_region).assume_role(
+            RoleArn=role, RoleSessionName="partition")["Credentials"]
+        return boto3.client(
+            "ec2", endpoint_url=account, region_name=region,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            config=Config(retries={"total_max_attempts": 1}))
+
+    with unenforced(account):
+        gov_role = "arn:aws-us-gov:iam::333344445555:role/publisher"
+        assert session("us-gov-east-1", "us-gov-west-1", gov_role).describe_regions()["Regions"]
+        with pytest.raises(ClientError) as err:
+            session("us-gov-west-1", "us-east-1", "arn:aws:iam::222233334444:role/p") \
+                .describe_regions()
+        assert err.value.response["Error"]["Code"] in (
+            "InvalidClientTokenId", "UnrecognizedClientException")
+        with pytest.raises(ClientError):
+            session("us-east-1", "us-gov-west-1", gov_role).describe_images(Owners=["self"])
+        assert session("eu-west-1", "us-east-1", "arn:aws:iam::222233334444:role/p") \
+            .describe_regions()["Regions"]
+
+
 def test_assumed_role_sessions_expire(account):
     """STS AssumeRole: the credentials last DurationSeconds; after that AWS answers
     ExpiredToken (moto accepts them forever). sts_session_seconds shortens every session."""
