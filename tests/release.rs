@@ -978,6 +978,75 @@ async fn copies_beyond_a_destinations_limit_wait_for_a_slot() {
     }
 }
 
+/// Copies already in flight into a region (another job's) fill the 20 slots a destination
+/// takes at once: the plan names the region and the count, and that apply will wait there.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_says_where_copies_in_flight_leave_no_slot() {
+    let standin = Standin::initialized();
+    standin.control(
+        "POST",
+        "/_standin/config",
+        Some(r#"{"copy_seconds": 3600}"#),
+    );
+    let ec2 = standin.ec2(SOURCE);
+    let volume = ec2
+        .create_volume()
+        .size(1)
+        .availability_zone(format!("{SOURCE}a"))
+        .send()
+        .await
+        .unwrap();
+    let snapshot = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mapping = aws_sdk_ec2::types::BlockDeviceMapping::builder()
+        .device_name("/dev/xvda")
+        .ebs(
+            aws_sdk_ec2::types::EbsBlockDevice::builder()
+                .snapshot_id(snapshot.snapshot_id().unwrap())
+                .build(),
+        )
+        .build();
+    let other = ec2
+        .register_image()
+        .name("another-job")
+        .root_device_name("/dev/xvda")
+        .block_device_mappings(mapping)
+        .send()
+        .await
+        .unwrap();
+    let busy = standin.ec2(TARGETS[0]);
+    for n in 0..20 {
+        busy.copy_image()
+            .name(format!("another-job-{n}"))
+            .source_image_id(other.image_id().unwrap())
+            .source_region(SOURCE)
+            .send()
+            .await
+            .unwrap();
+    }
+    let dir = TempDir::new();
+    let manifest = manifest(dir.path(), &TARGETS, &[]);
+    let plan = release(&standin, "plan", &manifest);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    for line in json_lines(&plan) {
+        let want = match line["region"] == TARGETS[0] {
+            true => serde_json::json!(20),
+            false => Value::Null,
+        };
+        assert_eq!(line["copies_in_flight"], want, "{line}");
+    }
+    assert!(
+        plan.stderr
+            .contains("in eu-west-1 (20 in flight, 2 to start): apply waits for slots there"),
+        "{}",
+        plan.stderr
+    );
+}
+
 /// Release `release` of a stream published by EBS direct to the three regions, with a
 /// retention policy: keep 4, keep the barrier r03, keep what was launched within 30 days,
 /// a week between stages.

@@ -385,6 +385,39 @@ pub(crate) async fn find_in_region(ec2: &Client, source: &Source) -> Result<InRe
     })
 }
 
+/// Snapshot copies a destination region takes at once (not adjustable: EBS User Guide,
+/// "Copy an Amazon EBS snapshot").
+pub(crate) const SNAPSHOT_COPIES_PER_DESTINATION: usize = 20;
+
+/// The snapshot copies in flight into this region: the snapshots of the account's AMIs
+/// still pending here (a copy's AMI is pending until its snapshots are copied).
+pub(crate) async fn copies_in_flight(ec2: &Client, region: &str) -> Result<usize> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("state")
+                .values("pending")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!("listing the AMIs still pending in {region}"),
+                e,
+            )
+        })?;
+    Ok(out
+        .images()
+        .iter()
+        .flat_map(|i| i.block_device_mappings())
+        .filter(|m| m.ebs().and_then(|e| e.snapshot_id()).is_some())
+        .count())
+}
+
 /// CopyImage with the token for `replacing`; returns the copy's id. A destination already
 /// copying as many snapshots as it takes at once (20, not adjustable: EBS User Guide,
 /// "Copy an Amazon EBS snapshot") refuses with ResourceLimitExceeded: the copy then waits

@@ -2,6 +2,7 @@
 //! what every target region has of it; then the uploads, and per region a copy and its SSM
 //! parameters as soon as that region's copy is ready, all regions side by side.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub(crate) struct Plan {
     /// With `regions = "all"`: the opt-in regions it includes (enabled for the account) and
     /// those it leaves out (not enabled), for the plan to say.
     pub opt_in: Option<OptIn>,
+    /// Snapshot copies already in flight into each target region the release copies to.
+    pub in_flight: BTreeMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -93,6 +96,9 @@ struct Line<'a> {
     /// lineage already in the region can be incremental, and store less).
     #[serde(skip_serializing_if = "Option::is_none")]
     storage_added_bytes: Option<u64>,
+    /// Snapshot copies already in flight into the region, when the release copies there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copies_in_flight: Option<usize>,
 }
 
 /// At most what a snapshot of the image stores: its 512 KiB blocks that hold data (EBS
@@ -178,6 +184,7 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     }
     let public = manifest.sharing.public;
     let mut found_in: Vec<(String, Vec<Found>)> = vec![];
+    let mut in_flight = BTreeMap::new();
     let failed = fan_out(
         targets.clone(),
         crate::commands::REGION_CONCURRENCY,
@@ -204,10 +211,20 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
                     let quotas = here.service_quotas();
                     ami::check_public_ami_quota(&ec2, &quotas, &region, adding).await?;
                 }
-                Ok(found)
+                // Copies beyond the destination's limit wait for a slot: the plan says so.
+                let busy = match found.iter().any(absent) {
+                    true => copy::copies_in_flight(&ec2, &region).await?,
+                    false => 0,
+                };
+                Ok((found, busy))
             }
         },
-        |region, found| found_in.push((region.clone(), found)),
+        |region, (found, busy)| {
+            found_in.push((region.clone(), found));
+            if busy > 0 {
+                in_flight.insert(region.clone(), busy);
+            }
+        },
     )
     .await;
     let mut problems = vec![];
@@ -257,6 +274,7 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         sources,
         problems,
         opt_in,
+        in_flight,
     })
 }
 
@@ -408,6 +426,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             why: None,
             delta: image.delta.as_ref(),
             storage_added_bytes: added.filter(|_| status == "upload" && image.delta.is_none()),
+            copies_in_flight: None,
         }));
         exist += usize::from(status == "exists");
         make += usize::from(status != "exists");
@@ -440,6 +459,11 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
                 why,
                 delta: None,
                 storage_added_bytes: added.filter(|_| matches!(status, "copy" | "recopy")),
+                copies_in_flight: plan
+                    .in_flight
+                    .get(region.as_str())
+                    .copied()
+                    .filter(|_| matches!(status, "copy" | "recopy")),
             }));
         }
     }
@@ -466,8 +490,37 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             }
         ),
     };
-    emit(Output::Summary(said + &opt_in_words(plan.opt_in.as_ref())));
+    emit(Output::Summary(
+        said + &opt_in_words(plan.opt_in.as_ref()) + &slot_words(plan),
+    ));
     plan.can_complete()
+}
+
+/// The regions where the copies in flight and the release's own go past the snapshot
+/// copies a destination takes at once, for the plan's summary: apply waits there.
+fn slot_words(plan: &Plan) -> String {
+    let full: Vec<String> = plan
+        .in_flight
+        .iter()
+        .filter_map(|(region, busy)| {
+            let i = plan.targets.iter().position(|t| t == region)?;
+            let copies = plan
+                .images
+                .iter()
+                .filter(|image| !matches!(image.found[i], Found::In(InRegion::Present(_))))
+                .count();
+            (busy + copies > copy::SNAPSHOT_COPIES_PER_DESTINATION)
+                .then(|| format!("{region} ({busy} in flight, {copies} to start)"))
+        })
+        .collect();
+    match full.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; snapshot copies already in flight leave too few of the {} slots a region takes at once in {}: apply waits for slots there (within copy_timeout)",
+            copy::SNAPSHOT_COPIES_PER_DESTINATION,
+            full.join(", ")
+        ),
+    }
 }
 
 /// What `regions = "all"` took and left of the opt-in regions, for the plan's summary.
