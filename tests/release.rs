@@ -1953,12 +1953,13 @@ async fn prune_says_when_a_public_streams_quota_is_near() {
 }
 
 const SECOND: &str = "arn:aws:iam::222233334444:role/publisher";
-const GOV: &str = "arn:aws-us-gov:iam::333344445555:role/publisher";
+const GOV_ACCOUNT: &str = "333344445555";
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abc123defg";
 
-/// A release of two images to every enabled region of two `aws` accounts (the caller's
-/// through a profile, another through a role) and to two GovCloud regions of a third:
-/// public in `aws`, private in GovCloud, with a parameter per image and deprecation.
+/// A release of two images to every enabled region of two `aws` accounts (the caller's, and
+/// another through a role with an External ID) and to two GovCloud regions of a third (a
+/// profile's keys, made there): public in `aws` and shared with an organization, private in
+/// GovCloud, with a parameter per image and deprecation.
 fn accounts_manifest(dir: &Path, gov_id: &str) -> PathBuf {
     make_raw(dir, "x86_64.raw", 8, 2, 41);
     make_raw(dir, "arm64.raw", 8, 2, 42);
@@ -1990,17 +1991,17 @@ arch = "arm64"
 [[account]]
 name = "main"
 id = "{}"
-profile = "main"
 
 [[account]]
 name = "second"
 id = "222233334444"
 role_arn = "{SECOND}"
+external_id = "release-2"
 
 [[account]]
 name = "gov"
 id = "{gov_id}"
-role_arn = "{GOV}"
+profile = "gov"
 source_region = "us-gov-west-1"
 regions = ["us-gov-east-1"]
 sharing = {{ public = false }}
@@ -2010,17 +2011,9 @@ sharing = {{ public = false }}
     common::write_file(dir, "release.toml", &text)
 }
 
-/// What `role` (None: the test's own account) owns in `region`: AMI name → (id, public).
-async fn owned(
-    standin: &Standin,
-    region: &str,
-    role: Option<&str>,
-) -> BTreeMap<String, (String, bool)> {
-    let sdk = match role {
-        Some(role) => standin.sdk_of_role(region, role).await,
-        None => standin.sdk(region),
-    };
-    let out = aws_sdk_ec2::Client::new(&sdk)
+/// What the account of `sdk` owns in its region: AMI name → (id, public).
+async fn owned(sdk: &aws_config::SdkConfig) -> BTreeMap<String, (String, bool)> {
+    let out = aws_sdk_ec2::Client::new(sdk)
         .describe_images()
         .owners("self")
         .send()
@@ -2063,36 +2056,44 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
         "/_standin/config",
         Some(&serde_json::json!({ "opted_in_regions": opt_in }).to_string()),
     );
-    let enabled: Vec<String> = {
-        let mut all: Vec<String> = listed
-            .regions()
-            .iter()
-            .map(|r| r.region_name().unwrap().to_string())
-            .filter(|r| r != "me-south-1")
-            .collect();
-        all.sort();
-        all
-    };
+    let mut enabled: Vec<String> = listed
+        .regions()
+        .iter()
+        .map(|r| r.region_name().unwrap().to_string())
+        .filter(|r| r != "me-south-1")
+        .collect();
+    enabled.sort();
     assert!(enabled.len() >= 25, "{enabled:?}");
-    let dir = TempDir::new();
-    // The main account's credentials come from a profile.
+    let gov_regions = ["us-gov-east-1".to_string(), "us-gov-west-1".to_string()];
+    // GovCloud's account is reached with keys made there: the flags' are commercial ones,
+    // and keys of one partition are unknown in the others.
+    let keys: Value = serde_json::from_str(&standin.control(
+        "POST",
+        "/_standin/keys",
+        Some(&format!(
+            r#"{{"account": "{GOV_ACCOUNT}", "partition": "aws-us-gov"}}"#
+        )),
+    ))
+    .unwrap();
+    let (gov_key, gov_secret) = (
+        keys["AccessKeyId"].as_str().unwrap(),
+        keys["SecretAccessKey"].as_str().unwrap(),
+    );
     let aws_dir = standin.home.path().join(".aws");
     std::fs::create_dir_all(&aws_dir).unwrap();
     common::write_file(
         &aws_dir,
         "credentials",
-        &format!(
-            "[main]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            common::ACCESS_KEY,
-            common::SECRET_KEY
-        ),
+        &format!("[gov]\naws_access_key_id = {gov_key}\naws_secret_access_key = {gov_secret}\n"),
     );
+    let gov_sdk = |region: &str| standin.sdk_with(region, gov_key, gov_secret);
     let run = |step: &str, manifest: &Path, extra: &[&str]| {
         standin
             .imgpub()
             .args(["release", step])
             .arg(manifest)
             .args(extra)
+            .secret(gov_secret)
             .run()
     };
     let makes = || {
@@ -2107,6 +2108,11 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
         .map(|c| count(&counts, c))
         .sum::<u64>()
     };
+    let dir = TempDir::new();
+    let merged = || -> Value {
+        let text = std::fs::read_to_string(dir.path().join("2.0.record.json"));
+        serde_json::from_str(&text.unwrap()).unwrap()
+    };
 
     // Credentials of another account than the manifest says: nothing is made anywhere.
     let wrong = accounts_manifest(dir.path(), "444455556666");
@@ -2114,7 +2120,7 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("account gov")
-            && refused.stderr.contains("333344445555")
+            && refused.stderr.contains(GOV_ACCOUNT)
             && refused.stderr.contains("444455556666"),
         "{}",
         refused.stderr
@@ -2134,7 +2140,30 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
         unknown.stderr
     );
 
-    let manifest = accounts_manifest(dir.path(), "333344445555");
+    // GovCloud with the flags' (commercial) keys: unknown there, and said so.
+    let manifest = accounts_manifest(dir.path(), GOV_ACCOUNT);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    common::write_file(
+        dir.path(),
+        "release.toml",
+        &text.replace("profile = \"gov\"\n", ""),
+    );
+    let commercial = run("apply", &manifest, &[]);
+    assert_eq!(commercial.code, 1, "{}", commercial.stderr);
+    assert!(
+        commercial.error_line().contains("account gov")
+            && commercial
+                .error_line()
+                .contains("must be of that partition"),
+        "{}",
+        commercial.stderr
+    );
+    assert_eq!(
+        makes(),
+        0,
+        "made something before every account was checked"
+    );
+    common::write_file(dir.path(), "release.toml", &text);
     let plan = run("plan", &manifest, &[]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     // `all` says which opt-in regions it takes and which it leaves out.
@@ -2155,45 +2184,55 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
     }
     assert_eq!(makes(), 0);
 
-    // GovCloud in its own job first, as Fedora CoreOS runs it.
+    // A GovCloud region that refuses every copy: the other accounts finish, the run exits
+    // 1 naming the account, and the record says what is missing there.
+    standin.fault(
+        r#"{"action": "CopyImage", "region": "us-gov-east-1", "count": 1000, "status": 400, "code": "InvalidParameterValue"}"#,
+    );
+    let first = run("apply", &manifest, &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(
+        first.error_line().contains("account gov"),
+        "{}",
+        first.stderr
+    );
+    for account in ["main", "second"] {
+        let lines: Vec<Value> = json_lines(&first)
+            .into_iter()
+            .filter(|l| l["account"] == account)
+            .collect();
+        assert_eq!(lines.len(), 2 * enabled.len(), "{account}");
+        assert!(lines.iter().all(|l| l["status"] == "created"), "{account}");
+    }
+    let record = merged();
+    assert_eq!(record["missing_accounts"], serde_json::json!([]));
+    let gov_part = &record["accounts"][2];
+    assert_eq!(gov_part["name"], "gov");
+    assert_eq!(gov_part["partition"], "aws-us-gov");
+    assert_eq!(gov_part["account"], GOV_ACCOUNT);
+    for image in gov_part["images"].as_array().unwrap() {
+        assert_eq!(image["missing"], serde_json::json!(["us-gov-east-1"]));
+    }
+    standin.control("DELETE", "/_standin/faults", None);
+
+    // GovCloud's runner finishes its share.
     let gov = run("apply", &manifest, &["--only", "partition=aws-us-gov"]);
     assert_eq!(gov.code, 0, "{}", gov.stderr);
-    assert!(json_lines(&gov).iter().all(|l| l["account"] == "gov"));
-    let merged: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("2.0.record.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        merged["missing_accounts"],
-        serde_json::json!(["main", "second"])
-    );
-    assert_eq!(merged["accounts"][0]["partition"], "aws-us-gov");
-    assert_eq!(merged["accounts"][0]["account"], "333344445555");
-
-    let all = run("apply", &manifest, &[]);
-    assert_eq!(all.code, 0, "{}", all.stderr);
-    for line in json_lines(&all) {
-        let want = if line["account"] == "gov" {
-            "exists"
-        } else {
-            "created"
-        };
-        assert_eq!(line["status"], want, "{line}");
-    }
-    let merged: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("2.0.record.json")).unwrap())
-            .unwrap();
-    assert_eq!(merged["missing_accounts"], serde_json::json!([]));
-    let parts = merged["accounts"].as_array().unwrap();
+    let lines = json_lines(&gov);
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["account"] == "gov"));
+    let record = merged();
+    assert_eq!(record["missing_accounts"], serde_json::json!([]));
+    let parts = record["accounts"].as_array().unwrap();
     let ids: Vec<&str> = parts
         .iter()
         .map(|p| p["account"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [common::ACCOUNT, "222233334444", "333344445555"]);
+    assert_eq!(ids, [common::ACCOUNT, "222233334444", GOV_ACCOUNT]);
     for part in parts {
-        let regions = if part["partition"] == "aws" {
-            enabled.len()
-        } else {
-            2
+        let regions = match part["partition"] == "aws" {
+            true => enabled.len(),
+            false => 2,
         };
         for image in part["images"].as_array().unwrap() {
             assert_eq!(
@@ -2205,36 +2244,36 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
             assert_eq!(image["missing"], serde_json::json!([]));
         }
     }
-    let mut providers = merged["allowed_amis"]["ImageCriteria"][0]["ImageProviders"]
-        .as_array()
-        .unwrap()
-        .clone();
-    providers.sort_by_key(|v| v.to_string());
-    assert_eq!(providers.len(), 3);
+    let providers = &record["allowed_amis"]["ImageCriteria"][0]["ImageProviders"];
+    assert_eq!(providers.as_array().unwrap().len(), 3);
 
     // Read back as each account: public in aws, private in GovCloud, in every region.
-    for (role, regions, public) in [
-        (None, &enabled, true),
-        (Some(SECOND), &enabled, true),
-        (
-            Some(GOV),
-            &vec!["us-gov-east-1".to_string(), "us-gov-west-1".to_string()],
-            false,
-        ),
-    ] {
-        for region in regions {
-            let found = owned(&standin, region, role).await;
+    for region in &enabled {
+        for sdk in [
+            standin.sdk(region),
+            standin.sdk_of_role(region, SECOND).await,
+        ] {
+            let found = owned(&sdk).await;
             for name in ["os-2.0-x86_64", "os-2.0-arm64"] {
-                let (_, is_public) = found
+                let (_, public) = found
                     .get(name)
-                    .unwrap_or_else(|| panic!("{name} not in {region} of {role:?}"));
-                assert_eq!(*is_public, public, "{name} in {region} of {role:?}");
+                    .unwrap_or_else(|| panic!("{name} in {region}"));
+                assert!(public, "{name} in {region}");
             }
+        }
+    }
+    for region in &gov_regions {
+        let found = owned(&gov_sdk(region)).await;
+        for name in ["os-2.0-x86_64", "os-2.0-arm64"] {
+            let (_, public) = found
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} in {region}"));
+            assert!(!public, "{name} in {region}");
         }
     }
     // Shared with the organization as declared, in the second account too.
     let second = standin.sdk_of_role("eu-west-1", SECOND).await;
-    let ami = &owned(&standin, "eu-west-1", Some(SECOND)).await["os-2.0-x86_64"].0;
+    let ami = &owned(&second).await["os-2.0-x86_64"].0;
     let launch = aws_sdk_ec2::Client::new(&second)
         .describe_image_attribute()
         .image_id(ami)
@@ -2248,24 +2287,32 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
         .filter_map(|p| p.organization_arn())
         .collect();
     assert_eq!(orgs, [ORG]);
-    let gov_sdk = standin.sdk_of_role("us-gov-east-1", GOV).await;
-    let held = aws_sdk_ssm::Client::new(&gov_sdk)
+    let held = aws_sdk_ssm::Client::new(&gov_sdk("us-gov-east-1"))
         .get_parameter()
         .name("/os/arm64/latest")
         .send()
         .await
         .unwrap();
-    let gov_ami = &owned(&standin, "us-gov-east-1", Some(GOV)).await["os-2.0-arm64"].0;
+    let gov_ami = &owned(&gov_sdk("us-gov-east-1")).await["os-2.0-arm64"].0;
     assert_eq!(held.parameter().unwrap().value(), Some(gov_ami.as_str()));
 
-    // Verify passes in every account; a rerun makes nothing.
+    // Verify passes in every account, and in one alone; a rerun makes nothing.
     let verified = run("verify", &manifest, &[]);
     assert_eq!(verified.code, 0, "{}", verified.stderr);
-    assert!(json_lines(&verified).iter().all(|l| l["status"] == "ok"));
+    let lines = json_lines(&verified);
+    assert_eq!(lines.len(), 4 * enabled.len() + 4);
+    assert!(lines.iter().all(|l| l["status"] == "ok"));
+    let one = run("verify", &manifest, &["--only", "account=second"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let lines = json_lines(&one);
+    assert_eq!(lines.len(), 2 * enabled.len());
+    assert!(lines.iter().all(|l| l["account"] == "second"));
     let before = makes();
     let again = run("apply", &manifest, &[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert!(json_lines(&again).iter().all(|l| l["status"] == "exists"));
+    let lines = json_lines(&again);
+    assert_eq!(lines.len(), 4 * enabled.len() + 4);
+    assert!(lines.iter().all(|l| l["status"] == "exists"));
     assert_eq!(makes(), before, "a rerun made something");
 
     // A merged record is not one account's: watch names the parts to pass.

@@ -71,6 +71,9 @@ certificate for 127.0.0.1 issued by a throwaway CA written to DIR/ca.pem, and pr
     DELETE /_standin/chaos           stop injecting
     GET  /_standin/needs             every IAM check made under enforce_iam: {"op", "action",
                                      "arn", "condition_keys"}
+    POST /_standin/keys              {"account", "partition"}: the access key of an admin
+                                     (an IAM user allowed everything) of that account and
+                                     partition; answers {"AccessKeyId", "SecretAccessKey"}
     POST /_standin/kms/keys          {"region", "account"?}: makes a customer managed KMS
                                      key (default key policy); answers {"arn"}
     GET  /_standin/images/<ami-id>   what RegisterImage was given for that AMI,
@@ -1557,7 +1560,8 @@ def foreign_partition_key(environ: dict, region: str) -> Fault | None:
     partition to interact with resources in a different partition" (AWS Fault Isolation
     Boundaries, "Partitions"). moto files every key, a user's or an assumed role's, under
     the partition it was made in (a role's: where AssumeRole was called) and accepts it in
-    all. A key filed nowhere (the stand-in's default keys) is left alone."""
+    all. A key filed nowhere (the stand-in's default keys, the default account's) is the
+    commercial partition's, as that account is."""
     from moto.iam.models import iam_backends
 
     m = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
@@ -1566,8 +1570,8 @@ def foreign_partition_key(environ: dict, region: str) -> Fault | None:
     homes = {partition
              for account in list(iam_backends.keys())
              for partition in PARTITION_NAMES
-             if m.group(1) in iam_backends[account][partition].access_keys}
-    if not homes or get_partition(region) in homes:
+             if m.group(1) in iam_backends[account][partition].access_keys} or {"aws"}
+    if get_partition(region) in homes:
         return None
     return Fault({"status": 403, "code": SETTINGS["foreign_key_code"],
                   "message": "The security token included in the request is invalid."})
@@ -2651,6 +2655,21 @@ class StandinApp:
                 if method == "DELETE":
                     self.chaos = None
                 return self._json(start_response, "200 OK", report)
+        if path == "/_standin/keys" and method == "POST":
+            from moto.iam.models import iam_backends
+
+            iam = iam_backends[body["account"]][body["partition"]]
+            name = f"standin-{len(iam.users) + 1}"
+            # The user's ARN names its partition by a region of it.
+            region = {"aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}.get(
+                body["partition"], "us-east-1")
+            iam.create_user(region_name=region, user_name=name, path="/", tags=[])
+            iam.put_user_policy(name, "admin", json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            key = iam.create_access_key(user_name=name)
+            return self._json(start_response, "200 OK", {
+                "AccessKeyId": key.access_key_id, "SecretAccessKey": key.secret_access_key})
         if path == "/_standin/kms/keys" and method == "POST":
             # A customer managed key with KMS's default key policy (IAM policies decide who
             # uses it), as an admin makes one for encrypted images.

@@ -50,6 +50,17 @@ def client(endpoint: str, service: str, region: str = "us-east-1"):
     )
 
 
+def client_of(endpoint: str, service: str, region: str, account_id: str):
+    """A client with an IAM user's keys of `account_id`, made in `region`'s partition."""
+    partition = ("aws-us-gov" if region.startswith("us-gov-")
+                 else "aws-cn" if region.startswith("cn-") else "aws")
+    keys = control(endpoint, "/_standin/keys", {"account": account_id, "partition": partition})
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name=region,
+        aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
+        config=Config(retries={"total_max_attempts": 1}))
+
+
 def control(endpoint: str, path: str, body=None, method=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(endpoint + path, data=data, method=method)
@@ -1678,7 +1689,7 @@ def test_credentials_work_only_in_their_partition(account):
     partition to interact with resources in a different partition". A role assumed through
     STS in a partition's Region gives credentials of that partition."""
     def session(region, role_region, role):
-        creds = client(account, "sts", role_region).assume_role(
+        creds = client_of(account, "sts", role_region, "444455556666").assume_role(
             RoleArn=role, RoleSessionName="partition")["Credentials"]
         return boto3.client(
             "ec2", endpoint_url=account, region_name=region,
@@ -1699,6 +1710,11 @@ def test_credentials_work_only_in_their_partition(account):
             session("us-east-1", "us-gov-west-1", gov_role).describe_images(Owners=["self"])
         assert session("eu-west-1", "us-east-1", "arn:aws:iam::222233334444:role/p") \
             .describe_regions()["Regions"]
+        # The default account's keys (the admin's here) are the commercial partition's.
+        with pytest.raises(ClientError) as err:
+            client(account, "ec2", "us-gov-west-1").describe_regions()
+        assert err.value.response["Error"]["Code"] in (
+            "InvalidClientTokenId", "UnrecognizedClientException")
 
 
 def test_assumed_role_sessions_expire(account):
@@ -2075,8 +2091,10 @@ def test_describe_regions_lists_only_the_partitions_regions(account):
     """AWS Fault Isolation Boundaries, "Partitions": every Region is in exactly one
     partition, and credentials of one cannot act in another; an account in aws-us-gov
     sees GovCloud's Regions, one in aws the commercial ones."""
-    listed = lambda region: {r["RegionName"] for r in client(account, "ec2", region)  # noqa: E731
-                             .describe_regions(AllRegions=True)["Regions"]}
+    listed = lambda region: {  # noqa: E731
+        r["RegionName"]
+        for r in client_of(account, "ec2", region, "333344445555")
+        .describe_regions(AllRegions=True)["Regions"]}
     assert listed("us-gov-west-1") == {"us-gov-west-1", "us-gov-east-1"}
     assert listed("cn-north-1") == {"cn-north-1", "cn-northwest-1"}
     commercial = listed("us-east-1")
@@ -2088,7 +2106,7 @@ def test_copy_image_cannot_cross_partitions(account):
     """CopyImage API reference: "CopyImage does not support ... Cross-partition copies
     (use CreateStoreImageTask instead)"; the code is not named (seeded)."""
     source, _ = admin_image(account, "no-cross-partition")
-    gov = client(account, "ec2", "us-gov-west-1")
+    gov = client_of(account, "ec2", "us-gov-west-1", "333344445555")
     with pytest.raises(ClientError) as err:
         gov.copy_image(Name="into-gov", SourceImageId=source, SourceRegion="us-east-1")
     assert err.value.response["Error"]["Code"] in ("InvalidParameterValue", "InvalidRequest")

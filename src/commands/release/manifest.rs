@@ -288,7 +288,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
             "`delta = true` writes each image on the last release's snapshot with EBS direct: it needs `transport = \"ebs-direct\"`".into(),
         ));
     }
-    if via == Via::S3 && raw.bucket.is_none() {
+    let own_buckets = !raw.accounts.is_empty() && raw.accounts.iter().all(|a| a.bucket.is_some());
+    if via == Via::S3 && raw.bucket.is_none() && !own_buckets {
         return Err(bad(
             "`transport = \"s3\"` needs `bucket = \"s3://BUCKET/PREFIX\"` (or use \"ebs-direct\")"
                 .into(),
@@ -552,6 +553,13 @@ fn accounts(
         if let Some(id) = a.id.as_deref().filter(|id| !is_account_id(id)) {
             return Err(format!("{at} `id = {id:?}` is not a 12-digit account id"));
         }
+        // With several, an account whose credentials fall back to another's (a forgotten
+        // `role_arn`, one profile twice) would publish there: each names its id, checked.
+        if a.id.is_none() && raw.accounts.len() > 1 {
+            return Err(format!(
+                "{at} has no `id`: with several [[account]]s each names its 12-digit account id, which its credentials must reach"
+            ));
+        }
         if let Some(other) = out.iter().find(|o| o.id.is_some() && o.id == a.id) {
             return Err(format!(
                 "{at} and [[account]] {:?} are both account {}; declare it once",
@@ -570,12 +578,39 @@ fn accounts(
                     "{at} `role_arn = {role:?}` is not a role ARN; use arn:PARTITION:iam::ACCOUNT:role/NAME"
                 ));
             }
+            let of = role.split(':').nth(4);
+            if let Some(id) = a.id.as_deref().filter(|id| of != Some(*id)) {
+                return Err(format!(
+                    "{at} `role_arn = {role:?}` is a role of account {}, not of its `id = \"{id}\"`",
+                    of.unwrap_or_default()
+                ));
+            }
         }
+        // What the account does not set is the manifest's: a mistake there is named so.
+        let inherited: Vec<&str> = [
+            ("source_region", a.source_region.is_none()),
+            ("regions", a.regions.is_none()),
+            ("best_effort", a.best_effort.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(key, from_top)| from_top.then_some(key))
+        .collect();
+        let from_top = match inherited.is_empty() {
+            true => String::new(),
+            false => format!(
+                " ({} from the manifest's top level: set the account's own in its [[account]], e.g. `best_effort = []`)",
+                inherited
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let source = a.source_region.clone().unwrap_or(raw.source_region.clone());
         let regions = a.regions.clone().unwrap_or(raw.regions.clone());
         let best_effort = a.best_effort.clone().unwrap_or(raw.best_effort.clone());
-        let targets =
-            places(&source, &regions, &best_effort).map_err(|why| format!("{at}: {why}"))?;
+        let targets = places(&source, &regions, &best_effort)
+            .map_err(|why| format!("{at}: {why}{from_top}"))?;
         let partition = crate::aws::config::partition_for_region(&source);
         let named = match &targets {
             Targets::Named(list) => list.as_slice(),
@@ -586,7 +621,7 @@ fn accounts(
             .find(|r| crate::aws::config::partition_for_region(r) != partition)
         {
             return Err(format!(
-                "{at}: region {r} is in partition {}, but its source region {source} is in {partition}, and AMIs cannot be copied across partitions; give the account `source_region` and `regions` of one partition",
+                "{at}: region {r} is in partition {}, but its source region {source} is in {partition}, and AMIs cannot be copied across partitions; give the account `source_region` and `regions` of one partition{from_top}",
                 crate::aws::config::partition_for_region(r)
             ));
         }
@@ -600,12 +635,26 @@ fn accounts(
         let bucket = a.bucket.clone().or(raw.bucket.clone());
         // Every request to a bucket names its owner (the publishing account): two accounts
         // cannot upload to one bucket, and a bucket is in one partition.
+        let name_of = |b: &Option<String>| {
+            b.as_deref().map(|b| {
+                b.trim_start_matches("s3://")
+                    .split('/')
+                    .next()
+                    .unwrap_or(b)
+                    .to_string()
+            })
+        };
         if via == Via::S3 {
-            if let Some(other) = out.iter().find(|o| o.bucket == bucket) {
+            if bucket.is_none() {
                 return Err(format!(
-                    "{at} and [[account]] {:?} would both upload to {}, but each account uploads to a bucket of its own; give `bucket` in each [[account]]",
+                    "{at}: `transport = \"s3\"` needs a bucket: give `bucket = \"s3://BUCKET/PREFIX\"` in it or in the manifest"
+                ));
+            }
+            if let Some(other) = out.iter().find(|o| name_of(&o.bucket) == name_of(&bucket)) {
+                return Err(format!(
+                    "{at} and [[account]] {:?} would both upload to bucket {}, but each account uploads to a bucket of its own; give `bucket` in each [[account]]",
                     other.name,
-                    bucket.as_deref().unwrap_or_default()
+                    name_of(&bucket).unwrap_or_default()
                 ));
             }
         }
@@ -613,6 +662,23 @@ fn accounts(
             Some(s) => sharing_of(s).map_err(|why| format!("{at}: {why}"))?,
             None => sharing.clone(),
         };
+        // Organizations are of one partition too: sharing with another's fails after the AMI
+        // is made.
+        let arn_partition = format!("arn:{partition}:");
+        let foreign = sharing
+            .organizations
+            .iter()
+            .chain(&sharing.organizational_units)
+            .find(|arn| !arn.starts_with(&arn_partition));
+        if let Some(arn) = foreign {
+            return Err(format!(
+                "{at}: {arn} is not an organization of partition {partition}, where it publishes; give the account its own `sharing`{}",
+                match a.sharing {
+                    None => " (it takes the manifest's [sharing] now)",
+                    Some(_) => "",
+                }
+            ));
+        }
         out.push(AccountDecl {
             name: a.name.clone(),
             id: a.id.clone(),
@@ -993,12 +1059,14 @@ bucket = "s3://main-images/ci"
 
 [[account]]
 name = "second"
+id = "222233334444"
 role_arn = "arn:aws:iam::222233334444:role/publisher"
 external_id = "release-42"
 bucket = "s3://second-images/ci"
 
 [[account]]
 name = "gov"
+id = "333344445555"
 profile = "gov"
 source_region = "us-gov-west-1"
 regions = ["us-gov-east-1"]
@@ -1039,8 +1107,27 @@ sharing = { public = false }
                 "cannot be copied across partitions",
             ),
             (
-                both.replace("s3://second-images/ci", "s3://main-images/ci"),
+                both.replace("s3://second-images/ci", "s3://main-images/other"),
                 "a bucket of its own",
+            ),
+            (
+                both.replace("best_effort = []\n", ""),
+                "(`best_effort` from the manifest's top level",
+            ),
+            (
+                both.replace("id = \"222233334444\"\n", ""),
+                "has no `id`",
+            ),
+            (
+                both.replace("id = \"222233334444\"", "id = \"999988887777\""),
+                "is a role of account 222233334444",
+            ),
+            (
+                both.replace("sharing = { public = false }\n", "").replace(
+                    "[sharing]",
+                    "[sharing]\norganizations = [\"arn:aws:organizations::111122223333:organization/o-1\"]",
+                ),
+                "not an organization of partition aws-us-gov",
             ),
             (
                 both.replace("name = \"second\"", "name = \"main\""),
@@ -1062,7 +1149,10 @@ sharing = { public = false }
                 "give `role_arn` too",
             ),
             (
-                both.replace("profile = \"gov\"", "role_arn = \"arn:aws:iam::1:role/x\""),
+                both.replace(
+                    "profile = \"gov\"",
+                    "role_arn = \"arn:aws:iam::333344445555:role/x\"",
+                ),
                 "not a role of partition aws-us-gov",
             ),
             (

@@ -126,17 +126,52 @@ pub(crate) async fn run(options: ReleaseOptions, run: &Run, emit: Emit<'_>) -> R
     }
     let manifest = read?;
     let chosen = choose(&accounts, &options.only)?;
-    // Apply makes nothing until every account's plan says it can complete.
-    if options.step == ReleaseStep::Apply && chosen.len() > 1 {
-        let planned = each(&options, ReleaseStep::Plan, &chosen, run, &mut |_| {}).await;
-        combine(planned, "nothing was made in any account")?;
+    // One Ctrl-C for the whole run: a drive listens only while it applies, and a signal
+    // with nobody listening would be lost while another account still plans.
+    tokio::select! {
+        result = accounts_run(&options, &manifest, &chosen, run, emit) => result,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
     }
-    let step = options.step.clone();
-    let results = each(&options, step, &chosen, run, emit).await;
-    if matches!(options.step, ReleaseStep::Apply | ReleaseStep::Verify) {
-        merge(&options, &manifest)?;
+}
+
+/// [`run`] over the chosen accounts.
+async fn accounts_run(
+    options: &ReleaseOptions,
+    manifest: &Manifest,
+    chosen: &[manifest::AccountDecl],
+    run: &Run,
+    emit: Emit<'_>,
+) -> Result<()> {
+    // A step that changes something changes nothing in any account until every account's
+    // own dry run passed: its identity, its plan (a release that cannot complete) and its
+    // permission preflight.
+    let changes = match &options.step {
+        ReleaseStep::Apply | ReleaseStep::Promote(_) => true,
+        ReleaseStep::Prune { apply, .. } => *apply,
+        ReleaseStep::Plan | ReleaseStep::Verify => false,
+    };
+    if changes && chosen.len() > 1 && !run.dry_run {
+        let dry = Run {
+            dry_run: true,
+            ..run.clone()
+        };
+        let checked = each(options, chosen, &dry, &mut |_| {}).await;
+        combine(checked, "nothing was changed in any account")?;
     }
-    combine(results, "")
+    let results = each(options, chosen, run, emit).await;
+    let merged = match matches!(options.step, ReleaseStep::Apply | ReleaseStep::Verify) {
+        true if !run.dry_run => merge(options, manifest).await,
+        _ => Ok(()),
+    };
+    // The accounts' own results first: a record that cannot be merged does not hide them.
+    let result = combine(results, "");
+    if let Err(e) = merged {
+        match &result {
+            Ok(()) => return Err(e),
+            Err(_) => tracing::error!("{e}"),
+        }
+    }
+    result
 }
 
 /// The accounts `only` names (all when it names none).
@@ -174,23 +209,20 @@ fn choose(accounts: &[manifest::AccountDecl], only: &[Only]) -> Result<Vec<manif
         .collect())
 }
 
-/// Runs `step` in every account of `chosen` side by side; each line they emit says its
-/// account.
+/// Runs the step in every account of `chosen` side by side; each line they emit, and
+/// each log line, says its account.
 async fn each(
     options: &ReleaseOptions,
-    step: ReleaseStep,
     chosen: &[manifest::AccountDecl],
     run: &Run,
     emit: Emit<'_>,
 ) -> Vec<(String, Result<()>)> {
+    use tracing::Instrument;
     let shared = std::sync::Mutex::new(emit);
     let parts = chosen.iter().map(|decl| {
         let shared = &shared;
         let part = Part {
-            options: ReleaseOptions {
-                step: step.clone(),
-                ..options.clone()
-            },
+            options: options.clone(),
             account: Some(decl.name.clone()),
         };
         let run = Run {
@@ -204,8 +236,11 @@ async fn each(
                 let mut emit = shared.lock().unwrap_or_else(|p| p.into_inner());
                 (*emit)(line)
             };
-            let result = driver::drive(part, &run, &mut tagged).await;
-            (decl.name.clone(), result)
+            let span = tracing::info_span!("account", name = %decl.name);
+            let result = driver::drive(part, &run, &mut tagged)
+                .instrument(span)
+                .await;
+            (decl.name.clone(), result.map_err(|e| in_partition(e, decl)))
         }
     });
     futures_util::future::join_all(parts).await
@@ -267,12 +302,20 @@ fn combine(results: Vec<(String, Result<()>)>, then: &str) -> Result<()> {
             best_effort_only: true,
         });
     }
-    let first = failed
-        .iter()
-        .position(|(_, e)| e.exit_code() != 77)
+    // The run ends as its worst failure: interrupted, then failed, then input that changed,
+    // then bad input (nothing done there), then best-effort regions missing.
+    let severity = |e: &Error| match e.exit_code() {
+        130 => 0,
+        1 => 1,
+        3 => 2,
+        2 => 3,
+        _ => 4,
+    };
+    let worst = (0..failed.len())
+        .min_by_key(|&i| severity(&failed[i].1))
         .unwrap_or(0);
     let mut failed = failed;
-    let (name, error) = failed.remove(first);
+    let (name, error) = failed.remove(worst);
     for (other, e) in &failed {
         tracing::error!("account {other}: {e}");
     }
@@ -297,18 +340,39 @@ fn combine(results: Vec<(String, Result<()>)>, then: &str) -> Result<()> {
 
 /// Writes the merged record from every declared account's part found beside it (this
 /// run's, and those other runners wrote with `--only`).
-fn merge(options: &ReleaseOptions, manifest: &Manifest) -> Result<()> {
+async fn merge(options: &ReleaseOptions, manifest: &Manifest) -> Result<()> {
     let names: Vec<String> = manifest.accounts.iter().map(|a| a.name.clone()).collect();
-    let found = names
+    let parts: Vec<PathBuf> = names
         .iter()
-        .map(|name| {
-            let path = options.part_path(manifest, name);
-            path.exists()
-                .then(|| record::Record::read(&path))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    record::Merged::of(&manifest.release, &names, found).write(&options.record_path(manifest))
+        .map(|name| options.part_path(manifest, name))
+        .collect();
+    let (release, merged) = (manifest.release.clone(), options.record_path(manifest));
+    crate::blocking::run(move || {
+        let found = parts
+            .iter()
+            .map(|path| {
+                path.exists()
+                    .then(|| record::Record::read(path))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        record::Merged::of(&release, &names, found).write(&merged)
+    })
+    .await
+}
+
+/// An account's failure, with what to check when its credentials are refused or cannot be
+/// had (connecting is [`Error::Setup`]'s): keys of one partition are unknown in the others.
+fn in_partition(error: Error, decl: &manifest::AccountDecl) -> Error {
+    let hint = format!(
+        "[[account]] {:?} publishes in partition {}, from {}: its credentials (`profile`, or the flags' that assume `role_arn`) must be of that partition, since keys of one partition are unknown in the others",
+        decl.name, decl.partition, decl.source_region
+    );
+    match error {
+        Error::Setup(text) => Error::Setup(format!("{text} ({hint})")),
+        e if e.kind() == Some(crate::error::ErrorKind::Credentials) => e.with_hint(&hint),
+        e => e,
+    }
 }
 
 /// The credentials of `decl` are its account's, in its partition: checked before any
@@ -496,5 +560,141 @@ impl Command for Part {
                 verify::report(a, plan, &path, emit)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decls() -> Vec<manifest::AccountDecl> {
+        let text = r#"
+release = "1"
+source_region = "us-east-1"
+regions = ["us-west-2"]
+transport = "ebs-direct"
+name = "os-{release}-{arch}"
+
+[[image]]
+file = "x.raw"
+arch = "x86_64"
+
+[[account]]
+name = "main"
+id = "111122223333"
+
+[[account]]
+name = "second"
+id = "222233334444"
+role_arn = "arn:aws:iam::222233334444:role/p"
+
+[[account]]
+name = "gov"
+id = "333344445555"
+profile = "gov"
+source_region = "us-gov-west-1"
+regions = ["us-gov-east-1"]
+"#;
+        manifest::parse(std::path::Path::new("/r/release.toml"), text)
+            .unwrap()
+            .accounts
+    }
+
+    #[test]
+    fn only_picks_accounts_by_name_or_partition() {
+        let all = decls();
+        let names = |only: &[Only]| -> Vec<String> {
+            choose(&all, only)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.name)
+                .collect()
+        };
+        assert_eq!(names(&[]), ["main", "second", "gov"]);
+        assert_eq!(names(&[Only::Partition("aws-us-gov".into())]), ["gov"]);
+        assert_eq!(
+            names(&[Only::Account("second".into()), Only::Account("main".into())]),
+            ["main", "second"]
+        );
+        let err = choose(&all, &[Only::Partition("aws-cn".into())]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!("account=x".parse::<Only>().is_ok());
+        assert!("region=x".parse::<Only>().is_err() && "account=".parse::<Only>().is_err());
+    }
+
+    #[test]
+    fn an_account_takes_its_own_credentials_and_region_over_the_flags() {
+        let all = decls();
+        let flags = AwsSettings {
+            region: Some("eu-west-1".into()),
+            access_id: Some("AKIAFLAGS".into()),
+            secret_key: Some(crate::aws::config::Secret::new("s".into())),
+            role_arn: Some("arn:aws:iam::999999999999:role/flags".into()),
+            external_id: Some("flags-id".into()),
+            ..AwsSettings::default()
+        };
+        let main = settings_for(&flags, &all[0]);
+        assert_eq!(main.region.as_deref(), Some("us-east-1"));
+        assert_eq!(main.role_arn, flags.role_arn);
+        let second = settings_for(&flags, &all[1]);
+        assert_eq!(second.role_arn, all[1].role_arn);
+        // The flags' External ID is the flags' role's, never another's.
+        assert_eq!(second.external_id, None);
+        assert_eq!(second.access_id.as_deref(), Some("AKIAFLAGS"));
+        let gov = settings_for(&flags, &all[2]);
+        assert_eq!(gov.region.as_deref(), Some("us-gov-west-1"));
+        assert_eq!(gov.profile.as_deref(), Some("gov"));
+        assert!(gov.access_id.is_none() && gov.secret_key.is_none() && gov.role_arn.is_none());
+    }
+
+    #[test]
+    fn the_run_ends_as_its_worst_account() {
+        let incomplete = |best_effort_only| Error::Incomplete {
+            detail: "regions".into(),
+            best_effort_only,
+        };
+        let code = |results: Vec<(&str, Result<()>)>| {
+            let results = results
+                .into_iter()
+                .map(|(n, r)| (n.to_string(), r))
+                .collect();
+            combine(results, "").err().map_or(0, |e| e.exit_code())
+        };
+        assert_eq!(code(vec![("a", Ok(())), ("b", Ok(()))]), 0);
+        assert_eq!(code(vec![("a", Err(incomplete(true))), ("b", Ok(()))]), 77);
+        assert_eq!(
+            code(vec![
+                ("a", Err(incomplete(true))),
+                ("b", Err(incomplete(true)))
+            ]),
+            77
+        );
+        assert_eq!(
+            code(vec![
+                ("a", Err(Error::Invalid("bad".into()))),
+                ("b", Err(incomplete(false)))
+            ]),
+            1
+        );
+        assert_eq!(
+            code(vec![
+                ("a", Err(incomplete(true))),
+                ("b", Err(Error::Interrupted))
+            ]),
+            130
+        );
+        let one = combine(vec![("gov".into(), Err(incomplete(false)))], "").unwrap_err();
+        assert!(one.to_string().starts_with("account gov: "), "{one}");
+    }
+
+    #[test]
+    fn lines_say_their_account() {
+        let json = in_account("gov", Output::Json(serde_json::json!({"image": "x"})));
+        assert_eq!(
+            json,
+            Output::Json(serde_json::json!({"image": "x", "account": "gov"}))
+        );
+        let summary = in_account("gov", Output::Summary("done".into()));
+        assert_eq!(summary, Output::Summary("account gov: done".into()));
     }
 }

@@ -597,8 +597,33 @@ pub(crate) async fn apply(
     };
     // The record is the release's journal too: written as each AMI is done, so a kill
     // leaves it naming what was finished (a CI artifact; a rerun reads AWS itself).
+    // A rerun's journal starts from what the record held (this run's findings replace
+    // it as they come), so a rerun killed early never leaves a record naming less.
+    let before = {
+        let (path, account) = (record_path.to_path_buf(), a.identity.account.clone());
+        let earlier = crate::blocking::run(move || {
+            Ok(path
+                .exists()
+                .then(|| Record::read(&path).ok())
+                .flatten()
+                .filter(|r| r.account == account))
+        })
+        .await?;
+        earlier.map(|r| r.placed(m)).unwrap_or_default()
+    };
     let journal = |placed: &[Placed]| {
-        if let Err(e) = write_record(placed) {
+        let mut all: Vec<Placed> = before
+            .iter()
+            .filter(|b| regions.contains(&b.region))
+            .filter(|b| {
+                !placed
+                    .iter()
+                    .any(|p| p.image == b.image && p.region == b.region)
+            })
+            .cloned()
+            .collect();
+        all.extend(placed.iter().cloned());
+        if let Err(e) = write_record(&all) {
             tracing::warn!("{e}");
         }
     };

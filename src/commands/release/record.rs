@@ -32,9 +32,12 @@ pub(crate) struct Record {
     /// The accounts every AMI and snapshot is shared with.
     #[serde(default)]
     pub shared_with: Option<Vec<String>>,
-    /// The organizations and organizational units every AMI is shared with (ARNs).
+    /// The organizations every AMI is shared with (ARNs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_with_organizations: Vec<String>,
+    /// The organizational units every AMI is shared with (ARNs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with_organizational_units: Vec<String>,
     pub images: Vec<ImageRecord>,
     /// Paste into the consumer account's Allowed AMIs settings
     /// (`ec2 replace-image-criteria-in-allowed-images-settings`): AMIs of this account whose
@@ -145,13 +148,8 @@ impl Record {
             all_regions: Some(manifest.targets == crate::commands::release::manifest::Targets::All),
             public: Some(manifest.sharing.public),
             shared_with: Some(manifest.sharing.launch_users.clone()),
-            shared_with_organizations: manifest
-                .sharing
-                .organizations
-                .iter()
-                .chain(&manifest.sharing.organizational_units)
-                .cloned()
-                .collect(),
+            shared_with_organizations: manifest.sharing.organizations.clone(),
+            shared_with_organizational_units: manifest.sharing.organizational_units.clone(),
             images,
             allowed_amis: AllowedAmis {
                 image_criteria: vec![ImageCriterion {
@@ -160,6 +158,30 @@ impl Record {
                 }],
             },
         }
+    }
+
+    /// What the record says of `manifest`'s images, as apply keeps it.
+    pub(crate) fn placed(&self, manifest: &Manifest) -> Vec<Placed> {
+        let mut out = vec![];
+        for (i, image) in manifest.images.iter().enumerate() {
+            let Some(held) = self.images.iter().find(|r| r.name == image.name) else {
+                continue;
+            };
+            for (region, copy) in &held.regions {
+                out.push(Placed {
+                    image: i,
+                    region: region.clone(),
+                    copy: Some(copy.clone()),
+                    parameters: held
+                        .parameters
+                        .iter()
+                        .filter(|p| &p.region == region)
+                        .cloned()
+                        .collect(),
+                });
+            }
+        }
+        out
     }
 
     /// Reads a record `release apply` or `release verify` wrote.
@@ -262,7 +284,11 @@ impl Merged {
 fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Setup(format!("cannot write the release record as JSON: {e}")))?;
-    let tmp = path.with_extension("json.partial");
+    // Its own temporary file: runners sharing the directory (`--only`) never write into
+    // another's.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}-{n}.partial", std::process::id()));
     let context = || format!("writing the release record {}", path.display());
     std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(context(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(context(), e))

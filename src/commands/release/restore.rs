@@ -88,17 +88,12 @@ fn sharing_of(record: &Record) -> Sharing {
         );
     }
     let users = record.shared_with.clone().unwrap_or_default();
-    let (ous, orgs) = record
-        .shared_with_organizations
-        .iter()
-        .cloned()
-        .partition(|arn| arn.contains(":ou/"));
     Sharing {
         public: record.public == Some(true),
         launch_users: users.clone(),
         snapshot_users: users,
-        organizations: orgs,
-        organizational_units: ous,
+        organizations: record.shared_with_organizations.clone(),
+        organizational_units: record.shared_with_organizational_units.clone(),
     }
 }
 
@@ -414,6 +409,16 @@ impl Command for RestoreOptions {
     }
 
     async fn plan(&self, a: &Account, records: Vec<Record>) -> Result<Plan> {
+        for (path, record) in self.records.iter().zip(&records) {
+            if record.account != a.identity.account {
+                return Err(Error::Invalid(format!(
+                    "{} is a release of account {}, and these credentials are of account {}: restore it with that account's",
+                    path.display(),
+                    record.account,
+                    a.identity.account
+                )));
+            }
+        }
         plan(a, &records).await
     }
 

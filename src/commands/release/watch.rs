@@ -182,15 +182,20 @@ async fn look(
         }
         let available = image.state() == Some(&ImageState::Available);
         let shared_with = p.record.shared_with.as_deref().unwrap_or_default();
-        let organizations = &p.record.shared_with_organizations;
-        if available && !(shared_with.is_empty() && organizations.is_empty()) {
+        let (orgs, ous) = (
+            &p.record.shared_with_organizations,
+            &p.record.shared_with_organizational_units,
+        );
+        if available && !(shared_with.is_empty() && orgs.is_empty() && ous.is_empty()) {
             let now = ami::read_launch(&ec2, p.ami).await?;
             let lacking: Vec<&str> = shared_with
                 .iter()
                 .filter(|u| !now.launch_users.contains(u))
-                .chain(organizations.iter().filter(|arn| {
-                    !(now.organizations.contains(arn) || now.organizational_units.contains(arn))
-                }))
+                .chain(orgs.iter().filter(|arn| !now.organizations.contains(arn)))
+                .chain(
+                    ous.iter()
+                        .filter(|arn| !now.organizational_units.contains(arn)),
+                )
                 .map(String::as_str)
                 .collect();
             if !lacking.is_empty() {
