@@ -105,7 +105,11 @@ macro_rules! tasks {
                 emit: &mut (dyn FnMut(driver::Output) + Send),
             ) -> crate::Result<()> {
                 match self {
-                    $(Task::$name(command) => runner!($($runner)?)(command, run, emit).await,)*
+                    // Boxed: the largest command's future (a release of several accounts)
+                    // would otherwise set every task's size on the caller's stack.
+                    $(Task::$name(command) => {
+                        Box::pin(runner!($($runner)?)(command, run, emit)).await
+                    })*
                 }
             }
         }

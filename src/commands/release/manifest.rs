@@ -907,7 +907,7 @@ impl Manifest {
 
     /// The release as account `name` publishes it: its source region, regions, bucket and
     /// sharing in place of the manifest's.
-    pub(crate) fn for_account(&self, name: &str) -> Result<(Manifest, AccountDecl)> {
+    pub(crate) fn for_account(&self, name: &str) -> Result<Manifest> {
         let Some(decl) = self.accounts.iter().find(|a| a.name == name) else {
             return Err(Error::Invalid(format!(
                 "release manifest {} declares no [[account]] named {name:?}",
@@ -924,7 +924,7 @@ impl Manifest {
             part: Some(decl.clone()),
             ..self.clone()
         };
-        Ok((view, decl.clone()))
+        Ok(view)
     }
 }
 
@@ -1080,12 +1080,14 @@ sharing = { public = false }
         let m = parsed(&format!("{MINIMAL}{ACCOUNTS}")).unwrap();
         let names: Vec<_> = m.accounts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["main", "second", "gov"]);
-        let (main, decl) = m.for_account("main").unwrap();
+        let main = m.for_account("main").unwrap();
+        let decl = main.part.clone().unwrap();
         assert_eq!(decl.partition, "aws");
         assert_eq!(main.source_region, "us-east-1");
         assert_eq!(main.bucket.as_deref(), Some("s3://main-images/ci"));
         assert!(main.sharing.public && main.best_effort("eu-west-1"));
-        let (gov, decl) = m.for_account("gov").unwrap();
+        let gov = m.for_account("gov").unwrap();
+        let decl = gov.part.clone().unwrap();
         assert_eq!(decl.partition, "aws-us-gov");
         assert_eq!(gov.source_region, "us-gov-west-1");
         assert_eq!(gov.targets, Targets::Named(vec!["us-gov-east-1".into()]));

@@ -282,7 +282,7 @@ fn in_account(name: &str, line: Output) -> Output {
 }
 
 /// One result of the accounts' results: done when all are; 77 when only best-effort
-/// regions are missing anywhere; else the first other failure, the rest logged.
+/// regions are missing anywhere; else the worst failure, the others logged.
 fn combine(results: Vec<(String, Result<()>)>, then: &str) -> Result<()> {
     let failed: Vec<(String, Error)> = results
         .into_iter()
@@ -459,7 +459,7 @@ impl Command for Part {
     fn validate(&self) -> Result<Self::Local> {
         let mut manifest = manifest::read(&self.options.manifest)?;
         if let Some(name) = &self.account {
-            manifest = manifest.for_account(name)?.0;
+            manifest = manifest.for_account(name)?;
         }
         if let ReleaseStep::Promote(p) = &self.options.step {
             promote::validate(&manifest, p)?;
