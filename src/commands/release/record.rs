@@ -196,6 +196,24 @@ impl Record {
         paths.iter().map(|p| Record::read(p)).collect()
     }
 
+    /// Refuses `records` (read from `paths`) of another account than `account`, the
+    /// credentials' own: a command over records (`verb`: watch, restore) acts as one account.
+    pub(crate) fn all_of(
+        paths: &[std::path::PathBuf],
+        records: &[Record],
+        account: &str,
+        verb: &str,
+    ) -> Result<()> {
+        match paths.iter().zip(records).find(|(_, r)| r.account != account) {
+            Some((path, record)) => Err(Error::Invalid(format!(
+                "{} is a release of account {}, and these credentials are of account {account}: {verb} it with that account's",
+                path.display(),
+                record.account,
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn read(path: &Path) -> Result<Record> {
         let here = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -292,4 +310,32 @@ fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
     let context = || format!("writing the release record {}", path.display());
     std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(context(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(context(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_over_records_refuses_another_accounts() {
+        let of = |account: &str| -> Record {
+            serde_json::from_value(serde_json::json!({
+                "release": "1", "account": account, "partition": "aws",
+                "source_region": "us-east-1", "images": [],
+                "allowed_amis": {"ImageCriteria": []}
+            }))
+            .unwrap()
+        };
+        let paths = ["a.json".into(), "b.json".into()];
+        let records = [of("111122223333"), of("222233334444")];
+        assert!(Record::all_of(&paths[..1], &records[..1], "111122223333", "watch").is_ok());
+        let err = Record::all_of(&paths, &records, "111122223333", "restore").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .starts_with("b.json is a release of account 222233334444")
+                && err.to_string().contains("restore it with that account's"),
+            "{err}"
+        );
+    }
 }

@@ -409,16 +409,7 @@ impl Command for RestoreOptions {
     }
 
     async fn plan(&self, a: &Account, records: Vec<Record>) -> Result<Plan> {
-        for (path, record) in self.records.iter().zip(&records) {
-            if record.account != a.identity.account {
-                return Err(Error::Invalid(format!(
-                    "{} is a release of account {}, and these credentials are of account {}: restore it with that account's",
-                    path.display(),
-                    record.account,
-                    a.identity.account
-                )));
-            }
-        }
+        Record::all_of(&self.records, &records, &a.identity.account, "restore")?;
         plan(a, &records).await
     }
 

@@ -303,16 +303,7 @@ async fn look(
 
 /// Reads every record's AMIs, snapshots and parameters where they were published.
 pub(crate) async fn plan(a: &Account, opts: &WatchOptions, records: Vec<Record>) -> Result<Plan> {
-    for (path, record) in opts.records.iter().zip(&records) {
-        if record.account != a.identity.account {
-            return Err(Error::Invalid(format!(
-                "{} is a release of account {}, and these credentials are of account {}: watch it with that account's",
-                path.display(),
-                record.account,
-                a.identity.account
-            )));
-        }
-    }
+    Record::all_of(&opts.records, &records, &a.identity.account, "watch")?;
     let mut per_region: BTreeMap<String, Vec<Placed>> = BTreeMap::new();
     for record in &records {
         for image in &record.images {
