@@ -542,6 +542,7 @@ const RESUME: &str = "a rerun that resumes an upload an earlier run left";
 const FAILED: &str = "a step failing mid-way (aborting the upload it cannot resume)";
 const REUSE: &str = "a rerun that finds the AMI and puts the tags on it";
 const SHARED: &str = "a rerun that reads the sharing an earlier run left";
+const RETAG: &str = "a rerun that finds the snapshot without the tags asked for";
 
 /// What only a rerun reads (the sharing an earlier run left), in every upload policy.
 fn rerun_reads() -> Vec<(&'static str, &'static str, Without)> {
@@ -636,6 +637,7 @@ async fn each_action_of_the_upload_policies_is_needed() {
         ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
         ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
         ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+        ("OwnSnapshots", "ec2:CreateTags", Without::Unused(RETAG)),
     ];
     not_needed.extend(reads(Without::Degrades));
     not_needed.extend(rerun_reads());
@@ -674,6 +676,7 @@ async fn each_kms_action_of_a_keyed_upload_is_needed() {
                     ("OwnImages", "ec2:DeregisterImage", Without::Unused(FORCE)),
                     ("OwnImages", "ec2:CreateTags", Without::Unused(REUSE)),
                     ("OwnSnapshots", "ec2:DeleteSnapshot", Without::Unused(FORCE)),
+                    ("OwnSnapshots", "ec2:CreateTags", Without::Unused(RETAG)),
                 ],
                 rerun_reads(),
             ]

@@ -1084,8 +1084,9 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
     }
     // A resume reads its local block journal, never the pending snapshot (EBS refuses).
     assert!(!text.contains("ebs:ListSnapshotBlocks"), "{text}");
-    // StartSnapshot tags the snapshot as it starts it (ec2:CreateTags on snapshots), and
-    // only with imgpub's tag on (aws:RequestTag).
+    // StartSnapshot tags the snapshot as it starts it (ec2:CreateTags on snapshots with
+    // ec2:CreateAction), and only with imgpub's tag on (aws:RequestTag); no other snapshot
+    // can be tagged but imgpub's own.
     let statement = |sid: &str| {
         document["Statement"]
             .as_array()
@@ -1095,7 +1096,16 @@ async fn the_ebs_direct_policy_is_exactly_what_a_direct_publish_needs() {
             .unwrap_or_else(|| panic!("no {sid} in {document}"))
             .to_string()
     };
-    assert!(statement("Snapshots").contains("ec2:CreateTags"), "{text}");
+    let on_create = statement("TagSnapshotsOnCreate");
+    assert!(
+        on_create.contains("ec2:CreateTags") && on_create.contains("StartSnapshot"),
+        "{text}"
+    );
+    assert!(!statement("Snapshots").contains("ec2:CreateTags"), "{text}");
+    assert!(
+        statement("OwnSnapshots").contains("ec2:CreateTags"),
+        "{text}"
+    );
     let new = statement("StartedSnapshots");
     assert!(
         new.contains("ebs:StartSnapshot") && new.contains("aws:RequestTag/imgpub:managed"),

@@ -2328,3 +2328,472 @@ async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_
         watch.stderr
     );
 }
+
+/// A release of two images to three regions of two `aws` accounts, where the second copies
+/// the first's uploads (`copy_from`) instead of uploading its own.
+fn copying_manifest(dir: &Path) -> PathBuf {
+    make_raw(dir, "x86_64.raw", 8, 2, 51);
+    make_raw(dir, "arm64.raw", 8, 2, 52);
+    let text = format!(
+        r#"
+release = "3.0"
+source_region = "{SOURCE}"
+regions = ["{}", "{}"]
+transport = "ebs-direct"
+name = "os-{{release}}-{{arch}}"
+deprecate_in = "365d"
+
+[sharing]
+public = true
+
+[ssm]
+parameters = ["/os/{{arch}}/latest"]
+
+[[image]]
+file = "x86_64.raw"
+arch = "x86_64"
+
+[[image]]
+file = "arm64.raw"
+arch = "arm64"
+
+[[account]]
+name = "main"
+id = "{}"
+
+[[account]]
+name = "second"
+id = "222233334444"
+role_arn = "{SECOND}"
+external_id = "release-3"
+copy_from = "main"
+"#,
+        TARGETS[0],
+        TARGETS[1],
+        common::ACCOUNT
+    );
+    common::write_file(dir, "release.toml", &text)
+}
+
+#[tokio::test]
+async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_again() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.2}"#));
+    let dir = TempDir::new();
+    let manifest = copying_manifest(dir.path());
+    let run = |step: &str, extra: &[&str]| {
+        standin
+            .imgpub()
+            .args(["release", step])
+            .arg(&manifest)
+            .args(extra)
+            .run()
+    };
+    let counted = |action: &str| count(&standin.counts(), action);
+    let regions = [SOURCE, TARGETS[0], TARGETS[1]];
+
+    // The plan: the second account copies every region from main's uploads.
+    let plan = run("plan", &[]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let lines = json_lines(&plan);
+    let second: Vec<&Value> = lines.iter().filter(|l| l["account"] == "second").collect();
+    assert_eq!(second.len(), 6, "{second:?}");
+    for line in &second {
+        assert_eq!(line["status"], "copy", "{line}");
+        assert!(
+            line["why"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("account main"),
+            "{line}"
+        );
+    }
+    let uploads = lines.iter().filter(|l| l["status"] == "upload").count();
+    assert_eq!(uploads, 2, "{lines:?}");
+
+    // Alone, before main has published: it stops in the plan, naming what to run first.
+    let alone = run("apply", &["--only", "account=second"]);
+    assert_eq!(alone.code, 1, "{}", alone.stderr);
+    assert!(
+        alone.stderr.contains("--only account=main"),
+        "{}",
+        alone.stderr
+    );
+    assert_eq!(counted("ebs.StartSnapshot") + counted("ec2.CopyImage"), 0);
+
+    // Main cannot register: the second account stops waiting for it, and says why.
+    standin.fault(
+        r#"{"action": "RegisterImage", "count": 1000, "status": 400, "code": "InvalidParameterValue"}"#,
+    );
+    let failed = run("apply", &[]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("account main failed before it published os-3.0-x86_64"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(counted("ec2.CopyImage"), 0);
+    standin.control("DELETE", "/_standin/faults", None);
+
+    // Main published before it was copied from: public, so its AMIs are visible to the
+    // second account, but their snapshots are not shared with it. Alone, the second
+    // account's plan stops and copies nothing.
+    let registered = counted("ec2.RegisterImage");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let before = common::write_file(
+        dir.path(),
+        "before.toml",
+        &text.replace("copy_from = \"main\"\n", ""),
+    );
+    let main = standin
+        .imgpub()
+        .args(["release", "apply"])
+        .arg(&before)
+        .args(["--only", "account=main"])
+        .run();
+    assert_eq!(main.code, 0, "{}", main.stderr);
+    let unshared = run("apply", &["--only", "account=second"]);
+    assert_eq!(unshared.code, 1, "{}", unshared.stderr);
+    assert!(
+        unshared
+            .stderr
+            .contains("that this account can copy (available, and shared with it"),
+        "{}",
+        unshared.stderr
+    );
+    assert_eq!(counted("ec2.CopyImage"), 4, "main's copies only");
+
+    // Both together: main shares its uploads, the second account's AMIs are copies of
+    // them; one upload per image.
+    let applied = run("apply", &[]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let lines = json_lines(&applied);
+    let second: Vec<&Value> = lines.iter().filter(|l| l["account"] == "second").collect();
+    assert_eq!(second.len(), 6);
+    assert!(
+        second.iter().all(|l| l["status"] == "created"),
+        "{second:?}"
+    );
+    let fixed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["account"] == "main" && l["status"] != "exists")
+        .collect();
+    assert_eq!(fixed.len(), 2, "main's uploads shared: {lines:?}");
+    assert!(fixed
+        .iter()
+        .all(|l| l["region"] == SOURCE && l["status"] == "fixed"));
+    // Registered by main alone (2 images; the failed run's were refused).
+    assert_eq!(counted("ec2.RegisterImage") - registered, 2);
+    // Main's 2 images to 2 targets, the second account's into all 3 of its regions.
+    assert_eq!(counted("ec2.CopyImage"), 4 + 6);
+
+    // Read back as each account.
+    let main_source = owned(&standin.sdk(SOURCE)).await;
+    for region in regions {
+        let mine = owned(&standin.sdk_of_role(region, SECOND).await).await;
+        for name in ["os-3.0-x86_64", "os-3.0-arm64"] {
+            let (id, public) = mine
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} in {region}"));
+            assert!(public, "{name} in {region}");
+            assert_ne!(id, &main_source[name].0, "{name} in {region}: main's own");
+        }
+    }
+    // Main's uploads are shared with the second account, AMI and snapshot; its copies are
+    // not.
+    let ec2 = standin.ec2(SOURCE);
+    let (source, _) = &main_source["os-3.0-x86_64"];
+    let launch = launch_permissions(&ec2, source).await;
+    assert!(
+        launch.contains(&"user:222233334444".to_string()),
+        "{launch:?}"
+    );
+    let image = ec2
+        .describe_images()
+        .image_ids(source)
+        .send()
+        .await
+        .unwrap();
+    let snapshot = image.images()[0].block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_string();
+    let volume = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(&snapshot)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    let users: Vec<&str> = volume
+        .create_volume_permissions()
+        .iter()
+        .filter_map(|p| p.user_id())
+        .collect();
+    assert_eq!(users, ["222233334444"]);
+    let copy = &owned(&standin.sdk(TARGETS[0])).await["os-3.0-x86_64"].0;
+    let launch = launch_permissions(&standin.ec2(TARGETS[0]), copy).await;
+    assert_eq!(launch, ["group:all"]);
+
+    // Verified in both; a rerun makes nothing.
+    let verified = run("verify", &[]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert_eq!(json_lines(&verified).len(), 12);
+    let again = run("apply", &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(json_lines(&again).iter().all(|l| l["status"] == "exists"));
+    assert_eq!(counted("ec2.CopyImage"), 10, "a rerun copied again");
+}
+
+/// A user of account 222233334444 holding exactly `document`, made by that account's
+/// admin; its keys.
+async fn second_account_user(standin: &Standin, name: &str, document: &Value) -> (String, String) {
+    let keys: Value = serde_json::from_str(&standin.control(
+        "POST",
+        "/_standin/keys",
+        Some(r#"{"account": "222233334444", "partition": "aws"}"#),
+    ))
+    .unwrap();
+    let admin = standin.sdk_with(
+        SOURCE,
+        keys["AccessKeyId"].as_str().unwrap(),
+        keys["SecretAccessKey"].as_str().unwrap(),
+    );
+    let iam = aws_sdk_iam::Client::new(&admin);
+    iam.create_user().user_name(name).send().await.unwrap();
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name(format!("{name}-policy"))
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name(name)
+        .send()
+        .await
+        .unwrap();
+    let key = key.access_key().unwrap();
+    (
+        key.access_key_id().to_string(),
+        key.secret_access_key().to_string(),
+    )
+}
+
+/// The policy line the plan names for an account that copies is all it needs, and a leaked
+/// credential holding it can neither register nor share what imgpub did not make.
+#[tokio::test]
+async fn an_account_that_copies_needs_only_the_copy_policy_its_plan_names() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.2}"#));
+    let dir = TempDir::new();
+    let manifest = copying_manifest(dir.path());
+    // The second account takes the flags' credentials: a user of its own.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replace(
+        &format!("role_arn = \"{SECOND}\"\nexternal_id = \"release-3\"\n"),
+        "",
+    );
+    common::write_file(dir.path(), "release.toml", &text);
+    let run = |keys: Option<&(String, String)>, step: &str, only: &str| {
+        let cmd = standin
+            .imgpub()
+            .args(["release", step])
+            .arg(&manifest)
+            .args(["--only", only]);
+        match keys {
+            // The preflight must run: a user's policies can be simulated.
+            Some(keys) => common::signed_by(cmd.args(["--preflight", "require"]), keys).run(),
+            None => cmd.run(),
+        }
+    };
+    let main = run(None, "apply", "account=main");
+    assert_eq!(main.code, 0, "{}", main.stderr);
+    standin.enforce_iam();
+
+    // A user that may only read: the preflight stops it and names the line to grant.
+    let reads = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Action": ["ec2:Describe*", "ec2:Get*", "servicequotas:GetServiceQuota",
+                   "ssm:GetParameter", "iam:SimulatePrincipalPolicy"],
+        "Resource": "*"}]});
+    let reader = second_account_user(&standin, "reader", &reads).await;
+    let refused = run(Some(&reader), "apply", "account=second");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let error = refused.error_line();
+    let line = error
+        .split('`')
+        .find(|part| part.starts_with("imgpub aws policy"))
+        .unwrap_or_else(|| panic!("no policy line: {error}"))
+        .to_string();
+    assert!(
+        line.starts_with("imgpub aws policy --for copy,ssm ")
+            && line.contains("--regions us-east-1,eu-west-1,us-west-2")
+            && line.contains("--source-region us-east-1")
+            && !line.contains("--bucket"),
+        "{line}"
+    );
+    assert_eq!(count(&standin.counts(), "ec2.CopyImage"), 4, "main's only");
+
+    // That line's policy, for this account: the copies go through.
+    let args: Vec<String> = line
+        .split_whitespace()
+        .skip(3)
+        .map(|a| a.replace("/PATH/", "/os/"))
+        .collect();
+    let policy = standin
+        .imgpub()
+        .args(["aws", "policy", "--account", "222233334444"])
+        .args(&args)
+        .run();
+    let document = policy.json_document();
+    let keys = second_account_user(&standin, "copier", &document).await;
+    let copied = run(Some(&keys), "apply", "account=second");
+    assert_eq!(copied.code, 0, "{}", copied.stderr);
+    let lines = json_lines(&copied);
+    assert_eq!(lines.len(), 6);
+    assert!(lines.iter().all(|l| l["status"] == "created"), "{lines:?}");
+
+    // Leaked, it cannot register an AMI, nor share or tag what imgpub did not make in its
+    // account.
+    let leaked = aws_sdk_ec2::Client::new(&standin.sdk_with(SOURCE, &keys.0, &keys.1));
+    let admin = {
+        let k: Value = serde_json::from_str(&standin.control(
+            "POST",
+            "/_standin/keys",
+            Some(r#"{"account": "222233334444", "partition": "aws"}"#),
+        ))
+        .unwrap();
+        aws_sdk_ec2::Client::new(&standin.sdk_with(
+            SOURCE,
+            k["AccessKeyId"].as_str().unwrap(),
+            k["SecretAccessKey"].as_str().unwrap(),
+        ))
+    };
+    let volume = admin
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(1)
+        .send()
+        .await
+        .unwrap();
+    let snapshot = admin
+        .create_snapshot()
+        .volume_id(volume.volume_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let theirs = snapshot.snapshot_id().unwrap();
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    let shared = leaked
+        .modify_snapshot_attribute()
+        .snapshot_id(theirs)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .create_volume_permission(
+            aws_sdk_ec2::types::CreateVolumePermissionModifications::builder()
+                .add(
+                    aws_sdk_ec2::types::CreateVolumePermission::builder()
+                        .user_id("999988887777")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await;
+    let err = shared.expect_err("shared the admin's snapshot");
+    assert_eq!(err.code(), Some("UnauthorizedOperation"), "{err:?}");
+    let registered = leaked
+        .register_image()
+        .name("planted")
+        .root_device_name("/dev/xvda")
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .snapshot_id(theirs)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await;
+    let err = registered.expect_err("registered an AMI");
+    assert_eq!(err.code(), Some("UnauthorizedOperation"), "{err:?}");
+    let tagged = leaked
+        .create_tags()
+        .resources(theirs)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("imgpub:managed")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await;
+    let err = tagged.expect_err("tagged the admin's snapshot as imgpub's");
+    assert_eq!(err.code(), Some("UnauthorizedOperation"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_estimates_the_time_from_what_an_earlier_release_took() {
+    let standin = Standin::initialized();
+    let dir = TempDir::new();
+    let first = manifest(dir.path(), &TARGETS, &[]);
+    let plan = release(&standin, "plan", &first);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr
+            .contains("no earlier release's record beside this one's to estimate the time from"),
+        "{}",
+        plan.stderr
+    );
+    published(&standin, &first).await;
+    // The record keeps what each step took, and the data it scales with.
+    let mut held = record(dir.path());
+    for image in held["images"].as_array_mut().unwrap() {
+        let timings = &mut image["timings"];
+        assert!(timings["upload_seconds"].as_f64().is_some(), "{timings}");
+        assert!(timings["data_bytes"].as_u64().unwrap() > 0, "{timings}");
+        let copied: Vec<&String> = timings["copy_seconds"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(copied, TARGETS.iter().collect::<Vec<_>>(), "{timings}");
+        // Set by hand, so the estimate can be checked: 10 min per upload, 20 and 30 per copy.
+        timings["upload_seconds"] = 600.0.into();
+        timings["copy_seconds"] = serde_json::json!({TARGETS[0]: 1200.0, TARGETS[1]: 1800.0});
+    }
+    let path = dir.path().join("1.0.record.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&held).unwrap()).unwrap();
+    // A verify measures nothing, and keeps the timings.
+    let verified = release(&standin, "verify", &first);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert_eq!(
+        record(dir.path())["images"][0]["timings"],
+        held["images"][0]["timings"]
+    );
+
+    // The next release of the stream, beside it: the same images, so the same times. Two
+    // uploads one after the other (20 min), then four copies 8 at a time, the longest 30.
+    let text = std::fs::read_to_string(&first).unwrap();
+    let next = common::write_file(
+        dir.path(),
+        "next.toml",
+        &text.replace("release = \"1.0\"", "release = \"1.1\""),
+    );
+    let plan = release(&standin, "plan", &next);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains(
+            "apply may take about 50 min (20 min of uploads, then 30 min of copies), as release 1.0's measured times"
+        ),
+        "{}",
+        plan.stderr
+    );
+}

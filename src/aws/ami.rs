@@ -360,6 +360,64 @@ pub(crate) async fn image_named(
         .cloned())
 }
 
+/// Account `owner`'s AMI named `name`, when this account may see it (shared with it, or
+/// public): DescribeImages lists other accounts' AMIs only then.
+pub(crate) async fn shared_image_named(
+    ec2: &Client,
+    owner: &str,
+    name: &str,
+) -> Result<Option<aws_sdk_ec2::types::Image>> {
+    // Another account's deprecated AMIs are listed only when asked for (DescribeImages,
+    // IncludeDeprecated): a release past its deprecation time is still copied.
+    let out = ec2
+        .describe_images()
+        .owners(owner)
+        .include_deprecated(true)
+        .filters(Filter::builder().name("name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeImages,
+                format!("looking for account {owner}'s AMI named {name}"),
+                e,
+            )
+        })?;
+    Ok(out
+        .images()
+        .iter()
+        .find(|i| i.name() == Some(name) && i.owner_id() == Some(owner))
+        .cloned())
+}
+
+/// Whether this account may read account `owner`'s snapshot (it is shared with it, or
+/// public): what copying another account's AMI takes besides its launch permission.
+pub(crate) async fn snapshot_readable(ec2: &Client, owner: &str, snapshot: &str) -> Result<bool> {
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids(owner)
+        .restorable_by_user_ids("self")
+        .filters(
+            Filter::builder()
+                .name("snapshot-id")
+                .values(snapshot)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            aws(
+                Op::Ec2DescribeSnapshots,
+                format!("looking for account {owner}'s snapshot {snapshot}"),
+                e,
+            )
+        })?;
+    Ok(out
+        .snapshots()
+        .iter()
+        .any(|s| s.snapshot_id() == Some(snapshot)))
+}
+
 /// A described image's id (which DescribeImages always sends).
 pub(crate) fn image_id_of(image: &aws_sdk_ec2::types::Image) -> Result<String> {
     image

@@ -473,6 +473,14 @@ impl Op {
                             R::Snapshot,
                             "import the uploaded image as a snapshot",
                         ),
+                        // ImportSnapshot tags only its task ("The tags to apply to the import
+                        // snapshot task": API reference, TagSpecifications): the snapshot it
+                        // makes is tagged after, before it carries imgpub's tag.
+                        need(
+                            "ec2:CreateTags",
+                            R::Snapshot,
+                            "tag the snapshot an import made (ImportSnapshot tags only its task)",
+                        ),
                     ]
                 },
             ),
@@ -935,11 +943,16 @@ impl Op {
                             "tag the AMI (Name, --tags, the source's tags on copies)",
                         )
                         .on_ours(),
+                        // Only imgpub's: every snapshot it makes carries its tag from the
+                        // start, but for an import's (see ImportSnapshot). Unscoped, a
+                        // leaked credential could tag any snapshot as imgpub's, and then
+                        // share or delete it.
                         need(
                             "ec2:CreateTags",
                             R::Snapshot,
-                            "tag the snapshot (Name, --tags)",
-                        ),
+                            "tag the snapshot (Name, --tags, the source's tags on copies)",
+                        )
+                        .on_ours(),
                     ]
                 },
             ),

@@ -404,6 +404,20 @@ pub fn build(scope: &Scope) -> Policy {
     let mut statements: BTreeMap<(u8, &'static str, ResourceKind), Statement> = BTreeMap::new();
     let mut rows: Vec<Row> = vec![];
     let mut seen = std::collections::BTreeSet::new();
+    // Whether some command of the scope needs `action` on `kind` unscoped (not only on what
+    // carries imgpub's tag): `ec2:CreateTags` on snapshots only for an import's.
+    let unscoped = |action: &str, kind: ResourceKind| {
+        scope.commands.iter().any(|c| {
+            ops(*c, scope.via).iter().any(|o| {
+                o.info().needs.iter().any(|n| {
+                    n.action == action
+                        && n.resource == kind
+                        && n.create_action.is_none()
+                        && n.tagged == Tagged::No
+                })
+            })
+        })
+    };
     for command in &scope.commands {
         for op in ops(*command, scope.via) {
             // A copy reads permissions on its source only: with --regions, those reads
@@ -461,20 +475,15 @@ pub fn build(scope: &Scope) -> Policy {
                 // A tag on create is covered when CreateTags is granted on that kind anyway
                 // (and not only on what carries imgpub's tag, which a new resource does not
                 // yet).
-                let plain_tags = need.create_action.is_some()
-                    && scope
-                        .commands
-                        .iter()
-                        .any(|c| ops(*c, scope.via).contains(&Op::Ec2CreateTags))
-                    && Op::Ec2CreateTags
-                        .info()
-                        .needs
-                        .iter()
-                        .any(|n| n.resource == need.resource && n.tagged == Tagged::No);
-                if plain_tags {
+                let plain_tags =
+                    need.create_action.is_some() && unscoped("ec2:CreateTags", need.resource);
+                // Likewise a need on imgpub's own resources, granted on every one anyway.
+                let covered =
+                    need.tagged == Tagged::Resource && unscoped(need.action, need.resource);
+                if plain_tags || covered {
                     continue;
                 }
-                if !seen.insert((need.action, need.resource, need.create_action)) {
+                if !seen.insert((need.action, need.resource, need.create_action, need.tagged)) {
                     // Needed again, maybe for another reason: the table says each once.
                     let resources = scope.resources(need.resource);
                     if let Some(row) = rows
@@ -591,6 +600,7 @@ fn statement_key(
         // Optional (the run goes on without it, saying what it could not check): its own
         // statement, so it can be left out.
         (_, "iam:SimulatePrincipalPolicy", ..) => (10, "Preflight"),
+        (ResourceKind::Snapshot, _, Some(_), _) => (6, "TagSnapshotsOnCreate"),
         (_, _, Some(_), _) => (6, "TagOnCreate"),
         (ResourceKind::Snapshot, "ec2:ModifySnapshotAttribute", ..) => (5, "ShareSnapshots"),
         (ResourceKind::Bucket, ..) => (0, "ImageBucket"),
@@ -658,7 +668,9 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
                 .unwrap_or_else(|| "${aws:PrincipalAccount}".into());
             Some(json!({"StringEquals": {"s3:ResourceAccount": account}}))
         }
-        "TagOnCreate" => Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}})),
+        "TagOnCreate" | "TagSnapshotsOnCreate" => {
+            Some(json!({"StringEquals": {"ec2:CreateAction": create_actions}}))
+        }
         // "do not allow full access to kms:CreateGrant. Instead, use the
         // kms:GrantIsForAWSResource condition key" (EBS User Guide, "Amazon EBS encryption",
         // Permissions for users): only grants EBS makes for the snapshot.

@@ -255,6 +255,11 @@ UNDOCUMENTED = {
     # support ... Cross-partition copies (use CreateStoreImageTask instead)", CopyImage API
     # reference), with no code named.
     "copy_cross_partition_code": ["InvalidParameterValue", "InvalidRequest"],
+    # CopyImage of an AMI shared with the caller whose snapshot is not: "the owner of the
+    # source AMI must grant you read permissions for the storage that backs the AMI, which
+    # is the associated EBS snapshot" (EC2 User Guide, "Copy an AMI", cross-account
+    # copying), with no code named.
+    "copy_shared_unreadable_code": ["InvalidRequest", "InvalidSnapshot.NotFound"],
     # Credentials used in a partition they do not belong to are unknown there; AWS's common
     # errors list both codes for a key "that does not exist in our records" without saying
     # which service answers which.
@@ -843,18 +848,130 @@ def _refuse_cross_partition(source_region: str, region: str) -> None:
         )
 
 
-def copy_image(self: EC2Response) -> ActionResult:
+def _launchable_by(ami: Any, account: str) -> bool:
+    """Whether `account` may use another account's AMI: it is public, or shared with the
+    account ("You can share an AMI with specific AWS accounts ... or make it public":
+    EC2 User Guide, "Share an AMI with specific AWS accounts")."""
+    return ami.is_public or {"UserId": account} in ami.launch_permissions
+
+
+def _shared_amis(account: str, region: str) -> list[Any]:
+    """The AMIs of other accounts in `region` that `account` may use. moto keeps each
+    account's AMIs apart; AWS's DescribeImages lists "public images, private images that
+    you own, and private images owned by other AWS accounts for which you have explicit
+    launch permissions" (EC2 API Reference, DescribeImages)."""
     from moto.ec2.models import ec2_backends
+
+    return [ami for owner in list(ec2_backends.keys()) if owner != account
+            for ami in list(ec2_backends[owner][region].amis.values())
+            if ami.owner_id == owner and _launchable_by(ami, account)]
+
+
+def _deprecated(ami: Any) -> bool:
+    """Whether the AMI's deprecation time has passed."""
+    at = getattr(ami, "deprecation_time", None)
+    if not at:
+        return False
+    when = datetime.datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+    return when <= datetime.datetime.now(datetime.timezone.utc)
+
+
+def describe_snapshots(self: EC2Response) -> ActionResult:
+    """DescribeSnapshots lists "public snapshots, private snapshots that you own, and
+    private snapshots owned by other Amazon Web Services accounts for which you have
+    explicit create volume permissions"; OwnerIds keeps "only snapshots from the specified
+    owners and for which you have access", and RestorableByUserIds those restorable by the
+    users named: "self for snapshots for which you own or have explicit permissions, or all
+    for public snapshots" (EC2 API Reference, DescribeSnapshots). moto lists the caller's
+    own, whatever the request names."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.utils import generic_filter
+
+    backend = self.ec2_backend
+    me = backend.account_id
+    owners = [me if o == "self" else o for o in self._get_param("OwnerIds", [])]
+    restorable = self._get_param("RestorableByUserIds", [])
+    ids = self._get_param("SnapshotIds", [])
+
+    def shared_with_me(snap: Any) -> bool:
+        return ("all" in snap.create_volume_permission_groups
+                or me in snap.create_volume_permission_userids)
+
+    def restorable_by(snap: Any, user: str) -> bool:
+        if user == "self":
+            return snap.owner_id == me or me in snap.create_volume_permission_userids
+        if user == "all":
+            return "all" in snap.create_volume_permission_groups
+        return user in snap.create_volume_permission_userids
+
+    snapshots = list(backend.snapshots.values()) + [
+        snap for owner in list(ec2_backends.keys()) if owner != me
+        for snap in list(ec2_backends[owner][backend.region_name].snapshots.values())
+        if shared_with_me(snap)]
+    if ids:
+        snapshots = [s for s in snapshots if s.id in ids]
+        if len(snapshots) < len(set(ids)):
+            raise _invalid("InvalidSnapshot.NotFound",
+                           f"The snapshot '{', '.join(ids)}' does not exist.")
+    if owners:
+        snapshots = [s for s in snapshots if s.owner_id in owners]
+    if restorable:
+        snapshots = [s for s in snapshots if any(restorable_by(s, u) for u in restorable)]
+    filters = self._filters_from_querystring()
+    if filters:
+        snapshots = generic_filter(filters, snapshots)
+    return ActionResult({"Snapshots": snapshots})
+
+
+def _source_ami(account: str, source_region: str, image_id: str) -> tuple[Any, Any]:
+    """The AMI a CopyImage names, and the backend holding it: the caller's own, else one of
+    another account shared with the caller (EC2 User Guide, "Copy an AMI": "You can copy
+    an AMI ... that is shared with you")."""
+    from moto.ec2.models import ec2_backends
+
+    own = ec2_backends[account][source_region]
+    if image_id in own.amis:
+        return own.amis[image_id], own
+    for ami in _shared_amis(account, source_region):
+        if ami.id == image_id:
+            return ami, ec2_backends[ami.owner_id][source_region]
+    return None, own
+
+
+def _refuse_unreadable_snapshots(source: Any, backend: Any, account: str) -> None:
+    """"To copy an AMI that was shared with you from another account, the owner of the
+    source AMI must grant you read permissions for the storage that backs the AMI, which is
+    the associated EBS snapshot" (EC2 User Guide, "Copy an AMI"): launch permission alone
+    is not enough, even on a public AMI."""
+    if backend.account_id == account:
+        return
+    for mapping in source.block_device_mappings:
+        snapshot = backend.snapshots.get((mapping.get("Ebs") or {}).get("SnapshotId") or "")
+        if snapshot is None:
+            continue
+        if "all" in snapshot.create_volume_permission_groups:
+            continue
+        if account in snapshot.create_volume_permission_userids:
+            continue
+        raise _invalid(
+            SETTINGS["copy_shared_unreadable_code"],
+            f"You do not have permission to access the storage of {source.id}: its "
+            f"snapshot {snapshot.id} is not shared with account {account}.",
+        )
+
+
+def copy_image(self: EC2Response) -> ActionResult:
     from moto.ec2.utils import random_ami_id
 
     params = self._get_params()
     self.error_on_dryrun()
     target = self.ec2_backend
     _refuse_cross_partition(params["SourceRegion"], target.region_name)
-    source_backend = ec2_backends[target.account_id][params["SourceRegion"]]
-    source = source_backend.amis.get(params["SourceImageId"])
+    source, source_backend = _source_ami(target.account_id, params["SourceRegion"],
+                                         params["SourceImageId"])
     if not isinstance(source, RegisteredAmi):
         return _original_copy_image(self)
+    _refuse_unreadable_snapshots(source, source_backend, target.account_id)
     tokens = target.__dict__.setdefault("_standin_copy_tokens", {})
     token = params.get("ClientToken")
     if token and token in tokens:
@@ -1007,8 +1124,34 @@ def disable_image(self: EC2Response) -> ActionResult:
 
 def describe_images(self: EC2Response) -> ActionResult:
     """DescribeImages leaves disabled AMIs out unless IncludeDisabled ("Default: No
-    disabled AMIs are included in the response": EC2 API Reference, DescribeImages)."""
-    result = _original_describe_images(self)
+    disabled AMIs are included in the response": EC2 API Reference, DescribeImages), and
+    lists other accounts' AMIs the caller may use (see _shared_amis)."""
+    from moto.ec2.utils import generic_filter
+
+    backend = self.ec2_backend
+    ids = self._get_param("ImageIds", [])
+    owners = self._get_param("Owners", [])
+    # "If you are the AMI owner, all deprecated AMIs appear in the response regardless of
+    # what you specify for this parameter" (IncludeDeprecated): others' only when asked.
+    deprecated = self._get_bool_param("IncludeDeprecated", False)
+    shared = [a for a in _shared_amis(backend.account_id, backend.region_name)
+              if (not ids or a.id in ids) and (not owners or a.owner_id in owners)
+              and (deprecated or not _deprecated(a))]
+    filters = self._filters_from_querystring()
+    if shared and filters:
+        shared = generic_filter(filters, shared)
+    try:
+        result = _original_describe_images(self)
+    except EC2ClientError:
+        # An id of another account's shared AMI is not in moto's own backend.
+        if not shared or len(shared) < len(ids):
+            raise
+        result = ActionResult({"Images": []})
+    if shared:
+        known = {getattr(i, "id", None) for i in result.result["Images"]}
+        result = ActionResult({**result.result,
+                               "Images": list(result.result["Images"])
+                               + [a for a in shared if a.id not in known]})
     if self._get_bool_param("IncludeDisabled", False):
         return result
     images = [i for i in result.result["Images"] if getattr(i, "state", "") != "disabled"]
@@ -1614,6 +1757,7 @@ def install_patches() -> None:
     EC2Response.describe_regions = describe_regions
     EC2Response.disable_image = disable_image
     EC2Response.describe_images = describe_images
+    EC2Response.describe_snapshots = describe_snapshots
     EC2Response.enable_image_deregistration_protection = enable_image_deregistration_protection
     EC2Response.disable_image_deregistration_protection = disable_image_deregistration_protection
     EC2Response.deregister_image = deregister_image
@@ -2083,12 +2227,12 @@ def _copy_keys(account: str, region: str, first: Any) -> list[str | None]:
     from moto.ec2.models import ec2_backends
 
     source_region = first("SourceRegion") or region
-    source = ec2_backends[account][source_region].amis.get(first("SourceImageId"))
+    source, held_by = _source_ami(account, source_region, first("SourceImageId"))
     keys: list[str | None] = []
     encrypted = first("Encrypted").lower() == "true" or ec2_backends[account][region].ebs_encryption_by_default
     for mapping in getattr(source, "block_device_mappings", None) or []:
         snapshot = ((mapping.get("Ebs") or {}) if isinstance(mapping, dict) else {}).get("SnapshotId")
-        key = _snapshot_key(account, source_region, snapshot)
+        key = _snapshot_key(held_by.account_id, source_region, snapshot)
         keys.append(key)
         encrypted = encrypted or key is not None
     if encrypted:

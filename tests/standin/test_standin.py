@@ -2117,6 +2117,102 @@ def test_copy_image_cannot_cross_partitions(account):
         Name="same-partition", SourceImageId=source, SourceRegion="us-east-1")["ImageId"]
 
 
+def test_another_accounts_ami_is_listed_only_once_shared(account):
+    """DescribeImages lists "private images owned by other AWS accounts for which you have
+    explicit launch permissions" (EC2 API Reference, DescribeImages); moto keeps accounts
+    apart."""
+    image, _ = admin_image(account, "shared-listing")
+    other = client_of(account, "ec2", "us-east-1", "222233334444")
+    named = [{"Name": "name", "Values": ["shared-listing"]}]
+    owner = client(account, "sts").get_caller_identity()["Account"]
+    assert other.describe_images(Owners=[owner], Filters=named)["Images"] == []
+    client(account, "ec2").modify_image_attribute(
+        ImageId=image, LaunchPermission={"Add": [{"UserId": "222233334444"}]})
+    listed = other.describe_images(Owners=[owner], Filters=named)["Images"]
+    assert [(i["ImageId"], i["OwnerId"]) for i in listed] == [(image, owner)]
+    assert [i["ImageId"] for i in other.describe_images(ImageIds=[image])["Images"]] == [image]
+    # Not the caller's own.
+    assert other.describe_images(Owners=["self"], Filters=named)["Images"] == []
+
+
+def test_another_accounts_snapshot_is_listed_once_shared(account):
+    """DescribeSnapshots lists "private snapshots owned by other Amazon Web Services accounts
+    for which you have explicit create volume permissions"; OwnerIds and RestorableByUserIds
+    ("self", "all") narrow the list (EC2 API Reference, DescribeSnapshots)."""
+    _, snap = admin_image(account, "shared-snapshot")
+    owner = client(account, "sts").get_caller_identity()["Account"]
+    other = client_of(account, "ec2", "us-east-1", "222233334444")
+    mine = {"OwnerIds": [owner], "RestorableByUserIds": ["self"],
+            "Filters": [{"Name": "snapshot-id", "Values": [snap]}]}
+    assert other.describe_snapshots(**mine)["Snapshots"] == []
+    with pytest.raises(ClientError) as err:
+        other.describe_snapshots(SnapshotIds=[snap])
+    assert err.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    client(account, "ec2").modify_snapshot_attribute(
+        SnapshotId=snap, Attribute="createVolumePermission", OperationType="add",
+        UserIds=["222233334444"])
+    listed = other.describe_snapshots(**mine)["Snapshots"]
+    assert [(s["SnapshotId"], s["OwnerId"]) for s in listed] == [(snap, owner)]
+    # Not the caller's own, and not public.
+    assert other.describe_snapshots(OwnerIds=["self"], Filters=mine["Filters"])["Snapshots"] == []
+    assert other.describe_snapshots(RestorableByUserIds=["all"],
+                                    Filters=mine["Filters"])["Snapshots"] == []
+
+
+def test_another_accounts_deprecated_ami_is_listed_only_when_asked(account):
+    """IncludeDeprecated: "By default, deprecated AMIs are not included in the response. If
+    you are the AMI owner, all deprecated AMIs appear in the response regardless of what you
+    specify for this parameter" (EC2 API Reference, DescribeImages)."""
+    image, _ = admin_image(account, "shared-deprecated")
+    client(account, "ec2").modify_image_attribute(
+        ImageId=image, LaunchPermission={"Add": [{"UserId": "222233334444"}]})
+    control(account, f"/_standin/images/{image}", {"deprecation_time": "2020-01-01T00:00:00.000Z"})
+    other = client_of(account, "ec2", "us-east-1", "222233334444")
+    named = [{"Name": "name", "Values": ["shared-deprecated"]}]
+    assert other.describe_images(Filters=named)["Images"] == []
+    shown = other.describe_images(Filters=named, IncludeDeprecated=True)["Images"]
+    assert [i["ImageId"] for i in shown] == [image]
+    # The owner sees it either way.
+    assert [i["ImageId"] for i in client(account, "ec2").describe_images(
+        Owners=["self"], Filters=named)["Images"]] == [image]
+
+
+def test_a_shared_ami_copies_only_with_its_snapshot_shared(account):
+    """"To copy an AMI that was shared with you from another account, the owner of the
+    source AMI must grant you read permissions for the storage that backs the AMI, which is
+    the associated EBS snapshot" (EC2 User Guide, "Copy an AMI"); the code is not named
+    (seeded)."""
+    image, snap = admin_image(account, "shared-copy")
+    owner = client(account, "ec2")
+    other = client_of(account, "ec2", "us-west-2", "222233334444")
+    with pytest.raises(ClientError) as err:
+        other.copy_image(Name="not-shared", SourceImageId=image, SourceRegion="us-east-1")
+    assert err.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"
+    owner.modify_image_attribute(ImageId=image, LaunchPermission={"Add": [{"Group": "all"}]})
+    for code in ("InvalidRequest", "InvalidSnapshot.NotFound"):
+        control(account, "/_standin/config", {"copy_shared_unreadable_code": code})
+        with pytest.raises(ClientError) as err:
+            other.copy_image(Name="launch-only", SourceImageId=image, SourceRegion="us-east-1")
+        assert err.value.response["Error"]["Code"] == code
+    owner.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission",
+                                    OperationType="add", UserIds=["222233334444"])
+    copied = other.copy_image(Name="copied-in", SourceImageId=image,
+                              SourceRegion="us-east-1")["ImageId"]
+    mine = other.describe_images(Owners=["self"], ImageIds=[copied])["Images"]
+    assert [i["OwnerId"] for i in mine] == ["222233334444"]
+    # Shared with the account by id, not public: the same.
+    private, private_snap = admin_image(account, "shared-by-id")
+    owner.modify_image_attribute(
+        ImageId=private, LaunchPermission={"Add": [{"UserId": "222233334444"}]})
+    with pytest.raises(ClientError) as err:
+        other.copy_image(Name="by-id", SourceImageId=private, SourceRegion="us-east-1")
+    assert err.value.response["Error"]["Code"] in ("InvalidRequest", "InvalidSnapshot.NotFound")
+    owner.modify_snapshot_attribute(SnapshotId=private_snap, Attribute="createVolumePermission",
+                                    OperationType="add", UserIds=["222233334444"])
+    assert other.copy_image(Name="by-id", SourceImageId=private,
+                            SourceRegion="us-east-1")["ImageId"]
+
+
 def test_an_opted_in_region_is_listed_as_opted_in(account):
     """DescribeRegions API reference, Region.OptInStatus: opt-in-not-required | opted-in |
     not-opted-in; an opt-in Region the account enabled is listed without AllRegions."""

@@ -83,6 +83,21 @@ pub(crate) struct AccountDecl {
     pub best_effort: Vec<String>,
     pub bucket: Option<String>,
     pub sharing: Sharing,
+    /// `copy_from = "NAME"`: the release reaches this account as copies of that account's
+    /// AMIs (shared with it), not an upload of its own.
+    pub copy_from: Option<CopyFrom>,
+    /// The ids of the accounts that copy from this one: its uploads are shared with them.
+    pub copied_by: Vec<String>,
+}
+
+/// Where an account that copies the release (`copy_from`) finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CopyFrom {
+    /// The `[[account]]` that uploads.
+    pub name: String,
+    pub id: String,
+    /// Its source region, where its AMIs are uploaded.
+    pub region: String,
 }
 
 /// `[prune]`: the releases of this stream to keep; the others are removed in stages
@@ -174,6 +189,7 @@ struct RawAccount {
     best_effort: Option<Vec<String>>,
     bucket: Option<String>,
     sharing: Option<RawSharing>,
+    copy_from: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -644,7 +660,8 @@ fn accounts(
                     .to_string()
             })
         };
-        if via == Via::S3 {
+        // An account that copies uploads nothing, and needs no bucket.
+        if via == Via::S3 && a.copy_from.is_none() {
             if bucket.is_none() {
                 return Err(format!(
                     "{at}: `transport = \"s3\"` needs a bucket: give `bucket = \"s3://BUCKET/PREFIX\"` in it or in the manifest"
@@ -689,11 +706,59 @@ fn accounts(
             source_region: source,
             targets,
             best_effort,
-            bucket,
+            // An account that copies uploads nothing: no bucket of its own to compare.
+            bucket: bucket.filter(|_| a.copy_from.is_none()),
             sharing,
+            copy_from: None,
+            copied_by: vec![],
         });
     }
+    copies(raw, &mut out)?;
     Ok(out)
+}
+
+/// `copy_from`, checked once every account is read: the account it names uploads (it
+/// copies from no one), is another account of the same partition, and shares its uploads
+/// with each account that copies from it.
+fn copies(raw: &Raw, out: &mut [AccountDecl]) -> std::result::Result<(), String> {
+    for (i, a) in raw.accounts.iter().enumerate() {
+        let Some(from) = &a.copy_from else { continue };
+        let at = format!("[[account]] {:?} `copy_from = {from:?}`", a.name);
+        let Some(owner) = raw.accounts.iter().position(|o| o.name == *from) else {
+            return Err(format!(
+                "{at} names no [[account]]; name the account whose AMIs it copies"
+            ));
+        };
+        if owner == i {
+            return Err(format!(
+                "{at} names the account itself; name the account whose AMIs it copies"
+            ));
+        }
+        if raw.accounts[owner].copy_from.is_some() {
+            return Err(format!(
+                "{at}: account {from:?} copies from another itself; name the account that uploads"
+            ));
+        }
+        let (o, me) = (&out[owner], &out[i]);
+        if o.partition != me.partition {
+            return Err(format!(
+                "{at}: {from:?} publishes in partition {}, this account in {}, and AMIs cannot be copied across partitions; let it upload its own (no `copy_from`)",
+                o.partition, me.partition
+            ));
+        }
+        // With several accounts each names its id (checked above).
+        let (Some(owner_id), Some(id)) = (o.id.clone(), me.id.clone()) else {
+            return Err(format!("{at}: give both accounts their `id`"));
+        };
+        let copy = CopyFrom {
+            name: o.name.clone(),
+            id: owner_id,
+            region: o.source_region.clone(),
+        };
+        out[owner].copied_by.push(id);
+        out[i].copy_from = Some(copy);
+    }
+    Ok(())
 }
 
 /// Reads a retention policy file: a `[prune]` table, as a manifest's.
@@ -876,8 +941,9 @@ impl Manifest {
             source_snapshot: None,
             object_format: None,
             public: self.sharing.public,
-            grant_user: self.sharing.launch_users.clone(),
-            grant_user_snapshot: self.sharing.snapshot_users.clone(),
+            // Accounts that copy from this one need the AMI and its snapshot shared.
+            grant_user: self.with_copiers(&self.sharing.launch_users),
+            grant_user_snapshot: self.with_copiers(&self.sharing.snapshot_users),
             grant_organizations: self.sharing.organizations.clone(),
             grant_organizational_units: self.sharing.organizational_units.clone(),
             tags,
@@ -899,6 +965,22 @@ impl Manifest {
             // Set by the release to the record's directory.
             block_maps: None,
         }
+    }
+
+    /// `users`, and the accounts that copy from this one's uploads.
+    fn with_copiers(&self, users: &[String]) -> Vec<String> {
+        let mut all = users.to_vec();
+        for id in self.part.iter().flat_map(|p| &p.copied_by) {
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        all
+    }
+
+    /// Where this account's view copies the release from, when it does not upload.
+    pub(crate) fn copy_from(&self) -> Option<&CopyFrom> {
+        self.part.as_ref().and_then(|p| p.copy_from.as_ref())
     }
 
     pub(crate) fn best_effort(&self, region: &str) -> bool {
@@ -1163,6 +1245,59 @@ sharing = { public = false }
             ),
         ];
         for (text, want) in cases {
+            let err = parsed(&text).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want:?} not in: {err}");
+        }
+    }
+
+    #[test]
+    fn an_account_that_copies_is_shared_the_uploads_and_needs_no_bucket() {
+        let text = format!("{MINIMAL}{ACCOUNTS}").replace(
+            "external_id = \"release-42\"\nbucket = \"s3://second-images/ci\"",
+            "external_id = \"release-42\"\ncopy_from = \"main\"",
+        );
+        let m = parsed(&text).unwrap();
+        let second = m.for_account("second").unwrap();
+        let from = second.copy_from().unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.id.as_str(), from.region.as_str()),
+            ("main", "111122223333", "us-east-1")
+        );
+        let main = m.for_account("main").unwrap();
+        assert!(main.copy_from().is_none());
+        // Main's uploads are shared with the account that copies them, AMI and snapshot.
+        let options = main.upload_options(&main.images[0]);
+        assert_eq!(options.grant_user, ["222233334444"]);
+        assert_eq!(options.grant_user_snapshot, ["222233334444"]);
+        let gov = m.for_account("gov").unwrap();
+        assert!(gov.upload_options(&gov.images[0]).grant_user.is_empty());
+        // Declared first, with the manifest's bucket: it uploads nothing, so it is no
+        // other account's bucket either.
+        let first = format!(
+            "{MINIMAL}\n[[account]]\nname = \"second\"\nid = \"222233334444\"\ncopy_from = \"main\"\n\n[[account]]\nname = \"main\"\nid = \"111122223333\"\n"
+        );
+        let m = parsed(&first).unwrap();
+        assert_eq!(m.for_account("second").unwrap().bucket, None);
+        assert_eq!(
+            m.for_account("main").unwrap().bucket.as_deref(),
+            Some("s3://images/ci")
+        );
+
+        let with = |copy: &str| {
+            format!("{MINIMAL}{ACCOUNTS}").replace(
+                "external_id = \"release-42\"",
+                &format!("external_id = \"release-42\"\ncopy_from = \"{copy}\""),
+            )
+        };
+        let chain =
+            with("main").replace("name = \"gov\"", "name = \"gov\"\ncopy_from = \"second\"");
+        for (text, want) in [
+            (with("nope"), "names no [[account]]"),
+            (with("second"), "names the account itself"),
+            (with("gov"), "cannot be copied across partitions"),
+            (chain, "copies from another itself"),
+        ] {
             let err = parsed(&text).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{err}");
             assert!(err.to_string().contains(want), "{want:?} not in: {err}");

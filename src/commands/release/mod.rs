@@ -121,6 +121,8 @@ pub(crate) async fn run(options: ReleaseOptions, run: &Run, emit: Emit<'_>) -> R
         let part = Part {
             options,
             account: None,
+            owner: None,
+            connected: Default::default(),
         };
         return driver::drive(part, run, emit).await;
     }
@@ -219,12 +221,25 @@ async fn each(
 ) -> Vec<(String, Result<()>)> {
     use tracing::Instrument;
     let shared = std::sync::Mutex::new(emit);
-    let parts = chosen.iter().map(|decl| {
+    // How each account's run ended, for the accounts that copy from it and wait for its
+    // AMIs: they stop waiting once it failed.
+    let ended: Vec<_> = chosen
+        .iter()
+        .map(|_| tokio::sync::watch::channel(publish::OwnerRun::Running))
+        .collect();
+    let parts = chosen.iter().zip(&ended).map(|(decl, (done, _))| {
         let shared = &shared;
+        let owner = decl.copy_from.as_ref().and_then(|from| {
+            let i = chosen.iter().position(|c| c.name == from.name)?;
+            Some(ended[i].1.clone())
+        });
         let part = Part {
             options: options.clone(),
             account: Some(decl.name.clone()),
+            owner,
+            connected: Default::default(),
         };
+        let connected = std::sync::Arc::clone(&part.connected);
         let run = Run {
             settings: settings_for(&run.settings, decl),
             ..run.clone()
@@ -240,7 +255,21 @@ async fn each(
             let result = driver::drive(part, &run, &mut tagged)
                 .instrument(span)
                 .await;
-            (decl.name.clone(), result.map_err(|e| in_partition(e, decl)))
+            // Missing best-effort regions only: its uploads are there to copy.
+            done.send_replace(match &result {
+                Ok(())
+                | Err(Error::Incomplete {
+                    best_effort_only: true,
+                    ..
+                }) => publish::OwnerRun::Published,
+                Err(_) => publish::OwnerRun::Failed,
+            });
+            // Credentials refused as it connects: keys of another partition, perhaps.
+            let result = match connected.load(std::sync::atomic::Ordering::Relaxed) {
+                true => result,
+                false => result.map_err(|e| in_partition(e, decl)),
+            };
+            (decl.name.clone(), result)
         }
     });
     futures_util::future::join_all(parts).await
@@ -361,8 +390,8 @@ async fn merge(options: &ReleaseOptions, manifest: &Manifest) -> Result<()> {
     .await
 }
 
-/// An account's failure, with what to check when its credentials are refused or cannot be
-/// had (connecting is [`Error::Setup`]'s): keys of one partition are unknown in the others.
+/// An account's failure as it connected, with what to check when its credentials are
+/// refused or cannot be had: keys of one partition are unknown in the others.
 fn in_partition(error: Error, decl: &manifest::AccountDecl) -> Error {
     let hint = format!(
         "[[account]] {:?} publishes in partition {}, from {}: its credentials (`profile`, or the flags' that assume `role_arn`) must be of that partition, since keys of one partition are unknown in the others",
@@ -400,6 +429,11 @@ struct Part {
     options: ReleaseOptions,
     /// The `[[account]]` this part is; `None`: a manifest without accounts.
     account: Option<String>,
+    /// For an account that copies (`copy_from`): how the run of the account it copies from
+    /// ended, when that account runs beside it.
+    owner: Option<publish::OwnerDone>,
+    /// Set once the account's credentials connected (its plan began).
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Part {
@@ -475,6 +509,8 @@ impl Command for Part {
         }
         let locals = match self.options.step {
             ReleaseStep::Verify | ReleaseStep::Promote(_) | ReleaseStep::Prune { .. } => vec![],
+            // An account that copies reads no image file.
+            _ if manifest.copy_from().is_some() => vec![],
             ReleaseStep::Plan | ReleaseStep::Apply => manifest
                 .images
                 .iter()
@@ -499,6 +535,8 @@ impl Command for Part {
     }
 
     async fn plan(&self, a: &Account, (manifest, locals): Self::Local) -> Result<Plan> {
+        self.connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(decl) = &manifest.part {
             check_identity(a, decl)?;
         }
@@ -510,7 +548,24 @@ impl Command for Part {
                 Plan::Prune(prune::plan(a, manifest, retention, *apply).await?)
             }
             ReleaseStep::Plan | ReleaseStep::Apply => {
-                let plan = publish::plan(a, manifest, locals).await?;
+                // The record of an earlier release of the stream, to estimate the time.
+                let dir = self.record_path(&manifest);
+                let dir = dir
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(PathBuf::from("."), PathBuf::from);
+                let view = manifest.clone();
+                let earlier = match self.options.step {
+                    ReleaseStep::Plan => {
+                        crate::blocking::run(move || {
+                            Ok(record::Record::earlier(&dir, &view).map(Box::new))
+                        })
+                        .await?
+                    }
+                    _ => None,
+                };
+                let owner = self.owner.is_some();
+                let plan = publish::plan(a, manifest, locals, owner, earlier).await?;
                 // Apply stops here when the release cannot complete; plan prints it first.
                 if self.options.step == ReleaseStep::Apply {
                     plan.can_complete()?;
@@ -553,7 +608,7 @@ impl Command for Part {
             (_, Plan::Prune(plan)) => prune::apply(a, plan, emit).await,
             (_, Plan::Publish(plan)) => {
                 let path = self.record_path(&plan.manifest);
-                publish::apply(a, plan, &path, emit).await
+                publish::apply(a, plan, &path, emit, self.owner.as_ref()).await
             }
             (_, Plan::Verify(plan)) => {
                 let path = self.record_path(&plan.manifest);

@@ -16,7 +16,7 @@ use crate::aws::images::RegionalImage;
 use crate::aws::regions::{fan_out, list_regions, target_regions, RegionFilter};
 use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
-use crate::commands::release::manifest::{Manifest, Targets};
+use crate::commands::release::manifest::{CopyFrom, Manifest, Targets};
 use crate::commands::release::record::{Parameter, Placed, Record};
 use crate::commands::upload::{self, ImageStep, LocalPlan};
 use crate::error::{Error, Result};
@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub manifest: Manifest,
-    /// The regions the release is published to besides the source, sorted.
+    /// The regions the release is copied to: besides the source, sorted; for an account
+    /// that copies (`copy_from`), every region, its source region first.
     pub targets: Vec<String>,
     pub images: Vec<ImagePlan>,
     /// Each image's source as asked (what the copies must look like).
@@ -37,6 +38,9 @@ pub(crate) struct Plan {
     pub opt_in: Option<OptIn>,
     /// Snapshot copies already in flight into each target region the release copies to.
     pub in_flight: BTreeMap<String, usize>,
+    /// The newest record of an earlier release of the stream beside this one's, whose
+    /// measured times the plan estimates from.
+    pub earlier: Option<Box<Record>>,
 }
 
 #[derive(Debug)]
@@ -47,8 +51,8 @@ pub(crate) struct OptIn {
 
 #[derive(Debug)]
 pub(crate) struct ImagePlan {
-    /// `upload`'s own plan in the source region.
-    pub upload: upload::Plan,
+    /// `upload`'s own plan in the source region; `None` in an account that copies.
+    pub upload: Option<upload::Plan>,
     /// Each target region, in `Plan::targets`' order.
     pub found: Vec<Found>,
     /// `delta = true`: what the upload would send on its parent, or why it is whole.
@@ -136,8 +140,16 @@ async fn delta_of(planned: &upload::Plan) -> Result<Option<Delta>> {
     }
 }
 
-/// Reads what exists: `upload`'s plan for each image, then every target region.
-pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>) -> Result<Plan> {
+/// Reads what exists: `upload`'s plan for each image, then every target region. An account
+/// that copies reads the uploading account's AMIs instead (`owner_running`: that account
+/// runs beside this one, so its AMIs may be made yet).
+pub(crate) async fn plan(
+    a: &Account,
+    manifest: Manifest,
+    locals: Vec<LocalPlan>,
+    owner_running: bool,
+    earlier: Option<Box<Record>>,
+) -> Result<Plan> {
     let source = Account {
         ctx: a.ctx.in_region(&manifest.source_region),
         identity: a.identity.clone(),
@@ -150,6 +162,9 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
     // A named region that is not enabled is bad input (exit 2), before anything is made.
     let mut targets = target_regions(&ec2, &named, all).await?;
     targets.retain(|r| *r != manifest.source_region);
+    if manifest.copy_from().is_some() {
+        targets.insert(0, manifest.source_region.clone());
+    }
     let opt_in = match all {
         true => Some(OptIn {
             included: list_regions(&ec2, RegionFilter::OptedIn).await?,
@@ -167,6 +182,23 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         uploads.push(planned);
     }
     let mut sources: Vec<Source> = vec![];
+    let mut problems = vec![];
+    if let Some(from) = manifest.copy_from() {
+        for i in 0..manifest.images.len() {
+            let found = shared_source(&a.ctx, &manifest, from, i).await?;
+            if found.is_none() && !owner_running {
+                problems.push(format!(
+                    "account {} ({}) has no AMI named {} in {} that this account can copy (available, and shared with it: the AMI and its snapshot); publish it there first (`release apply --only account={}` shares it), or run both accounts together",
+                    from.name, from.id, manifest.images[i].name, from.region, from.name
+                ));
+            }
+            let found = match found {
+                Some(found) => found,
+                None => copied_source(&manifest, from, i, None)?,
+            };
+            sources.push(found);
+        }
+    }
     for (i, upload) in uploads.iter().enumerate() {
         let mut asked = asked_source(&manifest, i, upload);
         // `deprecate_in` counts from the first publish: the copies are compared with the
@@ -227,8 +259,7 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         },
     )
     .await;
-    let mut problems = vec![];
-    if public {
+    if public && !uploads.is_empty() {
         // The source region's new AMIs count against its quota too, and so does one found
         // there that is not public yet (it lacks its launch permissions).
         let adding = uploads
@@ -248,6 +279,11 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         }
         found_in.push((region.clone(), vec![Found::Unknown(why); sources.len()]));
     }
+    // An account that copies has no upload plans: one image plan per image all the same.
+    let mut uploads = uploads.into_iter().map(Some).collect::<Vec<_>>();
+    uploads.resize_with(manifest.images.len(), || None);
+    deltas.resize(manifest.images.len(), None);
+    stored.resize(manifest.images.len(), None);
     let images = uploads
         .into_iter()
         .enumerate()
@@ -275,6 +311,65 @@ pub(crate) async fn plan(a: &Account, manifest: Manifest, locals: Vec<LocalPlan>
         problems,
         opt_in,
         in_flight,
+        earlier,
+    })
+}
+
+/// The uploading account's AMI of image `i`, as this account's copies must look: found
+/// (shared with this account, and available), or `None` while it is not.
+async fn shared_source(
+    ctx: &crate::aws::config::AwsContext,
+    m: &Manifest,
+    from: &CopyFrom,
+    i: usize,
+) -> Result<Option<Source>> {
+    let ec2 = ctx.in_region(&from.region).ec2();
+    let found = ami::shared_image_named(&ec2, &from.id, &m.images[i].name).await?;
+    let Some(image) =
+        found.filter(|i| i.state() == Some(&aws_sdk_ec2::types::ImageState::Available))
+    else {
+        return Ok(None);
+    };
+    // Its snapshot must be shared too, or the copy is refused: the owner shares it after the
+    // AMI, and a public AMI is visible before either.
+    let Some(snapshot) = ami::root_snapshot_of(&image) else {
+        return Ok(None);
+    };
+    if !ami::snapshot_readable(&ec2, &from.id, &snapshot).await? {
+        return Ok(None);
+    }
+    let id = ami::image_id_of(&image)?;
+    let mut source = copied_source(m, from, i, Some(id))?;
+    source.snapshot = Some(snapshot);
+    // Its deprecation time is the release's: every account's copies get the same.
+    let deprecated = image.deprecation_time().and_then(super::parse_time);
+    if let Some(at) = deprecated {
+        source.deprecate_at = Some(aws_smithy_types::DateTime::from(at));
+    }
+    Ok(Some(source))
+}
+
+/// Image `i` as an account that copies publishes it: the uploading account's AMI (`*`
+/// while there is none, as a source not yet made is everywhere), with this account's tags
+/// and sharing, and the deprecation the manifest asks for (the found AMI's replaces it).
+fn copied_source(m: &Manifest, from: &CopyFrom, i: usize, id: Option<String>) -> Result<Source> {
+    let image = &m.images[i];
+    let tags = crate::aws::tags::with_managed(&m.tags);
+    let deprecate_at = m
+        .deprecate
+        .as_ref()
+        .map(|d| upload::deprecation_time(d, m.sharing.public))
+        .transpose()?;
+    Ok(Source {
+        image_id: id.unwrap_or_else(|| "*".into()),
+        region: from.region.clone(),
+        name: image.name.clone(),
+        description: image.description.clone(),
+        snapshot: None,
+        tags: tags.clone(),
+        snapshot_tags: tags,
+        sharing: m.sharing.clone(),
+        deprecate_at,
     })
 }
 
@@ -327,10 +422,20 @@ impl Plan {
 
     /// The source AMI of image `i` when it exists already.
     fn source_ami(&self, i: usize) -> Option<&str> {
-        match &self.images[i].upload.image {
-            ImageStep::Reuse(id) => Some(id),
+        match self.images[i].upload.as_ref().map(|u| &u.image) {
+            Some(ImageStep::Reuse(id)) => Some(id),
             _ => None,
         }
+    }
+
+    /// Every region the release is in: the source (where it is uploaded), then the targets.
+    fn regions(&self) -> Vec<String> {
+        let m = &self.manifest;
+        let source = m.copy_from().is_none().then(|| m.source_region.clone());
+        source
+            .into_iter()
+            .chain(self.targets.iter().cloned())
+            .collect()
     }
 }
 
@@ -340,13 +445,15 @@ pub(crate) fn check(plan: &Plan) -> Vec<Call> {
     let m = &plan.manifest;
     let mut calls = vec![];
     for (i, image) in plan.images.iter().enumerate() {
-        calls.extend(upload::check(&image.upload));
+        if let Some(upload) = &image.upload {
+            calls.extend(upload::check(upload));
+        }
         for (region, found) in plan.targets.iter().zip(&image.found) {
             if let Found::In(found) = found {
                 calls.extend(copy::calls(&plan.sources[i], region, found));
             }
         }
-        for region in std::iter::once(&m.source_region).chain(&plan.targets) {
+        for region in &plan.regions() {
             for parameter in parameters(m, i, region) {
                 let resource = vec![Resource::Parameter(parameter)];
                 calls.push(Call::new(Op::SsmPutParameter, region, resource));
@@ -374,18 +481,24 @@ fn parameters(m: &Manifest, i: usize, region: &str) -> Vec<String> {
 /// The `imgpub aws policy` line that grants the whole release.
 pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
     let m = &plan.manifest;
-    let mut line = String::from("imgpub aws policy --for upload,copy");
+    // An account that copies uploads nothing.
+    let uploads = m.copy_from().is_none();
+    let mut line = String::from(match uploads {
+        true => "imgpub aws policy --for upload,copy",
+        false => "imgpub aws policy --for copy",
+    });
     if !m.parameters.is_empty() {
         line.push_str(",ssm --ssm-prefix /PATH/");
     }
-    if let Some(bucket) = &m.bucket {
+    if let Some(bucket) = m.bucket.as_ref().filter(|_| uploads) {
         line.push_str(&format!(" --bucket {}", bucket.trim_start_matches("s3://")));
     }
-    line.push_str(&format!(" --regions {}", m.source_region));
-    for region in &plan.targets {
-        line.push_str(&format!(",{region}"));
-    }
-    if m.via == upload::Via::EbsDirect {
+    line.push_str(&format!(" --regions {}", plan.regions().join(",")));
+    // Copies are authorized on their source too: the source region's (the uploading
+    // account's, for an account that copies).
+    let from = m.copy_from().map_or(&m.source_region, |from| &from.region);
+    line.push_str(&format!(" --source-region {from}"));
+    if m.via == upload::Via::EbsDirect && uploads {
         line.push_str(" --via ebs-direct");
         if m.delta {
             line.push_str(" --delta");
@@ -405,31 +518,43 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
     for (i, image) in plan.images.iter().enumerate() {
         let name = m.images[i].name.as_str();
         let source = plan.source_ami(i);
-        let status = match (source, image.upload.touch.on_image()) {
-            (None, _) => "upload",
-            (Some(_), true) => "fix",
-            (Some(_), false) => "exists",
-        };
-        // A new snapshot in the source region: a delta's own blocks, else the whole image.
-        let added = match (status, &image.delta) {
-            ("upload", Some(Delta::On(estimate))) => Some(estimate.storage_added_bytes),
-            ("upload", _) => image.stored_bytes,
-            _ => Some(0),
-        };
-        storage = storage.zip(added).map(|(a, b)| a + b);
-        emit(Output::json(&Line {
-            image: name,
-            region: &m.source_region,
-            status,
-            ami: source,
-            best_effort: false,
-            why: None,
-            delta: image.delta.as_ref(),
-            storage_added_bytes: added.filter(|_| status == "upload" && image.delta.is_none()),
-            copies_in_flight: None,
-        }));
-        exist += usize::from(status == "exists");
-        make += usize::from(status != "exists");
+        if let Some(upload) = &image.upload {
+            let status = match (source, upload.touch.on_image()) {
+                (None, _) => "upload",
+                (Some(_), true) => "fix",
+                (Some(_), false) => "exists",
+            };
+            // A new snapshot in the source region: a delta's own blocks, else the whole image.
+            let added = match (status, &image.delta) {
+                ("upload", Some(Delta::On(estimate))) => Some(estimate.storage_added_bytes),
+                ("upload", _) => image.stored_bytes,
+                _ => Some(0),
+            };
+            storage = storage.zip(added).map(|(a, b)| a + b);
+            emit(Output::json(&Line {
+                image: name,
+                region: &m.source_region,
+                status,
+                ami: source,
+                best_effort: false,
+                why: None,
+                delta: image.delta.as_ref(),
+                storage_added_bytes: added.filter(|_| status == "upload" && image.delta.is_none()),
+                copies_in_flight: None,
+            }));
+            exist += usize::from(status == "exists");
+            make += usize::from(status != "exists");
+        }
+        // An account that copies: from the uploading account's AMI, once it is there.
+        let waits = m
+            .copy_from()
+            .filter(|_| plan.sources[i].image_id == "*")
+            .map(|from| {
+                format!(
+                    "copied from account {}'s AMI once it is uploaded",
+                    from.name
+                )
+            });
         for (region, found) in plan.targets.iter().zip(&image.found) {
             let (status, ami, why) = match found {
                 Found::In(InRegion::Present(e)) if e.lacks.any() => {
@@ -438,7 +563,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
                 Found::In(InRegion::Present(e)) => {
                     ("exists", Some(e.found.image_id.as_str()), None)
                 }
-                Found::In(InRegion::Absent) => ("copy", None, None),
+                Found::In(InRegion::Absent) => ("copy", None, waits.as_deref()),
                 Found::In(InRegion::Failed(old)) => ("recopy", Some(old.image_id.as_str()), None),
                 Found::Unknown(why) => ("unknown", None, Some(why.as_str())),
             };
@@ -467,7 +592,7 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             }));
         }
     }
-    let regions = plan.targets.len() + 1;
+    let regions = plan.regions().len();
     let images = plan.images.len();
     let said = match make {
         0 => format!(
@@ -490,10 +615,77 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             }
         ),
     };
+    let estimate = match make {
+        0 => String::new(),
+        _ => estimate_words(plan),
+    };
     emit(Output::Summary(
-        said + &opt_in_words(plan.opt_in.as_ref()) + &slot_words(plan),
+        said + &estimate + &opt_in_words(plan.opt_in.as_ref()) + &slot_words(plan),
     ));
     plan.can_complete()
+}
+
+/// How long apply may take, from what an earlier release of the stream took (its record's
+/// timings), each step scaled by the data its image holds now against then: the uploads
+/// one after another, then the copies, `copy_concurrency` at a time.
+fn estimate_words(plan: &Plan) -> String {
+    let m = &plan.manifest;
+    let Some(earlier) = &plan.earlier else {
+        return "; no earlier release's record beside this one's to estimate the time from".into();
+    };
+    let mut upload = 0.0;
+    let mut copies: Vec<f64> = vec![];
+    for (i, image) in plan.images.iter().enumerate() {
+        let Some(then) = earlier.timings_of(m, i) else {
+            return format!(
+                "; no time estimate: release {}'s record has no timings of {}",
+                earlier.release, m.images[i].name
+            );
+        };
+        let scale = match (image.stored_bytes, then.data_bytes) {
+            (Some(now), Some(then)) if then > 0 => now as f64 / then as f64,
+            _ => 1.0,
+        };
+        if image.upload.is_some() && plan.source_ami(i).is_none() {
+            match then.upload_seconds {
+                Some(seconds) => upload += seconds * scale,
+                None => {
+                    return format!(
+                        "; no time estimate: release {}'s record has no upload time of {}",
+                        earlier.release, m.images[i].name
+                    )
+                }
+            }
+        }
+        // A region the earlier release did not copy to takes what its copies took halfway.
+        let mut measured: Vec<f64> = then.copy_seconds.values().copied().collect();
+        measured.sort_by(f64::total_cmp);
+        let median = measured.get(measured.len() / 2).copied();
+        for (region, found) in plan.targets.iter().zip(&image.found) {
+            if matches!(found, Found::In(InRegion::Present(_))) {
+                continue;
+            }
+            match then.copy_seconds.get(region).copied().or(median) {
+                Some(seconds) => copies.push(seconds * scale),
+                None => {
+                    return format!(
+                        "; no time estimate: release {}'s record has no copy times of {}",
+                        earlier.release, m.images[i].name
+                    )
+                }
+            }
+        }
+    }
+    let longest = copies.iter().copied().fold(0.0, f64::max);
+    let copying = longest.max(copies.iter().sum::<f64>() / m.copy_concurrency.max(1) as f64);
+    let minutes = |s: f64| (s / 60.0).ceil() as u64;
+    format!(
+        "; apply may take about {} min ({} min of uploads, then {} min of copies), as release {}'s measured times scaled by the data of each image",
+        minutes(upload + copying),
+        minutes(upload),
+        minutes(copying),
+        earlier.release
+    )
 }
 
 /// The regions where the copies in flight and the release's own go past the snapshot
@@ -571,13 +763,28 @@ struct Done<'a> {
     parameters: Vec<&'a str>,
 }
 
+/// How the run of the account an account copies from ended: `None` while it runs.
+pub(crate) type OwnerDone = tokio::sync::watch::Receiver<OwnerRun>;
+
+/// Where the run of the account an account copies from is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerRun {
+    Running,
+    /// Done, its uploads published (best-effort regions may be missing).
+    Published,
+    Failed,
+}
+
 /// `release apply`: the uploads, then every copy with its region's parameters; writes the
-/// record, even when regions failed (it names them as missing).
+/// record, even when regions failed (it names them as missing). An account that copies
+/// waits for the uploading account's AMIs instead (`owner`: that account's run beside this
+/// one), then copies them into each of its regions.
 pub(crate) async fn apply(
     a: &Account,
     plan: &Plan,
     record_path: &Path,
     emit: Emit<'_>,
+    owner: Option<&OwnerDone>,
 ) -> Result<()> {
     let m = &plan.manifest;
     let source = Account {
@@ -587,12 +794,12 @@ pub(crate) async fn apply(
     let mut placed: Vec<Placed> = vec![];
     let mut sources = vec![];
     let mut made = 0;
-    let regions: Vec<String> = std::iter::once(m.source_region.clone())
-        .chain(plan.targets.iter().cloned())
-        .collect();
+    let regions = plan.regions();
     let partition = &a.identity.partition;
+    let sizes: Vec<Option<u64>> = plan.images.iter().map(|i| i.stored_bytes).collect();
     let write_record = |placed: &[Placed]| {
-        let record = Record::of(m, &a.identity.account, partition, &regions, placed);
+        let record =
+            Record::of(m, &a.identity.account, partition, &regions, placed).sized(m, &sizes);
         crate::blocking::now(|| record.write(record_path))
     };
     // The record is the release's journal too: written as each AMI is done, so a kill
@@ -627,7 +834,13 @@ pub(crate) async fn apply(
             tracing::warn!("{e}");
         }
     };
-    for i in 0..plan.images.len() {
+    if let Some(from) = m.copy_from() {
+        for i in 0..plan.images.len() {
+            sources.push(wait_shared(a, plan, from, i, owner).await?);
+        }
+    }
+    for i in (0..plan.images.len()).filter(|i| plan.images[*i].upload.is_some()) {
+        let started = std::time::Instant::now();
         let done = match publish_source(&source, plan, i).await {
             Ok(done) => done,
             Err(e) => {
@@ -653,6 +866,7 @@ pub(crate) async fn apply(
             region: m.source_region.clone(),
             copy: Some(copied),
             parameters,
+            seconds: took(status, started),
         });
         journal(&placed);
         sources.push(described);
@@ -686,17 +900,19 @@ pub(crate) async fn apply(
                     InRegion::Present(_) => "exists",
                     _ => "created",
                 };
+                let started = std::time::Instant::now();
                 let copied =
                     copy::copy_to_region(&ec2, source, &spot.region, &found, m.copy_timeout)
                         .await?;
                 if m.protect {
                     ami::set_protection(&ec2, &copied.ami, true).await?;
                 }
+                let seconds = took(status, started);
                 let parameters = write_parameters(&regional, m, &spot.region, &copied.ami).await?;
-                Ok((copied, parameters, status))
+                Ok((copied, parameters, status, seconds))
             }
         },
-        |spot, (copied, parameters, status): (Copied, Vec<Parameter>, &'static str)| {
+        |spot, (copied, parameters, status, seconds): Made| {
             made += usize::from(status != "exists");
             emit(Output::json(&Done {
                 image: &spot.name,
@@ -711,6 +927,7 @@ pub(crate) async fn apply(
                 region: spot.region.clone(),
                 copy: Some(copied),
                 parameters,
+                seconds,
             });
             journal(&placed);
         },
@@ -755,6 +972,84 @@ pub(crate) async fn apply(
     })
 }
 
+/// A copy made in one region: its AMI, parameters, status, and how long it took.
+type Made = (Copied, Vec<Parameter>, &'static str, Option<f64>);
+
+/// How long a step that made its AMI (`created`) took, to a tenth of a second; `None` for
+/// one that found it.
+fn took(status: &str, started: std::time::Instant) -> Option<f64> {
+    (status == "created").then(|| (started.elapsed().as_secs_f64() * 10.0).round() / 10.0)
+}
+
+/// Waits until the uploading account's AMI of image `i` is shared with this account and
+/// available (that account may be uploading it beside this run); fails as soon as that
+/// account's run failed.
+async fn wait_shared(
+    a: &Account,
+    plan: &Plan,
+    from: &CopyFrom,
+    i: usize,
+    owner: Option<&OwnerDone>,
+) -> Result<Source> {
+    let m = &plan.manifest;
+    let name = &m.images[i].name;
+    // Found by the plan: nothing to wait for.
+    if plan.sources[i].image_id != "*" {
+        return Ok(plan.sources[i].clone());
+    }
+    let gone = |why: String| {
+        Error::Incomplete {
+        detail: format!(
+            "account {} {why} {name}, which this account copies; rerun `imgpub release apply` once it is published and shared with this account (AMI and snapshot)",
+            from.name
+        ),
+        best_effort_only: false,
+    }
+    };
+    // Not running beside this one, the plan stops when the AMI is missing; so here it went.
+    let Some(owner) = owner else {
+        return Err(gone("no longer has".into()));
+    };
+    let what = format!("account {}'s AMI {name} in {}", from.name, from.region);
+    let wait = m.import_timeout + m.copy_timeout;
+    let deadline = std::time::Instant::now() + wait;
+    let timed_out = || {
+        format!(
+            "not shared with this account and available within {}s; rerun `imgpub release apply` once account {} has published it",
+            wait.as_secs(),
+            from.name
+        )
+    };
+    use crate::aws::poll::{poll_until, Grid, Look};
+    // When that account's run published: what it shared is visible here within PATIENCE.
+    let published = std::cell::Cell::new(None::<std::time::Instant>);
+    poll_until(&what, Grid::QuickStart, deadline, timed_out, |_| async {
+        if let Some(found) = shared_source(&a.ctx, m, from, i).await? {
+            return Ok(Look::Done {
+                value: found,
+                said: "shared".into(),
+            });
+        }
+        let state = *owner.borrow();
+        match state {
+            OwnerRun::Failed => return Err(gone("failed before it published".into())),
+            OwnerRun::Published => {
+                let since = published.get().unwrap_or_else(std::time::Instant::now);
+                published.set(Some(since));
+                if since.elapsed() > crate::aws::propagation::PATIENCE {
+                    return Err(gone("finished, but did not share".into()));
+                }
+            }
+            OwnerRun::Running => {}
+        }
+        Ok(Look::Going {
+            state: "not shared with this account yet".into(),
+            percent: None,
+        })
+    })
+    .await
+}
+
 /// Image `i` in the source region: uploaded (or found), available, its parameters written.
 /// Returns the AMI, the parameters, the source as the copies must look, and the status:
 /// `created`, `fixed` (it existed, but lacked tags, sharing or deprecation) or `exists`.
@@ -764,7 +1059,12 @@ async fn publish_source(
     i: usize,
 ) -> Result<(Copied, Vec<Parameter>, Source, &'static str)> {
     let m = &plan.manifest;
-    let upload = &plan.images[i].upload;
+    let Some(upload) = &plan.images[i].upload else {
+        return Err(Error::Setup(format!(
+            "{} has no upload in this account",
+            m.images[i].name
+        )));
+    };
     let published = upload::apply(&source.clients(), upload).await?;
     let ami = published.ami_id.clone().ok_or_else(|| {
         Error::Setup(format!(
@@ -789,7 +1089,18 @@ async fn publish_source(
         (Some(_), true) => "fixed",
         (Some(_), false) => "exists",
     };
-    let described = copy::describe_source(&ec2, &m.source_region, &ami).await?;
+    let mut described = copy::describe_source(&ec2, &m.source_region, &ami).await?;
+    // The accounts that copy from this one are granted the source alone, not every copy.
+    let copiers = m.part.iter().flat_map(|p| &p.copied_by);
+    for id in copiers {
+        let sharing = &mut described.sharing;
+        if !m.sharing.launch_users.contains(id) {
+            sharing.launch_users.retain(|u| u != id);
+        }
+        if !m.sharing.snapshot_users.contains(id) {
+            sharing.snapshot_users.retain(|u| u != id);
+        }
+    }
     Ok((copied, parameters, described, status))
 }
 

@@ -56,7 +56,27 @@ pub(crate) struct ImageRecord {
     pub parameters: Vec<Parameter>,
     /// coreos-assembler's meta.json `amis` shape.
     pub amis: Vec<CosaAmi>,
+    /// How long apply took to make it, for the next release's plan to estimate from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
 }
+
+/// How long an image's steps took, as apply measured them (AWS publishes no rate for
+/// imports or copies, so the plan estimates from what an earlier release took).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Timings {
+    /// At most what the image's snapshot stores, when known: what the times scale with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bytes: Option<u64>,
+    /// From the start of the upload to the AMI available, when a run uploaded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_seconds: Option<f64>,
+    /// Region → from the start of the copy to the copy available, for each copy made.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copy_seconds: BTreeMap<String, f64>,
+}
+
+impl Eq for Timings {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Parameter {
@@ -92,6 +112,8 @@ pub(crate) struct Placed {
     pub region: String,
     pub copy: Option<Copied>,
     pub parameters: Vec<Parameter>,
+    /// How long this run took to make it; `None` when it made nothing there.
+    pub seconds: Option<f64>,
 }
 
 impl Record {
@@ -129,6 +151,18 @@ impl Record {
                         snapshot: c.snapshot.clone(),
                     })
                     .collect();
+                let mut timings = Timings::default();
+                for p in mine() {
+                    let Some(seconds) = p.seconds else { continue };
+                    // The source region's is the upload's, unless this account copies.
+                    match p.region == manifest.source_region && manifest.copy_from().is_none() {
+                        true => timings.upload_seconds = Some(seconds),
+                        false => {
+                            timings.copy_seconds.insert(p.region.clone(), seconds);
+                        }
+                    }
+                }
+                let timed = timings.upload_seconds.is_some() || !timings.copy_seconds.is_empty();
                 ImageRecord {
                     name: image.name.clone(),
                     arch: crate::names::Named::name(image.arch).to_string(),
@@ -136,6 +170,7 @@ impl Record {
                     missing,
                     parameters,
                     amis,
+                    timings: timed.then_some(timings),
                 }
             })
             .collect();
@@ -178,6 +213,7 @@ impl Record {
                         .filter(|p| &p.region == region)
                         .cloned()
                         .collect(),
+                    seconds: None,
                 });
             }
         }
@@ -242,8 +278,90 @@ impl Record {
     }
 
     /// Writes the record to `path` whole.
+    /// Writes the record. The timings an earlier write of this release's record measured are
+    /// kept where this one measured none (a rerun that made nothing, `verify`), with the
+    /// image sizes `data_bytes` gives (by image, in the manifest's order).
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
-        write_json(self, path)
+        let mut record = self.clone();
+        let earlier = path
+            .exists()
+            .then(|| Record::read(path).ok())
+            .flatten()
+            .filter(|r| r.release == self.release && r.account == self.account);
+        for image in &mut record.images {
+            let before = earlier
+                .as_ref()
+                .and_then(|r| r.images.iter().find(|i| i.name == image.name))
+                .and_then(|i| i.timings.clone());
+            image.timings = match (before, image.timings.take()) {
+                (None, now) => now,
+                (Some(before), None) => Some(before),
+                (Some(before), Some(mut now)) => {
+                    now.upload_seconds = now.upload_seconds.or(before.upload_seconds);
+                    now.data_bytes = now.data_bytes.or(before.data_bytes);
+                    for (region, seconds) in before.copy_seconds {
+                        now.copy_seconds.entry(region).or_insert(seconds);
+                    }
+                    Some(now)
+                }
+            };
+        }
+        write_json(&record, path)
+    }
+
+    /// The record with each timed image's size (`sizes`, by image in the manifest's order).
+    pub(crate) fn sized(mut self, manifest: &Manifest, sizes: &[Option<u64>]) -> Record {
+        for (image, size) in manifest.images.iter().zip(sizes) {
+            let held = self.images.iter_mut().find(|i| i.name == image.name);
+            if let Some(timings) = held.and_then(|i| i.timings.as_mut()) {
+                timings.data_bytes = *size;
+            }
+        }
+        self
+    }
+
+    /// The newest record beside `dir` of an earlier release of `manifest`'s stream (its
+    /// images named by the same template) in the same account part: what the plan
+    /// estimates the time from. Unreadable files are passed over.
+    pub(crate) fn earlier(dir: &Path, manifest: &Manifest) -> Option<Record> {
+        let part = manifest.part.as_ref().map(|p| p.name.clone());
+        let mut found: Vec<(std::time::SystemTime, Record)> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = entry.file_name();
+                if !name.to_string_lossy().ends_with(".record.json") {
+                    return None;
+                }
+                let record = Record::read(&entry.path()).ok()?;
+                let same_stream = manifest.images.iter().all(|image| {
+                    let name = manifest
+                        .name_template
+                        .replace("{release}", &record.release)
+                        .replace("{arch}", crate::names::Named::name(image.arch));
+                    record.images.iter().any(|i| i.name == name)
+                });
+                let keep = record.release != manifest.release
+                    && record.name == part
+                    && same_stream
+                    && record.images.iter().any(|i| i.timings.is_some());
+                keep.then_some((entry.metadata().ok()?.modified().ok()?, record))
+            })
+            .collect();
+        found.sort_by_key(|(at, _)| *at);
+        found.pop().map(|(_, r)| r)
+    }
+
+    /// Image `i`'s timings in this (an earlier release's) record.
+    pub(crate) fn timings_of(&self, manifest: &Manifest, i: usize) -> Option<&Timings> {
+        let name = manifest
+            .name_template
+            .replace("{release}", &self.release)
+            .replace("{arch}", crate::names::Named::name(manifest.images[i].arch));
+        self.images
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.timings.as_ref())
     }
 }
 

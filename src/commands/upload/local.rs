@@ -362,7 +362,7 @@ const DEPRECATE_PUBLIC_AT_MOST: std::time::Duration =
 
 /// The moment `--deprecate-in`/`--deprecate-at` name: in the future, and within what
 /// EnableImageDeprecation allows for an AMI registered now (`public`: made public).
-pub(super) fn deprecation_time(deprecate: &Deprecate, public: bool) -> Result<DateTime> {
+pub(crate) fn deprecation_time(deprecate: &Deprecate, public: bool) -> Result<DateTime> {
     use aws_smithy_types::date_time::Format;
     let now = std::time::SystemTime::now();
     let (at, flag) = match deprecate {

@@ -37,7 +37,7 @@ mod remote;
 mod stages;
 
 pub(crate) use calls::check;
-pub(crate) use local::plan_local;
+pub(crate) use local::{deprecation_time, plan_local};
 use remote::head_object;
 pub(crate) use remote::plan;
 pub(crate) use stages::apply;
