@@ -2437,9 +2437,10 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
     assert_eq!(counted("ec2.CopyImage"), 0);
     standin.control("DELETE", "/_standin/faults", None);
 
-    // Main published before it was copied from: public, so its AMIs are visible to the
-    // second account, but their snapshots are not shared with it. Alone, the second
-    // account's plan stops and copies nothing.
+    // Main published before it was copied from, and its source snapshots then made
+    // private by hand: its public AMIs are visible to the second account, their snapshots
+    // not readable (as while an owner has shared the AMI but not yet its snapshot). Alone,
+    // the second account's plan stops and copies nothing.
     let registered = counted("ec2.RegisterImage");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let before = common::write_file(
@@ -2454,6 +2455,30 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
         .args(["--only", "account=main"])
         .run();
     assert_eq!(main.code, 0, "{}", main.stderr);
+    let ec2 = standin.ec2(SOURCE);
+    for (_, (ami, _)) in owned(&standin.sdk(SOURCE)).await {
+        let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+        let snapshot = image.images()[0].block_device_mappings()[0]
+            .ebs()
+            .and_then(|e| e.snapshot_id())
+            .unwrap()
+            .to_string();
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&snapshot)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(
+                aws_sdk_ec2::types::CreateVolumePermissionModifications::builder()
+                    .remove(
+                        aws_sdk_ec2::types::CreateVolumePermission::builder()
+                            .group(aws_sdk_ec2::types::PermissionGroup::All)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     let unshared = run("apply", &["--only", "account=second"]);
     assert_eq!(unshared.code, 1, "{}", unshared.stderr);
     assert!(
@@ -2753,45 +2778,81 @@ async fn plan_estimates_the_time_from_what_an_earlier_release_took() {
         plan.stderr
     );
     published(&standin, &first).await;
-    // The record keeps what each step took, and the data it scales with.
+    // The record keeps what each step took, when, and the data it scales with.
     let mut held = record(dir.path());
-    for image in held["images"].as_array_mut().unwrap() {
+    for (i, image) in held["images"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
         let timings = &mut image["timings"];
-        assert!(timings["upload_seconds"].as_f64().is_some(), "{timings}");
-        assert!(timings["data_bytes"].as_u64().unwrap() > 0, "{timings}");
-        let copied: Vec<&String> = timings["copy_seconds"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect();
+        assert!(timings["upload_ms"].as_u64().is_some(), "{timings}");
+        assert!(timings["measured_at"].as_str().is_some(), "{timings}");
+        let bytes = timings["data_bytes"].as_u64().unwrap();
+        assert!(bytes > 0, "{timings}");
+        let copied: Vec<&String> = timings["copy_ms"].as_object().unwrap().keys().collect();
         assert_eq!(copied, TARGETS.iter().collect::<Vec<_>>(), "{timings}");
-        // Set by hand, so the estimate can be checked: 10 min per upload, 20 and 30 per copy.
-        timings["upload_seconds"] = 600.0.into();
-        timings["copy_seconds"] = serde_json::json!({TARGETS[0]: 1200.0, TARGETS[1]: 1800.0});
+        // Set by hand, so the estimate can be checked: 10 min per upload, 20 and 30 per
+        // copy; the x86_64 image held half its data then.
+        timings["upload_ms"] = 600_000.into();
+        timings["copy_ms"] = serde_json::json!({TARGETS[0]: 1_200_000, TARGETS[1]: 1_800_000});
+        if i == 0 {
+            timings["data_bytes"] = (bytes / 2).into();
+        }
     }
     let path = dir.path().join("1.0.record.json");
     std::fs::write(&path, serde_json::to_string_pretty(&held).unwrap()).unwrap();
     // A verify measures nothing, and keeps the timings.
     let verified = release(&standin, "verify", &first);
     assert_eq!(verified.code, 0, "{}", verified.stderr);
-    assert_eq!(
-        record(dir.path())["images"][0]["timings"],
-        held["images"][0]["timings"]
-    );
+    let kept = record(dir.path());
+    for i in 0..2 {
+        assert_eq!(kept["images"][i]["timings"], held["images"][i]["timings"]);
+    }
+    // Beside it: another account's record of the stream, measured later, and a file that
+    // is no record. Neither is taken.
+    let mut theirs = held.clone();
+    theirs["release"] = "1.05".into();
+    theirs["account"] = "999988887777".into();
+    for image in theirs["images"].as_array_mut().unwrap() {
+        image["name"] = image["name"]
+            .as_str()
+            .unwrap()
+            .replace("1.0", "1.05")
+            .into();
+        image["timings"]["measured_at"] = "2099-01-01T00:00:00Z".into();
+        image["timings"]["upload_ms"] = 99_000_000.into();
+    }
+    let other = dir.path().join("1.05.record.json");
+    std::fs::write(&other, serde_json::to_string_pretty(&theirs).unwrap()).unwrap();
+    std::fs::write(dir.path().join("junk.record.json"), "{").unwrap();
 
-    // The next release of the stream, beside it: the same images, so the same times. Two
-    // uploads one after the other (20 min), then four copies 8 at a time, the longest 30.
+    // The next release, one copy at a time, to a region 1.0 was not copied to (its copies
+    // take the median of 1.0's). Uploads: x86_64 twice the data, 20 min, and 10: 30 min.
+    // Copies: x86_64 40, 60, 60 min; arm64 20, 30, 30: 240 min one after another.
     let text = std::fs::read_to_string(&first).unwrap();
     let next = common::write_file(
         dir.path(),
         "next.toml",
-        &text.replace("release = \"1.0\"", "release = \"1.1\""),
+        &text
+            .replace(
+                "release = \"1.0\"",
+                "release = \"1.1\"\ncopy_concurrency = 1",
+            )
+            .replace(
+                &format!("regions = [\"{}\", \"{}\"]", TARGETS[0], TARGETS[1]),
+                &format!(
+                    "regions = [\"{}\", \"{}\", \"ap-south-1\"]",
+                    TARGETS[0], TARGETS[1]
+                ),
+            ),
     );
     let plan = release(&standin, "plan", &next);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert!(
         plan.stderr.contains(
-            "apply may take about 50 min (20 min of uploads, then 30 min of copies), as release 1.0's measured times"
+            "apply may take about 270 min (30 min of uploads, then 240 min of copies), as release 1.0's measured times"
         ),
         "{}",
         plan.stderr

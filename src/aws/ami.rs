@@ -397,6 +397,7 @@ pub(crate) async fn snapshot_readable(ec2: &Client, owner: &str, snapshot: &str)
         .describe_snapshots()
         .owner_ids(owner)
         .restorable_by_user_ids("self")
+        .restorable_by_user_ids("all")
         .filters(
             Filter::builder()
                 .name("snapshot-id")

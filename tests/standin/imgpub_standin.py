@@ -1132,8 +1132,10 @@ def describe_images(self: EC2Response) -> ActionResult:
     ids = self._get_param("ImageIds", [])
     owners = self._get_param("Owners", [])
     # "If you are the AMI owner, all deprecated AMIs appear in the response regardless of
-    # what you specify for this parameter" (IncludeDeprecated): others' only when asked.
-    deprecated = self._get_bool_param("IncludeDeprecated", False)
+    # what you specify for this parameter" (IncludeDeprecated): others' only when asked, or
+    # named ("does not appear in DescribeImages API calls unless you specify its ID": EC2
+    # User Guide, "Deprecate an AMI").
+    deprecated = self._get_bool_param("IncludeDeprecated", False) or bool(ids)
     shared = [a for a in _shared_amis(backend.account_id, backend.region_name)
               if (not ids or a.id in ids) and (not owners or a.owner_id in owners)
               and (deprecated or not _deprecated(a))]

@@ -2172,6 +2172,7 @@ def test_another_accounts_deprecated_ami_is_listed_only_when_asked(account):
     assert other.describe_images(Filters=named)["Images"] == []
     shown = other.describe_images(Filters=named, IncludeDeprecated=True)["Images"]
     assert [i["ImageId"] for i in shown] == [image]
+    assert [i["ImageId"] for i in other.describe_images(ImageIds=[image])["Images"]] == [image]
     # The owner sees it either way.
     assert [i["ImageId"] for i in client(account, "ec2").describe_images(
         Owners=["self"], Filters=named)["Images"]] == [image]

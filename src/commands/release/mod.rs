@@ -555,10 +555,13 @@ impl Command for Part {
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or(PathBuf::from("."), PathBuf::from);
                 let view = manifest.clone();
+                let who = a.identity.clone();
                 let earlier = match self.options.step {
                     ReleaseStep::Plan => {
                         crate::blocking::run(move || {
-                            Ok(record::Record::earlier(&dir, &view).map(Box::new))
+                            let found =
+                                record::Record::earlier(&dir, &view, &who.account, &who.partition);
+                            Ok(found.map(Box::new))
                         })
                         .await?
                     }

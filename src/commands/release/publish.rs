@@ -646,9 +646,10 @@ fn estimate_words(plan: &Plan) -> String {
             (Some(now), Some(then)) if then > 0 => now as f64 / then as f64,
             _ => 1.0,
         };
+        let seconds = |ms: u64| ms as f64 / 1000.0;
         if image.upload.is_some() && plan.source_ami(i).is_none() {
-            match then.upload_seconds {
-                Some(seconds) => upload += seconds * scale,
+            match then.upload_ms {
+                Some(ms) => upload += seconds(ms) * scale,
                 None => {
                     return format!(
                         "; no time estimate: release {}'s record has no upload time of {}",
@@ -658,15 +659,15 @@ fn estimate_words(plan: &Plan) -> String {
             }
         }
         // A region the earlier release did not copy to takes what its copies took halfway.
-        let mut measured: Vec<f64> = then.copy_seconds.values().copied().collect();
-        measured.sort_by(f64::total_cmp);
+        let mut measured: Vec<u64> = then.copy_ms.values().copied().collect();
+        measured.sort();
         let median = measured.get(measured.len() / 2).copied();
         for (region, found) in plan.targets.iter().zip(&image.found) {
             if matches!(found, Found::In(InRegion::Present(_))) {
                 continue;
             }
-            match then.copy_seconds.get(region).copied().or(median) {
-                Some(seconds) => copies.push(seconds * scale),
+            match then.copy_ms.get(region).copied().or(median) {
+                Some(ms) => copies.push(seconds(ms) * scale),
                 None => {
                     return format!(
                         "; no time estimate: release {}'s record has no copy times of {}",
@@ -840,7 +841,6 @@ pub(crate) async fn apply(
         }
     }
     for i in (0..plan.images.len()).filter(|i| plan.images[*i].upload.is_some()) {
-        let started = std::time::Instant::now();
         let done = match publish_source(&source, plan, i).await {
             Ok(done) => done,
             Err(e) => {
@@ -851,7 +851,13 @@ pub(crate) async fn apply(
                 return Err(e);
             }
         };
-        let (copied, parameters, described, status) = done;
+        let Published {
+            copied,
+            parameters,
+            described,
+            status,
+            millis,
+        } = done;
         made += usize::from(status != "exists");
         emit(Output::json(&Done {
             image: &m.images[i].name,
@@ -866,7 +872,7 @@ pub(crate) async fn apply(
             region: m.source_region.clone(),
             copy: Some(copied),
             parameters,
-            seconds: took(status, started),
+            millis,
         });
         journal(&placed);
         sources.push(described);
@@ -907,12 +913,12 @@ pub(crate) async fn apply(
                 if m.protect {
                     ami::set_protection(&ec2, &copied.ami, true).await?;
                 }
-                let seconds = took(status, started);
+                let millis = took(status, started);
                 let parameters = write_parameters(&regional, m, &spot.region, &copied.ami).await?;
-                Ok((copied, parameters, status, seconds))
+                Ok((copied, parameters, status, millis))
             }
         },
-        |spot, (copied, parameters, status, seconds): Made| {
+        |spot, (copied, parameters, status, millis): Made| {
             made += usize::from(status != "exists");
             emit(Output::json(&Done {
                 image: &spot.name,
@@ -927,7 +933,7 @@ pub(crate) async fn apply(
                 region: spot.region.clone(),
                 copy: Some(copied),
                 parameters,
-                seconds,
+                millis,
             });
             journal(&placed);
         },
@@ -972,13 +978,13 @@ pub(crate) async fn apply(
     })
 }
 
-/// A copy made in one region: its AMI, parameters, status, and how long it took.
-type Made = (Copied, Vec<Parameter>, &'static str, Option<f64>);
+/// A copy made in one region: its AMI, parameters, status, and how long it took (ms).
+type Made = (Copied, Vec<Parameter>, &'static str, Option<u64>);
 
-/// How long a step that made its AMI (`created`) took, to a tenth of a second; `None` for
-/// one that found it.
-fn took(status: &str, started: std::time::Instant) -> Option<f64> {
-    (status == "created").then(|| (started.elapsed().as_secs_f64() * 10.0).round() / 10.0)
+/// How long a step that made its AMI (`created`) took, in milliseconds; `None` for one
+/// that found it.
+fn took(status: &str, started: std::time::Instant) -> Option<u64> {
+    (status == "created").then(|| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Waits until the uploading account's AMI of image `i` is shared with this account and
@@ -1051,13 +1057,8 @@ async fn wait_shared(
 }
 
 /// Image `i` in the source region: uploaded (or found), available, its parameters written.
-/// Returns the AMI, the parameters, the source as the copies must look, and the status:
-/// `created`, `fixed` (it existed, but lacked tags, sharing or deprecation) or `exists`.
-async fn publish_source(
-    source: &Account,
-    plan: &Plan,
-    i: usize,
-) -> Result<(Copied, Vec<Parameter>, Source, &'static str)> {
+async fn publish_source(source: &Account, plan: &Plan, i: usize) -> Result<Published> {
+    let started = std::time::Instant::now();
     let m = &plan.manifest;
     let Some(upload) = &plan.images[i].upload else {
         return Err(Error::Setup(format!(
@@ -1079,16 +1080,19 @@ async fn publish_source(
     if m.protect {
         ami::set_protection(&ec2, &ami, true).await?;
     }
-    let copied = Copied {
-        ami: ami.clone(),
-        snapshot: published.snapshot_id.clone(),
-    };
-    let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
     let status = match (plan.source_ami(i), upload.touch.on_image()) {
         (None, _) => "created",
         (Some(_), true) => "fixed",
         (Some(_), false) => "exists",
     };
+    // Timed to the AMI available, and only a whole upload: a resumed one's time says
+    // nothing of the next release's.
+    let millis = took(status, started).filter(|_| whole_upload(upload));
+    let copied = Copied {
+        ami: ami.clone(),
+        snapshot: published.snapshot_id.clone(),
+    };
+    let parameters = write_parameters(&source.ctx, m, &m.source_region, &ami).await?;
     let mut described = copy::describe_source(&ec2, &m.source_region, &ami).await?;
     // The accounts that copy from this one are granted the source alone, not every copy.
     let copiers = m.part.iter().flat_map(|p| &p.copied_by);
@@ -1101,7 +1105,36 @@ async fn publish_source(
             sharing.snapshot_users.retain(|u| u != id);
         }
     }
-    Ok((copied, parameters, described, status))
+    Ok(Published {
+        copied,
+        parameters,
+        described,
+        status,
+        millis,
+    })
+}
+
+/// Image `i` in the source region, as [`publish_source`] left it.
+struct Published {
+    copied: Copied,
+    parameters: Vec<Parameter>,
+    /// The source as the copies must look.
+    described: Source,
+    /// `created`, `fixed` (it existed, but lacked tags, sharing or deprecation) or `exists`.
+    status: &'static str,
+    /// How long a whole upload took, to the AMI available.
+    millis: Option<u64>,
+}
+
+/// Whether the upload writes the whole image from the start: not a snapshot found, an
+/// object already in S3, or an EBS direct write resumed.
+fn whole_upload(upload: &upload::Plan) -> bool {
+    match &upload.snapshot {
+        upload::SnapshotStep::Import(upload::ImportFrom::File { .. }) => true,
+        upload::SnapshotStep::Write(ebs_direct::Start::Resume(_), _) => false,
+        upload::SnapshotStep::Write(..) => true,
+        _ => false,
+    }
 }
 
 /// Writes the parameters in `region` to `ami`, once it is available.

@@ -63,20 +63,22 @@ pub(crate) struct ImageRecord {
 
 /// How long an image's steps took, as apply measured them (AWS publishes no rate for
 /// imports or copies, so the plan estimates from what an earlier release took).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Timings {
     /// At most what the image's snapshot stores, when known: what the times scale with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_bytes: Option<u64>,
-    /// From the start of the upload to the AMI available, when a run uploaded it.
+    /// From the start of a whole upload to the AMI available (a resumed one is not timed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upload_seconds: Option<f64>,
-    /// Region → from the start of the copy to the copy available, for each copy made.
+    pub upload_ms: Option<u64>,
+    /// Region → from the CopyImage request (a wait for a free copy slot included) to the
+    /// copy available, for each copy made.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub copy_seconds: BTreeMap<String, f64>,
+    pub copy_ms: BTreeMap<String, u64>,
+    /// When these were last measured (ISO 8601): the newest release's figures are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<String>,
 }
-
-impl Eq for Timings {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Parameter {
@@ -112,8 +114,9 @@ pub(crate) struct Placed {
     pub region: String,
     pub copy: Option<Copied>,
     pub parameters: Vec<Parameter>,
-    /// How long this run took to make it; `None` when it made nothing there.
-    pub seconds: Option<f64>,
+    /// How long this run took to make it, in milliseconds; `None` when it made nothing
+    /// there, or resumed it.
+    pub millis: Option<u64>,
 }
 
 impl Record {
@@ -153,16 +156,19 @@ impl Record {
                     .collect();
                 let mut timings = Timings::default();
                 for p in mine() {
-                    let Some(seconds) = p.seconds else { continue };
+                    let Some(millis) = p.millis else { continue };
                     // The source region's is the upload's, unless this account copies.
                     match p.region == manifest.source_region && manifest.copy_from().is_none() {
-                        true => timings.upload_seconds = Some(seconds),
+                        true => timings.upload_ms = Some(millis),
                         false => {
-                            timings.copy_seconds.insert(p.region.clone(), seconds);
+                            timings.copy_ms.insert(p.region.clone(), millis);
                         }
                     }
                 }
-                let timed = timings.upload_seconds.is_some() || !timings.copy_seconds.is_empty();
+                let timed = timings.upload_ms.is_some() || !timings.copy_ms.is_empty();
+                if timed {
+                    timings.measured_at = Some(super::show_time(std::time::SystemTime::now()));
+                }
                 ImageRecord {
                     name: image.name.clone(),
                     arch: crate::names::Named::name(image.arch).to_string(),
@@ -213,7 +219,7 @@ impl Record {
                         .filter(|p| &p.region == region)
                         .cloned()
                         .collect(),
-                    seconds: None,
+                    millis: None,
                 });
             }
         }
@@ -277,10 +283,9 @@ impl Record {
         })
     }
 
-    /// Writes the record to `path` whole.
-    /// Writes the record. The timings an earlier write of this release's record measured are
-    /// kept where this one measured none (a rerun that made nothing, `verify`), with the
-    /// image sizes `data_bytes` gives (by image, in the manifest's order).
+    /// Writes the record to `path` whole. The timings an earlier write of this release's
+    /// record measured are kept where this one measured none (a rerun that made nothing,
+    /// `verify`).
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
         let mut record = self.clone();
         let earlier = path
@@ -297,10 +302,10 @@ impl Record {
                 (None, now) => now,
                 (Some(before), None) => Some(before),
                 (Some(before), Some(mut now)) => {
-                    now.upload_seconds = now.upload_seconds.or(before.upload_seconds);
+                    now.upload_ms = now.upload_ms.or(before.upload_ms);
                     now.data_bytes = now.data_bytes.or(before.data_bytes);
-                    for (region, seconds) in before.copy_seconds {
-                        now.copy_seconds.entry(region).or_insert(seconds);
+                    for (region, millis) in before.copy_ms {
+                        now.copy_ms.entry(region).or_insert(millis);
                     }
                     Some(now)
                 }
@@ -320,12 +325,18 @@ impl Record {
         self
     }
 
-    /// The newest record beside `dir` of an earlier release of `manifest`'s stream (its
-    /// images named by the same template) in the same account part: what the plan
-    /// estimates the time from. Unreadable files are passed over.
-    pub(crate) fn earlier(dir: &Path, manifest: &Manifest) -> Option<Record> {
+    /// The record beside `dir` of an earlier release of `manifest`'s stream (its images
+    /// named by the same template) in the same account part, account and partition, whose
+    /// timings were measured last: what the plan estimates the time from. Unreadable files
+    /// (and merged records) are passed over.
+    pub(crate) fn earlier(
+        dir: &Path,
+        manifest: &Manifest,
+        account: &str,
+        partition: &str,
+    ) -> Option<Record> {
         let part = manifest.part.as_ref().map(|p| p.name.clone());
-        let mut found: Vec<(std::time::SystemTime, Record)> = std::fs::read_dir(dir)
+        let mut found: Vec<(String, Record)> = std::fs::read_dir(dir)
             .ok()?
             .filter_map(|entry| {
                 let entry = entry.ok()?;
@@ -341,14 +352,21 @@ impl Record {
                         .replace("{arch}", crate::names::Named::name(image.arch));
                     record.images.iter().any(|i| i.name == name)
                 });
+                // ISO 8601 times in one form order as text.
+                let measured = record
+                    .images
+                    .iter()
+                    .filter_map(|i| i.timings.as_ref()?.measured_at.clone())
+                    .max()?;
                 let keep = record.release != manifest.release
                     && record.name == part
-                    && same_stream
-                    && record.images.iter().any(|i| i.timings.is_some());
-                keep.then_some((entry.metadata().ok()?.modified().ok()?, record))
+                    && record.account == account
+                    && record.partition == partition
+                    && same_stream;
+                keep.then_some((measured, record))
             })
             .collect();
-        found.sort_by_key(|(at, _)| *at);
+        found.sort_by(|(a, _), (b, _)| a.cmp(b));
         found.pop().map(|(_, r)| r)
     }
 

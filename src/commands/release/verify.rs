@@ -221,7 +221,7 @@ pub(crate) fn report(a: &Account, plan: &Plan, record: &Path, emit: Emit<'_>) ->
             region: f.region.clone(),
             copy: f.copy.clone(),
             parameters: f.parameters.clone(),
-            seconds: None,
+            millis: None,
         })
         .collect();
     let (account, partition) = (&a.identity.account, &a.identity.partition);
