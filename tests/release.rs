@@ -2457,12 +2457,7 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
     assert_eq!(main.code, 0, "{}", main.stderr);
     let ec2 = standin.ec2(SOURCE);
     for (_, (ami, _)) in owned(&standin.sdk(SOURCE)).await {
-        let image = ec2.describe_images().image_ids(&ami).send().await.unwrap();
-        let snapshot = image.images()[0].block_device_mappings()[0]
-            .ebs()
-            .and_then(|e| e.snapshot_id())
-            .unwrap()
-            .to_string();
+        let snapshot = root_snapshot(&ec2, &ami).await;
         ec2.modify_snapshot_attribute()
             .snapshot_id(&snapshot)
             .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
@@ -2535,30 +2530,9 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
         launch.contains(&"user:222233334444".to_string()),
         "{launch:?}"
     );
-    let image = ec2
-        .describe_images()
-        .image_ids(source)
-        .send()
-        .await
-        .unwrap();
-    let snapshot = image.images()[0].block_device_mappings()[0]
-        .ebs()
-        .and_then(|e| e.snapshot_id())
-        .unwrap()
-        .to_string();
-    let volume = ec2
-        .describe_snapshot_attribute()
-        .snapshot_id(&snapshot)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    let users: Vec<&str> = volume
-        .create_volume_permissions()
-        .iter()
-        .filter_map(|p| p.user_id())
-        .collect();
-    assert_eq!(users, ["222233334444"]);
+    let snapshot = root_snapshot(&ec2, source).await;
+    let volume = common::volume_permissions(&ec2, &snapshot).await;
+    assert_eq!(volume, ["group:all", "user:222233334444"]);
     let copy = &owned(&standin.sdk(TARGETS[0])).await["os-3.0-x86_64"].0;
     let launch = launch_permissions(&standin.ec2(TARGETS[0]), copy).await;
     assert_eq!(launch, ["group:all"]);
@@ -2573,21 +2547,35 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
     assert_eq!(counted("ec2.CopyImage"), 10, "a rerun copied again");
 }
 
-/// A user of account 222233334444 holding exactly `document`, made by that account's
-/// admin; its keys.
-async fn second_account_user(standin: &Standin, name: &str, document: &Value) -> (String, String) {
+/// SDK config of account 222233334444's admin, in the source region.
+fn second_account_admin(standin: &Standin) -> aws_config::SdkConfig {
     let keys: Value = serde_json::from_str(&standin.control(
         "POST",
         "/_standin/keys",
         Some(r#"{"account": "222233334444", "partition": "aws"}"#),
     ))
     .unwrap();
-    let admin = standin.sdk_with(
+    standin.sdk_with(
         SOURCE,
         keys["AccessKeyId"].as_str().unwrap(),
         keys["SecretAccessKey"].as_str().unwrap(),
-    );
-    let iam = aws_sdk_iam::Client::new(&admin);
+    )
+}
+
+/// The root snapshot of AMI `ami`, read back.
+async fn root_snapshot(ec2: &aws_sdk_ec2::Client, ami: &str) -> String {
+    let image = ec2.describe_images().image_ids(ami).send().await.unwrap();
+    image.images()[0].block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_string()
+}
+
+/// A user of account 222233334444 holding exactly `document`, made by that account's
+/// admin; its keys.
+async fn second_account_user(standin: &Standin, name: &str, document: &Value) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(&second_account_admin(standin));
     iam.create_user().user_name(name).send().await.unwrap();
     iam.put_user_policy()
         .user_name(name)
@@ -2596,17 +2584,7 @@ async fn second_account_user(standin: &Standin, name: &str, document: &Value) ->
         .send()
         .await
         .unwrap();
-    let key = iam
-        .create_access_key()
-        .user_name(name)
-        .send()
-        .await
-        .unwrap();
-    let key = key.access_key().unwrap();
-    (
-        key.access_key_id().to_string(),
-        key.secret_access_key().to_string(),
-    )
+    common::access_key(&iam, name).await
 }
 
 /// The policy line the plan names for an account that copies is all it needs, and a leaked
@@ -2686,19 +2664,7 @@ async fn an_account_that_copies_needs_only_the_copy_policy_its_plan_names() {
     // Leaked, it cannot register an AMI, nor share or tag what imgpub did not make in its
     // account.
     let leaked = aws_sdk_ec2::Client::new(&standin.sdk_with(SOURCE, &keys.0, &keys.1));
-    let admin = {
-        let k: Value = serde_json::from_str(&standin.control(
-            "POST",
-            "/_standin/keys",
-            Some(r#"{"account": "222233334444", "partition": "aws"}"#),
-        ))
-        .unwrap();
-        aws_sdk_ec2::Client::new(&standin.sdk_with(
-            SOURCE,
-            k["AccessKeyId"].as_str().unwrap(),
-            k["SecretAccessKey"].as_str().unwrap(),
-        ))
-    };
+    let admin = aws_sdk_ec2::Client::new(&second_account_admin(&standin));
     let volume = admin
         .create_volume()
         .availability_zone("us-east-1a")
