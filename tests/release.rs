@@ -2547,6 +2547,170 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
     assert_eq!(counted("ec2.CopyImage"), 10, "a rerun copied again");
 }
 
+/// Until the file `path` (a child's stderr) holds `text`, or `child` has ended; returns
+/// whether it does.
+fn wait_said(path: &Path, text: &str, child: &mut std::process::Child) -> bool {
+    for _ in 0..60_000 {
+        if std::fs::read_to_string(path).is_ok_and(|said| said.contains(text)) {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return std::fs::read_to_string(path).is_ok_and(|said| said.contains(text));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("{} never said {text:?}", path.display());
+}
+
+/// The account that copies on a runner of its own, while the uploading account's runner
+/// publishes: with --wait-for-uploads it waits for the uploads and copies them, and without
+/// them within that time it stops, copying nothing.
+#[tokio::test]
+async fn an_account_that_copies_on_its_own_runner_waits_for_the_other_runners_uploads() {
+    let standin = Standin::start();
+    standin.control("POST", "/_standin/config", Some(r#"{"copy_seconds": 0.2}"#));
+    let dir = TempDir::new();
+    let manifest = copying_manifest(dir.path());
+    let second = |step: &str, wait: &str| {
+        standin
+            .imgpub()
+            .args(["release", step])
+            .arg(&manifest)
+            .args(["--only", "account=second", "--wait-for-uploads", wait])
+    };
+    let counted = |action: &str| count(&standin.counts(), action);
+
+    // The plan does not stop: each copy waits for the other runner's upload.
+    let plan = second("plan", "10m").run();
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let lines = json_lines(&plan);
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["status"], "copy", "{line}");
+        let why = line["why"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("account main's AMI once another run uploads it (apply waits up to 600s)"),
+            "{line}"
+        );
+    }
+
+    // No other runner publishes: it stops once the time is up, naming what to run.
+    let alone = second("apply", "1s").run();
+    assert_eq!(alone.code, 1, "{}", alone.stderr);
+    let said = alone.error_line();
+    assert!(said.contains("within --wait-for-uploads (1s)"), "{said}");
+    assert!(said.contains("--only account=main"), "{said}");
+    assert_eq!(counted("ec2.CopyImage"), 0);
+
+    // The uploading runner, held before its first AMI is registered.
+    standin.fault(r#"{"action": "RegisterImage", "hold": true}"#);
+    let mut main = standin
+        .imgpub()
+        .args(["release", "apply"])
+        .arg(&manifest)
+        .args(["--only", "account=main"])
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        standin.wait_held_or_exit(&mut main),
+        "main never registered"
+    );
+    // The copying runner's plan finds nothing to copy yet; it waits.
+    let (out, err) = (dir.path().join("second.out"), dir.path().join("second.err"));
+    let mut copier = second("apply", "10m")
+        .args(["--verbose"])
+        .cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let waiting = wait_said(&err, "not shared with this account yet", &mut copier);
+    assert!(waiting, "{}", std::fs::read_to_string(&err).unwrap());
+    assert_eq!(counted("ec2.RegisterImage"), 1, "main is held");
+    standin.release();
+
+    let main = main.wait_with_output().unwrap();
+    assert!(
+        main.status.success(),
+        "{}",
+        String::from_utf8_lossy(&main.stderr)
+    );
+    let status = copier.wait().unwrap();
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{said}");
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(lines.iter().all(|l| l["status"] == "created"), "{lines:?}");
+    // One upload per image; main's 2 images to 2 targets, the copier's into all 3 regions.
+    assert_eq!(counted("ec2.RegisterImage"), 2);
+    assert_eq!(counted("ec2.CopyImage"), 4 + 6);
+    let main_source = owned(&standin.sdk(SOURCE)).await;
+    for region in [SOURCE, TARGETS[0], TARGETS[1]] {
+        let mine = owned(&standin.sdk_of_role(region, SECOND).await).await;
+        for name in ["os-3.0-x86_64", "os-3.0-arm64"] {
+            let (id, public) = mine
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} in {region}"));
+            assert!(public, "{name} in {region}");
+            assert_ne!(id, &main_source[name].0, "{name} in {region}: main's own");
+        }
+    }
+
+    // The next release's estimate for the copying account begins with the wait for main's
+    // uploads, as long as main's record says they took. Set by hand: 10 min per upload,
+    // 5 min per copy, one copy at a time.
+    let edit = |name: &str, change: &dyn Fn(&mut Value)| {
+        let path = dir.path().join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut held: Value = serde_json::from_str(&text).unwrap();
+        for image in held["images"].as_array_mut().unwrap() {
+            change(&mut image["timings"]);
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&held).unwrap()).unwrap();
+    };
+    edit("3.0.main.record.json", &|t| {
+        assert!(t["upload_ms"].as_u64().is_some(), "{t}");
+        t["upload_ms"] = 600_000.into();
+    });
+    edit("3.0.second.record.json", &|t| {
+        assert!(t.get("upload_ms").is_none(), "{t}");
+        let copied: Vec<&String> = t["copy_ms"].as_object().unwrap().keys().collect();
+        assert_eq!(copied.len(), 3, "{t}");
+        t["copy_ms"] =
+            serde_json::json!({SOURCE: 300_000, TARGETS[0]: 300_000, TARGETS[1]: 300_000});
+    });
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let next = common::write_file(
+        dir.path(),
+        "next.toml",
+        &text.replace(
+            "release = \"3.0\"",
+            "release = \"3.1\"\ncopy_concurrency = 1",
+        ),
+    );
+    let plan = standin
+        .imgpub()
+        .args(["release", "plan"])
+        .arg(&next)
+        .args(["--only", "account=second", "--wait-for-uploads", "2h"])
+        .run();
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains(
+            "apply may take about 50 min (20 min waiting for account main's uploads, then 30 min of copies)"
+        ),
+        "{}",
+        plan.stderr
+    );
+}
+
 /// SDK config of account 222233334444's admin, in the source region.
 fn second_account_admin(standin: &Standin) -> aws_config::SdkConfig {
     let keys: Value = serde_json::from_str(&standin.control(

@@ -248,13 +248,13 @@ pub enum ReleaseSubcommand {
     /// Read-only: per image and region what exists and what apply would make, the
     /// permission preflight, and why the release could not complete (exit 1, nothing made).
     #[command(after_help = "Example:\n  imgpub release plan release.toml")]
-    Plan(ReleaseArgs),
+    Plan(PublishArgs),
     /// Publish what the manifest declares and is not yet there; a rerun continues where
     /// the last stopped. Exit 77 when only best-effort regions are missing.
     #[command(
         after_help = "Example:\n  imgpub release apply release.toml --record out/release.json"
     )]
-    Apply(ReleaseArgs),
+    Apply(PublishArgs),
     /// Read every claim of the manifest back in every region: exit 1 on drift (77 when
     /// only best-effort regions differ).
     #[command(after_help = "Example:\n  imgpub release verify release.toml")]
@@ -361,6 +361,19 @@ pub struct ReleaseArgs {
     pub only: Vec<imgpub::Only>,
 }
 
+/// `release plan` and `release apply`: the release's arguments, and how an account that
+/// copies waits for uploads another runner publishes.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// With --only: an account that copies (`copy_from`) from an account this run leaves out
+    /// waits up to DURATION (e.g. 2h) for that account's uploads, published by another
+    /// runner at the same time, where without it the plan stops until they are there.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub wait_for_uploads: Option<std::time::Duration>,
+}
+
 impl ReleaseSubcommand {
     /// `promote --dry-run` (`plan` is apply's dry run).
     pub fn dry_run(&self) -> bool {
@@ -369,7 +382,7 @@ impl ReleaseSubcommand {
 
     /// The step as the driver runs it.
     pub fn task(self) -> Task {
-        let (step, a) = match self {
+        let (step, a, wait_for_uploads) = match self {
             ReleaseSubcommand::Restore(r) => return RestoreOptions { records: r.records }.into(),
             ReleaseSubcommand::Watch(w) => {
                 return WatchOptions {
@@ -379,9 +392,9 @@ impl ReleaseSubcommand {
                 }
                 .into()
             }
-            ReleaseSubcommand::Plan(a) => (ReleaseStep::Plan, a),
-            ReleaseSubcommand::Apply(a) => (ReleaseStep::Apply, a),
-            ReleaseSubcommand::Verify(a) => (ReleaseStep::Verify, a),
+            ReleaseSubcommand::Plan(p) => (ReleaseStep::Plan, p.release, p.wait_for_uploads),
+            ReleaseSubcommand::Apply(p) => (ReleaseStep::Apply, p.release, p.wait_for_uploads),
+            ReleaseSubcommand::Verify(a) => (ReleaseStep::Verify, a, None),
             ReleaseSubcommand::Promote(p) => (
                 ReleaseStep::Promote(Promotion {
                     from: p.from,
@@ -392,6 +405,7 @@ impl ReleaseSubcommand {
                     record: None,
                     only: p.only,
                 },
+                None,
             ),
             ReleaseSubcommand::Prune(p) => (
                 ReleaseStep::Prune {
@@ -403,6 +417,7 @@ impl ReleaseSubcommand {
                     record: None,
                     only: p.only,
                 },
+                None,
             ),
         };
         ReleaseOptions {
@@ -410,6 +425,7 @@ impl ReleaseSubcommand {
             manifest: a.manifest,
             record: a.record,
             only: a.only,
+            wait_for_uploads,
         }
         .into()
     }

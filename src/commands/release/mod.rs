@@ -61,6 +61,9 @@ pub struct ReleaseOptions {
     /// `--only`: the `[[account]]`s this run takes (one CI runner's share of the release);
     /// empty: all.
     pub only: Vec<Only>,
+    /// `--wait-for-uploads`: how long an account that copies from an account outside this
+    /// run waits for that account's uploads (another runner's); `None`: its plan stops.
+    pub wait_for_uploads: Option<std::time::Duration>,
 }
 
 /// `--only account=NAME` or `--only partition=P`.
@@ -437,6 +440,15 @@ struct Part {
 }
 
 impl Part {
+    /// How this part, when its account copies, meets the uploads its plan does not find.
+    fn awaiting(&self) -> publish::Awaiting {
+        match (&self.owner, self.options.wait_for_uploads) {
+            (Some(owner), _) => publish::Awaiting::Beside(owner.clone()),
+            (None, Some(wait)) => publish::Awaiting::Elsewhere(wait),
+            (None, None) => publish::Awaiting::Not,
+        }
+    }
+
     fn record_path(&self, manifest: &Manifest) -> PathBuf {
         match &self.account {
             Some(name) => self.options.part_path(manifest, name),
@@ -554,21 +566,30 @@ impl Command for Part {
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or(PathBuf::from("."), PathBuf::from);
-                let view = manifest.clone();
-                let who = a.identity.clone();
                 let earlier = match self.options.step {
                     ReleaseStep::Plan => {
+                        let view = manifest.clone();
+                        let who = a.identity.clone();
                         crate::blocking::run(move || {
-                            let found =
-                                record::Record::earlier(&dir, &view, &who.account, &who.partition);
-                            Ok(found.map(Box::new))
+                            let part = view.part.as_ref().map(|p| p.name.as_str());
+                            let earlier = |part: Option<&str>, account: &str| {
+                                record::Record::earlier(&dir, &view, part, account, &who.partition)
+                                    .map(Box::new)
+                            };
+                            Ok(publish::Earlier {
+                                own: earlier(part, &who.account),
+                                // An account that copies waits for the uploads of the
+                                // account it copies from, as long as they took there.
+                                uploads: view
+                                    .copy_from()
+                                    .and_then(|from| earlier(Some(&from.name), &from.id)),
+                            })
                         })
                         .await?
                     }
-                    _ => None,
+                    _ => publish::Earlier::default(),
                 };
-                let owner = self.owner.is_some();
-                let plan = publish::plan(a, manifest, locals, owner, earlier).await?;
+                let plan = publish::plan(a, manifest, locals, self.awaiting(), earlier).await?;
                 // Apply stops here when the release cannot complete; plan prints it first.
                 if self.options.step == ReleaseStep::Apply {
                     plan.can_complete()?;
@@ -611,7 +632,7 @@ impl Command for Part {
             (_, Plan::Prune(plan)) => prune::apply(a, plan, emit).await,
             (_, Plan::Publish(plan)) => {
                 let path = self.record_path(&plan.manifest);
-                publish::apply(a, plan, &path, emit, self.owner.as_ref()).await
+                publish::apply(a, plan, &path, emit).await
             }
             (_, Plan::Verify(plan)) => {
                 let path = self.record_path(&plan.manifest);

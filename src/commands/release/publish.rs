@@ -38,9 +38,31 @@ pub(crate) struct Plan {
     pub opt_in: Option<OptIn>,
     /// Snapshot copies already in flight into each target region the release copies to.
     pub in_flight: BTreeMap<String, usize>,
-    /// The newest record of an earlier release of the stream beside this one's, whose
-    /// measured times the plan estimates from.
-    pub earlier: Option<Box<Record>>,
+    /// Earlier releases' records, whose measured times the plan estimates from.
+    pub earlier: Earlier,
+    /// For an account that copies: how it meets the AMIs not found yet.
+    pub awaiting: Awaiting,
+}
+
+/// The newest records of an earlier release of the stream beside this one's (only `plan`
+/// reads them).
+#[derive(Debug, Default)]
+pub(crate) struct Earlier {
+    /// This account's.
+    pub own: Option<Box<Record>>,
+    /// For an account that copies: the uploading account's, for the wait for its uploads.
+    pub uploads: Option<Box<Record>>,
+}
+
+/// How an account that copies meets the uploading account's AMIs its plan did not find.
+#[derive(Debug, Clone)]
+pub(crate) enum Awaiting {
+    /// That account runs beside this one: wait while its run goes on.
+    Beside(OwnerDone),
+    /// Another runner publishes them at the same time (`--wait-for-uploads`): wait this long.
+    Elsewhere(std::time::Duration),
+    /// They are not coming: the plan stops (an account that uploads has nothing to wait for).
+    Not,
 }
 
 #[derive(Debug)]
@@ -141,14 +163,14 @@ async fn delta_of(planned: &upload::Plan) -> Result<Option<Delta>> {
 }
 
 /// Reads what exists: `upload`'s plan for each image, then every target region. An account
-/// that copies reads the uploading account's AMIs instead (`owner_running`: that account
-/// runs beside this one, so its AMIs may be made yet).
+/// that copies reads the uploading account's AMIs instead (`awaiting`: whether those not
+/// there yet may still be made while it runs).
 pub(crate) async fn plan(
     a: &Account,
     manifest: Manifest,
     locals: Vec<LocalPlan>,
-    owner_running: bool,
-    earlier: Option<Box<Record>>,
+    awaiting: Awaiting,
+    earlier: Earlier,
 ) -> Result<Plan> {
     let source = Account {
         ctx: a.ctx.in_region(&manifest.source_region),
@@ -186,9 +208,9 @@ pub(crate) async fn plan(
     if let Some(from) = manifest.copy_from() {
         for i in 0..manifest.images.len() {
             let found = shared_source(&a.ctx, &manifest, from, i).await?;
-            if found.is_none() && !owner_running {
+            if found.is_none() && matches!(awaiting, Awaiting::Not) {
                 problems.push(format!(
-                    "account {} ({}) has no AMI named {} in {} that this account can copy (available, and shared with it: the AMI and its snapshot); publish it there first (`release apply --only account={}` shares it), or run both accounts together",
+                    "account {} ({}) has no AMI named {} in {} that this account can copy (available, and shared with it: the AMI and its snapshot); publish it there first (`release apply --only account={}` shares it), run both accounts together, or let this run wait for another runner's uploads (--wait-for-uploads 2h)",
                     from.name, from.id, manifest.images[i].name, from.region, from.name
                 ));
             }
@@ -312,6 +334,7 @@ pub(crate) async fn plan(
         opt_in,
         in_flight,
         earlier,
+        awaiting,
     })
 }
 
@@ -549,11 +572,16 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
         let waits = m
             .copy_from()
             .filter(|_| plan.sources[i].image_id == "*")
-            .map(|from| {
-                format!(
+            .map(|from| match &plan.awaiting {
+                Awaiting::Elsewhere(wait) => format!(
+                    "copied from account {}'s AMI once another run uploads it (apply waits up to {}s)",
+                    from.name,
+                    wait.as_secs()
+                ),
+                _ => format!(
                     "copied from account {}'s AMI once it is uploaded",
                     from.name
-                )
+                ),
             });
         for (region, found) in plan.targets.iter().zip(&image.found) {
             let (status, ami, why) = match found {
@@ -627,12 +655,38 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
 
 /// How long apply may take, from what an earlier release of the stream took (its record's
 /// timings), each step scaled by the data its image holds now against then: the uploads
-/// one after another, then the copies, `copy_concurrency` at a time.
+/// one after another, then the copies, `copy_concurrency` at a time. An account that
+/// copies waits for the uploads it did not find, as long as the uploading account's
+/// record says they took.
 fn estimate_words(plan: &Plan) -> String {
     let m = &plan.manifest;
-    let Some(earlier) = &plan.earlier else {
+    let Some(earlier) = &plan.earlier.own else {
         return "; no earlier release's record beside this one's to estimate the time from".into();
     };
+    let seconds = |ms: u64| ms as f64 / 1000.0;
+    let missing = (0..plan.images.len()).filter(|i| plan.sources[*i].image_id == "*");
+    let mut waiting = 0.0;
+    // Only when something is to make them: otherwise the plan stops.
+    let waits = !matches!(plan.awaiting, Awaiting::Not);
+    if let Some(from) = m.copy_from().filter(|_| waits) {
+        for i in missing {
+            let Some(theirs) = &plan.earlier.uploads else {
+                return format!(
+                    "; no time estimate: no record of account {}'s earlier release beside this one's, to estimate the wait for its uploads from",
+                    from.name
+                );
+            };
+            match theirs.timings_of(m, i).and_then(|t| t.upload_ms) {
+                Some(ms) => waiting += seconds(ms),
+                None => {
+                    return format!(
+                        "; no time estimate: account {}'s record of release {} has no upload time of {}",
+                        from.name, theirs.release, m.images[i].name
+                    )
+                }
+            }
+        }
+    }
     let mut upload = 0.0;
     let mut copies: Vec<f64> = vec![];
     for (i, image) in plan.images.iter().enumerate() {
@@ -646,7 +700,6 @@ fn estimate_words(plan: &Plan) -> String {
             (Some(now), Some(then)) if then > 0 => now as f64 / then as f64,
             _ => 1.0,
         };
-        let seconds = |ms: u64| ms as f64 / 1000.0;
         if image.upload.is_some() && plan.source_ami(i).is_none() {
             match then.upload_ms {
                 Some(ms) => upload += seconds(ms) * scale,
@@ -680,10 +733,27 @@ fn estimate_words(plan: &Plan) -> String {
     let longest = copies.iter().copied().fold(0.0, f64::max);
     let copying = longest.max(copies.iter().sum::<f64>() / m.copy_concurrency.max(1) as f64);
     let minutes = |s: f64| (s / 60.0).ceil() as u64;
+    let Some(from) = m.copy_from() else {
+        return format!(
+            "; apply may take about {} min ({} min of uploads, then {} min of copies), as release {}'s measured times scaled by the data of each image",
+            minutes(upload + copying),
+            minutes(upload),
+            minutes(copying),
+            earlier.release
+        );
+    };
+    // This account reads no image file: the times are as measured.
+    let before = match waiting > 0.0 {
+        true => format!(
+            "{} min waiting for account {}'s uploads, then ",
+            minutes(waiting),
+            from.name
+        ),
+        false => String::new(),
+    };
     format!(
-        "; apply may take about {} min ({} min of uploads, then {} min of copies), as release {}'s measured times scaled by the data of each image",
-        minutes(upload + copying),
-        minutes(upload),
+        "; apply may take about {} min ({before}{} min of copies), as release {}'s measured times",
+        minutes(waiting + copying),
         minutes(copying),
         earlier.release
     )
@@ -764,7 +834,7 @@ struct Done<'a> {
     parameters: Vec<&'a str>,
 }
 
-/// How the run of the account an account copies from ended: `None` while it runs.
+/// Where the run of the account an account copies from is, beside this one.
 pub(crate) type OwnerDone = tokio::sync::watch::Receiver<OwnerRun>;
 
 /// Where the run of the account an account copies from is.
@@ -778,14 +848,13 @@ pub(crate) enum OwnerRun {
 
 /// `release apply`: the uploads, then every copy with its region's parameters; writes the
 /// record, even when regions failed (it names them as missing). An account that copies
-/// waits for the uploading account's AMIs instead (`owner`: that account's run beside this
-/// one), then copies them into each of its regions.
+/// waits for the uploading account's AMIs instead (as `plan.awaiting` says), then copies
+/// them into each of its regions.
 pub(crate) async fn apply(
     a: &Account,
     plan: &Plan,
     record_path: &Path,
     emit: Emit<'_>,
-    owner: Option<&OwnerDone>,
 ) -> Result<()> {
     let m = &plan.manifest;
     let source = Account {
@@ -836,8 +905,9 @@ pub(crate) async fn apply(
         }
     };
     if let Some(from) = m.copy_from() {
+        let started = std::time::Instant::now();
         for i in 0..plan.images.len() {
-            sources.push(wait_shared(a, plan, from, i, owner).await?);
+            sources.push(wait_shared(a, plan, from, i, started).await?);
         }
     }
     for i in (0..plan.images.len()).filter(|i| plan.images[*i].upload.is_some()) {
@@ -988,14 +1058,15 @@ fn took(status: &str, started: std::time::Instant) -> Option<u64> {
 }
 
 /// Waits until the uploading account's AMI of image `i` is shared with this account and
-/// available (that account may be uploading it beside this run); fails as soon as that
-/// account's run failed.
+/// available (that account may be uploading it beside this run, or on another runner);
+/// fails as soon as that account's run beside this one failed.
+/// `started`: when the run began waiting for the first of them (one wait for them all).
 async fn wait_shared(
     a: &Account,
     plan: &Plan,
     from: &CopyFrom,
     i: usize,
-    owner: Option<&OwnerDone>,
+    started: std::time::Instant,
 ) -> Result<Source> {
     let m = &plan.manifest;
     let name = &m.images[i].name;
@@ -1012,19 +1083,39 @@ async fn wait_shared(
         best_effort_only: false,
     }
     };
-    // Not running beside this one, the plan stops when the AMI is missing; so here it went.
-    let Some(owner) = owner else {
-        return Err(gone("no longer has".into()));
+    // Beside this run, each image as long as its upload may take (they are uploaded one
+    // after another); another runner's, all within the time the user gave.
+    let (owner, wait, from_now) = match &plan.awaiting {
+        Awaiting::Beside(owner) => (
+            Some(owner),
+            m.import_timeout + m.copy_timeout,
+            std::time::Instant::now(),
+        ),
+        Awaiting::Elsewhere(wait) => (None, *wait, started),
+        // The plan stops when the AMI is missing and nothing is to make it; so here it went.
+        Awaiting::Not => return Err(gone("no longer has".into())),
     };
     let what = format!("account {}'s AMI {name} in {}", from.name, from.region);
-    let wait = m.import_timeout + m.copy_timeout;
-    let deadline = std::time::Instant::now() + wait;
+    let deadline = from_now.checked_add(wait).ok_or_else(|| {
+        Error::Invalid(format!(
+            "--wait-for-uploads {}s is too long to wait; give a time such as 2h",
+            wait.as_secs()
+        ))
+    })?;
     let timed_out = || {
-        format!(
+        match owner {
+        Some(_) => format!(
             "not shared with this account and available within {}s; rerun `imgpub release apply` once account {} has published it",
             wait.as_secs(),
             from.name
-        )
+        ),
+        None => format!(
+            "not shared with this account and available within --wait-for-uploads ({}s); check account {}'s runner (`release apply --only account={}`), then rerun, or wait longer",
+            wait.as_secs(),
+            from.name,
+            from.name
+        ),
+    }
     };
     use crate::aws::poll::{poll_until, Grid, Look};
     // When that account's run published: what it shared is visible here within PATIENCE.
@@ -1036,7 +1127,8 @@ async fn wait_shared(
                 said: "shared".into(),
             });
         }
-        let state = *owner.borrow();
+        // Another runner's uploads: nothing to know of that run but what it shares.
+        let state = owner.map_or(OwnerRun::Running, |o| *o.borrow());
         match state {
             OwnerRun::Failed => return Err(gone("failed before it published".into())),
             OwnerRun::Published => {

@@ -326,16 +326,17 @@ impl Record {
     }
 
     /// The record beside `dir` of an earlier release of `manifest`'s stream (its images
-    /// named by the same template) in the same account part, account and partition, whose
+    /// named by the same template) of the account part `part` (its `[[account]]`), account
+    /// and partition, whose
     /// timings were measured last: what the plan estimates the time from. Unreadable files
     /// (and merged records) are passed over.
     pub(crate) fn earlier(
         dir: &Path,
         manifest: &Manifest,
+        part: Option<&str>,
         account: &str,
         partition: &str,
     ) -> Option<Record> {
-        let part = manifest.part.as_ref().map(|p| p.name.clone());
         let mut found: Vec<(String, Record)> = std::fs::read_dir(dir)
             .ok()?
             .filter_map(|entry| {
@@ -359,7 +360,7 @@ impl Record {
                     .filter_map(|i| i.timings.as_ref()?.measured_at.clone())
                     .max()?;
                 let keep = record.release != manifest.release
-                    && record.name == part
+                    && record.name.as_deref() == part
                     && record.account == account
                     && record.partition == partition
                     && same_stream;
