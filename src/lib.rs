@@ -80,7 +80,7 @@ pub use aws::images::ImageSelection;
 pub use aws::multipart::Transfer;
 pub use image::ObjectFormat;
 pub use names::Named;
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 
 /// The defaults the binary's flags show.
 pub mod defaults {

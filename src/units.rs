@@ -1,4 +1,4 @@
-//! Durations as people write them, for flags and the release manifest alike.
+//! Durations and sizes as people write them, for flags and the release manifest alike.
 
 /// A duration in Go's forms, as ore's flags take them (`time.ParseDuration`): one or more
 /// number-and-unit pairs, `1h30m`, `1.5h`, `500ms`, `5h0m0s`; units ns, us (µs), ms, s, m, h,
@@ -67,4 +67,56 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         secs,
         (nanos % 1_000_000_000) as u32,
     ))
+}
+
+/// `16MiB`, `16M`, `1GiB`, `512KiB`: a number with its unit.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        // A bare number could mean bytes or MiB: refused, as a bare duration is.
+        "" => return Err(format!("{s:?} has no unit; give one: 16MiB, 512KiB, 1GiB")),
+        "m" | "mb" | "mib" => 1 << 20,
+        "k" | "kb" | "kib" => 1 << 10,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown unit; use KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is larger than any file"))
+}
+
+/// `d` as the duration flags take it (`5h`, `1h30m`, `90s`), to the second.
+pub(crate) fn show_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_duration_shown_reads_back_as_itself() {
+        for secs in [0, 1, 59, 60, 61, 3600, 5400, 7200, 3 * 86400 + 1] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&show_duration(d)), Ok(d), "{secs}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(show_duration(Duration::from_secs(600)), "10m");
+    }
 }

@@ -2031,6 +2031,26 @@ async fn owned(sdk: &aws_config::SdkConfig) -> BTreeMap<String, (String, bool)> 
         .collect()
 }
 
+/// Checks, read back as the second account, that it holds both images of release 3.0 in
+/// each of `regions` as public AMIs of its own (copies, not main's); main's source AMIs.
+async fn second_holds_copies(
+    standin: &Standin,
+    regions: &[&str],
+) -> BTreeMap<String, (String, bool)> {
+    let main_source = owned(&standin.sdk(SOURCE)).await;
+    for region in regions {
+        let mine = owned(&standin.sdk_of_role(region, SECOND).await).await;
+        for name in ["os-3.0-x86_64", "os-3.0-arm64"] {
+            let (id, public) = mine
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} in {region}"));
+            assert!(public, "{name} in {region}");
+            assert_ne!(id, &main_source[name].0, "{name} in {region}: main's own");
+        }
+    }
+    main_source
+}
+
 #[tokio::test]
 async fn a_release_in_two_accounts_and_govcloud_is_planned_applied_in_parts_and_verified() {
     let standin = Standin::start();
@@ -2510,17 +2530,7 @@ async fn an_account_that_copies_gets_the_uploads_shared_and_copied_not_uploaded_
     assert_eq!(counted("ec2.CopyImage"), 4 + 6);
 
     // Read back as each account.
-    let main_source = owned(&standin.sdk(SOURCE)).await;
-    for region in regions {
-        let mine = owned(&standin.sdk_of_role(region, SECOND).await).await;
-        for name in ["os-3.0-x86_64", "os-3.0-arm64"] {
-            let (id, public) = mine
-                .get(name)
-                .unwrap_or_else(|| panic!("{name} in {region}"));
-            assert!(public, "{name} in {region}");
-            assert_ne!(id, &main_source[name].0, "{name} in {region}: main's own");
-        }
-    }
+    let main_source = second_holds_copies(&standin, &regions).await;
     // Main's uploads are shared with the second account, AMI and snapshot; its copies are
     // not.
     let ec2 = standin.ec2(SOURCE);
@@ -2589,7 +2599,7 @@ async fn an_account_that_copies_on_its_own_runner_waits_for_the_other_runners_up
         assert_eq!(line["status"], "copy", "{line}");
         let why = line["why"].as_str().unwrap_or_default();
         assert!(
-            why.contains("account main's AMI once another run uploads it (apply waits up to 600s)"),
+            why.contains("account main's AMI once another run uploads it (apply waits up to 10m)"),
             "{line}"
         );
     }
@@ -2651,17 +2661,7 @@ async fn an_account_that_copies_on_its_own_runner_waits_for_the_other_runners_up
     // One upload per image; main's 2 images to 2 targets, the copier's into all 3 regions.
     assert_eq!(counted("ec2.RegisterImage"), 2);
     assert_eq!(counted("ec2.CopyImage"), 4 + 6);
-    let main_source = owned(&standin.sdk(SOURCE)).await;
-    for region in [SOURCE, TARGETS[0], TARGETS[1]] {
-        let mine = owned(&standin.sdk_of_role(region, SECOND).await).await;
-        for name in ["os-3.0-x86_64", "os-3.0-arm64"] {
-            let (id, public) = mine
-                .get(name)
-                .unwrap_or_else(|| panic!("{name} in {region}"));
-            assert!(public, "{name} in {region}");
-            assert_ne!(id, &main_source[name].0, "{name} in {region}: main's own");
-        }
-    }
+    second_holds_copies(&standin, &[SOURCE, TARGETS[0], TARGETS[1]]).await;
 
     // The next release's estimate for the copying account begins with the wait for main's
     // uploads, as long as main's record says they took. Set by hand: 10 min per upload,
@@ -2695,19 +2695,31 @@ async fn an_account_that_copies_on_its_own_runner_waits_for_the_other_runners_up
             "release = \"3.1\"\ncopy_concurrency = 1",
         ),
     );
-    let plan = standin
-        .imgpub()
-        .args(["release", "plan"])
-        .arg(&next)
-        .args(["--only", "account=second", "--wait-for-uploads", "2h"])
-        .run();
-    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let plan = || {
+        let run = standin
+            .imgpub()
+            .args(["release", "plan"])
+            .arg(&next)
+            .args(["--only", "account=second", "--wait-for-uploads", "2h"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stderr
+    };
+    let said = plan();
     assert!(
-        plan.stderr.contains(
+        said.contains(
             "apply may take about 50 min (20 min waiting for account main's uploads, then 30 min of copies)"
         ),
-        "{}",
-        plan.stderr
+        "{said}"
+    );
+    // Without main's record, the copies are still estimated, the wait said unmeasured.
+    std::fs::remove_file(dir.path().join("3.0.main.record.json")).unwrap();
+    let said = plan();
+    assert!(
+        said.contains(
+            "apply may take about 30 min of copies once account main's uploads are there, as release 3.0's measured times (no record of account main's earlier release beside this one's, to estimate the wait for them from)"
+        ),
+        "{said}"
     );
 }
 
@@ -2751,6 +2763,16 @@ async fn second_account_user(standin: &Standin, name: &str, document: &Value) ->
     common::access_key(&iam, name).await
 }
 
+/// The `imgpub aws policy …` line a run refused by the preflight names as the fix.
+fn policy_line(refused: &common::Run) -> String {
+    let error = refused.error_line();
+    error
+        .split('`')
+        .find(|part| part.starts_with("imgpub aws policy"))
+        .unwrap_or_else(|| panic!("no policy line: {error}"))
+        .to_string()
+}
+
 /// The policy line the plan names for an account that copies is all it needs, and a leaked
 /// credential holding it can neither register nor share what imgpub did not make.
 #[tokio::test]
@@ -2791,12 +2813,7 @@ async fn an_account_that_copies_needs_only_the_copy_policy_its_plan_names() {
     let reader = second_account_user(&standin, "reader", &reads).await;
     let refused = run(Some(&reader), "apply", "account=second");
     assert_eq!(refused.code, 1, "{}", refused.stderr);
-    let error = refused.error_line();
-    let line = error
-        .split('`')
-        .find(|part| part.starts_with("imgpub aws policy"))
-        .unwrap_or_else(|| panic!("no policy line: {error}"))
-        .to_string();
+    let line = policy_line(&refused);
     assert!(
         line.starts_with("imgpub aws policy --for copy,ssm ")
             && line.contains("--regions us-east-1,eu-west-1,us-west-2")
@@ -2986,5 +3003,210 @@ async fn plan_estimates_the_time_from_what_an_earlier_release_took() {
         ),
         "{}",
         plan.stderr
+    );
+}
+
+/// The AMI named `name` in the caller's account, as DescribeImages shows it.
+async fn image_named(ec2: &aws_sdk_ec2::Client, name: &str) -> aws_sdk_ec2::types::Image {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values(name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.images().len(), 1, "{name}: {:?}", out.images());
+    out.images()[0].clone()
+}
+
+/// Every flag of upload's that a manifest says (UEFI variable store, SR-IOV, billing
+/// products, TPM, IMDSv2, a KMS key, the import's role, the part size) reaches the AMIs,
+/// read back; a publisher needs only the policy line the preflight names for it, and
+/// verify reads the registered settings back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_release_with_every_register_flag_is_as_its_manifest_says() {
+    let standin = Standin::initialized();
+    let key = common::customer_key(&standin, SOURCE);
+    // An import role of its own, the only one allowed the key.
+    standin
+        .imgpub()
+        .args([
+            "aws",
+            "initialize",
+            "--region",
+            SOURCE,
+            "--bucket",
+            "images",
+        ])
+        .args(["--role-name", "imgpub-import", "--kms-key", &key])
+        .run()
+        .json();
+    let dir = TempDir::new();
+    make_raw(dir.path(), "x86_64.raw", 16, 4, 11);
+    make_raw(dir.path(), "arm64.raw", 16, 4, 12);
+    let store = "VUVGSSB2YXJpYWJsZSBzdG9yZQ==";
+    common::write_file(dir.path(), "vars.b64", &format!("{store}\n"));
+    let text = format!(
+        r#"
+release = "1.0"
+source_region = "{SOURCE}"
+regions = ["{}", "{}"]
+bucket = "s3://images/ci"
+name = "os-{{release}}-{{arch}}"
+kms_key = "{key}"
+vmimport_role = "imgpub-import"
+
+[transfer]
+part_size = "5MiB"
+
+[[image]]
+file = "x86_64.raw"
+arch = "x86_64"
+boot_mode = "uefi"
+tpm = "v2.0"
+imdsv2_only = true
+uefi_data = "vars.b64"
+sriov_net_support = "off"
+billing_product_codes = ["bp-6fa54006"]
+
+[[image]]
+file = "arm64.raw"
+arch = "arm64"
+"#,
+        TARGETS[0], TARGETS[1]
+    );
+    let manifest = common::write_file(dir.path(), "release.toml", &text);
+    standin.enforce_iam();
+    let run = |keys: &(String, String), step: &str| {
+        let cmd = standin.imgpub().args(["release", step]).arg(&manifest);
+        common::signed_by(cmd.args(["--preflight", "require"]), keys).run()
+    };
+
+    // A user that may only read: the preflight names the line to grant, with the role and
+    // the key; nothing is made.
+    let reads = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Action": ["ec2:Describe*", "ec2:Get*", "s3:Get*", "s3:List*", "iam:Get*",
+                   "servicequotas:GetServiceQuota", "iam:SimulatePrincipalPolicy"],
+        "Resource": "*"}]});
+    let reader = common::user_with(&standin, "reader", &reads).await;
+    let refused = run(&reader, "apply");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let line = policy_line(&refused);
+    assert!(
+        line.starts_with("imgpub aws policy --for upload,copy ")
+            && line.contains("--role-name imgpub-import")
+            && line.contains(&format!("--kms-key {key}")),
+        "{line}"
+    );
+    assert_eq!(changes(&standin), vec![], "nothing made");
+
+    // Without the key, the preflight stops the copies before the upload: CopyImage uses
+    // the key on the caller's behalf.
+    let policy_of = |line: &str| {
+        let args: Vec<&str> = line.split_whitespace().skip(3).collect();
+        standin
+            .imgpub()
+            .args(["aws", "policy"])
+            .args(&args)
+            .run()
+            .json_document()
+    };
+    let keyless = policy_of(&line.replace(&format!(" --kms-key {key}"), ""));
+    let keyless = common::user_with(&standin, "keyless", &keyless).await;
+    let refused = run(&keyless, "apply");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let error = refused.error_line();
+    assert!(
+        error.contains("kms:CreateGrant") && error.contains(&key),
+        "{error}"
+    );
+    assert_eq!(changes(&standin), vec![], "nothing made");
+
+    // That line's policy is all a publisher needs.
+    let publisher = common::user_with(&standin, "publisher", &policy_of(&line)).await;
+    let applied = run(&publisher, "apply");
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    // 16 MiB images in 5 MiB parts.
+    assert_eq!(count(&standin.counts(), "s3.UploadPart"), 2 * 4);
+
+    // Read back: the x86_64 AMI as registered, its snapshot under the key.
+    let ec2 = standin.ec2(SOURCE);
+    let x86 = image_named(&ec2, "os-1.0-x86_64").await;
+    let id = x86.image_id().unwrap();
+    assert_eq!(x86.boot_mode().map(|b| b.as_str()), Some("uefi"));
+    assert_eq!(x86.tpm_support().map(|t| t.as_str()), Some("v2.0"));
+    assert_eq!(x86.imds_support().map(|i| i.as_str()), Some("v2.0"));
+    assert_eq!(x86.sriov_net_support(), None);
+    let uefi = ec2
+        .describe_image_attribute()
+        .image_id(id)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::UefiData)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uefi.uefi_data().and_then(|d| d.value()), Some(store));
+    let registered: Value =
+        serde_json::from_str(&standin.control("GET", &format!("/_standin/images/{id}"), None))
+            .unwrap();
+    assert_eq!(
+        registered["billing_products"],
+        serde_json::json!(["bp-6fa54006"])
+    );
+    let arm = image_named(&ec2, "os-1.0-arm64").await;
+    assert_eq!(arm.sriov_net_support(), Some("simple"));
+    // Every snapshot is encrypted: the uploads' under the key, the copies' under their
+    // region's default EBS key.
+    for region in [SOURCE, TARGETS[0], TARGETS[1]] {
+        let ec2 = standin.ec2(region);
+        for name in ["os-1.0-x86_64", "os-1.0-arm64"] {
+            let image = image_named(&ec2, name).await;
+            let snapshot = root_snapshot(&ec2, image.image_id().unwrap()).await;
+            let described = ec2
+                .describe_snapshots()
+                .snapshot_ids(&snapshot)
+                .send()
+                .await
+                .unwrap();
+            let snap = &described.snapshots()[0];
+            assert_eq!(snap.encrypted(), Some(true), "{name} in {region}");
+            assert_eq!(
+                snap.kms_key_id() == Some(key.as_str()),
+                region == SOURCE,
+                "{name} in {region}: {:?}",
+                snap.kms_key_id()
+            );
+        }
+    }
+    let verified = release(&standin, "verify", &manifest);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+
+    // A manifest that says otherwise: verify names the setting in every region.
+    let other = text.replace(
+        "sriov_net_support = \"off\"",
+        "sriov_net_support = \"simple\"",
+    );
+    common::write_file(dir.path(), "release.toml", &other);
+    let verified = release(&standin, "verify", &manifest);
+    assert_eq!(verified.code, 1, "{}", verified.stderr);
+    let drift: Vec<(String, String, String)> = statuses(&verified)
+        .into_iter()
+        .filter(|(_, _, status)| status != "ok")
+        .collect();
+    let mut want: Vec<(String, String, String)> = [SOURCE, TARGETS[0], TARGETS[1]]
+        .iter()
+        .map(|r| ("os-1.0-x86_64".into(), r.to_string(), "drift".into()))
+        .collect();
+    want.sort();
+    assert_eq!(drift, want);
+    let error = verified.error_line();
+    assert!(
+        error.contains(&format!("{id} has SR-IOV support unset (asked: simple)")),
+        "{error}"
     );
 }

@@ -37,6 +37,9 @@ pub(crate) struct Source {
     pub sharing: Sharing,
     /// The source's deprecation time: CopyImage does not carry it, so each copy gets it.
     pub deprecate_at: Option<aws_smithy_types::DateTime>,
+    /// The customer managed KMS key (ARN) the source's snapshot is under, when known:
+    /// CopyImage uses it on the caller's behalf, so the preflight checks its kms: actions.
+    pub key: Option<String>,
 }
 
 /// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
@@ -79,6 +82,9 @@ pub(crate) async fn describe_source(ec2: &Client, region: &str, image_id: &str) 
             ),
             None => None,
         },
+        // Its key may be AWS's own (aws/ebs), which needs no grant, and telling the two
+        // apart takes KMS's DescribeKey: an encrypted source's key is not checked ahead.
+        key: None,
     })
 }
 
@@ -339,10 +345,9 @@ pub(crate) fn calls(source: &Source, region: &str, found: &InRegion) -> Vec<Call
             region: source.region.clone(),
             id: source.image_id.clone(),
         };
-        let mut copy = call(
-            Op::Ec2CopyImage,
-            vec![image.clone(), from, snapshot.clone()],
-        );
+        let mut resources = vec![image.clone(), from, snapshot.clone()];
+        resources.extend(source.key.iter().map(|k| Resource::Key(k.clone())));
+        let mut copy = call(Op::Ec2CopyImage, resources);
         // Tagged as imgpub's as it is made.
         copy.tags_on_create = true;
         calls.push(copy);

@@ -11,24 +11,9 @@ pub(super) fn named<T: Named + Clone>() -> impl clap::builder::TypedValueParser<
     PossibleValuesParser::new(values).try_map(|s| T::from_name(&s).ok_or("not one of its values"))
 }
 
-/// `16MiB`, `16M`, `1GiB`, `512KiB`: a number with its unit.
+/// `16MiB`, `16M`, `1GiB`, `512KiB` (the library's parser, which the manifest uses too).
 pub(super) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 16MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        // A bare number could mean bytes or MiB: refused, as a bare duration is.
-        "" => return Err(format!("{s:?} has no unit; give one: 16MiB, 512KiB, 1GiB")),
-        "m" | "mb" | "mib" => 1 << 20,
-        "k" | "kb" | "kib" => 1 << 10,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{s:?} has an unknown unit; use KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is larger than any file"))
+    imgpub::parse_size(s)
 }
 
 /// A duration in Go's forms (the library's parser, which the manifest uses too).

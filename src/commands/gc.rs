@@ -334,22 +334,6 @@ fn regions_with<'a>(regions: &[String], found: impl Iterator<Item = &'a String>)
         .collect()
 }
 
-/// `d` as `--duration` takes it (`5h`, `1h30m`, `90s`).
-fn go_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("0s");
-    }
-    out
-}
-
 /// What was ended, or what was looked at when nothing was.
 fn summary(opts: &GcOptions, plan: &Plan) -> String {
     let tags = match opts.tags.is_empty() {
@@ -360,7 +344,7 @@ fn summary(opts: &GcOptions, plan: &Plan) -> String {
         1 => plan.regions[0].clone(),
         n => format!("{n} regions"),
     };
-    let age = go_duration(opts.duration);
+    let age = crate::units::show_duration(opts.duration);
     let (n, what, done) = match &plan.found {
         Found::Instances(found) => (found.len(), "instances", "terminated"),
         Found::Images(found) => (found.len(), "AMIs", "deregistered (with their snapshots)"),

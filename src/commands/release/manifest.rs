@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aws::ami::{Arch, BootMode, Sharing, TpmSupport, VolumeType};
+use crate::aws::ami::{Arch, BootMode, Sharing, SriovNetSupport, TpmSupport, VolumeType};
 use crate::aws::config::validate_region;
+use crate::aws::import::Encryption;
 use crate::aws::ssm::{ImageFacts, Template};
 use crate::commands::upload::{Deprecate, UploadOptions, Via};
 use crate::error::{Error, Result};
 use crate::names::Named;
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_size};
 
 /// A release as its manifest declares it, checked.
 #[derive(Debug, Clone)]
@@ -60,6 +61,27 @@ pub(crate) struct Manifest {
     pub accounts: Vec<AccountDecl>,
     /// In the view of one `[[account]]` ([`Manifest::for_account`]): that account.
     pub part: Option<AccountDecl>,
+    /// `encrypted`, `kms_key`: how the uploads' snapshots are encrypted (in an account's
+    /// view, the account's).
+    pub encryption: Encryption,
+    /// `vmimport_role`: the role ImportSnapshot assumes (`initialize --role-name`); an
+    /// account's own in its view.
+    pub vmimport_role: String,
+    /// `[transfer]`: how each image is sent.
+    pub transfer: Transfer,
+}
+
+/// `[transfer]`: how each image is sent, as upload's transfer flags say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    /// S3 multipart part size; `None`: upload's choice.
+    pub part_size: Option<u64>,
+    /// S3 parts sent at once.
+    pub upload_concurrency: usize,
+    /// EBS direct blocks read and sent at once.
+    pub blocks_in_flight: usize,
+    /// EBS direct: send written all-zero blocks to an unencrypted snapshot too.
+    pub send_zero_blocks: bool,
 }
 
 /// `[[account]]`: an account the release is published in, how to reach it, and where in
@@ -88,6 +110,8 @@ pub(crate) struct AccountDecl {
     pub copy_from: Option<CopyFrom>,
     /// The ids of the accounts that copy from this one: its uploads are shared with them.
     pub copied_by: Vec<String>,
+    pub encryption: Encryption,
+    pub vmimport_role: String,
 }
 
 /// Where an account that copies the release (`copy_from`) finds it.
@@ -138,6 +162,10 @@ pub(crate) struct Image {
     /// The AMI's name: the manifest's `name` with `{release}` and `{arch}` filled in.
     pub name: String,
     pub description: Option<String>,
+    /// The UEFI variable store's file (checked when read), for Secure Boot.
+    pub uefi_data: Option<PathBuf>,
+    pub sriov: SriovNetSupport,
+    pub billing_products: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +202,22 @@ struct Raw {
     protect: bool,
     #[serde(default, rename = "account")]
     accounts: Vec<RawAccount>,
+    #[serde(default)]
+    encrypted: bool,
+    kms_key: Option<String>,
+    vmimport_role: Option<String>,
+    #[serde(default)]
+    transfer: RawTransfer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfer {
+    part_size: Option<String>,
+    upload_concurrency: Option<usize>,
+    blocks_in_flight: Option<usize>,
+    #[serde(default)]
+    send_zero_blocks: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +234,9 @@ struct RawAccount {
     bucket: Option<String>,
     sharing: Option<RawSharing>,
     copy_from: Option<String>,
+    encrypted: Option<bool>,
+    kms_key: Option<String>,
+    vmimport_role: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +306,10 @@ struct RawImage {
     volume_type: Option<String>,
     tpm: Option<String>,
     disk_size_gib: Option<u32>,
+    uefi_data: Option<PathBuf>,
+    sriov_net_support: Option<String>,
+    #[serde(default)]
+    billing_product_codes: Vec<String>,
 }
 
 /// Reads and checks the manifest at `path` (no AWS).
@@ -361,6 +412,30 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
                 .as_deref()
                 .map(|t| TpmSupport::from_name(t).ok_or_else(|| named("tpm", t)))
                 .transpose()?;
+            let sriov = match image.sriov_net_support.as_deref() {
+                None => SriovNetSupport::Simple,
+                Some(v) => {
+                    SriovNetSupport::from_name(v).ok_or_else(|| named("sriov_net_support", v))?
+                }
+            };
+            // The boot mode upload registers with, and that the variable store needs UEFI.
+            let boot = crate::aws::ami::boot_mode(arch, BootMode::UefiPreferred, boot_mode, tpm)
+                .map_err(|e| bad(format!("{}: {e}", at("boot_mode"))))?;
+            let uefi_data = image.uefi_data.as_ref().map(|f| base.join(f));
+            if let Some(file) = &uefi_data {
+                crate::commands::upload::read_uefi_data(&at("uefi_data"), file, boot)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            if let Some(code) = image
+                .billing_product_codes
+                .iter()
+                .find(|c| c.trim().is_empty() || c.contains(char::is_whitespace))
+            {
+                return Err(bad(format!(
+                    "{} has {code:?}, not a billing product code (such as bp-6fa54006)",
+                    at("billing_product_codes")
+                )));
+            }
             let fill = |template: &str| {
                 template
                     .replace("{release}", &raw.release)
@@ -376,6 +451,9 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
                 disk_size_gib: image.disk_size_gib,
                 name: fill(&raw.name),
                 description: raw.description.as_deref().map(fill),
+                uefi_data,
+                sriov,
+                billing_products: image.billing_product_codes,
             })
         })
         .collect::<Result<Vec<Image>>>()?;
@@ -436,6 +514,13 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         .prune
         .map(|p| retention(p).map_err(|why| bad(format!("[prune] {why}"))))
         .transpose()?;
+    let encryption =
+        encryption_of(raw.encrypted, raw.kms_key.as_deref(), &raw.source_region).map_err(&bad)?;
+    // With [[account]]s each is checked as it publishes (its own sharing and regions).
+    if raw.accounts.is_empty() {
+        encrypted_sharing(&encryption, &targets, &sharing).map_err(&bad)?;
+    }
+    let transfer = transfer(&raw.transfer, via).map_err(|why| bad(format!("[transfer] {why}")))?;
     Ok(Manifest {
         path: path.to_path_buf(),
         release: raw.release,
@@ -464,6 +549,130 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Manifest> {
         protect: raw.protect,
         accounts,
         part: None,
+        encryption,
+        vmimport_role: vmimport_role(raw.vmimport_role.as_deref()).map_err(&bad)?,
+        transfer,
+    })
+}
+
+/// `encrypted` and `kms_key` for uploads in `source`: a key is the ARN of one in that
+/// region (a key encrypts in its own region; the policy names it by ARN).
+fn encryption_of(
+    encrypted: bool,
+    kms_key: Option<&str>,
+    source: &str,
+) -> std::result::Result<Encryption, String> {
+    let Some(key) = kms_key else {
+        return Ok(match encrypted {
+            true => Encryption::DefaultKey,
+            false => Encryption::None,
+        });
+    };
+    let region =
+        crate::commands::needs::kms_key_region("`kms_key`", key).map_err(|e| e.to_string())?;
+    if region != source {
+        return Err(format!(
+            "`kms_key` {key} is a key of {region}, but the images are uploaded in {source}: name a key of {source}"
+        ));
+    }
+    Ok(Encryption::Key(key.to_string()))
+}
+
+/// An encrypted release shares only what AWS lets it share: never publicly, and with other
+/// accounts only under a key of its own, in the source region, where that key is.
+fn encrypted_sharing(
+    encryption: &Encryption,
+    targets: &Targets,
+    sharing: &Sharing,
+) -> std::result::Result<(), String> {
+    if !encryption.is_encrypted() {
+        return Ok(());
+    }
+    // "Encrypted snapshots ... cannot be made public. Snapshots encrypted with your default
+    // KMS key cannot be shared with other accounts." (EC2 API Reference,
+    // ModifySnapshotAttribute).
+    if sharing.public {
+        return Err(
+            "an encrypted snapshot cannot be public (AWS refuses): drop `encrypted` and `kms_key`, or `public`".into(),
+        );
+    }
+    let shared = !sharing.launch_users.is_empty()
+        || !sharing.organizations.is_empty()
+        || !sharing.organizational_units.is_empty();
+    if !shared {
+        return Ok(());
+    }
+    if *encryption == Encryption::DefaultKey {
+        return Err(
+            "`encrypted = true` encrypts with the account's default EBS key, which may be AWS's own and so cannot be shared: give `kms_key`, a key of your own that the accounts shared with may use".into(),
+        );
+    }
+    let copies = match targets {
+        Targets::All => true,
+        Targets::Named(list) => !list.is_empty(),
+    };
+    // CopyImage encrypts each copy with its region's default EBS key unless told another,
+    // and a release names one key, of the source region.
+    if copies {
+        return Err(
+            "the copies in other regions would be encrypted with each region's default EBS key, which may be AWS's own and so cannot be shared: share an encrypted release in its source region only (`regions = []`), or publish it unencrypted".into(),
+        );
+    }
+    Ok(())
+}
+
+/// `vmimport_role`, checked; `vmimport` unless given.
+fn vmimport_role(name: Option<&str>) -> std::result::Result<String, String> {
+    let name = name.unwrap_or("vmimport");
+    crate::aws::iam::validate_role_name(name)
+        .map_err(|e| format!("`vmimport_role = {name:?}`: {e}"))?;
+    Ok(name.to_string())
+}
+
+/// `[transfer]`, checked: each key is of the transport the release uses.
+fn transfer(raw: &RawTransfer, via: Via) -> std::result::Result<Transfer, String> {
+    let of = |key: &str, given: bool, wants: Via| match given && via != wants {
+        true => Err(format!(
+            "`{key}` applies to `transport = \"{}\"`; this release uses \"{}\"",
+            wants.name(),
+            via.name()
+        )),
+        false => Ok(()),
+    };
+    of("part_size", raw.part_size.is_some(), Via::S3)?;
+    of(
+        "upload_concurrency",
+        raw.upload_concurrency.is_some(),
+        Via::S3,
+    )?;
+    of(
+        "blocks_in_flight",
+        raw.blocks_in_flight.is_some(),
+        Via::EbsDirect,
+    )?;
+    of("send_zero_blocks", raw.send_zero_blocks, Via::EbsDirect)?;
+    let part_size = raw
+        .part_size
+        .as_deref()
+        .map(|p| parse_size(p).map_err(|e| format!("`part_size`: {e}")))
+        .transpose()?;
+    let upload_concurrency = match raw.upload_concurrency {
+        Some(0) => return Err("`upload_concurrency` must be 1 or more".into()),
+        n => n.unwrap_or(crate::aws::multipart::DEFAULT_CONCURRENCY),
+    };
+    let blocks_in_flight = match raw.blocks_in_flight {
+        Some(n) if !(1..=1024).contains(&n) => {
+            return Err(format!("`blocks_in_flight = {n}`: give 1 to 1024"))
+        }
+        n => n.unwrap_or(usize::from(
+            crate::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT,
+        )),
+    };
+    Ok(Transfer {
+        part_size,
+        upload_concurrency,
+        blocks_in_flight,
+        send_zero_blocks: raw.send_zero_blocks,
     })
 }
 
@@ -696,6 +905,26 @@ fn accounts(
                 }
             ));
         }
+        // A key is of an account and a region: one the manifest names may not fit this one.
+        let (encrypted, kms_key, top) = match (a.encrypted, &a.kms_key) {
+            (None, None) => (raw.encrypted, raw.kms_key.as_deref(), true),
+            (encrypted, key) => (encrypted.unwrap_or(false), key.as_deref(), false),
+        };
+        let inherited = match top && (raw.encrypted || raw.kms_key.is_some()) {
+            true => " (`encrypted` and `kms_key` from the manifest's top level: set the account's own in its [[account]], e.g. `encrypted = false`)",
+            false => "",
+        };
+        let encryption = encryption_of(encrypted, kms_key, &source)
+            .and_then(|e| encrypted_sharing(&e, &targets, &sharing).map(|()| e))
+            .map_err(|why| format!("{at}: {why}{inherited}"))?;
+        if encryption.is_encrypted() && a.copy_from.is_some() {
+            return Err(format!(
+                "{at} copies from another account, and a copy is encrypted as its source is: `encrypted` and `kms_key` apply to an upload{inherited}"
+            ));
+        }
+        let vmimport_role =
+            vmimport_role(a.vmimport_role.as_deref().or(raw.vmimport_role.as_deref()))
+                .map_err(|why| format!("{at}: {why}"))?;
         out.push(AccountDecl {
             name: a.name.clone(),
             id: a.id.clone(),
@@ -711,6 +940,8 @@ fn accounts(
             sharing,
             copy_from: None,
             copied_by: vec![],
+            encryption,
+            vmimport_role,
         });
     }
     copies(raw, &mut out)?;
@@ -740,6 +971,13 @@ fn copies(raw: &Raw, out: &mut [AccountDecl]) -> std::result::Result<(), String>
             ));
         }
         let (o, me) = (&out[owner], &out[i]);
+        // Copying another account's encrypted AMI needs its key shared, and the copies would
+        // be under this account's default EBS key: a release does not arrange either.
+        if o.encryption.is_encrypted() {
+            return Err(format!(
+                "{at}: {from:?} encrypts its uploads, and copying them into another account needs its key shared with that account: let this account upload its own (no `copy_from`), or publish unencrypted"
+            ));
+        }
         if o.partition != me.partition {
             return Err(format!(
                 "{at}: {from:?} publishes in partition {}, this account in {}, and AMIs cannot be copied across partitions; let it upload its own (no `copy_from`)",
@@ -864,6 +1102,34 @@ impl Image {
             tags,
         }
     }
+
+    /// What RegisterImage is asked for this image, as far as DescribeImages shows it (and
+    /// so `release verify` reads back): its boot mode, IMDS, TPM, SR-IOV, root volume.
+    /// The rest (tags, deprecation, sharing) verify checks on its own.
+    pub(crate) fn registered_as(&self) -> Result<crate::aws::ami::RegisterSettings> {
+        Ok(crate::aws::ami::RegisterSettings {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            arch: self.arch,
+            boot_mode: crate::aws::ami::boot_mode(
+                self.arch,
+                BootMode::UefiPreferred,
+                self.boot_mode,
+                self.tpm,
+            )?,
+            imdsv2_only: self.imdsv2_only,
+            tpm: self.tpm,
+            volume_type: self.volume_type,
+            // Without `disk_size_gib` it is the image's, which verify does not read.
+            volume_size_gib: self.disk_size_gib.and_then(|g| i32::try_from(g).ok()),
+            billing_products: self.billing_products.clone(),
+            tags: vec![],
+            uefi_data: None,
+            sriov: self.sriov,
+            deprecate_at: None,
+            deprecation_kept: false,
+        })
+    }
 }
 
 impl Manifest {
@@ -914,6 +1180,7 @@ fn names_of_key(key: &str) -> String {
         "arch" => all::<Arch>(),
         "boot_mode" => all::<BootMode>(),
         "volume_type" => all::<VolumeType>(),
+        "sriov_net_support" => all::<SriovNetSupport>(),
         _ => all::<TpmSupport>(),
     }
 }
@@ -947,20 +1214,23 @@ impl Manifest {
             grant_organizations: self.sharing.organizations.clone(),
             grant_organizational_units: self.sharing.organizational_units.clone(),
             tags,
-            billing_product_codes: vec![],
-            role_name: "vmimport".into(),
-            part_size: None,
-            upload_concurrency: crate::aws::multipart::DEFAULT_CONCURRENCY,
+            billing_product_codes: image.billing_products.clone(),
+            role_name: self.vmimport_role.clone(),
+            part_size: self.transfer.part_size,
+            upload_concurrency: self.transfer.upload_concurrency,
             import_timeout: self.import_timeout,
             boot_mode: image.boot_mode,
-            uefi_data: None,
-            sriov: crate::aws::ami::SriovNetSupport::Simple,
+            uefi_data: image.uefi_data.clone(),
+            sriov: image.sriov,
             deprecate: self.deprecate.clone(),
-            encrypted: false,
-            kms_key: None,
+            encrypted: self.encryption.is_encrypted(),
+            kms_key: match &self.encryption {
+                Encryption::Key(key) => Some(key.clone()),
+                _ => None,
+            },
             via: self.via,
-            blocks_in_flight: usize::from(crate::aws::ebs_direct::DEFAULT_BLOCKS_IN_FLIGHT),
-            send_zero_blocks: false,
+            blocks_in_flight: self.transfer.blocks_in_flight,
+            send_zero_blocks: self.transfer.send_zero_blocks,
             parent: self.delta.then(|| "auto".to_string()),
             // Set by the release to the record's directory.
             block_maps: None,
@@ -1002,6 +1272,8 @@ impl Manifest {
             best_effort: decl.best_effort.clone(),
             bucket: decl.bucket.clone(),
             sharing: decl.sharing.clone(),
+            encryption: decl.encryption.clone(),
+            vmimport_role: decl.vmimport_role.clone(),
             accounts: vec![],
             part: Some(decl.clone()),
             ..self.clone()
@@ -1302,6 +1574,191 @@ sharing = { public = false }
             assert_eq!(err.exit_code(), 2, "{err}");
             assert!(err.to_string().contains(want), "{want:?} not in: {err}");
         }
+    }
+
+    /// MINIMAL with `top` among its top-level keys and `image` in its first [[image]].
+    fn minimal_with(top: &str, image: &str) -> String {
+        MINIMAL
+            .replace(
+                "deprecate_in = \"730d\"\n",
+                &format!("deprecate_in = \"730d\"\n{top}\n"),
+            )
+            .replace(
+                "file = \"x86_64.raw\"\narch = \"x86_64\"\n",
+                &format!("file = \"x86_64.raw\"\narch = \"x86_64\"\n{image}\n"),
+            )
+    }
+
+    #[test]
+    fn a_manifest_says_what_uploads_flags_say() {
+        let dir = std::env::temp_dir().join(format!("imgpub-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vars = dir.join("vars.b64");
+        std::fs::write(&vars, "VUVGSSB2YXJz\n").unwrap();
+        let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let image = format!(
+            "uefi_data = {:?}\nsriov_net_support = \"off\"\nbilling_product_codes = [\"bp-6fa54006\"]",
+            vars.display()
+        );
+        let text = minimal_with(
+            &format!("kms_key = \"{key}\"\nvmimport_role = \"imgpub-import\"\n[transfer]\npart_size = \"64MiB\"\nupload_concurrency = 2"),
+            &image,
+        )
+        .replace("public = true", "public = false");
+        let m = parsed(&text).unwrap();
+        let options = m.upload_options(&m.images[0]);
+        assert_eq!(options.uefi_data.as_deref(), Some(vars.as_path()));
+        assert_eq!(options.sriov, SriovNetSupport::Off);
+        assert_eq!(options.billing_product_codes, ["bp-6fa54006"]);
+        assert!(options.encrypted);
+        assert_eq!(options.kms_key.as_deref(), Some(key));
+        assert_eq!(options.role_name, "imgpub-import");
+        assert_eq!(options.part_size, Some(64 << 20));
+        assert_eq!(options.upload_concurrency, 2);
+        // The other image takes upload's defaults.
+        let other = m.upload_options(&m.images[1]);
+        assert_eq!(
+            (other.uefi_data, other.sriov),
+            (None, SriovNetSupport::Simple)
+        );
+        assert!(other.billing_product_codes.is_empty());
+
+        // What upload would refuse, the manifest refuses first, naming its own key.
+        let legacy = format!("{image}\nboot_mode = \"legacy-bios\"");
+        std::fs::write(dir.join("not-base64"), "not base64 at all!").unwrap();
+        let bad_store = format!("uefi_data = {:?}", dir.join("not-base64").display());
+        let missing = format!("uefi_data = {:?}", dir.join("missing").display());
+        let private = |t: String| t.replace("public = true", "public = false");
+        let cases = [
+            (minimal_with("", &legacy), "[[image]] 1 `uefi_data`"),
+            (minimal_with("", &legacy), "needs a UEFI boot mode"),
+            (minimal_with("", &bad_store), "is not base64"),
+            (minimal_with("", &missing), "[[image]] 1 `uefi_data`"),
+            (
+                minimal_with("", "sriov_net_support = \"on\""),
+                "is not one of simple, off",
+            ),
+            (
+                minimal_with("", "billing_product_codes = [\"\"]"),
+                "not a billing product code",
+            ),
+            (minimal_with("encrypted = true", ""), "cannot be public"),
+            (
+                minimal_with("kms_key = \"alias/aws/ebs\"", ""),
+                "`kms_key` \"alias/aws/ebs\" is not a KMS key ARN",
+            ),
+            (
+                private(minimal_with(
+                    &format!("kms_key = \"{}\"", key.replace("us-east-1", "eu-west-1")),
+                    "",
+                )),
+                "a key of eu-west-1, but the images are uploaded in us-east-1",
+            ),
+            (
+                minimal_with("vmimport_role = \"vm import\"", ""),
+                "`vmimport_role = \"vm import\"`",
+            ),
+            (
+                minimal_with("[transfer]\nblocks_in_flight = 8", ""),
+                "`blocks_in_flight` applies to `transport = \"ebs-direct\"`",
+            ),
+            (
+                minimal_with("[transfer]\npart_size = \"64\"", ""),
+                "has no unit",
+            ),
+            (
+                minimal_with("[transfer]\nupload_concurrency = 0", ""),
+                "1 or more",
+            ),
+            (minimal_with("[transfer]\nspeed = 1", ""), "unknown field"),
+        ];
+        for (text, want) in cases {
+            let err = parsed(&text).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want:?} not in: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_encrypted_release_shares_only_what_aws_lets_it() {
+        let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let shared = |top: &str, sharing: &str, regions: &str| {
+            minimal_with(top, "")
+                .replace("public = true", sharing)
+                .replace(
+                    "regions = [\"us-west-2\", \"eu-west-1\"]\nbest_effort = [\"eu-west-1\"]",
+                    regions,
+                )
+        };
+        let keyed = format!("kms_key = \"{key}\"");
+        let targets = "regions = [\"us-west-2\"]";
+        // Private, it is copied anywhere; shared, only where its key is.
+        parsed(&shared(&keyed, "public = false", targets)).unwrap();
+        let m = parsed(&shared(
+            &keyed,
+            "accounts = [\"444455556666\"]",
+            "regions = []",
+        ))
+        .unwrap();
+        assert_eq!(m.encryption, Encryption::Key(key.into()));
+        for (text, want) in [
+            (
+                shared("encrypted = true", "accounts = [\"444455556666\"]", "regions = []"),
+                "give `kms_key`",
+            ),
+            (
+                shared(&keyed, "accounts = [\"444455556666\"]", targets),
+                "each region's default EBS key, which may be AWS's own",
+            ),
+            (
+                shared(
+                    &keyed,
+                    "organizations = [\"arn:aws:organizations::111122223333:organization/o-abc123defg\"]",
+                    "regions = \"all\"",
+                ),
+                "each region's default EBS key",
+            ),
+        ] {
+            let err = parsed(&text).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(want), "{want:?} not in: {err}");
+        }
+
+        // An account's key is its own; one the manifest names is checked for each account
+        // that takes it, and said to be the manifest's.
+        let accounts = format!(
+            "{}{ACCOUNTS}",
+            minimal_with(&keyed, "").replace("public = true", "public = false")
+        );
+        let err = parsed(&accounts).unwrap_err().to_string();
+        assert!(
+            err.contains("[[account]] \"gov\"") && err.contains("from the manifest's top level"),
+            "{err}"
+        );
+        let own = accounts.replace(
+            "sharing = { public = false }",
+            "sharing = { public = false }\nencrypted = false",
+        );
+        let m = parsed(&own).unwrap();
+        assert_eq!(
+            m.for_account("main").unwrap().encryption,
+            Encryption::Key(key.into())
+        );
+        assert_eq!(m.for_account("gov").unwrap().encryption, Encryption::None);
+        // An account that copies takes its encryption from its source: neither side may set it.
+        let copying = own.replace(
+            "external_id = \"release-42\"\nbucket = \"s3://second-images/ci\"",
+            "external_id = \"release-42\"\ncopy_from = \"main\"",
+        );
+        let err = parsed(&copying).unwrap_err().to_string();
+        assert!(err.contains("copies from another account"), "{err}");
+        let from_encrypted = copying.replace(
+            "copy_from = \"main\"",
+            "copy_from = \"main\"\nencrypted = false",
+        );
+        let err = parsed(&from_encrypted).unwrap_err().to_string();
+        assert!(err.contains("\"main\" encrypts its uploads"), "{err}");
     }
 
     #[test]

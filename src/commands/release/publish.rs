@@ -393,6 +393,8 @@ fn copied_source(m: &Manifest, from: &CopyFrom, i: usize, id: Option<String>) ->
         snapshot_tags: tags,
         sharing: m.sharing.clone(),
         deprecate_at,
+        // An encrypted account's uploads are not copied into others (the manifest says so).
+        key: None,
     })
 }
 
@@ -424,6 +426,10 @@ fn asked_source(m: &Manifest, i: usize, upload: &upload::Plan) -> Source {
         snapshot_tags: tags,
         sharing: m.sharing.clone(),
         deprecate_at: upload.local.register.as_ref().and_then(|r| r.deprecate_at),
+        key: match &m.encryption {
+            crate::aws::import::Encryption::Key(key) => Some(key.clone()),
+            _ => None,
+        },
     }
 }
 
@@ -530,6 +536,9 @@ pub(crate) fn policy_line(plan: &Plan, calls: &[Call]) -> String {
     if m.protect {
         line.push_str(" --protect");
     }
+    if uploads && m.via == upload::Via::S3 && m.vmimport_role != "vmimport" {
+        line.push_str(&format!(" --role-name {}", m.vmimport_role));
+    }
     crate::aws::preflight::with_sharing(&line, calls)
 }
 
@@ -574,9 +583,9 @@ pub(crate) fn show(plan: &Plan, emit: Emit<'_>) -> Result<()> {
             .filter(|_| plan.sources[i].image_id == "*")
             .map(|from| match &plan.awaiting {
                 Awaiting::Elsewhere(wait) => format!(
-                    "copied from account {}'s AMI once another run uploads it (apply waits up to {}s)",
+                    "copied from account {}'s AMI once another run uploads it (apply waits up to {})",
                     from.name,
-                    wait.as_secs()
+                    crate::units::show_duration(*wait)
                 ),
                 _ => format!(
                     "copied from account {}'s AMI once it is uploaded",
@@ -665,24 +674,27 @@ fn estimate_words(plan: &Plan) -> String {
     };
     let seconds = |ms: u64| ms as f64 / 1000.0;
     let missing = (0..plan.images.len()).filter(|i| plan.sources[*i].image_id == "*");
-    let mut waiting = 0.0;
+    // The wait for the uploads, or why no record measures it.
+    let mut waiting: std::result::Result<f64, String> = Ok(0.0);
     // Only when something is to make them: otherwise the plan stops.
     let waits = !matches!(plan.awaiting, Awaiting::Not);
     if let Some(from) = m.copy_from().filter(|_| waits) {
         for i in missing {
             let Some(theirs) = &plan.earlier.uploads else {
-                return format!(
-                    "; no time estimate: no record of account {}'s earlier release beside this one's, to estimate the wait for its uploads from",
+                waiting = Err(format!(
+                    "no record of account {}'s earlier release beside this one's",
                     from.name
-                );
+                ));
+                break;
             };
             match theirs.timings_of(m, i).and_then(|t| t.upload_ms) {
-                Some(ms) => waiting += seconds(ms),
+                Some(ms) => waiting = waiting.map(|w| w + seconds(ms)),
                 None => {
-                    return format!(
-                        "; no time estimate: account {}'s record of release {} has no upload time of {}",
+                    waiting = Err(format!(
+                        "account {}'s record of release {} has no upload time of {}",
                         from.name, theirs.release, m.images[i].name
-                    )
+                    ));
+                    break;
                 }
             }
         }
@@ -743,6 +755,17 @@ fn estimate_words(plan: &Plan) -> String {
         );
     };
     // This account reads no image file: the times are as measured.
+    let waiting = match waiting {
+        Ok(waiting) => waiting,
+        Err(why) => {
+            return format!(
+                "; apply may take about {} min of copies once account {}'s uploads are there, as release {}'s measured times ({why}, to estimate the wait for them from)",
+                minutes(copying),
+                from.name,
+                earlier.release
+            )
+        }
+    };
     let before = match waiting > 0.0 {
         true => format!(
             "{} min waiting for account {}'s uploads, then ",
@@ -1060,7 +1083,8 @@ fn took(status: &str, started: std::time::Instant) -> Option<u64> {
 /// Waits until the uploading account's AMI of image `i` is shared with this account and
 /// available (that account may be uploading it beside this run, or on another runner);
 /// fails as soon as that account's run beside this one failed.
-/// `started`: when the run began waiting for the first of them (one wait for them all).
+/// `started`: when the run began waiting for the first of them; with `--wait-for-uploads`
+/// the wait counts from there, one for all images (beside this run, each image's from now).
 async fn wait_shared(
     a: &Account,
     plan: &Plan,
@@ -1098,20 +1122,20 @@ async fn wait_shared(
     let what = format!("account {}'s AMI {name} in {}", from.name, from.region);
     let deadline = from_now.checked_add(wait).ok_or_else(|| {
         Error::Invalid(format!(
-            "--wait-for-uploads {}s is too long to wait; give a time such as 2h",
-            wait.as_secs()
+            "--wait-for-uploads {} is too long to wait; give a time such as 2h",
+            crate::units::show_duration(wait)
         ))
     })?;
     let timed_out = || {
         match owner {
         Some(_) => format!(
-            "not shared with this account and available within {}s; rerun `imgpub release apply` once account {} has published it",
-            wait.as_secs(),
+            "not shared with this account and available within {}; rerun `imgpub release apply` once account {} has published it",
+            crate::units::show_duration(wait),
             from.name
         ),
         None => format!(
-            "not shared with this account and available within --wait-for-uploads ({}s); check account {}'s runner (`release apply --only account={}`), then rerun, or wait longer",
-            wait.as_secs(),
+            "not shared with this account and available within --wait-for-uploads ({}); check account {}'s runner (`release apply --only account={}`), then rerun, or wait longer",
+            crate::units::show_duration(wait),
             from.name,
             from.name
         ),

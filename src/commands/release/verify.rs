@@ -1,5 +1,6 @@
 //! `release verify`: every claim of the manifest read back in every region: the AMI exists
-//! and is available, with its architecture, tags, deprecation, sharing and (with
+//! and is available, registered as declared (architecture, boot mode, IMDS, TPM, SR-IOV,
+//! root volume, description), with its tags, deprecation, sharing and (with
 //! `protect = true`) deregistration protection, its snapshot shared the same way, and every
 //! SSM parameter holding that region's AMI. Read-only.
 
@@ -107,14 +108,9 @@ async fn inspect(
             state.as_ref().map_or("in no state", |s| s.as_str())
         ));
     }
-    if let Some(arch) = &found.registered.arch {
-        if *arch != image.arch.ec2() {
-            problems.push(format!(
-                "{id} is {}, not {}",
-                arch.as_str(),
-                image.arch.ec2().as_str()
-            ));
-        }
+    // Its architecture, boot mode, IMDS, TPM, SR-IOV, root volume and description.
+    for differs in found.registered.differences(&image.registered_as()?) {
+        problems.push(format!("{id} has {differs}"));
     }
     let lacking: Vec<String> = m
         .tags

@@ -181,7 +181,7 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
             opts.tpm_support,
         )?;
         let uefi_data = match &opts.uefi_data {
-            Some(path) => Some(read_uefi_data(path, boot_mode)?),
+            Some(path) => Some(read_uefi_data("--uefi-data", path, boot_mode)?),
             None => None,
         };
         Some(RegisterSettings {
@@ -309,12 +309,16 @@ pub(super) fn direct_request(
 
 /// The UEFI variable store in `path`: base64 text (as `uefivars -O aws` writes it), for a
 /// UEFI boot mode.
-pub(super) fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<String> {
+pub(crate) fn read_uefi_data(
+    label: &str,
+    path: &std::path::Path,
+    boot: BootMode,
+) -> Result<String> {
     use base64::Engine;
     let shown = path.display();
     if boot == BootMode::LegacyBios {
         return Err(Error::Invalid(format!(
-            "--uefi-data {shown} needs a UEFI boot mode; use --boot-mode uefi"
+            "{label} {shown} needs a UEFI boot mode (uefi or uefi-preferred), not legacy-bios"
         )));
     }
     // Read no more than a store AWS could take (with room for line breaks): a wrong path
@@ -325,15 +329,15 @@ pub(super) fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<S
         .and_then(|f| {
             std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut bytes)
         })
-        .map_err(|e| Error::io(format!("reading --uefi-data {shown}"), e))?;
+        .map_err(|e| Error::io(format!("reading {label} {shown}"), e))?;
     if bytes.len() as u64 > limit {
         return Err(Error::Invalid(format!(
-            "--uefi-data {shown} is over {limit} bytes; AWS takes at most {UEFI_DATA_MAX} bytes of base64: give the variable store `uefivars -O aws` writes"
+            "{label} {shown} is over {limit} bytes; AWS takes at most {UEFI_DATA_MAX} bytes of base64: give the variable store `uefivars -O aws` writes"
         )));
     }
     let Ok(text) = String::from_utf8(bytes) else {
         return Err(Error::Invalid(format!(
-            "--uefi-data {shown} is not base64 text; give the variable store `uefivars -O aws` writes"
+            "{label} {shown} is not base64 text; give the variable store `uefivars -O aws` writes"
         )));
     };
     let data: String = text.split_whitespace().collect();
@@ -341,14 +345,14 @@ pub(super) fn read_uefi_data(path: &std::path::Path, boot: BootMode) -> Result<S
     match decoded {
         Ok(bytes) if !bytes.is_empty() && data.len() <= UEFI_DATA_MAX => Ok(data),
         Ok(bytes) if bytes.is_empty() => Err(Error::Invalid(format!(
-            "--uefi-data {shown} is empty; give the variable store `uefivars -O aws` writes"
+            "{label} {shown} is empty; give the variable store `uefivars -O aws` writes"
         ))),
         Ok(_) => Err(Error::Invalid(format!(
-            "--uefi-data {shown} is {} bytes of base64; AWS takes at most {UEFI_DATA_MAX}",
+            "{label} {shown} is {} bytes of base64; AWS takes at most {UEFI_DATA_MAX}",
             data.len()
         ))),
         Err(_) => Err(Error::Invalid(format!(
-            "--uefi-data {shown} is not base64; give the variable store `uefivars -O aws` writes"
+            "{label} {shown} is not base64; give the variable store `uefivars -O aws` writes"
         ))),
     }
 }

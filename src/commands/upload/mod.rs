@@ -37,7 +37,7 @@ mod remote;
 mod stages;
 
 pub(crate) use calls::check;
-pub(crate) use local::{deprecation_time, plan_local};
+pub(crate) use local::{deprecation_time, plan_local, read_uefi_data};
 use remote::head_object;
 pub(crate) use remote::plan;
 pub(crate) use stages::apply;
@@ -61,6 +61,16 @@ pub enum Via {
     S3,
     /// The EBS direct APIs: the blocks written straight into a snapshot.
     EbsDirect,
+}
+
+impl Via {
+    /// As `--via` and a manifest's `transport` spell it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Via::S3 => "s3",
+            Via::EbsDirect => "ebs-direct",
+        }
+    }
 }
 
 /// The ore-compatible flags of `upload`, as the user gave them.
