@@ -320,11 +320,22 @@ fn actions_of(op: Op) -> String {
         .map(|n| n.action)
         .collect();
     actions.dedup();
-    // The kms: ones apply only to a customer managed key; AWS's own message names them.
-    match actions.as_slice() {
+    let listed = match actions.as_slice() {
         [] => op.name(),
         [one] => one.to_string(),
         many => many.join(" and "),
+    };
+    // The kms: ones apply only to a customer managed key, and AWS's own message names the one
+    // refused; the hint only says they may be the cause.
+    if op
+        .info()
+        .needs
+        .iter()
+        .any(|n| n.resource == ResourceKind::Key)
+    {
+        format!("{listed}, or the kms: actions on the image's customer managed KMS key")
+    } else {
+        listed
     }
 }
 
@@ -430,5 +441,11 @@ mod tests {
             "ec2:RegisterImage and ec2:CreateTags"
         );
         assert_eq!(actions_of(Op::S3UploadPart), "s3:PutObject");
+        assert!(
+            actions_of(Op::Ec2CopyImage)
+                .ends_with("or the kms: actions on the image's customer managed KMS key"),
+            "{}",
+            actions_of(Op::Ec2CopyImage)
+        );
     }
 }

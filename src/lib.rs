@@ -70,7 +70,7 @@ pub use commands::publish_ssm::PublishSsmOptions;
 pub use commands::release::{
     Only, Promotion, ReleaseOptions, ReleaseStep, RestoreOptions, WatchOptions,
 };
-pub use commands::upload::{Deprecate, Publish, Stage, UploadOptions, Via};
+pub use commands::upload::{Deprecate, Existing, Publish, Stage, UploadOptions, Via};
 pub use commands::upload_object::UploadObjectOptions;
 pub use commands::verify_snapshot::VerifySnapshotOptions;
 

@@ -3209,4 +3209,19 @@ arch = "arm64"
         error.contains(&format!("{id} has SR-IOV support unset (asked: simple)")),
         "{error}"
     );
+
+    // Apply does not replace what the release published: it names the manifest's fixes,
+    // not upload's --force, and changes nothing.
+    standin.reset_requests();
+    let refused = release(&standin, "apply", &manifest);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let error = refused.error_line();
+    assert!(
+        error.contains(&format!(
+            "AMI {id} named os-1.0-x86_64 was registered from this image, but otherwise"
+        )) && error.contains("give the release another name")
+            && !error.contains("--force"),
+        "{error}"
+    );
+    assert_eq!(changes(&standin), vec![], "nothing made");
 }

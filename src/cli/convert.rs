@@ -80,7 +80,10 @@ impl From<UploadArgs> for UploadOptions {
             disk_size_gib: a.disk_size_gib,
             disk_size_inspect: a.disk_size_inspect,
             delete_object: a.delete_object,
-            force: a.force,
+            existing: match a.force {
+                true => Existing::Replace,
+                false => Existing::Refuse,
+            },
             source_object: a.source_object,
             source_snapshot: a.source_snapshot,
             object_format: a.object_format,

@@ -30,7 +30,7 @@ use imgpub::VerifySnapshotOptions;
 use imgpub::{Arch, BootMode, Change, SriovNetSupport, TpmSupport, VolumeType};
 use imgpub::{AwsSettings, Secret};
 use imgpub::{Collect, GcOptions};
-use imgpub::{Deprecate, Publish, Stage, UploadOptions, Via};
+use imgpub::{Deprecate, Existing, Publish, Stage, UploadOptions, Via};
 use imgpub::{For, PolicyOptions, PrintPolicy};
 use imgpub::{GrantOptions, Permissions};
 use imgpub::{Promotion, ReleaseOptions, ReleaseStep, RestoreOptions, Task, WatchOptions};

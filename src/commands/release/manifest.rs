@@ -12,7 +12,7 @@ use crate::aws::ami::{Arch, BootMode, Sharing, SriovNetSupport, TpmSupport, Volu
 use crate::aws::config::validate_region;
 use crate::aws::import::Encryption;
 use crate::aws::ssm::{ImageFacts, Template};
-use crate::commands::upload::{Deprecate, UploadOptions, Via};
+use crate::commands::upload::{Deprecate, Existing, UploadOptions, Via};
 use crate::error::{Error, Result};
 use crate::names::Named;
 use crate::units::{parse_duration, parse_size};
@@ -1203,7 +1203,7 @@ impl Manifest {
             disk_size_gib: image.disk_size_gib,
             disk_size_inspect: image.disk_size_gib.is_none(),
             delete_object: true,
-            force: false,
+            existing: Existing::RefuseInRelease,
             source_object: None,
             source_snapshot: None,
             object_format: None,

@@ -220,7 +220,7 @@ pub(crate) fn plan_local(stage: Stage, opts: UploadOptions) -> Result<LocalPlan>
         },
         tags,
         delete_object: opts.delete_object,
-        force: opts.force,
+        existing: opts.existing,
         role_name: opts.role_name,
         transfer: Transfer {
             part_size: opts.part_size,
@@ -299,7 +299,7 @@ pub(super) fn direct_request(
         blocks_in_flight: opts.blocks_in_flight,
         send_zero_blocks: opts.send_zero_blocks,
         timeout: opts.import_timeout,
-        force: opts.force,
+        force: opts.existing.replaces(),
         parent,
         base: ebs_direct::Base::Whole { why: None },
         lineage,

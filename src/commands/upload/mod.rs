@@ -73,6 +73,36 @@ impl Via {
     }
 }
 
+/// What a run does where the names it would use already hold another image, or this one
+/// registered otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Stop, naming `--force` and the name flags as the fixes.
+    #[default]
+    Refuse,
+    /// `--force`: replace it.
+    Replace,
+    /// Stop, naming a release's fixes: a release never replaces what it published.
+    RefuseInRelease,
+}
+
+impl Existing {
+    pub(crate) fn replaces(self) -> bool {
+        self == Existing::Replace
+    }
+
+    /// The fix for a name that holds something else: `replace` says what `--force` would
+    /// do, `rename` names the flag that picks another name.
+    pub(crate) fn fix(self, replace: &str, rename: &str) -> String {
+        match self {
+            Existing::Refuse | Existing::Replace => {
+                format!("pass --force to {replace}, or choose another {rename}")
+            }
+            Existing::RefuseInRelease => "the manifest now asks for another image under a name this release already used: put the manifest back as it was published, give the release another name (its `release`), or delete what holds the name (`imgpub aws delete-image`, or `imgpub release prune` for the whole release) and apply again".to_string(),
+        }
+    }
+}
+
 /// The ore-compatible flags of `upload`, as the user gave them.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
@@ -90,7 +120,7 @@ pub struct UploadOptions {
     pub disk_size_gib: Option<u32>,
     pub disk_size_inspect: bool,
     pub delete_object: bool,
-    pub force: bool,
+    pub existing: Existing,
     pub source_object: Option<String>,
     pub source_snapshot: Option<String>,
     pub object_format: Option<ObjectFormat>,
@@ -208,7 +238,7 @@ pub(crate) struct LocalPlan {
     pub tags: Vec<(String, String)>,
     pub sharing: Sharing,
     pub delete_object: bool,
-    pub force: bool,
+    pub existing: Existing,
     pub role_name: String,
     pub transfer: Transfer,
     pub import_timeout: Duration,
@@ -669,7 +699,7 @@ mod tests {
             disk_size_gib: None,
             disk_size_inspect: false,
             delete_object: true,
-            force: false,
+            existing: Existing::Refuse,
             source_object: None,
             source_snapshot: None,
             object_format: None,

@@ -21,7 +21,7 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         }
     };
     // An import unless an earlier run's snapshot of that name is found (never with --force).
-    let (force, name) = (local.force, &local.name);
+    let (force, name) = (local.existing.replaces(), &local.name);
     let import_unless_found = |from: ImportFrom| async move {
         let found = match force {
             true => None,
@@ -84,7 +84,7 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
         _ => None,
     };
     if let (SnapshotStep::Use(id), Some(tagged)) = (&snapshot, &snapshot_tags) {
-        refuse_another_image(c, &local.name, id, tagged, &local.source).await?;
+        refuse_another_image(c, &local, id, tagged).await?;
     }
     if let SnapshotStep::Import(_) = snapshot {
         check_import_prerequisites(c, &local).await?;
@@ -98,35 +98,39 @@ pub(crate) async fn plan(c: &Clients, local: LocalPlan) -> Result<Plan> {
     let image = match (&local.register, existing_image) {
         (None, _) => ImageStep::None,
         (Some(_), None) => ImageStep::Register,
-        (Some(reg), Some(found))
-            if matches!(&snapshot, SnapshotStep::Use(id) if found.root_snapshot.as_ref() == Some(id)) =>
+        (Some(reg), Some(found)) if matches!(&snapshot, SnapshotStep::Use(id) if found.root_snapshot.as_ref() == Some(id)) =>
         {
             // The same disk, but registered otherwise: returning it would hand back an
             // image other than the one asked for.
             match found.registered.differences(reg) {
                 differences if differences.is_empty() => ImageStep::Reuse(found.image_id),
                 // Registered again from the same snapshot, which stays.
-                _ if local.force => ImageStep::Replace(ami::FoundImage {
+                _ if local.existing.replaces() => ImageStep::Replace(ami::FoundImage {
                     root_snapshot: None,
                     ..found
                 }),
                 differences => {
                     return Err(Error::Conflict(format!(
-                        "AMI {} named {} was registered from this image, but otherwise: {}; pass --force to register it again as asked (the old AMI is deregistered), or choose another --ami-name",
+                        "AMI {} named {} was registered from this image, but otherwise: {}; {}",
                         found.image_id,
                         reg.name,
-                        differences.join(", ")
+                        differences.join(", "),
+                        local.existing.fix(
+                            "register it again as asked (the old AMI is deregistered)",
+                            "--ami-name"
+                        )
                     )))
                 }
             }
         }
-        (Some(_), Some(found)) if local.force => ImageStep::Replace(found),
+        (Some(_), Some(found)) if local.existing.replaces() => ImageStep::Replace(found),
         (Some(reg), Some(found)) => {
             return Err(Error::Conflict(format!(
-                "AMI name {} is already used by {} (snapshot {}), which is not this image; pass --force to replace it, or choose another --ami-name",
+                "AMI name {} is already used by {} (snapshot {}), which is not this image; {}",
                 reg.name,
                 found.image_id,
-                found.root_snapshot.as_deref().unwrap_or("unknown")
+                found.root_snapshot.as_deref().unwrap_or("unknown"),
+                local.existing.fix("replace it", "--ami-name")
             )))
         }
     };
@@ -219,21 +223,24 @@ async fn in_place(
 /// imgpub's) is compared by the size its import task read, while AWS still lists the task.
 pub(super) async fn refuse_another_image(
     c: &Clients,
-    name: &str,
+    local: &LocalPlan,
     snapshot: &str,
     tagged: &[(String, String)],
-    source: &Source,
 ) -> Result<()> {
+    let name = &local.name;
     let Source::File {
         path,
         info,
         content,
         ..
-    } = source
+    } = &local.source
     else {
         return Ok(());
     };
     let (path, size) = (path.display(), info.file_size);
+    let fix = local
+        .existing
+        .fix(&format!("import {path} instead"), "--name");
     let imported = tagged
         .iter()
         .find(|(k, _)| k == ebs_direct::CONTENT_TAG)
@@ -242,14 +249,14 @@ pub(super) async fn refuse_another_image(
         Some(imported) if imported == content => return Ok(()),
         Some(_) => {
             return Err(Error::Conflict(format!(
-                "snapshot {snapshot} named {name} was imported from another file than {path} (its size, modification time or format differ; a copy of the same file with a new time counts as another): pass --force to import {path} instead, or choose another --name"
+                "snapshot {snapshot} named {name} was imported from another file than {path} (its size, modification time or format differ; a copy of the same file with a new time counts as another): {fix}"
             )))
         }
         None => {}
     }
     match import::imported_image_size(&c.ec2, name, snapshot).await {
         Ok(Some(imported)) if imported != size => Err(Error::Conflict(format!(
-            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {path} is {size} bytes: it is another image; pass --force to import {path} instead, or choose another --name",
+            "snapshot {snapshot} named {name} was imported from a {imported}-byte image, but {path} is {size} bytes: it is another image; {fix}",
         ))),
         Ok(_) => Ok(()),
         // The task may have aged out of AWS's list: the size cannot be compared.

@@ -117,7 +117,7 @@ pub(super) async fn import_stage(
                     object: object.clone(),
                     part_size: local.transfer.part_size,
                     concurrency: local.transfer.concurrency,
-                    force: local.force,
+                    force: local.existing.replaces(),
                     over_tls: c.s3_over_tls,
                     expected_owner: c.bucket_owner.clone(),
                 },
@@ -127,7 +127,7 @@ pub(super) async fn import_stage(
         }
         ImportFrom::Object { object, format } => (object, *format, head_object(c, object).await?),
     };
-    if local.force {
+    if local.existing.replaces() {
         // A new import even for content that was imported before.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -148,7 +148,7 @@ pub(super) async fn import_stage(
     if let Source::File { content, .. } = &local.source {
         tags.push((ebs_direct::CONTENT_TAG.to_string(), content.clone()));
     }
-    match import::import_snapshot(&c.ec2, &request, &tags, local.force).await {
+    match import::import_snapshot(&c.ec2, &request, &tags, local.existing.replaces()).await {
         Ok(outcome) => Ok(outcome.snapshot_id),
         Err(err) => {
             // AWS refused the image itself: the object is of no use to a rerun.
