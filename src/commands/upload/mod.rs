@@ -98,7 +98,7 @@ impl Existing {
             Existing::Refuse | Existing::Replace => {
                 format!("pass --force to {replace}, or choose another {rename}")
             }
-            Existing::RefuseInRelease => "the manifest now asks for another image under a name this release already used: put the manifest back as it was published, give the release another name (its `release`), or delete what holds the name (`imgpub aws delete-image`, or `imgpub release prune` for the whole release) and apply again".to_string(),
+            Existing::RefuseInRelease => "the manifest now asks for another image under a name this release already used: put the manifest back as it was published, give the release another name (its `release`), or delete what holds the name and its copies (`imgpub aws delete-image --all-regions --with-snapshots`) and apply again".to_string(),
         }
     }
 }
