@@ -347,4 +347,30 @@ async fn copies_into_a_region_that_encrypts_by_default() {
         common::snapshot_encrypted(&ec2(target), snapshot).await,
         Some(true)
     );
+    // A source that is not encrypted leaves no key unchecked.
+    assert!(!run.summary().contains("kms:"), "{}", run.stderr);
+}
+
+/// An encrypted source's key may be a customer managed one, whose kms: actions CopyImage
+/// takes on the caller's behalf, or AWS's own, which needs none: which, only KMS knows, so
+/// the run copies and says the key was not checked.
+#[tokio::test]
+async fn an_encrypted_source_copies_and_says_its_key_was_not_checked() {
+    let standin = Standin::start();
+    let ec2 = aws_sdk_ec2::Client::new(&standin.sdk(SOURCE));
+    let (ami, snapshot) = common::api_image_of(&standin, SOURCE, "os-encrypted", &[], true).await;
+    assert_eq!(
+        common::snapshot_encrypted(&ec2, &snapshot).await,
+        Some(true)
+    );
+
+    let run = copy(&standin, &ami, &["eu-west-1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary = run.summary();
+    assert!(
+        summary.contains("not checked: ")
+            && summary.contains(&"the kms: actions CopyImage takes on the KMS key that os-encrypted's snapshot is encrypted with"),
+        "{}",
+        run.stderr
+    );
 }

@@ -37,9 +37,19 @@ pub(crate) struct Source {
     pub sharing: Sharing,
     /// The source's deprecation time: CopyImage does not carry it, so each copy gets it.
     pub deprecate_at: Option<aws_smithy_types::DateTime>,
-    /// The customer managed KMS key (ARN) the source's snapshot is under, when known:
-    /// CopyImage uses it on the caller's behalf, so the preflight checks its kms: actions.
-    pub key: Option<String>,
+    pub key: SourceKey,
+}
+
+/// The KMS key the source's snapshot is encrypted under, as far as imgpub knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceKey {
+    Unencrypted,
+    /// Encrypted, under AWS's own key (aws/ebs, which needs no grant) or a customer managed
+    /// one: only KMS's DescribeKey tells, so its kms: actions are not checked ahead.
+    Unknown,
+    /// A customer managed key (ARN): CopyImage uses it on the caller's behalf, so the
+    /// preflight checks its kms: actions.
+    Customer(String),
 }
 
 /// One finished region, printed as `{"<region>":{"ami":…,"snapshot":…}}`.
@@ -58,6 +68,10 @@ pub(crate) async fn describe_source(ec2: &Client, region: &str, image_id: &str) 
         .to_string();
     let mut sharing = ami::read_launch(ec2, image_id).await?;
     let snapshot = ami::root_snapshot_of(&image);
+    let encrypted = image
+        .block_device_mappings()
+        .iter()
+        .any(|m| m.ebs().and_then(|e| e.encrypted()) == Some(true));
     let mut snapshot_tags = vec![];
     if let Some(snap) = &snapshot {
         sharing.snapshot_users = ami::read_volume(ec2, snap).await?.1;
@@ -82,9 +96,10 @@ pub(crate) async fn describe_source(ec2: &Client, region: &str, image_id: &str) 
             ),
             None => None,
         },
-        // Its key may be AWS's own (aws/ebs), which needs no grant, and telling the two
-        // apart takes KMS's DescribeKey: an encrypted source's key is not checked ahead.
-        key: None,
+        key: match encrypted {
+            true => SourceKey::Unknown,
+            false => SourceKey::Unencrypted,
+        },
     })
 }
 
@@ -346,7 +361,14 @@ pub(crate) fn calls(source: &Source, region: &str, found: &InRegion) -> Vec<Call
             id: source.image_id.clone(),
         };
         let mut resources = vec![image.clone(), from, snapshot.clone()];
-        resources.extend(source.key.iter().map(|k| Resource::Key(k.clone())));
+        match &source.key {
+            SourceKey::Customer(key) => resources.push(Resource::Key(key.clone())),
+            SourceKey::Unknown => crate::aws::unchecked::note(format!(
+                "the kms: actions CopyImage takes on the KMS key that {}'s snapshot is encrypted with (a customer managed key needs them: `imgpub aws policy --for copy --kms-key ARN`)",
+                source.name
+            )),
+            SourceKey::Unencrypted => {}
+        }
         let mut copy = call(Op::Ec2CopyImage, resources);
         // Tagged as imgpub's as it is made.
         copy.tags_on_create = true;

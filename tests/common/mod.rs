@@ -709,6 +709,17 @@ pub async fn api_image(
     name: &str,
     tags: &[(&str, &str)],
 ) -> (String, String) {
+    api_image_of(standin, region, name, tags, false).await
+}
+
+/// [`api_image`] on a volume `encrypted` (under the region's default EBS key) or not.
+pub async fn api_image_of(
+    standin: &Standin,
+    region: &str,
+    name: &str,
+    tags: &[(&str, &str)],
+    encrypted: bool,
+) -> (String, String) {
     use aws_sdk_ec2::types::{
         BlockDeviceMapping, EbsBlockDevice, ResourceType, Tag, TagSpecification,
     };
@@ -717,6 +728,7 @@ pub async fn api_image(
         .create_volume()
         .size(1)
         .availability_zone(format!("{region}a"))
+        .encrypted(encrypted)
         .send()
         .await
         .unwrap();

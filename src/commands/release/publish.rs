@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::aws::ami;
 use crate::aws::calls::{Call, Op, Resource};
-use crate::aws::copy::{self, Copied, InRegion, Source};
+use crate::aws::copy::{self, Copied, InRegion, Source, SourceKey};
 use crate::aws::ebs_direct;
 use crate::aws::images::RegionalImage;
+use crate::aws::import::Encryption;
 use crate::aws::regions::{fan_out, list_regions, target_regions, RegionFilter};
 use crate::aws::ssm;
 use crate::commands::driver::{Account, Emit, Output};
@@ -394,7 +395,7 @@ fn copied_source(m: &Manifest, from: &CopyFrom, i: usize, id: Option<String>) ->
         sharing: m.sharing.clone(),
         deprecate_at,
         // An encrypted account's uploads are not copied into others (the manifest says so).
-        key: None,
+        key: SourceKey::Unencrypted,
     })
 }
 
@@ -427,8 +428,9 @@ fn asked_source(m: &Manifest, i: usize, upload: &upload::Plan) -> Source {
         sharing: m.sharing.clone(),
         deprecate_at: upload.local.register.as_ref().and_then(|r| r.deprecate_at),
         key: match &m.encryption {
-            crate::aws::import::Encryption::Key(key) => Some(key.clone()),
-            _ => None,
+            Encryption::Key(key) => SourceKey::Customer(key.clone()),
+            Encryption::DefaultKey => SourceKey::Unknown,
+            Encryption::None => SourceKey::Unencrypted,
         },
     }
 }
