@@ -369,7 +369,7 @@ async fn an_encrypted_source_copies_and_says_its_key_was_not_checked() {
     let summary = run.summary();
     assert!(
         summary.contains("not checked: ")
-            && summary.contains(&"the kms: actions CopyImage takes on the KMS key that os-encrypted's snapshot is encrypted with"),
+            && summary.contains("the kms: actions CopyImage takes on the KMS key that os-encrypted's snapshot is encrypted with"),
         "{}",
         run.stderr
     );

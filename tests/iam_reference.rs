@@ -75,6 +75,9 @@ fn the_calls_table_names_only_what_the_service_authorization_reference_has() {
             if need.action == "kms:CreateGrant" {
                 keys.push("kms:GrantIsForAWSResource"); // grants only for the snapshot
             }
+            if need.action.starts_with("kms:") {
+                keys.push("kms:ViaService"); // only through EBS
+            }
             entries.push(json!({
                 "op": op.name(),
                 "action": need.action,

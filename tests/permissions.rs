@@ -8,7 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{make_raw, signed_by, tempdir::TempDir, user_with, Imgpub, Run, Standin, ACCOUNT};
+use common::{
+    kms_direct, make_raw, signed_by, tempdir::TempDir, user_with, Imgpub, Run, Standin, ACCOUNT,
+};
 use serde_json::{json, Value};
 
 const REGION: &str = "us-east-1";
@@ -2049,9 +2051,16 @@ async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
             .clone()
     };
     assert_eq!(statement("EncryptionKeys")["Resource"], json!([key]));
+    // Only through EC2, and EBS for the EBS direct APIs (whose kms:ViaService AWS does not
+    // name; the stand-in answers either way by its seed).
+    let through_ebs = json!({"kms:ViaService": ["ec2.*", "ebs.*"]});
+    assert_eq!(
+        statement("EncryptionKeys")["Condition"],
+        json!({"StringLike": through_ebs})
+    );
     assert_eq!(
         statement("EncryptionKeyGrants")["Condition"],
-        json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})
+        json!({"Bool": {"kms:GrantIsForAWSResource": "true"}, "StringLike": through_ebs})
     );
     let unkeyed = printed(&direct_copy);
     assert!(!unkeyed.to_string().contains("kms:"), "{unkeyed}");
@@ -2074,6 +2083,16 @@ async fn each_encrypted_path_runs_with_exactly_the_printed_policy() {
         snapshot_key(&standin, REGION, &ami).await.1,
         Some(key.clone())
     );
+    // A leaked credential holding that policy cannot use the key itself: no data key to
+    // encrypt or decrypt with, no grant for a principal of its choosing.
+    let outsider = "arn:aws:iam::999999999999:root";
+    for action in ["GenerateDataKey", "CreateGrant"] {
+        assert_eq!(
+            kms_direct(&standin, &publisher, REGION, action, &key, outsider).as_deref(),
+            Some("AccessDeniedException"),
+            "{action}"
+        );
+    }
     let copy = signed_by(standin.imgpub(), &publisher)
         .args([
             "aws",

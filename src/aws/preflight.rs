@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
 
-use crate::aws::calls::{Arns, Call, Op, Resource, Tagged};
+use crate::aws::calls::{Arns, Call, Op, Resource, ResourceKind, Tagged};
 use crate::aws::config::{AwsContext, Identity};
 use crate::aws::tags::{MANAGED_KEY, MANAGED_VALUE};
 use crate::error::{aws, Error, ErrorKind, Result};
@@ -106,6 +106,11 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
             if action == "kms:CreateGrant" {
                 context.push((GRANT_FOR_AWS.into(), vec!["true".into()]));
             }
+            // EBS uses the key for the caller, under the service name the KMS Developer
+            // Guide gives it ("AWS KMS condition keys", kms:ViaService).
+            if need.resource == ResourceKind::Key {
+                context.push((VIA_SERVICE.into(), vec![ebs_via_service(&call.region)]));
+            }
             // imgpub's resources carry its tag, and what it makes is tagged as it is made:
             // the simulation asks about those (a resource made otherwise is refused by the
             // call itself, and the error names the action).
@@ -136,6 +141,19 @@ fn groups(calls: &[Call], arns: &Arns) -> BTreeMap<Group, Vec<&'static str>> {
 
 /// Set (to true) when a service integrated with KMS calls CreateGrant for the caller.
 const GRANT_FOR_AWS: &str = "kms:GrantIsForAWSResource";
+
+/// The service that called KMS for the caller; absent on a call straight to KMS.
+const VIA_SERVICE: &str = "kms:ViaService";
+
+/// EBS's kms:ViaService in `region`: "ec2.AWS_region.amazonaws.com (EBS only)" (KMS
+/// Developer Guide, "AWS KMS condition keys"), in the region's partition's domain.
+fn ebs_via_service(region: &str) -> String {
+    let domain = match crate::aws::config::partition_for_region(region) {
+        "aws-cn" => "amazonaws.com.cn",
+        _ => "amazonaws.com",
+    };
+    format!("ec2.{region}.{domain}")
+}
 
 fn entry(key: &str, values: &[String]) -> ContextEntry {
     ContextEntry::builder()

@@ -636,6 +636,18 @@ fn statement_key(
     (order, sid, kind)
 }
 
+/// The services that use a key for the caller, as kms:ViaService names them, in any region
+/// and partition (only AWS sets the key): EC2 for EBS ("ec2.AWS_region.amazonaws.com (EBS
+/// only)": KMS Developer Guide, "AWS KMS condition keys"), and for the EBS direct APIs,
+/// whose name AWS does not give, EBS's own as well.
+fn via_services(scope: &Scope) -> Vec<&'static str> {
+    let mut via = vec!["ec2.*"];
+    if scope.via == upload::Via::EbsDirect && scope.commands.contains(&For::Upload) {
+        via.push("ebs.*");
+    }
+    via
+}
+
 fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value> {
     let managed = |key: &str| json!({format!("{key}/{MANAGED_KEY}"): MANAGED_VALUE});
     match sid {
@@ -674,7 +686,13 @@ fn condition(scope: &Scope, sid: &str, create_actions: &[&str]) -> Option<Value>
         // "do not allow full access to kms:CreateGrant. Instead, use the
         // kms:GrantIsForAWSResource condition key" (EBS User Guide, "Amazon EBS encryption",
         // Permissions for users): only grants EBS makes for the snapshot.
-        "EncryptionKeyGrants" => Some(json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})),
+        "EncryptionKeyGrants" => Some(json!({
+            "Bool": {"kms:GrantIsForAWSResource": "true"},
+            "StringLike": {"kms:ViaService": via_services(scope)}
+        })),
+        // Only through EBS: a leaked credential cannot call KMS itself to decrypt, or to
+        // make data keys, with the key.
+        "EncryptionKeys" => Some(json!({"StringLike": {"kms:ViaService": via_services(scope)}})),
         // gc terminates only instances carrying its tags (kola's): a leaked gc credential
         // cannot stop the account's other machines.
         "TestInstances" => {

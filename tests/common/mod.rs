@@ -814,6 +814,55 @@ pub async fn user_with(standin: &Standin, name: &str, document: &Value) -> (Stri
     access_key(&iam, name).await
 }
 
+/// A call straight to KMS with `keys`, as a leaked credential would make it (GenerateDataKey
+/// or CreateGrant, for `grantee`, on `key`), through boto3 in the stand-in's Python (the
+/// tests carry no KMS SDK): AWS's error code, or `None` when KMS did it.
+pub fn kms_direct(
+    standin: &Standin,
+    (key_id, secret): &(String, String),
+    region: &str,
+    action: &str,
+    key: &str,
+    grantee: &str,
+) -> Option<String> {
+    const SCRIPT: &str = r#"
+import sys, boto3, botocore.config, botocore.exceptions
+endpoint, region, action, key, grantee = sys.argv[1:]
+kms = boto3.client("kms", endpoint_url=endpoint, region_name=region,
+                   config=botocore.config.Config(retries={"total_max_attempts": 1}))
+try:
+    if action == "GenerateDataKey":
+        kms.generate_data_key(KeyId=key, KeySpec="AES_256")
+    else:
+        kms.create_grant(KeyId=key, GranteePrincipal=grantee, Operations=["Decrypt"])
+    print("ok")
+except botocore.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+"#;
+    let out = Command::new(standin_python())
+        .args([
+            "-c",
+            SCRIPT,
+            &standin.endpoint,
+            region,
+            action,
+            key,
+            grantee,
+        ])
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the stand-in's python");
+    assert!(out.status.success(), "the KMS call did not run");
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "ok" => None,
+        code => Some(code.to_string()),
+    }
+}
+
 /// `cmd` signed with `keys` instead of the test's own credentials (the secret checked never
 /// to appear in its output).
 pub fn signed_by(cmd: Imgpub, (key, secret): &(String, String)) -> Imgpub {

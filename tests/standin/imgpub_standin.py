@@ -260,6 +260,13 @@ UNDOCUMENTED = {
     # is the associated EBS snapshot" (EC2 User Guide, "Copy an AMI", cross-account
     # copying), with no code named.
     "copy_shared_unreadable_code": ["InvalidRequest", "InvalidSnapshot.NotFound"],
+    # The kms:ViaService of the EBS direct APIs' use of a key: the KMS Developer Guide
+    # ("AWS KMS condition keys", kms:ViaService) lists EBS as "ec2.AWS_region.amazonaws.com
+    # (EBS only)", and the EBS direct pages name no value. EC2's name, or ebs's own.
+    "ebs_direct_via_service": ["ec2", "ebs"],
+    # The region in the kms:ViaService of a cross-region CopyImage's use of the source
+    # snapshot's key: the request's (destination) region, or the key's (source); unsaid.
+    "copy_source_key_via": ["destination", "source"],
     # Credentials used in a partition they do not belong to are unknown there; AWS's common
     # errors list both codes for a key "that does not exist in our records" without saying
     # which service answers which.
@@ -487,8 +494,9 @@ class ImportTask:
             actions = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
                        "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
                        "kms:ReEncryptFrom", "kms:ReEncryptTo")
+            # Which kms:ViaService VM Import/Export's use carries, AWS does not say: none.
             for action, resource, context in _kms_needs(
-                    account, self.backend.region_name, [key], actions):
+                    account, self.backend.region_name, [key], actions, None):
                 if role.decide(action, resource, context) != "Allowed":
                     return f"{action} on the key {resource}"
         return None
@@ -2198,16 +2206,28 @@ def _customer_key(account: str, region: str, key: str | None) -> str | None:
     return found.arn
 
 
+def _via(service: str, region: str) -> str:
+    """A kms:ViaService value: the service's name in `region`, as the KMS Developer Guide's
+    table gives EBS's ("ec2.AWS_region.amazonaws.com (EBS only)": "AWS KMS condition keys",
+    kms:ViaService)."""
+    suffix = "amazonaws.com.cn" if get_partition(region) == "aws-cn" else "amazonaws.com"
+    return f"{service}.{region}.{suffix}"
+
+
 def _kms_needs(account: str, region: str, keys: list[str | None],
-               actions: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+               actions: tuple[str, ...], via: str | None) -> list[tuple[str, str, dict]]:
     """The KMS actions on each customer managed key among `keys`. EBS creates its grants on
     the user's behalf, so CreateGrant carries kms:GrantIsForAWSResource = true ("use the
     kms:GrantIsForAWSResource condition key to allow the user to create grants on the KMS
     key only when the grant is created on the user's behalf by an AWS service": EBS User
-    Guide, "Amazon EBS encryption", Permissions for users)."""
+    Guide, "Amazon EBS encryption", Permissions for users). A service that uses the key for
+    the caller puts its name in kms:ViaService (`via`; KMS Developer Guide, "AWS KMS
+    condition keys": "EBS: ec2.AWS_region.amazonaws.com"); None where AWS names none."""
     needs = []
     # A request's own keys (tags, ...) are not the key's: only the global ones carry over.
     ctx = {"aws:RequestedRegion": region, "aws:PrincipalAccount": account}
+    if via is not None:
+        ctx["kms:ViaService"] = via
     for arn in dict.fromkeys(a for a in (_customer_key(account, region, k) for k in keys) if a):
         for action in actions:
             extra = {"kms:GrantIsForAWSResource": "true"} if action == "kms:CreateGrant" else {}
@@ -2222,10 +2242,10 @@ def _snapshot_key(account: str, region: str, snapshot_id: str | None) -> str | N
     return getattr(snap, "kms_key_id", None) if snap is not None and snap.encrypted else None
 
 
-def _copy_keys(account: str, region: str, first: Any) -> list[str | None]:
-    """The keys a CopyImage uses: each source snapshot's, and the copy's (the request's
-    KmsKeyId, else the target region's default EBS key when the copy is encrypted: see
-    copy_image)."""
+def _copy_kms_needs(account: str, region: str, first: Any) -> list[tuple[str, str, dict]]:
+    """The KMS needs of a CopyImage: on each source snapshot's key, and on the copy's (the
+    request's KmsKeyId, else the target region's default EBS key when the copy is encrypted:
+    see copy_image), each through EC2 (kms:ViaService; the source key's region as seeded)."""
     from moto.ec2.models import ec2_backends
 
     source_region = first("SourceRegion") or region
@@ -2237,9 +2257,12 @@ def _copy_keys(account: str, region: str, first: Any) -> list[str | None]:
         key = _snapshot_key(held_by.account_id, source_region, snapshot)
         keys.append(key)
         encrypted = encrypted or key is not None
+    via_region = source_region if SETTINGS["copy_source_key_via"] == "source" else region
+    needs = _kms_needs(account, region, keys, KMS_EBS, _via("ec2", via_region))
     if encrypted:
-        keys.append(first("KmsKeyId") or standin_ebs.default_ebs_key(ec2_backends[account][region]))
-    return keys
+        target = first("KmsKeyId") or standin_ebs.default_ebs_key(ec2_backends[account][region])
+        needs += _kms_needs(account, region, [target], KMS_EBS, _via("ec2", region))
+    return needs
 
 
 def needed_for(service: str, action: str, environ: dict, form: dict[str, list[str]],
@@ -2323,8 +2346,7 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                 if pairs:
                     needs.append(("ec2:CreateTags", ec2(kind),
                                   {**ctx, **_request_tags(pairs), "ec2:CreateAction": "CopyImage"}))
-            return needs + _kms_needs(account, region, _copy_keys(account, region, first),
-                                      KMS_EBS)
+            return needs + _copy_kms_needs(account, region, first)
         if action == "CreateTags":
             pairs = _tag_pairs(form, "Tag")
             needs = []
@@ -2449,10 +2471,11 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
                 key = _snapshot_key(account, region, doc["ParentSnapshotId"])
             elif doc.get("Encrypted") or backend.ebs_encryption_by_default:
                 key = doc.get("KmsKeyArn") or standin_ebs.default_ebs_key(backend)
-            needs += _kms_needs(account, region, [key], KMS_EBS_DIRECT)
+            needs += _kms_needs(account, region, [key], KMS_EBS_DIRECT,
+                                _via(SETTINGS["ebs_direct_via_service"], region))
         elif action == "PutSnapshotBlock":
             needs += _kms_needs(account, region, [_snapshot_key(account, region, snapshot)],
-                                KMS_EBS_DIRECT)
+                                KMS_EBS_DIRECT, _via(SETTINGS["ebs_direct_via_service"], region))
         return needs
     if service == "rbin":
         # Service Authorization Reference, Recycle Bin: CreateRule on rule* with
@@ -2484,6 +2507,19 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
             ctx = {**ctx, **_request_tags([(t.get("Key", ""), t.get("Value", ""))
                                            for t in doc.get("Tags") or []])}
         return [(f"rbin:{action}", rule_arn + (ident or "*"), ctx)]
+    if service == "kms":
+        # A call straight to KMS: the action on the key the request names (Service
+        # Authorization Reference, AWS KMS: the key resource type). No kms:ViaService and no
+        # kms:GrantIsForAWSResource: both are set only when an integrated AWS service calls
+        # KMS for the caller (KMS Developer Guide, "AWS KMS condition keys").
+        from moto.kms import kms_backends
+
+        named = json.loads(body or b"{}").get("KeyId") or ""
+        try:
+            arn = kms_backends[account][region].describe_key(named).arn
+        except Exception:  # noqa: BLE001 - a key moto does not know: as for any resource
+            arn = "*"
+        return [(f"kms:{action}", arn, ctx)]
     if service == "sts":
         if action == "GetCallerIdentity":
             return []  # needs no permission, even under an explicit deny
@@ -2501,7 +2537,9 @@ NEEDS_LOCK = threading.Lock()
 
 
 DENIED_CODE = {"ec2": "UnauthorizedOperation", "ssm": "AccessDeniedException",
-               "ebs": "AccessDeniedException", "rbin": "AccessDeniedException"}
+               "ebs": "AccessDeniedException", "rbin": "AccessDeniedException",
+               # KMS API Reference, Common Errors: AccessDeniedException, HTTP 400.
+               "kms": "AccessDeniedException"}
 
 
 def account_of(environ: dict) -> str:
@@ -2514,7 +2552,7 @@ def account_of(environ: dict) -> str:
 
 def denial(service: str, identity: Identity, action: str, resource: str) -> "Fault":
     return Fault({
-        "status": 400 if service == "ssm" else 403,
+        "status": 400 if service in ("ssm", "kms") else 403,
         "code": DENIED_CODE.get(service, "AccessDenied"),
         "message": f"User: {identity.arn} is not authorized to perform: {action} on resource: "
                    f"{resource} because no identity-based policy allows the {action} action",
@@ -3299,7 +3337,7 @@ class StandinApp:
         if not (SETTINGS["enforce_iam"] or simulate or service == "ec2"):
             return None
         if body is None and (
-            service == "ssm"
+            service in ("ssm", "kms")
             or (service == "ebs" and action == "StartSnapshot")
             or service == "rbin"
             or environ.get("CONTENT_TYPE", "").startswith("application/x-www-form")

@@ -1022,6 +1022,64 @@ def test_a_copy_under_a_customer_key_needs_the_key(enforcing):
     assert target_key in str(e.value)
 
 
+def _key_through(endpoint: str, name: str, key: str, via: list[str]):
+    """A user allowed EBS direct writes, CopyImage and the EBS actions on `key`, the latter
+    only through the services `via` names (kms:ViaService patterns)."""
+    return user_with_policy(endpoint, name, [
+        {"Effect": "Allow",
+         "Action": ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"],
+         "Resource": "arn:aws:ec2:*::snapshot/*"},
+        {"Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:DescribeImages"], "Resource": "*"},
+        {"Effect": "Allow", "Action": KMS_EBS + ["kms:Encrypt", "kms:GenerateDataKey"],
+         "Resource": key, "Condition": {"StringLike": {"kms:ViaService": via}}},
+    ])[0]
+
+
+def test_ebs_uses_a_key_through_its_service_name_and_a_direct_call_does_not(enforcing):
+    key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
+    was = control(enforcing, "/_standin/config")
+    try:
+        # EBS direct: whichever name the seed gives, a policy naming it lets the key be used,
+        # and one naming only the other does not.
+        for service, other in (("ec2", "ebs"), ("ebs", "ec2")):
+            control(enforcing, "/_standin/config", {"ebs_direct_via_service": service})
+            through = _key_through(enforcing, f"via-{service}", key,
+                                   [f"{service}.us-east-1.amazonaws.com"])("ebs")
+            through.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=key)
+            elsewhere = _key_through(enforcing, f"via-not-{service}", key,
+                                     [f"{other}.*.amazonaws.com"])("ebs")
+            with pytest.raises(ClientError) as e:
+                elsewhere.start_snapshot(VolumeSize=1, Encrypted=True, KmsKeyArn=key)
+            assert "kms:" in str(e.value) and key in str(e.value)
+        # CopyImage uses the source's key through EC2, named for the seed's region.
+        image = _image_under(enforcing, "via-source", key)
+        for region, named in (("destination", "us-west-2"), ("source", "us-east-1")):
+            control(enforcing, "/_standin/config", {"copy_source_key_via": region})
+            ec2 = _key_through(enforcing, f"copy-{region}", key,
+                               [f"ec2.{named}.amazonaws.com"])("ec2", "us-west-2")
+            ec2.copy_image(Name=f"via-{region}", SourceImageId=image, SourceRegion="us-east-1")
+            wrong = "us-east-1" if named == "us-west-2" else "us-west-2"
+            other = _key_through(enforcing, f"copy-not-{region}", key,
+                                 [f"ec2.{wrong}.amazonaws.com"])("ec2", "us-west-2")
+            with pytest.raises(ClientError) as e:
+                other.copy_image(Name=f"via-not-{region}", SourceImageId=image,
+                                 SourceRegion="us-east-1")
+            assert "kms:" in str(e.value)
+    finally:
+        control(enforcing, "/_standin/config",
+                {k: was[k] for k in ("ebs_direct_via_service", "copy_source_key_via")})
+    # Straight to KMS, a credential allowed the key only through a service is refused; one
+    # allowed it without the condition is not.
+    through = _key_through(enforcing, "direct", key, ["ec2.*", "ebs.*"])("kms")
+    with pytest.raises(ClientError) as e:
+        through.generate_data_key(KeyId=key, KeySpec="AES_256")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "kms:GenerateDataKey" in str(e.value)
+    anywhere, _ = user_with_policy(enforcing, "direct-anywhere", [
+        {"Effect": "Allow", "Action": ["kms:GenerateDataKey"], "Resource": key}])
+    assert anywhere("kms").generate_data_key(KeyId=key, KeySpec="AES_256")["KeyId"] == key
+
+
 def test_an_import_under_a_customer_key_needs_the_role_to_use_it(enforcing, images):
     key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
     reads = {"Effect": "Allow",
