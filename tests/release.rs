@@ -2721,6 +2721,19 @@ async fn an_account_that_copies_on_its_own_runner_waits_for_the_other_runners_up
         ),
         "{said}"
     );
+    // The uploading account's runner has nothing to wait for, and is told so.
+    let main = standin
+        .imgpub()
+        .args(["release", "plan"])
+        .arg(&next)
+        .args(["--only", "account=main", "--wait-for-uploads", "2h"])
+        .run();
+    assert_eq!(main.code, 0, "{}", main.stderr);
+    assert!(
+        main.stderr.contains("--wait-for-uploads 2h: no account of this run copies from an account that runs elsewhere (copy_from), so nothing waits"),
+        "{}",
+        main.stderr
+    );
 }
 
 /// SDK config of account 222233334444's admin, in the source region.

@@ -116,6 +116,12 @@ pub(crate) async fn run(options: ReleaseOptions, run: &Run, emit: Emit<'_>) -> R
         .map(|m| m.accounts.clone())
         .unwrap_or_default();
     if accounts.is_empty() {
+        if let (Some(wait), Ok(_)) = (options.wait_for_uploads, &read) {
+            tracing::warn!(
+                "--wait-for-uploads {}: the manifest declares no [[account]] that copies from another (copy_from), so nothing waits",
+                crate::units::show_duration(wait)
+            );
+        }
         if !options.only.is_empty() && read.is_ok() {
             return Err(Error::Invalid(
                 "--only picks among the manifest's [[account]]s, and it declares none".into(),
@@ -131,6 +137,20 @@ pub(crate) async fn run(options: ReleaseOptions, run: &Run, emit: Emit<'_>) -> R
     }
     let manifest = read?;
     let chosen = choose(&accounts, &options.only)?;
+    if let Some(wait) = options.wait_for_uploads {
+        // Only an account whose copy_from account runs elsewhere waits: said when none does.
+        let waits = chosen.iter().any(|c| {
+            c.copy_from
+                .as_ref()
+                .is_some_and(|from| !chosen.iter().any(|o| o.name == from.name))
+        });
+        if !waits {
+            tracing::warn!(
+                "--wait-for-uploads {}: no account of this run copies from an account that runs elsewhere (copy_from), so nothing waits",
+                crate::units::show_duration(wait)
+            );
+        }
+    }
     // One Ctrl-C for the whole run: a drive listens only while it applies, and a signal
     // with nobody listening would be lost while another account still plans.
     tokio::select! {
