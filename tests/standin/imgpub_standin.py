@@ -2437,7 +2437,11 @@ def needed_for(service: str, action: str, environ: dict, form: dict[str, list[st
         return needs
     if service == "ebs":
         # ebs: actions act on the snapshot (ec2's ARN); tags on StartSnapshot need
-        # ec2:CreateTags with ec2:CreateAction = StartSnapshot.
+        # ec2:CreateTags ("This policy also ensures that the user has access to create tags.
+        # The StartSnapshot action is the only action that can specify tags": EBS User
+        # Guide, "Control access to EBS direct APIs using IAM", permissions to write
+        # snapshots), with ec2:CreateAction = StartSnapshot as for every tag on create
+        # (Service Authorization Reference, Amazon EC2: CreateTags, ec2:CreateAction).
         snapshot = standin_ebs.EbsDirect.snapshot_of(environ["PATH_INFO"])
         snapshot_arn = _ec2_arn(partition, region, "snapshot",
                                 "*" if action == "StartSnapshot" else snapshot or "*")

@@ -1035,6 +1035,28 @@ def _key_through(endpoint: str, name: str, key: str, via: list[str]):
     ])[0]
 
 
+def test_tags_on_start_snapshot_need_create_tags(enforcing):
+    write = {"Effect": "Allow",
+             "Action": ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"],
+             "Resource": "arn:aws:ec2:*::snapshot/*"}
+    tags = [{"Key": "Name", "Value": "tagged"}]
+    untagging, _ = user_with_policy(enforcing, "start-no-tags", [write])
+    # Untagged, the ebs: action alone is enough; tagged, CreateTags is needed too.
+    untagging("ebs").start_snapshot(VolumeSize=1)
+    with pytest.raises(ClientError) as e:
+        untagging("ebs").start_snapshot(VolumeSize=1, Tags=tags)
+    assert "ec2:CreateTags" in str(e.value)
+    other_action, _ = user_with_policy(enforcing, "start-tags-elsewhere", [write, {
+        "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+        "Condition": {"StringEquals": {"ec2:CreateAction": "RegisterImage"}}}])
+    with pytest.raises(ClientError):
+        other_action("ebs").start_snapshot(VolumeSize=1, Tags=tags)
+    tagging, _ = user_with_policy(enforcing, "start-tags", [write, {
+        "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+        "Condition": {"StringEquals": {"ec2:CreateAction": "StartSnapshot"}}}])
+    assert tagging("ebs").start_snapshot(VolumeSize=1, Tags=tags)["Tags"] == tags
+
+
 def test_ebs_uses_a_key_through_its_service_name_and_a_direct_call_does_not(enforcing):
     key = control(enforcing, "/_standin/kms/keys", {"region": "us-east-1"})["arn"]
     was = control(enforcing, "/_standin/config")
