@@ -316,7 +316,7 @@ impl Registered {
 }
 
 pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Option<FoundImage>> {
-    let Some(image) = image_named(ec2, name).await? else {
+    let Some(image) = image_named(ec2, Owner::This, name).await? else {
         return Ok(None);
     };
     Ok(Some(FoundImage {
@@ -334,59 +334,47 @@ pub(crate) async fn find_image_by_name(ec2: &Client, name: &str) -> Result<Optio
     }))
 }
 
-/// This account's AMI named `name`, as EC2 describes it (names are unique per account and
+/// Whose AMI a lookup by name is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner<'a> {
+    /// This account's.
+    This,
+    /// Another account's, seen only when shared with this one or public.
+    Other(&'a str),
+}
+
+/// `owner`'s AMI named `name`, as EC2 describes it (names are unique per account and
 /// region).
 pub(crate) async fn image_named(
     ec2: &Client,
+    owner: Owner<'_>,
     name: &str,
 ) -> Result<Option<aws_sdk_ec2::types::Image>> {
-    let out = ec2
-        .describe_images()
-        .owners("self")
-        .filters(Filter::builder().name("name").values(name).build())
-        .send()
-        .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2DescribeImages,
-                format!("looking for an AMI named {name}"),
-                e,
-            )
-        })?;
-    Ok(out
-        .images()
-        .iter()
-        .find(|i| i.name() == Some(name))
-        .cloned())
-}
-
-/// Account `owner`'s AMI named `name`, when this account may see it (shared with it, or
-/// public): DescribeImages lists other accounts' AMIs only then.
-pub(crate) async fn shared_image_named(
-    ec2: &Client,
-    owner: &str,
-    name: &str,
-) -> Result<Option<aws_sdk_ec2::types::Image>> {
+    let (owners, context) = match owner {
+        Owner::This => ("self", format!("looking for an AMI named {name}")),
+        Owner::Other(id) => (id, format!("looking for account {id}'s AMI named {name}")),
+    };
     // Another account's deprecated AMIs are listed only when asked for (DescribeImages,
-    // IncludeDeprecated): a release past its deprecation time is still copied.
+    // IncludeDeprecated), the owner's own always: a release past its deprecation time is
+    // still found.
     let out = ec2
         .describe_images()
-        .owners(owner)
+        .owners(owners)
         .include_deprecated(true)
         .filters(Filter::builder().name("name").values(name).build())
         .send()
         .await
-        .map_err(|e| {
-            aws(
-                Op::Ec2DescribeImages,
-                format!("looking for account {owner}'s AMI named {name}"),
-                e,
-            )
-        })?;
+        .map_err(|e| aws(Op::Ec2DescribeImages, context, e))?;
     Ok(out
         .images()
         .iter()
-        .find(|i| i.name() == Some(name) && i.owner_id() == Some(owner))
+        .find(|i| {
+            i.name() == Some(name)
+                && match owner {
+                    Owner::This => true,
+                    Owner::Other(id) => i.owner_id() == Some(id),
+                }
+        })
         .cloned())
 }
 

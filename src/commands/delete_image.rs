@@ -267,7 +267,7 @@ pub(crate) async fn plan(
                 let name = &name;
                 async move {
                     let ec2 = ctx.in_region(&region).ec2();
-                    match ami::image_named(&ec2, name).await? {
+                    match ami::image_named(&ec2, ami::Owner::This, name).await? {
                         Some(copy) => Ok(vec![target(&ec2, &region, Some(&copy), choice).await?]),
                         None => Ok(vec![]),
                     }

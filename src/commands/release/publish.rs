@@ -348,7 +348,7 @@ async fn shared_source(
     i: usize,
 ) -> Result<Option<Source>> {
     let ec2 = ctx.in_region(&from.region).ec2();
-    let found = ami::shared_image_named(&ec2, &from.id, &m.images[i].name).await?;
+    let found = ami::image_named(&ec2, ami::Owner::Other(&from.id), &m.images[i].name).await?;
     let Some(image) =
         found.filter(|i| i.state() == Some(&aws_sdk_ec2::types::ImageState::Available))
     else {
