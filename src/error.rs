@@ -333,7 +333,7 @@ fn actions_of(op: Op) -> String {
         .iter()
         .any(|n| n.resource == ResourceKind::Key)
     {
-        format!("{listed}, or the kms: actions on the image's customer managed KMS key")
+        format!("{listed}, or the kms: actions on the customer managed KMS key it uses")
     } else {
         listed
     }
@@ -443,7 +443,7 @@ mod tests {
         assert_eq!(actions_of(Op::S3UploadPart), "s3:PutObject");
         assert!(
             actions_of(Op::Ec2CopyImage)
-                .ends_with("or the kms: actions on the image's customer managed KMS key"),
+                .ends_with("or the kms: actions on the customer managed KMS key it uses"),
             "{}",
             actions_of(Op::Ec2CopyImage)
         );
